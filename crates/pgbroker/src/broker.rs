@@ -1,0 +1,268 @@
+//! The [`Broker`] handle: configuration, the connection pool and the caches
+//! that every operation shares.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::error::{Error, Result};
+use crate::migrate::{self, quote_ident, MigrationReport};
+use crate::notify::Wakeups;
+use crate::types::{validate_schema, TopicName};
+
+/// The database URL used when none is configured.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The schema used when none is configured.
+pub const DEFAULT_SCHEMA: &str = "pgbroker";
+
+/// How to reach the database and where pgbroker's tables live.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// A libpq-style URL or key=value string.
+    pub database_url: String,
+    /// The Postgres schema holding pgbroker's tables.
+    pub schema: String,
+    /// Most connections the pool opens.
+    pub pool_size: usize,
+    /// Apply migrations when connecting (the default). When false, a schema
+    /// that is behind is left alone and calls may fail.
+    pub migrate: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            database_url: DEFAULT_DATABASE_URL.to_string(),
+            schema: DEFAULT_SCHEMA.to_string(),
+            pool_size: 16,
+            migrate: true,
+        }
+    }
+}
+
+/// What the broker caches about a topic. Partition counts can grow, so the
+/// cache expires quickly and is dropped on any miss.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicMeta {
+    pub name: TopicName,
+    /// Internal partition ids, indexed by partition number.
+    pub partition_ids: Vec<i64>,
+    pub segment_records: i64,
+    pub max_message_bytes: usize,
+}
+
+const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
+
+pub(crate) struct Inner {
+    pub pool: Pool,
+    pub pg_config: tokio_postgres::Config,
+    pub schema: String,
+    pub channel: String,
+    /// The produce statement, schema-qualified so that it also runs on a
+    /// caller's own connection whatever its search_path.
+    pub produce_sql: String,
+    /// Locks a partition row in a caller's transaction (outbox path).
+    pub outbox_lock_sql: String,
+    pub wakeups: Wakeups,
+    topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
+    pub round_robin: AtomicUsize,
+}
+
+/// A handle to pgbroker's storage in one Postgres schema. Cheap to clone;
+/// all clones share one connection pool.
+#[derive(Clone)]
+pub struct Broker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("schema", &self.inner.schema).finish()
+    }
+}
+
+/// Describes where a config points, without the password.
+pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db = cfg
+        .get_dbname()
+        .or(cfg.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+impl Broker {
+    /// Connects, checks the database is reachable and, unless disabled,
+    /// applies pending migrations.
+    pub async fn connect(config: BrokerConfig) -> Result<Broker> {
+        validate_schema(&config.schema)?;
+        let mut pg_config: tokio_postgres::Config = config
+            .database_url
+            .parse()
+            .map_err(|e| Error::invalid("database URL", e))?;
+        if pg_config.get_application_name().is_none() {
+            pg_config.application_name("pgbroker");
+        }
+        // Custom plans let Postgres prune segments at plan time, so a query
+        // locks only the segments it reads and retention can drop others.
+        pg_config.options(format!(
+            "-c search_path={} -c plan_cache_mode=force_custom_plan",
+            config.schema
+        ));
+        pg_config.connect_timeout(Duration::from_secs(10));
+        let target = describe_target(&pg_config);
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        let q = quote_ident(&config.schema);
+        let inner = Inner {
+            pool,
+            pg_config,
+            channel: format!("pgbroker_{}", config.schema),
+            produce_sql: crate::produce::produce_sql(&q),
+            outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
+            schema: config.schema.clone(),
+            wakeups: Wakeups::default(),
+            topics: Mutex::new(HashMap::new()),
+            round_robin: AtomicUsize::new(0),
+        };
+        let broker = Broker {
+            inner: Arc::new(inner),
+        };
+        let mut client = broker.client().await.map_err(|e| match e {
+            Error::Db(e) => Error::Connect {
+                target: target.clone(),
+                reason: e.to_string(),
+            },
+            other => other,
+        })?;
+        if config.migrate {
+            migrate::migrate(&mut client, &config.schema).await?;
+        } else {
+            check_version(&client, &config.schema).await?;
+        }
+        Ok(broker)
+    }
+
+    /// Applies pending migrations and reports the versions.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        let mut client = self.client().await?;
+        migrate::migrate(&mut client, &self.inner.schema).await
+    }
+
+    /// The schema this broker works in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// A pooled connection whose search_path is pgbroker's schema.
+    pub(crate) async fn client(&self) -> Result<Object> {
+        Ok(self.inner.pool.get().await?)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub(crate) fn forget_topic(&self, name: &str) {
+        if let Ok(mut m) = self.inner.topics.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// Topic metadata, from the cache when fresh.
+    pub(crate) async fn topic_meta(&self, name: &TopicName) -> Result<Arc<TopicMeta>> {
+        if let Ok(m) = self.inner.topics.lock() {
+            if let Some((at, meta)) = m.get(name.as_str()) {
+                if at.elapsed() < TOPIC_CACHE_TTL {
+                    return Ok(meta.clone());
+                }
+            }
+        }
+        let client = self.client().await?;
+        let meta = Arc::new(load_topic_meta(&client, name).await?);
+        if let Ok(mut m) = self.inner.topics.lock() {
+            m.insert(name.as_str().to_string(), (Instant::now(), meta.clone()));
+        }
+        Ok(meta)
+    }
+
+    /// The internal id of a topic partition, checking the partition exists.
+    pub(crate) async fn partition_id(&self, topic: &TopicName, partition: i32) -> Result<(Arc<TopicMeta>, i64)> {
+        let meta = self.topic_meta(topic).await?;
+        match usize::try_from(partition).ok().and_then(|p| meta.partition_ids.get(p)) {
+            Some(id) => Ok((meta.clone(), *id)),
+            None => Err(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                count: meta.partition_ids.len(),
+            }),
+        }
+    }
+
+    pub(crate) fn next_round_robin(&self) -> usize {
+        self.inner.round_robin.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+async fn check_version(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await;
+    if let Ok(Some(row)) = row {
+        let found: i32 = row.get(0);
+        if found > migrate::latest_version() {
+            return Err(Error::SchemaTooNew {
+                schema: schema.to_string(),
+                found,
+                known: migrate::latest_version(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_topic_meta(client: &tokio_postgres::Client, name: &TopicName) -> Result<TopicMeta> {
+    let row = client
+        .query_opt(
+            "SELECT t.segment_records, t.max_message_bytes,
+                    coalesce(array_agg(p.id ORDER BY p.partition) FILTER (WHERE p.id IS NOT NULL), '{}')
+             FROM topics t LEFT JOIN partitions p ON p.topic_id = t.id
+             WHERE t.name = $1 GROUP BY t.id",
+            &[&name.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+    let max: i32 = row.get(1);
+    Ok(TopicMeta {
+        name: name.clone(),
+        segment_records: row.get(0),
+        max_message_bytes: usize::try_from(max).unwrap_or(0),
+        partition_ids: row.get(2),
+    })
+}

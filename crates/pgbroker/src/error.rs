@@ -1,0 +1,174 @@
+//! The library's one error type.
+
+use std::fmt;
+
+/// A specialised `Result` for pgbroker operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a pgbroker call.
+///
+/// Variants are grouped by who can fix them: the caller (bad input, unknown
+/// names), the group protocol (rebalance, fencing), or the environment
+/// (database down). Use [`Error::is_retriable`] instead of matching on the
+/// database cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name (topic, group, schema) or value failed validation.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid, for example "topic name".
+        what: &'static str,
+        /// Why, in words a person can act on.
+        reason: String,
+    },
+    /// The topic does not exist.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The topic already exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// The partition is not part of the topic.
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        count: usize,
+    },
+    /// A record is larger than the topic allows.
+    #[error("record of {size} bytes exceeds the topic's maximum of {max} bytes")]
+    RecordTooLarge {
+        /// Size of key, value and headers together.
+        size: usize,
+        /// The topic's `max_message_bytes`.
+        max: usize,
+    },
+    /// The requested offset lies outside `[log_start, high_watermark]`.
+    #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: i64,
+        /// The first offset still stored.
+        log_start: i64,
+        /// One past the last committed offset.
+        high_watermark: i64,
+    },
+    /// The consumer group does not exist.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// The member is not (or no longer) part of the group: it left, or its
+    /// session expired.
+    #[error("member {member:?} is not part of group {group:?}")]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member id presented.
+        member: String,
+    },
+    /// The member presented an old generation: the group has rebalanced and
+    /// the member must rejoin before committing or heartbeating again.
+    #[error("group {group:?} has rebalanced to generation {current}; generation {presented} is stale")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+        /// The generation the member presented.
+        presented: i32,
+        /// The group's current generation.
+        current: i32,
+    },
+    /// The operation needs the group to have no live members.
+    #[error("group {0:?} has active members; stop them first")]
+    GroupNotEmpty(String),
+    /// The member committed an offset for a partition it is not assigned.
+    #[error("member {member:?} of group {group:?} is not assigned {topic}/{partition}")]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// The database was migrated by a newer pgbroker.
+    #[error("schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker")]
+    SchemaTooNew {
+        /// The schema.
+        schema: String,
+        /// Version found in the database.
+        found: i32,
+        /// Newest version this build knows.
+        known: i32,
+    },
+    /// The database could not be reached.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect {
+        /// Host, port and database, never the password.
+        target: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// A storage unit needed by the write is being created concurrently, or
+    /// a lock could not be had in time. Retrying is safe.
+    #[error("storage busy: {0}")]
+    Busy(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Db(#[source] tokio_postgres::Error),
+    /// The connection pool failed to hand out a connection.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// The batch this record was sent in failed as a whole.
+    #[error("batch failed: {0}")]
+    Batch(std::sync::Arc<Error>),
+    /// The auto-batching producer has shut down.
+    #[error("producer is closed")]
+    Closed,
+}
+
+impl Error {
+    /// True when the same call may succeed if tried again unchanged.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Busy(_) | Error::Connect { .. } | Error::Pool(_) => true,
+            Error::Batch(e) => e.is_retriable(),
+            Error::Db(e) => e.is_closed() || e.code().is_none(),
+            _ => false,
+        }
+    }
+
+    /// True when the error comes from the group protocol and the member
+    /// should rejoin.
+    pub fn needs_rejoin(&self) -> bool {
+        matches!(
+            self,
+            Error::RebalanceInProgress { .. } | Error::UnknownMember { .. } | Error::NotAssigned { .. }
+        )
+    }
+
+    pub(crate) fn invalid(what: &'static str, reason: impl fmt::Display) -> Error {
+        Error::Invalid {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::Db(e),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The group coordinator. All group state (members, generations,
+//! assignments, committed offsets) lives in Postgres and every change runs
+//! in a transaction that locks the group's row, so any number of pgbroker
+//! processes can serve the same group.
+//!
+//! The protocol, in short: a member joins and gets an id, the group's
+//! generation and its partitions. Whenever membership or the partitions of
+//! the subscribed topics change, the coordinator bumps the generation and
+//! recomputes the assignment. Members learn of it from their next heartbeat
+//! ([`Error::RebalanceInProgress`]) and join again to get their new
+//! partitions. A member that stops heartbeating is removed once its session
+//! times out, by whichever member's call notices first. Commits are
+//! accepted only from a live member, with the current generation, for
+//! partitions it is assigned: that is the fencing.
+
+mod assign;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio_postgres::Transaction;
+
+pub use assign::Strategy;
+use assign::MemberState;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::fetch::OffsetSpec;
+use crate::types::{to_millis, GroupId, TopicName, TopicPartition};
+
+/// Settings a member joins with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// A name for the client, shown in `group describe`; prefixes member ids.
+    pub client_id: String,
+    /// The member is removed when it has not heartbeated for this long.
+    pub session_timeout: Duration,
+    /// Strategy for a new group; an existing group keeps its own.
+    pub strategy: Strategy,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            client_id: "pgbroker".to_string(),
+            session_timeout: Duration::from_secs(10),
+            strategy: Strategy::default(),
+        }
+    }
+}
+
+/// A member's place in its group after a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group.
+    pub group: GroupId,
+    /// This member's id; present it on every later call.
+    pub member_id: String,
+    /// The generation the assignment belongs to.
+    pub generation: i32,
+    /// The partitions this member owns in this generation.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    /// Topic.
+    pub topic: TopicName,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to read (Kafka's convention).
+    pub offset: i64,
+    /// Free-form metadata stored with the offset.
+    pub metadata: Option<String>,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommittedOffset {
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to read.
+    pub offset: i64,
+    /// Metadata committed with it.
+    pub metadata: Option<String>,
+}
+
+/// A live member as shown by [`Broker::describe_group`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// Member id.
+    pub member_id: String,
+    /// Client id it joined with.
+    pub client_id: String,
+    /// Last heartbeat, milliseconds since the epoch.
+    pub last_heartbeat_ms: i64,
+    /// Partitions it owns.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// Progress of a group on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: TopicName,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset, if any.
+    pub committed: Option<i64>,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// `high_watermark - committed` (from the log start when nothing is
+    /// committed).
+    pub lag: i64,
+    /// The member that owns the partition now, if any.
+    pub member: Option<String>,
+}
+
+/// A group's members and progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group: GroupId,
+    /// `Stable` with live members, `Empty` without.
+    pub state: String,
+    /// Current generation.
+    pub generation: i32,
+    /// Assignment strategy.
+    pub strategy: String,
+    /// Live members.
+    pub members: Vec<MemberInfo>,
+    /// Per partition progress.
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Where `reset_offsets` moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The log start of each partition.
+    Earliest,
+    /// The high watermark of each partition.
+    Latest,
+    /// This offset, clamped into each partition's range.
+    Offset(i64),
+    /// The first offset at or after this time.
+    Timestamp(SystemTime),
+}
+
+const EXPIRE_SQL: &str = "DELETE FROM group_members
+     WHERE group_name = $1 AND last_heartbeat + session_timeout_ms * interval '1 millisecond' < now()";
+
+fn parse_assignment(v: serde_json::Value) -> Vec<TopicPartition> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn session_ms(d: Duration) -> Result<i32> {
+    let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    if !(100..=3_600_000).contains(&ms) {
+        return Err(Error::invalid("session timeout", format!("{d:?} is not between 100ms and 1h")));
+    }
+    Ok(ms)
+}
+
+/// Locks the group's row. Returns its generation and strategy.
+async fn lock_group(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
+    let row = tx
+        .query_opt("SELECT generation, strategy FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
+        .await?;
+    Ok(match row {
+        Some(r) => Some((r.get(0), r.get::<_, String>(1).parse()?)),
+        None => None,
+    })
+}
+
+/// Recomputes the assignment of a locked group. Bumps the generation when
+/// `force` is set or any member's partitions change. Returns the generation.
+async fn rebalance(tx: &Transaction<'_>, group: &GroupId, generation: i32, strategy: Strategy, force: bool) -> Result<i32> {
+    let rows = tx
+        .query(
+            "SELECT member_id, topics, assignment FROM group_members WHERE group_name = $1",
+            &[&group.as_str()],
+        )
+        .await?;
+    let mut members = Vec::with_capacity(rows.len());
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for r in &rows {
+        let topics: Vec<String> = r.get(1);
+        wanted.extend(topics.iter().cloned());
+        members.push(MemberState {
+            id: r.get(0),
+            topics: topics.into_iter().filter_map(|t| TopicName::new(t).ok()).collect(),
+            previous: parse_assignment(r.get(2)),
+        });
+    }
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    let counts = tx
+        .query(
+            "SELECT t.name, count(p.id)::int FROM topics t JOIN partitions p ON p.topic_id = t.id
+             WHERE t.name = ANY($1) GROUP BY t.name",
+            &[&wanted],
+        )
+        .await?;
+    let partitions: BTreeMap<TopicName, i32> = counts
+        .iter()
+        .filter_map(|r| Some((TopicName::new(r.get::<_, String>(0)).ok()?, r.get(1))))
+        .collect();
+    let assignment = assign::assign(strategy, &members, &partitions);
+    let changed = members
+        .iter()
+        .any(|m| assignment.get(&m.id).map(Vec::as_slice) != Some(m.previous.as_slice()));
+    if !(force || changed) {
+        return Ok(generation);
+    }
+    let next = generation.wrapping_add(1).max(1);
+    for (member, parts) in &assignment {
+        let json = serde_json::to_value(parts).map_err(|e| Error::invalid("assignment", e))?;
+        tx.execute(
+            "UPDATE group_members SET assignment = $3 WHERE group_name = $1 AND member_id = $2",
+            &[&group.as_str(), member, &json],
+        )
+        .await?;
+    }
+    tx.execute(
+        "UPDATE groups SET generation = $2, updated_at = now() WHERE name = $1",
+        &[&group.as_str(), &next],
+    )
+    .await?;
+    tracing::debug!(group = %group, generation = next, members = members.len(), "group rebalanced");
+    Ok(next)
+}
+
+impl Broker {
+    /// Joins a group (or rejoins, with the id from an earlier join) and
+    /// returns this member's partitions for the current generation.
+    /// Rejoining with an unchanged subscription does not rebalance.
+    pub async fn join_group(
+        &self,
+        group: &GroupId,
+        member_id: Option<&str>,
+        topics: &[TopicName],
+        options: &JoinOptions,
+    ) -> Result<Membership> {
+        let timeout = session_ms(options.session_timeout)?;
+        if topics.is_empty() {
+            return Err(Error::invalid("subscription", "a member must subscribe to at least one topic"));
+        }
+        for t in topics {
+            self.topic_meta(t).await?;
+        }
+        let mut subscribed: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        subscribed.sort();
+        subscribed.dedup();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&group.as_str(), &options.strategy.as_str()],
+        )
+        .await?;
+        let (generation, strategy) = lock_group(&tx, group)
+            .await?
+            .ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
+        let mut changed = tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0;
+        let id = match member_id {
+            Some(id) => {
+                let row = tx
+                    .query_opt(
+                        "SELECT topics FROM group_members WHERE group_name = $1 AND member_id = $2",
+                        &[&group.as_str(), &id],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    if changed {
+                        rebalance(&tx, group, generation, strategy, true).await?;
+                    }
+                    tx.commit().await?;
+                    return Err(Error::UnknownMember {
+                        group: group.to_string(),
+                        member: id.to_string(),
+                    });
+                };
+                changed |= row.get::<_, Vec<String>>(0) != subscribed;
+                tx.execute(
+                    "UPDATE group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
+                     WHERE group_name = $1 AND member_id = $2",
+                    &[&group.as_str(), &id, &timeout, &subscribed],
+                )
+                .await?;
+                id.to_string()
+            }
+            None => {
+                let id = format!("{}-{:016x}", options.client_id, rand::thread_rng().gen::<u64>());
+                tx.execute(
+                    "INSERT INTO group_members (group_name, member_id, client_id, session_timeout_ms, topics)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&group.as_str(), &id, &options.client_id, &timeout, &subscribed],
+                )
+                .await?;
+                changed = true;
+                id
+            }
+        };
+        let generation = rebalance(&tx, group, generation, strategy, changed).await?;
+        let row = tx
+            .query_one(
+                "SELECT assignment FROM group_members WHERE group_name = $1 AND member_id = $2",
+                &[&group.as_str(), &id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Membership {
+            group: group.clone(),
+            member_id: id,
+            generation,
+            assignment: parse_assignment(row.get(0)),
+        })
+    }
+
+    /// Keeps a member alive. Fails with [`Error::RebalanceInProgress`] when
+    /// the group has moved to a newer generation (join again), and with
+    /// [`Error::UnknownMember`] when the member was removed.
+    pub async fn heartbeat(&self, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let unknown = || Error::UnknownMember {
+            group: group.to_string(),
+            member: member_id.to_string(),
+        };
+        let Some((mut current, strategy)) = lock_group(&tx, group).await? else {
+            return Err(unknown());
+        };
+        if tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0 {
+            current = rebalance(&tx, group, current, strategy, true).await?;
+        }
+        let alive = tx
+            .execute(
+                "UPDATE group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
+                &[&group.as_str(), &member_id],
+            )
+            .await?
+            > 0;
+        tx.commit().await?;
+        if !alive {
+            return Err(unknown());
+        }
+        if generation != current {
+            return Err(Error::RebalanceInProgress {
+                group: group.to_string(),
+                presented: generation,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Leaves a group at once; its partitions go to the other members.
+    pub async fn leave_group(&self, group: &GroupId, member_id: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let unknown = || Error::UnknownMember {
+            group: group.to_string(),
+            member: member_id.to_string(),
+        };
+        let (generation, strategy) = lock_group(&tx, group).await?.ok_or_else(unknown)?;
+        let gone = tx
+            .execute(
+                "DELETE FROM group_members WHERE group_name = $1 AND member_id = $2",
+                &[&group.as_str(), &member_id],
+            )
+            .await?;
+        if gone == 0 {
+            return Err(unknown());
+        }
+        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
+        rebalance(&tx, group, generation, strategy, true).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Commits offsets for a group. With `member` (id and generation) the
+    /// commit is fenced: the member must be live, in the current generation
+    /// and assigned every partition it commits. Without it, the commit is
+    /// accepted only while the group has no live members (tools, resets).
+    pub async fn commit_offsets(
+        &self,
+        group: &GroupId,
+        member: Option<(&str, i32)>,
+        offsets: &[OffsetCommit],
+    ) -> Result<()> {
+        for o in offsets {
+            if o.offset < 0 {
+                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
+            }
+            self.partition_id(&o.topic, o.partition).await?;
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let state = tx
+            .query_opt("SELECT generation FROM groups WHERE name = $1 FOR SHARE", &[&group.as_str()])
+            .await?;
+        match member {
+            Some((member_id, generation)) => {
+                let unknown = || Error::UnknownMember {
+                    group: group.to_string(),
+                    member: member_id.to_string(),
+                };
+                let current: i32 = state.ok_or_else(unknown)?.get(0);
+                let row = tx
+                    .query_opt(
+                        "SELECT assignment FROM group_members
+                         WHERE group_name = $1 AND member_id = $2
+                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
+                        &[&group.as_str(), &member_id],
+                    )
+                    .await?
+                    .ok_or_else(unknown)?;
+                if generation != current {
+                    return Err(Error::RebalanceInProgress {
+                        group: group.to_string(),
+                        presented: generation,
+                        current,
+                    });
+                }
+                let owned: BTreeSet<TopicPartition> = parse_assignment(row.get(0)).into_iter().collect();
+                if let Some(o) = offsets.iter().find(|o| {
+                    !owned.contains(&TopicPartition {
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                    })
+                }) {
+                    return Err(Error::NotAssigned {
+                        group: group.to_string(),
+                        member: member_id.to_string(),
+                        topic: o.topic.to_string(),
+                        partition: o.partition,
+                    });
+                }
+            }
+            None => {
+                let live = tx
+                    .query_one(
+                        "SELECT count(*) FROM group_members WHERE group_name = $1
+                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
+                        &[&group.as_str()],
+                    )
+                    .await?;
+                if live.get::<_, i64>(0) > 0 {
+                    return Err(Error::GroupNotEmpty(group.to_string()));
+                }
+            }
+        }
+        upsert_offsets(&tx, group, offsets).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The group's committed offsets for one topic, by partition.
+    pub async fn committed_offsets(&self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT o.partition, o.\"offset\", o.metadata FROM group_offsets o
+                 JOIN topics t ON t.id = o.topic_id
+                 WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition",
+                &[&group.as_str(), &topic.as_str()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CommittedOffset {
+                partition: r.get(0),
+                offset: r.get(1),
+                metadata: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Every group that has members or committed offsets, by name.
+    pub async fn list_groups(&self) -> Result<Vec<GroupId>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name FROM groups UNION SELECT group_name FROM group_offsets ORDER BY 1",
+                &[],
+            )
+            .await?;
+        rows.iter().map(|r| GroupId::new(r.get::<_, String>(0))).collect()
+    }
+
+    /// A group's live members and, per partition, committed offset, high
+    /// watermark, lag and owner.
+    pub async fn describe_group(&self, group: &GroupId) -> Result<GroupDescription> {
+        let client = self.client().await?;
+        let head = client
+            .query_opt("SELECT generation, strategy FROM groups WHERE name = $1", &[&group.as_str()])
+            .await?;
+        let members: Vec<MemberInfo> = client
+            .query(
+                "SELECT member_id, client_id, last_heartbeat, assignment FROM group_members
+                 WHERE group_name = $1
+                   AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
+                 ORDER BY member_id",
+                &[&group.as_str()],
+            )
+            .await?
+            .iter()
+            .map(|r| MemberInfo {
+                member_id: r.get(0),
+                client_id: r.get(1),
+                last_heartbeat_ms: to_millis(r.get(2)),
+                assignment: parse_assignment(r.get(3)),
+            })
+            .collect();
+        let rows = client
+            .query(
+                "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
+                 FROM topics t JOIN partitions p ON p.topic_id = t.id
+                 LEFT JOIN group_offsets o
+                   ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
+                 WHERE t.id IN (SELECT topic_id FROM group_offsets WHERE group_name = $1)
+                    OR t.name IN (SELECT unnest(topics) FROM group_members WHERE group_name = $1)
+                 ORDER BY t.name, p.partition",
+                &[&group.as_str()],
+            )
+            .await?;
+        if head.is_none() && rows.is_empty() {
+            return Err(Error::UnknownGroup(group.to_string()));
+        }
+        let owner = |tp: &TopicPartition| {
+            members
+                .iter()
+                .find(|m| m.assignment.contains(tp))
+                .map(|m| m.member_id.clone())
+        };
+        let mut partitions = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let topic = TopicName::new(r.get::<_, String>(0))?;
+            let partition: i32 = r.get(1);
+            let committed: Option<i64> = r.get(2);
+            let (hw, start): (i64, i64) = (r.get(3), r.get(4));
+            let member = owner(&TopicPartition {
+                topic: topic.clone(),
+                partition,
+            });
+            partitions.push(PartitionLag {
+                lag: (hw - committed.unwrap_or(start)).max(0),
+                topic,
+                partition,
+                committed,
+                high_watermark: hw,
+                member,
+            });
+        }
+        let (generation, strategy) = head.map_or((0, String::from("-")), |h| (h.get(0), h.get(1)));
+        Ok(GroupDescription {
+            group: group.clone(),
+            state: if members.is_empty() { "Empty" } else { "Stable" }.to_string(),
+            generation,
+            strategy,
+            members,
+            partitions,
+        })
+    }
+
+    /// Moves an inactive group's committed offsets for one topic. Returns
+    /// the new offset of every partition.
+    pub async fn reset_offsets(&self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
+        let meta = self.topic_meta(topic).await?;
+        let mut offsets = Vec::with_capacity(meta.partition_ids.len());
+        for p in 0..meta.partition_ids.len() {
+            let partition = i32::try_from(p).unwrap_or(i32::MAX);
+            let (start, end) = self.watermarks(topic, partition).await?;
+            let offset = match to {
+                ResetTo::Earliest => start,
+                ResetTo::Latest => end,
+                ResetTo::Offset(o) => o.clamp(start, end),
+                ResetTo::Timestamp(t) => self.resolve_offset(topic, partition, OffsetSpec::Timestamp(t)).await?,
+            };
+            offsets.push(OffsetCommit {
+                topic: topic.clone(),
+                partition,
+                offset,
+                metadata: None,
+            });
+        }
+        self.commit_offsets(group, None, &offsets).await?;
+        Ok(offsets
+            .into_iter()
+            .map(|o| CommittedOffset {
+                partition: o.partition,
+                offset: o.offset,
+                metadata: None,
+            })
+            .collect())
+    }
+
+    /// Deletes an inactive group and its committed offsets.
+    pub async fn delete_group(&self, group: &GroupId) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
+        let live = tx
+            .query_one("SELECT count(*) FROM group_members WHERE group_name = $1", &[&group.as_str()])
+            .await?;
+        if live.get::<_, i64>(0) > 0 {
+            return Err(Error::GroupNotEmpty(group.to_string()));
+        }
+        let a = tx.execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()]).await?;
+        let b = tx
+            .execute("DELETE FROM group_offsets WHERE group_name = $1", &[&group.as_str()])
+            .await?;
+        if a + b == 0 {
+            return Err(Error::UnknownGroup(group.to_string()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn upsert_offsets(tx: &Transaction<'_>, group: &GroupId, offsets: &[OffsetCommit]) -> Result<()> {
+    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    let partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+    let values: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+    let metadata: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
+    tx.execute(
+        "INSERT INTO group_offsets (group_name, topic_id, partition, \"offset\", metadata)
+         SELECT $1, t.id, x.partition, x.off, x.meta
+         FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS x(topic, partition, off, meta)
+         JOIN topics t ON t.name = x.topic
+         ON CONFLICT (group_name, topic_id, partition)
+         DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()",
+        &[&group.as_str(), &topics, &partitions, &values, &metadata],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! pgbroker: Kafka-style streams stored in PostgreSQL.
+//!
+//! A [`Broker`] is a handle to pgbroker's tables in one Postgres schema.
+//! Topics have partitions; each partition is an ordered, gap-free log of
+//! records. Producers append with [`Broker::produce`] (or inside their own
+//! transaction with [`Broker::produce_in`], or through the batching
+//! [`Producer`]); consumers read with [`Broker::fetch`] or the
+//! group-aware [`Consumer`].
+//!
+//! ```no_run
+//! use pgbroker::{Broker, BrokerConfig, Record, TopicConfig, TopicName};
+//!
+//! # async fn demo() -> pgbroker::Result<()> {
+//! let broker = Broker::connect(BrokerConfig::default()).await?;
+//! let topic = TopicName::new("orders")?;
+//! broker
+//!     .create_topic(&topic, &TopicConfig { partitions: 4, ..TopicConfig::default() })
+//!     .await?;
+//! let at = broker.produce(&topic, None, &[Record::keyed("user-1", "hello")]).await?;
+//! let read = broker
+//!     .fetch(&topic, at[0].partition, at[0].offset, Default::default())
+//!     .await?;
+//! assert_eq!(read.records[0].value.as_deref(), Some(&b"hello"[..]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod broker;
+mod consumer;
+mod error;
+mod fetch;
+mod groups;
+mod headers;
+mod migrate;
+mod notify;
+pub mod partitioner;
+mod produce;
+mod producer;
+mod segments;
+mod topics;
+mod types;
+
+pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
+pub use error::{Error, Result};
+pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use groups::{
+    CommittedOffset, GroupDescription, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag, ResetTo,
+    Strategy,
+};
+pub use migrate::{latest_version, MigrationReport};
+pub use producer::{Producer, ProducerConfig};
+pub use topics::{
+    PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
+    MAX_PARTITIONS,
+};
+pub use types::{from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName, TopicPartition};

@@ -1,0 +1,286 @@
+//! Producing: appending batches to a partition with gap-free offsets, by
+//! key or explicit partition, on pgbroker's pool or inside a caller's own
+//! transaction.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use futures_util::future::try_join_all;
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{GenericClient, ToStatement};
+
+use crate::broker::{Broker, TopicMeta};
+use crate::error::{Error, Result};
+use crate::headers;
+use crate::partitioner::partition_for_key;
+use crate::types::{Record, RecordPosition, TopicName};
+
+/// The single statement that appends a batch.
+///
+/// The UPDATE takes the partition row's lock and reserves `$2` consecutive
+/// offsets; the lock is held until commit, so batches of one partition
+/// commit in offset order and a reader never sees offset `n + 1` before `n`.
+/// A rolled-back batch rolls back its reservation too: no gaps.
+pub(crate) fn produce_sql(schema: &str) -> String {
+    format!(
+        "WITH p AS (
+             UPDATE {schema}.partitions SET next_offset = next_offset + $2
+             WHERE id = $1
+             RETURNING id, next_offset - $2 AS base
+         ), ins AS (
+             INSERT INTO {schema}.records (partition_id, \"offset\", ts, key, value, headers)
+             SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers
+             FROM p, unnest($3::timestamptz[], $4::bytea[], $5::bytea[], $6::jsonb[])
+                     WITH ORDINALITY AS r(ts, key, value, headers, ord)
+         )
+         SELECT p.base,
+                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = p.id),
+                pg_notify($7, p.id::text)
+         FROM p"
+    )
+}
+
+/// Locks a partition's row inside a caller's transaction and returns its
+/// next offset and the end of its last segment. NO KEY UPDATE, the same
+/// strength the produce UPDATE takes, so that segment creation (whose
+/// foreign key takes KEY SHARE on this row) is not blocked by it.
+pub(crate) fn outbox_lock_sql(schema: &str) -> String {
+    format!(
+        "SELECT next_offset,
+                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = $1)
+         FROM {schema}.partitions WHERE id = $1 FOR NO KEY UPDATE"
+    )
+}
+
+/// Columns of one batch, in the shape the produce statement binds.
+struct Columns<'a> {
+    ts: Vec<Option<SystemTime>>,
+    keys: Vec<Option<&'a [u8]>>,
+    values: Vec<Option<&'a [u8]>>,
+    headers: Vec<Option<Value>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new<'r>(records: impl Iterator<Item = &'r Record>) -> Self
+    where
+        'r: 'a,
+    {
+        let mut c = Columns {
+            ts: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            headers: Vec::new(),
+        };
+        for r in records {
+            c.ts.push(r.timestamp);
+            c.keys.push(r.key.as_deref());
+            c.values.push(r.value.as_deref());
+            c.headers.push(headers::to_json(&r.headers));
+        }
+        c
+    }
+}
+
+/// Records of one call split by target partition, with their input indexes.
+type Split = BTreeMap<i32, Vec<usize>>;
+
+impl Broker {
+    /// Produces records to a topic and returns where each landed, in input
+    /// order. With `partition` the records all go there; otherwise a keyed
+    /// record goes where Kafka's default partitioner would put it, and
+    /// records without a key go together to one partition chosen round-robin.
+    ///
+    /// Records for one partition are written by one statement in one
+    /// transaction: all of them or none.
+    pub async fn produce(
+        &self,
+        topic: &TopicName,
+        partition: Option<i32>,
+        records: &[Record],
+    ) -> Result<Vec<RecordPosition>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (meta, split) = self.split(topic, partition, records).await?;
+        let appends = split.iter().map(|(p, idx)| {
+            let meta = meta.clone();
+            async move {
+                let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
+                let base = self.append_pooled(&meta, pid, records, idx).await?;
+                Ok::<_, Error>((*p, idx, base))
+            }
+        });
+        let results = try_join_all(appends).await?;
+        Ok(positions(records.len(), results))
+    }
+
+    /// Produces inside the caller's open transaction (the transactional
+    /// outbox): the records become visible if and only if that transaction
+    /// commits. Partition choice is as in [`Broker::produce`].
+    ///
+    /// The partition's row lock is held until the caller commits, so other
+    /// producers to the same partitions wait for it: keep such transactions
+    /// short.
+    pub async fn produce_in(
+        &self,
+        client: &impl GenericClient,
+        topic: &TopicName,
+        partition: Option<i32>,
+        records: &[Record],
+    ) -> Result<Vec<RecordPosition>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (meta, split) = self.split(topic, partition, records).await?;
+        let mut results = Vec::with_capacity(split.len());
+        for (p, idx) in &split {
+            let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
+            let base = self.append_locked(client, &meta, pid, records, idx).await?;
+            results.push((*p, idx, base));
+        }
+        Ok(positions(records.len(), results))
+    }
+
+    /// Validates the records and groups their indexes by target partition.
+    async fn split(
+        &self,
+        topic: &TopicName,
+        partition: Option<i32>,
+        records: &[Record],
+    ) -> Result<(std::sync::Arc<TopicMeta>, Split)> {
+        let meta = self.topic_meta(topic).await?;
+        let count = meta.partition_ids.len();
+        for r in records {
+            let size = r.size();
+            if size > meta.max_message_bytes {
+                return Err(Error::RecordTooLarge {
+                    size,
+                    max: meta.max_message_bytes,
+                });
+            }
+        }
+        let mut split = Split::new();
+        if let Some(p) = partition {
+            if usize::try_from(p).map_or(true, |p| p >= count) {
+                self.forget_topic(topic.as_str());
+                return Err(Error::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition: p,
+                    count,
+                });
+            }
+            split.insert(p, (0..records.len()).collect());
+            return Ok((meta, split));
+        }
+        let sticky = i32::try_from(self.next_round_robin() % count.max(1)).unwrap_or(0);
+        for (i, r) in records.iter().enumerate() {
+            let p = match &r.key {
+                Some(k) => partition_for_key(k, count),
+                None => sticky,
+            };
+            split.entry(p).or_default().push(i);
+        }
+        Ok((meta, split))
+    }
+
+    /// Appends on a pooled connection with the single produce statement.
+    /// If the batch reaches past the last segment, falls back to
+    /// [`Broker::append_locked`] in a transaction of its own. When the
+    /// partition's spare room runs low, creates the next segment ahead of
+    /// time so that producers rarely meet a missing one.
+    async fn append_pooled(&self, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {
+        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.produce_sql).await?;
+        let raw: &tokio_postgres::Client = &client;
+        match self.append_on(raw, &stmt, meta, pid, records, idx).await {
+            Ok((base, segments_end)) => {
+                drop(client);
+                if segments_end - (base + n) <= meta.segment_records / 2 {
+                    self.ensure_segments(pid, 0, meta.segment_records).await?;
+                }
+                Ok(base)
+            }
+            Err(Error::Db(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                let tx = client.transaction().await?;
+                let base = self.append_locked(&*tx, meta, pid, records, idx).await?;
+                tx.commit().await?;
+                Ok(base)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends within an open transaction: takes the partition's lock first,
+    /// to learn exactly which offsets this batch gets, then creates any
+    /// missing segment on pgbroker's own connection (DDL inside the caller's
+    /// transaction would hold its locks until the caller commits), then
+    /// inserts. Returns the base offset.
+    async fn append_locked(
+        &self,
+        client: &impl GenericClient,
+        meta: &TopicMeta,
+        pid: i64,
+        records: &[Record],
+        idx: &[usize],
+    ) -> Result<i64> {
+        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+        let row = client.query_one(self.inner.outbox_lock_sql.as_str(), &[&pid]).await?;
+        let (next, segments_end): (i64, i64) = (row.get(0), row.get(1));
+        if segments_end < next + n {
+            self.ensure_segments(pid, next + n, meta.segment_records).await?;
+        }
+        let sql = self.inner.produce_sql.as_str();
+        let (base, _) = self.append_on(client, sql, meta, pid, records, idx).await?;
+        Ok(base)
+    }
+
+    /// Runs the produce statement for the records at `idx`; returns the base
+    /// offset and the end of the partition's last segment.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_on<S: ToStatement + Sync + Send + ?Sized>(
+        &self,
+        client: &impl GenericClient,
+        stmt: &S,
+        meta: &TopicMeta,
+        pid: i64,
+        records: &[Record],
+        idx: &[usize],
+    ) -> Result<(i64, i64)> {
+        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+        let cols = Columns::new(idx.iter().map(|&i| &records[i]));
+        let row = client
+            .query_opt(
+                stmt,
+                &[&pid, &n, &cols.ts, &cols.keys, &cols.values, &cols.headers, &self.inner.channel],
+            )
+            .await?;
+        match row {
+            Some(row) => Ok((row.get(0), row.get(1))),
+            None => {
+                self.forget_topic(meta.name.as_str());
+                Err(Error::UnknownTopic(meta.name.to_string()))
+            }
+        }
+    }
+}
+
+fn positions(len: usize, results: Vec<(i32, &Vec<usize>, i64)>) -> Vec<RecordPosition> {
+    let mut out = vec![
+        RecordPosition {
+            partition: 0,
+            offset: 0
+        };
+        len
+    ];
+    for (partition, idx, base) in results {
+        for (k, &i) in idx.iter().enumerate() {
+            out[i] = RecordPosition {
+                partition,
+                offset: base + i64::try_from(k).unwrap_or(i64::MAX),
+            };
+        }
+    }
+    out
+}

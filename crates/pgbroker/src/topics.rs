@@ -1,0 +1,298 @@
+//! Topic administration: create, list, describe, add partitions, delete.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::segments::create_segment;
+use crate::types::{to_millis, TopicName};
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: i32 = 1000;
+/// Default records per segment (the unit retention drops).
+pub const DEFAULT_SEGMENT_RECORDS: i64 = 1 << 20;
+/// Default largest record, as Kafka's `max.message.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Largest `max_message_bytes` a topic may set.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 << 20;
+
+/// Settings for a new topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Number of partitions, 1 to [`MAX_PARTITIONS`].
+    pub partitions: i32,
+    /// Drop segments whose newest record is older than this.
+    pub retention: Option<Duration>,
+    /// Drop the oldest segments while the partition stays above this size.
+    pub retention_bytes: Option<i64>,
+    /// Records per segment.
+    pub segment_records: i64,
+    /// Largest record (key, value and headers) accepted.
+    pub max_message_bytes: usize,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention: None,
+            retention_bytes: None,
+            segment_records: DEFAULT_SEGMENT_RECORDS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl TopicConfig {
+    fn validate(&self) -> Result<()> {
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(Error::invalid(
+                "partition count",
+                format!("{} is not between 1 and {MAX_PARTITIONS}", self.partitions),
+            ));
+        }
+        if let Some(b) = self.retention_bytes {
+            if b <= 0 {
+                return Err(Error::invalid("retention bytes", format!("{b} must be positive")));
+            }
+        }
+        if let Some(r) = self.retention {
+            if r.is_zero() || r.as_millis() > i64::MAX as u128 {
+                return Err(Error::invalid("retention", format!("{r:?} is out of range")));
+            }
+        }
+        if !(1..=(1i64 << 40)).contains(&self.segment_records) {
+            return Err(Error::invalid(
+                "segment records",
+                format!("{} is not between 1 and 2^40", self.segment_records),
+            ));
+        }
+        if !(1..=MAX_MESSAGE_BYTES_LIMIT).contains(&self.max_message_bytes) {
+            return Err(Error::invalid(
+                "max message bytes",
+                format!("{} is not between 1 and {MAX_MESSAGE_BYTES_LIMIT}", self.max_message_bytes),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A topic and its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: TopicName,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Retention time in milliseconds, if any.
+    pub retention_ms: Option<i64>,
+    /// Retention size per partition in bytes, if any.
+    pub retention_bytes: Option<i64>,
+    /// Records per segment.
+    pub segment_records: i64,
+    /// Largest record accepted.
+    pub max_message_bytes: usize,
+    /// Creation time, milliseconds since the epoch.
+    pub created_at_ms: i64,
+}
+
+/// The state of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: i32,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+    /// One past the last committed offset.
+    pub high_watermark: i64,
+    /// Records stored (`high_watermark - log_start_offset`).
+    pub records: i64,
+    /// Bytes on disk, indexes included.
+    pub bytes: i64,
+}
+
+/// A topic with the state of each partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicDescription {
+    /// The topic.
+    #[serde(flatten)]
+    pub topic: TopicInfo,
+    /// Its partitions in order.
+    pub partition_states: Vec<PartitionInfo>,
+}
+
+const TOPIC_COLUMNS: &str = "t.name, (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id),
+     t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at";
+
+fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
+    let max: i32 = row.get(5);
+    let created: SystemTime = row.get(6);
+    Ok(TopicInfo {
+        name: TopicName::new(row.get::<_, String>(0))?,
+        partitions: row.get(1),
+        retention_ms: row.get(2),
+        retention_bytes: row.get(3),
+        segment_records: row.get(4),
+        max_message_bytes: usize::try_from(max).unwrap_or(0),
+        created_at_ms: to_millis(created),
+    })
+}
+
+impl Broker {
+    /// Creates a topic with its partitions and their first segments.
+    pub async fn create_topic(&self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+        config.validate()?;
+        let retention_ms = config
+            .retention
+            .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
+        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&name.as_str(), &retention_ms, &config.retention_bytes, &config.segment_records, &max],
+            )
+            .await?
+            .ok_or_else(|| Error::TopicExists(name.to_string()))?;
+        let topic_id: i64 = row.get(0);
+        add_partitions_tx(&tx, topic_id, 0, config.partitions, config.segment_records).await?;
+        tx.commit().await?;
+        self.forget_topic(name.as_str());
+        self.topic_info(name).await
+    }
+
+    /// One topic's settings.
+    pub async fn topic_info(&self, name: &TopicName) -> Result<TopicInfo> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TOPIC_COLUMNS} FROM topics t WHERE t.name = $1"),
+                &[&name.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        topic_from_row(&row)
+    }
+
+    /// All topics, by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("SELECT {TOPIC_COLUMNS} FROM topics t ORDER BY t.name"), &[])
+            .await?;
+        rows.iter().map(topic_from_row).collect()
+    }
+
+    /// A topic with per-partition log start, high watermark, record count
+    /// and size.
+    pub async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription> {
+        let topic = self.topic_info(name).await?;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT p.partition, p.log_start, p.next_offset,
+                        coalesce((SELECT sum(pg_total_relation_size(to_regclass(s.table_name)))
+                                  FROM segments s
+                                  WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
+                 FROM partitions p JOIN topics t ON t.id = p.topic_id
+                 WHERE t.name = $1 ORDER BY p.partition",
+                &[&name.as_str()],
+            )
+            .await?;
+        let partition_states = rows
+            .iter()
+            .map(|r| {
+                let (start, hw): (i64, i64) = (r.get(1), r.get(2));
+                PartitionInfo {
+                    partition: r.get(0),
+                    log_start_offset: start,
+                    high_watermark: hw,
+                    records: hw - start,
+                    bytes: r.get(3),
+                }
+            })
+            .collect();
+        Ok(TopicDescription {
+            topic,
+            partition_states,
+        })
+    }
+
+    /// Adds `additional` partitions to a topic. Keys map to partitions by the
+    /// partition count, so keyed records may move to a new partition
+    /// afterwards, as in Kafka.
+    pub async fn add_partitions(&self, name: &TopicName, additional: i32) -> Result<TopicInfo> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT id, segment_records,
+                        (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id)
+                 FROM topics t WHERE name = $1 FOR UPDATE",
+                &[&name.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+        if additional < 1 || current.saturating_add(additional) > MAX_PARTITIONS {
+            return Err(Error::invalid(
+                "partition count",
+                format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
+            ));
+        }
+        add_partitions_tx(&tx, topic_id, current, current + additional, segment_records).await?;
+        tx.commit().await?;
+        self.forget_topic(name.as_str());
+        self.topic_info(name).await
+    }
+
+    /// Deletes a topic, its records and its groups' committed offsets. The
+    /// segment tables are dropped now when possible, else by maintenance.
+    pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
+            .query_opt(
+                "WITH t AS (SELECT id FROM topics WHERE name = $1 FOR UPDATE),
+                      o AS (INSERT INTO orphan_segments (table_name)
+                            SELECT s.table_name FROM segments s
+                            JOIN partitions p ON p.id = s.partition_id
+                            WHERE p.topic_id = (SELECT id FROM t)
+                            ON CONFLICT DO NOTHING)
+                 DELETE FROM topics WHERE id = (SELECT id FROM t) RETURNING id",
+                &[&name.as_str()],
+            )
+            .await?;
+        if deleted.is_none() {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        tx.commit().await?;
+        self.forget_topic(name.as_str());
+        self.drop_pending_segments().await?;
+        Ok(())
+    }
+}
+
+async fn add_partitions_tx(
+    tx: &tokio_postgres::Transaction<'_>,
+    topic_id: i64,
+    from: i32,
+    to: i32,
+    segment_records: i64,
+) -> Result<()> {
+    for partition in from..to {
+        let row = tx
+            .query_one(
+                "INSERT INTO partitions (topic_id, partition) VALUES ($1, $2) RETURNING id",
+                &[&topic_id, &partition],
+            )
+            .await?;
+        let pid: i64 = row.get(0);
+        create_segment(tx, pid, 0, segment_records).await?;
+    }
+    Ok(())
+}

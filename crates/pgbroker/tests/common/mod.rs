@@ -1,0 +1,65 @@
+//! Shared test set-up: every test gets its own fresh schema in a real
+//! PostgreSQL, dropped when the test passes (kept for debugging if it fails).
+
+#![allow(dead_code, missing_docs)]
+
+use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
+use rand::Rng;
+use tokio_postgres::NoTls;
+
+pub fn database_url() -> String {
+    std::env::var("PGBROKER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+pub struct TestDb {
+    pub broker: Broker,
+    pub schema: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let schema = format!("t_{:016x}", rand::thread_rng().gen::<u64>());
+        let broker = Broker::connect(BrokerConfig {
+            database_url: database_url(),
+            schema: schema.clone(),
+            pool_size: 24,
+            migrate: true,
+        })
+        .await
+        .expect("connect to test database");
+        TestDb { broker, schema }
+    }
+
+    /// A plain connection of the test's own, for transactions and SQL checks.
+    pub async fn raw(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&database_url(), NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("SET search_path = {}", self.schema))
+            .await
+            .expect("search_path");
+        client
+    }
+
+    pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
+        let t = TopicName::new(name).expect("valid name");
+        self.broker.create_topic(&t, &config).await.expect("create topic");
+        t
+    }
+
+    pub async fn drop(self) {
+        let client = self.raw().await;
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+            .expect("drop schema");
+    }
+}
+
+pub fn partitions(n: i32) -> TopicConfig {
+    TopicConfig {
+        partitions: n,
+        ..TopicConfig::default()
+    }
+}
