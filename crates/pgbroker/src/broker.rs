@@ -96,10 +96,7 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
         })
         .unwrap_or_else(|| "localhost".to_string());
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let db = cfg
-        .get_dbname()
-        .or(cfg.get_user())
-        .unwrap_or("postgres");
+    let db = cfg.get_dbname().or(cfg.get_user()).unwrap_or("postgres");
     format!("{host}:{port}/{db}")
 }
 
@@ -146,9 +143,7 @@ impl Broker {
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
         };
-        let broker = Broker {
-            inner: Arc::new(inner),
-        };
+        let broker = Broker { inner: Arc::new(inner) };
         let mut client = broker.client().await.map_err(|e| match e {
             Error::Db(e) => Error::Connect {
                 target: target.clone(),
@@ -229,10 +224,7 @@ impl Broker {
 
 async fn check_version(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
     let row = client
-        .query_opt(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
-            &[],
-        )
+        .query_opt("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
         .await;
     if let Ok(Some(row)) = row {
         let found: i32 = row.get(0);

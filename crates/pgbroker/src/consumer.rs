@@ -131,7 +131,10 @@ impl Consumer {
                 *p = offset;
                 Ok(())
             }
-            None => Err(Error::invalid("seek", format!("{}/{} is not assigned", tp.topic, tp.partition))),
+            None => Err(Error::invalid(
+                "seek",
+                format!("{}/{} is not assigned", tp.topic, tp.partition),
+            )),
         }
     }
 

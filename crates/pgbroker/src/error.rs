@@ -95,7 +95,9 @@ pub enum Error {
         partition: i32,
     },
     /// The database was migrated by a newer pgbroker.
-    #[error("schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker")]
+    #[error(
+        "schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker"
+    )]
     SchemaTooNew {
         /// The schema.
         schema: String,

@@ -48,9 +48,18 @@ mod tests {
     #[test]
     fn round_trip() {
         let hs = vec![
-            Header { key: "a".into(), value: Some(vec![0, 255, 1]) },
-            Header { key: "a".into(), value: None },
-            Header { key: "ü".into(), value: Some(b"x".to_vec()) },
+            Header {
+                key: "a".into(),
+                value: Some(vec![0, 255, 1]),
+            },
+            Header {
+                key: "a".into(),
+                value: None,
+            },
+            Header {
+                key: "ü".into(),
+                value: Some(b"x".to_vec()),
+            },
         ];
         assert_eq!(from_json(to_json(&hs)), hs);
         assert_eq!(to_json(&[]), None);

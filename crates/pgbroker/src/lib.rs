@@ -54,4 +54,7 @@ pub use topics::{
     PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
     MAX_PARTITIONS,
 };
-pub use types::{from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName, TopicPartition};
+pub use types::{
+    from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName,
+    TopicPartition,
+};

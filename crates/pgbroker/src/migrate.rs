@@ -27,8 +27,11 @@ pub struct MigrationReport {
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<MigrationReport> {
     let quoted = quote_ident(schema);
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('pgbroker.migrate'), hashtext($1))", &[&schema])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('pgbroker.migrate'), hashtext($1))",
+        &[&schema],
+    )
+    .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {quoted};
          SET LOCAL search_path = {quoted};

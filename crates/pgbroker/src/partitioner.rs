@@ -6,8 +6,8 @@ pub fn murmur2(data: &[u8]) -> i32 {
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
     let len = data.len();
-    // Kafka mixes the length in as a Java int; keys are far below 2^31.
-    let mut h: u32 = 0x9747_b28c ^ (len as u32);
+    // Kafka mixes the length in as a Java int, i.e. its low 32 bits.
+    let mut h: u32 = 0x9747_b28c ^ u32::try_from(len & 0xffff_ffff).unwrap_or(0);
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
         let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);

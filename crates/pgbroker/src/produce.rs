@@ -253,7 +253,15 @@ impl Broker {
         let row = client
             .query_opt(
                 stmt,
-                &[&pid, &n, &cols.ts, &cols.keys, &cols.values, &cols.headers, &self.inner.channel],
+                &[
+                    &pid,
+                    &n,
+                    &cols.ts,
+                    &cols.keys,
+                    &cols.values,
+                    &cols.headers,
+                    &self.inner.channel,
+                ],
             )
             .await?;
         match row {

@@ -21,12 +21,7 @@ fn segment_table(partition_id: i64, base: i64) -> String {
 }
 
 /// Creates the segment `[base, end)` of a partition and records it.
-pub(crate) async fn create_segment(
-    tx: &impl GenericClient,
-    partition_id: i64,
-    base: i64,
-    end: i64,
-) -> Result<()> {
+pub(crate) async fn create_segment(tx: &impl GenericClient, partition_id: i64, base: i64, end: i64) -> Result<()> {
     let table = segment_table(partition_id, base);
     tx.batch_execute(&format!(
         "CREATE TABLE {table} (LIKE records);

@@ -72,7 +72,10 @@ impl TopicConfig {
         if !(1..=MAX_MESSAGE_BYTES_LIMIT).contains(&self.max_message_bytes) {
             return Err(Error::invalid(
                 "max message bytes",
-                format!("{} is not between 1 and {MAX_MESSAGE_BYTES_LIMIT}", self.max_message_bytes),
+                format!(
+                    "{} is not between 1 and {MAX_MESSAGE_BYTES_LIMIT}",
+                    self.max_message_bytes
+                ),
             ));
         }
         Ok(())
@@ -154,7 +157,13 @@ impl Broker {
             .query_opt(
                 "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[&name.as_str(), &retention_ms, &config.retention_bytes, &config.segment_records, &max],
+                &[
+                    &name.as_str(),
+                    &retention_ms,
+                    &config.retention_bytes,
+                    &config.segment_records,
+                    &max,
+                ],
             )
             .await?
             .ok_or_else(|| Error::TopicExists(name.to_string()))?;

@@ -115,10 +115,7 @@ impl fmt::Display for GroupId {
 /// (so derived names such as the NOTIFY channel stay under Postgres's
 /// 63-byte identifier limit and are never truncated into a collision).
 pub fn validate_schema(name: &str) -> Result<()> {
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let ok_rest = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');

@@ -31,7 +31,10 @@ async fn producer(db_broker: pgbroker::Broker, topic: TopicName, id: usize) -> (
         let records: Vec<Record> = values.iter().map(|v| Record::from_value(v.as_bytes())).collect();
         if id % 2 == 0 {
             let tx = client.transaction().await.expect("begin");
-            db_broker.produce_in(&tx, &topic, Some(0), &records).await.expect("produce_in");
+            db_broker
+                .produce_in(&tx, &topic, Some(0), &records)
+                .await
+                .expect("produce_in");
             tokio::time::sleep(Duration::from_millis(pause)).await;
             if rollback {
                 tx.rollback().await.expect("rollback");
@@ -68,7 +71,10 @@ async fn tail(
         let r = broker.fetch(&topic, 0, next, limits).await.expect("fetch");
         for rec in &r.records {
             assert_eq!(rec.offset, next, "gap or reordering");
-            seen.push((rec.offset, String::from_utf8(rec.value.clone().expect("value")).expect("utf8")));
+            seen.push((
+                rec.offset,
+                String::from_utf8(rec.value.clone().expect("value")).expect("utf8"),
+            ));
             next += 1;
         }
         if r.records.is_empty() && *stop.borrow() && next == r.high_watermark {
@@ -104,7 +110,11 @@ async fn concurrent_producers_never_leave_gaps() {
         }
         stop_tx.send(true).expect("stop");
         let (_, hw) = db.broker.watermarks(&topic, 0).await.expect("watermarks");
-        assert_eq!(hw, i64::try_from(committed.len()).expect("fits"), "high watermark counts committed records");
+        assert_eq!(
+            hw,
+            i64::try_from(committed.len()).expect("fits"),
+            "high watermark counts committed records"
+        );
         for t in tails {
             let seen = t.await.expect("tail");
             let offsets: Vec<i64> = seen.iter().map(|(o, _)| *o).collect();
@@ -113,7 +123,10 @@ async fn concurrent_producers_never_leave_gaps() {
             assert_eq!(values, committed, "exactly the committed records");
             assert!(values.is_disjoint(&rolled_back), "a rolled-back record was seen");
         }
-        assert!(!rolled_back.is_empty() || iteration > 0, "the test should exercise rollbacks");
+        assert!(
+            !rolled_back.is_empty() || iteration > 0,
+            "the test should exercise rollbacks"
+        );
     }
     db.drop().await;
 }

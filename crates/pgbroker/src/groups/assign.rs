@@ -77,8 +77,7 @@ pub(crate) fn assign(
 ) -> BTreeMap<String, Vec<TopicPartition>> {
     let mut members: Vec<&MemberState> = members.iter().collect();
     members.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut out: BTreeMap<String, Vec<TopicPartition>> =
-        members.iter().map(|m| (m.id.clone(), Vec::new())).collect();
+    let mut out: BTreeMap<String, Vec<TopicPartition>> = members.iter().map(|m| (m.id.clone(), Vec::new())).collect();
     match strategy {
         Strategy::Range => range(&members, partitions, &mut out),
         Strategy::RoundRobin => round_robin(&members, partitions, &mut out),
@@ -100,7 +99,11 @@ fn all_partitions(partitions: &BTreeMap<TopicName, i32>) -> Vec<TopicPartition> 
         .collect()
 }
 
-fn range(members: &[&MemberState], partitions: &BTreeMap<TopicName, i32>, out: &mut BTreeMap<String, Vec<TopicPartition>>) {
+fn range(
+    members: &[&MemberState],
+    partitions: &BTreeMap<TopicName, i32>,
+    out: &mut BTreeMap<String, Vec<TopicPartition>>,
+) {
     for (topic, &count) in partitions {
         let subs: Vec<&&MemberState> = members.iter().filter(|m| m.topics.contains(topic)).collect();
         if subs.is_empty() {
@@ -148,7 +151,11 @@ fn round_robin(
     }
 }
 
-fn sticky(members: &[&MemberState], partitions: &BTreeMap<TopicName, i32>, out: &mut BTreeMap<String, Vec<TopicPartition>>) {
+fn sticky(
+    members: &[&MemberState],
+    partitions: &BTreeMap<TopicName, i32>,
+    out: &mut BTreeMap<String, Vec<TopicPartition>>,
+) {
     let all = all_partitions(partitions);
     let eligible = |m: &MemberState, tp: &TopicPartition| m.topics.contains(&tp.topic);
     let subscribed: Vec<&&MemberState> = members.iter().filter(|m| !m.topics.is_empty()).collect();
@@ -182,9 +189,17 @@ fn sticky(members: &[&MemberState], partitions: &BTreeMap<TopicName, i32>, out: 
     // Even out: move from the most to the least loaded while they differ by 2+.
     loop {
         let most = members.iter().max_by_key(|m| out.get(&m.id).map_or(0, Vec::len));
-        let least = members.iter().filter(|m| !m.topics.is_empty()).min_by_key(|m| out.get(&m.id).map_or(0, Vec::len));
-        let (Some(most), Some(least)) = (most, least) else { break };
-        let (hi, lo) = (out.get(&most.id).map_or(0, Vec::len), out.get(&least.id).map_or(0, Vec::len));
+        let least = members
+            .iter()
+            .filter(|m| !m.topics.is_empty())
+            .min_by_key(|m| out.get(&m.id).map_or(0, Vec::len));
+        let (Some(most), Some(least)) = (most, least) else {
+            break;
+        };
+        let (hi, lo) = (
+            out.get(&most.id).map_or(0, Vec::len),
+            out.get(&least.id).map_or(0, Vec::len),
+        );
         if hi < lo + 2 {
             break;
         }
@@ -213,7 +228,10 @@ mod tests {
             topics: topics.iter().map(|x| t(x)).collect(),
             previous: previous
                 .iter()
-                .map(|(topic, p)| TopicPartition { topic: t(topic), partition: *p })
+                .map(|(topic, p)| TopicPartition {
+                    topic: t(topic),
+                    partition: *p,
+                })
                 .collect(),
         }
     }

@@ -22,8 +22,8 @@ use rand::Rng;
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
-pub use assign::Strategy;
 use assign::MemberState;
+pub use assign::Strategy;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -159,7 +159,10 @@ fn parse_assignment(v: serde_json::Value) -> Vec<TopicPartition> {
 fn session_ms(d: Duration) -> Result<i32> {
     let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     if !(100..=3_600_000).contains(&ms) {
-        return Err(Error::invalid("session timeout", format!("{d:?} is not between 100ms and 1h")));
+        return Err(Error::invalid(
+            "session timeout",
+            format!("{d:?} is not between 100ms and 1h"),
+        ));
     }
     Ok(ms)
 }
@@ -167,7 +170,10 @@ fn session_ms(d: Duration) -> Result<i32> {
 /// Locks the group's row. Returns its generation and strategy.
 async fn lock_group(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
     let row = tx
-        .query_opt("SELECT generation, strategy FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
+        .query_opt(
+            "SELECT generation, strategy FROM groups WHERE name = $1 FOR UPDATE",
+            &[&group.as_str()],
+        )
         .await?;
     Ok(match row {
         Some(r) => Some((r.get(0), r.get::<_, String>(1).parse()?)),
@@ -177,7 +183,13 @@ async fn lock_group(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32
 
 /// Recomputes the assignment of a locked group. Bumps the generation when
 /// `force` is set or any member's partitions change. Returns the generation.
-async fn rebalance(tx: &Transaction<'_>, group: &GroupId, generation: i32, strategy: Strategy, force: bool) -> Result<i32> {
+async fn rebalance(
+    tx: &Transaction<'_>,
+    group: &GroupId,
+    generation: i32,
+    strategy: Strategy,
+    force: bool,
+) -> Result<i32> {
     let rows = tx
         .query(
             "SELECT member_id, topics, assignment FROM group_members WHERE group_name = $1",
@@ -245,7 +257,10 @@ impl Broker {
     ) -> Result<Membership> {
         let timeout = session_ms(options.session_timeout)?;
         if topics.is_empty() {
-            return Err(Error::invalid("subscription", "a member must subscribe to at least one topic"));
+            return Err(Error::invalid(
+                "subscription",
+                "a member must subscribe to at least one topic",
+            ));
         }
         for t in topics {
             self.topic_meta(t).await?;
@@ -399,7 +414,10 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let state = tx
-            .query_opt("SELECT generation FROM groups WHERE name = $1 FOR SHARE", &[&group.as_str()])
+            .query_opt(
+                "SELECT generation FROM groups WHERE name = $1 FOR SHARE",
+                &[&group.as_str()],
+            )
             .await?;
         match member {
             Some((member_id, generation)) => {
@@ -495,7 +513,10 @@ impl Broker {
     pub async fn describe_group(&self, group: &GroupId) -> Result<GroupDescription> {
         let client = self.client().await?;
         let head = client
-            .query_opt("SELECT generation, strategy FROM groups WHERE name = $1", &[&group.as_str()])
+            .query_opt(
+                "SELECT generation, strategy FROM groups WHERE name = $1",
+                &[&group.as_str()],
+            )
             .await?;
         let members: Vec<MemberInfo> = client
             .query(
@@ -603,12 +624,17 @@ impl Broker {
         let tx = client.transaction().await?;
         tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
         let live = tx
-            .query_one("SELECT count(*) FROM group_members WHERE group_name = $1", &[&group.as_str()])
+            .query_one(
+                "SELECT count(*) FROM group_members WHERE group_name = $1",
+                &[&group.as_str()],
+            )
             .await?;
         if live.get::<_, i64>(0) > 0 {
             return Err(Error::GroupNotEmpty(group.to_string()));
         }
-        let a = tx.execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()]).await?;
+        let a = tx
+            .execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()])
+            .await?;
         let b = tx
             .execute("DELETE FROM group_offsets WHERE group_name = $1", &[&group.as_str()])
             .await?;

@@ -1,0 +1,143 @@
+//! Retention drops whole segments: the log start advances, readers before
+//! it get out-of-range, and storage stays bounded over many rotations.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{partitions, TestDb};
+use pgbroker::{Consumer, ConsumerConfig, Error, FetchLimits, OffsetReset, Record, TopicConfig};
+
+async fn segment_tables(db: &TestDb) -> i64 {
+    let client = db.raw().await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'records'::regclass",
+            &[],
+        )
+        .await
+        .expect("count");
+    row.get(0)
+}
+
+#[tokio::test]
+async fn retention_by_bytes_keeps_storage_bounded() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        segment_records: 50,
+        retention_bytes: Some(200_000),
+        ..partitions(1)
+    };
+    let t = db.topic("bounded", config).await;
+    let payload = vec![7u8; 1024];
+    let mut sizes = Vec::new();
+    for round in 0..40 {
+        let records: Vec<Record> = (0..50).map(|_| Record::from_value(payload.clone())).collect();
+        db.broker.produce(&t, Some(0), &records).await.expect("produce");
+        db.broker.enforce_retention().await.expect("retention");
+        let d = db.broker.describe_topic(&t).await.expect("describe");
+        let p = &d.partition_states[0];
+        assert_eq!(p.high_watermark, (round + 1) * 50);
+        sizes.push(p.bytes);
+    }
+    let d = db.broker.describe_topic(&t).await.expect("describe");
+    let p = &d.partition_states[0];
+    assert!(p.log_start_offset >= 1500, "log start advanced: {p:?}");
+    assert_eq!(p.records, p.high_watermark - p.log_start_offset);
+    // 2,000 records of 1 KiB were written; storage stays near the limit.
+    let max = sizes.iter().max().copied().unwrap_or(0);
+    assert!(max < 600_000, "partition grew to {max} bytes: {sizes:?}");
+    assert!(segment_tables(&db).await <= 8, "old segment tables were dropped");
+    // Nothing was ever DELETEd from the log: every row removed went with its table.
+    let client = db.raw().await;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(n_tup_del), 0)::bigint FROM pg_stat_user_tables
+             WHERE schemaname = current_schema() AND relname LIKE 'seg\\_%'",
+            &[],
+        )
+        .await
+        .expect("stats");
+    assert_eq!(row.get::<_, i64>(0), 0);
+    // A reader before the log start gets a clear answer...
+    match db.broker.fetch(&t, 0, 0, FetchLimits::default()).await {
+        Err(e @ Error::OffsetOutOfRange { .. }) => assert!(e.to_string().contains("out of range")),
+        other => panic!("expected out of range, got {other:?}"),
+    }
+    // ...and one at the log start reads on.
+    let r = db
+        .broker
+        .fetch(&t, 0, p.log_start_offset, FetchLimits::default())
+        .await
+        .expect("fetch");
+    assert_eq!(r.records[0].offset, p.log_start_offset);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn retention_by_time_drops_only_old_segments() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        segment_records: 10,
+        retention: Some(Duration::from_millis(800)),
+        ..partitions(1)
+    };
+    let t = db.topic("aging", config).await;
+    let old: Vec<Record> = (0..30).map(|i| Record::from_value(format!("old{i}"))).collect();
+    db.broker.produce(&t, Some(0), &old).await.expect("produce");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let new: Vec<Record> = (0..25).map(|i| Record::from_value(format!("new{i}"))).collect();
+    db.broker.produce(&t, Some(0), &new).await.expect("produce");
+    let dropped = db.broker.enforce_retention().await.expect("retention");
+    assert_eq!(dropped, 3, "the three old segments go, the new ones stay");
+    let (start, end) = db.broker.watermarks(&t, 0).await.expect("watermarks");
+    assert_eq!((start, end), (30, 55));
+    // A group consumer positioned before the log start is moved to it.
+    let mut c = Consumer::new(
+        db.broker.clone(),
+        ConsumerConfig {
+            reset: OffsetReset::Earliest,
+            ..ConsumerConfig::new(vec![t.clone()], None)
+        },
+    )
+    .await
+    .expect("consumer");
+    let tp = c.assignment()[0].clone();
+    c.seek(&tp, 5).expect("seek");
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        got.extend(c.poll(Duration::from_millis(500)).await.expect("poll"));
+    }
+    assert_eq!(got[0].record.offset, 30);
+    assert_eq!(got[0].record.value.as_deref(), Some(&b"new0"[..]));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_topic_drops_its_segments() {
+    let db = TestDb::new().await;
+    let t = db
+        .topic(
+            "gone",
+            TopicConfig {
+                segment_records: 5,
+                ..partitions(3)
+            },
+        )
+        .await;
+    let records: Vec<Record> = (0..40).map(|i| Record::from_value(format!("{i}"))).collect();
+    db.broker.produce(&t, None, &records).await.expect("produce");
+    assert!(segment_tables(&db).await >= 3);
+    db.broker.delete_topic(&t).await.expect("delete");
+    assert_eq!(segment_tables(&db).await, 0);
+    assert!(matches!(db.broker.delete_topic(&t).await, Err(Error::UnknownTopic(_))));
+    // The name can be used again and starts from offset 0.
+    db.topic("gone", partitions(1)).await;
+    let at = db
+        .broker
+        .produce(&t, Some(0), &[Record::from_value("x")])
+        .await
+        .expect("produce");
+    assert_eq!(at[0].offset, 0);
+    db.drop().await;
+}

@@ -1,0 +1,475 @@
+//! Produce and fetch: keys, headers, null values, limits, offsets, long
+//! polls, the outbox and the batching producer.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{partitions, TestDb};
+use pgbroker::partitioner::partition_for_key;
+use pgbroker::{Error, FetchLimits, Header, OffsetSpec, ProducerConfig, Record, TopicConfig, TopicName};
+
+fn limits(max_records: usize) -> FetchLimits {
+    FetchLimits {
+        max_records,
+        ..FetchLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn records_round_trip_with_keys_headers_and_nulls() {
+    let db = TestDb::new().await;
+    let t = db.topic("rt", partitions(1)).await;
+    let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let records = vec![
+        Record {
+            key: Some(b"k1".to_vec()),
+            value: Some(vec![0, 159, 255]),
+            headers: vec![
+                Header {
+                    key: "h".into(),
+                    value: Some(b"1".to_vec()),
+                },
+                Header {
+                    key: "h".into(),
+                    value: None,
+                },
+            ],
+            timestamp: Some(ts),
+        },
+        Record {
+            key: None,
+            value: None,
+            headers: vec![],
+            timestamp: None,
+        },
+    ];
+    let before = SystemTime::now() - Duration::from_secs(5);
+    let at = db.broker.produce(&t, Some(0), &records).await.expect("produce");
+    assert_eq!(at.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![0, 1]);
+    let got = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
+    assert_eq!(got.high_watermark, 2);
+    assert_eq!(got.records.len(), 2);
+    let (a, b) = (&got.records[0], &got.records[1]);
+    assert_eq!(a.key, records[0].key);
+    assert_eq!(a.value, records[0].value);
+    assert_eq!(a.headers, records[0].headers);
+    assert_eq!(a.timestamp, ts);
+    assert_eq!((b.key.clone(), b.value.clone(), b.headers.len()), (None, None, 0));
+    assert!(b.timestamp > before, "write time used when no timestamp given");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn keys_pick_kafkas_partition() {
+    let db = TestDb::new().await;
+    let t = db.topic("keyed", partitions(5)).await;
+    let records: Vec<Record> = (0..50).map(|i| Record::keyed(format!("user-{i}"), "v")).collect();
+    let at = db.broker.produce(&t, None, &records).await.expect("produce");
+    for (r, pos) in records.iter().zip(&at) {
+        let key = r.key.as_deref().expect("key");
+        assert_eq!(pos.partition, partition_for_key(key, 5));
+    }
+    // Offsets per partition are consecutive from 0.
+    for p in 0..5 {
+        let mut offs: Vec<i64> = at.iter().filter(|x| x.partition == p).map(|x| x.offset).collect();
+        offs.sort();
+        assert_eq!(offs, (0..i64::try_from(offs.len()).expect("fits")).collect::<Vec<_>>());
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn fetch_limits_and_out_of_range() {
+    let db = TestDb::new().await;
+    let t = db.topic("limits", partitions(2)).await;
+    let records: Vec<Record> = (0..20).map(|i| Record::from_value(vec![b'x'; 100 + i])).collect();
+    db.broker.produce(&t, Some(1), &records).await.expect("produce");
+    let r = db.broker.fetch(&t, 1, 5, limits(4)).await.expect("fetch");
+    assert_eq!(r.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7, 8]);
+    let small = FetchLimits {
+        max_records: 100,
+        max_bytes: 250,
+        max_wait: Duration::ZERO,
+    };
+    let r = db.broker.fetch(&t, 1, 0, small).await.expect("fetch");
+    assert_eq!(r.records.len(), 2, "max_bytes bounds the answer");
+    let tiny = FetchLimits {
+        max_records: 100,
+        max_bytes: 1,
+        max_wait: Duration::ZERO,
+    };
+    let r = db.broker.fetch(&t, 1, 3, tiny).await.expect("fetch");
+    assert_eq!(r.records.len(), 1, "the first record always comes back");
+    let r = db
+        .broker
+        .fetch(&t, 1, 20, limits(10))
+        .await
+        .expect("fetch at high watermark");
+    assert!(r.records.is_empty());
+    match db.broker.fetch(&t, 1, 21, limits(10)).await {
+        Err(Error::OffsetOutOfRange { high_watermark: 20, .. }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+    match db.broker.fetch(&t, 1, -1, limits(10)).await {
+        Err(Error::OffsetOutOfRange { log_start: 0, .. }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+    assert!(matches!(
+        db.broker.fetch(&t, 2, 0, limits(1)).await,
+        Err(Error::UnknownPartition {
+            partition: 2,
+            count: 2,
+            ..
+        })
+    ));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn resolves_earliest_latest_and_timestamps() {
+    let db = TestDb::new().await;
+    let t = db.topic("times", partitions(1)).await;
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let records: Vec<Record> = (0..10u64)
+        .map(|i| Record {
+            value: Some(vec![1]),
+            timestamp: Some(base + Duration::from_secs(i * 10)),
+            ..Record::default()
+        })
+        .collect();
+    db.broker.produce(&t, Some(0), &records).await.expect("produce");
+    let b = &db.broker;
+    assert_eq!(
+        b.resolve_offset(&t, 0, OffsetSpec::Earliest).await.expect("earliest"),
+        0
+    );
+    assert_eq!(b.resolve_offset(&t, 0, OffsetSpec::Latest).await.expect("latest"), 10);
+    let at = |s: u64| OffsetSpec::Timestamp(base + Duration::from_secs(s));
+    assert_eq!(b.resolve_offset(&t, 0, at(0)).await.expect("ts"), 0);
+    assert_eq!(b.resolve_offset(&t, 0, at(35)).await.expect("ts"), 4);
+    assert_eq!(b.resolve_offset(&t, 0, at(90)).await.expect("ts"), 9);
+    assert_eq!(
+        b.resolve_offset(&t, 0, at(1000)).await.expect("ts"),
+        10,
+        "none later: high watermark"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_commit_not_on_timer() {
+    let db = TestDb::new().await;
+    let t = db.topic("poll", partitions(1)).await;
+    // Warm up the listener.
+    let wait = FetchLimits {
+        max_wait: Duration::from_millis(100),
+        ..FetchLimits::default()
+    };
+    db.broker.fetch(&t, 0, 0, wait).await.expect("fetch");
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let broker = db.broker.clone();
+        let topic = t.clone();
+        let long = FetchLimits {
+            max_wait: Duration::from_secs(10),
+            ..FetchLimits::default()
+        };
+        let waiter = tokio::spawn(async move {
+            let r = broker.fetch(&topic, 0, i, long).await.expect("fetch");
+            (Instant::now(), r.records.len())
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = Instant::now();
+        db.broker
+            .produce(&t, Some(0), &[Record::from_value("x")])
+            .await
+            .expect("produce");
+        let (woke, n) = waiter.await.expect("waiter");
+        assert_eq!(n, 1);
+        latencies.push(woke.duration_since(sent));
+    }
+    latencies.sort();
+    // The polling fallback is 500 ms; a wake-up by notification is far
+    // below it. The median guards against one slow scheduling on a busy box.
+    assert!(
+        latencies[2] < Duration::from_millis(300),
+        "woken by polling, not NOTIFY: {latencies:?}"
+    );
+    // A poll with nothing to read waits its full time and returns empty.
+    let started = Instant::now();
+    let r = db.broker.fetch(&t, 0, 5, wait).await.expect("fetch");
+    assert!(r.records.is_empty() && started.elapsed() >= Duration::from_millis(100));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn outbox_is_visible_only_after_commit() {
+    let db = TestDb::new().await;
+    let t = db.topic("outbox", partitions(1)).await;
+    let mut client = db.raw().await;
+    client
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        .await
+        .expect("table");
+
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("INSERT INTO orders VALUES (1)", &[]).await.expect("order");
+    db.broker
+        .produce_in(&tx, &t, Some(0), &[Record::from_value("rolled back")])
+        .await
+        .expect("produce");
+    assert!(
+        db.broker
+            .fetch(&t, 0, 0, limits(10))
+            .await
+            .expect("fetch")
+            .records
+            .is_empty(),
+        "visible before commit"
+    );
+    tx.rollback().await.expect("rollback");
+    assert!(db
+        .broker
+        .fetch(&t, 0, 0, limits(10))
+        .await
+        .expect("fetch")
+        .records
+        .is_empty());
+
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("INSERT INTO orders VALUES (2)", &[]).await.expect("order");
+    let at = db
+        .broker
+        .produce_in(&tx, &t, Some(0), &[Record::from_value("committed")])
+        .await
+        .expect("produce");
+    assert!(db
+        .broker
+        .fetch(&t, 0, 0, limits(10))
+        .await
+        .expect("fetch")
+        .records
+        .is_empty());
+    tx.commit().await.expect("commit");
+    assert_eq!(at[0].offset, 0, "the rolled-back batch left no gap");
+    let r = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].value.as_deref(), Some(&b"committed"[..]));
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_producer_coalesces_and_reports_each_offset() {
+    let db = TestDb::new().await;
+    let t = db.topic("batched", partitions(3)).await;
+    let producer = db.broker.producer(ProducerConfig {
+        linger: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    });
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let (p, t) = (producer.clone(), t.clone());
+            tokio::spawn(async move { (i, p.send(&t, Some(i % 3), Record::from_value(format!("m{i}"))).await) })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for s in sends {
+        let (i, res) = s.await.expect("task");
+        let pos = res.expect("send");
+        assert_eq!(pos.partition, i % 3);
+        let r = db
+            .broker
+            .fetch(&t, pos.partition, pos.offset, limits(1))
+            .await
+            .expect("fetch");
+        assert_eq!(
+            r.records[0].value.as_deref(),
+            Some(format!("m{i}").as_bytes()),
+            "offset reported to its sender"
+        );
+        assert!(seen.insert((pos.partition, pos.offset)));
+    }
+    // 300 sends in few statements: each statement is one NOTIFY-carrying
+    // commit, so count the distinct commit times (one ts per statement).
+    let client = db.raw().await;
+    let row = client
+        .query_one("SELECT count(DISTINCT ts) FROM records", &[])
+        .await
+        .expect("count");
+    let statements: i64 = row.get(0);
+    assert!(statements < 100, "300 sends took {statements} statements");
+    // A record that is invalid alone fails alone.
+    let too_big = Record::from_value(vec![0; 2 << 20]);
+    assert!(matches!(
+        producer.send(&t, None, too_big).await,
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert!(matches!(
+        producer.send(&t, Some(9), Record::from_value("x")).await,
+        Err(Error::UnknownPartition { .. })
+    ));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let t = db
+        .topic(
+            "bad",
+            TopicConfig {
+                max_message_bytes: 100,
+                ..partitions(2)
+            },
+        )
+        .await;
+    let b = &db.broker;
+    let big = Record::from_value(vec![0; 101]);
+    assert!(matches!(
+        b.produce(&t, Some(0), &[Record::from_value("ok"), big]).await,
+        Err(Error::RecordTooLarge { size: 101, max: 100 })
+    ));
+    assert!(matches!(
+        b.produce(&t, Some(2), &[Record::from_value("x")]).await,
+        Err(Error::UnknownPartition { .. })
+    ));
+    assert!(matches!(
+        b.produce(&t, Some(-1), &[Record::from_value("x")]).await,
+        Err(Error::UnknownPartition { .. })
+    ));
+    let missing = TopicName::new("missing").expect("valid");
+    assert!(matches!(
+        b.produce(&missing, None, &[Record::from_value("x")]).await,
+        Err(Error::UnknownTopic(_))
+    ));
+    assert!(matches!(b.describe_topic(&missing).await, Err(Error::UnknownTopic(_))));
+    assert!(matches!(
+        b.create_topic(&t, &partitions(1)).await,
+        Err(Error::TopicExists(_))
+    ));
+    for bad in [
+        partitions(0),
+        partitions(1001),
+        TopicConfig {
+            retention_bytes: Some(-1),
+            ..partitions(1)
+        },
+    ] {
+        assert!(
+            matches!(b.create_topic(&missing, &bad).await, Err(Error::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(b.add_partitions(&t, 0).await, Err(Error::Invalid { .. })));
+    let d = b.describe_topic(&t).await.expect("describe");
+    assert!(
+        d.partition_states.iter().all(|p| p.high_watermark == 0),
+        "nothing written"
+    );
+    assert_eq!(b.list_topics().await.expect("list").len(), 1, "nothing created");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn hostile_names_are_data_not_sql() {
+    let db = TestDb::new().await;
+    // Topic names cannot carry SQL at all...
+    for name in ["x'; DROP TABLE topics; --", "a\"b", "t;", &"a".repeat(1000)] {
+        assert!(TopicName::new(name).is_err(), "{name:?}");
+    }
+    // ...group ids may contain anything printable, and are stored as data.
+    let t = db.topic("hostile", partitions(1)).await;
+    db.broker
+        .produce(&t, Some(0), &[Record::from_value("v")])
+        .await
+        .expect("produce");
+    let evil = pgbroker::GroupId::new("g'); DROP TABLE group_offsets; --\"").expect("valid group id");
+    let commit = pgbroker::OffsetCommit {
+        topic: t.clone(),
+        partition: 0,
+        offset: 1,
+        metadata: Some("'; --".into()),
+    };
+    db.broker.commit_offsets(&evil, None, &[commit]).await.expect("commit");
+    let got = db.broker.committed_offsets(&evil, &t).await.expect("offsets");
+    assert_eq!(got[0].offset, 1);
+    assert_eq!(got[0].metadata.as_deref(), Some("'; --"));
+    assert!(db.broker.list_groups().await.expect("groups").contains(&evil));
+    // Long topic names that share a 63-byte prefix stay distinct topics.
+    let long_a = db.topic(&format!("{}a", "p".repeat(100)), partitions(1)).await;
+    let long_b = db.topic(&format!("{}b", "p".repeat(100)), partitions(1)).await;
+    db.broker
+        .produce(&long_a, Some(0), &[Record::from_value("a")])
+        .await
+        .expect("produce");
+    assert_eq!(db.broker.watermarks(&long_b, 0).await.expect("wm").1, 0);
+    assert_eq!(db.broker.watermarks(&long_a, 0).await.expect("wm").1, 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn migrations_are_versioned() {
+    let db = TestDb::new().await;
+    let report = db.broker.migrate().await.expect("migrate again");
+    assert_eq!(
+        (report.from, report.to),
+        (pgbroker::latest_version(), pgbroker::latest_version())
+    );
+    let client = db.raw().await;
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (999, 'future')",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let again = pgbroker::Broker::connect(pgbroker::BrokerConfig {
+        database_url: common::database_url(),
+        schema: db.schema.clone(),
+        ..pgbroker::BrokerConfig::default()
+    })
+    .await;
+    match again {
+        Err(e @ Error::SchemaTooNew { found: 999, .. }) => assert!(e.to_string().contains("upgrade pgbroker")),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn unreachable_database_is_named_without_password() {
+    let r = pgbroker::Broker::connect(pgbroker::BrokerConfig {
+        database_url: "postgres://someone:s3cret@127.0.0.1:1/somedb".into(),
+        ..pgbroker::BrokerConfig::default()
+    })
+    .await;
+    let msg = r.expect_err("must fail").to_string();
+    assert!(msg.contains("127.0.0.1:1/somedb"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+}
+
+#[tokio::test]
+async fn messages_are_readable_with_plain_sql() {
+    let db = TestDb::new().await;
+    let t = db.topic("sql", partitions(2)).await;
+    db.broker
+        .produce(&t, Some(1), &[Record::keyed("k", "hello")])
+        .await
+        .expect("produce");
+    let client = db.raw().await;
+    let row = client
+        .query_one(
+            "SELECT topic, partition, \"offset\", convert_from(key, 'UTF8'), convert_from(value, 'UTF8')
+             FROM messages WHERE topic = 'sql'",
+            &[],
+        )
+        .await
+        .expect("select");
+    assert_eq!(row.get::<_, String>(0), "sql");
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert_eq!(row.get::<_, i64>(2), 0);
+    assert_eq!(row.get::<_, String>(3), "k");
+    assert_eq!(row.get::<_, String>(4), "hello");
+    db.drop().await;
+}
