@@ -100,6 +100,21 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
+/// The driver's error followed by its causes. tokio-postgres's own text is
+/// often only "db error" or "error connecting to server"; the reason (a
+/// refused connection, a missing database, a failed login) is in the source.
+/// None of these carry the password.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 impl Broker {
     /// Connects, checks the database is reachable and, unless disabled,
     /// applies pending migrations.
@@ -147,7 +162,7 @@ impl Broker {
         let mut client = broker.client().await.map_err(|e| match e {
             Error::Db(e) => Error::Connect {
                 target: target.clone(),
-                reason: e.to_string(),
+                reason: with_causes(&e),
             },
             other => other,
         })?;

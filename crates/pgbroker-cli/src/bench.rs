@@ -1,0 +1,252 @@
+//! `pgbroker bench pubsub`: a load generator for streams, with the source
+//! article's workload as defaults. Producers send batches of fixed-size
+//! records at a target rate (or flat out); consumer groups read everything
+//! concurrently; end-to-end latency is the consumer's receive time minus the
+//! record's producer timestamp, both taken from this process's clock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetReset, Record, TopicConfig, TopicName};
+use serde_json::json;
+
+/// Flags of `bench pubsub`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PubsubArgs {
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub message_size: u32,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub partitions: i32,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub producers: u32,
+    /// Consumer groups, each reading everything.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub groups: u32,
+    /// Consumers in each group.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub consumers_per_group: u32,
+    /// Records per produce call.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub write_batch: u32,
+    /// Most records per partition per fetch.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub read_batch: u32,
+    /// Target write rate in records/s; flat out when not given.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Measured time.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Time before measuring starts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Write the summary as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+#[derive(Default)]
+struct Stats {
+    written: AtomicU64,
+    read: AtomicU64,
+    e2e: Mutex<Option<Histogram<u64>>>,
+    produce: Mutex<Option<Histogram<u64>>>,
+}
+
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")
+}
+
+fn record(h: &Mutex<Option<Histogram<u64>>>, micros: u64) {
+    if let Ok(mut g) = h.lock() {
+        if let Some(h) = g.as_mut() {
+            let _ = h.record(micros.max(1));
+        }
+    }
+}
+
+/// CPU seconds used so far by this process and by all `postgres` processes.
+fn cpu_seconds() -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let read = |path: &std::path::Path| -> Option<(String, f64)> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let (head, rest) = s.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let used = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((comm, used / ticks))
+    };
+    let own = read(std::path::Path::new("/proc/self/stat")).map_or(0.0, |x| x.1);
+    let mut pg = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some((comm, used)) = read(&e.path().join("stat")) {
+                if comm == "postgres" {
+                    pg += used;
+                }
+            }
+        }
+    }
+    (own, pg)
+}
+
+/// Runs the pub/sub benchmark on a fresh topic, deleted afterwards.
+pub async fn pubsub(broker: Broker, args: PubsubArgs) -> Result<()> {
+    let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
+    broker
+        .create_topic(&topic, &TopicConfig { partitions: args.partitions, ..TopicConfig::default() })
+        .await?;
+    let outcome = run(&broker, &topic, &args).await;
+    broker.delete_topic(&topic).await?;
+    for g in 0..args.groups {
+        let _ = broker.delete_group(&GroupId::new(format!("{topic}-g{g}"))?).await;
+    }
+    outcome
+}
+
+async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()> {
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for g in 0..args.groups {
+        let group = GroupId::new(format!("{topic}-g{g}"))?;
+        for _ in 0..args.consumers_per_group {
+            let config = ConsumerConfig {
+                join: JoinOptions { client_id: "bench".into(), ..JoinOptions::default() },
+                reset: OffsetReset::Earliest,
+                max_records: usize::try_from(args.read_batch)?,
+                max_bytes: 64 << 20,
+                ..ConsumerConfig::new(vec![topic.clone()], Some(group.clone()))
+            };
+            let consumer = Consumer::new(broker.clone(), config).await?;
+            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+        }
+    }
+    let per_producer_rate = args.rate.map(|r| r as f64 / f64::from(args.producers));
+    for p in 0..args.producers {
+        let b = broker.clone();
+        let (t, s, st) = (topic.clone(), stats.clone(), stop.clone());
+        let a = args.clone();
+        tasks.push(tokio::spawn(async move { produce(b, t, a, p, per_producer_rate, s, st).await }));
+    }
+    tokio::time::sleep(args.warmup).await;
+    *stats.e2e.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
+    *stats.produce.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
+    let (w0, r0) = (stats.written.load(Ordering::Relaxed), stats.read.load(Ordering::Relaxed));
+    let (own0, pg0) = cpu_seconds();
+    let started = Instant::now();
+    while started.elapsed() < args.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let secs = started.elapsed().as_secs_f64();
+        eprint!(
+            "\r{:>4.0}s  written {:>10.0}/s  read {:>10.0}/s   ",
+            secs,
+            (stats.written.load(Ordering::Relaxed) - w0) as f64 / secs,
+            (stats.read.load(Ordering::Relaxed) - r0) as f64 / secs
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (own1, pg1) = cpu_seconds();
+    let written = stats.written.load(Ordering::Relaxed) - w0;
+    let read = stats.read.load(Ordering::Relaxed) - r0;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    eprintln!();
+    let e2e = stats.e2e.lock().map_err(|_| anyhow::anyhow!("lock"))?.take().context("histogram")?;
+    let prod = stats.produce.lock().map_err(|_| anyhow::anyhow!("lock"))?.take().context("histogram")?;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mib = f64::from(args.message_size) / (1024.0 * 1024.0);
+    let million = (written.max(1)) as f64 / 1e6;
+    let summary = json!({
+        "system": "pgbroker",
+        "workload": "pubsub",
+        "message_size": args.message_size,
+        "partitions": args.partitions,
+        "producers": args.producers,
+        "groups": args.groups,
+        "consumers_per_group": args.consumers_per_group,
+        "write_batch": args.write_batch,
+        "read_batch": args.read_batch,
+        "target_rate": args.rate,
+        "duration_s": secs,
+        "write_msgs_per_s": written as f64 / secs,
+        "read_msgs_per_s": read as f64 / secs,
+        "write_mib_per_s": written as f64 * mib / secs,
+        "read_mib_per_s": read as f64 * mib / secs,
+        "e2e_p50_ms": ms(&e2e, 0.5),
+        "e2e_p95_ms": ms(&e2e, 0.95),
+        "e2e_p99_ms": ms(&e2e, 0.99),
+        "e2e_p999_ms": ms(&e2e, 0.999),
+        "e2e_max_ms": e2e.max() as f64 / 1000.0,
+        "produce_p50_ms": ms(&prod, 0.5),
+        "produce_p99_ms": ms(&prod, 0.99),
+        "broker_cpu_s_per_million": (own1 - own0) / million,
+        "postgres_cpu_s_per_million": (pg1 - pg0) / million,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn produce(
+    broker: Broker,
+    topic: TopicName,
+    args: PubsubArgs,
+    id: u32,
+    rate: Option<f64>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let size = usize::try_from(args.message_size)?;
+    let payload: Vec<u8> = (0..size).map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0)).collect();
+    let batch = usize::try_from(args.write_batch)?;
+    let interval = rate.map(|r| Duration::from_secs_f64(batch as f64 / r));
+    let mut next_send = Instant::now();
+    let mut k = 0i32;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next_send.into()).await;
+            next_send += iv;
+        }
+        let now = SystemTime::now();
+        let records: Vec<Record> = (0..batch)
+            .map(|_| Record { value: Some(payload.clone()), timestamp: Some(now), ..Record::default() })
+            .collect();
+        let partition = (i32::try_from(id)? + k) % args.partitions;
+        k += 1;
+        let t0 = Instant::now();
+        broker.produce(&topic, Some(partition), &records).await?;
+        record(&stats.produce, u64::try_from(t0.elapsed().as_micros())?);
+        stats.written.fetch_add(u64::try_from(batch)?, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<()> {
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let got = consumer.poll(Duration::from_millis(100)).await?;
+        let now = SystemTime::now();
+        for r in &got {
+            let lat = now.duration_since(r.record.timestamp).unwrap_or_default();
+            record(&stats.e2e, u64::try_from(lat.as_micros())?);
+        }
+        stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
+        if last_commit.elapsed() > Duration::from_secs(1) {
+            consumer.commit().await?;
+            last_commit = Instant::now();
+        }
+    }
+    consumer.close().await?;
+    Ok(())
+}

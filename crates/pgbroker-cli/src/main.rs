@@ -1,0 +1,337 @@
+//! The `pgbroker` command: migrate, administer topics and groups, produce
+//! and consume records, run retention.
+
+mod bench;
+mod group;
+mod output;
+mod stream;
+mod topic;
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use pgbroker::{Broker, BrokerConfig, GroupId, TopicName};
+
+/// Largest `--max-message-bytes` the library accepts (its
+/// `MAX_MESSAGE_BYTES_LIMIT`, which it does not export); checked here so a
+/// bad value is refused before connecting.
+const MAX_MESSAGE_BYTES_LIMIT: u64 = 64 << 20;
+
+/// Kafka-style streams stored in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "pgbroker", version, about)]
+struct Cli {
+    /// PostgreSQL connection URL or key=value string.
+    // hide_env_values: the URL may hold a password, which --help must not show.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true,
+          default_value = pgbroker::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Schema holding pgbroker's tables.
+    #[arg(long, global = true, env = "PGBROKER_SCHEMA", default_value = pgbroker::DEFAULT_SCHEMA,
+          value_parser = parse_schema)]
+    schema: String,
+    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or `pgbroker=debug`).
+    #[arg(long, global = true, env = "PGBROKER_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade pgbroker's tables in the schema.
+    Migrate,
+    /// Create, list, describe, grow and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Write one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records of a topic.
+    Consume(ConsumeArgs),
+    /// Inspect and administer consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Run one retention pass: drop expired segments.
+    Maintain,
+    /// Load generators that measure throughput and latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Producers and consumer groups on one topic (the source article's pub/sub workload).
+    Pubsub(bench::PubsubArgs),
+}
+
+/// Output format of administrative commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// Output format of `consume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecordFormat {
+    /// The value, one record per line.
+    Text,
+    /// One JSON object per line with position, key, value and headers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create(CreateTopicArgs),
+    /// List topics.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show a topic's settings and the state of each partition.
+    Describe {
+        #[arg(value_parser = parse_topic)]
+        topic: TopicName,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Add partitions to a topic.
+    AddPartitions {
+        #[arg(value_parser = parse_topic)]
+        topic: TopicName,
+        /// How many partitions to add.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+        count: i32,
+    },
+    /// Delete a topic with its records and committed offsets.
+    Delete {
+        #[arg(value_parser = parse_topic)]
+        topic: TopicName,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateTopicArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: TopicName,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+    partitions: i32,
+    /// Drop segments whose newest record is older than this (e.g. `7d`, `12h`).
+    #[arg(long, value_parser = parse_positive_duration)]
+    retention: Option<Duration>,
+    /// Drop the oldest segments while a partition is larger than this many bytes.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    retention_bytes: Option<i64>,
+    /// Records per segment, the unit retention drops.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1_i64 << 40))]
+    segment_records: Option<i64>,
+    /// Largest record (key, value and headers) accepted, in bytes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_BYTES_LIMIT))]
+    max_message_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: TopicName,
+    /// Split each line at the first occurrence of SEP into key and value;
+    /// lines without it get no key.
+    #[arg(long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    key_separator: Option<String>,
+    /// Write every record to this partition instead of choosing by key.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+    partition: Option<i32>,
+    /// A header added to every record (repeatable).
+    #[arg(long = "header", value_name = "K=V", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: TopicName,
+    /// Consume as a member of this group, committing what was printed.
+    #[arg(long, value_parser = parse_group)]
+    group: Option<GroupId>,
+    /// Without a committed offset, start at the log start instead of new records only.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Read only --partition, starting at this offset.
+    #[arg(long, requires = "partition", conflicts_with = "group", value_parser = clap::value_parser!(i64).range(0..))]
+    offset: Option<i64>,
+    /// Read only this partition (no group).
+    #[arg(long, conflicts_with = "group", value_parser = clap::value_parser!(i32).range(0..))]
+    partition: Option<i32>,
+    /// Exit after printing this many records.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_messages: Option<u64>,
+    /// Exit when no record arrived for this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    #[arg(long, value_enum, default_value_t = RecordFormat::Text)]
+    format: RecordFormat,
+    /// In text format, print `key<TAB>value`.
+    #[arg(long)]
+    print_key: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List groups with members or committed offsets.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show a group's members and, per partition, committed offset and lag.
+    Describe {
+        #[arg(value_parser = parse_group)]
+        group: GroupId,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Move an inactive group's committed offsets on one topic.
+    ResetOffsets(ResetArgs),
+    /// Delete an inactive group and its committed offsets.
+    Delete {
+        #[arg(value_parser = parse_group)]
+        group: GroupId,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).multiple(false)
+    .args(["to_earliest", "to_latest", "to_offset", "to_datetime"])))]
+struct ResetArgs {
+    #[arg(value_parser = parse_group)]
+    group: GroupId,
+    #[arg(long, value_parser = parse_topic)]
+    topic: TopicName,
+    /// Move to each partition's log start.
+    #[arg(long)]
+    to_earliest: bool,
+    /// Move to each partition's high watermark.
+    #[arg(long)]
+    to_latest: bool,
+    /// Move to this offset, clamped into each partition's range.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    to_offset: Option<i64>,
+    /// Move to the first record at or after this RFC 3339 time (e.g. `2024-05-01T12:00:00Z`).
+    #[arg(long, value_parser = parse_datetime)]
+    to_datetime: Option<SystemTime>,
+}
+
+fn parse_topic(s: &str) -> Result<TopicName, String> {
+    TopicName::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_group(s: &str) -> Result<GroupId, String> {
+    GroupId::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_schema(s: &str) -> Result<String, String> {
+    pgbroker::validate_schema(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_datetime(s: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e}; expected RFC 3339, e.g. 2024-05-01T12:00:00Z"))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected K=V with a non-empty key".to_string()),
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid --log {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
+    // One command runs a few statements at a time; produce fans out per
+    // partition. A benchmark runs every producer and consumer at once.
+    let pool_size = match &cli.command {
+        Command::Bench(BenchCommand::Pubsub(a)) => {
+            usize::try_from(a.producers + a.groups * a.consumers_per_group).unwrap_or(64).clamp(8, 64)
+        }
+        _ => 8,
+    };
+    let config = BrokerConfig {
+        database_url: cli.database_url.clone(),
+        schema: cli.schema.clone(),
+        pool_size,
+        migrate: true,
+    };
+    Ok(Broker::connect(config).await?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let broker = connect(&cli).await?;
+    match cli.command {
+        Command::Migrate => {
+            let report = broker.migrate().await?;
+            println!("schema {} at version {}", broker.schema(), report.to);
+            Ok(())
+        }
+        Command::Topic(cmd) => topic::run(&broker, cmd).await,
+        Command::Produce(args) => stream::produce(&broker, args).await,
+        Command::Consume(args) => stream::consume(&broker, args).await,
+        Command::Group(cmd) => group::run(&broker, cmd).await,
+        Command::Maintain => {
+            let dropped = broker.enforce_retention().await?;
+            println!("dropped {dropped} segments");
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, args).await,
+    }
+}
+
+/// True when the error is a closed stdout (e.g. piped into `head`): not a
+/// failure of this command, so it exits quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = init_logging(&cli.log).and_then(|()| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let result = runtime.block_on(run(cli));
+        // A blocking stdin read may still be pending; dropping the runtime
+        // would wait for it forever.
+        runtime.shutdown_background();
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `pgbroker produce` and `pgbroker consume`.
+
+use std::collections::BTreeSet;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pgbroker::{
+    Broker, ConsumedRecord, Consumer, ConsumerConfig, FetchLimits, Header, OffsetReset, OffsetSpec, Record, TopicName,
+    TopicPartition,
+};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, Notify};
+
+use crate::output::write_record;
+use crate::{ConsumeArgs, ProduceArgs};
+
+/// Lines per `Broker::produce` call.
+const BATCH: usize = 500;
+/// How long a partial batch waits for more input before it is sent, so that
+/// interactive input is written line by line while piped input is batched.
+const LINGER: Duration = Duration::from_millis(100);
+
+pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
+    // Check topic and partition before reading any input.
+    let info = broker.topic_info(&args.topic).await?;
+    if let Some(p) = args.partition {
+        if p >= info.partitions {
+            return Err(pgbroker::Error::UnknownPartition {
+                topic: args.topic.to_string(),
+                partition: p,
+                count: usize::try_from(info.partitions).unwrap_or(0),
+            }
+            .into());
+        }
+    }
+    let headers: Vec<Header> = args
+        .headers
+        .iter()
+        .map(|(k, v)| Header {
+            key: k.clone(),
+            value: Some(v.clone().into_bytes()),
+        })
+        .collect();
+    let separator = args.key_separator.as_deref().map(str::as_bytes);
+    let (tx, mut rx) = mpsc::channel(BATCH * 2);
+    tokio::spawn(read_lines(tx));
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut written = 0usize;
+    let mut read_error = None;
+    loop {
+        let next = if batch.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(LINGER, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    written += send(broker, &args, &mut batch, written).await?;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(Ok(line)) => {
+                batch.push(to_record(line, separator, &headers));
+                if batch.len() >= BATCH {
+                    written += send(broker, &args, &mut batch, written).await?;
+                }
+            }
+            Some(Err(e)) => {
+                read_error = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    // Complete lines read before an input error are still written.
+    written += send(broker, &args, &mut batch, written).await?;
+    eprintln!("wrote {written} records to {}", args.topic);
+    match read_error {
+        Some(e) => Err(anyhow::Error::new(e).context("reading standard input")),
+        None => Ok(()),
+    }
+}
+
+/// Writes and empties the batch; returns how many records it held.
+async fn send(broker: &Broker, args: &ProduceArgs, batch: &mut Vec<Record>, before: usize) -> anyhow::Result<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    broker
+        .produce(&args.topic, args.partition, batch)
+        .await
+        .with_context(|| format!("writing to {} ({before} records written before)", args.topic))?;
+    let n = batch.len();
+    batch.clear();
+    Ok(n)
+}
+
+/// Reads stdin line by line (bytes, so non-UTF-8 input is kept as is) into
+/// the channel. It runs apart from the producing loop so that the loop can
+/// time out on a pause in the input without losing a partly read line.
+async fn read_lines(tx: mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    let mut reader = tokio::io::BufReader::new(tokio::io::stdin());
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // The receiver may be gone already; nothing else to tell.
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One input line as a record: split at the first separator into key and
+/// value, or all value when there is no separator (or it does not occur).
+fn to_record(line: Vec<u8>, separator: Option<&[u8]>, headers: &[Header]) -> Record {
+    let split = separator.and_then(|sep| {
+        let at = line.windows(sep.len()).position(|w| w == sep)?;
+        Some((line[..at].to_vec(), line[at + sep.len()..].to_vec()))
+    });
+    let (key, value) = match split {
+        Some((k, v)) => (Some(k), v),
+        None => (None, line),
+    };
+    Record {
+        key,
+        value: Some(value),
+        headers: headers.to_vec(),
+        timestamp: None,
+    }
+}
+
+/// Resolves once Ctrl-C was pressed, also when pressed while nobody waited
+/// (`notify_one` keeps a permit).
+fn interrupt_signal() -> Arc<Notify> {
+    let notify = Arc::new(Notify::new());
+    let n = notify.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            n.notify_one();
+        }
+    });
+    notify
+}
+
+/// Why the consume loop ended.
+enum Stop {
+    /// Enough records or idle: positions are committed, leave normally.
+    Done,
+    /// Ctrl-C, possibly in the middle of a poll that had already moved
+    /// positions past records never printed: leave without committing.
+    Interrupted,
+}
+
+pub async fn consume(broker: &Broker, args: ConsumeArgs) -> anyhow::Result<()> {
+    let limit = args.max_messages.unwrap_or(u64::MAX);
+    if let Some(partition) = args.partition {
+        return consume_partition(broker, &args, partition, limit).await;
+    }
+    let mut config = ConsumerConfig::new(vec![args.topic.clone()], args.group.clone());
+    config.reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    config.max_records = usize::try_from(limit.min(500)).unwrap_or(500);
+    let mut consumer = Consumer::new(broker.clone(), config).await?;
+    let outcome = consume_loop(&mut consumer, &args, limit).await;
+    match outcome {
+        Ok(Stop::Done) => consumer.close().await?,
+        Ok(Stop::Interrupted) | Err(_) => {
+            // Leave at once so the next run is not assigned fewer partitions
+            // while this member's session runs out.
+            if let Some(m) = consumer.membership() {
+                if let Err(e) = broker.leave_group(&m.group, &m.member_id).await {
+                    tracing::warn!(error = %e, "could not leave the group");
+                }
+            }
+        }
+    }
+    outcome.map(|_| ())
+}
+
+async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, limit: u64) -> anyhow::Result<Stop> {
+    let interrupt = interrupt_signal();
+    let mut printed = 0u64;
+    while printed < limit {
+        let batch = tokio::select! {
+            batch = consumer.poll(args.idle_timeout) => batch?,
+            () = interrupt.notified() => return Ok(Stop::Interrupted),
+        };
+        if batch.is_empty() {
+            break; // idle for idle_timeout
+        }
+        let room = usize::try_from(limit - printed).unwrap_or(usize::MAX);
+        let take = batch.len().min(room);
+        print_records(args, batch[..take].iter().map(|c| (&c.topic, &c.record)))?;
+        rewind_unprinted(consumer, &batch[take..])?;
+        consumer.commit().await?;
+        printed += u64::try_from(take)?;
+    }
+    Ok(Stop::Done)
+}
+
+/// The poll moved positions past every record it returned; move them back
+/// to the first record not printed on each partition, so that commits cover
+/// printed records only.
+fn rewind_unprinted(consumer: &mut Consumer, unprinted: &[ConsumedRecord]) -> anyhow::Result<()> {
+    let mut done = BTreeSet::new();
+    for c in unprinted {
+        let tp = TopicPartition {
+            topic: c.topic.clone(),
+            partition: c.record.partition,
+        };
+        if !done.contains(&tp) {
+            consumer.seek(&tp, c.record.offset)?;
+            done.insert(tp);
+        }
+    }
+    Ok(())
+}
+
+fn print_records<'a>(
+    args: &ConsumeArgs,
+    records: impl Iterator<Item = (&'a TopicName, &'a pgbroker::StoredRecord)>,
+) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (topic, record) in records {
+        write_record(&mut out, args.format, args.print_key, topic, record)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `--partition` (and `--offset`): one partition, no group, plain fetches.
+async fn consume_partition(broker: &Broker, args: &ConsumeArgs, partition: i32, limit: u64) -> anyhow::Result<()> {
+    let topic = &args.topic;
+    let mut offset = match args.offset {
+        Some(o) => o,
+        None => {
+            let spec = if args.from_beginning {
+                OffsetSpec::Earliest
+            } else {
+                OffsetSpec::Latest
+            };
+            broker.resolve_offset(topic, partition, spec).await?
+        }
+    };
+    let interrupt = interrupt_signal();
+    let mut printed = 0u64;
+    while printed < limit {
+        let room = usize::try_from(limit - printed).unwrap_or(usize::MAX);
+        let limits = FetchLimits {
+            max_records: room.min(500),
+            max_wait: args.idle_timeout,
+            ..FetchLimits::default()
+        };
+        let fetched = tokio::select! {
+            r = broker.fetch(topic, partition, offset, limits) => {
+                r.with_context(|| format!("cannot read {topic}/{partition} at offset {offset}"))?
+            }
+            () = interrupt.notified() => break,
+        };
+        let records = &fetched.records[..fetched.records.len().min(room)];
+        let Some(last) = records.last() else {
+            break; // idle for idle_timeout
+        };
+        offset = last.offset + 1;
+        print_records(args, records.iter().map(|r| (topic, r)))?;
+        printed += u64::try_from(records.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_first_separator() {
+        let r = to_record(b"k:v:w".to_vec(), Some(b":"), &[]);
+        assert_eq!(
+            (r.key.as_deref(), r.value.as_deref()),
+            (Some(&b"k"[..]), Some(&b"v:w"[..]))
+        );
+        let r = to_record(b"novalue".to_vec(), Some(b"::"), &[]);
+        assert_eq!((r.key, r.value.as_deref()), (None, Some(&b"novalue"[..])));
+        let r = to_record(b"a::b".to_vec(), Some(b"::"), &[]);
+        assert_eq!(
+            (r.key.as_deref(), r.value.as_deref()),
+            (Some(&b"a"[..]), Some(&b"b"[..]))
+        );
+        let r = to_record(b"k:v".to_vec(), None, &[]);
+        assert_eq!((r.key, r.value.as_deref()), (None, Some(&b"k:v"[..])));
+    }
+}
