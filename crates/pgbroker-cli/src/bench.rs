@@ -211,7 +211,9 @@ async fn produce(
     let payload: Vec<u8> = (0..size).map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0)).collect();
     let batch = usize::try_from(args.write_batch)?;
     let interval = rate.map(|r| Duration::from_secs_f64(batch as f64 / r));
-    let mut next_send = Instant::now();
+    // Spread the producers over the interval, so that a target rate means
+    // evenly spaced batches rather than bursts of all producers at once.
+    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / args.producers.max(1));
     let mut k = 0i32;
     while !stop.load(Ordering::Relaxed) {
         if let Some(iv) = interval {

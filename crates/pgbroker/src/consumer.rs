@@ -146,9 +146,11 @@ impl Consumer {
         loop {
             self.maybe_heartbeat().await?;
             let mut waiters: Vec<Arc<Notify>> = Vec::with_capacity(self.positions.len());
+            let mut pids = Vec::with_capacity(self.positions.len());
             for tp in self.positions.keys() {
                 let (_, pid) = self.broker.partition_id(&tp.topic, tp.partition).await?;
                 waiters.push(self.broker.inner.wakeups.waiter(pid));
+                pids.push(pid);
             }
             let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
                 waiters.iter().map(|w| Box::pin(w.notified())).collect();
@@ -159,6 +161,9 @@ impl Consumer {
             let now = Instant::now();
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
+            }
+            if self.broker.register_waiter(&pids).await? {
+                continue;
             }
             let nap = (deadline - now).min(POLL_FALLBACK).min(self.heartbeat_interval());
             if notified.is_empty() {

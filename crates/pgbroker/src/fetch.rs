@@ -95,6 +95,9 @@ impl Broker {
             if !result.records.is_empty() || now >= deadline {
                 return Ok(result);
             }
+            if self.register_waiter(&[pid]).await? {
+                continue;
+            }
             let nap = (deadline - now).min(POLL_FALLBACK);
             tokio::select! {
                 _ = notified => {}

@@ -1,33 +1,60 @@
-//! Wake-ups for long-poll fetches. Producers NOTIFY once per committed batch
-//! with the partition id; one LISTEN connection per [`crate::Broker`] turns
-//! that into an in-process wake-up of every fetch waiting on that
-//! partition. A notification is only a hint: waiters also poll, so a lost
-//! notification (a reconnect, a full queue) costs latency, never records.
+//! Wake-ups for long-poll fetches.
+//!
+//! A producer in this process wakes this process's waiters directly after
+//! its commit. For waiters in other processes, a broker about to wait
+//! registers itself in the `waiters` table (renewed every few seconds), and
+//! producers send a NOTIFY with the partition id only while some other
+//! broker is registered for that partition: a NOTIFY takes a global lock at
+//! commit, which would cost a third of the write throughput if paid on
+//! every batch. One LISTEN connection per [`crate::Broker`] turns
+//! notifications into wake-ups. All of this is only a hint: waiters also
+//! re-read on a timer, so a lost notification costs latency, never records.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::broker::Inner;
+use crate::broker::{Broker, Inner};
+use crate::error::Result;
 use crate::migrate::quote_ident;
 
 /// How often a waiting fetch re-reads even without a notification.
 pub(crate) const POLL_FALLBACK: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a registration in `waiters` lasts; renewed at half of it.
+const REGISTRATION_TTL: Duration = Duration::from_secs(10);
 
 /// Waiters per partition id.
-#[derive(Default)]
 pub(crate) struct Wakeups {
     waiters: Mutex<HashMap<i64, Arc<Notify>>>,
     listening: AtomicBool,
+    listener_id: String,
+    /// Partitions registered in `waiters`, and until when (local clock).
+    registered: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            waiters: Mutex::default(),
+            listening: AtomicBool::new(false),
+            listener_id: format!("{:016x}", rand::random::<u64>()),
+            registered: Mutex::default(),
+        }
+    }
 }
 
 impl Wakeups {
+    /// This broker's id in the `waiters` table.
+    pub(crate) fn listener_id(&self) -> &str {
+        &self.listener_id
+    }
+
     /// The wake-up handle for one partition.
     pub(crate) fn waiter(&self, partition_id: i64) -> Arc<Notify> {
         match self.waiters.lock() {
@@ -36,7 +63,8 @@ impl Wakeups {
         }
     }
 
-    fn wake(&self, partition_id: i64) {
+    /// Wakes every fetch of this process waiting on the partition.
+    pub(crate) fn wake(&self, partition_id: i64) {
         if let Ok(m) = self.waiters.lock() {
             if let Some(n) = m.get(&partition_id) {
                 n.notify_waiters();
@@ -120,5 +148,43 @@ async fn listen_loop(weak: Weak<Inner>, config: tokio_postgres::Config, listen: 
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Broker {
+    /// Registers this broker as waiting on the partitions, unless a
+    /// registration is still valid for a while. Returns true when it wrote
+    /// one: the caller must then read again before sleeping, since a commit
+    /// that came before the registration sent no NOTIFY.
+    pub(crate) async fn register_waiter(&self, partition_ids: &[i64]) -> Result<bool> {
+        let wakeups = &self.inner.wakeups;
+        let now = Instant::now();
+        let due: Vec<i64> = match wakeups.registered.lock() {
+            Ok(m) => partition_ids
+                .iter()
+                .copied()
+                .filter(|p| m.get(p).is_none_or(|until| *until < now + REGISTRATION_TTL / 2))
+                .collect(),
+            Err(_) => partition_ids.to_vec(),
+        };
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let ttl_ms = i64::try_from(REGISTRATION_TTL.as_millis()).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO waiters (partition_id, listener, until)
+                 SELECT unnest($1::bigint[]), $2, now() + $3::bigint * interval '1 millisecond'
+                 ON CONFLICT (partition_id, listener) DO UPDATE SET until = EXCLUDED.until",
+                &[&due, &wakeups.listener_id, &ttl_ms],
+            )
+            .await?;
+        if let Ok(mut m) = wakeups.registered.lock() {
+            for p in due {
+                m.insert(p, now + REGISTRATION_TTL);
+            }
+        }
+        Ok(true)
     }
 }

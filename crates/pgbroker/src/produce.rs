@@ -18,6 +18,8 @@ use crate::types::{Record, RecordPosition, TopicName};
 
 /// The single statement that appends a batch.
 ///
+/// It sends a NOTIFY only when a broker other than `$8` waits on the
+/// partition; waiters in this process are woken directly after the commit.
 /// The UPDATE takes the partition row's lock and reserves `$2` consecutive
 /// offsets; the lock is held until commit, so batches of one partition
 /// commit in offset order and a reader never sees offset `n + 1` before `n`.
@@ -36,7 +38,9 @@ pub(crate) fn produce_sql(schema: &str) -> String {
          )
          SELECT p.base,
                 (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = p.id),
-                pg_notify($7, p.id::text)
+                (SELECT pg_notify($7, p.id::text)
+                 WHERE EXISTS (SELECT 1 FROM {schema}.waiters w
+                               WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
          FROM p"
     )
 }
@@ -136,7 +140,7 @@ impl Broker {
         let mut results = Vec::with_capacity(split.len());
         for (p, idx) in &split {
             let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
-            let base = self.append_locked(client, &meta, pid, records, idx).await?;
+            let base = self.append_locked(client, true, &meta, pid, records, idx).await?;
             results.push((*p, idx, base));
         }
         Ok(positions(records.len(), results))
@@ -194,9 +198,10 @@ impl Broker {
         let mut client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.produce_sql).await?;
         let raw: &tokio_postgres::Client = &client;
-        match self.append_on(raw, &stmt, meta, pid, records, idx).await {
+        match self.append_on(raw, &stmt, false, meta, pid, records, idx).await {
             Ok((base, segments_end)) => {
                 drop(client);
+                self.inner.wakeups.wake(pid);
                 if segments_end - (base + n) <= meta.segment_records / 2 {
                     self.ensure_segments(pid, 0, meta.segment_records).await?;
                 }
@@ -204,8 +209,9 @@ impl Broker {
             }
             Err(Error::Db(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
                 let tx = client.transaction().await?;
-                let base = self.append_locked(&*tx, meta, pid, records, idx).await?;
+                let base = self.append_locked(&*tx, false, meta, pid, records, idx).await?;
                 tx.commit().await?;
+                self.inner.wakeups.wake(pid);
                 Ok(base)
             }
             Err(e) => Err(e),
@@ -220,6 +226,7 @@ impl Broker {
     async fn append_locked(
         &self,
         client: &impl GenericClient,
+        in_caller_tx: bool,
         meta: &TopicMeta,
         pid: i64,
         records: &[Record],
@@ -232,7 +239,7 @@ impl Broker {
             self.ensure_segments(pid, next + n, meta.segment_records).await?;
         }
         let sql = self.inner.produce_sql.as_str();
-        let (base, _) = self.append_on(client, sql, meta, pid, records, idx).await?;
+        let (base, _) = self.append_on(client, sql, in_caller_tx, meta, pid, records, idx).await?;
         Ok(base)
     }
 
@@ -243,12 +250,16 @@ impl Broker {
         &self,
         client: &impl GenericClient,
         stmt: &S,
+        in_caller_tx: bool,
         meta: &TopicMeta,
         pid: i64,
         records: &[Record],
         idx: &[usize],
     ) -> Result<(i64, i64)> {
         let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+        // Inside a caller's transaction the commit is not ours to see, so
+        // every waiter, this process's too, must hear of it by NOTIFY.
+        let listener = if in_caller_tx { "" } else { self.inner.wakeups.listener_id() };
         let cols = Columns::new(idx.iter().map(|&i| &records[i]));
         let row = client
             .query_opt(
@@ -261,6 +272,7 @@ impl Broker {
                     &cols.values,
                     &cols.headers,
                     &self.inner.channel,
+                    &listener,
                 ],
             )
             .await?;

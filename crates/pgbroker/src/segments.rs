@@ -86,6 +86,9 @@ impl Broker {
     /// deleted topics. Returns how many segment tables were dropped.
     pub async fn enforce_retention(&self) -> Result<usize> {
         let client = self.client().await?;
+        client
+            .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
+            .await?;
         let rows = client
             .query(
                 "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,

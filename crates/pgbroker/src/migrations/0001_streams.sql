@@ -52,6 +52,16 @@ CREATE TABLE orphan_segments (
     table_name text PRIMARY KEY
 );
 
+-- Brokers with fetches waiting on a partition. Producers send a NOTIFY only
+-- while another broker has registered here: a NOTIFY serialises commits on
+-- a global lock, so it is not paid when nobody is listening.
+CREATE TABLE waiters (
+    partition_id bigint NOT NULL,
+    listener     text NOT NULL,
+    until        timestamptz NOT NULL,
+    PRIMARY KEY (partition_id, listener)
+);
+
 CREATE TABLE groups (
     name       text PRIMARY KEY,
     generation integer NOT NULL DEFAULT 0,
