@@ -100,7 +100,13 @@ fn cpu_seconds() -> (f64, f64) {
 pub async fn pubsub(broker: Broker, args: PubsubArgs) -> Result<()> {
     let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
     broker
-        .create_topic(&topic, &TopicConfig { partitions: args.partitions, ..TopicConfig::default() })
+        .create_topic(
+            &topic,
+            &TopicConfig {
+                partitions: args.partitions,
+                ..TopicConfig::default()
+            },
+        )
         .await?;
     let outcome = run(&broker, &topic, &args).await;
     broker.delete_topic(&topic).await?;
@@ -118,7 +124,10 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
         let group = GroupId::new(format!("{topic}-g{g}"))?;
         for _ in 0..args.consumers_per_group {
             let config = ConsumerConfig {
-                join: JoinOptions { client_id: "bench".into(), ..JoinOptions::default() },
+                join: JoinOptions {
+                    client_id: "bench".into(),
+                    ..JoinOptions::default()
+                },
                 reset: OffsetReset::Earliest,
                 max_records: usize::try_from(args.read_batch)?,
                 max_bytes: 64 << 20,
@@ -133,12 +142,17 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
         let b = broker.clone();
         let (t, s, st) = (topic.clone(), stats.clone(), stop.clone());
         let a = args.clone();
-        tasks.push(tokio::spawn(async move { produce(b, t, a, p, per_producer_rate, s, st).await }));
+        tasks.push(tokio::spawn(async move {
+            produce(b, t, a, p, per_producer_rate, s, st).await
+        }));
     }
     tokio::time::sleep(args.warmup).await;
     *stats.e2e.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
     *stats.produce.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
-    let (w0, r0) = (stats.written.load(Ordering::Relaxed), stats.read.load(Ordering::Relaxed));
+    let (w0, r0) = (
+        stats.written.load(Ordering::Relaxed),
+        stats.read.load(Ordering::Relaxed),
+    );
     let (own0, pg0) = cpu_seconds();
     let started = Instant::now();
     while started.elapsed() < args.duration {
@@ -160,8 +174,18 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
         let _ = t.await;
     }
     eprintln!();
-    let e2e = stats.e2e.lock().map_err(|_| anyhow::anyhow!("lock"))?.take().context("histogram")?;
-    let prod = stats.produce.lock().map_err(|_| anyhow::anyhow!("lock"))?.take().context("histogram")?;
+    let e2e = stats
+        .e2e
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .take()
+        .context("histogram")?;
+    let prod = stats
+        .produce
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .take()
+        .context("histogram")?;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mib = f64::from(args.message_size) / (1024.0 * 1024.0);
     let million = (written.max(1)) as f64 / 1e6;
@@ -193,7 +217,8 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -208,7 +233,9 @@ async fn produce(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let size = usize::try_from(args.message_size)?;
-    let payload: Vec<u8> = (0..size).map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0)).collect();
+    let payload: Vec<u8> = (0..size)
+        .map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0))
+        .collect();
     let batch = usize::try_from(args.write_batch)?;
     let interval = rate.map(|r| Duration::from_secs_f64(batch as f64 / r));
     // Spread the producers over the interval, so that a target rate means
@@ -222,7 +249,11 @@ async fn produce(
         }
         let now = SystemTime::now();
         let records: Vec<Record> = (0..batch)
-            .map(|_| Record { value: Some(payload.clone()), timestamp: Some(now), ..Record::default() })
+            .map(|_| Record {
+                value: Some(payload.clone()),
+                timestamp: Some(now),
+                ..Record::default()
+            })
             .collect();
         let partition = (i32::try_from(id)? + k) % args.partitions;
         k += 1;

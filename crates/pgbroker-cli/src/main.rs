@@ -270,9 +270,9 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     // One command runs a few statements at a time; produce fans out per
     // partition. A benchmark runs every producer and consumer at once.
     let pool_size = match &cli.command {
-        Command::Bench(BenchCommand::Pubsub(a)) => {
-            usize::try_from(a.producers + a.groups * a.consumers_per_group).unwrap_or(64).clamp(8, 64)
-        }
+        Command::Bench(BenchCommand::Pubsub(a)) => usize::try_from(a.producers + a.groups * a.consumers_per_group)
+            .unwrap_or(64)
+            .clamp(8, 64),
         _ => 8,
     };
     let config = BrokerConfig {

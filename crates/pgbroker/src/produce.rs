@@ -239,7 +239,9 @@ impl Broker {
             self.ensure_segments(pid, next + n, meta.segment_records).await?;
         }
         let sql = self.inner.produce_sql.as_str();
-        let (base, _) = self.append_on(client, sql, in_caller_tx, meta, pid, records, idx).await?;
+        let (base, _) = self
+            .append_on(client, sql, in_caller_tx, meta, pid, records, idx)
+            .await?;
         Ok(base)
     }
 
@@ -259,7 +261,11 @@ impl Broker {
         let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
         // Inside a caller's transaction the commit is not ours to see, so
         // every waiter, this process's too, must hear of it by NOTIFY.
-        let listener = if in_caller_tx { "" } else { self.inner.wakeups.listener_id() };
+        let listener = if in_caller_tx {
+            ""
+        } else {
+            self.inner.wakeups.listener_id()
+        };
         let cols = Columns::new(idx.iter().map(|&i| &records[i]));
         let row = client
             .query_opt(
