@@ -5,7 +5,7 @@
 //! record's producer timestamp, both taken from this process's clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -51,23 +51,29 @@ pub struct PubsubArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
+/// Counters shared by all tasks. Latencies go to per-task histograms,
+/// merged at the end, so that recording them costs no lock.
 #[derive(Default)]
 struct Stats {
     written: AtomicU64,
     read: AtomicU64,
-    e2e: Mutex<Option<Histogram<u64>>>,
-    produce: Mutex<Option<Histogram<u64>>>,
+    /// Set once the warm-up is over.
+    measuring: AtomicBool,
+}
+
+/// Which latency a task measured.
+enum Measured {
+    EndToEnd(Histogram<u64>),
+    Produce(Histogram<u64>),
 }
 
 fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")
 }
 
-fn record(h: &Mutex<Option<Histogram<u64>>>, micros: u64) {
-    if let Ok(mut g) = h.lock() {
-        if let Some(h) = g.as_mut() {
-            let _ = h.record(micros.max(1));
-        }
+fn record(stats: &Stats, h: &mut Histogram<u64>, micros: u64) {
+    if stats.measuring.load(Ordering::Relaxed) {
+        let _ = h.record(micros.clamp(1, 600_000_000));
     }
 }
 
@@ -147,8 +153,7 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
         }));
     }
     tokio::time::sleep(args.warmup).await;
-    *stats.e2e.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
-    *stats.produce.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(histogram()?);
+    stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
         stats.written.load(Ordering::Relaxed),
         stats.read.load(Ordering::Relaxed),
@@ -170,22 +175,14 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
     let written = stats.written.load(Ordering::Relaxed) - w0;
     let read = stats.read.load(Ordering::Relaxed) - r0;
     stop.store(true, Ordering::Relaxed);
+    let (mut e2e, mut prod) = (histogram()?, histogram()?);
     for t in tasks {
-        let _ = t.await;
+        match t.await.context("benchmark task")?? {
+            Measured::EndToEnd(h) => e2e.add(h).context("merging histograms")?,
+            Measured::Produce(h) => prod.add(h).context("merging histograms")?,
+        }
     }
     eprintln!();
-    let e2e = stats
-        .e2e
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .take()
-        .context("histogram")?;
-    let prod = stats
-        .produce
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .take()
-        .context("histogram")?;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mib = f64::from(args.message_size) / (1024.0 * 1024.0);
     let million = (written.max(1)) as f64 / 1e6;
@@ -231,7 +228,8 @@ async fn produce(
     rate: Option<f64>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<Measured> {
+    let mut latency = histogram()?;
     let size = usize::try_from(args.message_size)?;
     let payload: Vec<u8> = (0..size)
         .map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0))
@@ -259,20 +257,21 @@ async fn produce(
         k += 1;
         let t0 = Instant::now();
         broker.produce(&topic, Some(partition), &records).await?;
-        record(&stats.produce, u64::try_from(t0.elapsed().as_micros())?);
+        record(&stats, &mut latency, u64::try_from(t0.elapsed().as_micros())?);
         stats.written.fetch_add(u64::try_from(batch)?, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(Measured::Produce(latency))
 }
 
-async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<()> {
+async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<Measured> {
+    let mut latency = histogram()?;
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let got = consumer.poll(Duration::from_millis(100)).await?;
         let now = SystemTime::now();
         for r in &got {
             let lat = now.duration_since(r.record.timestamp).unwrap_or_default();
-            record(&stats.e2e, u64::try_from(lat.as_micros())?);
+            record(&stats, &mut latency, u64::try_from(lat.as_micros())?);
         }
         stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
         if last_commit.elapsed() > Duration::from_secs(1) {
@@ -281,5 +280,5 @@ async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool
         }
     }
     consumer.close().await?;
-    Ok(())
+    Ok(Measured::EndToEnd(latency))
 }

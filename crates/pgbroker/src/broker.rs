@@ -127,10 +127,12 @@ impl Broker {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("pgbroker");
         }
-        // Custom plans let Postgres prune segments at plan time, so a query
-        // locks only the segments it reads and retention can drop others.
+        // Generic plans: planning the produce statement anew for each batch
+        // (its parameters are large arrays) costs more than executing it.
+        // Hot statements read segment tables directly, so they need no
+        // plan-time partition pruning.
         pg_config.options(format!(
-            "-c search_path={} -c plan_cache_mode=force_custom_plan",
+            "-c search_path={} -c plan_cache_mode=force_generic_plan",
             config.schema
         ));
         pg_config.connect_timeout(Duration::from_secs(10));

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio_postgres::error::SqlState;
+
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
@@ -54,16 +56,23 @@ pub enum OffsetSpec {
     Timestamp(SystemTime),
 }
 
-/// The fetch statement. `$1` is used, not the joined row's id, so that
-/// Postgres prunes segments at plan time and locks only those it reads.
-const FETCH_SQL: &str = "SELECT p.log_start, p.next_offset, r.\"offset\", r.ts, r.key, r.value, r.headers
-     FROM partitions p
-     LEFT JOIN LATERAL (
-         SELECT \"offset\", ts, key, value, headers FROM records
-         WHERE partition_id = $1 AND \"offset\" >= $2
-         ORDER BY \"offset\" LIMIT $3
-     ) r ON p.next_offset > $2
-     WHERE p.id = $1";
+/// Reads a partition's log start and high watermark.
+const WATERMARKS_SQL: &str = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
+
+/// Prepared statements kept per connection before the cache is emptied:
+/// fetches prepare one statement per segment table, and segments roll.
+const STATEMENT_CACHE_LIMIT: usize = 512;
+
+/// The statement reading one segment. Reading the segment table itself,
+/// rather than the partitioned parent, lets every statement use a generic
+/// plan and lock only the segment it reads, so retention can drop others
+/// while fetches run. The name is built from two integers only.
+fn segment_fetch_sql(partition_id: i64, base: i64) -> String {
+    format!(
+        "SELECT \"offset\", ts, key, value, headers FROM seg_{partition_id}_{base}
+         WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3"
+    )
+}
 
 impl Broker {
     /// Reads records of one partition from `offset`. When there are none
@@ -114,51 +123,75 @@ impl Broker {
         offset: i64,
         limits: FetchLimits,
     ) -> Result<FetchResult> {
+        let segment_records = self.topic_meta(topic).await?.segment_records;
         let client = self.client().await?;
-        let stmt = client.prepare_cached(FETCH_SQL).await?;
-        let max = i64::try_from(limits.max_records.max(1)).unwrap_or(i64::MAX);
-        let rows = client.query(&stmt, &[&pid, &offset, &max]).await?;
-        let Some(first) = rows.first() else {
+        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+            client.statement_cache.clear();
+        }
+        let stmt = client.prepare_cached(WATERMARKS_SQL).await?;
+        let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
             self.forget_topic(topic.as_str());
             return Err(Error::UnknownTopic(topic.to_string()));
         };
-        let (log_start, hw): (i64, i64) = (first.get(0), first.get(1));
-        let out_of_range = Error::OffsetOutOfRange {
+        let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
+        let out_of_range = |log_start, high_watermark| Error::OffsetOutOfRange {
             offset,
             log_start,
-            high_watermark: hw,
+            high_watermark,
         };
         if offset < log_start || offset > hw {
-            return Err(out_of_range);
+            return Err(out_of_range(log_start, hw));
         }
-        let mut records = Vec::with_capacity(rows.len());
+        let mut records = Vec::new();
         let mut bytes = 0usize;
-        for row in &rows {
-            let Some(off) = row.get::<_, Option<i64>>(2) else {
-                break;
+        let mut next = offset;
+        // One segment at a time, until a limit or the high watermark.
+        'segments: while next < hw && records.len() < limits.max_records.max(1) {
+            let base = next - next.rem_euclid(segment_records);
+            let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
+            let rows = match client.prepare_cached(&segment_fetch_sql(pid, base)).await {
+                Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
+                Err(e) => Err(e),
             };
-            let record = StoredRecord {
-                partition,
-                offset: off,
-                timestamp: row.get(3),
-                key: row.get(4),
-                value: row.get(5),
-                headers: headers::from_json(row.get(6)),
+            let rows = match rows {
+                Ok(rows) => rows,
+                // Retention dropped the segment since we read the log start.
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => break,
+                Err(e) => return Err(e.into()),
             };
-            let size = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
-            if !records.is_empty() && bytes + size > limits.max_bytes {
+            for row in &rows {
+                let off: i64 = row.get(0);
+                if off != next {
+                    break 'segments;
+                }
+                let record = StoredRecord {
+                    partition,
+                    offset: off,
+                    timestamp: row.get(1),
+                    key: row.get(2),
+                    value: row.get(3),
+                    headers: headers::from_json(row.get(4)),
+                };
+                let size = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
+                if !records.is_empty() && bytes + size > limits.max_bytes {
+                    break 'segments;
+                }
+                bytes += size;
+                records.push(record);
+                next += 1;
+            }
+            if rows.is_empty() || next < base + segment_records {
                 break;
             }
-            bytes += size;
-            records.push(record);
         }
-        // Retention may have dropped the segment between our read of the
-        // log start and of the records: never skip silently.
-        if offset < hw && records.first().map(|r| r.offset) != Some(offset) {
-            return Err(out_of_range);
+        // Records below the high watermark were there when we looked: if
+        // none came back, retention removed them meanwhile. Never skip.
+        if records.is_empty() && offset < hw {
+            let (start, end) = self.watermarks(topic, partition).await?;
+            return Err(out_of_range(start, end));
         }
         Ok(FetchResult {
-            high_watermark: hw.max(records.last().map_or(hw, |r| r.offset + 1)),
+            high_watermark: hw.max(next),
             log_start_offset: log_start,
             records,
         })

@@ -119,7 +119,7 @@ impl Broker {
                 }
                 let over_size = retention_bytes.is_some_and(|limit| total - size >= limit);
                 let too_old = match retention_ms {
-                    Some(ms) => self.last_record_older_than(&client, pid, end - 1, ms).await?,
+                    Some(ms) => self.last_record_older_than(&client, pid, r.get(1), end - 1, ms).await?,
                     None => false,
                 };
                 if !(over_size || too_old) {
@@ -143,21 +143,32 @@ impl Broker {
         self.drop_pending_segments().await
     }
 
+    /// Whether the record at `offset`, in the segment starting at `base`,
+    /// is older than the retention time. A missing record or segment counts
+    /// as expired.
     async fn last_record_older_than(
         &self,
         client: &tokio_postgres::Client,
         partition_id: i64,
+        base: i64,
         offset: i64,
         retention_ms: i64,
     ) -> Result<bool> {
+        let table = segment_table(partition_id, base);
         let row = client
             .query_opt(
-                "SELECT ts < now() - $3::float8 * interval '1 millisecond'
-                 FROM records WHERE partition_id = $1 AND \"offset\" = $2",
+                &format!(
+                    "SELECT ts < now() - $3::float8 * interval '1 millisecond'
+                     FROM {table} WHERE partition_id = $1 AND \"offset\" = $2"
+                ),
                 &[&partition_id, &offset, &(retention_ms as f64)],
             )
-            .await?;
-        Ok(row.is_none_or(|r| r.get::<_, bool>(0)))
+            .await;
+        match row {
+            Ok(row) => Ok(row.is_none_or(|r| r.get::<_, bool>(0))),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Drops segment tables already cut off from the log (by retention or a

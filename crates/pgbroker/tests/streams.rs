@@ -164,14 +164,20 @@ async fn wake_latency(reader: &pgbroker::Broker, writer: &pgbroker::Broker, t: &
     for _ in 0..5 {
         let (_, next) = reader.watermarks(t, 0).await.expect("watermarks");
         let (broker, topic) = (reader.clone(), t.clone());
-        let long = FetchLimits { max_wait: Duration::from_secs(10), ..FetchLimits::default() };
+        let long = FetchLimits {
+            max_wait: Duration::from_secs(10),
+            ..FetchLimits::default()
+        };
         let waiter = tokio::spawn(async move {
             let r = broker.fetch(&topic, 0, next, long).await.expect("fetch");
             (Instant::now(), r.records.len())
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sent = Instant::now();
-        writer.produce(t, Some(0), &[Record::from_value("x")]).await.expect("produce");
+        writer
+            .produce(t, Some(0), &[Record::from_value("x")])
+            .await
+            .expect("produce");
         let (woke, n) = waiter.await.expect("waiter");
         assert_eq!(n, 1);
         latencies.push(woke.duration_since(sent));
@@ -198,9 +204,15 @@ async fn long_poll_wakes_on_commit_not_on_timer() {
     let local = wake_latency(&db.broker, &db.broker, &t).await;
     assert!(local < Duration::from_millis(300), "same process: {local:?}");
     let remote = wake_latency(&other, &db.broker, &t).await;
-    assert!(remote < Duration::from_millis(300), "other process, by NOTIFY: {remote:?}");
+    assert!(
+        remote < Duration::from_millis(300),
+        "other process, by NOTIFY: {remote:?}"
+    );
     // A poll with nothing to read waits its full time and returns empty.
-    let wait = FetchLimits { max_wait: Duration::from_millis(100), ..FetchLimits::default() };
+    let wait = FetchLimits {
+        max_wait: Duration::from_millis(100),
+        ..FetchLimits::default()
+    };
     let started = Instant::now();
     let r = db.broker.fetch(&t, 0, 10, wait).await.expect("fetch");
     assert!(r.records.is_empty() && started.elapsed() >= Duration::from_millis(100));
