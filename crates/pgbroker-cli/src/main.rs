@@ -280,6 +280,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
         schema: cli.schema.clone(),
         pool_size,
         migrate: true,
+        ..BrokerConfig::default()
     };
     Ok(Broker::connect(config).await?)
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::cache::RecordCache;
 use crate::error::{Error, Result};
 use crate::migrate::{self, quote_ident, MigrationReport};
 use crate::notify::Wakeups;
@@ -31,6 +32,9 @@ pub struct BrokerConfig {
     /// Apply migrations when connecting (the default). When false, a schema
     /// that is behind is left alone and calls may fail.
     pub migrate: bool,
+    /// Memory for each partition's most recent records, served to fetches
+    /// without a query; 0 disables the cache.
+    pub cache_bytes_per_partition: usize,
 }
 
 impl Default for BrokerConfig {
@@ -40,6 +44,7 @@ impl Default for BrokerConfig {
             schema: DEFAULT_SCHEMA.to_string(),
             pool_size: 16,
             migrate: true,
+            cache_bytes_per_partition: 64 << 20,
         }
     }
 }
@@ -68,6 +73,7 @@ pub(crate) struct Inner {
     /// Locks a partition row in a caller's transaction (outbox path).
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
+    pub cache: RecordCache,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
 }
@@ -157,6 +163,7 @@ impl Broker {
             outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
+            cache: RecordCache::new(config.cache_bytes_per_partition),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
         };

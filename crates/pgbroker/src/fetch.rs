@@ -88,7 +88,7 @@ impl Broker {
     ) -> Result<FetchResult> {
         let (_, pid) = self.partition_id(topic, partition).await?;
         if limits.max_wait.is_zero() {
-            return self.fetch_once(topic, partition, pid, offset, limits).await;
+            return self.fetch_cached(topic, partition, pid, offset, limits).await;
         }
         ensure_listener(&self.inner);
         let deadline = Instant::now() + limits.max_wait;
@@ -99,7 +99,7 @@ impl Broker {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let result = self.fetch_once(topic, partition, pid, offset, limits).await?;
+            let result = self.fetch_cached(topic, partition, pid, offset, limits).await?;
             let now = Instant::now();
             if !result.records.is_empty() || now >= deadline {
                 return Ok(result);
@@ -113,6 +113,40 @@ impl Broker {
                 _ = tokio::time::sleep(nap) => {}
             }
         }
+    }
+
+    /// Serves the fetch from the record cache when it holds the offset,
+    /// else from Postgres, caching what Postgres returned.
+    async fn fetch_cached(
+        &self,
+        topic: &TopicName,
+        partition: i32,
+        pid: i64,
+        offset: i64,
+        limits: FetchLimits,
+    ) -> Result<FetchResult> {
+        let cache = &self.inner.cache;
+        if let Some((mut records, log_start, high_watermark)) =
+            cache.read(pid, offset, limits.max_records, limits.max_bytes)
+        {
+            records.iter_mut().for_each(|r| r.partition = partition);
+            return Ok(FetchResult {
+                records,
+                high_watermark,
+                log_start_offset: log_start,
+            });
+        }
+        if let Some(log_start) = cache.current_tail(pid, offset) {
+            return Ok(FetchResult {
+                records: Vec::new(),
+                high_watermark: offset,
+                log_start_offset: log_start,
+            });
+        }
+        let result = self.fetch_once(topic, partition, pid, offset, limits).await?;
+        cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
+        cache.insert(pid, offset, result.records.clone());
+        Ok(result)
     }
 
     async fn fetch_once(

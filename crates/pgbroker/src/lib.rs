@@ -26,6 +26,7 @@
 //! ```
 
 mod broker;
+mod cache;
 mod consumer;
 mod error;
 mod fetch;

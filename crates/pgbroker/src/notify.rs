@@ -124,6 +124,7 @@ async fn listen_loop(weak: Weak<Inner>, config: tokio_postgres::Config, listen: 
                                 Some(payload) => {
                                     let Some(inner) = weak.upgrade() else { return };
                                     if let Ok(pid) = payload.parse::<i64>() {
+                                        inner.cache.mark_stale(pid);
                                         inner.wakeups.wake(pid);
                                     }
                                 }

@@ -3,7 +3,7 @@
 //! transaction.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
@@ -14,7 +14,7 @@ use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Result};
 use crate::headers;
 use crate::partitioner::partition_for_key;
-use crate::types::{Record, RecordPosition, TopicName};
+use crate::types::{Record, RecordPosition, StoredRecord, TopicName};
 
 /// The single statement that appends a batch.
 ///
@@ -66,7 +66,9 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn new<'r>(records: impl Iterator<Item = &'r Record>) -> Self
+    /// Records without a timestamp get `now`: the client fixes every
+    /// timestamp, so what this process caches equals what Postgres stores.
+    fn new<'r>(records: impl Iterator<Item = &'r Record>, now: SystemTime) -> Self
     where
         'r: 'a,
     {
@@ -77,7 +79,7 @@ impl<'a> Columns<'a> {
             headers: Vec::new(),
         };
         for r in records {
-            c.ts.push(r.timestamp);
+            c.ts.push(Some(r.timestamp.map_or(now, truncate_to_micros)));
             c.keys.push(r.key.as_deref());
             c.values.push(r.value.as_deref());
             c.headers.push(headers::to_json(&r.headers));
@@ -140,7 +142,8 @@ impl Broker {
         let mut results = Vec::with_capacity(split.len());
         for (p, idx) in &split {
             let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
-            let base = self.append_locked(client, true, &meta, pid, records, idx).await?;
+            let now = truncate_to_micros(SystemTime::now());
+            let base = self.append_locked(client, true, now, &meta, pid, records, idx).await?;
             results.push((*p, idx, base));
         }
         Ok(positions(records.len(), results))
@@ -198,9 +201,11 @@ impl Broker {
         let mut client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.produce_sql).await?;
         let raw: &tokio_postgres::Client = &client;
-        match self.append_on(raw, &stmt, false, meta, pid, records, idx).await {
+        let now = truncate_to_micros(SystemTime::now());
+        match self.append_on(raw, &stmt, false, now, meta, pid, records, idx).await {
             Ok((base, segments_end)) => {
                 drop(client);
+                self.cache_committed(pid, base, now, records, idx);
                 self.inner.wakeups.wake(pid);
                 if segments_end - (base + n) <= meta.segment_records / 2 {
                     self.ensure_segments(pid, 0, meta.segment_records).await?;
@@ -209,8 +214,9 @@ impl Broker {
             }
             Err(Error::Db(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
                 let tx = client.transaction().await?;
-                let base = self.append_locked(&*tx, false, meta, pid, records, idx).await?;
+                let base = self.append_locked(&*tx, false, now, meta, pid, records, idx).await?;
                 tx.commit().await?;
+                self.cache_committed(pid, base, now, records, idx);
                 self.inner.wakeups.wake(pid);
                 Ok(base)
             }
@@ -223,10 +229,12 @@ impl Broker {
     /// missing segment on pgbroker's own connection (DDL inside the caller's
     /// transaction would hold its locks until the caller commits), then
     /// inserts. Returns the base offset.
+    #[allow(clippy::too_many_arguments)]
     async fn append_locked(
         &self,
         client: &impl GenericClient,
         in_caller_tx: bool,
+        now: SystemTime,
         meta: &TopicMeta,
         pid: i64,
         records: &[Record],
@@ -240,7 +248,7 @@ impl Broker {
         }
         let sql = self.inner.produce_sql.as_str();
         let (base, _) = self
-            .append_on(client, sql, in_caller_tx, meta, pid, records, idx)
+            .append_on(client, sql, in_caller_tx, now, meta, pid, records, idx)
             .await?;
         Ok(base)
     }
@@ -253,6 +261,7 @@ impl Broker {
         client: &impl GenericClient,
         stmt: &S,
         in_caller_tx: bool,
+        now: SystemTime,
         meta: &TopicMeta,
         pid: i64,
         records: &[Record],
@@ -266,7 +275,7 @@ impl Broker {
         } else {
             self.inner.wakeups.listener_id()
         };
-        let cols = Columns::new(idx.iter().map(|&i| &records[i]));
+        let cols = Columns::new(idx.iter().map(|&i| &records[i]), now);
         let row = client
             .query_opt(
                 stmt,
@@ -289,6 +298,50 @@ impl Broker {
                 Err(Error::UnknownTopic(meta.name.to_string()))
             }
         }
+    }
+}
+
+impl Broker {
+    /// Hands a committed batch to the record cache. The cache is keyed by
+    /// partition id; readers fill in the partition number.
+    fn cache_committed(&self, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
+        let run = idx
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let r = &records[i];
+                StoredRecord {
+                    partition: 0,
+                    offset: base + i64::try_from(k).unwrap_or(i64::MAX),
+                    timestamp: r.timestamp.map_or(now, truncate_to_micros),
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                }
+            })
+            .collect();
+        self.inner.cache.insert(pid, base, run);
+    }
+}
+
+/// Postgres keeps microseconds; so does everything pgbroker hands out.
+fn truncate_to_micros(t: SystemTime) -> SystemTime {
+    from_micros(to_micros(t))
+}
+
+fn to_micros(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_micros(us: i64) -> SystemTime {
+    let d = Duration::from_micros(us.unsigned_abs());
+    if us >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
     }
 }
 

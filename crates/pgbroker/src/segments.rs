@@ -130,6 +130,7 @@ impl Broker {
             }
         }
         for (pid, end) in &expired {
+            self.inner.cache.advance_log_start(*pid, *end);
             client
                 .execute(
                     "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)

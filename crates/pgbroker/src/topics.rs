@@ -262,6 +262,9 @@ impl Broker {
     /// Deletes a topic, its records and its groups' committed offsets. The
     /// segment tables are dropped now when possible, else by maintenance.
     pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
+        if let Ok(meta) = self.topic_meta(name).await {
+            meta.partition_ids.iter().for_each(|pid| self.inner.cache.forget(*pid));
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let deleted = tx

@@ -86,6 +86,14 @@ async fn tail(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_producers_never_leave_gaps() {
     let db = TestDb::new().await;
+    let uncached = pgbroker::Broker::connect(pgbroker::BrokerConfig {
+        database_url: database_url(),
+        schema: db.schema.clone(),
+        cache_bytes_per_partition: 0,
+        ..pgbroker::BrokerConfig::default()
+    })
+    .await
+    .expect("second broker");
     for iteration in 0..4 {
         // Small segments, so batches also cross segment boundaries.
         let config = pgbroker::TopicConfig {
@@ -94,9 +102,12 @@ async fn concurrent_producers_never_leave_gaps() {
         };
         let topic = db.topic(&format!("order-{iteration}"), config).await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let tails: Vec<_> = [7usize, 500]
+        // One tail reads through the producers' broker (and its record
+        // cache), the other through a broker without a cache, so every read
+        // of it is a query: both must see the same gap-free sequence.
+        let tails: Vec<_> = [(db.broker.clone(), 7usize), (uncached.clone(), 500)]
             .into_iter()
-            .map(|max| tokio::spawn(tail(db.broker.clone(), topic.clone(), stop_rx.clone(), max)))
+            .map(|(broker, max)| tokio::spawn(tail(broker, topic.clone(), stop_rx.clone(), max)))
             .collect();
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|id| tokio::spawn(producer(db.broker.clone(), topic.clone(), id)))

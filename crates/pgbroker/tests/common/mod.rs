@@ -25,6 +25,7 @@ impl TestDb {
             schema: schema.clone(),
             pool_size: 24,
             migrate: true,
+            cache_bytes_per_partition: 8 << 20,
         })
         .await
         .expect("connect to test database");
