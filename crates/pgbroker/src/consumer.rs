@@ -222,7 +222,7 @@ impl Consumer {
         let Some(group) = self.config.group.clone() else {
             return Ok(());
         };
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             let Some(m) = self.membership.clone() else {
                 return Ok(());
             };
@@ -245,18 +245,29 @@ impl Consumer {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(e) if e.needs_rejoin() && attempt == 0 => self.rejoin().await?,
+                Err(e) if e.needs_rejoin() && attempt < 2 => self.rejoin().await?,
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
-    /// Commits and leaves the group, so its partitions move at once.
+    /// Commits and leaves the group, so its partitions move at once. When
+    /// the group keeps rebalancing (its other members leaving too), the
+    /// positions that cannot be committed are given up: their records will
+    /// be delivered again, as at-least-once allows.
     pub async fn close(mut self) -> Result<()> {
-        self.commit().await?;
+        match self.commit().await {
+            Err(e) if e.needs_rejoin() => {
+                tracing::debug!(error = %e, "final commit abandoned");
+            }
+            other => other?,
+        }
         if let (Some(group), Some(m)) = (&self.config.group, &self.membership) {
-            self.broker.leave_group(group, &m.member_id).await?;
+            match self.broker.leave_group(group, &m.member_id).await {
+                Err(Error::UnknownMember { .. }) => {}
+                other => other?,
+            }
         }
         Ok(())
     }
