@@ -302,7 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("dropped {dropped} segments");
             Ok(())
         }
-        Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, args).await,
+        Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, &cli.database_url, args).await,
     }
 }
 

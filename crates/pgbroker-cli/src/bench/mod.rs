@@ -4,18 +4,24 @@
 //! concurrently; end-to-end latency is the consumer's receive time minus the
 //! record's producer timestamp, both taken from this process's clock.
 
+mod article;
+mod streams;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ::pgbroker::Broker;
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetReset, Record, TopicConfig, TopicName};
 use serde_json::json;
 
 /// Flags of `bench pubsub`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PubsubArgs {
+    /// The design to drive.
+    #[arg(long, value_enum, default_value = "pgbroker")]
+    pub system: System,
     /// Record size in bytes.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub message_size: u32,
@@ -102,56 +108,87 @@ fn cpu_seconds() -> (f64, f64) {
     (own, pg)
 }
 
-/// Runs the pub/sub benchmark on a fresh topic, deleted afterwards.
-pub async fn pubsub(broker: Broker, args: PubsubArgs) -> Result<()> {
-    let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
-    broker
-        .create_topic(
-            &topic,
-            &TopicConfig {
-                partitions: args.partitions,
-                ..TopicConfig::default()
-            },
-        )
-        .await?;
-    let outcome = run(&broker, &topic, &args).await;
-    broker.delete_topic(&topic).await?;
-    for g in 0..args.groups {
-        let _ = broker.delete_group(&GroupId::new(format!("{topic}-g{g}"))?).await;
-    }
-    outcome
+/// The record value every producer sends: `size` bytes of a fixed pattern.
+fn payload(size: u32) -> Vec<u8> {
+    (0..size)
+        .map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0))
+        .collect()
 }
 
-async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()> {
-    let stats = Arc::new(Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for g in 0..args.groups {
-        let group = GroupId::new(format!("{topic}-g{g}"))?;
-        for _ in 0..args.consumers_per_group {
-            let config = ConsumerConfig {
-                join: JoinOptions {
-                    client_id: "bench".into(),
-                    ..JoinOptions::default()
-                },
-                reset: OffsetReset::Earliest,
-                max_records: usize::try_from(args.read_batch)?,
-                max_bytes: 64 << 20,
-                ..ConsumerConfig::new(vec![topic.clone()], Some(group.clone()))
-            };
-            let consumer = Consumer::new(broker.clone(), config).await?;
-            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+/// Drives one producer: paces its batches for the target rate (spread over
+/// the interval by producer number, so a rate means evenly spaced batches
+/// rather than bursts), rotates over the partitions, times each send with
+/// `send(partition, send_time)` and counts the records.
+async fn produce_loop<F, Fut>(
+    args: &PubsubArgs,
+    id: u32,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    mut send: F,
+) -> Result<Measured>
+where
+    F: FnMut(i32, SystemTime) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut latency = histogram()?;
+    let batch = u64::from(args.write_batch);
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(batch as f64 * f64::from(args.producers) / r.max(1) as f64));
+    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / args.producers.max(1));
+    let mut k = 0i32;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next_send.into()).await;
+            next_send += iv;
+        }
+        let partition = (i32::try_from(id)? + k) % args.partitions;
+        k = (k + 1) % args.partitions;
+        let t0 = Instant::now();
+        send(partition, SystemTime::now()).await?;
+        record(&stats, &mut latency, u64::try_from(t0.elapsed().as_micros())?);
+        stats.written.fetch_add(batch, Ordering::Relaxed);
+    }
+    Ok(Measured::Produce(latency))
+}
+
+/// Which design a benchmark drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// pgbroker's library: segments, groups, record cache.
+    Pgbroker,
+    /// The source article's SQL design, with the same client library and
+    /// payloads: per-partition tables, a counter row, claim-then-read
+    /// consumers, one fixed reader per partition and group.
+    Article,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Pgbroker => "pgbroker",
+            System::Article => "article",
         }
     }
-    let per_producer_rate = args.rate.map(|r| r as f64 / f64::from(args.producers));
-    for p in 0..args.producers {
-        let b = broker.clone();
-        let (t, s, st) = (topic.clone(), stats.clone(), stop.clone());
-        let a = args.clone();
-        tasks.push(tokio::spawn(async move {
-            produce(b, t, a, p, per_producer_rate, s, st).await
-        }));
+}
+
+/// Runs the pub/sub benchmark against `system`, on fresh tables that are
+/// removed afterwards.
+pub async fn pubsub(broker: Broker, database_url: &str, args: PubsubArgs) -> Result<()> {
+    match args.system {
+        System::Pgbroker => streams::run(broker, args).await,
+        System::Article => article::run(database_url, args).await,
     }
+}
+
+/// Lets the tasks run through the warm-up and the measured time, then stops
+/// them and prints (and with `--json`, writes) the summary.
+async fn measure(
+    args: &PubsubArgs,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
+) -> Result<()> {
     tokio::time::sleep(args.warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
@@ -187,7 +224,7 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
     let mib = f64::from(args.message_size) / (1024.0 * 1024.0);
     let million = (written.max(1)) as f64 / 1e6;
     let summary = json!({
-        "system": "pgbroker",
+        "system": args.system.name(),
         "workload": "pubsub",
         "message_size": args.message_size,
         "partitions": args.partitions,
@@ -218,67 +255,4 @@ async fn run(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-async fn produce(
-    broker: Broker,
-    topic: TopicName,
-    args: PubsubArgs,
-    id: u32,
-    rate: Option<f64>,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-) -> Result<Measured> {
-    let mut latency = histogram()?;
-    let size = usize::try_from(args.message_size)?;
-    let payload: Vec<u8> = (0..size)
-        .map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0))
-        .collect();
-    let batch = usize::try_from(args.write_batch)?;
-    let interval = rate.map(|r| Duration::from_secs_f64(batch as f64 / r));
-    // Spread the producers over the interval, so that a target rate means
-    // evenly spaced batches rather than bursts of all producers at once.
-    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / args.producers.max(1));
-    let mut k = 0i32;
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(next_send.into()).await;
-            next_send += iv;
-        }
-        let now = SystemTime::now();
-        let records: Vec<Record> = (0..batch)
-            .map(|_| Record {
-                value: Some(payload.clone()),
-                timestamp: Some(now),
-                ..Record::default()
-            })
-            .collect();
-        let partition = (i32::try_from(id)? + k) % args.partitions;
-        k += 1;
-        let t0 = Instant::now();
-        broker.produce(&topic, Some(partition), &records).await?;
-        record(&stats, &mut latency, u64::try_from(t0.elapsed().as_micros())?);
-        stats.written.fetch_add(u64::try_from(batch)?, Ordering::Relaxed);
-    }
-    Ok(Measured::Produce(latency))
-}
-
-async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<Measured> {
-    let mut latency = histogram()?;
-    let mut last_commit = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let got = consumer.poll(Duration::from_millis(100)).await?;
-        let now = SystemTime::now();
-        for r in &got {
-            let lat = now.duration_since(r.record.timestamp).unwrap_or_default();
-            record(&stats, &mut latency, u64::try_from(lat.as_micros())?);
-        }
-        stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
-        if last_commit.elapsed() > Duration::from_secs(1) {
-            consumer.commit().await?;
-            last_commit = Instant::now();
-        }
-    }
-    consumer.close().await?;
-    Ok(Measured::EndToEnd(latency))
 }
