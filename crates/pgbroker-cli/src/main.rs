@@ -64,6 +64,8 @@ enum Command {
 enum BenchCommand {
     /// Producers and consumer groups on one topic (the source article's pub/sub workload).
     Pubsub(bench::PubsubArgs),
+    /// The pub/sub workload against several systems in turn, with medians and ratios.
+    Compare(bench::CompareArgs),
 }
 
 /// Output format of administrative commands.
@@ -303,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, &cli.database_url, args).await,
+        Command::Bench(BenchCommand::Compare(args)) => bench::compare(broker, &cli.database_url, args).await,
     }
 }
 

@@ -25,7 +25,7 @@ async fn connect(url: &str) -> Result<Client> {
 
 /// Creates the article's tables in a schema of their own, runs the
 /// workload and drops the schema.
-pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<()> {
+pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value> {
     // Built from a number only: safe to place in SQL text.
     let schema = format!("article_bench_{}", std::process::id());
     let admin = connect(url).await?;

@@ -5,7 +5,10 @@
 //! record's producer timestamp, both taken from this process's clock.
 
 mod article;
+mod compare;
 mod streams;
+
+pub use compare::{compare, CompareArgs};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,7 +167,7 @@ pub enum System {
 }
 
 impl System {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             System::Pgbroker => "pgbroker",
             System::Article => "article",
@@ -172,23 +175,35 @@ impl System {
     }
 }
 
-/// Runs the pub/sub benchmark against `system`, on fresh tables that are
-/// removed afterwards.
+/// Runs the pub/sub benchmark against `args.system`, on fresh tables that
+/// are removed afterwards, and prints (and with `--json`, writes) the
+/// summary.
 pub async fn pubsub(broker: Broker, database_url: &str, args: PubsubArgs) -> Result<()> {
+    let summary = run_once(&broker, database_url, &args).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One run of the workload against `args.system`; returns its summary.
+async fn run_once(broker: &Broker, database_url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
     match args.system {
-        System::Pgbroker => streams::run(broker, args).await,
-        System::Article => article::run(database_url, args).await,
+        System::Pgbroker => streams::run(broker.clone(), args.clone()).await,
+        System::Article => article::run(database_url, args.clone()).await,
     }
 }
 
 /// Lets the tasks run through the warm-up and the measured time, then stops
-/// them and prints (and with `--json`, writes) the summary.
+/// them and returns the summary.
 async fn measure(
     args: &PubsubArgs,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
-) -> Result<()> {
+) -> Result<serde_json::Value> {
     tokio::time::sleep(args.warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
@@ -249,10 +264,5 @@ async fn measure(
         "broker_cpu_s_per_million": (own1 - own0) / million,
         "postgres_cpu_s_per_million": (pg1 - pg0) / million,
     });
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    Ok(summary)
 }

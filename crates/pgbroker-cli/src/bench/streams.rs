@@ -10,7 +10,7 @@ use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetRes
 use super::{histogram, measure, payload, produce_loop, record, Measured, PubsubArgs, Stats};
 
 /// Runs the pub/sub benchmark on a fresh topic, deleted afterwards.
-pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<()> {
+pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::Value> {
     let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
     broker
         .create_topic(
@@ -29,7 +29,7 @@ pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<()> {
     outcome
 }
 
-async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<()> {
+async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<serde_json::Value> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
