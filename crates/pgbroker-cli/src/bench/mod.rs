@@ -5,6 +5,7 @@
 //! record's producer timestamp, both taken from this process's clock.
 
 mod article;
+mod ceiling;
 mod compare;
 mod streams;
 
@@ -164,6 +165,8 @@ pub enum System {
     /// payloads: per-partition tables, a counter row, claim-then-read
     /// consumers, one fixed reader per partition and group.
     Article,
+    /// Binary COPY into a bare table: what Postgres takes at most, writes only.
+    Ceiling,
 }
 
 impl System {
@@ -171,6 +174,7 @@ impl System {
         match self {
             System::Pgbroker => "pgbroker",
             System::Article => "article",
+            System::Ceiling => "ceiling",
         }
     }
 }
@@ -193,6 +197,7 @@ async fn run_once(broker: &Broker, database_url: &str, args: &PubsubArgs) -> Res
     match args.system {
         System::Pgbroker => streams::run(broker.clone(), args.clone()).await,
         System::Article => article::run(database_url, args.clone()).await,
+        System::Ceiling => ceiling::run(database_url, args.clone()).await,
     }
 }
 
