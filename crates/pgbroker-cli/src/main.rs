@@ -1,9 +1,10 @@
 //! The `pgbroker` command: migrate, administer topics and groups, produce
-//! and consume records, run retention.
+//! and consume records, run retention, and work with queues.
 
 mod bench;
 mod group;
 mod output;
+mod queue;
 mod stream;
 mod topic;
 
@@ -53,7 +54,10 @@ enum Command {
     /// Inspect and administer consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Run one retention pass: drop expired segments.
+    /// Work queues: create, send, receive, acknowledge, dead letters.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
     /// Load generators that measure throughput and latency.
     #[command(subcommand)]
@@ -299,9 +303,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => stream::produce(&broker, args).await,
         Command::Consume(args) => stream::consume(&broker, args).await,
         Command::Group(cmd) => group::run(&broker, cmd).await,
+        Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::Maintain => {
             let dropped = broker.enforce_retention().await?;
             println!("dropped {dropped} segments");
+            let q = broker.maintain_queues().await?;
+            println!(
+                "queues: {} ({} messages moved, {} bytes freed), {} archived messages expired",
+                if q.rotated {
+                    "storage rotated"
+                } else {
+                    "storage not rotated"
+                },
+                q.moved,
+                q.reclaimed_bytes,
+                q.archive_expired
+            );
             Ok(())
         }
         Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, &cli.database_url, args).await,

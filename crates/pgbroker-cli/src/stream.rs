@@ -101,7 +101,7 @@ async fn send(broker: &Broker, args: &ProduceArgs, batch: &mut Vec<Record>, befo
 /// Reads stdin line by line (bytes, so non-UTF-8 input is kept as is) into
 /// the channel. It runs apart from the producing loop so that the loop can
 /// time out on a pause in the input without losing a partly read line.
-async fn read_lines(tx: mpsc::Sender<std::io::Result<Vec<u8>>>) {
+pub(crate) async fn read_lines(tx: mpsc::Sender<std::io::Result<Vec<u8>>>) {
     let mut reader = tokio::io::BufReader::new(tokio::io::stdin());
     loop {
         let mut line = Vec::new();
@@ -148,7 +148,7 @@ fn to_record(line: Vec<u8>, separator: Option<&[u8]>, headers: &[Header]) -> Rec
 
 /// Resolves once Ctrl-C was pressed, also when pressed while nobody waited
 /// (`notify_one` keeps a permit).
-fn interrupt_signal() -> Arc<Notify> {
+pub(crate) fn interrupt_signal() -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let n = notify.clone();
     tokio::spawn(async move {

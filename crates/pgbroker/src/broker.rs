@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
     pub cache: RecordCache,
+    /// Queue metadata cache, statements and maintenance state.
+    pub queues: crate::queues::QueueState,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
 }
@@ -164,6 +166,7 @@ impl Broker {
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
+            queues: crate::queues::QueueState::new(&q),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
         };

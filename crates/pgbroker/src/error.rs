@@ -94,6 +94,36 @@ pub enum Error {
         /// The partition.
         partition: i32,
     },
+    /// The queue does not exist.
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    /// The queue already exists.
+    #[error("queue {0:?} already exists")]
+    QueueExists(String),
+    /// The queue cannot be deleted: it is another queue's dead-letter queue.
+    #[error("queue {queue:?} is the dead-letter queue of {used_by:?}; delete or change that queue first")]
+    QueueInUse {
+        /// The queue asked to be deleted.
+        queue: String,
+        /// A queue that sends its dead letters there.
+        used_by: String,
+    },
+    /// A message is larger than its queue allows.
+    #[error("message of {size} bytes exceeds the queue's maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Size of body and headers together.
+        size: usize,
+        /// The queue's `max_message_bytes`.
+        max: usize,
+    },
+    /// A receipt is not the current lease of its message: the lease expired
+    /// and the message was received again, or it was acknowledged, released
+    /// or never existed. Nothing was changed.
+    #[error("receipt no longer valid (lease expired and message received again, or already settled): {}", .receipts.join(", "))]
+    StaleReceipt {
+        /// The receipts that were refused.
+        receipts: Vec<String>,
+    },
     /// The database was migrated by a newer pgbroker.
     #[error(
         "schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker"

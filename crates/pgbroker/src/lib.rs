@@ -1,4 +1,4 @@
-//! pgbroker: Kafka-style streams stored in PostgreSQL.
+//! pgbroker: Kafka-style streams and work queues stored in PostgreSQL.
 //!
 //! A [`Broker`] is a handle to pgbroker's tables in one Postgres schema.
 //! Topics have partitions; each partition is an ordered, gap-free log of
@@ -6,6 +6,14 @@
 //! transaction with [`Broker::produce_in`], or through the batching
 //! [`Producer`]); consumers read with [`Broker::fetch`] or the
 //! group-aware [`Consumer`].
+//!
+//! Work queues deliver each message to one receiver at a time, at least
+//! once: [`Broker::send`] (or [`Broker::send_in`] inside your transaction),
+//! [`Broker::receive`] with a lease and a receipt, then [`Broker::ack`] (or
+//! [`Broker::ack_in`], together with the work's own writes),
+//! [`Broker::nack`] or [`Broker::extend`]. Retries with backoff, dead
+//! letters, delays, priorities, deduplication keys and FIFO groups come
+//! with them.
 //!
 //! ```no_run
 //! use pgbroker::{Broker, BrokerConfig, Record, TopicConfig, TopicName};
@@ -37,6 +45,7 @@ mod notify;
 pub mod partitioner;
 mod produce;
 mod producer;
+mod queues;
 mod segments;
 mod topics;
 mod types;
@@ -51,6 +60,12 @@ pub use groups::{
 };
 pub use migrate::{latest_version, MigrationReport};
 pub use producer::{Producer, ProducerConfig};
+pub use queues::{
+    Message, NackOptions, QueueConfig, QueueInfo, QueueMaintenance, QueueName, QueueStats, Receipt, ReceiveOptions,
+    ReceivedMessage, Sent, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT,
+    MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT,
+    QUEUE_MAX_MESSAGE_BYTES_LIMIT,
+};
 pub use topics::{
     PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
     MAX_PARTITIONS,

@@ -5,7 +5,10 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 
 /// The migrations this build knows, in order. Version `i + 1` is entry `i`.
-const MIGRATIONS: &[(&str, &str)] = &[("streams", include_str!("migrations/0001_streams.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("streams", include_str!("migrations/0001_streams.sql")),
+    ("queues", include_str!("migrations/0002_queues.sql")),
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i32 {

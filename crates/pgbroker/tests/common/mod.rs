@@ -3,7 +3,10 @@
 
 #![allow(dead_code, missing_docs)]
 
-use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
+use pgbroker::{
+    Broker, BrokerConfig, Error, QueueConfig, QueueName, Receipt, ReceiveOptions, ReceivedMessage, TopicConfig,
+    TopicName,
+};
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -49,6 +52,24 @@ impl TestDb {
         t
     }
 
+    pub async fn queue(&self, name: &str, config: QueueConfig) -> QueueName {
+        let q = QueueName::new(name).expect("valid name");
+        self.broker.create_queue(&q, &config).await.expect("create queue");
+        q
+    }
+
+    /// Another broker on the same schema, as another process would be.
+    pub async fn other_broker(&self) -> Broker {
+        Broker::connect(BrokerConfig {
+            database_url: database_url(),
+            schema: self.schema.clone(),
+            pool_size: 8,
+            ..BrokerConfig::default()
+        })
+        .await
+        .expect("connect second broker")
+    }
+
     pub async fn drop(self) {
         let client = self.raw().await;
         client
@@ -63,4 +84,26 @@ pub fn partitions(n: i32) -> TopicConfig {
         partitions: n,
         ..TopicConfig::default()
     }
+}
+
+/// Receive options taking up to `n` messages, without waiting.
+pub fn take(n: usize) -> ReceiveOptions {
+    ReceiveOptions {
+        max_messages: n,
+        ..ReceiveOptions::default()
+    }
+}
+
+pub fn bodies(ms: &[ReceivedMessage]) -> Vec<String> {
+    ms.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+pub fn receipts(ms: &[ReceivedMessage]) -> Vec<Receipt> {
+    ms.iter().map(|m| m.receipt.clone()).collect()
+}
+
+pub fn is_stale(r: Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(r, Err(Error::StaleReceipt { .. }))
 }

@@ -1,0 +1,214 @@
+//! Queue administration: create, update, describe, list, count, purge,
+//! delete.
+
+use std::time::SystemTime;
+
+use super::{ms, QueueConfig, QueueInfo, QueueName, QueueStats, ALL_OF_QUEUE};
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::types::to_millis;
+
+const INFO_SQL: &str = "SELECT q.name, q.visibility_timeout_ms, q.max_attempts, d.name, q.backoff_base_ms,
+        q.backoff_max_ms, q.archive_retention_ms, q.max_message_bytes, q.created_at, q.id, q.dead_letter_id
+ FROM queues q LEFT JOIN queues d ON d.id = q.dead_letter_id";
+
+fn info_from_row(row: &tokio_postgres::Row) -> Result<QueueInfo> {
+    let dead_letter: Option<String> = row.get(3);
+    let max: i32 = row.get(7);
+    let created: SystemTime = row.get(8);
+    Ok(QueueInfo {
+        name: QueueName::new(row.get::<_, String>(0))?,
+        visibility_timeout_ms: row.get(1),
+        max_attempts: row.get(2),
+        dead_letter: dead_letter.map(QueueName::new).transpose()?,
+        backoff_base_ms: row.get(4),
+        backoff_max_ms: row.get(5),
+        archive_retention_ms: row.get(6),
+        max_message_bytes: usize::try_from(max).unwrap_or(0),
+        created_at_ms: to_millis(created),
+    })
+}
+
+const STATS_SQL: &str = "
+WITH m AS (
+    SELECT visible_at, receipt IS NOT NULL AS leased, enqueued_at, false AS dead
+    FROM queue_messages WHERE queue_id = $1 AND head AND NOT timed
+    UNION ALL
+    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
+    FROM queue_messages WHERE queue_id = $1 AND head AND timed
+    UNION ALL
+    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
+    FROM queue_messages WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
+    UNION ALL
+    SELECT visible_at, false, enqueued_at, true
+    FROM queue_messages WHERE queue_id = $1 AND dead
+)
+SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
+       count(*) FILTER (WHERE NOT dead AND leased AND visible_at > now()),
+       count(*) FILTER (WHERE NOT dead AND NOT leased AND visible_at > now()),
+       count(*) FILTER (WHERE dead)
+         + (SELECT count(*) FROM queue_messages WHERE dead_source = $1 AND queue_id <> $1),
+       (extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE NOT dead AND visible_at <= now()))
+         * 1000)::bigint
+FROM m";
+
+impl Broker {
+    /// Creates a queue. Its dead-letter queue, if any, must exist.
+    pub async fn create_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+        config.validate(name)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let dead_letter_id: Option<i64> = match &config.dead_letter {
+            Some(d) => Some(
+                tx.query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
+                    .await?
+                    .ok_or_else(|| Error::UnknownQueue(d.to_string()))?
+                    .get(0),
+            ),
+            None => None,
+        };
+        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+        tx.query_opt(
+            "INSERT INTO queues (name, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
+                                 backoff_max_ms, archive_retention_ms, max_message_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
+            &[
+                &name.as_str(),
+                &ms(config.visibility_timeout),
+                &config.max_attempts,
+                &dead_letter_id,
+                &ms(config.backoff_base),
+                &ms(config.backoff_max),
+                &config.archive_retention.map(ms),
+                &max,
+            ],
+        )
+        .await?
+        .ok_or_else(|| Error::QueueExists(name.to_string()))?;
+        tx.commit().await?;
+        self.forget_queue(name.as_str());
+        self.queue_info(name).await
+    }
+
+    /// Replaces a queue's settings. Messages keep their state; new limits
+    /// apply from their next delivery or settlement (other brokers see them
+    /// within two seconds).
+    pub async fn update_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+        config.validate(name)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let dead_letter_id: Option<i64> = match &config.dead_letter {
+            Some(d) => Some(
+                tx.query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
+                    .await?
+                    .ok_or_else(|| Error::UnknownQueue(d.to_string()))?
+                    .get(0),
+            ),
+            None => None,
+        };
+        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+        tx.query_opt(
+            "UPDATE queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
+                    backoff_base_ms = $5, backoff_max_ms = $6, archive_retention_ms = $7,
+                    max_message_bytes = $8
+             WHERE name = $1 RETURNING id",
+            &[
+                &name.as_str(),
+                &ms(config.visibility_timeout),
+                &config.max_attempts,
+                &dead_letter_id,
+                &ms(config.backoff_base),
+                &ms(config.backoff_max),
+                &config.archive_retention.map(ms),
+                &max,
+            ],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
+        tx.commit().await?;
+        self.forget_queue(name.as_str());
+        self.queue_info(name).await
+    }
+
+    /// One queue's settings.
+    pub async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{INFO_SQL} WHERE q.name = $1"), &[&name.as_str()])
+            .await?
+            .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
+        info_from_row(&row)
+    }
+
+    /// All queues, by name.
+    pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+        let client = self.client().await?;
+        let rows = client.query(&format!("{INFO_SQL} ORDER BY q.name"), &[]).await?;
+        rows.iter().map(info_from_row).collect()
+    }
+
+    /// Counts of ready, in-flight, delayed and dead-lettered messages, and
+    /// the age of the oldest ready one.
+    pub async fn queue_stats(&self, name: &QueueName) -> Result<QueueStats> {
+        let meta = self.queue_meta(name).await?;
+        let client = self.client().await?;
+        let row = client.query_one(STATS_SQL, &[&meta.id]).await?;
+        Ok(QueueStats {
+            ready: row.get(0),
+            in_flight: row.get(1),
+            delayed: row.get(2),
+            dead_lettered: row.get(3),
+            oldest_ready_age_ms: row.get::<_, Option<i64>>(4).map(|ms| ms.max(0)),
+        })
+    }
+
+    /// Deletes every message of the queue (ready, delayed, in flight and
+    /// dead) and returns how many. Its dead letters in other queues stay.
+    /// Receipts of deleted messages become stale.
+    pub async fn purge_queue(&self, name: &QueueName) -> Result<u64> {
+        let meta = self.queue_meta(name).await?;
+        self.purge(&meta).await
+    }
+
+    /// Deletes a queue with its messages, groups and archive. Refused while
+    /// another queue uses it as its dead-letter queue.
+    pub async fn delete_queue(&self, name: &QueueName) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id: i64 = tx
+            .query_opt("SELECT id FROM queues WHERE name = $1 FOR UPDATE", &[&name.as_str()])
+            .await?
+            .ok_or_else(|| Error::UnknownQueue(name.to_string()))?
+            .get(0);
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT name FROM queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1",
+                &[&id],
+            )
+            .await?
+        {
+            return Err(Error::QueueInUse {
+                queue: name.to_string(),
+                used_by: row.get(0),
+            });
+        }
+        tx.execute(
+            &format!(
+                "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})",
+                ALL_OF_QUEUE.replace("{s}", "")
+            ),
+            &[&id],
+        )
+        .await?;
+        tx.execute("DELETE FROM queue_groups WHERE queue_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM queue_dedup WHERE queue_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM queue_archive WHERE queue_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM queues WHERE id = $1", &[&id]).await?;
+        tx.commit().await?;
+        self.forget_queue(name.as_str());
+        Ok(())
+    }
+}

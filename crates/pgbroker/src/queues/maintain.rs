@@ -1,0 +1,301 @@
+//! Queue maintenance: partition rotation, archive expiry and clean-up of
+//! rows left by deleted queues.
+//!
+//! Every acknowledged or claimed message leaves a dead row version and dead
+//! index entries behind. Vacuum removes them only when no transaction
+//! anywhere in the cluster is older; one long transaction elsewhere and a
+//! busy queue table grows without bound, and every claim walks the dead
+//! entries at the front of its index. So messages live in two partitions:
+//! sends go to the current one; a rotation locks the other one, copies its
+//! few live rows into the current one, TRUNCATEs it (which frees its
+//! space at once, whatever snapshots are open) and makes it current. The
+//! older partition drains first, since claims take the oldest messages
+//! first, so a rotation moves little. It is skipped while the older
+//! partition holds more than [`MAX_MOVE`] live rows (a backlog): then it
+//! drains first, and vacuum keeps up meanwhile.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+
+use crate::broker::Broker;
+use crate::error::Result;
+
+/// How often a broker that uses queues checks whether maintenance is due.
+const TICK: Duration = Duration::from_secs(1);
+/// Least time between two scheduled rotations.
+const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
+/// Scheduled rotations wait until the partitions hold this much.
+const ROTATE_MIN_BYTES: i64 = 4 << 20;
+/// Most live rows a rotation moves; more and it waits for them to drain.
+pub(crate) const MAX_MOVE: i64 = 20_000;
+/// How long a rotation waits for its lock. Statements on the queue tables
+/// queue behind a waiting rotation, so this bounds the stall it can cause.
+const ROTATE_LOCK_TIMEOUT: &str = "200ms";
+/// Least time between two explicit vacuums of the older partition, run
+/// while a backlog keeps it from being rotated.
+const VACUUM_INTERVAL: Duration = Duration::from_secs(10);
+const ARCHIVE_INTERVAL: Duration = Duration::from_secs(10);
+const ORPHAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When each maintenance step is next due, per broker.
+#[derive(Debug, Default)]
+pub(crate) struct Schedule {
+    /// Rotations that could not get their lock in a row; each one doubles
+    /// the pause before the next try, up to 8 s.
+    failures: u32,
+    next_rotation: Option<Instant>,
+    next_archive: Option<Instant>,
+    next_orphans: Option<Instant>,
+    next_vacuum: Option<Instant>,
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueMaintenance {
+    /// Whether the message partitions were rotated.
+    pub rotated: bool,
+    /// Live messages moved by the rotation.
+    pub moved: u64,
+    /// Bytes given back to the operating system by the rotation.
+    pub reclaimed_bytes: i64,
+    /// Archived messages deleted for being past their queue's retention.
+    pub archive_expired: u64,
+    /// Rows of deleted queues removed.
+    pub orphans_removed: u64,
+}
+
+/// The partition of slot `n`; only these two names are ever placed in SQL.
+fn partition(slot: i16) -> &'static str {
+    if slot == 0 {
+        "queue_messages_0"
+    } else {
+        "queue_messages_1"
+    }
+}
+
+const COLUMNS: &str = "id, queue_id, visible_at, enqueued_at, attempts, dead_attempts, priority, head, timed, \
+                       dead, receipt, dead_source, group_key, dedup_key, last_error, headers, body";
+
+const ARCHIVE_EXPIRY: &str = "
+DELETE FROM queue_archive WHERE ctid = ANY(ARRAY(
+    SELECT a.ctid FROM queues q, LATERAL (
+        SELECT x.ctid FROM queue_archive x
+        WHERE x.queue_id = q.id
+          AND x.acked_at < now() - coalesce(q.archive_retention_ms, 0) * interval '1 millisecond'
+        LIMIT 10000) a))";
+
+/// Deletes the rows of `table` whose queue is gone, visiting each distinct
+/// queue id once through the index that starts with it.
+fn orphans_sql(table: &str) -> String {
+    format!(
+        "WITH RECURSIVE ids AS (
+             (SELECT queue_id FROM {table} ORDER BY queue_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT t.queue_id FROM {table} t WHERE t.queue_id > ids.queue_id
+                     ORDER BY t.queue_id LIMIT 1)
+             FROM ids WHERE ids.queue_id IS NOT NULL)
+         DELETE FROM {table} WHERE queue_id IN (
+             SELECT queue_id FROM ids
+             WHERE queue_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.id = ids.queue_id))"
+    )
+}
+
+impl Broker {
+    /// Starts this broker's background queue maintenance unless it runs:
+    /// a task that checks every second whether a rotation, an archive
+    /// expiry or a clean-up is due. It holds only a weak reference and ends
+    /// with the broker. Brokers sharing a schema coordinate through an
+    /// advisory lock.
+    pub(crate) fn start_queue_maintenance(&self) {
+        if self.inner.queues.maintenance_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at((Instant::now() + TICK).into(), TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let broker = Broker { inner };
+                if let Err(e) = broker.queue_maintenance_pass(false).await {
+                    tracing::warn!(error = %e, "queue maintenance failed");
+                }
+            }
+        });
+    }
+
+    /// Runs every queue maintenance step now: a rotation of the message
+    /// partitions (unless the older one holds too many live messages or a
+    /// lock cannot be had at once), archive expiry and clean-up. Brokers
+    /// that use queues also run these steps in the background as they come
+    /// due; call this from a scheduler of your own, or `pgbroker maintain`,
+    /// if you prefer.
+    pub async fn maintain_queues(&self) -> Result<QueueMaintenance> {
+        self.queue_maintenance_pass(true).await
+    }
+
+    async fn queue_maintenance_pass(&self, now: bool) -> Result<QueueMaintenance> {
+        let due = |at: Option<Instant>| now || at.is_none_or(|t| Instant::now() >= t);
+        let (rotate, archive, orphans) = match self.inner.queues.maintenance.lock() {
+            Ok(s) => (due(s.next_rotation), due(s.next_archive), due(s.next_orphans)),
+            Err(_) => (false, false, false),
+        };
+        let mut report = QueueMaintenance::default();
+        if rotate {
+            let outcome = self.rotate(now).await;
+            let pause = match &outcome {
+                Ok(_) => {
+                    self.set_schedule(|s| s.failures = 0);
+                    TICK
+                }
+                Err(_) => {
+                    let mut failures = 0;
+                    self.set_schedule(|s| {
+                        s.failures = (s.failures + 1).min(3);
+                        failures = s.failures;
+                    });
+                    TICK * 2u32.pow(failures)
+                }
+            };
+            self.set_schedule(|s| s.next_rotation = Some(Instant::now() + pause));
+            match outcome {
+                Ok(Some((moved, reclaimed))) => {
+                    report.rotated = true;
+                    report.moved = moved;
+                    report.reclaimed_bytes = reclaimed;
+                }
+                Ok(None) => {}
+                Err(e @ crate::error::Error::Busy(_)) => {
+                    tracing::debug!(error = %e, "queue partition rotation postponed")
+                }
+                Err(e) => tracing::warn!(error = %e, "queue partition rotation failed"),
+            }
+        }
+        let client = self.client().await?;
+        if archive {
+            let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
+            report.archive_expired = n;
+            self.set_schedule(|s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
+        }
+        if orphans {
+            for table in ["queue_groups", "queue_dedup", "queue_archive"] {
+                report.orphans_removed += client.execute(&orphans_sql(table), &[]).await?;
+            }
+            // Registrations of long-gone long polls (stream retention also
+            // clears them, but a queue-only deployment may never run it).
+            client
+                .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
+                .await?;
+            self.set_schedule(|s| s.next_orphans = Some(Instant::now() + ORPHAN_INTERVAL));
+        }
+        Ok(report)
+    }
+
+    fn set_schedule(&self, f: impl FnOnce(&mut Schedule)) {
+        if let Ok(mut s) = self.inner.queues.maintenance.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// One rotation, if worthwhile (always when `force`, unless too many
+    /// rows would move). Returns the rows moved and the bytes freed, `None`
+    /// when it did not rotate, an error when its lock was not available.
+    async fn rotate(&self, force: bool) -> Result<Option<(u64, i64)>> {
+        let mut client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
+                        pg_total_relation_size('queue_messages_0'), pg_total_relation_size('queue_messages_1')
+                 FROM queue_rotation",
+                &[],
+            )
+            .await?;
+        let (current, age, size0, size1): (i16, f64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let other = 1 - current;
+        let other_size = if other == 0 { size0 } else { size1 };
+        let worthwhile = size0 + size1 >= ROTATE_MIN_BYTES && age >= MIN_ROTATION_INTERVAL.as_secs_f64();
+        if !force && !worthwhile {
+            return Ok(None);
+        }
+        let live: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) x",
+                    partition(other),
+                    MAX_MOVE + 1
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        if live > MAX_MOVE {
+            // A backlog: it drains first (claims take the oldest first).
+            // Meanwhile vacuum clears the dead entries its claims walk past.
+            let vacuum_due = match self.inner.queues.maintenance.lock() {
+                Ok(s) => s.next_vacuum.is_none_or(|t| Instant::now() >= t),
+                Err(_) => false,
+            };
+            if vacuum_due && other_size >= ROTATE_MIN_BYTES {
+                self.set_schedule(|s| s.next_vacuum = Some(Instant::now() + VACUUM_INTERVAL));
+                tracing::debug!(live, "vacuuming the older queue partition while it drains");
+                client.batch_execute(&format!("VACUUM {}", partition(other))).await?;
+            }
+            return Ok(None);
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{ROTATE_LOCK_TIMEOUT}'"))
+            .await?;
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.queues.rotate'), hashtext(current_schema()))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(None);
+        }
+        let now_current: i16 = tx
+            .query_one("SELECT current FROM queue_rotation FOR UPDATE", &[])
+            .await?
+            .get(0);
+        if now_current != current {
+            return Ok(None); // another broker rotated meanwhile
+        }
+        let (from, into) = (partition(other), partition(current));
+        if let Err(e) = tx
+            .batch_execute(&format!("LOCK TABLE {from} IN ACCESS EXCLUSIVE MODE"))
+            .await
+        {
+            return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                crate::error::Error::Busy("queue partition in use".into())
+            } else {
+                e.into()
+            });
+        }
+        let moved = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {into} ({COLUMNS}, slot)
+                     SELECT {COLUMNS}, {current} FROM {from} o
+                     WHERE EXISTS (SELECT 1 FROM queues q WHERE q.id = o.queue_id)"
+                ),
+                &[],
+            )
+            .await?;
+        tx.batch_execute(&format!("TRUNCATE {from}")).await?;
+        tx.execute("UPDATE queue_rotation SET current = $1, rotated_at = now()", &[&other])
+            .await?;
+        tx.commit().await?;
+        let after: i64 = client
+            .query_one(&format!("SELECT pg_total_relation_size('{from}')"), &[])
+            .await?
+            .get(0);
+        tracing::debug!(moved, freed = other_size - after, "rotated queue partitions");
+        Ok(Some((moved, other_size - after)))
+    }
+}

@@ -1,0 +1,183 @@
+//! Bounded storage under sustained send/receive/ack, with and without
+//! transactions held open elsewhere (pitfalls.md, Queues: every deleted or
+//! updated row is a dead tuple, and one long transaction stops vacuum).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+use pgbroker::{Broker, Message, QueueConfig, QueueName, Receipt, ReceiveOptions};
+
+/// The stated bound on the queue tables' size (both message partitions
+/// with indexes and TOAST) for this churn of 5,000 1 KiB messages a
+/// second: about two rotation periods of messages (each costs some 2.6 KB
+/// on disk: the row, its claimed version and index entries), with room.
+const BOUND: i64 = 64 << 20;
+/// How soon after a blocking transaction ends the size is back under it.
+const RECOVERY: Duration = Duration::from_secs(15);
+
+async fn queue_bytes(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_total_relation_size('queue_messages_0') + pg_total_relation_size('queue_messages_1')",
+            &[],
+        )
+        .await
+        .expect("size")
+        .get(0)
+}
+
+/// Sends, receives and acknowledges 1 KiB messages until `stop`; counts
+/// them in `churned`.
+fn churn(
+    broker: &Broker,
+    q: &QueueName,
+    stop: &Arc<AtomicBool>,
+    churned: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let (b, queue, stop2) = (broker.clone(), q.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        let batch: Vec<Message> = (0..100).map(|_| Message::new(vec![7u8; 1024])).collect();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !stop2.load(Ordering::SeqCst) {
+            tick.tick().await;
+            b.send_batch(&queue, &batch).await.expect("send");
+        }
+    }));
+    for _ in 0..4 {
+        let (b, queue, stop, churned) = (broker.clone(), q.clone(), stop.clone(), churned.clone());
+        tasks.push(tokio::spawn(async move {
+            let options = ReceiveOptions {
+                max_messages: 100,
+                wait: Duration::from_millis(100),
+                ..ReceiveOptions::default()
+            };
+            while !stop.load(Ordering::SeqCst) {
+                let got = b.receive(&queue, &options).await.expect("receive");
+                let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
+                b.ack(&queue, &receipts).await.expect("ack");
+                churned.fetch_add(u64::try_from(got.len()).expect("fits"), Ordering::SeqCst);
+            }
+        }));
+    }
+    tasks
+}
+
+/// Samples the size every 200 ms into `max` until `stop`.
+fn sample(url: String, schema: String, stop: Arc<AtomicBool>, max: Arc<AtomicI64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("SET search_path = {schema}"))
+            .await
+            .expect("path");
+        while !stop.load(Ordering::SeqCst) {
+            max.fetch_max(queue_bytes(&client).await, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Runs the churn for `secs` seconds; returns (messages, largest size).
+async fn phase(db: &TestDb, q: &QueueName, secs: u64) -> (u64, i64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let churned = Arc::new(AtomicU64::new(0));
+    let max = Arc::new(AtomicI64::new(0));
+    let mut tasks = churn(&db.broker, q, &stop, &churned);
+    tasks.push(sample(
+        common::database_url(),
+        db.schema.clone(),
+        stop.clone(),
+        max.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (churned.load(Ordering::SeqCst), max.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storage_stays_bounded_and_recovers_after_long_transactions() {
+    let db = TestDb::new().await;
+    let q = db.queue("churn", QueueConfig::default()).await;
+    let client = db.raw().await;
+    client
+        .batch_execute("CREATE TABLE elsewhere (x int); INSERT INTO elsewhere VALUES (1)")
+        .await
+        .expect("table");
+
+    // 1. Sustained churn: rotations keep the size flat, though the bodies
+    // alone of the messages sent add up to well over the bound.
+    let (n1, max1) = phase(&db, &q, 20).await;
+    eprintln!("steady: {n1} messages, largest size {} MiB", max1 >> 20);
+    assert!(max1 <= BOUND, "steady churn grew to {} MiB", max1 >> 20);
+    assert!(
+        i64::try_from(n1).expect("fits") * 1024 > BOUND * 3 / 2,
+        "only {n1} messages went through"
+    );
+
+    // 2. A long transaction elsewhere holds back vacuum everywhere; the
+    // rotation's TRUNCATE does not care, so the size stays bounded.
+    let mut other = db.raw().await;
+    let long = other.transaction().await.expect("begin");
+    long.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT * FROM elsewhere")
+        .await
+        .expect("snapshot");
+    let (n2, max2) = phase(&db, &q, 10).await;
+    eprintln!("long snapshot open: {n2} messages, largest size {} MiB", max2 >> 20);
+    assert!(max2 <= BOUND, "with a long snapshot: {} MiB", max2 >> 20);
+    long.commit().await.expect("end");
+
+    // 3. An application's outbox transaction left open holds a lock on the
+    // queue tables: no rotation and no vacuum, so the size grows...
+    let mut app = db.raw().await;
+    let stuck = app.transaction().await.expect("begin");
+    db.broker
+        .send_in(&stuck, &q, &[Message::new("stuck in an open transaction")])
+        .await
+        .expect("send_in");
+    let (n3, max3) = phase(&db, &q, 12).await;
+    eprintln!("outbox left open: {n3} messages, largest size {} MiB", max3 >> 20);
+    assert!(
+        max3 > BOUND,
+        "expected growth while rotation is blocked, got {} MiB",
+        max3 >> 20
+    );
+    // ...and once it ends, the next rotations bring it back under the bound.
+    stuck.commit().await.expect("commit");
+    let ended = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churned = Arc::new(AtomicU64::new(0));
+    let tasks = churn(&db.broker, &q, &stop, &churned);
+    let mut recovered = None;
+    while ended.elapsed() < RECOVERY + Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if queue_bytes(&client).await <= BOUND {
+            recovered = Some(ended.elapsed());
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let recovered = recovered.expect("size came back under the bound");
+    eprintln!(
+        "back under {} MiB {recovered:?} after the transaction ended",
+        BOUND >> 20
+    );
+    assert!(recovered <= RECOVERY, "took {recovered:?}");
+    // The stuck message was delivered like any other.
+    let left = db.broker.queue_stats(&q).await.expect("stats");
+    assert!(left.ready <= 200, "{left:?}");
+    db.drop().await;
+}
