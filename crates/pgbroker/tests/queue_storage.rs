@@ -85,8 +85,17 @@ fn sample(url: String, schema: String, stop: Arc<AtomicBool>, max: Arc<AtomicI64
     })
 }
 
-/// Runs the churn for `secs` seconds; returns (messages, largest size).
-async fn phase(db: &TestDb, q: &QueueName, secs: u64) -> (u64, i64) {
+/// Runs the churn for at least `min_secs` seconds and then until `done`
+/// (given messages churned and the largest size so far) holds, or
+/// `max_secs` have passed; returns (messages, largest size). Ending on a
+/// count rather than a time keeps the test meaningful on a slow machine.
+async fn phase(
+    db: &TestDb,
+    q: &QueueName,
+    min_secs: u64,
+    max_secs: u64,
+    done: impl Fn(u64, i64) -> bool,
+) -> (u64, i64) {
     let stop = Arc::new(AtomicBool::new(false));
     let churned = Arc::new(AtomicU64::new(0));
     let max = Arc::new(AtomicI64::new(0));
@@ -97,7 +106,15 @@ async fn phase(db: &TestDb, q: &QueueName, secs: u64) -> (u64, i64) {
         stop.clone(),
         max.clone(),
     ));
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elapsed = started.elapsed();
+        let finished = done(churned.load(Ordering::SeqCst), max.load(Ordering::SeqCst));
+        if elapsed >= Duration::from_secs(max_secs) || (elapsed >= Duration::from_secs(min_secs) && finished) {
+            break;
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.expect("task");
@@ -117,7 +134,8 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
 
     // 1. Sustained churn: rotations keep the size flat, though the bodies
     // alone of the messages sent add up to well over the bound.
-    let (n1, max1) = phase(&db, &q, 20).await;
+    let enough = u64::try_from(BOUND * 3 / 2 / 1024).expect("fits") + 1;
+    let (n1, max1) = phase(&db, &q, 20, 90, |n, _| n >= enough).await;
     eprintln!("steady: {n1} messages, largest size {} MiB", max1 >> 20);
     assert!(max1 <= BOUND, "steady churn grew to {} MiB", max1 >> 20);
     assert!(
@@ -132,7 +150,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
     long.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT * FROM elsewhere")
         .await
         .expect("snapshot");
-    let (n2, max2) = phase(&db, &q, 10).await;
+    let (n2, max2) = phase(&db, &q, 10, 10, |_, _| true).await;
     eprintln!("long snapshot open: {n2} messages, largest size {} MiB", max2 >> 20);
     assert!(max2 <= BOUND, "with a long snapshot: {} MiB", max2 >> 20);
     long.commit().await.expect("end");
@@ -145,7 +163,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
         .send_in(&stuck, &q, &[Message::new("stuck in an open transaction")])
         .await
         .expect("send_in");
-    let (n3, max3) = phase(&db, &q, 12).await;
+    let (n3, max3) = phase(&db, &q, 12, 60, |_, max| max > BOUND).await;
     eprintln!("outbox left open: {n3} messages, largest size {} MiB", max3 >> 20);
     assert!(
         max3 > BOUND,
