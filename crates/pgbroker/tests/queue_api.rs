@@ -389,12 +389,13 @@ async fn long_poll_wakes_on_send_not_on_timer() {
     let db = TestDb::new().await;
     let q = db.queue("poll", QueueConfig::default()).await;
     let other = db.other_broker().await;
-    // The polling fallback is 500 ms; a wake-up is far below it.
+    // The polling fallback is 500 ms; a wake-up is far below it. The bound
+    // sits between the two, with room for a busy machine's scheduling.
     let local = wake_latency(&db.broker, &db.broker, &q).await;
-    assert!(local < Duration::from_millis(100), "same process: {local:?}");
+    assert!(local < Duration::from_millis(300), "same process: {local:?}");
     let remote = wake_latency(&other, &db.broker, &q).await;
     assert!(
-        remote < Duration::from_millis(100),
+        remote < Duration::from_millis(300),
         "other process, by NOTIFY: {remote:?}"
     );
     let wait = ReceiveOptions {
