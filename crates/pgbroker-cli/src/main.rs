@@ -68,6 +68,8 @@ enum Command {
 enum BenchCommand {
     /// Producers and consumer groups on one topic (the source article's pub/sub workload).
     Pubsub(bench::PubsubArgs),
+    /// Producers and workers on one work queue (the source article's queue workload).
+    Queue(bench::QueueArgs),
     /// The pub/sub workload against several systems in turn, with medians and ratios.
     Compare(bench::CompareArgs),
 }
@@ -279,6 +281,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
         Command::Bench(BenchCommand::Pubsub(a)) => usize::try_from(a.producers + a.groups * a.consumers_per_group)
             .unwrap_or(64)
             .clamp(8, 64),
+        Command::Bench(BenchCommand::Queue(a)) => usize::try_from(a.producers + a.workers).unwrap_or(64).clamp(8, 64),
         _ => 8,
     };
     let config = BrokerConfig {
@@ -322,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, &cli.database_url, args).await,
+        Command::Bench(BenchCommand::Queue(args)) => bench::queue(broker, &cli.database_url, args).await,
         Command::Bench(BenchCommand::Compare(args)) => bench::compare(broker, &cli.database_url, args).await,
     }
 }

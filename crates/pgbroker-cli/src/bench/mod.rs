@@ -7,9 +7,14 @@
 mod article;
 mod ceiling;
 mod compare;
+mod queue;
+mod queue_article;
 mod streams;
+mod workload;
 
 pub use compare::{compare, CompareArgs};
+pub use queue::{queue, QueueArgs};
+use workload::{Pace, Workload};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,7 +129,7 @@ fn payload(size: u32) -> Vec<u8> {
 /// rather than bursts), rotates over the partitions, times each send with
 /// `send(partition, send_time)` and counts the records.
 async fn produce_loop<F, Fut>(
-    args: &PubsubArgs,
+    args: &impl Workload,
     id: u32,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
@@ -135,19 +140,20 @@ where
     Fut: std::future::Future<Output = Result<()>>,
 {
     let mut latency = histogram()?;
-    let batch = u64::from(args.write_batch);
-    let interval = args
+    let pace = args.pace();
+    let batch = u64::from(pace.batch);
+    let interval = pace
         .rate
-        .map(|r| Duration::from_secs_f64(batch as f64 * f64::from(args.producers) / r.max(1) as f64));
-    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / args.producers.max(1));
+        .map(|r| Duration::from_secs_f64(batch as f64 * f64::from(pace.producers) / r.max(1) as f64));
+    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / pace.producers.max(1));
     let mut k = 0i32;
     while !stop.load(Ordering::Relaxed) {
         if let Some(iv) = interval {
             tokio::time::sleep_until(next_send.into()).await;
             next_send += iv;
         }
-        let partition = (i32::try_from(id)? + k) % args.partitions;
-        k = (k + 1) % args.partitions;
+        let partition = (i32::try_from(id)? + k) % pace.partitions.max(1);
+        k = (k + 1) % pace.partitions.max(1);
         let t0 = Instant::now();
         send(partition, SystemTime::now()).await?;
         record(&stats, &mut latency, u64::try_from(t0.elapsed().as_micros())?);
@@ -204,12 +210,12 @@ async fn run_once(broker: &Broker, database_url: &str, args: &PubsubArgs) -> Res
 /// Lets the tasks run through the warm-up and the measured time, then stops
 /// them and returns the summary.
 async fn measure(
-    args: &PubsubArgs,
+    args: &impl Workload,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
 ) -> Result<serde_json::Value> {
-    tokio::time::sleep(args.warmup).await;
+    tokio::time::sleep(args.warmup()).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
         stats.written.load(Ordering::Relaxed),
@@ -217,7 +223,7 @@ async fn measure(
     );
     let (own0, pg0) = cpu_seconds();
     let started = Instant::now();
-    while started.elapsed() < args.duration {
+    while started.elapsed() < args.duration() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let secs = started.elapsed().as_secs_f64();
         eprint!(
@@ -241,19 +247,10 @@ async fn measure(
     }
     eprintln!();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let mib = f64::from(args.message_size) / (1024.0 * 1024.0);
+    let mib = f64::from(args.message_size()) / (1024.0 * 1024.0);
     let million = (written.max(1)) as f64 / 1e6;
-    let summary = json!({
-        "system": args.system.name(),
-        "workload": "pubsub",
-        "message_size": args.message_size,
-        "partitions": args.partitions,
-        "producers": args.producers,
-        "groups": args.groups,
-        "consumers_per_group": args.consumers_per_group,
-        "write_batch": args.write_batch,
-        "read_batch": args.read_batch,
-        "target_rate": args.rate,
+    let mut summary = args.head();
+    let figures = json!({
         "duration_s": secs,
         "write_msgs_per_s": written as f64 / secs,
         "read_msgs_per_s": read as f64 / secs,
@@ -269,5 +266,8 @@ async fn measure(
         "broker_cpu_s_per_million": (own1 - own0) / million,
         "postgres_cpu_s_per_million": (pg1 - pg0) / million,
     });
+    if let (Some(head), serde_json::Value::Object(figures)) = (summary.as_object_mut(), figures) {
+        head.extend(figures);
+    }
     Ok(summary)
 }

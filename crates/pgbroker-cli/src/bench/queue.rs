@@ -1,0 +1,213 @@
+//! `pgbroker bench queue`: the source article's work-queue workload.
+//! Producers send fixed-size messages (one per call, or batches) at a target
+//! rate or flat out; workers receive (up to a batch), and acknowledge them.
+//! Each message carries its send time (microseconds since the epoch, 8 bytes
+//! at the start of the payload), the same for every system, so end-to-end
+//! latency is the worker's receive time minus that, on this process's clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::pgbroker::{Broker, Message, QueueConfig, QueueName, ReceiveOptions};
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{histogram, measure, payload, produce_loop, queue_article, record, Measured, Pace, Stats, Workload};
+
+/// Flags of `bench queue`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueArgs {
+    /// The design to drive (pgbroker or article).
+    #[arg(long, value_enum, default_value = "pgbroker")]
+    pub system: QueueSystem,
+    /// Message size in bytes (at least 8: the send time is carried in it).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
+    pub message_size: u32,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub producers: u32,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub workers: u32,
+    /// Messages per send call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub send_batch: u32,
+    /// Most messages per receive (and per acknowledgement).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub receive_batch: u32,
+    /// Target send rate in messages/s, all producers together; flat out
+    /// when not given.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Measured time.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Time before measuring starts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Write the summary as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Which queue design the benchmark drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueSystem {
+    /// pgbroker's queues: leases, receipts, batch receive and ack.
+    Pgbroker,
+    /// The source article's SKIP LOCKED queue: delete and archive per
+    /// message in one transaction, workers polling.
+    Article,
+}
+
+impl Workload for QueueArgs {
+    fn warmup(&self) -> Duration {
+        self.warmup
+    }
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+    fn message_size(&self) -> u32 {
+        self.message_size
+    }
+    fn pace(&self) -> Pace {
+        Pace {
+            batch: self.send_batch,
+            producers: self.producers,
+            rate: self.rate,
+            partitions: 1,
+        }
+    }
+    fn head(&self) -> serde_json::Value {
+        json!({
+            "system": match self.system {
+                QueueSystem::Pgbroker => "pgbroker",
+                QueueSystem::Article => "article",
+            },
+            "workload": "queue",
+            "message_size": self.message_size,
+            "producers": self.producers,
+            "workers": self.workers,
+            "send_batch": self.send_batch,
+            "receive_batch": self.receive_batch,
+            "target_rate": self.rate,
+        })
+    }
+}
+
+/// `size` bytes of the usual pattern, starting with `sent` as microseconds
+/// since the epoch (8 bytes, big-endian).
+pub(super) fn stamped(base: &[u8], sent: SystemTime) -> Vec<u8> {
+    let micros = sent
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let mut v = base.to_vec();
+    if let Some(head) = v.get_mut(..8) {
+        head.copy_from_slice(&micros.to_be_bytes());
+    }
+    v
+}
+
+/// Microseconds from the send time carried in `body` to `now`.
+pub(super) fn latency_micros(body: &[u8], now: SystemTime) -> u64 {
+    let sent = body
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    now.saturating_sub(sent)
+}
+
+/// Runs the queue benchmark against `args.system`, on a fresh queue (or
+/// fresh tables) removed afterwards, and prints (and with `--json`, writes)
+/// the summary.
+pub async fn queue(broker: Broker, database_url: &str, args: QueueArgs) -> Result<()> {
+    let summary = match args.system {
+        QueueSystem::Pgbroker => run(broker, &args).await?,
+        QueueSystem::Article => queue_article::run(database_url, &args).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run(broker: Broker, args: &QueueArgs) -> Result<serde_json::Value> {
+    let queue = QueueName::new(format!("bench-{}", std::process::id()))?;
+    broker.create_queue(&queue, &QueueConfig::default()).await?;
+    let outcome = drive(&broker, &queue, args).await;
+    broker.delete_queue(&queue).await?;
+    outcome
+}
+
+async fn drive(broker: &Broker, queue: &QueueName, args: &QueueArgs) -> Result<serde_json::Value> {
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let options = ReceiveOptions {
+        max_messages: usize::try_from(args.receive_batch)?,
+        wait: Duration::from_millis(100),
+        visibility_timeout: None,
+    };
+    for _ in 0..args.workers {
+        let (b, q, s, st) = (broker.clone(), queue.clone(), stats.clone(), stop.clone());
+        tasks.push(tokio::spawn(work(b, q, options, s, st)));
+    }
+    for p in 0..args.producers {
+        let (b, q, s, st) = (broker.clone(), queue.clone(), stats.clone(), stop.clone());
+        tasks.push(tokio::spawn(produce(b, q, args.clone(), p, s, st)));
+    }
+    measure(args, stats, stop, tasks).await
+}
+
+async fn produce(
+    broker: Broker,
+    queue: QueueName,
+    args: QueueArgs,
+    id: u32,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Measured> {
+    let base = payload(args.message_size);
+    let batch = usize::try_from(args.send_batch)?;
+    let (broker, queue, base) = (&broker, &queue, &base);
+    produce_loop(&args, id, stats, stop, |_, now| async move {
+        if batch == 1 {
+            broker.send(queue, &Message::new(stamped(base, now))).await?;
+        } else {
+            let messages: Vec<Message> = (0..batch).map(|_| Message::new(stamped(base, now))).collect();
+            broker.send_batch(queue, &messages).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn work(
+    broker: Broker,
+    queue: QueueName,
+    options: ReceiveOptions,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Measured> {
+    let mut latency = histogram()?;
+    while !stop.load(Ordering::Relaxed) {
+        let got = broker.receive(&queue, &options).await?;
+        if got.is_empty() {
+            continue;
+        }
+        let now = SystemTime::now();
+        for m in &got {
+            record(&stats, &mut latency, latency_micros(&m.body, now));
+        }
+        let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+        broker.ack(&queue, &receipts).await?;
+        stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
+    }
+    Ok(Measured::EndToEnd(latency))
+}
