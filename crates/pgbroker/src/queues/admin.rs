@@ -52,21 +52,26 @@ SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
          * 1000)::bigint
 FROM m";
 
+/// The id of the config's dead-letter queue, if any, locked so that it
+/// cannot be deleted before the caller's transaction ends.
+async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueConfig) -> Result<Option<i64>> {
+    let Some(d) = &config.dead_letter else {
+        return Ok(None);
+    };
+    let row = tx
+        .query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
+        .await?
+        .ok_or_else(|| Error::UnknownQueue(d.to_string()))?;
+    Ok(Some(row.get(0)))
+}
+
 impl Broker {
     /// Creates a queue. Its dead-letter queue, if any, must exist.
     pub async fn create_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
         config.validate(name)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let dead_letter_id: Option<i64> = match &config.dead_letter {
-            Some(d) => Some(
-                tx.query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
-                    .await?
-                    .ok_or_else(|| Error::UnknownQueue(d.to_string()))?
-                    .get(0),
-            ),
-            None => None,
-        };
+        let dead_letter_id = lock_dead_letter(&tx, config).await?;
         let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
         tx.query_opt(
             "INSERT INTO queues (name, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
@@ -97,15 +102,7 @@ impl Broker {
         config.validate(name)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let dead_letter_id: Option<i64> = match &config.dead_letter {
-            Some(d) => Some(
-                tx.query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
-                    .await?
-                    .ok_or_else(|| Error::UnknownQueue(d.to_string()))?
-                    .get(0),
-            ),
-            None => None,
-        };
+        let dead_letter_id = lock_dead_letter(&tx, config).await?;
         let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
         tx.query_opt(
             "UPDATE queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
