@@ -52,6 +52,14 @@ SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
          * 1000)::bigint
 FROM m";
 
+const CREATE_SQL: &str = "INSERT INTO queues (name, visibility_timeout_ms, max_attempts, dead_letter_id,
+                        backoff_base_ms, backoff_max_ms, archive_retention_ms, max_message_bytes)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id";
+
+const UPDATE_SQL: &str = "UPDATE queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
+            backoff_base_ms = $5, backoff_max_ms = $6, archive_retention_ms = $7, max_message_bytes = $8
+     WHERE name = $1 RETURNING id";
+
 /// The id of the config's dead-letter queue, if any, locked so that it
 /// cannot be deleted before the caller's transaction ends.
 async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueConfig) -> Result<Option<i64>> {
@@ -68,60 +76,45 @@ async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueCo
 impl Broker {
     /// Creates a queue. Its dead-letter queue, if any, must exist.
     pub async fn create_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
-        config.validate(name)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let dead_letter_id = lock_dead_letter(&tx, config).await?;
-        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
-        tx.query_opt(
-            "INSERT INTO queues (name, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
-                                 backoff_max_ms, archive_retention_ms, max_message_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
-            &[
-                &name.as_str(),
-                &ms(config.visibility_timeout),
-                &config.max_attempts,
-                &dead_letter_id,
-                &ms(config.backoff_base),
-                &ms(config.backoff_max),
-                &config.archive_retention.map(ms),
-                &max,
-            ],
-        )
-        .await?
-        .ok_or_else(|| Error::QueueExists(name.to_string()))?;
-        tx.commit().await?;
-        self.forget_queue(name.as_str());
-        self.queue_info(name).await
+        self.write_queue(name, config, CREATE_SQL, Error::QueueExists(name.to_string()))
+            .await
     }
 
     /// Replaces a queue's settings. Messages keep their state; new limits
     /// apply from their next delivery or settlement (other brokers see them
     /// within two seconds).
     pub async fn update_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+        self.write_queue(name, config, UPDATE_SQL, Error::UnknownQueue(name.to_string()))
+            .await
+    }
+
+    /// Runs `sql` (create or update, both taking the same parameters) with
+    /// the settings; `missing` is the error when it touches no row.
+    async fn write_queue(
+        &self,
+        name: &QueueName,
+        config: &QueueConfig,
+        sql: &str,
+        missing: Error,
+    ) -> Result<QueueInfo> {
         config.validate(name)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let dead_letter_id = lock_dead_letter(&tx, config).await?;
         let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
-        tx.query_opt(
-            "UPDATE queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
-                    backoff_base_ms = $5, backoff_max_ms = $6, archive_retention_ms = $7,
-                    max_message_bytes = $8
-             WHERE name = $1 RETURNING id",
-            &[
-                &name.as_str(),
-                &ms(config.visibility_timeout),
-                &config.max_attempts,
-                &dead_letter_id,
-                &ms(config.backoff_base),
-                &ms(config.backoff_max),
-                &config.archive_retention.map(ms),
-                &max,
-            ],
-        )
-        .await?
-        .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &name.as_str(),
+            &ms(config.visibility_timeout),
+            &config.max_attempts,
+            &dead_letter_id,
+            &ms(config.backoff_base),
+            &ms(config.backoff_max),
+            &config.archive_retention.map(ms),
+            &max,
+        ];
+        if tx.query_opt(sql, &params).await?.is_none() {
+            return Err(missing);
+        }
         tx.commit().await?;
         self.forget_queue(name.as_str());
         self.queue_info(name).await
