@@ -56,7 +56,7 @@ pub async fn compare(broker: Broker, database_url: &str, args: CompareArgs) -> R
         for system in &args.systems {
             let mut workload = args.workload.clone();
             workload.system = *system;
-            workload.json = None;
+            workload.run.json = None;
             eprintln!("round {round}: {}", system.name());
             let mut summary = run_once(&broker, database_url, &workload).await?;
             summary["round"] = round.into();

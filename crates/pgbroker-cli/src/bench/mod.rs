@@ -14,7 +14,7 @@ mod workload;
 
 pub use compare::{compare, CompareArgs};
 pub use queue::{queue, QueueArgs};
-use workload::{Pace, Workload};
+use workload::{Pace, RunArgs, Workload};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,15 +55,9 @@ pub struct PubsubArgs {
     /// Target write rate in records/s; flat out when not given.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Measured time.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Time before measuring starts.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
-    /// Write the summary as JSON to this file too.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    /// Timing and output.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Counters shared by all tasks. Latencies go to per-task histograms,
@@ -190,12 +184,7 @@ impl System {
 /// summary.
 pub async fn pubsub(broker: Broker, database_url: &str, args: PubsubArgs) -> Result<()> {
     let summary = run_once(&broker, database_url, &args).await?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    args.run.report(&summary)
 }
 
 /// One run of the workload against `args.system`; returns its summary.
@@ -215,7 +204,7 @@ async fn measure(
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
 ) -> Result<serde_json::Value> {
-    tokio::time::sleep(args.warmup()).await;
+    tokio::time::sleep(args.run().warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
         stats.written.load(Ordering::Relaxed),
@@ -223,7 +212,7 @@ async fn measure(
     );
     let (own0, pg0) = cpu_seconds();
     let started = Instant::now();
-    while started.elapsed() < args.duration() {
+    while started.elapsed() < args.run().duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let secs = started.elapsed().as_secs_f64();
         eprint!(

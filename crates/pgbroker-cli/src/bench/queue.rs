@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::pgbroker::{Broker, Message, QueueConfig, QueueName, ReceiveOptions};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use super::{histogram, measure, payload, produce_loop, queue_article, record, Measured, Pace, Stats, Workload};
+use super::{
+    histogram, measure, payload, produce_loop, queue_article, record, Measured, Pace, RunArgs, Stats, Workload,
+};
 
 /// Flags of `bench queue`.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,15 +42,9 @@ pub struct QueueArgs {
     /// when not given.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Measured time.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Time before measuring starts.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
-    /// Write the summary as JSON to this file too.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    /// Timing and output.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Which queue design the benchmark drives.
@@ -62,11 +58,8 @@ pub enum QueueSystem {
 }
 
 impl Workload for QueueArgs {
-    fn warmup(&self) -> Duration {
-        self.warmup
-    }
-    fn duration(&self) -> Duration {
-        self.duration
+    fn run(&self) -> &RunArgs {
+        &self.run
     }
     fn message_size(&self) -> u32 {
         self.message_size
@@ -129,12 +122,7 @@ pub async fn queue(broker: Broker, database_url: &str, args: QueueArgs) -> Resul
         QueueSystem::Pgbroker => run(broker, &args).await?,
         QueueSystem::Article => queue_article::run(database_url, &args).await?,
     };
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    args.run.report(&summary)
 }
 
 async fn run(broker: Broker, args: &QueueArgs) -> Result<serde_json::Value> {

@@ -3,9 +3,36 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::PubsubArgs;
+
+/// Flags every benchmark has: how long it runs and where its summary goes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Measured time.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Time before measuring starts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Write the summary as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+impl RunArgs {
+    /// Prints the summary and, with `--json`, writes it to the file.
+    pub(super) fn report(&self, summary: &serde_json::Value) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        if let Some(path) = &self.json {
+            std::fs::write(path, serde_json::to_vec_pretty(summary)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
 
 /// How producers pace their sends.
 pub(super) struct Pace {
@@ -20,8 +47,7 @@ pub(super) struct Pace {
 
 /// What `measure` and `produce_loop` need to know of a workload.
 pub(super) trait Workload {
-    fn warmup(&self) -> Duration;
-    fn duration(&self) -> Duration;
+    fn run(&self) -> &RunArgs;
     fn message_size(&self) -> u32;
     fn pace(&self) -> Pace;
     /// The summary's leading keys: system, workload name and parameters.
@@ -29,11 +55,8 @@ pub(super) trait Workload {
 }
 
 impl Workload for PubsubArgs {
-    fn warmup(&self) -> Duration {
-        self.warmup
-    }
-    fn duration(&self) -> Duration {
-        self.duration
+    fn run(&self) -> &RunArgs {
+        &self.run
     }
     fn message_size(&self) -> u32 {
         self.message_size
