@@ -2,7 +2,7 @@
 //! that every operation shares.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub queues: crate::queues::QueueState,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
+    /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
+    pub group_initial_delay_ms: AtomicU64,
 }
 
 /// A handle to pgbroker's storage in one Postgres schema. Cheap to clone;
@@ -169,6 +171,9 @@ impl Broker {
             queues: crate::queues::QueueState::new(&q),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
+            group_initial_delay_ms: AtomicU64::new(
+                u64::try_from(crate::groups::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY.as_millis()).unwrap_or(0),
+            ),
         };
         let broker = Broker { inner: Arc::new(inner) };
         let mut client = broker.client().await.map_err(|e| match e {
@@ -242,6 +247,24 @@ impl Broker {
                 count: meta.partition_ids.len(),
             }),
         }
+    }
+
+    /// Sets Kafka's `group.initial.rebalance.delay.ms` for the classic
+    /// group protocol: when a member joins an empty group, the first
+    /// rebalance waits this long (extended by the same again for every
+    /// member that joins meanwhile, up to the rebalance timeout), so that
+    /// members starting together land in one generation. The delay is
+    /// fixed when the rebalance starts, by the broker that starts it.
+    /// Defaults to [`crate::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY`]; capped
+    /// at one minute.
+    pub fn set_group_initial_rebalance_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.min(Duration::from_secs(60)).as_millis()).unwrap_or(0);
+        self.inner.group_initial_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The initial rebalance delay in milliseconds.
+    pub(crate) fn group_initial_delay_ms(&self) -> i64 {
+        i64::try_from(self.inner.group_initial_delay_ms.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     pub(crate) fn next_round_robin(&self) -> usize {

@@ -79,6 +79,40 @@ pub enum Error {
         /// The group's current generation.
         current: i32,
     },
+    /// The member presented a generation other than the group's current
+    /// one (Kafka's `ILLEGAL_GENERATION`): it missed a rebalance and must
+    /// rejoin. Nothing was changed.
+    #[error("group {group:?} is at generation {current}; generation {presented} is not valid")]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The generation the member presented.
+        presented: i32,
+        /// The group's current generation.
+        current: i32,
+    },
+    /// The group is used with another protocol type (a Kafka client joining
+    /// a library group, or the other way round) or the member's protocols
+    /// share none with the other members' (Kafka's
+    /// `INCONSISTENT_GROUP_PROTOCOL`).
+    #[error("group {0:?} uses a different or incompatible protocol")]
+    InconsistentGroupProtocol(String),
+    /// A new member must join again with the member id given here (Kafka's
+    /// `MEMBER_ID_REQUIRED`, JoinGroup v4 and later).
+    #[error("join again with member id {member_id:?}")]
+    MemberIdRequired {
+        /// The id to join with.
+        member_id: String,
+    },
+    /// Another member has taken over this static member's
+    /// `group.instance.id` (Kafka's `FENCED_INSTANCE_ID`).
+    #[error("instance {instance_id:?} of group {group:?} is registered to another member")]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The group instance id presented.
+        instance_id: String,
+    },
     /// The operation needs the group to have no live members.
     #[error("group {0:?} has active members; stop them first")]
     GroupNotEmpty(String),
@@ -178,7 +212,11 @@ impl Error {
     pub fn needs_rejoin(&self) -> bool {
         matches!(
             self,
-            Error::RebalanceInProgress { .. } | Error::UnknownMember { .. } | Error::NotAssigned { .. }
+            Error::RebalanceInProgress { .. }
+                | Error::IllegalGeneration { .. }
+                | Error::MemberIdRequired { .. }
+                | Error::UnknownMember { .. }
+                | Error::NotAssigned { .. }
         )
     }
 

@@ -55,8 +55,9 @@ pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
 pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
 pub use groups::{
-    CommittedOffset, GroupDescription, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag, ResetTo,
-    Strategy,
+    ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
+    CommittedOffset, GroupDescription, GroupListing, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag,
+    ResetTo, Strategy, DEFAULT_GROUP_INITIAL_REBALANCE_DELAY,
 };
 pub use migrate::{latest_version, MigrationReport};
 pub use producer::{Producer, ProducerConfig};

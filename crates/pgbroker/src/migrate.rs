@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("streams", include_str!("migrations/0001_streams.sql")),
     ("queues", include_str!("migrations/0002_queues.sql")),
+    ("kafka_groups", include_str!("migrations/0003_kafka_groups.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -12,8 +12,15 @@
 //! times out, by whichever member's call notices first. Commits are
 //! accepted only from a live member, with the current generation, for
 //! partitions it is assigned: that is the fencing.
+//!
+//! Kafka clients use the classic protocol in [`classic`] instead (the
+//! assignment is computed by a client, the group's leader). A group belongs
+//! to one protocol type at a time (`groups.protocol_type`, `pgbroker` for
+//! this coordinator); it can change hands only while it has no live
+//! members.
 
 mod assign;
+mod classic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -24,6 +31,19 @@ use tokio_postgres::Transaction;
 
 use assign::MemberState;
 pub use assign::Strategy;
+pub use classic::{
+    ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
+    GroupListing,
+};
+
+/// The protocol type of the groups this module coordinates.
+pub(crate) const LIBRARY_PROTOCOL: &str = "pgbroker";
+
+/// Default of Kafka's `group.initial.rebalance.delay.ms` for classic groups
+/// (Kafka's own default is 3 s): the first rebalance of an empty group
+/// waits this long for more members. Change it per broker with
+/// [`Broker::set_group_initial_rebalance_delay`].
+pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(200);
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -124,8 +144,13 @@ pub struct PartitionLag {
 pub struct GroupDescription {
     /// Group id.
     pub group: GroupId,
-    /// `Stable` with live members, `Empty` without.
+    /// `Stable` with live members, `Empty` without; for a Kafka (classic)
+    /// group, its protocol state (see [`Broker::describe_classic_group`]).
     pub state: String,
+    /// `pgbroker` for the library's groups, the Kafka clients' protocol
+    /// type (usually `consumer`) for classic groups, empty for a group
+    /// that only stores offsets.
+    pub protocol_type: String,
     /// Current generation.
     pub generation: i32,
     /// Assignment strategy.
@@ -167,18 +192,64 @@ fn session_ms(d: Duration) -> Result<i32> {
     Ok(ms)
 }
 
-/// Locks the group's row. Returns its generation and strategy.
+/// Locks the group's row. Returns its generation and strategy, or
+/// [`Error::InconsistentGroupProtocol`] for a Kafka (classic) group.
 async fn lock_group(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
     let row = tx
         .query_opt(
-            "SELECT generation, strategy FROM groups WHERE name = $1 FOR UPDATE",
+            "SELECT generation, strategy, protocol_type FROM groups WHERE name = $1 FOR UPDATE",
             &[&group.as_str()],
         )
         .await?;
     Ok(match row {
+        Some(r) if is_foreign(&r.get::<_, String>(2)) => {
+            return Err(Error::InconsistentGroupProtocol(group.to_string()))
+        }
         Some(r) => Some((r.get(0), r.get::<_, String>(1).parse()?)),
         None => None,
     })
+}
+
+/// True for a group of Kafka clients (a group that only stores offsets has
+/// no protocol type yet).
+fn is_foreign(protocol_type: &str) -> bool {
+    !(protocol_type == LIBRARY_PROTOCOL || protocol_type.is_empty())
+}
+
+/// Makes a locked group a library group when it is a classic group without
+/// live members; [`Error::InconsistentGroupProtocol`] when it has some.
+async fn adopt_group(tx: &Transaction<'_>, group: &GroupId) -> Result<()> {
+    let protocol_type: String = tx
+        .query_one(
+            "SELECT protocol_type FROM groups WHERE name = $1 FOR UPDATE",
+            &[&group.as_str()],
+        )
+        .await?
+        .get(0);
+    if protocol_type == LIBRARY_PROTOCOL {
+        return Ok(());
+    }
+    let live: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_name = $1 AND NOT pending
+                 AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now())",
+            &[&group.as_str()],
+        )
+        .await?
+        .get(0);
+    if live {
+        return Err(Error::InconsistentGroupProtocol(group.to_string()));
+    }
+    tx.execute("DELETE FROM group_members WHERE group_name = $1", &[&group.as_str()])
+        .await?;
+    tx.execute(
+        "UPDATE groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
+                rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
+         WHERE name = $1",
+        &[&group.as_str(), &LIBRARY_PROTOCOL],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Recomputes the assignment of a locked group. Bumps the generation when
@@ -248,6 +319,8 @@ impl Broker {
     /// Joins a group (or rejoins, with the id from an earlier join) and
     /// returns this member's partitions for the current generation.
     /// Rejoining with an unchanged subscription does not rebalance.
+    /// A group of Kafka clients (classic protocol) with live members is
+    /// [`Error::InconsistentGroupProtocol`]; one without is taken over.
     pub async fn join_group(
         &self,
         group: &GroupId,
@@ -275,6 +348,7 @@ impl Broker {
             &[&group.as_str(), &options.strategy.as_str()],
         )
         .await?;
+        adopt_group(&tx, group).await?;
         let (generation, strategy) = lock_group(&tx, group)
             .await?
             .ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
@@ -336,7 +410,8 @@ impl Broker {
 
     /// Keeps a member alive. Fails with [`Error::RebalanceInProgress`] when
     /// the group has moved to a newer generation (join again), and with
-    /// [`Error::UnknownMember`] when the member was removed.
+    /// [`Error::UnknownMember`] when the member was removed
+    /// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group).
     pub async fn heartbeat(&self, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -372,6 +447,7 @@ impl Broker {
     }
 
     /// Leaves a group at once; its partitions go to the other members.
+    /// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group.)
     pub async fn leave_group(&self, group: &GroupId, member_id: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -399,6 +475,9 @@ impl Broker {
     /// commit is fenced: the member must be live, in the current generation
     /// and assigned every partition it commits. Without it, the commit is
     /// accepted only while the group has no live members (tools, resets).
+    /// Members of a Kafka clients' group use
+    /// [`Broker::commit_offsets_classic`] instead
+    /// ([`Error::InconsistentGroupProtocol`]).
     pub async fn commit_offsets(
         &self,
         group: &GroupId,
@@ -415,10 +494,13 @@ impl Broker {
         let tx = client.transaction().await?;
         let state = tx
             .query_opt(
-                "SELECT generation FROM groups WHERE name = $1 FOR SHARE",
+                "SELECT generation, protocol_type FROM groups WHERE name = $1 FOR SHARE",
                 &[&group.as_str()],
             )
             .await?;
+        if member.is_some() && state.as_ref().is_some_and(|r| is_foreign(r.get(1))) {
+            return Err(Error::InconsistentGroupProtocol(group.to_string()));
+        }
         match member {
             Some((member_id, generation)) => {
                 let unknown = || Error::UnknownMember {
@@ -460,7 +542,7 @@ impl Broker {
             None => {
                 let live = tx
                     .query_one(
-                        "SELECT count(*) FROM group_members WHERE group_name = $1
+                        "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending
                            AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
                         &[&group.as_str()],
                     )
@@ -514,14 +596,14 @@ impl Broker {
         let client = self.client().await?;
         let head = client
             .query_opt(
-                "SELECT generation, strategy FROM groups WHERE name = $1",
+                "SELECT generation, strategy, protocol_type, state FROM groups WHERE name = $1",
                 &[&group.as_str()],
             )
             .await?;
         let members: Vec<MemberInfo> = client
             .query(
                 "SELECT member_id, client_id, last_heartbeat, assignment FROM group_members
-                 WHERE group_name = $1
+                 WHERE group_name = $1 AND NOT pending
                    AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
                  ORDER BY member_id",
                 &[&group.as_str()],
@@ -575,10 +657,21 @@ impl Broker {
                 member,
             });
         }
-        let (generation, strategy) = head.map_or((0, String::from("-")), |h| (h.get(0), h.get(1)));
+        let (generation, strategy, protocol_type, stored) = head
+            .map_or((0, String::from("-"), String::new(), String::new()), |h| {
+                (h.get(0), h.get(1), h.get(2), h.get(3))
+            });
+        let state = if members.is_empty() {
+            "Empty".to_string()
+        } else if is_foreign(&protocol_type) {
+            stored
+        } else {
+            "Stable".to_string()
+        };
         Ok(GroupDescription {
             group: group.clone(),
-            state: if members.is_empty() { "Empty" } else { "Stable" }.to_string(),
+            state,
+            protocol_type,
             generation,
             strategy,
             members,
@@ -618,14 +711,18 @@ impl Broker {
             .collect())
     }
 
-    /// Deletes an inactive group and its committed offsets.
+    /// Deletes an inactive group and its committed offsets; a group with
+    /// live members (library or Kafka clients) is [`Error::GroupNotEmpty`]
+    /// (Kafka's `NON_EMPTY_GROUP`).
     pub async fn delete_group(&self, group: &GroupId) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        tx.execute("SELECT 1 FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
+            .await?;
         tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
         let live = tx
             .query_one(
-                "SELECT count(*) FROM group_members WHERE group_name = $1",
+                "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending",
                 &[&group.as_str()],
             )
             .await?;
