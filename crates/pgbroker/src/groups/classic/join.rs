@@ -76,7 +76,8 @@ impl Broker {
     /// unknown member id or a member removed while waiting;
     /// [`Error::FencedInstanceId`]; [`Error::InconsistentGroupProtocol`] when
     /// the protocol type differs from the group's (while it has members),
-    /// no protocols are given, or none is supported by all other members;
+    /// is empty or `pgbroker` (reserved for the library's own groups), no
+    /// protocols are given, or none is supported by all other members;
     /// [`Error::Invalid`] for a session timeout outside 100 ms to 1 h; and
     /// [`Error::RebalanceInProgress`] if no generation was formed within
     /// twice the rebalance timeout plus 5 s (join again).
