@@ -5,6 +5,7 @@ mod bench;
 mod group;
 mod output;
 mod queue;
+mod serve;
 mod stream;
 mod topic;
 
@@ -33,9 +34,10 @@ struct Cli {
     #[arg(long, global = true, env = "PGBROKER_SCHEMA", default_value = pgbroker::DEFAULT_SCHEMA,
           value_parser = parse_schema)]
     schema: String,
-    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or `pgbroker=debug`).
-    #[arg(long, global = true, env = "PGBROKER_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter for stderr (tracing EnvFilter syntax, e.g. `info` or
+    /// `pgbroker=debug`); `info` for `serve`, `warn` for other commands.
+    #[arg(long, global = true, env = "PGBROKER_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +61,8 @@ enum Command {
     Queue(queue::QueueCommand),
     /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
+    /// Serve the Kafka protocol, with health and metrics over HTTP.
+    Serve(serve::ServeArgs),
     /// Load generators that measure throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -282,6 +286,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
             .unwrap_or(64)
             .clamp(8, 64),
         Command::Bench(BenchCommand::Queue(a)) => usize::try_from(a.producers + a.workers).unwrap_or(64).clamp(8, 64),
+        Command::Serve(_) => serve::POOL_SIZE,
         _ => 8,
     };
     let config = BrokerConfig {
@@ -307,6 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => stream::consume(&broker, args).await,
         Command::Group(cmd) => group::run(&broker, cmd).await,
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
+        Command::Serve(args) => serve::run(broker, args).await,
         Command::Maintain => {
             let dropped = broker.enforce_retention().await?;
             println!("dropped {dropped} segments");
@@ -340,7 +346,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = init_logging(&cli.log).and_then(|()| {
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
+    let result = init_logging(&filter).and_then(|()| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

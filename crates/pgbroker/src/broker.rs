@@ -213,6 +213,12 @@ impl Broker {
         Ok(())
     }
 
+    /// Connections of the pool: `(open, idle, max)`.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let s = self.inner.pool.status();
+        (s.size, s.available, s.max_size)
+    }
+
     pub(crate) fn forget_topic(&self, name: &str) {
         if let Ok(mut m) = self.inner.topics.lock() {
             m.remove(name);

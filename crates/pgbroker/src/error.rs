@@ -158,6 +158,28 @@ pub enum Error {
         /// The receipts that were refused.
         receipts: Vec<String>,
     },
+    /// An idempotent producer's batch does not follow its previous one on
+    /// the partition: a batch in between was lost. Nothing was written.
+    #[error("producer {producer_id}: sequence {got} does not follow {last} on this partition")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// The last sequence number written.
+        last: i32,
+        /// The first sequence number of the refused batch.
+        got: i32,
+    },
+    /// An idempotent producer wrote with an older epoch than a newer
+    /// instance of it already used. Nothing was written.
+    #[error("producer {producer_id}: epoch {got} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// The producer id.
+        producer_id: i64,
+        /// The epoch presented.
+        got: i16,
+        /// The newest epoch seen.
+        current: i16,
+    },
     /// The database was migrated by a newer pgbroker.
     #[error(
         "schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker"

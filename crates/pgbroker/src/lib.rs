@@ -35,11 +35,15 @@
 
 mod broker;
 mod cache;
+mod cluster;
 mod consumer;
+mod delete_records;
 mod error;
 mod fetch;
+mod fetch_many;
 mod groups;
 mod headers;
+mod idempotent;
 mod migrate;
 mod notify;
 pub mod partitioner;
@@ -51,14 +55,17 @@ mod topics;
 mod types;
 
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
+pub use cluster::Node;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
 pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use fetch_many::{ManyLimits, PartitionRead};
 pub use groups::{
     ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
     CommittedOffset, GroupDescription, GroupListing, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag,
     ResetTo, Strategy, DEFAULT_GROUP_INITIAL_REBALANCE_DELAY,
 };
+pub use idempotent::{IdempotentAppend, ProducerBatch};
 pub use migrate::{latest_version, MigrationReport};
 pub use producer::{Producer, ProducerConfig};
 pub use queues::{

@@ -9,6 +9,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("streams", include_str!("migrations/0001_streams.sql")),
     ("queues", include_str!("migrations/0002_queues.sql")),
     ("kafka_groups", include_str!("migrations/0003_kafka_groups.sql")),
+    ("kafka_nodes", include_str!("migrations/0004_kafka_nodes.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -230,7 +230,7 @@ impl Broker {
     /// transaction would hold its locks until the caller commits), then
     /// inserts. Returns the base offset.
     #[allow(clippy::too_many_arguments)]
-    async fn append_locked(
+    pub(crate) async fn append_locked(
         &self,
         client: &impl GenericClient,
         in_caller_tx: bool,
@@ -302,6 +302,12 @@ impl Broker {
 }
 
 impl Broker {
+    /// After a commit of ours: caches the batch and wakes local waiters.
+    pub(crate) fn after_commit(&self, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
+        self.cache_committed(pid, base, now, records, idx);
+        self.inner.wakeups.wake(pid);
+    }
+
     /// Hands a committed batch to the record cache. The cache is keyed by
     /// partition id; readers fill in the partition number.
     fn cache_committed(&self, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
@@ -325,7 +331,7 @@ impl Broker {
 }
 
 /// Postgres keeps microseconds; so does everything pgbroker hands out.
-fn truncate_to_micros(t: SystemTime) -> SystemTime {
+pub(crate) fn truncate_to_micros(t: SystemTime) -> SystemTime {
     from_micros(to_micros(t))
 }
 

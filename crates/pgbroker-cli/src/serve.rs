@@ -1,0 +1,111 @@
+//! `pgbroker serve`: the Kafka listener and the HTTP health and metrics
+//! listener, with retention and queue maintenance running alongside.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use pgbroker::Broker;
+use pgbroker_kafka::{KafkaConfig, Shutdown};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the Kafka protocol listens on.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    kafka_listen: SocketAddr,
+    /// HOST:PORT clients are told to connect to (default: the listen address).
+    #[arg(long, value_parser = parse_host_port)]
+    advertised_listener: Option<(String, u16)>,
+    /// Address of the HTTP listener (`/healthz`, `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_listen: SocketAddr,
+    /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable).
+    #[arg(long)]
+    auto_create_topics: bool,
+    /// Partitions of topics created without a count.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+    default_partitions: i32,
+    /// Largest request accepted, in bytes; a larger frame closes the connection.
+    #[arg(long, default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    max_request_bytes: u64,
+    /// How often retention and queue maintenance run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    maintenance_interval: Duration,
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    let port: u16 = port.parse().map_err(|_| format!("{port:?} is not a port"))?;
+    if host.is_empty() || port == 0 {
+        return Err("expected HOST:PORT with a non-empty host and a non-zero port".to_string());
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Connections the server's pool keeps: produce and fetch of many clients
+/// run at once.
+pub const POOL_SIZE: usize = 32;
+
+pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
+    let (host, port) = args
+        .advertised_listener
+        .clone()
+        .unwrap_or_else(|| (args.kafka_listen.ip().to_string(), args.kafka_listen.port()));
+    let config = KafkaConfig {
+        listen: args.kafka_listen,
+        advertised_host: host,
+        advertised_port: port,
+        max_frame_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions,
+        ..KafkaConfig::default()
+    };
+    let shutdown = Shutdown::default();
+    let http = tokio::spawn(pgbroker_kafka::serve_http(
+        broker.clone(),
+        args.http_listen,
+        shutdown.clone(),
+    ));
+    let retention = broker.spawn_maintenance(args.maintenance_interval);
+    let signals = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            shutdown.trigger();
+        })
+    };
+    let served = pgbroker_kafka::serve(broker, config, shutdown.clone()).await;
+    shutdown.trigger();
+    signals.abort();
+    retention.abort();
+    match http.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "http listener failed"),
+        Err(e) => tracing::warn!(error = %e, "http listener task failed"),
+        Ok(Ok(())) => {}
+    }
+    served.context("kafka listener")
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

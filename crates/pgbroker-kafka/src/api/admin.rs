@@ -1,0 +1,318 @@
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions,
+//! DeleteRecords, DescribeConfigs) and InitProducerId.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+};
+use pgbroker::{Error, TopicConfig, TopicInfo, TopicName};
+
+use super::sb;
+use crate::dispatch::ReqInfo;
+use crate::errors::{code, data_code};
+use crate::server::Ctx;
+
+/// Applies one topic config entry, as Kafka names them.
+fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), String> {
+    let value = value.ok_or_else(|| format!("{name}: a value is required"))?;
+    let int = |v: &str| v.parse::<i64>().map_err(|_| format!("{name}: {v:?} is not an integer"));
+    match name {
+        "retention.ms" => {
+            let ms = int(value)?;
+            config.retention = (ms >= 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+        }
+        "retention.bytes" => {
+            let b = int(value)?;
+            config.retention_bytes = (b >= 0).then_some(b);
+        }
+        "max.message.bytes" => {
+            config.max_message_bytes = usize::try_from(int(value)?).map_err(|_| format!("{name}: must be positive"))?;
+        }
+        "segment.records" => config.segment_records = int(value)?,
+        // Accepted and meaningless here: Postgres owns durability and
+        // cleanup is by retention only.
+        "cleanup.policy" if value == "delete" => {}
+        "min.insync.replicas" | "unclean.leader.election.enable" | "segment.bytes" | "segment.ms" => {}
+        other => return Err(format!("config {other} is not supported")),
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_topics(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: CreateTopicsRequest,
+) -> Option<CreateTopicsResponse> {
+    let mut resp = CreateTopicsResponse::default();
+    for t in &req.topics {
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        let mut config = TopicConfig {
+            partitions: if t.num_partitions == -1 {
+                ctx.config.default_partitions
+            } else {
+                t.num_partitions
+            },
+            ..TopicConfig::default()
+        };
+        let mut refused: Option<(i16, String)> = None;
+        if !matches!(t.replication_factor, -1 | 1) {
+            refused = Some((
+                code::INVALID_REPLICATION_FACTOR,
+                "replication is Postgres's own; the replication factor must be 1 or -1".to_string(),
+            ));
+        } else if !t.assignments.is_empty() {
+            refused = Some((
+                code::INVALID_REQUEST,
+                "manual replica assignment is not supported".to_string(),
+            ));
+        }
+        for c in &t.configs {
+            if refused.is_none() {
+                if let Err(msg) = apply_config(&mut config, c.name.as_str(), c.value.as_deref()) {
+                    refused = Some((code::INVALID_REQUEST, msg));
+                }
+            }
+        }
+        let outcome = match (refused, TopicName::new(t.name.0.as_str())) {
+            (Some(r), _) => Err(r),
+            (None, Err(e)) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
+            (None, Ok(_)) if config.partitions < 1 => {
+                Err((code::INVALID_PARTITIONS, format!("{} partitions", config.partitions)))
+            }
+            (None, Ok(name)) if req.validate_only => match ctx.broker.topic_info(&name).await {
+                Ok(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"))),
+                Err(_) => Ok(config.partitions),
+            },
+            (None, Ok(name)) => match ctx.broker.create_topic(&name, &config).await {
+                Ok(info) => Ok(info.partitions),
+                Err(e @ Error::Invalid { .. }) => Err((code::INVALID_REQUEST, e.to_string())),
+                Err(e) => Err((data_code(&e), e.to_string())),
+            },
+        };
+        match outcome {
+            Ok(partitions) if v >= 5 => {
+                r.num_partitions = partitions;
+                r.replication_factor = 1;
+            }
+            Ok(_) => {}
+            Err((err, msg)) => {
+                r.error_code = err;
+                r.error_message = Some(sb(msg));
+            }
+        }
+        resp.topics.push(r);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn delete_topics(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: DeleteTopicsRequest,
+) -> Option<DeleteTopicsResponse> {
+    let names: Vec<String> = if v >= 6 {
+        req.topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect()
+    } else {
+        req.topic_names.iter().map(|n| n.0.to_string()).collect()
+    };
+    let mut resp = DeleteTopicsResponse::default();
+    for n in names {
+        let mut r = DeletableTopicResult::default();
+        r.name = Some(sb(n.clone()).into());
+        let result = match TopicName::new(n) {
+            Ok(name) => ctx.broker.delete_topic(&name).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            r.error_code = data_code(&e);
+            if v >= 5 {
+                r.error_message = Some(sb(e.to_string()));
+            }
+        }
+        resp.responses.push(r);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn create_partitions(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: CreatePartitionsRequest,
+) -> Option<CreatePartitionsResponse> {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in &req.topics {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let result: Result<(), (i16, String)> = async {
+            let name = TopicName::new(t.name.0.as_str()).map_err(|e| (code::INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+            let info = ctx
+                .broker
+                .topic_info(&name)
+                .await
+                .map_err(|e| (data_code(&e), e.to_string()))?;
+            if t.count <= info.partitions {
+                return Err((
+                    code::INVALID_PARTITIONS,
+                    format!("topic has {} partitions; the count can only grow", info.partitions),
+                ));
+            }
+            if req.validate_only {
+                return Ok(());
+            }
+            ctx.broker
+                .add_partitions(&name, t.count - info.partitions)
+                .await
+                .map(|_| ())
+                .map_err(|e| (code::INVALID_PARTITIONS, e.to_string()))
+        }
+        .await;
+        if let Err((err, msg)) = result {
+            r.error_code = err;
+            r.error_message = Some(sb(msg));
+        }
+        resp.results.push(r);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn delete_records(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: DeleteRecordsRequest,
+) -> Option<DeleteRecordsResponse> {
+    let mut resp = DeleteRecordsResponse::default();
+    for t in &req.topics {
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        let name = TopicName::new(t.name.0.as_str());
+        for p in &t.partitions {
+            let mut pr = DeleteRecordsPartitionResult::default();
+            pr.partition_index = p.partition_index;
+            pr.low_watermark = -1;
+            let before = (p.offset >= 0).then_some(p.offset);
+            match &name {
+                Ok(name) => match ctx.broker.delete_records(name, p.partition_index, before).await {
+                    Ok(start) => pr.low_watermark = start,
+                    Err(e) => pr.error_code = data_code(&e),
+                },
+                Err(_) => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn topic_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("retention.ms", info.retention_ms.unwrap_or(-1).to_string()),
+        ("retention.bytes", info.retention_bytes.unwrap_or(-1).to_string()),
+        ("max.message.bytes", info.max_message_bytes.to_string()),
+        ("segment.records", info.segment_records.to_string()),
+        ("cleanup.policy", "delete".to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
+        ("min.insync.replicas", "1".to_string()),
+    ]
+}
+
+pub(crate) async fn describe_configs(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: DescribeConfigsRequest,
+) -> Option<DescribeConfigsResponse> {
+    let mut resp = DescribeConfigsResponse::default();
+    for res in &req.resources {
+        let mut r = DescribeConfigsResult::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        let entries: Result<Vec<(&'static str, String)>, (i16, String)> = match res.resource_type {
+            RESOURCE_TOPIC => match TopicName::new(res.resource_name.as_str()) {
+                Ok(name) => match ctx.broker.topic_info(&name).await {
+                    Ok(info) => Ok(topic_configs(&info)),
+                    Err(e) => Err((data_code(&e), e.to_string())),
+                },
+                Err(e) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
+            },
+            RESOURCE_BROKER => Ok(vec![
+                ("auto.create.topics.enable", ctx.config.auto_create_topics.to_string()),
+                ("num.partitions", ctx.config.default_partitions.to_string()),
+                ("socket.request.max.bytes", ctx.config.max_frame_bytes.to_string()),
+            ]),
+            other => Err((code::INVALID_REQUEST, format!("resource type {other} is not supported"))),
+        };
+        match entries {
+            Ok(entries) => {
+                let wanted = res.configuration_keys.as_ref();
+                r.configs = entries
+                    .into_iter()
+                    .filter(|(k, _)| wanted.is_none_or(|w| w.is_empty() || w.iter().any(|x| x.as_str() == *k)))
+                    .map(|(k, val)| {
+                        let mut c = DescribeConfigsResourceResult::default();
+                        c.name = sb(k);
+                        c.value = Some(sb(val));
+                        c.read_only = true;
+                        c.config_source = 5; // DEFAULT_CONFIG
+                        c
+                    })
+                    .collect();
+            }
+            Err((err, msg)) => {
+                r.error_code = err;
+                r.error_message = Some(sb(msg));
+            }
+        }
+        resp.results.push(r);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn init_producer_id(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: InitProducerIdRequest,
+) -> Option<InitProducerIdResponse> {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+        resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return Some(resp);
+    }
+    // A producer that presents its id asks for a new epoch of it.
+    if req.producer_id.0 >= 0 && (0..i16::MAX).contains(&req.producer_epoch) {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch + 1;
+        return Some(resp);
+    }
+    match ctx.broker.init_producer_id().await {
+        Ok((id, epoch)) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = epoch;
+        }
+        Err(e) => resp.error_code = data_code(&e),
+    }
+    Some(resp)
+}

@@ -1,0 +1,105 @@
+//! Fetch: every asked partition read through the library in one call,
+//! which long-polls across all of them for `min_bytes` up to `max_wait`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use pgbroker::{ManyLimits, PartitionRead, TopicName};
+
+use crate::codec::encode_batch;
+use crate::dispatch::ReqInfo;
+use crate::errors::{code, data_code};
+use crate::metrics;
+use crate::server::Ctx;
+
+/// Most records returned per partition by one fetch.
+const MAX_RECORDS_PER_PARTITION: usize = 10_000;
+/// Longest wait honoured, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, _info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+    // Partitions in request order; names that fail validation are answered
+    // without a read.
+    let mut reads = Vec::new();
+    let mut slots: Vec<(usize, i32, Option<usize>)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = TopicName::new(t.topic.0.as_str()).ok();
+        for p in &t.partitions {
+            let slot = name.as_ref().map(|n| {
+                reads.push(PartitionRead {
+                    topic: n.clone(),
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1),
+                });
+                reads.len() - 1
+            });
+            slots.push((ti, p.partition, slot));
+        }
+    }
+    let limits = ManyLimits {
+        min_bytes: usize::try_from(req.min_bytes).unwrap_or(0),
+        max_bytes: usize::try_from(req.max_bytes).unwrap_or(usize::MAX).max(1),
+        max_records: MAX_RECORDS_PER_PARTITION,
+        max_wait: Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP),
+    };
+    let results = ctx.broker.fetch_many(&reads, limits).await;
+    let mut resp = FetchResponse::default();
+    resp.responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut r = FetchableTopicResponse::default();
+            r.topic = t.topic.clone();
+            r
+        })
+        .collect();
+    for (ti, partition, slot) in slots {
+        let mut pd = PartitionData::default();
+        pd.partition_index = partition;
+        pd.high_watermark = -1;
+        pd.last_stable_offset = -1;
+        pd.log_start_offset = -1;
+        pd.preferred_read_replica = BrokerId(-1);
+        match slot.and_then(|i| results.get(i)) {
+            None => pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            Some(Ok(r)) => {
+                pd.high_watermark = r.high_watermark;
+                pd.last_stable_offset = r.high_watermark;
+                if v >= 5 {
+                    pd.log_start_offset = r.log_start_offset;
+                }
+                if !r.records.is_empty() {
+                    let mut buf = Vec::new();
+                    encode_batch(&mut buf, &r.records);
+                    metrics::fetched(req.topics[ti].topic.0.as_str(), r.records.len(), buf.len());
+                    pd.records = Some(Bytes::from(buf));
+                } else {
+                    pd.records = Some(Bytes::new());
+                }
+            }
+            Some(Err(e)) => {
+                pd.error_code = data_code(e);
+                if let pgbroker::Error::OffsetOutOfRange {
+                    log_start,
+                    high_watermark,
+                    ..
+                } = e
+                {
+                    pd.high_watermark = *high_watermark;
+                    if v >= 5 {
+                        pd.log_start_offset = *log_start;
+                    }
+                }
+                metrics::api_error("Fetch", pd.error_code);
+            }
+        }
+        if let Some(t) = resp.responses.get_mut(ti) {
+            t.partitions.push(pd);
+        }
+    }
+    Some(resp)
+}

@@ -1,0 +1,312 @@
+//! Consumer groups over Kafka's classic protocol: each request is one
+//! library call on the coordinator, whose state is all in Postgres.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use pgbroker::{ClassicJoinRequest, Error};
+
+use super::{group_id, sb};
+use crate::dispatch::ReqInfo;
+use crate::errors::{code, group_code};
+use crate::server::Ctx;
+
+fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+pub(crate) async fn join_group(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    info: &ReqInfo<'_>,
+    req: JoinGroupRequest,
+) -> Option<JoinGroupResponse> {
+    let mut resp = JoinGroupResponse::default();
+    resp.generation_id = -1;
+    resp.member_id = req.member_id.clone();
+    if v < 7 {
+        resp.protocol_name = Some(sb(""));
+    }
+    let group = match group_id(&req.group_id.0) {
+        Ok(g) => g,
+        Err(_) => {
+            resp.error_code = code::INVALID_GROUP_ID;
+            return Some(resp);
+        }
+    };
+    let join = ClassicJoinRequest {
+        group,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: info.client_id().to_string(),
+        client_host: format!("/{}", info.peer.ip()),
+        session_timeout: millis(req.session_timeout_ms),
+        rebalance_timeout: if v >= 1 {
+            millis(req.rebalance_timeout_ms)
+        } else {
+            millis(req.session_timeout_ms)
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.to_vec()))
+            .collect(),
+        require_known_member_id: v >= 4 && req.member_id.is_empty(),
+    };
+    match ctx.broker.classic_join(&join).await {
+        Ok(j) => {
+            resp.generation_id = j.generation;
+            if v >= 7 {
+                resp.protocol_type = Some(sb(j.protocol_type));
+            }
+            resp.protocol_name = Some(sb(j.protocol_name));
+            resp.leader = sb(j.leader);
+            resp.member_id = sb(j.member_id);
+            resp.members = j
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut rm = JoinGroupResponseMember::default();
+                    rm.member_id = sb(m.member_id);
+                    if v >= 5 {
+                        rm.group_instance_id = m.group_instance_id.map(sb);
+                    }
+                    rm.metadata = Bytes::from(m.metadata);
+                    rm
+                })
+                .collect();
+        }
+        Err(Error::MemberIdRequired { member_id }) => {
+            resp.error_code = code::MEMBER_ID_REQUIRED;
+            resp.member_id = sb(member_id);
+        }
+        Err(e) => resp.error_code = group_code(&e),
+    }
+    Some(resp)
+}
+
+pub(crate) async fn sync_group(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: SyncGroupRequest,
+) -> Option<SyncGroupResponse> {
+    let mut resp = SyncGroupResponse::default();
+    let group = match group_id(&req.group_id.0) {
+        Ok(g) => g,
+        Err(_) => {
+            resp.error_code = code::INVALID_GROUP_ID;
+            return Some(resp);
+        }
+    };
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
+        .collect();
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    match ctx
+        .broker
+        .classic_sync(
+            &group,
+            req.member_id.as_str(),
+            req.generation_id,
+            instance.as_deref(),
+            assignments,
+        )
+        .await
+    {
+        Ok(bytes) => {
+            resp.assignment = Bytes::from(bytes);
+            if v >= 5 {
+                resp.protocol_type = req.protocol_type.clone();
+                resp.protocol_name = req.protocol_name.clone();
+            }
+        }
+        Err(e) => resp.error_code = group_code(&e),
+    }
+    Some(resp)
+}
+
+pub(crate) async fn heartbeat(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: HeartbeatRequest,
+) -> Option<HeartbeatResponse> {
+    let mut resp = HeartbeatResponse::default();
+    resp.error_code = match group_id(&req.group_id.0) {
+        Err(_) => code::INVALID_GROUP_ID,
+        Ok(group) => {
+            let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+            match ctx
+                .broker
+                .classic_heartbeat(&group, req.member_id.as_str(), req.generation_id, instance.as_deref())
+                .await
+            {
+                Ok(()) => code::NONE,
+                Err(e) => group_code(&e),
+            }
+        }
+    };
+    Some(resp)
+}
+
+pub(crate) async fn leave_group(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: LeaveGroupRequest,
+) -> Option<LeaveGroupResponse> {
+    let mut resp = LeaveGroupResponse::default();
+    let group = match group_id(&req.group_id.0) {
+        Ok(g) => g,
+        Err(_) => {
+            resp.error_code = code::INVALID_GROUP_ID;
+            return Some(resp);
+        }
+    };
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    match ctx.broker.classic_leave(&group, &members).await {
+        Ok(results) => {
+            if v >= 3 {
+                resp.members = members
+                    .iter()
+                    .zip(&results)
+                    .map(|((id, instance), r)| {
+                        let mut m = MemberResponse::default();
+                        m.member_id = sb(id.clone());
+                        m.group_instance_id = instance.clone().map(sb);
+                        m.error_code = r.as_ref().err().map_or(code::NONE, group_code);
+                        m
+                    })
+                    .collect();
+            } else if let Some(Err(e)) = results.first() {
+                resp.error_code = group_code(e);
+            }
+        }
+        Err(e) => resp.error_code = group_code(&e),
+    }
+    Some(resp)
+}
+
+pub(crate) async fn list_groups(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: ListGroupsRequest,
+) -> Option<ListGroupsResponse> {
+    let mut resp = ListGroupsResponse::default();
+    match ctx.broker.list_groups_detailed().await {
+        Ok(groups) => {
+            resp.groups = groups
+                .into_iter()
+                .filter(|g| {
+                    v < 4 || req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str() == g.state)
+                })
+                .map(|g| {
+                    let mut l = ListedGroup::default();
+                    l.group_id = sb(g.group.to_string()).into();
+                    l.protocol_type = sb(g.protocol_type);
+                    if v >= 4 {
+                        l.group_state = sb(g.state);
+                    }
+                    l
+                })
+                .collect();
+        }
+        Err(e) => resp.error_code = group_code(&e),
+    }
+    Some(resp)
+}
+
+pub(crate) async fn describe_groups(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: DescribeGroupsRequest,
+) -> Option<DescribeGroupsResponse> {
+    let mut resp = DescribeGroupsResponse::default();
+    for name in &req.groups {
+        let mut d = DescribedGroup::default();
+        d.group_id = name.clone();
+        let described = match group_id(&name.0) {
+            Ok(g) => ctx.broker.describe_classic_group(&g).await,
+            Err(e) => Err(e),
+        };
+        match described {
+            Ok(g) => {
+                d.group_state = sb(g.state);
+                d.protocol_type = sb(g.protocol_type);
+                d.protocol_data = sb(g.protocol_name);
+                d.members = g
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut dm = DescribedGroupMember::default();
+                        dm.member_id = sb(m.member_id);
+                        if v >= 4 {
+                            dm.group_instance_id = m.group_instance_id.map(sb);
+                        }
+                        dm.client_id = sb(m.client_id);
+                        dm.client_host = sb(m.client_host);
+                        dm.member_metadata = Bytes::from(m.metadata);
+                        dm.member_assignment = Bytes::from(m.assignment);
+                        dm
+                    })
+                    .collect();
+            }
+            // Kafka describes a group it does not know as Dead, not as an error.
+            Err(Error::UnknownGroup(_)) => d.group_state = sb("Dead"),
+            Err(e) => d.error_code = group_code(&e),
+        }
+        resp.groups.push(d);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn delete_groups(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: DeleteGroupsRequest,
+) -> Option<DeleteGroupsResponse> {
+    let mut resp = DeleteGroupsResponse::default();
+    for name in &req.groups_names {
+        let mut r = DeletableGroupResult::default();
+        r.group_id = name.clone();
+        r.error_code = match group_id(&name.0) {
+            Err(_) => code::INVALID_GROUP_ID,
+            Ok(g) => match ctx.broker.delete_group(&g).await {
+                Ok(()) => code::NONE,
+                Err(e) => group_code(&e),
+            },
+        };
+        resp.results.push(r);
+    }
+    Some(resp)
+}

@@ -1,0 +1,214 @@
+//! ApiVersions, Metadata and FindCoordinator: what a client asks before
+//! anything else.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest, MetadataResponse,
+};
+use pgbroker::{Error, TopicConfig, TopicInfo};
+
+use super::{pick, sb, topic_name};
+use crate::dispatch::api_list;
+use crate::dispatch::ReqInfo;
+use crate::errors::{code, data_code};
+use crate::server::Ctx;
+
+pub(crate) async fn api_versions(
+    _ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    _req: ApiVersionsRequest,
+) -> Option<ApiVersionsResponse> {
+    let mut resp = ApiVersionsResponse::default();
+    resp.api_keys = api_list();
+    Some(resp)
+}
+
+/// Looks a topic up, creating it when auto-creation is on and allowed.
+pub(crate) async fn topic_or_create(ctx: &Ctx, name: &pgbroker::TopicName, allow: bool) -> pgbroker::Result<TopicInfo> {
+    match ctx.broker.topic_info(name).await {
+        Err(Error::UnknownTopic(_)) if allow && ctx.config.auto_create_topics => {
+            let config = TopicConfig {
+                partitions: ctx.config.default_partitions,
+                ..TopicConfig::default()
+            };
+            match ctx.broker.create_topic(name, &config).await {
+                Ok(info) => {
+                    tracing::info!(topic = %name, "topic auto-created");
+                    Ok(info)
+                }
+                Err(Error::TopicExists(_)) => ctx.broker.topic_info(name).await,
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+pub(crate) async fn metadata(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: MetadataRequest,
+) -> Option<MetadataResponse> {
+    let nodes = ctx.live_nodes().await;
+    let mut resp = MetadataResponse::default();
+    resp.brokers = nodes
+        .iter()
+        .map(|n| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(n.node_id);
+            b.host = sb(n.host.clone());
+            b.port = n.port;
+            if v >= 1 {
+                b.rack = n.rack.clone().map(sb);
+            }
+            b
+        })
+        .collect();
+    if v >= 2 {
+        resp.cluster_id = Some(sb(format!("pgbroker-{}", ctx.broker.schema())));
+    }
+    if v >= 1 {
+        resp.controller_id = BrokerId(nodes.first().map_or(ctx.node_id, |n| n.node_id));
+    }
+    // Version 0 asks for every topic with an empty list; later versions
+    // with a null one.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && v == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        match ctx.broker.list_topics().await {
+            Ok(list) => topics.extend(list.into_iter().map(|t| topic_entry(ctx, v, &nodes, Ok(t), None))),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata: listing topics failed");
+                resp.error_code = data_code(&e);
+            }
+        }
+    } else {
+        let allow = req.allow_auto_topic_creation || v < 4;
+        for t in req.topics.iter().flatten() {
+            let Some(raw) = &t.name else { continue };
+            let info = match topic_name(&raw.0) {
+                Ok(name) => topic_or_create(ctx, &name, allow).await,
+                Err(e) => Err(e),
+            };
+            topics.push(topic_entry(ctx, v, &nodes, info, Some(raw.0.to_string())));
+        }
+    }
+    resp.topics = topics;
+    Some(resp)
+}
+
+fn topic_entry(
+    ctx: &Ctx,
+    v: i16,
+    nodes: &[pgbroker::Node],
+    info: pgbroker::Result<TopicInfo>,
+    asked: Option<String>,
+) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    match info {
+        Ok(info) => {
+            let name = info.name.to_string();
+            t.name = Some(sb(name.clone()).into());
+            t.partitions = (0..info.partitions)
+                .map(|p| {
+                    let leader = pick(nodes, &name, p).map_or(ctx.node_id, |n| n.node_id);
+                    let mut mp = MetadataResponsePartition::default();
+                    mp.partition_index = p;
+                    mp.leader_id = BrokerId(leader);
+                    if v >= 7 {
+                        mp.leader_epoch = 0;
+                    }
+                    mp.replica_nodes = vec![BrokerId(leader)];
+                    mp.isr_nodes = vec![BrokerId(leader)];
+                    mp
+                })
+                .collect();
+        }
+        Err(e) => {
+            t.name = asked.map(|a| sb(a).into());
+            t.error_code = match e {
+                Error::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                other => data_code(&other),
+            };
+        }
+    }
+    t
+}
+
+pub(crate) async fn find_coordinator(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: FindCoordinatorRequest,
+) -> Option<FindCoordinatorResponse> {
+    let nodes = ctx.live_nodes().await;
+    let keys: Vec<String> = if v >= 4 {
+        req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+    } else {
+        vec![req.key.to_string()]
+    };
+    let found: Vec<(String, i16, Option<pgbroker::Node>)> = keys
+        .into_iter()
+        .map(|k| {
+            if req.key_type != 0 {
+                return (k, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None);
+            }
+            let node = pick(&nodes, &k, 0).cloned().unwrap_or_else(|| ctx.self_node());
+            (k, code::NONE, Some(node))
+        })
+        .collect();
+    let mut resp = FindCoordinatorResponse::default();
+    if v >= 4 {
+        resp.coordinators = found
+            .into_iter()
+            .map(|(k, err, node)| {
+                let mut c = Coordinator::default();
+                c.key = sb(k);
+                c.error_code = err;
+                fill(&mut c.node_id, &mut c.host, &mut c.port, node.as_ref());
+                if err != code::NONE {
+                    c.error_message = Some(sb("transactions are not supported"));
+                }
+                c
+            })
+            .collect();
+    } else if let Some((_, err, node)) = found.into_iter().next() {
+        resp.error_code = err;
+        fill(&mut resp.node_id, &mut resp.host, &mut resp.port, node.as_ref());
+        if err != code::NONE && v >= 1 {
+            resp.error_message = Some(sb("transactions are not supported"));
+        }
+    }
+    Some(resp)
+}
+
+fn fill(
+    id: &mut BrokerId,
+    host: &mut kafka_protocol::protocol::StrBytes,
+    port: &mut i32,
+    node: Option<&pgbroker::Node>,
+) {
+    match node {
+        Some(n) => {
+            *id = BrokerId(n.node_id);
+            *host = sb(n.host.clone());
+            *port = n.port;
+        }
+        None => {
+            *id = BrokerId(-1);
+            *host = sb("");
+            *port = -1;
+        }
+    }
+}

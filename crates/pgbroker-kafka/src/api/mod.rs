@@ -1,0 +1,42 @@
+//! One module per family of Kafka APIs. Each handler takes the decoded
+//! request and returns the response to encode (`None`: no answer is due).
+
+pub(crate) mod admin;
+pub(crate) mod fetch;
+pub(crate) mod groups;
+pub(crate) mod meta;
+pub(crate) mod offsets;
+pub(crate) mod produce;
+
+use kafka_protocol::protocol::StrBytes;
+use pgbroker::{GroupId, Node, TopicName};
+
+/// A wire string as an owned `StrBytes`.
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// A topic name from the wire, validated by the library's rules.
+pub(crate) fn topic_name(s: &StrBytes) -> pgbroker::Result<TopicName> {
+    TopicName::new(s.as_str())
+}
+
+/// A group id from the wire, validated by the library's rules.
+pub(crate) fn group_id(s: &StrBytes) -> pgbroker::Result<GroupId> {
+    GroupId::new(s.as_str())
+}
+
+/// A stable spread of keys over nodes: FNV-1a of the key.
+pub(crate) fn pick<'a>(nodes: &'a [Node], key: &str, extra: i32) -> Option<&'a Node> {
+    if nodes.is_empty() {
+        return None;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = h.wrapping_add(u64::from(extra.unsigned_abs()));
+    let i = usize::try_from(h % nodes.len() as u64).unwrap_or(0);
+    nodes.get(i)
+}

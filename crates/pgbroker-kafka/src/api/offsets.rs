@@ -1,0 +1,275 @@
+//! ListOffsets, OffsetForLeaderEpoch, OffsetCommit and OffsetFetch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, TopicName};
+
+use super::{group_id, sb};
+use crate::dispatch::ReqInfo;
+use crate::errors::{code, data_code, group_code};
+use crate::server::Ctx;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub(crate) async fn list_offsets(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: ListOffsetsRequest,
+) -> Option<ListOffsetsResponse> {
+    let mut resp = ListOffsetsResponse::default();
+    for t in &req.topics {
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        let topic = TopicName::new(t.name.0.as_str());
+        for p in &t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            if v >= 4 {
+                pr.leader_epoch = 0;
+            }
+            match &topic {
+                Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
+                    Ok((ts, off)) => {
+                        pr.timestamp = ts;
+                        pr.offset = off;
+                    }
+                    Err(e) => pr.error_code = data_code(&e),
+                },
+                Err(_) => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+/// `(timestamp, offset)` for a ListOffsets target: latest, earliest, or
+/// the first record at or after a time (`(-1, -1)` when there is none, as
+/// Kafka answers).
+async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> pgbroker::Result<(i64, i64)> {
+    match target {
+        LATEST => Ok((
+            -1,
+            ctx.broker.resolve_offset(topic, partition, OffsetSpec::Latest).await?,
+        )),
+        EARLIEST => Ok((
+            -1,
+            ctx.broker
+                .resolve_offset(topic, partition, OffsetSpec::Earliest)
+                .await?,
+        )),
+        ts if ts >= 0 => {
+            let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ts).unwrap_or(0));
+            let off = ctx
+                .broker
+                .resolve_offset(topic, partition, OffsetSpec::Timestamp(at))
+                .await?;
+            let one = FetchLimits {
+                max_records: 1,
+                ..FetchLimits::default()
+            };
+            let found = ctx.broker.fetch(topic, partition, off, one).await?;
+            Ok(match found.records.first() {
+                Some(r) => (pgbroker::timestamp_ms(r), r.offset),
+                None => (-1, -1),
+            })
+        }
+        _ => Err(pgbroker::Error::Invalid {
+            what: "list offsets timestamp",
+            reason: format!("{target} is not supported"),
+        }),
+    }
+}
+
+pub(crate) async fn offset_for_leader_epoch(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: OffsetForLeaderEpochRequest,
+) -> Option<OffsetForLeaderEpochResponse> {
+    // Every partition has had one leader epoch, 0, for its whole life.
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in &req.topics {
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic.clone();
+        let topic = TopicName::new(t.topic.0.as_str());
+        for p in &t.partitions {
+            let mut e = EpochEndOffset::default();
+            e.partition = p.partition;
+            e.leader_epoch = -1;
+            e.end_offset = -1;
+            match &topic {
+                Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
+                    Ok(hw) => {
+                        e.leader_epoch = 0;
+                        e.end_offset = hw;
+                    }
+                    Err(err) => e.error_code = data_code(&err),
+                },
+                Err(_) => e.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            }
+            tr.partitions.push(e);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn offset_commit(
+    ctx: &Arc<Ctx>,
+    _v: i16,
+    _info: &ReqInfo<'_>,
+    req: OffsetCommitRequest,
+) -> Option<OffsetCommitResponse> {
+    // Partitions the library cannot take are answered one by one; the rest
+    // are committed together, fenced by member and generation.
+    let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    let mut offsets = Vec::new();
+    for t in &req.topics {
+        let topic = TopicName::new(t.name.0.as_str());
+        for p in &t.partitions {
+            let key = (t.name.0.to_string(), p.partition_index);
+            match &topic {
+                Ok(topic)
+                    if ctx
+                        .broker
+                        .topic_info(topic)
+                        .await
+                        .is_ok_and(|i| p.partition_index < i.partitions && p.partition_index >= 0) =>
+                {
+                    offsets.push(OffsetCommit {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset.max(0),
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    });
+                }
+                _ => {
+                    errors.insert(key, code::UNKNOWN_TOPIC_OR_PARTITION);
+                }
+            }
+        }
+    }
+    let shared = match group_id(&req.group_id.0) {
+        Err(_) => code::INVALID_GROUP_ID,
+        Ok(_) if offsets.is_empty() => code::NONE,
+        Ok(group) => match ctx
+            .broker
+            .commit_offsets_classic(
+                &group,
+                req.member_id.as_str(),
+                req.generation_id_or_member_epoch,
+                &offsets,
+            )
+            .await
+        {
+            Ok(()) => code::NONE,
+            Err(e) => group_code(&e),
+        },
+    };
+    let mut resp = OffsetCommitResponse::default();
+    for t in &req.topics {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = *errors
+                .get(&(t.name.0.to_string(), p.partition_index))
+                .unwrap_or(&shared);
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+pub(crate) async fn offset_fetch(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: OffsetFetchRequest,
+) -> Option<OffsetFetchResponse> {
+    let mut resp = OffsetFetchResponse::default();
+    let group = match group_id(&req.group_id.0) {
+        Ok(g) => g,
+        Err(_) => {
+            if v >= 2 {
+                resp.error_code = code::INVALID_GROUP_ID;
+            }
+            return Some(resp);
+        }
+    };
+    let committed = match ctx.broker.all_committed_offsets(&group).await {
+        Ok(c) => c,
+        Err(e) => {
+            if v >= 2 {
+                resp.error_code = group_code(&e);
+            }
+            return Some(resp);
+        }
+    };
+    let by_tp: BTreeMap<(String, i32), (i64, Option<String>)> = committed
+        .into_iter()
+        .map(|(t, c)| ((t.to_string(), c.partition), (c.offset, c.metadata)))
+        .collect();
+    let entry = |partition: i32, found: Option<&(i64, Option<String>)>| {
+        let mut p = OffsetFetchResponsePartition::default();
+        p.partition_index = partition;
+        p.committed_leader_epoch = -1;
+        match found {
+            Some((off, meta)) => {
+                p.committed_offset = *off;
+                p.metadata = Some(sb(meta.clone().unwrap_or_default()));
+            }
+            None => {
+                p.committed_offset = -1;
+                p.metadata = Some(sb(""));
+            }
+        }
+        p
+    };
+    match &req.topics {
+        Some(topics) => {
+            for t in topics {
+                let mut tr = OffsetFetchResponseTopic::default();
+                tr.name = t.name.clone();
+                for &p in &t.partition_indexes {
+                    tr.partitions.push(entry(p, by_tp.get(&(t.name.0.to_string(), p))));
+                }
+                resp.topics.push(tr);
+            }
+        }
+        None => {
+            let mut current: Option<OffsetFetchResponseTopic> = None;
+            for ((topic, p), found) in &by_tp {
+                if current.as_ref().is_none_or(|c| c.name.0.as_str() != topic) {
+                    resp.topics.extend(current.take());
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = sb(topic.clone()).into();
+                    current = Some(tr);
+                }
+                if let Some(c) = current.as_mut() {
+                    c.partitions.push(entry(*p, Some(found)));
+                }
+            }
+            resp.topics.extend(current);
+        }
+    }
+    Some(resp)
+}

@@ -1,0 +1,159 @@
+//! Produce: record batches decoded and bounded here, appended by the
+//! library, one library call per partition, partitions in parallel.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use pgbroker::{ProducerBatch, Record, TopicName};
+
+use super::sb;
+use crate::codec::{decode_batches, BatchLimits, DecodedBatch};
+use crate::dispatch::ReqInfo;
+use crate::errors::{batch_code, code, data_code};
+use crate::metrics;
+use crate::server::Ctx;
+
+/// Most records accepted in one partition's data of one request.
+const MAX_RECORDS_PER_PARTITION: usize = 1_000_000;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+
+/// Result of one partition: error code, base offset, log start, message.
+type PartitionOutcome = (i16, i64, Option<String>);
+
+pub(crate) async fn produce(
+    ctx: &Arc<Ctx>,
+    v: i16,
+    _info: &ReqInfo<'_>,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let refuse_all = if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+        Some((
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported",
+        ))
+    } else if !matches!(acks, -1..=1) {
+        Some((INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
+    } else {
+        None
+    };
+    let mut work = Vec::new();
+    for topic in &req.topic_data {
+        for p in &topic.partition_data {
+            work.push((topic.name.0.clone(), p.index, p.records.clone()));
+        }
+    }
+    let outcomes = join_all(work.iter().map(|(name, partition, records)| async move {
+        if let Some((err, msg)) = refuse_all {
+            return (err, -1, Some(msg.to_string()));
+        }
+        produce_partition(ctx, name.as_str(), *partition, records.as_deref()).await
+    }))
+    .await;
+    if acks == 0 {
+        return None;
+    }
+    let mut resp = ProduceResponse::default();
+    let mut outcomes = outcomes.into_iter();
+    for topic in &req.topic_data {
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        for p in &topic.partition_data {
+            let (err, base, msg) = outcomes.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, None));
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = p.index;
+            pr.error_code = err;
+            pr.base_offset = base;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
+            if v >= 8 {
+                pr.error_message = msg.map(sb);
+            }
+            if err != code::NONE {
+                metrics::api_error("Produce", err);
+            }
+            t.partition_responses.push(pr);
+        }
+        resp.responses.push(t);
+    }
+    Some(resp)
+}
+
+async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Option<&[u8]>) -> PartitionOutcome {
+    let topic = match TopicName::new(name) {
+        Ok(t) => t,
+        Err(e) => return (code::INVALID_TOPIC_EXCEPTION, -1, Some(e.to_string())),
+    };
+    let Some(raw) = records else {
+        return (code::CORRUPT_MESSAGE, -1, Some("no records".to_string()));
+    };
+    let limits = BatchLimits {
+        max_decompressed: ctx.config.max_decompressed_bytes,
+        max_records: MAX_RECORDS_PER_PARTITION,
+    };
+    let batches = match decode_batches(raw, limits) {
+        Ok(b) => b,
+        Err(e) => return (batch_code(&e), -1, Some(e.to_string())),
+    };
+    if batches.iter().any(|b| b.transactional) {
+        return (
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            -1,
+            Some("transactions are not supported".to_string()),
+        );
+    }
+    let bytes: usize = batches.iter().flat_map(|b| &b.records).map(Record::size).sum();
+    let count: usize = batches.iter().map(|b| b.records.len()).sum();
+    let result = if batches.iter().any(|b| b.producer_id >= 0) {
+        append_idempotent(ctx, &topic, partition, batches).await
+    } else {
+        let records: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
+        ctx.broker
+            .produce(&topic, Some(partition), &records)
+            .await
+            .map(|pos| pos.first().map_or(-1, |p| p.offset))
+    };
+    match result {
+        Ok(base) => {
+            metrics::produced(name, count, bytes);
+            (code::NONE, base, None)
+        }
+        Err(e) => {
+            if e.is_retriable() {
+                tracing::warn!(topic = %topic, partition, error = %e, "produce failed");
+            }
+            (data_code(&e), -1, Some(e.to_string()))
+        }
+    }
+}
+
+/// Batches of idempotent producers go one at a time through the sequence
+/// check; the answer's base offset is the first batch's.
+async fn append_idempotent(
+    ctx: &Ctx,
+    topic: &TopicName,
+    partition: i32,
+    batches: Vec<DecodedBatch>,
+) -> pgbroker::Result<i64> {
+    let mut first = None;
+    for b in batches {
+        let base = if b.producer_id >= 0 {
+            let batch = ProducerBatch {
+                producer_id: b.producer_id,
+                epoch: b.producer_epoch,
+                base_sequence: b.base_sequence,
+            };
+            ctx.broker
+                .produce_idempotent(topic, partition, &b.records, batch)
+                .await?
+                .base_offset
+        } else {
+            let pos = ctx.broker.produce(topic, Some(partition), &b.records).await?;
+            pos.first().map_or(-1, |p| p.offset)
+        };
+        first.get_or_insert(base);
+    }
+    Ok(first.unwrap_or(-1))
+}

@@ -1,0 +1,364 @@
+//! Record batches (magic 2) to and from pgbroker records.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgbroker::{Header, Record, StoredRecord};
+
+use super::compression::decompress;
+use super::read::{put_varlong, Reader};
+
+/// Why a record batch was refused. Each maps to the Kafka error a broker
+/// would answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// Truncated, bad CRC, inconsistent lengths: CORRUPT_MESSAGE.
+    Corrupt(String),
+    /// Decompressed or counted beyond the configured limit: RECORD_LIST_TOO_LARGE.
+    TooLarge {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// Magic 0 or 1: UNSUPPORTED_FOR_MESSAGE_FORMAT.
+    UnsupportedMagic(i8),
+    /// An unknown codec number: UNSUPPORTED_COMPRESSION_TYPE.
+    UnsupportedCompression(i16),
+    /// A record that is well-formed but not acceptable (a header key that is
+    /// not UTF-8): INVALID_RECORD.
+    Invalid(String),
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Corrupt(m) => write!(f, "corrupt record batch: {m}"),
+            BatchError::TooLarge { limit } => write!(f, "record batch larger than {limit} bytes"),
+            BatchError::UnsupportedMagic(m) => write!(f, "message format v{m} is not supported"),
+            BatchError::UnsupportedCompression(c) => write!(f, "unknown compression codec {c}"),
+            BatchError::Invalid(m) => write!(f, "invalid record: {m}"),
+        }
+    }
+}
+
+/// Bounds applied while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most bytes a batch may decompress to.
+    pub max_decompressed: usize,
+    /// Most records in one produce request's partition data.
+    pub max_records: usize,
+}
+
+/// One decoded batch with its producer fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBatch {
+    /// Producer id, -1 when the producer is not idempotent.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record.
+    pub base_sequence: i32,
+    /// Part of a transaction.
+    pub transactional: bool,
+    /// The records, timestamps resolved.
+    pub records: Vec<Record>,
+}
+
+/// Bytes of the batch header after the length field.
+const HEADER_AFTER_LENGTH: usize = 49;
+/// Smallest possible encoded record (length, attributes, deltas, lengths).
+const MIN_RECORD_BYTES: usize = 7;
+
+/// Decodes every batch in a produce request's `records` field.
+pub fn decode_batches(buf: &[u8], limits: BatchLimits) -> Result<Vec<DecodedBatch>, BatchError> {
+    let mut r = Reader::new(buf);
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    while r.remaining() > 0 {
+        let _base_offset = r.i64("base offset")?;
+        let len = r.i32("batch length")?;
+        let len = usize::try_from(len).map_err(|_| BatchError::Corrupt(format!("batch length {len}")))?;
+        if len < HEADER_AFTER_LENGTH {
+            return Err(BatchError::Corrupt(format!("batch length {len} below the header size")));
+        }
+        let batch = r.bytes(len, "record batch")?;
+        let decoded = decode_one(batch, limits)?;
+        total += decoded.records.len();
+        if total > limits.max_records {
+            return Err(BatchError::TooLarge {
+                limit: limits.max_records,
+            });
+        }
+        out.push(decoded);
+    }
+    if out.is_empty() {
+        return Err(BatchError::Corrupt("no record batch".to_string()));
+    }
+    Ok(out)
+}
+
+fn decode_one(batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchError> {
+    let mut r = Reader::new(batch);
+    let _leader_epoch = r.i32("leader epoch")?;
+    let magic = r.i8("magic")?;
+    if magic != 2 {
+        return Err(BatchError::UnsupportedMagic(magic));
+    }
+    let crc = r.u32("crc")?;
+    let checked = &batch[9..];
+    if crc32c::crc32c(checked) != crc {
+        return Err(BatchError::Corrupt("CRC mismatch".to_string()));
+    }
+    let attributes = r.i16("attributes")?;
+    let _last_offset_delta = r.i32("last offset delta")?;
+    let base_ts = r.i64("base timestamp")?;
+    let _max_ts = r.i64("max timestamp")?;
+    let producer_id = r.i64("producer id")?;
+    let producer_epoch = r.i16("producer epoch")?;
+    let base_sequence = r.i32("base sequence")?;
+    let count = r.i32("record count")?;
+    let count = usize::try_from(count).map_err(|_| BatchError::Corrupt(format!("record count {count}")))?;
+    if count == 0 {
+        return Err(BatchError::Corrupt("empty batch".to_string()));
+    }
+    if count > limits.max_records {
+        return Err(BatchError::TooLarge {
+            limit: limits.max_records,
+        });
+    }
+    let log_append = attributes & 0x08 != 0;
+    let transactional = attributes & 0x10 != 0;
+    if attributes & 0x20 != 0 {
+        return Err(BatchError::Invalid("control batches cannot be produced".to_string()));
+    }
+    let codec = attributes & 0x07;
+    let body = r.bytes(r.remaining(), "records")?;
+    let inflated;
+    let body = if codec == 0 {
+        body
+    } else {
+        inflated = decompress(codec, body, limits.max_decompressed)?;
+        &inflated[..]
+    };
+    // Every record takes a few bytes at least: a count the body cannot
+    // hold is refused before anything is reserved for it.
+    if count > body.len() / MIN_RECORD_BYTES {
+        return Err(BatchError::Corrupt(format!(
+            "{count} records cannot fit in {} bytes",
+            body.len()
+        )));
+    }
+    let mut records = Vec::with_capacity(count);
+    let mut rr = Reader::new(body);
+    for _ in 0..count {
+        records.push(decode_record(&mut rr, base_ts, log_append)?);
+    }
+    if rr.remaining() != 0 {
+        return Err(BatchError::Corrupt("bytes after the last record".to_string()));
+    }
+    Ok(DecodedBatch {
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        transactional,
+        records,
+    })
+}
+
+fn decode_record(r: &mut Reader<'_>, base_ts: i64, log_append: bool) -> Result<Record, BatchError> {
+    let len = r.varint("record length")?;
+    let len = usize::try_from(len).map_err(|_| BatchError::Corrupt(format!("record length {len}")))?;
+    let mut rec = Reader::new(r.bytes(len, "record")?);
+    let _attributes = rec.i8("record attributes")?;
+    let ts_delta = rec.varlong("timestamp delta")?;
+    let _offset_delta = rec.varint("offset delta")?;
+    let key = rec.nullable_bytes("key")?.map(<[u8]>::to_vec);
+    let value = rec.nullable_bytes("value")?.map(<[u8]>::to_vec);
+    let n = rec.varint("header count")?;
+    let n = usize::try_from(n).map_err(|_| BatchError::Corrupt(format!("header count {n}")))?;
+    if n > rec.remaining() / 2 {
+        return Err(BatchError::Corrupt(format!("{n} headers cannot fit in the record")));
+    }
+    let mut headers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = rec
+            .nullable_bytes("header key")?
+            .ok_or_else(|| BatchError::Invalid("null header key".to_string()))?;
+        let key =
+            String::from_utf8(k.to_vec()).map_err(|_| BatchError::Invalid("header key is not UTF-8".to_string()))?;
+        let value = rec.nullable_bytes("header value")?.map(<[u8]>::to_vec);
+        headers.push(Header { key, value });
+    }
+    if rec.remaining() != 0 {
+        return Err(BatchError::Corrupt("bytes after a record's headers".to_string()));
+    }
+    let ts = base_ts.saturating_add(ts_delta);
+    let timestamp = if log_append || ts < 0 { None } else { Some(from_ms(ts)) };
+    Ok(Record {
+        key,
+        value,
+        headers,
+        timestamp,
+    })
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            put_varlong(out, i64::try_from(b.len()).unwrap_or(i64::MAX));
+            out.extend_from_slice(b);
+        }
+        None => put_varlong(out, -1),
+    }
+}
+
+/// Appends consecutive stored records as one uncompressed batch.
+pub fn encode_batch(out: &mut Vec<u8>, records: &[StoredRecord]) {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return;
+    };
+    let base_ts = to_ms(first.timestamp);
+    let max_ts = records.iter().map(|r| to_ms(r.timestamp)).max().unwrap_or(base_ts);
+    let mut body = Vec::with_capacity(records.len() * 64);
+    let mut rec = Vec::new();
+    for r in records {
+        rec.clear();
+        rec.push(0);
+        put_varlong(&mut rec, to_ms(r.timestamp) - base_ts);
+        put_varlong(&mut rec, r.offset - first.offset);
+        put_bytes(&mut rec, r.key.as_deref());
+        put_bytes(&mut rec, r.value.as_deref());
+        put_varlong(&mut rec, i64::try_from(r.headers.len()).unwrap_or(0));
+        for h in &r.headers {
+            put_bytes(&mut rec, Some(h.key.as_bytes()));
+            put_bytes(&mut rec, h.value.as_deref());
+        }
+        put_varlong(&mut body, i64::try_from(rec.len()).unwrap_or(0));
+        body.extend_from_slice(&rec);
+    }
+    let mut after_crc = Vec::with_capacity(40 + body.len());
+    after_crc.extend_from_slice(&0i16.to_be_bytes());
+    let last_delta = i32::try_from(last.offset - first.offset).unwrap_or(i32::MAX);
+    after_crc.extend_from_slice(&last_delta.to_be_bytes());
+    after_crc.extend_from_slice(&base_ts.to_be_bytes());
+    after_crc.extend_from_slice(&max_ts.to_be_bytes());
+    after_crc.extend_from_slice(&(-1i64).to_be_bytes());
+    after_crc.extend_from_slice(&(-1i16).to_be_bytes());
+    after_crc.extend_from_slice(&(-1i32).to_be_bytes());
+    after_crc.extend_from_slice(&i32::try_from(records.len()).unwrap_or(i32::MAX).to_be_bytes());
+    after_crc.extend_from_slice(&body);
+    let batch_len = i32::try_from(after_crc.len() + 9).unwrap_or(i32::MAX);
+    out.extend_from_slice(&first.offset.to_be_bytes());
+    out.extend_from_slice(&batch_len.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&crc32c::crc32c(&after_crc).to_be_bytes());
+    out.extend_from_slice(&after_crc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: BatchLimits = BatchLimits {
+        max_decompressed: 1 << 20,
+        max_records: 10_000,
+    };
+
+    fn stored(offset: i64, key: &str, value: &str) -> StoredRecord {
+        StoredRecord {
+            partition: 0,
+            offset,
+            timestamp: from_ms(1_700_000_000_000 + offset),
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: vec![
+                Header {
+                    key: "h".into(),
+                    value: Some(b"1".to_vec()),
+                },
+                Header {
+                    key: "h".into(),
+                    value: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn batches_round_trip_with_repeated_headers() {
+        let records = vec![stored(10, "a", "one"), stored(11, "b", "two")];
+        let mut buf = Vec::new();
+        encode_batch(&mut buf, &records);
+        let batches = decode_batches(&buf, LIMITS).expect("decodes");
+        assert_eq!(batches.len(), 1);
+        let got = &batches[0].records;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].key.as_deref(), Some(&b"b"[..]));
+        assert_eq!(got[1].headers, records[1].headers);
+        assert_eq!(got[1].timestamp, Some(records[1].timestamp));
+        assert_eq!(batches[0].producer_id, -1);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let mut buf = Vec::new();
+        encode_batch(&mut buf, &[stored(0, "k", "v")]);
+        let mut bad_crc = buf.clone();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        assert!(matches!(decode_batches(&bad_crc, LIMITS), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            decode_batches(&buf[..buf.len() - 3], LIMITS),
+            Err(BatchError::Corrupt(_))
+        ));
+        let mut magic1 = buf.clone();
+        magic1[16] = 1;
+        assert!(matches!(
+            decode_batches(&magic1, LIMITS),
+            Err(BatchError::UnsupportedMagic(1))
+        ));
+        assert!(decode_batches(&[], LIMITS).is_err());
+        // A record count far beyond what the bytes can hold.
+        let mut huge = buf.clone();
+        huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&huge[21..]);
+        huge[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode_batches(&huge, LIMITS).is_err());
+    }
+
+    #[test]
+    fn compressed_batches_decode_and_bombs_do_not() {
+        let mut plain = Vec::new();
+        encode_batch(&mut plain, &[stored(0, "k", "v"), stored(1, "k2", "v2")]);
+        let body = plain[61..].to_vec();
+        let rebuild = |codec_body: Vec<u8>, codec: i16| {
+            let mut b = plain[..61].to_vec();
+            b[21..23].copy_from_slice(&codec.to_be_bytes());
+            b.truncate(61);
+            b.extend_from_slice(&codec_body);
+            let len = i32::try_from(b.len() - 12).expect("small");
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            b
+        };
+        let gz = rebuild(super::super::compression::gzip(&body), 1);
+        let got = decode_batches(&gz, LIMITS).expect("gzip batch");
+        assert_eq!(got[0].records[1].value.as_deref(), Some(&b"v2"[..]));
+        let bomb = rebuild(super::super::compression::gzip(&vec![0u8; 4 << 20]), 1);
+        assert!(matches!(
+            decode_batches(&bomb, LIMITS),
+            Err(BatchError::TooLarge { .. })
+        ));
+    }
+}

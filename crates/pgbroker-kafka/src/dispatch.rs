@@ -1,0 +1,364 @@
+//! Request routing: the header is read, the version checked against what
+//! this server implements, the body decoded and handed to its API, and the
+//! answer encoded with the matching response header.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::api;
+use crate::errors::code;
+use crate::metrics;
+use crate::server::Ctx;
+
+/// Every API this server answers, with the versions it implements:
+/// `(api key, min, max)`. Versions are capped where a newer one needs
+/// something pgbroker does not have (topic ids in Fetch 13+ and Produce
+/// 10+, batched groups in OffsetFetch 8+, new consumer protocol fields).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
+];
+
+fn supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED_APIS
+        .iter()
+        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+/// The ApiVersions answer's list.
+pub(crate) fn api_list() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|(k, min, max)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = *min;
+            v.max_version = *max;
+            v
+        })
+        .collect()
+}
+
+/// What a handler knows of the request besides its body.
+pub(crate) struct ReqInfo<'a> {
+    /// The request header.
+    pub header: &'a RequestHeader,
+    /// The client's address.
+    pub peer: &'a SocketAddr,
+}
+
+impl ReqInfo<'_> {
+    /// The client id from the header, or an empty string.
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or("")
+    }
+}
+
+/// What went wrong before an API handler could answer. Decoding failures
+/// close the connection, as Kafka does; the others are answered.
+type Answer = Result<Option<BytesMut>, String>;
+
+/// Handles one frame; `Ok(None)` means no answer is due (produce with
+/// acks=0), `Err` closes the connection.
+pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr) -> Answer {
+    let mut raw = frame.clone();
+    let key = raw.get_i16();
+    let version = raw.get_i16();
+    let correlation_id = raw.get_i32();
+    let Ok(api) = ApiKey::try_from(key) else {
+        metrics::request("unknown", false, 0.0);
+        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+    };
+    if !supported(api, version) {
+        metrics::request(api_name(api), false, 0.0);
+        if api == ApiKey::ApiVersions {
+            // Answered in version 0, which every client can read, so that
+            // it retries with a version from the list.
+            let mut resp = ApiVersionsResponse::default();
+            resp.error_code = code::UNSUPPORTED_VERSION;
+            resp.api_keys = api_list();
+            return encode(correlation_id, 0, 0, &resp).map(Some);
+        }
+        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(|e| format!("{api:?} v{version} header: {e}"))?;
+    let started = Instant::now();
+    let answer = route(ctx, api, version, &header, body, peer).await;
+    metrics::request(api_name(api), answer.is_ok(), started.elapsed().as_secs_f64());
+    answer
+}
+
+/// A response of only a correlation id and an error code: what clients
+/// read for an API or version the server does not know.
+fn bare_error(correlation_id: i32, error: i16) -> BytesMut {
+    let mut b = BytesMut::with_capacity(6);
+    b.extend_from_slice(&correlation_id.to_be_bytes());
+    b.extend_from_slice(&error.to_be_bytes());
+    b
+}
+
+fn encode<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, resp: &R) -> Result<BytesMut, String> {
+    let mut buf = BytesMut::new();
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| format!("encoding response header: {e}"))?;
+    resp.encode(&mut buf, version)
+        .map_err(|e| format!("encoding response: {e}"))?;
+    Ok(buf)
+}
+
+/// Decodes the body as `$req`, runs `$handler`, encodes its answer.
+macro_rules! call {
+    ($ctx:expr, $api:expr, $version:expr, $header:expr, $peer:expr, $body:expr, $req:ty, $handler:path) => {{
+        let req = <$req>::decode(&mut $body, $version).map_err(|e| format!("{:?} v{}: {e}", $api, $version))?;
+        let info = ReqInfo {
+            header: $header,
+            peer: $peer,
+        };
+        match $handler($ctx, $version, &info, req).await {
+            Some(resp) => encode(
+                $header.correlation_id,
+                $api.response_header_version($version),
+                $version,
+                &resp,
+            )
+            .map(Some),
+            None => Ok(None),
+        }
+    }};
+}
+
+async fn route(ctx: &Arc<Ctx>, api: ApiKey, v: i16, h: &RequestHeader, mut body: Bytes, peer: &SocketAddr) -> Answer {
+    use kafka_protocol::messages as m;
+    match api {
+        ApiKey::ApiVersions => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::ApiVersionsRequest,
+            api::meta::api_versions
+        ),
+        ApiKey::Metadata => call!(ctx, api, v, h, peer, body, m::MetadataRequest, api::meta::metadata),
+        ApiKey::Produce => call!(ctx, api, v, h, peer, body, m::ProduceRequest, api::produce::produce),
+        ApiKey::Fetch => call!(ctx, api, v, h, peer, body, m::FetchRequest, api::fetch::fetch),
+        ApiKey::ListOffsets => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::ListOffsetsRequest,
+            api::offsets::list_offsets
+        ),
+        ApiKey::OffsetForLeaderEpoch => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::OffsetForLeaderEpochRequest,
+            api::offsets::offset_for_leader_epoch
+        ),
+        ApiKey::OffsetCommit => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::OffsetCommitRequest,
+            api::offsets::offset_commit
+        ),
+        ApiKey::OffsetFetch => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::OffsetFetchRequest,
+            api::offsets::offset_fetch
+        ),
+        ApiKey::FindCoordinator => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::FindCoordinatorRequest,
+            api::meta::find_coordinator
+        ),
+        ApiKey::JoinGroup => call!(ctx, api, v, h, peer, body, m::JoinGroupRequest, api::groups::join_group),
+        ApiKey::SyncGroup => call!(ctx, api, v, h, peer, body, m::SyncGroupRequest, api::groups::sync_group),
+        ApiKey::Heartbeat => call!(ctx, api, v, h, peer, body, m::HeartbeatRequest, api::groups::heartbeat),
+        ApiKey::LeaveGroup => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::LeaveGroupRequest,
+            api::groups::leave_group
+        ),
+        ApiKey::ListGroups => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::ListGroupsRequest,
+            api::groups::list_groups
+        ),
+        ApiKey::DescribeGroups => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::DescribeGroupsRequest,
+            api::groups::describe_groups
+        ),
+        ApiKey::DeleteGroups => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::DeleteGroupsRequest,
+            api::groups::delete_groups
+        ),
+        ApiKey::CreateTopics => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::CreateTopicsRequest,
+            api::admin::create_topics
+        ),
+        ApiKey::DeleteTopics => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::DeleteTopicsRequest,
+            api::admin::delete_topics
+        ),
+        ApiKey::CreatePartitions => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::CreatePartitionsRequest,
+            api::admin::create_partitions
+        ),
+        ApiKey::DeleteRecords => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::DeleteRecordsRequest,
+            api::admin::delete_records
+        ),
+        ApiKey::DescribeConfigs => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::DescribeConfigsRequest,
+            api::admin::describe_configs
+        ),
+        ApiKey::InitProducerId => call!(
+            ctx,
+            api,
+            v,
+            h,
+            peer,
+            body,
+            m::InitProducerIdRequest,
+            api::admin::init_producer_id
+        ),
+        other => Ok(Some(bare_error(h.correlation_id, {
+            let _ = other;
+            code::UNSUPPORTED_VERSION
+        }))),
+    }
+}
+
+/// The API's name as used in metrics and logs.
+pub(crate) fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        _ => "other",
+    }
+}

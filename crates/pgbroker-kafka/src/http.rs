@@ -1,0 +1,73 @@
+//! The HTTP listener: `/healthz` (200 only while Postgres answers) and
+//! `/metrics` in Prometheus text format, including consumer lag computed
+//! from Postgres at scrape time.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use pgbroker::Broker;
+
+use crate::server::Shutdown;
+
+/// Serves `/healthz` and `/metrics` on `addr` until `shutdown` fires.
+pub async fn serve_http(broker: Broker, addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
+    crate::metrics::handle();
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(broker);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(listen = %addr, "http listener up");
+    let mut stop = shutdown.subscribe();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn healthz(State(broker): State<Broker>) -> (StatusCode, &'static str) {
+    match tokio::time::timeout(Duration::from_secs(2), broker.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "postgres unreachable\n"),
+    }
+}
+
+async fn metrics(State(broker): State<Broker>) -> String {
+    let mut out = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
+    let (open, idle, max) = broker.pool_status();
+    let _ = writeln!(out, "# TYPE pgbroker_pool_connections gauge");
+    let _ = writeln!(out, "pgbroker_pool_connections{{state=\"open\"}} {open}");
+    let _ = writeln!(out, "pgbroker_pool_connections{{state=\"idle\"}} {idle}");
+    let _ = writeln!(out, "pgbroker_pool_connections{{state=\"max\"}} {max}");
+    if let Ok(groups) = broker.list_groups().await {
+        let _ = writeln!(out, "# TYPE pgbroker_consumer_lag gauge");
+        for g in groups {
+            let Ok(d) = broker.describe_group(&g).await else {
+                continue;
+            };
+            for p in d.partitions {
+                let _ = writeln!(
+                    out,
+                    "pgbroker_consumer_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                    escape(g.as_str()),
+                    escape(p.topic.as_str()),
+                    p.partition,
+                    p.lag
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Escapes a Prometheus label value.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,27 @@
+//! The Kafka wire-protocol front end of pgbroker.
+//!
+//! [`serve`] accepts Kafka clients on a TCP port and translates each request
+//! into calls on a [`pgbroker::Broker`]: produce and fetch go to the record
+//! log, group requests to the coordinator, offsets to the offsets table.
+//! Nothing is kept here that is not also in Postgres, so any number of these
+//! servers can run against one database, each serving every partition and
+//! every group.
+//!
+//! Requests are framed, bounded and decoded before any work: a frame over
+//! [`KafkaConfig::max_frame_bytes`] closes the connection, record batches are
+//! decoded by this crate's own bounded reader ([`decode_batches`]), and an
+//! unsupported API or version is answered with `UNSUPPORTED_VERSION`.
+
+mod api;
+mod codec;
+mod conn;
+mod dispatch;
+mod errors;
+mod http;
+mod metrics;
+mod server;
+
+pub use codec::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
+pub use dispatch::SUPPORTED_APIS;
+pub use http::serve_http;
+pub use server::{serve, serve_on, KafkaConfig, Shutdown};

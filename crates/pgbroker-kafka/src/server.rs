@@ -1,0 +1,208 @@
+//! The listener: accepts connections, registers this process as a broker
+//! node, keeps the registration fresh, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgbroker::{Broker, Node};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, RwLock};
+use tokio::task::JoinSet;
+
+use crate::conn;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Host clients are told to connect to (Metadata, FindCoordinator).
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: u16,
+    /// Largest request frame accepted; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// Most bytes one record batch may decompress to.
+    pub max_decompressed_bytes: usize,
+    /// Create unknown topics on Metadata or Produce, as Kafka's
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic.
+    pub default_partitions: i32,
+    /// A node not seen for this long is left out of Metadata.
+    pub node_ttl: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            max_frame_bytes: 100 << 20,
+            max_decompressed_bytes: 64 << 20,
+            auto_create_topics: false,
+            default_partitions: 1,
+            node_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Signals the server to stop; cloneable.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Asks the server to stop accepting and finish what is in flight.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+/// State shared by every connection of one server.
+pub(crate) struct Ctx {
+    pub broker: Broker,
+    pub config: KafkaConfig,
+    pub node_id: i32,
+    /// Live nodes as of the last refresh, by node id.
+    pub nodes: RwLock<Vec<Node>>,
+    pub connections: AtomicUsize,
+}
+
+impl Ctx {
+    /// Live nodes, never empty: this node is always among them.
+    pub async fn live_nodes(&self) -> Vec<Node> {
+        let nodes = self.nodes.read().await.clone();
+        if nodes.iter().any(|n| n.node_id == self.node_id) {
+            return nodes;
+        }
+        let mut with_self = nodes;
+        with_self.push(self.self_node());
+        with_self.sort_by_key(|n| n.node_id);
+        with_self
+    }
+
+    pub fn self_node(&self) -> Node {
+        Node {
+            node_id: self.node_id,
+            host: self.config.advertised_host.clone(),
+            port: i32::from(self.config.advertised_port),
+            rack: None,
+        }
+    }
+}
+
+/// How often this node refreshes its registration and its view of others.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// Serves the Kafka protocol until `shutdown` fires, then stops accepting,
+/// lets every connection finish its request in flight, and deregisters.
+pub async fn serve(broker: Broker, config: KafkaConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await?;
+    serve_on(listener, broker, config, shutdown).await
+}
+
+/// As [`serve`], on a listener the caller bound (tests bind port 0 and
+/// advertise the port they got).
+pub async fn serve_on(
+    listener: TcpListener,
+    broker: Broker,
+    mut config: KafkaConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        config.listen = addr;
+    }
+    let node_id = broker
+        .register_node(&config.advertised_host, config.advertised_port, None)
+        .await?;
+    tracing::info!(listen = %config.listen, node_id, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "kafka listener up");
+    let ctx = Arc::new(Ctx {
+        nodes: RwLock::new(broker.live_nodes(config.node_ttl).await.unwrap_or_default()),
+        broker,
+        config,
+        node_id,
+        connections: AtomicUsize::new(0),
+    });
+    let mut stop = shutdown.subscribe();
+    let refresher = tokio::spawn(refresh_nodes(ctx.clone(), shutdown.subscribe()));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(conn::run(ctx.clone(), stream, peer, shutdown.subscribe()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(open = conns.len(), "shutting down: finishing requests in flight");
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        tracing::warn!("connections still open after 30s; closing them");
+    }
+    refresher.abort();
+    if let Err(e) = ctx.broker.deregister_node(ctx.node_id).await {
+        tracing::warn!(error = %e, "could not deregister node");
+    }
+    Ok(())
+}
+
+async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = ctx.broker.touch_node(ctx.node_id).await {
+            tracing::warn!(error = %e, "node heartbeat failed");
+            continue;
+        }
+        match ctx.broker.live_nodes(ctx.config.node_ttl).await {
+            Ok(nodes) => *ctx.nodes.write().await = nodes,
+            Err(e) => tracing::warn!(error = %e, "reading live nodes failed"),
+        }
+    }
+}
+
+/// Counts a connection open for as long as the guard lives.
+pub(crate) struct ConnGuard(Arc<Ctx>);
+
+impl ConnGuard {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        ctx.connections.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connections(ctx.connections.load(Ordering::Relaxed));
+        ConnGuard(ctx)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::connections(self.0.connections.load(Ordering::Relaxed));
+    }
+}

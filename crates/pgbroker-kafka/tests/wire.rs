@@ -1,0 +1,429 @@
+//! The Kafka listener against raw requests: what a well-behaved client
+//! sends, and what a broken or hostile one sends.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use common::{bare_error, TestServer};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest,
+    TopicName as WireTopic,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use pgbroker::{Header, Record, StoredRecord, TopicConfig, TopicName};
+use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits};
+
+const LIMITS: BatchLimits = BatchLimits {
+    max_decompressed: 64 << 20,
+    max_records: 1_000_000,
+};
+
+fn wire_topic(name: &str) -> WireTopic {
+    StrBytes::from_string(name.to_string()).into()
+}
+
+fn batch(values: &[&str]) -> Vec<u8> {
+    let records: Vec<StoredRecord> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| StoredRecord {
+            partition: 0,
+            offset: i64::try_from(i).expect("small"),
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(v.as_bytes().to_vec()),
+            headers: vec![Header {
+                key: "trace".into(),
+                value: Some(b"abc".to_vec()),
+            }],
+        })
+        .collect();
+    let mut buf = Vec::new();
+    encode_batch(&mut buf, &records);
+    buf
+}
+
+/// Sets a batch's producer fields and fixes its CRC.
+fn with_producer(mut b: Vec<u8>, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn produce_req(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(Bytes::from(records));
+    let mut t = TopicProduceData::default();
+    t.name = wire_topic(topic);
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![t];
+    req
+}
+
+/// Produces and returns (error code, base offset) of the one partition.
+async fn produce(conn: &mut common::Conn, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
+    let resp = conn.call(9, &produce_req(topic, partition, records)).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = wire_topic(topic);
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 4 << 20;
+    req.topics = vec![t];
+    req
+}
+
+#[tokio::test]
+async fn api_versions_unknown_apis_and_versions_are_answered() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    let resp = conn.call(3, &ApiVersionsRequest::default()).await;
+    assert_eq!(resp.error_code, 0);
+    assert!(
+        resp.api_keys.iter().any(|k| k.api_key == 0 && k.max_version >= 7),
+        "Produce listed"
+    );
+    assert!(resp.api_keys.iter().any(|k| k.api_key == 11), "JoinGroup listed");
+
+    // ApiVersions at a version the server does not know: a v0 answer with
+    // UNSUPPORTED_VERSION and the list, so the client can retry.
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes());
+    body.extend_from_slice(&99i16.to_be_bytes());
+    body.extend_from_slice(&77i32.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    conn.send_raw_frame(&body).await;
+    let mut frame = conn.read_frame().await.expect("answered");
+    assert_eq!(bytes::Buf::get_i32(&mut frame), 77);
+    let v0 = ApiVersionsResponse::decode(&mut frame, 0).expect("v0 body");
+    assert_eq!(v0.error_code, 35);
+    assert!(!v0.api_keys.is_empty());
+
+    // An API key nobody knows.
+    let mut body = Vec::new();
+    body.extend_from_slice(&999i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&78i32.to_be_bytes());
+    conn.send_raw_frame(&body).await;
+    assert_eq!(bare_error(conn.read_frame().await.expect("answered")), (78, 35));
+    // A known API at an unsupported version (Produce v1).
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&79i32.to_be_bytes());
+    conn.send_raw_frame(&body).await;
+    assert_eq!(bare_error(conn.read_frame().await.expect("answered")), (79, 35));
+    // The connection still works.
+    assert_eq!(conn.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_own_connection() {
+    let server = TestServer::start().await;
+    let topic = TopicName::new("safe").expect("name");
+    server
+        .broker
+        .create_topic(&topic, &TopicConfig::default())
+        .await
+        .expect("topic");
+    let mut keep = server.connect().await;
+    assert_eq!(produce(&mut keep, "safe", 0, batch(&["before"])).await, (0, 0));
+
+    // A frame announcing 2 GiB, a negative length, garbage, a header cut
+    // short, and a body that never arrives.
+    let cases: Vec<Vec<u8>> = vec![
+        0x7fff_ffffi32.to_be_bytes().to_vec(),
+        (-5i32).to_be_bytes().to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        [&3i32.to_be_bytes()[..], &[0, 18, 0]].concat(),
+        [&0x16_03_01_00i32.to_be_bytes()[..], &[1, 0, 0]].concat(),
+    ];
+    for bytes in cases {
+        let mut bad = server.connect().await;
+        bad.send_bytes(&bytes).await;
+        assert!(bad.closed_by_server().await, "closed after {bytes:?}");
+    }
+    let mut truncated = server.connect().await;
+    truncated.send_bytes(&100i32.to_be_bytes()).await;
+    truncated.send_bytes(&[0, 18, 0, 3]).await;
+    drop(truncated);
+    // A request body that does not decode.
+    let mut junk = server.connect().await;
+    junk.send_raw_frame(&[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x7f])
+        .await;
+    assert!(junk.closed_by_server().await);
+
+    // Everyone else is still served, and nothing written was touched.
+    assert_eq!(keep.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+    let mut fresh = server.connect().await;
+    assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_produce_requests_write_nothing() {
+    let server = TestServer::start().await;
+    let topic = TopicName::new("guarded").expect("name");
+    let config = TopicConfig {
+        partitions: 2,
+        max_message_bytes: 1024,
+        ..TopicConfig::default()
+    };
+    server.broker.create_topic(&topic, &config).await.expect("topic");
+    let mut conn = server.connect().await;
+
+    assert_eq!(produce(&mut conn, "nope", 0, batch(&["x"])).await.0, 3, "unknown topic");
+    assert_eq!(
+        produce(&mut conn, "guarded", 2, batch(&["x"])).await.0,
+        3,
+        "partition out of range"
+    );
+    assert_eq!(
+        produce(&mut conn, "bad name!", 0, batch(&["x"])).await.0,
+        17,
+        "invalid topic name"
+    );
+
+    let mut bad_crc = batch(&["x"]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0x55;
+    assert_eq!(
+        produce(&mut conn, "guarded", 0, bad_crc).await.0,
+        2,
+        "bad CRC is CORRUPT_MESSAGE"
+    );
+
+    let mut old_magic = batch(&["x"]);
+    old_magic[16] = 1;
+    assert_eq!(produce(&mut conn, "guarded", 0, old_magic).await.0, 43);
+
+    let big = "v".repeat(2000);
+    assert_eq!(
+        produce(&mut conn, "guarded", 0, batch(&[&big])).await.0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+
+    // A gzip bomb: 64 KiB on the wire, 200 MiB inflated.
+    let plain = batch(&["x"]);
+    let zeros = vec![0u8; 200 << 20];
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&zeros).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let mut bomb = plain[..61].to_vec();
+    bomb[21..23].copy_from_slice(&1i16.to_be_bytes());
+    bomb.extend_from_slice(&gz);
+    let len = i32::try_from(bomb.len() - 12).expect("fits");
+    bomb[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&bomb[21..]);
+    bomb[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        produce(&mut conn, "guarded", 0, bomb).await.0,
+        18,
+        "RECORD_LIST_TOO_LARGE"
+    );
+
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 0));
+    assert_eq!(server.broker.watermarks(&topic, 1).await.expect("hw"), (0, 0));
+    assert_eq!(produce(&mut conn, "guarded", 1, batch(&["ok"])).await, (0, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn records_cross_between_the_library_and_the_wire_intact() {
+    let server = TestServer::start().await;
+    let topic = TopicName::new("both").expect("name");
+    server
+        .broker
+        .create_topic(&topic, &TopicConfig::default())
+        .await
+        .expect("topic");
+    let sent_at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_650_000_000_123);
+    let lib = Record {
+        key: Some(b"lib-key".to_vec()),
+        value: Some(b"from the library".to_vec()),
+        headers: vec![
+            Header {
+                key: "h".into(),
+                value: Some(b"1".to_vec()),
+            },
+            Header {
+                key: "h".into(),
+                value: None,
+            },
+        ],
+        timestamp: Some(sent_at),
+    };
+    server
+        .broker
+        .produce(&topic, Some(0), std::slice::from_ref(&lib))
+        .await
+        .expect("produce");
+    let mut conn = server.connect().await;
+    assert_eq!(produce(&mut conn, "both", 0, batch(&["from the wire"])).await, (0, 1));
+
+    let resp = conn.call(11, &fetch_req("both", 0, 0, 0)).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 2);
+    let mut raw = p.records.clone().expect("records");
+    let batches = decode_batches(&raw.split_off(0), LIMITS).expect("decodes");
+    let got: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], lib, "key, value, repeated headers and timestamp survive");
+
+    let read = server
+        .broker
+        .fetch(&topic, 0, 1, Default::default())
+        .await
+        .expect("fetch");
+    let r = &read.records[0];
+    assert_eq!(r.value.as_deref(), Some(&b"from the wire"[..]));
+    assert_eq!(r.key.as_deref(), Some(&b"k0"[..]));
+    assert_eq!(r.headers[0].key, "trace");
+    assert_eq!(pgbroker::timestamp_ms(r), 1_700_000_000_000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
+    let server = TestServer::start().await;
+    let topic = TopicName::new("idem").expect("name");
+    server
+        .broker
+        .create_topic(&topic, &TopicConfig::default())
+        .await
+        .expect("topic");
+    let mut conn = server.connect().await;
+    let init = conn.call(4, &InitProducerIdRequest::default()).await;
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert!(pid >= 0);
+
+    let first = with_producer(batch(&["a", "b", "c"]), pid, epoch, 0);
+    assert_eq!(produce(&mut conn, "idem", 0, first.clone()).await, (0, 0));
+    // The same batch again (a retry): answered with its first offset, not written twice.
+    assert_eq!(produce(&mut conn, "idem", 0, first).await, (0, 0));
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 3);
+    // A batch that skips sequence numbers: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    let gap = with_producer(batch(&["x"]), pid, epoch, 5);
+    assert_eq!(produce(&mut conn, "idem", 0, gap).await.0, 45);
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 3);
+    let next = with_producer(batch(&["d"]), pid, epoch, 3);
+    assert_eq!(produce(&mut conn, "idem", 0, next).await, (0, 3));
+    // An older epoch is fenced.
+    let bumped = with_producer(batch(&["e"]), pid, epoch + 1, 0);
+    assert_eq!(produce(&mut conn, "idem", 0, bumped).await, (0, 4));
+    let stale = with_producer(batch(&["f"]), pid, epoch, 4);
+    assert_eq!(produce(&mut conn, "idem", 0, stale).await.0, 47);
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 5);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_wakes_when_records_arrive() {
+    let server = TestServer::start().await;
+    let topic = TopicName::new("wake").expect("name");
+    server
+        .broker
+        .create_topic(&topic, &TopicConfig::default())
+        .await
+        .expect("topic");
+    let mut conn = server.connect().await;
+    let broker = server.broker.clone();
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broker
+            .produce(&topic, Some(0), &[Record::from_value("late")])
+            .await
+            .expect("produce");
+    });
+    let started = Instant::now();
+    let resp = conn.call(11, &fetch_req("wake", 0, 0, 10_000)).await;
+    let waited = started.elapsed();
+    producer.await.expect("producer");
+    let p = &resp.responses[0].partitions[0];
+    assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()), "records returned");
+    assert!(waited >= Duration::from_millis(250), "it did wait: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the produce, not the timeout: {waited:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_server_on_a_schema_is_listed_in_metadata() {
+    let first = TestServer::start().await;
+    let second = TestServer::start_on(&first.schema, Default::default()).await;
+    let topic = TopicName::new("shared").expect("name");
+    first
+        .broker
+        .create_topic(
+            &topic,
+            &TopicConfig {
+                partitions: 8,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("topic");
+    let mut conn = second.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = MetadataRequest::default();
+        all.topics = None;
+        let resp = conn.call(9, &all).await;
+        let ports: Vec<i32> = resp.brokers.iter().map(|b| b.port).collect();
+        if ports.contains(&i32::from(first.addr.port())) && ports.contains(&i32::from(second.addr.port())) {
+            let t = resp
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "shared"));
+            let t = t.expect("topic listed");
+            assert_eq!(t.partitions.len(), 8);
+            let ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+            assert!(t.partitions.iter().all(|p| ids.contains(&p.leader_id.0)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "both brokers listed: {ports:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Produce through one, fetch through the other.
+    let mut a = first.connect().await;
+    assert_eq!(produce(&mut a, "shared", 3, batch(&["one"])).await, (0, 0));
+    let resp = conn.call(11, &fetch_req("shared", 3, 0, 0)).await;
+    assert!(resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|r| !r.is_empty()));
+    second.shutdown.trigger();
+    let _ = second.task.await;
+    first.stop().await;
+}

@@ -1,0 +1,94 @@
+//! The broker processes serving the Kafka protocol on one schema. Each
+//! registers itself and refreshes its row; the live ones are those seen
+//! recently. Nothing else about them is shared: any of them serves any
+//! partition and any group.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+
+/// A registered broker process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Its Kafka node id.
+    pub node_id: i32,
+    /// The host clients should connect to.
+    pub host: String,
+    /// The port clients should connect to.
+    pub port: i32,
+    /// Optional rack label.
+    pub rack: Option<String>,
+}
+
+/// Rows of nodes not seen for this long are deleted by the next register.
+const FORGET_AFTER_SECS: i64 = 3600;
+
+impl Broker {
+    /// Registers a broker process reachable at `host:port` and returns its
+    /// new node id.
+    pub async fn register_node(&self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
+        if host.is_empty() || host.len() > 255 {
+            return Err(Error::invalid("advertised host", "must be 1 to 255 bytes"));
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM kafka_nodes WHERE last_seen < now() - $1::bigint * interval '1 second'",
+                &[&FORGET_AFTER_SECS],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "INSERT INTO kafka_nodes (host, port, rack) VALUES ($1, $2, $3) RETURNING node_id",
+                &[&host, &i32::from(port), &rack],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Marks the node as alive now.
+    pub async fn touch_node(&self, node_id: i32) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE kafka_nodes SET last_seen = now() WHERE node_id = $1",
+                &[&node_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the node (on clean shutdown).
+    pub async fn deregister_node(&self, node_id: i32) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM kafka_nodes WHERE node_id = $1", &[&node_id])
+            .await?;
+        Ok(())
+    }
+
+    /// Nodes seen within `ttl`, by node id.
+    pub async fn live_nodes(&self, ttl: Duration) -> Result<Vec<Node>> {
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node_id, host, port, rack FROM kafka_nodes
+                 WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id",
+                &[&ms],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Node {
+                node_id: r.get(0),
+                host: r.get(1),
+                port: r.get(2),
+                rack: r.get(3),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,135 @@
+//! Reading several partitions in one call, with one long poll across all of
+//! them: what a Kafka Fetch request asks of a broker.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::error::Result;
+use crate::fetch::{FetchLimits, FetchResult};
+use crate::notify::{ensure_listener, POLL_FALLBACK};
+use crate::types::TopicName;
+
+/// One partition to read in [`Broker::fetch_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRead {
+    /// Topic.
+    pub topic: TopicName,
+    /// Partition.
+    pub partition: i32,
+    /// First offset to read.
+    pub offset: i64,
+    /// Most bytes from this partition (the first record is returned even
+    /// when larger).
+    pub max_bytes: usize,
+}
+
+/// Limits on a whole [`Broker::fetch_many`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManyLimits {
+    /// Wait until at least this many bytes are available in all
+    /// partitions together, or `max_wait` passes.
+    pub min_bytes: usize,
+    /// Most bytes over all partitions; partitions past it return nothing.
+    pub max_bytes: usize,
+    /// Most records per partition.
+    pub max_records: usize,
+    /// Longest wait for `min_bytes`.
+    pub max_wait: Duration,
+}
+
+fn bytes_of(result: &Result<FetchResult>) -> usize {
+    match result {
+        Ok(r) => r
+            .records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum(),
+        Err(_) => 0,
+    }
+}
+
+impl Broker {
+    /// Reads each partition from its offset, returning one result per read
+    /// in input order (an error for one partition, such as
+    /// [`crate::Error::OffsetOutOfRange`], does not fail the others). When
+    /// fewer than `limits.min_bytes` are available and no partition failed,
+    /// waits up to `limits.max_wait`, woken within milliseconds by a commit
+    /// to any of the partitions.
+    pub async fn fetch_many(&self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
+        let deadline = Instant::now() + limits.max_wait;
+        let mut pids = Vec::with_capacity(reads.len());
+        let mut waiters: Vec<Arc<Notify>> = Vec::with_capacity(reads.len());
+        if !limits.max_wait.is_zero() {
+            ensure_listener(&self.inner);
+            for r in reads {
+                if let Ok((_, pid)) = self.partition_id(&r.topic, r.partition).await {
+                    pids.push(pid);
+                    waiters.push(self.inner.wakeups.waiter(pid));
+                }
+            }
+        }
+        loop {
+            // Arm the wake-ups before reading, so a commit between the read
+            // and the wait still wakes us.
+            let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+                waiters.iter().map(|w| Box::pin(w.notified())).collect();
+            for n in &mut notified {
+                n.as_mut().enable();
+            }
+            let results = self.read_each(reads, limits).await;
+            let total: usize = results.iter().map(bytes_of).sum();
+            let failed = results.iter().any(|r| r.is_err());
+            let now = Instant::now();
+            if failed || total >= limits.min_bytes.max(1) || now >= deadline || waiters.is_empty() {
+                return results;
+            }
+            match self.register_waiter(&pids).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => return results,
+            }
+            let nap = (deadline - now).min(POLL_FALLBACK);
+            tokio::select! {
+                _ = select_all(notified) => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn read_each(&self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
+        let mut out = Vec::with_capacity(reads.len());
+        let mut budget = limits.max_bytes;
+        for r in reads {
+            if budget == 0 {
+                out.push(self.fetch_nothing(r).await);
+                continue;
+            }
+            let one = FetchLimits {
+                max_records: limits.max_records,
+                max_bytes: r.max_bytes.min(budget).max(1),
+                max_wait: Duration::ZERO,
+            };
+            let result = self.fetch(&r.topic, r.partition, r.offset, one).await;
+            budget = budget.saturating_sub(bytes_of(&result));
+            out.push(result);
+        }
+        out
+    }
+
+    /// A result with no records but current watermarks, for a partition
+    /// left out by the request's byte budget.
+    async fn fetch_nothing(&self, r: &PartitionRead) -> Result<FetchResult> {
+        let (log_start_offset, high_watermark) = self.watermarks(&r.topic, r.partition).await?;
+        Ok(FetchResult {
+            records: Vec::new(),
+            high_watermark,
+            log_start_offset,
+        })
+    }
+}

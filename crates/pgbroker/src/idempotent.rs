@@ -1,0 +1,198 @@
+//! Idempotent produce: per producer id and partition, batches carry
+//! consecutive sequence numbers. A batch sent again (a retry after a lost
+//! answer) is answered with the offset it got the first time; a batch that
+//! skips ahead is refused. The check and the append share one transaction.
+
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::types::{Record, TopicName};
+
+/// Batches remembered per producer and partition, as in Kafka (which is
+/// why clients keep at most five requests in flight).
+const REMEMBERED_BATCHES: usize = 5;
+
+/// The producer fields of one record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    /// Producer id from [`Broker::init_producer_id`].
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// Sequence number of the batch's first record.
+    pub base_sequence: i32,
+}
+
+/// What an idempotent append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotentAppend {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// True when the batch had been written before and nothing was added.
+    pub duplicate: bool,
+}
+
+/// The sequence number after `seq + count - 1`, wrapping as Kafka does.
+fn last_sequence(base: i32, count: usize) -> i32 {
+    let n = i32::try_from(count).unwrap_or(i32::MAX);
+    let last = i64::from(base) + i64::from(n) - 1;
+    i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0)
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX {
+        0
+    } else {
+        last + 1
+    }
+}
+
+/// Remembered batches as `(base_seq, last_seq, base_offset)`.
+fn parse_batches(v: &Value) -> Vec<(i32, i32, i64)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| {
+                    let b = b.as_array()?;
+                    Some((
+                        i32::try_from(b.first()?.as_i64()?).ok()?,
+                        i32::try_from(b.get(1)?.as_i64()?).ok()?,
+                        b.get(2)?.as_i64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Broker {
+    /// Hands out a new producer id, with epoch 0.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT nextval('kafka_producer_ids')", &[]).await?;
+        Ok((row.get(0), 0))
+    }
+
+    /// Appends `records` to one partition as the batch `batch` of an
+    /// idempotent producer. See the module documentation for the rules;
+    /// refusals are [`Error::OutOfOrderSequence`] and
+    /// [`Error::ProducerFenced`], and write nothing.
+    pub async fn produce_idempotent(
+        &self,
+        topic: &TopicName,
+        partition: i32,
+        records: &[Record],
+        batch: ProducerBatch,
+    ) -> Result<IdempotentAppend> {
+        let (meta, pid) = self.partition_id(topic, partition).await?;
+        for r in records {
+            if r.size() > meta.max_message_bytes {
+                return Err(Error::RecordTooLarge {
+                    size: r.size(),
+                    max: meta.max_message_bytes,
+                });
+            }
+        }
+        if records.is_empty() {
+            return Err(Error::invalid("record batch", "a batch needs at least one record"));
+        }
+        let last_seq = last_sequence(batch.base_sequence, records.len());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+             VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING",
+            &[&batch.producer_id, &pid],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT epoch, last_seq, batches FROM kafka_producer_state
+                 WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE",
+                &[&batch.producer_id, &pid],
+            )
+            .await?;
+        let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
+        let mut batches = parse_batches(&remembered);
+        if epoch > batch.epoch {
+            return Err(Error::ProducerFenced {
+                producer_id: batch.producer_id,
+                got: batch.epoch,
+                current: epoch,
+            });
+        }
+        if epoch == batch.epoch {
+            if let Some(&(_, _, base_offset)) = batches
+                .iter()
+                .find(|(b, l, _)| *b == batch.base_sequence && *l == last_seq)
+            {
+                return Ok(IdempotentAppend {
+                    base_offset,
+                    duplicate: true,
+                });
+            }
+            if batch.base_sequence != next_sequence(last) {
+                return Err(Error::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    last,
+                    got: batch.base_sequence,
+                });
+            }
+        } else {
+            // A new epoch (or a producer this partition has not seen) starts
+            // afresh.
+            if epoch >= 0 && batch.base_sequence != 0 {
+                return Err(Error::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    last: -1,
+                    got: batch.base_sequence,
+                });
+            }
+            batches.clear();
+        }
+        let idx: Vec<usize> = (0..records.len()).collect();
+        let now = crate::produce::truncate_to_micros(SystemTime::now());
+        let base_offset = self.append_locked(&*tx, false, now, &meta, pid, records, &idx).await?;
+        batches.push((batch.base_sequence, last_seq, base_offset));
+        if batches.len() > REMEMBERED_BATCHES {
+            batches.remove(0);
+        }
+        let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
+        tx.execute(
+            "UPDATE kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
+             WHERE producer_id = $1 AND partition_id = $2",
+            &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
+        )
+        .await?;
+        tx.commit().await?;
+        self.after_commit(pid, base_offset, now, records, &idx);
+        Ok(IdempotentAppend {
+            base_offset,
+            duplicate: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_like_kafka() {
+        assert_eq!(last_sequence(0, 1), 0);
+        assert_eq!(last_sequence(5, 10), 14);
+        assert_eq!(last_sequence(i32::MAX, 1), i32::MAX);
+        assert_eq!(last_sequence(i32::MAX, 2), 0);
+        assert_eq!(next_sequence(i32::MAX), 0);
+    }
+
+    #[test]
+    fn batches_round_trip_through_json() {
+        let v = json!([[0, 9, 100], [10, 19, 110]]);
+        assert_eq!(parse_batches(&v), vec![(0, 9, 100), (10, 19, 110)]);
+        assert!(parse_batches(&json!("junk")).is_empty());
+    }
+}
