@@ -16,6 +16,11 @@ use anyhow::Context as _;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use pgbroker::{Broker, BrokerConfig, GroupId, TopicName};
 
+/// Keeps a hostile request's absurd array count from aborting the server;
+/// see [`pgbroker_kafka::GuardedAlloc`].
+#[global_allocator]
+static ALLOC: pgbroker_kafka::GuardedAlloc = pgbroker_kafka::GuardedAlloc;
+
 /// Largest `--max-message-bytes` the library accepts (its
 /// `MAX_MESSAGE_BYTES_LIMIT`, which it does not export); checked here so a
 /// bad value is refused before connecting.

@@ -26,8 +26,9 @@ pub struct ServeArgs {
     /// Partitions of topics created without a count.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
     default_partitions: i32,
-    /// Largest request accepted, in bytes; a larger frame closes the connection.
-    #[arg(long, default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    /// Largest request accepted, in bytes; a larger frame closes the connection
+    /// (requests other than Produce: 1 MiB).
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     max_request_bytes: u64,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

@@ -14,7 +14,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::api;
 use crate::errors::code;
 use crate::metrics;
-use crate::server::Ctx;
+use crate::server::{Ctx, MAX_OTHER_FRAME_BYTES};
 
 /// Every API this server answers, with the versions it implements:
 /// `(api key, min, max)`. Versions are capped where a newer one needs
@@ -106,6 +106,9 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr) -> A
             return encode(correlation_id, 0, 0, &resp).map(Some);
         }
         return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+    }
+    if api != ApiKey::Produce && frame.len() > MAX_OTHER_FRAME_BYTES {
+        return Err(format!("{api:?} request of {} bytes", frame.len()));
     }
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))

@@ -12,6 +12,7 @@
 //! decoded by this crate's own bounded reader ([`decode_batches`]), and an
 //! unsupported API or version is answered with `UNSUPPORTED_VERSION`.
 
+mod alloc;
 mod api;
 mod codec;
 mod conn;
@@ -21,7 +22,8 @@ mod http;
 mod metrics;
 mod server;
 
+pub use alloc::GuardedAlloc;
 pub use codec::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
 pub use dispatch::SUPPORTED_APIS;
 pub use http::serve_http;
-pub use server::{serve, serve_on, KafkaConfig, Shutdown};
+pub use server::{serve, serve_on, KafkaConfig, Shutdown, MAX_OTHER_FRAME_BYTES};

@@ -23,6 +23,7 @@ pub struct KafkaConfig {
     /// Port clients are told to connect to.
     pub advertised_port: u16,
     /// Largest request frame accepted; a larger one closes the connection.
+    /// Requests other than Produce are held to [`MAX_OTHER_FRAME_BYTES`].
     pub max_frame_bytes: usize,
     /// Most bytes one record batch may decompress to.
     pub max_decompressed_bytes: usize,
@@ -41,7 +42,7 @@ impl Default for KafkaConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_host: "127.0.0.1".to_string(),
             advertised_port: 9092,
-            max_frame_bytes: 100 << 20,
+            max_frame_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
             auto_create_topics: false,
             default_partitions: 1,
@@ -49,6 +50,10 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+/// Largest frame of any request other than Produce: they are small, and
+/// what one decodes into is bounded by what it may weigh.
+pub const MAX_OTHER_FRAME_BYTES: usize = 1 << 20;
 
 /// Signals the server to stop; cloneable.
 #[derive(Debug, Clone)]

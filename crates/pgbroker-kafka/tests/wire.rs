@@ -17,6 +17,9 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use pgbroker::{Header, Record, StoredRecord, TopicConfig, TopicName};
 use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits};
 
+#[global_allocator]
+static ALLOC: pgbroker_kafka::GuardedAlloc = pgbroker_kafka::GuardedAlloc;
+
 const LIMITS: BatchLimits = BatchLimits {
     max_decompressed: 64 << 20,
     max_records: 1_000_000,
@@ -180,6 +183,44 @@ async fn bad_frames_close_only_their_own_connection() {
     let mut fresh = server.connect().await;
     assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
     assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn absurd_array_counts_do_not_take_the_server_down() {
+    let server = TestServer::start().await;
+    // Metadata v1 (a plain array of topics) and v9 (a compact one) each
+    // announcing about two billion topics in a few bytes; JoinGroup v5
+    // announcing two billion protocols; ListOffsets with a huge partition
+    // array inside its first topic.
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    let mut m1 = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
+    m1.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+    cases.push(m1);
+    cases.push(vec![
+        0, 3, 0, 9, 0, 0, 0, 2, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+    ]);
+    let mut j5 = vec![0, 11, 0, 5, 0, 0, 0, 3, 0xff, 0xff];
+    j5.extend_from_slice(&[0, 1, b'g']);
+    j5.extend_from_slice(&10_000i32.to_be_bytes());
+    j5.extend_from_slice(&10_000i32.to_be_bytes());
+    j5.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 8]);
+    j5.extend_from_slice(b"consumer");
+    j5.extend_from_slice(&0x7fff_fff0i32.to_be_bytes());
+    cases.push(j5);
+    let mut lo = vec![0, 2, 0, 1, 0, 0, 0, 4, 0xff, 0xff];
+    lo.extend_from_slice(&(-1i32).to_be_bytes());
+    lo.extend_from_slice(&1i32.to_be_bytes());
+    lo.extend_from_slice(&[0, 1, b't']);
+    lo.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+    cases.push(lo);
+    for body in cases {
+        let mut bad = server.connect().await;
+        bad.send_raw_frame(&body).await;
+        assert!(bad.closed_by_server().await, "request {body:?} closes its connection");
+    }
+    let mut fresh = server.connect().await;
+    assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
     server.stop().await;
 }
 
