@@ -294,13 +294,16 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
         Command::Serve(_) => serve::POOL_SIZE,
         _ => 8,
     };
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         database_url: cli.database_url.clone(),
         schema: cli.schema.clone(),
         pool_size,
         migrate: true,
         ..BrokerConfig::default()
     };
+    if let Command::Serve(args) = &cli.command {
+        config.cache_bytes_per_partition = args.cache_bytes_per_partition;
+    }
     Ok(Broker::connect(config).await?)
 }
 

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// (requests other than Produce: 1 MiB).
     #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     max_request_bytes: u64,
+    /// Memory each partition's record cache may use, in bytes (0: no cache).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub cache_bytes_per_partition: usize,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
