@@ -142,17 +142,15 @@ fn encode<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, 
 
 /// Decodes the body as `$req`, runs `$handler`, encodes its answer.
 macro_rules! call {
-    ($ctx:expr, $api:expr, $version:expr, $header:expr, $peer:expr, $body:expr, $req:ty, $handler:path) => {{
-        let req = <$req>::decode(&mut $body, $version).map_err(|e| format!("{:?} v{}: {e}", $api, $version))?;
-        let info = ReqInfo {
-            header: $header,
-            peer: $peer,
-        };
-        match $handler($ctx, $version, &info, req).await {
+    ($r:ident, $req:ty, $handler:path) => {{
+        let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
+        let req = <$req>::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+        let info = ReqInfo { header, peer: $r.peer };
+        match $handler(ctx, version, &info, req).await {
             Some(resp) => encode(
-                $header.correlation_id,
-                $api.response_header_version($version),
-                $version,
+                header.correlation_id,
+                api.response_header_version(version),
+                version,
                 &resp,
             )
             .map(Some),
@@ -161,179 +159,57 @@ macro_rules! call {
     }};
 }
 
-async fn route(ctx: &Arc<Ctx>, api: ApiKey, v: i16, h: &RequestHeader, mut body: Bytes, peer: &SocketAddr) -> Answer {
+/// One request on its way to its handler.
+struct Route<'a> {
+    ctx: &'a Arc<Ctx>,
+    api: ApiKey,
+    version: i16,
+    header: &'a RequestHeader,
+    peer: &'a SocketAddr,
+    body: Bytes,
+}
+
+async fn route(
+    ctx: &Arc<Ctx>,
+    api: ApiKey,
+    version: i16,
+    header: &RequestHeader,
+    body: Bytes,
+    peer: &SocketAddr,
+) -> Answer {
     use kafka_protocol::messages as m;
+    let mut r = Route {
+        ctx,
+        api,
+        version,
+        header,
+        peer,
+        body,
+    };
     match api {
-        ApiKey::ApiVersions => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::ApiVersionsRequest,
-            api::meta::api_versions
-        ),
-        ApiKey::Metadata => call!(ctx, api, v, h, peer, body, m::MetadataRequest, api::meta::metadata),
-        ApiKey::Produce => call!(ctx, api, v, h, peer, body, m::ProduceRequest, api::produce::produce),
-        ApiKey::Fetch => call!(ctx, api, v, h, peer, body, m::FetchRequest, api::fetch::fetch),
-        ApiKey::ListOffsets => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::ListOffsetsRequest,
-            api::offsets::list_offsets
-        ),
-        ApiKey::OffsetForLeaderEpoch => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::OffsetForLeaderEpochRequest,
-            api::offsets::offset_for_leader_epoch
-        ),
-        ApiKey::OffsetCommit => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::OffsetCommitRequest,
-            api::offsets::offset_commit
-        ),
-        ApiKey::OffsetFetch => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::OffsetFetchRequest,
-            api::offsets::offset_fetch
-        ),
-        ApiKey::FindCoordinator => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::FindCoordinatorRequest,
-            api::meta::find_coordinator
-        ),
-        ApiKey::JoinGroup => call!(ctx, api, v, h, peer, body, m::JoinGroupRequest, api::groups::join_group),
-        ApiKey::SyncGroup => call!(ctx, api, v, h, peer, body, m::SyncGroupRequest, api::groups::sync_group),
-        ApiKey::Heartbeat => call!(ctx, api, v, h, peer, body, m::HeartbeatRequest, api::groups::heartbeat),
-        ApiKey::LeaveGroup => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::LeaveGroupRequest,
-            api::groups::leave_group
-        ),
-        ApiKey::ListGroups => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::ListGroupsRequest,
-            api::groups::list_groups
-        ),
-        ApiKey::DescribeGroups => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::DescribeGroupsRequest,
-            api::groups::describe_groups
-        ),
-        ApiKey::DeleteGroups => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::DeleteGroupsRequest,
-            api::groups::delete_groups
-        ),
-        ApiKey::CreateTopics => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::CreateTopicsRequest,
-            api::admin::create_topics
-        ),
-        ApiKey::DeleteTopics => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::DeleteTopicsRequest,
-            api::admin::delete_topics
-        ),
-        ApiKey::CreatePartitions => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::CreatePartitionsRequest,
-            api::admin::create_partitions
-        ),
-        ApiKey::DeleteRecords => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::DeleteRecordsRequest,
-            api::admin::delete_records
-        ),
-        ApiKey::DescribeConfigs => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::DescribeConfigsRequest,
-            api::admin::describe_configs
-        ),
-        ApiKey::InitProducerId => call!(
-            ctx,
-            api,
-            v,
-            h,
-            peer,
-            body,
-            m::InitProducerIdRequest,
-            api::admin::init_producer_id
-        ),
-        other => Ok(Some(bare_error(h.correlation_id, {
-            let _ = other;
-            code::UNSUPPORTED_VERSION
-        }))),
+        ApiKey::ApiVersions => call!(r, m::ApiVersionsRequest, api::meta::api_versions),
+        ApiKey::Metadata => call!(r, m::MetadataRequest, api::meta::metadata),
+        ApiKey::Produce => call!(r, m::ProduceRequest, api::produce::produce),
+        ApiKey::Fetch => call!(r, m::FetchRequest, api::fetch::fetch),
+        ApiKey::ListOffsets => call!(r, m::ListOffsetsRequest, api::offsets::list_offsets),
+        ApiKey::OffsetForLeaderEpoch => call!(r, m::OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch),
+        ApiKey::OffsetCommit => call!(r, m::OffsetCommitRequest, api::offsets::offset_commit),
+        ApiKey::OffsetFetch => call!(r, m::OffsetFetchRequest, api::offsets::offset_fetch),
+        ApiKey::FindCoordinator => call!(r, m::FindCoordinatorRequest, api::meta::find_coordinator),
+        ApiKey::JoinGroup => call!(r, m::JoinGroupRequest, api::groups::join_group),
+        ApiKey::SyncGroup => call!(r, m::SyncGroupRequest, api::groups::sync_group),
+        ApiKey::Heartbeat => call!(r, m::HeartbeatRequest, api::groups::heartbeat),
+        ApiKey::LeaveGroup => call!(r, m::LeaveGroupRequest, api::groups::leave_group),
+        ApiKey::ListGroups => call!(r, m::ListGroupsRequest, api::groups::list_groups),
+        ApiKey::DescribeGroups => call!(r, m::DescribeGroupsRequest, api::groups::describe_groups),
+        ApiKey::DeleteGroups => call!(r, m::DeleteGroupsRequest, api::groups::delete_groups),
+        ApiKey::CreateTopics => call!(r, m::CreateTopicsRequest, api::admin::create_topics),
+        ApiKey::DeleteTopics => call!(r, m::DeleteTopicsRequest, api::admin::delete_topics),
+        ApiKey::CreatePartitions => call!(r, m::CreatePartitionsRequest, api::admin::create_partitions),
+        ApiKey::DeleteRecords => call!(r, m::DeleteRecordsRequest, api::admin::delete_records),
+        ApiKey::DescribeConfigs => call!(r, m::DescribeConfigsRequest, api::admin::describe_configs),
+        ApiKey::InitProducerId => call!(r, m::InitProducerIdRequest, api::admin::init_producer_id),
+        _ => Ok(Some(bare_error(header.correlation_id, code::UNSUPPORTED_VERSION))),
     }
 }
 

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     TopicName as WireTopic,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use pgbroker::{Header, Record, StoredRecord, TopicConfig, TopicName};
+use pgbroker::{Header, Record, StoredRecord, TopicConfig};
 use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits};
 
 #[global_allocator]
@@ -145,12 +145,7 @@ async fn api_versions_unknown_apis_and_versions_are_answered() {
 #[tokio::test]
 async fn bad_frames_close_only_their_own_connection() {
     let server = TestServer::start().await;
-    let topic = TopicName::new("safe").expect("name");
-    server
-        .broker
-        .create_topic(&topic, &TopicConfig::default())
-        .await
-        .expect("topic");
+    let topic = server.topic("safe", TopicConfig::default()).await;
     let mut keep = server.connect().await;
     assert_eq!(produce(&mut keep, "safe", 0, batch(&["before"])).await, (0, 0));
 
@@ -227,13 +222,12 @@ async fn absurd_array_counts_do_not_take_the_server_down() {
 #[tokio::test]
 async fn refused_produce_requests_write_nothing() {
     let server = TestServer::start().await;
-    let topic = TopicName::new("guarded").expect("name");
     let config = TopicConfig {
         partitions: 2,
         max_message_bytes: 1024,
         ..TopicConfig::default()
     };
-    server.broker.create_topic(&topic, &config).await.expect("topic");
+    let topic = server.topic("guarded", config).await;
     let mut conn = server.connect().await;
 
     assert_eq!(produce(&mut conn, "nope", 0, batch(&["x"])).await.0, 3, "unknown topic");
@@ -299,12 +293,7 @@ async fn refused_produce_requests_write_nothing() {
 #[tokio::test]
 async fn records_cross_between_the_library_and_the_wire_intact() {
     let server = TestServer::start().await;
-    let topic = TopicName::new("both").expect("name");
-    server
-        .broker
-        .create_topic(&topic, &TopicConfig::default())
-        .await
-        .expect("topic");
+    let topic = server.topic("both", TopicConfig::default()).await;
     let sent_at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_650_000_000_123);
     let lib = Record {
         key: Some(b"lib-key".to_vec()),
@@ -355,12 +344,7 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
 #[tokio::test]
 async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
     let server = TestServer::start().await;
-    let topic = TopicName::new("idem").expect("name");
-    server
-        .broker
-        .create_topic(&topic, &TopicConfig::default())
-        .await
-        .expect("topic");
+    let topic = server.topic("idem", TopicConfig::default()).await;
     let mut conn = server.connect().await;
     let init = conn.call(4, &InitProducerIdRequest::default()).await;
     assert_eq!(init.error_code, 0);
@@ -390,12 +374,7 @@ async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
 #[tokio::test]
 async fn a_waiting_fetch_wakes_when_records_arrive() {
     let server = TestServer::start().await;
-    let topic = TopicName::new("wake").expect("name");
-    server
-        .broker
-        .create_topic(&topic, &TopicConfig::default())
-        .await
-        .expect("topic");
+    let topic = server.topic("wake", TopicConfig::default()).await;
     let mut conn = server.connect().await;
     let broker = server.broker.clone();
     let producer = tokio::spawn(async move {
@@ -423,18 +402,11 @@ async fn a_waiting_fetch_wakes_when_records_arrive() {
 async fn every_server_on_a_schema_is_listed_in_metadata() {
     let first = TestServer::start().await;
     let second = TestServer::start_on(&first.schema, Default::default()).await;
-    let topic = TopicName::new("shared").expect("name");
-    first
-        .broker
-        .create_topic(
-            &topic,
-            &TopicConfig {
-                partitions: 8,
-                ..TopicConfig::default()
-            },
-        )
-        .await
-        .expect("topic");
+    let eight = TopicConfig {
+        partitions: 8,
+        ..TopicConfig::default()
+    };
+    first.topic("shared", eight).await;
     let mut conn = second.connect().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use pgbroker::{Broker, BrokerConfig};
+use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
 use pgbroker_kafka::{KafkaConfig, Shutdown};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,6 +68,12 @@ impl TestServer {
             shutdown,
             task,
         }
+    }
+
+    pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
+        let topic = TopicName::new(name).expect("valid name");
+        self.broker.create_topic(&topic, &config).await.expect("create topic");
+        topic
     }
 
     pub async fn connect(&self) -> Conn {
