@@ -129,7 +129,7 @@ EOF
 
 # ---------------------------------------------------------------------------
 
-echo "# kcat: $(kcat -V 2>&1 | grep -m1 -o 'librdkafka version [^ ]*' || true)"
+echo "# kcat: $(kcat -V 2>&1 | grep -m1 -o 'Version [^ ]*') ($(kcat -V 2>&1 | grep -m1 -o 'librdkafka [^ ]*'))"
 failed=0
 for scenario in metadata roundtrip_100k headers pgbroker_to_kcat kcat_to_pgbroker; do
   start=$SECONDS

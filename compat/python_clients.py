@@ -316,7 +316,9 @@ class Confluent:
         )
 
     def admin_create(self, name, partitions):
-        futs = self._admin().create_topics(
+        # The client must outlive its futures: a collected one fails them.
+        admin = self._admin()
+        futs = admin.create_topics(
             [self.ck_admin.NewTopic(name, num_partitions=partitions, replication_factor=1)],
             operation_timeout=10, request_timeout=10)
         try:
@@ -327,7 +329,8 @@ class Confluent:
             raise
 
     def admin_delete(self, name):
-        futs = self._admin().delete_topics([name], operation_timeout=10, request_timeout=10)
+        admin = self._admin()
+        futs = admin.delete_topics([name], operation_timeout=10, request_timeout=10)
         futs[name].result(timeout=15)
 
     def admin_list(self):
@@ -524,7 +527,12 @@ class AioKafka:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     def run(self, coro, timeout=WAIT_SECONDS + 10):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise Check(f"aiokafka call {coro.__qualname__} did not finish within {timeout}s")
 
     def codecs(self):
         from aiokafka import codec
@@ -571,7 +579,8 @@ class AioKafka:
                 await p.stop()
         return self.run(go())
 
-    def _consumer(self, group=None):
+    async def _consumer(self, group=None):
+        # Created inside a coroutine: aiokafka binds it to the running loop.
         return self.aiokafka.AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS,
@@ -582,7 +591,7 @@ class AioKafka:
 
     def watermarks(self, topic, partitions):
         async def go():
-            c = self._consumer()
+            c = await self._consumer()
             await c.start()
             try:
                 return {tp.partition: o for tp, o in (await c.end_offsets(self._tps(topic, partitions))).items()}
@@ -597,7 +606,7 @@ class AioKafka:
 
     def read_all(self, topic, partitions):
         def factory(want):
-            c = self._consumer()
+            c = self.run(self._consumer())
 
             async def start():
                 await c.start()
@@ -611,7 +620,7 @@ class AioKafka:
 
     def offsets_for_times(self, topic, stamps):
         async def go():
-            c = self._consumer()
+            c = await self._consumer()
             await c.start()
             try:
                 return await c.offsets_for_times({self.aiokafka.TopicPartition(topic, p): ts
@@ -623,7 +632,7 @@ class AioKafka:
 
     def committed(self, group, topic, partitions):
         async def go():
-            c = self._consumer(group)
+            c = await self._consumer(group)
             await c.start()
             try:
                 return {tp.partition: await c.committed(tp) for tp in self._tps(topic, partitions)}
@@ -632,7 +641,7 @@ class AioKafka:
         return self.run(go())
 
     def group_consumer(self, group, topic):
-        c = self._consumer(group)
+        c = self.run(self._consumer(group))
 
         async def start():
             c.subscribe([topic])

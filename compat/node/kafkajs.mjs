@@ -39,7 +39,9 @@ const kafka = new Kafka({
   logLevel: debug ? logLevel.DEBUG : logLevel.NOTHING,
 })
 
-class Check extends Error {}
+class Check extends Error {
+  name = 'Check'
+}
 const check = (cond, msg) => {
   if (!cond) throw new Check(msg)
 }
