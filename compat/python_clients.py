@@ -917,10 +917,17 @@ def scenario_group(c, prefix, bootstrap):
         check(sum(high.values()) == 900, f"high watermarks {high} sum to {sum(high.values())}, want 900")
         wait_until(lambda: c.committed(group, topic, parts) == high,
                    f"committed offsets to reach the high watermarks {high}")
-    finally:
+    except BaseException:
+        # Close what is left without letting a close error hide the failure.
         for m in members:
-            if m.thread.is_alive():
+            try:
                 m.stop()
+            except Exception as e:
+                log(f"while failing: {e}")
+        raise
+    for m in members:
+        if m.thread.is_alive():
+            m.stop()
 
     # The commits survive the whole group closing.
     committed = c.committed(group, topic, parts)
@@ -932,8 +939,13 @@ def scenario_group(c, prefix, bootstrap):
     try:
         wait_until(lambda: len(d.seen) >= 60 and d.assigned == set(parts), "the restarted group to read 60 new records")
         time.sleep(1)
-    finally:
-        d.stop()
+    except BaseException:
+        try:
+            d.stop()
+        except Exception as e:
+            log(f"while failing: {e}")
+        raise
+    d.stop()
     first = {}
     for r in d.seen:
         first.setdefault(r.partition, r.offset)

@@ -11,6 +11,7 @@
 #   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), and the
 #                     SIGKILL group scenario
 #   kafka-python      PyPI kafka-python
+#   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
 #   aiokafka          PyPI aiokafka
 #   kafkajs           kafkajs from compat/node
 #
@@ -27,7 +28,7 @@ set -euo pipefail
 
 COMPAT=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$COMPAT")
-ALL_CLIENTS=(kcat confluent-debian confluent-pypi kafka-python aiokafka kafkajs)
+ALL_CLIENTS=(kcat confluent-debian confluent-pypi kafka-python kafka-python-debian aiokafka kafkajs)
 CLIENTS=("$@")
 if ((${#CLIENTS[@]} == 0)); then CLIENTS=("${ALL_CLIENTS[@]}"); fi
 for c in "${CLIENTS[@]}"; do
@@ -103,7 +104,7 @@ if [[ $DEBUG == 1 ]]; then DEBUG_PY=(--debug); fi
 # results.txt, everything else to the client's log.
 run_client() {
   local client=$1 prefix
-  prefix=$(echo "$client" | tr -c 'a-z0-9\n' '_' | cut -c1-12)_
+  prefix=$(echo "$client" | tr -c 'a-z0-9\n' '_')_
   case $client in
     kcat) KCAT_DEBUG=$DEBUG "$COMPAT/kcat.sh" "$BOOTSTRAP" "$prefix" ;;
     confluent-debian | confluent-pypi)
@@ -115,6 +116,9 @@ run_client() {
       "$py" "$COMPAT/sigkill.py" "$BOOTSTRAP" "${prefix}sk_" --label "$client" "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
+    kafka-python-debian)
+      /usr/bin/python3 "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client kafka-python \
+        --label "$client" "${DEBUG_PY[@]}" ;;
     kafka-python | aiokafka)
       "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" "${DEBUG_PY[@]}" ;;
     kafkajs) node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" ;;

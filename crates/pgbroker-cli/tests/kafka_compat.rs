@@ -1,7 +1,7 @@
 //! The Kafka client compatibility suite (`compat/run.sh`): real Kafka clients
 //! that nobody here wrote (kcat, confluent-kafka from Debian and PyPI,
-//! kafka-python, aiokafka, kafkajs) against `pgbroker serve` on the real
-//! PostgreSQL at `PGBROKER_TEST_DATABASE_URL`.
+//! kafka-python from PyPI and Debian, aiokafka, kafkajs) against
+//! `pgbroker serve` on the real PostgreSQL at `PGBROKER_TEST_DATABASE_URL`.
 //!
 //! One test per client family, so that a failure names the client. The suite
 //! installs the clients itself (Debian packages, a venv, npm) and fails, never
@@ -62,6 +62,11 @@ fn confluent_kafka_pypi() {
 #[test]
 fn kafka_python() {
     run("kafka-python");
+}
+
+#[test]
+fn kafka_python_debian() {
+    run("kafka-python-debian");
 }
 
 #[test]
