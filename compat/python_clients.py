@@ -863,10 +863,10 @@ class MemberThread:
             self.error = e
             self.log(f"{self.name}: {traceback.format_exc()}")
 
-    def stop(self):
+    def stop(self, timeout=WAIT_SECONDS):
         self.stop_flag.set()
-        self.thread.join(WAIT_SECONDS)
-        check(not self.thread.is_alive(), f"member {self.name} did not close within {WAIT_SECONDS}s")
+        self.thread.join(timeout)
+        check(not self.thread.is_alive(), f"member {self.name} did not close within {timeout}s")
         check(self.error is None, f"member {self.name} failed: {self.error!r}")
 
 
@@ -921,7 +921,7 @@ def scenario_group(c, prefix, bootstrap):
         # Close what is left without letting a close error hide the failure.
         for m in members:
             try:
-                m.stop()
+                m.stop(timeout=2)  # a stuck daemon thread is abandoned
             except Exception as e:
                 log(f"while failing: {e}")
         raise
@@ -941,7 +941,7 @@ def scenario_group(c, prefix, bootstrap):
         time.sleep(1)
     except BaseException:
         try:
-            d.stop()
+            d.stop(timeout=2)
         except Exception as e:
             log(f"while failing: {e}")
         raise
