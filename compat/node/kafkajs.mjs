@@ -18,6 +18,8 @@ const SCENARIO_MS = 60_000 // a scenario that takes longer fails
 const WAIT_MS = 20_000 // one wait for data or a rebalance
 const SESSION_TIMEOUT = 6000
 const HEARTBEAT = 1000
+// Fetch long-poll; kafkajs waits for the one in flight when disconnecting.
+const MAX_WAIT = 500
 
 const args = process.argv.slice(2)
 const positional = args.filter((a, i) => !a.startsWith('--') && !(args[i - 1] === '--scenario'))
@@ -104,7 +106,7 @@ async function readAll(topic) {
   const pos = Object.fromEntries(Object.keys(high).map(p => [p, 0]))
   const consumer = kafka.consumer({
     groupId: `${prefix}read-${Date.now()}-${Math.random()}`,
-    sessionTimeout: SESSION_TIMEOUT, heartbeatInterval: HEARTBEAT, rebalanceTimeout: 10_000,
+    sessionTimeout: SESSION_TIMEOUT, heartbeatInterval: HEARTBEAT, rebalanceTimeout: 10_000, maxWaitTimeInMs: MAX_WAIT,
   })
   await consumer.connect()
   try {
@@ -184,7 +186,7 @@ async function produceConsume() {
 // read. kafkajs commits after each batch (autoCommit, no interval set).
 async function member(group, topic, name, seen) {
   const consumer = kafka.consumer({
-    groupId: group, sessionTimeout: SESSION_TIMEOUT, heartbeatInterval: HEARTBEAT, rebalanceTimeout: 10_000,
+    groupId: group, sessionTimeout: SESSION_TIMEOUT, heartbeatInterval: HEARTBEAT, rebalanceTimeout: 10_000, maxWaitTimeInMs: MAX_WAIT,
   })
   const m = { name, consumer, assigned: [], seen: [] }
   consumer.on(consumer.events.GROUP_JOIN, e => {
