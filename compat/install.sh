@@ -4,7 +4,8 @@
 # Debian 12 as root.
 #
 #   Debian packages: kcat, python3-confluent-kafka, python3-kafka
-#                    (librdkafka 2.0.2), plus python3-venv and npm if missing
+#                    (librdkafka 2.0.2), plus python3-venv and nodejs/npm
+#                    if missing
 #   compat/.venv:    PyPI confluent-kafka (bundles a recent librdkafka),
 #                    kafka-python, aiokafka
 #   compat/node:     kafkajs, from package-lock.json
@@ -16,20 +17,25 @@ command -v kcat >/dev/null || need_apt+=(kcat)
 /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null || need_apt+=(python3-confluent-kafka)
 /usr/bin/python3 -c 'import kafka' 2>/dev/null || need_apt+=(python3-kafka)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
-# The venv comes from the default python3; Debian's needs python3-venv for it.
-if [[ ! -x .venv/bin/python ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
-  need_apt+=(python3-venv)
-fi
-if ((${#need_apt[@]})); then
-  echo "install.sh: apt-get install ${need_apt[*]}" >&2
+
+apt_install() {
+  echo "install.sh: apt-get install $*" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q kcat python3-confluent-kafka python3-kafka "${need_apt[@]}"
-fi
+  apt-get install -y -q "$@"
+}
+if ((${#need_apt[@]})); then apt_install "${need_apt[@]}"; fi
 
 if ! .venv/bin/python -c 'import confluent_kafka, kafka, aiokafka' 2>/dev/null; then
   echo "install.sh: creating compat/.venv" >&2
-  python3 -m venv .venv
+  rm -rf .venv
+  # The venv comes from the default python3; Debian's needs python3-venv,
+  # and only trying tells whether it is there.
+  if ! python3 -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    apt_install python3-venv
+    python3 -m venv .venv
+  fi
   .venv/bin/pip install -q --disable-pip-version-check confluent-kafka kafka-python aiokafka
 fi
 
