@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 ./scripts/ensure-postgres.sh
 
+# kcat (librdkafka) is the real Kafka client of the SASL end-to-end test.
+if ! command -v kcat >/dev/null 2>&1; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat
+fi
+
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed | grep -q '^clippy' || rustup component add clippy

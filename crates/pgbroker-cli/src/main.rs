@@ -8,6 +8,7 @@ mod queue;
 mod serve;
 mod stream;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -64,6 +65,9 @@ enum Command {
     /// Work queues: create, send, receive, acknowledge, dead letters.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Users that Kafka clients authenticate as (SASL SCRAM-SHA-256 or PLAIN).
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
     /// Serve the Kafka protocol, with health and metrics over HTTP.
@@ -320,6 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => stream::consume(&broker, args).await,
         Command::Group(cmd) => group::run(&broker, cmd).await,
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
+        Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, args).await,
         Command::Maintain => {
             let dropped = broker.enforce_retention().await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use pgbroker::Broker;
-use pgbroker_kafka::{KafkaConfig, Shutdown};
+use pgbroker_kafka::{AuthConfig, KafkaConfig, Mechanism, Shutdown};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -33,6 +33,14 @@ pub struct ServeArgs {
     /// Memory each partition's record cache may use, in bytes (0: no cache).
     #[arg(long, default_value_t = 8 << 20)]
     pub cache_bytes_per_partition: usize,
+    /// Require clients to authenticate with one of these SASL mechanisms
+    /// (SCRAM-SHA-256, PLAIN), against the users of `pgbroker user`.
+    #[arg(long, value_delimiter = ',', value_name = "MECHANISMS")]
+    sasl_mechanisms: Vec<Mechanism>,
+    /// Allow SASL PLAIN although this listener has no TLS, so passwords
+    /// cross the network in clear text.
+    #[arg(long)]
+    allow_plain_without_tls: bool,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
@@ -56,6 +64,14 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         .advertised_listener
         .clone()
         .unwrap_or_else(|| (args.kafka_listen.ip().to_string(), args.kafka_listen.port()));
+    let auth = AuthConfig {
+        required: !args.sasl_mechanisms.is_empty(),
+        mechanisms: args.sasl_mechanisms.clone(),
+        allow_plain_without_tls: args.allow_plain_without_tls,
+        ..AuthConfig::default()
+    };
+    auth.validate()
+        .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
         listen: args.kafka_listen,
         advertised_host: host,
@@ -63,6 +79,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         max_frame_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
+        auth,
         ..KafkaConfig::default()
     };
     let shutdown = Shutdown::default();

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::auth::{Session, PRE_AUTH_MAX_FRAME_BYTES};
 use crate::dispatch;
 use crate::server::{ConnGuard, Ctx};
 
@@ -20,6 +21,8 @@ enum End {
     FrameTooLarge(i64),
     Io(std::io::Error),
     Protocol(String),
+    /// Authentication failed or was out of order; the answer said why.
+    AuthFailed,
 }
 
 pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
@@ -27,6 +30,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut 
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 << 10, read);
     let mut writer = BufWriter::with_capacity(64 << 10, write);
+    let mut session = Session::new(&ctx.config.auth);
     let end = loop {
         let mut len = [0u8; 4];
         let read_len = tokio::select! {
@@ -41,10 +45,19 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut 
             };
         }
         let n = i32::from_be_bytes(len);
+        // Until the connection has authenticated, frames stay small.
+        let max = if session.is_open() {
+            ctx.config.max_frame_bytes
+        } else {
+            ctx.config.max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
+        };
         let size = match usize::try_from(n) {
-            Ok(size) if size <= ctx.config.max_frame_bytes && size >= 8 => size,
+            Ok(size) if size <= max && (size >= 8 || session.expects_raw_token()) => size,
             _ => break End::FrameTooLarge(i64::from(n)),
         };
+        if !session.count_request() {
+            break End::Protocol("too many requests before authentication".to_string());
+        }
         // Read in steps, so a frame that announces more than it sends holds
         // only what actually arrived.
         let mut frame = BytesMut::with_capacity(size.min(1 << 20));
@@ -53,10 +66,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut 
             let start = frame.len();
             frame.resize(start + want, 0);
             if let Err(e) = reader.read_exact(&mut frame[start..]).await {
-                return log_end(&peer, End::Io(e));
+                return log_end(&peer, session.user(), End::Io(e));
             }
         }
-        match dispatch::handle(&ctx, frame.freeze(), &peer).await {
+        match dispatch::handle(&ctx, frame.freeze(), &peer, &mut session).await {
             Ok(Some(answer)) => {
                 let len = match i32::try_from(answer.len()) {
                     Ok(l) => l,
@@ -77,17 +90,22 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut 
             Ok(None) => {}
             Err(reason) => break End::Protocol(reason),
         }
+        if session.close_after_answer {
+            break End::AuthFailed;
+        }
         if *stop.borrow() {
             break End::Shutdown;
         }
     };
     let _ = writer.flush().await;
-    log_end(&peer, end);
+    log_end(&peer, session.user(), end);
 }
 
-fn log_end(peer: &SocketAddr, end: End) {
+fn log_end(peer: &SocketAddr, user: Option<&str>, end: End) {
     match end {
-        End::ClientClosed | End::Shutdown => tracing::debug!(%peer, ?end, "connection closed"),
+        End::ClientClosed | End::Shutdown | End::AuthFailed => {
+            tracing::debug!(%peer, user = user.unwrap_or(""), ?end, "connection closed")
+        }
         End::FrameTooLarge(n) => tracing::warn!(%peer, size = n, "frame size out of bounds; connection closed"),
         End::Io(e) => tracing::debug!(%peer, error = %e, "connection error"),
         End::Protocol(reason) => tracing::warn!(%peer, %reason, "bad request; connection closed"),

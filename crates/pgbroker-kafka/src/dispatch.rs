@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, Respo
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::api;
+use crate::auth::Session;
 use crate::errors::code;
 use crate::metrics;
 use crate::server::{Ctx, MAX_OTHER_FRAME_BYTES};
@@ -43,6 +44,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -85,12 +88,19 @@ impl ReqInfo<'_> {
 type Answer = Result<Option<BytesMut>, String>;
 
 /// Handles one frame; `Ok(None)` means no answer is due (produce with
-/// acks=0), `Err` closes the connection.
-pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr) -> Answer {
+/// acks=0), `Err` closes the connection. A request the connection's
+/// authentication state does not allow closes it too, as in Kafka.
+pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, session: &mut Session) -> Answer {
+    if session.expects_raw_token() {
+        return api::sasl::raw_token(ctx, &frame, peer, session).await;
+    }
     let mut raw = frame.clone();
     let key = raw.get_i16();
     let version = raw.get_i16();
     let correlation_id = raw.get_i32();
+    if !session.allows(ApiKey::try_from(key).ok()) {
+        return Err(format!("request with API key {key} before authentication"));
+    }
     let Ok(api) = ApiKey::try_from(key) else {
         metrics::request("unknown", false, 0.0);
         return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
@@ -114,7 +124,7 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr) -> A
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| format!("{api:?} v{version} header: {e}"))?;
     let started = Instant::now();
-    let answer = route(ctx, api, version, &header, body, peer).await;
+    let answer = route(ctx, api, version, &header, body, peer, session).await;
     metrics::request(api_name(api), answer.is_ok(), started.elapsed().as_secs_f64());
     answer
 }
@@ -140,13 +150,14 @@ fn encode<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, 
     Ok(buf)
 }
 
-/// Decodes the body as `$req`, runs `$handler`, encodes its answer.
+/// Decodes the body as `$req`, runs `$handler` (with `$extra` after the
+/// request, if given), encodes its answer.
 macro_rules! call {
-    ($r:ident, $req:ty, $handler:path) => {{
+    ($r:ident, $req:ty, $handler:path $(, $extra:expr)?) => {{
         let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
         let req = <$req>::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
         let info = ReqInfo { header, peer: $r.peer };
-        match $handler(ctx, version, &info, req).await {
+        match $handler(ctx, version, &info, req $(, $extra)?).await {
             Some(resp) => encode(
                 header.correlation_id,
                 api.response_header_version(version),
@@ -176,6 +187,7 @@ async fn route(
     header: &RequestHeader,
     body: Bytes,
     peer: &SocketAddr,
+    session: &mut Session,
 ) -> Answer {
     use kafka_protocol::messages as m;
     let mut r = Route {
@@ -187,6 +199,8 @@ async fn route(
         body,
     };
     match api {
+        ApiKey::SaslHandshake => call!(r, m::SaslHandshakeRequest, api::sasl::handshake, session),
+        ApiKey::SaslAuthenticate => call!(r, m::SaslAuthenticateRequest, api::sasl::authenticate, session),
         ApiKey::ApiVersions => call!(r, m::ApiVersionsRequest, api::meta::api_versions),
         ApiKey::Metadata => call!(r, m::MetadataRequest, api::meta::metadata),
         ApiKey::Produce => call!(r, m::ProduceRequest, api::produce::produce),
@@ -238,6 +252,8 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
         _ => "other",
     }
 }

@@ -11,9 +11,15 @@
 //! [`KafkaConfig::max_frame_bytes`] closes the connection, record batches are
 //! decoded by this crate's own bounded reader ([`decode_batches`]), and an
 //! unsupported API or version is answered with `UNSUPPORTED_VERSION`.
+//!
+//! With [`KafkaConfig::auth`] set, clients authenticate with SASL
+//! (SCRAM-SHA-256, or PLAIN when explicitly allowed) against the users the
+//! library stores ([`pgbroker::Broker::add_user`]) before anything else is
+//! served.
 
 mod alloc;
 mod api;
+mod auth;
 mod codec;
 mod conn;
 mod dispatch;
@@ -23,6 +29,7 @@ mod metrics;
 mod server;
 
 pub use alloc::GuardedAlloc;
+pub use auth::{AuthConfig, Mechanism, PRE_AUTH_MAX_FRAME_BYTES, PRE_AUTH_MAX_REQUESTS};
 pub use codec::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
 pub use dispatch::SUPPORTED_APIS;
 pub use http::serve_http;

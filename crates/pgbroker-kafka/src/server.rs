@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, RwLock};
 use tokio::task::JoinSet;
 
+use crate::auth::AuthConfig;
 use crate::conn;
 
 /// Settings of the Kafka listener.
@@ -34,6 +35,8 @@ pub struct KafkaConfig {
     pub default_partitions: i32,
     /// A node not seen for this long is left out of Metadata.
     pub node_ttl: Duration,
+    /// SASL authentication of clients.
+    pub auth: AuthConfig,
 }
 
 impl Default for KafkaConfig {
@@ -47,6 +50,7 @@ impl Default for KafkaConfig {
             auto_create_topics: false,
             default_partitions: 1,
             node_ttl: Duration::from_secs(10),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -124,7 +128,8 @@ pub async fn serve(broker: Broker, config: KafkaConfig, shutdown: Shutdown) -> a
 }
 
 /// As [`serve`], on a listener the caller bound (tests bind port 0 and
-/// advertise the port they got).
+/// advertise the port they got). Refuses to start when the
+/// [`AuthConfig`] is inconsistent.
 pub async fn serve_on(
     listener: TcpListener,
     broker: Broker,
@@ -134,6 +139,7 @@ pub async fn serve_on(
     if let Ok(addr) = listener.local_addr() {
         config.listen = addr;
     }
+    config.auth.validate().map_err(anyhow::Error::msg)?;
     let node_id = broker
         .register_node(&config.advertised_host, config.advertised_port, None)
         .await?;

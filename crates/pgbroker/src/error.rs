@@ -180,6 +180,9 @@ pub enum Error {
         /// The newest epoch seen.
         current: i16,
     },
+    /// The user does not exist.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
     /// The database was migrated by a newer pgbroker.
     #[error(
         "schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker"

@@ -53,6 +53,7 @@ mod queues;
 mod segments;
 mod topics;
 mod types;
+mod users;
 
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
@@ -81,4 +82,8 @@ pub use topics::{
 pub use types::{
     from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName,
     TopicPartition,
+};
+pub use users::{
+    validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,
+    MIN_SCRAM_ITERATIONS,
 };

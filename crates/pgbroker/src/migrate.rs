@@ -10,6 +10,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("queues", include_str!("migrations/0002_queues.sql")),
     ("kafka_groups", include_str!("migrations/0003_kafka_groups.sql")),
     ("kafka_nodes", include_str!("migrations/0004_kafka_nodes.sql")),
+    ("users", include_str!("migrations/0005_users.sql")),
 ];
 
 /// The newest schema version this build knows.

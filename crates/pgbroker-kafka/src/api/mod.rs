@@ -7,6 +7,7 @@ pub(crate) mod groups;
 pub(crate) mod meta;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod sasl;
 
 use kafka_protocol::protocol::StrBytes;
 use pgbroker::{GroupId, Node, TopicName};
