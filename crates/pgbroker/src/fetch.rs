@@ -86,9 +86,17 @@ impl Broker {
         offset: i64,
         limits: FetchLimits,
     ) -> Result<FetchResult> {
-        let (_, pid) = self.partition_id(topic, partition).await?;
+        let (_, mut pid) = self.partition_id(topic, partition).await?;
         if limits.max_wait.is_zero() {
-            return self.fetch_cached(topic, partition, pid, offset, limits).await;
+            return match self.fetch_cached(topic, partition, pid, offset, limits).await {
+                // A partition id cached for a topic of the same name that
+                // was deleted since: `fetch_once` forgot it; look again.
+                Err(Error::UnknownTopic(_)) => {
+                    pid = self.partition_id(topic, partition).await?.1;
+                    self.fetch_cached(topic, partition, pid, offset, limits).await
+                }
+                other => other,
+            };
         }
         ensure_listener(&self.inner);
         let deadline = Instant::now() + limits.max_wait;
@@ -233,12 +241,18 @@ impl Broker {
 
     /// Resolves earliest, latest or a timestamp to an offset of a partition.
     pub async fn resolve_offset(&self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
-        let (_, pid) = self.partition_id(topic, partition).await?;
+        let (_, mut pid) = self.partition_id(topic, partition).await?;
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT log_start, next_offset FROM partitions WHERE id = $1", &[&pid])
-            .await?
-            .ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
+        let watermarks = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
+        let mut found = client.query_opt(watermarks, &[&pid]).await?;
+        if found.is_none() {
+            // The cached partition id may belong to a topic of the same
+            // name deleted since: look the name up afresh, once.
+            self.forget_topic(topic.as_str());
+            pid = self.partition_id(topic, partition).await?.1;
+            found = client.query_opt(watermarks, &[&pid]).await?;
+        }
+        let row = found.ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
         let (start, hw): (i64, i64) = (row.get(0), row.get(1));
         match spec {
             OffsetSpec::Earliest => Ok(start),
