@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// (requests other than Produce: 1 MiB).
     #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     max_request_bytes: u64,
+    /// PEM certificate chain (leaf first) for TLS on the Kafka listener.
+    #[arg(long, requires = "tls_key", value_name = "PATH")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "PATH")]
+    tls_key: Option<std::path::PathBuf>,
     /// Memory each partition's record cache may use, in bytes (0: no cache).
     #[arg(long, default_value_t = 8 << 20)]
     pub cache_bytes_per_partition: usize,
@@ -70,7 +76,11 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         allow_plain_without_tls: args.allow_plain_without_tls,
         ..AuthConfig::default()
     };
-    auth.validate()
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(pgbroker_kafka::tls_server_config(cert, key)?),
+        _ => None,
+    };
+    auth.validate(tls.is_some())
         .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
         listen: args.kafka_listen,
@@ -80,6 +90,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
         auth,
+        tls,
         ..KafkaConfig::default()
     };
     let shutdown = Shutdown::default();

@@ -8,70 +8,18 @@
 #[allow(dead_code)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command as StdCommand, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command as StdCommand, Output, Stdio};
 
-use common::{Env, BIN};
+use common::serve::{kcat_available, Server};
+use common::Env;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// kcat runs against a server.
+trait Kcat {
+    fn kcat_list(&self, mechanism: &str, user: &str, password: &str) -> Output;
+    fn kcat_list_plaintext(&self) -> Output;
 }
 
-fn kcat_available() -> bool {
-    let found = StdCommand::new("kcat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "kcat is needed for this test; install it (apt-get install kcat)"
-        );
-        eprintln!("kcat not found; skipping");
-    }
-    found
-}
-
-/// A `pgbroker serve` process, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut child = StdCommand::new(BIN)
-            .env_remove("DATABASE_URL")
-            .env_remove("PGBROKER_SCHEMA")
-            .args(["--database-url", &env.url, "--schema", &env.schema, "--log", "warn"])
-            .args(["serve", "--kafka-listen", &listen, "--http-listen", &http])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pgbroker serve");
-        let addr: SocketAddr = listen.parse().expect("address");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("pgbroker serve exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "pgbroker serve did not start listening");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Server { child, port }
-    }
-
+impl Kcat for Server {
     /// `kcat -L` as `user` with `password` over SASL_PLAINTEXT.
     fn kcat_list(&self, mechanism: &str, user: &str, password: &str) -> Output {
         StdCommand::new("kcat")
@@ -92,13 +40,6 @@ impl Server {
             .stdin(Stdio::null())
             .output()
             .expect("run kcat")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

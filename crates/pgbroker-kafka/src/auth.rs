@@ -97,12 +97,13 @@ impl AuthConfig {
         }
     }
 
-    /// Checks the settings before the listener starts.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings before the listener starts; `tls` says whether
+    /// the listener encrypts.
+    pub fn validate(&self, tls: bool) -> Result<(), String> {
         if self.required && self.mechanisms.is_empty() {
             return Err("authentication is required but no SASL mechanism is enabled".to_string());
         }
-        if self.mechanisms.contains(&Mechanism::Plain) && !self.allow_plain_without_tls {
+        if self.mechanisms.contains(&Mechanism::Plain) && !tls && !self.allow_plain_without_tls {
             return Err(
                 "SASL PLAIN sends passwords in clear text and this listener has no TLS; \
                  use SCRAM-SHA-256, or allow PLAIN explicitly (allow_plain_without_tls)"

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
 
 use crate::auth::{Session, PRE_AUTH_MAX_FRAME_BYTES};
@@ -25,9 +24,14 @@ enum End {
     AuthFailed,
 }
 
-pub(crate) async fn run(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// Serves one connection, plain TCP or TLS, until it closes or the server
+/// stops.
+pub(crate) async fn run<S>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     let _guard = ConnGuard::new(ctx.clone());
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 << 10, read);
     let mut writer = BufWriter::with_capacity(64 << 10, write);
     let mut session = Session::new(&ctx.config.auth);

@@ -27,6 +27,7 @@ mod errors;
 mod http;
 mod metrics;
 mod server;
+mod tls;
 
 pub use alloc::GuardedAlloc;
 pub use auth::{AuthConfig, Mechanism, PRE_AUTH_MAX_FRAME_BYTES, PRE_AUTH_MAX_REQUESTS};
@@ -34,3 +35,4 @@ pub use codec::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBa
 pub use dispatch::SUPPORTED_APIS;
 pub use http::serve_http;
 pub use server::{serve, serve_on, KafkaConfig, Shutdown, MAX_OTHER_FRAME_BYTES};
+pub use tls::server_config as tls_server_config;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgbroker::{Broker, Node};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, RwLock};
 use tokio::task::JoinSet;
 
@@ -35,6 +35,8 @@ pub struct KafkaConfig {
     pub default_partitions: i32,
     /// A node not seen for this long is left out of Metadata.
     pub node_ttl: Duration,
+    /// TLS for client connections; `None` for plain TCP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// SASL authentication of clients.
     pub auth: AuthConfig,
 }
@@ -50,6 +52,7 @@ impl Default for KafkaConfig {
             auto_create_topics: false,
             default_partitions: 1,
             node_ttl: Duration::from_secs(10),
+            tls: None,
             auth: AuthConfig::default(),
         }
     }
@@ -139,7 +142,7 @@ pub async fn serve_on(
     if let Ok(addr) = listener.local_addr() {
         config.listen = addr;
     }
-    config.auth.validate().map_err(anyhow::Error::msg)?;
+    config.auth.validate(config.tls.is_some()).map_err(anyhow::Error::msg)?;
     let node_id = broker
         .register_node(&config.advertised_host, config.advertised_port, None)
         .await?;
@@ -159,7 +162,7 @@ pub async fn serve_on(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(conn::run(ctx.clone(), stream, peer, shutdown.subscribe()));
+                    conns.spawn(accept(ctx.clone(), stream, peer, shutdown.subscribe()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -181,6 +184,22 @@ pub async fn serve_on(
         tracing::warn!(error = %e, "could not deregister node");
     }
     Ok(())
+}
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one accepted connection, after the TLS handshake when TLS is on.
+async fn accept(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    let Some(tls) = ctx.config.tls.clone() else {
+        return conn::run(ctx, stream, peer, stop).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => conn::run(ctx, tls_stream, peer, stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
 }
 
 async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {

@@ -1,6 +1,8 @@
 //! Helpers for the CLI tests: a fresh schema per test and ways to run the
 //! binary in it.
 
+pub mod serve;
+
 use std::hash::{BuildHasher, Hasher};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,164 @@
+//! `pgbroker serve --tls-cert --tls-key` with a real Kafka client: kcat
+//! (librdkafka) over TLS, verifying the server against a test CA.
+//!
+//! Without kcat on the PATH the test is skipped, except under CI, where it
+//! fails; `scripts/test.sh` installs it.
+
+#[allow(dead_code)]
+mod common;
+
+use std::path::Path;
+use std::process::{Command as StdCommand, Output, Stdio};
+
+use common::serve::{kcat_available, Server};
+use common::Env;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// Writes a CA and a server certificate for 127.0.0.1 signed by it; returns
+/// the paths of the CA certificate, the server chain and the server key.
+fn make_certs(dir: &Path) -> (String, String, String) {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "pgbroker test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+    let write = |name: &str, body: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).expect("write PEM");
+        path.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    )
+}
+
+fn kcat(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = StdCommand::new("kcat")
+        .args(["-b", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(input.as_bytes()).expect("write to kcat");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kcat output")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn kcat_produces_and_consumes_over_tls() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let dir = std::env::temp_dir().join(format!("pgbroker-tls-{}", env.schema));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ca, chain, key) = make_certs(&dir);
+    env.ok(&["topic", "create", "secure", "--partitions", "2"]);
+    let server = Server::start(&env, &["--tls-cert", &chain, "--tls-key", &key]);
+    let tls = ["-X", "security.protocol=ssl", "-X"];
+    let ca_setting = format!("ssl.ca.location={ca}");
+
+    let listed = kcat(
+        server.port,
+        &[&tls[..], &[ca_setting.as_str(), "-L", "-m", "5"]].concat(),
+        None,
+    );
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("topic \"secure\" with 2 partitions"));
+
+    let produced = kcat(
+        server.port,
+        &[&tls[..], &[ca_setting.as_str(), "-P", "-t", "secure", "-K:"]].concat(),
+        Some("a:one\nb:two\nc:three\n"),
+    );
+    assert!(produced.status.success(), "{}", text(&produced));
+    let consumed = kcat(
+        server.port,
+        &[
+            &tls[..],
+            &[ca_setting.as_str(), "-C", "-t", "secure", "-e", "-q", "-f", "%k=%s\\n"],
+        ]
+        .concat(),
+        None,
+    );
+    assert!(consumed.status.success(), "{}", text(&consumed));
+    let mut got: Vec<String> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["a=one", "b=two", "c=three"]);
+
+    // A client that does not speak TLS gets nowhere, and one that does not
+    // trust the CA is refused.
+    let plain = kcat(server.port, &["-L", "-m", "3"], None);
+    assert!(!plain.status.success(), "{}", text(&plain));
+    let untrusted = kcat(server.port, &["-X", "security.protocol=ssl", "-L", "-m", "3"], None);
+    assert!(!untrusted.status.success(), "{}", text(&untrusted));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plain_sasl_is_allowed_over_tls_without_opting_in() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let dir = std::env::temp_dir().join(format!("pgbroker-tls-sasl-{}", env.schema));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ca, chain, key) = make_certs(&dir);
+    env.ok_with(&["user", "add", "alice", "--password-stdin"], "s3cret\n");
+    let server = Server::start(
+        &env,
+        &["--tls-cert", &chain, "--tls-key", &key, "--sasl-mechanisms", "PLAIN"],
+    );
+    let ca_setting = format!("ssl.ca.location={ca}");
+    let login = |password: &str| {
+        let pw = format!("sasl.password={password}");
+        kcat(
+            server.port,
+            &[
+                "-X",
+                "security.protocol=sasl_ssl",
+                "-X",
+                &ca_setting,
+                "-X",
+                "sasl.mechanisms=PLAIN",
+                "-X",
+                "sasl.username=alice",
+                "-X",
+                &pw,
+                "-L",
+                "-m",
+                "5",
+            ],
+            None,
+        )
+    };
+    let ok = login("s3cret");
+    assert!(ok.status.success(), "{}", text(&ok));
+    let bad = login("wrong");
+    assert!(!bad.status.success(), "{}", text(&bad));
+    let _ = std::fs::remove_dir_all(&dir);
+}
