@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages as m;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -124,7 +125,16 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| format!("{api:?} v{version} header: {e}"))?;
     let started = Instant::now();
-    let answer = route(ctx, api, version, &header, body, peer, session).await;
+    let r = Route {
+        ctx,
+        api,
+        version,
+        header: &header,
+        peer,
+        body,
+        session,
+    };
+    let answer = route(r).await;
     metrics::request(api_name(api), answer.is_ok(), started.elapsed().as_secs_f64());
     answer
 }
@@ -150,21 +160,15 @@ fn encode<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, 
     Ok(buf)
 }
 
-/// Decodes the body as `$req`, runs `$handler` (with `$extra` after the
-/// request, if given), encodes its answer.
+/// Decodes the body as `$req`, runs `$handler` (with the connection's
+/// session when marked `session`), encodes its answer.
 macro_rules! call {
-    ($r:ident, $req:ty, $handler:path $(, $extra:expr)?) => {{
+    ($r:ident, $req:ident, $handler:path $(, $session:ident)?) => {{
         let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
-        let req = <$req>::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+        let req = m::$req::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
         let info = ReqInfo { header, peer: $r.peer };
-        match $handler(ctx, version, &info, req $(, $extra)?).await {
-            Some(resp) => encode(
-                header.correlation_id,
-                api.response_header_version(version),
-                version,
-                &resp,
-            )
-            .map(Some),
+        match $handler(ctx, version, &info, req $(, &mut *$r.$session)?).await {
+            Some(resp) => encode(header.correlation_id, api.response_header_version(version), version, &resp).map(Some),
             None => Ok(None),
         }
     }};
@@ -178,53 +182,78 @@ struct Route<'a> {
     header: &'a RequestHeader,
     peer: &'a SocketAddr,
     body: Bytes,
+    session: &'a mut Session,
 }
 
-async fn route(
-    ctx: &Arc<Ctx>,
-    api: ApiKey,
-    version: i16,
-    header: &RequestHeader,
-    body: Bytes,
-    peer: &SocketAddr,
-    session: &mut Session,
-) -> Answer {
-    use kafka_protocol::messages as m;
-    let mut r = Route {
-        ctx,
-        api,
-        version,
-        header,
-        peer,
-        body,
+/// The table of APIs and their handlers, from which both the router and
+/// the decode-only check (used by the fuzz targets) are made.
+macro_rules! api_table {
+    ($($key:ident => $req:ident, $handler:path $(, $session:ident)?;)*) => {
+        async fn route(mut r: Route<'_>) -> Answer {
+            match r.api {
+                $(ApiKey::$key => call!(r, $req, $handler $(, $session)?),)*
+                _ => Ok(Some(bare_error(r.header.correlation_id, code::UNSUPPORTED_VERSION))),
+            }
+        }
+
+        /// Decodes the body of a request of a routed API, and nothing more.
+        fn decode_body(api: ApiKey, version: i16, body: &mut Bytes) -> Result<(), String> {
+            match api {
+                $(ApiKey::$key => m::$req::decode(body, version).map(drop).map_err(|e| e.to_string()),)*
+                _ => Ok(()),
+            }
+        }
     };
-    match api {
-        ApiKey::SaslHandshake => call!(r, m::SaslHandshakeRequest, api::sasl::handshake, session),
-        ApiKey::SaslAuthenticate => call!(r, m::SaslAuthenticateRequest, api::sasl::authenticate, session),
-        ApiKey::ApiVersions => call!(r, m::ApiVersionsRequest, api::meta::api_versions),
-        ApiKey::Metadata => call!(r, m::MetadataRequest, api::meta::metadata),
-        ApiKey::Produce => call!(r, m::ProduceRequest, api::produce::produce),
-        ApiKey::Fetch => call!(r, m::FetchRequest, api::fetch::fetch),
-        ApiKey::ListOffsets => call!(r, m::ListOffsetsRequest, api::offsets::list_offsets),
-        ApiKey::OffsetForLeaderEpoch => call!(r, m::OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch),
-        ApiKey::OffsetCommit => call!(r, m::OffsetCommitRequest, api::offsets::offset_commit),
-        ApiKey::OffsetFetch => call!(r, m::OffsetFetchRequest, api::offsets::offset_fetch),
-        ApiKey::FindCoordinator => call!(r, m::FindCoordinatorRequest, api::meta::find_coordinator),
-        ApiKey::JoinGroup => call!(r, m::JoinGroupRequest, api::groups::join_group),
-        ApiKey::SyncGroup => call!(r, m::SyncGroupRequest, api::groups::sync_group),
-        ApiKey::Heartbeat => call!(r, m::HeartbeatRequest, api::groups::heartbeat),
-        ApiKey::LeaveGroup => call!(r, m::LeaveGroupRequest, api::groups::leave_group),
-        ApiKey::ListGroups => call!(r, m::ListGroupsRequest, api::groups::list_groups),
-        ApiKey::DescribeGroups => call!(r, m::DescribeGroupsRequest, api::groups::describe_groups),
-        ApiKey::DeleteGroups => call!(r, m::DeleteGroupsRequest, api::groups::delete_groups),
-        ApiKey::CreateTopics => call!(r, m::CreateTopicsRequest, api::admin::create_topics),
-        ApiKey::DeleteTopics => call!(r, m::DeleteTopicsRequest, api::admin::delete_topics),
-        ApiKey::CreatePartitions => call!(r, m::CreatePartitionsRequest, api::admin::create_partitions),
-        ApiKey::DeleteRecords => call!(r, m::DeleteRecordsRequest, api::admin::delete_records),
-        ApiKey::DescribeConfigs => call!(r, m::DescribeConfigsRequest, api::admin::describe_configs),
-        ApiKey::InitProducerId => call!(r, m::InitProducerIdRequest, api::admin::init_producer_id),
-        _ => Ok(Some(bare_error(header.correlation_id, code::UNSUPPORTED_VERSION))),
+}
+
+api_table! {
+    SaslHandshake => SaslHandshakeRequest, api::sasl::handshake, session;
+    SaslAuthenticate => SaslAuthenticateRequest, api::sasl::authenticate, session;
+    ApiVersions => ApiVersionsRequest, api::meta::api_versions;
+    Metadata => MetadataRequest, api::meta::metadata;
+    Produce => ProduceRequest, api::produce::produce;
+    Fetch => FetchRequest, api::fetch::fetch;
+    ListOffsets => ListOffsetsRequest, api::offsets::list_offsets;
+    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
+    OffsetCommit => OffsetCommitRequest, api::offsets::offset_commit;
+    OffsetFetch => OffsetFetchRequest, api::offsets::offset_fetch;
+    FindCoordinator => FindCoordinatorRequest, api::meta::find_coordinator;
+    JoinGroup => JoinGroupRequest, api::groups::join_group;
+    SyncGroup => SyncGroupRequest, api::groups::sync_group;
+    Heartbeat => HeartbeatRequest, api::groups::heartbeat;
+    LeaveGroup => LeaveGroupRequest, api::groups::leave_group;
+    ListGroups => ListGroupsRequest, api::groups::list_groups;
+    DescribeGroups => DescribeGroupsRequest, api::groups::describe_groups;
+    DeleteGroups => DeleteGroupsRequest, api::groups::delete_groups;
+    CreateTopics => CreateTopicsRequest, api::admin::create_topics;
+    DeleteTopics => DeleteTopicsRequest, api::admin::delete_topics;
+    CreatePartitions => CreatePartitionsRequest, api::admin::create_partitions;
+    DeleteRecords => DeleteRecordsRequest, api::admin::delete_records;
+    DescribeConfigs => DescribeConfigsRequest, api::admin::describe_configs;
+    InitProducerId => InitProducerIdRequest, api::admin::init_producer_id;
+}
+
+/// Decodes one request frame (without its length prefix) as the server
+/// would before handling it: the size, API and version checks, the header,
+/// the body. Errors are what would close the connection or be answered
+/// with an error code. For fuzzing and tests; it touches no state.
+pub fn decode_request(frame: Bytes) -> Result<(), String> {
+    if frame.len() < 8 {
+        return Err("frame shorter than a request header".to_string());
     }
+    let mut raw = frame.clone();
+    let key = raw.get_i16();
+    let version = raw.get_i16();
+    let api = ApiKey::try_from(key).map_err(|()| format!("unknown API key {key}"))?;
+    if !supported(api, version) {
+        return Err(format!("{api:?} v{version} is not supported"));
+    }
+    if api != ApiKey::Produce && frame.len() > MAX_OTHER_FRAME_BYTES {
+        return Err(format!("{api:?} request of {} bytes", frame.len()));
+    }
+    let mut body = frame;
+    RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(|e| e.to_string())?;
+    decode_body(api, version, &mut body)
 }
 
 /// The API's name as used in metrics and logs.

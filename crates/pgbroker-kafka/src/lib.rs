@@ -24,6 +24,7 @@ mod codec;
 mod conn;
 mod dispatch;
 mod errors;
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod server;

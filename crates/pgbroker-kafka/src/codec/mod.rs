@@ -3,7 +3,7 @@
 //! allocated, decompression stops at a limit, and repeated header keys
 //! survive.
 
-mod compression;
+pub(crate) mod compression;
 mod read;
 mod records;
 
