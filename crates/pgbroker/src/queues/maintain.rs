@@ -34,6 +34,15 @@ pub(crate) const MAX_MOVE: i64 = 20_000;
 /// How long a rotation waits for its lock. Statements on the queue tables
 /// queue behind a waiting rotation, so this bounds the stall it can cause.
 const ROTATE_LOCK_TIMEOUT: &str = "200ms";
+/// The current partition is analyzed once it holds this much after a
+/// rotation.
+const ANALYZE_MIN_BYTES: i64 = 64 << 10;
+/// When, after a rotation, to try that (the maintenance tick tries too).
+const ANALYZE_AFTER: [Duration; 3] = [
+    Duration::from_millis(150),
+    Duration::from_millis(350),
+    Duration::from_millis(700),
+];
 /// Least time between two explicit vacuums of the older partition, run
 /// while a backlog keeps it from being rotated.
 const VACUUM_INTERVAL: Duration = Duration::from_secs(10);
@@ -50,6 +59,9 @@ pub(crate) struct Schedule {
     next_archive: Option<Instant>,
     next_orphans: Option<Instant>,
     next_vacuum: Option<Instant>,
+    /// The rotation (by its time) after which the current partition was
+    /// last analyzed.
+    analyzed_for: Option<f64>,
 }
 
 /// What one maintenance pass did.
@@ -175,6 +187,19 @@ impl Broker {
                 Err(e) => tracing::warn!(error = %e, "queue partition rotation failed"),
             }
         }
+        if report.rotated {
+            let broker = self.clone();
+            tokio::spawn(async move {
+                for delay in ANALYZE_AFTER {
+                    tokio::time::sleep(delay).await;
+                    if broker.analyze_current().await.unwrap_or(true) {
+                        break;
+                    }
+                }
+            });
+        } else if let Err(e) = self.analyze_current().await {
+            tracing::debug!(error = %e, "analyzing the current queue partition failed");
+        }
         let client = self.client().await?;
         if archive {
             let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
@@ -193,6 +218,39 @@ impl Broker {
             self.set_schedule(|s| s.next_orphans = Some(Instant::now() + ORPHAN_INTERVAL));
         }
         Ok(report)
+    }
+
+    /// Analyzes the current partition once per rotation, when it has grown
+    /// a little. A rotation leaves it truncated, and statements planned
+    /// then (the pool keeps generic plans) take it for a tiny table and
+    /// look messages up by a sequential scan; new statistics make every
+    /// connection plan again, with index scans, for the rest of the
+    /// rotation.
+    /// Returns whether the partition is analyzed for the current rotation.
+    async fn analyze_current(&self) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT current, extract(epoch FROM rotated_at)::float8,
+                        pg_relation_size(CASE current WHEN 0 THEN 'queue_messages_0' ELSE 'queue_messages_1' END)
+                 FROM queue_rotation",
+                &[],
+            )
+            .await?;
+        let (current, rotated_at, size): (i16, f64, i64) = (row.get(0), row.get(1), row.get(2));
+        let done = match self.inner.queues.maintenance.lock() {
+            Ok(s) => s.analyzed_for == Some(rotated_at),
+            Err(_) => true,
+        };
+        if done {
+            return Ok(true);
+        }
+        if size < ANALYZE_MIN_BYTES {
+            return Ok(false);
+        }
+        client.batch_execute(&format!("ANALYZE {}", partition(current))).await?;
+        self.set_schedule(|s| s.analyzed_for = Some(rotated_at));
+        Ok(true)
     }
 
     fn set_schedule(&self, f: impl FnOnce(&mut Schedule)) {
