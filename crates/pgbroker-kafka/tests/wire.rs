@@ -167,6 +167,11 @@ async fn bad_frames_close_only_their_own_connection() {
     truncated.send_bytes(&100i32.to_be_bytes()).await;
     truncated.send_bytes(&[0, 18, 0, 3]).await;
     drop(truncated);
+    // A topic name that is not UTF-8.
+    let mut bad_utf8 = server.connect().await;
+    let body = [0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0, 1, 0, 2, 0xff, 0xfe];
+    bad_utf8.send_raw_frame(&body).await;
+    assert!(bad_utf8.closed_by_server().await, "invalid UTF-8 closes the connection");
     // A request body that does not decode.
     let mut junk = server.connect().await;
     junk.send_raw_frame(&[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x7f])

@@ -127,6 +127,13 @@ mod tests {
         assert!(matches!(decompress(2, &sn, 1 << 20), Err(BatchError::TooLarge { .. })));
         let zs = zstd::encode_all(&zeros[..], 1).expect("zstd");
         assert!(matches!(decompress(4, &zs, 1 << 20), Err(BatchError::TooLarge { .. })));
+        let lz = {
+            use std::io::Write;
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(&zeros).expect("lz4");
+            e.finish().expect("lz4")
+        };
+        assert!(matches!(decompress(3, &lz, 1 << 20), Err(BatchError::TooLarge { .. })));
         assert!(matches!(
             decompress(7, &zs, 1 << 20),
             Err(BatchError::UnsupportedCompression(7))
