@@ -13,6 +13,12 @@ if ! command -v kcat >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat
 fi
 
+# The comparison harness (crates/pgbroker-bench) links Debian's librdkafka.
+if ! dpkg -s librdkafka-dev pkg-config >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq librdkafka-dev pkg-config
+fi
+
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed | grep -q '^clippy' || rustup component add clippy

@@ -1,7 +1,7 @@
 //! The `pgbroker` command: migrate, administer topics and groups, produce
 //! and consume records, run retention, and work with queues.
 
-mod bench;
+use pgbroker_cli::bench;
 mod group;
 mod output;
 mod queue;
@@ -80,9 +80,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Producers and consumer groups on one topic (the source article's pub/sub workload).
-    Pubsub(bench::PubsubArgs),
+    Pubsub(bench::PubsubCommand),
     /// Producers and workers on one work queue (the source article's queue workload).
-    Queue(bench::QueueArgs),
+    Queue(bench::QueueCommand),
     /// The pub/sub workload against several systems in turn, with medians and ratios.
     Compare(bench::CompareArgs),
 }
@@ -291,10 +291,9 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     // One command runs a few statements at a time; produce fans out per
     // partition. A benchmark runs every producer and consumer at once.
     let pool_size = match &cli.command {
-        Command::Bench(BenchCommand::Pubsub(a)) => usize::try_from(a.producers + a.groups * a.consumers_per_group)
-            .unwrap_or(64)
-            .clamp(8, 64),
-        Command::Bench(BenchCommand::Queue(a)) => usize::try_from(a.producers + a.workers).unwrap_or(64).clamp(8, 64),
+        Command::Bench(BenchCommand::Pubsub(a)) => a.workload.pool_size(),
+        Command::Bench(BenchCommand::Queue(a)) => a.workload.pool_size(),
+        Command::Bench(BenchCommand::Compare(a)) => a.workload.pool_size(),
         Command::Serve(_) => serve::POOL_SIZE,
         _ => 8,
     };

@@ -43,7 +43,7 @@ pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value
         ));
     }
     admin.batch_execute(&ddl).await?;
-    let stats = Arc::new(Stats::default());
+    let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for g in 0..args.groups {

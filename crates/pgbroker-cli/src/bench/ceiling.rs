@@ -27,7 +27,7 @@ pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value
              CREATE TABLE {schema}.log (payload bytea NOT NULL, created_at timestamptz NOT NULL);"
         ))
         .await?;
-    let stats = Arc::new(Stats::default());
+    let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for id in 0..args.producers {

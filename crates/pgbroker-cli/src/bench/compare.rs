@@ -29,7 +29,7 @@ pub struct CompareArgs {
 }
 
 /// The figures compared, with whether more is better.
-const FIGURES: &[(&str, bool)] = &[
+pub const FIGURES: &[(&str, bool)] = &[
     ("write_msgs_per_s", true),
     ("read_msgs_per_s", true),
     ("e2e_p50_ms", false),
@@ -38,9 +38,12 @@ const FIGURES: &[(&str, bool)] = &[
     ("produce_p99_ms", false),
     ("postgres_cpu_s_per_million", false),
     ("broker_cpu_s_per_million", false),
+    ("client_cpu_s_per_million", false),
+    ("broker_rss_max_mib", false),
 ];
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -61,45 +64,59 @@ pub async fn compare(broker: Broker, database_url: &str, args: CompareArgs) -> R
             let mut summary = run_once(&broker, database_url, &workload).await?;
             summary["round"] = round.into();
             if let Some(path) = &args.out {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                writeln!(f, "{}", serde_json::to_string(&summary)?)?;
+                append_jsonl(path, &summary)?;
             }
             runs.push(summary);
         }
     }
-    let medians: Vec<(System, Vec<f64>)> = args
-        .systems
+    let names: Vec<&str> = args.systems.iter().map(|s| s.name()).collect();
+    print_table(&runs, &names, args.rounds);
+    Ok(())
+}
+
+/// Appends `summary` to `path` as one JSON line.
+pub fn append_jsonl(path: &std::path::Path, summary: &Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(summary)?)?;
+    Ok(())
+}
+
+/// Medians of [`FIGURES`] per system over `runs`, in the order of `systems`.
+pub fn medians(runs: &[Value], systems: &[&str]) -> Vec<Vec<f64>> {
+    systems
         .iter()
         .map(|s| {
-            let mine: Vec<&Value> = runs.iter().filter(|r| r["system"] == s.name()).collect();
-            let values = FIGURES
+            let mine: Vec<&Value> = runs.iter().filter(|r| r["system"] == *s).collect();
+            FIGURES
                 .iter()
                 .map(|(k, _)| median(mine.iter().filter_map(|r| r[*k].as_f64()).collect()))
-                .collect();
-            (*s, values)
+                .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Prints medians per system and ratios against the first system.
+pub fn print_table(runs: &[Value], systems: &[&str], rounds: u32) {
+    let medians = medians(runs, systems);
     println!(
-        "median of {} rounds; ratio = system / {}",
-        args.rounds,
-        args.systems[0].name()
+        "median of {rounds} rounds; ratio = system / {}",
+        systems.first().copied().unwrap_or("-")
     );
     print!("{:<28}", "figure");
-    for (s, _) in &medians {
-        print!("{:>14}{:>9}", s.name(), "ratio");
+    for s in systems {
+        print!("{s:>14}{:>9}", "ratio");
     }
     println!();
     for (i, (figure, _)) in FIGURES.iter().enumerate() {
         print!("{figure:<28}");
-        let base = medians.first().map_or(f64::NAN, |m| m.1[i]);
-        for (_, values) in &medians {
+        let base = medians.first().map_or(f64::NAN, |m| m[i]);
+        for values in &medians {
             print!("{:>14.1}{:>9.2}", values[i], values[i] / base);
         }
         println!();
     }
-    Ok(())
 }

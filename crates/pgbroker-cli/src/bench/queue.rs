@@ -20,8 +20,8 @@ use super::{
 /// Flags of `bench queue`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueArgs {
-    /// The design to drive (pgbroker or article).
-    #[arg(long, value_enum, default_value = "pgbroker")]
+    /// The design to drive (set by the command, not a flag of the workload).
+    #[arg(skip = QueueSystem::Pgbroker)]
     pub system: QueueSystem,
     /// Message size in bytes (at least 8: the send time is carried in it).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
@@ -47,6 +47,17 @@ pub struct QueueArgs {
     pub run: RunArgs,
 }
 
+/// Flags of `bench queue`: the design and the workload.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueCommand {
+    /// The design to drive.
+    #[arg(long, value_enum, default_value = "pgbroker")]
+    pub system: QueueSystem,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: QueueArgs,
+}
+
 /// Which queue design the benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QueueSystem {
@@ -55,6 +66,26 @@ pub enum QueueSystem {
     /// The source article's SKIP LOCKED queue: delete and archive per
     /// message in one transaction, workers polling.
     Article,
+}
+
+impl QueueArgs {
+    /// Connections a broker running this workload in process needs: every
+    /// producer and worker at once, 8 to 64.
+    pub fn pool_size(&self) -> usize {
+        usize::try_from(self.producers + self.workers)
+            .unwrap_or(64)
+            .clamp(8, 64)
+    }
+}
+
+impl QueueSystem {
+    /// The name used in summaries (`system`).
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueSystem::Pgbroker => "pgbroker",
+            QueueSystem::Article => "article",
+        }
+    }
 }
 
 impl Workload for QueueArgs {
@@ -74,10 +105,7 @@ impl Workload for QueueArgs {
     }
     fn head(&self) -> serde_json::Value {
         json!({
-            "system": match self.system {
-                QueueSystem::Pgbroker => "pgbroker",
-                QueueSystem::Article => "article",
-            },
+            "system": self.system.name(),
             "workload": "queue",
             "message_size": self.message_size,
             "producers": self.producers,
@@ -91,7 +119,7 @@ impl Workload for QueueArgs {
 
 /// `size` bytes of the usual pattern, starting with `sent` as microseconds
 /// since the epoch (8 bytes, big-endian).
-pub(super) fn stamped(base: &[u8], sent: SystemTime) -> Vec<u8> {
+pub fn stamped(base: &[u8], sent: SystemTime) -> Vec<u8> {
     let micros = sent
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -103,7 +131,7 @@ pub(super) fn stamped(base: &[u8], sent: SystemTime) -> Vec<u8> {
 }
 
 /// Microseconds from the send time carried in `body` to `now`.
-pub(super) fn latency_micros(body: &[u8], now: SystemTime) -> u64 {
+pub fn latency_micros(body: &[u8], now: SystemTime) -> u64 {
     let sent = body
         .get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -117,12 +145,21 @@ pub(super) fn latency_micros(body: &[u8], now: SystemTime) -> u64 {
 /// Runs the queue benchmark against `args.system`, on a fresh queue (or
 /// fresh tables) removed afterwards, and prints (and with `--json`, writes)
 /// the summary.
-pub async fn queue(broker: Broker, database_url: &str, args: QueueArgs) -> Result<()> {
-    let summary = match args.system {
-        QueueSystem::Pgbroker => run(broker, &args).await?,
-        QueueSystem::Article => queue_article::run(database_url, &args).await?,
+pub async fn queue(broker: Broker, database_url: &str, command: QueueCommand) -> Result<()> {
+    let args = QueueArgs {
+        system: command.system,
+        ..command.workload
     };
+    let summary = run_queue_once(&broker, database_url, &args).await?;
     args.run.report(&summary)
+}
+
+/// One run of the queue workload against `args.system`; returns its summary.
+pub async fn run_queue_once(broker: &Broker, database_url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+    match args.system {
+        QueueSystem::Pgbroker => run(broker.clone(), args).await,
+        QueueSystem::Article => queue_article::run(database_url, args).await,
+    }
 }
 
 async fn run(broker: Broker, args: &QueueArgs) -> Result<serde_json::Value> {
@@ -134,7 +171,7 @@ async fn run(broker: Broker, args: &QueueArgs) -> Result<serde_json::Value> {
 }
 
 async fn drive(broker: &Broker, queue: &QueueName, args: &QueueArgs) -> Result<serde_json::Value> {
-    let stats = Arc::new(Stats::default());
+    let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let options = ReceiveOptions {

@@ -41,7 +41,7 @@ pub(super) async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value
                                             processed_at timestamptz NOT NULL DEFAULT now());"
         ))
         .await?;
-    let stats = Arc::new(Stats::default());
+    let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..args.workers {

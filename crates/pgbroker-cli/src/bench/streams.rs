@@ -30,7 +30,7 @@ pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::
 }
 
 async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<serde_json::Value> {
-    let stats = Arc::new(Stats::default());
+    let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for g in 0..args.groups {

@@ -24,7 +24,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// Prints the summary and, with `--json`, writes it to the file.
-    pub(super) fn report(&self, summary: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn report(&self, summary: &serde_json::Value) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(summary)?);
         if let Some(path) = &self.json {
             std::fs::write(path, serde_json::to_vec_pretty(summary)?)
@@ -35,20 +35,24 @@ impl RunArgs {
 }
 
 /// How producers pace their sends.
-pub(super) struct Pace {
+pub struct Pace {
     /// Messages per send call.
-    pub(super) batch: u32,
-    pub(super) producers: u32,
+    pub batch: u32,
+    /// Concurrent producers.
+    pub producers: u32,
     /// Target total messages/s; flat out when `None`.
-    pub(super) rate: Option<u64>,
+    pub rate: Option<u64>,
     /// Partitions to rotate over (1 when there are none).
-    pub(super) partitions: i32,
+    pub partitions: i32,
 }
 
 /// What `measure` and `produce_loop` need to know of a workload.
-pub(super) trait Workload {
+pub trait Workload {
+    /// Timing and output flags.
     fn run(&self) -> &RunArgs;
+    /// Message size in bytes.
     fn message_size(&self) -> u32;
+    /// How producers pace their sends.
     fn pace(&self) -> Pace;
     /// The summary's leading keys: system, workload name and parameters.
     fn head(&self) -> serde_json::Value;
@@ -82,5 +86,31 @@ impl Workload for PubsubArgs {
             "read_batch": self.read_batch,
             "target_rate": self.rate,
         })
+    }
+}
+
+/// A workload reported under another system's name: how the comparison
+/// harness runs the same flags against a peer.
+pub struct Relabel<'a, W> {
+    /// The workload's flags.
+    pub workload: &'a W,
+    /// The `system` key of the summary.
+    pub system: &'a str,
+}
+
+impl<W: Workload> Workload for Relabel<'_, W> {
+    fn run(&self) -> &RunArgs {
+        self.workload.run()
+    }
+    fn message_size(&self) -> u32 {
+        self.workload.message_size()
+    }
+    fn pace(&self) -> Pace {
+        self.workload.pace()
+    }
+    fn head(&self) -> serde_json::Value {
+        let mut head = self.workload.head();
+        head["system"] = self.system.into();
+        head
     }
 }

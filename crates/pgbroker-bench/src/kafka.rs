@@ -1,0 +1,222 @@
+//! `kafka-protocol`: pgbroker's Kafka front end driven by librdkafka. The
+//! harness starts `pgbroker serve` on a fresh schema, creates the topic,
+//! and runs the workload's producers (acks=all, one librdkafka producer
+//! each, awaiting every batch's deliveries) and groups of consumers. The
+//! send time travels in the first 8 bytes of each value, as in the queue
+//! workload, so end-to-end latency is on this process's clock. CPU and
+//! memory are those of the `pgbroker serve` process.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use futures_util::future::join_all;
+use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
+use pgbroker_cli::bench::{
+    histogram, latency_micros, measure_with, payload, produce_loop, record, stamped, BrokerProcess, Measured,
+    PubsubArgs, Relabel, Stats,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+
+use crate::db;
+
+/// The `pgbroker serve` child, killed when dropped.
+pub struct Server {
+    child: tokio::process::Child,
+    /// `host:port` of its Kafka listener.
+    pub bootstrap: String,
+}
+
+impl Server {
+    /// Starts `bin serve` on `schema` with free ports and waits until its
+    /// Kafka listener accepts connections.
+    pub async fn start(bin: &Path, url: &str, schema: &str) -> Result<Server> {
+        let free_port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+        let (kafka, http) = (free_port()?, free_port()?);
+        let bootstrap = format!("127.0.0.1:{kafka}");
+        let child = tokio::process::Command::new(bin)
+            .args(["--database-url", url, "--schema", schema, "--log", "warn", "serve"])
+            .args([
+                "--kafka-listen",
+                &bootstrap,
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with `cargo build --release -p pgbroker-cli`)",
+                    bin.display()
+                )
+            })?;
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&bootstrap).await.is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("pgbroker serve did not listen on {bootstrap} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server { child, bootstrap })
+    }
+
+    /// The child's pid, for CPU and memory readings.
+    pub fn pid(&self) -> Result<u32> {
+        self.child.id().context("pgbroker serve exited")
+    }
+
+    /// Stops the child and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.start_kill().ok();
+        self.child.wait().await.context("waiting for pgbroker serve")?;
+        Ok(())
+    }
+}
+
+/// Runs the workload through `pgbroker serve` on a fresh schema, dropped
+/// afterwards.
+pub async fn run(url: &str, bin: &Path, args: &PubsubArgs) -> Result<serde_json::Value> {
+    // Built from a number only: safe to place in SQL text.
+    let schema = format!("bench_kafka_{}", std::process::id());
+    let admin = db::connect(url).await?;
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    let outcome = async {
+        let broker = Broker::connect(BrokerConfig {
+            database_url: url.to_string(),
+            schema: schema.clone(),
+            pool_size: 2,
+            ..BrokerConfig::default()
+        })
+        .await?;
+        let topic = TopicName::new("bench")?;
+        let config = TopicConfig {
+            partitions: args.partitions,
+            ..TopicConfig::default()
+        };
+        broker.create_topic(&topic, &config).await?;
+        drop(broker);
+        let server = Server::start(bin, url, &schema).await?;
+        let outcome = drive(&server, args).await;
+        server.stop().await?;
+        outcome
+    }
+    .await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    outcome
+}
+
+async fn drive(server: &Server, args: &PubsubArgs) -> Result<serde_json::Value> {
+    let stats = Stats::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut consumers = Vec::new();
+    for g in 0..args.groups {
+        for _ in 0..args.consumers_per_group {
+            let consumer: StreamConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &server.bootstrap)
+                .set("group.id", format!("bench-g{g}"))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "true")
+                .set("fetch.wait.max.ms", "100")
+                .set(
+                    "max.partition.fetch.bytes",
+                    (u64::from(args.read_batch) * u64::from(args.message_size))
+                        .max(1 << 20)
+                        .to_string(),
+                )
+                .create()
+                .context("creating a librdkafka consumer")?;
+            consumer.subscribe(&["bench"])?;
+            let consumer = Arc::new(consumer);
+            consumers.push(consumer.clone());
+            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+        }
+    }
+    settle(&consumers, args).await;
+    for id in 0..args.producers {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &server.bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("compression.type", "none")
+            .create()
+            .context("creating a librdkafka producer")?;
+        let (a, s, st) = (args.clone(), stats.clone(), stop.clone());
+        tasks.push(tokio::spawn(produce(producer, a, id, s, st)));
+    }
+    let workload = Relabel {
+        workload: args,
+        system: "kafka-protocol",
+    };
+    measure_with(&workload, stats, stop, tasks, &BrokerProcess::Pid(server.pid()?)).await
+}
+
+async fn produce(
+    producer: FutureProducer,
+    args: PubsubArgs,
+    id: u32,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Measured> {
+    let base = payload(args.message_size.max(8));
+    let (producer, base) = (&producer, &base);
+    produce_loop(&args, id, stats, stop, |partition, now| async move {
+        let values: Vec<Vec<u8>> = (0..args.write_batch).map(|_| stamped(base, now)).collect();
+        let sends = values.iter().map(|v| {
+            let record = FutureRecord::<(), [u8]>::to("bench").partition(partition).payload(v);
+            producer.send(record, Duration::from_secs(10))
+        });
+        for outcome in join_all(sends).await {
+            outcome.map_err(|(e, _)| e).context("producing")?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Waits (at most 30 s) until every consumer that can have partitions has
+/// some, so that the group's first rebalance is not measured as latency.
+async fn settle(consumers: &[Arc<StreamConsumer>], args: &PubsubArgs) {
+    let expected = |c: &StreamConsumer| c.assignment().map_or(0, |a| a.count());
+    let started = Instant::now();
+    let per_group = usize::try_from(args.partitions).unwrap_or(0);
+    let wanted = usize::try_from(args.groups).unwrap_or(0) * per_group;
+    while started.elapsed() < Duration::from_secs(30) {
+        if consumers.iter().map(|c| expected(c)).sum::<usize>() >= wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("kafka-protocol: consumers still without all partitions after 30 s");
+}
+
+async fn consume(consumer: Arc<StreamConsumer>, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<Measured> {
+    let mut latency = histogram()?;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(got) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await else {
+            continue;
+        };
+        let message = got.context("consuming")?;
+        let now = SystemTime::now();
+        record(
+            &stats,
+            &mut latency,
+            latency_micros(message.payload().unwrap_or_default(), now),
+        );
+        stats.read.fetch_add(1, Ordering::Relaxed);
+    }
+    consumer.unsubscribe();
+    Ok(Measured::EndToEnd(latency))
+}

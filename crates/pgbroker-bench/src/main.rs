@@ -1,0 +1,98 @@
+//! `pgbroker-bench`: the comparison harness. It runs the workloads of
+//! `pgbroker bench` against pgbroker, its Kafka front end (through
+//! librdkafka), the source article's SQL design, Postgres's ceiling, and
+//! the peers a user would otherwise pick (RabbitMQ, NATS JetStream, Redis
+//! Streams, pgmq), writes every run as a JSON line, and turns the results
+//! into BENCHMARKS.md with plots. It is a binary of its own so that
+//! `pgbroker` links none of the peers' clients.
+
+mod db;
+mod kafka;
+mod nats;
+mod pgmq;
+mod plots;
+mod rabbitmq;
+mod redis_streams;
+mod report;
+mod soak;
+mod suite;
+mod sweep;
+mod systems;
+mod targets;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgbroker_cli::bench::{PubsubArgs, QueueArgs};
+
+use systems::{Endpoints, PubsubSystem, QueuePeer};
+
+/// Compare pgbroker with its alternatives on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "pgbroker-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One pub/sub run against one system.
+    Pubsub {
+        /// The system.
+        #[arg(long, value_enum)]
+        system: PubsubSystem,
+        #[command(flatten)]
+        workload: PubsubArgs,
+    },
+    /// One queue run against one system.
+    Queue {
+        /// The system.
+        #[arg(long, value_enum)]
+        system: QueuePeer,
+        #[command(flatten)]
+        workload: QueueArgs,
+    },
+    /// Every scenario, systems in turn, rounds; appends JSON lines.
+    Suite(suite::SuiteArgs),
+    /// Latency against offered rate.
+    Sweep(sweep::SweepArgs),
+    /// A long run sampled over time, optionally with a transaction held open.
+    Soak(soak::SoakArgs),
+    /// BENCHMARKS.md and plots from JSON-lines results.
+    Report(report::ReportArgs),
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = &cli.endpoints;
+    match cli.command {
+        Command::Pubsub { system, workload } => {
+            let summary = env.run_pubsub(system, &workload).await;
+            systems::drop_schema(&env.database_url).await?;
+            workload.run.report(&summary?)
+        }
+        Command::Queue { system, workload } => {
+            let summary = env.run_queue(system, &workload).await;
+            systems::drop_schema(&env.database_url).await?;
+            workload.run.report(&summary?)
+        }
+        Command::Suite(args) => suite::suite(env, &args).await,
+        Command::Sweep(args) => sweep::sweep(env, &args).await,
+        Command::Soak(args) => soak::soak(env, &args).await,
+        Command::Report(args) => report::report(&args),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `pgbroker-bench suite`: every scenario of the comparison, each system in
+//! turn per round (A B C A B C ...), every run appended to a JSON-lines
+//! file with its scenario and round, and a table of medians and ratios
+//! per scenario. `--smoke` runs one short round of two small scenarios.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use pgbroker_cli::bench::compare::{append_jsonl, print_table};
+use pgbroker_cli::bench::{PubsubArgs, QueueArgs};
+use serde_json::Value;
+
+use crate::systems::{Endpoints, PubsubSystem as P, QueuePeer as Q};
+
+/// Flags of `suite`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuiteArgs {
+    /// Rounds; each runs every system of a scenario once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Measured time of each run.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Warm-up of each run.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Only the scenarios whose names contain one of these.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// One short round of two small scenarios, every system once.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Append every run to this JSON-lines file (with an environment line first).
+    #[arg(long, default_value = "results/bench.jsonl")]
+    pub out: PathBuf,
+}
+
+/// What a scenario runs.
+pub enum Kind {
+    /// The pub/sub workload with these systems.
+    Pubsub(Vec<P>),
+    /// The queue workload with these systems.
+    Queue(Vec<Q>),
+}
+
+/// One workload shape and the systems compared on it; ratios are against
+/// the first system.
+pub struct Scenario {
+    /// Its name in results and in the report.
+    pub name: &'static str,
+    /// Workload flags, as on the command line.
+    pub flags: &'static str,
+    /// Workload and systems.
+    pub kind: Kind,
+}
+
+/// The full comparison.
+pub fn scenarios() -> Vec<Scenario> {
+    use Kind::{Pubsub, Queue};
+    vec![
+        Scenario {
+            name: "pubsub-write-only",
+            flags: "--groups 0",
+            kind: Pubsub(vec![
+                P::Pgbroker,
+                P::Article,
+                P::Ceiling,
+                P::KafkaProtocol,
+                P::Nats,
+                P::Redis,
+            ]),
+        },
+        Scenario {
+            name: "pubsub-5-groups-at-5k",
+            flags: "--rate 5000",
+            kind: Pubsub(vec![P::Pgbroker, P::Article, P::Nats, P::Redis]),
+        },
+        Scenario {
+            name: "pubsub-5-groups-max",
+            flags: "",
+            kind: Pubsub(vec![P::Pgbroker, P::Article, P::Nats, P::Redis]),
+        },
+        Scenario {
+            name: "kafka-one-group-max",
+            flags: "--groups 1 --consumers-per-group 4 --producers 8",
+            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis]),
+        },
+        Scenario {
+            name: "kafka-one-group-at-5k",
+            flags: "--groups 1 --consumers-per-group 4 --producers 8 --rate 5000",
+            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis]),
+        },
+        Scenario {
+            name: "queue-single",
+            flags: "--send-batch 1 --receive-batch 1",
+            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+        },
+        Scenario {
+            name: "queue-batch-100",
+            flags: "--send-batch 100 --receive-batch 100",
+            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+        },
+        Scenario {
+            name: "queue-single-at-3k",
+            flags: "--send-batch 1 --receive-batch 1 --rate 3000",
+            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+        },
+    ]
+}
+
+/// The smoke version: every system once, small and short.
+fn smoke_scenarios() -> Vec<Scenario> {
+    use Kind::{Pubsub, Queue};
+    vec![
+        Scenario {
+            name: "smoke-pubsub",
+            flags: "--groups 1 --consumers-per-group 2 --producers 2 --partitions 2 --rate 2000",
+            kind: Pubsub(vec![
+                P::KafkaProtocol,
+                P::Pgbroker,
+                P::Article,
+                P::Ceiling,
+                P::Nats,
+                P::Redis,
+            ]),
+        },
+        Scenario {
+            name: "smoke-queue",
+            flags: "--producers 2 --workers 2 --send-batch 10 --receive-batch 10 --rate 2000",
+            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+        },
+    ]
+}
+
+#[derive(Parser)]
+struct PubsubFlags {
+    #[command(flatten)]
+    args: PubsubArgs,
+}
+
+#[derive(Parser)]
+struct QueueFlags {
+    #[command(flatten)]
+    args: QueueArgs,
+}
+
+/// Workload flags plus the suite's timing, as clap parses them.
+fn argv(flags: &str, duration: Duration, warmup: Duration) -> Vec<String> {
+    let mut v = vec!["scenario".to_string()];
+    v.extend(flags.split_whitespace().map(String::from));
+    v.extend(["--duration".into(), humantime::format_duration(duration).to_string()]);
+    v.extend(["--warmup".into(), humantime::format_duration(warmup).to_string()]);
+    v
+}
+
+/// Parses a scenario's pub/sub flags.
+pub fn pubsub_args(flags: &str, duration: Duration, warmup: Duration) -> Result<PubsubArgs> {
+    Ok(PubsubFlags::try_parse_from(argv(flags, duration, warmup))?.args)
+}
+
+/// Parses a scenario's queue flags.
+pub fn queue_args(flags: &str, duration: Duration, warmup: Duration) -> Result<QueueArgs> {
+    Ok(QueueFlags::try_parse_from(argv(flags, duration, warmup))?.args)
+}
+
+/// Runs `s` for `rounds` rounds, appending to `out`; returns the runs.
+pub async fn run_scenario(
+    env: &Endpoints,
+    s: &Scenario,
+    rounds: u32,
+    duration: Duration,
+    warmup: Duration,
+    out: &Path,
+) -> Result<Vec<Value>> {
+    let mut runs = Vec::new();
+    let mut names = Vec::new();
+    for round in 1..=rounds {
+        match &s.kind {
+            Kind::Pubsub(systems) => {
+                let args = pubsub_args(s.flags, duration, warmup)?;
+                for system in systems {
+                    if !env.pubsub_available(*system).await {
+                        eprintln!("{}: {} does not answer; skipped", s.name, system.name());
+                        continue;
+                    }
+                    eprintln!("{} round {round}: {}", s.name, system.name());
+                    let run = env.run_pubsub(*system, &args).await;
+                    keep(
+                        run.with_context(|| format!("{} on {}", s.name, system.name()))?,
+                        s.name,
+                        round,
+                        out,
+                        &mut runs,
+                    )?;
+                    names.push(system.name());
+                }
+            }
+            Kind::Queue(systems) => {
+                let args = queue_args(s.flags, duration, warmup)?;
+                for system in systems {
+                    if !env.queue_available(*system).await {
+                        eprintln!("{}: {} does not answer; skipped", s.name, system.name());
+                        continue;
+                    }
+                    eprintln!("{} round {round}: {}", s.name, system.name());
+                    let run = env.run_queue(*system, &args).await;
+                    keep(
+                        run.with_context(|| format!("{} on {}", s.name, system.name()))?,
+                        s.name,
+                        round,
+                        out,
+                        &mut runs,
+                    )?;
+                    names.push(system.name());
+                }
+            }
+        }
+    }
+    names.dedup();
+    let mut seen = Vec::new();
+    names.retain(|n| {
+        if seen.contains(n) {
+            false
+        } else {
+            seen.push(*n);
+            true
+        }
+    });
+    println!("\n== {} ==", s.name);
+    print_table(&runs, &names, rounds);
+    Ok(runs)
+}
+
+fn keep(mut run: Value, scenario: &str, round: u32, out: &Path, runs: &mut Vec<Value>) -> Result<()> {
+    run["scenario"] = scenario.into();
+    run["round"] = round.into();
+    append_jsonl(out, &run)?;
+    runs.push(run);
+    Ok(())
+}
+
+/// Runs the suite.
+pub async fn suite(env: &Endpoints, args: &SuiteArgs) -> Result<()> {
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    append_jsonl(&args.out, &crate::db::environment(&env.database_url).await?)?;
+    let (list, rounds, duration, warmup) = if args.smoke {
+        (smoke_scenarios(), 1, Duration::from_secs(2), Duration::from_secs(1))
+    } else {
+        (scenarios(), args.rounds, args.duration, args.warmup)
+    };
+    let chosen = list
+        .iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())));
+    let mut outcome = Ok(());
+    for s in chosen {
+        if let Err(e) = run_scenario(env, s, rounds, duration, warmup, &args.out).await {
+            outcome = Err(e);
+            break;
+        }
+    }
+    crate::systems::drop_schema(&env.database_url).await?;
+    outcome
+}

@@ -1,0 +1,224 @@
+//! The targets checked against the results, and the places where
+//! another system beats pgbroker.
+
+use pgbroker_cli::bench::compare::{median, FIGURES};
+use serde_json::Value;
+
+use crate::report::{median_of, scenario_runs};
+
+/// One target and how it fared.
+pub struct Verdict {
+    /// The target, in words.
+    pub what: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met, missed by how much, or not measured.
+    pub verdict: String,
+}
+
+/// The median of `key` over the runs of `system` among `runs`.
+pub fn median_key(runs: &[&Value], system: &str, key: &str) -> f64 {
+    median(
+        runs.iter()
+            .filter(|r| r["system"] == system)
+            .filter_map(|r| r[key].as_f64())
+            .collect(),
+    )
+}
+
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// At least this multiple of another system's figure in the same scenario.
+    Times(&'static str, f64),
+}
+
+/// scenario, system, figure, goal
+const TARGETS: &[(&str, &str, &str, Goal)] = &[
+    (
+        "pubsub-write-only",
+        "pgbroker",
+        "write_msgs_per_s",
+        Goal::Times("article", 1.5),
+    ),
+    (
+        "pubsub-write-only",
+        "pgbroker",
+        "write_msgs_per_s",
+        Goal::Times("ceiling", 0.7),
+    ),
+    ("pubsub-5-groups-at-5k", "pgbroker", "e2e_p99_ms", Goal::AtMost(10.0)),
+    (
+        "kafka-one-group-max",
+        "kafka-protocol",
+        "write_msgs_per_s",
+        Goal::AtLeast(50_000.0),
+    ),
+    (
+        "kafka-one-group-max",
+        "kafka-protocol",
+        "read_msgs_per_s",
+        Goal::AtLeast(50_000.0),
+    ),
+    (
+        "kafka-one-group-at-5k",
+        "kafka-protocol",
+        "e2e_p99_ms",
+        Goal::AtMost(15.0),
+    ),
+    (
+        "kafka-one-group-max",
+        "kafka-protocol",
+        "broker_rss_max_mib",
+        Goal::AtMost(200.0),
+    ),
+    (
+        "queue-single",
+        "pgbroker",
+        "read_msgs_per_s",
+        Goal::Times("article", 1.0),
+    ),
+    ("queue-single", "pgbroker", "read_msgs_per_s", Goal::Times("pgmq", 1.5)),
+    (
+        "queue-batch-100",
+        "pgbroker",
+        "read_msgs_per_s",
+        Goal::Times("article", 10.0),
+    ),
+    (
+        "queue-batch-100",
+        "pgbroker",
+        "read_msgs_per_s",
+        Goal::Times("pgmq", 1.5),
+    ),
+    (
+        "queue-batch-100",
+        "pgbroker",
+        "read_msgs_per_s",
+        Goal::Times("rabbitmq", 1.0),
+    ),
+    ("queue-single-at-3k", "pgbroker", "e2e_p99_ms", Goal::AtMost(20.0)),
+];
+
+fn f(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Every target whose scenario is in the results.
+pub fn targets(runs: &[Value]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for (scenario, system, figure, goal) in TARGETS {
+        if scenario_runs(runs, scenario).0.is_empty() {
+            continue;
+        }
+        let mine = median_of(runs, scenario, system, figure);
+        let (what, measured, verdict) = match (goal, mine) {
+            (_, None) => (
+                format!("{scenario}: {system} {figure}"),
+                "–".into(),
+                "not measured".into(),
+            ),
+            (Goal::AtLeast(v), Some(m)) => (
+                format!("{scenario}: {system} {figure} ≥ {}", f(*v)),
+                f(m),
+                if m >= *v {
+                    "met".into()
+                } else {
+                    format!("missed by {:.0} %", (1.0 - m / v) * 100.0)
+                },
+            ),
+            (Goal::AtMost(v), Some(m)) => (
+                format!("{scenario}: {system} {figure} ≤ {}", f(*v)),
+                f(m),
+                if m <= *v {
+                    "met".into()
+                } else {
+                    format!("missed: {:.1}x the bound", m / v)
+                },
+            ),
+            (Goal::Times(other, k), Some(m)) => {
+                let theirs = median_of(runs, scenario, other, figure);
+                let what = format!("{scenario}: {system} {figure} ≥ {k}x {other}");
+                match theirs {
+                    None => (what, f(m), format!("{other} not measured")),
+                    Some(t) => {
+                        let ratio = m / t;
+                        let verdict = if ratio >= *k {
+                            "met".into()
+                        } else {
+                            format!("missed by {:.0} %", (1.0 - ratio / k) * 100.0)
+                        };
+                        (what, format!("{} vs {} = {ratio:.2}x", f(m), f(t)), verdict)
+                    }
+                }
+            }
+        };
+        out.push(Verdict {
+            what,
+            measured,
+            verdict,
+        });
+    }
+    out
+}
+
+/// The figures a loss is reported on: rates, typical and tail latency, and
+/// the cost to the machine.
+const COMPARED: &[&str] = &[
+    "write_msgs_per_s",
+    "read_msgs_per_s",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "postgres_cpu_s_per_million",
+    "broker_cpu_s_per_million",
+    "broker_rss_max_mib",
+];
+
+/// Sentences naming every figure where a peer beats pgbroker (or its Kafka
+/// front end) by more than 10 % in the same scenario.
+pub fn losses(runs: &[Value]) -> Vec<String> {
+    let ours = ["pgbroker", "kafka-protocol"];
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in runs {
+        if let Some(s) = r["scenario"].as_str().filter(|s| !scenarios.contains(s)) {
+            scenarios.push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for scenario in scenarios {
+        let (_, systems) = scenario_runs(runs, scenario);
+        for us in ours.iter().filter(|u| systems.iter().any(|s| s == *u)) {
+            // The ceiling is a bound, not a competitor: the targets compare with it.
+            for other in systems
+                .iter()
+                .filter(|s| !ours.contains(&s.as_str()) && *s != "ceiling")
+            {
+                for (figure, more_is_better) in FIGURES.iter().filter(|(f, _)| COMPARED.contains(f)) {
+                    let (Some(a), Some(b)) = (
+                        median_of(runs, scenario, us, figure),
+                        median_of(runs, scenario, other, figure),
+                    ) else {
+                        continue;
+                    };
+                    if a <= 0.0 || b <= 0.0 {
+                        continue;
+                    }
+                    let worse = if *more_is_better { b > a * 1.1 } else { a > b * 1.1 };
+                    if worse {
+                        let factor = if *more_is_better { b / a } else { a / b };
+                        out.push(format!(
+                            "{scenario}: {other} beats {us} on {figure} ({} vs {}, {factor:.1}x)",
+                            f(b),
+                            f(a)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}

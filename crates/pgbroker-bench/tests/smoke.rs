@@ -1,0 +1,138 @@
+//! The harness's smoke run: every system for a couple of seconds, then the
+//! report. It asserts only that each run happened and produced well-formed
+//! results; it times nothing. Peers (NATS, Redis, RabbitMQ) are expected
+//! only when their server answers; `kafka-protocol` always runs, against the
+//! `pgbroker` binary built beside this one.
+//!
+//! The database is `PGBROKER_TEST_DATABASE_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgbroker-bench");
+
+fn database_url() -> String {
+    std::env::var("PGBROKER_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The `pgbroker` binary of this build, built if `cargo test` did not.
+fn pgbroker_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name(format!("pgbroker{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "pgbroker-cli", "--bin", "pgbroker"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building pgbroker");
+    }
+    bin
+}
+
+fn answers(addr: &str) -> bool {
+    addr.parse()
+        .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+fn harness(args: &[&str]) {
+    let out = Command::new(BIN)
+        .args(["--database-url", &database_url()])
+        .arg("--pgbroker-bin")
+        .arg(pgbroker_bin())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run pgbroker-bench");
+    assert!(
+        out.status.success(),
+        "pgbroker-bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn smoke_suite_then_report() {
+    let dir = std::env::temp_dir().join(format!("pgbroker-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let results = dir.join("smoke.jsonl");
+    let results_arg = results.to_str().expect("utf-8 path");
+    harness(&["suite", "--smoke", "--out", results_arg]);
+
+    let text = std::fs::read_to_string(&results).expect("results");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["kind"], "environment", "{}", lines[0]);
+    assert!(lines[0]["postgres"].as_str().is_some_and(|v| v.contains("PostgreSQL")));
+    let runs = &lines[1..];
+    for run in runs {
+        for key in ["system", "workload", "scenario"] {
+            assert!(run[key].is_string(), "{key} missing in {run}");
+        }
+        for key in [
+            "write_msgs_per_s",
+            "read_msgs_per_s",
+            "e2e_p50_ms",
+            "e2e_p99_ms",
+            "broker_cpu_s_per_million",
+        ] {
+            assert!(run[key].as_f64().is_some_and(f64::is_finite), "{key} missing in {run}");
+        }
+    }
+    let ran = |scenario: &str, system: &str| runs.iter().any(|r| r["scenario"] == scenario && r["system"] == system);
+    let mut pubsub = vec!["kafka-protocol", "pgbroker", "article", "ceiling"];
+    if answers("127.0.0.1:4222") {
+        pubsub.push("nats");
+    }
+    if answers("127.0.0.1:6379") {
+        pubsub.push("redis");
+    }
+    let mut queue = vec!["pgbroker", "article", "pgmq"];
+    if answers("127.0.0.1:5672") {
+        queue.push("rabbitmq");
+    }
+    for system in pubsub {
+        assert!(ran("smoke-pubsub", system), "no pub/sub run of {system}");
+    }
+    for system in queue {
+        assert!(ran("smoke-queue", system), "no queue run of {system}");
+    }
+
+    let md = dir.join("BENCHMARKS.md");
+    let plots = dir.join("plots");
+    harness(&[
+        "report",
+        "--from",
+        results_arg,
+        "--out",
+        md.to_str().expect("utf-8"),
+        "--plots",
+        plots.to_str().expect("utf-8"),
+    ]);
+    let report = std::fs::read_to_string(&md).expect("report");
+    for heading in [
+        "## Machine and Postgres",
+        "## Targets",
+        "## Where pgbroker loses",
+        "### smoke-pubsub",
+        "### smoke-queue",
+    ] {
+        assert!(report.contains(heading), "{heading} missing in the report");
+    }
+    for plot in [
+        "smoke-pubsub-throughput.svg",
+        "smoke-pubsub-latency.svg",
+        "smoke-queue-latency.svg",
+    ] {
+        let svg = std::fs::read_to_string(plots.join(plot)).expect("plot");
+        assert!(svg.starts_with("<svg"), "{plot} is not an SVG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

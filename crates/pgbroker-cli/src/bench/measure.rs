@@ -1,0 +1,208 @@
+//! The machinery every benchmark shares: counters, latency histograms,
+//! paced producers, and the measured window that turns them into a JSON
+//! summary.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::procfs::{self, BrokerProcess};
+use super::workload::Workload;
+
+/// Counters shared by all tasks. Latencies go to per-task histograms,
+/// merged at the end, so that recording them costs no lock.
+#[derive(Default)]
+pub struct Stats {
+    /// Messages written so far.
+    pub written: AtomicU64,
+    /// Messages read (or received and acknowledged) so far.
+    pub read: AtomicU64,
+    /// Set once the warm-up is over.
+    pub measuring: AtomicBool,
+    /// Set to also record end-to-end latencies in `window` (for samples
+    /// over time; costs a lock per record).
+    pub windowed: AtomicBool,
+    /// Latencies since the last [`Stats::take_window`].
+    window: Mutex<Option<Histogram<u64>>>,
+}
+
+/// The counters of the run in progress, for samplers outside it.
+static CURRENT: Mutex<Option<Weak<Stats>>> = Mutex::new(None);
+
+impl Stats {
+    /// Fresh counters, registered as the run in progress.
+    pub fn start() -> Arc<Stats> {
+        let stats = Arc::new(Stats::default());
+        if let Ok(mut current) = CURRENT.lock() {
+            *current = Some(Arc::downgrade(&stats));
+        }
+        stats
+    }
+
+    /// The counters of the run in progress, if any.
+    pub fn current() -> Option<Arc<Stats>> {
+        CURRENT.lock().ok()?.as_ref()?.upgrade()
+    }
+
+    /// The latencies recorded since the last call, and a fresh window.
+    pub fn take_window(&self) -> Option<Histogram<u64>> {
+        self.window.lock().ok()?.replace(histogram().ok()?)
+    }
+}
+
+/// Which latency a task measured; `measure` merges them by kind.
+pub enum Measured {
+    /// Consumer receive time minus producer send time, in microseconds.
+    EndToEnd(Histogram<u64>),
+    /// Time of one send call, in microseconds.
+    Produce(Histogram<u64>),
+}
+
+/// An empty histogram of microseconds, 1 µs to 10 minutes, 3 digits.
+pub fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")
+}
+
+/// Records `micros` in `h` once the warm-up is over.
+pub fn record(stats: &Stats, h: &mut Histogram<u64>, micros: u64) {
+    if stats.measuring.load(Ordering::Relaxed) {
+        let _ = h.record(micros.clamp(1, 600_000_000));
+        if stats.windowed.load(Ordering::Relaxed) {
+            if let Some(w) = stats.window.lock().ok().as_mut().and_then(|w| w.as_mut()) {
+                let _ = w.record(micros.clamp(1, 600_000_000));
+            }
+        }
+    }
+}
+
+/// The record value every producer sends: `size` bytes of a fixed pattern.
+pub fn payload(size: u32) -> Vec<u8> {
+    (0..size)
+        .map(|i| u8::try_from((i * 31 + 7) % 251).unwrap_or(0))
+        .collect()
+}
+
+/// Drives one producer: paces its batches for the target rate (spread over
+/// the interval by producer number, so a rate means evenly spaced batches
+/// rather than bursts), rotates over the partitions, times each send with
+/// `send(partition, send_time)` and counts the records.
+pub async fn produce_loop<F, Fut>(
+    args: &impl Workload,
+    id: u32,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    mut send: F,
+) -> Result<Measured>
+where
+    F: FnMut(i32, SystemTime) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut latency = histogram()?;
+    let pace = args.pace();
+    let batch = u64::from(pace.batch);
+    let interval = pace
+        .rate
+        .map(|r| Duration::from_secs_f64(batch as f64 * f64::from(pace.producers) / r.max(1) as f64));
+    let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * id / pace.producers.max(1));
+    let mut k = 0i32;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next_send.into()).await;
+            next_send += iv;
+        }
+        let partition = (i32::try_from(id)? + k) % pace.partitions.max(1);
+        k = (k + 1) % pace.partitions.max(1);
+        let t0 = Instant::now();
+        send(partition, SystemTime::now()).await?;
+        record(&stats, &mut latency, u64::try_from(t0.elapsed().as_micros())?);
+        stats.written.fetch_add(batch, Ordering::Relaxed);
+    }
+    Ok(Measured::Produce(latency))
+}
+
+/// [`measure_with`] for a broker that runs in this process.
+pub async fn measure(
+    args: &impl Workload,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
+) -> Result<serde_json::Value> {
+    measure_with(args, stats, stop, tasks, &BrokerProcess::InProcess).await
+}
+
+/// Lets the tasks run through the warm-up and the measured time, then stops
+/// them and returns the summary: the workload's head, rates, latency
+/// percentiles, and CPU seconds per million messages of `broker`, of this
+/// process and of Postgres, with the broker's largest resident memory seen.
+pub async fn measure_with(
+    args: &impl Workload,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
+    broker: &BrokerProcess,
+) -> Result<serde_json::Value> {
+    tokio::time::sleep(args.run().warmup).await;
+    stats.measuring.store(true, Ordering::Relaxed);
+    let (w0, r0) = (
+        stats.written.load(Ordering::Relaxed),
+        stats.read.load(Ordering::Relaxed),
+    );
+    let before = procfs::Cpu::now(broker);
+    let mut rss_max = procfs::rss_bytes(broker);
+    let started = Instant::now();
+    while started.elapsed() < args.run().duration {
+        let left = args.run().duration.saturating_sub(started.elapsed());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        rss_max = rss_max.max(procfs::rss_bytes(broker));
+        let secs = started.elapsed().as_secs_f64();
+        eprint!(
+            "\r{:>4.0}s  written {:>10.0}/s  read {:>10.0}/s   ",
+            secs,
+            (stats.written.load(Ordering::Relaxed) - w0) as f64 / secs,
+            (stats.read.load(Ordering::Relaxed) - r0) as f64 / secs
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let used = procfs::Cpu::now(broker).since(&before, broker);
+    let written = stats.written.load(Ordering::Relaxed) - w0;
+    let read = stats.read.load(Ordering::Relaxed) - r0;
+    stop.store(true, Ordering::Relaxed);
+    let (mut e2e, mut prod) = (histogram()?, histogram()?);
+    for t in tasks {
+        match t.await.context("benchmark task")?? {
+            Measured::EndToEnd(h) => e2e.add(h).context("merging histograms")?,
+            Measured::Produce(h) => prod.add(h).context("merging histograms")?,
+        }
+    }
+    eprintln!();
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mib = f64::from(args.message_size()) / (1024.0 * 1024.0);
+    let million = (written.max(1)) as f64 / 1e6;
+    let mut summary = args.head();
+    let figures = json!({
+        "duration_s": secs,
+        "write_msgs_per_s": written as f64 / secs,
+        "read_msgs_per_s": read as f64 / secs,
+        "write_mib_per_s": written as f64 * mib / secs,
+        "read_mib_per_s": read as f64 * mib / secs,
+        "e2e_p50_ms": ms(&e2e, 0.5),
+        "e2e_p95_ms": ms(&e2e, 0.95),
+        "e2e_p99_ms": ms(&e2e, 0.99),
+        "e2e_p999_ms": ms(&e2e, 0.999),
+        "e2e_max_ms": e2e.max() as f64 / 1000.0,
+        "produce_p50_ms": ms(&prod, 0.5),
+        "produce_p99_ms": ms(&prod, 0.99),
+        "broker_cpu_s_per_million": used.broker / million,
+        "client_cpu_s_per_million": used.own / million,
+        "postgres_cpu_s_per_million": used.postgres / million,
+        "broker_rss_max_mib": rss_max as f64 / (1024.0 * 1024.0),
+    });
+    if let (Some(head), serde_json::Value::Object(figures)) = (summary.as_object_mut(), figures) {
+        head.extend(figures);
+    }
+    Ok(summary)
+}
