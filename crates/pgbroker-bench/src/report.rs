@@ -337,6 +337,18 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         million messages written, memory MiB (largest resident size seen).\n",
         files.join(", ")
     );
+    let rounds = runs.iter().filter_map(|r| r["round"].as_u64()).max().unwrap_or(0);
+    let shortest = runs
+        .iter()
+        .filter_map(|r| r["duration_s"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    if rounds < 3 || shortest < 19.0 {
+        let _ = writeln!(
+            md,
+            "**A short run** ({rounds} round(s), runs of {shortest:.0} s): a check of the harness, \
+            not a reference measurement; `./scripts/bench.sh` makes one.\n"
+        );
+    }
     environment(&mut md, all.iter().rev().find(|v| v["kind"] == "environment"));
     md.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     for t in targets(&runs) {

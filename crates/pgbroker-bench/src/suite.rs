@@ -218,18 +218,14 @@ pub async fn run_scenario(
             }
         }
     }
-    names.dedup();
-    let mut seen = Vec::new();
-    names.retain(|n| {
-        if seen.contains(n) {
-            false
-        } else {
-            seen.push(*n);
-            true
+    let mut systems: Vec<&str> = Vec::new();
+    for n in names {
+        if !systems.contains(&n) {
+            systems.push(n);
         }
-    });
+    }
     println!("\n== {} ==", s.name);
-    print_table(&runs, &names, rounds);
+    print_table(&runs, &systems, rounds);
     Ok(runs)
 }
 

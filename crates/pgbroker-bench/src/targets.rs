@@ -163,7 +163,49 @@ pub fn targets(runs: &[Value]) -> Vec<Verdict> {
             verdict,
         });
     }
+    out.extend(sweep_target(runs));
     out
+}
+
+/// The highest offered rate of the sweep at which every group of `system`
+/// kept up (read at least 95 % of groups × written), if any.
+fn keep_up_rate(runs: &[Value], system: &str) -> Option<f64> {
+    runs.iter()
+        .filter(|r| r["scenario"] == "sweep" && r["system"] == system)
+        .filter(|r| {
+            let (w, rd, g) = (
+                r["write_msgs_per_s"].as_f64(),
+                r["read_msgs_per_s"].as_f64(),
+                r["groups"].as_f64(),
+            );
+            matches!((w, rd, g), (Some(w), Some(rd), Some(g)) if w > 0.0 && rd >= 0.95 * g.max(1.0) * w)
+        })
+        .filter_map(|r| r["write_msgs_per_s"].as_f64())
+        .fold(None, |best, w| Some(best.map_or(w, |b: f64| b.max(w))))
+}
+
+/// The sweep's target: pgbroker's keep-up rate at least 1.5x the article's.
+fn sweep_target(runs: &[Value]) -> Option<Verdict> {
+    if !runs.iter().any(|r| r["scenario"] == "sweep") {
+        return None;
+    }
+    let what = "sweep: highest write rate at which all groups keep up, pgbroker ≥ 1.5x article".to_string();
+    Some(match (keep_up_rate(runs, "pgbroker"), keep_up_rate(runs, "article")) {
+        (Some(p), Some(a)) => Verdict {
+            what,
+            measured: format!("{} vs {} = {:.2}x", f(p), f(a), p / a),
+            verdict: if p >= 1.5 * a {
+                "met".into()
+            } else {
+                format!("missed by {:.0} %", (1.0 - p / a / 1.5) * 100.0)
+            },
+        },
+        (p, a) => Verdict {
+            what,
+            measured: format!("pgbroker {:?}, article {:?}", p.map(f), a.map(f)),
+            verdict: "not measured (no rate kept up)".into(),
+        },
+    })
 }
 
 /// The figures a loss is reported on: rates, typical and tail latency, and
