@@ -199,7 +199,12 @@ pub async fn measure_with(
         "broker_cpu_s_per_million": used.broker / million,
         "client_cpu_s_per_million": used.own / million,
         "postgres_cpu_s_per_million": used.postgres / million,
-        "broker_rss_max_mib": rss_max as f64 / (1024.0 * 1024.0),
+        // In process, the resident size is the whole harness's, with what
+        // earlier runs left in the allocator: not the broker's.
+        "broker_rss_max_mib": match broker {
+            BrokerProcess::InProcess => serde_json::Value::Null,
+            _ => (rss_max as f64 / (1024.0 * 1024.0)).into(),
+        },
     });
     if let (Some(head), serde_json::Value::Object(figures)) = (summary.as_object_mut(), figures) {
         head.extend(figures);

@@ -97,7 +97,13 @@ async fn consume(mut consumer: Consumer, stats: Arc<Stats>, stop: Arc<AtomicBool
         }
         stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
         if last_commit.elapsed() > Duration::from_secs(1) {
-            consumer.commit().await?;
+            // A rebalance under way refuses the commit; the next poll
+            // rejoins, and the records are committed after it.
+            if let Err(e) = consumer.commit().await {
+                if !e.needs_rejoin() {
+                    return Err(e.into());
+                }
+            }
             last_commit = Instant::now();
         }
     }
