@@ -25,6 +25,9 @@ Queues:
    "attempt": n, "lease_expires": ms}                  (ms from the database clock)
   {"op": "qack", "worker": W, "receipts": [R, ...], "ok": bool}
   {"op": "qnack", "worker": W, "receipts": [R, ...], "ok": bool}  (ends the lease early)
+  {"op": "qnack_start", "worker": W, "receipts": [R, ...]}
+      a nack was begun; with no qnack after it (the worker was killed), its
+      outcome is unknown, and it may have ended the lease early
   {"op": "qdead", "value": V, "id": I, "attempts": n}  (found in the dead-letter queue)
   {"op": "qleft", "value": V, "id": I}                 (still in the queue at the end)
   {"op": "qarchived", "value": V, "id": I, "attempts": n}  (acknowledged, per the archive)
@@ -172,6 +175,8 @@ def check_queue(events: list[dict]) -> dict:
     recvs = defaultdict(list)  # id -> [event]
     acked_receipts = set()
     nacked_receipts = set()
+    nack_begun = set()
+    nack_settled = set()
     acked_ids = set()
     dead = {}
     left = set()
@@ -188,8 +193,12 @@ def check_queue(events: list[dict]) -> dict:
             value_of.setdefault(e["id"], e["value"])
         elif op == "qack" and e.get("ok"):
             acked_receipts.update(e["receipts"])
-        elif op == "qnack" and e.get("ok"):
-            nacked_receipts.update(e["receipts"])
+        elif op == "qnack":
+            nack_settled.update(e["receipts"])
+            if e.get("ok"):
+                nacked_receipts.update(e["receipts"])
+        elif op == "qnack_start":
+            nack_begun.update(e["receipts"])
         elif op == "qdead":
             dead[e["id"]] = e
             value_of.setdefault(e["id"], e["value"])
@@ -202,6 +211,7 @@ def check_queue(events: list[dict]) -> dict:
         if rc in receipt_owner:
             acked_ids.add(receipt_owner[rc])
 
+    nack_unknown = nack_begun - nack_settled
     lost = []
     unexpected = []
     double_held = []
@@ -224,7 +234,7 @@ def check_queue(events: list[dict]) -> dict:
         rs = sorted(rs, key=lambda r: r["attempt"])
         for a, b in zip(rs, rs[1:]):
             redeliveries += 1
-            lease_ended_early = a["receipt"] in nacked_receipts
+            lease_ended_early = a["receipt"] in nacked_receipts or a["receipt"] in nack_unknown
             if vt is not None and b["lease_expires"] - vt < a["lease_expires"] and not lease_ended_early:
                 double_held.append({"id": i, "first": a["receipt"], "second": b["receipt"]})
             if a["receipt"] in acked_receipts:

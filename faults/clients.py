@@ -178,6 +178,7 @@ def qworker(binary, url, queue, name, out):
                     lease_expires=m["lease_expires_at"])
             (poison if m["body"].startswith("poison") else ok).append(m["receipt"])
         if poison:
+            h.write(op="qnack_start", worker=name, receipts=poison)  # a kill from here on leaves the outcome unknown
             r = subprocess.run(base + ["nack", queue, *poison, "--delay", "0s"], capture_output=True, text=True)
             h.write(op="qnack", worker=name, receipts=poison, ok=r.returncode == 0)
         if ok:

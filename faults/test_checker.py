@@ -249,6 +249,30 @@ class QueueChecks(unittest.TestCase):
         ]
         self.assertEqual(check_queue(h)["double_held_count"], 1)
 
+    def test_nack_of_unknown_outcome_may_end_a_lease(self):
+        # The worker was killed while its nack ran: it may have been applied.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"]},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_begun_then_failed_nack_does_not_end_a_lease(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"]},
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": False},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(check_queue(h)["double_held_count"], 1)
+
     def test_redelivery_after_ack(self):
         h = clean_queue() + [qrecv("m1", 1, 2, 10_000 + VT, worker="b")]
         report, failures = self.failures(h)
