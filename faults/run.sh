@@ -31,8 +31,9 @@ install_deps
 if [ "${1:-}" = "--long" ]; then
   shift
   cargo build -j1 --release -p pgbroker-cli
-  results=$(mktemp)
-  trap 'rm -f "$results"' EXIT
+  # The summaries are kept beside the report they were made into.
+  results=faults/results-long.jsonl
+  rm -f "$results"
   status=0
   /usr/bin/python3 faults/run.py --bin target/release/pgbroker --duration 90 --gap 2 6 --outage 1 8 \
     --rate 500 --results "$results" "$@" || status=$?
