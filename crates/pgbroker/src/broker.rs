@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     /// Locks a partition row in a caller's transaction (outbox path).
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
+    /// Spaces connection attempts out while Postgres is unreachable.
+    pub(crate) connect_backoff: crate::backoff::ConnectBackoff,
     pub cache: RecordCache,
     /// Queue metadata cache, statements and maintenance state.
     pub queues: crate::queues::QueueState,
@@ -167,6 +169,7 @@ impl Broker {
             outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
+            connect_backoff: Default::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
             queues: crate::queues::QueueState::new(&q),
             topics: Mutex::new(HashMap::new()),
@@ -203,8 +206,31 @@ impl Broker {
     }
 
     /// A pooled connection whose search_path is pgbroker's schema.
+    /// While Postgres is unreachable, attempts to connect are spaced out
+    /// (doubling up to 2 s); calls in between fail at once, retriably.
     pub(crate) async fn client(&self) -> Result<Object> {
-        Ok(self.inner.pool.get().await?)
+        let backoff = &self.inner.connect_backoff;
+        // An idle connection may still serve (Postgres may refuse only new
+        // ones, at max_connections); a dead one is dropped by the pool.
+        let idle = self.inner.pool.status().available > 0;
+        if let Some(wait) = backoff.check(Instant::now()).filter(|_| !idle) {
+            return Err(Error::Pool(format!(
+                "postgres unreachable; next connection attempt in {} ms",
+                wait.as_millis()
+            )));
+        }
+        match self.inner.pool.get().await {
+            Ok(client) => {
+                backoff.succeeded();
+                Ok(client)
+            }
+            Err(e) => {
+                if matches!(e, deadpool_postgres::PoolError::Backend(_)) {
+                    backoff.failed(Instant::now());
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Checks that the database answers.

@@ -227,7 +227,7 @@ impl Error {
         match self {
             Error::Busy(_) | Error::Connect { .. } | Error::Pool(_) => true,
             Error::Batch(e) => e.is_retriable(),
-            Error::Db(e) => e.is_closed() || e.code().is_none(),
+            Error::Db(e) => e.is_closed() || e.code().is_none_or(transient_sqlstate),
             _ => false,
         }
     }
@@ -265,5 +265,35 @@ impl From<deadpool_postgres::PoolError> for Error {
             deadpool_postgres::PoolError::Backend(e) => Error::Db(e),
             other => Error::Pool(other.to_string()),
         }
+    }
+}
+
+/// Server errors that only say Postgres is restarting, recovering or
+/// shutting down, or that the connection broke: "the database system is
+/// starting up" refuses every connection during crash recovery.
+fn transient_sqlstate(code: &tokio_postgres::error::SqlState) -> bool {
+    use tokio_postgres::error::SqlState;
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::transient_sqlstate;
+    use tokio_postgres::error::SqlState;
+
+    #[test]
+    fn restarts_and_broken_connections_are_transient() {
+        assert!(transient_sqlstate(&SqlState::CANNOT_CONNECT_NOW));
+        assert!(transient_sqlstate(&SqlState::ADMIN_SHUTDOWN));
+        assert!(transient_sqlstate(&SqlState::CRASH_SHUTDOWN));
+        assert!(transient_sqlstate(&SqlState::CONNECTION_FAILURE));
+        assert!(!transient_sqlstate(&SqlState::UNIQUE_VIOLATION));
+        assert!(!transient_sqlstate(&SqlState::UNDEFINED_TABLE));
     }
 }

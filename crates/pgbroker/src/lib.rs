@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod broker;
 mod cache;
 mod cluster;

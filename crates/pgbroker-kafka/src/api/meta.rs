@@ -137,13 +137,23 @@ fn topic_entry(
         }
         Err(e) => {
             t.name = asked.map(|a| sb(a).into());
-            t.error_code = match e {
-                Error::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
-                other => data_code(&other),
-            };
+            t.error_code = topic_error_code(&e);
         }
     }
     t
+}
+
+/// The error code of a topic Metadata could not describe.
+fn topic_error_code(e: &Error) -> i16 {
+    match e {
+        Error::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        // Postgres unreachable: a transient error, which clients retry while
+        // keeping what they knew of the topic. Any other code with no
+        // partitions makes librdkafka drop the topic's partitions and fail
+        // its queued and new messages.
+        e if e.is_retriable() => code::LEADER_NOT_AVAILABLE,
+        other => data_code(other),
+    }
 }
 
 pub(crate) async fn find_coordinator(
@@ -210,5 +220,22 @@ fn fill(
             *host = sb("");
             *port = -1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_transient_topic_error() {
+        assert_eq!(
+            topic_error_code(&Error::Pool("timed out".into())),
+            code::LEADER_NOT_AVAILABLE
+        );
+        assert_eq!(
+            topic_error_code(&Error::UnknownTopic("t".into())),
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        );
     }
 }

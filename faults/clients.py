@@ -1,0 +1,206 @@
+"""Client processes of the fault scenarios; each appends its history to a
+JSON-lines file (see checker.py for the events).
+
+  clients.py producer BOOTSTRAP TOPIC NAME OUT RATE
+  clients.py consumer BOOTSTRAP TOPIC GROUP SESSION OUT
+  clients.py scan     BOOTSTRAP TOPIC OUT
+  clients.py qworker  BIN DATABASE_URL QUEUE NAME OUT
+
+producer and consumer run until SIGTERM; the producer then waits for every
+outstanding delivery report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+stopping = False
+
+
+def on_term(*_):
+    global stopping
+    stopping = True
+
+
+signal.signal(signal.SIGTERM, on_term)
+
+
+class History:
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.f = open(path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, **event):
+        event["t"] = time.time()
+        self.f.write(json.dumps(event) + "\n")
+
+
+def producer(bootstrap, topic, name, out, rate):
+    from confluent_kafka import KafkaException, Producer
+
+    h = History(out)
+    fatal = []
+
+    def on_error(err):
+        h.write(op="client_error", who=name, error=str(err), fatal=err.fatal())
+        if err.fatal():
+            fatal.append(str(err))
+
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "message.timeout.ms": 300000,
+        "socket.timeout.ms": 10000,
+        "reconnect.backoff.max.ms": 1000,
+        "error_cb": on_error,
+    })
+
+    def delivered(err, msg):
+        v = msg.value().decode()
+        if err is None:
+            h.write(op="ack", value=v, ok=True, partition=msg.partition(), offset=msg.offset())
+        else:
+            h.write(op="ack", value=v, ok=False, error=str(err))
+
+    interval = 1.0 / rate
+    seq = 0
+    next_at = time.monotonic()
+    while not stopping and not fatal:
+        v = f"{name}-{seq}"
+        h.write(op="send", value=v, producer=name, seq=seq)
+        while True:
+            try:
+                p.produce(topic, value=v.encode(), key=str(seq % 101).encode(), on_delivery=delivered)
+                break
+            except BufferError:
+                p.poll(0.1)
+            except KafkaException as e:  # the client refuses new messages: record why, and stop
+                h.write(op="client_error", who=name, error=str(e), fatal=True)
+                fatal.append(str(e))
+                break
+        seq += 1
+        p.poll(0)
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()
+    left = p.flush(300)
+    h.write(op="producer_done", who=name, undelivered=left, fatal=fatal)
+    return 1 if left or fatal else 0
+
+
+def consumer(bootstrap, topic, group, session, out):
+    from confluent_kafka import Consumer, KafkaException
+
+    h = History(out)
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "error_cb": lambda err: h.write(op="client_error", who=session, error=str(err), fatal=err.fatal()),
+    })
+
+    def assigned(_, parts):
+        h.write(op="assign", reader=group, session=session, partitions=[tp.partition for tp in parts])
+
+    c.subscribe([topic], on_assign=assigned)
+    while not stopping:
+        msgs = c.consume(200, 0.5)
+        for m in msgs:
+            if m.error():
+                continue
+            h.write(op="read", reader=group, session=session, value=m.value().decode(), partition=m.partition(),
+                    offset=m.offset())
+        if msgs:
+            time.sleep(0.1)  # processing: a kill may land between the reads and the commit
+            try:
+                c.commit(asynchronous=False)
+                h.write(op="commit", session=session)
+            except KafkaException as e:
+                h.write(op="commit_failed", session=session, error=str(e))
+    c.close()
+    return 0
+
+
+def scan(bootstrap, topic, out):
+    """Reads every partition from its start to its high watermark."""
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+    h = History(out)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scan", "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+    ends = {}
+    for p in parts:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        ends[p] = high
+    h.write(op="assign", reader="scan", session="scan", partitions=sorted(ends))
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    pos = {p: -1 for p in ends}
+    deadline = time.monotonic() + 120
+    while any(pos[p] + 1 < ends[p] for p in ends):
+        if time.monotonic() > deadline:
+            print("scan: not at the end after 120s:", pos, ends, file=sys.stderr)
+            return 1
+        for m in c.consume(500, 1.0):
+            if m.error():
+                continue
+            pos[m.partition()] = m.offset()
+            h.write(op="read", reader="scan", session="scan", value=m.value().decode(), partition=m.partition(),
+                    offset=m.offset())
+    c.close()
+    return 0
+
+
+def qworker(binary, url, queue, name, out):
+    """Receives with the CLI, works a little, acknowledges; nacks poison."""
+    h = History(out)
+    base = [binary, "--database-url", url, "queue"]
+    while not stopping:
+        r = subprocess.run(base + ["receive", queue, "--max", "5", "--wait", "1s", "--format", "json"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            h.write(op="cli_error", who=name, error=r.stderr.strip())
+            time.sleep(0.2)
+            continue
+        ok, poison = [], []
+        for line in r.stdout.splitlines():
+            m = json.loads(line)
+            h.write(op="qrecv", worker=name, value=m["body"], id=m["id"], receipt=m["receipt"], attempt=m["attempt"],
+                    lease_expires=m["lease_expires_at"])
+            (poison if m["body"].startswith("poison") else ok).append(m["receipt"])
+        if poison:
+            h.write(op="qnack_start", worker=name, receipts=poison)  # a kill from here on leaves the outcome unknown
+            r = subprocess.run(base + ["nack", queue, *poison, "--delay", "0s"], capture_output=True, text=True)
+            h.write(op="qnack", worker=name, receipts=poison, ok=r.returncode == 0)
+        if ok:
+            time.sleep(0.05)  # the work
+            r = subprocess.run(base + ["ack", queue, *ok], capture_output=True, text=True)
+            h.write(op="qack", worker=name, receipts=ok, ok=r.returncode == 0, error=r.stderr.strip())
+    return 0
+
+
+def main(argv):
+    role, args = argv[1], argv[2:]
+    if role == "producer":
+        return producer(args[0], args[1], args[2], args[3], float(args[4]))
+    if role == "consumer":
+        return consumer(*args[:5])
+    if role == "scan":
+        return scan(*args[:3])
+    if role == "qworker":
+        return qworker(*args[:5])
+    print("unknown role", role, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

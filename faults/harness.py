@@ -1,0 +1,349 @@
+"""Pieces every fault scenario uses: a throwaway PostgreSQL cluster, pgbroker
+processes, a TCP proxy that can cut or stall the broker's link to Postgres,
+and health checks. Everything started here is stopped by `Harness.close`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+PYTHON = "/usr/bin/python3"  # Debian's, which python3-confluent-kafka installs into
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, predicate, timeout: float, interval: float = 0.1):
+    """Polls until predicate() is truthy; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+def as_postgres() -> dict:
+    """Popen arguments that run a command as the postgres OS user when we
+    are root (Postgres refuses root). The server stays our own child, so
+    that we reap it and its pid cannot linger as a zombie."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+
+def kill_group(proc: subprocess.Popen, sig=signal.SIGKILL):
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Postgres:
+    """A cluster of its own in a temp dir, on a free port."""
+
+    def __init__(self, root: str):
+        self.dir = os.path.join(root, "pg")
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(self.dir)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.port = free_port()
+        self.proc = None
+        self.logfile = os.path.join(root, "postgres.log")
+        subprocess.run(
+            [f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-N"],
+            check=True,
+            cwd=self.dir,
+            **as_postgres(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self):
+        out = open(self.logfile, "a")
+        cmd = [f"{PG_BIN}/postgres", "-D", self.data, "-p", str(self.port), "-k", self.dir]
+        cmd += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True, cwd=self.dir, **as_postgres())
+        out.close()
+        wait_for("postgres up", self.ready, 60, 0.2)
+
+    def ready(self) -> bool:
+        r = subprocess.run(
+            [f"{PG_BIN}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"], stdout=subprocess.DEVNULL
+        )
+        return r.returncode == 0
+
+    def kill(self):
+        """SIGKILL to the postmaster and every backend at once."""
+        kill_group(self.proc)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            kill_group(self.proc, signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def sql(self, query: str) -> str:
+        r = subprocess.run(
+            [f"{PG_BIN}/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", "postgres", "-d", "postgres", "-c", query],
+            check=True, capture_output=True, text=True,
+        )
+        return r.stdout
+
+
+class Proxy:
+    """TCP proxy between pgbroker and Postgres, run on its own event loop in a
+    thread. `cut()` drops every connection and refuses new ones; `stall()`
+    stops forwarding (connections stay open); `restore()` ends either."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.mode = "forward"
+        self.attempts = []  # monotonic times of incoming connections
+        self.loop = asyncio.new_event_loop()
+        self.flowing = None
+        self.writers = set()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+
+    async def _handle(self, cr, cw):
+        self.attempts.append(time.monotonic())
+        if self.mode == "cut":
+            cw.transport.abort()
+            return
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            cw.transport.abort()
+            return
+        self.writers.update((cw, uw))
+        await asyncio.gather(self._pump(cr, uw), self._pump(ur, cw), return_exceptions=True)
+        for w in (cw, uw):
+            self.writers.discard(w)
+            w.transport.abort()
+
+    async def _pump(self, reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+
+    def _call(self, fn):
+        done = threading.Event()
+
+        def run():
+            fn()
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        done.wait(10)
+
+    def cut(self):
+        def go():
+            self.mode = "cut"
+            for w in list(self.writers):
+                w.transport.abort()
+            self.flowing.set()
+
+        self._call(go)
+
+    def stall(self):
+        def go():
+            self.mode = "stall"
+            self.flowing.clear()
+
+        self._call(go)
+
+    def restore(self):
+        def go():
+            self.mode = "forward"
+            self.flowing.set()
+
+        self._call(go)
+
+    def attempts_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.attempts if start <= t <= end)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Broker:
+    """One `pgbroker serve` process, restartable on the same ports."""
+
+    def __init__(self, harness: "Harness", database_url: str, name: str = "broker"):
+        self.h = harness
+        self.url = database_url
+        self.name = name
+        self.kafka_port = free_port()
+        self.http_port = free_port()
+        self.proc = None
+        self.logfile = os.path.join(harness.dir, f"{name}.log")
+        self.starts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def start(self, wait=True):
+        self.starts += 1
+        out = open(self.logfile, "a")
+        cmd = [self.h.bin, "--database-url", self.url, "serve"]
+        cmd += ["--kafka-listen", self.bootstrap, "--http-listen", f"127.0.0.1:{self.http_port}"]
+        env = dict(os.environ, PGBROKER_LOG="info")
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
+        out.close()
+        if wait:
+            wait_for(f"{self.name} healthy", lambda: self.health() == 200, 60)
+
+    def health(self):
+        """The status of /healthz, or None when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except (OSError, urllib.error.URLError):
+            return None
+
+    def kill(self, sig=signal.SIGKILL, timeout=60):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} had exited with {self.proc.returncode}; see {self.logfile}")
+        os.kill(self.proc.pid, sig)
+        self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self):
+        if self.proc is not None:
+            kill_group(self.proc)
+            self.proc.wait()
+
+
+class Harness:
+    def __init__(self, binary: str, keep: bool = False):
+        self.bin = os.path.abspath(binary)
+        self.dir = tempfile.mkdtemp(prefix="pgbroker-faults-")
+        os.chmod(self.dir, 0o755)
+        self.keep = keep
+        self.procs: list[subprocess.Popen] = []
+        self.closers = []
+
+    def history(self, name: str) -> str:
+        return os.path.join(self.dir, "history", name)
+
+    def postgres(self) -> Postgres:
+        pg = Postgres(self.dir)
+        self.closers.append(pg.stop)
+        return pg
+
+    def proxy(self, target_port: int) -> Proxy:
+        p = Proxy(target_port)
+        self.closers.append(p.close)
+        return p
+
+    def broker(self, url: str, name="broker") -> Broker:
+        b = Broker(self, url, name)
+        self.closers.append(b.close)
+        return b
+
+    def cli(self, url: str, args: list[str], stdin: str = "", timeout=60) -> str:
+        r = subprocess.run([self.bin, "--database-url", url] + args, input=stdin, capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"pgbroker {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout
+
+    def client(self, role: str, args: list[str], name: str) -> subprocess.Popen:
+        """A client process from clients.py, in its own process group."""
+        out = open(os.path.join(self.dir, f"{name}.log"), "a")
+        p = subprocess.Popen([PYTHON, os.path.join(HERE, "clients.py"), role] + args, stdout=out, stderr=out,
+                             start_new_session=True)
+        out.close()
+        self.procs.append(p)
+        return p
+
+    def close(self, failed: bool):
+        for p in self.procs:
+            kill_group(p)
+            p.wait()
+        for c in reversed(self.closers):
+            try:
+                c()
+            except Exception as e:  # clean up the rest regardless
+                log("cleanup:", e)
+        if failed or self.keep:
+            log("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out

@@ -1,0 +1,430 @@
+"""Runs fault scenarios against a pgbroker binary and checks their histories.
+
+  run.py --bin target/release/pgbroker [--scenario NAME]... [--duration S] [--results FILE]
+
+Each scenario starts its own PostgreSQL cluster and brokers, runs load
+through real clients while injecting its fault repeatedly, then checks the
+whole history. Exit status 1 when any check failed."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from checker import check_queue, check_stream, load, queue_failures, stream_failures  # noqa: E402
+from harness import Harness, kill_group, log, read_jsonl, wait_for  # noqa: E402
+
+TOPIC = "t"
+GROUP = "g"
+# /healthz must turn unhealthy this soon after Postgres becomes unreachable
+# (its own check times out after 2 s), and healthy this soon after it is back.
+UNHEALTHY_WITHIN = 10.0
+HEALTHY_WITHIN = 30.0
+# More connection attempts than this per second of outage is a reconnect storm.
+STORM_PER_SECOND = 50.0
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise Failure(message)
+
+
+class Stream:
+    """Load on one topic: producers, a consumer group, then a full scan."""
+
+    def __init__(self, h: Harness, args, via_proxy: bool):
+        self.h, self.args = h, args
+        self.pg = h.postgres()
+        self.proxy = h.proxy(self.pg.port) if via_proxy else None
+        port = self.proxy.port if self.proxy else self.pg.port
+        self.broker = h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres")
+        self.broker.start()
+        h.cli(self.pg.url, ["topic", "create", TOPIC, "--partitions", "3"])
+        self.producers = [
+            h.client("producer", [self.broker.bootstrap, TOPIC, f"p{i}", h.history(f"producer-p{i}.jsonl"),
+                                  str(args.rate)], f"producer-p{i}")
+            for i in range(2)
+        ]
+        self.sessions = 0
+        self.consumers = {}
+        for _ in range(2):
+            self.start_consumer()
+
+    def start_consumer(self):
+        self.sessions += 1
+        name = f"c{self.sessions}"
+        self.consumers[name] = self.h.client(
+            "consumer", [self.broker.bootstrap, TOPIC, GROUP, name, self.h.history(f"consumer-{name}.jsonl")], name)
+        return name
+
+    def histories(self):
+        return sorted(glob.glob(self.h.history("*.jsonl")))
+
+    def finish(self) -> dict:
+        for p in self.producers:
+            p.send_signal(signal.SIGTERM)
+        for i, p in enumerate(self.producers):
+            rc = p.wait(330)
+            check(rc == 0, f"producer p{i} exited with {rc} (undelivered messages or a fatal error; see its history)")
+        acked = {e["value"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
+                 if e.get("op") == "ack" and e.get("ok")}
+
+        def group_caught_up():
+            seen = {e["value"] for f in glob.glob(self.h.history("consumer-*.jsonl")) for e in read_jsonl(f)
+                    if e.get("op") == "read"}
+            return acked <= seen
+
+        try:
+            wait_for("consumer group caught up", group_caught_up, 120, 1.0)
+        except TimeoutError as e:
+            log(e)  # the checker says what is missing
+        for p in self.consumers.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in self.consumers.items():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                kill_group(p)
+        scan = self.h.client("scan", [self.broker.bootstrap, TOPIC, self.h.history("scan.jsonl")], "scan")
+        check(scan.wait(180) == 0, "scan did not reach the end of the topic")
+        report = check_stream(load(self.histories()))
+        failures = stream_failures(report, [GROUP, "scan"])
+        errors = [e for f in self.histories() for e in read_jsonl(f) if e.get("op") == "client_error"]
+        report["client_errors"] = len(errors)
+        report["fatal_client_errors"] = [e["error"] for e in errors if e.get("fatal")]
+        if report["fatal_client_errors"]:
+            failures.append(f"fatal client errors: {report['fatal_client_errors'][:5]}")
+        if failures:
+            raise Failure("; ".join(failures))
+        return report
+
+    def first_ack_after(self, t: float):
+        ts = [e["t"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
+              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t]
+        return min(ts) - t if ts else None
+
+
+def wait_health(broker, status, within, what):
+    try:
+        return wait_for(f"/healthz {status} {what}", lambda: broker.health() == status, within, 0.1)
+    except TimeoutError as e:
+        raise Failure(f"{e}; last answer {broker.health()}") from None
+
+
+def outage(s: Stream, rng, cause, end):
+    """Shared by the Postgres and link faults: health must go down and come
+    back, and the broker must neither die nor storm Postgres."""
+    start = time.time()
+    mono = time.monotonic()
+    cause()
+    unhealthy = wait_health(s.broker, 503, UNHEALTHY_WITHIN, "after the outage began")
+    time.sleep(rng.uniform(*s.args.outage))
+    down = time.monotonic() - mono
+    attempts = s.proxy.attempts_between(mono, time.monotonic()) if s.proxy else None
+    restored = time.time()
+    end()
+    healthy = wait_health(s.broker, 200, HEALTHY_WITHIN, "after the outage ended")
+    check(s.broker.alive(), "broker exited during the outage")
+    fault = {"at": start, "restored": restored, "down_s": down, "unhealthy_after_s": unhealthy,
+             "healthy_after_s": healthy}
+    if attempts is not None:
+        fault["connect_attempts_per_s"] = attempts / down
+        check(attempts / down <= STORM_PER_SECOND,
+              f"reconnect storm: {attempts} connection attempts in {down:.1f}s of outage")
+    return fault
+
+
+def broker_kill(s: Stream, rng, sig=signal.SIGKILL):
+    start = time.time()
+    rc = s.broker.kill(sig, timeout=60)
+    if sig == signal.SIGTERM:
+        check(rc == 0, f"broker exited with {rc} after SIGTERM")
+    stopped = time.time() - start
+    time.sleep(rng.uniform(0, 1))
+    restored = time.time()
+    s.broker.start()
+    return {"at": start, "restored": restored, "stop_s": stopped, "healthy_after_s": time.time() - restored}
+
+
+def pg_kill(s: Stream, rng):
+    return outage(s, rng, s.pg.kill, s.pg.start)
+
+
+def link_cut(s: Stream, rng):
+    return outage(s, rng, s.proxy.cut, s.proxy.restore)
+
+
+def link_stall(s: Stream, rng):
+    return outage(s, rng, s.proxy.stall, s.proxy.restore)
+
+
+def consumer_kill(s: Stream, rng):
+    name = rng.choice(sorted(n for n, p in s.consumers.items() if p.poll() is None))
+    path = s.h.history(f"consumer-{name}.jsonl")
+
+    def mid_batch():
+        evs = read_jsonl(path)
+        return bool(evs) and evs[-1].get("op") == "read"
+
+    try:  # kill it between reading a batch and committing it
+        wait_for("consumer mid-batch", mid_batch, 10, 0.005)
+    except TimeoutError:
+        pass
+    start = time.time()
+    kill_group(s.consumers[name])
+    s.consumers[name].wait()
+    time.sleep(rng.uniform(0, 1))
+    restored = time.time()
+    new = s.start_consumer()
+    return {"at": start, "restored": restored, "killed": name, "started": new}
+
+
+def stream_scenario(inject, via_proxy=False):
+    def run(h: Harness, args, rng):
+        s = Stream(h, args, via_proxy)
+        time.sleep(2)
+        faults = []
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(*args.gap))
+            fault = inject(s, rng)
+            log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored") else v
+                                       for k, v in fault.items()}))
+            faults.append(fault)
+        time.sleep(2)
+        if inject not in (broker_kill, broker_term):
+            check(s.broker.starts == 1 and s.broker.alive(), "the broker exited")
+        report = s.finish()
+        if inject is consumer_kill:
+            recovery = [read_after(s, f["restored"]) for f in faults]
+        else:
+            recovery = [s.first_ack_after(f["restored"]) for f in faults]
+        check(all(r is not None for r in recovery), "no progress after a fault")
+        report["recovery_s"] = recovery
+        report["faults"] = faults
+        return report
+
+    return run
+
+
+def read_after(s: Stream, t):
+    ts = [e["t"] for f in glob.glob(s.h.history("consumer-*.jsonl")) for e in read_jsonl(f)
+          if e.get("op") == "read" and e["t"] >= t]
+    return min(ts) - t if ts else None
+
+
+def broker_term(s: Stream, rng):
+    return broker_kill(s, rng, signal.SIGTERM)
+
+
+def queue_worker_kill(h: Harness, args, rng):
+    pg = h.postgres()
+    url = pg.url
+    vt_ms, max_attempts = 2000, 3
+    h.cli(url, ["queue", "create", "jobs.dlq"])
+    h.cli(url, ["queue", "create", "jobs", "--visibility-timeout", f"{vt_ms}ms", "--max-attempts", str(max_attempts),
+                "--dead-letter", "jobs.dlq", "--archive-retention", "1d", "--backoff-base", "100ms"])
+    os.makedirs(h.history(""), exist_ok=True)
+    sends = open(h.history("sender.jsonl"), "a", buffering=1)
+    sends.write(json.dumps({"op": "qconfig", "visibility_ms": vt_ms, "max_attempts": max_attempts}) + "\n")
+    stop = threading.Event()
+    send_errors = []
+
+    def sender():
+        n = 0
+        while not stop.is_set():
+            values = [f"{'poison' if (n + i) % 25 == 7 else 'job'}-{n + i}" for i in range(5)]
+            n += 5
+            try:
+                ids = h.cli(url, ["queue", "send", "jobs"], "\n".join(values) + "\n").split()
+                for v, i in zip(values, ids):
+                    sends.write(json.dumps({"op": "qsend", "value": v, "ok": True, "id": int(i)}) + "\n")
+            except Exception as e:  # recorded; the outcome of those sends is unknown
+                send_errors.append(str(e))
+                for v in values:
+                    sends.write(json.dumps({"op": "qsend", "value": v, "ok": False}) + "\n")
+            time.sleep(1.0 / args.rate * 5)
+
+    count = [0]
+    workers = {}
+
+    def start_worker():
+        count[0] += 1
+        name = f"w{count[0]}"
+        workers[name] = h.client("qworker", [h.bin, url, "jobs", name, h.history(f"worker-{name}.jsonl")], name)
+
+    for _ in range(3):
+        start_worker()
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    faults = []
+    end = time.monotonic() + args.duration
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(*args.gap))
+        name = rng.choice(sorted(n for n, p in workers.items() if p.poll() is None))
+        path = h.history(f"worker-{name}.jsonl")
+
+        def holding():
+            evs = read_jsonl(path)
+            return bool(evs) and evs[-1].get("op") == "qrecv"
+
+        try:  # kill it while it holds leases it has not settled
+            wait_for("worker holding leases", holding, 10, 0.005)
+        except TimeoutError:
+            pass
+        start = time.time()
+        kill_group(workers[name])
+        workers[name].wait()
+        evs = read_jsonl(path)
+        settled = {r for e in evs if e.get("op") in ("qack", "qnack") for r in e["receipts"]}
+        held = {e["id"] for e in evs if e.get("op") == "qrecv" and e["receipt"] not in settled}
+        start_worker()
+        faults.append({"at": start, "restored": start, "killed": name, "held": sorted(held)})
+        log(" fault: killed", name, "holding", len(held))
+    stop.set()
+    thread.join(30)
+    sends.close()
+
+    def drained():
+        st = json.loads(h.cli(url, ["queue", "stats", "jobs", "--format", "json"]))
+        return st["ready"] + st["in_flight"] + st["delayed"] == 0
+
+    try:
+        wait_for("queue drained", drained, 120, 0.5)
+    except TimeoutError as e:
+        log(e)
+    for p in workers.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in workers.values():
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+    with open(h.history("final.jsonl"), "w") as f:
+        q = ("SELECT json_build_object('op', {op}, 'id', id, 'value', convert_from(body, 'UTF8'), 'attempts', {att}) "
+             "FROM pgbroker.{view} WHERE queue = '{queue}'")
+        for line in pg.sql(q.format(op="'qarchived'", att="attempts", view="queue_archived", queue="jobs")).splitlines():
+            f.write(line + "\n")
+        for line in pg.sql(q.format(op="'qleft'", att="attempts", view="queue_contents", queue="jobs")).splitlines():
+            f.write(line + "\n")
+        for line in pg.sql(q.format(op="'qdead'", att="dead_attempts", view="queue_contents",
+                                    queue="jobs.dlq")).splitlines():
+            f.write(line + "\n")
+    events = load(sorted(glob.glob(h.history("*.jsonl"))))
+    report = check_queue(events)
+    failures = queue_failures(report)
+    if report["left"]:
+        failures.append(f"{report['left']} messages still in the queue after 120 s of draining")
+    if send_errors:
+        failures.append(f"{len(send_errors)} sends failed: {send_errors[:3]}")
+    # Recovery: from a kill until every message the worker held was delivered again.
+    recv = {}
+    for e in events:
+        if e.get("op") == "qrecv":
+            recv.setdefault(e["id"], []).append(e["t"])
+    recovery = []
+    for f in faults:
+        later = [min((t for t in recv.get(i, []) if t > f["at"]), default=None) for i in f["held"]]
+        if any(t is None for t in later):
+            later_ok = [t for t in later if t is not None]
+            # A held message may have been acked by a racing ack before the kill
+            # landed; the checker's archive accounting covers it.
+            later = later_ok
+        if later:
+            recovery.append(max(later) - f["at"])
+    if failures:
+        raise Failure("; ".join(failures))
+    report["recovery_s"] = recovery
+    report["faults"] = faults
+    return report
+
+
+SCENARIOS = {
+    "broker-kill": stream_scenario(broker_kill),
+    "broker-term": stream_scenario(broker_term),
+    "pg-kill": stream_scenario(pg_kill, via_proxy=True),
+    "link-cut": stream_scenario(link_cut, via_proxy=True),
+    "link-stall": stream_scenario(link_stall, via_proxy=True),
+    "consumer-kill": stream_scenario(consumer_kill),
+    "queue-worker-kill": queue_worker_kill,
+}
+
+
+def summary(name, report, seconds):
+    rec = [r for r in report.get("recovery_s", []) if r is not None]
+    out = {"scenario": name, "seconds": round(seconds, 1), "faults": len(report.get("faults", []))}
+    if "acknowledged" in report:
+        out.update(acknowledged=report["acknowledged"], lost=sum(report["lost"].values()),
+                   duplicated=report["duplicated_count"], redelivered=report["redelivered"],
+                   client_errors=report["client_errors"])
+    else:
+        out.update(acknowledged=report["sent"], lost=report["lost"], duplicated=report["unexplained_duplicate_count"],
+                   redelivered=report["redelivered"], dead_lettered=report["dead_lettered"])
+    if rec:
+        out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
+    for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s"):
+        vals = [f[key] for f in report.get("faults", []) if key in f]
+        if vals:
+            out[key.replace("_s", "_max_s") if key.endswith("_s") else key + "_max"] = round(max(vals), 2)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    ap.add_argument("--duration", type=float, default=10, help="seconds of faults per scenario")
+    ap.add_argument("--gap", type=float, nargs=2, default=[1.0, 3.0], help="seconds between faults (min max)")
+    ap.add_argument("--outage", type=float, nargs=2, default=[1.0, 3.0], help="seconds Postgres or the link is down")
+    ap.add_argument("--rate", type=float, default=200, help="messages per second per producer")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--results", help="append one JSON summary per scenario to this file")
+    ap.add_argument("--keep", action="store_true", help="keep temp dirs (they are kept on failure anyway)")
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    failed = []
+    for name in args.scenario or list(SCENARIOS):
+        log(f"== {name} (seed {seed})")
+        h = Harness(args.bin, args.keep)
+        ok = False
+        start = time.monotonic()
+        try:
+            report = SCENARIOS[name](h, args, random.Random(seed))
+            ok = True
+            line = summary(name, report, time.monotonic() - start)
+            log(" ok", json.dumps(line))
+            if args.results:
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+        except Exception as e:  # a failed check, or the harness gave up
+            detail = "" if isinstance(e, Failure) else traceback.format_exc()
+            log(f" FAILED {name}: {e}\n{detail}")
+            failed.append(name)
+        finally:
+            h.close(failed=not ok)
+    if failed:
+        log("failed:", " ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Fault tests: each scenario starts its own PostgreSQL cluster and brokers,
+# injects its fault under load from real Kafka clients, and checks that
+# nothing acknowledged was lost.
+#
+#   faults/run.sh                    short form (debug binary, seconds per scenario)
+#   faults/run.sh --long             long form (release binary, minutes per scenario,
+#                                    rewrites RELIABILITY.md from the measurements)
+#   faults/run.sh --bin PATH [run.py flags...]   any binary, any flags
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install_deps() {
+  local missing=()
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+  /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null || missing+=(python3-confluent-kafka)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "faults: missing ${missing[*]} and not root to install them" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_deps
+/usr/bin/python3 -m unittest -q faults/test_checker.py
+
+if [ "${1:-}" = "--long" ]; then
+  shift
+  cargo build -j1 --release -p pgbroker-cli
+  # The summaries are kept beside the report they were made into.
+  results=faults/results-long.jsonl
+  rm -f "$results"
+  status=0
+  /usr/bin/python3 faults/run.py --bin target/release/pgbroker --duration 90 --gap 2 6 --outage 1 8 \
+    --rate 500 --results "$results" "$@" || status=$?
+  /usr/bin/python3 faults/report.py "$results" "$status" > RELIABILITY.md
+  echo "wrote RELIABILITY.md" >&2
+  exit "$status"
+fi
+
+if [ "${1:-}" = "--bin" ]; then
+  bin=$2
+  shift 2
+else
+  cargo build -j1 -p pgbroker-cli
+  bin=target/debug/pgbroker
+fi
+exec /usr/bin/python3 faults/run.py --bin "$bin" "$@"

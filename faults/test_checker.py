@@ -1,0 +1,324 @@
+"""The checker must catch each anomaly in hand-made histories, and pass a
+clean one. Run: python3 -m unittest faults/test_checker.py"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from checker import check_queue, check_stream, queue_failures, stream_failures  # noqa: E402
+
+
+def send(v, p, o, producer="w", seq=None):
+    seq = int(v.rsplit("-", 1)[1]) if seq is None else seq
+    return [
+        {"op": "send", "value": v, "producer": producer, "seq": seq},
+        {"op": "ack", "value": v, "ok": True, "partition": p, "offset": o},
+    ]
+
+
+def read(v, p, o, reader="g", session="s1"):
+    return {"op": "read", "reader": reader, "session": session, "value": v, "partition": p, "offset": o}
+
+
+def assign(partitions, reader="g", session="s1"):
+    return {"op": "assign", "reader": reader, "session": session, "partitions": partitions}
+
+
+def clean_stream():
+    h = send("w-0", 0, 0) + send("w-1", 0, 1) + send("w-2", 1, 0)
+    h += [assign([0, 1]), read("w-0", 0, 0), read("w-1", 0, 1), read("w-2", 1, 0)]
+    return h
+
+
+class StreamChecks(unittest.TestCase):
+    def failures(self, h, readers=("g",)):
+        report = check_stream(h)
+        return report, stream_failures(report, readers)
+
+    def test_clean_history_passes(self):
+        report, failures = self.failures(clean_stream())
+        self.assertEqual(failures, [])
+        self.assertEqual(report["acknowledged"], 3)
+
+    def test_order_of_files_does_not_matter(self):
+        h = clean_stream()
+        self.assertEqual(self.failures(h[6:] + h[:6])[1], [])
+
+    def test_unacknowledged_send_may_be_missing(self):
+        h = clean_stream() + [{"op": "send", "value": "w-3", "producer": "w", "seq": 3}]
+        h.append({"op": "ack", "value": "w-3", "ok": False, "error": "timed out"})
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_lost(self):
+        h = clean_stream() + send("w-3", 1, 1)
+        report, failures = self.failures(h)
+        self.assertEqual(report["lost"], {"g": 1})
+        self.assertTrue(any("never read" in f for f in failures))
+
+    def test_lost_per_reader(self):
+        # The scan saw everything, the group did not.
+        h = clean_stream() + send("w-3", 1, 1) + [read("w-3", 1, 1, reader="scan", session="x")]
+        for v, p, o in (("w-0", 0, 0), ("w-1", 0, 1), ("w-2", 1, 0)):
+            h.append(read(v, p, o, reader="scan", session="x"))
+        report, _ = self.failures(h, ("g", "scan"))
+        self.assertEqual(report["lost"], {"g": 1})
+
+    def test_reader_that_read_nothing(self):
+        _, failures = self.failures(clean_stream(), ("g", "scan"))
+        self.assertTrue(any("scan read nothing" in f for f in failures))
+
+    def test_unexpected(self):
+        h = clean_stream() + [read("ghost", 1, 1)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexpected_count"], 1)
+        self.assertTrue(failures)
+
+    def test_duplicated_storage(self):
+        # One send stored at two offsets (a producer retry that was not deduplicated).
+        h = clean_stream() + [read("w-1", 0, 2)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["duplicated_count"], 1)
+        self.assertTrue(failures)
+
+    def test_redelivery_after_new_session_is_explained(self):
+        h = clean_stream() + [assign([0], session="s2"), read("w-1", 0, 1, session="s2")]
+        report, failures = self.failures(h)
+        self.assertEqual(report["redelivered"], 1)
+        self.assertEqual(failures, [])
+
+    def test_redelivery_after_reassignment_is_explained(self):
+        h = clean_stream() + [assign([0]), read("w-1", 0, 1)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["redelivered"], 1)
+        self.assertEqual(failures, [])
+
+    def test_redelivery_within_one_assignment_is_not_explained(self):
+        h = clean_stream() + [read("w-1", 0, 1)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexplained_redelivery_count"], 1)
+        self.assertTrue(failures)
+
+    def test_reordered_reads(self):
+        h = send("w-0", 0, 0) + send("w-1", 0, 1)
+        h += [assign([0]), read("w-1", 0, 1), read("w-0", 0, 0)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["reordered_count"], 1)
+        self.assertTrue(failures)
+
+    def test_reordered_acks(self):
+        # The producer's later send got the earlier offset.
+        h = send("w-0", 0, 1) + send("w-1", 0, 0)
+        h += [assign([0]), read("w-1", 0, 0), read("w-0", 0, 1)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["reordered_count"], 1)
+        self.assertTrue(failures)
+
+    def test_offset_conflict_between_ack_and_read(self):
+        # Acknowledged at 0:1, but a reader found another value there.
+        h = send("w-0", 0, 0) + send("w-1", 0, 1)
+        h += [{"op": "send", "value": "w-2", "producer": "w", "seq": 2}]
+        h += [assign([0]), read("w-0", 0, 0), read("w-2", 0, 1), read("w-1", 0, 2)]
+        report, failures = self.failures(h)
+        self.assertGreaterEqual(report["offset_conflict_count"], 1)
+        self.assertTrue(failures)
+
+    def test_offset_conflict_between_two_acks(self):
+        h = send("w-0", 0, 0) + send("v-0", 0, 0, producer="v")
+        h += [assign([0]), read("w-0", 0, 0)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["offset_conflict_count"], 1)
+        self.assertTrue(failures)
+
+
+VT = 1000
+
+
+def qconfig():
+    return {"op": "qconfig", "visibility_ms": VT, "max_attempts": 3}
+
+
+def qsend(v, i):
+    return {"op": "qsend", "value": v, "ok": True, "id": i}
+
+
+def qrecv(v, i, attempt, lease_expires, worker="a"):
+    return {
+        "op": "qrecv",
+        "worker": worker,
+        "value": v,
+        "id": i,
+        "receipt": f"{i}:{attempt}",
+        "attempt": attempt,
+        "lease_expires": lease_expires,
+    }
+
+
+def qack(receipts, ok=True, worker="a"):
+    return {"op": "qack", "worker": worker, "receipts": receipts, "ok": ok}
+
+
+def archived(v, i, attempts=1):
+    return {"op": "qarchived", "value": v, "id": i, "attempts": attempts}
+
+
+def clean_queue():
+    return [
+        qconfig(),
+        qsend("m1", 1),
+        qsend("m2", 2),
+        qrecv("m1", 1, 1, 10_000),
+        qrecv("m2", 2, 1, 10_000),
+        qack(["1:1", "2:1"]),
+        archived("m1", 1),
+        archived("m2", 2),
+    ]
+
+
+class QueueChecks(unittest.TestCase):
+    def failures(self, h):
+        report = check_queue(h)
+        return report, queue_failures(report)
+
+    def test_clean_history_passes(self):
+        report, failures = self.failures(clean_queue())
+        self.assertEqual(failures, [])
+        self.assertEqual(report["archived"], 2)
+
+    def test_lease_expiry_explains_redelivery(self):
+        # Worker a died holding m3; b got it after the lease ran out.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            qrecv("m3", 3, 2, 20_000 + VT, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["redelivered"], 1)
+
+    def test_lost(self):
+        h = clean_queue() + [qsend("m3", 3)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["lost"], 1)
+        self.assertTrue(failures)
+
+    def test_message_left_in_queue_is_not_lost(self):
+        h = clean_queue() + [qsend("m3", 3), {"op": "qleft", "value": "m3", "id": 3}]
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_unexpected(self):
+        h = clean_queue() + [qrecv("ghost", 9, 1, 30_000)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexpected_count"], 1)
+        self.assertTrue(failures)
+
+    def test_double_held(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            qrecv("m3", 3, 2, 20_500, worker="b"),  # leased from 19_500, before 20_000
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(report["double_held_count"], 1)
+        self.assertTrue(failures)
+
+    def test_nack_ends_a_lease_early(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": True},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_failed_nack_does_not_end_a_lease(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": False},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(check_queue(h)["double_held_count"], 1)
+
+    def test_nack_of_unknown_outcome_may_end_a_lease(self):
+        # The worker was killed while its nack ran: it may have been applied.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"]},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_begun_then_failed_nack_does_not_end_a_lease(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 20_000),
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"]},
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": False},
+            qrecv("m3", 3, 2, 20_500, worker="b"),
+            qack(["3:2"], worker="b"),
+            archived("m3", 3, attempts=2),
+        ]
+        self.assertEqual(check_queue(h)["double_held_count"], 1)
+
+    def test_redelivery_after_ack(self):
+        h = clean_queue() + [qrecv("m1", 1, 2, 10_000 + VT, worker="b")]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexplained_duplicate_count"], 2)  # after an ack; more receipts than the archive's attempts
+        self.assertTrue(failures)
+
+    def test_duplicate_send(self):
+        h = clean_queue() + [qsend("m1", 7), archived("m1", 7)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexplained_duplicate_count"], 1)
+        self.assertTrue(failures)
+
+    def test_ack_not_applied(self):
+        h = clean_queue()[:-1]  # m2's ack succeeded, but it is not archived
+        h.append({"op": "qleft", "value": "m2", "id": 2})
+        report, failures = self.failures(h)
+        self.assertEqual(report["ack_not_applied_count"], 1)
+        self.assertTrue(failures)
+
+    def test_dead_letter_matching_attempts(self):
+        h = clean_queue() + [qsend("p", 3)]
+        h += [qrecv("p", 3, n, 20_000 + n * VT) for n in (1, 2, 3)]
+        h.append({"op": "qdead", "value": "p", "id": 3, "attempts": 3})
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_dead_letter_too_early(self):
+        h = clean_queue() + [qsend("p", 3), qrecv("p", 3, 1, 20_000)]
+        h.append({"op": "qdead", "value": "p", "id": 3, "attempts": 1})
+        report, failures = self.failures(h)
+        self.assertEqual(report["bad_dead_letter_count"], 1)
+        self.assertTrue(failures)
+
+    def test_dead_letter_with_more_deliveries_than_attempts(self):
+        h = clean_queue() + [qsend("p", 3)]
+        h += [qrecv("p", 3, n, 20_000 + n * VT) for n in (1, 2, 3, 4)]
+        h.append({"op": "qdead", "value": "p", "id": 3, "attempts": 3})
+        report, failures = self.failures(h)
+        self.assertEqual(report["bad_dead_letter_count"], 1)
+        self.assertTrue(failures)
+
+    def test_acknowledged_and_dead_lettered(self):
+        h = clean_queue() + [{"op": "qdead", "value": "m1", "id": 1, "attempts": 3}]
+        report, failures = self.failures(h)
+        self.assertGreaterEqual(report["bad_dead_letter_count"], 1)
+        self.assertTrue(failures)
+
+
+if __name__ == "__main__":
+    unittest.main()
