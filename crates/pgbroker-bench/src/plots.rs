@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -91,30 +92,14 @@ pub fn lines(path: &Path, title: &str, y_label: &str, x_names: &[&str], lines: &
         .y_desc(y_label)
         .draw()
         .map_err(err)?;
-    for (k, (name, values)) in lines.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
-        let points: Vec<(f64, f64)> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite() && **v > 0.0)
-            .map(|(i, v)| (i as f64, *v))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(err)?;
+    let series = lines
+        .iter()
+        .map(|(name, values)| {
+            let points = values.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect();
+            (name.as_str(), points)
+        })
+        .collect();
+    draw_lines(&mut chart, series)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -139,17 +124,31 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[(Stri
         .y_desc(y_label)
         .draw()
         .map_err(err)?;
-    for (k, (name, points)) in lines.iter().enumerate() {
+    let series = lines
+        .iter()
+        .map(|(name, points)| (name.as_str(), points.clone()))
+        .collect();
+    draw_lines(&mut chart, series)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A chart with f64 x and log-scale f64 y.
+type LogChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// Draws each named line with its points marked (points that cannot be
+/// shown on a log scale are left out), then the legend.
+fn draw_lines<'a, 'b: 'a>(chart: &mut LogChart<'a, 'b>, lines: Vec<(&str, Vec<(f64, f64)>)>) -> Result<()> {
+    for (k, (name, points)) in lines.into_iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         let points: Vec<(f64, f64)> = points
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0)
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(err)?
-            .label(name.as_str())
+            .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         chart
             .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
@@ -162,6 +161,5 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[(Stri
         .background_style(WHITE.mix(0.8))
         .draw()
         .map_err(err)?;
-    root.present().map_err(err)?;
     Ok(())
 }
