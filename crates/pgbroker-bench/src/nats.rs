@@ -12,8 +12,7 @@ use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
 use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_with, payload, produce_loop, record, stamped, BrokerProcess, Measured,
-    PubsubArgs, Relabel, Stats,
+    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
 };
 
 /// Runs the workload on a fresh stream, deleted afterwards.
@@ -66,18 +65,7 @@ async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result
         let (js, a, s, st, n) = (js.clone(), args.clone(), stats.clone(), stop.clone(), name.to_string());
         tasks.push(tokio::spawn(produce(js, n, a, id, s, st)));
     }
-    let workload = Relabel {
-        workload: args,
-        system: "nats",
-    };
-    measure_with(
-        &workload,
-        stats,
-        stop,
-        tasks,
-        &BrokerProcess::Named("nats-server".into()),
-    )
-    .await
+    measure_peer(args, "nats", "nats-server", stats, stop, tasks).await
 }
 
 async fn produce(

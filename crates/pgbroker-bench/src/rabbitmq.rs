@@ -18,8 +18,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_with, payload, produce_loop, record, stamped, BrokerProcess, Measured,
-    QueueArgs, Relabel, Stats,
+    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, QueueArgs, Stats,
 };
 
 /// Runs the workload on a fresh durable queue, deleted afterwards.
@@ -77,11 +76,7 @@ async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<serde_
         let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
         tasks.push(tokio::spawn(produce(channel, n, a, id, s, st)));
     }
-    let workload = Relabel {
-        workload: args,
-        system: "rabbitmq",
-    };
-    measure_with(&workload, stats, stop, tasks, &BrokerProcess::Named("beam.smp".into())).await
+    measure_peer(args, "rabbitmq", "beam.smp", stats, stop, tasks).await
 }
 
 async fn produce(

@@ -10,8 +10,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_with, payload, produce_loop, record, stamped, BrokerProcess, Measured,
-    PubsubArgs, Relabel, Stats,
+    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
 };
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -62,18 +61,7 @@ async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Re
         let (k, a, s, st) = (keys.to_vec(), args.clone(), stats.clone(), stop.clone());
         tasks.push(tokio::spawn(produce(conn, k, a, id, s, st)));
     }
-    let workload = Relabel {
-        workload: args,
-        system: "redis",
-    };
-    measure_with(
-        &workload,
-        stats,
-        stop,
-        tasks,
-        &BrokerProcess::Named("redis-server".into()),
-    )
-    .await
+    measure_peer(args, "redis", "redis-server", stats, stop, tasks).await
 }
 
 async fn produce(

@@ -134,6 +134,21 @@ pub async fn measure(
     measure_with(args, stats, stop, tasks, &BrokerProcess::InProcess).await
 }
 
+/// [`measure_with`] for a peer system run by the comparison harness: the
+/// summary names `system`, and the broker CPU and memory are those of the
+/// process called `process`.
+pub async fn measure_peer(
+    args: &impl Workload,
+    system: &str,
+    process: &str,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
+) -> Result<serde_json::Value> {
+    let workload = super::workload::Relabel { workload: args, system };
+    measure_with(&workload, stats, stop, tasks, &BrokerProcess::Named(process.into())).await
+}
+
 /// Lets the tasks run through the warm-up and the measured time, then stops
 /// them and returns the summary: the workload's head, rates, latency
 /// percentiles, and CPU seconds per million messages of `broker`, of this

@@ -15,7 +15,7 @@ mod streams;
 pub mod workload;
 
 pub use compare::{compare, CompareArgs};
-pub use measure::{histogram, measure, measure_with, payload, produce_loop, record, Measured, Stats};
+pub use measure::{histogram, measure, measure_peer, measure_with, payload, produce_loop, record, Measured, Stats};
 pub use procfs::BrokerProcess;
 pub use pubsub::{pubsub, run_once, PubsubArgs, PubsubCommand, System};
 pub use queue::{latency_micros, queue, run_queue_once, stamped, QueueArgs, QueueCommand, QueueSystem};
