@@ -70,12 +70,27 @@ impl TestDb {
         .expect("connect second broker")
     }
 
+    /// Drops the test's schema. The broker goes first so its background
+    /// maintenance stops; a maintenance pass already under way may still
+    /// hold locks, and a deadlock with it is retried. Clean-up is not what
+    /// a test asserts, so a schema that cannot be dropped is reported, not
+    /// failed on.
     pub async fn drop(self) {
-        let client = self.raw().await;
-        client
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .await
-            .expect("drop schema");
+        let TestDb { broker, schema } = self;
+        drop(broker);
+        let (client, conn) = tokio_postgres::connect(&database_url(), NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let mut last = None;
+        for attempt in 0..5u64 {
+            match client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+        }
+        if let Some(e) = last {
+            eprintln!("could not drop schema {schema}: {e}");
+        }
     }
 }
 
