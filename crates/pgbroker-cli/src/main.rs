@@ -2,6 +2,7 @@
 //! and consume records, run retention, and work with queues.
 
 use pgbroker_cli::bench;
+mod acl;
 mod group;
 mod output;
 mod queue;
@@ -68,6 +69,10 @@ enum Command {
     /// Users that Kafka clients authenticate as (SASL SCRAM-SHA-256 or PLAIN).
     #[command(subcommand)]
     User(user::UserCommand),
+    /// What each user may do on the Kafka listener once SASL authentication
+    /// is on: produce, consume, group and admin rights per topic or group.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
     /// Serve the Kafka protocol, with health and metrics over HTTP.
@@ -324,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(cmd) => group::run(&broker, cmd).await,
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::User(cmd) => user::run(&broker, cmd).await,
+        Command::Acl(cmd) => acl::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, args).await,
         Command::Maintain => {
             let dropped = broker.enforce_retention().await?;

@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// (SCRAM-SHA-256, PLAIN), against the users of `pgbroker user`.
     #[arg(long, value_delimiter = ',', value_name = "MECHANISMS")]
     sasl_mechanisms: Vec<Mechanism>,
+    /// Users that may do everything whatever their ACLs say (Kafka's
+    /// super.users); everyone else may do only what `pgbroker acl` grants.
+    #[arg(long, value_delimiter = ',', value_name = "USERS", requires = "sasl_mechanisms",
+          value_parser = parse_user)]
+    super_users: Vec<String>,
     /// Allow SASL PLAIN although this listener has no TLS, so passwords
     /// cross the network in clear text.
     #[arg(long)]
@@ -50,6 +55,11 @@ pub struct ServeArgs {
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    pgbroker::validate_user_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -74,6 +84,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         required: !args.sasl_mechanisms.is_empty(),
         mechanisms: args.sasl_mechanisms.clone(),
         allow_plain_without_tls: args.allow_plain_without_tls,
+        super_users: args.super_users.clone(),
         ..AuthConfig::default()
     };
     let tls = match (&args.tls_cert, &args.tls_key) {

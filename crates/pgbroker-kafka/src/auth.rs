@@ -14,6 +14,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use pgbroker::ScramCredentials;
 
+use crate::authz::Access;
+
 /// Largest frame accepted from a connection that has not authenticated.
 pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 64 << 10;
 /// Most requests a connection may send before it authenticates.
@@ -74,6 +76,9 @@ pub struct AuthConfig {
     /// How long a failed authentication waits before it is answered (and
     /// the connection closed), to slow down password guessing.
     pub failure_delay: Duration,
+    /// Users that may do everything whatever their ACLs say (Kafka's
+    /// `super.users`). Everyone else may do only what their ACLs grant.
+    pub super_users: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -83,6 +88,7 @@ impl Default for AuthConfig {
             mechanisms: Vec::new(),
             allow_plain_without_tls: false,
             failure_delay: Duration::from_secs(1),
+            super_users: Vec::new(),
         }
     }
 }
@@ -152,6 +158,9 @@ pub(crate) struct Session {
     pub close_after_answer: bool,
     /// SaslHandshake v0 was used: tokens come as bare frames.
     pub raw_tokens: bool,
+    /// What the connection may do: everything without authentication,
+    /// else what the user's ACLs, loaded at login, grant.
+    pub access: Access,
     required: bool,
     requests_before_auth: u32,
 }
@@ -162,6 +171,7 @@ impl Session {
             state: State::Start,
             close_after_answer: false,
             raw_tokens: false,
+            access: if config.required { Access::none() } else { Access::All },
             required: config.required,
             requests_before_auth: 0,
         }

@@ -14,6 +14,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::api;
 use crate::auth::Session;
+use crate::authz::Access;
 use crate::errors::code;
 use crate::metrics;
 use crate::server::{Ctx, MAX_OTHER_FRAME_BYTES};
@@ -75,6 +76,8 @@ pub(crate) struct ReqInfo<'a> {
     pub header: &'a RequestHeader,
     /// The client's address.
     pub peer: &'a SocketAddr,
+    /// What the connection may do.
+    pub access: &'a Access,
 }
 
 impl ReqInfo<'_> {
@@ -132,6 +135,7 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
         header: &header,
         peer,
         body,
+        access: session.access.clone(),
         session,
     };
     let answer = route(r).await;
@@ -166,7 +170,7 @@ macro_rules! call {
     ($r:ident, $req:ident, $handler:path $(, $session:ident)?) => {{
         let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
         let req = m::$req::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
-        let info = ReqInfo { header, peer: $r.peer };
+        let info = ReqInfo { header, peer: $r.peer, access: &$r.access };
         match $handler(ctx, version, &info, req $(, &mut *$r.$session)?).await {
             Some(resp) => encode(header.correlation_id, api.response_header_version(version), version, &resp).map(Some),
             None => Ok(None),
@@ -182,6 +186,8 @@ struct Route<'a> {
     header: &'a RequestHeader,
     peer: &'a SocketAddr,
     body: Bytes,
+    /// What the connection may do, as of this request.
+    access: Access,
     session: &'a mut Session,
 }
 

@@ -15,11 +15,14 @@
 //! With [`KafkaConfig::auth`] set, clients authenticate with SASL
 //! (SCRAM-SHA-256, or PLAIN when explicitly allowed) against the users the
 //! library stores ([`pgbroker::Broker::add_user`]) before anything else is
-//! served.
+//! served, and each user may do only what its ACLs grant
+//! ([`pgbroker::Broker::grant`]), unless it is one of
+//! [`AuthConfig::super_users`].
 
 mod alloc;
 mod api;
 mod auth;
+mod authz;
 mod codec;
 mod conn;
 mod dispatch;

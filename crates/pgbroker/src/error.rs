@@ -183,6 +183,9 @@ pub enum Error {
     /// The user does not exist.
     #[error("unknown user {0:?}")]
     UnknownUser(String),
+    /// The grant to revoke does not exist.
+    #[error("no such ACL: {0}")]
+    UnknownAcl(String),
     /// The database was migrated by a newer pgbroker.
     #[error(
         "schema {schema:?} is at version {found}, but this pgbroker knows versions up to {known}; upgrade pgbroker"

@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod acl;
 mod backoff;
 mod broker;
 mod cache;
@@ -56,6 +57,7 @@ mod topics;
 mod types;
 mod users;
 
+pub use acl::{Acl, AclResource, Permission, UserAcls};
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("kafka_groups", include_str!("migrations/0003_kafka_groups.sql")),
     ("kafka_nodes", include_str!("migrations/0004_kafka_nodes.sql")),
     ("users", include_str!("migrations/0005_users.sql")),
+    ("acls", include_str!("migrations/0006_acls.sql")),
 ];
 
 /// The newest schema version this build knows.

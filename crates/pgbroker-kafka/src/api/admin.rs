@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
-use pgbroker::{Error, TopicConfig, TopicInfo, TopicName};
+use pgbroker::{Error, Permission, TopicConfig, TopicInfo, TopicName};
 
 use super::sb;
 use crate::dispatch::ReqInfo;
@@ -50,7 +50,7 @@ fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Re
 pub(crate) async fn create_topics(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: CreateTopicsRequest,
 ) -> Option<CreateTopicsResponse> {
     let mut resp = CreateTopicsResponse::default();
@@ -84,7 +84,9 @@ pub(crate) async fn create_topics(
                 }
             }
         }
+        let allowed = info.access.topic(Permission::Admin, t.name.0.as_str());
         let outcome = match (refused, TopicName::new(t.name.0.as_str())) {
+            (_, Ok(_)) if !allowed => Err(not_authorized("create this topic")),
             (Some(r), _) => Err(r),
             (None, Err(e)) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
             (None, Ok(_)) if config.partitions < 1 => {
@@ -119,7 +121,7 @@ pub(crate) async fn create_topics(
 pub(crate) async fn delete_topics(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: DeleteTopicsRequest,
 ) -> Option<DeleteTopicsResponse> {
     let names: Vec<String> = if v >= 6 {
@@ -135,13 +137,20 @@ pub(crate) async fn delete_topics(
         let mut r = DeletableTopicResult::default();
         r.name = Some(sb(n.clone()).into());
         let result = match TopicName::new(n) {
-            Ok(name) => ctx.broker.delete_topic(&name).await,
-            Err(e) => Err(e),
+            Ok(name) if !info.access.topic(Permission::Admin, name.as_str()) => {
+                Err(not_authorized("delete this topic"))
+            }
+            Ok(name) => ctx
+                .broker
+                .delete_topic(&name)
+                .await
+                .map_err(|e| (data_code(&e), e.to_string())),
+            Err(e) => Err((data_code(&e), e.to_string())),
         };
-        if let Err(e) = result {
-            r.error_code = data_code(&e);
+        if let Err((err, msg)) = result {
+            r.error_code = err;
             if v >= 5 {
-                r.error_message = Some(sb(e.to_string()));
+                r.error_message = Some(sb(msg));
             }
         }
         resp.responses.push(r);
@@ -152,7 +161,7 @@ pub(crate) async fn delete_topics(
 pub(crate) async fn create_partitions(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: CreatePartitionsRequest,
 ) -> Option<CreatePartitionsResponse> {
     let mut resp = CreatePartitionsResponse::default();
@@ -161,6 +170,9 @@ pub(crate) async fn create_partitions(
         r.name = t.name.clone();
         let result: Result<(), (i16, String)> = async {
             let name = TopicName::new(t.name.0.as_str()).map_err(|e| (code::INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+            if !info.access.topic(Permission::Admin, name.as_str()) {
+                return Err(not_authorized("add partitions to this topic"));
+            }
             let info = ctx
                 .broker
                 .topic_info(&name)
@@ -194,13 +206,14 @@ pub(crate) async fn create_partitions(
 pub(crate) async fn delete_records(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: DeleteRecordsRequest,
 ) -> Option<DeleteRecordsResponse> {
     let mut resp = DeleteRecordsResponse::default();
     for t in &req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
+        let allowed = info.access.topic(Permission::Admin, t.name.0.as_str());
         let name = TopicName::new(t.name.0.as_str());
         for p in &t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
@@ -208,6 +221,7 @@ pub(crate) async fn delete_records(
             pr.low_watermark = -1;
             let before = (p.offset >= 0).then_some(p.offset);
             match &name {
+                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(name) => match ctx.broker.delete_records(name, p.partition_index, before).await {
                     Ok(start) => pr.low_watermark = start,
                     Err(e) => pr.error_code = data_code(&e),
@@ -219,6 +233,11 @@ pub(crate) async fn delete_records(
         resp.topics.push(tr);
     }
     Some(resp)
+}
+
+/// The refusal of an operation on a topic the user has no admin right on.
+fn not_authorized(what: &str) -> (i16, String) {
+    (code::TOPIC_AUTHORIZATION_FAILED, format!("not authorized to {what}"))
 }
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -239,7 +258,7 @@ fn topic_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
 pub(crate) async fn describe_configs(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: DescribeConfigsRequest,
 ) -> Option<DescribeConfigsResponse> {
     let mut resp = DescribeConfigsResponse::default();
@@ -249,12 +268,19 @@ pub(crate) async fn describe_configs(
         r.resource_name = res.resource_name.clone();
         let entries: Result<Vec<(&'static str, String)>, (i16, String)> = match res.resource_type {
             RESOURCE_TOPIC => match TopicName::new(res.resource_name.as_str()) {
+                Ok(name) if !info.access.topic(Permission::Admin, name.as_str()) => {
+                    Err(not_authorized("describe this topic's configuration"))
+                }
                 Ok(name) => match ctx.broker.topic_info(&name).await {
                     Ok(info) => Ok(topic_configs(&info)),
                     Err(e) => Err((data_code(&e), e.to_string())),
                 },
                 Err(e) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
             },
+            RESOURCE_BROKER if !info.access.cluster() => Err((
+                code::CLUSTER_AUTHORIZATION_FAILED,
+                "only super users may describe the broker's configuration".to_string(),
+            )),
             RESOURCE_BROKER => Ok(vec![
                 ("auto.create.topics.enable", ctx.config.auto_create_topics.to_string()),
                 ("num.partitions", ctx.config.default_partitions.to_string()),
@@ -291,7 +317,7 @@ pub(crate) async fn describe_configs(
 pub(crate) async fn init_producer_id(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: InitProducerIdRequest,
 ) -> Option<InitProducerIdResponse> {
     let mut resp = InitProducerIdResponse::default();
@@ -299,6 +325,11 @@ pub(crate) async fn init_producer_id(
     resp.producer_epoch = -1;
     if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return Some(resp);
+    }
+    // An idempotent producer id: for users that may produce somewhere.
+    if !info.access.produces_anywhere() {
+        resp.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
         return Some(resp);
     }
     // A producer that presents its id asks for a new epoch of it.

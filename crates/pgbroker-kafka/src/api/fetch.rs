@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use pgbroker::{ManyLimits, PartitionRead, TopicName};
+use pgbroker::{ManyLimits, PartitionRead, Permission, TopicName};
 
 use crate::codec::encode_batch;
 use crate::dispatch::ReqInfo;
@@ -20,15 +20,19 @@ const MAX_RECORDS_PER_PARTITION: usize = 10_000;
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, _info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
-    // Partitions in request order; names that fail validation are answered
-    // without a read.
+pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+    // Partitions in request order; names that fail validation or that the
+    // user may not consume from are answered without a read.
     let mut reads = Vec::new();
-    let mut slots: Vec<(usize, i32, Option<usize>)> = Vec::new();
+    let mut slots: Vec<(usize, i32, Result<usize, i16>)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
-        let name = TopicName::new(t.topic.0.as_str()).ok();
+        let name = if info.access.topic(Permission::Consume, t.topic.0.as_str()) {
+            TopicName::new(t.topic.0.as_str()).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+        } else {
+            Err(code::TOPIC_AUTHORIZATION_FAILED)
+        };
         for p in &t.partitions {
-            let slot = name.as_ref().map(|n| {
+            let slot = name.as_ref().map_err(|e| *e).map(|n| {
                 reads.push(PartitionRead {
                     topic: n.clone(),
                     partition: p.partition,
@@ -64,9 +68,12 @@ pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, _info: &ReqInfo<'_>, req: Fetc
         pd.last_stable_offset = -1;
         pd.log_start_offset = -1;
         pd.preferred_read_replica = BrokerId(-1);
-        match slot.and_then(|i| results.get(i)) {
-            None => pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            Some(Ok(r)) => {
+        match slot.and_then(|i| results.get(i).ok_or(code::UNKNOWN_SERVER_ERROR)) {
+            Err(err) => {
+                pd.error_code = err;
+                metrics::api_error("Fetch", err);
+            }
+            Ok(Ok(r)) => {
                 pd.high_watermark = r.high_watermark;
                 pd.last_stable_offset = r.high_watermark;
                 if v >= 5 {
@@ -81,7 +88,7 @@ pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, _info: &ReqInfo<'_>, req: Fetc
                     pd.records = Some(Bytes::new());
                 }
             }
-            Some(Err(e)) => {
+            Ok(Err(e)) => {
                 pd.error_code = data_code(e);
                 if let pgbroker::Error::OffsetOutOfRange {
                     log_start,

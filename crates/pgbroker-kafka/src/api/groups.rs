@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
-use pgbroker::{ClassicJoinRequest, Error};
+use pgbroker::{ClassicJoinRequest, Error, Permission};
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
@@ -37,6 +37,10 @@ pub(crate) async fn join_group(
     resp.member_id = req.member_id.clone();
     if v < 7 {
         resp.protocol_name = Some(sb(""));
+    }
+    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
+        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return Some(resp);
     }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
@@ -100,10 +104,14 @@ pub(crate) async fn join_group(
 pub(crate) async fn sync_group(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: SyncGroupRequest,
 ) -> Option<SyncGroupResponse> {
     let mut resp = SyncGroupResponse::default();
+    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
+        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return Some(resp);
+    }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
@@ -143,11 +151,12 @@ pub(crate) async fn sync_group(
 pub(crate) async fn heartbeat(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: HeartbeatRequest,
 ) -> Option<HeartbeatResponse> {
     let mut resp = HeartbeatResponse::default();
     resp.error_code = match group_id(&req.group_id.0) {
+        _ if !info.access.group(Permission::Group, req.group_id.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
         Err(_) => code::INVALID_GROUP_ID,
         Ok(group) => {
             let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
@@ -167,10 +176,14 @@ pub(crate) async fn heartbeat(
 pub(crate) async fn leave_group(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: LeaveGroupRequest,
 ) -> Option<LeaveGroupResponse> {
     let mut resp = LeaveGroupResponse::default();
+    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
+        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return Some(resp);
+    }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
@@ -217,7 +230,7 @@ pub(crate) async fn leave_group(
 pub(crate) async fn list_groups(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: ListGroupsRequest,
 ) -> Option<ListGroupsResponse> {
     let mut resp = ListGroupsResponse::default();
@@ -225,6 +238,7 @@ pub(crate) async fn list_groups(
         Ok(groups) => {
             resp.groups = groups
                 .into_iter()
+                .filter(|g| info.access.sees_group(g.group.as_str()))
                 .filter(|g| {
                     v < 4 || req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str() == g.state)
                 })
@@ -247,13 +261,18 @@ pub(crate) async fn list_groups(
 pub(crate) async fn describe_groups(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: DescribeGroupsRequest,
 ) -> Option<DescribeGroupsResponse> {
     let mut resp = DescribeGroupsResponse::default();
     for name in &req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = name.clone();
+        if !info.access.sees_group(name.0.as_str()) {
+            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            resp.groups.push(d);
+            continue;
+        }
         let described = match group_id(&name.0) {
             Ok(g) => ctx.broker.describe_classic_group(&g).await,
             Err(e) => Err(e),
@@ -292,7 +311,7 @@ pub(crate) async fn describe_groups(
 pub(crate) async fn delete_groups(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: DeleteGroupsRequest,
 ) -> Option<DeleteGroupsResponse> {
     let mut resp = DeleteGroupsResponse::default();
@@ -300,6 +319,7 @@ pub(crate) async fn delete_groups(
         let mut r = DeletableGroupResult::default();
         r.group_id = name.clone();
         r.error_code = match group_id(&name.0) {
+            _ if !info.access.group(Permission::Admin, name.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
             Err(_) => code::INVALID_GROUP_ID,
             Ok(g) => match ctx.broker.delete_group(&g).await {
                 Ok(()) => code::NONE,

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
     MetadataRequest, MetadataResponse,
 };
-use pgbroker::{Error, TopicConfig, TopicInfo};
+use pgbroker::{Error, Permission, TopicConfig, TopicInfo};
 
 use super::{pick, sb, topic_name};
 use crate::dispatch::api_list;
@@ -54,7 +54,7 @@ pub(crate) async fn topic_or_create(ctx: &Ctx, name: &pgbroker::TopicName, allow
 pub(crate) async fn metadata(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: MetadataRequest,
 ) -> Option<MetadataResponse> {
     let nodes = ctx.live_nodes().await;
@@ -87,7 +87,11 @@ pub(crate) async fn metadata(
     let mut topics = Vec::new();
     if all {
         match ctx.broker.list_topics().await {
-            Ok(list) => topics.extend(list.into_iter().map(|t| topic_entry(ctx, v, &nodes, Ok(t), None))),
+            Ok(list) => topics.extend(
+                list.into_iter()
+                    .filter(|t| info.access.sees_topic(t.name.as_str()))
+                    .map(|t| topic_entry(ctx, v, &nodes, Ok(t), None)),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "metadata: listing topics failed");
                 resp.error_code = data_code(&e);
@@ -97,11 +101,22 @@ pub(crate) async fn metadata(
         let allow = req.allow_auto_topic_creation || v < 4;
         for t in req.topics.iter().flatten() {
             let Some(raw) = &t.name else { continue };
-            let info = match topic_name(&raw.0) {
-                Ok(name) => topic_or_create(ctx, &name, allow).await,
+            // A topic the user has no right on is refused whether it
+            // exists or not, so that its existence does not leak.
+            if !info.access.sees_topic(raw.0.as_str()) {
+                let mut denied = MetadataResponseTopic::default();
+                denied.name = Some(raw.clone());
+                denied.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                topics.push(denied);
+                continue;
+            }
+            // Creating needs the admin right, as Kafka's CREATE.
+            let create = allow && info.access.topic(Permission::Admin, raw.0.as_str());
+            let found = match topic_name(&raw.0) {
+                Ok(name) => topic_or_create(ctx, &name, create).await,
                 Err(e) => Err(e),
             };
-            topics.push(topic_entry(ctx, v, &nodes, info, Some(raw.0.to_string())));
+            topics.push(topic_entry(ctx, v, &nodes, found, Some(raw.0.to_string())));
         }
     }
     resp.topics = topics;
@@ -159,7 +174,7 @@ fn topic_error_code(e: &Error) -> i16 {
 pub(crate) async fn find_coordinator(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: FindCoordinatorRequest,
 ) -> Option<FindCoordinatorResponse> {
     let nodes = ctx.live_nodes().await;
@@ -174,6 +189,9 @@ pub(crate) async fn find_coordinator(
             if req.key_type != 0 {
                 return (k, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None);
             }
+            if !info.access.sees_group(&k) {
+                return (k, code::GROUP_AUTHORIZATION_FAILED, None);
+            }
             let node = pick(&nodes, &k, 0).cloned().unwrap_or_else(|| ctx.self_node());
             (k, code::NONE, Some(node))
         })
@@ -187,20 +205,27 @@ pub(crate) async fn find_coordinator(
                 c.key = sb(k);
                 c.error_code = err;
                 fill(&mut c.node_id, &mut c.host, &mut c.port, node.as_ref());
-                if err != code::NONE {
-                    c.error_message = Some(sb("transactions are not supported"));
-                }
+                c.error_message = refusal(err).map(sb);
                 c
             })
             .collect();
     } else if let Some((_, err, node)) = found.into_iter().next() {
         resp.error_code = err;
         fill(&mut resp.node_id, &mut resp.host, &mut resp.port, node.as_ref());
-        if err != code::NONE && v >= 1 {
-            resp.error_message = Some(sb("transactions are not supported"));
+        if v >= 1 {
+            resp.error_message = refusal(err).map(sb);
         }
     }
     Some(resp)
+}
+
+/// Why FindCoordinator refused a key.
+fn refusal(err: i16) -> Option<&'static str> {
+    match err {
+        code::NONE => None,
+        code::GROUP_AUTHORIZATION_FAILED => Some("not authorized to use this group"),
+        _ => Some("transactions are not supported"),
+    }
 }
 
 fn fill(

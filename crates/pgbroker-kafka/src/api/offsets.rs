@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, TopicName};
+use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, Permission, TopicName};
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
@@ -25,13 +25,14 @@ const EARLIEST: i64 = -2;
 pub(crate) async fn list_offsets(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: ListOffsetsRequest,
 ) -> Option<ListOffsetsResponse> {
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
+        let allowed = info.access.topic(Permission::Consume, t.name.0.as_str());
         let topic = TopicName::new(t.name.0.as_str());
         for p in &t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
@@ -42,6 +43,7 @@ pub(crate) async fn list_offsets(
                 pr.leader_epoch = 0;
             }
             match &topic {
+                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
                     Ok((ts, off)) => {
                         pr.timestamp = ts;
@@ -99,7 +101,7 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
 pub(crate) async fn offset_for_leader_epoch(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: OffsetForLeaderEpochRequest,
 ) -> Option<OffsetForLeaderEpochResponse> {
     // Every partition has had one leader epoch, 0, for its whole life.
@@ -107,6 +109,7 @@ pub(crate) async fn offset_for_leader_epoch(
     for t in &req.topics {
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
+        let allowed = info.access.topic(Permission::Consume, t.topic.0.as_str());
         let topic = TopicName::new(t.topic.0.as_str());
         for p in &t.partitions {
             let mut e = EpochEndOffset::default();
@@ -114,6 +117,7 @@ pub(crate) async fn offset_for_leader_epoch(
             e.leader_epoch = -1;
             e.end_offset = -1;
             match &topic {
+                _ if !allowed => e.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
                     Ok(hw) => {
                         e.leader_epoch = 0;
@@ -133,18 +137,27 @@ pub(crate) async fn offset_for_leader_epoch(
 pub(crate) async fn offset_commit(
     ctx: &Arc<Ctx>,
     _v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: OffsetCommitRequest,
 ) -> Option<OffsetCommitResponse> {
-    // Partitions the library cannot take are answered one by one; the rest
-    // are committed together, fenced by member and generation.
+    // Without the group right nothing is committed; partitions of topics
+    // the user may not consume from, or that the library cannot take, are
+    // answered one by one; the rest are committed together, fenced by
+    // member and generation.
+    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
+        return Some(commit_answer(&req, &BTreeMap::new(), code::GROUP_AUTHORIZATION_FAILED));
+    }
     let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
     let mut offsets = Vec::new();
     for t in &req.topics {
+        let allowed = info.access.topic(Permission::Consume, t.name.0.as_str());
         let topic = TopicName::new(t.name.0.as_str());
         for p in &t.partitions {
             let key = (t.name.0.to_string(), p.partition_index);
             match &topic {
+                _ if !allowed => {
+                    errors.insert(key, code::TOPIC_AUTHORIZATION_FAILED);
+                }
                 Ok(topic)
                     if ctx
                         .broker
@@ -182,6 +195,15 @@ pub(crate) async fn offset_commit(
             Err(e) => group_code(&e),
         },
     };
+    Some(commit_answer(&req, &errors, shared))
+}
+
+/// The OffsetCommit answer: each partition's own error, else `shared`.
+fn commit_answer(
+    req: &OffsetCommitRequest,
+    errors: &BTreeMap<(String, i32), i16>,
+    shared: i16,
+) -> OffsetCommitResponse {
     let mut resp = OffsetCommitResponse::default();
     for t in &req.topics {
         let mut tr = OffsetCommitResponseTopic::default();
@@ -196,13 +218,13 @@ pub(crate) async fn offset_commit(
         }
         resp.topics.push(tr);
     }
-    Some(resp)
+    resp
 }
 
 pub(crate) async fn offset_fetch(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: OffsetFetchRequest,
 ) -> Option<OffsetFetchResponse> {
     let mut resp = OffsetFetchResponse::default();
@@ -215,6 +237,24 @@ pub(crate) async fn offset_fetch(
             return Some(resp);
         }
     };
+    if !info.access.group(Permission::Group, group.as_str()) {
+        if v >= 2 {
+            resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        }
+        for t in req.topics.iter().flatten() {
+            let mut tr = OffsetFetchResponseTopic::default();
+            tr.name = t.name.clone();
+            for &p in &t.partition_indexes {
+                let mut pr = OffsetFetchResponsePartition::default();
+                pr.partition_index = p;
+                pr.committed_offset = -1;
+                pr.error_code = code::GROUP_AUTHORIZATION_FAILED;
+                tr.partitions.push(pr);
+            }
+            resp.topics.push(tr);
+        }
+        return Some(resp);
+    }
     let committed = match ctx.broker.all_committed_offsets(&group).await {
         Ok(c) => c,
         Err(e) => {
@@ -226,6 +266,7 @@ pub(crate) async fn offset_fetch(
     };
     let by_tp: BTreeMap<(String, i32), (i64, Option<String>)> = committed
         .into_iter()
+        .filter(|(t, _)| info.access.sees_topic(t.as_str()))
         .map(|(t, c)| ((t.to_string(), c.partition), (c.offset, c.metadata)))
         .collect();
     let entry = |partition: i32, found: Option<&(i64, Option<String>)>| {
@@ -249,8 +290,13 @@ pub(crate) async fn offset_fetch(
             for t in topics {
                 let mut tr = OffsetFetchResponseTopic::default();
                 tr.name = t.name.clone();
+                let seen = info.access.sees_topic(t.name.0.as_str());
                 for &p in &t.partition_indexes {
-                    tr.partitions.push(entry(p, by_tp.get(&(t.name.0.to_string(), p))));
+                    let mut pr = entry(p, by_tp.get(&(t.name.0.to_string(), p)));
+                    if !seen {
+                        pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                    }
+                    tr.partitions.push(pr);
                 }
                 resp.topics.push(tr);
             }

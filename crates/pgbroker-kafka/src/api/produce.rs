@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use pgbroker::{ProducerBatch, Record, TopicName};
+use pgbroker::{Permission, ProducerBatch, Record, TopicName};
 
 use super::sb;
 use crate::codec::{decode_batches, BatchLimits, DecodedBatch};
@@ -25,7 +25,7 @@ type PartitionOutcome = (i16, i64, Option<String>);
 pub(crate) async fn produce(
     ctx: &Arc<Ctx>,
     v: i16,
-    _info: &ReqInfo<'_>,
+    info: &ReqInfo<'_>,
     req: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
@@ -48,6 +48,13 @@ pub(crate) async fn produce(
     let outcomes = join_all(work.iter().map(|(name, partition, records)| async move {
         if let Some((err, msg)) = refuse_all {
             return (err, -1, Some(msg.to_string()));
+        }
+        if !info.access.topic(Permission::Produce, name.as_str()) {
+            return (
+                code::TOPIC_AUTHORIZATION_FAILED,
+                -1,
+                Some("not authorized to produce to this topic".to_string()),
+            );
         }
         produce_partition(ctx, name.as_str(), *partition, records.as_deref()).await
     }))

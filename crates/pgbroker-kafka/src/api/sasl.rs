@@ -24,6 +24,7 @@ use rand::RngCore;
 
 use super::sb;
 use crate::auth::{Mechanism, ScramExchange, Session, State};
+use crate::authz::Access;
 use crate::dispatch::ReqInfo;
 use crate::errors::code;
 use crate::server::Ctx;
@@ -124,28 +125,51 @@ async fn step(
             session.state = State::ScramSent(exchange);
             Ok(token)
         }
-        Step::Done(user, mechanism, token) => {
-            tracing::info!(%peer, %user, %mechanism, client_id, "authenticated");
-            session.state = State::Authenticated(user);
-            Ok(token)
-        }
+        Step::Done(user, mechanism, token) => match access_of(ctx, &user).await {
+            Ok(access) => {
+                tracing::info!(%peer, %user, %mechanism, client_id, "authenticated");
+                session.access = access;
+                session.state = State::Authenticated(user);
+                Ok(token)
+            }
+            Err(e) => {
+                tracing::warn!(%peer, %user, %mechanism, error = %e, "authentication failed: ACLs unreadable");
+                fail(ctx, session, mechanism, Reason::Unavailable).await
+            }
+        },
         Step::Fail {
             mechanism,
             user,
             reason,
         } => {
             tracing::warn!(%peer, user = user.as_deref().unwrap_or(""), %mechanism, %reason, "authentication failed");
-            tokio::time::sleep(ctx.config.auth.failure_delay).await;
-            session.close_after_answer = true;
-            let message = match reason {
-                Reason::Credentials | Reason::Nonce | Reason::Unavailable => format!(
-                    "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
-                ),
-                Reason::Malformed(what) => format!("Authentication failed: {what}"),
-            };
-            Err((code::SASL_AUTHENTICATION_FAILED, message))
+            fail(ctx, session, mechanism, reason).await
         }
     }
+}
+
+/// Answers a failed exchange after the failure delay, and closes the
+/// connection after the answer.
+async fn fail(ctx: &Ctx, session: &mut Session, mechanism: Mechanism, reason: Reason) -> Result<Bytes, (i16, String)> {
+    tokio::time::sleep(ctx.config.auth.failure_delay).await;
+    session.close_after_answer = true;
+    let message = match reason {
+        Reason::Credentials | Reason::Nonce | Reason::Unavailable => format!(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+        ),
+        Reason::Malformed(what) => format!("Authentication failed: {what}"),
+    };
+    Err((code::SASL_AUTHENTICATION_FAILED, message))
+}
+
+/// What `user` may do on this connection: everything for a super user,
+/// else what its ACLs grant, read once here and kept for the connection's
+/// life (changes apply to new connections).
+async fn access_of(ctx: &Ctx, user: &str) -> pgbroker::Result<Access> {
+    if ctx.config.auth.super_users.iter().any(|u| u == user) {
+        return Ok(Access::All);
+    }
+    Ok(Access::Granted(Arc::new(ctx.broker.user_acls(user).await?)))
 }
 
 /// Why an exchange failed; only malformed messages are described to the

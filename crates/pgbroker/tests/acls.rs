@@ -1,0 +1,78 @@
+//! ACL storage: grants need an existing user, are listed back as given,
+//! revoked one by one, go with their user, and bad input changes nothing.
+
+mod common;
+
+use common::TestDb;
+use pgbroker::{Acl, AclResource, Error, Permission};
+
+fn acl(user: &str, permission: Permission, resource: AclResource) -> Acl {
+    Acl::new(user, permission, resource).expect("valid acl")
+}
+
+#[tokio::test]
+async fn grant_list_revoke() {
+    let db = TestDb::new().await;
+    let b = &db.broker;
+    b.add_user("alice", "pw-alice", 4096).await.expect("alice");
+    b.add_user("bob", "pw-bob", 4096).await.expect("bob");
+    let produce = acl("alice", Permission::Produce, AclResource::topic("orders").expect("t"));
+    let group = acl(
+        "alice",
+        Permission::Group,
+        AclResource::group_prefix("app-").expect("g"),
+    );
+    let all = acl("bob", Permission::Admin, AclResource::topic_prefix("").expect("p"));
+    assert!(b.grant(&produce).await.expect("grant"));
+    assert!(!b.grant(&produce).await.expect("again"), "a second grant is not new");
+    assert!(b.grant(&group).await.expect("grant"));
+    assert!(b.grant(&all).await.expect("grant"));
+
+    assert_eq!(
+        b.list_acls(None).await.expect("list"),
+        vec![group.clone(), produce.clone(), all.clone()]
+    );
+    assert_eq!(b.list_acls(Some("bob")).await.expect("list"), vec![all.clone()]);
+
+    let rights = b.user_acls("alice").await.expect("rights");
+    assert!(rights.allows_topic(Permission::Produce, "orders"));
+    assert!(!rights.allows_topic(Permission::Consume, "orders"));
+    assert!(rights.allows_group(Permission::Group, "app-7"));
+    assert!(b.user_acls("nobody").await.expect("none").is_empty());
+
+    b.revoke(&produce).await.expect("revoke");
+    assert!(matches!(b.revoke(&produce).await, Err(Error::UnknownAcl(_))));
+    assert_eq!(b.list_acls(Some("alice")).await.expect("list"), vec![group]);
+
+    // A removed user's grants go with it.
+    b.remove_user("bob").await.expect("remove bob");
+    assert!(matches!(b.list_acls(Some("bob")).await, Err(Error::UnknownUser(_))));
+    assert_eq!(b.list_acls(None).await.expect("list").len(), 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn bad_grants_change_nothing() {
+    let db = TestDb::new().await;
+    let b = &db.broker;
+    b.add_user("alice", "pw-alice", 4096).await.expect("alice");
+    let unknown = acl("carol", Permission::Consume, AclResource::topic("orders").expect("t"));
+    assert!(matches!(b.grant(&unknown).await, Err(Error::UnknownUser(u)) if u == "carol"));
+    assert!(matches!(b.revoke(&unknown).await, Err(Error::UnknownUser(_))));
+
+    // Hand-built grants that skipped the constructors are checked too.
+    let spliced = Acl {
+        user: "alice".to_string(),
+        permission: Permission::Produce,
+        resource: AclResource::Topic("x'; DROP TABLE acls; --".to_string()),
+    };
+    assert!(matches!(b.grant(&spliced).await, Err(Error::Invalid { .. })));
+    let misfit = Acl {
+        user: "alice".to_string(),
+        permission: Permission::Consume,
+        resource: AclResource::Group("g".to_string()),
+    };
+    assert!(matches!(b.grant(&misfit).await, Err(Error::Invalid { .. })));
+    assert!(b.list_acls(None).await.expect("list").is_empty());
+    db.drop().await;
+}
