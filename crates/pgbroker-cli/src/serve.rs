@@ -1,5 +1,5 @@
-//! `pgbroker serve`: the Kafka listener and the HTTP health and metrics
-//! listener, with retention and queue maintenance running alongside.
+//! `pgbroker serve`: the Kafka listener and the HTTP (or HTTPS) health and
+//! metrics listener, with retention and queue maintenance running alongside.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +20,13 @@ pub struct ServeArgs {
     /// Address of the HTTP listener (`/healthz`, `/metrics`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
+    /// PEM certificate chain (leaf first) for HTTPS on the HTTP listener
+    /// (may be the same files as --tls-cert/--tls-key).
+    #[arg(long, requires = "http_tls_key", value_name = "PATH")]
+    http_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, requires = "http_tls_cert", value_name = "PATH")]
+    http_tls_key: Option<std::path::PathBuf>,
     /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable).
     #[arg(long)]
     auto_create_topics: bool,
@@ -91,6 +98,12 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(pgbroker_kafka::tls_server_config(cert, key)?),
         _ => None,
     };
+    let http_tls = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(pgbroker_kafka::tls_server_config(cert, key).context("TLS of the HTTP listener")?)
+        }
+        _ => None,
+    };
     auth.validate(tls.is_some())
         .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
@@ -105,9 +118,10 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         ..KafkaConfig::default()
     };
     let shutdown = Shutdown::default();
-    let http = tokio::spawn(pgbroker_kafka::serve_http(
+    let http = tokio::spawn(pgbroker_kafka::serve_http_on(
         broker.clone(),
         args.http_listen,
+        http_tls,
         shutdown.clone(),
     ));
     let retention = broker.spawn_maintenance(args.maintenance_interval);

@@ -1,9 +1,10 @@
 //! The HTTP listener: `/healthz` (200 only while Postgres answers) and
 //! `/metrics` in Prometheus text format, including consumer lag computed
-//! from Postgres at scrape time.
+//! from Postgres at scrape time; over TLS when configured (`http_tls`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -11,24 +12,46 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use pgbroker::Broker;
+use tokio_rustls::rustls::ServerConfig;
 
+use crate::http_tls::TlsListener;
 use crate::server::Shutdown;
 
-/// Serves `/healthz` and `/metrics` on `addr` until `shutdown` fires.
+/// Serves `/healthz` and `/metrics` on `addr` until `shutdown` fires,
+/// over plain HTTP.
 pub async fn serve_http(broker: Broker, addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_http_on(broker, addr, None, shutdown).await
+}
+
+/// Serves `/healthz` and `/metrics` on `addr` until `shutdown` fires, over
+/// HTTPS when `tls` is given (see [`crate::tls_server_config`]).
+pub async fn serve_http_on(
+    broker: Broker,
+    addr: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     crate::metrics::handle();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(broker);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(listen = %addr, "http listener up");
     let mut stop = shutdown.subscribe();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(config) => {
+            tracing::info!(listen = %addr, "https listener up");
+            let listener = TlsListener::new(listener, config)?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await?;
+        }
+        None => {
+            tracing::info!(listen = %addr, "http listener up");
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await?;
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! TLS for the Kafka listener: a rustls server configuration loaded from
-//! PEM files.
+//! TLS for the Kafka and HTTP listeners: a rustls server configuration
+//! loaded from PEM files.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! Helpers for the CLI tests: a fresh schema per test and ways to run the
 //! binary in it.
 
+pub mod certs;
 pub mod serve;
 
 use std::hash::{BuildHasher, Hasher};

@@ -38,13 +38,16 @@ pub fn kcat_available() -> bool {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// Port of the HTTP listener.
+    pub http_port: u16,
 }
 
 impl Server {
     pub fn start(env: &Env, extra: &[&str]) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let http = format!("127.0.0.1:{}", free_port());
+        let http_port = free_port();
+        let http = format!("127.0.0.1:{http_port}");
         let mut child = StdCommand::new(BIN)
             .env_remove("DATABASE_URL")
             .env_remove("PGBROKER_SCHEMA")
@@ -65,7 +68,7 @@ impl Server {
             assert!(Instant::now() < deadline, "pgbroker serve did not start listening");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Server { child, port }
+        Server { child, port, http_port }
     }
 }
 
