@@ -142,6 +142,10 @@ fn kcat_authenticates_with_plain_and_scram() {
     let env = Env::new();
     env.ok(&["topic", "create", "orders", "--partitions", "2"]);
     env.ok_with(&["user", "add", "alice", "--password-stdin"], "s3cret\n");
+    // With authentication on, a user sees only topics it has a right on.
+    env.ok(&[
+        "acl", "add", "--user", "alice", "--allow", "consume", "--topic", "orders",
+    ]);
     let server = Server::start(
         &env,
         &["--sasl-mechanisms", "SCRAM-SHA-256,PLAIN", "--allow-plain-without-tls"],
