@@ -12,6 +12,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("kafka_nodes", include_str!("migrations/0004_kafka_nodes.sql")),
     ("users", include_str!("migrations/0005_users.sql")),
     ("acls", include_str!("migrations/0006_acls.sql")),
+    ("queue_settle", include_str!("migrations/0007_queue_settle.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -100,6 +100,39 @@ async fn expired_lease_redelivers_and_old_receipt_is_refused() {
 }
 
 #[tokio::test]
+async fn a_batch_ack_with_one_stale_receipt_deletes_nothing() {
+    let db = TestDb::new().await;
+    let q = db.queue("batch-ack", QueueConfig::default()).await;
+    let b = &db.broker;
+    let batch = [Message::new("a"), Message::new("b").with_priority(1)];
+    b.send_batch(&q, &batch).await.expect("send");
+    let short = ReceiveOptions {
+        visibility_timeout: Some(Duration::from_millis(300)),
+        ..take(1)
+    };
+    // "b" first (priority), on a short lease that expires; "a" stays leased.
+    let old_b = b.receive(&q, &short).await.expect("receive b");
+    let a = b.receive(&q, &take(1)).await.expect("receive a");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new_b = b.receive(&q, &take(1)).await.expect("receive b again");
+    assert_eq!([bodies(&old_b), bodies(&a), bodies(&new_b)], [["b"], ["a"], ["b"]]);
+    let mixed = vec![a[0].receipt.clone(), old_b[0].receipt.clone()];
+    match b.ack(&q, &mixed).await {
+        Err(Error::StaleReceipt { receipts }) => assert_eq!(receipts, vec![old_b[0].receipt.to_string()]),
+        other => panic!("expected StaleReceipt, got {other:?}"),
+    }
+    let stats = b.queue_stats(&q).await.expect("stats");
+    assert_eq!(
+        stats.in_flight, 2,
+        "the current receipt's message was not deleted either"
+    );
+    let both = vec![a[0].receipt.clone(), new_b[0].receipt.clone()];
+    b.ack(&q, &both).await.expect("ack both current");
+    assert_eq!(b.queue_stats(&q).await.expect("stats").in_flight, 0);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn nack_applies_backoff_unless_a_delay_is_given() {
     let db = TestDb::new().await;
     let q = db

@@ -24,6 +24,8 @@
 //! whatever vacuum can do.
 
 mod admin;
+mod batched;
+mod coalesce;
 mod maintain;
 mod membership;
 mod receive;
@@ -33,7 +35,7 @@ mod settle;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -270,9 +272,9 @@ pub(crate) struct Statements {
     pub send: String,
     pub send_plain: String,
     pub claim: String,
-    pub next_due: String,
     pub ack: String,
     pub ack_relaxed: String,
+    pub ack_fast: String,
     pub nack: String,
     pub extend: String,
     pub lock: String,
@@ -297,9 +299,16 @@ pub(crate) struct QueueState {
     pub sql: Statements,
     pub maintenance_started: AtomicBool,
     pub maintenance: Mutex<maintain::Schedule>,
+    batched: OnceLock<batched::Batched>,
 }
 
 impl QueueState {
+    /// The coalescers of concurrent sends, claims and acknowledgements,
+    /// made on first use.
+    pub(crate) fn batched(&self, inner: &Arc<crate::broker::Inner>) -> &batched::Batched {
+        self.batched.get_or_init(|| batched::Batched::new(inner))
+    }
+
     /// `schema` is the quoted schema name.
     pub fn new(schema: &str) -> QueueState {
         let q = |sql: &str| {
@@ -312,9 +321,9 @@ impl QueueState {
                 send: q(send::SEND),
                 send_plain: q(send::SEND_PLAIN),
                 claim: q(receive::CLAIM),
-                next_due: q(receive::NEXT_DUE),
                 ack: q(settle::ACK),
                 ack_relaxed: q(&settle::ack_relaxed()),
+                ack_fast: q(settle::ACK_FAST),
                 nack: q(&settle::NACK.replace("{release_delay}", &settle::release_delay("$4", "$8", "$6"))),
                 extend: q(settle::EXTEND),
                 lock: q(membership::LOCK),
@@ -327,6 +336,7 @@ impl QueueState {
                 group_heads: q(membership::GROUP_HEADS),
                 notify: q(membership::NOTIFY),
             },
+            batched: OnceLock::new(),
             maintenance_started: AtomicBool::new(false),
             maintenance: Mutex::new(maintain::Schedule::default()),
         }

@@ -27,6 +27,18 @@ const REAP_LEASE: Duration = Duration::from_secs(30);
 /// claim counts an attempt. A message already at `$4` attempts gets a short
 /// lease instead and comes back marked by `attempts > $4`: the caller moves
 /// it to the dead-letter queue.
+///
+/// When it claims nothing, it answers one row instead, whose last column
+/// holds the milliseconds until the queue's next delayed message, retry or
+/// lease comes due (NULL if nothing waits): a long poll learns how long it
+/// may sleep without another round trip.
+///
+/// The claim commits without waiting for the WAL to reach disk
+/// (`synchronous_commit` off for its transaction only). A claim lost to a
+/// Postgres crash is a lease that ended at once and did not count an
+/// attempt: the message is delivered again and the lost receipt is
+/// refused, as after any lease expiry. Waiting for the flush made every
+/// receive a round trip to the disk.
 pub(super) const CLAIM: &str = "
 WITH ready AS (
     SELECT m.id, m.priority FROM {s}queue_messages m
@@ -44,24 +56,28 @@ WITH ready AS (
     SELECT c.id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
     ORDER BY c.priority DESC, c.id
     LIMIT $2
+), claimed AS (
+    UPDATE {s}queue_messages m
+    SET receipt = gen_random_uuid(),
+        timed = true,
+        attempts = m.attempts + 1,
+        visible_at = now() + CASE WHEN m.attempts < $4 THEN $3::int8 ELSE $5::int8 END * interval '1 millisecond'
+    WHERE m.id = ANY(ARRAY(SELECT id FROM pick)) AND m.queue_id = $1
+    RETURNING m.id, m.receipt::text AS receipt, m.attempts, m.enqueued_at, m.visible_at, m.priority,
+              m.group_key, m.dedup_key, m.last_error,
+              CASE WHEN m.dead_source IS NOT NULL
+                   THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END AS dead_source,
+              m.dead_attempts, m.headers, m.body, set_config('synchronous_commit', 'off', true) AS relaxed
 )
-UPDATE {s}queue_messages m
-SET receipt = gen_random_uuid(),
-    timed = true,
-    attempts = m.attempts + 1,
-    visible_at = now() + CASE WHEN m.attempts < $4 THEN $3::int8 ELSE $5::int8 END * interval '1 millisecond'
-WHERE m.id = ANY(ARRAY(SELECT id FROM pick)) AND m.queue_id = $1
-RETURNING m.id, m.receipt::text, m.attempts, m.enqueued_at, m.visible_at, m.priority, m.group_key,
-          m.dedup_key, m.last_error,
-          CASE WHEN m.dead_source IS NOT NULL
-               THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END,
-          m.dead_attempts, m.headers, m.body";
+SELECT c.*, NULL::int8 FROM claimed c
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT (extract(epoch FROM min(t.visible_at) - now()) * 1000)::int8
+        FROM {s}queue_messages t WHERE t.queue_id = $1 AND t.head AND t.timed)
+WHERE NOT EXISTS (SELECT 1 FROM claimed)";
 
-/// Milliseconds until the next delayed message, retry or lease of the queue
-/// comes due.
-pub(super) const NEXT_DUE: &str = "
-SELECT (extract(epoch FROM min(visible_at) - now()) * 1000)::int8
-FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed";
+/// The index of the claim's next-due column.
+const NEXT_DUE_COLUMN: usize = 14;
 
 /// The proof of a lease on one message: required to acknowledge, release
 /// or extend it. Each delivery of a message gets a new one, and an older
@@ -232,8 +248,13 @@ impl Broker {
     pub async fn receive(&self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
         options.validate()?;
         let meta = self.queue_meta(queue).await?;
+        let lease = options.visibility_timeout.map_or(meta.visibility_timeout_ms, ms);
+        let claims = &self.inner.queues.batched(&self.inner).claims;
         if options.wait.is_zero() {
-            return self.claim(&meta, options).await;
+            return Ok(claims
+                .submit((meta.id, lease), (meta.clone(), options.max_messages))
+                .await?
+                .1);
         }
         ensure_listener(&self.inner);
         let key = wake_key(meta.id);
@@ -245,7 +266,9 @@ impl Broker {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let got = self.claim(&meta, options).await?;
+            let (_, got, next_due) = claims
+                .submit((meta.id, lease), (meta.clone(), options.max_messages))
+                .await?;
             let now = Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -255,7 +278,7 @@ impl Broker {
                 continue;
             }
             let mut nap = (deadline - now).min(POLL_FALLBACK);
-            if let Some(due) = self.next_due(meta.id).await? {
+            if let Some(due) = next_due {
                 nap = nap.min(due.max(Duration::from_millis(5)));
             }
             tokio::select! {
@@ -265,9 +288,16 @@ impl Broker {
         }
     }
 
-    async fn claim(&self, meta: &QueueMeta, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
-        let lease = options.visibility_timeout.map_or(meta.visibility_timeout_ms, ms);
-        let max = i64::try_from(options.max_messages).unwrap_or(1);
+    /// One claim of up to `max` messages on a lease of `lease` ms: the
+    /// messages, and when nothing was claimed, how long until something of
+    /// the queue comes due (if anything waits).
+    pub(super) async fn claim_now(
+        &self,
+        meta: &QueueMeta,
+        lease: i64,
+        max: usize,
+    ) -> Result<(Vec<ReceivedMessage>, Option<Duration>)> {
+        let max = i64::try_from(max.clamp(1, MAX_RECEIVE)).unwrap_or(1);
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.queues.sql.claim).await?;
         let rows = client
@@ -276,7 +306,14 @@ impl Broker {
         drop(client);
         let mut messages = Vec::with_capacity(rows.len());
         let mut exhausted = Vec::new();
+        let mut next_due = None;
         for row in &rows {
+            if row.get::<_, Option<i64>>(0).is_none() {
+                next_due = row
+                    .get::<_, Option<i64>>(NEXT_DUE_COLUMN)
+                    .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+                continue;
+            }
             let m = message_from_row(row)?;
             if m.attempt > meta.max_attempts {
                 exhausted.push(m.receipt);
@@ -293,17 +330,7 @@ impl Broker {
             }
         }
         messages.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-        Ok(messages)
-    }
-
-    /// How long until something of the queue comes due, if anything waits.
-    async fn next_due(&self, queue_id: i64) -> Result<Option<Duration>> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.next_due).await?;
-        let row = client.query_one(&stmt, &[&queue_id]).await?;
-        Ok(row
-            .get::<_, Option<i64>>(0)
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+        Ok((messages, next_due))
     }
 }
 

@@ -260,11 +260,18 @@ impl<'a> Columns<'a> {
 impl Broker {
     /// Sends one message; returns its id, or the id of the message holding
     /// its deduplication key.
+    ///
+    /// Concurrent sends of this process to one queue share statements (see
+    /// `coalesce`); each still returns only once its message is committed.
     pub async fn send(&self, queue: &QueueName, message: &Message) -> Result<Sent> {
-        let sent = self.send_batch(queue, std::slice::from_ref(message)).await?;
-        sent.into_iter()
-            .next()
-            .ok_or_else(|| Error::UnknownQueue(queue.to_string()))
+        let meta = self.queue_meta(queue).await?;
+        message.validate(meta.max_message_bytes)?;
+        self.inner
+            .queues
+            .batched(&self.inner)
+            .sends
+            .submit(meta.id, (meta, message.clone()))
+            .await
     }
 
     /// Sends messages in one statement and one transaction: all of them or
@@ -275,10 +282,16 @@ impl Broker {
             return Ok(Vec::new());
         }
         let meta = self.queue_meta(queue).await?;
+        self.send_now(&meta, messages).await
+    }
+
+    /// Sends messages in one statement on a pooled connection and wakes
+    /// this process's receivers.
+    pub(super) async fn send_now(&self, meta: &QueueMeta, messages: &[Message]) -> Result<Vec<Sent>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(self.send_sql(messages)).await?;
         let listener = self.inner.wakeups.listener_id().to_string();
-        let sent = self.send_on(&**client, &stmt, &meta, messages, &listener).await?;
+        let sent = self.send_on(&**client, &stmt, meta, messages, &listener).await?;
         drop(client);
         self.wake_receivers(meta.id, sent.iter().filter(|s| !s.duplicate).count());
         Ok(sent)

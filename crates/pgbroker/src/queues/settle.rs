@@ -48,6 +48,29 @@ WITH locked AS MATERIALIZED ({locked}), go AS (
 )
 SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM locked)";
 
+/// Acknowledge, the common case, in a transaction of its own: deletes the
+/// messages whose receipt is current and which belong to no FIFO group,
+/// with their deduplication keys, without locking them first. Changing
+/// fewer messages than given calls `settle_refused()`, which undoes the
+/// statement; the caller then runs [`ACK`], which finds out why. Commits
+/// without waiting for the flush, as [`ack_relaxed`] explains.
+pub(super) const ACK_FAST: &str = "
+WITH d AS (
+    DELETE FROM {s}queue_messages m
+    WHERE m.id = ANY($2::int8[]) AND m.queue_id = $1 AND m.group_key IS NULL
+      AND m.receipt = (($3::text[])[array_position($2::int8[], m.id)])::uuid
+    RETURNING m.id, m.dedup_key
+), dd AS (
+    DELETE FROM {s}queue_dedup x USING d
+    WHERE x.queue_id = $1 AND x.dedup_key = d.dedup_key AND x.message_id = d.id
+)
+SELECT CASE WHEN count(*) = cardinality($2::int8[]) THEN set_config('synchronous_commit', 'off', true)
+            ELSE {s}settle_refused() END
+FROM d";
+
+/// The SQLSTATE `settle_refused()` raises.
+const SETTLE_REFUSED: &str = "PB001";
+
 /// [`ACK`] for acknowledgements in a transaction of their own: the commit
 /// does not wait for the WAL to reach disk (`synchronous_commit` off for
 /// this transaction only). An acknowledgement lost to a Postgres crash in
@@ -178,19 +201,53 @@ impl Broker {
     /// current, nothing changes and the error names the refused ones.
     pub async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
         let meta = self.queue_meta(queue).await?;
-        let (receipts, ids, tokens) = split(receipts);
+        let (receipts, _, _) = split(receipts);
         if receipts.is_empty() {
             return Ok(());
         }
         self.refuse_duplicates(&meta, &receipts).await?;
+        if meta.archive {
+            return self.ack_now(&meta, &receipts).await;
+        }
+        self.inner
+            .queues
+            .batched(&self.inner)
+            .acks
+            .submit(meta.id, (meta, receipts))
+            .await
+    }
+
+    /// Acknowledges distinct receipts on a pooled connection: the fast
+    /// statement first (unless the queue archives), then the careful path
+    /// if it refused.
+    pub(super) async fn ack_now(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
+        if !meta.archive && self.ack_fast(meta, receipts).await? {
+            return Ok(());
+        }
+        let (receipts, ids, tokens) = split(receipts);
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.queues.sql.ack_relaxed).await?;
-        let fast = ack_on(&**client, &stmt, &meta, &receipts, &ids, &tokens).await?;
+        let fast = ack_on(&**client, &stmt, meta, &receipts, &ids, &tokens).await?;
         drop(client);
         match fast {
             Fast::Done => Ok(()),
             Fast::Stale(e) => Err(e),
-            Fast::Slow => self.settle_own_tx(&meta, &receipts, Op::Ack).await,
+            Fast::Slow => self.settle_own_tx(meta, &receipts, Op::Ack).await,
+        }
+    }
+
+    /// Runs [`ACK_FAST`] on distinct receipts of a queue that does not
+    /// archive: true when it acknowledged them all, false when it refused
+    /// and changed nothing.
+    pub(super) async fn ack_fast(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<bool> {
+        let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
+        let tokens: Vec<&str> = receipts.iter().map(Receipt::token).collect();
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.queues.sql.ack_fast).await?;
+        match client.query_one(&stmt, &[&meta.id, &ids, &tokens]).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code().is_some_and(|c| c.code() == SETTLE_REFUSED) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
