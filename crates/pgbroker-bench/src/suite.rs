@@ -103,6 +103,11 @@ pub fn scenarios() -> Vec<Scenario> {
             kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
         },
         Scenario {
+            name: "queue-batch-100-at-32k",
+            flags: "--send-batch 100 --receive-batch 100 --rate 32000",
+            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+        },
+        Scenario {
             name: "queue-single-at-3k",
             flags: "--send-batch 1 --receive-batch 1 --rate 3000",
             kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),

@@ -79,11 +79,20 @@ const TARGETS: &[(&str, &str, &str, Goal)] = &[
         Goal::Times("article", 1.0),
     ),
     ("queue-single", "pgbroker", "read_msgs_per_s", Goal::Times("pgmq", 1.5)),
+    // The "10x the article's design" is its one-message design
+    // (about 3,300/s here): 30,000/s, flat out and sustained at an offered
+    // 32,000/s.
     (
         "queue-batch-100",
         "pgbroker",
         "read_msgs_per_s",
-        Goal::Times("article", 10.0),
+        Goal::AtLeast(30_000.0),
+    ),
+    (
+        "queue-batch-100-at-32k",
+        "pgbroker",
+        "read_msgs_per_s",
+        Goal::AtLeast(30_000.0),
     ),
     (
         "queue-batch-100",

@@ -5,18 +5,28 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::coalesce::{BatchOp, BoxFuture, Coalescer};
+use super::coalesce::{BatchOp, BoxFuture, Coalescer, Limits};
 use super::{Message, NackOptions, QueueMeta, Receipt, ReceivedMessage, Sent, MAX_RECEIVE};
 use crate::broker::{Broker, Inner};
 use crate::error::{Error, Result};
 
-/// Statements one lane runs at once. Sends wait for the WAL flush, so more
-/// of them overlap; claims and acknowledgements do not wait for it.
-const SEND_FLUSHERS: usize = 4;
-const CLAIM_FLUSHERS: usize = 2;
-const ACK_FLUSHERS: usize = 2;
-/// Most calls one statement carries.
-const MAX_CALLS: usize = 64;
+/// Single sends: they wait for the WAL flush, so several statements
+/// overlap; each carries up to 100 messages.
+const SENDS: Limits = Limits {
+    flushers: 4,
+    heavy_flushers: 4,
+    heavy: usize::MAX,
+    max_weight: 100,
+};
+/// Claims and acknowledgements do not wait for the flush: two statements at
+/// once carry the small calls, while calls for dozens of messages each
+/// fill a statement and run side by side, as they would uncoalesced.
+const SETTLES: Limits = Limits {
+    flushers: 2,
+    heavy_flushers: 8,
+    heavy: 32,
+    max_weight: MAX_RECEIVE,
+};
 
 /// The coalescers of one broker.
 pub(crate) struct Batched {
@@ -29,9 +39,9 @@ impl Batched {
     pub(crate) fn new(inner: &Arc<Inner>) -> Batched {
         let weak = Arc::downgrade(inner);
         Batched {
-            sends: Coalescer::new(SendOp(weak.clone()), SEND_FLUSHERS, MAX_CALLS),
-            claims: Coalescer::new(ClaimOp(weak.clone()), CLAIM_FLUSHERS, MAX_CALLS),
-            acks: Coalescer::new(AckOp(weak), ACK_FLUSHERS, MAX_CALLS),
+            sends: Coalescer::new(SendOp(weak.clone()), SENDS),
+            claims: Coalescer::new(ClaimOp(weak.clone()), SETTLES),
+            acks: Coalescer::new(AckOp(weak), SETTLES),
         }
     }
 }
@@ -135,6 +145,10 @@ impl BatchOp for ClaimOp {
         })
     }
 
+    fn weight(&self, (_, n): &Self::Req) -> usize {
+        *n
+    }
+
     /// A claim whose receiver went away: released at once, so that it does
     /// not wait out its lease.
     fn orphaned(&self, (meta, messages, _): Claimed) {
@@ -177,6 +191,10 @@ impl BatchOp for AckOp {
     type Key = i64;
     type Req = (Arc<QueueMeta>, Vec<Receipt>);
     type Out = ();
+
+    fn weight(&self, (_, receipts): &Self::Req) -> usize {
+        receipts.len()
+    }
 
     fn run(&self, _queue: i64, reqs: Vec<Self::Req>) -> BoxFuture<Vec<Result<()>>> {
         let inner = self.0.clone();

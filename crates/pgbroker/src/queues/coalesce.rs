@@ -40,6 +40,11 @@ pub(crate) trait BatchOp: Send + Sync + 'static {
 
     /// Takes a result whose caller went away.
     fn orphaned(&self, _out: Self::Out) {}
+
+    /// How much of a statement's capacity a call takes (messages, say).
+    fn weight(&self, _req: &Self::Req) -> usize {
+        1
+    }
 }
 
 type Waiter<T> = oneshot::Sender<Result<T>>;
@@ -53,22 +58,34 @@ struct Lane<Req, Out> {
     flushers: usize,
 }
 
+/// How many statements a lane runs at once, and how much each carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Statements per lane at once for light calls: the calls beyond them
+    /// wait and share the next statement.
+    pub flushers: usize,
+    /// Statements per lane at once when a call is heavy: such a call fills
+    /// a statement by itself and gains little from waiting for company.
+    pub heavy_flushers: usize,
+    /// The weight from which a call is heavy.
+    pub heavy: usize,
+    /// Most weight one statement carries (a lone call may exceed it).
+    pub max_weight: usize,
+}
+
 /// Lanes of waiting calls for one kind of operation.
 pub(crate) struct Coalescer<Op: BatchOp> {
     op: Arc<Op>,
-    max_flushers: usize,
-    max_batch: usize,
+    limits: Limits,
     lanes: Mutex<Lanes<Op>>,
 }
 
 impl<Op: BatchOp> Coalescer<Op> {
-    /// Runs `op`, at most `max_flushers` statements per lane at a time, each
-    /// for at most `max_batch` calls.
-    pub(crate) fn new(op: Op, max_flushers: usize, max_batch: usize) -> Arc<Self> {
+    /// Runs `op` within `limits`.
+    pub(crate) fn new(op: Op, limits: Limits) -> Arc<Self> {
         Arc::new(Coalescer {
             op: Arc::new(op),
-            max_flushers: max_flushers.max(1),
-            max_batch: max_batch.max(1),
+            limits,
             lanes: Mutex::new(HashMap::new()),
         })
     }
@@ -76,6 +93,11 @@ impl<Op: BatchOp> Coalescer<Op> {
     /// Queues a call and waits for its result.
     pub(crate) async fn submit(self: &Arc<Self>, key: Op::Key, req: Op::Req) -> Result<Op::Out> {
         let (tx, rx) = oneshot::channel();
+        let limit = if self.op.weight(&req) >= self.limits.heavy {
+            self.limits.heavy_flushers
+        } else {
+            self.limits.flushers
+        };
         let start = {
             let mut lanes = self.lanes.lock().map_err(|_| poisoned())?;
             let lane = lanes.entry(key.clone()).or_insert_with(|| Lane {
@@ -83,7 +105,7 @@ impl<Op: BatchOp> Coalescer<Op> {
                 flushers: 0,
             });
             lane.pending.push_back((req, tx));
-            let start = lane.flushers < self.max_flushers;
+            let start = lane.flushers < limit.max(1);
             if start {
                 lane.flushers += 1;
             }
@@ -141,7 +163,15 @@ impl<Op: BatchOp> FlusherGuard<'_, Op> {
             }
             return None;
         }
-        let n = lane.pending.len().min(self.coalescer.max_batch);
+        let mut n = 0;
+        let mut weight = 0;
+        for (req, _) in &lane.pending {
+            weight += self.coalescer.op.weight(req);
+            if n > 0 && weight > self.coalescer.limits.max_weight {
+                break;
+            }
+            n += 1;
+        }
         Some(lane.pending.drain(..n).collect())
     }
 }
@@ -178,6 +208,8 @@ mod tests {
     struct Double {
         batches: Arc<Mutex<Vec<usize>>>,
         orphans: Arc<AtomicUsize>,
+        running: Arc<AtomicUsize>,
+        most_running: Arc<AtomicUsize>,
     }
 
     impl BatchOp for Double {
@@ -189,8 +221,12 @@ mod tests {
             if let Ok(mut b) = self.batches.lock() {
                 b.push(reqs.len());
             }
+            let (running, most) = (self.running.clone(), self.most_running.clone());
             Box::pin(async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
                 reqs.into_iter().map(|r| Ok(r * 2)).collect()
             })
         }
@@ -198,23 +234,48 @@ mod tests {
         fn orphaned(&self, _out: u32) {
             self.orphans.fetch_add(1, Ordering::SeqCst);
         }
+
+        /// Numbers from 100 weigh what they say; smaller ones weigh 1.
+        fn weight(&self, req: &u32) -> usize {
+            if *req >= 100 {
+                usize::try_from(*req).unwrap_or(usize::MAX)
+            } else {
+                1
+            }
+        }
     }
 
-    type Doubler = (Arc<Coalescer<Double>>, Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>);
+    type Doubler = (
+        Arc<Coalescer<Double>>,
+        Arc<Mutex<Vec<usize>>>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    );
 
+    /// The coalescer, its batch sizes, its orphans and the most statements
+    /// it ran at once.
     fn double() -> Doubler {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let orphans = Arc::new(AtomicUsize::new(0));
+        let most_running = Arc::new(AtomicUsize::new(0));
         let op = Double {
             batches: batches.clone(),
             orphans: orphans.clone(),
+            running: Arc::new(AtomicUsize::new(0)),
+            most_running: most_running.clone(),
         };
-        (Coalescer::new(op, 1, 8), batches, orphans)
+        let limits = Limits {
+            flushers: 1,
+            heavy_flushers: 4,
+            heavy: 100,
+            max_weight: 8,
+        };
+        (Coalescer::new(op, limits), batches, orphans, most_running)
     }
 
     #[tokio::test]
     async fn concurrent_calls_share_statements_and_get_their_own_results() {
-        let (c, batches, _) = double();
+        let (c, batches, _, most) = double();
         let calls: Vec<_> = (0..20u32)
             .map(|i| {
                 let c = c.clone();
@@ -229,12 +290,38 @@ mod tests {
         assert_eq!(batches.iter().sum::<usize>(), 20);
         assert!(batches.len() < 20, "some calls shared a statement: {batches:?}");
         assert!(batches.iter().all(|&n| n <= 8), "batches are capped: {batches:?}");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "light calls run one statement at a time"
+        );
         assert!(c.lanes.lock().expect("lock").is_empty(), "idle lanes are removed");
     }
 
     #[tokio::test]
+    async fn heavy_calls_run_side_by_side_each_in_its_own_statement() {
+        let (c, batches, _, most) = double();
+        let calls: Vec<_> = (0..6u32)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.submit(0, 100 + i).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.expect("task").expect("result") >= 200);
+        }
+        assert_eq!(
+            batches.lock().expect("lock").clone(),
+            vec![1; 6],
+            "over the weight cap: alone"
+        );
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= 4, "up to the heavy limit at once: {most}");
+    }
+
+    #[tokio::test]
     async fn a_lone_call_runs_at_once_and_an_abandoned_result_is_orphaned() {
-        let (c, batches, orphans) = double();
+        let (c, batches, orphans, _) = double();
         assert_eq!(c.submit(1, 21).await.expect("result"), 42);
         assert_eq!(batches.lock().expect("lock").clone(), vec![1]);
         let abandoned = tokio::time::timeout(Duration::from_millis(5), c.submit(1, 1)).await;
