@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::certs::make_certs;
 use common::serve::Server;
-use common::Env;
+use common::{text, Env};
 
 fn curl(args: &[&str]) -> Output {
     StdCommand::new("curl")
@@ -17,15 +17,6 @@ fn curl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run curl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

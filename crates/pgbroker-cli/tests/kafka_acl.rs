@@ -13,7 +13,7 @@ use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::serve::{kcat_available, Server};
-use common::Env;
+use common::{text, Env};
 use serde_json::{json, Value};
 
 #[test]
@@ -197,15 +197,6 @@ fn kcat(port: u16, mechanism: &str, user: &str, args: &[&str], stdin: &str) -> O
     }
     let _ = child.kill();
     child.wait_with_output().expect("kcat output")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn high_watermark(env: &Env, topic: &str) -> i64 {

@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command as StdCommand, Output, Stdio};
 
 use common::serve::{kcat_available, Server};
-use common::Env;
+use common::{text, Env};
 
 /// kcat runs against a server.
 trait Kcat {
@@ -41,15 +41,6 @@ impl Kcat for Server {
             .output()
             .expect("run kcat")
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::{Command as StdCommand, Output, Stdio};
 
 use common::certs::make_certs;
 use common::serve::{kcat_available, Server};
-use common::Env;
+use common::{text, Env};
 
 fn kcat(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = StdCommand::new("kcat")
@@ -28,15 +28,6 @@ fn kcat(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("kcat output")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

@@ -132,3 +132,14 @@ pub fn values(records: &[Value]) -> Vec<&str> {
 pub fn lines(from: usize, to: usize, key: impl Fn(usize) -> String) -> String {
     (from..to).map(|i| format!("{}:v{i}\n", key(i))).collect()
 }
+
+/// A finished process, for an assertion message: its status and output.
+#[allow(dead_code)] // not every test file shows processes
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
