@@ -6,12 +6,14 @@
 //! statements. A [`Coalescer`] collects the calls that arrive while
 //! earlier ones are running and hands them to one statement: a call never
 //! waits for company (an idle lane runs it at once), and under load each
-//! statement carries every call that queued behind the running ones.
+//! statement carries the calls that queued behind the running ones, up to
+//! a weight (messages, say).
 //!
-//! Each lane (a queue, or a queue and a lease length) runs at most
-//! `max_flushers` statements at a time, each in a task of its own, so a
-//! caller that goes away does not stall the others. A result whose caller
-//! went away is handed to [`BatchOp::orphaned`].
+//! Each lane (a queue, or a queue and a lease length) runs a few
+//! statements at a time ([`Limits`]; more for heavy calls, which fill a
+//! statement alone), each in a task of its own, so a caller that goes away
+//! does not stall the others. A result whose caller went away is handed to
+//! [`BatchOp::orphaned`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
