@@ -32,6 +32,20 @@ Queues:
   {"op": "qleft", "value": V, "id": I}                 (still in the queue at the end)
   {"op": "qarchived", "value": V, "id": I, "attempts": n}  (acknowledged, per the archive)
   {"op": "qconfig", "visibility_ms": ms, "max_attempts": n}
+  {"op": "pg_crash", "at": t, "ready": t}
+      the whole Postgres cluster was SIGKILLed at `at` and answered again
+      at `ready` (both in the clients' clock, seconds, like every "t")
+
+Claims and acknowledgements commit with synchronous_commit off, so a
+Postgres crash may undo one reported in the last moments before it: a lost
+claim is a lease that ended at once without counting an attempt, a lost
+acknowledgement leaves the message leased until its lease runs out. Either
+way the message is delivered again (at-least-once), never lost. A
+redelivery is put down to a crash only when the earlier delivery (or its
+acknowledgement) was reported less than CRASH_WINDOW_S before a crash, or
+between the crash and Postgres answering again, and the redelivery came
+after the crash; it is then counted as "redelivered_after_crash". Sends
+commit synchronously: a send that returned an id must survive any crash.
 """
 
 from __future__ import annotations
@@ -40,6 +54,12 @@ import json
 import sys
 from collections import defaultdict
 from typing import Iterable
+
+# How long an asynchronous commit may stay unflushed: Postgres writes and
+# flushes the WAL of such commits within three times wal_writer_delay
+# (200 ms by default), and any synchronous commit (a send) flushes it
+# sooner; the rest is room for a slow fsync on a loaded machine.
+CRASH_WINDOW_S = 2.0
 
 
 def load(paths: Iterable[str]) -> list[dict]:
@@ -169,14 +189,18 @@ def check_queue(events: list[dict]) -> dict:
     config = next((e for e in events if e.get("op") == "qconfig"), {})
     vt = config.get("visibility_ms")
     max_attempts = config.get("max_attempts")
+    crashes = sorted((e["at"], e["ready"]) for e in events if e.get("op") == "pg_crash")
     sent_ok = defaultdict(set)  # value -> ids of acknowledged sends
     sent_any = set()
+    send_failed = 0  # sends that errored: their outcome is unknown
     value_of = {}  # id -> value
     recvs = defaultdict(list)  # id -> [event]
     acked_receipts = set()
+    ack_times = defaultdict(list)  # receipt -> times its acknowledgement was reported
     nacked_receipts = set()
-    nack_begun = set()
+    nack_begun = {}  # receipt -> time the latest nack of it began
     nack_settled = set()
+    nack_failed = []  # (receipt, began, ended) of nacks that reported failure
     acked_ids = set()
     dead = {}
     left = set()
@@ -188,17 +212,25 @@ def check_queue(events: list[dict]) -> dict:
             if e.get("ok"):
                 sent_ok[e["value"]].add(e["id"])
                 value_of[e["id"]] = e["value"]
+            else:
+                send_failed += 1
         elif op == "qrecv":
             recvs[e["id"]].append(e)
             value_of.setdefault(e["id"], e["value"])
         elif op == "qack" and e.get("ok"):
             acked_receipts.update(e["receipts"])
+            for rc in e["receipts"]:
+                ack_times[rc].append(e.get("t"))
         elif op == "qnack":
             nack_settled.update(e["receipts"])
             if e.get("ok"):
                 nacked_receipts.update(e["receipts"])
+            else:
+                for rc in e["receipts"]:
+                    nack_failed.append((rc, nack_begun.get(rc), e.get("t")))
         elif op == "qnack_start":
-            nack_begun.update(e["receipts"])
+            for rc in e["receipts"]:
+                nack_begun[rc] = e.get("t")
         elif op == "qdead":
             dead[e["id"]] = e
             value_of.setdefault(e["id"], e["value"])
@@ -206,56 +238,95 @@ def check_queue(events: list[dict]) -> dict:
             left.add(e["id"])
         elif op == "qarchived":
             archived[e["id"]] = e
+
+    def crash_may_undo(t, before=None):
+        """Whether a claim or acknowledgement reported at t may have been
+        undone by a crash (that came before `before`, when given)."""
+        if t is None:
+            return False
+        return any(at - CRASH_WINDOW_S < t < ready and (before is None or before > at) for at, ready in crashes)
+
+    def nack_in_flight_at_crash(began, ended):
+        # Begun after the kill, it cannot have reached Postgres.
+        return began is not None and ended is not None and any(began < at <= ended for at, ready in crashes)
+
+    # Acknowledgements a crash may have undone are not counted on.
+    durable_acks = {rc for rc in acked_receipts if not all(crash_may_undo(t) for t in ack_times[rc])}
     receipt_owner = {r["receipt"]: i for i, rs in recvs.items() for r in rs}
-    for rc in acked_receipts:
+    for rc in durable_acks:
         if rc in receipt_owner:
             acked_ids.add(receipt_owner[rc])
 
-    nack_unknown = nack_begun - nack_settled
+    # A nack that began but was never settled (the worker was killed), or
+    # that failed because Postgres died under it, may have been applied.
+    nack_unknown = set(nack_begun) - nack_settled
+    nack_unknown |= {rc for rc, began, ended in nack_failed if nack_in_flight_at_crash(began, ended)}
     lost = []
     unexpected = []
     double_held = []
     unexplained_dup = []
     bad_dead = []
     redeliveries = 0
+    after_crash = 0
+    # Deliveries whose claim a crash may have undone: they counted no attempt.
+    undone_claims = defaultdict(int)
     ack_not_applied = sorted(i for i in acked_ids if i not in archived)
     for v, ids in sent_ok.items():
         for i in ids:
             if i not in archived and i not in dead and i not in left:
                 lost.append(v)
-    for i, a in archived.items():
-        if i not in value_of or value_of[i] not in sent_any or a["value"] != value_of[i]:
-            unexpected.append(a["value"])
-        if len(recvs.get(i, [])) > a["attempts"]:
-            unexplained_dup.append({"id": i, "why": f"received {len(recvs[i])} times, archive says {a['attempts']}"})
     for i, rs in recvs.items():
         if value_of.get(i) not in sent_any:
             unexpected.append(value_of.get(i))
-        rs = sorted(rs, key=lambda r: r["attempt"])
+        # In the order they happened (a claim a crash undid may be followed
+        # by one with the same attempt number).
+        rs = sorted(rs, key=lambda r: (r.get("t", 0), r["attempt"]))
         for a, b in zip(rs, rs[1:]):
             redeliveries += 1
+            claim_undone = crash_may_undo(a.get("t"), b.get("t"))
+            if claim_undone:
+                undone_claims[i] += 1
+            needs_crash = False
             lease_ended_early = a["receipt"] in nacked_receipts or a["receipt"] in nack_unknown
             if vt is not None and b["lease_expires"] - vt < a["lease_expires"] and not lease_ended_early:
-                double_held.append({"id": i, "first": a["receipt"], "second": b["receipt"]})
+                if claim_undone:
+                    needs_crash = True
+                else:
+                    double_held.append({"id": i, "first": a["receipt"], "second": b["receipt"]})
             if a["receipt"] in acked_receipts:
-                unexplained_dup.append({"id": i, "acked": a["receipt"], "then": b["receipt"]})
+                ack_undone = any(crash_may_undo(t, b.get("t")) for t in ack_times[a["receipt"]])
+                if claim_undone or ack_undone:
+                    needs_crash = True
+                else:
+                    unexplained_dup.append({"id": i, "acked": a["receipt"], "then": b["receipt"]})
             if b["attempt"] <= a["attempt"]:
-                unexplained_dup.append({"id": i, "attempt_not_increasing": [a["attempt"], b["attempt"]]})
+                if claim_undone:
+                    needs_crash = True
+                else:
+                    unexplained_dup.append({"id": i, "attempt_not_increasing": [a["attempt"], b["attempt"]]})
+            if needs_crash:
+                after_crash += 1
         if i in dead and i in acked_ids:
             bad_dead.append({"id": i, "why": "acknowledged and dead-lettered"})
+    for i, a in archived.items():
+        if i not in value_of or value_of[i] not in sent_any or a["value"] != value_of[i]:
+            unexpected.append(a["value"])
+        if len(recvs.get(i, [])) - undone_claims[i] > a["attempts"]:
+            unexplained_dup.append({"id": i, "why": f"received {len(recvs[i])} times, archive says {a['attempts']}"})
     for i, d in dead.items():
         if i not in value_of or value_of[i] not in sent_any:
             unexpected.append(d["value"])
         seen = len(recvs.get(i, []))
         if max_attempts is not None and d["attempts"] != max_attempts:
             bad_dead.append({"id": i, "why": f"dead after {d['attempts']} attempts, max is {max_attempts}"})
-        if seen > d["attempts"]:
+        if seen - undone_claims[i] > d["attempts"]:
             bad_dead.append({"id": i, "why": f"received {seen} times, dead letter says {d['attempts']}"})
     # A value sent (and acknowledged) twice is two messages; stored twice
     # from one acknowledged send is a duplicate.
     dup_sends = [v for v, ids in sent_ok.items() if len(ids) > 1]
     return {
         "sent": sum(len(ids) for ids in sent_ok.values()),
+        "send_failed": send_failed,
         "acked": len(acked_ids),
         "archived": len(archived),
         "ack_not_applied_count": len(ack_not_applied),
@@ -267,6 +338,8 @@ def check_queue(events: list[dict]) -> dict:
         "unexpected_count": len(unexpected),
         "unexpected": unexpected[:10],
         "redelivered": redeliveries,
+        "redelivered_after_crash": after_crash,
+        "crashes": len(crashes),
         "double_held_count": len(double_held),
         "double_held": double_held[:10],
         "unexplained_duplicate_count": len(unexplained_dup) + len(dup_sends),

@@ -161,30 +161,56 @@ def scan(bootstrap, topic, out):
 
 
 def qworker(binary, url, queue, name, out):
-    """Receives with the CLI, works a little, acknowledges; nacks poison."""
+    """Receives with the CLI, works a little, acknowledges; nacks poison.
+
+    Like a real worker it rides out a database outage: a failed receive is
+    tried again after a pause, and a failed ack or nack is retried while
+    the lease lasts (after that the message comes back anyway). A settle
+    refused for a stale receipt is not retried: the lease is gone."""
     h = History(out)
     base = [binary, "--database-url", url, "queue"]
+
+    def cli(args):
+        try:
+            return subprocess.run(base + args, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired as e:
+            return subprocess.CompletedProcess(e.cmd, 124, "", f"timed out after {e.timeout}s")
+
+    def settle(op, receipts, lease_ends, args):
+        pause = 0.1
+        while True:
+            if op == "qnack":
+                h.write(op="qnack_start", worker=name, receipts=receipts)  # a kill from here on: outcome unknown
+            r = cli([op[1:], queue, *receipts] + args)
+            h.write(op=op, worker=name, receipts=receipts, ok=r.returncode == 0, error=r.stderr.strip())
+            stale = "receipt no longer valid" in r.stderr
+            if r.returncode == 0 or stale or stopping or time.time() + pause >= lease_ends:
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    pause = 0.1
     while not stopping:
-        r = subprocess.run(base + ["receive", queue, "--max", "5", "--wait", "1s", "--format", "json"],
-                           capture_output=True, text=True)
+        r = cli(["receive", queue, "--max", "5", "--wait", "1s", "--format", "json"])
         if r.returncode != 0:
             h.write(op="cli_error", who=name, error=r.stderr.strip())
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
             continue
+        pause = 0.1
         ok, poison = [], []
+        lease_ends = float("inf")
         for line in r.stdout.splitlines():
             m = json.loads(line)
             h.write(op="qrecv", worker=name, value=m["body"], id=m["id"], receipt=m["receipt"], attempt=m["attempt"],
                     lease_expires=m["lease_expires_at"])
             (poison if m["body"].startswith("poison") else ok).append(m["receipt"])
+            lease_ends = min(lease_ends, m["lease_expires_at"] / 1000)
         if poison:
-            h.write(op="qnack_start", worker=name, receipts=poison)  # a kill from here on leaves the outcome unknown
-            r = subprocess.run(base + ["nack", queue, *poison, "--delay", "0s"], capture_output=True, text=True)
-            h.write(op="qnack", worker=name, receipts=poison, ok=r.returncode == 0)
+            settle("qnack", poison, lease_ends, ["--delay", "0s"])
         if ok:
             time.sleep(0.05)  # the work
-            r = subprocess.run(base + ["ack", queue, *ok], capture_output=True, text=True)
-            h.write(op="qack", worker=name, receipts=ok, ok=r.returncode == 0, error=r.stderr.strip())
+            settle("qack", ok, lease_ends, [])
     return 0
 
 

@@ -3,9 +3,14 @@
   report.py RESULTS.jsonl EXIT_STATUS > RELIABILITY.md"""
 
 import json
+import os
 import platform
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from checker import CRASH_WINDOW_S  # noqa: E402
 
 DESCRIPTIONS = {
     "broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
@@ -15,6 +20,8 @@ DESCRIPTIONS = {
     "link-stall": "proxy stops forwarding broker-Postgres bytes (connections stay open), then resumes",
     "consumer-kill": "SIGKILL of a Kafka group consumer between reading a batch and committing it; a new one starts",
     "queue-worker-kill": "SIGKILL of a queue worker (CLI receive/ack) while it holds leases; a new one starts",
+    "queue-pg-kill": "SIGKILL of the whole Postgres cluster under a queue sender and three CLI workers, restarted after"
+                     " the outage; the workers keep running and retry",
 }
 
 COLUMNS = [
@@ -24,6 +31,7 @@ COLUMNS = [
     ("lost", "lost"),
     ("duplicated", "duplicated"),
     ("redelivered", "redelivered (at-least-once)"),
+    ("redelivered_after_crash", "of which after a Postgres crash"),
     ("recovery_median_s", "recovery median (s)"),
     ("recovery_max_s", "recovery max (s)"),
     ("unhealthy_after_max_s", "/healthz 503 after, max (s)"),
@@ -44,16 +52,26 @@ def main(path, status):
     out.append("faults, the history checker (`faults/checker.py`) compares what was acknowledged with what the")
     out.append("group and a full scan of the topic read (or what the queue archived and dead-lettered).")
     out.append("")
-    out.append("- **acknowledged**: records whose delivery report succeeded (queues: sends that returned an id).")
+    out.append("- **acknowledged**: records whose delivery report succeeded (queues: sends that returned an id;")
+    out.append("  a send that failed while Postgres was down is not acknowledged, and its message need not exist).")
     out.append("- **lost**: acknowledged but never read by the group or the scan (queues: neither acknowledged,")
-    out.append("  dead-lettered nor left). **duplicated**: one send stored twice (queues: deliveries no lease")
-    out.append("  expiry or nack explains). Both must be 0.")
+    out.append("  dead-lettered nor left after draining). **duplicated**: one send stored twice (queues: deliveries")
+    out.append("  that no lease expiry, nack or Postgres crash explains). Both must be 0.")
     out.append("- **redelivered**: records read again after a crash or rebalance (at-least-once), or queue")
-    out.append("  messages delivered again after a lease expired or a nack; counted, and each one checked to be")
-    out.append("  explained by a new consumer session, a new assignment, an expired lease or a nack.")
+    out.append("  messages delivered again after a lease expired, a nack or a Postgres crash; counted, and each one")
+    out.append("  checked to be explained by a new consumer session, a new assignment, an expired lease, a nack or")
+    out.append("  a crash. Queues commit claims and acknowledgements without waiting for the WAL flush (sends do")
+    out.append("  wait), so a Postgres crash may undo one reported in the moments before it: the message is")
+    out.append("  delivered again, possibly before the undone lease would have ended and with the same attempt")
+    out.append("  number. **of which after a Postgres crash** counts the redeliveries that only such an undone")
+    out.append("  claim or acknowledgement explains; the checker allows one only for a delivery or acknowledgement")
+    out.append(f"  reported less than {CRASH_WINDOW_S:g} s before a crash (or before Postgres answered again), and")
+    out.append("  a redelivery after the crash.")
     out.append("- **recovery**: from the end of a fault (restart, link restored) to the next acknowledged")
     out.append("  produce; for consumers, to the group's next read; for queue workers, from the kill until")
-    out.append("  every message the worker held was delivered again (the visibility timeout is 2 s).")
+    out.append("  every message the worker held was delivered again (the visibility timeout is 2 s); for")
+    out.append("  queues under a Postgres kill, from the restart until a send has returned an id and a worker's")
+    out.append("  acknowledgement has succeeded.")
     out.append("")
     out.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))
@@ -63,7 +81,11 @@ def main(path, status):
     for r in rows:
         out.append(f"- `{r['scenario']}`: {DESCRIPTIONS.get(r['scenario'], '')}; {r['seconds']} s in all"
                    + (f", {r['dead_lettered']} poison messages dead-lettered" if "dead_lettered" in r else "")
-                   + (f", {r['client_errors']} transient client errors" if "client_errors" in r else "") + ".")
+                   + (f", {r['client_errors']} transient client errors" if "client_errors" in r else "")
+                   + (f", {r['send_failed']} sends failed during outages (not acknowledged)" if "send_failed" in r
+                      else "")
+                   + (f", Postgres answering again {r['ready_after_max_s']} s after its restart at most"
+                      if "ready_after_max_s" in r else "") + ".")
     if status != "0":
         out.append("")
         out.append(f"**The run failed (exit status {status}); scenarios missing above did not pass.**")

@@ -234,127 +234,182 @@ def broker_term(s: Stream, rng):
     return broker_kill(s, rng, signal.SIGTERM)
 
 
-def queue_worker_kill(h: Harness, args, rng):
-    pg = h.postgres()
-    url = pg.url
-    vt_ms, max_attempts = 2000, 3
-    h.cli(url, ["queue", "create", "jobs.dlq"])
-    h.cli(url, ["queue", "create", "jobs", "--visibility-timeout", f"{vt_ms}ms", "--max-attempts", str(max_attempts),
-                "--dead-letter", "jobs.dlq", "--archive-retention", "1d", "--backoff-base", "100ms"])
-    os.makedirs(h.history(""), exist_ok=True)
-    sends = open(h.history("sender.jsonl"), "a", buffering=1)
-    sends.write(json.dumps({"op": "qconfig", "visibility_ms": vt_ms, "max_attempts": max_attempts}) + "\n")
-    stop = threading.Event()
-    send_errors = []
+def queue_scenario(fault):
+    """A sender and three CLI workers on a queue with a dead-letter queue,
+    while `fault` ("worker-kill" or "pg-kill") strikes repeatedly; then the
+    queue is drained and its archive, contents and dead letters checked."""
 
-    def sender():
-        n = 0
-        while not stop.is_set():
-            values = [f"{'poison' if (n + i) % 25 == 7 else 'job'}-{n + i}" for i in range(5)]
-            n += 5
-            try:
-                ids = h.cli(url, ["queue", "send", "jobs"], "\n".join(values) + "\n").split()
-                for v, i in zip(values, ids):
-                    sends.write(json.dumps({"op": "qsend", "value": v, "ok": True, "id": int(i)}) + "\n")
-            except Exception as e:  # recorded; the outcome of those sends is unknown
-                send_errors.append(str(e))
-                for v in values:
-                    sends.write(json.dumps({"op": "qsend", "value": v, "ok": False}) + "\n")
-            time.sleep(1.0 / args.rate * 5)
+    def run(h: Harness, args, rng):
+        pg = h.postgres()
+        url = pg.url
+        vt_ms, max_attempts = 2000, 3
+        h.cli(url, ["queue", "create", "jobs.dlq"])
+        h.cli(url, ["queue", "create", "jobs", "--visibility-timeout", f"{vt_ms}ms", "--max-attempts",
+                    str(max_attempts), "--dead-letter", "jobs.dlq", "--archive-retention", "1d", "--backoff-base",
+                    "100ms"])
+        os.makedirs(h.history(""), exist_ok=True)
+        sends = open(h.history("sender.jsonl"), "a", buffering=1)
+        sends.write(json.dumps({"op": "qconfig", "visibility_ms": vt_ms, "max_attempts": max_attempts}) + "\n")
+        crashes = open(h.history("crashes.jsonl"), "a", buffering=1)
+        stop = threading.Event()
+        send_errors = []
 
-    count = [0]
-    workers = {}
+        def sender():
+            n = 0
+            pause = 0.0  # after a failed send, like a real sender: 50 ms, doubling to 1 s
+            while not stop.is_set():
+                values = [f"{'poison' if (n + i) % 25 == 7 else 'job'}-{n + i}" for i in range(5)]
+                n += 5
+                try:
+                    ids = h.cli(url, ["queue", "send", "jobs"], "\n".join(values) + "\n").split()
+                    for v, i in zip(values, ids):
+                        sends.write(json.dumps({"op": "qsend", "value": v, "ok": True, "id": int(i),
+                                                "t": time.time()}) + "\n")
+                    pause = 0.0
+                except Exception as e:  # not acknowledged: the outcome of those sends is unknown
+                    send_errors.append(str(e))
+                    for v in values:
+                        sends.write(json.dumps({"op": "qsend", "value": v, "ok": False, "t": time.time()}) + "\n")
+                    pause = min(max(pause * 2, 0.05), 1.0)
+                time.sleep(1.0 / args.rate * 5 + pause)
 
-    def start_worker():
-        count[0] += 1
-        name = f"w{count[0]}"
-        workers[name] = h.client("qworker", [h.bin, url, "jobs", name, h.history(f"worker-{name}.jsonl")], name)
+        count = [0]
+        workers = {}
 
-    for _ in range(3):
-        start_worker()
-    thread = threading.Thread(target=sender, daemon=True)
-    thread.start()
-    faults = []
-    end = time.monotonic() + args.duration
-    while time.monotonic() < end:
-        time.sleep(rng.uniform(*args.gap))
-        name = rng.choice(sorted(n for n, p in workers.items() if p.poll() is None))
-        path = h.history(f"worker-{name}.jsonl")
+        def start_worker():
+            count[0] += 1
+            name = f"w{count[0]}"
+            workers[name] = h.client("qworker", [h.bin, url, "jobs", name, h.history(f"worker-{name}.jsonl")], name)
 
-        def holding():
+        def kill_worker():
+            name = rng.choice(sorted(n for n, p in workers.items() if p.poll() is None))
+            path = h.history(f"worker-{name}.jsonl")
+
+            def holding():
+                evs = read_jsonl(path)
+                return bool(evs) and evs[-1].get("op") == "qrecv"
+
+            try:  # kill it while it holds leases it has not settled
+                wait_for("worker holding leases", holding, 10, 0.005)
+            except TimeoutError:
+                pass
+            start = time.time()
+            kill_group(workers[name])
+            workers[name].wait()
             evs = read_jsonl(path)
-            return bool(evs) and evs[-1].get("op") == "qrecv"
+            settled = {r for e in evs if e.get("op") in ("qack", "qnack") for r in e["receipts"]}
+            held = {e["id"] for e in evs if e.get("op") == "qrecv" and e["receipt"] not in settled}
+            start_worker()
+            log(" fault: killed", name, "holding", len(held))
+            return {"at": start, "restored": start, "killed": name, "held": sorted(held)}
 
-        try:  # kill it while it holds leases it has not settled
-            wait_for("worker holding leases", holding, 10, 0.005)
-        except TimeoutError:
-            pass
-        start = time.time()
-        kill_group(workers[name])
-        workers[name].wait()
-        evs = read_jsonl(path)
-        settled = {r for e in evs if e.get("op") in ("qack", "qnack") for r in e["receipts"]}
-        held = {e["id"] for e in evs if e.get("op") == "qrecv" and e["receipt"] not in settled}
-        start_worker()
-        faults.append({"at": start, "restored": start, "killed": name, "held": sorted(held)})
-        log(" fault: killed", name, "holding", len(held))
-    stop.set()
-    thread.join(30)
-    sends.close()
+        def kill_postgres():
+            start = time.time()
+            pg.kill()
+            time.sleep(rng.uniform(*args.outage))
+            restored = time.time()
+            pg.start()
+            ready = time.time()
+            crashes.write(json.dumps({"op": "pg_crash", "at": start, "ready": ready}) + "\n")
+            check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the outage")
+            log(f" fault: Postgres killed, down {restored - start:.2f}s, answering {ready - restored:.2f}s later")
+            return {"at": start, "restored": restored, "ready_after_s": ready - restored}
 
-    def drained():
-        st = json.loads(h.cli(url, ["queue", "stats", "jobs", "--format", "json"]))
-        return st["ready"] + st["in_flight"] + st["delayed"] == 0
+        for _ in range(3):
+            start_worker()
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        faults = []
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(*args.gap))
+            faults.append(kill_worker() if fault == "worker-kill" else kill_postgres())
+        time.sleep(1)
+        stop.set()
+        thread.join(30)
+        sends.close()
+        crashes.close()
 
-    try:
-        wait_for("queue drained", drained, 120, 0.5)
-    except TimeoutError as e:
-        log(e)
-    for p in workers.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in workers.values():
+        def drained():
+            st = json.loads(h.cli(url, ["queue", "stats", "jobs", "--format", "json"]))
+            return st["ready"] + st["in_flight"] + st["delayed"] == 0
+
         try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            kill_group(p)
-    with open(h.history("final.jsonl"), "w") as f:
-        q = ("SELECT json_build_object('op', {op}, 'id', id, 'value', convert_from(body, 'UTF8'), 'attempts', {att}) "
-             "FROM pgbroker.{view} WHERE queue = '{queue}'")
-        for line in pg.sql(q.format(op="'qarchived'", att="attempts", view="queue_archived", queue="jobs")).splitlines():
-            f.write(line + "\n")
-        for line in pg.sql(q.format(op="'qleft'", att="attempts", view="queue_contents", queue="jobs")).splitlines():
-            f.write(line + "\n")
-        for line in pg.sql(q.format(op="'qdead'", att="dead_attempts", view="queue_contents",
-                                    queue="jobs.dlq")).splitlines():
-            f.write(line + "\n")
-    events = load(sorted(glob.glob(h.history("*.jsonl"))))
-    report = check_queue(events)
-    failures = queue_failures(report)
-    if report["left"]:
-        failures.append(f"{report['left']} messages still in the queue after 120 s of draining")
-    if send_errors:
-        failures.append(f"{len(send_errors)} sends failed: {send_errors[:3]}")
-    # Recovery: from a kill until every message the worker held was delivered again.
+            wait_for("queue drained", drained, 120, 0.5)
+        except TimeoutError as e:
+            log(e)
+        failures = []
+        if fault == "pg-kill" and not all(p.poll() is None for p in workers.values()):
+            failures.append("a queue worker exited")
+        for p in workers.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in workers.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                kill_group(p)
+        with open(h.history("final.jsonl"), "w") as f:
+            q = ("SELECT json_build_object('op', {op}, 'id', id, 'value', convert_from(body, 'UTF8'), "
+                 "'attempts', {att}) FROM pgbroker.{view} WHERE queue = '{queue}'")
+            for line in pg.sql(q.format(op="'qarchived'", att="attempts", view="queue_archived",
+                                        queue="jobs")).splitlines():
+                f.write(line + "\n")
+            for line in pg.sql(q.format(op="'qleft'", att="attempts", view="queue_contents",
+                                        queue="jobs")).splitlines():
+                f.write(line + "\n")
+            for line in pg.sql(q.format(op="'qdead'", att="dead_attempts", view="queue_contents",
+                                        queue="jobs.dlq")).splitlines():
+                f.write(line + "\n")
+        events = load(sorted(glob.glob(h.history("*.jsonl"))))
+        report = check_queue(events)
+        failures += queue_failures(report)
+        if report["left"]:
+            failures.append(f"{report['left']} messages still in the queue after 120 s of draining")
+        # Sends fail while Postgres is down (they are not acknowledged, and
+        # not counted as such); with Postgres up, none may.
+        if send_errors and fault != "pg-kill":
+            failures.append(f"{len(send_errors)} sends failed: {send_errors[:3]}")
+        if fault == "worker-kill":
+            recovery = worker_kill_recovery(events, faults)
+        else:
+            recovery = [queue_progress_after(events, f["restored"]) for f in faults]
+            if any(r is None for r in recovery):
+                failures.append("no sends or acknowledgements after a restart")
+        if failures:
+            raise Failure("; ".join(failures))
+        report["recovery_s"] = recovery
+        report["faults"] = faults
+        return report
+
+    return run
+
+
+def worker_kill_recovery(events, faults):
+    """From a kill until every message the worker held was delivered again."""
     recv = {}
     for e in events:
         if e.get("op") == "qrecv":
             recv.setdefault(e["id"], []).append(e["t"])
     recovery = []
     for f in faults:
-        later = [min((t for t in recv.get(i, []) if t > f["at"]), default=None) for i in f["held"]]
-        if any(t is None for t in later):
-            later_ok = [t for t in later if t is not None]
-            # A held message may have been acked by a racing ack before the kill
-            # landed; the checker's archive accounting covers it.
-            later = later_ok
+        # A held message may have been acked by a racing ack before the kill
+        # landed; the checker's archive accounting covers it.
+        later = [t for t in (min((t for t in recv.get(i, []) if t > f["at"]), default=None) for i in f["held"])
+                 if t is not None]
         if later:
             recovery.append(max(later) - f["at"])
-    if failures:
-        raise Failure("; ".join(failures))
-    report["recovery_s"] = recovery
-    report["faults"] = faults
-    return report
+    return recovery
+
+
+def queue_progress_after(events, t):
+    """From t until a send has returned an id and a worker's acknowledgement
+    has succeeded again, or None."""
+    first = {}
+    for e in events:
+        if e.get("op") in ("qsend", "qack") and e.get("ok") and e.get("t", 0) >= t:
+            first[e["op"]] = min(first.get(e["op"], e["t"]), e["t"])
+    return max(first.values()) - t if len(first) == 2 else None
 
 
 SCENARIOS = {
@@ -364,7 +419,8 @@ SCENARIOS = {
     "link-cut": stream_scenario(link_cut, via_proxy=True),
     "link-stall": stream_scenario(link_stall, via_proxy=True),
     "consumer-kill": stream_scenario(consumer_kill),
-    "queue-worker-kill": queue_worker_kill,
+    "queue-worker-kill": queue_scenario("worker-kill"),
+    "queue-pg-kill": queue_scenario("pg-kill"),
 }
 
 
@@ -378,9 +434,11 @@ def summary(name, report, seconds):
     else:
         out.update(acknowledged=report["sent"], lost=report["lost"], duplicated=report["unexplained_duplicate_count"],
                    redelivered=report["redelivered"], dead_lettered=report["dead_lettered"])
+        if report["crashes"]:
+            out.update(redelivered_after_crash=report["redelivered_after_crash"], send_failed=report["send_failed"])
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
-    for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s"):
+    for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]
         if vals:
             out[key.replace("_s", "_max_s") if key.endswith("_s") else key + "_max"] = round(max(vals), 2)

@@ -143,20 +143,30 @@ def qsend(v, i):
     return {"op": "qsend", "value": v, "ok": True, "id": i}
 
 
-def qrecv(v, i, attempt, lease_expires, worker="a"):
-    return {
+def qrecv(v, i, attempt, lease_expires, worker="a", t=None, receipt=None):
+    e = {
         "op": "qrecv",
         "worker": worker,
         "value": v,
         "id": i,
-        "receipt": f"{i}:{attempt}",
+        "receipt": receipt or f"{i}:{attempt}",
         "attempt": attempt,
         "lease_expires": lease_expires,
     }
+    if t is not None:
+        e["t"] = t
+    return e
 
 
-def qack(receipts, ok=True, worker="a"):
-    return {"op": "qack", "worker": worker, "receipts": receipts, "ok": ok}
+def qack(receipts, ok=True, worker="a", t=None):
+    e = {"op": "qack", "worker": worker, "receipts": receipts, "ok": ok}
+    if t is not None:
+        e["t"] = t
+    return e
+
+
+def crash(at, ready):
+    return {"op": "pg_crash", "at": at, "ready": ready}
 
 
 def archived(v, i, attempts=1):
@@ -319,6 +329,185 @@ class QueueChecks(unittest.TestCase):
         self.assertGreaterEqual(report["bad_dead_letter_count"], 1)
         self.assertTrue(failures)
 
+
+    # Postgres crashes. Times: seconds; lease ends: ms (the database clock,
+    # here the same one), so a lease taken at t ends at t * 1000 + VT.
+
+    def test_ack_undone_by_crash_explains_redelivery(self):
+        # m3's ack was reported 0.3 s before the crash and lost with it; the
+        # message came back when its lease ran out.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 97_000 + VT, t=97.0),  # a claim flushed long before the crash
+            qack(["3:1"], t=100.1),
+            crash(100.4, 102.0),
+            qrecv("m3", 3, 2, 102_500 + VT, worker="b", t=102.5),
+            qack(["3:2"], worker="b", t=102.6),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["redelivered"], 1)
+        self.assertEqual(report["redelivered_after_crash"], 1)
+
+    def test_claim_undone_by_crash_explains_early_redelivery_with_the_same_attempt(self):
+        # The claim was lost: the message came back before that lease would
+        # have ended, with the same attempt number, and the archive counts
+        # one attempt for two deliveries.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 100_000 + 30_000, t=100.0, receipt="3:lost"),
+            crash(100.5, 101.5),
+            qrecv("m3", 3, 1, 101_600 + VT, worker="b", t=101.6),
+            qack(["3:1"], worker="b", t=101.7),
+            archived("m3", 3, attempts=1),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["redelivered_after_crash"], 1)
+
+    def test_claim_undone_by_crash_before_dead_lettering(self):
+        # Four deliveries of a poison message, one of them lost in a crash:
+        # three attempts counted, dead-lettered at the third.
+        h = clean_queue() + [qsend("p", 3)]
+        h += [{"op": "pg_crash", "at": 50.2, "ready": 51.0}]
+        h.append(qrecv("p", 3, 1, 50_000 + 30_000, t=50.0, receipt="3:lost"))
+        h += [qrecv("p", 3, n, 60_000 + n * VT, t=60.0 + n) for n in (1, 2, 3)]
+        h.append({"op": "qdead", "value": "p", "id": 3, "attempts": 3})
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["redelivered"], 3)
+        self.assertEqual(report["redelivered_after_crash"], 1)
+
+    def test_acknowledged_message_redelivered_without_a_crash_fails(self):
+        # The same history as the undone ack, with the crash well before
+        # the ack: the ack was durable, so the redelivery is a duplicate.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            crash(90.0, 92.0),
+            qrecv("m3", 3, 1, 100_000 + VT, t=100.0),
+            qack(["3:1"], t=100.1),
+            qrecv("m3", 3, 2, 102_500 + VT, worker="b", t=102.5),
+            qack(["3:2"], worker="b", t=102.6),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexplained_duplicate_count"], 1)
+        self.assertEqual(report["redelivered_after_crash"], 0)
+        self.assertTrue(failures)
+
+    def test_ack_long_before_a_crash_does_not_explain_redelivery(self):
+        # The ack was reported 5 s before the crash: flushed long since.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 100_000 + VT, t=100.0),
+            qack(["3:1"], t=100.1),
+            crash(105.0, 106.0),
+            qrecv("m3", 3, 2, 106_500 + VT, worker="b", t=106.5),
+            qack(["3:2"], worker="b", t=106.6),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(report["unexplained_duplicate_count"], 1)
+        self.assertTrue(failures)
+
+    def test_redelivery_before_the_crash_is_not_explained_by_it(self):
+        # Acked, delivered again, and only then a crash.
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 100_000 + VT, t=100.0),
+            qack(["3:1"], t=100.1),
+            qrecv("m3", 3, 2, 101_500 + VT, worker="b", t=101.5),
+            crash(101.8, 103.0),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertGreaterEqual(report["unexplained_duplicate_count"], 1)
+        self.assertTrue(failures)
+
+    def test_early_redelivery_with_a_durable_claim_is_double_held(self):
+        # An undone ack does not end a lease early: the message must not
+        # come back before the first lease ends (its claim was 5 s old).
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 95_000 + 30_000, t=95.0),
+            qack(["3:1"], t=100.1),
+            crash(100.4, 101.0),
+            qrecv("m3", 3, 2, 101_500 + VT, worker="b", t=101.5),
+            qack(["3:2"], worker="b", t=101.6),
+            archived("m3", 3, attempts=2),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(report["double_held_count"], 1)
+        self.assertTrue(failures)
+
+    def test_same_attempt_twice_without_a_crash_fails(self):
+        h = clean_queue() + [
+            qsend("m3", 3),
+            qrecv("m3", 3, 1, 100_000 + VT, t=100.0, receipt="3:x"),
+            qrecv("m3", 3, 1, 101_500 + VT, worker="b", t=101.5),
+            qack(["3:1"], worker="b", t=101.6),
+            archived("m3", 3, attempts=1),
+        ]
+        report, failures = self.failures(h)
+        self.assertGreaterEqual(report["unexplained_duplicate_count"], 1)
+        self.assertTrue(failures)
+
+    def test_undone_ack_is_not_counted_as_applied(self):
+        # Acked just before a crash, then out of attempts after failed acks:
+        # dead-lettered, which a durable ack would forbid.
+        h = clean_queue() + [qsend("m3", 3)]
+        h += [qrecv("m3", 3, 1, 97_000 + VT, t=97.0), qack(["3:1"], t=100.1), crash(100.3, 101.0)]
+        h += [qrecv("m3", 3, n, 100_000 + n * 3 * VT, t=100.0 + n * 3) for n in (2, 3)]
+        h.append({"op": "qdead", "value": "m3", "id": 3, "attempts": 3})
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["acked"], 2)
+
+    def test_failed_nack_cut_short_by_a_crash_may_have_ended_the_lease(self):
+        h = clean_queue() + [
+            qsend("p", 3),
+            qrecv("p", 3, 1, 95_000 + 30_000, t=95.0),  # a claim flushed long before the crash
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"], "t": 100.1},
+            crash(100.2, 101.0),
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": False, "t": 100.3},
+            qrecv("p", 3, 2, 101_500 + VT, worker="b", t=101.5),
+        ]
+        h.append({"op": "qleft", "value": "p", "id": 3})
+        self.assertEqual(self.failures(h)[1], [])
+
+    def test_failed_nack_long_before_a_crash_does_not_end_the_lease(self):
+        h = clean_queue() + [
+            qsend("p", 3),
+            qrecv("p", 3, 1, 95_000 + 30_000, t=95.0),
+            {"op": "qnack_start", "worker": "a", "receipts": ["3:1"], "t": 95.1},
+            {"op": "qnack", "worker": "a", "receipts": ["3:1"], "ok": False, "t": 95.2},
+            crash(100.2, 101.0),
+            qrecv("p", 3, 2, 101_500 + VT, worker="b", t=101.5),
+        ]
+        h.append({"op": "qleft", "value": "p", "id": 3})
+        self.assertEqual(check_queue(h)["double_held_count"], 1)
+
+    def test_failed_send_is_not_acknowledged(self):
+        # Its outcome is unknown: it need not be anywhere, and if it was
+        # stored after all, it is no stranger.
+        h = clean_queue() + [
+            {"op": "qsend", "value": "m3", "ok": False},
+            {"op": "qsend", "value": "m4", "ok": False},
+            qrecv("m4", 4, 1, 100_000 + VT),
+            qack(["4:1"]),
+            archived("m4", 4),
+        ]
+        report, failures = self.failures(h)
+        self.assertEqual(failures, [])
+        self.assertEqual(report["sent"], 2)
+        self.assertEqual(report["send_failed"], 2)
+
+    def test_acknowledged_send_lost_in_a_crash_fails(self):
+        h = clean_queue() + [{"op": "qsend", "value": "m3", "ok": True, "id": 3, "t": 100.0}, crash(100.1, 101.0)]
+        report, failures = self.failures(h)
+        self.assertEqual(report["lost"], 1)
+        self.assertTrue(failures)
 
 if __name__ == "__main__":
     unittest.main()

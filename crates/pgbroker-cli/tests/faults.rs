@@ -1,6 +1,7 @@
 //! The fault scenarios of `faults/` in their short form, against this
 //! build's binary: each starts its own PostgreSQL cluster, injects its
-//! fault under load from real Kafka clients and checks the history (nothing
+//! fault under load from real Kafka clients (or queue workers) and checks
+//! the history (nothing
 //! acknowledged lost, duplicates only from at-least-once redelivery).
 //! Installs what it needs (postgresql-15, python3-confluent-kafka) when
 //! missing. Scenarios run one at a time: each loads both cores.
@@ -71,4 +72,9 @@ fn consumers_killed_mid_batch_get_their_records_again() {
 #[test]
 fn queue_workers_killed_holding_leases_lose_nothing() {
     scenario("queue-worker-kill");
+}
+
+#[test]
+fn queue_workers_ride_out_postgres_sigkill_and_lose_nothing() {
+    scenario("queue-pg-kill");
 }
