@@ -21,7 +21,7 @@ use common::serve::Server;
 use common::Env;
 
 /// The bound on the server's peak resident memory during the battery,
-/// stated in SECURITY.md: measured at about 165 MiB (20 MiB at rest, 1 MiB
+/// stated in SECURITY.md: measured at 163 to 168 MiB (20 MiB at rest, 1 MiB
 /// for each connection in the middle of a frame, a 64 MiB decompression
 /// buffer and the frame it came in), with about twice that as headroom.
 const PEAK_BOUND_MIB: u64 = 320;
