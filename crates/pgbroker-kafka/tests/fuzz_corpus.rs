@@ -43,3 +43,8 @@ fn record_batch_corpus() {
 fn decompress_corpus() {
     replay("decompress", pgbroker_kafka::fuzzing::decompress);
 }
+
+#[test]
+fn sasl_corpus() {
+    replay("sasl", pgbroker_kafka::fuzzing::sasl);
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use common::{bare_error, TestServer};
+use common::{bare_error, battery, TestServer};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -123,20 +123,12 @@ async fn api_versions_unknown_apis_and_versions_are_answered() {
     assert_eq!(v0.error_code, 35);
     assert!(!v0.api_keys.is_empty());
 
-    // An API key nobody knows.
-    let mut body = Vec::new();
-    body.extend_from_slice(&999i16.to_be_bytes());
-    body.extend_from_slice(&0i16.to_be_bytes());
-    body.extend_from_slice(&78i32.to_be_bytes());
-    conn.send_raw_frame(&body).await;
-    assert_eq!(bare_error(conn.read_frame().await.expect("answered")), (78, 35));
-    // A known API at an unsupported version (Produce v1).
-    let mut body = Vec::new();
-    body.extend_from_slice(&0i16.to_be_bytes());
-    body.extend_from_slice(&1i16.to_be_bytes());
-    body.extend_from_slice(&79i32.to_be_bytes());
-    conn.send_raw_frame(&body).await;
-    assert_eq!(bare_error(conn.read_frame().await.expect("answered")), (79, 35));
+    // An API key nobody knows, and a known API at an unsupported version.
+    for (name, bytes, id) in battery::unsupported_requests() {
+        conn.send_bytes(&bytes).await;
+        let answer = conn.read_frame().await.expect("answered");
+        assert_eq!(bare_error(answer), (id, 35), "{name}");
+    }
     // The connection still works.
     assert_eq!(conn.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
     server.stop().await;
@@ -150,33 +142,17 @@ async fn bad_frames_close_only_their_own_connection() {
     assert_eq!(produce(&mut keep, "safe", 0, batch(&["before"])).await, (0, 0));
 
     // A frame announcing 2 GiB, a negative length, garbage, a header cut
-    // short, and a body that never arrives.
-    let cases: Vec<Vec<u8>> = vec![
-        0x7fff_ffffi32.to_be_bytes().to_vec(),
-        (-5i32).to_be_bytes().to_vec(),
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        [&3i32.to_be_bytes()[..], &[0, 18, 0]].concat(),
-        [&0x16_03_01_00i32.to_be_bytes()[..], &[1, 0, 0]].concat(),
-    ];
-    for bytes in cases {
+    // short, a topic name that is not UTF-8, a body that does not decode.
+    for (name, bytes) in battery::closing_inputs() {
         let mut bad = server.connect().await;
         bad.send_bytes(&bytes).await;
-        assert!(bad.closed_by_server().await, "closed after {bytes:?}");
+        assert!(bad.closed_by_server().await, "closed after {name}");
     }
+    // A body that never arrives.
     let mut truncated = server.connect().await;
     truncated.send_bytes(&100i32.to_be_bytes()).await;
     truncated.send_bytes(&[0, 18, 0, 3]).await;
     drop(truncated);
-    // A topic name that is not UTF-8.
-    let mut bad_utf8 = server.connect().await;
-    let body = [0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0, 1, 0, 2, 0xff, 0xfe];
-    bad_utf8.send_raw_frame(&body).await;
-    assert!(bad_utf8.closed_by_server().await, "invalid UTF-8 closes the connection");
-    // A request body that does not decode.
-    let mut junk = server.connect().await;
-    junk.send_raw_frame(&[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x7f])
-        .await;
-    assert!(junk.closed_by_server().await);
 
     // Everyone else is still served, and nothing written was touched.
     assert_eq!(keep.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
@@ -189,38 +165,25 @@ async fn bad_frames_close_only_their_own_connection() {
 #[tokio::test]
 async fn absurd_array_counts_do_not_take_the_server_down() {
     let server = TestServer::start().await;
-    // Metadata v1 (a plain array of topics) and v9 (a compact one) each
-    // announcing about two billion topics in a few bytes; JoinGroup v5
-    // announcing two billion protocols; ListOffsets with a huge partition
-    // array inside its first topic.
-    let mut cases: Vec<Vec<u8>> = Vec::new();
-    let mut m1 = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
-    m1.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
-    cases.push(m1);
-    cases.push(vec![
-        0, 3, 0, 9, 0, 0, 0, 2, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
-    ]);
-    let mut j5 = vec![0, 11, 0, 5, 0, 0, 0, 3, 0xff, 0xff];
-    j5.extend_from_slice(&[0, 1, b'g']);
-    j5.extend_from_slice(&10_000i32.to_be_bytes());
-    j5.extend_from_slice(&10_000i32.to_be_bytes());
-    j5.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 8]);
-    j5.extend_from_slice(b"consumer");
-    j5.extend_from_slice(&0x7fff_fff0i32.to_be_bytes());
-    cases.push(j5);
-    let mut lo = vec![0, 2, 0, 1, 0, 0, 0, 4, 0xff, 0xff];
-    lo.extend_from_slice(&(-1i32).to_be_bytes());
-    lo.extend_from_slice(&1i32.to_be_bytes());
-    lo.extend_from_slice(&[0, 1, b't']);
-    lo.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
-    cases.push(lo);
-    for body in cases {
+    for (name, bytes) in battery::absurd_array_counts() {
         let mut bad = server.connect().await;
-        bad.send_raw_frame(&body).await;
-        assert!(bad.closed_by_server().await, "request {body:?} closes its connection");
+        bad.send_bytes(&bytes).await;
+        assert!(bad.closed_by_server().await, "{name} closes its connection");
     }
     let mut fresh = server.connect().await;
     assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_whole_battery_leaves_the_server_serving() {
+    let server = TestServer::start().await;
+    let topic = server.topic("battered", TopicConfig::default()).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || battery::fire(addr, "battered", 32))
+        .await
+        .expect("battery");
+    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
     server.stop().await;
 }
 
@@ -267,27 +230,14 @@ async fn refused_produce_requests_write_nothing() {
         "MESSAGE_TOO_LARGE"
     );
 
-    // A gzip bomb: 64 KiB on the wire, 200 MiB inflated.
-    let plain = batch(&["x"]);
-    let zeros = vec![0u8; 200 << 20];
-    let gz = {
-        use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(&zeros).expect("gzip");
-        e.finish().expect("gzip")
-    };
-    let mut bomb = plain[..61].to_vec();
-    bomb[21..23].copy_from_slice(&1i16.to_be_bytes());
-    bomb.extend_from_slice(&gz);
-    let len = i32::try_from(bomb.len() - 12).expect("fits");
-    bomb[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&bomb[21..]);
-    bomb[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert_eq!(
-        produce(&mut conn, "guarded", 0, bomb).await.0,
-        18,
-        "RECORD_LIST_TOO_LARGE"
-    );
+    // Bombs of every codec: small on the wire, past the limit inflated.
+    for (name, bomb) in battery::bombs() {
+        assert_eq!(
+            produce(&mut conn, "guarded", 0, bomb).await.0,
+            18,
+            "{name}: RECORD_LIST_TOO_LARGE"
+        );
+    }
 
     assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 0));
     assert_eq!(server.broker.watermarks(&topic, 1).await.expect("hw"), (0, 0));

@@ -175,7 +175,7 @@ async fn access_of(ctx: &Ctx, user: &str) -> pgbroker::Result<Access> {
 /// Why an exchange failed; only malformed messages are described to the
 /// client.
 #[derive(Debug)]
-enum Reason {
+pub(crate) enum Reason {
     /// Wrong password, unknown user or wrong proof.
     Credentials,
     /// The client-final nonce is not the one sent in server-first.
@@ -199,7 +199,8 @@ impl std::fmt::Display for Reason {
     }
 }
 
-enum Step {
+/// What one step of an exchange comes to.
+pub(crate) enum Step {
     /// SCRAM's first round went well; send this token.
     Continue(Box<ScramExchange>, Bytes),
     /// Authenticated as this user; send this token.
@@ -236,7 +237,7 @@ async fn credentials(ctx: &Ctx, user: &str) -> Result<(ScramCredentials, bool), 
 /// Credentials for a user that does not exist: the salt is a keyed hash of
 /// the name, so asking twice shows the same salt, as for a real user; the
 /// keys are random, so no proof or password matches them.
-fn dummy_credentials(user: &str) -> ScramCredentials {
+pub(crate) fn dummy_credentials(user: &str) -> ScramCredentials {
     static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
     let secret = SECRET.get_or_init(|| {
         let mut s = [0u8; 32];
@@ -277,59 +278,95 @@ fn valid_nonce(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
-/// Reads client-first and answers server-first.
-async fn scram_first(ctx: &Ctx, token: &[u8]) -> Step {
+/// client-first, as the server reads it.
+pub(crate) struct ClientFirst<'a> {
+    /// The GS2 header (`n,,` or `y,,`).
+    gs2_header: &'static str,
+    /// client-first-message-bare.
+    bare: &'a str,
+    /// The user name, unescaped.
+    pub user: String,
+    /// The client's part of the nonce.
+    client_nonce: &'a str,
+}
+
+/// Parses client-first; the failure to answer when it is malformed.
+pub(crate) fn parse_client_first(token: &[u8]) -> Result<ClientFirst<'_>, Step> {
     const M: Mechanism = Mechanism::ScramSha256;
     let Ok(msg) = std::str::from_utf8(token) else {
-        return malformed(M, "client-first message is not UTF-8");
+        return Err(malformed(M, "client-first message is not UTF-8"));
     };
     let (gs2_header, bare) = if let Some(bare) = msg.strip_prefix("n,,") {
         ("n,,", bare)
     } else if let Some(bare) = msg.strip_prefix("y,,") {
         ("y,,", bare)
     } else if msg.starts_with("p=") {
-        return malformed(M, "channel binding is not supported");
+        return Err(malformed(M, "channel binding is not supported"));
     } else {
-        return malformed(M, "client-first message must start with the GS2 header \"n,,\"");
+        return Err(malformed(
+            M,
+            "client-first message must start with the GS2 header \"n,,\"",
+        ));
     };
     let mut attrs = bare.split(',');
     let Some(user) = attrs.next().and_then(|a| a.strip_prefix("n=")).and_then(unescape_name) else {
-        return malformed(M, "client-first message must name the user (n=...)");
+        return Err(malformed(M, "client-first message must name the user (n=...)"));
     };
     let Some(client_nonce) = attrs
         .next()
         .and_then(|a| a.strip_prefix("r="))
         .filter(|n| valid_nonce(n))
     else {
-        return malformed(M, "client-first message must carry a nonce (r=...)");
+        return Err(malformed(M, "client-first message must carry a nonce (r=...)"));
     };
     // Further attributes are extensions; none is supported, none is needed.
-    let Ok((creds, known)) = credentials(ctx, &user).await else {
-        return Step::Fail {
-            mechanism: M,
-            user: Some(user),
-            reason: Reason::Unavailable,
-        };
-    };
-    let mut server_nonce = [0u8; SERVER_NONCE_BYTES];
-    rand::thread_rng().fill_bytes(&mut server_nonce);
-    let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
+    Ok(ClientFirst {
+        gs2_header,
+        bare,
+        user,
+        client_nonce,
+    })
+}
+
+/// Answers a parsed client-first with server-first, given the user's
+/// credentials (`known`: the user exists) and the server's random part of
+/// the nonce.
+pub(crate) fn server_first(first: ClientFirst<'_>, creds: ScramCredentials, known: bool, server_nonce: &[u8]) -> Step {
+    let nonce = format!("{}{}", first.client_nonce, B64.encode(server_nonce));
     let server_first = format!("r={nonce},s={},i={}", B64.encode(&creds.salt), creds.iterations);
     let token = Bytes::from(server_first.clone().into_bytes());
     let exchange = ScramExchange {
-        user,
+        user: first.user,
         known,
         creds,
-        gs2_header,
-        client_first_bare: bare.to_string(),
+        gs2_header: first.gs2_header,
+        client_first_bare: first.bare.to_string(),
         server_first,
         nonce,
     };
     Step::Continue(Box::new(exchange), token)
 }
 
+/// Reads client-first and answers server-first.
+async fn scram_first(ctx: &Ctx, token: &[u8]) -> Step {
+    let first = match parse_client_first(token) {
+        Ok(first) => first,
+        Err(step) => return step,
+    };
+    let Ok((creds, known)) = credentials(ctx, &first.user).await else {
+        return Step::Fail {
+            mechanism: Mechanism::ScramSha256,
+            user: Some(first.user),
+            reason: Reason::Unavailable,
+        };
+    };
+    let mut server_nonce = [0u8; SERVER_NONCE_BYTES];
+    rand::thread_rng().fill_bytes(&mut server_nonce);
+    server_first(first, creds, known, &server_nonce)
+}
+
 /// Checks client-final and answers server-final.
-fn scram_final(x: ScramExchange, token: &[u8]) -> Step {
+pub(crate) fn scram_final(x: ScramExchange, token: &[u8]) -> Step {
     const M: Mechanism = Mechanism::ScramSha256;
     let fail = |user: String, reason: Reason| Step::Fail {
         mechanism: M,
@@ -373,27 +410,51 @@ fn scram_final(x: ScramExchange, token: &[u8]) -> Step {
     Step::Done(x.user, M, Bytes::from(server_final.into_bytes()))
 }
 
-/// Checks a PLAIN message: `[authzid] NUL authcid NUL password`.
-async fn plain(ctx: &Ctx, token: &[u8]) -> Step {
+/// Parses a PLAIN message, `[authzid] NUL authcid NUL password`: the
+/// user and the password, or the failure to answer.
+pub(crate) fn parse_plain(token: &[u8]) -> Result<(String, &[u8]), Step> {
     const M: Mechanism = Mechanism::Plain;
     let mut parts = token.split(|b| *b == 0);
     let (Some(authzid), Some(user), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return malformed(M, "PLAIN message must be authzid NUL user NUL password");
+        return Err(malformed(M, "PLAIN message must be authzid NUL user NUL password"));
     };
     let Ok(user) = std::str::from_utf8(user).map(str::to_string) else {
-        return malformed(M, "user name is not UTF-8");
+        return Err(malformed(M, "user name is not UTF-8"));
     };
     if !authzid.is_empty() && authzid != user.as_bytes() {
-        return Step::Fail {
+        return Err(Step::Fail {
             mechanism: M,
             user: Some(user),
             reason: Reason::Malformed("authorization id must be empty or the user name"),
-        };
+        });
     }
+    Ok((user, password))
+}
+
+/// The outcome of a PLAIN login: `valid` says whether the password matched
+/// the credentials, `known` whether the user exists.
+pub(crate) fn plain_outcome(user: String, valid: bool, known: bool) -> Step {
+    if valid && known {
+        Step::Done(user, Mechanism::Plain, Bytes::new())
+    } else {
+        Step::Fail {
+            mechanism: Mechanism::Plain,
+            user: Some(user),
+            reason: Reason::Credentials,
+        }
+    }
+}
+
+/// Checks a PLAIN message: `[authzid] NUL authcid NUL password`.
+async fn plain(ctx: &Ctx, token: &[u8]) -> Step {
+    let (user, password) = match parse_plain(token) {
+        Ok(parsed) => parsed,
+        Err(step) => return step,
+    };
     let Ok((creds, known)) = credentials(ctx, &user).await else {
         return Step::Fail {
-            mechanism: M,
+            mechanism: Mechanism::Plain,
             user: Some(user),
             reason: Reason::Unavailable,
         };
@@ -403,14 +464,37 @@ async fn plain(ctx: &Ctx, token: &[u8]) -> Step {
     let valid = tokio::task::spawn_blocking(move || creds.verify_password(&password))
         .await
         .unwrap_or(false);
-    if valid && known {
-        Step::Done(user, M, Bytes::new())
-    } else {
-        Step::Fail {
-            mechanism: M,
-            user: Some(user),
-            reason: Reason::Credentials,
-        }
+    plain_outcome(user, valid, known)
+}
+
+/// One step of an exchange as [`step`] runs it, without a database or the
+/// failure delay: `lookup` stands for the stored credentials (`true`: the
+/// user exists) and `server_nonce` for the random part of the nonce. Used
+/// by the fuzz target.
+pub(crate) fn step_offline(
+    state: State,
+    token: &[u8],
+    lookup: &dyn Fn(&str) -> (ScramCredentials, bool),
+    server_nonce: &[u8],
+) -> Step {
+    match state {
+        State::Handshaken(Mechanism::ScramSha256) => match parse_client_first(token) {
+            Ok(first) => {
+                let (creds, known) = lookup(&first.user);
+                server_first(first, creds, known, server_nonce)
+            }
+            Err(step) => step,
+        },
+        State::ScramSent(exchange) => scram_final(*exchange, token),
+        State::Handshaken(Mechanism::Plain) => match parse_plain(token) {
+            Ok((user, password)) => {
+                let (creds, known) = lookup(&user);
+                let valid = creds.verify_password(password);
+                plain_outcome(user, valid, known)
+            }
+            Err(step) => step,
+        },
+        State::Start | State::Authenticated(_) => malformed(Mechanism::ScramSha256, "not expected now"),
     }
 }
 

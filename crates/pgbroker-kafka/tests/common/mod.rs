@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod auth;
+pub mod battery;
 
 pub fn database_url() -> String {
     std::env::var("PGBROKER_TEST_DATABASE_URL")
