@@ -132,26 +132,44 @@ def consumer(bootstrap, topic, group, session, out):
 
 
 def scan(bootstrap, topic, out):
-    """Reads every partition from its start to its high watermark."""
-    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+    """Reads every partition from its start to its high watermark.
+
+    Like any reader, it retries a failed metadata or watermark request
+    (recorded as a client error, printed to its log) until its deadline."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition, OFFSET_BEGINNING
 
     h = History(out)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scan", "enable.auto.commit": False})
-    parts = c.list_topics(topic, timeout=30).topics[topic].partitions
-    ends = {}
-    for p in parts:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-        ends[p] = high
+    deadline = time.monotonic() + 120
+
+    def error(e):
+        print("scan:", e, file=sys.stderr, flush=True)
+        h.write(op="client_error", who="scan", error=str(e), fatal=False)
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scan", "enable.auto.commit": False,
+                  "error_cb": error})
+    while True:
+        try:
+            parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts}
+            if ends:
+                break
+            error(f"no partitions in the metadata of {topic}")
+        except KafkaException as e:
+            error(e)
+        if time.monotonic() > deadline:
+            print("scan: no watermarks after 120s", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
     h.write(op="assign", reader="scan", session="scan", partitions=sorted(ends))
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     pos = {p: -1 for p in ends}
-    deadline = time.monotonic() + 120
     while any(pos[p] + 1 < ends[p] for p in ends):
         if time.monotonic() > deadline:
             print("scan: not at the end after 120s:", pos, ends, file=sys.stderr)
             return 1
         for m in c.consume(500, 1.0):
             if m.error():
+                error(m.error())
                 continue
             pos[m.partition()] = m.offset()
             h.write(op="read", reader="scan", session="scan", value=m.value().decode(), partition=m.partition(),

@@ -5,6 +5,7 @@ and health checks. Everything started here is stopped by `Harness.close`."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import pwd
@@ -321,6 +322,17 @@ class Harness:
         self.procs.append(p)
         return p
 
+    def print_log_tails(self, lines: int = 40):
+        """The end of every non-empty process log, so that a failure in CI,
+        where the kept directory is gone, still says what went wrong."""
+        for path in sorted(glob.glob(os.path.join(self.dir, "*.log"))):
+            with open(path, errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            if tail:
+                log(f"--- last {len(tail)} lines of {os.path.basename(path)}")
+                sys.stderr.write("".join(tail))
+        sys.stderr.flush()
+
     def close(self, failed: bool):
         for p in self.procs:
             kill_group(p)
@@ -330,6 +342,8 @@ class Harness:
                 c()
             except Exception as e:  # clean up the rest regardless
                 log("cleanup:", e)
+        if failed:
+            self.print_log_tails()
         if failed or self.keep:
             log("kept", self.dir)
         else:

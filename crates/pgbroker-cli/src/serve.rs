@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// (requests other than Produce: 1 MiB).
     #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     max_request_bytes: u64,
+    /// Most Kafka client connections open at once; more are closed on arrival.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// PEM certificate chain (leaf first) for TLS on the Kafka listener.
     #[arg(long, requires = "tls_key", value_name = "PATH")]
     tls_cert: Option<std::path::PathBuf>,
@@ -113,6 +116,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         max_frame_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         auth,
         tls,
         ..KafkaConfig::default()

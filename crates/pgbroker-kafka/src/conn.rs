@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::auth::{Session, PRE_AUTH_MAX_FRAME_BYTES};
 use crate::dispatch;
-use crate::server::{ConnGuard, Ctx};
+use crate::server::Ctx;
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -30,7 +30,6 @@ pub(crate) async fn run<S>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr, mut stop:
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let _guard = ConnGuard::new(ctx.clone());
     let (read, write) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 << 10, read);
     let mut writer = BufWriter::with_capacity(64 << 10, write);

@@ -53,6 +53,11 @@ pub(crate) fn fetched(topic: &str, records: usize, bytes: usize) {
     metrics::counter!("pgbroker_kafka_fetched_bytes_total", "topic" => t).increment(bytes as u64);
 }
 
+/// A connection closed on arrival because the limit was reached.
+pub(crate) fn connection_refused() {
+    metrics::counter!("pgbroker_kafka_connections_refused_total").increment(1);
+}
+
 /// Open client connections.
 pub(crate) fn connections(open: usize) {
     metrics::gauge!("pgbroker_kafka_connections").set(open as f64);

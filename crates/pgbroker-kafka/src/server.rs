@@ -39,7 +39,13 @@ pub struct KafkaConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// SASL authentication of clients.
     pub auth: AuthConfig,
+    /// Most client connections open at once; a connection beyond it is
+    /// closed as soon as it is accepted (Kafka's `max.connections`).
+    pub max_connections: usize,
 }
+
+/// Default of [`KafkaConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for KafkaConfig {
             node_ttl: Duration::from_secs(10),
             tls: None,
             auth: AuthConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -161,8 +168,14 @@ pub async fn serve_on(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(guard) = ConnGuard::admit(&ctx) else {
+                        crate::metrics::connection_refused();
+                        tracing::debug!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(accept(ctx.clone(), stream, peer, shutdown.subscribe()));
+                    conns.spawn(accept(ctx.clone(), guard, stream, peer, shutdown.subscribe()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -189,8 +202,9 @@ pub async fn serve_on(
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs one accepted connection, after the TLS handshake when TLS is on.
-async fn accept(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+/// Runs one accepted connection, after the TLS handshake when TLS is on;
+/// `_guard` counts it open until it ends.
+async fn accept(ctx: Arc<Ctx>, _guard: ConnGuard, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
     let Some(tls) = ctx.config.tls.clone() else {
         return conn::run(ctx, stream, peer, stop).await;
     };
@@ -223,10 +237,15 @@ async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 pub(crate) struct ConnGuard(Arc<Ctx>);
 
 impl ConnGuard {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
-        ctx.connections.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::connections(ctx.connections.load(Ordering::Relaxed));
-        ConnGuard(ctx)
+    /// Counts one more connection, unless that would pass the limit.
+    fn admit(ctx: &Arc<Ctx>) -> Option<Self> {
+        let max = ctx.config.max_connections;
+        let open = ctx
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        crate::metrics::connections(open + 1);
+        Some(ConnGuard(ctx.clone()))
     }
 }
 

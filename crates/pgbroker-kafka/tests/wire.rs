@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use pgbroker::{Header, Record, StoredRecord, TopicConfig};
-use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits};
+use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits, KafkaConfig};
 
 #[global_allocator]
 static ALLOC: pgbroker_kafka::GuardedAlloc = pgbroker_kafka::GuardedAlloc;
@@ -159,6 +159,47 @@ async fn bad_frames_close_only_their_own_connection() {
     let mut fresh = server.connect().await;
     assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
     assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
+    server.stop().await;
+}
+
+/// An ApiVersions v0 request: key 18, version 0, correlation id 9, no client id.
+const API_VERSIONS_V0: [u8; 10] = [0, 18, 0, 0, 0, 0, 0, 9, 0xff, 0xff];
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_and_the_rest_served() {
+    let schema = format!("k_{:016x}", rand::random::<u64>());
+    let config = KafkaConfig {
+        max_connections: 2,
+        ..KafkaConfig::default()
+    };
+    let server = TestServer::start_on(&schema, config).await;
+    let mut first = server.connect().await;
+    let mut second = server.connect().await;
+    assert_eq!(first.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+    assert_eq!(second.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+
+    // A third is closed on arrival, however many times it tries.
+    for _ in 0..3 {
+        let mut over = server.connect().await;
+        over.send_raw_frame(&API_VERSIONS_V0).await;
+        assert!(over.closed_by_server().await, "a connection past the limit is closed");
+    }
+    // The two admitted are unaffected.
+    assert_eq!(first.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
+
+    // Once one leaves, a newcomer is served.
+    drop(second);
+    let mut admitted = false;
+    for _ in 0..50 {
+        let mut next = server.connect().await;
+        next.send_raw_frame(&API_VERSIONS_V0).await;
+        if next.read_frame().await.is_some() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "a slot freed by a closed connection is given to a new one");
     server.stop().await;
 }
 
