@@ -32,7 +32,7 @@ import time
 import traceback
 
 # One scenario may not take longer than this; a hang fails in seconds.
-SCENARIO_SECONDS = 60
+SCENARIO_SECONDS = 120
 # How long a single wait for data or a rebalance may take.
 WAIT_SECONDS = 20
 SESSION_TIMEOUT_MS = 6000

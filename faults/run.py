@@ -254,6 +254,8 @@ def queue_scenario(fault):
         stop = threading.Event()
         send_errors = []
 
+        last_sent = [0.0]
+
         def sender():
             n = 0
             pause = 0.0  # after a failed send, like a real sender: 50 ms, doubling to 1 s
@@ -265,6 +267,7 @@ def queue_scenario(fault):
                     for v, i in zip(values, ids):
                         sends.write(json.dumps({"op": "qsend", "value": v, "ok": True, "id": int(i),
                                                 "t": time.time()}) + "\n")
+                    last_sent[0] = time.time()
                     pause = 0.0
                 except Exception as e:  # not acknowledged: the outcome of those sends is unknown
                     send_errors.append(str(e))
@@ -325,6 +328,11 @@ def queue_scenario(fault):
             time.sleep(rng.uniform(*args.gap))
             faults.append(kill_worker() if fault == "worker-kill" else kill_postgres())
         time.sleep(1)
+        try:  # the sender backs off after failures; let it get one send in after the last fault
+            wait_for("a send after the last fault", lambda: last_sent[0] > faults[-1].get("restored", faults[-1]["at"]),
+                     30, 0.1)
+        except (TimeoutError, IndexError) as e:
+            log(e)
         stop.set()
         thread.join(30)
         sends.close()

@@ -14,7 +14,7 @@ import { Kafka, logLevel } from 'kafkajs'
 const require = createRequire(import.meta.url)
 const KAFKAJS_VERSION = require('kafkajs/package.json').version
 
-const SCENARIO_MS = 60_000 // a scenario that takes longer fails
+const SCENARIO_MS = 120_000 // a scenario that takes longer fails
 const WAIT_MS = 20_000 // one wait for data or a rebalance
 const SESSION_TIMEOUT = 6000
 const HEARTBEAT = 1000

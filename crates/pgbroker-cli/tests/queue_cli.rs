@@ -170,10 +170,10 @@ fn an_expired_lease_comes_back_and_the_old_receipt_is_refused() {
     env.ok(&["queue", "create", "w"]);
     env.ok_with(&["queue", "send", "w"], "job\n");
     // A worker that received and went away without acknowledging.
-    let first = receive_json(&env, &["w", "--visibility-timeout", "1s"]);
+    let first = receive_json(&env, &["w", "--visibility-timeout", "5s"]);
     let old = first[0]["receipt"].as_str().expect("receipt").to_string();
     assert!(receive_json(&env, &["w"]).is_empty(), "leased");
-    let again = receive_json(&env, &["w", "--wait", "5s"]);
+    let again = receive_json(&env, &["w", "--wait", "20s"]);
     assert_eq!(again[0]["attempt"], 2);
     let err = env.fail(&["queue", "ack", "w", &old]);
     assert!(err.starts_with("error: ") && err.contains(&old), "{err}");

@@ -35,6 +35,11 @@ pub struct BrokerConfig {
     /// Memory for each partition's most recent records, served to fetches
     /// without a query; 0 disables the cache.
     pub cache_bytes_per_partition: usize,
+    /// How often a long poll (fetch, consumer poll, queue receive) reads
+    /// again without being woken. A commit wakes waiters through NOTIFY at
+    /// once; this bounds the delay when a notification is lost (after a
+    /// reconnect, or behind a pooler that drops LISTEN).
+    pub poll_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +50,7 @@ impl Default for BrokerConfig {
             pool_size: 16,
             migrate: true,
             cache_bytes_per_partition: 64 << 20,
+            poll_interval: crate::notify::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -82,6 +88,8 @@ pub(crate) struct Inner {
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
     pub group_initial_delay_ms: AtomicU64,
+    /// [`BrokerConfig::poll_interval`], at least 1 ms.
+    pub poll_interval: Duration,
 }
 
 /// A handle to pgbroker's storage in one Postgres schema. Cheap to clone;
@@ -174,6 +182,7 @@ impl Broker {
             queues: crate::queues::QueueState::new(&q),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
+            poll_interval: config.poll_interval.max(Duration::from_millis(1)),
             group_initial_delay_ms: AtomicU64::new(
                 u64::try_from(crate::groups::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY.as_millis()).unwrap_or(0),
             ),

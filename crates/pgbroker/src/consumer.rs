@@ -14,7 +14,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::fetch::{FetchLimits, OffsetSpec};
 use crate::groups::{JoinOptions, Membership, OffsetCommit};
-use crate::notify::{ensure_listener, POLL_FALLBACK};
+use crate::notify::ensure_listener;
 use crate::types::{GroupId, StoredRecord, TopicName, TopicPartition};
 
 /// Where a consumer starts on a partition with no committed offset, or
@@ -165,7 +165,9 @@ impl Consumer {
             if self.broker.register_waiter(&pids).await? {
                 continue;
             }
-            let nap = (deadline - now).min(POLL_FALLBACK).min(self.heartbeat_interval());
+            let nap = (deadline - now)
+                .min(self.broker.inner.poll_interval)
+                .min(self.heartbeat_interval());
             if notified.is_empty() {
                 tokio::time::sleep(nap).await;
             } else {

@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::{ensure_listener, POLL_FALLBACK};
+use crate::notify::ensure_listener;
 use crate::types::{to_millis, StoredRecord, TopicName};
 
 /// Bounds on one fetch.
@@ -115,7 +115,7 @@ impl Broker {
             if self.register_waiter(&[pid]).await? {
                 continue;
             }
-            let nap = (deadline - now).min(POLL_FALLBACK);
+            let nap = (deadline - now).min(self.inner.poll_interval);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(nap) => {}

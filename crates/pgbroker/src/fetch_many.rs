@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::fetch::{FetchLimits, FetchResult};
-use crate::notify::{ensure_listener, POLL_FALLBACK};
+use crate::notify::ensure_listener;
 use crate::types::TopicName;
 
 /// One partition to read in [`Broker::fetch_many`].
@@ -94,7 +94,7 @@ impl Broker {
                 Ok(false) => {}
                 Err(_) => return results,
             }
-            let nap = (deadline - now).min(POLL_FALLBACK);
+            let nap = (deadline - now).min(self.inner.poll_interval);
             tokio::select! {
                 _ = select_all(notified) => {}
                 _ = tokio::time::sleep(nap) => {}

@@ -23,8 +23,9 @@ use crate::broker::{Broker, Inner};
 use crate::error::Result;
 use crate::migrate::quote_ident;
 
-/// How often a waiting fetch re-reads even without a notification.
-pub(crate) const POLL_FALLBACK: Duration = Duration::from_millis(500);
+/// Default of [`crate::BrokerConfig::poll_interval`]: how often a waiting
+/// fetch or receive reads again without a notification.
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a registration in `waiters` lasts; renewed at half of it.
 const REGISTRATION_TTL: Duration = Duration::from_secs(10);

@@ -49,12 +49,31 @@ pub(crate) fn produce_sql(schema: &str) -> String {
 /// next offset and the end of its last segment. NO KEY UPDATE, the same
 /// strength the produce UPDATE takes, so that segment creation (whose
 /// foreign key takes KEY SHARE on this row) is not blocked by it.
+///
+/// It also waits for a segment creation under way on the partition to
+/// finish (it holds the partition's segment lock, see
+/// [`Broker::ensure_segments`]). A creating transaction is visible as
+/// committed a moment before it tells other sessions that `records` has a
+/// new partition, and releases that lock only after; an insert in that
+/// moment would be routed by the old partition list and fail. Taking and
+/// dropping the lock in shared mode after the snapshot closes the gap.
 pub(crate) fn outbox_lock_sql(schema: &str) -> String {
     format!(
         "SELECT next_offset,
-                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = $1)
+                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = $1),
+                pg_advisory_lock_shared(hashtext('pgbroker.segments'), hashtext($1::text)) IS NULL,
+                pg_advisory_unlock_shared(hashtext('pgbroker.segments'), hashtext($1::text))
          FROM {schema}.partitions WHERE id = $1 FOR NO KEY UPDATE"
     )
+}
+
+/// Attempts of the locked append after an insert found no segment for one
+/// of its offsets.
+const SEGMENT_RETRIES: usize = 3;
+
+/// An insert that found no segment (partition of `records`) for a row.
+fn no_segment(e: &Error) -> bool {
+    matches!(e, Error::Db(e) if e.code() == Some(&SqlState::CHECK_VIOLATION))
 }
 
 /// Columns of one batch, in the shape the produce statement binds.
@@ -212,13 +231,26 @@ impl Broker {
                 }
                 Ok(base)
             }
-            Err(Error::Db(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
-                let tx = client.transaction().await?;
-                let base = self.append_locked(&*tx, false, now, meta, pid, records, idx).await?;
-                tx.commit().await?;
-                self.cache_committed(pid, base, now, records, idx);
-                self.inner.wakeups.wake(pid);
-                Ok(base)
+            Err(e) if no_segment(&e) => {
+                let mut attempt = 1;
+                loop {
+                    let tx = client.transaction().await?;
+                    match self.append_locked(&*tx, false, now, meta, pid, records, idx).await {
+                        Ok(base) => {
+                            tx.commit().await?;
+                            self.cache_committed(pid, base, now, records, idx);
+                            self.inner.wakeups.wake(pid);
+                            return Ok(base);
+                        }
+                        Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
+                            tx.rollback().await?;
+                            tracing::warn!(partition_id = pid, attempt, "no segment for a produce; retrying");
+                            self.ensure_segments(pid, 0, meta.segment_records).await?;
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             Err(e) => Err(e),
         }

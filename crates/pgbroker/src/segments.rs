@@ -41,9 +41,10 @@ pub(crate) async fn create_segment(tx: &impl GenericClient, partition_id: i64, b
 impl Broker {
     /// Makes sure segments exist below `at_least` and for at least
     /// `headroom` offsets past the partition's committed high watermark.
-    /// Idempotent; concurrent callers serialise per partition. It never locks
-    /// the partition's row, so it can run while a caller's open transaction
-    /// holds that row (the outbox path).
+    /// Idempotent; concurrent callers serialise per partition on an
+    /// advisory lock, which appends also wait on before they insert (see
+    /// `outbox_lock_sql`). It never locks the partition's row, so it can run
+    /// while a caller's open transaction holds that row (the outbox path).
     pub(crate) async fn ensure_segments(&self, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

@@ -27,7 +27,9 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
     let round = b.receive(&q, &take(10)).await.expect("receive");
     let claim_time = started.elapsed();
     assert_eq!(bodies(&round), ["a0", "b0", "u0"]);
-    assert!(claim_time < Duration::from_millis(500), "claim took {claim_time:?}");
+    // Not a speed figure: a guard against a claim that reads the whole
+    // busy group, which takes far longer than this even on a busy machine.
+    assert!(claim_time < Duration::from_secs(5), "claim took {claim_time:?}");
     assert!(
         b.receive(&q, &take(10)).await.expect("receive").is_empty(),
         "A waits for a0"
@@ -359,7 +361,7 @@ async fn hostile_names_are_data_not_sql() {
     db.drop().await;
 }
 
-/// Median time from a send returning to a waiting receive returning.
+/// Median time from a send starting to a waiting receive returning.
 async fn wake_latency(reader: &pgbroker::Broker, writer: &pgbroker::Broker, q: &QueueName) -> Duration {
     let mut latencies = Vec::new();
     for _ in 0..5 {
@@ -388,16 +390,15 @@ async fn wake_latency(reader: &pgbroker::Broker, writer: &pgbroker::Broker, q: &
 async fn long_poll_wakes_on_send_not_on_timer() {
     let db = TestDb::new().await;
     let q = db.queue("poll", QueueConfig::default()).await;
-    let other = db.other_broker().await;
-    // The polling fallback is 500 ms; a wake-up is far below it. The bound
-    // sits between the two, with room for a busy machine's scheduling.
-    let local = wake_latency(&db.broker, &db.broker, &q).await;
-    assert!(local < Duration::from_millis(300), "same process: {local:?}");
+    // Receivers that re-read on their own only every 30 s: a wake-up within
+    // seconds came from the send, in the same process or, in another
+    // broker, through NOTIFY. The bound leaves room for a busy machine.
+    let slow = Duration::from_secs(30);
+    let (reader, other) = (db.broker_polling_every(slow).await, db.broker_polling_every(slow).await);
+    let local = wake_latency(&reader, &reader, &q).await;
+    assert!(local < Duration::from_secs(5), "same process: {local:?}");
     let remote = wake_latency(&other, &db.broker, &q).await;
-    assert!(
-        remote < Duration::from_millis(300),
-        "other process, by NOTIFY: {remote:?}"
-    );
+    assert!(remote < Duration::from_secs(5), "other process, by NOTIFY: {remote:?}");
     let wait = ReceiveOptions {
         wait: Duration::from_millis(300),
         ..take(1)

@@ -135,7 +135,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
     // 1. Sustained churn: rotations keep the size flat, though the bodies
     // alone of the messages sent add up to well over the bound.
     let enough = u64::try_from(BOUND * 3 / 2 / 1024).expect("fits") + 1;
-    let (n1, max1) = phase(&db, &q, 20, 90, |n, _| n >= enough).await;
+    let (n1, max1) = phase(&db, &q, 20, 240, |n, _| n >= enough).await;
     eprintln!("steady: {n1} messages, largest size {} MiB", max1 >> 20);
     assert!(max1 <= BOUND, "steady churn grew to {} MiB", max1 >> 20);
     assert!(
@@ -165,7 +165,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
         .await
         .expect("send_in")[0]
         .id;
-    let (n3, max3) = phase(&db, &q, 12, 60, |_, max| max > BOUND).await;
+    let (n3, max3) = phase(&db, &q, 12, 180, |_, max| max > BOUND).await;
     eprintln!("outbox left open: {n3} messages, largest size {} MiB", max3 >> 20);
     assert!(
         max3 > BOUND,

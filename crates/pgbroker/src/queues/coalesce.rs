@@ -328,7 +328,10 @@ mod tests {
         assert_eq!(batches.lock().expect("lock").clone(), vec![1]);
         let abandoned = tokio::time::timeout(Duration::from_millis(5), c.submit(1, 1)).await;
         assert!(abandoned.is_err(), "timed out before the statement ended");
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while orphans.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(orphans.load(Ordering::SeqCst), 1);
     }
 }

@@ -11,7 +11,7 @@ use super::{check_duration, ms, wake_key, QueueMeta, QueueName, MAX_RECEIVE, MAX
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::{ensure_listener, POLL_FALLBACK};
+use crate::notify::ensure_listener;
 use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to
@@ -277,7 +277,7 @@ impl Broker {
             if self.register_waiter(&[key]).await? {
                 continue;
             }
-            let mut nap = (deadline - now).min(POLL_FALLBACK);
+            let mut nap = (deadline - now).min(self.inner.poll_interval);
             if let Some(due) = next_due {
                 nap = nap.min(due.max(Duration::from_millis(5)));
             }

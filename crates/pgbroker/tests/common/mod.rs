@@ -29,6 +29,7 @@ impl TestDb {
             pool_size: 24,
             migrate: true,
             cache_bytes_per_partition: 8 << 20,
+            ..BrokerConfig::default()
         })
         .await
         .expect("connect to test database");
@@ -60,10 +61,17 @@ impl TestDb {
 
     /// Another broker on the same schema, as another process would be.
     pub async fn other_broker(&self) -> Broker {
+        self.broker_polling_every(BrokerConfig::default().poll_interval).await
+    }
+
+    /// As [`TestDb::other_broker`], re-reading long polls only every
+    /// `interval` when no notification wakes them.
+    pub async fn broker_polling_every(&self, interval: std::time::Duration) -> Broker {
         Broker::connect(BrokerConfig {
             database_url: database_url(),
             schema: self.schema.clone(),
             pool_size: 8,
+            poll_interval: interval,
             ..BrokerConfig::default()
         })
         .await
