@@ -143,7 +143,8 @@ def scan(bootstrap, topic, out):
 
     def error(e):
         print("scan:", e, file=sys.stderr, flush=True)
-        h.write(op="client_error", who="scan", error=str(e), fatal=False)
+        fatal = getattr(e, "fatal", None)
+        h.write(op="client_error", who="scan", error=str(e), fatal=bool(fatal()) if callable(fatal) else False)
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scan", "enable.auto.commit": False,
                   "error_cb": error})

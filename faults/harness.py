@@ -326,8 +326,12 @@ class Harness:
         """The end of every non-empty process log, so that a failure in CI,
         where the kept directory is gone, still says what went wrong."""
         for path in sorted(glob.glob(os.path.join(self.dir, "*.log"))):
-            with open(path, errors="replace") as f:
-                tail = f.readlines()[-lines:]
+            try:
+                with open(path, errors="replace") as f:
+                    tail = f.readlines()[-lines:]
+            except OSError as e:
+                log(f"--- {os.path.basename(path)}: {e}")
+                continue
             if tail:
                 log(f"--- last {len(tail)} lines of {os.path.basename(path)}")
                 sys.stderr.write("".join(tail))

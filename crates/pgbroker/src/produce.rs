@@ -226,8 +226,13 @@ impl Broker {
                 drop(client);
                 self.cache_committed(pid, base, now, records, idx);
                 self.inner.wakeups.wake(pid);
+                // The batch is committed: a failure to make room ahead is
+                // not its failure (a client told otherwise would send it
+                // again). The next producer, or the fallback, creates it.
                 if segments_end - (base + n) <= meta.segment_records / 2 {
-                    self.ensure_segments(pid, 0, meta.segment_records).await?;
+                    if let Err(e) = self.ensure_segments(pid, 0, meta.segment_records).await {
+                        tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
+                    }
                 }
                 Ok(base)
             }

@@ -157,6 +157,22 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
         ..NackOptions::default()
     };
     b.nack(&q, &receipts(&got), &error).await.expect("nack");
+    // Due 1 to 2 s after the nack: 2 s * 2^0, not 2^1, with the jitter.
+    let due_in: f64 = db
+        .raw()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM visible_at - now())::float8 FROM queue_contents WHERE id = $1",
+            &[&got[0].id],
+        )
+        .await
+        .expect("due")
+        .get(0);
+    let since_nack = nacked.elapsed().as_secs_f64();
+    assert!(
+        due_in <= 2.0 && due_in >= 1.0 - since_nack - 0.01,
+        "due in {due_in} s, {since_nack} s after the nack"
+    );
     let stats = b.queue_stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 1));
     assert!(
@@ -328,12 +344,14 @@ async fn delays_and_delivery_times() {
     let stats = b.queue_stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed), (1, 1));
     assert_eq!(bodies(&b.receive(&q, &take(10)).await.expect("receive")), ["past"]);
-    // A long poll sleeps until the delay is over, and no longer than its wait.
+    // A long poll sleeps until the delay is over: a receiver that re-reads
+    // on its own only every 30 s still gets the message when it is due.
     let wait = ReceiveOptions {
         wait: Duration::from_secs(10),
         ..take(10)
     };
-    let got = b.receive(&q, &wait).await.expect("receive");
+    let slow = db.broker_polling_every(Duration::from_secs(30)).await;
+    let got = slow.receive(&q, &wait).await.expect("receive");
     let waited = sent.elapsed();
     assert_eq!(bodies(&got), ["delayed"]);
     assert!(
