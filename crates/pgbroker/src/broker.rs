@@ -68,8 +68,16 @@ pub(crate) struct TopicMeta {
 
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// Connections kept apart for creating segments. A producer that needs a
+/// segment may hold a pooled connection and its partition's row lock while
+/// every other pooled connection waits for that lock: creating the segment
+/// on the same pool could then wait forever.
+const SEGMENT_POOL_SIZE: usize = 2;
+
 pub(crate) struct Inner {
     pub pool: Pool,
+    /// See [`SEGMENT_POOL_SIZE`]; used by [`Broker::ensure_segments`].
+    pub segment_pool: Pool,
     pub pg_config: tokio_postgres::Config,
     pub schema: String,
     pub channel: String,
@@ -168,9 +176,20 @@ impl Broker {
             .max_size(config.pool_size.max(2))
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
+        let segment_pool = Pool::builder(Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        ))
+        .max_size(SEGMENT_POOL_SIZE)
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))?;
         let q = quote_ident(&config.schema);
         let inner = Inner {
             pool,
+            segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
             produce_sql: crate::produce::produce_sql(&q),
@@ -218,17 +237,26 @@ impl Broker {
     /// While Postgres is unreachable, attempts to connect are spaced out
     /// (doubling up to 2 s); calls in between fail at once, retriably.
     pub(crate) async fn client(&self) -> Result<Object> {
+        self.client_from(&self.inner.pool).await
+    }
+
+    /// A connection of the pool kept for segment creation.
+    pub(crate) async fn segment_client(&self) -> Result<Object> {
+        self.client_from(&self.inner.segment_pool).await
+    }
+
+    async fn client_from(&self, pool: &Pool) -> Result<Object> {
         let backoff = &self.inner.connect_backoff;
         // An idle connection may still serve (Postgres may refuse only new
         // ones, at max_connections); a dead one is dropped by the pool.
-        let idle = self.inner.pool.status().available > 0;
+        let idle = pool.status().available > 0;
         if let Some(wait) = backoff.check(Instant::now()).filter(|_| !idle) {
             return Err(Error::Pool(format!(
                 "postgres unreachable; next connection attempt in {} ms",
                 wait.as_millis()
             )));
         }
-        match self.inner.pool.get().await {
+        match pool.get().await {
             Ok(client) => {
                 backoff.succeeded();
                 Ok(client)

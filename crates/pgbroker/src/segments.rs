@@ -46,7 +46,7 @@ impl Broker {
     /// `outbox_lock_sql`). It never locks the partition's row, so it can run
     /// while a caller's open transaction holds that row (the outbox path).
     pub(crate) async fn ensure_segments(&self, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
-        let mut client = self.client().await?;
+        let mut client = self.segment_client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
         tx.execute(

@@ -85,3 +85,75 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
     }
     db.drop().await;
 }
+
+/// A caller's transaction holds the partition's row lock and needs a new
+/// segment while every pooled connection waits for that lock: the segment
+/// is created on connections of its own, so nothing waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        partitions: 1,
+        segment_records: 8,
+        ..TopicConfig::default()
+    };
+    let t = db.topic("pool-wait", config).await;
+    let small = pgbroker::Broker::connect(pgbroker::BrokerConfig {
+        database_url: common::database_url(),
+        schema: db.schema.clone(),
+        pool_size: 2,
+        ..pgbroker::BrokerConfig::default()
+    })
+    .await
+    .expect("broker with two pooled connections");
+    let mut client = db.raw().await;
+    let tx = client.transaction().await.expect("begin");
+    small
+        .produce_in(&tx, &t, Some(0), &[Record::from_value("first")])
+        .await
+        .expect("produce_in");
+    // Both pooled connections now wait for the row lock the caller holds.
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let (b, t) = (small.clone(), t.clone());
+            tokio::spawn(async move {
+                b.produce(&t, Some(0), &[Record::from_value(format!("pooled {i}"))])
+                    .await
+            })
+        })
+        .collect();
+    let raw = db.raw().await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let blocked: i64 = raw
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()
+                   AND query LIKE '%next_offset%'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if blocked >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the pooled produces never blocked");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Far past the segments that exist: new ones are needed now.
+    let many: Vec<Record> = (0..40).map(|i| Record::from_value(format!("many {i}"))).collect();
+    let at = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        small.produce_in(&tx, &t, Some(0), &many),
+    )
+    .await
+    .expect("produce_in finished: segment creation did not wait for the pool")
+    .expect("produce_in");
+    assert_eq!(at.last().map(|p| p.offset), Some(40));
+    tx.commit().await.expect("commit");
+    for w in waiting {
+        w.await.expect("task").expect("pooled produce");
+    }
+    assert_eq!(small.watermarks(&t, 0).await.expect("watermarks"), (0, 43));
+    db.drop().await;
+}
