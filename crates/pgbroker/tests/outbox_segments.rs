@@ -11,15 +11,19 @@ use std::collections::BTreeMap;
 use common::TestDb;
 use pgbroker::{FetchLimits, Record, TopicConfig};
 
+/// A topic whose segments hold 8 records, so a few batches cross several.
+fn small_segments(partitions: i32) -> TopicConfig {
+    TopicConfig {
+        partitions,
+        segment_records: 8,
+        ..TopicConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn one_transaction_produces_past_the_segments_it_began_with() {
     let db = TestDb::new().await;
-    let config = TopicConfig {
-        partitions: 3,
-        segment_records: 8,
-        ..TopicConfig::default()
-    };
-    let t = db.topic("outbox-segments", config).await;
+    let t = db.topic("outbox-segments", small_segments(3)).await;
     let mut client = db.raw().await;
     let tx = client.transaction().await.expect("begin");
     let mut expected: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
@@ -92,12 +96,7 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     let db = TestDb::new().await;
-    let config = TopicConfig {
-        partitions: 1,
-        segment_records: 8,
-        ..TopicConfig::default()
-    };
-    let t = db.topic("pool-wait", config).await;
+    let t = db.topic("pool-wait", small_segments(1)).await;
     let small = pgbroker::Broker::connect(pgbroker::BrokerConfig {
         database_url: common::database_url(),
         schema: db.schema.clone(),
