@@ -23,72 +23,106 @@ pub struct Node {
     pub rack: Option<String>,
 }
 
-/// Rows of nodes not seen for this long are deleted by the next register.
-const FORGET_AFTER_SECS: i64 = 3600;
+/// The node registry of a [`Broker`]; see [`Broker::cluster`].
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    broker: &'a Broker,
+}
 
 impl Broker {
+    /// The broker processes registered on this schema.
+    pub fn cluster(&self) -> Cluster<'_> {
+        Cluster { broker: self }
+    }
+}
+
+impl Cluster<'_> {
     /// Registers a broker process reachable at `host:port` and returns its
     /// new node id.
-    pub async fn register_node(&self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
-        if host.is_empty() || host.len() > 255 {
-            return Err(Error::invalid("advertised host", "must be 1 to 255 bytes"));
-        }
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM kafka_nodes WHERE last_seen < now() - $1::bigint * interval '1 second'",
-                &[&FORGET_AFTER_SECS],
-            )
-            .await?;
-        let row = client
-            .query_one(
-                "INSERT INTO kafka_nodes (host, port, rack) VALUES ($1, $2, $3) RETURNING node_id",
-                &[&host, &i32::from(port), &rack],
-            )
-            .await?;
-        Ok(row.get(0))
+    pub async fn register(&self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
+        register_node(self.broker, host, port, rack).await
     }
 
     /// Marks the node as alive now.
-    pub async fn touch_node(&self, node_id: i32) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE kafka_nodes SET last_seen = now() WHERE node_id = $1",
-                &[&node_id],
-            )
-            .await?;
-        Ok(())
+    pub async fn touch(&self, node_id: i32) -> Result<()> {
+        touch_node(self.broker, node_id).await
     }
 
     /// Removes the node (on clean shutdown).
-    pub async fn deregister_node(&self, node_id: i32) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM kafka_nodes WHERE node_id = $1", &[&node_id])
-            .await?;
-        Ok(())
+    pub async fn deregister(&self, node_id: i32) -> Result<()> {
+        deregister_node(self.broker, node_id).await
     }
 
     /// Nodes seen within `ttl`, by node id.
     pub async fn live_nodes(&self, ttl: Duration) -> Result<Vec<Node>> {
-        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT node_id, host, port, rack FROM kafka_nodes
-                 WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id",
-                &[&ms],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Node {
-                node_id: r.get(0),
-                host: r.get(1),
-                port: r.get(2),
-                rack: r.get(3),
-            })
-            .collect())
+        live_nodes(self.broker, ttl).await
     }
+}
+
+/// Rows of nodes not seen for this long are deleted by the next register.
+const FORGET_AFTER_SECS: i64 = 3600;
+
+/// Registers a broker process reachable at `host:port` and returns its
+/// new node id.
+pub(crate) async fn register_node(broker: &Broker, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
+    if host.is_empty() || host.len() > 255 {
+        return Err(Error::invalid("advertised host", "must be 1 to 255 bytes"));
+    }
+    let client = broker.client().await?;
+    client
+        .execute(
+            "DELETE FROM kafka_nodes WHERE last_seen < now() - $1::bigint * interval '1 second'",
+            &[&FORGET_AFTER_SECS],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "INSERT INTO kafka_nodes (host, port, rack) VALUES ($1, $2, $3) RETURNING node_id",
+            &[&host, &i32::from(port), &rack],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Marks the node as alive now.
+pub(crate) async fn touch_node(broker: &Broker, node_id: i32) -> Result<()> {
+    let client = broker.client().await?;
+    client
+        .execute(
+            "UPDATE kafka_nodes SET last_seen = now() WHERE node_id = $1",
+            &[&node_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Removes the node (on clean shutdown).
+pub(crate) async fn deregister_node(broker: &Broker, node_id: i32) -> Result<()> {
+    let client = broker.client().await?;
+    client
+        .execute("DELETE FROM kafka_nodes WHERE node_id = $1", &[&node_id])
+        .await?;
+    Ok(())
+}
+
+/// Nodes seen within `ttl`, by node id.
+pub(crate) async fn live_nodes(broker: &Broker, ttl: Duration) -> Result<Vec<Node>> {
+    let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT node_id, host, port, rack FROM kafka_nodes
+             WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id",
+            &[&ms],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Node {
+            node_id: r.get(0),
+            host: r.get(1),
+            port: r.get(2),
+            rack: r.get(3),
+        })
+        .collect())
 }

@@ -22,9 +22,9 @@
 //! let broker = Broker::connect(BrokerConfig::default()).await?;
 //! let topic = TopicName::new("orders")?;
 //! broker
-//!     .create_topic(&topic, &TopicConfig { partitions: 4, ..TopicConfig::default() })
+//!     .topics().create(&topic, &TopicConfig { partitions: 4, ..TopicConfig::default() })
 //!     .await?;
-//! let at = broker.produce(&topic, None, &[Record::keyed("user-1", "hello")]).await?;
+//! let at = broker.streams().produce(&topic, None, &[Record::keyed("user-1", "hello")]).await?;
 //! let read = broker
 //!     .fetch(&topic, at[0].partition, at[0].offset, Default::default())
 //!     .await?;
@@ -33,48 +33,23 @@
 //! # }
 //! ```
 
-mod auth;
+pub mod auth;
 mod broker;
-mod cluster;
+pub mod cluster;
 mod error;
-mod groups;
+pub mod groups;
 mod headers;
+pub mod maintenance;
 mod migrate;
-mod queues;
-mod streams;
+pub mod queues;
+pub mod streams;
 mod types;
 
-pub use streams::partitioner;
-
-pub use auth::acl::{Acl, AclResource, Permission, UserAcls};
-pub use auth::users::{
-    validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,
-    MIN_SCRAM_ITERATIONS,
-};
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
-pub use cluster::Node;
 pub use error::{Error, Result};
-pub use groups::{
-    ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
-    CommittedOffset, GroupDescription, GroupListing, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag,
-    ResetTo, Strategy, DEFAULT_GROUP_INITIAL_REBALANCE_DELAY,
-};
 pub use migrate::{latest_version, MigrationReport};
-pub use queues::{
-    Message, NackOptions, QueueConfig, QueueInfo, QueueMaintenance, QueueName, QueueStats, Receipt, ReceiveOptions,
-    ReceivedMessage, Sent, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT,
-    MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT,
-    QUEUE_MAX_MESSAGE_BYTES_LIMIT,
-};
-pub use streams::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
-pub use streams::fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
-pub use streams::fetch_many::{ManyLimits, PartitionRead};
-pub use streams::idempotent::{IdempotentAppend, ProducerBatch};
-pub use streams::producer::{Producer, ProducerConfig};
-pub use streams::topics::{
-    PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
-    MAX_PARTITIONS,
-};
+pub use queues::{Message, QueueConfig, QueueName, Receipt, ReceivedMessage};
+pub use streams::{partitioner, Consumer, ConsumerConfig, Producer, ProducerConfig, TopicConfig};
 pub use types::{
     from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName,
     TopicPartition,

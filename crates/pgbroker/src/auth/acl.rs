@@ -351,116 +351,114 @@ impl UserAcls {
     }
 }
 
-impl Broker {
-    /// Grants `acl`. Returns true when it is new, false when it was
-    /// already granted; [`Error::UnknownUser`] when the user does not exist.
-    pub async fn grant(&self, acl: &Acl) -> Result<bool> {
-        acl.validate()?;
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 ins AS (
-                    INSERT INTO acls (user_name, permission, resource_type, pattern, name)
-                    SELECT name, $2, $3, $4, $5 FROM u
-                    ON CONFLICT DO NOTHING
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)",
-                &[
-                    &acl.user,
-                    &acl.permission.as_str(),
-                    &acl.resource.resource_type(),
-                    &acl.resource.pattern(),
-                    &acl.resource.name(),
-                ],
-            )
-            .await?;
-        if !row.get::<_, bool>(0) {
-            return Err(Error::UnknownUser(acl.user.clone()));
-        }
-        Ok(row.get(1))
+/// Grants `acl`. Returns true when it is new, false when it was
+/// already granted; [`Error::UnknownUser`] when the user does not exist.
+pub(crate) async fn grant(broker: &Broker, acl: &Acl) -> Result<bool> {
+    acl.validate()?;
+    let client = broker.client().await?;
+    let row = client
+        .query_one(
+            "WITH u AS (SELECT name FROM users WHERE name = $1),
+             ins AS (
+                INSERT INTO acls (user_name, permission, resource_type, pattern, name)
+                SELECT name, $2, $3, $4, $5 FROM u
+                ON CONFLICT DO NOTHING
+                RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)",
+            &[
+                &acl.user,
+                &acl.permission.as_str(),
+                &acl.resource.resource_type(),
+                &acl.resource.pattern(),
+                &acl.resource.name(),
+            ],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::UnknownUser(acl.user.clone()));
     }
+    Ok(row.get(1))
+}
 
-    /// Revokes `acl`: [`Error::UnknownUser`] when the user does not exist,
-    /// [`Error::UnknownAcl`] when it was not granted.
-    pub async fn revoke(&self, acl: &Acl) -> Result<()> {
-        acl.validate()?;
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 del AS (
-                    DELETE FROM acls
-                    WHERE user_name = $1 AND permission = $2 AND resource_type = $3
-                      AND pattern = $4 AND name = $5
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)",
-                &[
-                    &acl.user,
-                    &acl.permission.as_str(),
-                    &acl.resource.resource_type(),
-                    &acl.resource.pattern(),
-                    &acl.resource.name(),
-                ],
-            )
-            .await?;
-        if !row.get::<_, bool>(0) {
-            return Err(Error::UnknownUser(acl.user.clone()));
-        }
-        if !row.get::<_, bool>(1) {
-            return Err(Error::UnknownAcl(acl.to_string()));
-        }
-        Ok(())
+/// Revokes `acl`: [`Error::UnknownUser`] when the user does not exist,
+/// [`Error::UnknownAcl`] when it was not granted.
+pub(crate) async fn revoke(broker: &Broker, acl: &Acl) -> Result<()> {
+    acl.validate()?;
+    let client = broker.client().await?;
+    let row = client
+        .query_one(
+            "WITH u AS (SELECT name FROM users WHERE name = $1),
+             del AS (
+                DELETE FROM acls
+                WHERE user_name = $1 AND permission = $2 AND resource_type = $3
+                  AND pattern = $4 AND name = $5
+                RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)",
+            &[
+                &acl.user,
+                &acl.permission.as_str(),
+                &acl.resource.resource_type(),
+                &acl.resource.pattern(),
+                &acl.resource.name(),
+            ],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::UnknownUser(acl.user.clone()));
     }
+    if !row.get::<_, bool>(1) {
+        return Err(Error::UnknownAcl(acl.to_string()));
+    }
+    Ok(())
+}
 
-    /// Every grant, or those of one user ([`Error::UnknownUser`] when the
-    /// user does not exist), by user, resource and permission.
-    pub async fn list_acls(&self, user: Option<&str>) -> Result<Vec<Acl>> {
-        let client = self.client().await?;
-        if let Some(user) = user {
-            validate_user_name(user)?;
-            let exists = client
-                .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
-                .await?;
-            if exists.is_none() {
-                return Err(Error::UnknownUser(user.to_string()));
-            }
-        }
-        let rows = client
-            .query(
-                "SELECT user_name, permission, resource_type, pattern, name FROM acls
-                 WHERE $1::text IS NULL OR user_name = $1
-                 ORDER BY user_name, resource_type, pattern, name, permission",
-                &[&user],
-            )
+/// Every grant, or those of one user ([`Error::UnknownUser`] when the
+/// user does not exist), by user, resource and permission.
+pub(crate) async fn list_acls(broker: &Broker, user: Option<&str>) -> Result<Vec<Acl>> {
+    let client = broker.client().await?;
+    if let Some(user) = user {
+        validate_user_name(user)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
             .await?;
-        let mut acls = Vec::with_capacity(rows.len());
-        for r in rows {
-            let permission: Permission = r.get::<_, String>(1).parse()?;
-            let resource = AclResource::from_parts(r.get(2), r.get(3), r.get(4))
-                .ok_or_else(|| Error::invalid("acl", "unknown resource type or pattern in the acls table"))?;
-            acls.push(Acl {
-                user: r.get(0),
-                permission,
-                resource,
-            });
+        if exists.is_none() {
+            return Err(Error::UnknownUser(user.to_string()));
         }
-        Ok(acls)
     }
+    let rows = client
+        .query(
+            "SELECT user_name, permission, resource_type, pattern, name FROM acls
+             WHERE $1::text IS NULL OR user_name = $1
+             ORDER BY user_name, resource_type, pattern, name, permission",
+            &[&user],
+        )
+        .await?;
+    let mut acls = Vec::with_capacity(rows.len());
+    for r in rows {
+        let permission: Permission = r.get::<_, String>(1).parse()?;
+        let resource = AclResource::from_parts(r.get(2), r.get(3), r.get(4))
+            .ok_or_else(|| Error::invalid("acl", "unknown resource type or pattern in the acls table"))?;
+        acls.push(Acl {
+            user: r.get(0),
+            permission,
+            resource,
+        });
+    }
+    Ok(acls)
+}
 
-    /// The rights of `user`, to check requests against in memory. A user
-    /// without grants (or without an account) has none.
-    pub async fn user_acls(&self, user: &str) -> Result<UserAcls> {
-        if validate_user_name(user).is_err() {
-            return Ok(UserAcls::default());
-        }
-        Ok(UserAcls::from_acls(self.list_acls(Some(user)).await.or_else(
-            |e| match e {
-                Error::UnknownUser(_) => Ok(Vec::new()),
-                other => Err(other),
-            },
-        )?))
+/// The rights of `user`, to check requests against in memory. A user
+/// without grants (or without an account) has none.
+pub(crate) async fn user_acls(broker: &Broker, user: &str) -> Result<UserAcls> {
+    if validate_user_name(user).is_err() {
+        return Ok(UserAcls::default());
     }
+    Ok(UserAcls::from_acls(broker.auth().list_acls(Some(user)).await.or_else(
+        |e| match e {
+            Error::UnknownUser(_) => Ok(Vec::new()),
+            other => Err(other),
+        },
+    )?))
 }
 
 #[cfg(test)]

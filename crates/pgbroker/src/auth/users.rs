@@ -178,99 +178,96 @@ pub struct UserInfo {
     pub updated_at_ms: i64,
 }
 
-impl Broker {
-    /// Adds a user with SCRAM-SHA-256 credentials derived from `password`,
-    /// or replaces an existing user's credentials. Returns true when the
-    /// user is new. The password is not stored.
-    pub async fn add_user(&self, name: &str, password: &str, iterations: u32) -> Result<bool> {
-        validate_user_name(name)?;
-        let creds = ScramCredentials::from_password(password, iterations)?;
-        let iterations = i32::try_from(creds.iterations).map_err(|_| Error::invalid("iteration count", "too large"))?;
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO users (name, salt, iterations, stored_key, server_key)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (name) DO UPDATE
-                    SET salt = excluded.salt, iterations = excluded.iterations,
-                        stored_key = excluded.stored_key, server_key = excluded.server_key,
-                        updated_at = now()
-                 RETURNING xmax = 0",
-                &[
-                    &name,
-                    &creds.salt,
-                    &iterations,
-                    &&creds.stored_key[..],
-                    &&creds.server_key[..],
-                ],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
+/// Adds a user with SCRAM-SHA-256 credentials derived from `password`,
+/// or replaces an existing user's credentials. Returns true when the
+/// user is new. The password is not stored.
+pub(crate) async fn add_user(broker: &Broker, name: &str, password: &str, iterations: u32) -> Result<bool> {
+    validate_user_name(name)?;
+    let creds = ScramCredentials::from_password(password, iterations)?;
+    let iterations = i32::try_from(creds.iterations).map_err(|_| Error::invalid("iteration count", "too large"))?;
+    let client = broker.client().await?;
+    let row = client
+        .query_one(
+            "INSERT INTO users (name, salt, iterations, stored_key, server_key)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE
+                SET salt = excluded.salt, iterations = excluded.iterations,
+                    stored_key = excluded.stored_key, server_key = excluded.server_key,
+                    updated_at = now()
+             RETURNING xmax = 0",
+            &[
+                &name,
+                &creds.salt,
+                &iterations,
+                &&creds.stored_key[..],
+                &&creds.server_key[..],
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
 
-    /// Removes a user; [`Error::UnknownUser`] when there is none.
-    pub async fn remove_user(&self, name: &str) -> Result<()> {
-        let client = self.client().await?;
-        let n = client.execute("DELETE FROM users WHERE name = $1", &[&name]).await?;
-        if n == 0 {
-            return Err(Error::UnknownUser(name.to_string()));
-        }
-        Ok(())
+/// Removes a user; [`Error::UnknownUser`] when there is none.
+pub(crate) async fn remove_user(broker: &Broker, name: &str) -> Result<()> {
+    let client = broker.client().await?;
+    let n = client.execute("DELETE FROM users WHERE name = $1", &[&name]).await?;
+    if n == 0 {
+        return Err(Error::UnknownUser(name.to_string()));
     }
+    Ok(())
+}
 
-    /// Every user, by name.
-    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name, iterations, created_at, updated_at FROM users ORDER BY name",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let created: SystemTime = r.get(2);
-                let updated: SystemTime = r.get(3);
-                UserInfo {
-                    name: r.get(0),
-                    iterations: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
-                    created_at_ms: to_millis(created),
-                    updated_at_ms: to_millis(updated),
-                }
-            })
-            .collect())
-    }
+/// Every user, by name.
+pub(crate) async fn list_users(broker: &Broker) -> Result<Vec<UserInfo>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT name, iterations, created_at, updated_at FROM users ORDER BY name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let created: SystemTime = r.get(2);
+            let updated: SystemTime = r.get(3);
+            UserInfo {
+                name: r.get(0),
+                iterations: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                created_at_ms: to_millis(created),
+                updated_at_ms: to_millis(updated),
+            }
+        })
+        .collect())
+}
 
-    /// The stored credentials of `name`, or `None` when there is no such
-    /// user (including names that no user could have).
-    pub async fn scram_credentials(&self, name: &str) -> Result<Option<ScramCredentials>> {
-        if validate_user_name(name).is_err() {
-            return Ok(None);
-        }
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT salt, iterations, stored_key, server_key FROM users WHERE name = $1",
-                &[&name],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let key = |i: usize| -> Option<[u8; 32]> { row.get::<_, Vec<u8>>(i).try_into().ok() };
-        let (Some(stored_key), Some(server_key), Ok(iterations)) =
-            (key(2), key(3), u32::try_from(row.get::<_, i32>(1)))
-        else {
-            return Ok(None);
-        };
-        Ok(Some(ScramCredentials {
-            salt: row.get(0),
-            iterations,
-            stored_key,
-            server_key,
-        }))
+/// The stored credentials of `name`, or `None` when there is no such
+/// user (including names that no user could have).
+pub(crate) async fn scram_credentials(broker: &Broker, name: &str) -> Result<Option<ScramCredentials>> {
+    if validate_user_name(name).is_err() {
+        return Ok(None);
     }
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT salt, iterations, stored_key, server_key FROM users WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let key = |i: usize| -> Option<[u8; 32]> { row.get::<_, Vec<u8>>(i).try_into().ok() };
+    let (Some(stored_key), Some(server_key), Ok(iterations)) = (key(2), key(3), u32::try_from(row.get::<_, i32>(1)))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ScramCredentials {
+        salt: row.get(0),
+        iterations,
+        stored_key,
+        server_key,
+    }))
 }
 
 #[cfg(test)]

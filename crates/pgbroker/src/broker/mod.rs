@@ -321,19 +321,6 @@ impl Broker {
         }
     }
 
-    /// Sets Kafka's `group.initial.rebalance.delay.ms` for the classic
-    /// group protocol: when a member joins an empty group, the first
-    /// rebalance waits this long (extended by the same again for every
-    /// member that joins meanwhile, up to the rebalance timeout), so that
-    /// members starting together land in one generation. The delay is
-    /// fixed when the rebalance starts, by the broker that starts it.
-    /// Defaults to [`crate::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY`]; capped
-    /// at one minute.
-    pub fn set_group_initial_rebalance_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.min(Duration::from_secs(60)).as_millis()).unwrap_or(0);
-        self.inner.group_initial_delay_ms.store(ms, Ordering::Relaxed);
-    }
-
     /// The initial rebalance delay in milliseconds.
     pub(crate) fn group_initial_delay_ms(&self) -> i64 {
         i64::try_from(self.inner.group_initial_delay_ms.load(Ordering::Relaxed)).unwrap_or(0)

@@ -153,40 +153,38 @@ async fn listen_loop(weak: Weak<Inner>, config: tokio_postgres::Config, listen: 
     }
 }
 
-impl Broker {
-    /// Registers this broker as waiting on the partitions, unless a
-    /// registration is still valid for a while. Returns true when it wrote
-    /// one: the caller must then read again before sleeping, since a commit
-    /// that came before the registration sent no NOTIFY.
-    pub(crate) async fn register_waiter(&self, partition_ids: &[i64]) -> Result<bool> {
-        let wakeups = &self.inner.wakeups;
-        let now = Instant::now();
-        let due: Vec<i64> = match wakeups.registered.lock() {
-            Ok(m) => partition_ids
-                .iter()
-                .copied()
-                .filter(|p| m.get(p).is_none_or(|until| *until < now + REGISTRATION_TTL / 2))
-                .collect(),
-            Err(_) => partition_ids.to_vec(),
-        };
-        if due.is_empty() {
-            return Ok(false);
-        }
-        let ttl_ms = i64::try_from(REGISTRATION_TTL.as_millis()).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO waiters (partition_id, listener, until)
-                 SELECT unnest($1::bigint[]), $2, now() + $3::bigint * interval '1 millisecond'
-                 ON CONFLICT (partition_id, listener) DO UPDATE SET until = EXCLUDED.until",
-                &[&due, &wakeups.listener_id, &ttl_ms],
-            )
-            .await?;
-        if let Ok(mut m) = wakeups.registered.lock() {
-            for p in due {
-                m.insert(p, now + REGISTRATION_TTL);
-            }
-        }
-        Ok(true)
+/// Registers this broker as waiting on the partitions, unless a
+/// registration is still valid for a while. Returns true when it wrote
+/// one: the caller must then read again before sleeping, since a commit
+/// that came before the registration sent no NOTIFY.
+pub(crate) async fn register_waiter(broker: &Broker, partition_ids: &[i64]) -> Result<bool> {
+    let wakeups = &broker.inner.wakeups;
+    let now = Instant::now();
+    let due: Vec<i64> = match wakeups.registered.lock() {
+        Ok(m) => partition_ids
+            .iter()
+            .copied()
+            .filter(|p| m.get(p).is_none_or(|until| *until < now + REGISTRATION_TTL / 2))
+            .collect(),
+        Err(_) => partition_ids.to_vec(),
+    };
+    if due.is_empty() {
+        return Ok(false);
     }
+    let ttl_ms = i64::try_from(REGISTRATION_TTL.as_millis()).unwrap_or(i64::MAX);
+    let client = broker.client().await?;
+    client
+        .execute(
+            "INSERT INTO waiters (partition_id, listener, until)
+             SELECT unnest($1::bigint[]), $2, now() + $3::bigint * interval '1 millisecond'
+             ON CONFLICT (partition_id, listener) DO UPDATE SET until = EXCLUDED.until",
+            &[&due, &wakeups.listener_id, &ttl_ms],
+        )
+        .await?;
+    if let Ok(mut m) = wakeups.registered.lock() {
+        for p in due {
+            m.insert(p, now + REGISTRATION_TTL);
+        }
+    }
+    Ok(true)
 }

@@ -24,189 +24,201 @@ pub enum ResetTo {
     Timestamp(SystemTime),
 }
 
-impl Broker {
-    /// The group's committed offsets for one topic, by partition.
-    pub async fn committed_offsets(&self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT o.partition, o.\"offset\", o.metadata FROM group_offsets o
-                 JOIN topics t ON t.id = o.topic_id
-                 WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition",
-                &[&group.as_str(), &topic.as_str()],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| CommittedOffset {
-                partition: r.get(0),
-                offset: r.get(1),
-                metadata: r.get(2),
-            })
-            .collect())
-    }
-
-    /// Every group that has members or committed offsets, by name.
-    pub async fn list_groups(&self) -> Result<Vec<GroupId>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name FROM groups UNION SELECT group_name FROM group_offsets ORDER BY 1",
-                &[],
-            )
-            .await?;
-        rows.iter().map(|r| GroupId::new(r.get::<_, String>(0))).collect()
-    }
-
-    /// A group's live members and, per partition, committed offset, high
-    /// watermark, lag and owner.
-    pub async fn describe_group(&self, group: &GroupId) -> Result<GroupDescription> {
-        let client = self.client().await?;
-        let head = client
-            .query_opt(
-                "SELECT generation, strategy, protocol_type, state FROM groups WHERE name = $1",
-                &[&group.as_str()],
-            )
-            .await?;
-        let members: Vec<MemberInfo> = client
-            .query(
-                "SELECT member_id, client_id, last_heartbeat, assignment FROM group_members
-                 WHERE group_name = $1 AND NOT pending
-                   AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
-                 ORDER BY member_id",
-                &[&group.as_str()],
-            )
-            .await?
-            .iter()
-            .map(|r| MemberInfo {
-                member_id: r.get(0),
-                client_id: r.get(1),
-                last_heartbeat_ms: to_millis(r.get(2)),
-                assignment: parse_assignment(r.get(3)),
-            })
-            .collect();
-        let rows = client
-            .query(
-                "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
-                 FROM topics t JOIN partitions p ON p.topic_id = t.id
-                 LEFT JOIN group_offsets o
-                   ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
-                 WHERE t.id IN (SELECT topic_id FROM group_offsets WHERE group_name = $1)
-                    OR t.name IN (SELECT unnest(topics) FROM group_members WHERE group_name = $1)
-                 ORDER BY t.name, p.partition",
-                &[&group.as_str()],
-            )
-            .await?;
-        if head.is_none() && rows.is_empty() {
-            return Err(Error::UnknownGroup(group.to_string()));
-        }
-        let owner = |tp: &TopicPartition| {
-            members
-                .iter()
-                .find(|m| m.assignment.contains(tp))
-                .map(|m| m.member_id.clone())
-        };
-        let mut partitions = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let topic = TopicName::new(r.get::<_, String>(0))?;
-            let partition: i32 = r.get(1);
-            let committed: Option<i64> = r.get(2);
-            let (hw, start): (i64, i64) = (r.get(3), r.get(4));
-            let member = owner(&TopicPartition {
-                topic: topic.clone(),
-                partition,
-            });
-            partitions.push(PartitionLag {
-                lag: (hw - committed.unwrap_or(start)).max(0),
-                topic,
-                partition,
-                committed,
-                high_watermark: hw,
-                member,
-            });
-        }
-        let (generation, strategy, protocol_type, stored) = head
-            .map_or((0, String::from("-"), String::new(), String::new()), |h| {
-                (h.get(0), h.get(1), h.get(2), h.get(3))
-            });
-        let state = if members.is_empty() {
-            "Empty".to_string()
-        } else if is_foreign(&protocol_type) {
-            stored
-        } else {
-            "Stable".to_string()
-        };
-        Ok(GroupDescription {
-            group: group.clone(),
-            state,
-            protocol_type,
-            generation,
-            strategy,
-            members,
-            partitions,
+/// The group's committed offsets for one topic, by partition.
+pub(crate) async fn committed_offsets(
+    broker: &Broker,
+    group: &GroupId,
+    topic: &TopicName,
+) -> Result<Vec<CommittedOffset>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT o.partition, o.\"offset\", o.metadata FROM group_offsets o
+             JOIN topics t ON t.id = o.topic_id
+             WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition",
+            &[&group.as_str(), &topic.as_str()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CommittedOffset {
+            partition: r.get(0),
+            offset: r.get(1),
+            metadata: r.get(2),
         })
-    }
+        .collect())
+}
 
-    /// Moves an inactive group's committed offsets for one topic. Returns
-    /// the new offset of every partition.
-    pub async fn reset_offsets(&self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
-        let meta = self.topic_meta(topic).await?;
-        let mut offsets = Vec::with_capacity(meta.partition_ids.len());
-        for p in 0..meta.partition_ids.len() {
-            let partition = i32::try_from(p).unwrap_or(i32::MAX);
-            let (start, end) = self.watermarks(topic, partition).await?;
-            let offset = match to {
-                ResetTo::Earliest => start,
-                ResetTo::Latest => end,
-                ResetTo::Offset(o) => o.clamp(start, end),
-                ResetTo::Timestamp(t) => self.resolve_offset(topic, partition, OffsetSpec::Timestamp(t)).await?,
-            };
-            offsets.push(OffsetCommit {
-                topic: topic.clone(),
-                partition,
-                offset,
-                metadata: None,
-            });
-        }
-        self.commit_offsets(group, None, &offsets).await?;
-        Ok(offsets
-            .into_iter()
-            .map(|o| CommittedOffset {
-                partition: o.partition,
-                offset: o.offset,
-                metadata: None,
-            })
-            .collect())
-    }
+/// Every group that has members or committed offsets, by name.
+pub(crate) async fn list_groups(broker: &Broker) -> Result<Vec<GroupId>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT name FROM groups UNION SELECT group_name FROM group_offsets ORDER BY 1",
+            &[],
+        )
+        .await?;
+    rows.iter().map(|r| GroupId::new(r.get::<_, String>(0))).collect()
+}
 
-    /// Deletes an inactive group and its committed offsets; a group with
-    /// live members (library or Kafka clients) is [`Error::GroupNotEmpty`]
-    /// (Kafka's `NON_EMPTY_GROUP`).
-    pub async fn delete_group(&self, group: &GroupId) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT 1 FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
-            .await?;
-        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
-        let live = tx
-            .query_one(
-                "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending",
-                &[&group.as_str()],
-            )
-            .await?;
-        if live.get::<_, i64>(0) > 0 {
-            return Err(Error::GroupNotEmpty(group.to_string()));
-        }
-        let a = tx
-            .execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()])
-            .await?;
-        let b = tx
-            .execute("DELETE FROM group_offsets WHERE group_name = $1", &[&group.as_str()])
-            .await?;
-        if a + b == 0 {
-            return Err(Error::UnknownGroup(group.to_string()));
-        }
-        tx.commit().await?;
-        Ok(())
+/// A group's live members and, per partition, committed offset, high
+/// watermark, lag and owner.
+pub(crate) async fn describe_group(broker: &Broker, group: &GroupId) -> Result<GroupDescription> {
+    let client = broker.client().await?;
+    let head = client
+        .query_opt(
+            "SELECT generation, strategy, protocol_type, state FROM groups WHERE name = $1",
+            &[&group.as_str()],
+        )
+        .await?;
+    let members: Vec<MemberInfo> = client
+        .query(
+            "SELECT member_id, client_id, last_heartbeat, assignment FROM group_members
+             WHERE group_name = $1 AND NOT pending
+               AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
+             ORDER BY member_id",
+            &[&group.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| MemberInfo {
+            member_id: r.get(0),
+            client_id: r.get(1),
+            last_heartbeat_ms: to_millis(r.get(2)),
+            assignment: parse_assignment(r.get(3)),
+        })
+        .collect();
+    let rows = client
+        .query(
+            "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
+             FROM topics t JOIN partitions p ON p.topic_id = t.id
+             LEFT JOIN group_offsets o
+               ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
+             WHERE t.id IN (SELECT topic_id FROM group_offsets WHERE group_name = $1)
+                OR t.name IN (SELECT unnest(topics) FROM group_members WHERE group_name = $1)
+             ORDER BY t.name, p.partition",
+            &[&group.as_str()],
+        )
+        .await?;
+    if head.is_none() && rows.is_empty() {
+        return Err(Error::UnknownGroup(group.to_string()));
     }
+    let owner = |tp: &TopicPartition| {
+        members
+            .iter()
+            .find(|m| m.assignment.contains(tp))
+            .map(|m| m.member_id.clone())
+    };
+    let mut partitions = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let topic = TopicName::new(r.get::<_, String>(0))?;
+        let partition: i32 = r.get(1);
+        let committed: Option<i64> = r.get(2);
+        let (hw, start): (i64, i64) = (r.get(3), r.get(4));
+        let member = owner(&TopicPartition {
+            topic: topic.clone(),
+            partition,
+        });
+        partitions.push(PartitionLag {
+            lag: (hw - committed.unwrap_or(start)).max(0),
+            topic,
+            partition,
+            committed,
+            high_watermark: hw,
+            member,
+        });
+    }
+    let (generation, strategy, protocol_type, stored) = head
+        .map_or((0, String::from("-"), String::new(), String::new()), |h| {
+            (h.get(0), h.get(1), h.get(2), h.get(3))
+        });
+    let state = if members.is_empty() {
+        "Empty".to_string()
+    } else if is_foreign(&protocol_type) {
+        stored
+    } else {
+        "Stable".to_string()
+    };
+    Ok(GroupDescription {
+        group: group.clone(),
+        state,
+        protocol_type,
+        generation,
+        strategy,
+        members,
+        partitions,
+    })
+}
+
+/// Moves an inactive group's committed offsets for one topic. Returns
+/// the new offset of every partition.
+pub(crate) async fn reset_offsets(
+    broker: &Broker,
+    group: &GroupId,
+    topic: &TopicName,
+    to: ResetTo,
+) -> Result<Vec<CommittedOffset>> {
+    let meta = broker.topic_meta(topic).await?;
+    let mut offsets = Vec::with_capacity(meta.partition_ids.len());
+    for p in 0..meta.partition_ids.len() {
+        let partition = i32::try_from(p).unwrap_or(i32::MAX);
+        let (start, end) = broker.streams().watermarks(topic, partition).await?;
+        let offset = match to {
+            ResetTo::Earliest => start,
+            ResetTo::Latest => end,
+            ResetTo::Offset(o) => o.clamp(start, end),
+            ResetTo::Timestamp(t) => {
+                broker
+                    .streams()
+                    .resolve_offset(topic, partition, OffsetSpec::Timestamp(t))
+                    .await?
+            }
+        };
+        offsets.push(OffsetCommit {
+            topic: topic.clone(),
+            partition,
+            offset,
+            metadata: None,
+        });
+    }
+    broker.groups().commit(group, None, &offsets).await?;
+    Ok(offsets
+        .into_iter()
+        .map(|o| CommittedOffset {
+            partition: o.partition,
+            offset: o.offset,
+            metadata: None,
+        })
+        .collect())
+}
+
+/// Deletes an inactive group and its committed offsets; a group with
+/// live members (library or Kafka clients) is [`Error::GroupNotEmpty`]
+/// (Kafka's `NON_EMPTY_GROUP`).
+pub(crate) async fn delete_group(broker: &Broker, group: &GroupId) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT 1 FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
+        .await?;
+    tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
+    let live = tx
+        .query_one(
+            "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending",
+            &[&group.as_str()],
+        )
+        .await?;
+    if live.get::<_, i64>(0) > 0 {
+        return Err(Error::GroupNotEmpty(group.to_string()));
+    }
+    let a = tx
+        .execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()])
+        .await?;
+    let b = tx
+        .execute("DELETE FROM group_offsets WHERE group_name = $1", &[&group.as_str()])
+        .await?;
+    if a + b == 0 {
+        return Err(Error::UnknownGroup(group.to_string()));
+    }
+    tx.commit().await?;
+    Ok(())
 }

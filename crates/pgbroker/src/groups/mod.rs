@@ -19,8 +19,9 @@
 //! this coordinator); it can change hands only while it has no live
 //! members.
 
+mod api;
 mod assign;
-mod classic;
+pub mod classic;
 mod inspect;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,12 +31,9 @@ use rand::Rng;
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
+pub use api::Groups;
 use assign::MemberState;
 pub use assign::Strategy;
-pub use classic::{
-    ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
-    GroupListing,
-};
 pub use inspect::ResetTo;
 
 /// The protocol type of the groups this module coordinates.
@@ -303,247 +301,245 @@ async fn rebalance(
     Ok(next)
 }
 
-impl Broker {
-    /// Joins a group (or rejoins, with the id from an earlier join) and
-    /// returns this member's partitions for the current generation.
-    /// Rejoining with an unchanged subscription does not rebalance.
-    /// A group of Kafka clients (classic protocol) with live members is
-    /// [`Error::InconsistentGroupProtocol`]; one without is taken over.
-    pub async fn join_group(
-        &self,
-        group: &GroupId,
-        member_id: Option<&str>,
-        topics: &[TopicName],
-        options: &JoinOptions,
-    ) -> Result<Membership> {
-        let timeout = session_ms(options.session_timeout)?;
-        if topics.is_empty() {
-            return Err(Error::invalid(
-                "subscription",
-                "a member must subscribe to at least one topic",
-            ));
+/// Joins a group (or rejoins, with the id from an earlier join) and
+/// returns this member's partitions for the current generation.
+/// Rejoining with an unchanged subscription does not rebalance.
+/// A group of Kafka clients (classic protocol) with live members is
+/// [`Error::InconsistentGroupProtocol`]; one without is taken over.
+pub(crate) async fn join_group(
+    broker: &Broker,
+    group: &GroupId,
+    member_id: Option<&str>,
+    topics: &[TopicName],
+    options: &JoinOptions,
+) -> Result<Membership> {
+    let timeout = session_ms(options.session_timeout)?;
+    if topics.is_empty() {
+        return Err(Error::invalid(
+            "subscription",
+            "a member must subscribe to at least one topic",
+        ));
+    }
+    for t in topics {
+        broker.topic_meta(t).await?;
+    }
+    let mut subscribed: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    subscribed.sort();
+    subscribed.dedup();
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&group.as_str(), &options.strategy.as_str()],
+    )
+    .await?;
+    adopt_group(&tx, group).await?;
+    let (generation, strategy) = lock_group(&tx, group)
+        .await?
+        .ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
+    let mut changed = tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0;
+    let id = match member_id {
+        Some(id) => {
+            let row = tx
+                .query_opt(
+                    "SELECT topics FROM group_members WHERE group_name = $1 AND member_id = $2",
+                    &[&group.as_str(), &id],
+                )
+                .await?;
+            let Some(row) = row else {
+                if changed {
+                    rebalance(&tx, group, generation, strategy, true).await?;
+                }
+                tx.commit().await?;
+                return Err(Error::UnknownMember {
+                    group: group.to_string(),
+                    member: id.to_string(),
+                });
+            };
+            changed |= row.get::<_, Vec<String>>(0) != subscribed;
+            tx.execute(
+                "UPDATE group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
+                 WHERE group_name = $1 AND member_id = $2",
+                &[&group.as_str(), &id, &timeout, &subscribed],
+            )
+            .await?;
+            id.to_string()
         }
-        for t in topics {
-            self.topic_meta(t).await?;
+        None => {
+            let id = format!("{}-{:016x}", options.client_id, rand::thread_rng().gen::<u64>());
+            tx.execute(
+                "INSERT INTO group_members (group_name, member_id, client_id, session_timeout_ms, topics)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&group.as_str(), &id, &options.client_id, &timeout, &subscribed],
+            )
+            .await?;
+            changed = true;
+            id
         }
-        let mut subscribed: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        subscribed.sort();
-        subscribed.dedup();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&group.as_str(), &options.strategy.as_str()],
+    };
+    let generation = rebalance(&tx, group, generation, strategy, changed).await?;
+    let row = tx
+        .query_one(
+            "SELECT assignment FROM group_members WHERE group_name = $1 AND member_id = $2",
+            &[&group.as_str(), &id],
         )
         .await?;
-        adopt_group(&tx, group).await?;
-        let (generation, strategy) = lock_group(&tx, group)
-            .await?
-            .ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
-        let mut changed = tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0;
-        let id = match member_id {
-            Some(id) => {
-                let row = tx
-                    .query_opt(
-                        "SELECT topics FROM group_members WHERE group_name = $1 AND member_id = $2",
-                        &[&group.as_str(), &id],
-                    )
-                    .await?;
-                let Some(row) = row else {
-                    if changed {
-                        rebalance(&tx, group, generation, strategy, true).await?;
-                    }
-                    tx.commit().await?;
-                    return Err(Error::UnknownMember {
-                        group: group.to_string(),
-                        member: id.to_string(),
-                    });
-                };
-                changed |= row.get::<_, Vec<String>>(0) != subscribed;
-                tx.execute(
-                    "UPDATE group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
-                     WHERE group_name = $1 AND member_id = $2",
-                    &[&group.as_str(), &id, &timeout, &subscribed],
-                )
-                .await?;
-                id.to_string()
-            }
-            None => {
-                let id = format!("{}-{:016x}", options.client_id, rand::thread_rng().gen::<u64>());
-                tx.execute(
-                    "INSERT INTO group_members (group_name, member_id, client_id, session_timeout_ms, topics)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[&group.as_str(), &id, &options.client_id, &timeout, &subscribed],
-                )
-                .await?;
-                changed = true;
-                id
-            }
-        };
-        let generation = rebalance(&tx, group, generation, strategy, changed).await?;
-        let row = tx
-            .query_one(
-                "SELECT assignment FROM group_members WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &id],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(Membership {
-            group: group.clone(),
-            member_id: id,
-            generation,
-            assignment: parse_assignment(row.get(0)),
-        })
-    }
+    tx.commit().await?;
+    Ok(Membership {
+        group: group.clone(),
+        member_id: id,
+        generation,
+        assignment: parse_assignment(row.get(0)),
+    })
+}
 
-    /// Keeps a member alive. Fails with [`Error::RebalanceInProgress`] when
-    /// the group has moved to a newer generation (join again), and with
-    /// [`Error::UnknownMember`] when the member was removed
-    /// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group).
-    pub async fn heartbeat(&self, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let unknown = || Error::UnknownMember {
+/// Keeps a member alive. Fails with [`Error::RebalanceInProgress`] when
+/// the group has moved to a newer generation (join again), and with
+/// [`Error::UnknownMember`] when the member was removed
+/// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group).
+pub(crate) async fn heartbeat(broker: &Broker, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let unknown = || Error::UnknownMember {
+        group: group.to_string(),
+        member: member_id.to_string(),
+    };
+    let Some((mut current, strategy)) = lock_group(&tx, group).await? else {
+        return Err(unknown());
+    };
+    if tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0 {
+        current = rebalance(&tx, group, current, strategy, true).await?;
+    }
+    let alive = tx
+        .execute(
+            "UPDATE group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
+            &[&group.as_str(), &member_id],
+        )
+        .await?
+        > 0;
+    tx.commit().await?;
+    if !alive {
+        return Err(unknown());
+    }
+    if generation != current {
+        return Err(Error::RebalanceInProgress {
             group: group.to_string(),
-            member: member_id.to_string(),
-        };
-        let Some((mut current, strategy)) = lock_group(&tx, group).await? else {
-            return Err(unknown());
-        };
-        if tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0 {
-            current = rebalance(&tx, group, current, strategy, true).await?;
+            presented: generation,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// Leaves a group at once; its partitions go to the other members.
+/// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group.)
+pub(crate) async fn leave_group(broker: &Broker, group: &GroupId, member_id: &str) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let unknown = || Error::UnknownMember {
+        group: group.to_string(),
+        member: member_id.to_string(),
+    };
+    let (generation, strategy) = lock_group(&tx, group).await?.ok_or_else(unknown)?;
+    let gone = tx
+        .execute(
+            "DELETE FROM group_members WHERE group_name = $1 AND member_id = $2",
+            &[&group.as_str(), &member_id],
+        )
+        .await?;
+    if gone == 0 {
+        return Err(unknown());
+    }
+    tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
+    rebalance(&tx, group, generation, strategy, true).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Commits offsets for a group. With `member` (id and generation) the
+/// commit is fenced: the member must be live, in the current generation
+/// and assigned every partition it commits. Without it, the commit is
+/// accepted only while the group has no live members (tools, resets).
+/// Members of a Kafka clients' group use
+/// [`Broker::commit_offsets_classic`] instead
+/// ([`Error::InconsistentGroupProtocol`]).
+pub(crate) async fn commit_offsets(
+    broker: &Broker,
+    group: &GroupId,
+    member: Option<(&str, i32)>,
+    offsets: &[OffsetCommit],
+) -> Result<()> {
+    for o in offsets {
+        if o.offset < 0 {
+            return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
         }
-        let alive = tx
-            .execute(
-                "UPDATE group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &member_id],
-            )
-            .await?
-            > 0;
-        tx.commit().await?;
-        if !alive {
-            return Err(unknown());
-        }
-        if generation != current {
-            return Err(Error::RebalanceInProgress {
+        broker.partition_id(&o.topic, o.partition).await?;
+    }
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let state = tx
+        .query_opt(
+            "SELECT generation, protocol_type FROM groups WHERE name = $1 FOR SHARE",
+            &[&group.as_str()],
+        )
+        .await?;
+    if member.is_some() && state.as_ref().is_some_and(|r| is_foreign(r.get(1))) {
+        return Err(Error::InconsistentGroupProtocol(group.to_string()));
+    }
+    match member {
+        Some((member_id, generation)) => {
+            let unknown = || Error::UnknownMember {
                 group: group.to_string(),
-                presented: generation,
-                current,
-            });
-        }
-        Ok(())
-    }
-
-    /// Leaves a group at once; its partitions go to the other members.
-    /// ([`Error::InconsistentGroupProtocol`] for a Kafka clients' group.)
-    pub async fn leave_group(&self, group: &GroupId, member_id: &str) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let unknown = || Error::UnknownMember {
-            group: group.to_string(),
-            member: member_id.to_string(),
-        };
-        let (generation, strategy) = lock_group(&tx, group).await?.ok_or_else(unknown)?;
-        let gone = tx
-            .execute(
-                "DELETE FROM group_members WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &member_id],
-            )
-            .await?;
-        if gone == 0 {
-            return Err(unknown());
-        }
-        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
-        rebalance(&tx, group, generation, strategy, true).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Commits offsets for a group. With `member` (id and generation) the
-    /// commit is fenced: the member must be live, in the current generation
-    /// and assigned every partition it commits. Without it, the commit is
-    /// accepted only while the group has no live members (tools, resets).
-    /// Members of a Kafka clients' group use
-    /// [`Broker::commit_offsets_classic`] instead
-    /// ([`Error::InconsistentGroupProtocol`]).
-    pub async fn commit_offsets(
-        &self,
-        group: &GroupId,
-        member: Option<(&str, i32)>,
-        offsets: &[OffsetCommit],
-    ) -> Result<()> {
-        for o in offsets {
-            if o.offset < 0 {
-                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
+                member: member_id.to_string(),
+            };
+            let current: i32 = state.ok_or_else(unknown)?.get(0);
+            let row = tx
+                .query_opt(
+                    "SELECT assignment FROM group_members
+                     WHERE group_name = $1 AND member_id = $2
+                       AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
+                    &[&group.as_str(), &member_id],
+                )
+                .await?
+                .ok_or_else(unknown)?;
+            if generation != current {
+                return Err(Error::RebalanceInProgress {
+                    group: group.to_string(),
+                    presented: generation,
+                    current,
+                });
             }
-            self.partition_id(&o.topic, o.partition).await?;
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let state = tx
-            .query_opt(
-                "SELECT generation, protocol_type FROM groups WHERE name = $1 FOR SHARE",
-                &[&group.as_str()],
-            )
-            .await?;
-        if member.is_some() && state.as_ref().is_some_and(|r| is_foreign(r.get(1))) {
-            return Err(Error::InconsistentGroupProtocol(group.to_string()));
-        }
-        match member {
-            Some((member_id, generation)) => {
-                let unknown = || Error::UnknownMember {
+            let owned: BTreeSet<TopicPartition> = parse_assignment(row.get(0)).into_iter().collect();
+            if let Some(o) = offsets.iter().find(|o| {
+                !owned.contains(&TopicPartition {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                })
+            }) {
+                return Err(Error::NotAssigned {
                     group: group.to_string(),
                     member: member_id.to_string(),
-                };
-                let current: i32 = state.ok_or_else(unknown)?.get(0);
-                let row = tx
-                    .query_opt(
-                        "SELECT assignment FROM group_members
-                         WHERE group_name = $1 AND member_id = $2
-                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
-                        &[&group.as_str(), &member_id],
-                    )
-                    .await?
-                    .ok_or_else(unknown)?;
-                if generation != current {
-                    return Err(Error::RebalanceInProgress {
-                        group: group.to_string(),
-                        presented: generation,
-                        current,
-                    });
-                }
-                let owned: BTreeSet<TopicPartition> = parse_assignment(row.get(0)).into_iter().collect();
-                if let Some(o) = offsets.iter().find(|o| {
-                    !owned.contains(&TopicPartition {
-                        topic: o.topic.clone(),
-                        partition: o.partition,
-                    })
-                }) {
-                    return Err(Error::NotAssigned {
-                        group: group.to_string(),
-                        member: member_id.to_string(),
-                        topic: o.topic.to_string(),
-                        partition: o.partition,
-                    });
-                }
-            }
-            None => {
-                let live = tx
-                    .query_one(
-                        "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending
-                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
-                        &[&group.as_str()],
-                    )
-                    .await?;
-                if live.get::<_, i64>(0) > 0 {
-                    return Err(Error::GroupNotEmpty(group.to_string()));
-                }
+                    topic: o.topic.to_string(),
+                    partition: o.partition,
+                });
             }
         }
-        upsert_offsets(&tx, group, offsets).await?;
-        tx.commit().await?;
-        Ok(())
+        None => {
+            let live = tx
+                .query_one(
+                    "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending
+                       AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
+                    &[&group.as_str()],
+                )
+                .await?;
+            if live.get::<_, i64>(0) > 0 {
+                return Err(Error::GroupNotEmpty(group.to_string()));
+            }
+        }
     }
+    upsert_offsets(&tx, group, offsets).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn upsert_offsets(tx: &Transaction<'_>, group: &GroupId, offsets: &[OffsetCommit]) -> Result<()> {

@@ -110,7 +110,7 @@ impl BatchOp for SendOp {
             };
             let meta = reqs[0].0.clone();
             let messages: Vec<Message> = reqs.iter().map(|(_, m)| m.clone()).collect();
-            match b.send_now(&meta, &messages).await {
+            match crate::queues::send::send_now(&b, &meta, &messages).await {
                 Ok(sent) => sent.into_iter().map(Ok).collect(),
                 Err(e) if reqs.len() == 1 => vec![Err(e)],
                 Err(e) if outcome_unknown(&e) => {
@@ -123,7 +123,7 @@ impl BatchOp for SendOp {
                     one_by_one(reqs, None, |(meta, m)| {
                         let b = b.clone();
                         async move {
-                            let sent = b.send_now(&meta, std::slice::from_ref(&m)).await?;
+                            let sent = crate::queues::send::send_now(&b, &meta, std::slice::from_ref(&m)).await?;
                             sent.into_iter()
                                 .next()
                                 .ok_or_else(|| Error::UnknownQueue(meta.name.to_string()))
@@ -157,13 +157,13 @@ impl BatchOp for ClaimOp {
             };
             let meta = reqs[0].0.clone();
             let total = reqs.iter().map(|(_, n)| *n).sum::<usize>().min(MAX_RECEIVE);
-            match b.claim_now(&meta, lease, total).await {
+            match crate::queues::receive::claim_now(&b, &meta, lease, total).await {
                 Ok((messages, next_due)) => share(messages, next_due, &reqs),
                 Err(e) => {
                     one_by_one(reqs, Some(e), |(meta, n)| {
                         let b = b.clone();
                         async move {
-                            let (messages, next_due) = b.claim_now(&meta, lease, n).await?;
+                            let (messages, next_due) = crate::queues::receive::claim_now(&b, &meta, lease, n).await?;
                             Ok((meta, messages, next_due))
                         }
                     })
@@ -190,7 +190,7 @@ impl BatchOp for ClaimOp {
                 delay: Some(Duration::ZERO),
                 error: None,
             };
-            if let Err(e) = b.nack(&meta.name, &receipts, &release).await {
+            if let Err(e) = b.queues().nack(&meta.name, &receipts, &release).await {
                 tracing::debug!(error = %e, "could not release an abandoned claim");
             }
         });
@@ -234,7 +234,7 @@ impl BatchOp for AckOp {
             let all: Vec<Receipt> = reqs.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
             let distinct = all.iter().map(Receipt::message_id).collect::<HashSet<_>>().len() == all.len();
             let first = if reqs.len() > 1 && distinct {
-                match b.ack_fast(&meta, &all).await {
+                match crate::queues::settle::ack_fast(&b, &meta, &all).await {
                     Ok(true) => return reqs.iter().map(|_| Ok(())).collect(),
                     Ok(false) => None,
                     Err(e) => Some(e),
@@ -244,7 +244,7 @@ impl BatchOp for AckOp {
             };
             one_by_one(reqs, first, |(meta, receipts)| {
                 let b = b.clone();
-                async move { b.ack_now(&meta, &receipts).await }
+                async move { crate::queues::settle::ack_now(&b, &meta, &receipts).await }
             })
             .await
         })

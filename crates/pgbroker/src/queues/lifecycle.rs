@@ -73,132 +73,128 @@ async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueCo
     Ok(Some(row.get(0)))
 }
 
-impl Broker {
-    /// Creates a queue. Its dead-letter queue, if any, must exist.
-    pub async fn create_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
-        self.write_queue(name, config, CREATE_SQL, Error::QueueExists(name.to_string()))
-            .await
-    }
+/// Creates a queue. Its dead-letter queue, if any, must exist.
+pub(crate) async fn create_queue(broker: &Broker, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+    write_queue(broker, name, config, CREATE_SQL, Error::QueueExists(name.to_string())).await
+}
 
-    /// Replaces a queue's settings. Messages keep their state; new limits
-    /// apply from their next delivery or settlement (other brokers see them
-    /// within two seconds).
-    pub async fn update_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
-        self.write_queue(name, config, UPDATE_SQL, Error::UnknownQueue(name.to_string()))
-            .await
-    }
+/// Replaces a queue's settings. Messages keep their state; new limits
+/// apply from their next delivery or settlement (other brokers see them
+/// within two seconds).
+pub(crate) async fn update_queue(broker: &Broker, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+    write_queue(broker, name, config, UPDATE_SQL, Error::UnknownQueue(name.to_string())).await
+}
 
-    /// Runs `sql` (create or update, both taking the same parameters) with
-    /// the settings; `missing` is the error when it touches no row.
-    async fn write_queue(
-        &self,
-        name: &QueueName,
-        config: &QueueConfig,
-        sql: &str,
-        missing: Error,
-    ) -> Result<QueueInfo> {
-        config.validate(name)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let dead_letter_id = lock_dead_letter(&tx, config).await?;
-        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &name.as_str(),
-            &ms(config.visibility_timeout),
-            &config.max_attempts,
-            &dead_letter_id,
-            &ms(config.backoff_base),
-            &ms(config.backoff_max),
-            &config.archive_retention.map(ms),
-            &max,
-        ];
-        if tx.query_opt(sql, &params).await?.is_none() {
-            return Err(missing);
-        }
-        tx.commit().await?;
-        self.forget_queue(name.as_str());
-        self.queue_info(name).await
+/// Runs `sql` (create or update, both taking the same parameters) with
+/// the settings; `missing` is the error when it touches no row.
+async fn write_queue(
+    broker: &Broker,
+    name: &QueueName,
+    config: &QueueConfig,
+    sql: &str,
+    missing: Error,
+) -> Result<QueueInfo> {
+    config.validate(name)?;
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let dead_letter_id = lock_dead_letter(&tx, config).await?;
+    let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &name.as_str(),
+        &ms(config.visibility_timeout),
+        &config.max_attempts,
+        &dead_letter_id,
+        &ms(config.backoff_base),
+        &ms(config.backoff_max),
+        &config.archive_retention.map(ms),
+        &max,
+    ];
+    if tx.query_opt(sql, &params).await?.is_none() {
+        return Err(missing);
     }
+    tx.commit().await?;
+    crate::queues::forget_queue(broker, name.as_str());
+    broker.queues().info(name).await
+}
 
-    /// One queue's settings.
-    pub async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{INFO_SQL} WHERE q.name = $1"), &[&name.as_str()])
-            .await?
-            .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
-        info_from_row(&row)
-    }
+/// One queue's settings.
+pub(crate) async fn queue_info(broker: &Broker, name: &QueueName) -> Result<QueueInfo> {
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(&format!("{INFO_SQL} WHERE q.name = $1"), &[&name.as_str()])
+        .await?
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
+    info_from_row(&row)
+}
 
-    /// All queues, by name.
-    pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
-        let client = self.client().await?;
-        let rows = client.query(&format!("{INFO_SQL} ORDER BY q.name"), &[]).await?;
-        rows.iter().map(info_from_row).collect()
-    }
+/// All queues, by name.
+pub(crate) async fn list_queues(broker: &Broker) -> Result<Vec<QueueInfo>> {
+    let client = broker.client().await?;
+    let rows = client.query(&format!("{INFO_SQL} ORDER BY q.name"), &[]).await?;
+    rows.iter().map(info_from_row).collect()
+}
 
-    /// Counts of ready, in-flight, delayed and dead-lettered messages, and
-    /// the age of the oldest ready one.
-    pub async fn queue_stats(&self, name: &QueueName) -> Result<QueueStats> {
-        let meta = self.queue_meta(name).await?;
-        let client = self.client().await?;
-        let row = client.query_one(STATS_SQL, &[&meta.id]).await?;
-        Ok(QueueStats {
-            ready: row.get(0),
-            in_flight: row.get(1),
-            delayed: row.get(2),
-            dead_lettered: row.get(3),
-            oldest_ready_age_ms: row.get::<_, Option<i64>>(4).map(|ms| ms.max(0)),
-        })
-    }
+/// Counts of ready, in-flight, delayed and dead-lettered messages, and
+/// the age of the oldest ready one.
+pub(crate) async fn queue_stats(broker: &Broker, name: &QueueName) -> Result<QueueStats> {
+    let meta = crate::queues::queue_meta(broker, name).await?;
+    let client = broker.client().await?;
+    let row = client.query_one(STATS_SQL, &[&meta.id]).await?;
+    Ok(QueueStats {
+        ready: row.get(0),
+        in_flight: row.get(1),
+        delayed: row.get(2),
+        dead_lettered: row.get(3),
+        oldest_ready_age_ms: row.get::<_, Option<i64>>(4).map(|ms| ms.max(0)),
+    })
+}
 
-    /// Deletes every message of the queue (ready, delayed, in flight and
-    /// dead) and returns how many. Its dead letters in other queues stay.
-    /// Receipts of deleted messages become stale.
-    pub async fn purge_queue(&self, name: &QueueName) -> Result<u64> {
-        let meta = self.queue_meta(name).await?;
-        self.purge(&meta).await
-    }
+/// Deletes every message of the queue (ready, delayed, in flight and
+/// dead) and returns how many. Its dead letters in other queues stay.
+/// Receipts of deleted messages become stale.
+pub(crate) async fn purge_queue(broker: &Broker, name: &QueueName) -> Result<u64> {
+    let meta = crate::queues::queue_meta(broker, name).await?;
+    crate::queues::membership::purge(broker, &meta).await
+}
 
-    /// Deletes a queue with its messages, groups and archive. Refused while
-    /// another queue uses it as its dead-letter queue.
-    pub async fn delete_queue(&self, name: &QueueName) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let id: i64 = tx
-            .query_opt("SELECT id FROM queues WHERE name = $1 FOR UPDATE", &[&name.as_str()])
-            .await?
-            .ok_or_else(|| Error::UnknownQueue(name.to_string()))?
-            .get(0);
-        if let Some(row) = tx
-            .query_opt(
-                "SELECT name FROM queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1",
-                &[&id],
-            )
-            .await?
-        {
-            return Err(Error::QueueInUse {
-                queue: name.to_string(),
-                used_by: row.get(0),
-            });
-        }
-        tx.execute(
-            &format!(
-                "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})",
-                ALL_OF_QUEUE.replace("{s}", "")
-            ),
+/// Deletes a queue with its messages, groups and archive. Refused while
+/// another queue uses it as its dead-letter queue.
+pub(crate) async fn delete_queue(broker: &Broker, name: &QueueName) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let id: i64 = tx
+        .query_opt("SELECT id FROM queues WHERE name = $1 FOR UPDATE", &[&name.as_str()])
+        .await?
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))?
+        .get(0);
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT name FROM queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1",
             &[&id],
         )
-        .await?;
-        tx.execute("DELETE FROM queue_groups WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queue_dedup WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queue_archive WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queues WHERE id = $1", &[&id]).await?;
-        tx.commit().await?;
-        self.forget_queue(name.as_str());
-        Ok(())
+        .await?
+    {
+        return Err(Error::QueueInUse {
+            queue: name.to_string(),
+            used_by: row.get(0),
+        });
     }
+    tx.execute(
+        &format!(
+            "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})",
+            ALL_OF_QUEUE.replace("{s}", "")
+        ),
+        &[&id],
+    )
+    .await?;
+    tx.execute("DELETE FROM queue_groups WHERE queue_id = $1", &[&id])
+        .await?;
+    tx.execute("DELETE FROM queue_dedup WHERE queue_id = $1", &[&id])
+        .await?;
+    tx.execute("DELETE FROM queue_archive WHERE queue_id = $1", &[&id])
+        .await?;
+    tx.execute("DELETE FROM queues WHERE id = $1", &[&id]).await?;
+    tx.commit().await?;
+    crate::queues::forget_queue(broker, name.as_str());
+    Ok(())
 }

@@ -119,258 +119,256 @@ fn orphans_sql(table: &str) -> String {
     )
 }
 
-impl Broker {
-    /// Starts this broker's background queue maintenance unless it runs:
-    /// a task that checks every second whether a rotation, an archive
-    /// expiry or a clean-up is due. It holds only a weak reference and ends
-    /// with the broker. Brokers sharing a schema coordinate through an
-    /// advisory lock.
-    pub(crate) fn start_queue_maintenance(&self) {
-        if self.inner.queues.maintenance_started.swap(true, Ordering::AcqRel) {
-            return;
+/// Starts this broker's background queue maintenance unless it runs:
+/// a task that checks every second whether a rotation, an archive
+/// expiry or a clean-up is due. It holds only a weak reference and ends
+/// with the broker. Brokers sharing a schema coordinate through an
+/// advisory lock.
+pub(crate) fn start_queue_maintenance(broker: &Broker) {
+    if broker.inner.queues.maintenance_started.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let weak = Arc::downgrade(&broker.inner);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at((Instant::now() + TICK).into(), TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            let broker = Broker { inner };
+            if let Err(e) = queue_maintenance_pass(&broker, false).await {
+                tracing::warn!(error = %e, "queue maintenance failed");
+            }
         }
-        let weak = Arc::downgrade(&self.inner);
+    });
+}
+
+/// Runs every queue maintenance step now: a rotation of the message
+/// partitions (unless the older one holds too many live messages or a
+/// lock cannot be had at once), archive expiry and clean-up. Brokers
+/// that use queues also run these steps in the background as they come
+/// due; call this from a scheduler of your own, or `pgbroker maintain`,
+/// if you prefer.
+pub(crate) async fn maintain_queues(broker: &Broker) -> Result<QueueMaintenance> {
+    queue_maintenance_pass(broker, true).await
+}
+
+async fn queue_maintenance_pass(broker: &Broker, now: bool) -> Result<QueueMaintenance> {
+    let due = |at: Option<Instant>| now || at.is_none_or(|t| Instant::now() >= t);
+    let (rotate, archive, orphans) = match broker.inner.queues.maintenance.lock() {
+        Ok(s) => (due(s.next_rotation), due(s.next_archive), due(s.next_orphans)),
+        Err(_) => (false, false, false),
+    };
+    let mut report = QueueMaintenance::default();
+    if rotate {
+        let outcome = self::rotate(broker, now).await;
+        let pause = match &outcome {
+            Ok(_) => {
+                set_schedule(broker, |s| s.failures = 0);
+                TICK
+            }
+            Err(_) => {
+                let mut failures = 0;
+                set_schedule(broker, |s| {
+                    s.failures = (s.failures + 1).min(3);
+                    failures = s.failures;
+                });
+                TICK * 2u32.pow(failures)
+            }
+        };
+        set_schedule(broker, |s| s.next_rotation = Some(Instant::now() + pause));
+        match outcome {
+            Ok(Some((moved, reclaimed))) => {
+                report.rotated = true;
+                report.moved = moved;
+                report.reclaimed_bytes = reclaimed;
+            }
+            Ok(None) => {}
+            Err(e @ crate::error::Error::Busy(_)) => {
+                tracing::debug!(error = %e, "queue partition rotation postponed")
+            }
+            Err(e) => tracing::warn!(error = %e, "queue partition rotation failed"),
+        }
+    }
+    if report.rotated {
+        let broker = broker.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at((Instant::now() + TICK).into(), TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let broker = Broker { inner };
-                if let Err(e) = broker.queue_maintenance_pass(false).await {
-                    tracing::warn!(error = %e, "queue maintenance failed");
+            for delay in ANALYZE_AFTER {
+                tokio::time::sleep(delay).await;
+                if analyze_current(&broker).await.unwrap_or(true) {
+                    break;
                 }
             }
         });
+    } else if let Err(e) = analyze_current(broker).await {
+        tracing::debug!(error = %e, "analyzing the current queue partition failed");
     }
-
-    /// Runs every queue maintenance step now: a rotation of the message
-    /// partitions (unless the older one holds too many live messages or a
-    /// lock cannot be had at once), archive expiry and clean-up. Brokers
-    /// that use queues also run these steps in the background as they come
-    /// due; call this from a scheduler of your own, or `pgbroker maintain`,
-    /// if you prefer.
-    pub async fn maintain_queues(&self) -> Result<QueueMaintenance> {
-        self.queue_maintenance_pass(true).await
+    let client = broker.client().await?;
+    if archive {
+        let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
+        report.archive_expired = n;
+        set_schedule(broker, |s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
     }
-
-    async fn queue_maintenance_pass(&self, now: bool) -> Result<QueueMaintenance> {
-        let due = |at: Option<Instant>| now || at.is_none_or(|t| Instant::now() >= t);
-        let (rotate, archive, orphans) = match self.inner.queues.maintenance.lock() {
-            Ok(s) => (due(s.next_rotation), due(s.next_archive), due(s.next_orphans)),
-            Err(_) => (false, false, false),
-        };
-        let mut report = QueueMaintenance::default();
-        if rotate {
-            let outcome = self.rotate(now).await;
-            let pause = match &outcome {
-                Ok(_) => {
-                    self.set_schedule(|s| s.failures = 0);
-                    TICK
-                }
-                Err(_) => {
-                    let mut failures = 0;
-                    self.set_schedule(|s| {
-                        s.failures = (s.failures + 1).min(3);
-                        failures = s.failures;
-                    });
-                    TICK * 2u32.pow(failures)
-                }
-            };
-            self.set_schedule(|s| s.next_rotation = Some(Instant::now() + pause));
-            match outcome {
-                Ok(Some((moved, reclaimed))) => {
-                    report.rotated = true;
-                    report.moved = moved;
-                    report.reclaimed_bytes = reclaimed;
-                }
-                Ok(None) => {}
-                Err(e @ crate::error::Error::Busy(_)) => {
-                    tracing::debug!(error = %e, "queue partition rotation postponed")
-                }
-                Err(e) => tracing::warn!(error = %e, "queue partition rotation failed"),
-            }
+    if orphans {
+        for table in ["queue_groups", "queue_dedup", "queue_archive"] {
+            report.orphans_removed += client.execute(&orphans_sql(table), &[]).await?;
         }
-        if report.rotated {
-            let broker = self.clone();
-            tokio::spawn(async move {
-                for delay in ANALYZE_AFTER {
-                    tokio::time::sleep(delay).await;
-                    if broker.analyze_current().await.unwrap_or(true) {
-                        break;
-                    }
-                }
-            });
-        } else if let Err(e) = self.analyze_current().await {
-            tracing::debug!(error = %e, "analyzing the current queue partition failed");
-        }
-        let client = self.client().await?;
-        if archive {
-            let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
-            report.archive_expired = n;
-            self.set_schedule(|s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
-        }
-        if orphans {
-            for table in ["queue_groups", "queue_dedup", "queue_archive"] {
-                report.orphans_removed += client.execute(&orphans_sql(table), &[]).await?;
-            }
-            // Registrations of long-gone long polls (stream retention also
-            // clears them, but a queue-only deployment may never run it).
-            client
-                .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
-                .await?;
-            self.set_schedule(|s| s.next_orphans = Some(Instant::now() + ORPHAN_INTERVAL));
-        }
-        Ok(report)
-    }
-
-    /// Analyzes the current partition once per rotation, when it has grown
-    /// a little. A rotation leaves it truncated, and statements planned
-    /// then (the pool keeps generic plans) take it for a tiny table and
-    /// look messages up by a sequential scan; new statistics make every
-    /// connection plan again, with index scans, for the rest of the
-    /// rotation.
-    /// Returns whether the partition is analyzed for the current rotation.
-    async fn analyze_current(&self) -> Result<bool> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT current, extract(epoch FROM rotated_at)::float8,
-                        pg_relation_size(CASE current WHEN 0 THEN 'queue_messages_0' ELSE 'queue_messages_1' END)
-                 FROM queue_rotation",
-                &[],
-            )
+        // Registrations of long-gone long polls (stream retention also
+        // clears them, but a queue-only deployment may never run it).
+        client
+            .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
             .await?;
-        let (current, rotated_at, size): (i16, f64, i64) = (row.get(0), row.get(1), row.get(2));
-        let done = match self.inner.queues.maintenance.lock() {
-            Ok(s) => s.analyzed_for == Some(rotated_at),
-            Err(_) => true,
-        };
-        if done {
-            return Ok(true);
-        }
-        if size < ANALYZE_MIN_BYTES {
-            return Ok(false);
-        }
-        client.batch_execute(&format!("ANALYZE {}", partition(current))).await?;
-        self.set_schedule(|s| s.analyzed_for = Some(rotated_at));
-        Ok(true)
+        set_schedule(broker, |s| s.next_orphans = Some(Instant::now() + ORPHAN_INTERVAL));
     }
+    Ok(report)
+}
 
-    fn set_schedule(&self, f: impl FnOnce(&mut Schedule)) {
-        if let Ok(mut s) = self.inner.queues.maintenance.lock() {
-            f(&mut s);
-        }
+/// Analyzes the current partition once per rotation, when it has grown
+/// a little. A rotation leaves it truncated, and statements planned
+/// then (the pool keeps generic plans) take it for a tiny table and
+/// look messages up by a sequential scan; new statistics make every
+/// connection plan again, with index scans, for the rest of the
+/// rotation.
+/// Returns whether the partition is analyzed for the current rotation.
+async fn analyze_current(broker: &Broker) -> Result<bool> {
+    let client = broker.client().await?;
+    let row = client
+        .query_one(
+            "SELECT current, extract(epoch FROM rotated_at)::float8,
+                    pg_relation_size(CASE current WHEN 0 THEN 'queue_messages_0' ELSE 'queue_messages_1' END)
+             FROM queue_rotation",
+            &[],
+        )
+        .await?;
+    let (current, rotated_at, size): (i16, f64, i64) = (row.get(0), row.get(1), row.get(2));
+    let done = match broker.inner.queues.maintenance.lock() {
+        Ok(s) => s.analyzed_for == Some(rotated_at),
+        Err(_) => true,
+    };
+    if done {
+        return Ok(true);
     }
+    if size < ANALYZE_MIN_BYTES {
+        return Ok(false);
+    }
+    client.batch_execute(&format!("ANALYZE {}", partition(current))).await?;
+    set_schedule(broker, |s| s.analyzed_for = Some(rotated_at));
+    Ok(true)
+}
 
-    /// One rotation, if worthwhile (always when `force`, unless too many
-    /// rows would move). Returns the rows moved and the bytes freed, `None`
-    /// when it did not rotate, an error when its lock was not available.
-    async fn rotate(&self, force: bool) -> Result<Option<(u64, i64)>> {
-        let mut client = self.client().await?;
-        let row = client
+fn set_schedule(broker: &Broker, f: impl FnOnce(&mut Schedule)) {
+    if let Ok(mut s) = broker.inner.queues.maintenance.lock() {
+        f(&mut s);
+    }
+}
+
+/// One rotation, if worthwhile (always when `force`, unless too many
+/// rows would move). Returns the rows moved and the bytes freed, `None`
+/// when it did not rotate, an error when its lock was not available.
+async fn rotate(broker: &Broker, force: bool) -> Result<Option<(u64, i64)>> {
+    let mut client = broker.client().await?;
+    let row = client
+        .query_one(
+            "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
+                    pg_total_relation_size('queue_messages_0'), pg_total_relation_size('queue_messages_1')
+             FROM queue_rotation",
+            &[],
+        )
+        .await?;
+    let (current, age, size0, size1): (i16, f64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let other = 1 - current;
+    let other_size = if other == 0 { size0 } else { size1 };
+    let worthwhile = size0 + size1 >= ROTATE_MIN_BYTES && age >= MIN_ROTATION_INTERVAL.as_secs_f64();
+    if !force && !worthwhile {
+        return Ok(None);
+    }
+    // The statistics' live-row estimate spares a backlog the exact
+    // count, a scan of the whole partition, on every tick.
+    let estimate: i64 = client
+        .query_one(
+            "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = $1::text::regclass), 0)",
+            &[&partition(other)],
+        )
+        .await?
+        .get(0);
+    let live: i64 = if estimate > 2 * MAX_MOVE {
+        estimate
+    } else {
+        client
             .query_one(
-                "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
-                        pg_total_relation_size('queue_messages_0'), pg_total_relation_size('queue_messages_1')
-                 FROM queue_rotation",
-                &[],
-            )
-            .await?;
-        let (current, age, size0, size1): (i16, f64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        let other = 1 - current;
-        let other_size = if other == 0 { size0 } else { size1 };
-        let worthwhile = size0 + size1 >= ROTATE_MIN_BYTES && age >= MIN_ROTATION_INTERVAL.as_secs_f64();
-        if !force && !worthwhile {
-            return Ok(None);
-        }
-        // The statistics' live-row estimate spares a backlog the exact
-        // count, a scan of the whole partition, on every tick.
-        let estimate: i64 = client
-            .query_one(
-                "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = $1::text::regclass), 0)",
-                &[&partition(other)],
-            )
-            .await?
-            .get(0);
-        let live: i64 = if estimate > 2 * MAX_MOVE {
-            estimate
-        } else {
-            client
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) x",
-                        partition(other),
-                        MAX_MOVE + 1
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0)
-        };
-        if live > MAX_MOVE {
-            // A backlog: it drains first (claims take the oldest first).
-            // Meanwhile vacuum clears the dead entries its claims walk past.
-            let vacuum_due = match self.inner.queues.maintenance.lock() {
-                Ok(s) => s.next_vacuum.is_none_or(|t| Instant::now() >= t),
-                Err(_) => false,
-            };
-            if vacuum_due && other_size >= ROTATE_MIN_BYTES {
-                self.set_schedule(|s| s.next_vacuum = Some(Instant::now() + VACUUM_INTERVAL));
-                tracing::debug!(live, "vacuuming the older queue partition while it drains");
-                client.batch_execute(&format!("VACUUM {}", partition(other))).await?;
-            }
-            return Ok(None);
-        }
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{ROTATE_LOCK_TIMEOUT}'"))
-            .await?;
-        let locked: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.queues.rotate'), hashtext(current_schema()))",
-                &[],
-            )
-            .await?
-            .get(0);
-        if !locked {
-            return Ok(None);
-        }
-        let now_current: i16 = tx
-            .query_one("SELECT current FROM queue_rotation FOR UPDATE", &[])
-            .await?
-            .get(0);
-        if now_current != current {
-            return Ok(None); // another broker rotated meanwhile
-        }
-        let (from, into) = (partition(other), partition(current));
-        if let Err(e) = tx
-            .batch_execute(&format!("LOCK TABLE {from} IN ACCESS EXCLUSIVE MODE"))
-            .await
-        {
-            return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                crate::error::Error::Busy("queue partition in use".into())
-            } else {
-                e.into()
-            });
-        }
-        let moved = tx
-            .execute(
                 &format!(
-                    "INSERT INTO {into} ({COLUMNS}, slot)
-                     SELECT {COLUMNS}, {current} FROM {from} o
-                     WHERE EXISTS (SELECT 1 FROM queues q WHERE q.id = o.queue_id)"
+                    "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) x",
+                    partition(other),
+                    MAX_MOVE + 1
                 ),
                 &[],
             )
-            .await?;
-        tx.batch_execute(&format!("TRUNCATE {from}")).await?;
-        tx.execute("UPDATE queue_rotation SET current = $1, rotated_at = now()", &[&other])
-            .await?;
-        tx.commit().await?;
-        let after: i64 = client
-            .query_one(&format!("SELECT pg_total_relation_size('{from}')"), &[])
             .await?
-            .get(0);
-        tracing::debug!(moved, freed = other_size - after, "rotated queue partitions");
-        Ok(Some((moved, other_size - after)))
+            .get(0)
+    };
+    if live > MAX_MOVE {
+        // A backlog: it drains first (claims take the oldest first).
+        // Meanwhile vacuum clears the dead entries its claims walk past.
+        let vacuum_due = match broker.inner.queues.maintenance.lock() {
+            Ok(s) => s.next_vacuum.is_none_or(|t| Instant::now() >= t),
+            Err(_) => false,
+        };
+        if vacuum_due && other_size >= ROTATE_MIN_BYTES {
+            set_schedule(broker, |s| s.next_vacuum = Some(Instant::now() + VACUUM_INTERVAL));
+            tracing::debug!(live, "vacuuming the older queue partition while it drains");
+            client.batch_execute(&format!("VACUUM {}", partition(other))).await?;
+        }
+        return Ok(None);
     }
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{ROTATE_LOCK_TIMEOUT}'"))
+        .await?;
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.queues.rotate'), hashtext(current_schema()))",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let now_current: i16 = tx
+        .query_one("SELECT current FROM queue_rotation FOR UPDATE", &[])
+        .await?
+        .get(0);
+    if now_current != current {
+        return Ok(None); // another broker rotated meanwhile
+    }
+    let (from, into) = (partition(other), partition(current));
+    if let Err(e) = tx
+        .batch_execute(&format!("LOCK TABLE {from} IN ACCESS EXCLUSIVE MODE"))
+        .await
+    {
+        return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            crate::error::Error::Busy("queue partition in use".into())
+        } else {
+            e.into()
+        });
+    }
+    let moved = tx
+        .execute(
+            &format!(
+                "INSERT INTO {into} ({COLUMNS}, slot)
+                 SELECT {COLUMNS}, {current} FROM {from} o
+                 WHERE EXISTS (SELECT 1 FROM queues q WHERE q.id = o.queue_id)"
+            ),
+            &[],
+        )
+        .await?;
+    tx.batch_execute(&format!("TRUNCATE {from}")).await?;
+    tx.execute("UPDATE queue_rotation SET current = $1, rotated_at = now()", &[&other])
+        .await?;
+    tx.commit().await?;
+    let after: i64 = client
+        .query_one(&format!("SELECT pg_total_relation_size('{from}')"), &[])
+        .await?
+        .get(0);
+    tracing::debug!(moved, freed = other_size - after, "rotated queue partitions");
+    Ok(Some((moved, other_size - after)))
 }

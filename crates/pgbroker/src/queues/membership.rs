@@ -182,221 +182,224 @@ fn is_conflict(e: &Error) -> bool {
         || db.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
 }
 
-impl Broker {
-    /// Runs a settlement in a transaction of its own, retried on deadlock,
-    /// then wakes the queues it made something due in.
-    pub(super) async fn settle_own_tx(&self, meta: &QueueMeta, receipts: &[Receipt], op: Op<'_>) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let listener = self.inner.wakeups.listener_id().to_string();
-            match self.settle_on(&*tx, meta, receipts, op, &listener).await {
-                Ok(wake) => {
-                    tx.commit().await?;
-                    wake.iter().for_each(|q| self.inner.wakeups.wake(wake_key(*q)));
-                    return Ok(());
-                }
-                Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
-                Err(e) => return Err(e),
+/// Runs a settlement in a transaction of its own, retried on deadlock,
+/// then wakes the queues it made something due in.
+pub(super) async fn settle_own_tx(broker: &Broker, meta: &QueueMeta, receipts: &[Receipt], op: Op<'_>) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        let listener = broker.inner.wakeups.listener_id().to_string();
+        match settle_on(broker, &*tx, meta, receipts, op, &listener).await {
+            Ok(wake) => {
+                tx.commit().await?;
+                wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
+                return Ok(());
             }
+            Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
         }
     }
+}
 
-    /// A settlement inside an open transaction. Returns the queues in which
-    /// something became due.
-    pub(super) async fn settle_on(
-        &self,
-        client: &impl GenericClient,
-        meta: &QueueMeta,
-        receipts: &[Receipt],
-        op: Op<'_>,
-        listener: &str,
-    ) -> Result<BTreeSet<i64>> {
-        let sql = &self.inner.queues.sql;
-        let (receipts, ids, tokens) = split(receipts);
-        let locked = client.query(sql.lock.as_str(), &[&meta.id, &ids, &tokens]).await?;
-        if locked.len() < receipts.len() {
-            let found: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
-            return Err(stale(&receipts, &found));
+/// A settlement inside an open transaction. Returns the queues in which
+/// something became due.
+pub(super) async fn settle_on(
+    broker: &Broker,
+    client: &impl GenericClient,
+    meta: &QueueMeta,
+    receipts: &[Receipt],
+    op: Op<'_>,
+    listener: &str,
+) -> Result<BTreeSet<i64>> {
+    let sql = &broker.inner.queues.sql;
+    let (receipts, ids, tokens) = split(receipts);
+    let locked = client.query(sql.lock.as_str(), &[&meta.id, &ids, &tokens]).await?;
+    if locked.len() < receipts.len() {
+        let found: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+        return Err(stale(&receipts, &found));
+    }
+    let (mut delete, mut release, mut bury) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &locked {
+        let (id, attempts): (i64, i32) = (row.get(0), row.get(1));
+        match op {
+            Op::Ack => delete.push(id),
+            Op::Nack(_) if attempts < meta.max_attempts => release.push(id),
+            Op::Nack(_) | Op::Expired => bury.push(id),
         }
-        let (mut delete, mut release, mut bury) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &locked {
-            let (id, attempts): (i64, i32) = (row.get(0), row.get(1));
-            match op {
-                Op::Ack => delete.push(id),
-                Op::Nack(_) if attempts < meta.max_attempts => release.push(id),
-                Op::Nack(_) | Op::Expired => bury.push(id),
-            }
+    }
+    let mut changes = Changes::default();
+    if !delete.is_empty() {
+        for row in client
+            .query(sql.delete.as_str(), &[&meta.id, &delete, &meta.archive])
+            .await?
+        {
+            changes.leave(meta.id, row.get(1), row.get(2), row.get(0), true);
         }
-        let mut changes = Changes::default();
-        if !delete.is_empty() {
-            for row in client
-                .query(sql.delete.as_str(), &[&meta.id, &delete, &meta.archive])
-                .await?
-            {
-                changes.leave(meta.id, row.get(1), row.get(2), row.get(0), true);
-            }
-        }
-        let (given, fallback) = match op {
-            Op::Nack(o) => (error_text(o.error.as_deref()), None),
-            Op::Ack => (None, None),
-            Op::Expired => (None, Some("visibility timeout expired")),
-        };
-        if let Op::Nack(o) = op {
-            if !release.is_empty() {
-                let rows = client
-                    .query(
-                        sql.release.as_str(),
-                        &[
-                            &meta.id,
-                            &release,
-                            &o.delay.map(super::ms),
-                            &meta.backoff_max_ms,
-                            &meta.backoff_base_ms,
-                            &given,
-                        ],
-                    )
-                    .await?;
-                if rows.iter().any(|r| r.get::<_, bool>(0)) {
-                    changes.wake.insert(meta.id);
-                }
-            }
-        }
-        if !bury.is_empty() {
-            let dlq = meta.dead_letter_id;
+    }
+    let (given, fallback) = match op {
+        Op::Nack(o) => (error_text(o.error.as_deref()), None),
+        Op::Ack => (None, None),
+        Op::Expired => (None, Some("visibility timeout expired")),
+    };
+    if let Op::Nack(o) = op {
+        if !release.is_empty() {
             let rows = client
                 .query(
-                    sql.bury.as_str(),
-                    &[&meta.id, &bury, &dlq, &meta.max_attempts, &given, &fallback],
+                    sql.release.as_str(),
+                    &[
+                        &meta.id,
+                        &release,
+                        &o.delay.map(super::ms),
+                        &meta.backoff_max_ms,
+                        &meta.backoff_base_ms,
+                        &given,
+                    ],
                 )
                 .await?;
-            for row in rows {
-                let (id, group, key): (i64, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
-                changes.leave(meta.id, group.clone(), key.clone(), id, true);
-                if let Some(dlq) = dlq {
-                    changes.enter(dlq, group, key, id);
-                }
+            if rows.iter().any(|r| r.get::<_, bool>(0)) {
+                changes.wake.insert(meta.id);
             }
         }
-        self.apply(client, changes, listener).await
     }
-
-    /// Applies deduplication and group changes, fixes group heads and
-    /// sends the notifications. Returns the queues to wake.
-    async fn apply(&self, client: &impl GenericClient, changes: Changes, listener: &str) -> Result<BTreeSet<i64>> {
-        let sql = &self.inner.queues.sql;
-        for (queue, (keys, ids)) in &changes.keys_out {
-            client.execute(sql.dedup_leave.as_str(), &[queue, keys, ids]).await?;
-        }
-        for (queue, (keys, ids)) in &changes.keys_in {
-            client.execute(sql.dedup_enter.as_str(), &[queue, keys, ids]).await?;
-        }
-        let mut wake = changes.wake;
-        let changed: Vec<(&(i64, String), &i32)> = changes.groups.iter().filter(|(_, d)| **d != 0).collect();
-        if !changed.is_empty() {
-            let queues: Vec<i64> = changed.iter().map(|((q, _), _)| *q).collect();
-            let groups: Vec<&str> = changed.iter().map(|((_, g), _)| g.as_str()).collect();
-            let deltas: Vec<i32> = changed.iter().map(|(_, d)| **d).collect();
-            client
-                .execute(sql.group_deltas.as_str(), &[&queues, &groups, &deltas])
-                .await?;
-            // A new statement: its snapshot sees every send that committed
-            // before the row locks above were granted.
-            for row in client.query(sql.group_heads.as_str(), &[&queues, &groups]).await? {
-                wake.insert(row.get(0));
-            }
-        }
-        if !wake.is_empty() {
-            let queues: Vec<i64> = wake.iter().copied().collect();
-            client
-                .execute(sql.notify.as_str(), &[&self.inner.channel, &queues, &listener])
-                .await?;
-        }
-        Ok(wake)
-    }
-
-    /// Purge in an open transaction: deletes every message of the queue.
-    async fn purge_on(&self, client: &impl GenericClient, meta: &QueueMeta) -> Result<(u64, BTreeSet<i64>)> {
+    if !bury.is_empty() {
+        let dlq = meta.dead_letter_id;
         let rows = client
             .query(
-                &format!(
-                    "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})
-                     RETURNING id, group_key, dedup_key, dead",
-                    ALL_OF_QUEUE.replace("{s}", "")
-                ),
-                &[&meta.id],
+                sql.bury.as_str(),
+                &[&meta.id, &bury, &dlq, &meta.max_attempts, &given, &fallback],
             )
             .await?;
-        let mut changes = Changes::default();
-        for row in &rows {
-            let dead: bool = row.get(3);
-            changes.leave(meta.id, row.get(1), row.get(2), row.get(0), !dead);
-        }
-        let wake = self.apply(client, changes, self.inner.wakeups.listener_id()).await?;
-        Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
-    }
-
-    /// Deletes every message of the queue; see [`Broker::purge_queue`].
-    pub(super) async fn purge(&self, meta: &QueueMeta) -> Result<u64> {
-        let mut tries = 0;
-        loop {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            match self.purge_on(&*tx, meta).await {
-                Ok((n, wake)) => {
-                    tx.commit().await?;
-                    wake.iter().for_each(|q| self.inner.wakeups.wake(wake_key(*q)));
-                    return Ok(n);
-                }
-                Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
-                Err(e) => return Err(e),
+        for row in rows {
+            let (id, group, key): (i64, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+            changes.leave(meta.id, group.clone(), key.clone(), id, true);
+            if let Some(dlq) = dlq {
+                changes.enter(dlq, group, key, id);
             }
         }
     }
+    apply(broker, client, changes, listener).await
+}
 
-    /// Moves the dead letters held in `queue` back: each to the queue it
-    /// was dead-lettered from (messages dead in `queue` itself come alive
-    /// there), or all to `to`. They start over with zero attempts. Messages
-    /// under a lease (someone is inspecting them) and those whose source
-    /// queue no longer exists stay. Returns how many moved.
-    pub async fn redrive(&self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
-        let meta = self.queue_meta(queue).await?;
-        let target = match to {
-            Some(t) => Some(self.queue_meta(t).await?.id),
-            None => None,
-        };
-        let mut tries = 0;
-        loop {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            match self.redrive_on(&*tx, &meta, target).await {
-                Ok((n, wake)) => {
-                    tx.commit().await?;
-                    wake.iter().for_each(|q| self.inner.wakeups.wake(wake_key(*q)));
-                    return Ok(n);
-                }
-                Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
-                Err(e) => return Err(e),
+/// Applies deduplication and group changes, fixes group heads and
+/// sends the notifications. Returns the queues to wake.
+async fn apply(
+    broker: &Broker,
+    client: &impl GenericClient,
+    changes: Changes,
+    listener: &str,
+) -> Result<BTreeSet<i64>> {
+    let sql = &broker.inner.queues.sql;
+    for (queue, (keys, ids)) in &changes.keys_out {
+        client.execute(sql.dedup_leave.as_str(), &[queue, keys, ids]).await?;
+    }
+    for (queue, (keys, ids)) in &changes.keys_in {
+        client.execute(sql.dedup_enter.as_str(), &[queue, keys, ids]).await?;
+    }
+    let mut wake = changes.wake;
+    let changed: Vec<(&(i64, String), &i32)> = changes.groups.iter().filter(|(_, d)| **d != 0).collect();
+    if !changed.is_empty() {
+        let queues: Vec<i64> = changed.iter().map(|((q, _), _)| *q).collect();
+        let groups: Vec<&str> = changed.iter().map(|((_, g), _)| g.as_str()).collect();
+        let deltas: Vec<i32> = changed.iter().map(|(_, d)| **d).collect();
+        client
+            .execute(sql.group_deltas.as_str(), &[&queues, &groups, &deltas])
+            .await?;
+        // A new statement: its snapshot sees every send that committed
+        // before the row locks above were granted.
+        for row in client.query(sql.group_heads.as_str(), &[&queues, &groups]).await? {
+            wake.insert(row.get(0));
+        }
+    }
+    if !wake.is_empty() {
+        let queues: Vec<i64> = wake.iter().copied().collect();
+        client
+            .execute(sql.notify.as_str(), &[&broker.inner.channel, &queues, &listener])
+            .await?;
+    }
+    Ok(wake)
+}
+
+/// Purge in an open transaction: deletes every message of the queue.
+async fn purge_on(broker: &Broker, client: &impl GenericClient, meta: &QueueMeta) -> Result<(u64, BTreeSet<i64>)> {
+    let rows = client
+        .query(
+            &format!(
+                "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})
+                 RETURNING id, group_key, dedup_key, dead",
+                ALL_OF_QUEUE.replace("{s}", "")
+            ),
+            &[&meta.id],
+        )
+        .await?;
+    let mut changes = Changes::default();
+    for row in &rows {
+        let dead: bool = row.get(3);
+        changes.leave(meta.id, row.get(1), row.get(2), row.get(0), !dead);
+    }
+    let wake = apply(broker, client, changes, broker.inner.wakeups.listener_id()).await?;
+    Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
+}
+
+/// Deletes every message of the queue; see [`Broker::purge_queue`].
+pub(super) async fn purge(broker: &Broker, meta: &QueueMeta) -> Result<u64> {
+    let mut tries = 0;
+    loop {
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        match purge_on(broker, &*tx, meta).await {
+            Ok((n, wake)) => {
+                tx.commit().await?;
+                wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
+                return Ok(n);
             }
+            Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
         }
     }
+}
 
-    async fn redrive_on(
-        &self,
-        client: &impl GenericClient,
-        meta: &QueueMeta,
-        target: Option<i64>,
-    ) -> Result<(u64, BTreeSet<i64>)> {
-        let rows = client.query(REDRIVE, &[&meta.id, &target]).await?;
-        let mut changes = Changes::default();
-        for row in &rows {
-            let (id, to, was_dead): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
-            let (group, key): (Option<String>, Option<String>) = (row.get(3), row.get(4));
-            changes.leave(meta.id, group.clone(), key.clone(), id, !was_dead);
-            changes.enter(to, group, key, id);
+/// Moves the dead letters held in `queue` back: each to the queue it
+/// was dead-lettered from (messages dead in `queue` itself come alive
+/// there), or all to `to`. They start over with zero attempts. Messages
+/// under a lease (someone is inspecting them) and those whose source
+/// queue no longer exists stay. Returns how many moved.
+pub(crate) async fn redrive(broker: &Broker, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let target = match to {
+        Some(t) => Some(crate::queues::queue_meta(broker, t).await?.id),
+        None => None,
+    };
+    let mut tries = 0;
+    loop {
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        match redrive_on(broker, &*tx, &meta, target).await {
+            Ok((n, wake)) => {
+                tx.commit().await?;
+                wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
+                return Ok(n);
+            }
+            Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
         }
-        let wake = self.apply(client, changes, self.inner.wakeups.listener_id()).await?;
-        Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
     }
+}
+
+async fn redrive_on(
+    broker: &Broker,
+    client: &impl GenericClient,
+    meta: &QueueMeta,
+    target: Option<i64>,
+) -> Result<(u64, BTreeSet<i64>)> {
+    let rows = client.query(REDRIVE, &[&meta.id, &target]).await?;
+    let mut changes = Changes::default();
+    for row in &rows {
+        let (id, to, was_dead): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
+        let (group, key): (Option<String>, Option<String>) = (row.get(3), row.get(4));
+        changes.leave(meta.id, group.clone(), key.clone(), id, !was_dead);
+        changes.enter(to, group, key, id);
+    }
+    let wake = apply(broker, client, changes, broker.inner.wakeups.listener_id()).await?;
+    Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
 }

@@ -23,10 +23,11 @@
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 
+mod api;
 mod batched;
 mod coalesce;
 mod lifecycle;
-mod maintain;
+pub(crate) mod maintain;
 mod membership;
 mod receive;
 mod send;
@@ -44,6 +45,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::TopicName;
 
+pub use api::Queues;
 pub use maintain::QueueMaintenance;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
@@ -352,16 +354,14 @@ pub(crate) fn wake_key(queue_id: i64) -> i64 {
 /// Most receivers one local send wakes.
 const MAX_WAKE: usize = 256;
 
-impl Broker {
-    /// Wakes up to `n` of this process's receivers waiting on the queue:
-    /// one per message that became due, so that a single message does not
-    /// send every idle worker to an empty claim. (A waiter that is woken
-    /// but gone passes the wake-up on; other processes hear by NOTIFY.)
-    pub(crate) fn wake_receivers(&self, queue_id: i64, n: usize) {
-        let waiter = self.inner.wakeups.waiter(wake_key(queue_id));
-        for _ in 0..n.min(MAX_WAKE) {
-            waiter.notify_one();
-        }
+/// Wakes up to `n` of this process's receivers waiting on the queue:
+/// one per message that became due, so that a single message does not
+/// send every idle worker to an empty claim. (A waiter that is woken
+/// but gone passes the wake-up on; other processes hear by NOTIFY.)
+pub(crate) fn wake_receivers(broker: &Broker, queue_id: i64, n: usize) {
+    let waiter = broker.inner.wakeups.waiter(wake_key(queue_id));
+    for _ in 0..n.min(MAX_WAKE) {
+        waiter.notify_one();
     }
 }
 
@@ -374,50 +374,48 @@ pub(crate) const ALL_OF_QUEUE: &str = "
               WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
     UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND dead";
 
-impl Broker {
-    pub(crate) fn forget_queue(&self, name: &str) {
-        if let Ok(mut m) = self.inner.queues.cache.lock() {
-            m.remove(name);
-        }
+pub(crate) fn forget_queue(broker: &Broker, name: &str) {
+    if let Ok(mut m) = broker.inner.queues.cache.lock() {
+        m.remove(name);
     }
+}
 
-    /// Queue metadata, from the cache when fresh.
-    pub(crate) async fn queue_meta(&self, name: &QueueName) -> Result<Arc<QueueMeta>> {
-        if let Ok(m) = self.inner.queues.cache.lock() {
-            if let Some((at, meta)) = m.get(name.as_str()) {
-                if at.elapsed() < QUEUE_CACHE_TTL {
-                    return Ok(meta.clone());
-                }
+/// Queue metadata, from the cache when fresh.
+pub(crate) async fn queue_meta(broker: &Broker, name: &QueueName) -> Result<Arc<QueueMeta>> {
+    if let Ok(m) = broker.inner.queues.cache.lock() {
+        if let Some((at, meta)) = m.get(name.as_str()) {
+            if at.elapsed() < QUEUE_CACHE_TTL {
+                return Ok(meta.clone());
             }
         }
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
-                        backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
-                 FROM queues WHERE name = $1",
-                &[&name.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
-        let max: i32 = row.get(7);
-        let meta = Arc::new(QueueMeta {
-            id: row.get(0),
-            name: name.clone(),
-            visibility_timeout_ms: row.get(1),
-            max_attempts: row.get(2),
-            dead_letter_id: row.get(3),
-            backoff_base_ms: row.get(4),
-            backoff_max_ms: row.get(5),
-            archive: row.get(6),
-            max_message_bytes: usize::try_from(max).unwrap_or(0),
-        });
-        if let Ok(mut m) = self.inner.queues.cache.lock() {
-            m.insert(name.as_str().to_string(), (Instant::now(), meta.clone()));
-        }
-        self.start_queue_maintenance();
-        Ok(meta)
     }
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
+                    backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
+             FROM queues WHERE name = $1",
+            &[&name.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
+    let max: i32 = row.get(7);
+    let meta = Arc::new(QueueMeta {
+        id: row.get(0),
+        name: name.clone(),
+        visibility_timeout_ms: row.get(1),
+        max_attempts: row.get(2),
+        dead_letter_id: row.get(3),
+        backoff_base_ms: row.get(4),
+        backoff_max_ms: row.get(5),
+        archive: row.get(6),
+        max_message_bytes: usize::try_from(max).unwrap_or(0),
+    });
+    if let Ok(mut m) = broker.inner.queues.cache.lock() {
+        m.insert(name.as_str().to_string(), (Instant::now(), meta.clone()));
+    }
+    crate::queues::maintain::start_queue_maintenance(broker);
+    Ok(meta)
 }
 
 #[cfg(test)]

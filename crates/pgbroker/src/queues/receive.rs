@@ -234,104 +234,106 @@ fn message_from_row(row: &tokio_postgres::Row) -> Result<ReceivedMessage> {
     })
 }
 
-impl Broker {
-    /// Claims up to `max_messages` due messages, highest priority first,
-    /// then oldest, each with a lease of the visibility timeout and a new
-    /// receipt. With a `wait`, a receive that finds nothing waits for a send
-    /// (woken by notification within milliseconds, or by a timer when a
-    /// delay, backoff or lease comes due; it polls at least every 500 ms)
-    /// and returns as soon as it claimed at least one message, or empty
-    /// when the wait is over.
-    ///
-    /// Delivery is at least once: a message whose lease expires is
-    /// delivered again, with `attempt` one higher.
-    pub async fn receive(&self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
-        options.validate()?;
-        let meta = self.queue_meta(queue).await?;
-        let lease = options.visibility_timeout.map_or(meta.visibility_timeout_ms, ms);
-        let claims = &self.inner.queues.batched(&self.inner).claims;
-        if options.wait.is_zero() {
-            return Ok(claims
-                .submit((meta.id, lease), (meta.clone(), options.max_messages))
-                .await?
-                .1);
-        }
-        ensure_listener(&self.inner);
-        let key = wake_key(meta.id);
-        let deadline = Instant::now() + options.wait;
-        let wake = self.inner.wakeups.waiter(key);
-        loop {
-            // Enabled before the claim, so a send between the claim and the
-            // wait still wakes us.
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (_, got, next_due) = claims
-                .submit((meta.id, lease), (meta.clone(), options.max_messages))
-                .await?;
-            let now = Instant::now();
-            if !got.is_empty() || now >= deadline {
-                return Ok(got);
-            }
-            // A send that committed before the registration sent no NOTIFY.
-            if self.register_waiter(&[key]).await? {
-                continue;
-            }
-            let mut nap = (deadline - now).min(self.inner.poll_interval);
-            if let Some(due) = next_due {
-                nap = nap.min(due.max(Duration::from_millis(5)));
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
-        }
+/// Claims up to `max_messages` due messages, highest priority first,
+/// then oldest, each with a lease of the visibility timeout and a new
+/// receipt. With a `wait`, a receive that finds nothing waits for a send
+/// (woken by notification within milliseconds, or by a timer when a
+/// delay, backoff or lease comes due; it polls at least every 500 ms)
+/// and returns as soon as it claimed at least one message, or empty
+/// when the wait is over.
+///
+/// Delivery is at least once: a message whose lease expires is
+/// delivered again, with `attempt` one higher.
+pub(crate) async fn receive(
+    broker: &Broker,
+    queue: &QueueName,
+    options: &ReceiveOptions,
+) -> Result<Vec<ReceivedMessage>> {
+    options.validate()?;
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let lease = options.visibility_timeout.map_or(meta.visibility_timeout_ms, ms);
+    let claims = &broker.inner.queues.batched(&broker.inner).claims;
+    if options.wait.is_zero() {
+        return Ok(claims
+            .submit((meta.id, lease), (meta.clone(), options.max_messages))
+            .await?
+            .1);
     }
-
-    /// One claim of up to `max` messages on a lease of `lease` ms: the
-    /// messages, and when nothing was claimed, how long until something of
-    /// the queue comes due (if anything waits).
-    pub(super) async fn claim_now(
-        &self,
-        meta: &QueueMeta,
-        lease: i64,
-        max: usize,
-    ) -> Result<(Vec<ReceivedMessage>, Option<Duration>)> {
-        let max = i64::try_from(max.clamp(1, MAX_RECEIVE)).unwrap_or(1);
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.claim).await?;
-        let rows = client
-            .query(&stmt, &[&meta.id, &max, &lease, &meta.max_attempts, &ms(REAP_LEASE)])
+    ensure_listener(&broker.inner);
+    let key = wake_key(meta.id);
+    let deadline = Instant::now() + options.wait;
+    let wake = broker.inner.wakeups.waiter(key);
+    loop {
+        // Enabled before the claim, so a send between the claim and the
+        // wait still wakes us.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (_, got, next_due) = claims
+            .submit((meta.id, lease), (meta.clone(), options.max_messages))
             .await?;
-        drop(client);
-        let mut messages = Vec::with_capacity(rows.len());
-        let mut exhausted = Vec::new();
-        let mut next_due = None;
-        for row in &rows {
-            if row.get::<_, Option<i64>>(0).is_none() {
-                next_due = row
-                    .get::<_, Option<i64>>(NEXT_DUE_COLUMN)
-                    .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-                continue;
-            }
-            let m = message_from_row(row)?;
-            if m.attempt > meta.max_attempts {
-                exhausted.push(m.receipt);
-            } else {
-                messages.push(m);
-            }
+        let now = Instant::now();
+        if !got.is_empty() || now >= deadline {
+            return Ok(got);
         }
-        if !exhausted.is_empty() {
-            // Out of attempts after its last lease expired. Failing here
-            // costs only time: the short lease expires and a later claim
-            // tries again.
-            if let Err(e) = self.dead_letter(meta, &exhausted).await {
-                tracing::warn!(queue = %meta.name, error = %e, "could not dead-letter expired messages");
-            }
+        // A send that committed before the registration sent no NOTIFY.
+        if crate::broker::notify::register_waiter(broker, &[key]).await? {
+            continue;
         }
-        messages.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-        Ok((messages, next_due))
+        let mut nap = (deadline - now).min(broker.inner.poll_interval);
+        if let Some(due) = next_due {
+            nap = nap.min(due.max(Duration::from_millis(5)));
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
     }
+}
+
+/// One claim of up to `max` messages on a lease of `lease` ms: the
+/// messages, and when nothing was claimed, how long until something of
+/// the queue comes due (if anything waits).
+pub(super) async fn claim_now(
+    broker: &Broker,
+    meta: &QueueMeta,
+    lease: i64,
+    max: usize,
+) -> Result<(Vec<ReceivedMessage>, Option<Duration>)> {
+    let max = i64::try_from(max.clamp(1, MAX_RECEIVE)).unwrap_or(1);
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.queues.sql.claim).await?;
+    let rows = client
+        .query(&stmt, &[&meta.id, &max, &lease, &meta.max_attempts, &ms(REAP_LEASE)])
+        .await?;
+    drop(client);
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut exhausted = Vec::new();
+    let mut next_due = None;
+    for row in &rows {
+        if row.get::<_, Option<i64>>(0).is_none() {
+            next_due = row
+                .get::<_, Option<i64>>(NEXT_DUE_COLUMN)
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            continue;
+        }
+        let m = message_from_row(row)?;
+        if m.attempt > meta.max_attempts {
+            exhausted.push(m.receipt);
+        } else {
+            messages.push(m);
+        }
+    }
+    if !exhausted.is_empty() {
+        // Out of attempts after its last lease expired. Failing here
+        // costs only time: the short lease expires and a later claim
+        // tries again.
+        if let Err(e) = crate::queues::settle::dead_letter(broker, meta, &exhausted).await {
+            tracing::warn!(queue = %meta.name, error = %e, "could not dead-letter expired messages");
+        }
+    }
+    messages.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+    Ok((messages, next_due))
 }
 
 #[cfg(test)]

@@ -257,126 +257,125 @@ impl<'a> Columns<'a> {
     }
 }
 
-impl Broker {
-    /// Sends one message; returns its id, or the id of the message holding
-    /// its deduplication key.
-    ///
-    /// Concurrent sends of this process to one queue share statements (see
-    /// `coalesce`); each still returns only once its message is committed.
-    pub async fn send(&self, queue: &QueueName, message: &Message) -> Result<Sent> {
-        let meta = self.queue_meta(queue).await?;
-        message.validate(meta.max_message_bytes)?;
-        self.inner
-            .queues
-            .batched(&self.inner)
-            .sends
-            .submit(meta.id, (meta, message.clone()))
-            .await
-    }
+/// Sends one message; returns its id, or the id of the message holding
+/// its deduplication key.
+///
+/// Concurrent sends of this process to one queue share statements (see
+/// `coalesce`); each still returns only once its message is committed.
+pub(crate) async fn send(broker: &Broker, queue: &QueueName, message: &Message) -> Result<Sent> {
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    message.validate(meta.max_message_bytes)?;
+    broker
+        .inner
+        .queues
+        .batched(&broker.inner)
+        .sends
+        .submit(meta.id, (meta, message.clone()))
+        .await
+}
 
-    /// Sends messages in one statement and one transaction: all of them or
-    /// none. Returns, in input order, each message's id (for a duplicate,
-    /// the id of the message holding its key).
-    pub async fn send_batch(&self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let meta = self.queue_meta(queue).await?;
-        self.send_now(&meta, messages).await
+/// Sends messages in one statement and one transaction: all of them or
+/// none. Returns, in input order, each message's id (for a duplicate,
+/// the id of the message holding its key).
+pub(crate) async fn send_batch(broker: &Broker, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
     }
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    send_now(broker, &meta, messages).await
+}
 
-    /// Sends messages in one statement on a pooled connection and wakes
-    /// this process's receivers.
-    pub(super) async fn send_now(&self, meta: &QueueMeta, messages: &[Message]) -> Result<Vec<Sent>> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(self.send_sql(messages)).await?;
-        let listener = self.inner.wakeups.listener_id().to_string();
-        let sent = self.send_on(&**client, &stmt, meta, messages, &listener).await?;
-        drop(client);
-        self.wake_receivers(meta.id, sent.iter().filter(|s| !s.duplicate).count());
-        Ok(sent)
-    }
+/// Sends messages in one statement on a pooled connection and wakes
+/// this process's receivers.
+pub(super) async fn send_now(broker: &Broker, meta: &QueueMeta, messages: &[Message]) -> Result<Vec<Sent>> {
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(send_sql(broker, messages)).await?;
+    let listener = broker.inner.wakeups.listener_id().to_string();
+    let sent = send_on(broker, &**client, &stmt, meta, messages, &listener).await?;
+    drop(client);
+    crate::queues::wake_receivers(broker, meta.id, sent.iter().filter(|s| !s.duplicate).count());
+    Ok(sent)
+}
 
-    /// Sends inside the caller's open transaction (the transactional
-    /// outbox): the messages exist if and only if that transaction commits.
-    /// Waiting receivers are woken by NOTIFY at the commit.
-    ///
-    /// Messages with a FIFO group or a deduplication key hold that group's
-    /// or key's row lock until the caller commits; keep such transactions
-    /// short. Use the default READ COMMITTED isolation.
-    pub async fn send_in(
-        &self,
-        client: &impl GenericClient,
-        queue: &QueueName,
-        messages: &[Message],
-    ) -> Result<Vec<Sent>> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let meta = self.queue_meta(queue).await?;
-        // Another statement in the caller's transaction; the commit is not
-        // ours to see, so every waiter, ours too, must hear of it by NOTIFY.
-        self.send_on(client, self.send_sql(messages), &meta, messages, "").await
+/// Sends inside the caller's open transaction (the transactional
+/// outbox): the messages exist if and only if that transaction commits.
+/// Waiting receivers are woken by NOTIFY at the commit.
+///
+/// Messages with a FIFO group or a deduplication key hold that group's
+/// or key's row lock until the caller commits; keep such transactions
+/// short. Use the default READ COMMITTED isolation.
+pub(crate) async fn send_in(
+    broker: &Broker,
+    client: &impl GenericClient,
+    queue: &QueueName,
+    messages: &[Message],
+) -> Result<Vec<Sent>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
     }
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    // Another statement in the caller's transaction; the commit is not
+    // ours to see, so every waiter, ours too, must hear of it by NOTIFY.
+    send_on(broker, client, send_sql(broker, messages), &meta, messages, "").await
+}
 
-    /// The lean statement when no message has a key or a group.
-    fn send_sql(&self, messages: &[Message]) -> &str {
-        let sql = &self.inner.queues.sql;
-        if Columns::plain(messages) {
-            &sql.send_plain
-        } else {
-            &sql.send
-        }
+/// The lean statement when no message has a key or a group.
+fn send_sql<'a>(broker: &'a Broker, messages: &[Message]) -> &'a str {
+    let sql = &broker.inner.queues.sql;
+    if Columns::plain(messages) {
+        &sql.send_plain
+    } else {
+        &sql.send
     }
+}
 
-    async fn send_on<S>(
-        &self,
-        client: &impl GenericClient,
-        stmt: &S,
-        meta: &QueueMeta,
-        messages: &[Message],
-        listener: &str,
-    ) -> Result<Vec<Sent>>
-    where
-        S: tokio_postgres::ToStatement + Sync + Send + ?Sized,
-    {
-        for m in messages {
-            m.validate(meta.max_message_bytes)?;
-        }
-        let cols = Columns::new(messages);
-        // The plain statement takes NULL for the key columns.
-        let plain = Columns::plain(messages);
-        let dedup = (!plain).then_some(&cols.dedup);
-        let groups = (!plain).then_some(&cols.groups);
-        let rows = client
-            .query(
-                stmt,
-                &[
-                    &meta.id,
-                    &cols.bodies,
-                    &cols.headers,
-                    &cols.priorities,
-                    &cols.delays,
-                    &cols.deliver_at,
-                    &dedup,
-                    &groups,
-                    &self.inner.channel,
-                    &listener,
-                ],
-            )
-            .await?;
-        if rows.is_empty() {
-            self.forget_queue(meta.name.as_str());
-            return Err(Error::UnknownQueue(meta.name.to_string()));
-        }
-        Ok(rows
-            .iter()
-            .map(|r| Sent {
-                id: r.get(1),
-                duplicate: r.get(2),
-            })
-            .collect())
+async fn send_on<S>(
+    broker: &Broker,
+    client: &impl GenericClient,
+    stmt: &S,
+    meta: &QueueMeta,
+    messages: &[Message],
+    listener: &str,
+) -> Result<Vec<Sent>>
+where
+    S: tokio_postgres::ToStatement + Sync + Send + ?Sized,
+{
+    for m in messages {
+        m.validate(meta.max_message_bytes)?;
     }
+    let cols = Columns::new(messages);
+    // The plain statement takes NULL for the key columns.
+    let plain = Columns::plain(messages);
+    let dedup = (!plain).then_some(&cols.dedup);
+    let groups = (!plain).then_some(&cols.groups);
+    let rows = client
+        .query(
+            stmt,
+            &[
+                &meta.id,
+                &cols.bodies,
+                &cols.headers,
+                &cols.priorities,
+                &cols.delays,
+                &cols.deliver_at,
+                &dedup,
+                &groups,
+                &broker.inner.channel,
+                &listener,
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        crate::queues::forget_queue(broker, meta.name.as_str());
+        return Err(Error::UnknownQueue(meta.name.to_string()));
+    }
+    Ok(rows
+        .iter()
+        .map(|r| Sent {
+            id: r.get(1),
+            duplicate: r.get(2),
+        })
+        .collect())
 }
 
 #[cfg(test)]

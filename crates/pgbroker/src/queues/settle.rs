@@ -195,201 +195,215 @@ enum Fast {
     Slow,
 }
 
-impl Broker {
-    /// Acknowledges messages: they are deleted (or archived, if the queue
-    /// keeps acknowledged messages). All or nothing: if any receipt is not
-    /// current, nothing changes and the error names the refused ones.
-    pub async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        let meta = self.queue_meta(queue).await?;
-        let (receipts, _, _) = split(receipts);
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        self.refuse_duplicates(&meta, &receipts).await?;
-        if meta.archive {
-            return self.ack_now(&meta, &receipts).await;
-        }
-        self.inner
-            .queues
-            .batched(&self.inner)
-            .acks
-            .submit(meta.id, (meta, receipts))
-            .await
+/// Acknowledges messages: they are deleted (or archived, if the queue
+/// keeps acknowledged messages). All or nothing: if any receipt is not
+/// current, nothing changes and the error names the refused ones.
+pub(crate) async fn ack(broker: &Broker, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let (receipts, _, _) = split(receipts);
+    if receipts.is_empty() {
+        return Ok(());
     }
+    refuse_duplicates(broker, &meta, &receipts).await?;
+    if meta.archive {
+        return ack_now(broker, &meta, &receipts).await;
+    }
+    broker
+        .inner
+        .queues
+        .batched(&broker.inner)
+        .acks
+        .submit(meta.id, (meta, receipts))
+        .await
+}
 
-    /// Acknowledges distinct receipts on a pooled connection: the fast
-    /// statement first (unless the queue archives), then the careful path
-    /// if it refused.
-    pub(super) async fn ack_now(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
-        if !meta.archive && self.ack_fast(meta, receipts).await? {
-            return Ok(());
-        }
-        let (receipts, ids, tokens) = split(receipts);
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.ack_relaxed).await?;
-        let fast = ack_on(&**client, &stmt, meta, &receipts, &ids, &tokens).await?;
-        drop(client);
-        match fast {
-            Fast::Done => Ok(()),
-            Fast::Stale(e) => Err(e),
-            Fast::Slow => self.settle_own_tx(meta, &receipts, Op::Ack).await,
+/// Acknowledges distinct receipts on a pooled connection: the fast
+/// statement first (unless the queue archives), then the careful path
+/// if it refused.
+pub(super) async fn ack_now(broker: &Broker, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
+    if !meta.archive && ack_fast(broker, meta, receipts).await? {
+        return Ok(());
+    }
+    let (receipts, ids, tokens) = split(receipts);
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.queues.sql.ack_relaxed).await?;
+    let fast = ack_on(&**client, &stmt, meta, &receipts, &ids, &tokens).await?;
+    drop(client);
+    match fast {
+        Fast::Done => Ok(()),
+        Fast::Stale(e) => Err(e),
+        Fast::Slow => crate::queues::membership::settle_own_tx(broker, meta, &receipts, Op::Ack).await,
+    }
+}
+
+/// Runs [`ACK_FAST`] on distinct receipts of a queue that does not
+/// archive: true when it acknowledged them all, false when it refused
+/// and changed nothing.
+pub(super) async fn ack_fast(broker: &Broker, meta: &QueueMeta, receipts: &[Receipt]) -> Result<bool> {
+    let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
+    let tokens: Vec<&str> = receipts.iter().map(Receipt::token).collect();
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.queues.sql.ack_fast).await?;
+    match client.query_one(&stmt, &[&meta.id, &ids, &tokens]).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code().is_some_and(|c| c.code() == SETTLE_REFUSED) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Acknowledges inside the caller's open transaction: the messages are
+/// gone if and only if it commits. Doing the work's writes and the
+/// acknowledgement in one transaction is what makes processing
+/// effectively exactly once. The messages stay locked until the caller
+/// commits or rolls back. Use the default READ COMMITTED isolation.
+pub(crate) async fn ack_in(
+    broker: &Broker,
+    client: &impl GenericClient,
+    queue: &QueueName,
+    receipts: &[Receipt],
+) -> Result<()> {
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let (receipts, ids, tokens) = split(receipts);
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    refuse_duplicates(broker, &meta, &receipts).await?;
+    let sql = broker.inner.queues.sql.ack.as_str();
+    match ack_on(client, sql, &meta, &receipts, &ids, &tokens).await? {
+        Fast::Done => Ok(()),
+        Fast::Stale(e) => Err(e),
+        Fast::Slow => {
+            crate::queues::membership::settle_on(broker, client, &meta, &receipts, Op::Ack, "").await?;
+            Ok(())
         }
     }
+}
 
-    /// Runs [`ACK_FAST`] on distinct receipts of a queue that does not
-    /// archive: true when it acknowledged them all, false when it refused
-    /// and changed nothing.
-    pub(super) async fn ack_fast(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<bool> {
-        let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
-        let tokens: Vec<&str> = receipts.iter().map(Receipt::token).collect();
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.ack_fast).await?;
-        match client.query_one(&stmt, &[&meta.id, &ids, &tokens]).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.code().is_some_and(|c| c.code() == SETTLE_REFUSED) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+/// Releases messages (a negative acknowledgement): their leases end and
+/// they come due again after `options.delay`, or after the queue's
+/// retry backoff when no delay is given. A message that has used all
+/// its attempts moves to the dead-letter queue instead. All or nothing,
+/// as [`Broker::ack`].
+pub(crate) async fn nack(
+    broker: &Broker,
+    queue: &QueueName,
+    receipts: &[Receipt],
+    options: &NackOptions,
+) -> Result<()> {
+    if let Some(d) = options.delay {
+        check_duration("delay", d, Duration::ZERO, MAX_DELAY)?;
     }
-
-    /// Acknowledges inside the caller's open transaction: the messages are
-    /// gone if and only if it commits. Doing the work's writes and the
-    /// acknowledgement in one transaction is what makes processing
-    /// effectively exactly once. The messages stay locked until the caller
-    /// commits or rolls back. Use the default READ COMMITTED isolation.
-    pub async fn ack_in(&self, client: &impl GenericClient, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        let meta = self.queue_meta(queue).await?;
-        let (receipts, ids, tokens) = split(receipts);
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        self.refuse_duplicates(&meta, &receipts).await?;
-        let sql = self.inner.queues.sql.ack.as_str();
-        match ack_on(client, sql, &meta, &receipts, &ids, &tokens).await? {
-            Fast::Done => Ok(()),
-            Fast::Stale(e) => Err(e),
-            Fast::Slow => {
-                self.settle_on(client, &meta, &receipts, Op::Ack, "").await?;
-                Ok(())
-            }
-        }
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let (receipts, ids, tokens) = split(receipts);
+    if receipts.is_empty() {
+        return Ok(());
     }
-
-    /// Releases messages (a negative acknowledgement): their leases end and
-    /// they come due again after `options.delay`, or after the queue's
-    /// retry backoff when no delay is given. A message that has used all
-    /// its attempts moves to the dead-letter queue instead. All or nothing,
-    /// as [`Broker::ack`].
-    pub async fn nack(&self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
-        if let Some(d) = options.delay {
-            check_duration("delay", d, Duration::ZERO, MAX_DELAY)?;
+    refuse_duplicates(broker, &meta, &receipts).await?;
+    let error = error_text(options.error.as_deref());
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.queues.sql.nack).await?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &meta.id,
+                &ids,
+                &tokens,
+                &options.delay.map(ms),
+                &meta.max_attempts,
+                &meta.backoff_max_ms,
+                &error,
+                &meta.backoff_base_ms,
+                &broker.inner.channel,
+                &broker.inner.wakeups.listener_id(),
+            ],
+        )
+        .await?;
+    drop(client);
+    let (ok, locked): (bool, Vec<i64>) = (row.get(0), row.get(1));
+    if ok {
+        if options.delay.is_some_and(|d| d.is_zero()) {
+            crate::queues::wake_receivers(broker, meta.id, receipts.len());
         }
-        let meta = self.queue_meta(queue).await?;
-        let (receipts, ids, tokens) = split(receipts);
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        self.refuse_duplicates(&meta, &receipts).await?;
-        let error = error_text(options.error.as_deref());
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.nack).await?;
-        let row = client
-            .query_one(
-                &stmt,
-                &[
-                    &meta.id,
-                    &ids,
-                    &tokens,
-                    &options.delay.map(ms),
-                    &meta.max_attempts,
-                    &meta.backoff_max_ms,
-                    &error,
-                    &meta.backoff_base_ms,
-                    &self.inner.channel,
-                    &self.inner.wakeups.listener_id(),
-                ],
-            )
-            .await?;
-        drop(client);
-        let (ok, locked): (bool, Vec<i64>) = (row.get(0), row.get(1));
-        if ok {
-            if options.delay.is_some_and(|d| d.is_zero()) {
-                self.wake_receivers(meta.id, receipts.len());
-            }
-            return Ok(());
-        }
-        if locked.len() < receipts.len() {
-            return Err(stale(&receipts, &locked));
-        }
-        self.settle_own_tx(&meta, &receipts, Op::Nack(options)).await
+        return Ok(());
     }
-
-    /// Extends leases: each now ends `by` after its current end (or after
-    /// now, if it already passed), but never more than
-    /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
-    /// order of `receipts`. All or nothing, as [`Broker::ack`].
-    pub async fn extend(&self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
-        check_duration("extension", by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
-        let meta = self.queue_meta(queue).await?;
-        let (unique, ids, tokens) = split(receipts);
-        if unique.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.refuse_duplicates(&meta, &unique).await?;
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.queues.sql.extend).await?;
-        let row = client
-            .query_one(&stmt, &[&meta.id, &ids, &tokens, &ms(by), &ms(MAX_VISIBILITY_TIMEOUT)])
-            .await?;
-        let (ok, locked): (bool, Vec<i64>) = (row.get(0), row.get(1));
-        if !ok {
-            return Err(stale(&unique, &locked));
-        }
-        let (updated, ends): (Vec<i64>, Vec<SystemTime>) = (row.get(2), row.get(3));
-        let by_id: std::collections::HashMap<i64, SystemTime> = updated.into_iter().zip(ends).collect();
-        receipts
-            .iter()
-            .map(|r| {
-                by_id
-                    .get(&r.message_id())
-                    .copied()
-                    .ok_or_else(|| stale(std::slice::from_ref(r), &[]))
-            })
-            .collect()
+    if locked.len() < receipts.len() {
+        return Err(stale(&receipts, &locked));
     }
+    crate::queues::membership::settle_own_tx(broker, &meta, &receipts, Op::Nack(options)).await
+}
 
-    /// Refuses receipts that name one message twice, naming those that are
-    /// not its current lease.
-    async fn refuse_duplicates(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
-        if !has_duplicate_ids(receipts) {
-            return Ok(());
-        }
-        let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, receipt::text FROM queue_messages WHERE id = ANY($1) AND queue_id = $2",
-                &[&ids, &meta.id],
-            )
-            .await?;
-        let current: BTreeSet<String> = rows
-            .iter()
-            .filter_map(|r| Some(format!("{}:{}", r.get::<_, i64>(0), r.get::<_, Option<String>>(1)?)))
-            .collect();
-        Err(Error::StaleReceipt {
-            receipts: receipts
-                .iter()
-                .map(Receipt::to_string)
-                .filter(|r| !current.contains(r))
-                .collect(),
+/// Extends leases: each now ends `by` after its current end (or after
+/// now, if it already passed), but never more than
+/// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
+/// order of `receipts`. All or nothing, as [`Broker::ack`].
+pub(crate) async fn extend(
+    broker: &Broker,
+    queue: &QueueName,
+    receipts: &[Receipt],
+    by: Duration,
+) -> Result<Vec<SystemTime>> {
+    check_duration("extension", by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
+    let meta = crate::queues::queue_meta(broker, queue).await?;
+    let (unique, ids, tokens) = split(receipts);
+    if unique.is_empty() {
+        return Ok(Vec::new());
+    }
+    refuse_duplicates(broker, &meta, &unique).await?;
+    let client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.queues.sql.extend).await?;
+    let row = client
+        .query_one(&stmt, &[&meta.id, &ids, &tokens, &ms(by), &ms(MAX_VISIBILITY_TIMEOUT)])
+        .await?;
+    let (ok, locked): (bool, Vec<i64>) = (row.get(0), row.get(1));
+    if !ok {
+        return Err(stale(&unique, &locked));
+    }
+    let (updated, ends): (Vec<i64>, Vec<SystemTime>) = (row.get(2), row.get(3));
+    let by_id: std::collections::HashMap<i64, SystemTime> = updated.into_iter().zip(ends).collect();
+    receipts
+        .iter()
+        .map(|r| {
+            by_id
+                .get(&r.message_id())
+                .copied()
+                .ok_or_else(|| stale(std::slice::from_ref(r), &[]))
         })
-    }
+        .collect()
+}
 
-    /// Moves messages whose receipts are current to the dead-letter queue
-    /// (or marks them dead in place), with `attempts` capped at the queue's
-    /// maximum.
-    pub(super) async fn dead_letter(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
-        self.settle_own_tx(meta, receipts, Op::Expired).await
+/// Refuses receipts that name one message twice, naming those that are
+/// not its current lease.
+async fn refuse_duplicates(broker: &Broker, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
+    if !has_duplicate_ids(receipts) {
+        return Ok(());
     }
+    let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT id, receipt::text FROM queue_messages WHERE id = ANY($1) AND queue_id = $2",
+            &[&ids, &meta.id],
+        )
+        .await?;
+    let current: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| Some(format!("{}:{}", r.get::<_, i64>(0), r.get::<_, Option<String>>(1)?)))
+        .collect();
+    Err(Error::StaleReceipt {
+        receipts: receipts
+            .iter()
+            .map(Receipt::to_string)
+            .filter(|r| !current.contains(r))
+            .collect(),
+    })
+}
+
+/// Moves messages whose receipts are current to the dead-letter queue
+/// (or marks them dead in place), with `attempts` capped at the queue's
+/// maximum.
+pub(super) async fn dead_letter(broker: &Broker, meta: &QueueMeta, receipts: &[Receipt]) -> Result<()> {
+    crate::queues::membership::settle_own_tx(broker, meta, receipts, Op::Expired).await
 }
 
 /// Runs the acknowledge statement.

@@ -162,7 +162,7 @@ impl Consumer {
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
             }
-            if self.broker.register_waiter(&pids).await? {
+            if crate::broker::notify::register_waiter(&self.broker, &pids).await? {
                 continue;
             }
             let nap = (deadline - now)
@@ -188,7 +188,7 @@ impl Consumer {
         let mut out = Vec::new();
         let tps: Vec<(TopicPartition, i64)> = self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (tp, pos) in tps {
-            match self.broker.fetch(&tp.topic, tp.partition, pos, limits).await {
+            match self.broker.streams().fetch(&tp.topic, tp.partition, pos, limits).await {
                 Ok(res) => {
                     if let Some(last) = res.records.last() {
                         self.positions.insert(tp.clone(), last.offset + 1);
@@ -214,7 +214,10 @@ impl Consumer {
             OffsetReset::Earliest => OffsetSpec::Earliest,
             OffsetReset::Latest => OffsetSpec::Latest,
         };
-        self.broker.resolve_offset(&tp.topic, tp.partition, spec).await
+        self.broker
+            .streams()
+            .resolve_offset(&tp.topic, tp.partition, spec)
+            .await
     }
 
     /// Commits the current positions of all assigned partitions. After a
@@ -243,7 +246,8 @@ impl Consumer {
             }
             match self
                 .broker
-                .commit_offsets(&group, Some((&m.member_id, m.generation)), &offsets)
+                .groups()
+                .commit(&group, Some((&m.member_id, m.generation)), &offsets)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -266,7 +270,7 @@ impl Consumer {
             other => other?,
         }
         if let (Some(group), Some(m)) = (&self.config.group, &self.membership) {
-            match self.broker.leave_group(group, &m.member_id).await {
+            match self.broker.groups().leave(group, &m.member_id).await {
                 Err(Error::UnknownMember { .. }) => {}
                 other => other?,
             }
@@ -285,7 +289,7 @@ impl Consumer {
         if self.last_heartbeat.elapsed() < self.heartbeat_interval() {
             return Ok(());
         }
-        match self.broker.heartbeat(&group, &m.member_id, m.generation).await {
+        match self.broker.groups().heartbeat(&group, &m.member_id, m.generation).await {
             Ok(()) => {
                 self.last_heartbeat = Instant::now();
                 Ok(())
@@ -302,12 +306,14 @@ impl Consumer {
         let previous = self.membership.as_ref().map(|m| m.member_id.clone());
         let joined = match self
             .broker
-            .join_group(&group, previous.as_deref(), &self.config.topics, &self.config.join)
+            .groups()
+            .join(&group, previous.as_deref(), &self.config.topics, &self.config.join)
             .await
         {
             Err(Error::UnknownMember { .. }) => {
                 self.broker
-                    .join_group(&group, None, &self.config.topics, &self.config.join)
+                    .groups()
+                    .join(&group, None, &self.config.topics, &self.config.join)
                     .await?
             }
             other => other?,
@@ -315,7 +321,7 @@ impl Consumer {
         self.last_heartbeat = Instant::now();
         let mut committed = BTreeMap::new();
         for t in &self.config.topics {
-            for c in self.broker.committed_offsets(&group, t).await? {
+            for c in self.broker.groups().offsets(&group, t).await? {
                 committed.insert((t.clone(), c.partition), c.offset);
             }
         }

@@ -6,44 +6,47 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::TopicName;
 
-impl Broker {
-    /// Makes every record before `before` unreadable and returns the new log
-    /// start. `None` means the high watermark (delete everything). An
-    /// offset beyond the high watermark is [`Error::OffsetOutOfRange`]; the
-    /// log start never moves back.
-    pub async fn delete_records(&self, topic: &TopicName, partition: i32, before: Option<i64>) -> Result<i64> {
-        let (_, pid) = self.partition_id(topic, partition).await?;
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT log_start, next_offset FROM partitions WHERE id = $1", &[&pid])
-            .await?;
-        let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
-        let target = before.unwrap_or(hw);
-        if target < 0 || target > hw {
-            return Err(Error::OffsetOutOfRange {
-                offset: target,
-                log_start,
-                high_watermark: hw,
-            });
-        }
-        let row = client
-            .query_one(
-                "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
-                            WHERE id = $1 RETURNING log_start)
-                 SELECT log_start FROM p",
-                &[&pid, &target],
-            )
-            .await?;
-        let start: i64 = row.get(0);
-        client
-            .execute(
-                "UPDATE segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2",
-                &[&pid, &start],
-            )
-            .await?;
-        drop(client);
-        self.inner.cache.advance_log_start(pid, start);
-        self.drop_pending_segments().await?;
-        Ok(start)
+/// Makes every record before `before` unreadable and returns the new log
+/// start. `None` means the high watermark (delete everything). An
+/// offset beyond the high watermark is [`Error::OffsetOutOfRange`]; the
+/// log start never moves back.
+pub(crate) async fn delete_records(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    before: Option<i64>,
+) -> Result<i64> {
+    let (_, pid) = broker.partition_id(topic, partition).await?;
+    let client = broker.client().await?;
+    let row = client
+        .query_one("SELECT log_start, next_offset FROM partitions WHERE id = $1", &[&pid])
+        .await?;
+    let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
+    let target = before.unwrap_or(hw);
+    if target < 0 || target > hw {
+        return Err(Error::OffsetOutOfRange {
+            offset: target,
+            log_start,
+            high_watermark: hw,
+        });
     }
+    let row = client
+        .query_one(
+            "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
+                        WHERE id = $1 RETURNING log_start)
+             SELECT log_start FROM p",
+            &[&pid, &target],
+        )
+        .await?;
+    let start: i64 = row.get(0);
+    client
+        .execute(
+            "UPDATE segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2",
+            &[&pid, &start],
+        )
+        .await?;
+    drop(client);
+    broker.inner.cache.advance_log_start(pid, start);
+    crate::streams::segments::drop_pending_segments(broker).await?;
+    Ok(start)
 }

@@ -74,208 +74,217 @@ fn segment_fetch_sql(partition_id: i64, base: i64) -> String {
     )
 }
 
-impl Broker {
-    /// Reads records of one partition from `offset`. When there are none
-    /// yet, waits up to `limits.max_wait` for a producer's commit. An offset
-    /// below the log start or above the high watermark is
-    /// [`Error::OffsetOutOfRange`].
-    pub async fn fetch(
-        &self,
-        topic: &TopicName,
-        partition: i32,
-        offset: i64,
-        limits: FetchLimits,
-    ) -> Result<FetchResult> {
-        let (_, mut pid) = self.partition_id(topic, partition).await?;
-        if limits.max_wait.is_zero() {
-            return match self.fetch_cached(topic, partition, pid, offset, limits).await {
-                // A partition id cached for a topic of the same name that
-                // was deleted since: `fetch_once` forgot it; look again.
-                Err(Error::UnknownTopic(_)) => {
-                    pid = self.partition_id(topic, partition).await?.1;
-                    self.fetch_cached(topic, partition, pid, offset, limits).await
-                }
-                other => other,
-            };
+/// Reads records of one partition from `offset`. When there are none
+/// yet, waits up to `limits.max_wait` for a producer's commit. An offset
+/// below the log start or above the high watermark is
+/// [`Error::OffsetOutOfRange`].
+pub(crate) async fn fetch(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    offset: i64,
+    limits: FetchLimits,
+) -> Result<FetchResult> {
+    let (_, mut pid) = broker.partition_id(topic, partition).await?;
+    if limits.max_wait.is_zero() {
+        return match fetch_cached(broker, topic, partition, pid, offset, limits).await {
+            // A partition id cached for a topic of the same name that
+            // was deleted since: `fetch_once` forgot it; look again.
+            Err(Error::UnknownTopic(_)) => {
+                pid = broker.partition_id(topic, partition).await?.1;
+                fetch_cached(broker, topic, partition, pid, offset, limits).await
+            }
+            other => other,
+        };
+    }
+    ensure_listener(&broker.inner);
+    let deadline = Instant::now() + limits.max_wait;
+    let wake = broker.inner.wakeups.waiter(pid);
+    loop {
+        // Register before reading, so a commit between the read and the
+        // wait still wakes us.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let result = fetch_cached(broker, topic, partition, pid, offset, limits).await?;
+        let now = Instant::now();
+        if !result.records.is_empty() || now >= deadline {
+            return Ok(result);
         }
-        ensure_listener(&self.inner);
-        let deadline = Instant::now() + limits.max_wait;
-        let wake = self.inner.wakeups.waiter(pid);
-        loop {
-            // Register before reading, so a commit between the read and the
-            // wait still wakes us.
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let result = self.fetch_cached(topic, partition, pid, offset, limits).await?;
-            let now = Instant::now();
-            if !result.records.is_empty() || now >= deadline {
-                return Ok(result);
-            }
-            if self.register_waiter(&[pid]).await? {
-                continue;
-            }
-            let nap = (deadline - now).min(self.inner.poll_interval);
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
+        if crate::broker::notify::register_waiter(broker, &[pid]).await? {
+            continue;
+        }
+        let nap = (deadline - now).min(broker.inner.poll_interval);
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(nap) => {}
         }
     }
+}
 
-    /// Serves the fetch from the record cache when it holds the offset,
-    /// else from Postgres, caching what Postgres returned.
-    async fn fetch_cached(
-        &self,
-        topic: &TopicName,
-        partition: i32,
-        pid: i64,
-        offset: i64,
-        limits: FetchLimits,
-    ) -> Result<FetchResult> {
-        let cache = &self.inner.cache;
-        if let Some((mut records, log_start, high_watermark)) =
-            cache.read(pid, offset, limits.max_records, limits.max_bytes)
-        {
-            records.iter_mut().for_each(|r| r.partition = partition);
-            return Ok(FetchResult {
-                records,
-                high_watermark,
-                log_start_offset: log_start,
-            });
-        }
-        if let Some(log_start) = cache.current_tail(pid, offset) {
-            return Ok(FetchResult {
-                records: Vec::new(),
-                high_watermark: offset,
-                log_start_offset: log_start,
-            });
-        }
-        let result = self.fetch_once(topic, partition, pid, offset, limits).await?;
-        cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
-        cache.insert(pid, offset, result.records.clone());
-        Ok(result)
-    }
-
-    async fn fetch_once(
-        &self,
-        topic: &TopicName,
-        partition: i32,
-        pid: i64,
-        offset: i64,
-        limits: FetchLimits,
-    ) -> Result<FetchResult> {
-        let segment_records = self.topic_meta(topic).await?.segment_records;
-        let client = self.client().await?;
-        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-            client.statement_cache.clear();
-        }
-        let stmt = client.prepare_cached(WATERMARKS_SQL).await?;
-        let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
-            self.forget_topic(topic.as_str());
-            return Err(Error::UnknownTopic(topic.to_string()));
-        };
-        let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
-        let out_of_range = |log_start, high_watermark| Error::OffsetOutOfRange {
-            offset,
-            log_start,
-            high_watermark,
-        };
-        if offset < log_start || offset > hw {
-            return Err(out_of_range(log_start, hw));
-        }
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        let mut next = offset;
-        // One segment at a time, until a limit or the high watermark.
-        'segments: while next < hw && records.len() < limits.max_records.max(1) {
-            let base = next - next.rem_euclid(segment_records);
-            let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
-            let rows = match client.prepare_cached(&segment_fetch_sql(pid, base)).await {
-                Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
-                Err(e) => Err(e),
-            };
-            let rows = match rows {
-                Ok(rows) => rows,
-                // Retention dropped the segment since we read the log start.
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => break,
-                Err(e) => return Err(e.into()),
-            };
-            for row in &rows {
-                let off: i64 = row.get(0);
-                if off != next {
-                    break 'segments;
-                }
-                let record = StoredRecord {
-                    partition,
-                    offset: off,
-                    timestamp: row.get(1),
-                    key: row.get(2),
-                    value: row.get(3),
-                    headers: headers::from_json(row.get(4)),
-                };
-                let size = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
-                if !records.is_empty() && bytes + size > limits.max_bytes {
-                    break 'segments;
-                }
-                bytes += size;
-                records.push(record);
-                next += 1;
-            }
-            if rows.is_empty() || next < base + segment_records {
-                break;
-            }
-        }
-        // Records below the high watermark were there when we looked: if
-        // none came back, retention removed them meanwhile. Never skip.
-        if records.is_empty() && offset < hw {
-            let (start, end) = self.watermarks(topic, partition).await?;
-            return Err(out_of_range(start, end));
-        }
-        Ok(FetchResult {
-            high_watermark: hw.max(next),
-            log_start_offset: log_start,
+/// Serves the fetch from the record cache when it holds the offset,
+/// else from Postgres, caching what Postgres returned.
+async fn fetch_cached(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    pid: i64,
+    offset: i64,
+    limits: FetchLimits,
+) -> Result<FetchResult> {
+    let cache = &broker.inner.cache;
+    if let Some((mut records, log_start, high_watermark)) =
+        cache.read(pid, offset, limits.max_records, limits.max_bytes)
+    {
+        records.iter_mut().for_each(|r| r.partition = partition);
+        return Ok(FetchResult {
             records,
-        })
+            high_watermark,
+            log_start_offset: log_start,
+        });
     }
+    if let Some(log_start) = cache.current_tail(pid, offset) {
+        return Ok(FetchResult {
+            records: Vec::new(),
+            high_watermark: offset,
+            log_start_offset: log_start,
+        });
+    }
+    let result = fetch_once(broker, topic, partition, pid, offset, limits).await?;
+    cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
+    cache.insert(pid, offset, result.records.clone());
+    Ok(result)
+}
 
-    /// Resolves earliest, latest or a timestamp to an offset of a partition.
-    pub async fn resolve_offset(&self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
-        let (_, mut pid) = self.partition_id(topic, partition).await?;
-        let client = self.client().await?;
-        let watermarks = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
-        let mut found = client.query_opt(watermarks, &[&pid]).await?;
-        if found.is_none() {
-            // The cached partition id may belong to a topic of the same
-            // name deleted since: look the name up afresh, once.
-            self.forget_topic(topic.as_str());
-            pid = self.partition_id(topic, partition).await?.1;
-            found = client.query_opt(watermarks, &[&pid]).await?;
-        }
-        let row = found.ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
-        let (start, hw): (i64, i64) = (row.get(0), row.get(1));
-        match spec {
-            OffsetSpec::Earliest => Ok(start),
-            OffsetSpec::Latest => Ok(hw),
-            OffsetSpec::Timestamp(t) => {
-                let row = client
-                    .query_one(
-                        "SELECT min(\"offset\") FROM records
-                         WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3",
-                        &[&pid, &start, &t],
-                    )
-                    .await?;
-                Ok(row.get::<_, Option<i64>>(0).unwrap_or(hw))
+async fn fetch_once(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    pid: i64,
+    offset: i64,
+    limits: FetchLimits,
+) -> Result<FetchResult> {
+    let segment_records = broker.topic_meta(topic).await?.segment_records;
+    let client = broker.client().await?;
+    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+        client.statement_cache.clear();
+    }
+    let stmt = client.prepare_cached(WATERMARKS_SQL).await?;
+    let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
+        broker.forget_topic(topic.as_str());
+        return Err(Error::UnknownTopic(topic.to_string()));
+    };
+    let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
+    let out_of_range = |log_start, high_watermark| Error::OffsetOutOfRange {
+        offset,
+        log_start,
+        high_watermark,
+    };
+    if offset < log_start || offset > hw {
+        return Err(out_of_range(log_start, hw));
+    }
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = offset;
+    // One segment at a time, until a limit or the high watermark.
+    'segments: while next < hw && records.len() < limits.max_records.max(1) {
+        let base = next - next.rem_euclid(segment_records);
+        let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
+        let rows = match client.prepare_cached(&segment_fetch_sql(pid, base)).await {
+            Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
+            Err(e) => Err(e),
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            // Retention dropped the segment since we read the log start.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => break,
+            Err(e) => return Err(e.into()),
+        };
+        for row in &rows {
+            let off: i64 = row.get(0);
+            if off != next {
+                break 'segments;
             }
+            let record = StoredRecord {
+                partition,
+                offset: off,
+                timestamp: row.get(1),
+                key: row.get(2),
+                value: row.get(3),
+                headers: headers::from_json(row.get(4)),
+            };
+            let size = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
+            if !records.is_empty() && bytes + size > limits.max_bytes {
+                break 'segments;
+            }
+            bytes += size;
+            records.push(record);
+            next += 1;
+        }
+        if rows.is_empty() || next < base + segment_records {
+            break;
         }
     }
-
-    /// Log start and high watermark of a partition.
-    pub async fn watermarks(&self, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
-        let start = self.resolve_offset(topic, partition, OffsetSpec::Earliest).await?;
-        let end = self.resolve_offset(topic, partition, OffsetSpec::Latest).await?;
-        Ok((start, end))
+    // Records below the high watermark were there when we looked: if
+    // none came back, retention removed them meanwhile. Never skip.
+    if records.is_empty() && offset < hw {
+        let (start, end) = broker.streams().watermarks(topic, partition).await?;
+        return Err(out_of_range(start, end));
     }
+    Ok(FetchResult {
+        high_watermark: hw.max(next),
+        log_start_offset: log_start,
+        records,
+    })
+}
+
+/// Resolves earliest, latest or a timestamp to an offset of a partition.
+pub(crate) async fn resolve_offset(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    spec: OffsetSpec,
+) -> Result<i64> {
+    let (_, mut pid) = broker.partition_id(topic, partition).await?;
+    let client = broker.client().await?;
+    let watermarks = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
+    let mut found = client.query_opt(watermarks, &[&pid]).await?;
+    if found.is_none() {
+        // The cached partition id may belong to a topic of the same
+        // name deleted since: look the name up afresh, once.
+        broker.forget_topic(topic.as_str());
+        pid = broker.partition_id(topic, partition).await?.1;
+        found = client.query_opt(watermarks, &[&pid]).await?;
+    }
+    let row = found.ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
+    let (start, hw): (i64, i64) = (row.get(0), row.get(1));
+    match spec {
+        OffsetSpec::Earliest => Ok(start),
+        OffsetSpec::Latest => Ok(hw),
+        OffsetSpec::Timestamp(t) => {
+            let row = client
+                .query_one(
+                    "SELECT min(\"offset\") FROM records
+                     WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3",
+                    &[&pid, &start, &t],
+                )
+                .await?;
+            Ok(row.get::<_, Option<i64>>(0).unwrap_or(hw))
+        }
+    }
+}
+
+/// Log start and high watermark of a partition.
+pub(crate) async fn watermarks(broker: &Broker, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
+    let start = broker
+        .streams()
+        .resolve_offset(topic, partition, OffsetSpec::Earliest)
+        .await?;
+    let end = broker
+        .streams()
+        .resolve_offset(topic, partition, OffsetSpec::Latest)
+        .await?;
+    Ok((start, end))
 }
 
 /// Milliseconds since the epoch of a stored record's timestamp.

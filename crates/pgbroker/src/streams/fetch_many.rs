@@ -54,82 +54,84 @@ fn bytes_of(result: &Result<FetchResult>) -> usize {
     }
 }
 
-impl Broker {
-    /// Reads each partition from its offset, returning one result per read
-    /// in input order (an error for one partition, such as
-    /// [`crate::Error::OffsetOutOfRange`], does not fail the others). When
-    /// fewer than `limits.min_bytes` are available and no partition failed,
-    /// waits up to `limits.max_wait`, woken within milliseconds by a commit
-    /// to any of the partitions.
-    pub async fn fetch_many(&self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
-        let deadline = Instant::now() + limits.max_wait;
-        let mut pids = Vec::with_capacity(reads.len());
-        let mut waiters: Vec<Arc<Notify>> = Vec::with_capacity(reads.len());
-        if !limits.max_wait.is_zero() {
-            ensure_listener(&self.inner);
-            for r in reads {
-                if let Ok((_, pid)) = self.partition_id(&r.topic, r.partition).await {
-                    pids.push(pid);
-                    waiters.push(self.inner.wakeups.waiter(pid));
-                }
-            }
-        }
-        loop {
-            // Arm the wake-ups before reading, so a commit between the read
-            // and the wait still wakes us.
-            let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
-                waiters.iter().map(|w| Box::pin(w.notified())).collect();
-            for n in &mut notified {
-                n.as_mut().enable();
-            }
-            let results = self.read_each(reads, limits).await;
-            let total: usize = results.iter().map(bytes_of).sum();
-            let failed = results.iter().any(|r| r.is_err());
-            let now = Instant::now();
-            if failed || total >= limits.min_bytes.max(1) || now >= deadline || waiters.is_empty() {
-                return results;
-            }
-            match self.register_waiter(&pids).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(_) => return results,
-            }
-            let nap = (deadline - now).min(self.inner.poll_interval);
-            tokio::select! {
-                _ = select_all(notified) => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
-        }
-    }
-
-    async fn read_each(&self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
-        let mut out = Vec::with_capacity(reads.len());
-        let mut budget = limits.max_bytes;
+/// Reads each partition from its offset, returning one result per read
+/// in input order (an error for one partition, such as
+/// [`crate::Error::OffsetOutOfRange`], does not fail the others). When
+/// fewer than `limits.min_bytes` are available and no partition failed,
+/// waits up to `limits.max_wait`, woken within milliseconds by a commit
+/// to any of the partitions.
+pub(crate) async fn fetch_many(
+    broker: &Broker,
+    reads: &[PartitionRead],
+    limits: ManyLimits,
+) -> Vec<Result<FetchResult>> {
+    let deadline = Instant::now() + limits.max_wait;
+    let mut pids = Vec::with_capacity(reads.len());
+    let mut waiters: Vec<Arc<Notify>> = Vec::with_capacity(reads.len());
+    if !limits.max_wait.is_zero() {
+        ensure_listener(&broker.inner);
         for r in reads {
-            if budget == 0 {
-                out.push(self.fetch_nothing(r).await);
-                continue;
+            if let Ok((_, pid)) = broker.partition_id(&r.topic, r.partition).await {
+                pids.push(pid);
+                waiters.push(broker.inner.wakeups.waiter(pid));
             }
-            let one = FetchLimits {
-                max_records: limits.max_records,
-                max_bytes: r.max_bytes.min(budget).max(1),
-                max_wait: Duration::ZERO,
-            };
-            let result = self.fetch(&r.topic, r.partition, r.offset, one).await;
-            budget = budget.saturating_sub(bytes_of(&result));
-            out.push(result);
         }
-        out
     }
+    loop {
+        // Arm the wake-ups before reading, so a commit between the read
+        // and the wait still wakes us.
+        let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            waiters.iter().map(|w| Box::pin(w.notified())).collect();
+        for n in &mut notified {
+            n.as_mut().enable();
+        }
+        let results = read_each(broker, reads, limits).await;
+        let total: usize = results.iter().map(bytes_of).sum();
+        let failed = results.iter().any(|r| r.is_err());
+        let now = Instant::now();
+        if failed || total >= limits.min_bytes.max(1) || now >= deadline || waiters.is_empty() {
+            return results;
+        }
+        match crate::broker::notify::register_waiter(broker, &pids).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(_) => return results,
+        }
+        let nap = (deadline - now).min(broker.inner.poll_interval);
+        tokio::select! {
+            _ = select_all(notified) => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
 
-    /// A result with no records but current watermarks, for a partition
-    /// left out by the request's byte budget.
-    async fn fetch_nothing(&self, r: &PartitionRead) -> Result<FetchResult> {
-        let (log_start_offset, high_watermark) = self.watermarks(&r.topic, r.partition).await?;
-        Ok(FetchResult {
-            records: Vec::new(),
-            high_watermark,
-            log_start_offset,
-        })
+async fn read_each(broker: &Broker, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
+    let mut out = Vec::with_capacity(reads.len());
+    let mut budget = limits.max_bytes;
+    for r in reads {
+        if budget == 0 {
+            out.push(fetch_nothing(broker, r).await);
+            continue;
+        }
+        let one = FetchLimits {
+            max_records: limits.max_records,
+            max_bytes: r.max_bytes.min(budget).max(1),
+            max_wait: Duration::ZERO,
+        };
+        let result = broker.streams().fetch(&r.topic, r.partition, r.offset, one).await;
+        budget = budget.saturating_sub(bytes_of(&result));
+        out.push(result);
     }
+    out
+}
+
+/// A result with no records but current watermarks, for a partition
+/// left out by the request's byte budget.
+async fn fetch_nothing(broker: &Broker, r: &PartitionRead) -> Result<FetchResult> {
+    let (log_start_offset, high_watermark) = broker.streams().watermarks(&r.topic, r.partition).await?;
+    Ok(FetchResult {
+        records: Vec::new(),
+        high_watermark,
+        log_start_offset,
+    })
 }

@@ -68,112 +68,111 @@ fn parse_batches(v: &Value) -> Vec<(i32, i32, i64)> {
         .unwrap_or_default()
 }
 
-impl Broker {
-    /// Hands out a new producer id, with epoch 0.
-    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
-        let client = self.client().await?;
-        let row = client.query_one("SELECT nextval('kafka_producer_ids')", &[]).await?;
-        Ok((row.get(0), 0))
-    }
+/// Hands out a new producer id, with epoch 0.
+pub(crate) async fn init_producer_id(broker: &Broker) -> Result<(i64, i16)> {
+    let client = broker.client().await?;
+    let row = client.query_one("SELECT nextval('kafka_producer_ids')", &[]).await?;
+    Ok((row.get(0), 0))
+}
 
-    /// Appends `records` to one partition as the batch `batch` of an
-    /// idempotent producer. See the module documentation for the rules;
-    /// refusals are [`Error::OutOfOrderSequence`] and
-    /// [`Error::ProducerFenced`], and write nothing.
-    pub async fn produce_idempotent(
-        &self,
-        topic: &TopicName,
-        partition: i32,
-        records: &[Record],
-        batch: ProducerBatch,
-    ) -> Result<IdempotentAppend> {
-        let (meta, pid) = self.partition_id(topic, partition).await?;
-        for r in records {
-            if r.size() > meta.max_message_bytes {
-                return Err(Error::RecordTooLarge {
-                    size: r.size(),
-                    max: meta.max_message_bytes,
-                });
-            }
+/// Appends `records` to one partition as the batch `batch` of an
+/// idempotent producer. See the module documentation for the rules;
+/// refusals are [`Error::OutOfOrderSequence`] and
+/// [`Error::ProducerFenced`], and write nothing.
+pub(crate) async fn produce_idempotent(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: i32,
+    records: &[Record],
+    batch: ProducerBatch,
+) -> Result<IdempotentAppend> {
+    let (meta, pid) = broker.partition_id(topic, partition).await?;
+    for r in records {
+        if r.size() > meta.max_message_bytes {
+            return Err(Error::RecordTooLarge {
+                size: r.size(),
+                max: meta.max_message_bytes,
+            });
         }
-        if records.is_empty() {
-            return Err(Error::invalid("record batch", "a batch needs at least one record"));
-        }
-        let last_seq = last_sequence(batch.base_sequence, records.len());
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
-             VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING",
+    }
+    if records.is_empty() {
+        return Err(Error::invalid("record batch", "a batch needs at least one record"));
+    }
+    let last_seq = last_sequence(batch.base_sequence, records.len());
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+         VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING",
+        &[&batch.producer_id, &pid],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT epoch, last_seq, batches FROM kafka_producer_state
+             WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE",
             &[&batch.producer_id, &pid],
         )
         .await?;
-        let row = tx
-            .query_one(
-                "SELECT epoch, last_seq, batches FROM kafka_producer_state
-                 WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE",
-                &[&batch.producer_id, &pid],
-            )
-            .await?;
-        let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
-        let mut batches = parse_batches(&remembered);
-        if epoch > batch.epoch {
-            return Err(Error::ProducerFenced {
-                producer_id: batch.producer_id,
-                got: batch.epoch,
-                current: epoch,
+    let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
+    let mut batches = parse_batches(&remembered);
+    if epoch > batch.epoch {
+        return Err(Error::ProducerFenced {
+            producer_id: batch.producer_id,
+            got: batch.epoch,
+            current: epoch,
+        });
+    }
+    if epoch == batch.epoch {
+        if let Some(&(_, _, base_offset)) = batches
+            .iter()
+            .find(|(b, l, _)| *b == batch.base_sequence && *l == last_seq)
+        {
+            return Ok(IdempotentAppend {
+                base_offset,
+                duplicate: true,
             });
         }
-        if epoch == batch.epoch {
-            if let Some(&(_, _, base_offset)) = batches
-                .iter()
-                .find(|(b, l, _)| *b == batch.base_sequence && *l == last_seq)
-            {
-                return Ok(IdempotentAppend {
-                    base_offset,
-                    duplicate: true,
-                });
-            }
-            if batch.base_sequence != next_sequence(last) {
-                return Err(Error::OutOfOrderSequence {
-                    producer_id: batch.producer_id,
-                    last,
-                    got: batch.base_sequence,
-                });
-            }
-        } else {
-            // A new epoch (or a producer this partition has not seen) starts
-            // afresh.
-            if epoch >= 0 && batch.base_sequence != 0 {
-                return Err(Error::OutOfOrderSequence {
-                    producer_id: batch.producer_id,
-                    last: -1,
-                    got: batch.base_sequence,
-                });
-            }
-            batches.clear();
+        if batch.base_sequence != next_sequence(last) {
+            return Err(Error::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                last,
+                got: batch.base_sequence,
+            });
         }
-        let idx: Vec<usize> = (0..records.len()).collect();
-        let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-        let base_offset = self.append_locked(&*tx, false, now, &meta, pid, records, &idx).await?;
-        batches.push((batch.base_sequence, last_seq, base_offset));
-        if batches.len() > REMEMBERED_BATCHES {
-            batches.remove(0);
+    } else {
+        // A new epoch (or a producer this partition has not seen) starts
+        // afresh.
+        if epoch >= 0 && batch.base_sequence != 0 {
+            return Err(Error::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                last: -1,
+                got: batch.base_sequence,
+            });
         }
-        let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
-        tx.execute(
-            "UPDATE kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
-             WHERE producer_id = $1 AND partition_id = $2",
-            &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
-        )
-        .await?;
-        tx.commit().await?;
-        self.after_commit(pid, base_offset, now, records, &idx);
-        Ok(IdempotentAppend {
-            base_offset,
-            duplicate: false,
-        })
+        batches.clear();
     }
+    let idx: Vec<usize> = (0..records.len()).collect();
+    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
+    let base_offset =
+        crate::streams::produce::append_locked(broker, &*tx, false, now, &meta, pid, records, &idx).await?;
+    batches.push((batch.base_sequence, last_seq, base_offset));
+    if batches.len() > REMEMBERED_BATCHES {
+        batches.remove(0);
+    }
+    let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
+    tx.execute(
+        "UPDATE kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
+         WHERE producer_id = $1 AND partition_id = $2",
+        &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
+    )
+    .await?;
+    tx.commit().await?;
+    crate::streams::produce::after_commit(broker, pid, base_offset, now, records, &idx);
+    Ok(IdempotentAppend {
+        base_offset,
+        duplicate: false,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! (`consumer`). `topics` creates and describes them; `delete_records`
 //! moves a partition's log start.
 
+mod api;
 pub(crate) mod cache;
 pub(crate) mod consumer;
 pub(crate) mod delete_records;
@@ -16,3 +17,14 @@ pub(crate) mod produce;
 pub(crate) mod producer;
 pub(crate) mod segments;
 pub(crate) mod topics;
+
+pub use api::{Streams, Topics};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
+pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use fetch_many::{ManyLimits, PartitionRead};
+pub use idempotent::{IdempotentAppend, ProducerBatch};
+pub use producer::{Producer, ProducerConfig};
+pub use topics::{
+    PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
+    MAX_PARTITIONS,
+};

@@ -110,261 +110,255 @@ impl<'a> Columns<'a> {
 /// Records of one call split by target partition, with their input indexes.
 type Split = BTreeMap<i32, Vec<usize>>;
 
-impl Broker {
-    /// Produces records to a topic and returns where each landed, in input
-    /// order. With `partition` the records all go there; otherwise a keyed
-    /// record goes where Kafka's default partitioner would put it, and
-    /// records without a key go together to one partition chosen round-robin.
-    ///
-    /// Records for one partition are written by one statement in one
-    /// transaction: all of them or none.
-    pub async fn produce(
-        &self,
-        topic: &TopicName,
-        partition: Option<i32>,
-        records: &[Record],
-    ) -> Result<Vec<RecordPosition>> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (meta, split) = self.split(topic, partition, records).await?;
-        let appends = split.iter().map(|(p, idx)| {
-            let meta = meta.clone();
-            async move {
-                let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
-                let base = self.append_pooled(&meta, pid, records, idx).await?;
-                Ok::<_, Error>((*p, idx, base))
-            }
-        });
-        let results = try_join_all(appends).await?;
-        Ok(positions(records.len(), results))
+/// Produces records to a topic and returns where each landed, in input
+/// order. With `partition` the records all go there; otherwise a keyed
+/// record goes where Kafka's default partitioner would put it, and
+/// records without a key go together to one partition chosen round-robin.
+///
+/// Records for one partition are written by one statement in one
+/// transaction: all of them or none.
+pub(crate) async fn produce(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: Option<i32>,
+    records: &[Record],
+) -> Result<Vec<RecordPosition>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
     }
-
-    /// Produces inside the caller's open transaction (the transactional
-    /// outbox): the records become visible if and only if that transaction
-    /// commits. Partition choice is as in [`Broker::produce`].
-    ///
-    /// The partition's row lock is held until the caller commits, so other
-    /// producers to the same partitions wait for it: keep such transactions
-    /// short.
-    pub async fn produce_in(
-        &self,
-        client: &impl GenericClient,
-        topic: &TopicName,
-        partition: Option<i32>,
-        records: &[Record],
-    ) -> Result<Vec<RecordPosition>> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (meta, split) = self.split(topic, partition, records).await?;
-        let mut results = Vec::with_capacity(split.len());
-        for (p, idx) in &split {
+    let (meta, split) = split(broker, topic, partition, records).await?;
+    let appends = split.iter().map(|(p, idx)| {
+        let meta = meta.clone();
+        async move {
             let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
-            let now = truncate_to_micros(SystemTime::now());
-            let base = self.append_locked(client, true, now, &meta, pid, records, idx).await?;
-            results.push((*p, idx, base));
+            let base = append_pooled(broker, &meta, pid, records, idx).await?;
+            Ok::<_, Error>((*p, idx, base))
         }
-        Ok(positions(records.len(), results))
-    }
+    });
+    let results = try_join_all(appends).await?;
+    Ok(positions(records.len(), results))
+}
 
-    /// Validates the records and groups their indexes by target partition.
-    async fn split(
-        &self,
-        topic: &TopicName,
-        partition: Option<i32>,
-        records: &[Record],
-    ) -> Result<(std::sync::Arc<TopicMeta>, Split)> {
-        let meta = self.topic_meta(topic).await?;
-        let count = meta.partition_ids.len();
-        for r in records {
-            let size = r.size();
-            if size > meta.max_message_bytes {
-                return Err(Error::RecordTooLarge {
-                    size,
-                    max: meta.max_message_bytes,
-                });
-            }
-        }
-        let mut split = Split::new();
-        if let Some(p) = partition {
-            if usize::try_from(p).map_or(true, |p| p >= count) {
-                self.forget_topic(topic.as_str());
-                return Err(Error::UnknownPartition {
-                    topic: topic.to_string(),
-                    partition: p,
-                    count,
-                });
-            }
-            split.insert(p, (0..records.len()).collect());
-            return Ok((meta, split));
-        }
-        let sticky = i32::try_from(self.next_round_robin() % count.max(1)).unwrap_or(0);
-        for (i, r) in records.iter().enumerate() {
-            let p = match &r.key {
-                Some(k) => partition_for_key(k, count),
-                None => sticky,
-            };
-            split.entry(p).or_default().push(i);
-        }
-        Ok((meta, split))
+/// Produces inside the caller's open transaction (the transactional
+/// outbox): the records become visible if and only if that transaction
+/// commits. Partition choice is as in [`Broker::produce`].
+///
+/// The partition's row lock is held until the caller commits, so other
+/// producers to the same partitions wait for it: keep such transactions
+/// short.
+pub(crate) async fn produce_in(
+    broker: &Broker,
+    client: &impl GenericClient,
+    topic: &TopicName,
+    partition: Option<i32>,
+    records: &[Record],
+) -> Result<Vec<RecordPosition>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
     }
-
-    /// Appends on a pooled connection with the single produce statement.
-    /// If the batch reaches past the last segment, falls back to
-    /// [`Broker::append_locked`] in a transaction of its own. When the
-    /// partition's spare room runs low, creates the next segment ahead of
-    /// time so that producers rarely meet a missing one.
-    async fn append_pooled(&self, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {
-        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.produce_sql).await?;
-        let raw: &tokio_postgres::Client = &client;
+    let (meta, split) = split(broker, topic, partition, records).await?;
+    let mut results = Vec::with_capacity(split.len());
+    for (p, idx) in &split {
+        let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
         let now = truncate_to_micros(SystemTime::now());
-        match self.append_on(raw, &stmt, false, now, meta, pid, records, idx).await {
-            Ok((base, segments_end)) => {
-                drop(client);
-                self.cache_committed(pid, base, now, records, idx);
-                self.inner.wakeups.wake(pid);
-                // The batch is committed: a failure to make room ahead is
-                // not its failure (a client told otherwise would send it
-                // again). The next producer, or the fallback, creates it.
-                if segments_end - (base + n) <= meta.segment_records / 2 {
-                    if let Err(e) = self.ensure_segments(pid, 0, meta.segment_records).await {
-                        tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
-                    }
-                }
-                Ok(base)
-            }
-            Err(e) if no_segment(&e) => {
-                let mut attempt = 1;
-                loop {
-                    let tx = client.transaction().await?;
-                    match self.append_locked(&*tx, false, now, meta, pid, records, idx).await {
-                        Ok(base) => {
-                            tx.commit().await?;
-                            self.cache_committed(pid, base, now, records, idx);
-                            self.inner.wakeups.wake(pid);
-                            return Ok(base);
-                        }
-                        Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
-                            tx.rollback().await?;
-                            tracing::warn!(partition_id = pid, attempt, "no segment for a produce; retrying");
-                            self.ensure_segments(pid, 0, meta.segment_records).await?;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => Err(e),
+        let base = append_locked(broker, client, true, now, &meta, pid, records, idx).await?;
+        results.push((*p, idx, base));
+    }
+    Ok(positions(records.len(), results))
+}
+
+/// Validates the records and groups their indexes by target partition.
+async fn split(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: Option<i32>,
+    records: &[Record],
+) -> Result<(std::sync::Arc<TopicMeta>, Split)> {
+    let meta = broker.topic_meta(topic).await?;
+    let count = meta.partition_ids.len();
+    for r in records {
+        let size = r.size();
+        if size > meta.max_message_bytes {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: meta.max_message_bytes,
+            });
         }
     }
-
-    /// Appends within an open transaction: takes the partition's lock first,
-    /// to learn exactly which offsets this batch gets, then creates any
-    /// missing segment on pgbroker's own connection (DDL inside the caller's
-    /// transaction would hold its locks until the caller commits), then
-    /// inserts. Returns the base offset.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn append_locked(
-        &self,
-        client: &impl GenericClient,
-        in_caller_tx: bool,
-        now: SystemTime,
-        meta: &TopicMeta,
-        pid: i64,
-        records: &[Record],
-        idx: &[usize],
-    ) -> Result<i64> {
-        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
-        let row = client.query_one(self.inner.outbox_lock_sql.as_str(), &[&pid]).await?;
-        let (next, segments_end): (i64, i64) = (row.get(0), row.get(1));
-        if segments_end < next + n {
-            self.ensure_segments(pid, next + n, meta.segment_records).await?;
+    let mut split = Split::new();
+    if let Some(p) = partition {
+        if usize::try_from(p).map_or(true, |p| p >= count) {
+            broker.forget_topic(topic.as_str());
+            return Err(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition: p,
+                count,
+            });
         }
-        let sql = self.inner.produce_sql.as_str();
-        let (base, _) = self
-            .append_on(client, sql, in_caller_tx, now, meta, pid, records, idx)
-            .await?;
-        Ok(base)
+        split.insert(p, (0..records.len()).collect());
+        return Ok((meta, split));
     }
-
-    /// Runs the produce statement for the records at `idx`; returns the base
-    /// offset and the end of the partition's last segment.
-    #[allow(clippy::too_many_arguments)]
-    async fn append_on<S: ToStatement + Sync + Send + ?Sized>(
-        &self,
-        client: &impl GenericClient,
-        stmt: &S,
-        in_caller_tx: bool,
-        now: SystemTime,
-        meta: &TopicMeta,
-        pid: i64,
-        records: &[Record],
-        idx: &[usize],
-    ) -> Result<(i64, i64)> {
-        let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
-        // Inside a caller's transaction the commit is not ours to see, so
-        // every waiter, this process's too, must hear of it by NOTIFY.
-        let listener = if in_caller_tx {
-            ""
-        } else {
-            self.inner.wakeups.listener_id()
+    let sticky = i32::try_from(broker.next_round_robin() % count.max(1)).unwrap_or(0);
+    for (i, r) in records.iter().enumerate() {
+        let p = match &r.key {
+            Some(k) => partition_for_key(k, count),
+            None => sticky,
         };
-        let cols = Columns::new(idx.iter().map(|&i| &records[i]), now);
-        let row = client
-            .query_opt(
-                stmt,
-                &[
-                    &pid,
-                    &n,
-                    &cols.ts,
-                    &cols.keys,
-                    &cols.values,
-                    &cols.headers,
-                    &self.inner.channel,
-                    &listener,
-                ],
-            )
-            .await?;
-        match row {
-            Some(row) => Ok((row.get(0), row.get(1))),
-            None => {
-                self.forget_topic(meta.name.as_str());
-                Err(Error::UnknownTopic(meta.name.to_string()))
+        split.entry(p).or_default().push(i);
+    }
+    Ok((meta, split))
+}
+
+/// Appends on a pooled connection with the single produce statement.
+/// If the batch reaches past the last segment, falls back to
+/// [`Broker::append_locked`] in a transaction of its own. When the
+/// partition's spare room runs low, creates the next segment ahead of
+/// time so that producers rarely meet a missing one.
+async fn append_pooled(broker: &Broker, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {
+    let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+    let mut client = broker.client().await?;
+    let stmt = client.prepare_cached(&broker.inner.produce_sql).await?;
+    let raw: &tokio_postgres::Client = &client;
+    let now = truncate_to_micros(SystemTime::now());
+    match append_on(broker, raw, &stmt, false, now, meta, pid, records, idx).await {
+        Ok((base, segments_end)) => {
+            drop(client);
+            cache_committed(broker, pid, base, now, records, idx);
+            broker.inner.wakeups.wake(pid);
+            // The batch is committed: a failure to make room ahead is
+            // not its failure (a client told otherwise would send it
+            // again). The next producer, or the fallback, creates it.
+            if segments_end - (base + n) <= meta.segment_records / 2 {
+                if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
+                    tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
+                }
             }
+            Ok(base)
+        }
+        Err(e) if no_segment(&e) => {
+            let mut attempt = 1;
+            loop {
+                let tx = client.transaction().await?;
+                match append_locked(broker, &*tx, false, now, meta, pid, records, idx).await {
+                    Ok(base) => {
+                        tx.commit().await?;
+                        cache_committed(broker, pid, base, now, records, idx);
+                        broker.inner.wakeups.wake(pid);
+                        return Ok(base);
+                    }
+                    Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
+                        tx.rollback().await?;
+                        tracing::warn!(partition_id = pid, attempt, "no segment for a produce; retrying");
+                        crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await?;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends within an open transaction: takes the partition's lock first,
+/// to learn exactly which offsets this batch gets, then creates any
+/// missing segment on pgbroker's own connection (DDL inside the caller's
+/// transaction would hold its locks until the caller commits), then
+/// inserts. Returns the base offset.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_locked(
+    broker: &Broker,
+    client: &impl GenericClient,
+    in_caller_tx: bool,
+    now: SystemTime,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    idx: &[usize],
+) -> Result<i64> {
+    let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+    let row = client.query_one(broker.inner.outbox_lock_sql.as_str(), &[&pid]).await?;
+    let (next, segments_end): (i64, i64) = (row.get(0), row.get(1));
+    if segments_end < next + n {
+        crate::streams::segments::ensure_segments(broker, pid, next + n, meta.segment_records).await?;
+    }
+    let sql = broker.inner.produce_sql.as_str();
+    let (base, _) = append_on(broker, client, sql, in_caller_tx, now, meta, pid, records, idx).await?;
+    Ok(base)
+}
+
+/// Runs the produce statement for the records at `idx`; returns the base
+/// offset and the end of the partition's last segment.
+#[allow(clippy::too_many_arguments)]
+async fn append_on<S: ToStatement + Sync + Send + ?Sized>(
+    broker: &Broker,
+    client: &impl GenericClient,
+    stmt: &S,
+    in_caller_tx: bool,
+    now: SystemTime,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    idx: &[usize],
+) -> Result<(i64, i64)> {
+    let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
+    // Inside a caller's transaction the commit is not ours to see, so
+    // every waiter, this process's too, must hear of it by NOTIFY.
+    let listener = if in_caller_tx {
+        ""
+    } else {
+        broker.inner.wakeups.listener_id()
+    };
+    let cols = Columns::new(idx.iter().map(|&i| &records[i]), now);
+    let row = client
+        .query_opt(
+            stmt,
+            &[
+                &pid,
+                &n,
+                &cols.ts,
+                &cols.keys,
+                &cols.values,
+                &cols.headers,
+                &broker.inner.channel,
+                &listener,
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok((row.get(0), row.get(1))),
+        None => {
+            broker.forget_topic(meta.name.as_str());
+            Err(Error::UnknownTopic(meta.name.to_string()))
         }
     }
 }
 
-impl Broker {
-    /// After a commit of ours: caches the batch and wakes local waiters.
-    pub(crate) fn after_commit(&self, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
-        self.cache_committed(pid, base, now, records, idx);
-        self.inner.wakeups.wake(pid);
-    }
+/// After a commit of ours: caches the batch and wakes local waiters.
+pub(crate) fn after_commit(broker: &Broker, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
+    cache_committed(broker, pid, base, now, records, idx);
+    broker.inner.wakeups.wake(pid);
+}
 
-    /// Hands a committed batch to the record cache. The cache is keyed by
-    /// partition id; readers fill in the partition number.
-    fn cache_committed(&self, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
-        let run = idx
-            .iter()
-            .enumerate()
-            .map(|(k, &i)| {
-                let r = &records[i];
-                StoredRecord {
-                    partition: 0,
-                    offset: base + i64::try_from(k).unwrap_or(i64::MAX),
-                    timestamp: r.timestamp.map_or(now, truncate_to_micros),
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    headers: r.headers.clone(),
-                }
-            })
-            .collect();
-        self.inner.cache.insert(pid, base, run);
-    }
+/// Hands a committed batch to the record cache. The cache is keyed by
+/// partition id; readers fill in the partition number.
+fn cache_committed(broker: &Broker, pid: i64, base: i64, now: SystemTime, records: &[Record], idx: &[usize]) {
+    let run = idx
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let r = &records[i];
+            StoredRecord {
+                partition: 0,
+                offset: base + i64::try_from(k).unwrap_or(i64::MAX),
+                timestamp: r.timestamp.map_or(now, truncate_to_micros),
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            }
+        })
+        .collect();
+    broker.inner.cache.insert(pid, base, run);
 }
 
 /// Postgres keeps microseconds; so does everything pgbroker hands out.

@@ -52,15 +52,13 @@ pub struct Producer {
     tx: mpsc::Sender<Pending>,
 }
 
-impl Broker {
-    /// Starts an auto-batching producer.
-    pub fn producer(&self, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(config.max_batch_records.max(1) * 4);
-        tokio::spawn(run(self.clone(), config, rx));
-        Producer {
-            broker: self.clone(),
-            tx,
-        }
+/// Starts an auto-batching producer.
+pub(crate) fn producer(broker: &Broker, config: ProducerConfig) -> Producer {
+    let (tx, rx) = mpsc::channel(config.max_batch_records.max(1) * 4);
+    tokio::spawn(run(broker.clone(), config, rx));
+    Producer {
+        broker: broker.clone(),
+        tx,
     }
 }
 
@@ -130,7 +128,7 @@ async fn flush(broker: &Broker, batch: Vec<Pending>) {
     }
     let sends = by_target.into_iter().map(|((topic, partition), pending)| async move {
         let (records, replies): (Vec<Record>, Vec<_>) = pending.into_iter().map(|p| (p.record, p.reply)).unzip();
-        match broker.produce(&topic, partition, &records).await {
+        match broker.streams().produce(&topic, partition, &records).await {
             Ok(positions) => {
                 for (reply, pos) in replies.into_iter().zip(positions) {
                     let _ = reply.send(Ok(pos));

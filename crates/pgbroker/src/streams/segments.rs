@@ -38,204 +38,201 @@ pub(crate) async fn create_segment(tx: &impl GenericClient, partition_id: i64, b
     Ok(())
 }
 
-impl Broker {
-    /// Makes sure segments exist below `at_least` and for at least
-    /// `headroom` offsets past the partition's committed high watermark.
-    /// Idempotent; concurrent callers serialise per partition on an
-    /// advisory lock, which appends also wait on before they insert (see
-    /// `outbox_lock_sql`). It never locks the partition's row, so it can run
-    /// while a caller's open transaction holds that row (the outbox path).
-    pub(crate) async fn ensure_segments(&self, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
-        let mut client = self.segment_client().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('pgbroker.segments'), hashtext($1::text))",
-            &[&partition_id.to_string()],
+/// Makes sure segments exist below `at_least` and for at least
+/// `headroom` offsets past the partition's committed high watermark.
+/// Idempotent; concurrent callers serialise per partition on an
+/// advisory lock, which appends also wait on before they insert (see
+/// `outbox_lock_sql`). It never locks the partition's row, so it can run
+/// while a caller's open transaction holds that row (the outbox path).
+pub(crate) async fn ensure_segments(broker: &Broker, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
+    let mut client = broker.segment_client().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('pgbroker.segments'), hashtext($1::text))",
+        &[&partition_id.to_string()],
+    )
+    .await?;
+    let row = tx
+        .query_opt(
+            "SELECT p.next_offset, t.segment_records,
+                    (SELECT coalesce(max(end_offset), 0) FROM segments s WHERE s.partition_id = p.id)
+             FROM partitions p JOIN topics t ON t.id = p.topic_id WHERE p.id = $1",
+            &[&partition_id],
+        )
+        .await?
+        .ok_or_else(|| Error::Busy(format!("partition {partition_id} was deleted")))?;
+    let (next, size, mut end): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let up_to = at_least.max(next + headroom);
+    if end >= up_to {
+        return Ok(());
+    }
+    while end < up_to {
+        create_segment(&*tx, partition_id, end, end + size)
+            .await
+            .map_err(|e| match e {
+                Error::Db(e) => lock_busy(e, "creating a segment"),
+                other => other,
+            })?;
+        end += size;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One pass of retention: drops every closed segment that is past its
+/// topic's retention time or beyond its retention bytes, advancing the
+/// partition's log start first, and drops segment tables left over from
+/// deleted topics. Returns how many segment tables were dropped.
+pub(crate) async fn enforce_retention(broker: &Broker) -> Result<usize> {
+    let client = broker.client().await?;
+    client
+        .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
+        .await?;
+    let rows = client
+        .query(
+            "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,
+                    t.retention_bytes, p.next_offset,
+                    coalesce(pg_total_relation_size(to_regclass(s.table_name)), 0)
+             FROM segments s
+             JOIN partitions p ON p.id = s.partition_id
+             JOIN topics t ON t.id = p.topic_id
+             WHERE NOT s.dropping
+               AND (t.retention_ms IS NOT NULL OR t.retention_bytes IS NOT NULL)
+             ORDER BY s.partition_id, s.base_offset",
+            &[],
         )
         .await?;
-        let row = tx
-            .query_opt(
-                "SELECT p.next_offset, t.segment_records,
-                        (SELECT coalesce(max(end_offset), 0) FROM segments s WHERE s.partition_id = p.id)
-                 FROM partitions p JOIN topics t ON t.id = p.topic_id WHERE p.id = $1",
-                &[&partition_id],
-            )
-            .await?
-            .ok_or_else(|| Error::Busy(format!("partition {partition_id} was deleted")))?;
-        let (next, size, mut end): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let up_to = at_least.max(next + headroom);
-        if end >= up_to {
-            return Ok(());
-        }
-        while end < up_to {
-            create_segment(&*tx, partition_id, end, end + size)
-                .await
-                .map_err(|e| match e {
-                    Error::Db(e) => lock_busy(e, "creating a segment"),
-                    other => other,
-                })?;
-            end += size;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// One pass of retention: drops every closed segment that is past its
-    /// topic's retention time or beyond its retention bytes, advancing the
-    /// partition's log start first, and drops segment tables left over from
-    /// deleted topics. Returns how many segment tables were dropped.
-    pub async fn enforce_retention(&self) -> Result<usize> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
-            .await?;
-        let rows = client
-            .query(
-                "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,
-                        t.retention_bytes, p.next_offset,
-                        coalesce(pg_total_relation_size(to_regclass(s.table_name)), 0)
-                 FROM segments s
-                 JOIN partitions p ON p.id = s.partition_id
-                 JOIN topics t ON t.id = p.topic_id
-                 WHERE NOT s.dropping
-                   AND (t.retention_ms IS NOT NULL OR t.retention_bytes IS NOT NULL)
-                 ORDER BY s.partition_id, s.base_offset",
-                &[],
-            )
-            .await?;
-        let mut expired: Vec<(i64, i64)> = Vec::new();
-        let mut i = 0;
-        while i < rows.len() {
-            let pid: i64 = rows[i].get(0);
-            let group: Vec<_> = rows[i..].iter().take_while(|r| r.get::<_, i64>(0) == pid).collect();
-            i += group.len();
-            let mut total: i64 = group.iter().map(|r| r.get::<_, i64>(6)).sum();
-            for r in &group {
-                let (end, next): (i64, i64) = (r.get(2), r.get(5));
-                let (retention_ms, retention_bytes): (Option<i64>, Option<i64>) = (r.get(3), r.get(4));
-                let size: i64 = r.get(6);
-                if end > next {
-                    break; // the active segment is never dropped
-                }
-                let over_size = retention_bytes.is_some_and(|limit| total - size >= limit);
-                let too_old = match retention_ms {
-                    Some(ms) => self.last_record_older_than(&client, pid, r.get(1), end - 1, ms).await?,
-                    None => false,
-                };
-                if !(over_size || too_old) {
-                    break;
-                }
-                total -= size;
-                expired.push((pid, end));
+    let mut expired: Vec<(i64, i64)> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let pid: i64 = rows[i].get(0);
+        let group: Vec<_> = rows[i..].iter().take_while(|r| r.get::<_, i64>(0) == pid).collect();
+        i += group.len();
+        let mut total: i64 = group.iter().map(|r| r.get::<_, i64>(6)).sum();
+        for r in &group {
+            let (end, next): (i64, i64) = (r.get(2), r.get(5));
+            let (retention_ms, retention_bytes): (Option<i64>, Option<i64>) = (r.get(3), r.get(4));
+            let size: i64 = r.get(6);
+            if end > next {
+                break; // the active segment is never dropped
             }
-        }
-        for (pid, end) in &expired {
-            self.inner.cache.advance_log_start(*pid, *end);
-            client
-                .execute(
-                    "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
-                                WHERE id = $1 RETURNING id)
-                     UPDATE segments SET dropping = true
-                     WHERE partition_id = $1 AND end_offset <= $2",
-                    &[pid, end],
-                )
-                .await?;
-        }
-        self.drop_pending_segments().await
-    }
-
-    /// Whether the record at `offset`, in the segment starting at `base`,
-    /// is older than the retention time. A missing record or segment counts
-    /// as expired.
-    async fn last_record_older_than(
-        &self,
-        client: &tokio_postgres::Client,
-        partition_id: i64,
-        base: i64,
-        offset: i64,
-        retention_ms: i64,
-    ) -> Result<bool> {
-        let table = segment_table(partition_id, base);
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT ts < now() - $3::float8 * interval '1 millisecond'
-                     FROM {table} WHERE partition_id = $1 AND \"offset\" = $2"
-                ),
-                &[&partition_id, &offset, &(retention_ms as f64)],
-            )
-            .await;
-        match row {
-            Ok(row) => Ok(row.is_none_or(|r| r.get::<_, bool>(0))),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(true),
-            Err(e) => Err(e.into()),
+            let over_size = retention_bytes.is_some_and(|limit| total - size >= limit);
+            let too_old = match retention_ms {
+                Some(ms) => last_record_older_than(&client, pid, r.get(1), end - 1, ms).await?,
+                None => false,
+            };
+            if !(over_size || too_old) {
+                break;
+            }
+            total -= size;
+            expired.push((pid, end));
         }
     }
-
-    /// Drops segment tables already cut off from the log (by retention or a
-    /// deleted topic). Tables that cannot be locked quickly stay for the
-    /// next pass. Returns how many were dropped.
-    pub(crate) async fn drop_pending_segments(&self) -> Result<usize> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT table_name FROM segments WHERE dropping
-                 UNION ALL SELECT table_name FROM orphan_segments",
-                &[],
+    for (pid, end) in &expired {
+        broker.inner.cache.advance_log_start(*pid, *end);
+        client
+            .execute(
+                "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
+                            WHERE id = $1 RETURNING id)
+                 UPDATE segments SET dropping = true
+                 WHERE partition_id = $1 AND end_offset <= $2",
+                &[pid, end],
             )
             .await?;
-        let mut dropped = 0;
-        for row in rows {
-            let table: String = row.get(0);
-            if !is_segment_name(&table) {
+    }
+    drop_pending_segments(broker).await
+}
+
+/// Whether the record at `offset`, in the segment starting at `base`,
+/// is older than the retention time. A missing record or segment counts
+/// as expired.
+async fn last_record_older_than(
+    client: &tokio_postgres::Client,
+    partition_id: i64,
+    base: i64,
+    offset: i64,
+    retention_ms: i64,
+) -> Result<bool> {
+    let table = segment_table(partition_id, base);
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT ts < now() - $3::float8 * interval '1 millisecond'
+                 FROM {table} WHERE partition_id = $1 AND \"offset\" = $2"
+            ),
+            &[&partition_id, &offset, &(retention_ms as f64)],
+        )
+        .await;
+    match row {
+        Ok(row) => Ok(row.is_none_or(|r| r.get::<_, bool>(0))),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops segment tables already cut off from the log (by retention or a
+/// deleted topic). Tables that cannot be locked quickly stay for the
+/// next pass. Returns how many were dropped.
+pub(crate) async fn drop_pending_segments(broker: &Broker) -> Result<usize> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT table_name FROM segments WHERE dropping
+             UNION ALL SELECT table_name FROM orphan_segments",
+            &[],
+        )
+        .await?;
+    let mut dropped = 0;
+    for row in rows {
+        let table: String = row.get(0);
+        if !is_segment_name(&table) {
+            continue;
+        }
+        // TRUNCATE locks only the segment and frees its space at once;
+        // DROP needs a brief lock on the parent, and may wait its turn.
+        let sql = format!(
+            "SET lock_timeout = '{DDL_LOCK_TIMEOUT}';
+             TRUNCATE {table}; DROP TABLE {table};
+             RESET lock_timeout;"
+        );
+        let outcome = client.batch_execute(&sql).await;
+        if let Err(e) = outcome {
+            client.batch_execute("RESET lock_timeout").await?;
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+                tracing::debug!(table, "segment already gone");
+            } else {
+                tracing::debug!(table, error = %e, "segment drop postponed");
                 continue;
             }
-            // TRUNCATE locks only the segment and frees its space at once;
-            // DROP needs a brief lock on the parent, and may wait its turn.
-            let sql = format!(
-                "SET lock_timeout = '{DDL_LOCK_TIMEOUT}';
-                 TRUNCATE {table}; DROP TABLE {table};
-                 RESET lock_timeout;"
-            );
-            let outcome = client.batch_execute(&sql).await;
-            if let Err(e) = outcome {
-                client.batch_execute("RESET lock_timeout").await?;
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
-                    tracing::debug!(table, "segment already gone");
-                } else {
-                    tracing::debug!(table, error = %e, "segment drop postponed");
-                    continue;
-                }
-            }
-            client
-                .execute("DELETE FROM segments WHERE table_name = $1", &[&table])
-                .await?;
-            client
-                .execute("DELETE FROM orphan_segments WHERE table_name = $1", &[&table])
-                .await?;
-            dropped += 1;
         }
-        Ok(dropped)
+        client
+            .execute("DELETE FROM segments WHERE table_name = $1", &[&table])
+            .await?;
+        client
+            .execute("DELETE FROM orphan_segments WHERE table_name = $1", &[&table])
+            .await?;
+        dropped += 1;
     }
+    Ok(dropped)
+}
 
-    /// Runs retention and segment clean-up every `interval` until the
-    /// returned task is aborted. Errors are logged and the loop goes on.
-    pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let broker = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match broker.enforce_retention().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(segments = n, "retention dropped segments"),
-                    Err(e) => tracing::warn!(error = %e, "retention pass failed"),
-                }
+/// Runs retention and segment clean-up every `interval` until the
+/// returned task is aborted. Errors are logged and the loop goes on.
+pub(crate) fn spawn_maintenance(broker: &Broker, interval: Duration) -> tokio::task::JoinHandle<()> {
+    let broker = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match broker.maintenance().enforce_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(segments = n, "retention dropped segments"),
+                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
             }
-        })
-    }
+        }
+    })
 }
 
 /// True for names produced by [`segment_table`]; anything else found in the

@@ -143,150 +143,150 @@ fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
     })
 }
 
-impl Broker {
-    /// Creates a topic with its partitions and their first segments.
-    pub async fn create_topic(&self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
-        config.validate()?;
-        let retention_ms = config
-            .retention
-            .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
-        let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let row = tx
-            .query_opt(
-                "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[
-                    &name.as_str(),
-                    &retention_ms,
-                    &config.retention_bytes,
-                    &config.segment_records,
-                    &max,
-                ],
-            )
-            .await?
-            .ok_or_else(|| Error::TopicExists(name.to_string()))?;
-        let topic_id: i64 = row.get(0);
-        add_partitions_tx(&tx, topic_id, 0, config.partitions, config.segment_records).await?;
-        tx.commit().await?;
-        self.forget_topic(name.as_str());
-        self.topic_info(name).await
-    }
+/// Creates a topic with its partitions and their first segments.
+pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+    config.validate()?;
+    let retention_ms = config
+        .retention
+        .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
+    let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            &[
+                &name.as_str(),
+                &retention_ms,
+                &config.retention_bytes,
+                &config.segment_records,
+                &max,
+            ],
+        )
+        .await?
+        .ok_or_else(|| Error::TopicExists(name.to_string()))?;
+    let topic_id: i64 = row.get(0);
+    add_partitions_tx(&tx, topic_id, 0, config.partitions, config.segment_records).await?;
+    tx.commit().await?;
+    broker.forget_topic(name.as_str());
+    broker.topics().info(name).await
+}
 
-    /// One topic's settings.
-    pub async fn topic_info(&self, name: &TopicName) -> Result<TopicInfo> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {TOPIC_COLUMNS} FROM topics t WHERE t.name = $1"),
-                &[&name.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
-        topic_from_row(&row)
-    }
+/// One topic's settings.
+pub(crate) async fn topic_info(broker: &Broker, name: &TopicName) -> Result<TopicInfo> {
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {TOPIC_COLUMNS} FROM topics t WHERE t.name = $1"),
+            &[&name.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+    topic_from_row(&row)
+}
 
-    /// All topics, by name.
-    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(&format!("SELECT {TOPIC_COLUMNS} FROM topics t ORDER BY t.name"), &[])
-            .await?;
-        rows.iter().map(topic_from_row).collect()
-    }
+/// All topics, by name.
+pub(crate) async fn list_topics(broker: &Broker) -> Result<Vec<TopicInfo>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(&format!("SELECT {TOPIC_COLUMNS} FROM topics t ORDER BY t.name"), &[])
+        .await?;
+    rows.iter().map(topic_from_row).collect()
+}
 
-    /// A topic with per-partition log start, high watermark, record count
-    /// and size.
-    pub async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription> {
-        let topic = self.topic_info(name).await?;
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT p.partition, p.log_start, p.next_offset,
-                        coalesce((SELECT sum(pg_total_relation_size(to_regclass(s.table_name)))
-                                  FROM segments s
-                                  WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
-                 FROM partitions p JOIN topics t ON t.id = p.topic_id
-                 WHERE t.name = $1 ORDER BY p.partition",
-                &[&name.as_str()],
-            )
-            .await?;
-        let partition_states = rows
-            .iter()
-            .map(|r| {
-                let (start, hw): (i64, i64) = (r.get(1), r.get(2));
-                PartitionInfo {
-                    partition: r.get(0),
-                    log_start_offset: start,
-                    high_watermark: hw,
-                    records: hw - start,
-                    bytes: r.get(3),
-                }
-            })
-            .collect();
-        Ok(TopicDescription {
-            topic,
-            partition_states,
+/// A topic with per-partition log start, high watermark, record count
+/// and size.
+pub(crate) async fn describe_topic(broker: &Broker, name: &TopicName) -> Result<TopicDescription> {
+    let topic = broker.topics().info(name).await?;
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT p.partition, p.log_start, p.next_offset,
+                    coalesce((SELECT sum(pg_total_relation_size(to_regclass(s.table_name)))
+                              FROM segments s
+                              WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
+             FROM partitions p JOIN topics t ON t.id = p.topic_id
+             WHERE t.name = $1 ORDER BY p.partition",
+            &[&name.as_str()],
+        )
+        .await?;
+    let partition_states = rows
+        .iter()
+        .map(|r| {
+            let (start, hw): (i64, i64) = (r.get(1), r.get(2));
+            PartitionInfo {
+                partition: r.get(0),
+                log_start_offset: start,
+                high_watermark: hw,
+                records: hw - start,
+                bytes: r.get(3),
+            }
         })
-    }
+        .collect();
+    Ok(TopicDescription {
+        topic,
+        partition_states,
+    })
+}
 
-    /// Adds `additional` partitions to a topic. Keys map to partitions by the
-    /// partition count, so keyed records may move to a new partition
-    /// afterwards, as in Kafka.
-    pub async fn add_partitions(&self, name: &TopicName, additional: i32) -> Result<TopicInfo> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let row = tx
-            .query_opt(
-                "SELECT id, segment_records,
-                        (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id)
-                 FROM topics t WHERE name = $1 FOR UPDATE",
-                &[&name.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
-        let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
-        if additional < 1 || current.saturating_add(additional) > MAX_PARTITIONS {
-            return Err(Error::invalid(
-                "partition count",
-                format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
-            ));
-        }
-        add_partitions_tx(&tx, topic_id, current, current + additional, segment_records).await?;
-        tx.commit().await?;
-        self.forget_topic(name.as_str());
-        self.topic_info(name).await
+/// Adds `additional` partitions to a topic. Keys map to partitions by the
+/// partition count, so keyed records may move to a new partition
+/// afterwards, as in Kafka.
+pub(crate) async fn add_partitions(broker: &Broker, name: &TopicName, additional: i32) -> Result<TopicInfo> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT id, segment_records,
+                    (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id)
+             FROM topics t WHERE name = $1 FOR UPDATE",
+            &[&name.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+    let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    if additional < 1 || current.saturating_add(additional) > MAX_PARTITIONS {
+        return Err(Error::invalid(
+            "partition count",
+            format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
+        ));
     }
+    add_partitions_tx(&tx, topic_id, current, current + additional, segment_records).await?;
+    tx.commit().await?;
+    broker.forget_topic(name.as_str());
+    broker.topics().info(name).await
+}
 
-    /// Deletes a topic, its records and its groups' committed offsets. The
-    /// segment tables are dropped now when possible, else by maintenance.
-    pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
-        if let Ok(meta) = self.topic_meta(name).await {
-            meta.partition_ids.iter().for_each(|pid| self.inner.cache.forget(*pid));
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let deleted = tx
-            .query_opt(
-                "WITH t AS (SELECT id FROM topics WHERE name = $1 FOR UPDATE),
-                      o AS (INSERT INTO orphan_segments (table_name)
-                            SELECT s.table_name FROM segments s
-                            JOIN partitions p ON p.id = s.partition_id
-                            WHERE p.topic_id = (SELECT id FROM t)
-                            ON CONFLICT DO NOTHING)
-                 DELETE FROM topics WHERE id = (SELECT id FROM t) RETURNING id",
-                &[&name.as_str()],
-            )
-            .await?;
-        if deleted.is_none() {
-            return Err(Error::UnknownTopic(name.to_string()));
-        }
-        tx.commit().await?;
-        self.forget_topic(name.as_str());
-        self.drop_pending_segments().await?;
-        Ok(())
+/// Deletes a topic, its records and its groups' committed offsets. The
+/// segment tables are dropped now when possible, else by maintenance.
+pub(crate) async fn delete_topic(broker: &Broker, name: &TopicName) -> Result<()> {
+    if let Ok(meta) = broker.topic_meta(name).await {
+        meta.partition_ids
+            .iter()
+            .for_each(|pid| broker.inner.cache.forget(*pid));
     }
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let deleted = tx
+        .query_opt(
+            "WITH t AS (SELECT id FROM topics WHERE name = $1 FOR UPDATE),
+                  o AS (INSERT INTO orphan_segments (table_name)
+                        SELECT s.table_name FROM segments s
+                        JOIN partitions p ON p.id = s.partition_id
+                        WHERE p.topic_id = (SELECT id FROM t)
+                        ON CONFLICT DO NOTHING)
+             DELETE FROM topics WHERE id = (SELECT id FROM t) RETURNING id",
+            &[&name.as_str()],
+        )
+        .await?;
+    if deleted.is_none() {
+        return Err(Error::UnknownTopic(name.to_string()));
+    }
+    tx.commit().await?;
+    broker.forget_topic(name.as_str());
+    crate::streams::segments::drop_pending_segments(broker).await?;
+    Ok(())
 }
 
 async fn add_partitions_tx(

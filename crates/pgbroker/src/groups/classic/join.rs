@@ -57,97 +57,95 @@ enum Step {
     Wait(String),
 }
 
-impl Broker {
-    /// JoinGroup. Admits the member to the next generation (starting a
-    /// rebalance if none is under way) and waits until that generation is
-    /// formed: when every member has rejoined and no new member is pending,
-    /// or at the rebalance deadline (the largest rebalance timeout of the
-    /// members). Members that did not rejoin by then are removed. Returns
-    /// the generation, the chosen protocol and the leader; the leader also
-    /// gets every member's metadata, to compute the assignment it sends
-    /// with [`Broker::classic_sync`].
-    ///
-    /// A follower rejoining a `Stable` group with unchanged protocols (or
-    /// any member repeating its join during `CompletingRebalance`) gets the
-    /// current generation back without a rebalance, as in Kafka.
-    ///
-    /// Errors: [`Error::MemberIdRequired`] for a new dynamic member when
-    /// `require_known_member_id` is set; [`Error::UnknownMember`] for an
-    /// unknown member id or a member removed while waiting;
-    /// [`Error::FencedInstanceId`]; [`Error::InconsistentGroupProtocol`] when
-    /// the protocol type differs from the group's (while it has members),
-    /// is empty or `pgbroker` (reserved for the library's own groups), no
-    /// protocols are given, or none is supported by all other members;
-    /// [`Error::Invalid`] for a session timeout outside 100 ms to 1 h; and
-    /// [`Error::RebalanceInProgress`] if no generation was formed within
-    /// twice the rebalance timeout plus 5 s (join again).
-    pub async fn classic_join(&self, req: &ClassicJoinRequest) -> Result<ClassicJoinResponse> {
-        let join = Join::new(req, self.group_initial_delay_ms())?;
-        let member_id = {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let mut g = state::lock_or_create(&tx, req.group.as_str()).await?;
-            state::tick(&tx, &mut g).await?;
-            let step = join_locked(&tx, &mut g, &join).await;
-            tx.commit().await?;
-            match step? {
-                Step::Done(r) => return Ok(r),
-                Step::Wait(id) => id,
-            }
+/// JoinGroup. Admits the member to the next generation (starting a
+/// rebalance if none is under way) and waits until that generation is
+/// formed: when every member has rejoined and no new member is pending,
+/// or at the rebalance deadline (the largest rebalance timeout of the
+/// members). Members that did not rejoin by then are removed. Returns
+/// the generation, the chosen protocol and the leader; the leader also
+/// gets every member's metadata, to compute the assignment it sends
+/// with [`Broker::classic_sync`].
+///
+/// A follower rejoining a `Stable` group with unchanged protocols (or
+/// any member repeating its join during `CompletingRebalance`) gets the
+/// current generation back without a rebalance, as in Kafka.
+///
+/// Errors: [`Error::MemberIdRequired`] for a new dynamic member when
+/// `require_known_member_id` is set; [`Error::UnknownMember`] for an
+/// unknown member id or a member removed while waiting;
+/// [`Error::FencedInstanceId`]; [`Error::InconsistentGroupProtocol`] when
+/// the protocol type differs from the group's (while it has members),
+/// is empty or `pgbroker` (reserved for the library's own groups), no
+/// protocols are given, or none is supported by all other members;
+/// [`Error::Invalid`] for a session timeout outside 100 ms to 1 h; and
+/// [`Error::RebalanceInProgress`] if no generation was formed within
+/// twice the rebalance timeout plus 5 s (join again).
+pub(crate) async fn classic_join(broker: &Broker, req: &ClassicJoinRequest) -> Result<ClassicJoinResponse> {
+    let join = Join::new(req, broker.group_initial_delay_ms())?;
+    let member_id = {
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        let mut g = state::lock_or_create(&tx, req.group.as_str()).await?;
+        state::tick(&tx, &mut g).await?;
+        let step = join_locked(&tx, &mut g, &join).await;
+        tx.commit().await?;
+        match step? {
+            Step::Done(r) => return Ok(r),
+            Step::Wait(id) => id,
+        }
+    };
+    let rebalance = Duration::from_millis(u64::try_from(join.rebalance_ms).unwrap_or(0));
+    let give_up = Instant::now() + rebalance.saturating_mul(2) + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let late = Instant::now() >= give_up;
+        if !late && !join_probe(broker, req, &member_id).await? {
+            continue;
+        }
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        let Some(mut g) = lock_classic(&tx, &req.group).await? else {
+            return Err(state::unknown(req.group.as_str(), &member_id));
         };
-        let rebalance = Duration::from_millis(u64::try_from(join.rebalance_ms).unwrap_or(0));
-        let give_up = Instant::now() + rebalance.saturating_mul(2) + Duration::from_secs(5);
-        loop {
-            tokio::time::sleep(POLL_INTERVAL).await;
-            let late = Instant::now() >= give_up;
-            if !late && !self.join_probe(req, &member_id).await? {
-                continue;
-            }
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(mut g) = lock_classic(&tx, &req.group).await? else {
-                return Err(state::unknown(req.group.as_str(), &member_id));
-            };
-            let seen = observe(&tx, &mut g, &member_id, &join).await;
-            tx.commit().await?;
-            if let Some(r) = seen? {
-                return Ok(r);
-            }
-            if late {
-                return Err(state::rebalancing(&g, -1));
-            }
+        let seen = observe(&tx, &mut g, &member_id, &join).await;
+        tx.commit().await?;
+        if let Some(r) = seen? {
+            return Ok(r);
+        }
+        if late {
+            return Err(state::rebalancing(&g, -1));
         }
     }
+}
 
-    /// One look at the group without locking it, refreshing the waiting
-    /// member's session: true when a locked look may find something to do
-    /// (the rebalance completed or is due, a session expired, or this
-    /// member is gone).
-    async fn join_probe(&self, req: &ClassicJoinRequest, member_id: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "WITH me AS (
-                         UPDATE group_members SET last_heartbeat = now()
-                         WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING joined)
-                     SELECT coalesce((SELECT NOT joined FROM me), true)
-                         OR g.state <> 'PreparingRebalance'
-                         OR EXISTS (SELECT 1 FROM group_members m
-                                    WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
-                         OR (now() >= coalesce(g.join_delay_until, '-infinity')
-                             AND (now() >= coalesce(g.rebalance_deadline, '-infinity')
-                                  OR NOT EXISTS (SELECT 1 FROM group_members m
-                                                 WHERE m.group_name = $1 AND m.member_id <> $2
-                                                   AND (m.pending OR NOT m.joined))))
-                     FROM groups g WHERE g.name = $1",
-                    state::EXPIRED
-                ),
-                &[&req.group.as_str(), &member_id],
-            )
-            .await?;
-        Ok(row.is_none_or(|r| r.get(0)))
-    }
+/// One look at the group without locking it, refreshing the waiting
+/// member's session: true when a locked look may find something to do
+/// (the rebalance completed or is due, a session expired, or this
+/// member is gone).
+async fn join_probe(broker: &Broker, req: &ClassicJoinRequest, member_id: &str) -> Result<bool> {
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "WITH me AS (
+                     UPDATE group_members SET last_heartbeat = now()
+                     WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING joined)
+                 SELECT coalesce((SELECT NOT joined FROM me), true)
+                     OR g.state <> 'PreparingRebalance'
+                     OR EXISTS (SELECT 1 FROM group_members m
+                                WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
+                     OR (now() >= coalesce(g.join_delay_until, '-infinity')
+                         AND (now() >= coalesce(g.rebalance_deadline, '-infinity')
+                              OR NOT EXISTS (SELECT 1 FROM group_members m
+                                             WHERE m.group_name = $1 AND m.member_id <> $2
+                                               AND (m.pending OR NOT m.joined))))
+                 FROM groups g WHERE g.name = $1",
+                state::EXPIRED
+            ),
+            &[&req.group.as_str(), &member_id],
+        )
+        .await?;
+    Ok(row.is_none_or(|r| r.get(0)))
 }
 
 fn new_member_id(prefix: &str) -> String {

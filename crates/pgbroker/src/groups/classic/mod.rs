@@ -15,8 +15,9 @@
 //! (members are (re)joining), `CompletingRebalance` (the generation is
 //! fixed, waiting for the leader's SyncGroup) and `Stable`.
 
+mod api;
 mod join;
-mod offsets;
+pub(super) mod offsets;
 mod state;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::types::GroupId;
 use state::{Group, State};
 
+pub use api::ClassicGroups;
 pub use offsets::{ClassicGroupDescription, ClassicMemberDescription, GroupListing};
 
 /// How often a waiting join or sync looks at the group's rows.
@@ -111,176 +113,174 @@ enum SyncStep {
     Wait(i32),
 }
 
-impl Broker {
-    /// SyncGroup. The leader's call (in `CompletingRebalance`, current
-    /// generation) stores every member's assignment (members it leaves out
-    /// get empty bytes) and makes the group `Stable`; other members wait,
-    /// up to their rebalance timeout, until it is. Returns this member's
-    /// assignment. Fails with [`Error::UnknownMember`],
-    /// [`Error::FencedInstanceId`], [`Error::IllegalGeneration`] or, when a
-    /// new rebalance started (or the leader did not sync in time, which
-    /// starts one), [`Error::RebalanceInProgress`].
-    pub async fn classic_sync(
-        &self,
-        group: &GroupId,
-        member_id: &str,
-        generation: i32,
-        group_instance_id: Option<&str>,
-        assignments: Vec<(String, Vec<u8>)>,
-    ) -> Result<Vec<u8>> {
-        let wait_ms = {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(mut g) = lock_classic(&tx, group).await? else {
-                return Err(state::unknown(group.as_str(), member_id));
-            };
-            let step = sync_locked(&tx, &mut g, member_id, generation, group_instance_id, assignments).await;
-            tx.commit().await?;
-            match step? {
-                SyncStep::Done(bytes) => return Ok(bytes),
-                SyncStep::Wait(ms) => ms,
-            }
-        };
-        let until = Instant::now() + Duration::from_millis(u64::try_from(wait_ms.max(0)).unwrap_or(0));
-        let unknown = || state::unknown(group.as_str(), member_id);
-        let rebalancing = |current| Error::RebalanceInProgress {
-            group: group.to_string(),
-            presented: generation,
-            current,
-        };
-        loop {
-            tokio::time::sleep(POLL_INTERVAL).await;
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!(
-                        "WITH me AS (
-                             UPDATE group_members SET last_heartbeat = now()
-                             WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING 1)
-                         SELECT g.state, g.generation, EXISTS (SELECT 1 FROM me),
-                                (SELECT m.assignment_bytes FROM group_members m
-                                 WHERE m.group_name = $1 AND m.member_id = $2),
-                                EXISTS (SELECT 1 FROM group_members m
-                                        WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
-                         FROM groups g WHERE g.name = $1",
-                        state::EXPIRED
-                    ),
-                    &[&group.as_str(), &member_id],
-                )
-                .await?;
-            drop(client);
-            let Some(row) = row else { return Err(unknown()) };
-            let (st, current, alive): (String, i32, bool) = (row.get(0), row.get(1), row.get(2));
-            if !alive || st == State::Empty.as_str() {
-                return Err(unknown());
-            }
-            if current != generation || st == State::Preparing.as_str() {
-                return Err(rebalancing(current));
-            }
-            if st == State::Stable.as_str() {
-                return Ok(row.get::<_, Option<Vec<u8>>>(3).unwrap_or_default());
-            }
-            // CompletingRebalance: still waiting for the leader.
-            let late = Instant::now() >= until;
-            if late || row.get::<_, bool>(4) {
-                self.classic_tick(group, late.then_some(generation)).await?;
-            }
-            if late {
-                return Err(rebalancing(current));
-            }
-        }
-    }
-
-    /// Heartbeat. Refreshes the member's session; fails with
-    /// [`Error::RebalanceInProgress`] while the group is rebalancing (the
-    /// member should rejoin), and with [`Error::UnknownMember`],
-    /// [`Error::FencedInstanceId`] or [`Error::IllegalGeneration`] as
-    /// Kafka does. Also applies expired sessions and due rebalances.
-    pub async fn classic_heartbeat(
-        &self,
-        group: &GroupId,
-        member_id: &str,
-        generation: i32,
-        group_instance_id: Option<&str>,
-    ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(g) = lock_classic(&tx, group).await? else {
-            return Err(state::unknown(group.as_str(), member_id));
-        };
-        let verdict = async {
-            state::current_member(&tx, &g.name, member_id, group_instance_id).await?;
-            if g.state == State::Empty {
-                return Err(state::unknown(&g.name, member_id));
-            }
-            if generation != g.generation {
-                return Err(state::illegal_generation(&g, generation));
-            }
-            state::touch(&tx, &g.name, member_id).await?;
-            if g.state == State::Preparing {
-                return Err(state::rebalancing(&g, generation));
-            }
-            Ok(())
-        }
-        .await;
-        tx.commit().await?;
-        verdict
-    }
-
-    /// LeaveGroup for one or more members, each given by member id or, for
-    /// a static member, by `group.instance.id` (the member id may then be
-    /// empty). Returns one result per member, in order:
-    /// [`Error::UnknownMember`] or [`Error::FencedInstanceId`] for those
-    /// that could not leave. The remaining members rebalance; when none
-    /// remain the group becomes `Empty`, keeping its generation and offsets.
-    pub async fn classic_leave(
-        &self,
-        group: &GroupId,
-        members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<()>>> {
-        let mut client = self.client().await?;
+/// SyncGroup. The leader's call (in `CompletingRebalance`, current
+/// generation) stores every member's assignment (members it leaves out
+/// get empty bytes) and makes the group `Stable`; other members wait,
+/// up to their rebalance timeout, until it is. Returns this member's
+/// assignment. Fails with [`Error::UnknownMember`],
+/// [`Error::FencedInstanceId`], [`Error::IllegalGeneration`] or, when a
+/// new rebalance started (or the leader did not sync in time, which
+/// starts one), [`Error::RebalanceInProgress`].
+pub(crate) async fn classic_sync(
+    broker: &Broker,
+    group: &GroupId,
+    member_id: &str,
+    generation: i32,
+    group_instance_id: Option<&str>,
+    assignments: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<u8>> {
+    let wait_ms = {
+        let mut client = broker.client().await?;
         let tx = client.transaction().await?;
         let Some(mut g) = lock_classic(&tx, group).await? else {
-            return Ok(members
-                .iter()
-                .map(|(id, instance)| Err(state::unknown(group.as_str(), leaver(id, instance.as_deref()))))
-                .collect());
+            return Err(state::unknown(group.as_str(), member_id));
         };
-        let mut results = Vec::with_capacity(members.len());
-        let mut removed = false;
-        for (id, instance) in members {
-            match leave_one(&tx, &g.name, id, instance.as_deref()).await {
-                Ok(live) => {
-                    removed |= live;
-                    results.push(Ok(()));
-                }
-                Err(e @ (Error::UnknownMember { .. } | Error::FencedInstanceId { .. })) => results.push(Err(e)),
-                Err(e) => return Err(e),
-            }
-        }
-        if removed && matches!(g.state, State::Stable | State::Completing) {
-            state::prepare(&tx, &mut g, 0).await?;
-        }
-        state::maybe_complete(&tx, &mut g).await?;
+        let step = sync_locked(&tx, &mut g, member_id, generation, group_instance_id, assignments).await;
         tx.commit().await?;
-        Ok(results)
+        match step? {
+            SyncStep::Done(bytes) => return Ok(bytes),
+            SyncStep::Wait(ms) => ms,
+        }
+    };
+    let until = Instant::now() + Duration::from_millis(u64::try_from(wait_ms.max(0)).unwrap_or(0));
+    let unknown = || state::unknown(group.as_str(), member_id);
+    let rebalancing = |current| Error::RebalanceInProgress {
+        group: group.to_string(),
+        presented: generation,
+        current,
+    };
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let client = broker.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "WITH me AS (
+                         UPDATE group_members SET last_heartbeat = now()
+                         WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING 1)
+                     SELECT g.state, g.generation, EXISTS (SELECT 1 FROM me),
+                            (SELECT m.assignment_bytes FROM group_members m
+                             WHERE m.group_name = $1 AND m.member_id = $2),
+                            EXISTS (SELECT 1 FROM group_members m
+                                    WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
+                     FROM groups g WHERE g.name = $1",
+                    state::EXPIRED
+                ),
+                &[&group.as_str(), &member_id],
+            )
+            .await?;
+        drop(client);
+        let Some(row) = row else { return Err(unknown()) };
+        let (st, current, alive): (String, i32, bool) = (row.get(0), row.get(1), row.get(2));
+        if !alive || st == State::Empty.as_str() {
+            return Err(unknown());
+        }
+        if current != generation || st == State::Preparing.as_str() {
+            return Err(rebalancing(current));
+        }
+        if st == State::Stable.as_str() {
+            return Ok(row.get::<_, Option<Vec<u8>>>(3).unwrap_or_default());
+        }
+        // CompletingRebalance: still waiting for the leader.
+        let late = Instant::now() >= until;
+        if late || row.get::<_, bool>(4) {
+            classic_tick(broker, group, late.then_some(generation)).await?;
+        }
+        if late {
+            return Err(rebalancing(current));
+        }
     }
+}
 
-    /// Applies expired sessions and due rebalances of a classic group. With
-    /// `stalled`, also starts a new rebalance if the group is still waiting
-    /// for the leader's assignment of that generation.
-    async fn classic_tick(&self, group: &GroupId, stalled: Option<i32>) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(mut g) = lock_classic(&tx, group).await? {
-            if g.state == State::Completing && stalled == Some(g.generation) {
-                tracing::debug!(group = %group, generation = g.generation, "leader did not sync in time");
-                state::prepare(&tx, &mut g, 0).await?;
-            }
+/// Heartbeat. Refreshes the member's session; fails with
+/// [`Error::RebalanceInProgress`] while the group is rebalancing (the
+/// member should rejoin), and with [`Error::UnknownMember`],
+/// [`Error::FencedInstanceId`] or [`Error::IllegalGeneration`] as
+/// Kafka does. Also applies expired sessions and due rebalances.
+pub(crate) async fn classic_heartbeat(
+    broker: &Broker,
+    group: &GroupId,
+    member_id: &str,
+    generation: i32,
+    group_instance_id: Option<&str>,
+) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(g) = lock_classic(&tx, group).await? else {
+        return Err(state::unknown(group.as_str(), member_id));
+    };
+    let verdict = async {
+        state::current_member(&tx, &g.name, member_id, group_instance_id).await?;
+        if g.state == State::Empty {
+            return Err(state::unknown(&g.name, member_id));
         }
-        tx.commit().await?;
+        if generation != g.generation {
+            return Err(state::illegal_generation(&g, generation));
+        }
+        state::touch(&tx, &g.name, member_id).await?;
+        if g.state == State::Preparing {
+            return Err(state::rebalancing(&g, generation));
+        }
         Ok(())
     }
+    .await;
+    tx.commit().await?;
+    verdict
+}
+
+/// LeaveGroup for one or more members, each given by member id or, for
+/// a static member, by `group.instance.id` (the member id may then be
+/// empty). Returns one result per member, in order:
+/// [`Error::UnknownMember`] or [`Error::FencedInstanceId`] for those
+/// that could not leave. The remaining members rebalance; when none
+/// remain the group becomes `Empty`, keeping its generation and offsets.
+pub(crate) async fn classic_leave(
+    broker: &Broker,
+    group: &GroupId,
+    members: &[(String, Option<String>)],
+) -> Result<Vec<Result<()>>> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(mut g) = lock_classic(&tx, group).await? else {
+        return Ok(members
+            .iter()
+            .map(|(id, instance)| Err(state::unknown(group.as_str(), leaver(id, instance.as_deref()))))
+            .collect());
+    };
+    let mut results = Vec::with_capacity(members.len());
+    let mut removed = false;
+    for (id, instance) in members {
+        match leave_one(&tx, &g.name, id, instance.as_deref()).await {
+            Ok(live) => {
+                removed |= live;
+                results.push(Ok(()));
+            }
+            Err(e @ (Error::UnknownMember { .. } | Error::FencedInstanceId { .. })) => results.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    if removed && matches!(g.state, State::Stable | State::Completing) {
+        state::prepare(&tx, &mut g, 0).await?;
+    }
+    state::maybe_complete(&tx, &mut g).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Applies expired sessions and due rebalances of a classic group. With
+/// `stalled`, also starts a new rebalance if the group is still waiting
+/// for the leader's assignment of that generation.
+async fn classic_tick(broker: &Broker, group: &GroupId, stalled: Option<i32>) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    if let Some(mut g) = lock_classic(&tx, group).await? {
+        if g.state == State::Completing && stalled == Some(g.generation) {
+            tracing::debug!(group = %group, generation = g.generation, "leader did not sync in time");
+            state::prepare(&tx, &mut g, 0).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn leaver<'a>(id: &'a str, instance: Option<&'a str>) -> &'a str {

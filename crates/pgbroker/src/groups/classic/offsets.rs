@@ -61,151 +61,152 @@ pub struct GroupListing {
     pub state: String,
 }
 
-impl Broker {
-    /// OffsetCommit with Kafka's rules. A member commits with its id and
-    /// the current generation: [`Error::UnknownMember`],
-    /// [`Error::IllegalGeneration`], or [`Error::RebalanceInProgress`] while
-    /// the group waits for the leader's assignment (`CompletingRebalance`);
-    /// commits during `PreparingRebalance` from the current generation are
-    /// accepted. There is no check of partition ownership (assignments are
-    /// opaque). A simple commit (generation < 0) is accepted only while the
-    /// group has no members, else it is [`Error::UnknownMember`] (Kafka's
-    /// `UNKNOWN_MEMBER_ID`). A simple commit to a group that does not exist
-    /// creates it (`Empty`, no protocol type); a member commit to one fails
-    /// with [`Error::IllegalGeneration`]. Members of the library's own
-    /// groups must use [`Broker::commit_offsets`]
-    /// ([`Error::InconsistentGroupProtocol`]). Metadata is stored with each
-    /// offset. Nothing is committed when any check fails.
-    pub async fn commit_offsets_classic(
-        &self,
-        group: &GroupId,
-        member_id: &str,
-        generation: i32,
-        offsets: &[OffsetCommit],
-    ) -> Result<()> {
-        for o in offsets {
-            if o.offset < 0 {
-                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
-            }
-            self.partition_id(&o.topic, o.partition).await?;
+/// OffsetCommit with Kafka's rules. A member commits with its id and
+/// the current generation: [`Error::UnknownMember`],
+/// [`Error::IllegalGeneration`], or [`Error::RebalanceInProgress`] while
+/// the group waits for the leader's assignment (`CompletingRebalance`);
+/// commits during `PreparingRebalance` from the current generation are
+/// accepted. There is no check of partition ownership (assignments are
+/// opaque). A simple commit (generation < 0) is accepted only while the
+/// group has no members, else it is [`Error::UnknownMember`] (Kafka's
+/// `UNKNOWN_MEMBER_ID`). A simple commit to a group that does not exist
+/// creates it (`Empty`, no protocol type); a member commit to one fails
+/// with [`Error::IllegalGeneration`]. Members of the library's own
+/// groups must use [`Broker::commit_offsets`]
+/// ([`Error::InconsistentGroupProtocol`]). Metadata is stored with each
+/// offset. Nothing is committed when any check fails.
+pub(crate) async fn commit_offsets_classic(
+    broker: &Broker,
+    group: &GroupId,
+    member_id: &str,
+    generation: i32,
+    offsets: &[OffsetCommit],
+) -> Result<()> {
+    for o in offsets {
+        if o.offset < 0 {
+            return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut g = match state::lock(&tx, group.as_str()).await? {
-            Some(g) => g,
-            None if generation < 0 => state::lock_or_create(&tx, group.as_str()).await?,
-            None => {
-                return Err(Error::IllegalGeneration {
-                    group: group.to_string(),
-                    presented: generation,
-                    current: 0,
-                })
-            }
-        };
-        state::tick(&tx, &mut g).await?;
-        let verdict = check_commit(&tx, &g, member_id, generation).await;
-        if verdict.is_ok() {
-            upsert_offsets(&tx, group, offsets).await?;
-        }
-        tx.commit().await?;
-        verdict
+        broker.partition_id(&o.topic, o.partition).await?;
     }
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let mut g = match state::lock(&tx, group.as_str()).await? {
+        Some(g) => g,
+        None if generation < 0 => state::lock_or_create(&tx, group.as_str()).await?,
+        None => {
+            return Err(Error::IllegalGeneration {
+                group: group.to_string(),
+                presented: generation,
+                current: 0,
+            })
+        }
+    };
+    state::tick(&tx, &mut g).await?;
+    let verdict = check_commit(&tx, &g, member_id, generation).await;
+    if verdict.is_ok() {
+        upsert_offsets(&tx, group, offsets).await?;
+    }
+    tx.commit().await?;
+    verdict
+}
 
-    /// Every committed offset of a group (OffsetFetch without topics), by
-    /// topic and partition.
-    pub async fn all_committed_offsets(&self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT t.name, o.partition, o.\"offset\", o.metadata FROM group_offsets o
-                 JOIN topics t ON t.id = o.topic_id
-                 WHERE o.group_name = $1 ORDER BY t.name, o.partition",
+/// Every committed offset of a group (OffsetFetch without topics), by
+/// topic and partition.
+pub(crate) async fn all_committed_offsets(
+    broker: &Broker,
+    group: &GroupId,
+) -> Result<Vec<(TopicName, CommittedOffset)>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            "SELECT t.name, o.partition, o.\"offset\", o.metadata FROM group_offsets o
+             JOIN topics t ON t.id = o.topic_id
+             WHERE o.group_name = $1 ORDER BY t.name, o.partition",
+            &[&group.as_str()],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                TopicName::new(r.get::<_, String>(0))?,
+                CommittedOffset {
+                    partition: r.get(1),
+                    offset: r.get(2),
+                    metadata: r.get(3),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// DescribeGroups for one group, classic or the library's own. Applies
+/// expired sessions and due rebalances first. A group that only has
+/// committed offsets is described as `Empty`; one that does not exist
+/// at all is [`Error::UnknownGroup`] (Kafka answers `Dead`).
+pub(crate) async fn describe_classic_group(broker: &Broker, group: &GroupId) -> Result<ClassicGroupDescription> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(mut g) = state::lock(&tx, group.as_str()).await? else {
+        let offsets = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM group_offsets WHERE group_name = $1)",
                 &[&group.as_str()],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TopicName::new(r.get::<_, String>(0))?,
-                    CommittedOffset {
-                        partition: r.get(1),
-                        offset: r.get(2),
-                        metadata: r.get(3),
-                    },
-                ))
-            })
-            .collect()
-    }
+        if !offsets.get::<_, bool>(0) {
+            return Err(Error::UnknownGroup(group.to_string()));
+        }
+        return Ok(ClassicGroupDescription {
+            group: group.clone(),
+            state: State::Empty.as_str().to_string(),
+            protocol_type: String::new(),
+            protocol_name: String::new(),
+            generation: 0,
+            leader: None,
+            members: Vec::new(),
+        });
+    };
+    state::tick(&tx, &mut g).await?;
+    let d = if g.is_classic() {
+        describe_classic(&tx, group, &g).await?
+    } else {
+        describe_library(&tx, group, &g).await?
+    };
+    tx.commit().await?;
+    Ok(d)
+}
 
-    /// DescribeGroups for one group, classic or the library's own. Applies
-    /// expired sessions and due rebalances first. A group that only has
-    /// committed offsets is described as `Empty`; one that does not exist
-    /// at all is [`Error::UnknownGroup`] (Kafka answers `Dead`).
-    pub async fn describe_classic_group(&self, group: &GroupId) -> Result<ClassicGroupDescription> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(mut g) = state::lock(&tx, group.as_str()).await? else {
-            let offsets = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM group_offsets WHERE group_name = $1)",
-                    &[&group.as_str()],
-                )
-                .await?;
-            if !offsets.get::<_, bool>(0) {
-                return Err(Error::UnknownGroup(group.to_string()));
-            }
-            return Ok(ClassicGroupDescription {
-                group: group.clone(),
-                state: State::Empty.as_str().to_string(),
-                protocol_type: String::new(),
-                protocol_name: String::new(),
-                generation: 0,
-                leader: None,
-                members: Vec::new(),
-            });
-        };
-        state::tick(&tx, &mut g).await?;
-        let d = if g.is_classic() {
-            describe_classic(&tx, group, &g).await?
-        } else {
-            describe_library(&tx, group, &g).await?
-        };
-        tx.commit().await?;
-        Ok(d)
-    }
-
-    /// ListGroups: every group, with its protocol type and state.
-    pub async fn list_groups_detailed(&self) -> Result<Vec<GroupListing>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT g.name, g.protocol_type,
-                            CASE WHEN NOT EXISTS (SELECT 1 FROM group_members m
-                                                  WHERE m.group_name = g.name AND NOT m.pending
-                                                    AND NOT ({})) THEN 'Empty'
-                                 WHEN g.protocol_type = $1 THEN 'Stable'
-                                 ELSE g.state END
-                     FROM groups g
-                     UNION ALL
-                     SELECT DISTINCT o.group_name, '', 'Empty' FROM group_offsets o
-                     WHERE NOT EXISTS (SELECT 1 FROM groups g WHERE g.name = o.group_name)
-                     ORDER BY 1",
-                    state::EXPIRED
-                ),
-                &[&LIBRARY_PROTOCOL],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GroupListing {
-                    group: GroupId::new(r.get::<_, String>(0))?,
-                    protocol_type: r.get(1),
-                    state: r.get(2),
-                })
+/// ListGroups: every group, with its protocol type and state.
+pub(crate) async fn list_groups_detailed(broker: &Broker) -> Result<Vec<GroupListing>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT g.name, g.protocol_type,
+                        CASE WHEN NOT EXISTS (SELECT 1 FROM group_members m
+                                              WHERE m.group_name = g.name AND NOT m.pending
+                                                AND NOT ({})) THEN 'Empty'
+                             WHEN g.protocol_type = $1 THEN 'Stable'
+                             ELSE g.state END
+                 FROM groups g
+                 UNION ALL
+                 SELECT DISTINCT o.group_name, '', 'Empty' FROM group_offsets o
+                 WHERE NOT EXISTS (SELECT 1 FROM groups g WHERE g.name = o.group_name)
+                 ORDER BY 1",
+                state::EXPIRED
+            ),
+            &[&LIBRARY_PROTOCOL],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(GroupListing {
+                group: GroupId::new(r.get::<_, String>(0))?,
+                protocol_type: r.get(1),
+                state: r.get(2),
             })
-            .collect()
-    }
+        })
+        .collect()
 }
 
 async fn check_commit(tx: &Transaction<'_>, g: &Group, member_id: &str, generation: i32) -> Result<()> {
