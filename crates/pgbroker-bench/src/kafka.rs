@@ -103,7 +103,7 @@ pub async fn run(url: &str, bin: &Path, args: &PubsubArgs) -> Result<serde_json:
             partitions: args.partitions,
             ..TopicConfig::default()
         };
-        broker.create_topic(&topic, &config).await?;
+        broker.topics().create(&topic, &config).await?;
         drop(broker);
         let server = Server::start(bin, url, &schema).await?;
         let outcome = drive(&server, args).await;

@@ -2,7 +2,8 @@
 //! SASL authentication is on.
 
 use clap::{ArgGroup, Args, Subcommand};
-use pgbroker::{Acl, AclResource, Broker, Permission};
+use pgbroker::auth::{Acl, AclResource, Permission};
+use pgbroker::Broker;
 
 use crate::output::{print_json, print_table};
 use crate::Format;
@@ -66,7 +67,7 @@ fn group_prefix_arg(s: &str) -> Result<AclResource, String> {
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
-    pgbroker::validate_user_name(s).map_err(|e| e.to_string())?;
+    pgbroker::auth::validate_user_name(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 
@@ -91,7 +92,7 @@ pub async fn run(broker: &Broker, cmd: AclCommand) -> anyhow::Result<()> {
     match cmd {
         AclCommand::Add(args) => {
             let acl = args.acl()?;
-            if broker.grant(&acl).await? {
+            if broker.auth().grant(&acl).await? {
                 println!("granted: {acl}");
             } else {
                 println!("already granted: {acl}");
@@ -100,12 +101,12 @@ pub async fn run(broker: &Broker, cmd: AclCommand) -> anyhow::Result<()> {
         }
         AclCommand::Remove(args) => {
             let acl = args.acl()?;
-            broker.revoke(&acl).await?;
+            broker.auth().revoke(&acl).await?;
             println!("revoked: {acl}");
             Ok(())
         }
         AclCommand::List { user, format } => {
-            let acls = broker.list_acls(user.as_deref()).await?;
+            let acls = broker.auth().list_acls(user.as_deref()).await?;
             match format {
                 Format::Json => print_json(&acls),
                 Format::Table => print_acls(&acls),

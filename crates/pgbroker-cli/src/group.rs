@@ -1,6 +1,7 @@
 //! `pgbroker group ...`.
 
-use pgbroker::{Broker, GroupDescription, ResetTo};
+use pgbroker::groups::{GroupDescription, ResetTo};
+use pgbroker::Broker;
 
 use crate::output::{opt, print_json, print_table};
 use crate::{Format, GroupCommand, ResetArgs};
@@ -8,7 +9,7 @@ use crate::{Format, GroupCommand, ResetArgs};
 pub async fn run(broker: &Broker, cmd: GroupCommand) -> anyhow::Result<()> {
     match cmd {
         GroupCommand::List { format } => {
-            let groups = broker.list_groups().await?;
+            let groups = broker.groups().list().await?;
             match format {
                 Format::Json => print_json(&groups),
                 Format::Table => {
@@ -18,7 +19,7 @@ pub async fn run(broker: &Broker, cmd: GroupCommand) -> anyhow::Result<()> {
             }
         }
         GroupCommand::Describe { group, format } => {
-            let d = broker.describe_group(&group).await?;
+            let d = broker.groups().describe(&group).await?;
             match format {
                 Format::Json => print_json(&d),
                 Format::Table => print_description(&d),
@@ -26,7 +27,7 @@ pub async fn run(broker: &Broker, cmd: GroupCommand) -> anyhow::Result<()> {
         }
         GroupCommand::ResetOffsets(args) => reset(broker, args).await,
         GroupCommand::Delete { group } => {
-            broker.delete_group(&group).await?;
+            broker.groups().delete(&group).await?;
             println!("deleted group {group}");
             Ok(())
         }
@@ -46,7 +47,7 @@ async fn reset(broker: &Broker, args: ResetArgs) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("give one of --to-earliest, --to-latest, --to-offset or --to-datetime");
     };
-    let offsets = broker.reset_offsets(&args.group, &args.topic, to).await?;
+    let offsets = broker.groups().reset_offsets(&args.group, &args.topic, to).await?;
     let rows: Vec<Vec<String>> = offsets
         .iter()
         .map(|o| vec![args.topic.to_string(), o.partition.to_string(), o.offset.to_string()])

@@ -129,7 +129,7 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: TopicName,
         /// How many partitions to add.
-        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::streams::MAX_PARTITIONS)))]
         count: i32,
     },
     /// Delete a topic with its records and committed offsets.
@@ -145,7 +145,7 @@ struct CreateTopicArgs {
     topic: TopicName,
     /// Number of partitions.
     #[arg(long, default_value_t = 1,
-          value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+          value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::streams::MAX_PARTITIONS)))]
     partitions: i32,
     /// Drop segments whose newest record is older than this (e.g. `7d`, `12h`).
     #[arg(long, value_parser = parse_positive_duration)]
@@ -332,9 +332,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, args).await,
         Command::Maintain => {
-            let dropped = broker.enforce_retention().await?;
+            let dropped = broker.maintenance().enforce_retention().await?;
             println!("dropped {dropped} segments");
-            let q = broker.maintain_queues().await?;
+            let q = broker.maintenance().maintain_queues().await?;
             println!(
                 "queues: {} ({} messages moved, {} bytes freed), {} archived messages expired",
                 if q.rotated {

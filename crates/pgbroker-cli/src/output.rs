@@ -84,7 +84,7 @@ pub fn record_json(topic: &TopicName, r: &StoredRecord) -> Value {
         "topic": topic.as_str(),
         "partition": r.partition,
         "offset": r.offset,
-        "timestamp": pgbroker::timestamp_ms(r),
+        "timestamp": pgbroker::streams::timestamp_ms(r),
         "key": bytes_json(r.key.as_deref()),
         "value": bytes_json(r.value.as_deref()),
         "headers": headers,

@@ -5,10 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use pgbroker::{
-    to_millis, Broker, Header, Message, NackOptions, QueueConfig, QueueInfo, QueueName, Receipt, ReceiveOptions,
-    ReceivedMessage,
-};
+use pgbroker::queues::{NackOptions, QueueInfo, ReceiveOptions};
+use pgbroker::{to_millis, Broker, Header, Message, QueueConfig, QueueName, Receipt, ReceivedMessage};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -103,7 +101,7 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_positive_duration)]
     visibility_timeout: Option<Duration>,
     /// Deliveries before a message is dead-lettered (default 5).
-    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_ATTEMPTS_LIMIT)))]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::queues::MAX_ATTEMPTS_LIMIT)))]
     max_attempts: Option<i32>,
     /// Queue that receives messages out of attempts; without one they stay
     /// in this queue, dead.
@@ -120,7 +118,7 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_positive_duration)]
     archive_retention: Option<Duration>,
     /// Largest message (body and headers) accepted, in bytes.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=pgbroker::QUEUE_MAX_MESSAGE_BYTES_LIMIT as u64))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=pgbroker::queues::QUEUE_MAX_MESSAGE_BYTES_LIMIT as u64))]
     max_message_bytes: Option<u64>,
 }
 
@@ -148,7 +146,7 @@ pub struct SendArgs {
     #[arg(long, conflicts_with = "delay", value_parser = parse_datetime)]
     deliver_at: Option<SystemTime>,
     /// 0 (default) to 9; higher is delivered first.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=i64::from(pgbroker::MAX_PRIORITY)))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=i64::from(pgbroker::queues::MAX_PRIORITY)))]
     priority: u8,
     /// Deduplication key of every line: while a message with it is in the
     /// queue, sending it again is a no-op that prints the first id.
@@ -176,7 +174,7 @@ pub struct ReceiveArgs {
     #[arg(value_parser = parse_queue)]
     queue: QueueName,
     /// Most messages to receive.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=pgbroker::MAX_RECEIVE as u64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=pgbroker::queues::MAX_RECEIVE as u64))]
     max: u64,
     /// Wait this long for a message when none is ready.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
@@ -203,21 +201,22 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
     match cmd {
         QueueCommand::Create(args) => {
             let info = broker
-                .create_queue(&args.queue, &config(QueueConfig::default(), &args)?)
+                .queues()
+                .create(&args.queue, &config(QueueConfig::default(), &args)?)
                 .await?;
             println!("created queue {}", info.name);
             Ok(())
         }
         QueueCommand::Update(args) => update(broker, args).await,
         QueueCommand::List { format } => {
-            let queues = broker.list_queues().await?;
+            let queues = broker.queues().list().await?;
             match format {
                 Format::Json => print_json(&queues),
                 Format::Table => print_queues(&queues),
             }
         }
         QueueCommand::Stats { queue, format } => {
-            let s = broker.queue_stats(&queue).await?;
+            let s = broker.queues().stats(&queue).await?;
             match format {
                 Format::Json => print_json(&s),
                 Format::Table => print_table(
@@ -233,19 +232,19 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
             }
         }
         QueueCommand::Purge { queue } => {
-            let n = broker.purge_queue(&queue).await?;
+            let n = broker.queues().purge(&queue).await?;
             println!("purged {n} messages from {queue}");
             Ok(())
         }
         QueueCommand::Delete { queue } => {
-            broker.delete_queue(&queue).await?;
+            broker.queues().delete(&queue).await?;
             println!("deleted queue {queue}");
             Ok(())
         }
         QueueCommand::Send(args) => send(broker, args).await,
         QueueCommand::Receive(args) => receive(broker, args).await,
         QueueCommand::Ack { queue, receipts } => {
-            broker.ack(&queue, &receipts).await?;
+            broker.queues().ack(&queue, &receipts).await?;
             println!("acknowledged {} messages", receipts.len());
             Ok(())
         }
@@ -255,12 +254,18 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
             delay,
             error,
         } => {
-            broker.nack(&queue, &receipts, &NackOptions { delay, error }).await?;
+            broker
+                .queues()
+                .nack(&queue, &receipts, &NackOptions { delay, error })
+                .await?;
             println!("released {} messages", receipts.len());
             Ok(())
         }
         QueueCommand::Extend { queue, receipt, by } => {
-            let ends = broker.extend(&queue, std::slice::from_ref(&receipt), by).await?;
+            let ends = broker
+                .queues()
+                .extend_lease(&queue, std::slice::from_ref(&receipt), by)
+                .await?;
             let end = ends.first().copied().unwrap_or_else(SystemTime::now);
             println!(
                 "lease of {receipt} now ends at {}",
@@ -269,7 +274,7 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
             Ok(())
         }
         QueueCommand::Redrive { queue, to } => {
-            let n = broker.redrive(&queue, to.as_ref()).await?;
+            let n = broker.queues().redrive(&queue, to.as_ref()).await?;
             println!("moved {n} messages from {queue}");
             Ok(())
         }
@@ -293,7 +298,7 @@ fn config(base: QueueConfig, args: &CreateArgs) -> anyhow::Result<QueueConfig> {
 }
 
 async fn update(broker: &Broker, args: UpdateArgs) -> anyhow::Result<()> {
-    let info = broker.queue_info(&args.settings.queue).await?;
+    let info = broker.queues().info(&args.settings.queue).await?;
     let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
     let current = QueueConfig {
         visibility_timeout: ms(info.visibility_timeout_ms),
@@ -309,7 +314,8 @@ async fn update(broker: &Broker, args: UpdateArgs) -> anyhow::Result<()> {
         max_message_bytes: info.max_message_bytes,
     };
     let updated = broker
-        .update_queue(&args.settings.queue, &config(current, &args.settings)?)
+        .queues()
+        .update(&args.settings.queue, &config(current, &args.settings)?)
         .await?;
     print_queues(std::slice::from_ref(&updated))
 }
@@ -349,7 +355,7 @@ fn print_queues(queues: &[QueueInfo]) -> anyhow::Result<()> {
 
 async fn send(broker: &Broker, args: SendArgs) -> anyhow::Result<()> {
     // Check the queue and the settings before reading any input.
-    broker.queue_info(&args.queue).await?;
+    broker.queues().info(&args.queue).await?;
     let template = Message {
         body: Vec::new(),
         headers: args
@@ -420,6 +426,7 @@ async fn flush(
         return Ok(());
     }
     let result = broker
+        .queues()
         .send_batch(queue, batch)
         .await
         .with_context(|| format!("sending to {queue} ({sent} messages sent before)"))?;
@@ -442,7 +449,7 @@ async fn receive(broker: &Broker, args: ReceiveArgs) -> anyhow::Result<()> {
     };
     let interrupt = interrupt_signal();
     let got = tokio::select! {
-        got = broker.receive(&args.queue, &options) => got?,
+        got = broker.queues().receive(&args.queue, &options) => got?,
         () = interrupt.notified() => return Ok(()),
     };
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -459,7 +466,7 @@ async fn receive(broker: &Broker, args: ReceiveArgs) -> anyhow::Result<()> {
         // Printed first: if the acknowledgement fails, the messages come
         // back after their lease rather than being lost.
         let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
-        broker.ack(&args.queue, &receipts).await?;
+        broker.queues().ack(&args.queue, &receipts).await?;
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ pub struct ServeArgs {
     #[arg(long)]
     auto_create_topics: bool,
     /// Partitions of topics created without a count.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::MAX_PARTITIONS)))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::streams::MAX_PARTITIONS)))]
     default_partitions: i32,
     /// Largest request accepted, in bytes; a larger frame closes the connection
     /// (requests other than Produce: 1 MiB).
@@ -68,7 +68,7 @@ pub struct ServeArgs {
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
-    pgbroker::validate_user_name(s).map_err(|e| e.to_string())?;
+    pgbroker::auth::validate_user_name(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 
@@ -128,7 +128,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         http_tls,
         shutdown.clone(),
     ));
-    let retention = broker.spawn_maintenance(args.maintenance_interval);
+    let retention = broker.maintenance().spawn(args.maintenance_interval);
     let signals = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pgbroker::{
-    Broker, ConsumedRecord, Consumer, ConsumerConfig, FetchLimits, Header, OffsetReset, OffsetSpec, Record, TopicName,
-    TopicPartition,
-};
+use pgbroker::streams::{ConsumedRecord, FetchLimits, OffsetReset, OffsetSpec};
+use pgbroker::{Broker, Consumer, ConsumerConfig, Header, Record, TopicName, TopicPartition};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, Notify};
 
@@ -24,7 +22,7 @@ const LINGER: Duration = Duration::from_millis(100);
 
 pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
     // Check topic and partition before reading any input.
-    let info = broker.topic_info(&args.topic).await?;
+    let info = broker.topics().info(&args.topic).await?;
     if let Some(p) = args.partition {
         if p >= info.partitions {
             return Err(pgbroker::Error::UnknownPartition {
@@ -90,6 +88,7 @@ async fn send(broker: &Broker, args: &ProduceArgs, batch: &mut Vec<Record>, befo
         return Ok(0);
     }
     broker
+        .streams()
         .produce(&args.topic, args.partition, batch)
         .await
         .with_context(|| format!("writing to {} ({before} records written before)", args.topic))?;
@@ -188,7 +187,7 @@ pub async fn consume(broker: &Broker, args: ConsumeArgs) -> anyhow::Result<()> {
             // Leave at once so the next run is not assigned fewer partitions
             // while this member's session runs out.
             if let Some(m) = consumer.membership() {
-                if let Err(e) = broker.leave_group(&m.group, &m.member_id).await {
+                if let Err(e) = broker.groups().leave(&m.group, &m.member_id).await {
                     tracing::warn!(error = %e, "could not leave the group");
                 }
             }
@@ -259,7 +258,7 @@ async fn consume_partition(broker: &Broker, args: &ConsumeArgs, partition: i32, 
             } else {
                 OffsetSpec::Latest
             };
-            broker.resolve_offset(topic, partition, spec).await?
+            broker.streams().resolve_offset(topic, partition, spec).await?
         }
     };
     let interrupt = interrupt_signal();
@@ -272,7 +271,7 @@ async fn consume_partition(broker: &Broker, args: &ConsumeArgs, partition: i32, 
             ..FetchLimits::default()
         };
         let fetched = tokio::select! {
-            r = broker.fetch(topic, partition, offset, limits) => {
+            r = broker.streams().fetch(topic, partition, offset, limits) => {
                 r.with_context(|| format!("cannot read {topic}/{partition} at offset {offset}"))?
             }
             () = interrupt.notified() => break,

@@ -1,6 +1,7 @@
 //! `pgbroker topic ...`.
 
-use pgbroker::{Broker, TopicConfig, TopicInfo};
+use pgbroker::streams::TopicInfo;
+use pgbroker::{Broker, TopicConfig};
 
 use crate::output::{millis, opt, print_json, print_table};
 use crate::{CreateTopicArgs, Format, TopicCommand};
@@ -9,14 +10,14 @@ pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
         TopicCommand::Create(args) => create(broker, args).await,
         TopicCommand::List { format } => {
-            let topics = broker.list_topics().await?;
+            let topics = broker.topics().list().await?;
             match format {
                 Format::Json => print_json(&topics),
                 Format::Table => print_topics(&topics),
             }
         }
         TopicCommand::Describe { topic, format } => {
-            let d = broker.describe_topic(&topic).await?;
+            let d = broker.topics().describe(&topic).await?;
             match format {
                 Format::Json => print_json(&d),
                 Format::Table => {
@@ -40,12 +41,12 @@ pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::AddPartitions { topic, count } => {
-            let info = broker.add_partitions(&topic, count).await?;
+            let info = broker.topics().add_partitions(&topic, count).await?;
             println!("topic {} now has {} partitions", info.name, info.partitions);
             Ok(())
         }
         TopicCommand::Delete { topic } => {
-            broker.delete_topic(&topic).await?;
+            broker.topics().delete(&topic).await?;
             println!("deleted topic {topic}");
             Ok(())
         }
@@ -65,7 +66,7 @@ async fn create(broker: &Broker, args: CreateTopicArgs) -> anyhow::Result<()> {
         segment_records: args.segment_records.unwrap_or(defaults.segment_records),
         max_message_bytes,
     };
-    let info = broker.create_topic(&args.topic, &config).await?;
+    let info = broker.topics().create(&args.topic, &config).await?;
     println!("created topic {} with {} partitions", info.name, info.partitions);
     Ok(())
 }

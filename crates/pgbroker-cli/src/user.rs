@@ -5,7 +5,8 @@ use std::io::BufRead as _;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
-use pgbroker::{Broker, UserInfo};
+use pgbroker::auth::UserInfo;
+use pgbroker::Broker;
 
 use crate::output::{print_json, print_table};
 use crate::Format;
@@ -39,9 +40,9 @@ pub struct AddUserArgs {
     #[arg(long, value_parser = parse_password)]
     password: Option<Password>,
     /// PBKDF2 iterations of the SCRAM-SHA-256 credentials.
-    #[arg(long, default_value_t = pgbroker::DEFAULT_SCRAM_ITERATIONS,
+    #[arg(long, default_value_t = pgbroker::auth::DEFAULT_SCRAM_ITERATIONS,
           value_parser = clap::value_parser!(u32).range(
-              i64::from(pgbroker::MIN_SCRAM_ITERATIONS)..=i64::from(pgbroker::MAX_SCRAM_ITERATIONS)))]
+              i64::from(pgbroker::auth::MIN_SCRAM_ITERATIONS)..=i64::from(pgbroker::auth::MAX_SCRAM_ITERATIONS)))]
     iterations: u32,
 }
 
@@ -63,7 +64,7 @@ fn parse_password(s: &str) -> Result<Password, String> {
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
-    pgbroker::validate_user_name(s).map_err(|e| e.to_string())?;
+    pgbroker::auth::validate_user_name(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 
@@ -86,7 +87,7 @@ pub async fn run(broker: &Broker, cmd: UserCommand) -> anyhow::Result<()> {
                 Some(p) => p,
                 None => password_from_stdin()?,
             };
-            let created = broker.add_user(&args.name, &password.0, args.iterations).await?;
+            let created = broker.auth().add_user(&args.name, &password.0, args.iterations).await?;
             if created {
                 println!("added user {}", args.name);
             } else {
@@ -95,12 +96,12 @@ pub async fn run(broker: &Broker, cmd: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::Remove { name } => {
-            broker.remove_user(&name).await?;
+            broker.auth().remove_user(&name).await?;
             println!("removed user {name}");
             Ok(())
         }
         UserCommand::List { format } => {
-            let users = broker.list_users().await?;
+            let users = broker.auth().list_users().await?;
             match format {
                 Format::Json => print_json(&users),
                 Format::Table => print_users(&users),

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use pgbroker::ScramCredentials;
+use pgbroker::auth::ScramCredentials;
 
 use crate::authz::Access;
 

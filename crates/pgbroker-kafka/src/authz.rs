@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use pgbroker::{Permission, UserAcls};
+use pgbroker::auth::{Permission, UserAcls};
 
 /// What one connection may do.
 #[derive(Debug, Clone)]

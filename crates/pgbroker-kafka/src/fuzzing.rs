@@ -3,7 +3,7 @@
 //! stay within the server's memory bounds whatever it is given.
 
 use bytes::Bytes;
-use pgbroker::ScramCredentials;
+use pgbroker::auth::ScramCredentials;
 
 use crate::api::sasl::{self, Step};
 use crate::auth::{Mechanism, State};

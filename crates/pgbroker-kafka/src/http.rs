@@ -69,10 +69,10 @@ async fn metrics(State(broker): State<Broker>) -> String {
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"open\"}} {open}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"idle\"}} {idle}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"max\"}} {max}");
-    if let Ok(groups) = broker.list_groups().await {
+    if let Ok(groups) = broker.groups().list().await {
         let _ = writeln!(out, "# TYPE pgbroker_consumer_lag gauge");
         for g in groups {
-            let Ok(d) = broker.describe_group(&g).await else {
+            let Ok(d) = broker.groups().describe(&g).await else {
                 continue;
             };
             for p in d.partitions {

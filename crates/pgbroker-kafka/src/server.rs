@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgbroker::{Broker, Node};
+use pgbroker::cluster::Node;
+use pgbroker::Broker;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, RwLock};
 use tokio::task::JoinSet;
@@ -151,11 +152,12 @@ pub async fn serve_on(
     }
     config.auth.validate(config.tls.is_some()).map_err(anyhow::Error::msg)?;
     let node_id = broker
-        .register_node(&config.advertised_host, config.advertised_port, None)
+        .cluster()
+        .register(&config.advertised_host, config.advertised_port, None)
         .await?;
     tracing::info!(listen = %config.listen, node_id, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "kafka listener up");
     let ctx = Arc::new(Ctx {
-        nodes: RwLock::new(broker.live_nodes(config.node_ttl).await.unwrap_or_default()),
+        nodes: RwLock::new(broker.cluster().live_nodes(config.node_ttl).await.unwrap_or_default()),
         broker,
         config,
         node_id,
@@ -193,7 +195,7 @@ pub async fn serve_on(
         tracing::warn!("connections still open after 30s; closing them");
     }
     refresher.abort();
-    if let Err(e) = ctx.broker.deregister_node(ctx.node_id).await {
+    if let Err(e) = ctx.broker.cluster().deregister(ctx.node_id).await {
         tracing::warn!(error = %e, "could not deregister node");
     }
     Ok(())
@@ -222,11 +224,11 @@ async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(REFRESH) => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = ctx.broker.touch_node(ctx.node_id).await {
+        if let Err(e) = ctx.broker.cluster().touch(ctx.node_id).await {
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }
-        match ctx.broker.live_nodes(ctx.config.node_ttl).await {
+        match ctx.broker.cluster().live_nodes(ctx.config.node_ttl).await {
             Ok(nodes) => *ctx.nodes.write().await = nodes,
             Err(e) => tracing::warn!(error = %e, "reading live nodes failed"),
         }

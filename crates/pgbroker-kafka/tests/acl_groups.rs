@@ -19,7 +19,9 @@ use kafka_protocol::messages::{
     TopicName as WireTopic,
 };
 use kafka_protocol::protocol::StrBytes;
-use pgbroker::{GroupId, OffsetCommit, Permission, TopicConfig};
+use pgbroker::auth::Permission;
+use pgbroker::groups::OffsetCommit;
+use pgbroker::{GroupId, TopicConfig};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
@@ -76,7 +78,7 @@ async fn commit(conn: &mut common::Conn, req: &OffsetCommitRequest) -> Vec<i16> 
 
 async fn committed(server: &common::TestServer, group: &str) -> Vec<(String, i64)> {
     let group = GroupId::new(group).expect("group");
-    match server.broker.all_committed_offsets(&group).await {
+    match server.broker.groups().all_offsets(&group).await {
         Ok(c) => c.into_iter().map(|(t, c)| (t.to_string(), c.offset)).collect(),
         Err(pgbroker::Error::UnknownGroup(_)) => Vec::new(),
         Err(e) => panic!("reading offsets: {e}"),
@@ -84,14 +86,17 @@ async fn committed(server: &common::TestServer, group: &str) -> Vec<(String, i64
 }
 
 async fn groups(server: &common::TestServer) -> Vec<String> {
-    let list = server.broker.list_groups_detailed().await.expect("groups");
+    let list = server.broker.classic_groups().list().await.expect("groups");
     list.into_iter().map(|l| l.group.to_string()).collect()
 }
 
 #[tokio::test]
 async fn membership_and_commits_need_the_group_right() {
     let server = auth::start().await;
-    server.broker.set_group_initial_rebalance_delay(Duration::ZERO);
+    server
+        .broker
+        .classic_groups()
+        .set_initial_rebalance_delay(Duration::ZERO);
     server.topic("orders", TopicConfig::default()).await;
     server.topic("audit", TopicConfig::default()).await;
     let reads = (Permission::Consume, topic("orders"));
@@ -192,7 +197,8 @@ async fn groups_are_seen_with_a_right_and_deleted_with_admin() {
         let id = GroupId::new(name).expect("group");
         server
             .broker
-            .commit_offsets_classic(&id, "", -1, std::slice::from_ref(&offset))
+            .classic_groups()
+            .commit(&id, "", -1, std::slice::from_ref(&offset))
             .await
             .expect("commit");
     }

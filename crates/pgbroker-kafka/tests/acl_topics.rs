@@ -23,7 +23,8 @@ use kafka_protocol::messages::{
     ProduceRequest, TopicName as WireTopic,
 };
 use kafka_protocol::protocol::StrBytes;
-use pgbroker::{Acl, Permission, StoredRecord, TopicConfig, TopicName};
+use pgbroker::auth::{Acl, Permission};
+use pgbroker::{StoredRecord, TopicConfig, TopicName};
 use pgbroker_kafka::encode_batch;
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -135,7 +136,13 @@ async fn metadata(conn: &mut common::Conn, topics: Option<&[&str]>) -> Vec<(Stri
 }
 
 async fn hw(server: &common::TestServer, topic: &str) -> i64 {
-    server.broker.watermarks(&name(topic), 0).await.expect("watermarks").1
+    server
+        .broker
+        .streams()
+        .watermarks(&name(topic), 0)
+        .await
+        .expect("watermarks")
+        .1
 }
 
 #[tokio::test]
@@ -177,6 +184,7 @@ async fn consume_needs_the_consume_right() {
     for t in [&orders, &name("audit")] {
         server
             .broker
+            .streams()
             .produce(t, Some(0), &[pgbroker::Record::from_value("v")])
             .await
             .expect("produce");
@@ -247,6 +255,7 @@ async fn topic_administration_needs_the_admin_right() {
     let audit = server.topic("audit", TopicConfig::default()).await;
     server
         .broker
+        .streams()
         .produce(
             &audit,
             Some(0),
@@ -265,20 +274,21 @@ async fn topic_administration_needs_the_admin_right() {
     let resp = plain.call(5, &create_req("team.a", 2)).await;
     assert_eq!(resp.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     assert!(
-        server.broker.topic_info(&name("team.a")).await.is_err(),
+        server.broker.topics().info(&name("team.a")).await.is_err(),
         "nothing created"
     );
     let resp = admin.call(5, &create_req("other", 2)).await;
     assert_eq!(resp.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     assert!(
-        server.broker.topic_info(&name("other")).await.is_err(),
+        server.broker.topics().info(&name("other")).await.is_err(),
         "nothing created"
     );
     assert_eq!(admin.call(5, &create_req("team.a", 2)).await.topics[0].error_code, 0);
     assert_eq!(
         server
             .broker
-            .topic_info(&name("team.a"))
+            .topics()
+            .info(&name("team.a"))
             .await
             .expect("created")
             .partitions,
@@ -300,12 +310,24 @@ async fn topic_administration_needs_the_admin_right() {
         TOPIC_AUTHORIZATION_FAILED
     );
     assert_eq!(
-        server.broker.topic_info(&name("team.a")).await.expect("t").partitions,
+        server
+            .broker
+            .topics()
+            .info(&name("team.a"))
+            .await
+            .expect("t")
+            .partitions,
         2
     );
     assert_eq!(admin.call(2, &grow("team.a")).await.results[0].error_code, 0);
     assert_eq!(
-        server.broker.topic_info(&name("team.a")).await.expect("t").partitions,
+        server
+            .broker
+            .topics()
+            .info(&name("team.a"))
+            .await
+            .expect("t")
+            .partitions,
         3
     );
 
@@ -324,7 +346,7 @@ async fn topic_administration_needs_the_admin_right() {
     let resp = admin.call(2, &truncate).await;
     assert_eq!(resp.topics[0].partitions[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     assert_eq!(
-        server.broker.watermarks(&audit, 0).await.expect("wm").0,
+        server.broker.streams().watermarks(&audit, 0).await.expect("wm").0,
         0,
         "log start unchanged"
     );
@@ -364,10 +386,13 @@ async fn topic_administration_needs_the_admin_right() {
         admin.call(5, &delete("audit")).await.responses[0].error_code,
         TOPIC_AUTHORIZATION_FAILED
     );
-    assert!(server.broker.topic_info(&name("team.a")).await.is_ok(), "still there");
-    assert!(server.broker.topic_info(&audit).await.is_ok(), "still there");
+    assert!(
+        server.broker.topics().info(&name("team.a")).await.is_ok(),
+        "still there"
+    );
+    assert!(server.broker.topics().info(&audit).await.is_ok(), "still there");
     assert_eq!(admin.call(5, &delete("team.a")).await.responses[0].error_code, 0);
-    assert!(server.broker.topic_info(&name("team.a")).await.is_err(), "deleted");
+    assert!(server.broker.topics().info(&name("team.a")).await.is_err(), "deleted");
     server.stop().await;
 }
 
@@ -379,7 +404,7 @@ async fn rights_are_read_at_login() {
     let mut before = login(&server, "late").await;
     assert_eq!(metadata(&mut before, None).await, vec![], "no rights, nothing seen");
     let acl = Acl::new("late", Permission::Produce, topic("orders")).expect("acl");
-    server.broker.grant(&acl).await.expect("grant");
+    server.broker.auth().grant(&acl).await.expect("grant");
     assert_eq!(
         produce(&mut before, "orders", "x").await,
         TOPIC_AUTHORIZATION_FAILED,

@@ -160,7 +160,12 @@ fn assert_failed(resp: &SaslAuthenticateResponse) {
 #[tokio::test]
 async fn scram_login_then_requests_are_served() {
     let server = start(vec![Mechanism::ScramSha256]).await;
-    assert!(server.broker.add_user("alice", "pencil", 4096).await.expect("add"));
+    assert!(server
+        .broker
+        .auth()
+        .add_user("alice", "pencil", 4096)
+        .await
+        .expect("add"));
     let mut conn = server.connect().await;
     let versions = conn.call(3, &ApiVersionsRequest::default()).await;
     let listed = |key: i16| {
@@ -187,7 +192,12 @@ async fn scram_login_then_requests_are_served() {
 #[tokio::test]
 async fn scram_wrong_password_fails_slowly_and_closes() {
     let server = start(vec![Mechanism::ScramSha256]).await;
-    server.broker.add_user("alice", "pencil", 4096).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("alice", "pencil", 4096)
+        .await
+        .expect("add");
     let mut conn = server.connect().await;
     let started = Instant::now();
     let out = scram(&mut conn, "alice", "pen", Tamper::None).await;
@@ -204,7 +214,12 @@ async fn scram_wrong_password_fails_slowly_and_closes() {
 #[tokio::test]
 async fn scram_unknown_user_looks_like_a_wrong_password() {
     let server = start(vec![Mechanism::ScramSha256]).await;
-    server.broker.add_user("alice", "pencil", 4096).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("alice", "pencil", 4096)
+        .await
+        .expect("add");
     let mut salts = Vec::new();
     for _ in 0..2 {
         let mut conn = server.connect().await;
@@ -234,7 +249,12 @@ async fn scram_unknown_user_looks_like_a_wrong_password() {
 #[tokio::test]
 async fn scram_final_must_echo_the_servers_nonce_and_binding() {
     let server = start(vec![Mechanism::ScramSha256]).await;
-    server.broker.add_user("alice", "pencil", 4096).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("alice", "pencil", 4096)
+        .await
+        .expect("add");
     // A proof computed correctly over a nonce that is not the one the
     // server sent (CVE-2024-56128) is refused.
     let mut conn = server.connect().await;
@@ -264,7 +284,12 @@ async fn scram_final_must_echo_the_servers_nonce_and_binding() {
 #[tokio::test]
 async fn only_authentication_is_served_before_login() {
     let server = start(vec![Mechanism::ScramSha256]).await;
-    server.broker.add_user("alice", "pencil", 4096).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("alice", "pencil", 4096)
+        .await
+        .expect("add");
     // ApiVersions is answered; Metadata closes the connection unanswered.
     let mut conn = server.connect().await;
     assert_eq!(conn.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
@@ -322,7 +347,12 @@ async fn only_authentication_is_served_before_login() {
 #[tokio::test]
 async fn plain_login_and_refusals() {
     let server = start(vec![Mechanism::ScramSha256, Mechanism::Plain]).await;
-    server.broker.add_user("bob", "hunter2", 8192).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("bob", "hunter2", 8192)
+        .await
+        .expect("add");
     let mut conn = server.connect().await;
     let ok = plain(&mut conn, "bob", "hunter2").await;
     assert_eq!(ok.error_code, 0, "{:?}", ok.error_message);
@@ -370,10 +400,16 @@ async fn plain_needs_an_explicit_opt_in() {
 async fn users_added_replaced_and_removed_through_the_library() {
     let server = start(vec![Mechanism::ScramSha256, Mechanism::Plain]).await;
     let broker = &server.broker;
-    assert!(broker.add_user("carol", "first", 4096).await.expect("add"));
-    assert!(broker.add_user("a,b", "pw", 4096).await.is_err(), "',' is refused");
-    assert!(broker.add_user("dave", "pw", 1000).await.is_err(), "too few iterations");
-    let users = broker.list_users().await.expect("list");
+    assert!(broker.auth().add_user("carol", "first", 4096).await.expect("add"));
+    assert!(
+        broker.auth().add_user("a,b", "pw", 4096).await.is_err(),
+        "',' is refused"
+    );
+    assert!(
+        broker.auth().add_user("dave", "pw", 1000).await.is_err(),
+        "too few iterations"
+    );
+    let users = broker.auth().list_users().await.expect("list");
     assert_eq!(users.len(), 1);
     assert_eq!((users[0].name.as_str(), users[0].iterations), ("carol", 4096));
 
@@ -384,8 +420,8 @@ async fn users_added_replaced_and_removed_through_the_library() {
     );
 
     // Replacing the password: the old one stops working.
-    assert!(!broker.add_user("carol", "second", 5000).await.expect("replace"));
-    assert_eq!(broker.list_users().await.expect("list")[0].iterations, 5000);
+    assert!(!broker.auth().add_user("carol", "second", 5000).await.expect("replace"));
+    assert_eq!(broker.auth().list_users().await.expect("list")[0].iterations, 5000);
     let mut conn = server.connect().await;
     assert_failed(&plain(&mut conn, "carol", "first").await);
     let mut conn = server.connect().await;
@@ -395,16 +431,16 @@ async fn users_added_replaced_and_removed_through_the_library() {
     );
 
     // Removed: logins fail; removing again says the user is unknown.
-    broker.remove_user("carol").await.expect("remove");
+    broker.auth().remove_user("carol").await.expect("remove");
     assert!(matches!(
-        broker.remove_user("carol").await,
+        broker.auth().remove_user("carol").await,
         Err(pgbroker::Error::UnknownUser(_))
     ));
     let mut conn = server.connect().await;
     assert_failed(&scram(&mut conn, "carol", "second", Tamper::None).await.last);
     let mut conn = server.connect().await;
     assert_failed(&plain(&mut conn, "carol", "second").await);
-    assert!(broker.list_users().await.expect("list").is_empty());
+    assert!(broker.auth().list_users().await.expect("list").is_empty());
     server.stop().await;
 }
 
@@ -427,7 +463,12 @@ async fn handshake_v0(conn: &mut common::Conn, mechanism: &'static str) {
 #[tokio::test]
 async fn handshake_v0_exchanges_bare_tokens() {
     let server = start(vec![Mechanism::ScramSha256, Mechanism::Plain]).await;
-    server.broker.add_user("erin", "secret", 4096).await.expect("add");
+    server
+        .broker
+        .auth()
+        .add_user("erin", "secret", 4096)
+        .await
+        .expect("add");
 
     // SCRAM: client-first and client-final as bare frames, answered with
     // bare frames.

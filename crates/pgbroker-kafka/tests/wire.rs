@@ -158,7 +158,7 @@ async fn bad_frames_close_only_their_own_connection() {
     assert_eq!(keep.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
     let mut fresh = server.connect().await;
     assert_eq!(fresh.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw"), (0, 1));
     server.stop().await;
 }
 
@@ -224,7 +224,7 @@ async fn the_whole_battery_leaves_the_server_serving() {
     tokio::task::spawn_blocking(move || battery::fire(addr, "battered", 32))
         .await
         .expect("battery");
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 1));
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw"), (0, 1));
     server.stop().await;
 }
 
@@ -280,8 +280,8 @@ async fn refused_produce_requests_write_nothing() {
         );
     }
 
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw"), (0, 0));
-    assert_eq!(server.broker.watermarks(&topic, 1).await.expect("hw"), (0, 0));
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw"), (0, 0));
+    assert_eq!(server.broker.streams().watermarks(&topic, 1).await.expect("hw"), (0, 0));
     assert_eq!(produce(&mut conn, "guarded", 1, batch(&["ok"])).await, (0, 0));
     server.stop().await;
 }
@@ -308,6 +308,7 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
     };
     server
         .broker
+        .streams()
         .produce(&topic, Some(0), std::slice::from_ref(&lib))
         .await
         .expect("produce");
@@ -326,6 +327,7 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
 
     let read = server
         .broker
+        .streams()
         .fetch(&topic, 0, 1, Default::default())
         .await
         .expect("fetch");
@@ -333,7 +335,7 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
     assert_eq!(r.value.as_deref(), Some(&b"from the wire"[..]));
     assert_eq!(r.key.as_deref(), Some(&b"k0"[..]));
     assert_eq!(r.headers[0].key, "trace");
-    assert_eq!(pgbroker::timestamp_ms(r), 1_700_000_000_000);
+    assert_eq!(pgbroker::streams::timestamp_ms(r), 1_700_000_000_000);
     server.stop().await;
 }
 
@@ -351,11 +353,11 @@ async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
     assert_eq!(produce(&mut conn, "idem", 0, first.clone()).await, (0, 0));
     // The same batch again (a retry): answered with its first offset, not written twice.
     assert_eq!(produce(&mut conn, "idem", 0, first).await, (0, 0));
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 3);
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 3);
     // A batch that skips sequence numbers: OUT_OF_ORDER_SEQUENCE_NUMBER.
     let gap = with_producer(batch(&["x"]), pid, epoch, 5);
     assert_eq!(produce(&mut conn, "idem", 0, gap).await.0, 45);
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 3);
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 3);
     let next = with_producer(batch(&["d"]), pid, epoch, 3);
     assert_eq!(produce(&mut conn, "idem", 0, next).await, (0, 3));
     // An older epoch is fenced.
@@ -363,7 +365,7 @@ async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
     assert_eq!(produce(&mut conn, "idem", 0, bumped).await, (0, 4));
     let stale = with_producer(batch(&["f"]), pid, epoch, 4);
     assert_eq!(produce(&mut conn, "idem", 0, stale).await.0, 47);
-    assert_eq!(server.broker.watermarks(&topic, 0).await.expect("hw").1, 5);
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 5);
     server.stop().await;
 }
 
@@ -376,6 +378,7 @@ async fn a_waiting_fetch_wakes_when_records_arrive() {
     let producer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker
+            .streams()
             .produce(&topic, Some(0), &[Record::from_value("late")])
             .await
             .expect("produce");

@@ -39,22 +39,22 @@ impl Broker {
 impl Cluster<'_> {
     /// Registers a broker process reachable at `host:port` and returns its
     /// new node id.
-    pub async fn register(&self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
+    pub async fn register(self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
         register_node(self.broker, host, port, rack).await
     }
 
     /// Marks the node as alive now.
-    pub async fn touch(&self, node_id: i32) -> Result<()> {
+    pub async fn touch(self, node_id: i32) -> Result<()> {
         touch_node(self.broker, node_id).await
     }
 
     /// Removes the node (on clean shutdown).
-    pub async fn deregister(&self, node_id: i32) -> Result<()> {
+    pub async fn deregister(self, node_id: i32) -> Result<()> {
         deregister_node(self.broker, node_id).await
     }
 
     /// Nodes seen within `ttl`, by node id.
-    pub async fn live_nodes(&self, ttl: Duration) -> Result<Vec<Node>> {
+    pub async fn live_nodes(self, ttl: Duration) -> Result<Vec<Node>> {
         live_nodes(self.broker, ttl).await
     }
 }

@@ -27,7 +27,7 @@ impl Maintenance<'_> {
     /// that use queues also run these steps in the background as they come
     /// due; call this from a scheduler of your own, or `pgbroker maintain`,
     /// if you prefer.
-    pub async fn maintain_queues(&self) -> Result<QueueMaintenance> {
+    pub async fn maintain_queues(self) -> Result<QueueMaintenance> {
         crate::queues::maintain::maintain_queues(self.broker).await
     }
 
@@ -35,13 +35,13 @@ impl Maintenance<'_> {
     /// topic's retention time or beyond its retention bytes, advancing the
     /// partition's log start first, and drops segment tables left over from
     /// deleted topics. Returns how many segment tables were dropped.
-    pub async fn enforce_retention(&self) -> Result<usize> {
+    pub async fn enforce_retention(self) -> Result<usize> {
         crate::streams::segments::enforce_retention(self.broker).await
     }
 
     /// Runs retention and segment clean-up every `interval` until the
     /// returned task is aborted. Errors are logged and the loop goes on.
-    pub fn spawn(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self, interval: Duration) -> tokio::task::JoinHandle<()> {
         crate::streams::segments::spawn_maintenance(self.broker, interval)
     }
 }

@@ -4,7 +4,8 @@
 mod common;
 
 use common::TestDb;
-use pgbroker::{Acl, AclResource, Error, Permission};
+use pgbroker::auth::{Acl, AclResource, Permission};
+use pgbroker::Error;
 
 fn acl(user: &str, permission: Permission, resource: AclResource) -> Acl {
     Acl::new(user, permission, resource).expect("valid acl")
@@ -14,8 +15,8 @@ fn acl(user: &str, permission: Permission, resource: AclResource) -> Acl {
 async fn grant_list_revoke() {
     let db = TestDb::new().await;
     let b = &db.broker;
-    b.add_user("alice", "pw-alice", 4096).await.expect("alice");
-    b.add_user("bob", "pw-bob", 4096).await.expect("bob");
+    b.auth().add_user("alice", "pw-alice", 4096).await.expect("alice");
+    b.auth().add_user("bob", "pw-bob", 4096).await.expect("bob");
     let produce = acl("alice", Permission::Produce, AclResource::topic("orders").expect("t"));
     let group = acl(
         "alice",
@@ -23,31 +24,37 @@ async fn grant_list_revoke() {
         AclResource::group_prefix("app-").expect("g"),
     );
     let all = acl("bob", Permission::Admin, AclResource::topic_prefix("").expect("p"));
-    assert!(b.grant(&produce).await.expect("grant"));
-    assert!(!b.grant(&produce).await.expect("again"), "a second grant is not new");
-    assert!(b.grant(&group).await.expect("grant"));
-    assert!(b.grant(&all).await.expect("grant"));
+    assert!(b.auth().grant(&produce).await.expect("grant"));
+    assert!(
+        !b.auth().grant(&produce).await.expect("again"),
+        "a second grant is not new"
+    );
+    assert!(b.auth().grant(&group).await.expect("grant"));
+    assert!(b.auth().grant(&all).await.expect("grant"));
 
     assert_eq!(
-        b.list_acls(None).await.expect("list"),
+        b.auth().list_acls(None).await.expect("list"),
         vec![group.clone(), produce.clone(), all.clone()]
     );
-    assert_eq!(b.list_acls(Some("bob")).await.expect("list"), vec![all.clone()]);
+    assert_eq!(b.auth().list_acls(Some("bob")).await.expect("list"), vec![all.clone()]);
 
-    let rights = b.user_acls("alice").await.expect("rights");
+    let rights = b.auth().user_acls("alice").await.expect("rights");
     assert!(rights.allows_topic(Permission::Produce, "orders"));
     assert!(!rights.allows_topic(Permission::Consume, "orders"));
     assert!(rights.allows_group(Permission::Group, "app-7"));
-    assert!(b.user_acls("nobody").await.expect("none").is_empty());
+    assert!(b.auth().user_acls("nobody").await.expect("none").is_empty());
 
-    b.revoke(&produce).await.expect("revoke");
-    assert!(matches!(b.revoke(&produce).await, Err(Error::UnknownAcl(_))));
-    assert_eq!(b.list_acls(Some("alice")).await.expect("list"), vec![group]);
+    b.auth().revoke(&produce).await.expect("revoke");
+    assert!(matches!(b.auth().revoke(&produce).await, Err(Error::UnknownAcl(_))));
+    assert_eq!(b.auth().list_acls(Some("alice")).await.expect("list"), vec![group]);
 
     // A removed user's grants go with it.
-    b.remove_user("bob").await.expect("remove bob");
-    assert!(matches!(b.list_acls(Some("bob")).await, Err(Error::UnknownUser(_))));
-    assert_eq!(b.list_acls(None).await.expect("list").len(), 1);
+    b.auth().remove_user("bob").await.expect("remove bob");
+    assert!(matches!(
+        b.auth().list_acls(Some("bob")).await,
+        Err(Error::UnknownUser(_))
+    ));
+    assert_eq!(b.auth().list_acls(None).await.expect("list").len(), 1);
     db.drop().await;
 }
 
@@ -55,10 +62,10 @@ async fn grant_list_revoke() {
 async fn bad_grants_change_nothing() {
     let db = TestDb::new().await;
     let b = &db.broker;
-    b.add_user("alice", "pw-alice", 4096).await.expect("alice");
+    b.auth().add_user("alice", "pw-alice", 4096).await.expect("alice");
     let unknown = acl("carol", Permission::Consume, AclResource::topic("orders").expect("t"));
-    assert!(matches!(b.grant(&unknown).await, Err(Error::UnknownUser(u)) if u == "carol"));
-    assert!(matches!(b.revoke(&unknown).await, Err(Error::UnknownUser(_))));
+    assert!(matches!(b.auth().grant(&unknown).await, Err(Error::UnknownUser(u)) if u == "carol"));
+    assert!(matches!(b.auth().revoke(&unknown).await, Err(Error::UnknownUser(_))));
 
     // Hand-built grants that skipped the constructors are checked too.
     let spliced = Acl {
@@ -66,13 +73,13 @@ async fn bad_grants_change_nothing() {
         permission: Permission::Produce,
         resource: AclResource::Topic("x'; DROP TABLE acls; --".to_string()),
     };
-    assert!(matches!(b.grant(&spliced).await, Err(Error::Invalid { .. })));
+    assert!(matches!(b.auth().grant(&spliced).await, Err(Error::Invalid { .. })));
     let misfit = Acl {
         user: "alice".to_string(),
         permission: Permission::Consume,
         resource: AclResource::Group("g".to_string()),
     };
-    assert!(matches!(b.grant(&misfit).await, Err(Error::Invalid { .. })));
-    assert!(b.list_acls(None).await.expect("list").is_empty());
+    assert!(matches!(b.auth().grant(&misfit).await, Err(Error::Invalid { .. })));
+    assert!(b.auth().list_acls(None).await.expect("list").is_empty());
     db.drop().await;
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{partitions, TestDb};
-use pgbroker::{Broker, ClassicJoinRequest, ClassicJoinResponse, Error, GroupId, JoinOptions, OffsetCommit, TopicName};
+use pgbroker::groups::classic::{ClassicJoinRequest, ClassicJoinResponse};
+use pgbroker::groups::{JoinOptions, OffsetCommit};
+use pgbroker::{Broker, Error, GroupId, TopicName};
 
 fn group(name: &str) -> GroupId {
     GroupId::new(name).expect("group")
@@ -36,8 +38,8 @@ async fn join_all(joins: Vec<(Broker, ClassicJoinRequest)>) -> Vec<ClassicJoinRe
     let tasks: Vec<_> = joins
         .into_iter()
         .map(|(b, r)| {
-            b.set_group_initial_rebalance_delay(Duration::from_secs(1));
-            tokio::spawn(async move { b.classic_join(&r).await })
+            b.classic_groups().set_initial_rebalance_delay(Duration::from_secs(1));
+            tokio::spawn(async move { b.classic_groups().join(&r).await })
         })
         .collect();
     let mut out = Vec::new();
@@ -64,7 +66,10 @@ async fn sync_all(brokers: &[Broker], g: &GroupId, joined: &[ClassicJoinResponse
             continue;
         }
         tasks.push(tokio::spawn(async move {
-            let got = b.classic_sync(&g, &r.member_id, r.generation, None, Vec::new()).await;
+            let got = b
+                .classic_groups()
+                .sync(&g, &r.member_id, r.generation, None, Vec::new())
+                .await;
             (r.member_id.clone(), got)
         }));
     }
@@ -78,7 +83,8 @@ async fn sync_all(brokers: &[Broker], g: &GroupId, joined: &[ClassicJoinResponse
     let mut out = BTreeMap::new();
     out.insert(
         r.member_id.clone(),
-        b.classic_sync(&g, &r.member_id, r.generation, None, plan)
+        b.classic_groups()
+            .sync(&g, &r.member_id, r.generation, None, plan)
             .await
             .expect("leader sync"),
     );
@@ -112,7 +118,7 @@ fn commit(topic: &TopicName, partition: i32, offset: i64, metadata: &str) -> Off
 async fn heartbeat_until_rebalance(b: &Broker, g: &GroupId, r: &ClassicJoinResponse, within: Duration) {
     let until = Instant::now() + within;
     loop {
-        match b.classic_heartbeat(g, &r.member_id, r.generation, None).await {
+        match b.classic_groups().heartbeat(g, &r.member_id, r.generation, None).await {
             Ok(()) => assert!(Instant::now() < until, "no rebalance within {within:?}"),
             Err(Error::RebalanceInProgress { .. }) => return,
             Err(e) => panic!("heartbeat: {e}"),
@@ -150,7 +156,7 @@ async fn concurrent_joins_form_one_generation_with_one_leader() {
         .filter(|r| r.member_id != r.leader)
         .all(|r| r.members.is_empty()));
 
-    let d = db.broker.describe_classic_group(&g).await.expect("describe");
+    let d = db.broker.classic_groups().describe(&g).await.expect("describe");
     assert_eq!(d.state, "CompletingRebalance");
     let got = sync_all(std::slice::from_ref(&db.broker), &g, &joined).await;
     assert_eq!(got.len(), 3);
@@ -159,11 +165,12 @@ async fn concurrent_joins_form_one_generation_with_one_leader() {
     }
     for r in &joined {
         db.broker
-            .classic_heartbeat(&g, &r.member_id, r.generation, None)
+            .classic_groups()
+            .heartbeat(&g, &r.member_id, r.generation, None)
             .await
             .expect("heartbeat");
     }
-    let d = db.broker.describe_classic_group(&g).await.expect("describe");
+    let d = db.broker.classic_groups().describe(&g).await.expect("describe");
     assert_eq!((d.state.as_str(), d.protocol_type.as_str()), ("Stable", "consumer"));
     assert_eq!(d.protocol_name, "range");
     assert_eq!(d.members.len(), 3);
@@ -186,12 +193,16 @@ async fn concurrent_joins_form_one_generation_with_one_leader() {
     .expect("utf8");
     let again = db
         .broker
-        .classic_join(&request(&g, &follower.member_id, &meta))
+        .classic_groups()
+        .join(&request(&g, &follower.member_id, &meta))
         .await
         .expect("rejoin");
     assert_eq!(again.generation, generation);
-    assert_eq!(db.broker.describe_classic_group(&g).await.expect("d").state, "Stable");
-    let listed = db.broker.list_groups_detailed().await.expect("list");
+    assert_eq!(
+        db.broker.classic_groups().describe(&g).await.expect("d").state,
+        "Stable"
+    );
+    let listed = db.broker.classic_groups().list().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].protocol_type.as_str(), listed[0].state.as_str()),
@@ -206,12 +217,12 @@ async fn member_id_required_then_join_with_it() {
     let g = group("known-ids");
     let mut r = request(&g, "", "m");
     r.require_known_member_id = true;
-    let id = match db.broker.classic_join(&r).await {
+    let id = match db.broker.classic_groups().join(&r).await {
         Err(Error::MemberIdRequired { member_id }) => member_id,
         other => panic!("expected MemberIdRequired, got {other:?}"),
     };
     assert!(id.starts_with("client-"), "{id}");
-    let d = db.broker.describe_classic_group(&g).await.expect("describe");
+    let d = db.broker.classic_groups().describe(&g).await.expect("describe");
     assert_eq!(
         (d.state.as_str(), d.members.len()),
         ("Empty", 0),
@@ -219,11 +230,11 @@ async fn member_id_required_then_join_with_it() {
     );
     // The pending id is not a member yet.
     assert!(matches!(
-        db.broker.classic_heartbeat(&g, &id, 0, None).await,
+        db.broker.classic_groups().heartbeat(&g, &id, 0, None).await,
         Err(Error::UnknownMember { .. })
     ));
     r.member_id = id.clone();
-    let joined = db.broker.classic_join(&r).await.expect("join with id");
+    let joined = db.broker.classic_groups().join(&r).await.expect("join with id");
     assert_eq!(
         (joined.member_id.as_str(), joined.leader.as_str()),
         (id.as_str(), id.as_str())
@@ -231,7 +242,7 @@ async fn member_id_required_then_join_with_it() {
     assert_eq!(joined.members.len(), 1);
     r.member_id = "client-nobody".into();
     assert!(matches!(
-        db.broker.classic_join(&r).await,
+        db.broker.classic_groups().join(&r).await,
         Err(Error::UnknownMember { .. })
     ));
     db.drop().await;
@@ -248,7 +259,7 @@ async fn new_member_makes_the_others_rejoin() {
     let b = db.broker.clone();
     let third = tokio::spawn({
         let r = request(&g, "", "meta-new");
-        async move { b.classic_join(&r).await }
+        async move { b.classic_groups().join(&r).await }
     });
     for r in &first {
         heartbeat_until_rebalance(&db.broker, &g, r, Duration::from_secs(10)).await;
@@ -301,13 +312,14 @@ async fn silent_member_expires_and_the_rest_rebalance() {
     );
     let mut r = request(&g, &alive.member_id, "meta-0");
     r.session_timeout = Duration::from_millis(10_000);
-    let again = db.broker.classic_join(&r).await.expect("rejoin");
+    let again = db.broker.classic_groups().join(&r).await.expect("rejoin");
     assert_eq!(again.generation, alive.generation + 1);
     assert_eq!(again.leader, alive.member_id);
     assert_eq!(again.members.len(), 1);
     assert!(matches!(
         db.broker
-            .classic_heartbeat(&g, &silent.member_id, silent.generation, None)
+            .classic_groups()
+            .heartbeat(&g, &silent.member_id, silent.generation, None)
             .await,
         Err(Error::UnknownMember { .. })
     ));
@@ -335,13 +347,14 @@ async fn member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     let started = Instant::now();
     let newcomer = tokio::spawn({
         let r = short("", "meta-2");
-        async move { b.classic_join(&r).await }
+        async move { b.classic_groups().join(&r).await }
     });
     heartbeat_until_rebalance(&db.broker, &g, stays, Duration::from_secs(5)).await;
     // The lingering member's session is alive, but it does not rejoin.
     let again = db
         .broker
-        .classic_join(&short(&stays.member_id, "meta-0"))
+        .classic_groups()
+        .join(&short(&stays.member_id, "meta-0"))
         .await
         .expect("rejoin");
     let waited = started.elapsed();
@@ -360,7 +373,8 @@ async fn member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     assert!(lead.members.iter().all(|m| m.member_id != lingers.member_id));
     assert!(matches!(
         db.broker
-            .classic_heartbeat(&g, &lingers.member_id, lingers.generation, None)
+            .classic_groups()
+            .heartbeat(&g, &lingers.member_id, lingers.generation, None)
             .await,
         Err(Error::UnknownMember { .. })
     ));
@@ -376,14 +390,16 @@ async fn leaving_rebalances_and_the_last_leave_empties_the_group() {
     let leader = joined.iter().find(|r| r.member_id == r.leader).expect("leader");
     let follower = joined.iter().find(|r| r.member_id != r.leader).expect("follower");
     db.broker
-        .commit_offsets_classic(&g, &follower.member_id, follower.generation, &[commit(&t, 0, 7, "x")])
+        .classic_groups()
+        .commit(&g, &follower.member_id, follower.generation, &[commit(&t, 0, 7, "x")])
         .await
         .expect("commit");
 
     // The leader leaves: the follower rejoins alone and leads.
     let left = db
         .broker
-        .classic_leave(&g, &[(leader.member_id.clone(), None), ("client-nobody".into(), None)])
+        .classic_groups()
+        .leave(&g, &[(leader.member_id.clone(), None), ("client-nobody".into(), None)])
         .await
         .expect("leave");
     assert!(left[0].is_ok());
@@ -391,7 +407,8 @@ async fn leaving_rebalances_and_the_last_leave_empties_the_group() {
     heartbeat_until_rebalance(&db.broker, &g, follower, Duration::from_secs(1)).await;
     let again = db
         .broker
-        .classic_join(&request(&g, &follower.member_id, "meta"))
+        .classic_groups()
+        .join(&request(&g, &follower.member_id, "meta"))
         .await
         .expect("rejoin");
     assert_eq!(again.leader, follower.member_id);
@@ -399,18 +416,23 @@ async fn leaving_rebalances_and_the_last_leave_empties_the_group() {
 
     let left = db
         .broker
-        .classic_leave(&g, &[(follower.member_id.clone(), None)])
+        .classic_groups()
+        .leave(&g, &[(follower.member_id.clone(), None)])
         .await
         .expect("leave");
     assert!(left[0].is_ok());
-    let d = db.broker.describe_classic_group(&g).await.expect("describe");
+    let d = db.broker.classic_groups().describe(&g).await.expect("describe");
     assert_eq!(
         (d.state.as_str(), d.generation, d.members.len()),
         ("Empty", again.generation, 0)
     );
-    let offsets = db.broker.committed_offsets(&g, &t).await.expect("offsets");
+    let offsets = db.broker.groups().offsets(&g, &t).await.expect("offsets");
     assert_eq!(offsets[0].offset, 7, "offsets survive");
-    db.broker.delete_group(&g).await.expect("an empty group can be deleted");
+    db.broker
+        .groups()
+        .delete(&g)
+        .await
+        .expect("an empty group can be deleted");
     db.drop().await;
 }
 
@@ -423,7 +445,8 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
     let old = first[0].generation;
     let (a, b) = (&first[0], &first[1]);
     db.broker
-        .commit_offsets_classic(&g, &a.member_id, old, &[commit(&t, 0, 5, "gen-1")])
+        .classic_groups()
+        .commit(&g, &a.member_id, old, &[commit(&t, 0, 5, "gen-1")])
         .await
         .expect("commit");
 
@@ -432,16 +455,18 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
     let b_broker = db.broker.clone();
     let b_join = tokio::spawn({
         let r = request(&g, &b.member_id, "changed");
-        async move { b_broker.classic_join(&r).await }
+        async move { b_broker.classic_groups().join(&r).await }
     });
     heartbeat_until_rebalance(&db.broker, &g, a, Duration::from_secs(2)).await;
     db.broker
-        .commit_offsets_classic(&g, &a.member_id, old, &[commit(&t, 0, 6, "preparing")])
+        .classic_groups()
+        .commit(&g, &a.member_id, old, &[commit(&t, 0, 6, "preparing")])
         .await
         .expect("commit while preparing");
     let a_again = db
         .broker
-        .classic_join(&request(&g, &a.member_id, "meta-0"))
+        .classic_groups()
+        .join(&request(&g, &a.member_id, "meta-0"))
         .await
         .expect("rejoin a");
     let b_again = b_join.await.expect("task").expect("rejoin b");
@@ -450,7 +475,8 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
     // Waiting for the leader's assignment: commits are refused.
     assert!(matches!(
         db.broker
-            .commit_offsets_classic(&g, &a.member_id, old + 1, &[commit(&t, 0, 9, "early")])
+            .classic_groups()
+            .commit(&g, &a.member_id, old + 1, &[commit(&t, 0, 9, "early")])
             .await,
         Err(Error::RebalanceInProgress { .. })
     ));
@@ -460,19 +486,20 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
         &[a_again.clone(), b_again.clone()],
     )
     .await;
-    let before = db.broker.describe_classic_group(&g).await.expect("describe");
-    let offsets_before = db.broker.all_committed_offsets(&g).await.expect("offsets");
+    let before = db.broker.classic_groups().describe(&g).await.expect("describe");
+    let offsets_before = db.broker.groups().all_offsets(&g).await.expect("offsets");
 
     fn illegal<T>(r: Result<T, Error>, old: i32) -> bool {
         matches!(r, Err(Error::IllegalGeneration { presented, current, .. }) if presented == old && current == old + 1)
     }
     assert!(illegal(
-        db.broker.classic_heartbeat(&g, &a.member_id, old, None).await,
+        db.broker.classic_groups().heartbeat(&g, &a.member_id, old, None).await,
         old
     ));
     assert!(illegal(
         db.broker
-            .classic_sync(
+            .classic_groups()
+            .sync(
                 &g,
                 &a.member_id,
                 old,
@@ -484,13 +511,14 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
     ));
     assert!(illegal(
         db.broker
-            .commit_offsets_classic(&g, &a.member_id, old, &[commit(&t, 0, 1, "stale")])
+            .classic_groups()
+            .commit(&g, &a.member_id, old, &[commit(&t, 0, 1, "stale")])
             .await,
         old
     ));
-    assert_eq!(db.broker.describe_classic_group(&g).await.expect("describe"), before);
+    assert_eq!(db.broker.classic_groups().describe(&g).await.expect("describe"), before);
     assert_eq!(
-        db.broker.all_committed_offsets(&g).await.expect("offsets"),
+        db.broker.groups().all_offsets(&g).await.expect("offsets"),
         offsets_before
     );
     assert_eq!(offsets_before.len(), 1);
@@ -498,7 +526,8 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
     // Unknown members are told so.
     assert!(matches!(
         db.broker
-            .classic_sync(&g, "client-nobody", old + 1, None, Vec::new())
+            .classic_groups()
+            .sync(&g, "client-nobody", old + 1, None, Vec::new())
             .await,
         Err(Error::UnknownMember { .. })
     ));
@@ -511,9 +540,15 @@ async fn offsets_keep_their_metadata() {
     let t = db.topic("orders", partitions(3)).await;
     let u = db.topic("users", partitions(1)).await;
     let g = group("offsets");
-    let r = db.broker.classic_join(&request(&g, "", "m")).await.expect("join");
+    let r = db
+        .broker
+        .classic_groups()
+        .join(&request(&g, "", "m"))
+        .await
+        .expect("join");
     db.broker
-        .classic_sync(
+        .classic_groups()
+        .sync(
             &g,
             &r.member_id,
             r.generation,
@@ -528,17 +563,18 @@ async fn offsets_keep_their_metadata() {
         commit(&u, 0, 1, "{\"k\":1}"),
     ];
     db.broker
-        .commit_offsets_classic(&g, &r.member_id, r.generation, &commits)
+        .classic_groups()
+        .commit(&g, &r.member_id, r.generation, &commits)
         .await
         .expect("commit");
-    let on_t = db.broker.committed_offsets(&g, &t).await.expect("fetch");
+    let on_t = db.broker.groups().offsets(&g, &t).await.expect("fetch");
     assert_eq!(on_t.len(), 2);
     assert_eq!(
         (on_t[0].partition, on_t[0].offset, on_t[0].metadata.as_deref()),
         (0, 10, Some("ten"))
     );
     assert_eq!(on_t[1].metadata.as_deref(), Some(""));
-    let all = db.broker.all_committed_offsets(&g).await.expect("fetch all");
+    let all = db.broker.groups().all_offsets(&g).await.expect("fetch all");
     assert_eq!(all.len(), 3);
     assert_eq!(all[2].0, u);
     assert_eq!(all[2].1.metadata.as_deref(), Some("{\"k\":1}"));
@@ -553,43 +589,56 @@ async fn simple_commits_only_while_the_group_is_empty() {
     // A member commit to a group that does not exist is refused...
     assert!(matches!(
         db.broker
-            .commit_offsets_classic(&g, "someone", 3, &[commit(&t, 0, 1, "")])
+            .classic_groups()
+            .commit(&g, "someone", 3, &[commit(&t, 0, 1, "")])
             .await,
         Err(Error::IllegalGeneration { .. })
     ));
     // ... a simple commit creates it.
     db.broker
-        .commit_offsets_classic(&g, "", -1, &[commit(&t, 0, 2, "tool")])
+        .classic_groups()
+        .commit(&g, "", -1, &[commit(&t, 0, 2, "tool")])
         .await
         .expect("simple commit");
-    let listed = db.broker.list_groups_detailed().await.expect("list");
+    let listed = db.broker.classic_groups().list().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].protocol_type.as_str(), listed[0].state.as_str()),
         ("", "Empty")
     );
 
-    let r = db.broker.classic_join(&request(&g, "", "m")).await.expect("join");
+    let r = db
+        .broker
+        .classic_groups()
+        .join(&request(&g, "", "m"))
+        .await
+        .expect("join");
     let refused = db
         .broker
-        .commit_offsets_classic(&g, "", -1, &[commit(&t, 0, 3, "tool")])
+        .classic_groups()
+        .commit(&g, "", -1, &[commit(&t, 0, 3, "tool")])
         .await;
     assert!(matches!(refused, Err(Error::UnknownMember { .. })), "{refused:?}");
-    assert_eq!(db.broker.committed_offsets(&g, &t).await.expect("o")[0].offset, 2);
-    assert!(matches!(db.broker.delete_group(&g).await, Err(Error::GroupNotEmpty(_))));
+    assert_eq!(db.broker.groups().offsets(&g, &t).await.expect("o")[0].offset, 2);
+    assert!(matches!(
+        db.broker.groups().delete(&g).await,
+        Err(Error::GroupNotEmpty(_))
+    ));
 
     db.broker
-        .classic_leave(&g, &[(r.member_id.clone(), None)])
+        .classic_groups()
+        .leave(&g, &[(r.member_id.clone(), None)])
         .await
         .expect("leave")
         .pop()
         .expect("one")
         .expect("left");
     db.broker
-        .commit_offsets_classic(&g, "", -1, &[commit(&t, 0, 4, "tool")])
+        .classic_groups()
+        .commit(&g, "", -1, &[commit(&t, 0, 4, "tool")])
         .await
         .expect("simple commit on an empty group");
-    assert_eq!(db.broker.committed_offsets(&g, &t).await.expect("o")[0].offset, 4);
+    assert_eq!(db.broker.groups().offsets(&g, &t).await.expect("o")[0].offset, 4);
     db.drop().await;
 }
 
@@ -611,7 +660,8 @@ async fn two_brokers_serve_one_group() {
     // Heartbeats on either broker.
     for r in &joined {
         for b in &brokers {
-            b.classic_heartbeat(&g, &r.member_id, r.generation, None)
+            b.classic_groups()
+                .heartbeat(&g, &r.member_id, r.generation, None)
                 .await
                 .expect("heartbeat");
         }
@@ -619,7 +669,7 @@ async fn two_brokers_serve_one_group() {
     // A third member on the second broker: members on the first learn of it.
     let third = tokio::spawn({
         let (b, r) = (other.clone(), request(&g, "", "meta-2"));
-        async move { b.classic_join(&r).await }
+        async move { b.classic_groups().join(&r).await }
     });
     heartbeat_until_rebalance(&db.broker, &g, &joined[0], Duration::from_secs(2)).await;
     heartbeat_until_rebalance(&other, &g, &joined[1], Duration::from_secs(2)).await;
@@ -646,22 +696,23 @@ async fn inconsistent_protocols_are_rejected() {
         ("range".into(), b"r-meta".to_vec()),
         ("roundrobin".into(), b"rr-meta".to_vec()),
     ];
-    let a = b.classic_join(&first).await.expect("join");
+    let a = b.classic_groups().join(&first).await.expect("join");
     assert_eq!(a.protocol_name, "range");
-    b.classic_sync(&g, &a.member_id, a.generation, None, Vec::new())
+    b.classic_groups()
+        .sync(&g, &a.member_id, a.generation, None, Vec::new())
         .await
         .expect("sync");
 
     let inconsistent = |r: Result<ClassicJoinResponse, Error>| matches!(r, Err(Error::InconsistentGroupProtocol(_)));
     let mut other_type = request(&g, "", "m");
     other_type.protocol_type = "connect".into();
-    assert!(inconsistent(b.classic_join(&other_type).await));
+    assert!(inconsistent(b.classic_groups().join(&other_type).await));
     let mut no_common = request(&g, "", "m");
     no_common.protocols = vec![("sticky".into(), b"s".to_vec())];
-    assert!(inconsistent(b.classic_join(&no_common).await));
+    assert!(inconsistent(b.classic_groups().join(&no_common).await));
     let mut none = request(&g, "", "m");
     none.protocols.clear();
-    assert!(inconsistent(b.classic_join(&none).await));
+    assert!(inconsistent(b.classic_groups().join(&none).await));
 
     // A second member supporting only roundrobin: the group switches to
     // the one protocol both support, and the leader sees its metadata.
@@ -669,11 +720,12 @@ async fn inconsistent_protocols_are_rejected() {
     second.protocols = vec![("roundrobin".into(), b"rr-2".to_vec())];
     let second = tokio::spawn({
         let b = b.clone();
-        async move { b.classic_join(&second).await }
+        async move { b.classic_groups().join(&second).await }
     });
     heartbeat_until_rebalance(b, &g, &a, Duration::from_secs(2)).await;
     let joined = vec![
-        b.classic_join(&request_with(&g, &a.member_id, &first.protocols))
+        b.classic_groups()
+            .join(&request_with(&g, &a.member_id, &first.protocols))
             .await
             .expect("rejoin"),
         second.await.expect("task").expect("second join"),
@@ -686,42 +738,51 @@ async fn inconsistent_protocols_are_rejected() {
 
     // The library's own coordinator stays out of a live Kafka group...
     let opts = JoinOptions::default();
-    let lib = b.join_group(&g, None, std::slice::from_ref(&t), &opts).await;
+    let lib = b.groups().join(&g, None, std::slice::from_ref(&t), &opts).await;
     assert!(matches!(lib, Err(Error::InconsistentGroupProtocol(_))), "{lib:?}");
     assert!(matches!(
-        b.heartbeat(&g, &a.member_id, joined[0].generation).await,
+        b.groups().heartbeat(&g, &a.member_id, joined[0].generation).await,
         Err(Error::InconsistentGroupProtocol(_))
     ));
     // ... and Kafka clients out of a live library group.
     let lib_group = group("library");
     let m = b
-        .join_group(&lib_group, None, std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&lib_group, None, std::slice::from_ref(&t), &opts)
         .await
         .expect("library join");
-    assert!(inconsistent(b.classic_join(&request(&lib_group, "", "m")).await));
+    assert!(inconsistent(
+        b.classic_groups().join(&request(&lib_group, "", "m")).await
+    ));
     assert!(matches!(
-        b.commit_offsets_classic(&lib_group, &m.member_id, m.generation, &[commit(&t, 0, 1, "")])
+        b.classic_groups()
+            .commit(&lib_group, &m.member_id, m.generation, &[commit(&t, 0, 1, "")])
             .await,
         Err(Error::InconsistentGroupProtocol(_))
     ));
-    let d = b.describe_classic_group(&lib_group).await.expect("describe");
+    let d = b.classic_groups().describe(&lib_group).await.expect("describe");
     assert_eq!((d.protocol_type.as_str(), d.state.as_str()), ("pgbroker", "Stable"));
-    assert_eq!(b.describe_group(&g).await.expect("describe").protocol_type, "consumer");
+    assert_eq!(
+        b.groups().describe(&g).await.expect("describe").protocol_type,
+        "consumer"
+    );
 
     // Once the Kafka members are gone the library may take the group over.
     let ids: Vec<(String, Option<String>)> = joined.iter().map(|r| (r.member_id.clone(), None)).collect();
     assert!(b
-        .classic_leave(&g, &ids)
+        .classic_groups()
+        .leave(&g, &ids)
         .await
         .expect("leave")
         .iter()
         .all(Result::is_ok));
     let taken = b
-        .join_group(&g, None, std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, None, std::slice::from_ref(&t), &opts)
         .await
         .expect("library join on an empty classic group");
     assert_eq!(taken.assignment.len(), 2);
-    let listed = b.list_groups_detailed().await.expect("list");
+    let listed = b.classic_groups().list().await.expect("list");
     assert!(
         listed
             .iter()
@@ -746,26 +807,33 @@ async fn static_member_replaced_by_a_new_instance_is_fenced() {
     let mut r = request(&g, "", "m");
     r.group_instance_id = Some("instance-1".into());
     r.require_known_member_id = true;
-    let first = b.classic_join(&r).await.expect("static members need no second round");
+    let first = b
+        .classic_groups()
+        .join(&r)
+        .await
+        .expect("static members need no second round");
     assert!(first.member_id.starts_with("instance-1-"));
     assert_eq!(first.members[0].group_instance_id.as_deref(), Some("instance-1"));
-    b.classic_sync(&g, &first.member_id, first.generation, Some("instance-1"), Vec::new())
+    b.classic_groups()
+        .sync(&g, &first.member_id, first.generation, Some("instance-1"), Vec::new())
         .await
         .expect("sync");
-    let second = b.classic_join(&r).await.expect("new instance");
+    let second = b.classic_groups().join(&r).await.expect("new instance");
     assert_ne!(second.member_id, first.member_id);
     assert!(matches!(
-        b.classic_heartbeat(&g, &first.member_id, second.generation, Some("instance-1"))
+        b.classic_groups()
+            .heartbeat(&g, &first.member_id, second.generation, Some("instance-1"))
             .await,
         Err(Error::FencedInstanceId { .. })
     ));
     // Leave by instance id alone.
     let left = b
-        .classic_leave(&g, &[(String::new(), Some("instance-1".into()))])
+        .classic_groups()
+        .leave(&g, &[(String::new(), Some("instance-1".into()))])
         .await
         .expect("leave");
     assert!(left[0].is_ok(), "{left:?}");
-    assert_eq!(b.describe_classic_group(&g).await.expect("d").state, "Empty");
+    assert_eq!(b.classic_groups().describe(&g).await.expect("d").state, "Empty");
     db.drop().await;
 }
 
@@ -795,10 +863,10 @@ async fn many_members_on_two_brokers() {
                 let (b, g, id) = (brokers[i % 2].clone(), g.clone(), r.member_id.clone());
                 tokio::spawn(async move {
                     let meta = format!("meta-{i}");
-                    match b.classic_join(&request(&g, &id, &meta)).await {
+                    match b.classic_groups().join(&request(&g, &id, &meta)).await {
                         // Removed for not rejoining in time: join afresh,
                         // as a client does on UNKNOWN_MEMBER_ID.
-                        Err(Error::UnknownMember { .. }) => b.classic_join(&request(&g, "", &meta)).await,
+                        Err(Error::UnknownMember { .. }) => b.classic_groups().join(&request(&g, "", &meta)).await,
                         other => other,
                     }
                 })

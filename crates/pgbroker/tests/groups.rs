@@ -7,10 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::{partitions, TestDb};
-use pgbroker::{
-    Broker, BrokerConfig, Consumer, ConsumerConfig, Error, GroupId, JoinOptions, OffsetCommit, OffsetReset, Record,
-    ResetTo, Strategy, TopicName,
-};
+use pgbroker::groups::{JoinOptions, OffsetCommit, ResetTo, Strategy};
+use pgbroker::streams::OffsetReset;
+use pgbroker::{Broker, BrokerConfig, Consumer, ConsumerConfig, Error, GroupId, Record, TopicName};
 
 fn consumer_config(topic: &TopicName, group: &GroupId, session: Duration) -> ConsumerConfig {
     ConsumerConfig {
@@ -30,11 +29,15 @@ async fn produce_round(broker: &Broker, topic: &TopicName, round: usize) {
         let records: Vec<Record> = (0..10)
             .map(|i| Record::from_value(format!("r{round}-p{p}-{i}")))
             .collect();
-        broker.produce(topic, Some(p), &records).await.expect("produce");
+        broker
+            .streams()
+            .produce(topic, Some(p), &records)
+            .await
+            .expect("produce");
     }
 }
 
-fn values(records: &[pgbroker::ConsumedRecord]) -> Vec<String> {
+fn values(records: &[pgbroker::streams::ConsumedRecord]) -> Vec<String> {
     records
         .iter()
         .map(|r| String::from_utf8(r.record.value.clone().expect("value")).expect("utf8"))
@@ -130,7 +133,7 @@ async fn dead_member_partitions_move_and_it_is_fenced() {
     assert!(c_partitions.is_subset(&survivors), "C's partitions moved to A and B");
 
     // C's late commit, from its old generation, is rejected and changes nothing.
-    let before = db.broker.committed_offsets(&group, &topic).await.expect("offsets");
+    let before = db.broker.groups().offsets(&group, &topic).await.expect("offsets");
     let stale = OffsetCommit {
         topic: topic.clone(),
         partition: *c_partitions.iter().next().expect("partition"),
@@ -139,17 +142,18 @@ async fn dead_member_partitions_move_and_it_is_fenced() {
     };
     let late = db
         .broker
-        .commit_offsets(&group, Some((&c_member.member_id, c_member.generation)), &[stale])
+        .groups()
+        .commit(&group, Some((&c_member.member_id, c_member.generation)), &[stale])
         .await;
     assert!(matches!(late, Err(Error::UnknownMember { .. })), "{late:?}");
     assert_eq!(
-        db.broker.committed_offsets(&group, &topic).await.expect("offsets"),
+        db.broker.groups().offsets(&group, &topic).await.expect("offsets"),
         before
     );
 
     a.close().await.expect("close a");
     b.close().await.expect("close b");
-    let d = db.broker.describe_group(&group).await.expect("describe");
+    let d = db.broker.groups().describe(&group).await.expect("describe");
     assert_eq!(d.state, "Empty");
     assert!(d.partitions.iter().all(|p| p.lag == 0), "{:?}", d.partitions);
     db.drop().await;
@@ -166,22 +170,25 @@ async fn membership_generations_and_fencing() {
         ..JoinOptions::default()
     };
     let m1 = b
-        .join_group(&g, None, std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, None, std::slice::from_ref(&t), &opts)
         .await
         .expect("join 1");
     assert_eq!(m1.assignment.len(), 4);
     let m2 = b
-        .join_group(&g, None, std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, None, std::slice::from_ref(&t), &opts)
         .await
         .expect("join 2");
     assert!(m2.generation > m1.generation);
     // m1 learns of the rebalance at its heartbeat and rejoins.
     assert!(matches!(
-        b.heartbeat(&g, &m1.member_id, m1.generation).await,
+        b.groups().heartbeat(&g, &m1.member_id, m1.generation).await,
         Err(Error::RebalanceInProgress { .. })
     ));
     let m1b = b
-        .join_group(&g, Some(&m1.member_id), std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, Some(&m1.member_id), std::slice::from_ref(&t), &opts)
         .await
         .expect("rejoin");
     assert_eq!(
@@ -196,9 +203,12 @@ async fn membership_generations_and_fencing() {
         vec![0, 1],
         "range"
     );
-    b.heartbeat(&g, &m1.member_id, m1b.generation).await.expect("heartbeat");
+    b.groups()
+        .heartbeat(&g, &m1.member_id, m1b.generation)
+        .await
+        .expect("heartbeat");
     assert!(matches!(
-        b.heartbeat(&g, "nobody", m1b.generation).await,
+        b.groups().heartbeat(&g, "nobody", m1b.generation).await,
         Err(Error::UnknownMember { .. })
     ));
 
@@ -211,57 +221,66 @@ async fn membership_generations_and_fencing() {
     };
     let mine = m1b.assignment[0].partition;
     let theirs = m2.assignment[0].partition;
-    b.commit_offsets(&g, Some((&m1.member_id, m1b.generation)), &[commit(mine)])
+    b.groups()
+        .commit(&g, Some((&m1.member_id, m1b.generation)), &[commit(mine)])
         .await
         .expect("own partition");
     assert!(matches!(
-        b.commit_offsets(&g, Some((&m1.member_id, m1b.generation)), &[commit(theirs)])
+        b.groups()
+            .commit(&g, Some((&m1.member_id, m1b.generation)), &[commit(theirs)])
             .await,
         Err(Error::NotAssigned { .. })
     ));
     assert!(matches!(
-        b.commit_offsets(&g, Some((&m1.member_id, m1.generation)), &[commit(mine)])
+        b.groups()
+            .commit(&g, Some((&m1.member_id, m1.generation)), &[commit(mine)])
             .await,
         Err(Error::RebalanceInProgress { .. })
     ));
     assert!(matches!(
-        b.commit_offsets(&g, None, &[commit(mine)]).await,
+        b.groups().commit(&g, None, &[commit(mine)]).await,
         Err(Error::GroupNotEmpty(_))
     ));
     assert!(matches!(
-        b.reset_offsets(&g, &t, ResetTo::Earliest).await,
+        b.groups().reset_offsets(&g, &t, ResetTo::Earliest).await,
         Err(Error::GroupNotEmpty(_))
     ));
-    assert!(matches!(b.delete_group(&g).await, Err(Error::GroupNotEmpty(_))));
-    let committed = b.committed_offsets(&g, &t).await.expect("offsets");
+    assert!(matches!(b.groups().delete(&g).await, Err(Error::GroupNotEmpty(_))));
+    let committed = b.groups().offsets(&g, &t).await.expect("offsets");
     assert_eq!(committed.len(), 1);
     assert_eq!(committed[0].metadata.as_deref(), Some("m"));
 
     // Leaving hands the partitions over at once.
-    b.leave_group(&g, &m2.member_id).await.expect("leave");
+    b.groups().leave(&g, &m2.member_id).await.expect("leave");
     let after = b
-        .join_group(&g, Some(&m1.member_id), std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, Some(&m1.member_id), std::slice::from_ref(&t), &opts)
         .await
         .expect("rejoin");
     assert_eq!(after.assignment.len(), 4);
     assert!(after.generation > m2.generation);
-    b.leave_group(&g, &m1.member_id).await.expect("leave");
+    b.groups().leave(&g, &m1.member_id).await.expect("leave");
 
     // With no members, tools may move offsets.
-    b.produce(&t, Some(0), &[Record::from_value("a"), Record::from_value("b")])
+    b.streams()
+        .produce(&t, Some(0), &[Record::from_value("a"), Record::from_value("b")])
         .await
         .expect("produce");
-    let reset = b.reset_offsets(&g, &t, ResetTo::Latest).await.expect("reset");
+    let reset = b.groups().reset_offsets(&g, &t, ResetTo::Latest).await.expect("reset");
     assert_eq!(reset.iter().map(|c| c.offset).collect::<Vec<_>>(), vec![2, 0, 0, 0]);
-    let reset = b.reset_offsets(&g, &t, ResetTo::Offset(1)).await.expect("reset");
+    let reset = b
+        .groups()
+        .reset_offsets(&g, &t, ResetTo::Offset(1))
+        .await
+        .expect("reset");
     assert_eq!(reset[0].offset, 1);
-    let desc = b.describe_group(&g).await.expect("describe");
+    let desc = b.groups().describe(&g).await.expect("describe");
     assert_eq!(
         desc.partitions.iter().map(|p| p.lag).collect::<Vec<_>>(),
         vec![1, 0, 0, 0]
     );
-    b.delete_group(&g).await.expect("delete");
-    assert!(matches!(b.describe_group(&g).await, Err(Error::UnknownGroup(_))));
+    b.groups().delete(&g).await.expect("delete");
+    assert!(matches!(b.groups().describe(&g).await, Err(Error::UnknownGroup(_))));
     db.drop().await;
 }
 
@@ -273,14 +292,16 @@ async fn adding_partitions_rebalances() {
     let opts = JoinOptions::default();
     let m = db
         .broker
-        .join_group(&g, None, std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, None, std::slice::from_ref(&t), &opts)
         .await
         .expect("join");
     assert_eq!(m.assignment.len(), 2);
-    db.broker.add_partitions(&t, 2).await.expect("add");
+    db.broker.topics().add_partitions(&t, 2).await.expect("add");
     let again = db
         .broker
-        .join_group(&g, Some(&m.member_id), std::slice::from_ref(&t), &opts)
+        .groups()
+        .join(&g, Some(&m.member_id), std::slice::from_ref(&t), &opts)
         .await
         .expect("rejoin");
     assert_eq!(again.assignment.len(), 4);

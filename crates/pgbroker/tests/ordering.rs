@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{database_url, partitions, TestDb};
-use pgbroker::{FetchLimits, Record, TopicName};
+use pgbroker::streams::FetchLimits;
+use pgbroker::{Record, TopicName};
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -32,6 +33,7 @@ async fn producer(db_broker: pgbroker::Broker, topic: TopicName, id: usize) -> (
         if id % 2 == 0 {
             let tx = client.transaction().await.expect("begin");
             db_broker
+                .streams()
                 .produce_in(&tx, &topic, Some(0), &records)
                 .await
                 .expect("produce_in");
@@ -45,7 +47,11 @@ async fn producer(db_broker: pgbroker::Broker, topic: TopicName, id: usize) -> (
             }
         } else {
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            db_broker.produce(&topic, Some(0), &records).await.expect("produce");
+            db_broker
+                .streams()
+                .produce(&topic, Some(0), &records)
+                .await
+                .expect("produce");
             committed.extend(values);
         }
     }
@@ -68,7 +74,7 @@ async fn tail(
             max_bytes: 1 << 20,
             max_wait: Duration::from_millis(50),
         };
-        let r = broker.fetch(&topic, 0, next, limits).await.expect("fetch");
+        let r = broker.streams().fetch(&topic, 0, next, limits).await.expect("fetch");
         for rec in &r.records {
             assert_eq!(rec.offset, next, "gap or reordering");
             seen.push((
@@ -120,7 +126,7 @@ async fn concurrent_producers_never_leave_gaps() {
             rolled_back.extend(r);
         }
         stop_tx.send(true).expect("stop");
-        let (_, hw) = db.broker.watermarks(&topic, 0).await.expect("watermarks");
+        let (_, hw) = db.broker.streams().watermarks(&topic, 0).await.expect("watermarks");
         assert_eq!(
             hw,
             i64::try_from(committed.len()).expect("fits"),

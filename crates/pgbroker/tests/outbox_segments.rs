@@ -9,7 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::TestDb;
-use pgbroker::{FetchLimits, Record, TopicConfig};
+use pgbroker::streams::FetchLimits;
+use pgbroker::{Record, TopicConfig};
 
 /// A topic whose segments hold 8 records, so a few batches cross several.
 fn small_segments(partitions: i32) -> TopicConfig {
@@ -32,6 +33,7 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
         let records: Vec<Record> = values.iter().map(|v| Record::from_value(v.as_bytes())).collect();
         let at = db
             .broker
+            .streams()
             .produce_in(&tx, &t, Some(0), &records)
             .await
             .expect("produce_in to one partition");
@@ -45,6 +47,7 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
             .collect();
         let at = db
             .broker
+            .streams()
             .produce_in(&tx, &t, None, &records)
             .await
             .expect("produce_in by key");
@@ -76,7 +79,12 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
             count > 8,
             "partition {partition} crossed a segment boundary ({count} records)"
         );
-        let got = db.broker.fetch(&t, partition, 0, limits).await.expect("fetch");
+        let got = db
+            .broker
+            .streams()
+            .fetch(&t, partition, 0, limits)
+            .await
+            .expect("fetch");
         let got: Vec<(i64, String)> = got
             .records
             .iter()
@@ -108,6 +116,7 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     let mut client = db.raw().await;
     let tx = client.transaction().await.expect("begin");
     small
+        .streams()
         .produce_in(&tx, &t, Some(0), &[Record::from_value("first")])
         .await
         .expect("produce_in");
@@ -116,7 +125,8 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
         .map(|i| {
             let (b, t) = (small.clone(), t.clone());
             tokio::spawn(async move {
-                b.produce(&t, Some(0), &[Record::from_value(format!("pooled {i}"))])
+                b.streams()
+                    .produce(&t, Some(0), &[Record::from_value(format!("pooled {i}"))])
                     .await
             })
         })
@@ -143,7 +153,7 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     let many: Vec<Record> = (0..40).map(|i| Record::from_value(format!("many {i}"))).collect();
     let at = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        small.produce_in(&tx, &t, Some(0), &many),
+        small.streams().produce_in(&tx, &t, Some(0), &many),
     )
     .await
     .expect("produce_in finished: segment creation did not wait for the pool")
@@ -153,6 +163,6 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     for w in waiting {
         w.await.expect("task").expect("pooled produce");
     }
-    assert_eq!(small.watermarks(&t, 0).await.expect("watermarks"), (0, 43));
+    assert_eq!(small.streams().watermarks(&t, 0).await.expect("watermarks"), (0, 43));
     db.drop().await;
 }

@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{bodies, is_stale, receipts, take, TestDb};
-use pgbroker::{Error, Message, NackOptions, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker::queues::{NackOptions, ReceiveOptions};
+use pgbroker::{Error, Message, QueueConfig, QueueName, Receipt};
 
 #[tokio::test]
 async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
@@ -18,24 +19,30 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
         let batch: Vec<Message> = (0..1000)
             .map(|i| Message::new(format!("a{}", chunk * 1000 + i)).with_group("A"))
             .collect();
-        b.send_batch(&q, &batch).await.expect("send A");
+        b.queues().send_batch(&q, &batch).await.expect("send A");
     }
-    b.send(&q, &Message::new("b0").with_group("B")).await.expect("send B");
-    b.send(&q, &Message::new("u0")).await.expect("send ungrouped");
+    b.queues()
+        .send(&q, &Message::new("b0").with_group("B"))
+        .await
+        .expect("send B");
+    b.queues().send(&q, &Message::new("u0")).await.expect("send ungrouped");
     // One claim round serves the head of every group, busy or not.
-    let round = b.receive(&q, &take(10)).await.expect("receive");
+    let round = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!(bodies(&round), ["a0", "b0", "u0"]);
     assert!(
-        b.receive(&q, &take(10)).await.expect("receive").is_empty(),
+        b.queues().receive(&q, &take(10)).await.expect("receive").is_empty(),
         "A waits for a0"
     );
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (9999, 3));
     // In order, one at a time.
     let mut current = round[0].clone();
     for i in 1..30 {
-        b.ack(&q, std::slice::from_ref(&current.receipt)).await.expect("ack");
-        let got = b.receive(&q, &take(10)).await.expect("receive");
+        b.queues()
+            .ack(&q, std::slice::from_ref(&current.receipt))
+            .await
+            .expect("ack");
+        let got = b.queues().receive(&q, &take(10)).await.expect("receive");
         assert_eq!(bodies(&got), [format!("a{i}")]);
         current = got[0].clone();
     }
@@ -44,10 +51,11 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
         delay: Some(Duration::ZERO),
         ..NackOptions::default()
     };
-    b.nack(&q, std::slice::from_ref(&current.receipt), &zero)
+    b.queues()
+        .nack(&q, std::slice::from_ref(&current.receipt), &zero)
         .await
         .expect("nack");
-    let got = b.receive(&q, &take(10)).await.expect("receive");
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!((bodies(&got), got[0].attempt), (vec!["a29".to_string()], 2));
     db.drop().await;
 }
@@ -68,20 +76,24 @@ async fn dead_lettered_group_head_lets_the_group_go_on() {
         .await;
     let b = &db.broker;
     let batch: Vec<Message> = (0..3).map(|i| Message::new(format!("m{i}")).with_group("g")).collect();
-    b.send_batch(&q, &batch).await.expect("send");
-    let got = b.receive(&q, &take(5)).await.expect("receive");
+    b.queues().send_batch(&q, &batch).await.expect("send");
+    let got = b.queues().receive(&q, &take(5)).await.expect("receive");
     assert_eq!(bodies(&got), ["m0"]);
-    b.nack(&q, &receipts(&got), &NackOptions::default())
+    b.queues()
+        .nack(&q, &receipts(&got), &NackOptions::default())
         .await
         .expect("nack");
-    assert_eq!(bodies(&b.receive(&q, &take(5)).await.expect("receive")), ["m1"]);
+    assert_eq!(
+        bodies(&b.queues().receive(&q, &take(5)).await.expect("receive")),
+        ["m1"]
+    );
     // In the dead-letter queue the message is a member of its group there.
-    let dead = b.receive(&dlq, &take(5)).await.expect("receive");
+    let dead = b.queues().receive(&dlq, &take(5)).await.expect("receive");
     assert_eq!(
         (bodies(&dead), dead[0].group.as_deref()),
         (vec!["m0".to_string()], Some("g"))
     );
-    b.ack(&dlq, &receipts(&dead)).await.expect("ack dead letter");
+    b.queues().ack(&dlq, &receipts(&dead)).await.expect("ack dead letter");
     let client = db.raw().await;
     let groups: i64 = client
         .query_one("SELECT count(*) FROM queue_groups", &[])
@@ -104,43 +116,45 @@ async fn outbox_send_and_ack_in_a_transaction_honour_rollback() {
         .expect("table");
     let tx = client.transaction().await.expect("begin");
     tx.execute("INSERT INTO orders VALUES (1)", &[]).await.expect("order");
-    b.send_in(&tx, &q, &[Message::new("rolled back").with_group("g")])
+    b.queues()
+        .send_in(&tx, &q, &[Message::new("rolled back").with_group("g")])
         .await
         .expect("send_in");
     assert_eq!(
-        b.queue_stats(&q).await.expect("stats").ready,
+        b.queues().stats(&q).await.expect("stats").ready,
         0,
         "visible before commit"
     );
     tx.rollback().await.expect("rollback");
-    assert!(b.receive(&q, &take(10)).await.expect("receive").is_empty());
+    assert!(b.queues().receive(&q, &take(10)).await.expect("receive").is_empty());
 
     let tx = client.transaction().await.expect("begin");
     tx.execute("INSERT INTO orders VALUES (2)", &[]).await.expect("order");
-    b.send_in(
-        &tx,
-        &q,
-        &[Message::new("committed").with_group("g"), Message::new("plain")],
-    )
-    .await
-    .expect("send_in");
+    b.queues()
+        .send_in(
+            &tx,
+            &q,
+            &[Message::new("committed").with_group("g"), Message::new("plain")],
+        )
+        .await
+        .expect("send_in");
     tx.commit().await.expect("commit");
-    let got = b.receive(&q, &take(10)).await.expect("receive");
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!(bodies(&got), ["committed", "plain"]);
 
     // Acknowledging with the work: undone by a rollback...
     let tx = client.transaction().await.expect("begin");
     tx.execute("INSERT INTO orders VALUES (3)", &[]).await.expect("work");
-    b.ack_in(&tx, &q, &receipts(&got)).await.expect("ack_in");
+    b.queues().ack_in(&tx, &q, &receipts(&got)).await.expect("ack_in");
     tx.rollback().await.expect("rollback");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!(stats.in_flight, 2, "still leased");
     // ...and done with the commit; the receipts were still good.
     let tx = client.transaction().await.expect("begin");
     tx.execute("INSERT INTO orders VALUES (3)", &[]).await.expect("work");
-    b.ack_in(&tx, &q, &receipts(&got)).await.expect("ack_in");
+    b.queues().ack_in(&tx, &q, &receipts(&got)).await.expect("ack_in");
     tx.commit().await.expect("commit");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
     db.drop().await;
 }
@@ -150,32 +164,35 @@ async fn stats_count_each_state() {
     let db = TestDb::new().await;
     let q = db.queue("stats", QueueConfig::default()).await;
     let b = &db.broker;
-    b.send_batch(&q, &[Message::new("1"), Message::new("2"), Message::new("3")])
+    b.queues()
+        .send_batch(&q, &[Message::new("1"), Message::new("2"), Message::new("3")])
         .await
         .expect("send");
-    b.send(&q, &Message::new("later").with_delay(Duration::from_secs(60)))
+    b.queues()
+        .send(&q, &Message::new("later").with_delay(Duration::from_secs(60)))
         .await
         .expect("send");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let got = b.receive(&q, &take(1)).await.expect("receive");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let got = b.queues().receive(&q, &take(1)).await.expect("receive");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!(
         (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered),
         (2, 1, 1, 0)
     );
     let age = stats.oldest_ready_age_ms.expect("age");
     assert!((40..10_000).contains(&age), "{age}");
-    b.nack(
-        &q,
-        &receipts(&got),
-        &NackOptions {
-            delay: Some(Duration::from_secs(60)),
-            ..NackOptions::default()
-        },
-    )
-    .await
-    .expect("nack");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    b.queues()
+        .nack(
+            &q,
+            &receipts(&got),
+            &NackOptions {
+                delay: Some(Duration::from_secs(60)),
+                ..NackOptions::default()
+            },
+        )
+        .await
+        .expect("nack");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (2, 0, 2));
     db.drop().await;
 }
@@ -192,22 +209,23 @@ async fn administration_lists_updates_purges_and_deletes() {
     let q = db.queue("a", config.clone()).await;
     let b = &db.broker;
     let names: Vec<String> = b
-        .list_queues()
+        .queues()
+        .list()
         .await
         .expect("list")
         .into_iter()
         .map(|i| i.name.to_string())
         .collect();
     assert_eq!(names, ["a", "z.dlq"]);
-    let info = b.queue_info(&q).await.expect("info");
+    let info = b.queues().info(&q).await.expect("info");
     assert_eq!(
         (info.dead_letter.as_ref(), info.archive_retention_ms),
         (Some(&dlq), Some(3_600_000))
     );
     // Archived on ack when the queue keeps acknowledged messages.
-    b.send(&q, &Message::new("kept")).await.expect("send");
-    let got = b.receive(&q, &take(1)).await.expect("receive");
-    b.ack(&q, &receipts(&got)).await.expect("ack");
+    b.queues().send(&q, &Message::new("kept")).await.expect("send");
+    let got = b.queues().receive(&q, &take(1)).await.expect("receive");
+    b.queues().ack(&q, &receipts(&got)).await.expect("ack");
     let client = db.raw().await;
     let archived: i64 = client
         .query_one("SELECT count(*) FROM queue_archived WHERE queue = 'a'", &[])
@@ -216,27 +234,32 @@ async fn administration_lists_updates_purges_and_deletes() {
         .get(0);
     assert_eq!(archived, 1);
 
-    assert!(matches!(b.delete_queue(&dlq).await, Err(Error::QueueInUse { .. })));
-    b.send_batch(&q, &[Message::new("1"), Message::new("2").with_group("g")])
+    assert!(matches!(b.queues().delete(&dlq).await, Err(Error::QueueInUse { .. })));
+    b.queues()
+        .send_batch(&q, &[Message::new("1"), Message::new("2").with_group("g")])
         .await
         .expect("send");
-    let leased = b.receive(&q, &take(1)).await.expect("receive");
-    assert_eq!(b.purge_queue(&q).await.expect("purge"), 2);
-    assert!(is_stale(b.ack(&q, &receipts(&leased)).await), "purged while leased");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let leased = b.queues().receive(&q, &take(1)).await.expect("receive");
+    assert_eq!(b.queues().purge(&q).await.expect("purge"), 2);
+    assert!(
+        is_stale(b.queues().ack(&q, &receipts(&leased)).await),
+        "purged while leased"
+    );
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
-    b.update_queue(
-        &q,
-        &QueueConfig {
-            dead_letter: None,
-            ..config
-        },
-    )
-    .await
-    .expect("update");
-    b.delete_queue(&dlq).await.expect("delete dlq");
-    b.delete_queue(&q).await.expect("delete");
-    assert!(b.list_queues().await.expect("list").is_empty());
+    b.queues()
+        .update(
+            &q,
+            &QueueConfig {
+                dead_letter: None,
+                ..config
+            },
+        )
+        .await
+        .expect("update");
+    b.queues().delete(&dlq).await.expect("delete dlq");
+    b.queues().delete(&q).await.expect("delete");
+    assert!(b.queues().list().await.expect("list").is_empty());
     for table in ["queue_messages", "queue_groups", "queue_dedup", "queue_archive"] {
         let n: i64 = client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -263,54 +286,63 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let b = &db.broker;
     let missing = QueueName::new("missing").expect("valid");
     let unknown = |r: Result<_, Error>| matches!(r, Err(Error::UnknownQueue(_)));
-    assert!(unknown(b.send(&missing, &Message::new("x")).await.map(|_| ())));
-    assert!(unknown(b.receive(&missing, &take(1)).await.map(|_| ())));
-    assert!(unknown(b.queue_stats(&missing).await.map(|_| ())));
-    assert!(unknown(b.purge_queue(&missing).await.map(|_| ())));
-    assert!(unknown(b.delete_queue(&missing).await));
-    assert!(unknown(b.redrive(&missing, None).await.map(|_| ())));
-    assert!(unknown(b.redrive(&q, Some(&missing)).await.map(|_| ())));
+    assert!(unknown(b.queues().send(&missing, &Message::new("x")).await.map(|_| ())));
+    assert!(unknown(b.queues().receive(&missing, &take(1)).await.map(|_| ())));
+    assert!(unknown(b.queues().stats(&missing).await.map(|_| ())));
+    assert!(unknown(b.queues().purge(&missing).await.map(|_| ())));
+    assert!(unknown(b.queues().delete(&missing).await));
+    assert!(unknown(b.queues().redrive(&missing, None).await.map(|_| ())));
+    assert!(unknown(b.queues().redrive(&q, Some(&missing)).await.map(|_| ())));
     let with_missing_dlq = QueueConfig {
         dead_letter: Some(missing.clone()),
         ..QueueConfig::default()
     };
     assert!(unknown(
-        b.create_queue(&QueueName::new("n").expect("valid"), &with_missing_dlq)
+        b.queues()
+            .create(&QueueName::new("n").expect("valid"), &with_missing_dlq)
             .await
             .map(|_| ())
     ));
     assert!(matches!(
-        b.create_queue(&q, &QueueConfig::default()).await,
+        b.queues().create(&q, &QueueConfig::default()).await,
         Err(Error::QueueExists(_))
     ));
     let invalid = |r: Result<_, Error>| matches!(r, Err(Error::Invalid { .. }));
     assert!(invalid(
-        b.send(&q, &Message::new("x").with_priority(10)).await.map(|_| ())
+        b.queues()
+            .send(&q, &Message::new("x").with_priority(10))
+            .await
+            .map(|_| ())
     ));
     assert!(invalid(
-        b.send(&q, &Message::new("x").with_delay(Duration::from_secs(365 * 24 * 3600)))
+        b.queues()
+            .send(&q, &Message::new("x").with_delay(Duration::from_secs(365 * 24 * 3600)))
             .await
             .map(|_| ())
     ));
     assert!(matches!(
-        b.send_batch(&q, &[Message::new("ok"), Message::new(vec![0; 101])])
+        b.queues()
+            .send_batch(&q, &[Message::new("ok"), Message::new(vec![0; 101])])
             .await,
         Err(Error::MessageTooLarge { size: 101, max: 100 })
     ));
-    assert!(invalid(b.receive(&q, &take(0)).await.map(|_| ())));
-    assert!(invalid(b.receive(&q, &take(1001)).await.map(|_| ())));
+    assert!(invalid(b.queues().receive(&q, &take(0)).await.map(|_| ())));
+    assert!(invalid(b.queues().receive(&q, &take(1001)).await.map(|_| ())));
     let r: Receipt = "1:00000000-0000-0000-0000-000000000000".parse().expect("shape");
     assert!(invalid(
-        b.extend(&q, std::slice::from_ref(&r), Duration::ZERO).await.map(|_| ())
+        b.queues()
+            .extend_lease(&q, std::slice::from_ref(&r), Duration::ZERO)
+            .await
+            .map(|_| ())
     ));
     let far = NackOptions {
         delay: Some(Duration::from_secs(365 * 24 * 3600)),
         ..NackOptions::default()
     };
-    assert!(invalid(b.nack(&q, &[r], &far).await));
-    let stats = b.queue_stats(&q).await.expect("stats");
+    assert!(invalid(b.queues().nack(&q, &[r], &far).await));
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed), (0, 0), "nothing was sent");
-    assert_eq!(b.list_queues().await.expect("list").len(), 1, "nothing created");
+    assert_eq!(b.queues().list().await.expect("list").len(), 1, "nothing created");
     db.drop().await;
 }
 
@@ -325,16 +357,17 @@ async fn hostile_names_are_data_not_sql() {
     let q = db.queue("hostile", QueueConfig::default()).await;
     let b = &db.broker;
     let evil = "x'); DELETE FROM queue_messages; --\"";
-    b.send(
-        &q,
-        &Message::new(evil)
-            .with_group(evil)
-            .with_dedup_key(evil)
-            .with_header(evil, evil),
-    )
-    .await
-    .expect("send");
-    let got = b.receive(&q, &take(1)).await.expect("receive");
+    b.queues()
+        .send(
+            &q,
+            &Message::new(evil)
+                .with_group(evil)
+                .with_dedup_key(evil)
+                .with_header(evil, evil),
+        )
+        .await
+        .expect("send");
+    let got = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert_eq!(
         (got[0].group.as_deref(), got[0].dedup_key.as_deref()),
         (Some(evil), Some(evil))
@@ -344,15 +377,15 @@ async fn hostile_names_are_data_not_sql() {
         delay: Some(Duration::ZERO),
         error: Some(format!("{evil}\0")),
     };
-    b.nack(&q, &receipts(&got), &nack).await.expect("nack");
-    let again = b.receive(&q, &take(1)).await.expect("receive");
+    b.queues().nack(&q, &receipts(&got), &nack).await.expect("nack");
+    let again = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert!(again[0].last_error.as_deref().is_some_and(|e| e.starts_with(evil)));
     // Long names sharing a 63-byte prefix stay distinct queues.
     let long_a = db.queue(&format!("{}a", "p".repeat(100)), QueueConfig::default()).await;
     let long_b = db.queue(&format!("{}b", "p".repeat(100)), QueueConfig::default()).await;
-    b.send(&long_a, &Message::new("a")).await.expect("send");
-    assert_eq!(b.queue_stats(&long_b).await.expect("stats").ready, 0);
-    assert_eq!(b.queue_stats(&long_a).await.expect("stats").ready, 1);
+    b.queues().send(&long_a, &Message::new("a")).await.expect("send");
+    assert_eq!(b.queues().stats(&long_b).await.expect("stats").ready, 0);
+    assert_eq!(b.queues().stats(&long_a).await.expect("stats").ready, 1);
     db.drop().await;
 }
 
@@ -366,15 +399,15 @@ async fn wake_latency(reader: &pgbroker::Broker, writer: &pgbroker::Broker, q: &
                 wait: Duration::from_secs(10),
                 ..take(1)
             };
-            let got = broker.receive(&queue, &wait).await.expect("receive");
+            let got = broker.queues().receive(&queue, &wait).await.expect("receive");
             (Instant::now(), got)
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sent = Instant::now();
-        writer.send(q, &Message::new("x")).await.expect("send");
+        writer.queues().send(q, &Message::new("x")).await.expect("send");
         let (woke, got) = waiter.await.expect("waiter");
         assert_eq!(got.len(), 1);
-        reader.ack(q, &receipts(&got)).await.expect("ack");
+        reader.queues().ack(q, &receipts(&got)).await.expect("ack");
         latencies.push(woke.duration_since(sent));
     }
     latencies.sort();
@@ -399,7 +432,7 @@ async fn long_poll_wakes_on_send_not_on_timer() {
         ..take(1)
     };
     let started = Instant::now();
-    assert!(db.broker.receive(&q, &wait).await.expect("receive").is_empty());
+    assert!(db.broker.queues().receive(&q, &wait).await.expect("receive").is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
     db.drop().await;
 }

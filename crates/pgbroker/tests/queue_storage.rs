@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use pgbroker::{Broker, Message, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker::queues::ReceiveOptions;
+use pgbroker::{Broker, Message, QueueConfig, QueueName, Receipt};
 
 /// The stated bound on the queue tables' size (both message partitions
 /// with indexes and TOAST) for this churn of 5,000 1 KiB messages a
@@ -45,7 +46,7 @@ fn churn(
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         while !stop2.load(Ordering::SeqCst) {
             tick.tick().await;
-            b.send_batch(&queue, &batch).await.expect("send");
+            b.queues().send_batch(&queue, &batch).await.expect("send");
         }
     }));
     for _ in 0..4 {
@@ -57,9 +58,9 @@ fn churn(
                 ..ReceiveOptions::default()
             };
             while !stop.load(Ordering::SeqCst) {
-                let got = b.receive(&queue, &options).await.expect("receive");
+                let got = b.queues().receive(&queue, &options).await.expect("receive");
                 let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
-                b.ack(&queue, &receipts).await.expect("ack");
+                b.queues().ack(&queue, &receipts).await.expect("ack");
                 churned.fetch_add(u64::try_from(got.len()).expect("fits"), Ordering::SeqCst);
             }
         }));
@@ -161,6 +162,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
     let stuck = app.transaction().await.expect("begin");
     let stuck_id = db
         .broker
+        .queues()
         .send_in(&stuck, &q, &[Message::new("stuck in an open transaction")])
         .await
         .expect("send_in")[0]
@@ -202,12 +204,12 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
         ..ReceiveOptions::default()
     };
     loop {
-        let got = db.broker.receive(&q, &options).await.expect("receive");
+        let got = db.broker.queues().receive(&q, &options).await.expect("receive");
         if got.is_empty() {
             break;
         }
         let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
-        db.broker.ack(&q, &receipts).await.expect("ack");
+        db.broker.queues().ack(&q, &receipts).await.expect("ack");
     }
     // Every receiver acknowledges what it gets, so delivered means gone.
     let still: i64 = client
@@ -219,7 +221,7 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
         still, 0,
         "the message sent in the long transaction was delivered and acknowledged"
     );
-    let left = db.broker.queue_stats(&q).await.expect("stats");
+    let left = db.broker.queues().stats(&q).await.expect("stats");
     assert_eq!((left.ready, left.in_flight, left.delayed), (0, 0, 0), "{left:?}");
     db.drop().await;
 }

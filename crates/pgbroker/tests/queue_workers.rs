@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use pgbroker::{Broker, Error, Message, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker::queues::ReceiveOptions;
+use pgbroker::{Broker, Error, Message, QueueConfig, QueueName, Receipt};
 
 const MESSAGES: usize = 100_000;
 const WORKERS: usize = 16;
@@ -44,7 +45,7 @@ async fn many_workers_receive_each_message_exactly_once() {
                 let batch: Vec<Message> = (chunk * 500..(chunk + 1) * 500)
                     .map(|i| Message::new(i.to_string()))
                     .collect();
-                broker.send_batch(&q, &batch).await.expect("send");
+                broker.queues().send_batch(&q, &batch).await.expect("send");
             }
         }));
     }
@@ -63,7 +64,7 @@ async fn many_workers_receive_each_message_exactly_once() {
                 ..ReceiveOptions::default()
             };
             while done.load(Ordering::SeqCst) < MESSAGES {
-                let got = broker.receive(&q, &options).await.expect("receive");
+                let got = broker.queues().receive(&q, &options).await.expect("receive");
                 {
                     let mut h = held.lock().expect("lock");
                     for m in &got {
@@ -74,7 +75,7 @@ async fn many_workers_receive_each_message_exactly_once() {
                     }
                 }
                 let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
-                broker.ack(&q, &receipts).await.expect("ack");
+                broker.queues().ack(&q, &receipts).await.expect("ack");
                 // Held from the receive until the acknowledgement committed.
                 {
                     let mut h = held.lock().expect("lock");
@@ -100,7 +101,7 @@ async fn many_workers_receive_each_message_exactly_once() {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), MESSAGES, "every message exactly once");
-    let stats = db.broker.queue_stats(&q).await.expect("stats");
+    let stats = db.broker.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
     eprintln!(
         "{MESSAGES} messages through {WORKERS} workers in {elapsed:?} ({:.0}/s)",
@@ -134,7 +135,7 @@ async fn child_worker_holding_leases() {
         visibility_timeout: Some(Duration::from_secs(6)),
         ..ReceiveOptions::default()
     };
-    let got = broker.receive(&q, &options).await.expect("receive");
+    let got = broker.queues().receive(&q, &options).await.expect("receive");
     for m in &got {
         println!("RECEIPT {}", m.receipt);
     }
@@ -151,7 +152,7 @@ async fn worker_killed_mid_lease() {
     let q = db.queue("jobs", QueueConfig::default()).await;
     let b = &db.broker;
     let batch: Vec<Message> = (0..15).map(|i| Message::new(format!("job {i}"))).collect();
-    b.send_batch(&q, &batch).await.expect("send");
+    b.queues().send_batch(&q, &batch).await.expect("send");
 
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["child_worker_holding_leases", "--exact", "--ignored", "--nocapture"])
@@ -183,15 +184,16 @@ async fn worker_killed_mid_lease() {
     let killed = Instant::now();
     assert_eq!(dead_receipts.len(), 10);
 
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (5, 10));
     let now = ReceiveOptions {
         max_messages: 100,
         ..ReceiveOptions::default()
     };
-    let alive = b.receive(&q, &now).await.expect("receive");
+    let alive = b.queues().receive(&q, &now).await.expect("receive");
     assert_eq!(alive.len(), 5, "the dead worker's messages are still leased");
-    b.ack(&q, &alive.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>())
+    b.queues()
+        .ack(&q, &alive.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>())
         .await
         .expect("ack");
     // Once the visibility timeout is over, they return.
@@ -200,7 +202,7 @@ async fn worker_killed_mid_lease() {
         wait: Duration::from_secs(20),
         ..ReceiveOptions::default()
     };
-    let back = b.receive(&q, &wait).await.expect("receive");
+    let back = b.queues().receive(&q, &wait).await.expect("receive");
     let after = killed.elapsed();
     assert!(after < Duration::from_secs(10), "came back after {after:?}");
     assert_eq!(back.len(), 10);
@@ -212,14 +214,15 @@ async fn worker_killed_mid_lease() {
     assert_eq!(ids, dead_ids);
     // The dead worker's late acknowledgement is refused and changes nothing.
     assert!(matches!(
-        b.ack(&q, &dead_receipts).await,
+        b.queues().ack(&q, &dead_receipts).await,
         Err(Error::StaleReceipt { .. })
     ));
-    assert_eq!(b.queue_stats(&q).await.expect("stats").in_flight, 10);
-    b.ack(&q, &back.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>())
+    assert_eq!(b.queues().stats(&q).await.expect("stats").in_flight, 10);
+    b.queues()
+        .ack(&q, &back.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>())
         .await
         .expect("ack");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
     let archived_or_left: i64 = db
         .raw()

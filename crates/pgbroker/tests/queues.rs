@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{bodies, is_stale, receipts, take, TestDb};
-use pgbroker::{Error, Message, NackOptions, QueueConfig, Receipt, ReceiveOptions};
+use pgbroker::queues::{NackOptions, ReceiveOptions};
+use pgbroker::{Error, Message, QueueConfig, Receipt};
 
 #[tokio::test]
 async fn send_receive_ack_round_trip() {
@@ -16,11 +17,12 @@ async fn send_receive_ack_round_trip() {
     let b = &db.broker;
     let before = SystemTime::now() - Duration::from_secs(5);
     let sent = b
+        .queues()
         .send(&q, &Message::new(vec![0u8, 159, 255]).with_header("h", "1"))
         .await
         .expect("send");
     assert!(!sent.duplicate);
-    let got = b.receive(&q, &take(10)).await.expect("receive");
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!(got.len(), 1);
     let m = &got[0];
     assert_eq!((m.id, m.attempt, m.body.as_slice()), (sent.id, 1, &[0u8, 159, 255][..]));
@@ -35,12 +37,15 @@ async fn send_receive_ack_round_trip() {
         lease > Duration::from_secs(20) && lease <= Duration::from_secs(31),
         "{lease:?}"
     );
-    assert!(b.receive(&q, &take(10)).await.expect("receive").is_empty(), "leased");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    assert!(
+        b.queues().receive(&q, &take(10)).await.expect("receive").is_empty(),
+        "leased"
+    );
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 1));
-    b.ack(&q, &receipts(&got)).await.expect("ack");
-    assert!(is_stale(b.ack(&q, &receipts(&got)).await), "second ack");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    b.queues().ack(&q, &receipts(&got)).await.expect("ack");
+    assert!(is_stale(b.queues().ack(&q, &receipts(&got)).await), "second ack");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!(
         (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered),
         (0, 0, 0, 0)
@@ -57,44 +62,47 @@ async fn expired_lease_redelivers_and_old_receipt_is_refused() {
     let db = TestDb::new().await;
     let q = db.queue("lease", QueueConfig::default()).await;
     let b = &db.broker;
-    let id = b.send(&q, &Message::new("m")).await.expect("send").id;
+    let id = b.queues().send(&q, &Message::new("m")).await.expect("send").id;
     let short = ReceiveOptions {
         visibility_timeout: Some(Duration::from_millis(300)),
         ..take(1)
     };
-    let first = b.receive(&q, &short).await.expect("receive");
+    let first = b.queues().receive(&q, &short).await.expect("receive");
     assert_eq!(first[0].attempt, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (1, 0), "an expired lease is ready");
-    let second = b.receive(&q, &take(1)).await.expect("receive again");
+    let second = b.queues().receive(&q, &take(1)).await.expect("receive again");
     assert_eq!((second[0].id, second[0].attempt), (id, 2));
     assert_ne!(first[0].receipt, second[0].receipt);
 
     let old = receipts(&first);
-    assert!(is_stale(b.ack(&q, &old).await));
-    assert!(is_stale(b.nack(&q, &old, &NackOptions::default()).await));
-    assert!(is_stale(b.extend(&q, &old, Duration::from_secs(60)).await));
+    assert!(is_stale(b.queues().ack(&q, &old).await));
+    assert!(is_stale(b.queues().nack(&q, &old, &NackOptions::default()).await));
+    assert!(is_stale(
+        b.queues().extend_lease(&q, &old, Duration::from_secs(60)).await
+    ));
     // A batch with one stale receipt changes nothing, and names it.
     let mixed = vec![second[0].receipt.clone(), first[0].receipt.clone()];
-    match b.ack(&q, &mixed).await {
+    match b.queues().ack(&q, &mixed).await {
         Err(Error::StaleReceipt { receipts }) => assert_eq!(receipts, vec![first[0].receipt.to_string()]),
         other => panic!("expected StaleReceipt, got {other:?}"),
     }
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 1), "old receipt changed nothing");
 
     // The current receipt works: extend, then ack.
     let ends = b
-        .extend(&q, &receipts(&second), Duration::from_secs(60))
+        .queues()
+        .extend_lease(&q, &receipts(&second), Duration::from_secs(60))
         .await
         .expect("extend");
     assert!(ends[0] > second[0].lease_expires_at + Duration::from_secs(59));
-    b.ack(&q, &receipts(&second)).await.expect("ack");
-    assert_eq!(b.queue_stats(&q).await.expect("stats").in_flight, 0);
+    b.queues().ack(&q, &receipts(&second)).await.expect("ack");
+    assert_eq!(b.queues().stats(&q).await.expect("stats").in_flight, 0);
     // A receipt of the right shape for a message that never existed.
     let unknown: Receipt = "999999:00000000-0000-0000-0000-000000000000".parse().expect("shape");
-    assert!(is_stale(b.ack(&q, &[unknown]).await));
+    assert!(is_stale(b.queues().ack(&q, &[unknown]).await));
     assert!(matches!("1:x".parse::<Receipt>(), Err(Error::Invalid { .. })));
     db.drop().await;
 }
@@ -105,31 +113,31 @@ async fn a_batch_ack_with_one_stale_receipt_deletes_nothing() {
     let q = db.queue("batch-ack", QueueConfig::default()).await;
     let b = &db.broker;
     let batch = [Message::new("a").with_priority(1), Message::new("b")];
-    b.send_batch(&q, &batch).await.expect("send");
+    b.queues().send_batch(&q, &batch).await.expect("send");
     let short = ReceiveOptions {
         visibility_timeout: Some(Duration::from_millis(300)),
         ..take(1)
     };
     // "a" first (priority) on the default lease, then "b" on a short lease
     // that expires.
-    let a = b.receive(&q, &take(1)).await.expect("receive a");
-    let old_b = b.receive(&q, &short).await.expect("receive b");
+    let a = b.queues().receive(&q, &take(1)).await.expect("receive a");
+    let old_b = b.queues().receive(&q, &short).await.expect("receive b");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let new_b = b.receive(&q, &take(1)).await.expect("receive b again");
+    let new_b = b.queues().receive(&q, &take(1)).await.expect("receive b again");
     assert_eq!([bodies(&old_b), bodies(&a), bodies(&new_b)], [["b"], ["a"], ["b"]]);
     let mixed = vec![a[0].receipt.clone(), old_b[0].receipt.clone()];
-    match b.ack(&q, &mixed).await {
+    match b.queues().ack(&q, &mixed).await {
         Err(Error::StaleReceipt { receipts }) => assert_eq!(receipts, vec![old_b[0].receipt.to_string()]),
         other => panic!("expected StaleReceipt, got {other:?}"),
     }
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!(
         stats.in_flight, 2,
         "the current receipt's message was not deleted either"
     );
     let both = vec![a[0].receipt.clone(), new_b[0].receipt.clone()];
-    b.ack(&q, &both).await.expect("ack both current");
-    assert_eq!(b.queue_stats(&q).await.expect("stats").in_flight, 0);
+    b.queues().ack(&q, &both).await.expect("ack both current");
+    assert_eq!(b.queues().stats(&q).await.expect("stats").in_flight, 0);
     db.drop().await;
 }
 
@@ -147,16 +155,16 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
         )
         .await;
     let b = &db.broker;
-    b.send(&q, &Message::new("m")).await.expect("send");
+    b.queues().send(&q, &Message::new("m")).await.expect("send");
     // No delay: the queue's backoff, 2 s * 2^0 with 50-100 % jitter: due in
     // 1 to 2 s, which leaves the checks below time on a busy machine.
-    let got = b.receive(&q, &take(1)).await.expect("receive");
+    let got = b.queues().receive(&q, &take(1)).await.expect("receive");
     let nacked = Instant::now();
     let error = NackOptions {
         error: Some("boom".into()),
         ..NackOptions::default()
     };
-    b.nack(&q, &receipts(&got), &error).await.expect("nack");
+    b.queues().nack(&q, &receipts(&got), &error).await.expect("nack");
     // Due 1 to 2 s after the nack: 2 s * 2^0, not 2^1, with the jitter.
     let due_in: f64 = db
         .raw()
@@ -173,17 +181,17 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
         due_in <= 2.0 && due_in >= 1.0 - since_nack - 0.01,
         "due in {due_in} s, {since_nack} s after the nack"
     );
-    let stats = b.queue_stats(&q).await.expect("stats");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 1));
     assert!(
-        b.receive(&q, &take(1)).await.expect("receive").is_empty(),
+        b.queues().receive(&q, &take(1)).await.expect("receive").is_empty(),
         "backing off"
     );
     let wait = ReceiveOptions {
         wait: Duration::from_secs(10),
         ..take(1)
     };
-    let again = b.receive(&q, &wait).await.expect("receive after backoff");
+    let again = b.queues().receive(&q, &wait).await.expect("receive after backoff");
     let waited = nacked.elapsed();
     assert!(
         waited >= Duration::from_millis(990) && waited < Duration::from_secs(6),
@@ -195,8 +203,8 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
         delay: Some(Duration::ZERO),
         ..NackOptions::default()
     };
-    b.nack(&q, &receipts(&again), &zero).await.expect("nack");
-    let third = b.receive(&q, &take(1)).await.expect("receive");
+    b.queues().nack(&q, &receipts(&again), &zero).await.expect("nack");
+    let third = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert_eq!(third[0].attempt, 3);
     // An explicit delay: not before it.
     let later = NackOptions {
@@ -204,8 +212,8 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
         ..NackOptions::default()
     };
     let t = Instant::now();
-    b.nack(&q, &receipts(&third), &later).await.expect("nack");
-    let fourth = b.receive(&q, &wait).await.expect("receive");
+    b.queues().nack(&q, &receipts(&third), &later).await.expect("nack");
+    let fourth = b.queues().receive(&q, &wait).await.expect("receive");
     assert!(t.elapsed() >= Duration::from_millis(390), "{:?}", t.elapsed());
     assert_eq!(fourth[0].attempt, 4);
     db.drop().await;
@@ -227,60 +235,63 @@ async fn out_of_attempts_goes_to_the_dead_letter_queue_and_redrive_brings_it_bac
         .await;
     let b = &db.broker;
     let id = b
+        .queues()
         .send(&q, &Message::new("poison").with_dedup_key("k"))
         .await
         .expect("send")
         .id;
     for attempt in 1..=3 {
-        let got = b.receive(&q, &take(1)).await.expect("receive");
+        let got = b.queues().receive(&q, &take(1)).await.expect("receive");
         assert_eq!(got[0].attempt, attempt);
         let nack = NackOptions {
             delay: Some(Duration::ZERO),
             error: Some(format!("failure {attempt}")),
         };
-        b.nack(&q, &receipts(&got), &nack).await.expect("nack");
+        b.queues().nack(&q, &receipts(&got), &nack).await.expect("nack");
     }
-    assert!(b.receive(&q, &take(1)).await.expect("receive").is_empty());
-    let stats = b.queue_stats(&q).await.expect("stats");
+    assert!(b.queues().receive(&q, &take(1)).await.expect("receive").is_empty());
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.dead_lettered), (0, 1));
-    assert_eq!(b.queue_stats(&dlq).await.expect("stats").ready, 1);
+    assert_eq!(b.queues().stats(&dlq).await.expect("stats").ready, 1);
     // Its key is free again in the source queue.
     assert!(
-        !b.send(&q, &Message::new("again").with_dedup_key("k"))
+        !b.queues()
+            .send(&q, &Message::new("again").with_dedup_key("k"))
             .await
             .expect("send")
             .duplicate
     );
-    b.purge_queue(&q).await.expect("purge");
+    b.queues().purge(&q).await.expect("purge");
 
-    let dead = b.receive(&dlq, &take(1)).await.expect("receive dead letter");
+    let dead = b.queues().receive(&dlq, &take(1)).await.expect("receive dead letter");
     let d = &dead[0];
     assert_eq!((d.id, d.attempt, d.dead_letter_attempts), (id, 1, Some(3)));
     assert_eq!(d.last_error.as_deref(), Some("failure 3"));
     assert_eq!(d.dead_letter_source.as_ref(), Some(&q));
     assert_eq!(d.dedup_key.as_deref(), Some("k"));
     // Redrive leaves leased dead letters alone...
-    assert_eq!(b.redrive(&dlq, None).await.expect("redrive"), 0);
-    b.nack(
-        &dlq,
-        &receipts(&dead),
-        &NackOptions {
-            delay: Some(Duration::ZERO),
-            ..NackOptions::default()
-        },
-    )
-    .await
-    .expect("release");
+    assert_eq!(b.queues().redrive(&dlq, None).await.expect("redrive"), 0);
+    b.queues()
+        .nack(
+            &dlq,
+            &receipts(&dead),
+            &NackOptions {
+                delay: Some(Duration::ZERO),
+                ..NackOptions::default()
+            },
+        )
+        .await
+        .expect("release");
     // ...and moves the others back where they came from, with fresh attempts.
-    assert_eq!(b.redrive(&dlq, None).await.expect("redrive"), 1);
-    assert_eq!(b.queue_stats(&q).await.expect("stats").dead_lettered, 0);
-    let back = b.receive(&q, &take(1)).await.expect("receive");
+    assert_eq!(b.queues().redrive(&dlq, None).await.expect("redrive"), 1);
+    assert_eq!(b.queues().stats(&q).await.expect("stats").dead_lettered, 0);
+    let back = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert_eq!(
         (back[0].id, back[0].attempt, back[0].dead_letter_source.as_ref()),
         (id, 1, None)
     );
     assert_eq!(back[0].last_error.as_deref(), Some("failure 3"), "history kept");
-    b.ack(&q, &receipts(&back)).await.expect("ack");
+    b.queues().ack(&q, &receipts(&back)).await.expect("ack");
     db.drop().await;
 }
 
@@ -298,15 +309,15 @@ async fn expired_leases_count_as_attempts_and_a_queue_without_dlq_keeps_its_dead
         )
         .await;
     let b = &db.broker;
-    let id = b.send(&q, &Message::new("m")).await.expect("send").id;
+    let id = b.queues().send(&q, &Message::new("m")).await.expect("send").id;
     for attempt in 1..=2 {
-        let got = b.receive(&q, &take(1)).await.expect("receive");
+        let got = b.queues().receive(&q, &take(1)).await.expect("receive");
         assert_eq!(got[0].attempt, attempt);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The third claim finds it out of attempts and buries it instead.
-    assert!(b.receive(&q, &take(1)).await.expect("receive").is_empty());
-    let stats = b.queue_stats(&q).await.expect("stats");
+    assert!(b.queues().receive(&q, &take(1)).await.expect("receive").is_empty());
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.dead_lettered), (0, 0, 1));
     let client = db.raw().await;
     let row = client
@@ -320,8 +331,8 @@ async fn expired_leases_count_as_attempts_and_a_queue_without_dlq_keeps_its_dead
     assert_eq!(row.get::<_, i32>(1), 2);
     assert_eq!(row.get::<_, String>(2), "visibility timeout expired");
     // Redriving the queue itself brings its dead back to life.
-    assert_eq!(b.redrive(&q, None).await.expect("redrive"), 1);
-    let got = b.receive(&q, &take(1)).await.expect("receive");
+    assert_eq!(b.queues().redrive(&q, None).await.expect("redrive"), 1);
+    let got = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert_eq!((got[0].id, got[0].attempt), (id, 1));
     db.drop().await;
 }
@@ -332,18 +343,23 @@ async fn delays_and_delivery_times() {
     let q = db.queue("later", QueueConfig::default()).await;
     let b = &db.broker;
     let sent = Instant::now();
-    b.send(&q, &Message::new("delayed").with_delay(Duration::from_secs(2)))
+    b.queues()
+        .send(&q, &Message::new("delayed").with_delay(Duration::from_secs(2)))
         .await
         .expect("send");
-    b.send(
-        &q,
-        &Message::new("past").with_deliver_at(SystemTime::now() - Duration::from_secs(60)),
-    )
-    .await
-    .expect("send");
-    let stats = b.queue_stats(&q).await.expect("stats");
+    b.queues()
+        .send(
+            &q,
+            &Message::new("past").with_deliver_at(SystemTime::now() - Duration::from_secs(60)),
+        )
+        .await
+        .expect("send");
+    let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed), (1, 1));
-    assert_eq!(bodies(&b.receive(&q, &take(10)).await.expect("receive")), ["past"]);
+    assert_eq!(
+        bodies(&b.queues().receive(&q, &take(10)).await.expect("receive")),
+        ["past"]
+    );
     // A long poll sleeps until the delay is over: a receiver that re-reads
     // on its own only every 30 s still gets the message when it is due.
     let wait = ReceiveOptions {
@@ -351,7 +367,7 @@ async fn delays_and_delivery_times() {
         ..take(10)
     };
     let slow = db.broker_polling_every(Duration::from_secs(30)).await;
-    let got = slow.receive(&q, &wait).await.expect("receive");
+    let got = slow.queues().receive(&q, &wait).await.expect("receive");
     let waited = sent.elapsed();
     assert_eq!(bodies(&got), ["delayed"]);
     assert!(
@@ -359,10 +375,11 @@ async fn delays_and_delivery_times() {
         "{waited:?}"
     );
     let future = SystemTime::now() + Duration::from_secs(3600);
-    b.send(&q, &Message::new("hour").with_deliver_at(future))
+    b.queues()
+        .send(&q, &Message::new("hour").with_deliver_at(future))
         .await
         .expect("send");
-    assert!(b.receive(&q, &take(10)).await.expect("receive").is_empty());
+    assert!(b.queues().receive(&q, &take(10)).await.expect("receive").is_empty());
     db.drop().await;
 }
 
@@ -375,16 +392,16 @@ async fn higher_priority_first_then_oldest() {
         .into_iter()
         .map(|(p, s)| Message::new(s).with_priority(p))
         .collect();
-    b.send_batch(&q, &batch).await.expect("send");
-    let got = b.receive(&q, &take(2)).await.expect("receive");
+    b.queues().send_batch(&q, &batch).await.expect("send");
+    let got = b.queues().receive(&q, &take(2)).await.expect("receive");
     assert_eq!(bodies(&got), ["c", "b"]);
     // A released message keeps its place by priority and age.
     let zero = NackOptions {
         delay: Some(Duration::ZERO),
         ..NackOptions::default()
     };
-    b.nack(&q, &receipts(&got[1..]), &zero).await.expect("nack");
-    let got = b.receive(&q, &take(10)).await.expect("receive");
+    b.queues().nack(&q, &receipts(&got[1..]), &zero).await.expect("nack");
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!(bodies(&got), ["b", "d", "a", "e"]);
     db.drop().await;
 }
@@ -395,15 +412,18 @@ async fn dedup_key_is_a_no_op_until_acknowledged() {
     let q = db.queue("dedup", QueueConfig::default()).await;
     let b = &db.broker;
     let first = b
+        .queues()
         .send(&q, &Message::new("1").with_dedup_key("order-7"))
         .await
         .expect("send");
     let again = b
+        .queues()
         .send(&q, &Message::new("2").with_dedup_key("order-7"))
         .await
         .expect("send");
     assert_eq!((again.id, again.duplicate), (first.id, true));
     let batch = b
+        .queues()
         .send_batch(
             &q,
             &[
@@ -419,17 +439,19 @@ async fn dedup_key_is_a_no_op_until_acknowledged() {
         (batch[2].id, batch[2].duplicate, batch[0].duplicate),
         (batch[0].id, true, false)
     );
-    assert_eq!(b.queue_stats(&q).await.expect("stats").ready, 2);
+    assert_eq!(b.queues().stats(&q).await.expect("stats").ready, 2);
     // Still a duplicate while in flight; free once acknowledged.
-    let got = b.receive(&q, &take(10)).await.expect("receive");
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert!(
-        b.send(&q, &Message::new("6").with_dedup_key("order-7"))
+        b.queues()
+            .send(&q, &Message::new("6").with_dedup_key("order-7"))
             .await
             .expect("send")
             .duplicate
     );
-    b.ack(&q, &receipts(&got)).await.expect("ack");
+    b.queues().ack(&q, &receipts(&got)).await.expect("ack");
     let after = b
+        .queues()
         .send(&q, &Message::new("7").with_dedup_key("order-7"))
         .await
         .expect("send");

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{partitions, TestDb};
-use pgbroker::{Consumer, ConsumerConfig, Error, FetchLimits, OffsetReset, Record, TopicConfig};
+use pgbroker::streams::{FetchLimits, OffsetReset};
+use pgbroker::{Consumer, ConsumerConfig, Error, Record, TopicConfig};
 
 async fn segment_tables(db: &TestDb) -> i64 {
     let client = db.raw().await;
@@ -33,14 +34,18 @@ async fn retention_by_bytes_keeps_storage_bounded() {
     let mut sizes = Vec::new();
     for round in 0..40 {
         let records: Vec<Record> = (0..50).map(|_| Record::from_value(payload.clone())).collect();
-        db.broker.produce(&t, Some(0), &records).await.expect("produce");
-        db.broker.enforce_retention().await.expect("retention");
-        let d = db.broker.describe_topic(&t).await.expect("describe");
+        db.broker
+            .streams()
+            .produce(&t, Some(0), &records)
+            .await
+            .expect("produce");
+        db.broker.maintenance().enforce_retention().await.expect("retention");
+        let d = db.broker.topics().describe(&t).await.expect("describe");
         let p = &d.partition_states[0];
         assert_eq!(p.high_watermark, (round + 1) * 50);
         sizes.push(p.bytes);
     }
-    let d = db.broker.describe_topic(&t).await.expect("describe");
+    let d = db.broker.topics().describe(&t).await.expect("describe");
     let p = &d.partition_states[0];
     assert!(p.log_start_offset >= 1500, "log start advanced: {p:?}");
     assert_eq!(p.records, p.high_watermark - p.log_start_offset);
@@ -60,13 +65,14 @@ async fn retention_by_bytes_keeps_storage_bounded() {
         .expect("stats");
     assert_eq!(row.get::<_, i64>(0), 0);
     // A reader before the log start gets a clear answer...
-    match db.broker.fetch(&t, 0, 0, FetchLimits::default()).await {
+    match db.broker.streams().fetch(&t, 0, 0, FetchLimits::default()).await {
         Err(e @ Error::OffsetOutOfRange { .. }) => assert!(e.to_string().contains("out of range")),
         other => panic!("expected out of range, got {other:?}"),
     }
     // ...and one at the log start reads on.
     let r = db
         .broker
+        .streams()
         .fetch(&t, 0, p.log_start_offset, FetchLimits::default())
         .await
         .expect("fetch");
@@ -84,13 +90,13 @@ async fn retention_by_time_drops_only_old_segments() {
     };
     let t = db.topic("aging", config).await;
     let old: Vec<Record> = (0..30).map(|i| Record::from_value(format!("old{i}"))).collect();
-    db.broker.produce(&t, Some(0), &old).await.expect("produce");
+    db.broker.streams().produce(&t, Some(0), &old).await.expect("produce");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let new: Vec<Record> = (0..25).map(|i| Record::from_value(format!("new{i}"))).collect();
-    db.broker.produce(&t, Some(0), &new).await.expect("produce");
-    let dropped = db.broker.enforce_retention().await.expect("retention");
+    db.broker.streams().produce(&t, Some(0), &new).await.expect("produce");
+    let dropped = db.broker.maintenance().enforce_retention().await.expect("retention");
     assert_eq!(dropped, 3, "the three old segments go, the new ones stay");
-    let (start, end) = db.broker.watermarks(&t, 0).await.expect("watermarks");
+    let (start, end) = db.broker.streams().watermarks(&t, 0).await.expect("watermarks");
     assert_eq!((start, end), (30, 55));
     // A group consumer positioned before the log start is moved to it.
     let mut c = Consumer::new(
@@ -126,15 +132,19 @@ async fn deleting_a_topic_drops_its_segments() {
         )
         .await;
     let records: Vec<Record> = (0..40).map(|i| Record::from_value(format!("{i}"))).collect();
-    db.broker.produce(&t, None, &records).await.expect("produce");
+    db.broker.streams().produce(&t, None, &records).await.expect("produce");
     assert!(segment_tables(&db).await >= 3);
-    db.broker.delete_topic(&t).await.expect("delete");
+    db.broker.topics().delete(&t).await.expect("delete");
     assert_eq!(segment_tables(&db).await, 0);
-    assert!(matches!(db.broker.delete_topic(&t).await, Err(Error::UnknownTopic(_))));
+    assert!(matches!(
+        db.broker.topics().delete(&t).await,
+        Err(Error::UnknownTopic(_))
+    ));
     // The name can be used again and starts from offset 0.
     db.topic("gone", partitions(1)).await;
     let at = db
         .broker
+        .streams()
         .produce(&t, Some(0), &[Record::from_value("x")])
         .await
         .expect("produce");

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{partitions, TestDb};
 use pgbroker::partitioner::partition_for_key;
-use pgbroker::{Error, FetchLimits, Header, OffsetSpec, ProducerConfig, Record, TopicConfig, TopicName};
+use pgbroker::streams::{FetchLimits, OffsetSpec};
+use pgbroker::{Error, Header, ProducerConfig, Record, TopicConfig, TopicName};
 
 fn limits(max_records: usize) -> FetchLimits {
     FetchLimits {
@@ -45,9 +46,14 @@ async fn records_round_trip_with_keys_headers_and_nulls() {
         },
     ];
     let before = SystemTime::now() - Duration::from_secs(5);
-    let at = db.broker.produce(&t, Some(0), &records).await.expect("produce");
+    let at = db
+        .broker
+        .streams()
+        .produce(&t, Some(0), &records)
+        .await
+        .expect("produce");
     assert_eq!(at.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![0, 1]);
-    let got = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
+    let got = db.broker.streams().fetch(&t, 0, 0, limits(10)).await.expect("fetch");
     assert_eq!(got.high_watermark, 2);
     assert_eq!(got.records.len(), 2);
     let (a, b) = (&got.records[0], &got.records[1]);
@@ -65,7 +71,7 @@ async fn keys_pick_kafkas_partition() {
     let db = TestDb::new().await;
     let t = db.topic("keyed", partitions(5)).await;
     let records: Vec<Record> = (0..50).map(|i| Record::keyed(format!("user-{i}"), "v")).collect();
-    let at = db.broker.produce(&t, None, &records).await.expect("produce");
+    let at = db.broker.streams().produce(&t, None, &records).await.expect("produce");
     for (r, pos) in records.iter().zip(&at) {
         let key = r.key.as_deref().expect("key");
         assert_eq!(pos.partition, partition_for_key(key, 5));
@@ -84,39 +90,44 @@ async fn fetch_limits_and_out_of_range() {
     let db = TestDb::new().await;
     let t = db.topic("limits", partitions(2)).await;
     let records: Vec<Record> = (0..20).map(|i| Record::from_value(vec![b'x'; 100 + i])).collect();
-    db.broker.produce(&t, Some(1), &records).await.expect("produce");
-    let r = db.broker.fetch(&t, 1, 5, limits(4)).await.expect("fetch");
+    db.broker
+        .streams()
+        .produce(&t, Some(1), &records)
+        .await
+        .expect("produce");
+    let r = db.broker.streams().fetch(&t, 1, 5, limits(4)).await.expect("fetch");
     assert_eq!(r.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7, 8]);
     let small = FetchLimits {
         max_records: 100,
         max_bytes: 250,
         max_wait: Duration::ZERO,
     };
-    let r = db.broker.fetch(&t, 1, 0, small).await.expect("fetch");
+    let r = db.broker.streams().fetch(&t, 1, 0, small).await.expect("fetch");
     assert_eq!(r.records.len(), 2, "max_bytes bounds the answer");
     let tiny = FetchLimits {
         max_records: 100,
         max_bytes: 1,
         max_wait: Duration::ZERO,
     };
-    let r = db.broker.fetch(&t, 1, 3, tiny).await.expect("fetch");
+    let r = db.broker.streams().fetch(&t, 1, 3, tiny).await.expect("fetch");
     assert_eq!(r.records.len(), 1, "the first record always comes back");
     let r = db
         .broker
+        .streams()
         .fetch(&t, 1, 20, limits(10))
         .await
         .expect("fetch at high watermark");
     assert!(r.records.is_empty());
-    match db.broker.fetch(&t, 1, 21, limits(10)).await {
+    match db.broker.streams().fetch(&t, 1, 21, limits(10)).await {
         Err(Error::OffsetOutOfRange { high_watermark: 20, .. }) => {}
         other => panic!("expected out of range, got {other:?}"),
     }
-    match db.broker.fetch(&t, 1, -1, limits(10)).await {
+    match db.broker.streams().fetch(&t, 1, -1, limits(10)).await {
         Err(Error::OffsetOutOfRange { log_start: 0, .. }) => {}
         other => panic!("expected out of range, got {other:?}"),
     }
     assert!(matches!(
-        db.broker.fetch(&t, 2, 0, limits(1)).await,
+        db.broker.streams().fetch(&t, 2, 0, limits(1)).await,
         Err(Error::UnknownPartition {
             partition: 2,
             count: 2,
@@ -138,19 +149,32 @@ async fn resolves_earliest_latest_and_timestamps() {
             ..Record::default()
         })
         .collect();
-    db.broker.produce(&t, Some(0), &records).await.expect("produce");
+    db.broker
+        .streams()
+        .produce(&t, Some(0), &records)
+        .await
+        .expect("produce");
     let b = &db.broker;
     assert_eq!(
-        b.resolve_offset(&t, 0, OffsetSpec::Earliest).await.expect("earliest"),
+        b.streams()
+            .resolve_offset(&t, 0, OffsetSpec::Earliest)
+            .await
+            .expect("earliest"),
         0
     );
-    assert_eq!(b.resolve_offset(&t, 0, OffsetSpec::Latest).await.expect("latest"), 10);
-    let at = |s: u64| OffsetSpec::Timestamp(base + Duration::from_secs(s));
-    assert_eq!(b.resolve_offset(&t, 0, at(0)).await.expect("ts"), 0);
-    assert_eq!(b.resolve_offset(&t, 0, at(35)).await.expect("ts"), 4);
-    assert_eq!(b.resolve_offset(&t, 0, at(90)).await.expect("ts"), 9);
     assert_eq!(
-        b.resolve_offset(&t, 0, at(1000)).await.expect("ts"),
+        b.streams()
+            .resolve_offset(&t, 0, OffsetSpec::Latest)
+            .await
+            .expect("latest"),
+        10
+    );
+    let at = |s: u64| OffsetSpec::Timestamp(base + Duration::from_secs(s));
+    assert_eq!(b.streams().resolve_offset(&t, 0, at(0)).await.expect("ts"), 0);
+    assert_eq!(b.streams().resolve_offset(&t, 0, at(35)).await.expect("ts"), 4);
+    assert_eq!(b.streams().resolve_offset(&t, 0, at(90)).await.expect("ts"), 9);
+    assert_eq!(
+        b.streams().resolve_offset(&t, 0, at(1000)).await.expect("ts"),
         10,
         "none later: high watermark"
     );
@@ -162,19 +186,20 @@ async fn resolves_earliest_latest_and_timestamps() {
 async fn wake_latency(reader: &pgbroker::Broker, writer: &pgbroker::Broker, t: &TopicName) -> Duration {
     let mut latencies = Vec::new();
     for _ in 0..5 {
-        let (_, next) = reader.watermarks(t, 0).await.expect("watermarks");
+        let (_, next) = reader.streams().watermarks(t, 0).await.expect("watermarks");
         let (broker, topic) = (reader.clone(), t.clone());
         let long = FetchLimits {
             max_wait: Duration::from_secs(10),
             ..FetchLimits::default()
         };
         let waiter = tokio::spawn(async move {
-            let r = broker.fetch(&topic, 0, next, long).await.expect("fetch");
+            let r = broker.streams().fetch(&topic, 0, next, long).await.expect("fetch");
             (Instant::now(), r.records.len())
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sent = Instant::now();
         writer
+            .streams()
             .produce(t, Some(0), &[Record::from_value("x")])
             .await
             .expect("produce");
@@ -207,7 +232,7 @@ async fn long_poll_wakes_on_commit_not_on_timer() {
         ..FetchLimits::default()
     };
     let started = Instant::now();
-    let r = db.broker.fetch(&t, 0, 10, wait).await.expect("fetch");
+    let r = db.broker.streams().fetch(&t, 0, 10, wait).await.expect("fetch");
     assert!(r.records.is_empty() && started.elapsed() >= Duration::from_millis(100));
     db.drop().await;
 }
@@ -225,11 +250,13 @@ async fn outbox_is_visible_only_after_commit() {
     let tx = client.transaction().await.expect("begin");
     tx.execute("INSERT INTO orders VALUES (1)", &[]).await.expect("order");
     db.broker
+        .streams()
         .produce_in(&tx, &t, Some(0), &[Record::from_value("rolled back")])
         .await
         .expect("produce");
     assert!(
         db.broker
+            .streams()
             .fetch(&t, 0, 0, limits(10))
             .await
             .expect("fetch")
@@ -240,6 +267,7 @@ async fn outbox_is_visible_only_after_commit() {
     tx.rollback().await.expect("rollback");
     assert!(db
         .broker
+        .streams()
         .fetch(&t, 0, 0, limits(10))
         .await
         .expect("fetch")
@@ -250,11 +278,13 @@ async fn outbox_is_visible_only_after_commit() {
     tx.execute("INSERT INTO orders VALUES (2)", &[]).await.expect("order");
     let at = db
         .broker
+        .streams()
         .produce_in(&tx, &t, Some(0), &[Record::from_value("committed")])
         .await
         .expect("produce");
     assert!(db
         .broker
+        .streams()
         .fetch(&t, 0, 0, limits(10))
         .await
         .expect("fetch")
@@ -262,7 +292,7 @@ async fn outbox_is_visible_only_after_commit() {
         .is_empty());
     tx.commit().await.expect("commit");
     assert_eq!(at[0].offset, 0, "the rolled-back batch left no gap");
-    let r = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
+    let r = db.broker.streams().fetch(&t, 0, 0, limits(10)).await.expect("fetch");
     assert_eq!(r.records.len(), 1);
     assert_eq!(r.records[0].value.as_deref(), Some(&b"committed"[..]));
     db.drop().await;
@@ -272,7 +302,7 @@ async fn outbox_is_visible_only_after_commit() {
 async fn batching_producer_coalesces_and_reports_each_offset() {
     let db = TestDb::new().await;
     let t = db.topic("batched", partitions(3)).await;
-    let producer = db.broker.producer(ProducerConfig {
+    let producer = db.broker.streams().producer(ProducerConfig {
         linger: Duration::from_millis(20),
         ..ProducerConfig::default()
     });
@@ -289,6 +319,7 @@ async fn batching_producer_coalesces_and_reports_each_offset() {
         assert_eq!(pos.partition, i % 3);
         let r = db
             .broker
+            .streams()
             .fetch(&t, pos.partition, pos.offset, limits(1))
             .await
             .expect("fetch");
@@ -336,25 +367,28 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let b = &db.broker;
     let big = Record::from_value(vec![0; 101]);
     assert!(matches!(
-        b.produce(&t, Some(0), &[Record::from_value("ok"), big]).await,
+        b.streams().produce(&t, Some(0), &[Record::from_value("ok"), big]).await,
         Err(Error::RecordTooLarge { size: 101, max: 100 })
     ));
     assert!(matches!(
-        b.produce(&t, Some(2), &[Record::from_value("x")]).await,
+        b.streams().produce(&t, Some(2), &[Record::from_value("x")]).await,
         Err(Error::UnknownPartition { .. })
     ));
     assert!(matches!(
-        b.produce(&t, Some(-1), &[Record::from_value("x")]).await,
+        b.streams().produce(&t, Some(-1), &[Record::from_value("x")]).await,
         Err(Error::UnknownPartition { .. })
     ));
     let missing = TopicName::new("missing").expect("valid");
     assert!(matches!(
-        b.produce(&missing, None, &[Record::from_value("x")]).await,
+        b.streams().produce(&missing, None, &[Record::from_value("x")]).await,
         Err(Error::UnknownTopic(_))
     ));
-    assert!(matches!(b.describe_topic(&missing).await, Err(Error::UnknownTopic(_))));
     assert!(matches!(
-        b.create_topic(&t, &partitions(1)).await,
+        b.topics().describe(&missing).await,
+        Err(Error::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        b.topics().create(&t, &partitions(1)).await,
         Err(Error::TopicExists(_))
     ));
     for bad in [
@@ -366,17 +400,20 @@ async fn bad_input_is_refused_and_changes_nothing() {
         },
     ] {
         assert!(
-            matches!(b.create_topic(&missing, &bad).await, Err(Error::Invalid { .. })),
+            matches!(b.topics().create(&missing, &bad).await, Err(Error::Invalid { .. })),
             "{bad:?}"
         );
     }
-    assert!(matches!(b.add_partitions(&t, 0).await, Err(Error::Invalid { .. })));
-    let d = b.describe_topic(&t).await.expect("describe");
+    assert!(matches!(
+        b.topics().add_partitions(&t, 0).await,
+        Err(Error::Invalid { .. })
+    ));
+    let d = b.topics().describe(&t).await.expect("describe");
     assert!(
         d.partition_states.iter().all(|p| p.high_watermark == 0),
         "nothing written"
     );
-    assert_eq!(b.list_topics().await.expect("list").len(), 1, "nothing created");
+    assert_eq!(b.topics().list().await.expect("list").len(), 1, "nothing created");
     db.drop().await;
 }
 
@@ -390,30 +427,32 @@ async fn hostile_names_are_data_not_sql() {
     // ...group ids may contain anything printable, and are stored as data.
     let t = db.topic("hostile", partitions(1)).await;
     db.broker
+        .streams()
         .produce(&t, Some(0), &[Record::from_value("v")])
         .await
         .expect("produce");
     let evil = pgbroker::GroupId::new("g'); DROP TABLE group_offsets; --\"").expect("valid group id");
-    let commit = pgbroker::OffsetCommit {
+    let commit = pgbroker::groups::OffsetCommit {
         topic: t.clone(),
         partition: 0,
         offset: 1,
         metadata: Some("'; --".into()),
     };
-    db.broker.commit_offsets(&evil, None, &[commit]).await.expect("commit");
-    let got = db.broker.committed_offsets(&evil, &t).await.expect("offsets");
+    db.broker.groups().commit(&evil, None, &[commit]).await.expect("commit");
+    let got = db.broker.groups().offsets(&evil, &t).await.expect("offsets");
     assert_eq!(got[0].offset, 1);
     assert_eq!(got[0].metadata.as_deref(), Some("'; --"));
-    assert!(db.broker.list_groups().await.expect("groups").contains(&evil));
+    assert!(db.broker.groups().list().await.expect("groups").contains(&evil));
     // Long topic names that share a 63-byte prefix stay distinct topics.
     let long_a = db.topic(&format!("{}a", "p".repeat(100)), partitions(1)).await;
     let long_b = db.topic(&format!("{}b", "p".repeat(100)), partitions(1)).await;
     db.broker
+        .streams()
         .produce(&long_a, Some(0), &[Record::from_value("a")])
         .await
         .expect("produce");
-    assert_eq!(db.broker.watermarks(&long_b, 0).await.expect("wm").1, 0);
-    assert_eq!(db.broker.watermarks(&long_a, 0).await.expect("wm").1, 1);
+    assert_eq!(db.broker.streams().watermarks(&long_b, 0).await.expect("wm").1, 0);
+    assert_eq!(db.broker.streams().watermarks(&long_a, 0).await.expect("wm").1, 1);
     db.drop().await;
 }
 
@@ -463,6 +502,7 @@ async fn messages_are_readable_with_plain_sql() {
     let db = TestDb::new().await;
     let t = db.topic("sql", partitions(2)).await;
     db.broker
+        .streams()
         .produce(&t, Some(1), &[Record::keyed("k", "hello")])
         .await
         .expect("produce");

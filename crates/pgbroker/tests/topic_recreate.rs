@@ -4,19 +4,22 @@
 mod common;
 
 use common::TestDb;
-use pgbroker::{Broker, BrokerConfig, OffsetSpec, Record, TopicConfig, TopicName};
+use pgbroker::streams::OffsetSpec;
+use pgbroker::{Broker, BrokerConfig, Record, TopicConfig, TopicName};
 
 #[tokio::test]
 async fn a_recreated_topic_is_read_through_a_stale_cache() {
     let db = TestDb::new().await;
     let topic = db.topic("again", TopicConfig::default()).await;
     db.broker
+        .streams()
         .produce(&topic, Some(0), &[Record::from_value("old")])
         .await
         .expect("produce");
     // This handle caches the first topic's partition ids.
     assert_eq!(
         db.broker
+            .streams()
             .resolve_offset(&topic, 0, OffsetSpec::Latest)
             .await
             .expect("hw"),
@@ -31,18 +34,21 @@ async fn a_recreated_topic_is_read_through_a_stale_cache() {
     .await
     .expect("second handle");
     let name = TopicName::new("again").expect("name");
-    other.delete_topic(&name).await.expect("delete");
+    other.topics().delete(&name).await.expect("delete");
     other
-        .create_topic(&name, &TopicConfig::default())
+        .topics()
+        .create(&name, &TopicConfig::default())
         .await
         .expect("create");
     other
+        .streams()
         .produce(&name, Some(0), &[Record::from_value("a"), Record::from_value("b")])
         .await
         .expect("produce");
 
     assert_eq!(
         db.broker
+            .streams()
             .resolve_offset(&topic, 0, OffsetSpec::Earliest)
             .await
             .expect("start"),
@@ -50,12 +56,18 @@ async fn a_recreated_topic_is_read_through_a_stale_cache() {
     );
     assert_eq!(
         db.broker
+            .streams()
             .resolve_offset(&topic, 0, OffsetSpec::Latest)
             .await
             .expect("hw"),
         2
     );
-    let read = db.broker.fetch(&topic, 0, 0, Default::default()).await.expect("fetch");
+    let read = db
+        .broker
+        .streams()
+        .fetch(&topic, 0, 0, Default::default())
+        .await
+        .expect("fetch");
     let values: Vec<_> = read.records.iter().map(|r| r.value.clone()).collect();
     assert_eq!(values, vec![Some(b"a".to_vec()), Some(b"b".to_vec())]);
 }

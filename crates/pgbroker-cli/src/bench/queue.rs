@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::pgbroker::{Broker, Message, QueueConfig, QueueName, ReceiveOptions};
+use ::pgbroker::queues::ReceiveOptions;
+use ::pgbroker::{Broker, Message, QueueConfig, QueueName};
 use anyhow::Result;
 use serde_json::json;
 
@@ -166,12 +167,12 @@ async fn run(broker: Broker, args: &QueueArgs) -> Result<serde_json::Value> {
     // Start from empty partitions, as the article's design starts from new
     // tables: two rotations truncate both, freeing what earlier runs left.
     for _ in 0..2 {
-        broker.maintain_queues().await?;
+        broker.maintenance().maintain_queues().await?;
     }
     let queue = QueueName::new(format!("bench-{}", std::process::id()))?;
-    broker.create_queue(&queue, &QueueConfig::default()).await?;
+    broker.queues().create(&queue, &QueueConfig::default()).await?;
     let outcome = drive(&broker, &queue, args).await;
-    broker.delete_queue(&queue).await?;
+    broker.queues().delete(&queue).await?;
     outcome
 }
 
@@ -208,10 +209,10 @@ async fn produce(
     let (broker, queue, base) = (&broker, &queue, &base);
     produce_loop(&args, id, stats, stop, |_, now| async move {
         if batch == 1 {
-            broker.send(queue, &Message::new(stamped(base, now))).await?;
+            broker.queues().send(queue, &Message::new(stamped(base, now))).await?;
         } else {
             let messages: Vec<Message> = (0..batch).map(|_| Message::new(stamped(base, now))).collect();
-            broker.send_batch(queue, &messages).await?;
+            broker.queues().send_batch(queue, &messages).await?;
         }
         Ok(())
     })
@@ -227,7 +228,7 @@ async fn work(
 ) -> Result<Measured> {
     let mut latency = histogram()?;
     while !stop.load(Ordering::Relaxed) {
-        let got = broker.receive(&queue, &options).await?;
+        let got = broker.queues().receive(&queue, &options).await?;
         if got.is_empty() {
             continue;
         }
@@ -236,7 +237,7 @@ async fn work(
             record(&stats, &mut latency, latency_micros(&m.body, now));
         }
         let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
-        broker.ack(&queue, &receipts).await?;
+        broker.queues().ack(&queue, &receipts).await?;
         stats.read.fetch_add(u64::try_from(got.len())?, Ordering::Relaxed);
     }
     Ok(Measured::EndToEnd(latency))

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
-use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetReset, Record, TopicConfig, TopicName};
+use pgbroker::groups::JoinOptions;
+use pgbroker::streams::OffsetReset;
+use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, Record, TopicConfig, TopicName};
 
 use super::{histogram, measure, payload, produce_loop, record, Measured, PubsubArgs, Stats};
 
@@ -13,7 +15,8 @@ use super::{histogram, measure, payload, produce_loop, record, Measured, PubsubA
 pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::Value> {
     let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
     broker
-        .create_topic(
+        .topics()
+        .create(
             &topic,
             &TopicConfig {
                 partitions: args.partitions,
@@ -22,9 +25,9 @@ pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::
         )
         .await?;
     let outcome = drive(&broker, &topic, &args).await;
-    broker.delete_topic(&topic).await?;
+    broker.topics().delete(&topic).await?;
     for g in 0..args.groups {
-        let _ = broker.delete_group(&GroupId::new(format!("{topic}-g{g}"))?).await;
+        let _ = broker.groups().delete(&GroupId::new(format!("{topic}-g{g}"))?).await;
     }
     outcome
 }
@@ -78,7 +81,7 @@ async fn produce(
             .collect();
         let (broker, topic) = (broker.clone(), topic.clone());
         async move {
-            broker.produce(&topic, Some(partition), &records).await?;
+            broker.streams().produce(&topic, Some(partition), &records).await?;
             Ok(())
         }
     })

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use pgbroker::{ManyLimits, PartitionRead, Permission, TopicName};
+use pgbroker::auth::Permission;
+use pgbroker::streams::{ManyLimits, PartitionRead};
+use pgbroker::TopicName;
 
 use crate::codec::encode_batch;
 use crate::dispatch::ReqInfo;
@@ -50,7 +52,7 @@ pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, info: &ReqInfo<'_>, req: Fetch
         max_records: MAX_RECORDS_PER_PARTITION,
         max_wait: Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP),
     };
-    let results = ctx.broker.fetch_many(&reads, limits).await;
+    let results = ctx.broker.streams().fetch_many(&reads, limits).await;
     let mut resp = FetchResponse::default();
     resp.responses = req
         .topics

@@ -15,7 +15,9 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
-use pgbroker::{ClassicJoinRequest, Error, Permission};
+use pgbroker::auth::Permission;
+use pgbroker::groups::classic::ClassicJoinRequest;
+use pgbroker::Error;
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
@@ -69,7 +71,7 @@ pub(crate) async fn join_group(
             .collect(),
         require_known_member_id: v >= 4 && req.member_id.is_empty(),
     };
-    match ctx.broker.classic_join(&join).await {
+    match ctx.broker.classic_groups().join(&join).await {
         Ok(j) => {
             resp.generation_id = j.generation;
             if v >= 7 {
@@ -127,7 +129,8 @@ pub(crate) async fn sync_group(
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     match ctx
         .broker
-        .classic_sync(
+        .classic_groups()
+        .sync(
             &group,
             req.member_id.as_str(),
             req.generation_id,
@@ -162,7 +165,8 @@ pub(crate) async fn heartbeat(
             let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
             match ctx
                 .broker
-                .classic_heartbeat(&group, req.member_id.as_str(), req.generation_id, instance.as_deref())
+                .classic_groups()
+                .heartbeat(&group, req.member_id.as_str(), req.generation_id, instance.as_deref())
                 .await
             {
                 Ok(()) => code::NONE,
@@ -204,7 +208,7 @@ pub(crate) async fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    match ctx.broker.classic_leave(&group, &members).await {
+    match ctx.broker.classic_groups().leave(&group, &members).await {
         Ok(results) => {
             if v >= 3 {
                 resp.members = members
@@ -234,7 +238,7 @@ pub(crate) async fn list_groups(
     req: ListGroupsRequest,
 ) -> Option<ListGroupsResponse> {
     let mut resp = ListGroupsResponse::default();
-    match ctx.broker.list_groups_detailed().await {
+    match ctx.broker.classic_groups().list().await {
         Ok(groups) => {
             resp.groups = groups
                 .into_iter()
@@ -274,7 +278,7 @@ pub(crate) async fn describe_groups(
             continue;
         }
         let described = match group_id(&name.0) {
-            Ok(g) => ctx.broker.describe_classic_group(&g).await,
+            Ok(g) => ctx.broker.classic_groups().describe(&g).await,
             Err(e) => Err(e),
         };
         match described {
@@ -321,7 +325,7 @@ pub(crate) async fn delete_groups(
         r.error_code = match group_id(&name.0) {
             _ if !info.access.group(Permission::Admin, name.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
             Err(_) => code::INVALID_GROUP_ID,
-            Ok(g) => match ctx.broker.delete_group(&g).await {
+            Ok(g) => match ctx.broker.groups().delete(&g).await {
                 Ok(()) => code::NONE,
                 Err(e) => group_code(&e),
             },

@@ -11,7 +11,9 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
     MetadataRequest, MetadataResponse,
 };
-use pgbroker::{Error, Permission, TopicConfig, TopicInfo};
+use pgbroker::auth::Permission;
+use pgbroker::streams::TopicInfo;
+use pgbroker::{Error, TopicConfig};
 
 use super::{pick, sb, topic_name};
 use crate::dispatch::api_list;
@@ -32,18 +34,18 @@ pub(crate) async fn api_versions(
 
 /// Looks a topic up, creating it when auto-creation is on and allowed.
 pub(crate) async fn topic_or_create(ctx: &Ctx, name: &pgbroker::TopicName, allow: bool) -> pgbroker::Result<TopicInfo> {
-    match ctx.broker.topic_info(name).await {
+    match ctx.broker.topics().info(name).await {
         Err(Error::UnknownTopic(_)) if allow && ctx.config.auto_create_topics => {
             let config = TopicConfig {
                 partitions: ctx.config.default_partitions,
                 ..TopicConfig::default()
             };
-            match ctx.broker.create_topic(name, &config).await {
+            match ctx.broker.topics().create(name, &config).await {
                 Ok(info) => {
                     tracing::info!(topic = %name, "topic auto-created");
                     Ok(info)
                 }
-                Err(Error::TopicExists(_)) => ctx.broker.topic_info(name).await,
+                Err(Error::TopicExists(_)) => ctx.broker.topics().info(name).await,
                 Err(e) => Err(e),
             }
         }
@@ -86,7 +88,7 @@ pub(crate) async fn metadata(
     };
     let mut topics = Vec::new();
     if all {
-        match ctx.broker.list_topics().await {
+        match ctx.broker.topics().list().await {
             Ok(list) => topics.extend(
                 list.into_iter()
                     .filter(|t| info.access.sees_topic(t.name.as_str()))
@@ -126,7 +128,7 @@ pub(crate) async fn metadata(
 fn topic_entry(
     ctx: &Ctx,
     v: i16,
-    nodes: &[pgbroker::Node],
+    nodes: &[pgbroker::cluster::Node],
     info: pgbroker::Result<TopicInfo>,
     asked: Option<String>,
 ) -> MetadataResponseTopic {
@@ -183,7 +185,7 @@ pub(crate) async fn find_coordinator(
     } else {
         vec![req.key.to_string()]
     };
-    let found: Vec<(String, i16, Option<pgbroker::Node>)> = keys
+    let found: Vec<(String, i16, Option<pgbroker::cluster::Node>)> = keys
         .into_iter()
         .map(|k| {
             if req.key_type != 0 {
@@ -232,7 +234,7 @@ fn fill(
     id: &mut BrokerId,
     host: &mut kafka_protocol::protocol::StrBytes,
     port: &mut i32,
-    node: Option<&pgbroker::Node>,
+    node: Option<&pgbroker::cluster::Node>,
 ) {
     match node {
         Some(n) => {

@@ -10,7 +10,8 @@ pub(crate) mod sasl;
 pub(crate) mod topics;
 
 use kafka_protocol::protocol::StrBytes;
-use pgbroker::{GroupId, Node, TopicName};
+use pgbroker::cluster::Node;
+use pgbroker::{GroupId, TopicName};
 
 /// A wire string as an owned `StrBytes`.
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {

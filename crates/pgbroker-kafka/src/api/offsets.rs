@@ -12,7 +12,10 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, Permission, TopicName};
+use pgbroker::auth::Permission;
+use pgbroker::groups::OffsetCommit;
+use pgbroker::streams::{FetchLimits, OffsetSpec};
+use pgbroker::TopicName;
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
@@ -67,11 +70,15 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
     match target {
         LATEST => Ok((
             -1,
-            ctx.broker.resolve_offset(topic, partition, OffsetSpec::Latest).await?,
+            ctx.broker
+                .streams()
+                .resolve_offset(topic, partition, OffsetSpec::Latest)
+                .await?,
         )),
         EARLIEST => Ok((
             -1,
             ctx.broker
+                .streams()
                 .resolve_offset(topic, partition, OffsetSpec::Earliest)
                 .await?,
         )),
@@ -79,15 +86,16 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
             let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ts).unwrap_or(0));
             let off = ctx
                 .broker
+                .streams()
                 .resolve_offset(topic, partition, OffsetSpec::Timestamp(at))
                 .await?;
             let one = FetchLimits {
                 max_records: 1,
                 ..FetchLimits::default()
             };
-            let found = ctx.broker.fetch(topic, partition, off, one).await?;
+            let found = ctx.broker.streams().fetch(topic, partition, off, one).await?;
             Ok(match found.records.first() {
-                Some(r) => (pgbroker::timestamp_ms(r), r.offset),
+                Some(r) => (pgbroker::streams::timestamp_ms(r), r.offset),
                 None => (-1, -1),
             })
         }
@@ -118,7 +126,12 @@ pub(crate) async fn offset_for_leader_epoch(
             e.end_offset = -1;
             match &topic {
                 _ if !allowed => e.error_code = code::TOPIC_AUTHORIZATION_FAILED,
-                Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
+                Ok(topic) => match ctx
+                    .broker
+                    .streams()
+                    .resolve_offset(topic, p.partition, OffsetSpec::Latest)
+                    .await
+                {
                     Ok(hw) => {
                         e.leader_epoch = 0;
                         e.end_offset = hw;
@@ -161,7 +174,8 @@ pub(crate) async fn offset_commit(
                 Ok(topic)
                     if ctx
                         .broker
-                        .topic_info(topic)
+                        .topics()
+                        .info(topic)
                         .await
                         .is_ok_and(|i| p.partition_index < i.partitions && p.partition_index >= 0) =>
                 {
@@ -183,7 +197,8 @@ pub(crate) async fn offset_commit(
         Ok(_) if offsets.is_empty() => code::NONE,
         Ok(group) => match ctx
             .broker
-            .commit_offsets_classic(
+            .classic_groups()
+            .commit(
                 &group,
                 req.member_id.as_str(),
                 req.generation_id_or_member_epoch,
@@ -255,7 +270,7 @@ pub(crate) async fn offset_fetch(
         }
         return Some(resp);
     }
-    let committed = match ctx.broker.all_committed_offsets(&group).await {
+    let committed = match ctx.broker.groups().all_offsets(&group).await {
         Ok(c) => c,
         Err(e) => {
             if v >= 2 {

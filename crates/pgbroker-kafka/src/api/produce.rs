@@ -6,7 +6,9 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use pgbroker::{Permission, ProducerBatch, Record, TopicName};
+use pgbroker::auth::Permission;
+use pgbroker::streams::ProducerBatch;
+use pgbroker::{Record, TopicName};
 
 use super::sb;
 use crate::codec::{decode_batches, BatchLimits, DecodedBatch};
@@ -118,6 +120,7 @@ async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Optio
     } else {
         let records: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
         ctx.broker
+            .streams()
             .produce(&topic, Some(partition), &records)
             .await
             .map(|pos| pos.first().map_or(-1, |p| p.offset))
@@ -153,11 +156,12 @@ async fn append_idempotent(
                 base_sequence: b.base_sequence,
             };
             ctx.broker
+                .streams()
                 .produce_idempotent(topic, partition, &b.records, batch)
                 .await?
                 .base_offset
         } else {
-            let pos = ctx.broker.produce(topic, Some(partition), &b.records).await?;
+            let pos = ctx.broker.streams().produce(topic, Some(partition), &b.records).await?;
             pos.first().map_or(-1, |p| p.offset)
         };
         first.get_or_insert(base);

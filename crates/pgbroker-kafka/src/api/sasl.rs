@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use pgbroker::{ScramCredentials, DEFAULT_SCRAM_ITERATIONS};
+use pgbroker::auth::{ScramCredentials, DEFAULT_SCRAM_ITERATIONS};
 use rand::RngCore;
 
 use super::sb;
@@ -169,7 +169,7 @@ async fn access_of(ctx: &Ctx, user: &str) -> pgbroker::Result<Access> {
     if ctx.config.auth.super_users.iter().any(|u| u == user) {
         return Ok(Access::All);
     }
-    Ok(Access::Granted(Arc::new(ctx.broker.user_acls(user).await?)))
+    Ok(Access::Granted(Arc::new(ctx.broker.auth().user_acls(user).await?)))
 }
 
 /// Why an exchange failed; only malformed messages are described to the
@@ -224,7 +224,7 @@ fn malformed(mechanism: Mechanism, what: &'static str) -> Step {
 /// The stored credentials of `user`, or made-up ones (`false`) when there
 /// is no such user. `Err` when they could not be read.
 async fn credentials(ctx: &Ctx, user: &str) -> Result<(ScramCredentials, bool), ()> {
-    match ctx.broker.scram_credentials(user).await {
+    match ctx.broker.auth().scram_credentials(user).await {
         Ok(Some(creds)) => Ok((creds, true)),
         Ok(None) => Ok((dummy_credentials(user), false)),
         Err(e) => {

@@ -14,7 +14,9 @@ use kafka_protocol::messages::{
     DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
-use pgbroker::{Error, Permission, TopicConfig, TopicInfo, TopicName};
+use pgbroker::auth::Permission;
+use pgbroker::streams::TopicInfo;
+use pgbroker::{Error, TopicConfig, TopicName};
 
 use super::sb;
 use crate::dispatch::ReqInfo;
@@ -92,11 +94,11 @@ pub(crate) async fn create_topics(
             (None, Ok(_)) if config.partitions < 1 => {
                 Err((code::INVALID_PARTITIONS, format!("{} partitions", config.partitions)))
             }
-            (None, Ok(name)) if req.validate_only => match ctx.broker.topic_info(&name).await {
+            (None, Ok(name)) if req.validate_only => match ctx.broker.topics().info(&name).await {
                 Ok(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"))),
                 Err(_) => Ok(config.partitions),
             },
-            (None, Ok(name)) => match ctx.broker.create_topic(&name, &config).await {
+            (None, Ok(name)) => match ctx.broker.topics().create(&name, &config).await {
                 Ok(info) => Ok(info.partitions),
                 Err(e @ Error::Invalid { .. }) => Err((code::INVALID_REQUEST, e.to_string())),
                 Err(e) => Err((data_code(&e), e.to_string())),
@@ -142,7 +144,8 @@ pub(crate) async fn delete_topics(
             }
             Ok(name) => ctx
                 .broker
-                .delete_topic(&name)
+                .topics()
+                .delete(&name)
                 .await
                 .map_err(|e| (data_code(&e), e.to_string())),
             Err(e) => Err((data_code(&e), e.to_string())),
@@ -175,7 +178,8 @@ pub(crate) async fn create_partitions(
             }
             let info = ctx
                 .broker
-                .topic_info(&name)
+                .topics()
+                .info(&name)
                 .await
                 .map_err(|e| (data_code(&e), e.to_string()))?;
             if t.count <= info.partitions {
@@ -188,6 +192,7 @@ pub(crate) async fn create_partitions(
                 return Ok(());
             }
             ctx.broker
+                .topics()
                 .add_partitions(&name, t.count - info.partitions)
                 .await
                 .map(|_| ())
@@ -222,7 +227,12 @@ pub(crate) async fn delete_records(
             let before = (p.offset >= 0).then_some(p.offset);
             match &name {
                 _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
-                Ok(name) => match ctx.broker.delete_records(name, p.partition_index, before).await {
+                Ok(name) => match ctx
+                    .broker
+                    .streams()
+                    .delete_records(name, p.partition_index, before)
+                    .await
+                {
                     Ok(start) => pr.low_watermark = start,
                     Err(e) => pr.error_code = data_code(&e),
                 },
@@ -271,7 +281,7 @@ pub(crate) async fn describe_configs(
                 Ok(name) if !info.access.topic(Permission::Admin, name.as_str()) => {
                     Err(not_authorized("describe this topic's configuration"))
                 }
-                Ok(name) => match ctx.broker.topic_info(&name).await {
+                Ok(name) => match ctx.broker.topics().info(&name).await {
                     Ok(info) => Ok(topic_configs(&info)),
                     Err(e) => Err((data_code(&e), e.to_string())),
                 },
@@ -338,7 +348,7 @@ pub(crate) async fn init_producer_id(
         resp.producer_epoch = req.producer_epoch + 1;
         return Some(resp);
     }
-    match ctx.broker.init_producer_id().await {
+    match ctx.broker.streams().init_producer_id().await {
         Ok((id, epoch)) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = epoch;

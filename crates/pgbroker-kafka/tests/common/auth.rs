@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
-use pgbroker::{Acl, AclResource, Permission};
+use pgbroker::auth::{Acl, AclResource, Permission};
 use pgbroker_kafka::{AuthConfig, KafkaConfig, Mechanism};
 use rand::Rng;
 
@@ -40,12 +40,13 @@ pub async fn start() -> TestServer {
 pub async fn user(server: &TestServer, name: &str, grants: &[(Permission, AclResource)]) {
     server
         .broker
+        .auth()
         .add_user(name, &format!("{name}-pw"), 4096)
         .await
         .expect("add user");
     for (permission, resource) in grants {
         let acl = Acl::new(name, *permission, resource.clone()).expect("valid acl");
-        server.broker.grant(&acl).await.expect("grant");
+        server.broker.auth().grant(&acl).await.expect("grant");
     }
 }
 

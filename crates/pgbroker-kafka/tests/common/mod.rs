@@ -75,7 +75,11 @@ impl TestServer {
 
     pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
         let topic = TopicName::new(name).expect("valid name");
-        self.broker.create_topic(&topic, &config).await.expect("create topic");
+        self.broker
+            .topics()
+            .create(&topic, &config)
+            .await
+            .expect("create topic");
         topic
     }
 

@@ -23,48 +23,48 @@ impl Broker {
 impl Auth<'_> {
     /// Grants `acl`. Returns true when it is new, false when it was
     /// already granted; [`Error::UnknownUser`] when the user does not exist.
-    pub async fn grant(&self, acl: &Acl) -> Result<bool> {
+    pub async fn grant(self, acl: &Acl) -> Result<bool> {
         super::acl::grant(self.broker, acl).await
     }
 
     /// Revokes `acl`: [`Error::UnknownUser`] when the user does not exist,
     /// [`Error::UnknownAcl`] when it was not granted.
-    pub async fn revoke(&self, acl: &Acl) -> Result<()> {
+    pub async fn revoke(self, acl: &Acl) -> Result<()> {
         super::acl::revoke(self.broker, acl).await
     }
 
     /// Every grant, or those of one user ([`Error::UnknownUser`] when the
     /// user does not exist), by user, resource and permission.
-    pub async fn list_acls(&self, user: Option<&str>) -> Result<Vec<Acl>> {
+    pub async fn list_acls(self, user: Option<&str>) -> Result<Vec<Acl>> {
         super::acl::list_acls(self.broker, user).await
     }
 
     /// The rights of `user`, to check requests against in memory. A user
     /// without grants (or without an account) has none.
-    pub async fn user_acls(&self, user: &str) -> Result<UserAcls> {
+    pub async fn user_acls(self, user: &str) -> Result<UserAcls> {
         super::acl::user_acls(self.broker, user).await
     }
 
     /// Adds a user with SCRAM-SHA-256 credentials derived from `password`,
     /// or replaces an existing user's credentials. Returns true when the
     /// user is new. The password is not stored.
-    pub async fn add_user(&self, name: &str, password: &str, iterations: u32) -> Result<bool> {
+    pub async fn add_user(self, name: &str, password: &str, iterations: u32) -> Result<bool> {
         super::users::add_user(self.broker, name, password, iterations).await
     }
 
     /// Removes a user; [`Error::UnknownUser`] when there is none.
-    pub async fn remove_user(&self, name: &str) -> Result<()> {
+    pub async fn remove_user(self, name: &str) -> Result<()> {
         super::users::remove_user(self.broker, name).await
     }
 
     /// Every user, by name.
-    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+    pub async fn list_users(self) -> Result<Vec<UserInfo>> {
         super::users::list_users(self.broker).await
     }
 
     /// The stored credentials of `name`, or `None` when there is no such
     /// user (including names that no user could have).
-    pub async fn scram_credentials(&self, name: &str) -> Result<Option<ScramCredentials>> {
+    pub async fn scram_credentials(self, name: &str) -> Result<Option<ScramCredentials>> {
         super::users::scram_credentials(self.broker, name).await
     }
 }

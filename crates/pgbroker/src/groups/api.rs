@@ -25,36 +25,36 @@ impl Broker {
 impl Groups<'_> {
     /// Every committed offset of a group (OffsetFetch without topics), by
     /// topic and partition.
-    pub async fn all_offsets(&self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
+    pub async fn all_offsets(self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
         super::classic::offsets::all_committed_offsets(self.broker, group).await
     }
 
     /// The group's committed offsets for one topic, by partition.
-    pub async fn offsets(&self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
+    pub async fn offsets(self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
         super::inspect::committed_offsets(self.broker, group, topic).await
     }
 
     /// Every group that has members or committed offsets, by name.
-    pub async fn list(&self) -> Result<Vec<GroupId>> {
+    pub async fn list(self) -> Result<Vec<GroupId>> {
         super::inspect::list_groups(self.broker).await
     }
 
     /// A group's live members and, per partition, committed offset, high
     /// watermark, lag and owner.
-    pub async fn describe(&self, group: &GroupId) -> Result<GroupDescription> {
+    pub async fn describe(self, group: &GroupId) -> Result<GroupDescription> {
         super::inspect::describe_group(self.broker, group).await
     }
 
     /// Moves an inactive group's committed offsets for one topic. Returns
     /// the new offset of every partition.
-    pub async fn reset_offsets(&self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
+    pub async fn reset_offsets(self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
         super::inspect::reset_offsets(self.broker, group, topic, to).await
     }
 
     /// Deletes an inactive group and its committed offsets; a group with
     /// live members (library or Kafka clients) is [`Error::GroupNotEmpty`](crate::Error::GroupNotEmpty)
     /// (Kafka's `NON_EMPTY_GROUP`).
-    pub async fn delete(&self, group: &GroupId) -> Result<()> {
+    pub async fn delete(self, group: &GroupId) -> Result<()> {
         super::inspect::delete_group(self.broker, group).await
     }
 
@@ -64,7 +64,7 @@ impl Groups<'_> {
     /// A group of Kafka clients (classic protocol) with live members is
     /// [`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol); one without is taken over.
     pub async fn join(
-        &self,
+        self,
         group: &GroupId,
         member_id: Option<&str>,
         topics: &[TopicName],
@@ -77,13 +77,13 @@ impl Groups<'_> {
     /// the group has moved to a newer generation (join again), and with
     /// [`Error::UnknownMember`](crate::Error::UnknownMember) when the member was removed
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol) for a Kafka clients' group).
-    pub async fn heartbeat(&self, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
+    pub async fn heartbeat(self, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
         super::heartbeat(self.broker, group, member_id, generation).await
     }
 
     /// Leaves a group at once; its partitions go to the other members.
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol) for a Kafka clients' group.)
-    pub async fn leave(&self, group: &GroupId, member_id: &str) -> Result<()> {
+    pub async fn leave(self, group: &GroupId, member_id: &str) -> Result<()> {
         super::leave_group(self.broker, group, member_id).await
     }
 
@@ -94,7 +94,7 @@ impl Groups<'_> {
     /// Members of a Kafka clients' group use
     /// [`Broker::commit_offsets_classic`] instead
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)).
-    pub async fn commit(&self, group: &GroupId, member: Option<(&str, i32)>, offsets: &[OffsetCommit]) -> Result<()> {
+    pub async fn commit(self, group: &GroupId, member: Option<(&str, i32)>, offsets: &[OffsetCommit]) -> Result<()> {
         super::commit_offsets(self.broker, group, member, offsets).await
     }
 }

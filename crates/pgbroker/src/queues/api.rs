@@ -32,14 +32,14 @@ impl Queues<'_> {
     /// there), or all to `to`. They start over with zero attempts. Messages
     /// under a lease (someone is inspecting them) and those whose source
     /// queue no longer exists stay. Returns how many moved.
-    pub async fn redrive(&self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
+    pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
         super::membership::redrive(self.broker, queue, to).await
     }
 
     /// Acknowledges messages: they are deleted (or archived, if the queue
     /// keeps acknowledged messages). All or nothing: if any receipt is not
     /// current, nothing changes and the error names the refused ones.
-    pub async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+    pub async fn ack(self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
         super::settle::ack(self.broker, queue, receipts).await
     }
 
@@ -48,7 +48,7 @@ impl Queues<'_> {
     /// acknowledgement in one transaction is what makes processing
     /// effectively exactly once. The messages stay locked until the caller
     /// commits or rolls back. Use the default READ COMMITTED isolation.
-    pub async fn ack_in(&self, client: &impl GenericClient, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+    pub async fn ack_in(self, client: &impl GenericClient, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
         super::settle::ack_in(self.broker, client, queue, receipts).await
     }
 
@@ -57,7 +57,7 @@ impl Queues<'_> {
     /// retry backoff when no delay is given. A message that has used all
     /// its attempts moves to the dead-letter queue instead. All or nothing,
     /// as [`Broker::ack`].
-    pub async fn nack(&self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
+    pub async fn nack(self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
         super::settle::nack(self.broker, queue, receipts, options).await
     }
 
@@ -65,7 +65,7 @@ impl Queues<'_> {
     /// now, if it already passed), but never more than
     /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
     /// order of `receipts`. All or nothing, as [`Broker::ack`].
-    pub async fn extend_lease(&self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
+    pub async fn extend_lease(self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
         super::settle::extend(self.broker, queue, receipts, by).await
     }
 
@@ -79,7 +79,7 @@ impl Queues<'_> {
     ///
     /// Delivery is at least once: a message whose lease expires is
     /// delivered again, with `attempt` one higher.
-    pub async fn receive(&self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+    pub async fn receive(self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
         super::receive::receive(self.broker, queue, options).await
     }
 
@@ -88,14 +88,14 @@ impl Queues<'_> {
     ///
     /// Concurrent sends of this process to one queue share statements (see
     /// `coalesce`); each still returns only once its message is committed.
-    pub async fn send(&self, queue: &QueueName, message: &Message) -> Result<Sent> {
+    pub async fn send(self, queue: &QueueName, message: &Message) -> Result<Sent> {
         super::send::send(self.broker, queue, message).await
     }
 
     /// Sends messages in one statement and one transaction: all of them or
     /// none. Returns, in input order, each message's id (for a duplicate,
     /// the id of the message holding its key).
-    pub async fn send_batch(&self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
+    pub async fn send_batch(self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
         super::send::send_batch(self.broker, queue, messages).await
     }
 
@@ -107,7 +107,7 @@ impl Queues<'_> {
     /// or key's row lock until the caller commits; keep such transactions
     /// short. Use the default READ COMMITTED isolation.
     pub async fn send_in(
-        &self,
+        self,
         client: &impl GenericClient,
         queue: &QueueName,
         messages: &[Message],
@@ -116,43 +116,43 @@ impl Queues<'_> {
     }
 
     /// Creates a queue. Its dead-letter queue, if any, must exist.
-    pub async fn create(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+    pub async fn create(self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
         super::lifecycle::create_queue(self.broker, name, config).await
     }
 
     /// Replaces a queue's settings. Messages keep their state; new limits
     /// apply from their next delivery or settlement (other brokers see them
     /// within two seconds).
-    pub async fn update(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
+    pub async fn update(self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
         super::lifecycle::update_queue(self.broker, name, config).await
     }
 
     /// One queue's settings.
-    pub async fn info(&self, name: &QueueName) -> Result<QueueInfo> {
+    pub async fn info(self, name: &QueueName) -> Result<QueueInfo> {
         super::lifecycle::queue_info(self.broker, name).await
     }
 
     /// All queues, by name.
-    pub async fn list(&self) -> Result<Vec<QueueInfo>> {
+    pub async fn list(self) -> Result<Vec<QueueInfo>> {
         super::lifecycle::list_queues(self.broker).await
     }
 
     /// Counts of ready, in-flight, delayed and dead-lettered messages, and
     /// the age of the oldest ready one.
-    pub async fn stats(&self, name: &QueueName) -> Result<QueueStats> {
+    pub async fn stats(self, name: &QueueName) -> Result<QueueStats> {
         super::lifecycle::queue_stats(self.broker, name).await
     }
 
     /// Deletes every message of the queue (ready, delayed, in flight and
     /// dead) and returns how many. Its dead letters in other queues stay.
     /// Receipts of deleted messages become stale.
-    pub async fn purge(&self, name: &QueueName) -> Result<u64> {
+    pub async fn purge(self, name: &QueueName) -> Result<u64> {
         super::lifecycle::purge_queue(self.broker, name).await
     }
 
     /// Deletes a queue with its messages, groups and archive. Refused while
     /// another queue uses it as its dead-letter queue.
-    pub async fn delete(&self, name: &QueueName) -> Result<()> {
+    pub async fn delete(self, name: &QueueName) -> Result<()> {
         super::lifecycle::delete_queue(self.broker, name).await
     }
 }

@@ -30,36 +30,36 @@ impl Broker {
 
 impl Topics<'_> {
     /// Creates a topic with its partitions and their first segments.
-    pub async fn create(&self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+    pub async fn create(self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
         super::topics::create_topic(self.broker, name, config).await
     }
 
     /// One topic's settings.
-    pub async fn info(&self, name: &TopicName) -> Result<TopicInfo> {
+    pub async fn info(self, name: &TopicName) -> Result<TopicInfo> {
         super::topics::topic_info(self.broker, name).await
     }
 
     /// All topics, by name.
-    pub async fn list(&self) -> Result<Vec<TopicInfo>> {
+    pub async fn list(self) -> Result<Vec<TopicInfo>> {
         super::topics::list_topics(self.broker).await
     }
 
     /// A topic with per-partition log start, high watermark, record count
     /// and size.
-    pub async fn describe(&self, name: &TopicName) -> Result<TopicDescription> {
+    pub async fn describe(self, name: &TopicName) -> Result<TopicDescription> {
         super::topics::describe_topic(self.broker, name).await
     }
 
     /// Adds `additional` partitions to a topic. Keys map to partitions by the
     /// partition count, so keyed records may move to a new partition
     /// afterwards, as in Kafka.
-    pub async fn add_partitions(&self, name: &TopicName, additional: i32) -> Result<TopicInfo> {
+    pub async fn add_partitions(self, name: &TopicName, additional: i32) -> Result<TopicInfo> {
         super::topics::add_partitions(self.broker, name, additional).await
     }
 
     /// Deletes a topic, its records and its groups' committed offsets. The
     /// segment tables are dropped now when possible, else by maintenance.
-    pub async fn delete(&self, name: &TopicName) -> Result<()> {
+    pub async fn delete(self, name: &TopicName) -> Result<()> {
         super::topics::delete_topic(self.broker, name).await
     }
 }
@@ -87,7 +87,7 @@ impl Streams<'_> {
     /// Records for one partition are written by one statement in one
     /// transaction: all of them or none.
     pub async fn produce(
-        &self,
+        self,
         topic: &TopicName,
         partition: Option<i32>,
         records: &[Record],
@@ -103,7 +103,7 @@ impl Streams<'_> {
     /// producers to the same partitions wait for it: keep such transactions
     /// short.
     pub async fn produce_in(
-        &self,
+        self,
         client: &impl GenericClient,
         topic: &TopicName,
         partition: Option<i32>,
@@ -113,7 +113,7 @@ impl Streams<'_> {
     }
 
     /// Hands out a new producer id, with epoch 0.
-    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+    pub async fn init_producer_id(self) -> Result<(i64, i16)> {
         super::idempotent::init_producer_id(self.broker).await
     }
 
@@ -122,7 +122,7 @@ impl Streams<'_> {
     /// refusals are [`Error::OutOfOrderSequence`](crate::Error::OutOfOrderSequence) and
     /// [`Error::ProducerFenced`](crate::Error::ProducerFenced), and write nothing.
     pub async fn produce_idempotent(
-        &self,
+        self,
         topic: &TopicName,
         partition: i32,
         records: &[Record],
@@ -132,7 +132,7 @@ impl Streams<'_> {
     }
 
     /// Starts an auto-batching producer.
-    pub fn producer(&self, config: ProducerConfig) -> Producer {
+    pub fn producer(self, config: ProducerConfig) -> Producer {
         super::producer::producer(self.broker, config)
     }
 
@@ -141,7 +141,7 @@ impl Streams<'_> {
     /// below the log start or above the high watermark is
     /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange).
     pub async fn fetch(
-        &self,
+        self,
         topic: &TopicName,
         partition: i32,
         offset: i64,
@@ -151,12 +151,12 @@ impl Streams<'_> {
     }
 
     /// Resolves earliest, latest or a timestamp to an offset of a partition.
-    pub async fn resolve_offset(&self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
+    pub async fn resolve_offset(self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
         super::fetch::resolve_offset(self.broker, topic, partition, spec).await
     }
 
     /// Log start and high watermark of a partition.
-    pub async fn watermarks(&self, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
+    pub async fn watermarks(self, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
         super::fetch::watermarks(self.broker, topic, partition).await
     }
 
@@ -166,7 +166,7 @@ impl Streams<'_> {
     /// fewer than `limits.min_bytes` are available and no partition failed,
     /// waits up to `limits.max_wait`, woken within milliseconds by a commit
     /// to any of the partitions.
-    pub async fn fetch_many(&self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
+    pub async fn fetch_many(self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
         super::fetch_many::fetch_many(self.broker, reads, limits).await
     }
 
@@ -174,14 +174,14 @@ impl Streams<'_> {
     /// start. `None` means the high watermark (delete everything). An
     /// offset beyond the high watermark is [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange); the
     /// log start never moves back.
-    pub async fn delete_records(&self, topic: &TopicName, partition: i32, before: Option<i64>) -> Result<i64> {
+    pub async fn delete_records(self, topic: &TopicName, partition: i32, before: Option<i64>) -> Result<i64> {
         super::delete_records::delete_records(self.broker, topic, partition, before).await
     }
 
     /// Starts a consumer: with a group, it joins it and reads the
     /// partitions assigned to it; without, it reads every partition of its
     /// topics.
-    pub async fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+    pub async fn consumer(self, config: ConsumerConfig) -> Result<Consumer> {
         Consumer::new(self.broker.clone(), config).await
     }
 }

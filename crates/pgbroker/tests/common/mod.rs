@@ -3,10 +3,8 @@
 
 #![allow(dead_code, missing_docs)]
 
-use pgbroker::{
-    Broker, BrokerConfig, Error, QueueConfig, QueueName, Receipt, ReceiveOptions, ReceivedMessage, TopicConfig,
-    TopicName,
-};
+use pgbroker::queues::ReceiveOptions;
+use pgbroker::{Broker, BrokerConfig, Error, QueueConfig, QueueName, Receipt, ReceivedMessage, TopicConfig, TopicName};
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -49,13 +47,13 @@ impl TestDb {
 
     pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
         let t = TopicName::new(name).expect("valid name");
-        self.broker.create_topic(&t, &config).await.expect("create topic");
+        self.broker.topics().create(&t, &config).await.expect("create topic");
         t
     }
 
     pub async fn queue(&self, name: &str, config: QueueConfig) -> QueueName {
         let q = QueueName::new(name).expect("valid name");
-        self.broker.create_queue(&q, &config).await.expect("create queue");
+        self.broker.queues().create(&q, &config).await.expect("create queue");
         q
     }
 

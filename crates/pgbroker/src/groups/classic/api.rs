@@ -51,7 +51,7 @@ impl ClassicGroups<'_> {
     /// [`Error::Invalid`](crate::Error::Invalid) for a session timeout outside 100 ms to 1 h; and
     /// [`Error::RebalanceInProgress`](crate::Error::RebalanceInProgress) if no generation was formed within
     /// twice the rebalance timeout plus 5 s (join again).
-    pub async fn join(&self, req: &ClassicJoinRequest) -> Result<ClassicJoinResponse> {
+    pub async fn join(self, req: &ClassicJoinRequest) -> Result<ClassicJoinResponse> {
         super::join::classic_join(self.broker, req).await
     }
 
@@ -64,7 +64,7 @@ impl ClassicGroups<'_> {
     /// new rebalance started (or the leader did not sync in time, which
     /// starts one), [`Error::RebalanceInProgress`](crate::Error::RebalanceInProgress).
     pub async fn sync(
-        &self,
+        self,
         group: &GroupId,
         member_id: &str,
         generation: i32,
@@ -88,7 +88,7 @@ impl ClassicGroups<'_> {
     /// [`Error::FencedInstanceId`](crate::Error::FencedInstanceId) or [`Error::IllegalGeneration`](crate::Error::IllegalGeneration) as
     /// Kafka does. Also applies expired sessions and due rebalances.
     pub async fn heartbeat(
-        &self,
+        self,
         group: &GroupId,
         member_id: &str,
         generation: i32,
@@ -103,7 +103,7 @@ impl ClassicGroups<'_> {
     /// [`Error::UnknownMember`](crate::Error::UnknownMember) or [`Error::FencedInstanceId`](crate::Error::FencedInstanceId) for those
     /// that could not leave. The remaining members rebalance; when none
     /// remain the group becomes `Empty`, keeping its generation and offsets.
-    pub async fn leave(&self, group: &GroupId, members: &[(String, Option<String>)]) -> Result<Vec<Result<()>>> {
+    pub async fn leave(self, group: &GroupId, members: &[(String, Option<String>)]) -> Result<Vec<Result<()>>> {
         super::classic_leave(self.broker, group, members).await
     }
 
@@ -122,7 +122,7 @@ impl ClassicGroups<'_> {
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)). Metadata is stored with each
     /// offset. Nothing is committed when any check fails.
     pub async fn commit(
-        &self,
+        self,
         group: &GroupId,
         member_id: &str,
         generation: i32,
@@ -135,12 +135,12 @@ impl ClassicGroups<'_> {
     /// expired sessions and due rebalances first. A group that only has
     /// committed offsets is described as `Empty`; one that does not exist
     /// at all is [`Error::UnknownGroup`](crate::Error::UnknownGroup) (Kafka answers `Dead`).
-    pub async fn describe(&self, group: &GroupId) -> Result<ClassicGroupDescription> {
+    pub async fn describe(self, group: &GroupId) -> Result<ClassicGroupDescription> {
         super::offsets::describe_classic_group(self.broker, group).await
     }
 
     /// ListGroups: every group, with its protocol type and state.
-    pub async fn list(&self) -> Result<Vec<GroupListing>> {
+    pub async fn list(self) -> Result<Vec<GroupListing>> {
         super::offsets::list_groups_detailed(self.broker).await
     }
 
@@ -152,7 +152,7 @@ impl ClassicGroups<'_> {
     /// fixed when the rebalance starts, by the broker that starts it.
     /// Defaults to [`crate::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY`]; capped
     /// at one minute.
-    pub fn set_initial_rebalance_delay(&self, delay: Duration) {
+    pub fn set_initial_rebalance_delay(self, delay: Duration) {
         let ms = u64::try_from(delay.min(Duration::from_secs(60)).as_millis()).unwrap_or(0);
         self.broker.inner.group_initial_delay_ms.store(ms, Ordering::Relaxed);
     }
