@@ -11,9 +11,10 @@ use tokio_postgres::NoTls;
 
 use crate::cache::RecordCache;
 use crate::error::{Error, Result};
-use crate::migrate::{self, quote_ident, MigrationReport};
+use crate::migrate::{self, MigrationReport};
 use crate::notify::Wakeups;
-use crate::types::{validate_schema, TopicName};
+use crate::sql::Schema;
+use crate::types::TopicName;
 
 /// The database URL used when none is configured.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -147,7 +148,7 @@ impl Broker {
     /// Connects, checks the database is reachable and, unless disabled,
     /// applies pending migrations.
     pub async fn connect(config: BrokerConfig) -> Result<Broker> {
-        validate_schema(&config.schema)?;
+        let schema = Schema::new(&config.schema)?;
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
@@ -186,19 +187,18 @@ impl Broker {
         .max_size(SEGMENT_POOL_SIZE)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))?;
-        let q = quote_ident(&config.schema);
         let inner = Inner {
             pool,
             segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
-            produce_sql: crate::produce::produce_sql(&q),
-            outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
+            produce_sql: schema.qualify(crate::produce::PRODUCE),
+            outbox_lock_sql: schema.qualify(crate::produce::OUTBOX_LOCK),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
-            queues: crate::queues::QueueState::new(&q),
+            queues: crate::queues::QueueState::new(&schema),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

@@ -53,6 +53,7 @@ mod produce;
 mod producer;
 mod queues;
 mod segments;
+mod sql;
 mod topics;
 mod types;
 mod users;

@@ -43,7 +43,7 @@ impl Broker {
     /// `headroom` offsets past the partition's committed high watermark.
     /// Idempotent; concurrent callers serialise per partition on an
     /// advisory lock, which appends also wait on before they insert (see
-    /// `outbox_lock_sql`). It never locks the partition's row, so it can run
+    /// `OUTBOX_LOCK`). It never locks the partition's row, so it can run
     /// while a caller's open transaction holds that row (the outbox path).
     pub(crate) async fn ensure_segments(&self, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
         let mut client = self.segment_client().await?;
