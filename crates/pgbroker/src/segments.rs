@@ -16,7 +16,7 @@ const DDL_LOCK_TIMEOUT: &str = "200ms";
 
 /// The name of the segment table for `partition_id` starting at `base`.
 /// Built from two integers only, so it is safe to place in SQL text.
-fn segment_table(partition_id: i64, base: i64) -> String {
+pub(crate) fn segment_table(partition_id: i64, base: i64) -> String {
     format!("seg_{partition_id}_{base}")
 }
 
