@@ -1,6 +1,9 @@
 //! The [`Broker`] handle: configuration, the connection pool and the caches
 //! that every operation shares.
 
+pub(crate) mod backoff;
+pub(crate) mod notify;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,11 +12,11 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use crate::cache::RecordCache;
+use crate::broker::notify::Wakeups;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationReport};
-use crate::notify::Wakeups;
 use crate::sql::Schema;
+use crate::streams::cache::RecordCache;
 use crate::types::TopicName;
 
 /// The database URL used when none is configured.
@@ -51,7 +54,7 @@ impl Default for BrokerConfig {
             pool_size: 16,
             migrate: true,
             cache_bytes_per_partition: 64 << 20,
-            poll_interval: crate::notify::DEFAULT_POLL_INTERVAL,
+            poll_interval: crate::broker::notify::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -89,7 +92,7 @@ pub(crate) struct Inner {
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
     /// Spaces connection attempts out while Postgres is unreachable.
-    pub(crate) connect_backoff: crate::backoff::ConnectBackoff,
+    pub(crate) connect_backoff: crate::broker::backoff::ConnectBackoff,
     pub cache: RecordCache,
     /// Queue metadata cache, statements and maintenance state.
     pub queues: crate::queues::QueueState,
@@ -192,8 +195,8 @@ impl Broker {
             segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
-            produce_sql: schema.qualify(crate::produce::PRODUCE),
-            outbox_lock_sql: schema.qualify(crate::produce::OUTBOX_LOCK),
+            produce_sql: schema.qualify(crate::streams::produce::PRODUCE),
+            outbox_lock_sql: schema.qualify(crate::streams::produce::OUTBOX_LOCK),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),
