@@ -42,6 +42,7 @@ mod headers;
 pub mod maintenance;
 mod migrate;
 pub mod queues;
+mod sql;
 pub mod streams;
 mod types;
 

@@ -40,7 +40,7 @@ impl Queues<'_> {
     /// keeps acknowledged messages). All or nothing: if any receipt is not
     /// current, nothing changes and the error names the refused ones.
     pub async fn ack(self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        super::settle::ack(self.broker, queue, receipts).await
+        super::settle::ack_receipts(self.broker, queue, receipts).await
     }
 
     /// Acknowledges inside the caller's open transaction: the messages are
@@ -58,7 +58,7 @@ impl Queues<'_> {
     /// its attempts moves to the dead-letter queue instead. All or nothing,
     /// as [`Broker::ack`].
     pub async fn nack(self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
-        super::settle::nack(self.broker, queue, receipts, options).await
+        super::settle::nack_receipts(self.broker, queue, receipts, options).await
     }
 
     /// Extends leases: each now ends `by` after its current end (or after
@@ -66,7 +66,7 @@ impl Queues<'_> {
     /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
     /// order of `receipts`. All or nothing, as [`Broker::ack`].
     pub async fn extend_lease(self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
-        super::settle::extend(self.broker, queue, receipts, by).await
+        super::settle::extend_leases(self.broker, queue, receipts, by).await
     }
 
     /// Claims up to `max_messages` due messages, highest priority first,

@@ -234,7 +234,7 @@ impl BatchOp for AckOp {
             let all: Vec<Receipt> = reqs.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
             let distinct = all.iter().map(Receipt::message_id).collect::<HashSet<_>>().len() == all.len();
             let first = if reqs.len() > 1 && distinct {
-                match crate::queues::settle::ack_fast(&b, &meta, &all).await {
+                match crate::queues::settle::try_ack_fast(&b, &meta, &all).await {
                     Ok(true) => return reqs.iter().map(|_| Ok(())).collect(),
                     Ok(false) => None,
                     Err(e) => Some(e),
