@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::output::write_record;
 use crate::{ConsumeArgs, ProduceArgs};
 
-/// Lines per `Broker::produce` call.
+/// Lines per `pgbroker::streams::Streams::produce` call.
 const BATCH: usize = 500;
 /// How long a partial batch waits for more input before it is sent, so that
 /// interactive input is written line by line while piped input is batched.

@@ -14,9 +14,9 @@
 //!
 //! With [`KafkaConfig::auth`] set, clients authenticate with SASL
 //! (SCRAM-SHA-256, or PLAIN when explicitly allowed) against the users the
-//! library stores ([`pgbroker::Broker::add_user`]) before anything else is
+//! library stores ([`pgbroker::auth::Auth::add_user`]) before anything else is
 //! served, and each user may do only what its ACLs grant
-//! ([`pgbroker::Broker::grant`]), unless it is one of
+//! ([`pgbroker::auth::Auth::grant`]), unless it is one of
 //! [`AuthConfig::super_users`].
 
 mod alloc;

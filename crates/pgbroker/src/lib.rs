@@ -1,19 +1,37 @@
 //! pgbroker: Kafka-style streams and work queues stored in PostgreSQL.
 //!
-//! A [`Broker`] is a handle to pgbroker's tables in one Postgres schema.
+//! A [`Broker`] is a handle to pgbroker's tables in one Postgres schema: it
+//! connects, migrates and holds the connection pool. Every operation is
+//! reached through a handle of its area, and each handle's file lists all
+//! of that area's operations:
+//!
+//! | handle | area |
+//! |---|---|
+//! | [`Broker::topics`] | create, describe, grow and delete topics |
+//! | [`Broker::streams`] | produce, fetch, offsets, [`Producer`], [`Consumer`] |
+//! | [`Broker::groups`] | the library's consumer groups and committed offsets |
+//! | [`Broker::classic_groups`] | Kafka's classic group protocol |
+//! | [`Broker::queues`] | work queues: send, receive, ack, nack, redrive |
+//! | [`Broker::auth`] | users, SCRAM credentials and ACLs |
+//! | [`Broker::cluster`] | the Kafka front end's node registry |
+//! | [`Broker::maintenance`] | retention and queue upkeep |
+//!
 //! Topics have partitions; each partition is an ordered, gap-free log of
-//! records. Producers append with [`Broker::produce`] (or inside their own
-//! transaction with [`Broker::produce_in`], or through the batching
-//! [`Producer`]); consumers read with [`Broker::fetch`] or the
-//! group-aware [`Consumer`].
+//! records. Producers append with [`streams::Streams::produce`] (or inside
+//! their own transaction with [`streams::Streams::produce_in`], or through
+//! the batching [`Producer`]); consumers read with
+//! [`streams::Streams::fetch`] or the group-aware [`Consumer`].
 //!
 //! Work queues deliver each message to one receiver at a time, at least
-//! once: [`Broker::send`] (or [`Broker::send_in`] inside your transaction),
-//! [`Broker::receive`] with a lease and a receipt, then [`Broker::ack`] (or
-//! [`Broker::ack_in`], together with the work's own writes),
-//! [`Broker::nack`] or [`Broker::extend`]. Retries with backoff, dead
-//! letters, delays, priorities, deduplication keys and FIFO groups come
-//! with them.
+//! once: [`queues::Queues::send`] (or [`queues::Queues::send_in`] inside
+//! your transaction), [`queues::Queues::receive`] with a lease and a
+//! receipt, then [`queues::Queues::ack`] (or [`queues::Queues::ack_in`],
+//! together with the work's own writes), [`queues::Queues::nack`] or
+//! [`queues::Queues::extend_lease`]. Retries with backoff, dead letters,
+//! delays, priorities, deduplication keys and FIFO groups come with them.
+//!
+//! The crate root holds the everyday types; the rest live in their area's
+//! module ([`streams`], [`queues`], [`groups`], [`auth`], [`cluster`]).
 //!
 //! ```no_run
 //! use pgbroker::{Broker, BrokerConfig, Record, TopicConfig, TopicName};
@@ -21,11 +39,11 @@
 //! # async fn demo() -> pgbroker::Result<()> {
 //! let broker = Broker::connect(BrokerConfig::default()).await?;
 //! let topic = TopicName::new("orders")?;
-//! broker
-//!     .topics().create(&topic, &TopicConfig { partitions: 4, ..TopicConfig::default() })
-//!     .await?;
+//! let config = TopicConfig { partitions: 4, ..TopicConfig::default() };
+//! broker.topics().create(&topic, &config).await?;
 //! let at = broker.streams().produce(&topic, None, &[Record::keyed("user-1", "hello")]).await?;
 //! let read = broker
+//!     .streams()
 //!     .fetch(&topic, at[0].partition, at[0].offset, Default::default())
 //!     .await?;
 //! assert_eq!(read.records[0].value.as_deref(), Some(&b"hello"[..]));

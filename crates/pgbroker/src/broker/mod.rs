@@ -80,7 +80,7 @@ const SEGMENT_POOL_SIZE: usize = 2;
 
 pub(crate) struct Inner {
     pub pool: Pool,
-    /// See [`SEGMENT_POOL_SIZE`]; used by [`Broker::ensure_segments`].
+    /// See [`SEGMENT_POOL_SIZE`]; used by [`crate::streams::segments::ensure_segments`].
     pub segment_pool: Pool,
     pub pg_config: tokio_postgres::Config,
     pub schema: String,

@@ -23,41 +23,6 @@ impl Broker {
 }
 
 impl Groups<'_> {
-    /// Every committed offset of a group (OffsetFetch without topics), by
-    /// topic and partition.
-    pub async fn all_offsets(self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
-        super::classic::offsets::all_committed_offsets(self.broker, group).await
-    }
-
-    /// The group's committed offsets for one topic, by partition.
-    pub async fn offsets(self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
-        super::inspect::committed_offsets(self.broker, group, topic).await
-    }
-
-    /// Every group that has members or committed offsets, by name.
-    pub async fn list(self) -> Result<Vec<GroupId>> {
-        super::inspect::list_groups(self.broker).await
-    }
-
-    /// A group's live members and, per partition, committed offset, high
-    /// watermark, lag and owner.
-    pub async fn describe(self, group: &GroupId) -> Result<GroupDescription> {
-        super::inspect::describe_group(self.broker, group).await
-    }
-
-    /// Moves an inactive group's committed offsets for one topic. Returns
-    /// the new offset of every partition.
-    pub async fn reset_offsets(self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
-        super::inspect::reset_offsets(self.broker, group, topic, to).await
-    }
-
-    /// Deletes an inactive group and its committed offsets; a group with
-    /// live members (library or Kafka clients) is [`Error::GroupNotEmpty`](crate::Error::GroupNotEmpty)
-    /// (Kafka's `NON_EMPTY_GROUP`).
-    pub async fn delete(self, group: &GroupId) -> Result<()> {
-        super::inspect::delete_group(self.broker, group).await
-    }
-
     /// Joins a group (or rejoins, with the id from an earlier join) and
     /// returns this member's partitions for the current generation.
     /// Rejoining with an unchanged subscription does not rebalance.
@@ -92,9 +57,44 @@ impl Groups<'_> {
     /// and assigned every partition it commits. Without it, the commit is
     /// accepted only while the group has no live members (tools, resets).
     /// Members of a Kafka clients' group use
-    /// [`Broker::commit_offsets_classic`] instead
+    /// [`crate::groups::classic::ClassicGroups::commit`] instead
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)).
     pub async fn commit(self, group: &GroupId, member: Option<(&str, i32)>, offsets: &[OffsetCommit]) -> Result<()> {
         super::commit_offsets(self.broker, group, member, offsets).await
+    }
+
+    /// The group's committed offsets for one topic, by partition.
+    pub async fn offsets(self, group: &GroupId, topic: &TopicName) -> Result<Vec<CommittedOffset>> {
+        super::inspect::committed_offsets(self.broker, group, topic).await
+    }
+
+    /// Every committed offset of a group (OffsetFetch without topics), by
+    /// topic and partition.
+    pub async fn all_offsets(self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
+        super::classic::offsets::all_committed_offsets(self.broker, group).await
+    }
+
+    /// Moves an inactive group's committed offsets for one topic. Returns
+    /// the new offset of every partition.
+    pub async fn reset_offsets(self, group: &GroupId, topic: &TopicName, to: ResetTo) -> Result<Vec<CommittedOffset>> {
+        super::inspect::reset_offsets(self.broker, group, topic, to).await
+    }
+
+    /// Every group that has members or committed offsets, by name.
+    pub async fn list(self) -> Result<Vec<GroupId>> {
+        super::inspect::list_groups(self.broker).await
+    }
+
+    /// A group's live members and, per partition, committed offset, high
+    /// watermark, lag and owner.
+    pub async fn describe(self, group: &GroupId) -> Result<GroupDescription> {
+        super::inspect::describe_group(self.broker, group).await
+    }
+
+    /// Deletes an inactive group and its committed offsets; a group with
+    /// live members (library or Kafka clients) is [`Error::GroupNotEmpty`](crate::Error::GroupNotEmpty)
+    /// (Kafka's `NON_EMPTY_GROUP`).
+    pub async fn delete(self, group: &GroupId) -> Result<()> {
+        super::inspect::delete_group(self.broker, group).await
     }
 }

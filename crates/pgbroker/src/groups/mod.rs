@@ -42,7 +42,7 @@ pub(crate) const LIBRARY_PROTOCOL: &str = "pgbroker";
 /// Default of Kafka's `group.initial.rebalance.delay.ms` for classic groups
 /// (Kafka's own default is 3 s): the first rebalance of an empty group
 /// waits this long for more members. Change it per broker with
-/// [`Broker::set_group_initial_rebalance_delay`].
+/// [`crate::groups::classic::ClassicGroups::set_initial_rebalance_delay`].
 pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(200);
 
 use crate::broker::Broker;
@@ -107,7 +107,7 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
-/// A live member as shown by [`Broker::describe_group`].
+/// A live member as shown by [`crate::groups::Groups::describe`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {
     /// Member id.
@@ -144,7 +144,7 @@ pub struct GroupDescription {
     /// Group id.
     pub group: GroupId,
     /// `Stable` with live members, `Empty` without; for a Kafka (classic)
-    /// group, its protocol state (see [`Broker::describe_classic_group`]).
+    /// group, its protocol state (see [`crate::groups::classic::ClassicGroups::describe`]).
     pub state: String,
     /// `pgbroker` for the library's groups, the Kafka clients' protocol
     /// type (usually `consumer`) for classic groups, empty for a group
@@ -461,7 +461,7 @@ pub(crate) async fn leave_group(broker: &Broker, group: &GroupId, member_id: &st
 /// and assigned every partition it commits. Without it, the commit is
 /// accepted only while the group has no live members (tools, resets).
 /// Members of a Kafka clients' group use
-/// [`Broker::commit_offsets_classic`] instead
+/// [`crate::groups::classic::ClassicGroups::commit`] instead
 /// ([`Error::InconsistentGroupProtocol`]).
 pub(crate) async fn commit_offsets(
     broker: &Broker,

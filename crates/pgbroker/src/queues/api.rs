@@ -27,94 +27,6 @@ impl Broker {
 }
 
 impl Queues<'_> {
-    /// Moves the dead letters held in `queue` back: each to the queue it
-    /// was dead-lettered from (messages dead in `queue` itself come alive
-    /// there), or all to `to`. They start over with zero attempts. Messages
-    /// under a lease (someone is inspecting them) and those whose source
-    /// queue no longer exists stay. Returns how many moved.
-    pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
-        super::membership::redrive(self.broker, queue, to).await
-    }
-
-    /// Acknowledges messages: they are deleted (or archived, if the queue
-    /// keeps acknowledged messages). All or nothing: if any receipt is not
-    /// current, nothing changes and the error names the refused ones.
-    pub async fn ack(self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        super::settle::ack_receipts(self.broker, queue, receipts).await
-    }
-
-    /// Acknowledges inside the caller's open transaction: the messages are
-    /// gone if and only if it commits. Doing the work's writes and the
-    /// acknowledgement in one transaction is what makes processing
-    /// effectively exactly once. The messages stay locked until the caller
-    /// commits or rolls back. Use the default READ COMMITTED isolation.
-    pub async fn ack_in(self, client: &impl GenericClient, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        super::settle::ack_in(self.broker, client, queue, receipts).await
-    }
-
-    /// Releases messages (a negative acknowledgement): their leases end and
-    /// they come due again after `options.delay`, or after the queue's
-    /// retry backoff when no delay is given. A message that has used all
-    /// its attempts moves to the dead-letter queue instead. All or nothing,
-    /// as [`Broker::ack`].
-    pub async fn nack(self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
-        super::settle::nack_receipts(self.broker, queue, receipts, options).await
-    }
-
-    /// Extends leases: each now ends `by` after its current end (or after
-    /// now, if it already passed), but never more than
-    /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
-    /// order of `receipts`. All or nothing, as [`Broker::ack`].
-    pub async fn extend_lease(self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
-        super::settle::extend_leases(self.broker, queue, receipts, by).await
-    }
-
-    /// Claims up to `max_messages` due messages, highest priority first,
-    /// then oldest, each with a lease of the visibility timeout and a new
-    /// receipt. With a `wait`, a receive that finds nothing waits for a send
-    /// (woken by notification within milliseconds, or by a timer when a
-    /// delay, backoff or lease comes due; it polls at least every 500 ms)
-    /// and returns as soon as it claimed at least one message, or empty
-    /// when the wait is over.
-    ///
-    /// Delivery is at least once: a message whose lease expires is
-    /// delivered again, with `attempt` one higher.
-    pub async fn receive(self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
-        super::receive::receive(self.broker, queue, options).await
-    }
-
-    /// Sends one message; returns its id, or the id of the message holding
-    /// its deduplication key.
-    ///
-    /// Concurrent sends of this process to one queue share statements (see
-    /// `coalesce`); each still returns only once its message is committed.
-    pub async fn send(self, queue: &QueueName, message: &Message) -> Result<Sent> {
-        super::send::send(self.broker, queue, message).await
-    }
-
-    /// Sends messages in one statement and one transaction: all of them or
-    /// none. Returns, in input order, each message's id (for a duplicate,
-    /// the id of the message holding its key).
-    pub async fn send_batch(self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
-        super::send::send_batch(self.broker, queue, messages).await
-    }
-
-    /// Sends inside the caller's open transaction (the transactional
-    /// outbox): the messages exist if and only if that transaction commits.
-    /// Waiting receivers are woken by NOTIFY at the commit.
-    ///
-    /// Messages with a FIFO group or a deduplication key hold that group's
-    /// or key's row lock until the caller commits; keep such transactions
-    /// short. Use the default READ COMMITTED isolation.
-    pub async fn send_in(
-        self,
-        client: &impl GenericClient,
-        queue: &QueueName,
-        messages: &[Message],
-    ) -> Result<Vec<Sent>> {
-        super::send::send_in(self.broker, client, queue, messages).await
-    }
-
     /// Creates a queue. Its dead-letter queue, if any, must exist.
     pub async fn create(self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
         super::lifecycle::create_queue(self.broker, name, config).await
@@ -154,5 +66,93 @@ impl Queues<'_> {
     /// another queue uses it as its dead-letter queue.
     pub async fn delete(self, name: &QueueName) -> Result<()> {
         super::lifecycle::delete_queue(self.broker, name).await
+    }
+
+    /// Sends one message; returns its id, or the id of the message holding
+    /// its deduplication key.
+    ///
+    /// Concurrent sends of this process to one queue share statements (see
+    /// `coalesce`); each still returns only once its message is committed.
+    pub async fn send(self, queue: &QueueName, message: &Message) -> Result<Sent> {
+        super::send::send(self.broker, queue, message).await
+    }
+
+    /// Sends messages in one statement and one transaction: all of them or
+    /// none. Returns, in input order, each message's id (for a duplicate,
+    /// the id of the message holding its key).
+    pub async fn send_batch(self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
+        super::send::send_batch(self.broker, queue, messages).await
+    }
+
+    /// Sends inside the caller's open transaction (the transactional
+    /// outbox): the messages exist if and only if that transaction commits.
+    /// Waiting receivers are woken by NOTIFY at the commit.
+    ///
+    /// Messages with a FIFO group or a deduplication key hold that group's
+    /// or key's row lock until the caller commits; keep such transactions
+    /// short. Use the default READ COMMITTED isolation.
+    pub async fn send_in(
+        self,
+        client: &impl GenericClient,
+        queue: &QueueName,
+        messages: &[Message],
+    ) -> Result<Vec<Sent>> {
+        super::send::send_in(self.broker, client, queue, messages).await
+    }
+
+    /// Claims up to `max_messages` due messages, highest priority first,
+    /// then oldest, each with a lease of the visibility timeout and a new
+    /// receipt. With a `wait`, a receive that finds nothing waits for a send
+    /// (woken by notification within milliseconds, or by a timer when a
+    /// delay, backoff or lease comes due; it polls at least every 500 ms)
+    /// and returns as soon as it claimed at least one message, or empty
+    /// when the wait is over.
+    ///
+    /// Delivery is at least once: a message whose lease expires is
+    /// delivered again, with `attempt` one higher.
+    pub async fn receive(self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+        super::receive::receive(self.broker, queue, options).await
+    }
+
+    /// Acknowledges messages: they are deleted (or archived, if the queue
+    /// keeps acknowledged messages). All or nothing: if any receipt is not
+    /// current, nothing changes and the error names the refused ones.
+    pub async fn ack(self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+        super::settle::ack_receipts(self.broker, queue, receipts).await
+    }
+
+    /// Acknowledges inside the caller's open transaction: the messages are
+    /// gone if and only if it commits. Doing the work's writes and the
+    /// acknowledgement in one transaction is what makes processing
+    /// effectively exactly once. The messages stay locked until the caller
+    /// commits or rolls back. Use the default READ COMMITTED isolation.
+    pub async fn ack_in(self, client: &impl GenericClient, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+        super::settle::ack_in(self.broker, client, queue, receipts).await
+    }
+
+    /// Releases messages (a negative acknowledgement): their leases end and
+    /// they come due again after `options.delay`, or after the queue's
+    /// retry backoff when no delay is given. A message that has used all
+    /// its attempts moves to the dead-letter queue instead. All or nothing,
+    /// as [`crate::queues::Queues::ack`].
+    pub async fn nack(self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
+        super::settle::nack_receipts(self.broker, queue, receipts, options).await
+    }
+
+    /// Extends leases: each now ends `by` after its current end (or after
+    /// now, if it already passed), but never more than
+    /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
+    /// order of `receipts`. All or nothing, as [`crate::queues::Queues::ack`].
+    pub async fn extend_lease(self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
+        super::settle::extend_leases(self.broker, queue, receipts, by).await
+    }
+
+    /// Moves the dead letters held in `queue` back: each to the queue it
+    /// was dead-lettered from (messages dead in `queue` itself come alive
+    /// there), or all to `to`. They start over with zero attempts. Messages
+    /// under a lease (someone is inspecting them) and those whose source
+    /// queue no longer exists stay. Returns how many moved.
+    pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
+        super::membership::redrive(self.broker, queue, to).await
     }
 }

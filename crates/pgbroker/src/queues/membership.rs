@@ -346,7 +346,7 @@ async fn purge_on(broker: &Broker, client: &impl GenericClient, meta: &QueueMeta
     Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
 }
 
-/// Deletes every message of the queue; see [`Broker::purge_queue`].
+/// Deletes every message of the queue; see [`crate::queues::Queues::purge`].
 pub(super) async fn purge(broker: &Broker, meta: &QueueMeta) -> Result<u64> {
     let mut tries = 0;
     loop {

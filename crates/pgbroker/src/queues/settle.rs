@@ -334,7 +334,7 @@ pub(crate) async fn ack_in(
 /// they come due again after `options.delay`, or after the queue's
 /// retry backoff when no delay is given. A message that has used all
 /// its attempts moves to the dead-letter queue instead. All or nothing,
-/// as [`Broker::ack`].
+/// as [`crate::queues::Queues::ack`].
 pub(crate) async fn nack_receipts(
     broker: &Broker,
     queue: &QueueName,
@@ -387,7 +387,7 @@ pub(crate) async fn nack_receipts(
 /// Extends leases: each now ends `by` after its current end (or after
 /// now, if it already passed), but never more than
 /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
-/// order of `receipts`. All or nothing, as [`Broker::ack`].
+/// order of `receipts`. All or nothing, as [`crate::queues::Queues::ack`].
 pub(crate) async fn extend_leases(
     broker: &Broker,
     queue: &QueueName,

@@ -97,7 +97,7 @@ impl Streams<'_> {
 
     /// Produces inside the caller's open transaction (the transactional
     /// outbox): the records become visible if and only if that transaction
-    /// commits. Partition choice is as in [`Broker::produce`].
+    /// commits. Partition choice is as in [`crate::streams::Streams::produce`].
     ///
     /// The partition's row lock is held until the caller commits, so other
     /// producers to the same partitions wait for it: keep such transactions
@@ -112,9 +112,9 @@ impl Streams<'_> {
         super::produce::produce_in(self.broker, client, topic, partition, records).await
     }
 
-    /// Hands out a new producer id, with epoch 0.
-    pub async fn init_producer_id(self) -> Result<(i64, i16)> {
-        super::idempotent::init_producer_id(self.broker).await
+    /// Starts an auto-batching producer.
+    pub fn producer(self, config: ProducerConfig) -> Producer {
+        super::producer::producer(self.broker, config)
     }
 
     /// Appends `records` to one partition as the batch `batch` of an
@@ -131,9 +131,9 @@ impl Streams<'_> {
         super::idempotent::produce_idempotent(self.broker, topic, partition, records, batch).await
     }
 
-    /// Starts an auto-batching producer.
-    pub fn producer(self, config: ProducerConfig) -> Producer {
-        super::producer::producer(self.broker, config)
+    /// Hands out a new producer id, with epoch 0.
+    pub async fn init_producer_id(self) -> Result<(i64, i16)> {
+        super::idempotent::init_producer_id(self.broker).await
     }
 
     /// Reads records of one partition from `offset`. When there are none
@@ -150,16 +150,6 @@ impl Streams<'_> {
         super::fetch::fetch(self.broker, topic, partition, offset, limits).await
     }
 
-    /// Resolves earliest, latest or a timestamp to an offset of a partition.
-    pub async fn resolve_offset(self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
-        super::fetch::resolve_offset(self.broker, topic, partition, spec).await
-    }
-
-    /// Log start and high watermark of a partition.
-    pub async fn watermarks(self, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
-        super::fetch::watermarks(self.broker, topic, partition).await
-    }
-
     /// Reads each partition from its offset, returning one result per read
     /// in input order (an error for one partition, such as
     /// [`crate::Error::OffsetOutOfRange`], does not fail the others). When
@@ -168,6 +158,16 @@ impl Streams<'_> {
     /// to any of the partitions.
     pub async fn fetch_many(self, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
         super::fetch_many::fetch_many(self.broker, reads, limits).await
+    }
+
+    /// Resolves earliest, latest or a timestamp to an offset of a partition.
+    pub async fn resolve_offset(self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
+        super::fetch::resolve_offset(self.broker, topic, partition, spec).await
+    }
+
+    /// Log start and high watermark of a partition.
+    pub async fn watermarks(self, topic: &TopicName, partition: i32) -> Result<(i64, i64)> {
+        super::fetch::watermarks(self.broker, topic, partition).await
     }
 
     /// Makes every record before `before` unreadable and returns the new log

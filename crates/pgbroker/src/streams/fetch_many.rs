@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::streams::fetch::{FetchLimits, FetchResult};
 use crate::types::TopicName;
 
-/// One partition to read in [`Broker::fetch_many`].
+/// One partition to read in [`crate::streams::Streams::fetch_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRead {
     /// Topic.
@@ -29,7 +29,7 @@ pub struct PartitionRead {
     pub max_bytes: usize,
 }
 
-/// Limits on a whole [`Broker::fetch_many`] call.
+/// Limits on a whole [`crate::streams::Streams::fetch_many`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ManyLimits {
     /// Wait until at least this many bytes are available in all

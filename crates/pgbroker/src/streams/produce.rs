@@ -49,7 +49,7 @@ FROM p";
 ///
 /// It also waits for a segment creation under way on the partition to
 /// finish (it holds the partition's segment lock, see
-/// [`Broker::ensure_segments`]). A creating transaction is visible as
+/// [`crate::streams::segments::ensure_segments`]). A creating transaction is visible as
 /// committed a moment before it tells other sessions that `records` has a
 /// new partition, and releases that lock only after; an insert in that
 /// moment would be routed by the old partition list and fail. Taking and
@@ -135,7 +135,7 @@ pub(crate) async fn produce(
 
 /// Produces inside the caller's open transaction (the transactional
 /// outbox): the records become visible if and only if that transaction
-/// commits. Partition choice is as in [`Broker::produce`].
+/// commits. Partition choice is as in [`crate::streams::Streams::produce`].
 ///
 /// The partition's row lock is held until the caller commits, so other
 /// producers to the same partitions wait for it: keep such transactions
@@ -205,7 +205,7 @@ async fn split(
 
 /// Appends on a pooled connection with the single produce statement.
 /// If the batch reaches past the last segment, falls back to
-/// [`Broker::append_locked`] in a transaction of its own. When the
+/// [`crate::streams::produce::append_locked`] in a transaction of its own. When the
 /// partition's spare room runs low, creates the next segment ahead of
 /// time so that producers rarely meet a missing one.
 async fn append_pooled(broker: &Broker, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {

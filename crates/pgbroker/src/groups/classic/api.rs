@@ -35,7 +35,7 @@ impl ClassicGroups<'_> {
     /// members). Members that did not rejoin by then are removed. Returns
     /// the generation, the chosen protocol and the leader; the leader also
     /// gets every member's metadata, to compute the assignment it sends
-    /// with [`Broker::classic_sync`].
+    /// with [`crate::groups::classic::ClassicGroups::sync`].
     ///
     /// A follower rejoining a `Stable` group with unchanged protocols (or
     /// any member repeating its join during `CompletingRebalance`) gets the
@@ -118,7 +118,7 @@ impl ClassicGroups<'_> {
     /// `UNKNOWN_MEMBER_ID`). A simple commit to a group that does not exist
     /// creates it (`Empty`, no protocol type); a member commit to one fails
     /// with [`Error::IllegalGeneration`](crate::Error::IllegalGeneration). Members of the library's own
-    /// groups must use [`Broker::commit_offsets`]
+    /// groups must use [`crate::groups::Groups::commit`]
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)). Metadata is stored with each
     /// offset. Nothing is committed when any check fails.
     pub async fn commit(

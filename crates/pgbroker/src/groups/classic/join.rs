@@ -64,7 +64,7 @@ enum Step {
 /// members). Members that did not rejoin by then are removed. Returns
 /// the generation, the chosen protocol and the leader; the leader also
 /// gets every member's metadata, to compute the assignment it sends
-/// with [`Broker::classic_sync`].
+/// with [`crate::groups::classic::ClassicGroups::sync`].
 ///
 /// A follower rejoining a `Stable` group with unchanged protocols (or
 /// any member repeating its join during `CompletingRebalance`) gets the

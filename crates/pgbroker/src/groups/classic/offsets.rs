@@ -72,7 +72,7 @@ pub struct GroupListing {
 /// `UNKNOWN_MEMBER_ID`). A simple commit to a group that does not exist
 /// creates it (`Empty`, no protocol type); a member commit to one fails
 /// with [`Error::IllegalGeneration`]. Members of the library's own
-/// groups must use [`Broker::commit_offsets`]
+/// groups must use [`crate::groups::Groups::commit`]
 /// ([`Error::InconsistentGroupProtocol`]). Metadata is stored with each
 /// offset. Nothing is committed when any check fails.
 pub(crate) async fn commit_offsets_classic(
