@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 use anyhow::{anyhow, Context, Result};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
-};
 
 /// Runs the workload on a fresh stream, deleted afterwards.
-pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.nats_url.as_str();
     let client = async_nats::connect(url).await.context("connecting to NATS")?;
     let js = jetstream::new(client);
     let name = format!("bench_{}", std::process::id());
@@ -36,7 +39,7 @@ pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
+async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result<Summary> {
     let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -65,7 +68,8 @@ async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result
         let (js, a, s, st, n) = (js.clone(), args.clone(), stats.clone(), stop.clone(), name.to_string());
         tasks.push(tokio::spawn(produce(js, n, a, id, s, st)));
     }
-    measure_peer(args, "nats", "nats-server", stats, stop, tasks).await
+    let process = BrokerProcess::Named("nats-server".into());
+    measure(args, "nats", &process, stats, stop, tasks).await
 }
 
 async fn produce(

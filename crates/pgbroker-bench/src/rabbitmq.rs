@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::QueueArgs;
 use anyhow::{Context, Result};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
@@ -17,12 +22,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, QueueArgs, Stats,
-};
 
 /// Runs the workload on a fresh durable queue, deleted afterwards.
-pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+    let url = env.amqp_url.as_str();
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ")?;
@@ -45,7 +48,7 @@ pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<Summary> {
     let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -76,7 +79,8 @@ async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<serde_
         let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
         tasks.push(tokio::spawn(produce(channel, n, a, id, s, st)));
     }
-    measure_peer(args, "rabbitmq", "beam.smp", stats, stop, tasks).await
+    let process = BrokerProcess::Named("beam.smp".into());
+    measure(args, "rabbitmq", &process, stats, stop, tasks).await
 }
 
 async fn produce(

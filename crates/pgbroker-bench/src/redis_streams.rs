@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 use anyhow::{Context, Result};
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
-};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
@@ -24,7 +26,8 @@ async fn connection(client: &redis::Client) -> Result<MultiplexedConnection> {
 }
 
 /// Runs the workload on fresh streams, deleted afterwards.
-pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.redis_url.as_str();
     let client = redis::Client::open(url).context("Redis URL")?;
     let mut admin = connection(&client).await?;
     let keys: Vec<String> = (0..args.partitions)
@@ -41,7 +44,7 @@ pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Result<serde_json::Value> {
+async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Result<Summary> {
     let stats = Stats::start();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -61,7 +64,8 @@ async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Re
         let (k, a, s, st) = (keys.to_vec(), args.clone(), stats.clone(), stop.clone());
         tasks.push(tokio::spawn(produce(conn, k, a, id, s, st)));
     }
-    measure_peer(args, "redis", "redis-server", stats, stop, tasks).await
+    let process = BrokerProcess::Named("redis-server".into());
+    measure(args, "redis", &process, stats, stop, tasks).await
 }
 
 async fn produce(
