@@ -34,22 +34,36 @@ pub struct Summary {
 /// Rates, latency percentiles and costs of one run. Rates are messages/s,
 /// latencies ms, CPU seconds per million messages written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct Figures {
+    /// Measured time, seconds.
     pub duration_s: f64,
+    /// Messages written per second.
     pub write_msgs_per_s: f64,
+    /// Messages read (or received and acknowledged) per second.
     pub read_msgs_per_s: f64,
+    /// MiB written per second.
     pub write_mib_per_s: f64,
+    /// MiB read per second.
     pub read_mib_per_s: f64,
+    /// Median end-to-end latency (receive time minus send time).
     pub e2e_p50_ms: f64,
+    /// 95th percentile of end-to-end latency.
     pub e2e_p95_ms: f64,
+    /// 99th percentile of end-to-end latency.
     pub e2e_p99_ms: f64,
+    /// 99.9th percentile of end-to-end latency.
     pub e2e_p999_ms: f64,
+    /// Largest end-to-end latency.
     pub e2e_max_ms: f64,
+    /// Median time of one send call.
     pub produce_p50_ms: f64,
+    /// 99th percentile of one send call.
     pub produce_p99_ms: f64,
+    /// CPU of the broker process (the harness's own when in process).
     pub broker_cpu_s_per_million: f64,
+    /// CPU of the harness's process.
     pub client_cpu_s_per_million: f64,
+    /// CPU of all Postgres processes.
     pub postgres_cpu_s_per_million: f64,
     /// Largest resident size of the broker process seen, MiB; none when
     /// the broker runs in the harness's own process.
@@ -124,13 +138,18 @@ pub const TABLE: &[Figure] = &[
 
 /// The machine and Postgres a results file was measured on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct Environment {
+    /// CPU model.
     pub cpu: Option<String>,
+    /// Cores available to the harness.
     pub cores: usize,
+    /// Total memory, as /proc/meminfo says it.
     pub memory: Option<String>,
+    /// Kernel release.
     pub kernel: Option<String>,
+    /// /proc/loadavg when the run began.
     pub load_average: Option<String>,
+    /// Postgres's `version()`.
     pub postgres: String,
     /// The Postgres settings that decide what durable writes cost.
     pub settings: BTreeMap<String, String>,
@@ -138,15 +157,22 @@ pub struct Environment {
 
 /// One sample of a soak run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct SoakSample {
+    /// `soak-pubsub` or `soak-queue`.
     pub scenario: String,
+    /// Seconds since measuring began.
     pub t_s: f64,
+    /// Messages written per second since the last sample.
     pub write_msgs_per_s: f64,
+    /// Messages read per second since the last sample.
     pub read_msgs_per_s: f64,
+    /// 99th percentile of end-to-end latency since the last sample.
     pub e2e_p99_ms: f64,
+    /// Dead tuples in the broker's tables.
     pub dead_tuples: i64,
+    /// Size of the broker's tables with their indexes and TOAST.
     pub table_bytes: i64,
+    /// Whether a transaction was held open elsewhere.
     pub holding_transaction: bool,
 }
 
@@ -272,5 +298,55 @@ pub fn print_table(runs: &[Summary], rounds: u32) {
             print!("{:>14.1}{:>9.2}", values[i], values[i] / base);
         }
         println!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of the committed results loads as a typed line and is
+    /// written back with the same keys and values.
+    #[test]
+    fn committed_results_round_trip() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("results directory")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no results in {}", dir.display());
+        let typed = load(&files).expect("every line loads");
+        let raw: Vec<serde_json::Value> = files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).expect("read");
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| serde_json::from_str(l).expect("JSON"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(typed.len(), raw.len());
+        for (line, original) in typed.iter().zip(&raw) {
+            let again = match line {
+                Line::Run(r) => serde_json::to_value(r),
+                Line::Note(n) => serde_json::to_value(n),
+            }
+            .expect("serialise");
+            assert_eq!(&again, original);
+        }
+    }
+
+    #[test]
+    fn a_line_of_another_kind_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pgbroker-bench-kind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("odd.jsonl");
+        std::fs::write(&file, "{\"kind\":\"unknown\"}\n").expect("write");
+        let err = load(&[file.clone()]).expect_err("an unknown kind");
+        assert!(format!("{err:#}").contains("odd.jsonl:1"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
