@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio_postgres::Client;
 
 use crate::db;
-use crate::measure::{histogram, measure, payload, produce_loop, record, Measured, Stats};
+use crate::measure::{histogram, payload, produce_loop, record, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -41,9 +41,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
         ));
     }
     admin.batch_execute(&ddl).await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for g in 0..args.groups {
         for r in 0..args.consumers_per_group {
             let mine: Vec<i32> = (0..args.partitions)
@@ -61,17 +59,17 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
                     )
                     .await?;
             }
-            let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
+            let sc = schema.clone();
             let batch = i64::from(args.read_batch);
-            tasks.push(tokio::spawn(read(client, sc, format!("g{g}"), mine, batch, s, st)));
+            run.spawn(|s, st| read(client, sc, format!("g{g}"), mine, batch, s, st));
         }
     }
     for id in 0..args.producers {
         let client = db::connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(args, "article", &BrokerProcess::InProcess, stats, stop, tasks).await;
+    let outcome = run.measure(args, "article", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

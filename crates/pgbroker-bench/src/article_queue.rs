@@ -15,7 +15,7 @@ use rand::Rng;
 use tokio_postgres::Client;
 
 use crate::db;
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -38,21 +38,19 @@ pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
                                             processed_at timestamptz NOT NULL DEFAULT now());"
         ))
         .await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for _ in 0..args.workers {
         let client = db::connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
+        let sc = schema.clone();
         let batch = i64::from(args.receive_batch);
-        tasks.push(tokio::spawn(work(client, sc, batch, s, st)));
+        run.spawn(|s, st| work(client, sc, batch, s, st));
     }
     for id in 0..args.producers {
         let client = db::connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(args, "article", &BrokerProcess::InProcess, stats, stop, tasks).await;
+    let outcome = run.measure(args, "article", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

@@ -12,7 +12,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use crate::db;
-use crate::measure::{measure, payload, produce_loop, Measured, Stats};
+use crate::measure::{payload, produce_loop, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -31,15 +31,13 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
              CREATE TABLE {schema}.log (payload bytea NOT NULL, created_at timestamptz NOT NULL);"
         ))
         .await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for id in 0..args.producers {
         let client = db::connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(args, "ceiling", &BrokerProcess::InProcess, stats, stop, tasks).await;
+    let outcome = run.measure(args, "ceiling", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 use crate::db;
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -120,9 +120,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
 }
 
 async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
         for _ in 0..args.consumers_per_group {
@@ -143,7 +141,7 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
             consumer.subscribe(&["bench"])?;
             let consumer = Arc::new(consumer);
             consumers.push(consumer.clone());
-            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+            run.spawn(|s, st| consume(consumer, s, st));
         }
     }
     settle(&consumers, args).await;
@@ -155,11 +153,11 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
             .set("compression.type", "none")
             .create()
             .context("creating a librdkafka producer")?;
-        let (a, s, st) = (args.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(producer, a, id, s, st)));
+        let a = args.clone();
+        run.spawn(|s, st| produce(producer, a, id, s, st));
     }
     let process = BrokerProcess::Pid(server.pid()?);
-    measure(args, "kafka-protocol", &process, stats, stop, tasks).await
+    run.measure(args, "kafka-protocol", &process).await
 }
 
 async fn produce(

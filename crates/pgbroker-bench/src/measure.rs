@@ -149,19 +149,46 @@ where
     Ok(Measured::Produce(latency))
 }
 
+/// The tasks of one run and the counters and stop flag they share.
+pub struct Run {
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
+}
+
+impl Run {
+    /// Fresh counters (registered as the run in progress), no tasks yet.
+    pub fn start() -> Run {
+        Run {
+            stats: Stats::start(),
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Spawns the task that `task` makes from the run's counters and stop flag.
+    pub fn spawn<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(Arc<Stats>, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = Result<Measured>> + Send + 'static,
+    {
+        self.tasks
+            .push(tokio::spawn(task(self.stats.clone(), self.stop.clone())));
+    }
+
+    /// See [`measure`].
+    pub async fn measure(self, args: &impl Workload, system: &str, broker: &BrokerProcess) -> Result<Summary> {
+        measure(args, system, broker, self).await
+    }
+}
+
 /// Lets the tasks run through the warm-up and the measured time, then stops
 /// them and returns the summary of `system`: the workload's parameters,
 /// rates, latency percentiles, and CPU seconds per million messages of
 /// `broker`, of this process and of Postgres, with the broker's largest
 /// resident memory seen.
-pub async fn measure(
-    args: &impl Workload,
-    system: impl Into<String>,
-    broker: &BrokerProcess,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
-) -> Result<Summary> {
+async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run: Run) -> Result<Summary> {
+    let Run { stats, stop, tasks } = run;
     tokio::time::sleep(args.run().warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
@@ -223,7 +250,7 @@ pub async fn measure(
         },
     };
     Ok(Summary {
-        system: system.into(),
+        system: system.to_string(),
         shape: args.shape(),
         figures,
         scenario: None,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -40,9 +40,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
 }
 
 async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     let stream = js.get_stream(name).await.map_err(|e| anyhow!("{e}"))?;
     for g in 0..args.groups {
         let consumer = stream
@@ -56,20 +54,15 @@ async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result
             .map_err(|e| anyhow!("creating a durable consumer: {e}"))?;
         for _ in 0..args.consumers_per_group {
             let batch = usize::try_from(args.read_batch)?;
-            tasks.push(tokio::spawn(consume(
-                consumer.clone(),
-                batch,
-                stats.clone(),
-                stop.clone(),
-            )));
+            run.spawn(|s, st| consume(consumer.clone(), batch, s, st));
         }
     }
     for id in 0..args.producers {
-        let (js, a, s, st, n) = (js.clone(), args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(js, n, a, id, s, st)));
+        let (js, a, n) = (js.clone(), args.clone(), name.to_string());
+        run.spawn(|s, st| produce(js, n, a, id, s, st));
     }
     let process = BrokerProcess::Named("nats-server".into());
-    measure(args, "nats", &process, stats, stop, tasks).await
+    run.measure(args, "nats", &process).await
 }
 
 async fn produce(

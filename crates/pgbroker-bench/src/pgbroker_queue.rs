@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Result;
 use pgbroker::{Broker, Message, QueueConfig, QueueName, ReceiveOptions};
 
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::{library, Endpoints};
@@ -31,23 +31,21 @@ pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
 }
 
 async fn drive(broker: &Broker, queue: &QueueName, args: &QueueArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     let options = ReceiveOptions {
         max_messages: usize::try_from(args.receive_batch)?,
         wait: Duration::from_millis(100),
         visibility_timeout: None,
     };
     for _ in 0..args.workers {
-        let (b, q, s, st) = (broker.clone(), queue.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(work(b, q, options, s, st)));
+        let (b, q) = (broker.clone(), queue.clone());
+        run.spawn(|s, st| work(b, q, options, s, st));
     }
     for p in 0..args.producers {
-        let (b, q, s, st) = (broker.clone(), queue.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(b, q, args.clone(), p, s, st)));
+        let (b, q) = (broker.clone(), queue.clone());
+        run.spawn(|s, st| produce(b, q, args.clone(), p, s, st));
     }
-    measure(args, "pgbroker", &BrokerProcess::InProcess, stats, stop, tasks).await
+    run.measure(args, "pgbroker", &BrokerProcess::InProcess).await
 }
 
 async fn produce(

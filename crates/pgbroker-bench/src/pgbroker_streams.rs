@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetReset, Record, TopicConfig, TopicName};
 
-use crate::measure::{histogram, measure, payload, produce_loop, record, Measured, Stats};
+use crate::measure::{histogram, payload, produce_loop, record, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::{library, Endpoints};
@@ -36,9 +36,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
 }
 
 async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for g in 0..args.groups {
         let group = GroupId::new(format!("{topic}-g{g}"))?;
         for _ in 0..args.consumers_per_group {
@@ -53,15 +51,15 @@ async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<
                 ..ConsumerConfig::new(vec![topic.clone()], Some(group.clone()))
             };
             let consumer = Consumer::new(broker.clone(), config).await?;
-            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+            run.spawn(|s, st| consume(consumer, s, st));
         }
     }
     for p in 0..args.producers {
         let b = broker.clone();
-        let (t, s, st) = (topic.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(b, t, args.clone(), p, s, st)));
+        let t = topic.clone();
+        run.spawn(|s, st| produce(b, t, args.clone(), p, s, st));
     }
-    measure(args, "pgbroker", &BrokerProcess::InProcess, stats, stop, tasks).await
+    run.measure(args, "pgbroker", &BrokerProcess::InProcess).await
 }
 
 async fn produce(

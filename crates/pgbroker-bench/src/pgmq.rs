@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 
 use crate::db;
-use crate::measure::{epoch_micros, histogram, measure, produce_loop, record, Measured, Stats};
+use crate::measure::{epoch_micros, histogram, produce_loop, record, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -61,26 +61,18 @@ pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
 }
 
 async fn drive(url: &str, name: &str, args: &QueueArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for _ in 0..args.workers {
         let client = db::connect(url).await?;
         let batch = i32::try_from(args.receive_batch)?;
-        tasks.push(tokio::spawn(work(
-            client,
-            name.to_string(),
-            batch,
-            stats.clone(),
-            stop.clone(),
-        )));
+        run.spawn(|s, st| work(client, name.to_string(), batch, s, st));
     }
     for id in 0..args.producers {
         let client = db::connect(url).await?;
-        let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(client, n, a, id, s, st)));
+        let (a, n) = (args.clone(), name.to_string());
+        run.spawn(|s, st| produce(client, n, a, id, s, st));
     }
-    measure(args, "pgmq", &BrokerProcess::InProcess, stats, stop, tasks).await
+    run.measure(args, "pgmq", &BrokerProcess::InProcess).await
 }
 
 async fn produce(

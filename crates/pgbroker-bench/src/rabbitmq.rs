@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -49,9 +49,7 @@ pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
 }
 
 async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for w in 0..args.workers {
         let channel = conn.create_channel().await?;
         let prefetch = u16::try_from(args.receive_batch).unwrap_or(u16::MAX);
@@ -65,22 +63,16 @@ async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<Summar
             )
             .await?;
         let batch = usize::try_from(args.receive_batch)?;
-        tasks.push(tokio::spawn(work(
-            channel,
-            consumer,
-            batch,
-            stats.clone(),
-            stop.clone(),
-        )));
+        run.spawn(|s, st| work(channel, consumer, batch, s, st));
     }
     for id in 0..args.producers {
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(channel, n, a, id, s, st)));
+        let (a, n) = (args.clone(), name.to_string());
+        run.spawn(|s, st| produce(channel, n, a, id, s, st));
     }
     let process = BrokerProcess::Named("beam.smp".into());
-    measure(args, "rabbitmq", &process, stats, stop, tasks).await
+    run.measure(args, "rabbitmq", &process).await
 }
 
 async fn produce(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::measure::{histogram, latency_micros, measure, payload, produce_loop, record, stamped, Measured, Stats};
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
@@ -45,9 +45,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
 }
 
 async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Result<Summary> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for g in 0..args.groups {
         for c in 0..args.consumers_per_group {
             let conn = connection(client).await?;
@@ -55,17 +53,17 @@ async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Re
                 .group(format!("g{g}"), format!("c{c}"))
                 .count(usize::try_from(args.read_batch)?)
                 .block(100);
-            let (k, s, st) = (keys.to_vec(), stats.clone(), stop.clone());
-            tasks.push(tokio::spawn(consume(conn, k, format!("g{g}"), options, s, st)));
+            let k = keys.to_vec();
+            run.spawn(|s, st| consume(conn, k, format!("g{g}"), options, s, st));
         }
     }
     for id in 0..args.producers {
         let conn = connection(client).await?;
-        let (k, a, s, st) = (keys.to_vec(), args.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(conn, k, a, id, s, st)));
+        let (k, a) = (keys.to_vec(), args.clone());
+        run.spawn(|s, st| produce(conn, k, a, id, s, st));
     }
     let process = BrokerProcess::Named("redis-server".into());
-    measure(args, "redis", &process, stats, stop, tasks).await
+    run.measure(args, "redis", &process).await
 }
 
 async fn produce(

@@ -345,7 +345,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("odd.jsonl");
         std::fs::write(&file, "{\"kind\":\"unknown\"}\n").expect("write");
-        let err = load(&[file.clone()]).expect_err("an unknown kind");
+        let err = load(&[file]).expect_err("an unknown kind");
         assert!(format!("{err:#}").contains("odd.jsonl:1"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
