@@ -22,18 +22,18 @@ impl Broker {
 
 impl Auth<'_> {
     /// Grants `acl`. Returns true when it is new, false when it was
-    /// already granted; [`Error::UnknownUser`] when the user does not exist.
+    /// already granted; [`Error::UnknownUser`](crate::Error::UnknownUser) when the user does not exist.
     pub async fn grant(self, acl: &Acl) -> Result<bool> {
         super::acl::grant(self.broker, acl).await
     }
 
-    /// Revokes `acl`: [`Error::UnknownUser`] when the user does not exist,
-    /// [`Error::UnknownAcl`] when it was not granted.
+    /// Revokes `acl`: [`Error::UnknownUser`](crate::Error::UnknownUser) when the user does not exist,
+    /// [`Error::UnknownAcl`](crate::Error::UnknownAcl) when it was not granted.
     pub async fn revoke(self, acl: &Acl) -> Result<()> {
         super::acl::revoke(self.broker, acl).await
     }
 
-    /// Every grant, or those of one user ([`Error::UnknownUser`] when the
+    /// Every grant, or those of one user ([`Error::UnknownUser`](crate::Error::UnknownUser) when the
     /// user does not exist), by user, resource and permission.
     pub async fn list_acls(self, user: Option<&str>) -> Result<Vec<Acl>> {
         super::acl::list_acls(self.broker, user).await
@@ -52,7 +52,7 @@ impl Auth<'_> {
         super::users::add_user(self.broker, name, password, iterations).await
     }
 
-    /// Removes a user; [`Error::UnknownUser`] when there is none.
+    /// Removes a user; [`Error::UnknownUser`](crate::Error::UnknownUser) when there is none.
     pub async fn remove_user(self, name: &str) -> Result<()> {
         super::users::remove_user(self.broker, name).await
     }

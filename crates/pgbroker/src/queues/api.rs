@@ -141,7 +141,7 @@ impl Queues<'_> {
 
     /// Extends leases: each now ends `by` after its current end (or after
     /// now, if it already passed), but never more than
-    /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
+    /// [`MAX_VISIBILITY_TIMEOUT`](super::MAX_VISIBILITY_TIMEOUT) from now. Returns the new ends, in the
     /// order of `receipts`. All or nothing, as [`crate::queues::Queues::ack`].
     pub async fn extend_lease(self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
         super::settle::extend_leases(self.broker, queue, receipts, by).await

@@ -150,7 +150,7 @@ impl ClassicGroups<'_> {
     /// member that joins meanwhile, up to the rebalance timeout), so that
     /// members starting together land in one generation. The delay is
     /// fixed when the rebalance starts, by the broker that starts it.
-    /// Defaults to [`crate::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY`]; capped
+    /// Defaults to [`crate::groups::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY`]; capped
     /// at one minute.
     pub fn set_initial_rebalance_delay(self, delay: Duration) {
         let ms = u64::try_from(delay.min(Duration::from_secs(60)).as_millis()).unwrap_or(0);

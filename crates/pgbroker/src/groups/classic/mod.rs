@@ -6,7 +6,7 @@
 //! `group_members` rows, so several brokers can serve one group. Each call
 //! is a short transaction that locks the group's row; a call that has to
 //! wait (a join until the rebalance completes, a follower's sync until the
-//! leader's assignment arrives) polls the rows every [`POLL_INTERVAL`]
+//! leader's assignment arrives) polls the rows every `POLL_INTERVAL`
 //! without holding a lock or a connection in between. Timers are replaced
 //! by deadlines stored in the rows: whichever call notices that a session
 //! expired or a rebalance deadline passed applies it (see `state::tick`).
