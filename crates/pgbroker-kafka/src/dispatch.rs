@@ -11,11 +11,11 @@ use kafka_protocol::messages as m;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
 
 use crate::api;
 use crate::auth::Session;
 use crate::authz::Access;
-use crate::errors::code;
 use crate::metrics;
 use crate::server::{Ctx, MAX_OTHER_FRAME_BYTES};
 
@@ -107,7 +107,10 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
     }
     let Ok(api) = ApiKey::try_from(key) else {
         metrics::request("unknown", false, 0.0);
-        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+        return Ok(Some(bare_error(
+            correlation_id,
+            ResponseError::UnsupportedVersion.code(),
+        )));
     };
     if !supported(api, version) {
         metrics::request(api_name(api), false, 0.0);
@@ -115,11 +118,14 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
             // Answered in version 0, which every client can read, so that
             // it retries with a version from the list.
             let mut resp = ApiVersionsResponse::default();
-            resp.error_code = code::UNSUPPORTED_VERSION;
+            resp.error_code = ResponseError::UnsupportedVersion.code();
             resp.api_keys = api_list();
             return encode(correlation_id, 0, 0, &resp).map(Some);
         }
-        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+        return Ok(Some(bare_error(
+            correlation_id,
+            ResponseError::UnsupportedVersion.code(),
+        )));
     }
     if api != ApiKey::Produce && frame.len() > MAX_OTHER_FRAME_BYTES {
         return Err(format!("{api:?} request of {} bytes", frame.len()));
@@ -198,7 +204,7 @@ macro_rules! api_table {
         async fn route(mut r: Route<'_>) -> Answer {
             match r.api {
                 $(ApiKey::$key => call!(r, $req, $handler $(, $session)?),)*
-                _ => Ok(Some(bare_error(r.header.correlation_id, code::UNSUPPORTED_VERSION))),
+                _ => Ok(Some(bare_error(r.header.correlation_id, ResponseError::UnsupportedVersion.code()))),
             }
         }
 

@@ -10,7 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::cache::RecordCache;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::migrate::{self, quote_ident, MigrationReport};
 use crate::notify::Wakeups;
 use crate::types::{validate_schema, TopicName};
@@ -151,7 +151,7 @@ impl Broker {
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
-            .map_err(|e| Error::invalid("database URL", e))?;
+            .map_err(|e| Error::invalid(Invalid::DatabaseUrl, e))?;
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("pgbroker");
         }

@@ -11,7 +11,7 @@ use futures_util::future::select_all;
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::fetch::{FetchLimits, OffsetSpec};
 use crate::groups::{JoinOptions, Membership, OffsetCommit};
 use crate::notify::ensure_listener;
@@ -132,7 +132,7 @@ impl Consumer {
                 Ok(())
             }
             None => Err(Error::invalid(
-                "seek",
+                Invalid::Seek,
                 format!("{}/{} is not assigned", tp.topic, tp.partition),
             )),
         }

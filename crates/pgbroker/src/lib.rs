@@ -61,7 +61,7 @@ pub use acl::{Acl, AclResource, Permission, UserAcls};
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
-pub use error::{Error, Result};
+pub use error::{Error, Invalid, Result};
 pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
 pub use fetch_many::{ManyLimits, PartitionRead};
 pub use groups::{

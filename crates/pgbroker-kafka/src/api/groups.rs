@@ -15,11 +15,12 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::ResponseError;
 use pgbroker::{ClassicJoinRequest, Error, Permission};
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, group_code};
+use crate::errors::{group_code, NONE};
 use crate::server::Ctx;
 
 fn millis(ms: i32) -> Duration {
@@ -39,13 +40,13 @@ pub(crate) async fn join_group(
         resp.protocol_name = Some(sb(""));
     }
     if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         return Some(resp);
     }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
+            resp.error_code = ResponseError::InvalidGroupId.code();
             return Some(resp);
         }
     };
@@ -93,7 +94,7 @@ pub(crate) async fn join_group(
                 .collect();
         }
         Err(Error::MemberIdRequired { member_id }) => {
-            resp.error_code = code::MEMBER_ID_REQUIRED;
+            resp.error_code = ResponseError::MemberIdRequired.code();
             resp.member_id = sb(member_id);
         }
         Err(e) => resp.error_code = group_code(&e),
@@ -109,13 +110,13 @@ pub(crate) async fn sync_group(
 ) -> Option<SyncGroupResponse> {
     let mut resp = SyncGroupResponse::default();
     if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         return Some(resp);
     }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
+            resp.error_code = ResponseError::InvalidGroupId.code();
             return Some(resp);
         }
     };
@@ -156,8 +157,10 @@ pub(crate) async fn heartbeat(
 ) -> Option<HeartbeatResponse> {
     let mut resp = HeartbeatResponse::default();
     resp.error_code = match group_id(&req.group_id.0) {
-        _ if !info.access.group(Permission::Group, req.group_id.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
-        Err(_) => code::INVALID_GROUP_ID,
+        _ if !info.access.group(Permission::Group, req.group_id.0.as_str()) => {
+            ResponseError::GroupAuthorizationFailed.code()
+        }
+        Err(_) => ResponseError::InvalidGroupId.code(),
         Ok(group) => {
             let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
             match ctx
@@ -165,7 +168,7 @@ pub(crate) async fn heartbeat(
                 .classic_heartbeat(&group, req.member_id.as_str(), req.generation_id, instance.as_deref())
                 .await
             {
-                Ok(()) => code::NONE,
+                Ok(()) => NONE,
                 Err(e) => group_code(&e),
             }
         }
@@ -181,13 +184,13 @@ pub(crate) async fn leave_group(
 ) -> Option<LeaveGroupResponse> {
     let mut resp = LeaveGroupResponse::default();
     if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         return Some(resp);
     }
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
+            resp.error_code = ResponseError::InvalidGroupId.code();
             return Some(resp);
         }
     };
@@ -214,7 +217,7 @@ pub(crate) async fn leave_group(
                         let mut m = MemberResponse::default();
                         m.member_id = sb(id.clone());
                         m.group_instance_id = instance.clone().map(sb);
-                        m.error_code = r.as_ref().err().map_or(code::NONE, group_code);
+                        m.error_code = r.as_ref().err().map_or(NONE, group_code);
                         m
                     })
                     .collect();
@@ -269,7 +272,7 @@ pub(crate) async fn describe_groups(
         let mut d = DescribedGroup::default();
         d.group_id = name.clone();
         if !info.access.sees_group(name.0.as_str()) {
-            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            d.error_code = ResponseError::GroupAuthorizationFailed.code();
             resp.groups.push(d);
             continue;
         }
@@ -319,10 +322,12 @@ pub(crate) async fn delete_groups(
         let mut r = DeletableGroupResult::default();
         r.group_id = name.clone();
         r.error_code = match group_id(&name.0) {
-            _ if !info.access.group(Permission::Admin, name.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
-            Err(_) => code::INVALID_GROUP_ID,
+            _ if !info.access.group(Permission::Admin, name.0.as_str()) => {
+                ResponseError::GroupAuthorizationFailed.code()
+            }
+            Err(_) => ResponseError::InvalidGroupId.code(),
             Ok(g) => match ctx.broker.delete_group(&g).await {
-                Ok(()) => code::NONE,
+                Ok(()) => NONE,
                 Err(e) => group_code(&e),
             },
         };

@@ -12,11 +12,12 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, Permission, TopicName};
+use kafka_protocol::ResponseError;
+use pgbroker::{FetchLimits, Invalid, OffsetCommit, OffsetSpec, Permission, TopicName};
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, data_code, group_code};
+use crate::errors::{data_code, group_code, NONE};
 use crate::server::Ctx;
 
 const LATEST: i64 = -1;
@@ -43,7 +44,7 @@ pub(crate) async fn list_offsets(
                 pr.leader_epoch = 0;
             }
             match &topic {
-                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
+                _ if !allowed => pr.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
                     Ok((ts, off)) => {
                         pr.timestamp = ts;
@@ -51,7 +52,7 @@ pub(crate) async fn list_offsets(
                     }
                     Err(e) => pr.error_code = data_code(&e),
                 },
-                Err(_) => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(_) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
             }
             tr.partitions.push(pr);
         }
@@ -91,10 +92,10 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
                 None => (-1, -1),
             })
         }
-        _ => Err(pgbroker::Error::Invalid {
-            what: "list offsets timestamp",
-            reason: format!("{target} is not supported"),
-        }),
+        _ => Err(pgbroker::Error::invalid(
+            Invalid::Timestamp,
+            format!("{target} is not supported"),
+        )),
     }
 }
 
@@ -117,7 +118,7 @@ pub(crate) async fn offset_for_leader_epoch(
             e.leader_epoch = -1;
             e.end_offset = -1;
             match &topic {
-                _ if !allowed => e.error_code = code::TOPIC_AUTHORIZATION_FAILED,
+                _ if !allowed => e.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
                     Ok(hw) => {
                         e.leader_epoch = 0;
@@ -125,7 +126,7 @@ pub(crate) async fn offset_for_leader_epoch(
                     }
                     Err(err) => e.error_code = data_code(&err),
                 },
-                Err(_) => e.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(_) => e.error_code = ResponseError::UnknownTopicOrPartition.code(),
             }
             tr.partitions.push(e);
         }
@@ -145,7 +146,11 @@ pub(crate) async fn offset_commit(
     // answered one by one; the rest are committed together, fenced by
     // member and generation.
     if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        return Some(commit_answer(&req, &BTreeMap::new(), code::GROUP_AUTHORIZATION_FAILED));
+        return Some(commit_answer(
+            &req,
+            &BTreeMap::new(),
+            ResponseError::GroupAuthorizationFailed.code(),
+        ));
     }
     let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
     let mut offsets = Vec::new();
@@ -156,7 +161,7 @@ pub(crate) async fn offset_commit(
             let key = (t.name.0.to_string(), p.partition_index);
             match &topic {
                 _ if !allowed => {
-                    errors.insert(key, code::TOPIC_AUTHORIZATION_FAILED);
+                    errors.insert(key, ResponseError::TopicAuthorizationFailed.code());
                 }
                 Ok(topic)
                     if ctx
@@ -173,14 +178,14 @@ pub(crate) async fn offset_commit(
                     });
                 }
                 _ => {
-                    errors.insert(key, code::UNKNOWN_TOPIC_OR_PARTITION);
+                    errors.insert(key, ResponseError::UnknownTopicOrPartition.code());
                 }
             }
         }
     }
     let shared = match group_id(&req.group_id.0) {
-        Err(_) => code::INVALID_GROUP_ID,
-        Ok(_) if offsets.is_empty() => code::NONE,
+        Err(_) => ResponseError::InvalidGroupId.code(),
+        Ok(_) if offsets.is_empty() => NONE,
         Ok(group) => match ctx
             .broker
             .commit_offsets_classic(
@@ -191,7 +196,7 @@ pub(crate) async fn offset_commit(
             )
             .await
         {
-            Ok(()) => code::NONE,
+            Ok(()) => NONE,
             Err(e) => group_code(&e),
         },
     };
@@ -232,14 +237,14 @@ pub(crate) async fn offset_fetch(
         Ok(g) => g,
         Err(_) => {
             if v >= 2 {
-                resp.error_code = code::INVALID_GROUP_ID;
+                resp.error_code = ResponseError::InvalidGroupId.code();
             }
             return Some(resp);
         }
     };
     if !info.access.group(Permission::Group, group.as_str()) {
         if v >= 2 {
-            resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         }
         for t in req.topics.iter().flatten() {
             let mut tr = OffsetFetchResponseTopic::default();
@@ -248,7 +253,7 @@ pub(crate) async fn offset_fetch(
                 let mut pr = OffsetFetchResponsePartition::default();
                 pr.partition_index = p;
                 pr.committed_offset = -1;
-                pr.error_code = code::GROUP_AUTHORIZATION_FAILED;
+                pr.error_code = ResponseError::GroupAuthorizationFailed.code();
                 tr.partitions.push(pr);
             }
             resp.topics.push(tr);
@@ -294,7 +299,7 @@ pub(crate) async fn offset_fetch(
                 for &p in &t.partition_indexes {
                     let mut pr = entry(p, by_tp.get(&(t.name.0.to_string(), p)));
                     if !seen {
-                        pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                        pr.error_code = ResponseError::TopicAuthorizationFailed.code();
                     }
                     tr.partitions.push(pr);
                 }
