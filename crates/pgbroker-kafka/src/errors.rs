@@ -75,3 +75,140 @@ pub(crate) fn batch_code(e: &BatchError) -> i16 {
     }
     .code()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(what: Invalid) -> Error {
+        Error::invalid(what, "refused")
+    }
+
+    #[test]
+    fn invalid_values_map_by_what_was_invalid() {
+        assert_eq!(data_code(&invalid(Invalid::TopicName)), 17);
+        assert_eq!(group_code(&invalid(Invalid::GroupId)), 24);
+        assert_eq!(group_code(&invalid(Invalid::SessionTimeout)), 26);
+        for other in [
+            Invalid::PartitionCount,
+            Invalid::Offset,
+            Invalid::Timestamp,
+            Invalid::TopicPrefix,
+        ] {
+            assert_eq!(data_code(&invalid(other)), 42, "{other}");
+            assert_eq!(group_code(&invalid(other)), 42, "{other}");
+        }
+    }
+
+    #[test]
+    fn library_errors_map_onto_their_kafka_codes() {
+        let group = || "g".to_string();
+        let data = [
+            (Error::UnknownTopic("t".into()), 3),
+            (
+                Error::UnknownPartition {
+                    topic: "t".into(),
+                    partition: 9,
+                    count: 1,
+                },
+                3,
+            ),
+            (Error::TopicExists("t".into()), 36),
+            (Error::RecordTooLarge { size: 2, max: 1 }, 10),
+            (
+                Error::OffsetOutOfRange {
+                    offset: 9,
+                    log_start: 0,
+                    high_watermark: 1,
+                },
+                1,
+            ),
+            (
+                Error::OutOfOrderSequence {
+                    producer_id: 1,
+                    last: 1,
+                    got: 3,
+                },
+                45,
+            ),
+            (
+                Error::ProducerFenced {
+                    producer_id: 1,
+                    got: 0,
+                    current: 1,
+                },
+                47,
+            ),
+            (Error::Busy("creating".into()), 56),
+            (Error::UnknownGroup(group()), 69),
+        ];
+        for (e, code) in &data {
+            assert_eq!(data_code(e), *code, "{e}");
+        }
+        let coordinator = [
+            (Error::UnknownGroup(group()), 69),
+            (
+                Error::UnknownMember {
+                    group: group(),
+                    member: "m".into(),
+                },
+                25,
+            ),
+            (
+                Error::RebalanceInProgress {
+                    group: group(),
+                    presented: 1,
+                    current: 2,
+                },
+                27,
+            ),
+            (
+                Error::IllegalGeneration {
+                    group: group(),
+                    presented: 1,
+                    current: 2,
+                },
+                22,
+            ),
+            (
+                Error::NotAssigned {
+                    group: group(),
+                    member: "m".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                22,
+            ),
+            (Error::GroupNotEmpty(group()), 68),
+            (Error::InconsistentGroupProtocol(group()), 23),
+            (Error::MemberIdRequired { member_id: "m".into() }, 79),
+            (
+                Error::FencedInstanceId {
+                    group: group(),
+                    instance_id: "i".into(),
+                },
+                82,
+            ),
+            (Error::UnknownTopic("t".into()), 3),
+            (Error::Busy("creating".into()), 15),
+            (Error::Closed, -1),
+        ];
+        for (e, code) in &coordinator {
+            assert_eq!(group_code(e), *code, "{e}");
+        }
+    }
+
+    #[test]
+    fn refused_batches_map_onto_their_kafka_codes() {
+        let cases = [
+            (BatchError::Corrupt("crc".into()), 2),
+            (BatchError::TooLarge { limit: 1 }, 18),
+            (BatchError::UnsupportedMagic(1), 43),
+            (BatchError::UnsupportedCompression(9), 76),
+            (BatchError::Invalid("null header key".into()), 87),
+        ];
+        for (e, code) in &cases {
+            assert_eq!(batch_code(e), *code, "{e}");
+        }
+    }
+}
