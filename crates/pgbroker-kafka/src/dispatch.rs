@@ -61,6 +61,10 @@ pub(crate) fn api_list() -> Vec<ApiVersion> {
 
 /// What a handler knows of the request besides its body.
 pub(crate) struct ReqInfo<'a> {
+    /// The server.
+    pub ctx: &'a Arc<Ctx>,
+    /// The request's API version.
+    pub version: i16,
     /// The request header.
     pub header: &'a RequestHeader,
     /// The client's address.
@@ -166,8 +170,8 @@ macro_rules! call {
     ($r:ident, $req:ident, $handler:path $(, $session:ident)?) => {{
         let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
         let req = m::$req::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
-        let info = ReqInfo { header, peer: $r.peer, access: &$r.access };
-        match $handler(ctx, version, &info, req $(, &mut *$r.$session)?).await {
+        let info = ReqInfo { ctx, version, header, peer: $r.peer, access: &$r.access };
+        match $handler(&info, req $(, &mut *$r.$session)?).await {
             Some(resp) => encode(header.correlation_id, api.response_header_version(version), version, &resp).map(Some),
             None => Ok(None),
         }

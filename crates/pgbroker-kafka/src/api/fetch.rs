@@ -1,7 +1,6 @@
 //! Fetch: every asked partition read through the library in one call,
 //! which long-polls across all of them for `min_bytes` up to `max_wait`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,14 +13,14 @@ use crate::codec::encode_batch;
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
 use crate::metrics;
-use crate::server::Ctx;
 
 /// Most records returned per partition by one fetch.
 const MAX_RECORDS_PER_PARTITION: usize = 10_000;
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     // Partitions in request order; names that fail validation or that the
     // user may not consume from are answered without a read.
     let mut reads = Vec::new();

@@ -1,8 +1,6 @@
 //! ApiVersions, Metadata and FindCoordinator: what a client asks before
 //! anything else.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -20,12 +18,7 @@ use crate::dispatch::ReqInfo;
 use crate::errors::{data_code, NONE};
 use crate::server::Ctx;
 
-pub(crate) async fn api_versions(
-    _ctx: &Arc<Ctx>,
-    _v: i16,
-    _info: &ReqInfo<'_>,
-    _req: ApiVersionsRequest,
-) -> Option<ApiVersionsResponse> {
+pub(crate) async fn api_versions(_info: &ReqInfo<'_>, _req: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
     let mut resp = ApiVersionsResponse::default();
     resp.api_keys = api_list();
     Some(resp)
@@ -52,12 +45,8 @@ pub(crate) async fn topic_or_create(ctx: &Ctx, name: &pgbroker::TopicName, allow
     }
 }
 
-pub(crate) async fn metadata(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: MetadataRequest,
-) -> Option<MetadataResponse> {
+pub(crate) async fn metadata(info: &ReqInfo<'_>, req: MetadataRequest) -> Option<MetadataResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let nodes = ctx.live_nodes().await;
     let mut resp = MetadataResponse::default();
     resp.brokers = nodes
@@ -173,11 +162,10 @@ fn topic_error_code(e: &Error) -> i16 {
 }
 
 pub(crate) async fn find_coordinator(
-    ctx: &Arc<Ctx>,
-    v: i16,
     info: &ReqInfo<'_>,
     req: FindCoordinatorRequest,
 ) -> Option<FindCoordinatorResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let nodes = ctx.live_nodes().await;
     let keys: Vec<String> = if v >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()

@@ -1,7 +1,6 @@
 //! ListOffsets, OffsetForLeaderEpoch, OffsetCommit and OffsetFetch.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -15,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use pgbroker::{FetchLimits, Invalid, OffsetCommit, OffsetSpec, Permission, TopicName};
 
-use super::{group_id, sb};
+use super::{group_id, named_topic, sb};
 use crate::dispatch::ReqInfo;
 use crate::errors::{data_code, group_code, NONE};
 use crate::server::Ctx;
@@ -23,18 +22,13 @@ use crate::server::Ctx;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub(crate) async fn list_offsets(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: ListOffsetsRequest,
-) -> Option<ListOffsetsResponse> {
+pub(crate) async fn list_offsets(info: &ReqInfo<'_>, req: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
-        let allowed = info.access.topic(Permission::Consume, t.name.0.as_str());
-        let topic = TopicName::new(t.name.0.as_str());
+        let topic = named_topic(info, Permission::Consume, &t.name.0);
         for p in &t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
@@ -44,7 +38,6 @@ pub(crate) async fn list_offsets(
                 pr.leader_epoch = 0;
             }
             match &topic {
-                _ if !allowed => pr.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
                     Ok((ts, off)) => {
                         pr.timestamp = ts;
@@ -52,7 +45,7 @@ pub(crate) async fn list_offsets(
                     }
                     Err(e) => pr.error_code = data_code(&e),
                 },
-                Err(_) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Err(code) => pr.error_code = *code,
             }
             tr.partitions.push(pr);
         }
@@ -100,25 +93,22 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
 }
 
 pub(crate) async fn offset_for_leader_epoch(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: OffsetForLeaderEpochRequest,
 ) -> Option<OffsetForLeaderEpochResponse> {
+    let ctx = info.ctx;
     // Every partition has had one leader epoch, 0, for its whole life.
     let mut resp = OffsetForLeaderEpochResponse::default();
     for t in &req.topics {
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
-        let allowed = info.access.topic(Permission::Consume, t.topic.0.as_str());
-        let topic = TopicName::new(t.topic.0.as_str());
+        let topic = named_topic(info, Permission::Consume, &t.topic.0);
         for p in &t.partitions {
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
             match &topic {
-                _ if !allowed => e.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
                     Ok(hw) => {
                         e.leader_epoch = 0;
@@ -126,7 +116,7 @@ pub(crate) async fn offset_for_leader_epoch(
                     }
                     Err(err) => e.error_code = data_code(&err),
                 },
-                Err(_) => e.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Err(code) => e.error_code = *code,
             }
             tr.partitions.push(e);
         }
@@ -135,12 +125,8 @@ pub(crate) async fn offset_for_leader_epoch(
     Some(resp)
 }
 
-pub(crate) async fn offset_commit(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: OffsetCommitRequest,
-) -> Option<OffsetCommitResponse> {
+pub(crate) async fn offset_commit(info: &ReqInfo<'_>, req: OffsetCommitRequest) -> Option<OffsetCommitResponse> {
+    let ctx = info.ctx;
     // Without the group right nothing is committed; partitions of topics
     // the user may not consume from, or that the library cannot take, are
     // answered one by one; the rest are committed together, fenced by
@@ -226,12 +212,8 @@ fn commit_answer(
     resp
 }
 
-pub(crate) async fn offset_fetch(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: OffsetFetchRequest,
-) -> Option<OffsetFetchResponse> {
+pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) -> Option<OffsetFetchResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = OffsetFetchResponse::default();
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,

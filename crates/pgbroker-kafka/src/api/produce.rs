@@ -1,8 +1,6 @@
 //! Produce: record batches decoded and bounded here, appended by the
 //! library, one library call per partition, partitions in parallel.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -23,12 +21,8 @@ const INVALID_REQUIRED_ACKS: i16 = 21;
 /// Result of one partition: error code, base offset, log start, message.
 type PartitionOutcome = (i16, i64, Option<String>);
 
-pub(crate) async fn produce(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: ProduceRequest,
-) -> Option<ProduceResponse> {
+pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let acks = req.acks;
     let refuse_all = if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         Some((

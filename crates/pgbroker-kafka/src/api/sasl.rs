@@ -33,12 +33,11 @@ use crate::server::Ctx;
 const SERVER_NONCE_BYTES: usize = 24;
 
 pub(crate) async fn handshake(
-    ctx: &Arc<Ctx>,
-    v: i16,
     info: &ReqInfo<'_>,
     req: SaslHandshakeRequest,
     session: &mut Session,
 ) -> Option<SaslHandshakeResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let offered = &ctx.config.auth.mechanisms;
     let mut resp = SaslHandshakeResponse::default();
     resp.mechanisms = offered.iter().map(|m| sb(m.name())).collect();
@@ -64,12 +63,11 @@ pub(crate) async fn handshake(
 }
 
 pub(crate) async fn authenticate(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: SaslAuthenticateRequest,
     session: &mut Session,
 ) -> Option<SaslAuthenticateResponse> {
+    let ctx = info.ctx;
     let mut resp = SaslAuthenticateResponse::default();
     match step(ctx, info.peer, info.client_id(), &req.auth_bytes, session).await {
         Ok(token) => resp.auth_bytes = token,

@@ -1,7 +1,6 @@
 //! Topic administration (CreateTopics, DeleteTopics, CreatePartitions,
 //! DeleteRecords, DescribeConfigs) and InitProducerId.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -17,10 +16,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use pgbroker::{Error, Permission, TopicConfig, TopicInfo, TopicName};
 
-use super::sb;
+use super::{named_topic, sb};
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
-use crate::server::Ctx;
 
 /// Applies one topic config entry, as Kafka names them.
 fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), String> {
@@ -48,12 +46,8 @@ fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Re
     Ok(())
 }
 
-pub(crate) async fn create_topics(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: CreateTopicsRequest,
-) -> Option<CreateTopicsResponse> {
+pub(crate) async fn create_topics(info: &ReqInfo<'_>, req: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = CreateTopicsResponse::default();
     for t in &req.topics {
         let mut r = CreatableTopicResult::default();
@@ -123,12 +117,8 @@ pub(crate) async fn create_topics(
     Some(resp)
 }
 
-pub(crate) async fn delete_topics(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: DeleteTopicsRequest,
-) -> Option<DeleteTopicsResponse> {
+pub(crate) async fn delete_topics(info: &ReqInfo<'_>, req: DeleteTopicsRequest) -> Option<DeleteTopicsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let names: Vec<String> = if v >= 6 {
         req.topics
             .iter()
@@ -164,11 +154,10 @@ pub(crate) async fn delete_topics(
 }
 
 pub(crate) async fn create_partitions(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: CreatePartitionsRequest,
 ) -> Option<CreatePartitionsResponse> {
+    let ctx = info.ctx;
     let mut resp = CreatePartitionsResponse::default();
     for t in &req.topics {
         let mut r = CreatePartitionsTopicResult::default();
@@ -209,30 +198,24 @@ pub(crate) async fn create_partitions(
     Some(resp)
 }
 
-pub(crate) async fn delete_records(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: DeleteRecordsRequest,
-) -> Option<DeleteRecordsResponse> {
+pub(crate) async fn delete_records(info: &ReqInfo<'_>, req: DeleteRecordsRequest) -> Option<DeleteRecordsResponse> {
+    let ctx = info.ctx;
     let mut resp = DeleteRecordsResponse::default();
     for t in &req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
-        let allowed = info.access.topic(Permission::Admin, t.name.0.as_str());
-        let name = TopicName::new(t.name.0.as_str());
+        let name = named_topic(info, Permission::Admin, &t.name.0);
         for p in &t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             let before = (p.offset >= 0).then_some(p.offset);
             match &name {
-                _ if !allowed => pr.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 Ok(name) => match ctx.broker.delete_records(name, p.partition_index, before).await {
                     Ok(start) => pr.low_watermark = start,
                     Err(e) => pr.error_code = data_code(&e),
                 },
-                Err(_) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Err(code) => pr.error_code = *code,
             }
             tr.partitions.push(pr);
         }
@@ -265,11 +248,10 @@ fn topic_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
 }
 
 pub(crate) async fn describe_configs(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: DescribeConfigsRequest,
 ) -> Option<DescribeConfigsResponse> {
+    let ctx = info.ctx;
     let mut resp = DescribeConfigsResponse::default();
     for res in &req.resources {
         let mut r = DescribeConfigsResult::default();
@@ -326,12 +308,8 @@ pub(crate) async fn describe_configs(
     Some(resp)
 }
 
-pub(crate) async fn init_producer_id(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: InitProducerIdRequest,
-) -> Option<InitProducerIdResponse> {
+pub(crate) async fn init_producer_id(info: &ReqInfo<'_>, req: InitProducerIdRequest) -> Option<InitProducerIdResponse> {
+    let ctx = info.ctx;
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
