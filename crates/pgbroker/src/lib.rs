@@ -65,7 +65,7 @@ pub mod streams;
 mod types;
 
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
-pub use error::{Error, Result};
+pub use error::{Error, Invalid, Result};
 pub use migrate::{latest_version, MigrationReport};
 pub use queues::{Message, QueueConfig, QueueName, Receipt, ReceivedMessage};
 pub use streams::{partitioner, Consumer, ConsumerConfig, Producer, ProducerConfig, TopicConfig};

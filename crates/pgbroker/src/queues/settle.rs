@@ -15,7 +15,7 @@ use tokio_postgres::GenericClient;
 use super::membership::Op;
 use super::{check_duration, ms, QueueMeta, QueueName, Receipt, MAX_DELAY, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::sql::{Commit, Param, NO_FLUSH_WAIT};
 
 /// The rows of `$2` whose current receipt is the matching entry of `$3`,
@@ -342,7 +342,7 @@ pub(crate) async fn nack_receipts(
     options: &NackOptions,
 ) -> Result<()> {
     if let Some(d) = options.delay {
-        check_duration("delay", d, Duration::ZERO, MAX_DELAY)?;
+        check_duration(Invalid::Delay, d, Duration::ZERO, MAX_DELAY)?;
     }
     let meta = crate::queues::queue_meta(broker, queue).await?;
     let (receipts, ids, tokens) = split(receipts);
@@ -394,7 +394,7 @@ pub(crate) async fn extend_leases(
     receipts: &[Receipt],
     by: Duration,
 ) -> Result<Vec<SystemTime>> {
-    check_duration("extension", by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
+    check_duration(Invalid::Extension, by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
     let meta = crate::queues::queue_meta(broker, queue).await?;
     let (unique, ids, tokens) = split(receipts);
     if unique.is_empty() {
