@@ -53,6 +53,7 @@ mod produce;
 mod producer;
 mod queues;
 mod segments;
+pub mod sql_api;
 mod topics;
 mod types;
 mod users;

@@ -223,6 +223,9 @@ impl Broker {
     /// returned task is aborted. Errors are logged and the loop goes on.
     pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let broker = self.clone();
+        // Applications that use queues only through the SQL functions
+        // rely on this process for queue maintenance too.
+        self.start_queue_maintenance();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -44,7 +44,10 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::TopicName;
 
+pub(crate) use admin::STATS_SQL;
 pub use maintain::QueueMaintenance;
+pub(crate) use receive::REAP_LEASE;
+pub(crate) use settle::MAX_ERROR_BYTES;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
