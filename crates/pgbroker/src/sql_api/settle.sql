@@ -45,24 +45,23 @@ CREATE OR REPLACE FUNCTION @S@._pb_stale(p_ids bigint[], p_tokens text[], p_lock
 LANGUAGE plpgsql AS $f$
 BEGIN
     PERFORM @S@._pb_fail('@STALE_RECEIPT@', 'stale receipt, not the current lease of its message: '
-        || (SELECT string_agg(i || ':' || t, ', ' ORDER BY i, t)
-            FROM unnest(p_ids, p_tokens) AS u(i, t) WHERE i <> ALL(coalesce(p_locked, '{}'))));
+        || coalesce((SELECT string_agg(i || ':' || t, ', ' ORDER BY i, t)
+                     FROM unnest(p_ids, p_tokens) AS u(i, t) WHERE i <> ALL(coalesce(p_locked, '{}'))), ''));
 END
 $f$;
 
 -- Two receipts of one message cannot both be current: refuses those that are not.
 CREATE OR REPLACE FUNCTION @S@._pb_refuse_duplicates(p_queue bigint, p_ids bigint[], p_tokens text[]) RETURNS void
 LANGUAGE plpgsql AS $f$
-DECLARE
-    current_ids bigint[];
 BEGIN
     IF (SELECT count(DISTINCT i) FROM unnest(p_ids) i) = cardinality(p_ids) THEN
         RETURN;
     END IF;
-    SELECT coalesce(array_agg(u.i), '{}') INTO current_ids
-    FROM unnest(p_ids, p_tokens) AS u(i, t)
-    JOIN @S@.queue_messages m ON m.id = u.i AND m.queue_id = p_queue AND m.receipt::text = u.t;
-    PERFORM @S@._pb_stale(p_ids, p_tokens, current_ids);
+    PERFORM @S@._pb_fail('@STALE_RECEIPT@', 'stale receipt, not the current lease of its message: '
+        || coalesce((SELECT string_agg(u.i || ':' || u.t, ', ' ORDER BY u.i, u.t)
+                     FROM unnest(p_ids, p_tokens) AS u(i, t)
+                     WHERE NOT EXISTS (SELECT 1 FROM @S@.queue_messages m
+                                       WHERE m.id = u.i AND m.queue_id = p_queue AND m.receipt::text = u.t)), ''));
 END
 $f$;
 
