@@ -83,9 +83,19 @@ async fn send_receive_ack_through_sql() {
     c.execute(&format!("SELECT {s}.ack('jobs', $1::text)"), &[&receipt])
         .await
         .expect("ack");
-    let stats = db.broker.queue_stats(&QueueName::new("jobs").expect("name")).await.expect("stats");
+    let stats = db
+        .broker
+        .queue_stats(&QueueName::new("jobs").expect("name"))
+        .await
+        .expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
-    refused(&c, s, &format!("SELECT {s}.ack('jobs', '{receipt}')"), sqlstate::STALE_RECEIPT).await;
+    refused(
+        &c,
+        s,
+        &format!("SELECT {s}.ack('jobs', '{receipt}')"),
+        sqlstate::STALE_RECEIPT,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -119,7 +129,9 @@ async fn bodies_headers_and_options_match_the_library() {
     assert_eq!(first, again, "a duplicate returns the id holding the key");
     let batch = c
         .query(
-            &format!("SELECT id, duplicate FROM {s}.send_batch('jobs', ARRAY['b1', 'b2'], dedup_keys => ARRAY['k', 'x'])"),
+            &format!(
+                "SELECT id, duplicate FROM {s}.send_batch('jobs', ARRAY['b1', 'b2'], dedup_keys => ARRAY['k', 'x'])"
+            ),
             &[],
         )
         .await
@@ -134,8 +146,15 @@ async fn bodies_headers_and_options_match_the_library() {
         ["{\"a\": [1, 2]}", "\u{0}\u{fffd}", "text body", "g1", "k1", "b2"]
     );
     assert_eq!(got[1].body, [0u8, 255]);
-    let h: Vec<(String, Option<Vec<u8>>)> = got[2].headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
-    assert_eq!(h, [("n".to_string(), None), ("trace".to_string(), Some(b"abc".to_vec()))]);
+    let h: Vec<(String, Option<Vec<u8>>)> = got[2]
+        .headers
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(
+        h,
+        [("n".to_string(), None), ("trace".to_string(), Some(b"abc".to_vec()))]
+    );
     assert_eq!(got[3].group.as_deref(), Some("g"));
     let stats = c
         .query_one(&format!("SELECT ready, in_flight, delayed FROM {s}.stats('jobs')"), &[])
@@ -179,22 +198,38 @@ async fn nack_extend_and_dead_letters_through_sql() {
     .await;
     let c = db.raw().await;
     let s = &db.schema;
-    c.batch_execute(&format!("SELECT {s}.send('work', 'w', group_key => 'g', dedup_key => 'd')"))
-        .await
-        .expect("send");
+    c.batch_execute(&format!(
+        "SELECT {s}.send('work', 'w', group_key => 'g', dedup_key => 'd')"
+    ))
+    .await
+    .expect("send");
     let (id, r1, _) = one_receipt(&c, s, "work").await;
     let end: std::time::SystemTime = c
-        .query_one(&format!("SELECT {s}.extend('work', $1::text, interval '1 hour')"), &[&r1])
+        .query_one(
+            &format!("SELECT {s}.extend('work', $1::text, interval '1 hour')"),
+            &[&r1],
+        )
         .await
         .expect("extend")
         .get(0);
     assert!(end > std::time::SystemTime::now() + Duration::from_secs(1800));
-    c.batch_execute(&format!("SELECT {s}.nack('work', '{r1}', delay => interval '0 s', error => 'boom')"))
-        .await
-        .expect("nack");
-    refused(&c, s, &format!("SELECT {s}.extend('work', '{r1}', interval '1 s')"), sqlstate::STALE_RECEIPT).await;
+    c.batch_execute(&format!(
+        "SELECT {s}.nack('work', '{r1}', delay => interval '0 s', error => 'boom')"
+    ))
+    .await
+    .expect("nack");
+    refused(
+        &c,
+        s,
+        &format!("SELECT {s}.extend('work', '{r1}', interval '1 s')"),
+        sqlstate::STALE_RECEIPT,
+    )
+    .await;
     let row = c
-        .query_one(&format!("SELECT id, receipt, attempt, last_error FROM {s}.receive('work')"), &[])
+        .query_one(
+            &format!("SELECT id, receipt, attempt, last_error FROM {s}.receive('work')"),
+            &[],
+        )
         .await
         .expect("again");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(2)), (id, 2));
@@ -216,10 +251,16 @@ async fn nack_extend_and_dead_letters_through_sql() {
     assert_eq!(row.get::<_, Option<i32>>(2), Some(2));
     assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("again"));
     let stats = c
-        .query_one(&format!("SELECT ready, in_flight, dead_lettered FROM {s}.stats('work')"), &[])
+        .query_one(
+            &format!("SELECT ready, in_flight, dead_lettered FROM {s}.stats('work')"),
+            &[],
+        )
         .await
         .expect("stats");
-    assert_eq!((stats.get::<_, i64>(0), stats.get::<_, i64>(1), stats.get::<_, i64>(2)), (0, 0, 1));
+    assert_eq!(
+        (stats.get::<_, i64>(0), stats.get::<_, i64>(1), stats.get::<_, i64>(2)),
+        (0, 0, 1)
+    );
     let groups: i64 = c
         .query_one(&format!("SELECT count(*) FROM {s}.queue_groups g JOIN {s}.queues q ON q.id = g.queue_id WHERE q.name = 'dlq' AND g.size = 1"), &[])
         .await
@@ -227,10 +268,17 @@ async fn nack_extend_and_dead_letters_through_sql() {
         .get(0);
     assert_eq!(groups, 1, "the group moved with its message");
     // An expired lease out of attempts is dead-lettered by the next receive.
-    c.batch_execute(&format!("SELECT {s}.send('work', 'x')")).await.expect("send x");
+    c.batch_execute(&format!("SELECT {s}.send('work', 'x')"))
+        .await
+        .expect("send x");
     for _ in 0..2 {
         let n = c
-            .query(&format!("SELECT 1 FROM {s}.receive('work', visibility_timeout => interval '1 ms', wait => interval '5 s')"), &[])
+            .query(
+                &format!(
+                    "SELECT 1 FROM {s}.receive('work', visibility_timeout => interval '1 ms', wait => interval '5 s')"
+                ),
+                &[],
+            )
             .await
             .expect("short lease")
             .len();
@@ -248,7 +296,10 @@ async fn nack_extend_and_dead_letters_through_sql() {
         .await
         .expect("reaped");
     assert_eq!(row.get::<_, Vec<u8>>(0), b"x");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("visibility timeout expired"));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("visibility timeout expired")
+    );
     db.drop().await;
 }
 
@@ -268,19 +319,27 @@ async fn receive_waits_for_a_send_and_for_a_delay() {
             .expect("send");
     });
     let row = c
-        .query_one(&format!("SELECT body FROM {s}.receive('jobs', wait => interval '60 s')"), &[])
+        .query_one(
+            &format!("SELECT body FROM {s}.receive('jobs', wait => interval '60 s')"),
+            &[],
+        )
         .await
         .expect("wait for send");
     assert_eq!(row.get::<_, Vec<u8>>(0), b"late");
     send.await.expect("sender");
     // Inside one transaction the wait still sees time pass: a delayed
     // message comes due during the call.
-    c.batch_execute(&format!("SELECT {s}.send('jobs', 'delayed', delay => interval '300 ms')"))
-        .await
-        .expect("send delayed");
+    c.batch_execute(&format!(
+        "SELECT {s}.send('jobs', 'delayed', delay => interval '300 ms')"
+    ))
+    .await
+    .expect("send delayed");
     c.batch_execute("BEGIN").await.expect("begin");
     let rows = c
-        .query(&format!("SELECT body FROM {s}.receive('jobs', wait => interval '60 s')"), &[])
+        .query(
+            &format!("SELECT body FROM {s}.receive('jobs', wait => interval '60 s')"),
+            &[],
+        )
         .await
         .expect("wait for delay");
     c.batch_execute("COMMIT").await.expect("commit");
@@ -300,16 +359,20 @@ async fn a_settlement_in_a_rolled_back_transaction_changes_nothing() {
     db.queue("jobs", QueueConfig::default()).await;
     let c = db.raw().await;
     let s = &db.schema;
-    c.batch_execute(&format!("SELECT {s}.send('jobs', 'a', group_key => 'g'); SELECT {s}.send('jobs', 'b', group_key => 'g')"))
-        .await
-        .expect("send");
+    c.batch_execute(&format!(
+        "SELECT {s}.send('jobs', 'a', group_key => 'g'); SELECT {s}.send('jobs', 'b', group_key => 'g')"
+    ))
+    .await
+    .expect("send");
     let (_, r, _) = one_receipt(&c, s, "jobs").await;
     let before = snapshot(&c, s).await;
     c.batch_execute(&format!("BEGIN; SELECT {s}.ack('jobs', '{r}'); ROLLBACK"))
         .await
         .expect("ack rolled back");
     assert_eq!(snapshot(&c, s).await, before);
-    c.batch_execute(&format!("SELECT {s}.ack('jobs', '{r}')")).await.expect("ack");
+    c.batch_execute(&format!("SELECT {s}.ack('jobs', '{r}')"))
+        .await
+        .expect("ack");
     let (_, _, body) = one_receipt(&c, s, "jobs").await;
     assert_eq!(body, b"b", "the group's next message became its head");
     db.drop().await;

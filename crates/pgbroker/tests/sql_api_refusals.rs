@@ -54,9 +54,11 @@ async fn bad_sends_are_refused() {
     .await;
     let c = db.raw().await;
     let s = &db.schema;
-    c.batch_execute(&format!("SELECT {s}.send('small', 'x', group_key => 'g', dedup_key => 'k')"))
-        .await
-        .expect("one message, so that a failed send has state to change");
+    c.batch_execute(&format!(
+        "SELECT {s}.send('small', 'x', group_key => 'g', dedup_key => 'k')"
+    ))
+    .await
+    .expect("one message, so that a failed send has state to change");
     let long = "q".repeat(250);
     let key = "k".repeat(256);
     let cases: Vec<(String, &str)> = vec![
@@ -70,19 +72,37 @@ async fn bad_sends_are_refused() {
         ("send('small', 'x', priority => -1)".into(), INVALID),
         ("send('small', 'x', delay => interval '-1 s')".into(), INVALID),
         ("send('small', 'x', delay => interval '31 days')".into(), INVALID),
-        ("send('small', 'x', delay => interval '1 s', deliver_at => now())".into(), INVALID),
-        ("send('small', 'x', deliver_at => now() + interval '31 days')".into(), INVALID),
+        (
+            "send('small', 'x', delay => interval '1 s', deliver_at => now())".into(),
+            INVALID,
+        ),
+        (
+            "send('small', 'x', deliver_at => now() + interval '31 days')".into(),
+            INVALID,
+        ),
         ("send('small', 'x', dedup_key => '')".into(), INVALID),
         (format!("send('small', 'x', dedup_key => '{key}')"), INVALID),
         ("send('small', 'x', group_key => E'a\\nb')".into(), INVALID),
         ("send('small', 'x', headers => '[1]')".into(), INVALID),
         ("send('small', 'x', headers => '\"h\"')".into(), INVALID),
-        ("send('small', 'x', headers => '[{\"key\": \"a\", \"value\": \"not base64!\"}]')".into(), INVALID),
+        (
+            "send('small', 'x', headers => '[{\"key\": \"a\", \"value\": \"not base64!\"}]')".into(),
+            INVALID,
+        ),
         ("send('small', '12345678901')".into(), TOO_LARGE),
-        ("send('small', '12345', headers => '{\"key\": \"123456\"}')".into(), TOO_LARGE),
-        ("send_batch('small', ARRAY['a', 'b'], dedup_keys => ARRAY['k'])".into(), INVALID),
+        (
+            "send('small', '12345', headers => '{\"key\": \"123456\"}')".into(),
+            TOO_LARGE,
+        ),
+        (
+            "send_batch('small', ARRAY['a', 'b'], dedup_keys => ARRAY['k'])".into(),
+            INVALID,
+        ),
         ("send_batch('small', ARRAY['a', '12345678901'])".into(), TOO_LARGE),
-        ("send_batch('small', ARRAY['a', 'b'], group_keys => ARRAY['g', ''])".into(), INVALID),
+        (
+            "send_batch('small', ARRAY['a', 'b'], group_keys => ARRAY['g', ''])".into(),
+            INVALID,
+        ),
         ("send_batch('small', NULL::text[])".into(), INVALID),
     ];
     let cases: Vec<(&str, &str)> = cases.iter().map(|(a, b)| (a.as_str(), *b)).collect();
@@ -115,7 +135,10 @@ async fn bad_receives_and_settlements_are_refused() {
         ("receive('jobs', max => 1001)".into(), INVALID),
         ("receive('jobs', max => NULL)".into(), INVALID),
         ("receive('jobs', visibility_timeout => interval '0 s')".into(), INVALID),
-        ("receive('jobs', visibility_timeout => interval '13 hours')".into(), INVALID),
+        (
+            "receive('jobs', visibility_timeout => interval '13 hours')".into(),
+            INVALID,
+        ),
         ("receive('jobs', wait => interval '2 minutes')".into(), INVALID),
         ("receive('jobs', wait => interval '-1 s')".into(), INVALID),
         ("ack('jobs', 'garbage')".into(), INVALID),
@@ -135,7 +158,10 @@ async fn bad_receives_and_settlements_are_refused() {
         (format!("extend('jobs', '{a}', interval '0 s')"), INVALID),
         (format!("extend('jobs', '{a}', interval '13 hours')"), INVALID),
         (format!("extend('jobs', '{a}', NULL)"), INVALID),
-        (format!("extend('jobs', ARRAY['{a}', '{wrong}'], interval '1 s')"), STALE_RECEIPT),
+        (
+            format!("extend('jobs', ARRAY['{a}', '{wrong}'], interval '1 s')"),
+            STALE_RECEIPT,
+        ),
         ("stats('nope')".into(), UNKNOWN_QUEUE),
         ("stats('')".into(), INVALID_NAME),
     ];

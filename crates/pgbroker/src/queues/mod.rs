@@ -47,10 +47,10 @@ use crate::types::TopicName;
 pub(crate) use admin::STATS_SQL;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
-pub(crate) use settle::MAX_ERROR_BYTES;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
+pub(crate) use settle::MAX_ERROR_BYTES;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;

@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled() {
         let s = script("pgbroker");
-        let left: Vec<&str> = s.match_indices('@').map(|(i, _)| &s[i..(i + 20).min(s.len())]).collect();
+        let left: Vec<&str> = s
+            .match_indices('@')
+            .map(|(i, _)| &s[i..(i + 20).min(s.len())])
+            .collect();
         assert!(left.is_empty(), "{left:?}");
         assert!(!s.contains("$1") && !s.contains("{s}"));
     }
