@@ -1,5 +1,5 @@
--- Checks shared by the SQL functions. Filled in by sql_api/mod.rs:
--- @S@ is the quoted schema, @NAME@ values are limits of the library.
+-- Checks shared by the SQL functions. sql_api/mod.rs fills in the
+-- placeholders: the quoted schema, the library's limits and SQLSTATEs.
 
 CREATE OR REPLACE FUNCTION @S@._pb_fail(p_code text, p_message text) RETURNS void
 LANGUAGE plpgsql AS $f$

@@ -1,6 +1,6 @@
 -- Queue lookup, receipts, and the settlement that changes membership
--- (FIFO groups, deduplication keys, dead letters). The @NAME@ statements
--- are the library's own, with $n bound to the prefixed variables and
+-- (FIFO groups, deduplication keys, dead letters). The statements filled
+-- in are the library's own, with $n bound to the prefixed variables and
 -- now() to pb_now, the clock at the statement.
 
 CREATE OR REPLACE FUNCTION @S@._pb_queue(p_name text) RETURNS @S@.queues
