@@ -23,9 +23,9 @@
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 
-mod admin;
 mod batched;
 mod coalesce;
+mod lifecycle;
 mod maintain;
 mod membership;
 mod receive;
@@ -44,7 +44,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::TopicName;
 
-pub(crate) use admin::STATS_SQL;
+pub(crate) use lifecycle::STATS_SQL;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};

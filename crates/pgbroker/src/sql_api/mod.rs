@@ -112,8 +112,14 @@ pub(crate) fn script(schema: &str) -> String {
         ("@GROUP_HEADS@", inline(&sql.group_heads, "gh")),
         ("@NOTIFY@", notify),
         ("@STATS@", inline(STATS_SQL, "st")),
-        ("@OUTBOX_LOCK@", inline(&crate::produce::outbox_lock_sql(&quoted), "ol")),
-        ("@PRODUCE@", inline(&crate::produce::produce_sql(&quoted), "pr")),
+        (
+            "@OUTBOX_LOCK@",
+            inline(&crate::streams::produce::outbox_lock_sql(&quoted), "ol"),
+        ),
+        (
+            "@PRODUCE@",
+            inline(&crate::streams::produce::produce_sql(&quoted), "pr"),
+        ),
     ];
     let values: Vec<(&str, String)> = vec![
         ("@CHANNEL@", literal(&format!("pgbroker_{schema}"))),
