@@ -20,6 +20,10 @@ fn psycopg_node_postgres_and_kcat() {
     println!("{stdout}");
     eprintln!("{stderr}");
     let passed = stdout.lines().filter(|l| l.starts_with("PASS")).count();
-    assert!(out.status.success(), "compat/sql/run.sh exited {}:\n{stdout}", out.status);
+    assert!(
+        out.status.success(),
+        "compat/sql/run.sh exited {}:\n{stdout}",
+        out.status
+    );
     assert_eq!(passed, 8, "every check must report PASS:\n{stdout}");
 }

@@ -403,3 +403,34 @@ async fn overdue(c: &Client, s: &str) -> (bool, bool) {
     let row = c.query_one(&sql, &[]).await.expect("stats");
     (row.get::<_, bool>(0), row.get::<_, bool>(1))
 }
+
+#[tokio::test]
+async fn migrate_replaces_outdated_functions_but_not_newer_ones() {
+    let db = TestDb::new().await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    let has_stats = format!("SELECT to_regprocedure('{s}.stats(text)') IS NOT NULL");
+    // Another text of this version (an upgrade within it): replaced.
+    c.batch_execute(&format!(
+        "DROP FUNCTION {s}.stats(text); UPDATE {s}.sql_functions SET digest = 'older'"
+    ))
+    .await
+    .expect("outdate");
+    db.broker.migrate().await.expect("migrate");
+    assert!(c.query_one(&has_stats, &[]).await.expect("check").get::<_, bool>(0));
+    // Unchanged: left alone.
+    c.batch_execute(&format!("DROP FUNCTION {s}.stats(text)"))
+        .await
+        .expect("drop");
+    db.broker.migrate().await.expect("migrate");
+    assert!(!c.query_one(&has_stats, &[]).await.expect("check").get::<_, bool>(0));
+    // Installed by a newer build: an older build does not undo it.
+    c.batch_execute(&format!(
+        "UPDATE {s}.sql_functions SET version = version + 1, digest = 'newer'"
+    ))
+    .await
+    .expect("newer");
+    db.broker.migrate().await.expect("migrate");
+    assert!(!c.query_one(&has_stats, &[]).await.expect("check").get::<_, bool>(0));
+    db.drop().await;
+}
