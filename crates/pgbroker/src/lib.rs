@@ -41,6 +41,7 @@ mod groups;
 mod headers;
 mod migrate;
 mod queues;
+mod sql;
 pub mod sql_api;
 mod streams;
 mod types;

@@ -22,8 +22,10 @@ use tokio_postgres::GenericClient;
 use crate::error::Result;
 use crate::migrate::quote_ident;
 use crate::queues::{
-    QueueState, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT, STATS_SQL,
+    Statements, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT, STATS_SQL,
 };
+use crate::sql::Schema;
+use crate::streams::produce::{OUTBOX_LOCK, PRODUCE};
 
 pub mod sqlstate;
 
@@ -85,10 +87,10 @@ fn ms(d: std::time::Duration) -> String {
 }
 
 /// The script that creates every function in `schema`.
-pub(crate) fn script(schema: &str) -> String {
+pub(crate) fn script(schema: &str) -> Result<String> {
     let quoted = quote_ident(schema);
-    let state = QueueState::new(&quoted);
-    let sql = &state.sql;
+    let qualified = Schema::new(schema)?;
+    let sql = &Statements::new(&qualified);
     let notify = inline(&sql.notify, "nt");
     let notify = notify.replacen("SELECT", "PERFORM", 1);
     let api = format!(
@@ -112,14 +114,8 @@ pub(crate) fn script(schema: &str) -> String {
         ("@GROUP_HEADS@", inline(&sql.group_heads, "gh")),
         ("@NOTIFY@", notify),
         ("@STATS@", inline(STATS_SQL, "st")),
-        (
-            "@OUTBOX_LOCK@",
-            inline(&crate::streams::produce::outbox_lock_sql(&quoted), "ol"),
-        ),
-        (
-            "@PRODUCE@",
-            inline(&crate::streams::produce::produce_sql(&quoted), "pr"),
-        ),
+        ("@OUTBOX_LOCK@", inline(&qualified.qualify(OUTBOX_LOCK), "ol")),
+        ("@PRODUCE@", inline(&qualified.qualify(PRODUCE), "pr")),
     ];
     let values: Vec<(&str, String)> = vec![
         ("@CHANNEL@", literal(&format!("pgbroker_{schema}"))),
@@ -156,7 +152,7 @@ pub(crate) fn script(schema: &str) -> String {
     for (k, v) in stmts.iter().chain(values.iter()) {
         text = text.replace(k, v);
     }
-    text.replace("@S@", &quoted)
+    Ok(text.replace("@S@", &quoted))
 }
 
 /// Only roles given the API (see `grant_api`) may call the functions.
@@ -176,7 +172,7 @@ $r$;";
 /// Installs the functions inside the migration's transaction when the
 /// installed ones are older, or of this version with another text.
 pub(crate) async fn install(tx: &impl GenericClient, schema: &str) -> Result<()> {
-    let script = script(schema);
+    let script = script(schema)?;
     let row = tx
         .query_one(
             "SELECT coalesce((SELECT version FROM sql_functions), 0),
@@ -214,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled() {
-        let s = script("pgbroker");
+        let s = script("pgbroker").expect("valid schema");
         let left: Vec<&str> = s
             .match_indices('@')
             .map(|(i, _)| &s[i..(i + 20).min(s.len())])
