@@ -11,6 +11,7 @@ use common::{partitions, TestDb};
 use pgbroker::partitioner::{murmur2, partition_for_key};
 use pgbroker::{FetchLimits, QueueConfig, Record, TopicConfig, TopicName};
 use rand::Rng;
+use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 async fn committed(db: &TestDb, topic: &TopicName, partition: i32) -> Vec<(i64, Option<Vec<u8>>)> {
@@ -300,5 +301,44 @@ async fn sql_and_library_producers_together_leave_no_gap() {
             assert_eq!(values[at + 2], format!("sql{w}-{i}c"));
         }
     }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_running_broker_makes_room_ahead_of_sql_producers() {
+    let db = TestDb::new().await;
+    db.topic(
+        "ahead",
+        TopicConfig {
+            segment_records: 4,
+            ..TopicConfig::default()
+        },
+    )
+    .await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    let room = format!(
+        "SELECT (SELECT max(end_offset) FROM {s}.segments sg WHERE sg.partition_id = p.id) - p.next_offset
+         FROM {s}.partitions p JOIN {s}.topics t ON t.id = p.topic_id WHERE t.name = 'ahead'"
+    );
+    c.query(
+        &format!("SELECT * FROM {s}.produce_batch('ahead', ARRAY['a', 'b', 'c'])"),
+        &[],
+    )
+    .await
+    .expect("produce");
+    let left: i64 = c.query_one(&room, &[]).await.expect("room").get(0);
+    assert!(left <= 2, "the produce leaves at most half a segment: {left}");
+    let maintenance = db.broker.spawn_maintenance(Duration::from_millis(50));
+    let mut after = left;
+    for _ in 0..200 {
+        after = c.query_one(&room, &[]).await.expect("room").get(0);
+        if after > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    maintenance.abort();
+    assert!(after > 2, "maintenance made room ahead: {after} offsets left");
     db.drop().await;
 }

@@ -27,6 +27,7 @@ use crate::queues::{
 use crate::sql::Schema;
 use crate::streams::produce::{OUTBOX_LOCK, PRODUCE};
 
+mod ahead;
 pub mod sqlstate;
 
 /// Bumped when the functions change in a way an older build must not undo.
