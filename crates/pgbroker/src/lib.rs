@@ -61,6 +61,7 @@ pub mod maintenance;
 mod migrate;
 pub mod queues;
 mod sql;
+pub mod sql_api;
 pub mod streams;
 mod types;
 

@@ -207,6 +207,7 @@ async fn queue_maintenance_pass(broker: &Broker, now: bool) -> Result<QueueMaint
     if archive {
         let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
         report.archive_expired = n;
+        client.execute(crate::sql_api::MARK_MAINTAINED, &[]).await?;
         set_schedule(broker, |s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
     }
     if orphans {

@@ -217,10 +217,14 @@ pub(crate) async fn drop_pending_segments(broker: &Broker) -> Result<usize> {
     Ok(dropped)
 }
 
-/// Runs retention and segment clean-up every `interval` until the
+/// Runs retention, segment clean-up and segment creation ahead of
+/// producers every `interval`, and queue maintenance, until the
 /// returned task is aborted. Errors are logged and the loop goes on.
 pub(crate) fn spawn_maintenance(broker: &Broker, interval: Duration) -> tokio::task::JoinHandle<()> {
     let broker = broker.clone();
+    // Applications that use queues only through the SQL functions
+    // rely on this process for queue maintenance too.
+    crate::queues::maintain::start_queue_maintenance(&broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -230,6 +234,9 @@ pub(crate) fn spawn_maintenance(broker: &Broker, interval: Duration) -> tokio::t
                 Ok(0) => {}
                 Ok(n) => tracing::info!(segments = n, "retention dropped segments"),
                 Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            }
+            if let Err(e) = crate::sql_api::ahead::create_segments_ahead(&broker).await {
+                tracing::warn!(error = %e, "creating segments ahead failed");
             }
         }
     })
