@@ -74,9 +74,9 @@ pub use migrate::{latest_version, MigrationReport};
 pub use producer::{Producer, ProducerConfig};
 pub use queues::{
     Message, NackOptions, QueueConfig, QueueInfo, QueueMaintenance, QueueName, QueueStats, Receipt, ReceiveOptions,
-    ReceivedMessage, Sent, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT,
-    MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT,
-    QUEUE_MAX_MESSAGE_BYTES_LIMIT,
+    ReceivedMessage, Sent, SqsQueueSettings, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES,
+    DEFAULT_VISIBILITY_TIMEOUT, MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE,
+    MAX_VISIBILITY_TIMEOUT, QUEUE_MAX_MESSAGE_BYTES_LIMIT, SQS_DEDUP_WINDOW,
 };
 pub use topics::{
     PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
