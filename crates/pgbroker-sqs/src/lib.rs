@@ -59,4 +59,18 @@ pub mod fuzzing {
         }
         Ok(action)
     }
+
+    /// The fuzz target: the bytes up to the first newline are the
+    /// `X-Amz-Target` header (none when there is no newline), the rest is
+    /// the body. Parsing must answer, never panic; an accepted action is
+    /// one the server knows.
+    pub fn request(data: &[u8]) {
+        let (target, body) = match data.iter().position(|b| *b == b'\n') {
+            Some(i) => (std::str::from_utf8(&data[..i]).ok(), &data[i + 1..]),
+            None => (None, data),
+        };
+        if let Ok(action) = parse_request(target, body) {
+            assert!(protocol::ACTIONS.contains(&action));
+        }
+    }
 }
