@@ -265,6 +265,10 @@ pub fn report(
         put("FifoQueue", "true".into());
         put("ContentBasedDeduplication", q.sqs.content_based_dedup.to_string());
     }
+    if !q.sqs.extra.contains_key("SqsManagedSseEnabled") {
+        // Nothing is encrypted at rest by this server.
+        put("SqsManagedSseEnabled", "false".into());
+    }
     for (k, v) in &q.sqs.extra {
         put(k, v.clone());
     }
