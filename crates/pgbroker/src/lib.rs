@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod access_keys;
 mod acl;
 mod backoff;
 mod broker;
@@ -57,6 +58,7 @@ mod topics;
 mod types;
 mod users;
 
+pub use access_keys::{validate_access_key_id, AccessKey, AccessKeyInfo, AccessKeySecret, MAX_ACCESS_KEY_ID_BYTES};
 pub use acl::{Acl, AclResource, Permission, UserAcls};
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
