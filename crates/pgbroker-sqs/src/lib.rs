@@ -3,3 +3,6 @@
 //! It speaks the AWS JSON 1.0 protocol of current SDKs (`POST /` with
 //! `X-Amz-Target: AmazonSQS.<Action>`) and maps each action onto
 //! [`pgbroker::Broker`]'s queue operations.
+
+pub mod auth;
+pub mod sigv4;
