@@ -23,9 +23,9 @@
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 
-mod admin;
 mod batched;
 mod coalesce;
+mod lifecycle;
 mod maintain;
 mod membership;
 mod receive;

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{check_duration, ms, wake_key, QueueMeta, QueueName, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT};
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::ensure_listener;
 use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to

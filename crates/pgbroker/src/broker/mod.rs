@@ -1,6 +1,9 @@
 //! The [`Broker`] handle: configuration, the connection pool and the caches
 //! that every operation shares.
 
+pub(crate) mod backoff;
+pub(crate) mod notify;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,10 +12,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use crate::cache::RecordCache;
+use crate::broker::notify::Wakeups;
 use crate::error::{Error, Result};
 use crate::migrate::{self, quote_ident, MigrationReport};
-use crate::notify::Wakeups;
+use crate::streams::cache::RecordCache;
 use crate::types::{validate_schema, TopicName};
 
 /// The database URL used when none is configured.
@@ -50,7 +53,7 @@ impl Default for BrokerConfig {
             pool_size: 16,
             migrate: true,
             cache_bytes_per_partition: 64 << 20,
-            poll_interval: crate::notify::DEFAULT_POLL_INTERVAL,
+            poll_interval: crate::broker::notify::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -88,7 +91,7 @@ pub(crate) struct Inner {
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
     /// Spaces connection attempts out while Postgres is unreachable.
-    pub(crate) connect_backoff: crate::backoff::ConnectBackoff,
+    pub(crate) connect_backoff: crate::broker::backoff::ConnectBackoff,
     pub cache: RecordCache,
     /// Queue metadata cache, statements and maintenance state.
     pub queues: crate::queues::QueueState,
@@ -192,8 +195,8 @@ impl Broker {
             segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
-            produce_sql: crate::produce::produce_sql(&q),
-            outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
+            produce_sql: crate::streams::produce::produce_sql(&q),
+            outbox_lock_sql: crate::streams::produce::outbox_lock_sql(&q),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),

@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, ToStatement};
 use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::partitioner::partition_for_key;
+use crate::streams::partitioner::partition_for_key;
 use crate::types::{Record, RecordPosition, StoredRecord, TopicName};
 
 /// The single statement that appends a batch.

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
 
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::ensure_listener;
 use crate::types::{to_millis, StoredRecord, TopicName};
 
 /// Bounds on one fetch.

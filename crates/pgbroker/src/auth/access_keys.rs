@@ -16,10 +16,10 @@ use rand::distributions::{Alphanumeric, Distribution, Uniform};
 use rand::Rng;
 use serde::Serialize;
 
+use crate::auth::users::validate_user_name;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::to_millis;
-use crate::users::validate_user_name;
 
 /// Prefix of every access key id pgbroker makes.
 const KEY_ID_PREFIX: &str = "PGBK";
