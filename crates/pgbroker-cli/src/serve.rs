@@ -1,5 +1,6 @@
-//! `pgbroker serve`: the Kafka listener and the HTTP (or HTTPS) health and
-//! metrics listener, with retention and queue maintenance running alongside.
+//! `pgbroker serve`: the Kafka listener, the HTTP (or HTTPS) health and
+//! metrics listener and, when asked for, the SQS-compatible API, with
+//! retention and queue maintenance running alongside.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +63,17 @@ pub struct ServeArgs {
     /// cross the network in clear text.
     #[arg(long)]
     allow_plain_without_tls: bool,
+    /// Address of the SQS-compatible HTTP API (off unless given; ElasticMQ
+    /// and other SQS emulators use port 9324).
+    #[arg(long, value_name = "ADDR")]
+    sqs_listen: Option<SocketAddr>,
+    /// Accept SQS requests without checking their signature, from
+    /// loopback clients only.
+    #[arg(long, requires = "sqs_listen")]
+    sqs_allow_anonymous: bool,
+    /// Region named in the ARNs of SQS queues.
+    #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
+    sqs_region: String,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
@@ -128,6 +140,25 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         http_tls,
         shutdown.clone(),
     ));
+    let (sqs_stop, sqs) = match args.sqs_listen {
+        Some(listen) => {
+            let config = pgbroker_sqs::SqsConfig {
+                listen,
+                allow_anonymous: args.sqs_allow_anonymous,
+                region: args.sqs_region.clone(),
+                ..pgbroker_sqs::SqsConfig::default()
+            };
+            let server = pgbroker_sqs::SqsServer::bind(broker.clone(), config)
+                .await
+                .context("SQS listener")?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(async move {
+                let _ = stopped.await;
+            }));
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let retention = broker.spawn_maintenance(args.maintenance_interval);
     let signals = {
         let shutdown = shutdown.clone();
@@ -145,6 +176,16 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "http listener failed"),
         Err(e) => tracing::warn!(error = %e, "http listener task failed"),
         Ok(Ok(())) => {}
+    }
+    if let Some(stop) = sqs_stop {
+        let _ = stop.send(());
+    }
+    if let Some(sqs) = sqs {
+        match sqs.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "sqs listener failed"),
+            Err(e) => tracing::warn!(error = %e, "sqs listener task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     served.context("kafka listener")
 }

@@ -31,6 +31,7 @@ mod membership;
 mod receive;
 mod send;
 mod settle;
+mod sqs_attrs;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,6 +49,7 @@ pub use maintain::QueueMaintenance;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
+pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;

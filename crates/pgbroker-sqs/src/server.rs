@@ -1,0 +1,193 @@
+//! The listener and the path of a request: read the body (bounded), find
+//! the action, produce the caller (the authentication hook), parse the
+//! JSON, run the action, answer, count.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use pgbroker::Broker;
+use serde_json::Value;
+
+use crate::error::{SqsError, SqsResult};
+use crate::moves::MoveTasks;
+use crate::protocol::{self, Input};
+
+/// Settings of the SQS listener.
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Accept requests without verifying their signature, from loopback
+    /// peers only.
+    pub allow_anonymous: bool,
+    /// Region named in queue ARNs.
+    pub region: String,
+    /// Account id in queue URLs and ARNs.
+    pub account_id: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for SqsConfig {
+    fn default() -> Self {
+        SqsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9324)),
+            allow_anonymous: false,
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            max_body_bytes: 2 << 20,
+        }
+    }
+}
+
+/// What every request shares.
+pub(crate) struct Shared {
+    pub broker: Broker,
+    pub config: SqsConfig,
+    pub moves: Arc<Mutex<MoveTasks>>,
+}
+
+/// Who sent a request, as the authentication hook found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// Not authenticated; allowed by `--sqs-allow-anonymous`.
+    Anonymous,
+}
+
+/// A bound SQS listener, not yet serving.
+pub struct SqsServer {
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl SqsServer {
+    /// Binds the listen address.
+    pub async fn bind(broker: Broker, config: SqsConfig) -> anyhow::Result<SqsServer> {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let shared = Arc::new(Shared {
+            broker,
+            config,
+            moves: Arc::new(Mutex::new(MoveTasks::default())),
+        });
+        Ok(SqsServer { listener, shared })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let sweeper = tokio::spawn(sweep(shared.broker.clone()));
+        let app = Router::new().fallback(handle).with_state(shared);
+        tracing::info!(listen = %self.listener.local_addr()?, "sqs listener up");
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        Ok(served?)
+    }
+}
+
+/// Serves the SQS API on `config.listen` until `shutdown` completes.
+pub async fn serve(
+    broker: Broker,
+    config: SqsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    SqsServer::bind(broker, config).await?.run(shutdown).await
+}
+
+async fn sweep(broker: Broker) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        if let Err(e) = broker.sqs_sweep().await {
+            tracing::debug!(error = %e, "sqs sweep failed");
+        }
+    }
+}
+
+/// A JSON answer body.
+pub(crate) fn json_body(v: &Value) -> ([(header::HeaderName, HeaderValue); 1], String) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        )],
+        v.to_string(),
+    )
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request<Body>,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let action = protocol::action(parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()));
+    let label = action.as_ref().map_or("Unknown", |a| *a);
+    let result = match action {
+        Ok(action) => run(&shared, &parts.headers, peer, action, body).await,
+        Err(e) => Err(e),
+    };
+    let mut response = match result {
+        Ok(v) => (StatusCode::OK, json_body(&v)).into_response(),
+        Err(e) => {
+            crate::metrics::error(label, e.shape);
+            e.into_response()
+        }
+    };
+    crate::metrics::request(label, response.status().is_success(), started.elapsed().as_secs_f64());
+    let id = request_id();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+async fn run(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    action: &'static str,
+    body: Body,
+) -> SqsResult<Value> {
+    let bytes = axum::body::to_bytes(body, shared.config.max_body_bytes)
+        .await
+        .map_err(|_| SqsError::too_large(format!("request body over {} bytes", shared.config.max_body_bytes)))?;
+    let caller = authenticate(shared, headers, peer, &bytes)?;
+    let input = protocol::body(&bytes)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| shared.config.listen.to_string(), str::to_string);
+    let ctx = crate::actions::Ctx { shared, host, caller };
+    crate::actions::dispatch(&ctx, action, &Input(&input)).await
+}
+
+/// The authentication hook: produces the caller of a request from its
+/// headers, peer and exact body bytes, or refuses it.
+fn authenticate(shared: &Shared, _headers: &HeaderMap, peer: SocketAddr, _body: &[u8]) -> SqsResult<Caller> {
+    if shared.config.allow_anonymous && peer.ip().is_loopback() {
+        return Ok(Caller::Anonymous);
+    }
+    Err(SqsError::access_denied(
+        "anonymous access is allowed only from loopback with --sqs-allow-anonymous",
+    ))
+}
+
+fn request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
