@@ -15,12 +15,14 @@
 
 mod actions;
 mod attributes;
+pub mod auth;
 mod error;
 mod metrics;
 mod moves;
 mod protocol;
 mod queue_attrs;
 mod server;
+pub mod sigv4;
 
 pub use error::{SqsError, SqsResult};
 pub use server::{serve, SqsConfig, SqsServer};

@@ -46,6 +46,9 @@ mod types;
 
 pub use streams::partitioner;
 
+pub use auth::access_keys::{
+    validate_access_key_id, AccessKey, AccessKeyInfo, AccessKeySecret, MAX_ACCESS_KEY_ID_BYTES,
+};
 pub use auth::acl::{Acl, AclResource, Permission, UserAcls};
 pub use auth::users::{
     validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("users", include_str!("migrations/0005_users.sql")),
     ("acls", include_str!("migrations/0006_acls.sql")),
     ("queue_settle", include_str!("migrations/0007_queue_settle.sql")),
+    ("access_keys", include_str!("migrations/0008_access_keys.sql")),
     ("sqs", include_str!("migrations/0009_sqs.sql")),
 ];
 
