@@ -4,7 +4,9 @@ sends, long polls, visibility changes, deletes, dead letters and their move
 back, FIFO order per group, attributes and counts, typed errors. Then the
 response shapes of both servers are compared action by action.
 
-    sqs_boto3.py PGBROKER_ENDPOINT MOTO_ENDPOINT
+    SQS_ACCESS_KEY_ID=... SQS_SECRET_ACCESS_KEY=... sqs_boto3.py PGBROKER_ENDPOINT MOTO_ENDPOINT
+
+The access key is one of a pgbroker user with every right on queues.
 
 Prints one PASS/FAIL line per check (NOTE where moto deviates), MEASURE
 lines for the long-poll wake-up latency (reported, never asserted) and DIFF
@@ -13,6 +15,7 @@ lines for shape differences. Exits 1 if any check of pgbroker failed.
 
 import hashlib
 import json
+import os
 import statistics
 import struct
 import sys
@@ -38,13 +41,13 @@ def check(server, what, ok, detail=""):
         FAILED.append(line)
 
 
-def client(endpoint):
+def client(endpoint, key="test", secret="test"):
     return boto3.client(
         "sqs",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         config=Config(retries={"max_attempts": 1}, read_timeout=60),
     )
 
@@ -272,7 +275,12 @@ def scenario(name, c, is_pgbroker):
 
 def main():
     pgbroker_url, moto_url = sys.argv[1], sys.argv[2]
-    ours = scenario("pgbroker", client(pgbroker_url), True)
+    key, secret = os.environ["SQS_ACCESS_KEY_ID"], os.environ["SQS_SECRET_ACCESS_KEY"]
+    code, _ = error_code(lambda: client(pgbroker_url, key, secret + "x").list_queues())
+    check("pgbroker", "a wrong secret is refused", code == "SignatureDoesNotMatch", code)
+    code, _ = error_code(lambda: client(pgbroker_url, "PGBKNOSUCHKEY0000000", secret).list_queues())
+    check("pgbroker", "an unknown access key is refused", code == "InvalidClientTokenId", code)
+    ours = scenario("pgbroker", client(pgbroker_url, key, secret), True)
     theirs = scenario("moto", client(moto_url), False)
     for action in sorted(set(ours) & set(theirs)):
         if ours[action] == theirs[action]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SQS compatibility scenario: boto3 against `pgbroker serve --sqs-listen`
-# on a real PostgreSQL, and the same scenario against moto_server as a
-# reference whose response shapes are compared with ours.
+# on a real PostgreSQL, signing with an access key of a pgbroker user, and
+# the same scenario against moto_server as a reference whose response
+# shapes are compared with ours.
 #
 # Environment:
 #   PGBROKER_BIN                the binary to test (default: cargo build)
@@ -55,9 +56,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A user with every right on queues, and its access key for boto3's SigV4.
+pgb() { "$PGBROKER_BIN" --database-url "$DB" --schema "$SCHEMA" "$@"; }
+pgb migrate >/dev/null
+echo "compat-password" | pgb user add sqs-compat --password-stdin >/dev/null
+for right in produce consume admin; do
+  pgb acl add --user sqs-compat --allow "$right" --queue-prefix '' >/dev/null
+done
+KEY_JSON=$(pgb user key create sqs-compat --format json 2>/dev/null)
+SQS_ACCESS_KEY_ID=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["access_key_id"])' "$KEY_JSON")
+SQS_SECRET_ACCESS_KEY=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["secret_access_key"])' "$KEY_JSON")
+export SQS_ACCESS_KEY_ID SQS_SECRET_ACCESS_KEY
+
 "$PGBROKER_BIN" --database-url "$DB" --schema "$SCHEMA" --log "${PGBROKER_LOG:-info}" serve \
   --kafka-listen "127.0.0.1:$KAFKA_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
-  --sqs-listen "127.0.0.1:$SQS_PORT" --sqs-allow-anonymous >"$LOGS/server.log" 2>&1 &
+  --sqs-listen "127.0.0.1:$SQS_PORT" >"$LOGS/server.log" 2>&1 &
 PIDS+=($!)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
 PIDS+=($!)

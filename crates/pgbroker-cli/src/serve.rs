@@ -67,10 +67,15 @@ pub struct ServeArgs {
     /// and other SQS emulators use port 9324).
     #[arg(long, value_name = "ADDR")]
     sqs_listen: Option<SocketAddr>,
-    /// Accept SQS requests without checking their signature, from
-    /// loopback clients only.
+    /// Serve unsigned SQS requests (no Authorization header) from loopback
+    /// clients, with every right. Signed requests are always verified
+    /// against the access keys of `pgbroker user key`.
     #[arg(long, requires = "sqs_listen")]
     sqs_allow_anonymous: bool,
+    /// Users that may do everything on the SQS listener whatever their
+    /// ACLs say.
+    #[arg(long, value_delimiter = ',', value_name = "USERS", requires = "sqs_listen", value_parser = parse_user)]
+    sqs_super_users: Vec<String>,
     /// Region named in the ARNs of SQS queues.
     #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
     sqs_region: String,
@@ -145,6 +150,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             let config = pgbroker_sqs::SqsConfig {
                 listen,
                 allow_anonymous: args.sqs_allow_anonymous,
+                super_users: args.sqs_super_users.clone(),
                 region: args.sqs_region.clone(),
                 ..pgbroker_sqs::SqsConfig::default()
             };

@@ -75,8 +75,6 @@ errors! {
     serialization => "SerializationException", "SerializationException", 400;
     /// A body over the size limit.
     too_large => "RequestEntityTooLarge", "RequestEntityTooLarge", 413;
-    /// A request without the credentials the server requires.
-    access_denied => "AccessDenied", "AccessDenied", 403;
     /// Anything else; the request may or may not have taken effect.
     internal => "InternalFailure", "InternalFailure", 500;
 }
@@ -105,6 +103,20 @@ impl From<pgbroker::Error> for SqsError {
                 tracing::warn!(error = %e, "sqs request failed");
                 SqsError::internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::auth::SqsAuthError> for SqsError {
+    fn from(e: crate::auth::SqsAuthError) -> Self {
+        if !e.is_sender_fault() {
+            tracing::warn!(error = %e, "sqs authentication failed");
+        }
+        SqsError {
+            shape: e.code(),
+            query_code: e.code(),
+            status: e.status(),
+            message: e.to_string(),
         }
     }
 }

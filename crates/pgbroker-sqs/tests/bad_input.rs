@@ -66,6 +66,7 @@ async fn unknown_actions_and_malformed_bodies() {
 async fn bodies_over_the_limit() {
     let s = TestServer::start_with(pgbroker_sqs::SqsConfig {
         max_body_bytes: 64 << 10,
+        allow_anonymous: true,
         ..Default::default()
     })
     .await;
@@ -262,4 +263,86 @@ async fn names_and_limits_sqs_refuses() {
     .assert_error(400, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue");
     assert_eq!(total(&s, "limits").await, 0);
     still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials() {
+    let s = TestServer::start_with(pgbroker_sqs::SqsConfig {
+        allow_anonymous: false,
+        ..Default::default()
+    })
+    .await;
+    let target = ("x-amz-target", "AmazonSQS.ListQueues");
+    s.raw(&[target], b"{}".to_vec()).await.assert_error(
+        403,
+        "MissingAuthenticationToken",
+        "MissingAuthenticationToken",
+    );
+    s.raw(
+        &[target, ("authorization", "AWS4-HMAC-SHA256 nonsense")],
+        b"{}".to_vec(),
+    )
+    .await
+    .assert_error(400, "IncompleteSignature", "IncompleteSignature");
+    // Well-formed and current, but naming no access key.
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let date = now.replace(['-', ':'], "");
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=PGBKNOSUCHKEY0000000/{}/us-east-1/sqs/aws4_request, \
+         SignedHeaders=host;x-amz-date;x-amz-target, Signature={}",
+        &date[..8],
+        "0".repeat(64)
+    );
+    s.raw(
+        &[target, ("x-amz-date", &date), ("authorization", &auth)],
+        b"{}".to_vec(),
+    )
+    .await
+    .assert_error(403, "InvalidClientTokenId", "InvalidClientTokenId");
+    assert!(s.broker.list_queues().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn a_key_may_do_what_its_user_is_granted() {
+    use pgbroker::{Acl, AclResource, Permission};
+    let s = TestServer::start().await;
+    let jobs = s.queue("jobs", json!({})).await;
+    let other = s.queue("other", json!({})).await;
+    s.broker
+        .add_user("worker", "secret-password", pgbroker::MIN_SCRAM_ITERATIONS)
+        .await
+        .expect("user");
+    let acl = Acl::new(
+        "worker",
+        Permission::Produce,
+        AclResource::queue("jobs").expect("resource"),
+    )
+    .expect("acl");
+    s.broker.grant(&acl).await.expect("grant");
+    let key = s.broker.create_access_key("worker").await.expect("key");
+    let (id, secret) = (key.access_key_id.as_str(), key.secret_access_key.as_str());
+
+    let sent = s
+        .signed_call("SendMessage", json!({"QueueUrl": jobs, "MessageBody": "m"}), id, secret)
+        .await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let listed = s.signed_call("ListQueues", json!({}), id, secret).await;
+    assert_eq!(listed.body["QueueUrls"], json!([jobs]), "{listed:?}");
+    for (action, body) in [
+        ("ReceiveMessage", json!({"QueueUrl": jobs})),
+        ("PurgeQueue", json!({"QueueUrl": jobs})),
+        ("SendMessage", json!({"QueueUrl": other, "MessageBody": "m"})),
+        ("GetQueueUrl", json!({"QueueName": "other"})),
+        ("CreateQueue", json!({"QueueName": "new"})),
+    ] {
+        s.signed_call(action, body, id, secret)
+            .await
+            .assert_error(403, "AccessDenied", "AccessDenied");
+    }
+    s.signed_call("ListQueues", json!({}), id, "wrong-secret")
+        .await
+        .assert_error(403, "SignatureDoesNotMatch", "SignatureDoesNotMatch");
+    assert_eq!(total(&s, "jobs").await, 1);
+    assert_eq!(total(&s, "other").await, 0);
+    assert_eq!(s.broker.list_queues().await.expect("list").len(), 2);
 }
