@@ -41,6 +41,7 @@ mod groups;
 mod headers;
 mod migrate;
 mod queues;
+mod sql;
 mod streams;
 mod types;
 
