@@ -4,7 +4,7 @@ sends, long polls, visibility changes, deletes, dead letters and their move
 back, FIFO order per group, attributes and counts, typed errors. Then the
 response shapes of both servers are compared action by action.
 
-    SQS_ACCESS_KEY_ID=... SQS_SECRET_ACCESS_KEY=... sqs_boto3.py PGBROKER_ENDPOINT MOTO_ENDPOINT
+    SQS_ACCESS_KEY_ID=... SQS_SECRET_ACCESS_KEY=... sqs_boto3.py PGBROKER_ENDPOINT MOTO_ENDPOINT [METRICS_URL]
 
 The access key is one of a pgbroker user with every right on queues.
 
@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -281,6 +282,13 @@ def main():
     code, _ = error_code(lambda: client(pgbroker_url, "PGBKNOSUCHKEY0000000", secret).list_queues())
     check("pgbroker", "an unknown access key is refused", code == "InvalidClientTokenId", code)
     ours = scenario("pgbroker", client(pgbroker_url, key, secret), True)
+    if len(sys.argv) > 3:
+        metrics = urllib.request.urlopen(sys.argv[3], timeout=10).read().decode()
+        for series in ('pgbroker_sqs_requests_total{action="SendMessage"}',
+                       'pgbroker_sqs_requests_total{action="ReceiveMessage"}',
+                       'pgbroker_sqs_errors_total{action="GetQueueUrl",code="QueueDoesNotExist"}'):
+            line = next((l for l in metrics.splitlines() if l.startswith(series + " ")), "")
+            check("pgbroker", f"/metrics counts {series}", line and float(line.split()[-1]) >= 1, line)
     theirs = scenario("moto", client(moto_url), False)
     for action in sorted(set(ours) & set(theirs)):
         if ours[action] == theirs[action]:

@@ -90,6 +90,7 @@ wait_port "$MOTO_PORT" moto
 echo "sqs compat: pgbroker on 127.0.0.1:$SQS_PORT (schema $SCHEMA), moto on 127.0.0.1:$MOTO_PORT, logs in $LOGS"
 set +e
 "$VENV/bin/python" "$COMPAT/sqs_boto3.py" "http://127.0.0.1:$SQS_PORT" "http://127.0.0.1:$MOTO_PORT" \
+  "http://127.0.0.1:$HTTP_PORT/metrics" \
   2>"$LOGS/client.log" | tee "$LOGS/results.txt"
 status=${PIPESTATUS[0]}
 set -e
