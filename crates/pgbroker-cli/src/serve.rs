@@ -67,8 +67,9 @@ pub struct ServeArgs {
     /// and other SQS emulators use port 9324).
     #[arg(long, value_name = "ADDR")]
     sqs_listen: Option<SocketAddr>,
-    /// Accept SQS requests without checking their signature, from
-    /// loopback clients only.
+    /// Accept SQS requests that carry no signature, with every right, from
+    /// loopback clients only (signed requests are still verified). Refused
+    /// when --sqs-listen is not a loopback address.
     #[arg(long, requires = "sqs_listen")]
     sqs_allow_anonymous: bool,
     /// Region named in the ARNs of SQS queues.
@@ -119,6 +120,15 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let Some(listen) = args
+        .sqs_listen
+        .filter(|l| args.sqs_allow_anonymous && !l.ip().is_loopback())
+    {
+        anyhow::bail!(
+            "--sqs-allow-anonymous needs a loopback --sqs-listen address, not {listen}: \
+             sign requests with an access key (pgbroker user key create) instead"
+        );
+    }
     auth.validate(tls.is_some())
         .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
@@ -145,6 +155,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             let config = pgbroker_sqs::SqsConfig {
                 listen,
                 allow_anonymous: args.sqs_allow_anonymous,
+                super_users: args.super_users.clone(),
                 region: args.sqs_region.clone(),
                 ..pgbroker_sqs::SqsConfig::default()
             };

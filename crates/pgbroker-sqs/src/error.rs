@@ -120,3 +120,17 @@ impl IntoResponse for SqsError {
         response
     }
 }
+
+impl From<crate::auth::SqsAuthError> for SqsError {
+    fn from(e: crate::auth::SqsAuthError) -> Self {
+        if let crate::auth::SqsAuthError::Internal(inner) = &e {
+            tracing::warn!(error = %inner, "could not check a request's credentials");
+        }
+        SqsError {
+            shape: e.code(),
+            query_code: e.code(),
+            status: e.status(),
+            message: e.to_string(),
+        }
+    }
+}

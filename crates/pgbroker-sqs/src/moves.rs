@@ -155,7 +155,11 @@ pub(crate) async fn cancel(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value>
     // A move is one transaction: by the time a cancel could act, a task
     // has either not begun moving or finished; only running tasks count.
     match tasks.0.iter().find(|t| t.handle == handle && t.status == "RUNNING") {
-        Some(t) => Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved })),
+        Some(t) => {
+            ctx.caller
+                .check("CancelMessageMoveTask", &protocol::queue_name_of(&t.source_arn)?)?;
+            Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved }))
+        }
         None => Err(SqsError::not_found("Task does not exist or is not running.")),
     }
 }

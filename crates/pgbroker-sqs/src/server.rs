@@ -5,16 +5,18 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pgbroker::Broker;
 use serde_json::Value;
 
+use crate::auth::{AuthConfig, Principal};
 use crate::error::{SqsError, SqsResult};
 use crate::moves::MoveTasks;
 use crate::protocol::{self, Input};
@@ -24,9 +26,11 @@ use crate::protocol::{self, Input};
 pub struct SqsConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Accept requests without verifying their signature, from loopback
-    /// peers only.
+    /// Accept requests without an `Authorization` header, from loopback
+    /// peers only. Signed requests are verified either way.
     pub allow_anonymous: bool,
+    /// Users that may do everything, whatever their ACLs.
+    pub super_users: Vec<String>,
     /// Region named in queue ARNs.
     pub region: String,
     /// Account id in queue URLs and ARNs.
@@ -40,6 +44,7 @@ impl Default for SqsConfig {
         SqsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9324)),
             allow_anonymous: false,
+            super_users: Vec::new(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_body_bytes: 2 << 20,
@@ -52,13 +57,6 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub config: SqsConfig,
     pub moves: Arc<Mutex<MoveTasks>>,
-}
-
-/// Who sent a request, as the authentication hook found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Caller {
-    /// Not authenticated; allowed by `--sqs-allow-anonymous`.
-    Anonymous,
 }
 
 /// A bound SQS listener, not yet serving.
@@ -137,7 +135,7 @@ async fn handle(
     let action = protocol::action(parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()));
     let label = action.as_ref().map_or("Unknown", |a| *a);
     let result = match action {
-        Ok(action) => run(&shared, &parts.headers, peer, action, body).await,
+        Ok(action) => run(&shared, &parts, peer, action, body).await,
         Err(e) => Err(e),
     };
     let mut response = match result {
@@ -155,18 +153,14 @@ async fn handle(
     response
 }
 
-async fn run(
-    shared: &Shared,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    action: &'static str,
-    body: Body,
-) -> SqsResult<Value> {
+async fn run(shared: &Shared, parts: &Parts, peer: SocketAddr, action: &'static str, body: Body) -> SqsResult<Value> {
+    let headers = &parts.headers;
     let bytes = axum::body::to_bytes(body, shared.config.max_body_bytes)
         .await
         .map_err(|_| SqsError::too_large(format!("request body over {} bytes", shared.config.max_body_bytes)))?;
-    let caller = authenticate(shared, headers, peer, &bytes)?;
+    let caller = authenticate(shared, parts, peer, &bytes).await?;
     let input = protocol::body(&bytes)?;
+    authorize(&caller, action, &Input(&input))?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -175,15 +169,36 @@ async fn run(
     crate::actions::dispatch(&ctx, action, &Input(&input)).await
 }
 
-/// The authentication hook: produces the caller of a request from its
-/// headers, peer and exact body bytes, or refuses it.
-fn authenticate(shared: &Shared, _headers: &HeaderMap, peer: SocketAddr, _body: &[u8]) -> SqsResult<Caller> {
-    if shared.config.allow_anonymous && peer.ip().is_loopback() {
-        return Ok(Caller::Anonymous);
+/// Produces the caller of a request from its SigV4 signature over the
+/// exact body bytes, or refuses it. Unsigned requests are anonymous when
+/// allowed and the peer is on loopback.
+async fn authenticate(shared: &Shared, parts: &Parts, peer: SocketAddr, body: &[u8]) -> SqsResult<Principal> {
+    let config = AuthConfig {
+        allow_anonymous: shared.config.allow_anonymous && peer.ip().is_loopback(),
+        super_users: shared.config.super_users.clone(),
+    };
+    crate::auth::authenticate(&shared.broker, &config, parts, body, SystemTime::now())
+        .await
+        .map_err(SqsError::from)
+}
+
+/// Checks the caller's right on the queue the request names (`QueueUrl`,
+/// `QueueName` or `SourceArn`; a move's destination needs `produce`).
+/// Requests that name no queue are checked by their action.
+fn authorize(caller: &Principal, action: &str, input: &Input<'_>) -> SqsResult<()> {
+    let named = ["QueueUrl", "QueueName", "SourceArn"]
+        .into_iter()
+        .find_map(|key| input.opt_str(key).ok().flatten());
+    if let Some(queue) = named.and_then(|n| protocol::queue_name_of(n).ok()) {
+        caller.check(action, &queue)?;
     }
-    Err(SqsError::access_denied(
-        "anonymous access is allowed only from loopback with --sqs-allow-anonymous",
-    ))
+    if action == "StartMessageMoveTask" {
+        if let Some(dest) = input.opt_str("DestinationArn").ok().flatten() {
+            let queue = protocol::queue_name_of(dest).unwrap_or_default();
+            caller.check("SendMessage", &queue)?;
+        }
+    }
+    Ok(())
 }
 
 fn request_id() -> String {

@@ -7,9 +7,10 @@ mod receive;
 use pgbroker::QueueName;
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::error::{SqsError, SqsResult};
 use crate::protocol::{self, Input};
-use crate::server::{Caller, Shared};
+use crate::server::Shared;
 
 /// One request's context.
 pub(crate) struct Ctx<'a> {
@@ -17,8 +18,7 @@ pub(crate) struct Ctx<'a> {
     /// The `Host` the client addressed, for queue URLs.
     pub host: String,
     /// Who sent the request.
-    #[allow(dead_code)]
-    pub caller: Caller,
+    pub caller: Principal,
 }
 
 impl Ctx<'_> {
