@@ -57,7 +57,20 @@ impl TestServer {
         Self::start_with(SqsConfig::default()).await
     }
 
+    /// A server with `config` as given, anonymous access included.
+    pub async fn start_with_auth(config: SqsConfig) -> TestServer {
+        Self::start_exactly(config).await
+    }
+
     pub async fn start_with(config: SqsConfig) -> TestServer {
+        Self::start_exactly(SqsConfig {
+            allow_anonymous: true,
+            ..config
+        })
+        .await
+    }
+
+    async fn start_exactly(config: SqsConfig) -> TestServer {
         let schema = format!("sqs_{:016x}", rand::thread_rng().gen::<u64>());
         let broker = Broker::connect(BrokerConfig {
             database_url: database_url(),
@@ -70,7 +83,6 @@ impl TestServer {
         .expect("connect to test database");
         let config = SqsConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            allow_anonymous: true,
             ..config
         };
         let server = SqsServer::bind(broker.clone(), config).await.expect("bind");
