@@ -8,13 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use axum::Router;
 use pgbroker::Broker;
+use pgbroker_kafka::TlsListener;
 use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::auth::{AuthConfig, Principal};
 use crate::error::{SqsError, SqsResult};
@@ -26,9 +31,13 @@ use crate::protocol::{self, Input};
 pub struct SqsConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Accept requests without an `Authorization` header, from loopback
-    /// peers only. Signed requests are verified either way.
+    /// Accept requests without an `Authorization` header: from loopback
+    /// peers, or from any peer when the listener has TLS. Signed requests
+    /// are verified either way.
     pub allow_anonymous: bool,
+    /// Serve HTTPS with this rustls configuration (see
+    /// [`pgbroker_kafka::tls_server_config`]); plain HTTP when `None`.
+    pub tls: Option<Arc<ServerConfig>>,
     /// Users that may do everything, whatever their ACLs.
     pub super_users: Vec<String>,
     /// Region named in queue ARNs.
@@ -45,6 +54,7 @@ impl Default for SqsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9324)),
             allow_anonymous: false,
             super_users: Vec::new(),
+            tls: None,
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_body_bytes: 2 << 20,
@@ -57,6 +67,22 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub config: SqsConfig,
     pub moves: Arc<Mutex<MoveTasks>>,
+}
+
+/// The address of the client, over plain TCP or TLS.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// A bound SQS listener, not yet serving.
@@ -86,11 +112,23 @@ impl SqsServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let shared = self.shared;
         let sweeper = tokio::spawn(sweep(shared.broker.clone()));
+        let tls = shared.config.tls.clone();
         let app = Router::new().fallback(handle).with_state(shared);
-        tracing::info!(listen = %self.listener.local_addr()?, "sqs listener up");
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let service = app.into_make_service_with_connect_info::<Peer>();
+        let listen = self.listener.local_addr()?;
+        let served = match tls {
+            Some(config) => {
+                tracing::info!(%listen, "sqs listener up (https)");
+                let listener = TlsListener::new(self.listener, config)?;
+                axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+            }
+            None => {
+                tracing::info!(%listen, "sqs listener up");
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         sweeper.abort();
         Ok(served?)
     }
@@ -127,7 +165,7 @@ pub(crate) fn json_body(v: &Value) -> ([(header::HeaderName, HeaderValue); 1], S
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request<Body>,
 ) -> Response {
     let started = Instant::now();
@@ -171,10 +209,10 @@ async fn run(shared: &Shared, parts: &Parts, peer: SocketAddr, action: &'static 
 
 /// Produces the caller of a request from its SigV4 signature over the
 /// exact body bytes, or refuses it. Unsigned requests are anonymous when
-/// allowed and the peer is on loopback.
+/// allowed and the peer is on loopback or the listener has TLS.
 async fn authenticate(shared: &Shared, parts: &Parts, peer: SocketAddr, body: &[u8]) -> SqsResult<Principal> {
     let config = AuthConfig {
-        allow_anonymous: shared.config.allow_anonymous && peer.ip().is_loopback(),
+        allow_anonymous: shared.config.allow_anonymous && (peer.ip().is_loopback() || shared.config.tls.is_some()),
         super_users: shared.config.super_users.clone(),
     };
     crate::auth::authenticate(&shared.broker, &config, parts, body, SystemTime::now())
