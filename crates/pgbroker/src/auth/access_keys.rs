@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::auth::users::validate_user_name;
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::to_millis;
 
 /// Prefix of every access key id pgbroker makes.
@@ -90,13 +90,13 @@ impl fmt::Debug for AccessKeySecret {
 pub fn validate_access_key_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ACCESS_KEY_ID_BYTES {
         return Err(Error::invalid(
-            "access key id",
+            Invalid::AccessKeyId,
             format!("must be 1 to {MAX_ACCESS_KEY_ID_BYTES} characters"),
         ));
     }
     if let Some(c) = id.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit())) {
         return Err(Error::invalid(
-            "access key id",
+            Invalid::AccessKeyId,
             format!("{c:?} is not allowed; access key ids are upper-case letters and digits"),
         ));
     }

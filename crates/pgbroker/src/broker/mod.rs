@@ -13,10 +13,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::broker::notify::Wakeups;
-use crate::error::{Error, Result};
-use crate::migrate::{self, quote_ident, MigrationReport};
+use crate::error::{Error, Invalid, Result};
+use crate::migrate::{self, MigrationReport};
+use crate::sql::Schema;
 use crate::streams::cache::RecordCache;
-use crate::types::{validate_schema, TopicName};
+use crate::types::TopicName;
 
 /// The database URL used when none is configured.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -150,11 +151,11 @@ impl Broker {
     /// Connects, checks the database is reachable and, unless disabled,
     /// applies pending migrations.
     pub async fn connect(config: BrokerConfig) -> Result<Broker> {
-        validate_schema(&config.schema)?;
+        let schema = Schema::new(&config.schema)?;
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
-            .map_err(|e| Error::invalid("database URL", e))?;
+            .map_err(|e| Error::invalid(Invalid::DatabaseUrl, e))?;
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("pgbroker");
         }
@@ -189,19 +190,18 @@ impl Broker {
         .max_size(SEGMENT_POOL_SIZE)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))?;
-        let q = quote_ident(&config.schema);
         let inner = Inner {
             pool,
             segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
-            produce_sql: crate::streams::produce::produce_sql(&q),
-            outbox_lock_sql: crate::streams::produce::outbox_lock_sql(&q),
+            produce_sql: schema.qualify(crate::streams::produce::PRODUCE),
+            outbox_lock_sql: schema.qualify(crate::streams::produce::OUTBOX_LOCK),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
-            queues: crate::queues::QueueState::new(&q),
+            queues: crate::queues::QueueState::new(&schema),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

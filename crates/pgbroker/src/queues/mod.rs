@@ -32,6 +32,7 @@ mod receive;
 mod send;
 mod settle;
 mod sqs_attrs;
+mod statements;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,7 +43,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
+use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use maintain::QueueMaintenance;
@@ -50,6 +52,7 @@ pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
 pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
+use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
@@ -86,7 +89,7 @@ impl QueueName {
         let name = name.into();
         match TopicName::new(name.clone()) {
             Ok(_) => Ok(QueueName(name)),
-            Err(Error::Invalid { reason, .. }) => Err(Error::invalid("queue name", reason)),
+            Err(Error::Invalid { reason, .. }) => Err(Error::invalid(Invalid::QueueName, reason)),
             Err(e) => Err(e),
         }
     }
@@ -160,7 +163,7 @@ pub(crate) fn ms(d: Duration) -> i64 {
 }
 
 /// Checks that `d` is within `[min, max]`.
-pub(crate) fn check_duration(what: &'static str, d: Duration, min: Duration, max: Duration) -> Result<()> {
+pub(crate) fn check_duration(what: Invalid, d: Duration, min: Duration, max: Duration) -> Result<()> {
     if d < min || d > max {
         return Err(Error::invalid(
             what,
@@ -173,22 +176,22 @@ pub(crate) fn check_duration(what: &'static str, d: Duration, min: Duration, max
 impl QueueConfig {
     fn validate(&self, name: &QueueName) -> Result<()> {
         check_duration(
-            "visibility timeout",
+            Invalid::VisibilityTimeout,
             self.visibility_timeout,
             Duration::from_millis(1),
             MAX_VISIBILITY_TIMEOUT,
         )?;
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
             return Err(Error::invalid(
-                "max attempts",
+                Invalid::MaxAttempts,
                 format!("{} is not between 1 and {MAX_ATTEMPTS_LIMIT}", self.max_attempts),
             ));
         }
-        check_duration("backoff base", self.backoff_base, Duration::ZERO, MAX_DELAY)?;
-        check_duration("backoff max", self.backoff_max, self.backoff_base, MAX_DELAY)?;
+        check_duration(Invalid::BackoffBase, self.backoff_base, Duration::ZERO, MAX_DELAY)?;
+        check_duration(Invalid::BackoffMax, self.backoff_max, self.backoff_base, MAX_DELAY)?;
         if let Some(r) = self.archive_retention {
             check_duration(
-                "archive retention",
+                Invalid::ArchiveRetention,
                 r,
                 Duration::from_millis(1),
                 Duration::from_secs(100 * 365 * 24 * 3600),
@@ -196,7 +199,7 @@ impl QueueConfig {
         }
         if !(1..=QUEUE_MAX_MESSAGE_BYTES_LIMIT).contains(&self.max_message_bytes) {
             return Err(Error::invalid(
-                "max message bytes",
+                Invalid::MaxMessageBytes,
                 format!(
                     "{} is not between 1 and {QUEUE_MAX_MESSAGE_BYTES_LIMIT}",
                     self.max_message_bytes
@@ -205,7 +208,7 @@ impl QueueConfig {
         }
         if self.dead_letter.as_ref() == Some(name) {
             return Err(Error::invalid(
-                "dead-letter queue",
+                Invalid::DeadLetterQueue,
                 "a queue cannot be its own dead-letter queue",
             ));
         }
@@ -268,33 +271,6 @@ pub(crate) struct QueueMeta {
     pub max_message_bytes: usize,
 }
 
-/// The statements of the queue path, qualified with the schema so that
-/// they also run on a caller's own connection.
-pub(crate) struct Statements {
-    pub send: String,
-    pub send_plain: String,
-    pub claim: String,
-    pub ack: String,
-    pub ack_relaxed: String,
-    pub ack_fast: String,
-    pub nack: String,
-    pub extend: String,
-    pub lock: String,
-    pub delete: String,
-    pub release: String,
-    pub bury: String,
-    pub dedup_leave: String,
-    pub dedup_enter: String,
-    pub group_deltas: String,
-    pub group_heads: String,
-    pub notify: String,
-}
-
-/// Replaces `{s}` with the quoted schema and a dot.
-fn qualify(sql: &str, schema: &str) -> String {
-    sql.replace("{s}", &format!("{schema}."))
-}
-
 /// Per-broker state of the queue path.
 pub(crate) struct QueueState {
     cache: Mutex<HashMap<String, (Instant, Arc<QueueMeta>)>>,
@@ -311,33 +287,11 @@ impl QueueState {
         self.batched.get_or_init(|| batched::Batched::new(inner))
     }
 
-    /// `schema` is the quoted schema name.
-    pub fn new(schema: &str) -> QueueState {
-        let q = |sql: &str| {
-            let sql = sql.replace("{locked}", settle::LOCKED);
-            qualify(&sql, schema)
-        };
+    /// The state of a broker working in `schema`.
+    pub fn new(schema: &Schema) -> QueueState {
         QueueState {
             cache: Mutex::new(HashMap::new()),
-            sql: Statements {
-                send: q(send::SEND),
-                send_plain: q(send::SEND_PLAIN),
-                claim: q(receive::CLAIM),
-                ack: q(settle::ACK),
-                ack_relaxed: q(&settle::ack_relaxed()),
-                ack_fast: q(settle::ACK_FAST),
-                nack: q(&settle::NACK.replace("{release_delay}", &settle::release_delay("$4", "$8", "$6"))),
-                extend: q(settle::EXTEND),
-                lock: q(membership::LOCK),
-                delete: q(membership::DELETE),
-                release: q(&membership::RELEASE.replace("{release_delay}", &settle::release_delay("$3", "$5", "$4"))),
-                bury: q(membership::BURY),
-                dedup_leave: q(membership::DEDUP_LEAVE),
-                dedup_enter: q(membership::DEDUP_ENTER),
-                group_deltas: q(membership::GROUP_DELTAS),
-                group_heads: q(membership::GROUP_HEADS),
-                notify: q(membership::NOTIFY),
-            },
+            sql: Statements::new(schema),
             batched: OnceLock::new(),
             maintenance_started: AtomicBool::new(false),
             maintenance: Mutex::new(maintain::Schedule::default()),
@@ -367,14 +321,31 @@ impl Broker {
     }
 }
 
-/// All messages of a queue, each exactly once, through the partial indexes:
-/// fresh heads, timed heads, group members behind their head, dead ones.
-pub(crate) const ALL_OF_QUEUE: &str = "
+/// All messages of queue `$1`, each exactly once, through the partial
+/// indexes: fresh heads, timed heads, group members behind their head,
+/// dead ones.
+const ALL_OF_QUEUE: &str = "
     SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND NOT timed
     UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed
     UNION ALL SELECT id FROM {s}queue_messages
               WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
     UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND dead";
+
+/// Deletes every message of queue `$1` (when the queue is deleted).
+pub(super) fn delete_all() -> String {
+    [
+        "DELETE FROM {s}queue_messages WHERE queue_id = $1 AND id IN (",
+        ALL_OF_QUEUE,
+        ")",
+    ]
+    .concat()
+}
+
+/// Purge: [`delete_all`], returning what the group and deduplication
+/// bookkeeping needs.
+pub(super) fn purge() -> String {
+    [&delete_all(), "\nRETURNING id, group_key, dedup_key, dead"].concat()
+}
 
 impl Broker {
     pub(crate) fn forget_queue(&self, name: &str) {
@@ -431,7 +402,7 @@ mod tests {
         assert!(QueueName::new("jobs.v1_eu-west").is_ok());
         for bad in ["", ".", "..", "a b", "x'; drop table queues; --", "é", "a\"b"] {
             match QueueName::new(bad) {
-                Err(Error::Invalid { what, .. }) => assert_eq!(what, "queue name"),
+                Err(Error::Invalid { what, .. }) => assert_eq!(what, Invalid::QueueName),
                 other => panic!("{bad:?}: {other:?}"),
             }
         }

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{check_duration, ms, wake_key, QueueMeta, QueueName, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::headers;
+use crate::sql::NO_FLUSH_WAIT;
 use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to
@@ -34,12 +35,16 @@ const REAP_LEASE: Duration = Duration::from_secs(30);
 /// may sleep without another round trip.
 ///
 /// The claim commits without waiting for the WAL to reach disk
-/// (`synchronous_commit` off for its transaction only). A claim lost to a
-/// Postgres crash is a lease that ended at once and did not count an
-/// attempt: the message is delivered again and the lost receipt is
-/// refused, as after any lease expiry. Waiting for the flush made every
-/// receive a round trip to the disk.
-pub(super) const CLAIM: &str = "
+/// ([`NO_FLUSH_WAIT`]). A claim lost to a Postgres crash is a lease that
+/// ended at once and did not count an attempt: the message is delivered
+/// again and the lost receipt is refused, as after any lease expiry.
+/// Waiting for the flush made every receive a round trip to the disk.
+pub(super) fn claim() -> String {
+    [CLAIM, NO_FLUSH_WAIT, CLAIM_REST].concat()
+}
+
+/// [`claim`] up to its commit mode.
+const CLAIM: &str = "
 WITH ready AS (
     SELECT m.id, m.priority FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND NOT m.timed
@@ -67,7 +72,10 @@ WITH ready AS (
               m.group_key, m.dedup_key, m.last_error,
               CASE WHEN m.dead_source IS NOT NULL
                    THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END AS dead_source,
-              m.dead_attempts, m.headers, m.body, set_config('synchronous_commit', 'off', true) AS relaxed
+              m.dead_attempts, m.headers, m.body, ";
+
+/// [`claim`] after its commit mode.
+const CLAIM_REST: &str = " AS relaxed
 )
 SELECT c.*, NULL::int8 FROM claimed c
 UNION ALL
@@ -109,7 +117,7 @@ impl FromStr for Receipt {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("receipt", format!("{s:?}: expected <message id>:<uuid>"));
+        let bad = || Error::invalid(Invalid::Receipt, format!("{s:?}: expected <message id>:<uuid>"));
         let (id, token) = s.split_once(':').ok_or_else(bad)?;
         let id: i64 = id.parse().map_err(|_| bad())?;
         let shape_ok = token.len() == 36
@@ -166,14 +174,14 @@ impl ReceiveOptions {
     fn validate(&self) -> Result<()> {
         if !(1..=MAX_RECEIVE).contains(&self.max_messages) {
             return Err(Error::invalid(
-                "max messages",
+                Invalid::MaxMessages,
                 format!("{} is not between 1 and {MAX_RECEIVE}", self.max_messages),
             ));
         }
-        check_duration("wait", self.wait, Duration::ZERO, MAX_VISIBILITY_TIMEOUT)?;
+        check_duration(Invalid::Wait, self.wait, Duration::ZERO, MAX_VISIBILITY_TIMEOUT)?;
         if let Some(v) = self.visibility_timeout {
             check_duration(
-                "visibility timeout",
+                Invalid::VisibilityTimeout,
                 v,
                 Duration::from_millis(1),
                 MAX_VISIBILITY_TIMEOUT,

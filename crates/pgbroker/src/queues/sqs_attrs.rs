@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{ms, QueueName, Receipt, Sent, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::queues::send::Message;
 use crate::types::to_millis;
 
@@ -234,7 +234,7 @@ impl Broker {
     ) -> Result<Vec<bool>> {
         if timeout > MAX_VISIBILITY_TIMEOUT {
             return Err(Error::invalid(
-                "visibility timeout",
+                Invalid::VisibilityTimeout,
                 format!("{timeout:?} is over {MAX_VISIBILITY_TIMEOUT:?}"),
             ));
         }
