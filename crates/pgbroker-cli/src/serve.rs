@@ -67,15 +67,19 @@ pub struct ServeArgs {
     /// and other SQS emulators use port 9324).
     #[arg(long, value_name = "ADDR")]
     sqs_listen: Option<SocketAddr>,
-    /// Serve unsigned SQS requests (no Authorization header) from loopback
-    /// clients, with every right. Signed requests are always verified
-    /// against the access keys of `pgbroker user key`.
+    /// Accept SQS requests that carry no signature, with every right
+    /// (signed requests are still verified): from loopback clients, or
+    /// from anyone with --sqs-tls-cert. Refused when --sqs-listen is not a
+    /// loopback address and the SQS listener has no TLS.
     #[arg(long, requires = "sqs_listen")]
     sqs_allow_anonymous: bool,
-    /// Users that may do everything on the SQS listener whatever their
-    /// ACLs say.
-    #[arg(long, value_delimiter = ',', value_name = "USERS", requires = "sqs_listen", value_parser = parse_user)]
-    sqs_super_users: Vec<String>,
+    /// PEM certificate chain: serve the SQS API over HTTPS (may be the
+    /// same files as --tls-cert/--tls-key).
+    #[arg(long, requires_all = ["sqs_tls_key", "sqs_listen"], value_name = "PATH")]
+    sqs_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --sqs-tls-cert.
+    #[arg(long, requires = "sqs_tls_cert", value_name = "PATH")]
+    sqs_tls_key: Option<std::path::PathBuf>,
     /// Region named in the ARNs of SQS queues.
     #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
     sqs_region: String,
@@ -124,6 +128,21 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let sqs_tls = match (&args.sqs_tls_cert, &args.sqs_tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(pgbroker_kafka::tls_server_config(cert, key).context("TLS of the SQS listener")?)
+        }
+        _ => None,
+    };
+    if let Some(listen) = args
+        .sqs_listen
+        .filter(|l| args.sqs_allow_anonymous && !l.ip().is_loopback() && sqs_tls.is_none())
+    {
+        anyhow::bail!(
+            "--sqs-allow-anonymous on {listen}, not a loopback address, needs --sqs-tls-cert/--sqs-tls-key; \
+             or sign requests with an access key (pgbroker user key create)"
+        );
+    }
     auth.validate(tls.is_some())
         .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
@@ -150,7 +169,8 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             let config = pgbroker_sqs::SqsConfig {
                 listen,
                 allow_anonymous: args.sqs_allow_anonymous,
-                super_users: args.sqs_super_users.clone(),
+                super_users: args.super_users.clone(),
+                tls: sqs_tls,
                 region: args.sqs_region.clone(),
                 ..pgbroker_sqs::SqsConfig::default()
             };

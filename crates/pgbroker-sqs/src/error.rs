@@ -107,20 +107,6 @@ impl From<pgbroker::Error> for SqsError {
     }
 }
 
-impl From<crate::auth::SqsAuthError> for SqsError {
-    fn from(e: crate::auth::SqsAuthError) -> Self {
-        if !e.is_sender_fault() {
-            tracing::warn!(error = %e, "sqs authentication failed");
-        }
-        SqsError {
-            shape: e.code(),
-            query_code: e.code(),
-            status: e.status(),
-            message: e.to_string(),
-        }
-    }
-}
-
 impl IntoResponse for SqsError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -130,5 +116,19 @@ impl IntoResponse for SqsError {
             response.headers_mut().insert("x-amzn-query-error", v);
         }
         response
+    }
+}
+
+impl From<crate::auth::SqsAuthError> for SqsError {
+    fn from(e: crate::auth::SqsAuthError) -> Self {
+        if let crate::auth::SqsAuthError::Internal(inner) = &e {
+            tracing::warn!(error = %inner, "could not check a request's credentials");
+        }
+        SqsError {
+            shape: e.code(),
+            query_code: e.code(),
+            status: e.status(),
+            message: e.to_string(),
+        }
     }
 }

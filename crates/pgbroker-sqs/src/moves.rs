@@ -43,11 +43,7 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
     let source = name_from(&protocol::queue_name_of(&source_arn).map_err(|_| missing())?).map_err(|_| missing())?;
     let destination_arn = input.opt_str("DestinationArn")?.map(str::to_string);
     let destination = match &destination_arn {
-        Some(arn) => {
-            let name = name_from(&protocol::queue_name_of(arn)?)?;
-            ctx.allow("StartMessageMoveTask", name.as_str())?;
-            Some(name)
-        }
+        Some(arn) => Some(name_from(&protocol::queue_name_of(arn)?)?),
         None => None,
     };
     let rate = input.int_in("MaxNumberOfMessagesPerSecond", 1, 500)?;
@@ -158,12 +154,12 @@ pub(crate) async fn cancel(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value>
     let tasks = lock(&ctx.shared.moves);
     // A move is one transaction: by the time a cancel could act, a task
     // has either not begun moving or finished; only running tasks count.
-    let task = tasks
-        .0
-        .iter()
-        .find(|t| t.handle == handle && t.status == "RUNNING")
-        .ok_or_else(|| SqsError::not_found("Task does not exist or is not running."))?;
-    let source = protocol::queue_name_of(&task.source_arn)?;
-    ctx.allow("CancelMessageMoveTask", &source)?;
-    Ok(json!({ "ApproximateNumberOfMessagesMoved": task.moved }))
+    match tasks.0.iter().find(|t| t.handle == handle && t.status == "RUNNING") {
+        Some(t) => {
+            ctx.caller
+                .check("CancelMessageMoveTask", &protocol::queue_name_of(&t.source_arn)?)?;
+            Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved }))
+        }
+        None => Err(SqsError::not_found("Task does not exist or is not running.")),
+    }
 }

@@ -8,15 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use axum::Router;
 use pgbroker::Broker;
+use pgbroker_kafka::TlsListener;
 use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 
-use crate::auth::{self, AuthConfig, Principal};
+use crate::auth::{AuthConfig, Principal};
 use crate::error::{SqsError, SqsResult};
 use crate::moves::MoveTasks;
 use crate::protocol::{self, Input};
@@ -26,9 +31,13 @@ use crate::protocol::{self, Input};
 pub struct SqsConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Serve unsigned requests (no `Authorization` header) from loopback
-    /// peers, with every right. Signed requests are always verified.
+    /// Accept requests without an `Authorization` header: from loopback
+    /// peers, or from any peer when the listener has TLS. Signed requests
+    /// are verified either way.
     pub allow_anonymous: bool,
+    /// Serve HTTPS with this rustls configuration (see
+    /// [`pgbroker_kafka::tls_server_config`]); plain HTTP when `None`.
+    pub tls: Option<Arc<ServerConfig>>,
     /// Users that may do everything, whatever their ACLs.
     pub super_users: Vec<String>,
     /// Region named in queue ARNs.
@@ -45,6 +54,7 @@ impl Default for SqsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9324)),
             allow_anonymous: false,
             super_users: Vec::new(),
+            tls: None,
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_body_bytes: 2 << 20,
@@ -57,6 +67,22 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub config: SqsConfig,
     pub moves: Arc<Mutex<MoveTasks>>,
+}
+
+/// The address of the client, over plain TCP or TLS.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// A bound SQS listener, not yet serving.
@@ -86,11 +112,23 @@ impl SqsServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let shared = self.shared;
         let sweeper = tokio::spawn(sweep(shared.broker.clone()));
+        let tls = shared.config.tls.clone();
         let app = Router::new().fallback(handle).with_state(shared);
-        tracing::info!(listen = %self.listener.local_addr()?, "sqs listener up");
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let service = app.into_make_service_with_connect_info::<Peer>();
+        let listen = self.listener.local_addr()?;
+        let served = match tls {
+            Some(config) => {
+                tracing::info!(%listen, "sqs listener up (https)");
+                let listener = TlsListener::new(self.listener, config)?;
+                axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+            }
+            None => {
+                tracing::info!(%listen, "sqs listener up");
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         sweeper.abort();
         Ok(served?)
     }
@@ -127,7 +165,7 @@ pub(crate) fn json_body(v: &Value) -> ([(header::HeaderName, HeaderValue); 1], S
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request<Body>,
 ) -> Response {
     let started = Instant::now();
@@ -154,35 +192,51 @@ async fn handle(
 }
 
 async fn run(shared: &Shared, parts: &Parts, peer: SocketAddr, action: &'static str, body: Body) -> SqsResult<Value> {
+    let headers = &parts.headers;
     let bytes = axum::body::to_bytes(body, shared.config.max_body_bytes)
         .await
         .map_err(|_| SqsError::too_large(format!("request body over {} bytes", shared.config.max_body_bytes)))?;
-    let principal = authenticate(shared, parts, peer, &bytes).await?;
+    let caller = authenticate(shared, parts, peer, &bytes).await?;
     let input = protocol::body(&bytes)?;
-    let host = parts
-        .headers
+    authorize(&caller, action, &Input(&input))?;
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map_or_else(|| shared.config.listen.to_string(), str::to_string);
-    let ctx = crate::actions::Ctx {
-        shared,
-        host,
-        principal,
-    };
+    let ctx = crate::actions::Ctx { shared, host, caller };
     crate::actions::dispatch(&ctx, action, &Input(&input)).await
 }
 
-/// The authentication hook: the sender of a request and its rights, from
-/// its signature (over the exact body bytes) and the access key it names;
-/// anonymous for an unsigned request from a loopback peer when allowed.
+/// Produces the caller of a request from its SigV4 signature over the
+/// exact body bytes, or refuses it. Unsigned requests are anonymous when
+/// allowed and the peer is on loopback or the listener has TLS.
 async fn authenticate(shared: &Shared, parts: &Parts, peer: SocketAddr, body: &[u8]) -> SqsResult<Principal> {
     let config = AuthConfig {
-        allow_anonymous: shared.config.allow_anonymous && peer.ip().is_loopback(),
+        allow_anonymous: shared.config.allow_anonymous && (peer.ip().is_loopback() || shared.config.tls.is_some()),
         super_users: shared.config.super_users.clone(),
     };
-    auth::authenticate(&shared.broker, &config, parts, body, SystemTime::now())
+    crate::auth::authenticate(&shared.broker, &config, parts, body, SystemTime::now())
         .await
         .map_err(SqsError::from)
+}
+
+/// Checks the caller's right on the queue the request names (`QueueUrl`,
+/// `QueueName` or `SourceArn`; a move's destination needs `produce`).
+/// Requests that name no queue are checked by their action.
+fn authorize(caller: &Principal, action: &str, input: &Input<'_>) -> SqsResult<()> {
+    let named = ["QueueUrl", "QueueName", "SourceArn"]
+        .into_iter()
+        .find_map(|key| input.opt_str(key).ok().flatten());
+    if let Some(queue) = named.and_then(|n| protocol::queue_name_of(n).ok()) {
+        caller.check(action, &queue)?;
+    }
+    if action == "StartMessageMoveTask" {
+        if let Some(dest) = input.opt_str("DestinationArn").ok().flatten() {
+            let queue = protocol::queue_name_of(dest).unwrap_or_default();
+            caller.check("SendMessage", &queue)?;
+        }
+    }
+    Ok(())
 }
 
 fn request_id() -> String {

@@ -17,8 +17,8 @@ pub(crate) struct Ctx<'a> {
     pub shared: &'a Shared,
     /// The `Host` the client addressed, for queue URLs.
     pub host: String,
-    /// Who sent the request, and what it may do.
-    pub principal: Principal,
+    /// Who sent the request.
+    pub caller: Principal,
 }
 
 impl Ctx<'_> {
@@ -39,11 +39,6 @@ impl Ctx<'_> {
         )
     }
 
-    /// Checks that the sender may run `action` on the queue `name`.
-    pub fn allow(&self, action: &str, name: &str) -> SqsResult<()> {
-        self.principal.check(action, name).map_err(SqsError::from)
-    }
-
     /// The queue a request's `QueueUrl` names.
     pub fn queue(&self, input: &Input<'_>) -> SqsResult<QueueName> {
         name_from(&protocol::queue_name_of(input.str("QueueUrl")?)?)
@@ -56,26 +51,8 @@ pub(crate) fn name_from(name: &str) -> SqsResult<QueueName> {
     QueueName::new(name).map_err(|e| SqsError::invalid_parameter(e.to_string()))
 }
 
-/// The queue an action acts on, for the permission check: named by
-/// `QueueUrl`, `QueueName` or (move tasks) `SourceArn`.
-fn target_queue(input: &Input<'_>) -> SqsResult<Option<String>> {
-    if let Some(url) = input.opt_str("QueueUrl")? {
-        return protocol::queue_name_of(url).map(Some);
-    }
-    if let Some(name) = input.opt_str("QueueName")? {
-        return Ok(Some(name.to_string()));
-    }
-    match input.opt_str("SourceArn")? {
-        Some(arn) => protocol::queue_name_of(arn).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Runs one action, once the sender is allowed to.
+/// Runs one action.
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, action: &'static str, input: &Input<'_>) -> SqsResult<Value> {
-    if let Some(queue) = target_queue(input)? {
-        ctx.allow(action, &queue)?;
-    }
     match action {
         "CreateQueue" => queues::create(ctx, input).await,
         "GetQueueUrl" => queues::get_url(ctx, input).await,

@@ -111,7 +111,7 @@ pub(super) async fn list(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
         .await?
         .into_iter()
         .map(|q| q.name.to_string())
-        .filter(|n| n.starts_with(prefix) && protocol::check_queue_name(n).is_ok() && ctx.principal.may_see(n))
+        .filter(|n| n.starts_with(prefix) && protocol::check_queue_name(n).is_ok() && ctx.caller.may_see(n))
         .filter(|n| after.as_ref().is_none_or(|a| n > a))
         .collect();
     let limit = max.map_or(1000, |m| usize::try_from(m).unwrap_or(1000));
@@ -182,7 +182,7 @@ pub(super) async fn dead_letter_sources(ctx: &Ctx<'_>, input: &Input<'_>) -> Sqs
         .list_queues()
         .await?
         .into_iter()
-        .filter(|i| i.dead_letter.as_ref() == Some(&q) && ctx.principal.may_see(i.name.as_str()))
+        .filter(|i| i.dead_letter.as_ref() == Some(&q) && ctx.caller.may_see(i.name.as_str()))
         .take(max.map_or(1000, |m| usize::try_from(m).unwrap_or(1000)))
         .map(|i| ctx.url(i.name.as_str()))
         .collect();

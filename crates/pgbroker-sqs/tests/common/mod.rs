@@ -61,7 +61,20 @@ impl TestServer {
         .await
     }
 
+    /// A server with `config` as given, anonymous access included.
+    pub async fn start_with_auth(config: SqsConfig) -> TestServer {
+        Self::start_exactly(config).await
+    }
+
     pub async fn start_with(config: SqsConfig) -> TestServer {
+        Self::start_exactly(SqsConfig {
+            allow_anonymous: true,
+            ..config
+        })
+        .await
+    }
+
+    async fn start_exactly(config: SqsConfig) -> TestServer {
         let schema = format!("sqs_{:016x}", rand::thread_rng().gen::<u64>());
         let broker = Broker::connect(BrokerConfig {
             database_url: database_url(),
@@ -125,60 +138,6 @@ impl TestServer {
                 ("x-amz-target", &target),
             ],
             body.to_string().into_bytes(),
-        )
-        .await
-    }
-
-    /// Calls an action signed with SigV4 by this access key, as boto3 signs.
-    pub async fn signed_call(&self, action: &str, body: Value, key_id: &str, secret: &str) -> Answer {
-        use pgbroker_sqs::sigv4;
-        let now = std::time::SystemTime::now();
-        let amz_date = sigv4::format_amz_date(now);
-        let target = format!("AmazonSQS.{action}");
-        let host = self.addr.to_string();
-        let body = body.to_string().into_bytes();
-        let mut headers = hyper::HeaderMap::new();
-        for (k, v) in [
-            ("content-type", "application/x-amz-json-1.0"),
-            ("host", host.as_str()),
-            ("x-amz-date", amz_date.as_str()),
-            ("x-amz-target", target.as_str()),
-        ] {
-            headers.insert(k, v.parse().expect("header value"));
-        }
-        let mut signed = sigv4::Signed {
-            access_key_id: key_id.to_string(),
-            scope_date: amz_date[..8].to_string(),
-            region: "us-east-1".to_string(),
-            service: "sqs".to_string(),
-            signed_headers: ["content-type", "host", "x-amz-date", "x-amz-target"]
-                .map(String::from)
-                .to_vec(),
-            signature: [0; 32],
-            amz_date: amz_date.clone(),
-        };
-        let req = sigv4::Request {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            body: &body,
-        };
-        signed.signature = sigv4::signature(&req, &signed, secret);
-        let authorization = format!(
-            "AWS4-HMAC-SHA256 Credential={key_id}/{}/us-east-1/sqs/aws4_request, SignedHeaders={}, Signature={}",
-            signed.scope_date,
-            signed.signed_headers.join(";"),
-            hex::encode(signed.signature)
-        );
-        self.raw(
-            &[
-                ("content-type", "application/x-amz-json-1.0"),
-                ("x-amz-date", &amz_date),
-                ("x-amz-target", &target),
-                ("authorization", &authorization),
-            ],
-            body,
         )
         .await
     }
