@@ -52,7 +52,22 @@ pub(super) async fn receive(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value
     }
     crate::metrics::received(got.len());
     let ids: Vec<i64> = got.iter().map(|m| m.id).collect();
-    let first = ctx.broker().sqs_first_receives(&ids).await?;
+    // The first receive of each message is recorded either way; the answer
+    // waits for it only when it reports it.
+    let reports_first = system
+        .iter()
+        .any(|n| n == "All" || n == "ApproximateFirstReceiveTimestamp");
+    let first = if reports_first {
+        ctx.broker().sqs_first_receives(&ids).await?
+    } else {
+        let broker = ctx.broker().clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker.sqs_first_receives(&ids).await {
+                tracing::debug!(error = %e, "could not record first receives");
+            }
+        });
+        HashMap::new()
+    };
     let messages: Vec<Value> = got
         .iter()
         .map(|m| message_json(ctx, m, &system, &wanted_attrs, &first, q.sqs.fifo))
