@@ -14,7 +14,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("acls", include_str!("migrations/0006_acls.sql")),
     ("queue_settle", include_str!("migrations/0007_queue_settle.sql")),
     ("access_keys", include_str!("migrations/0008_access_keys.sql")),
-    ("sqs", include_str!("migrations/0009_sqs.sql")),
+    ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
+    ("sqs", include_str!("migrations/0010_sqs.sql")),
 ];
 
 /// The newest schema version this build knows.
@@ -73,6 +74,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<Migrati
         )
         .await?;
     }
+    crate::sql_api::install(&tx, schema).await?;
     tx.commit().await?;
     Ok(MigrationReport { from, to: known })
 }

@@ -47,12 +47,15 @@ use crate::error::{Error, Invalid, Result};
 use crate::sql::Schema;
 use crate::types::TopicName;
 
+pub(crate) use lifecycle::STATS_SQL;
 pub use maintain::QueueMaintenance;
+pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
+pub(crate) use settle::MAX_ERROR_BYTES;
 pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
-use statements::Statements;
+pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
