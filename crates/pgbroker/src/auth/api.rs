@@ -2,6 +2,7 @@
 //! method is documented here and delegates to the file that implements
 //! it.
 
+use super::access_keys::{AccessKey, AccessKeyInfo, AccessKeySecret};
 use super::acl::{Acl, UserAcls};
 use super::users::{ScramCredentials, UserInfo};
 use crate::broker::Broker;
@@ -66,5 +67,36 @@ impl Auth<'_> {
     /// user (including names that no user could have).
     pub async fn scram_credentials(self, name: &str) -> Result<Option<ScramCredentials>> {
         super::users::scram_credentials(self.broker, name).await
+    }
+
+    /// Makes a new access key for `user` ([`Error::UnknownUser`] when there
+    /// is no such user). The result holds the secret: it cannot be read
+    /// back later.
+    pub async fn create_access_key(self, user: &str) -> Result<AccessKey> {
+        super::access_keys::create_access_key(self.broker, user).await
+    }
+
+    /// The access keys of `user` ([`Error::UnknownUser`] when there is no
+    /// such user), oldest first, without their secrets.
+    pub async fn list_access_keys(self, user: &str) -> Result<Vec<AccessKeyInfo>> {
+        super::access_keys::list_access_keys(self.broker, user).await
+    }
+
+    /// Deletes an access key: requests signed with it are refused from now
+    /// on. Returns false when there is no such key.
+    pub async fn delete_access_key(self, key_id: &str) -> Result<bool> {
+        super::access_keys::delete_access_key(self.broker, key_id).await
+    }
+
+    /// The owner and secret of an access key, or `None` when there is no
+    /// such key (including ids that no key could have).
+    pub async fn access_key_secret(self, key_id: &str) -> Result<Option<AccessKeySecret>> {
+        super::access_keys::access_key_secret(self.broker, key_id).await
+    }
+
+    /// Records that a request signed with `key_id` was accepted. Writes at
+    /// most once a minute per key, so busy keys cost no extra writes.
+    pub async fn touch_access_key(self, key_id: &str) -> Result<()> {
+        super::access_keys::touch_access_key(self.broker, key_id).await
     }
 }

@@ -1,10 +1,13 @@
 //! Who may connect and what they may do: users with SCRAM credentials
-//! (`users`) and the access rules granted to them (`acl`).
+//! (`users`), their access keys for SigV4-signed requests (`access_keys`)
+//! and the access rules granted to them (`acl`).
 
+mod access_keys;
 mod acl;
 mod api;
 mod users;
 
+pub use access_keys::{validate_access_key_id, AccessKey, AccessKeyInfo, AccessKeySecret, MAX_ACCESS_KEY_ID_BYTES};
 pub use acl::{Acl, AclResource, Permission, UserAcls};
 pub use api::Auth;
 pub use users::{

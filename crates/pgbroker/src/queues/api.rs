@@ -3,12 +3,14 @@
 //! moving dead letters back. Each method is documented here and delegates
 //! to the file that implements it.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::GenericClient;
 
 use super::{
-    Message, NackOptions, QueueConfig, QueueInfo, QueueName, QueueStats, Receipt, ReceiveOptions, ReceivedMessage, Sent,
+    Message, NackOptions, QueueConfig, QueueInfo, QueueName, QueueStats, Receipt, ReceiveOptions, ReceivedMessage,
+    Sent, SqsQueueSettings,
 };
 use crate::broker::Broker;
 use crate::error::Result;
@@ -154,5 +156,53 @@ impl Queues<'_> {
     /// queue no longer exists stay. Returns how many moved.
     pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
         super::membership::redrive(self.broker, queue, to).await
+    }
+
+    /// The SQS settings of a queue (defaults when it has none).
+    pub async fn sqs_settings(self, queue: &QueueName) -> Result<SqsQueueSettings> {
+        super::sqs_attrs::sqs_settings(self.broker, queue).await
+    }
+
+    /// Replaces the SQS settings of a queue.
+    pub async fn set_sqs_settings(self, queue: &QueueName, settings: &SqsQueueSettings) -> Result<()> {
+        super::sqs_attrs::set_sqs_settings(self.broker, queue, settings).await
+    }
+
+    /// Sends messages in one transaction, each with an optional
+    /// deduplication id that holds for [`SQS_DEDUP_WINDOW`] after its send
+    /// (whether or not the message was received or deleted since). A
+    /// message whose id is held is not sent; its result names the message
+    /// that holds the id, as a duplicate.
+    pub async fn sqs_send(
+        self,
+        queue: &QueueName,
+        messages: &[Message],
+        dedup_ids: &[Option<String>],
+    ) -> Result<Vec<Sent>> {
+        super::sqs_attrs::sqs_send(self.broker, queue, messages, dedup_ids).await
+    }
+
+    /// Makes current leases end `timeout` from now. Returns, in the order
+    /// of `receipts`, whether each was changed: false when its receipt is
+    /// not the current lease or the message is no longer in flight.
+    pub async fn sqs_set_visibility(
+        self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        timeout: Duration,
+    ) -> Result<Vec<bool>> {
+        super::sqs_attrs::sqs_set_visibility(self.broker, queue, receipts, timeout).await
+    }
+
+    /// Records now as the first receive of each message not yet recorded;
+    /// returns every message's first receive time in milliseconds.
+    pub async fn sqs_first_receives(self, message_ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        super::sqs_attrs::sqs_first_receives(self.broker, message_ids).await
+    }
+
+    /// Forgets deduplication ids past their window and first receive times
+    /// of messages that are gone. Returns how many rows it removed.
+    pub async fn sqs_sweep(self) -> Result<u64> {
+        super::sqs_attrs::sqs_sweep(self.broker).await
     }
 }
