@@ -359,13 +359,7 @@ impl Broker {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 ins AS (
-                    INSERT INTO acls (user_name, permission, resource_type, pattern, name)
-                    SELECT name, $2, $3, $4, $5 FROM u
-                    ON CONFLICT DO NOTHING
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)",
+                &self.inner.sql.auth.grant,
                 &[
                     &acl.user,
                     &acl.permission.as_str(),
@@ -388,13 +382,7 @@ impl Broker {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 del AS (
-                    DELETE FROM acls
-                    WHERE user_name = $1 AND permission = $2 AND resource_type = $3
-                      AND pattern = $4 AND name = $5
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)",
+                &self.inner.sql.auth.revoke,
                 &[
                     &acl.user,
                     &acl.permission.as_str(),
@@ -419,21 +407,12 @@ impl Broker {
         let client = self.client().await?;
         if let Some(user) = user {
             validate_user_name(user)?;
-            let exists = client
-                .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
-                .await?;
+            let exists = client.query_opt(&self.inner.sql.auth.list_acls, &[&user]).await?;
             if exists.is_none() {
                 return Err(Error::UnknownUser(user.to_string()));
             }
         }
-        let rows = client
-            .query(
-                "SELECT user_name, permission, resource_type, pattern, name FROM acls
-                 WHERE $1::text IS NULL OR user_name = $1
-                 ORDER BY user_name, resource_type, pattern, name, permission",
-                &[&user],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.auth.list_acls_select, &[&user]).await?;
         let mut acls = Vec::with_capacity(rows.len());
         for r in rows {
             let permission: Permission = r.get::<_, String>(1).parse()?;

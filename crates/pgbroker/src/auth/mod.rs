@@ -2,4 +2,5 @@
 //! (`users`) and the access rules granted to them (`acl`).
 
 pub(crate) mod acl;
+pub(crate) mod statements;
 pub(crate) mod users;

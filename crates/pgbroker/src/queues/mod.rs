@@ -31,7 +31,7 @@ mod membership;
 mod receive;
 mod send;
 mod settle;
-mod statements;
+pub(crate) mod statements;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -363,12 +363,7 @@ impl Broker {
         }
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
-                        backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
-                 FROM queues WHERE name = $1",
-                &[&name.as_str()],
-            )
+            .query_opt(&self.inner.queues.sql.queue_meta, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
         let max: i32 = row.get(7);
