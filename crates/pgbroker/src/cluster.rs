@@ -35,13 +35,10 @@ impl Broker {
         }
         let client = self.client().await?;
         client
-            .execute(&self.inner.sql.broker.register_node, &[&FORGET_AFTER_SECS])
+            .execute(&self.inner.sql.broker.delete_stale_nodes, &[&FORGET_AFTER_SECS])
             .await?;
         let row = client
-            .query_one(
-                &self.inner.sql.broker.register_node_insert,
-                &[&host, &i32::from(port), &rack],
-            )
+            .query_one(&self.inner.sql.broker.insert_node, &[&host, &i32::from(port), &rack])
             .await?;
         Ok(row.get(0))
     }

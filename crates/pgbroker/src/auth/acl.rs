@@ -407,12 +407,12 @@ impl Broker {
         let client = self.client().await?;
         if let Some(user) = user {
             validate_user_name(user)?;
-            let exists = client.query_opt(&self.inner.sql.auth.list_acls, &[&user]).await?;
+            let exists = client.query_opt(&self.inner.sql.auth.user_exists, &[&user]).await?;
             if exists.is_none() {
                 return Err(Error::UnknownUser(user.to_string()));
             }
         }
-        let rows = client.query(&self.inner.sql.auth.list_acls_select, &[&user]).await?;
+        let rows = client.query(&self.inner.sql.auth.list_acls, &[&user]).await?;
         let mut acls = Vec::with_capacity(rows.len());
         for r in rows {
             let permission: Permission = r.get::<_, String>(1).parse()?;

@@ -3,7 +3,7 @@
 crate::sql::statements! {
     /// Users' and ACLs' statements, qualified with the broker's schema.
     Statements {
-    /// `grant` (auth/acl.rs).
+    /// Used by `grant`.
     grant = "WITH u AS (SELECT name FROM {s}users WHERE name = $1),
                  ins AS (
                     INSERT INTO {s}acls (user_name, permission, resource_type, pattern, name)
@@ -11,7 +11,7 @@ crate::sql::statements! {
                     ON CONFLICT DO NOTHING
                     RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)";
-    /// `revoke` (auth/acl.rs).
+    /// Used by `revoke`.
     revoke = "WITH u AS (SELECT name FROM {s}users WHERE name = $1),
                  del AS (
                     DELETE FROM {s}acls
@@ -19,13 +19,13 @@ crate::sql::statements! {
                       AND pattern = $4 AND name = $5
                     RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)";
-    /// `list_acls` (auth/acl.rs).
-    list_acls = "SELECT 1 FROM {s}users WHERE name = $1";
-    /// `list_acls` (auth/acl.rs).
-    list_acls_select = "SELECT user_name, permission, resource_type, pattern, name FROM {s}acls
+    /// Used by `list_acls`.
+    user_exists = "SELECT 1 FROM {s}users WHERE name = $1";
+    /// Used by `list_acls`.
+    list_acls = "SELECT user_name, permission, resource_type, pattern, name FROM {s}acls
                  WHERE $1::text IS NULL OR user_name = $1
                  ORDER BY user_name, resource_type, pattern, name, permission";
-    /// `add_user` (auth/users.rs).
+    /// Used by `add_user`.
     add_user = "INSERT INTO {s}users (name, salt, iterations, stored_key, server_key)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO UPDATE
@@ -33,11 +33,11 @@ crate::sql::statements! {
                         stored_key = excluded.stored_key, server_key = excluded.server_key,
                         updated_at = now()
                  RETURNING xmax = 0";
-    /// `remove_user` (auth/users.rs).
+    /// Used by `remove_user`.
     remove_user = "DELETE FROM {s}users WHERE name = $1";
-    /// `list_users` (auth/users.rs).
+    /// Used by `list_users`.
     list_users = "SELECT name, iterations, created_at, updated_at FROM {s}users ORDER BY name";
-    /// `scram_credentials` (auth/users.rs).
+    /// Used by `scram_credentials`.
     scram_credentials = "SELECT salt, iterations, stored_key, server_key FROM {s}users WHERE name = $1";
     }
 }

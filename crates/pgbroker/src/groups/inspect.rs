@@ -57,7 +57,7 @@ impl Broker {
             .query_opt(&self.inner.sql.groups.describe_group, &[&group.as_str()])
             .await?;
         let members: Vec<MemberInfo> = client
-            .query(&self.inner.sql.groups.describe_group_select, &[&group.as_str()])
+            .query(&self.inner.sql.groups.describe_members, &[&group.as_str()])
             .await?
             .iter()
             .map(|r| MemberInfo {
@@ -68,7 +68,7 @@ impl Broker {
             })
             .collect();
         let rows = client
-            .query(&self.inner.sql.groups.describe_group_select_topics, &[&group.as_str()])
+            .query(&self.inner.sql.groups.describe_partitions, &[&group.as_str()])
             .await?;
         if head.is_none() && rows.is_empty() {
             return Err(Error::UnknownGroup(group.to_string()));
@@ -158,23 +158,20 @@ impl Broker {
     pub async fn delete_group(&self, group: &GroupId) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(&self.inner.sql.groups.delete_group, &[&group.as_str()])
+        tx.execute(&self.inner.sql.groups.lock_any_group, &[&group.as_str()])
             .await?;
         tx.execute(&self.inner.sql.groups.expire, &[&group.as_str()]).await?;
         let live = tx
-            .query_one(&self.inner.sql.groups.delete_group_select, &[&group.as_str()])
+            .query_one(&self.inner.sql.groups.count_members, &[&group.as_str()])
             .await?;
         if live.get::<_, i64>(0) > 0 {
             return Err(Error::GroupNotEmpty(group.to_string()));
         }
         let a = tx
-            .execute(&self.inner.sql.groups.delete_group_delete, &[&group.as_str()])
+            .execute(&self.inner.sql.groups.delete_group, &[&group.as_str()])
             .await?;
         let b = tx
-            .execute(
-                &self.inner.sql.groups.delete_group_delete_group_offsets,
-                &[&group.as_str()],
-            )
+            .execute(&self.inner.sql.groups.delete_offsets, &[&group.as_str()])
             .await?;
         if a + b == 0 {
             return Err(Error::UnknownGroup(group.to_string()));

@@ -182,7 +182,7 @@ fn session_ms(d: Duration) -> Result<i32> {
 /// Locks the group's row. Returns its generation and strategy, or
 /// [`Error::InconsistentGroupProtocol`] for a Kafka (classic) group.
 async fn lock_group(sql: &Statements, tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
-    let row = tx.query_opt(&sql.lock_group, &[&group.as_str()]).await?;
+    let row = tx.query_opt(&sql.lock_library, &[&group.as_str()]).await?;
     Ok(match row {
         Some(r) if is_foreign(&r.get::<_, String>(2)) => {
             return Err(Error::InconsistentGroupProtocol(group.to_string()))
@@ -201,17 +201,16 @@ fn is_foreign(protocol_type: &str) -> bool {
 /// Makes a locked group a library group when it is a classic group without
 /// live members; [`Error::InconsistentGroupProtocol`] when it has some.
 async fn adopt_group(sql: &Statements, tx: &Transaction<'_>, group: &GroupId) -> Result<()> {
-    let protocol_type: String = tx.query_one(&sql.adopt_group, &[&group.as_str()]).await?.get(0);
+    let protocol_type: String = tx.query_one(&sql.protocol_type, &[&group.as_str()]).await?.get(0);
     if protocol_type == LIBRARY_PROTOCOL {
         return Ok(());
     }
-    let live: bool = tx.query_one(&sql.adopt_group_select, &[&group.as_str()]).await?.get(0);
+    let live: bool = tx.query_one(&sql.has_live_members, &[&group.as_str()]).await?.get(0);
     if live {
         return Err(Error::InconsistentGroupProtocol(group.to_string()));
     }
-    tx.execute(&sql.adopt_group_delete, &[&group.as_str()]).await?;
-    tx.execute(&sql.adopt_group_update, &[&group.as_str(), &LIBRARY_PROTOCOL])
-        .await?;
+    tx.execute(&sql.delete_members, &[&group.as_str()]).await?;
+    tx.execute(&sql.adopt, &[&group.as_str(), &LIBRARY_PROTOCOL]).await?;
     Ok(())
 }
 
@@ -225,7 +224,7 @@ async fn rebalance(
     strategy: Strategy,
     force: bool,
 ) -> Result<i32> {
-    let rows = tx.query(&sql.rebalance, &[&group.as_str()]).await?;
+    let rows = tx.query(&sql.subscriptions, &[&group.as_str()]).await?;
     let mut members = Vec::with_capacity(rows.len());
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for r in &rows {
@@ -238,7 +237,7 @@ async fn rebalance(
         });
     }
     let wanted: Vec<String> = wanted.into_iter().collect();
-    let counts = tx.query(&sql.rebalance_select, &[&wanted]).await?;
+    let counts = tx.query(&sql.partition_counts, &[&wanted]).await?;
     let partitions: BTreeMap<TopicName, i32> = counts
         .iter()
         .filter_map(|r| Some((TopicName::new(r.get::<_, String>(0)).ok()?, r.get(1))))
@@ -253,11 +252,10 @@ async fn rebalance(
     let next = generation.wrapping_add(1).max(1);
     for (member, parts) in &assignment {
         let json = serde_json::to_value(parts).map_err(|e| Error::invalid("assignment", e))?;
-        tx.execute(&sql.rebalance_update, &[&group.as_str(), member, &json])
+        tx.execute(&sql.set_assignment, &[&group.as_str(), member, &json])
             .await?;
     }
-    tx.execute(&sql.rebalance_update_groups, &[&group.as_str(), &next])
-        .await?;
+    tx.execute(&sql.set_generation, &[&group.as_str(), &next]).await?;
     tracing::debug!(group = %group, generation = next, members = members.len(), "group rebalanced");
     Ok(next)
 }
@@ -291,7 +289,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            &self.inner.sql.groups.join_group,
+            &self.inner.sql.groups.create_group,
             &[&group.as_str(), &options.strategy.as_str()],
         )
         .await?;
@@ -303,7 +301,7 @@ impl Broker {
         let id = match member_id {
             Some(id) => {
                 let row = tx
-                    .query_opt(&self.inner.sql.groups.join_group_select, &[&group.as_str(), &id])
+                    .query_opt(&self.inner.sql.groups.member_topics, &[&group.as_str(), &id])
                     .await?;
                 let Some(row) = row else {
                     if changed {
@@ -317,7 +315,7 @@ impl Broker {
                 };
                 changed |= row.get::<_, Vec<String>>(0) != subscribed;
                 tx.execute(
-                    &self.inner.sql.groups.join_group_update,
+                    &self.inner.sql.groups.rejoin,
                     &[&group.as_str(), &id, &timeout, &subscribed],
                 )
                 .await?;
@@ -326,7 +324,7 @@ impl Broker {
             None => {
                 let id = format!("{}-{:016x}", options.client_id, rand::thread_rng().gen::<u64>());
                 tx.execute(
-                    &self.inner.sql.groups.join_group_insert,
+                    &self.inner.sql.groups.add_member,
                     &[&group.as_str(), &id, &options.client_id, &timeout, &subscribed],
                 )
                 .await?;
@@ -336,10 +334,7 @@ impl Broker {
         };
         let generation = rebalance(&self.inner.sql.groups, &tx, group, generation, strategy, changed).await?;
         let row = tx
-            .query_one(
-                &self.inner.sql.groups.join_group_select_group_members,
-                &[&group.as_str(), &id],
-            )
+            .query_one(&self.inner.sql.groups.member_assignment, &[&group.as_str(), &id])
             .await?;
         tx.commit().await?;
         Ok(Membership {
@@ -398,7 +393,7 @@ impl Broker {
             .await?
             .ok_or_else(unknown)?;
         let gone = tx
-            .execute(&self.inner.sql.groups.leave_group, &[&group.as_str(), &member_id])
+            .execute(&self.inner.sql.groups.remove_member, &[&group.as_str(), &member_id])
             .await?;
         if gone == 0 {
             return Err(unknown());
@@ -431,7 +426,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let state = tx
-            .query_opt(&self.inner.sql.groups.commit_offsets, &[&group.as_str()])
+            .query_opt(&self.inner.sql.groups.share_group, &[&group.as_str()])
             .await?;
         if member.is_some() && state.as_ref().is_some_and(|r| is_foreign(r.get(1))) {
             return Err(Error::InconsistentGroupProtocol(group.to_string()));
@@ -445,7 +440,7 @@ impl Broker {
                 let current: i32 = state.ok_or_else(unknown)?.get(0);
                 let row = tx
                     .query_opt(
-                        &self.inner.sql.groups.commit_offsets_select,
+                        &self.inner.sql.groups.live_member_assignment,
                         &[&group.as_str(), &member_id],
                     )
                     .await?
@@ -474,10 +469,7 @@ impl Broker {
             }
             None => {
                 let live = tx
-                    .query_one(
-                        &self.inner.sql.groups.commit_offsets_select_group_members,
-                        &[&group.as_str()],
-                    )
+                    .query_one(&self.inner.sql.groups.count_live_members, &[&group.as_str()])
                     .await?;
                 if live.get::<_, i64>(0) > 0 {
                     return Err(Error::GroupNotEmpty(group.to_string()));

@@ -80,130 +80,130 @@ crate::sql::statements! {
         expired!(),
         ") ORDER BY member_id"
     );
-    /// `lock_group` (groups/mod.rs).
-    lock_group = "SELECT generation, strategy, protocol_type FROM {s}groups WHERE name = $1 FOR UPDATE";
-    /// `adopt_group` (groups/mod.rs).
-    adopt_group = "SELECT protocol_type FROM {s}groups WHERE name = $1 FOR UPDATE";
-    /// `adopt_group` (groups/mod.rs).
-    adopt_group_select = "SELECT EXISTS (SELECT 1 FROM {s}group_members WHERE group_name = $1 AND NOT pending
+    /// Used by `lock_group`.
+    lock_library = "SELECT generation, strategy, protocol_type FROM {s}groups WHERE name = $1 FOR UPDATE";
+    /// Used by `adopt_group`.
+    protocol_type = "SELECT protocol_type FROM {s}groups WHERE name = $1 FOR UPDATE";
+    /// Used by `adopt_group`.
+    has_live_members = "SELECT EXISTS (SELECT 1 FROM {s}group_members WHERE group_name = $1 AND NOT pending
                  AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now())";
-    /// `adopt_group` (groups/mod.rs).
-    adopt_group_delete = "DELETE FROM {s}group_members WHERE group_name = $1";
-    /// `adopt_group` (groups/mod.rs).
-    adopt_group_update = "UPDATE {s}groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
+    /// Used by `adopt_group`.
+    delete_members = "DELETE FROM {s}group_members WHERE group_name = $1";
+    /// Used by `adopt_group`.
+    adopt = "UPDATE {s}groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
                 rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
          WHERE name = $1";
-    /// `rebalance` (groups/mod.rs).
-    rebalance = "SELECT member_id, topics, assignment FROM {s}group_members WHERE group_name = $1";
-    /// `rebalance` (groups/mod.rs).
-    rebalance_select = "SELECT t.name, count(p.id)::int FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
+    /// Used by `rebalance`.
+    subscriptions = "SELECT member_id, topics, assignment FROM {s}group_members WHERE group_name = $1";
+    /// Used by `rebalance`.
+    partition_counts = "SELECT t.name, count(p.id)::int FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
              WHERE t.name = ANY($1) GROUP BY t.name";
-    /// `rebalance` (groups/mod.rs).
-    rebalance_update = "UPDATE {s}group_members SET assignment = $3 WHERE group_name = $1 AND member_id = $2";
-    /// `rebalance` (groups/mod.rs).
-    rebalance_update_groups = "UPDATE {s}groups SET generation = $2, updated_at = now() WHERE name = $1";
-    /// `join_group` (groups/mod.rs).
-    join_group = "INSERT INTO {s}groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-    /// `join_group` (groups/mod.rs).
-    join_group_select = "SELECT topics FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
-    /// `join_group` (groups/mod.rs).
-    join_group_update = "UPDATE {s}group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
+    /// Used by `rebalance`.
+    set_assignment = "UPDATE {s}group_members SET assignment = $3 WHERE group_name = $1 AND member_id = $2";
+    /// Used by `rebalance`.
+    set_generation = "UPDATE {s}groups SET generation = $2, updated_at = now() WHERE name = $1";
+    /// Used by `join_group`.
+    create_group = "INSERT INTO {s}groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    /// Used by `join_group`.
+    member_topics = "SELECT topics FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
+    /// Used by `join_group`.
+    rejoin = "UPDATE {s}group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
                      WHERE group_name = $1 AND member_id = $2";
-    /// `join_group` (groups/mod.rs).
-    join_group_insert = "INSERT INTO {s}group_members (group_name, member_id, client_id, session_timeout_ms, topics)
+    /// Used by `join_group`.
+    add_member = "INSERT INTO {s}group_members (group_name, member_id, client_id, session_timeout_ms, topics)
                      VALUES ($1, $2, $3, $4, $5)";
-    /// `join_group` (groups/mod.rs).
-    join_group_select_group_members = "SELECT assignment FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
+    /// Used by `join_group`.
+    member_assignment = "SELECT assignment FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
     /// Refreshes a member's session.
     touch = "UPDATE {s}group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2";
-    /// `leave_group` (groups/mod.rs).
-    leave_group = "DELETE FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
-    /// `commit_offsets` (groups/mod.rs).
-    commit_offsets = "SELECT generation, protocol_type FROM {s}groups WHERE name = $1 FOR SHARE";
-    /// `commit_offsets` (groups/mod.rs).
-    commit_offsets_select = "SELECT assignment FROM {s}group_members
+    /// Used by `leave_group`.
+    remove_member = "DELETE FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
+    /// Used by `commit_offsets`.
+    share_group = "SELECT generation, protocol_type FROM {s}groups WHERE name = $1 FOR SHARE";
+    /// Used by `commit_offsets`.
+    live_member_assignment = "SELECT assignment FROM {s}group_members
                          WHERE group_name = $1 AND member_id = $2
                            AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()";
-    /// `commit_offsets` (groups/mod.rs).
-    commit_offsets_select_group_members = "SELECT count(*) FROM {s}group_members WHERE group_name = $1 AND NOT pending
+    /// Used by `commit_offsets`.
+    count_live_members = "SELECT count(*) FROM {s}group_members WHERE group_name = $1 AND NOT pending
                            AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()";
-    /// `upsert_offsets` (groups/mod.rs).
+    /// Used by `upsert_offsets`.
     upsert_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
          SELECT $1, t.id, x.partition, x.off, x.meta
          FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS x(topic, partition, off, meta)
          JOIN {s}topics t ON t.name = x.topic
          ON CONFLICT (group_name, topic_id, partition)
          DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()";
-    /// `committed_offsets` (groups/inspect.rs).
+    /// Used by `committed_offsets`.
     committed_offsets = "SELECT o.partition, o.\"offset\", o.metadata FROM {s}group_offsets o
                  JOIN {s}topics t ON t.id = o.topic_id
                  WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition";
-    /// `list_groups` (groups/inspect.rs).
+    /// Used by `list_groups`.
     list_groups = "SELECT name FROM {s}groups UNION SELECT group_name FROM {s}group_offsets ORDER BY 1";
-    /// `describe_group` (groups/inspect.rs).
+    /// Used by `describe_group`.
     describe_group = "SELECT generation, strategy, protocol_type, state FROM {s}groups WHERE name = $1";
-    /// `describe_group` (groups/inspect.rs).
-    describe_group_select = "SELECT member_id, client_id, last_heartbeat, assignment FROM {s}group_members
+    /// Used by `describe_group`.
+    describe_members = "SELECT member_id, client_id, last_heartbeat, assignment FROM {s}group_members
                  WHERE group_name = $1 AND NOT pending
                    AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
                  ORDER BY member_id";
-    /// `describe_group` (groups/inspect.rs).
-    describe_group_select_topics = "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
+    /// Used by `describe_group`.
+    describe_partitions = "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
                  FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
                  LEFT JOIN {s}group_offsets o
                    ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
                  WHERE t.id IN (SELECT topic_id FROM {s}group_offsets WHERE group_name = $1)
                     OR t.name IN (SELECT unnest(topics) FROM {s}group_members WHERE group_name = $1)
                  ORDER BY t.name, p.partition";
-    /// `delete_group` (groups/inspect.rs).
-    delete_group = "SELECT 1 FROM {s}groups WHERE name = $1 FOR UPDATE";
-    /// `delete_group` (groups/inspect.rs).
-    delete_group_select = "SELECT count(*) FROM {s}group_members WHERE group_name = $1 AND NOT pending";
-    /// `delete_group` (groups/inspect.rs).
-    delete_group_delete = "DELETE FROM {s}groups WHERE name = $1";
-    /// `delete_group` (groups/inspect.rs).
-    delete_group_delete_group_offsets = "DELETE FROM {s}group_offsets WHERE group_name = $1";
-    /// `leave_one` (groups/classic/mod.rs).
+    /// Used by `delete_group`.
+    lock_any_group = "SELECT 1 FROM {s}groups WHERE name = $1 FOR UPDATE";
+    /// Used by `delete_group`.
+    count_members = "SELECT count(*) FROM {s}group_members WHERE group_name = $1 AND NOT pending";
+    /// Used by `delete_group`.
+    delete_group = "DELETE FROM {s}groups WHERE name = $1";
+    /// Used by `delete_group`.
+    delete_offsets = "DELETE FROM {s}group_offsets WHERE group_name = $1";
+    /// Used by `leave_one`.
     leave_one = "DELETE FROM {s}group_members WHERE group_name = $1 AND member_id = $2 RETURNING pending";
-    /// `sync_locked` (groups/classic/mod.rs).
-    sync_locked = "UPDATE {s}group_members m SET assignment_bytes = x.a
+    /// Used by `sync_locked`.
+    set_assignments = "UPDATE {s}group_members m SET assignment_bytes = x.a
          FROM unnest($2::text[], $3::bytea[]) AS x(id, a)
          WHERE m.group_name = $1 AND m.member_id = x.id AND NOT m.pending";
-    /// `sync_locked` (groups/classic/mod.rs).
-    sync_locked_update = "UPDATE {s}groups SET state = 'Stable', updated_at = now() WHERE name = $1";
-    /// `join_locked` (groups/classic/join.rs).
-    join_locked = "DELETE FROM {s}group_members WHERE group_name = $1 AND NOT pending";
-    /// `join_locked` (groups/classic/join.rs).
-    join_locked_update = "UPDATE {s}groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
+    /// Used by `sync_locked`.
+    mark_stable = "UPDATE {s}groups SET state = 'Stable', updated_at = now() WHERE name = $1";
+    /// Used by `join_locked`.
+    delete_joined_members = "DELETE FROM {s}group_members WHERE group_name = $1 AND NOT pending";
+    /// Used by `join_locked`.
+    adopt_classic = "UPDATE {s}groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
                     rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
              WHERE name = $1";
-    /// `join_locked` (groups/classic/join.rs).
-    join_locked_select = "SELECT protocol_names FROM {s}group_members WHERE group_name = $1 AND NOT pending AND member_id <> $2";
-    /// `join_locked` (groups/classic/join.rs).
-    join_locked_update_group_members = "UPDATE {s}group_members SET member_id = $3 WHERE group_name = $1 AND member_id = $2";
-    /// `join_locked` (groups/classic/join.rs).
-    join_locked_update_groups = "UPDATE {s}groups SET leader = $2 WHERE name = $1";
-    /// `insert_member` (groups/classic/join.rs).
+    /// Used by `join_locked`.
+    other_protocols = "SELECT protocol_names FROM {s}group_members WHERE group_name = $1 AND NOT pending AND member_id <> $2";
+    /// Used by `join_locked`.
+    rename_member = "UPDATE {s}group_members SET member_id = $3 WHERE group_name = $1 AND member_id = $2";
+    /// Used by `join_locked`.
+    set_leader = "UPDATE {s}groups SET leader = $2 WHERE name = $1";
+    /// Used by `insert_member`.
     insert_member = "INSERT INTO {s}group_members (group_name, member_id, client_id, session_timeout_ms, topics,
              group_instance_id, client_host, protocol_names, protocol_metadata, rebalance_timeout_ms,
              pending, joined)
          VALUES ($1, $2, $3, $4, '{}', $5, $6, $7, $8, $9, $10, NOT $10)";
-    /// `update_member` (groups/classic/join.rs).
+    /// Used by `update_member`.
     update_member = "UPDATE {s}group_members SET client_id = $3, session_timeout_ms = $4, client_host = $5,
                 protocol_names = $6, protocol_metadata = $7, rebalance_timeout_ms = $8,
                 pending = false, joined = true, last_heartbeat = now()
          WHERE group_name = $1 AND member_id = $2";
-    /// `observe` (groups/classic/join.rs).
+    /// Used by `observe`.
     observe = "UPDATE {s}group_members SET joined = true, last_heartbeat = now() WHERE group_name = $1 AND member_id = $2";
-    /// `response` (groups/classic/join.rs).
+    /// Used by `response`.
     response = "SELECT member_id, group_instance_id,
                     coalesce(protocol_metadata[array_position(protocol_names, $2)], '\\x')
              FROM {s}group_members WHERE group_name = $1 AND NOT pending ORDER BY member_id";
-    /// `lock` (groups/classic/state.rs).
-    lock = "SELECT generation, protocol_type, state, protocol_name, leader FROM {s}groups WHERE name = $1 FOR UPDATE";
-    /// `lock_or_create` (groups/classic/state.rs).
-    lock_or_create = "INSERT INTO {s}groups (name, strategy, protocol_type) VALUES ($1, $2, '') ON CONFLICT DO NOTHING";
-    /// `prepare` (groups/classic/state.rs).
+    /// Used by `lock`.
+    lock_classic = "SELECT generation, protocol_type, state, protocol_name, leader FROM {s}groups WHERE name = $1 FOR UPDATE";
+    /// Used by `lock_or_create`.
+    create_classic_group = "INSERT INTO {s}groups (name, strategy, protocol_type) VALUES ($1, $2, '') ON CONFLICT DO NOTHING";
+    /// Used by `prepare`.
     prepare = "WITH t AS (
              SELECT now() + coalesce(max(rebalance_timeout_ms), 0) * interval '1 millisecond' AS deadline
              FROM {s}group_members WHERE group_name = $1 AND NOT pending)
@@ -212,55 +212,55 @@ crate::sql::statements! {
                                         ELSE least(t.deadline, now() + $2::bigint * interval '1 millisecond') END,
                 updated_at = now()
          FROM t WHERE name = $1";
-    /// `extend_delay` (groups/classic/state.rs).
+    /// Used by `extend_delay`.
     extend_delay = "UPDATE {s}groups SET join_delay_until = least(rebalance_deadline, now() + $2::bigint * interval '1 millisecond')
          WHERE name = $1 AND join_delay_until > now()";
-    /// `maybe_complete` (groups/classic/state.rs).
+    /// Used by `maybe_complete`.
     maybe_complete = "SELECT now() >= coalesce(join_delay_until, '-infinity')
                 AND (now() >= coalesce(rebalance_deadline, '-infinity')
                      OR NOT EXISTS (SELECT 1 FROM {s}group_members m
                                     WHERE m.group_name = $1 AND (m.pending OR NOT m.joined)))
              FROM {s}groups WHERE name = $1";
-    /// `complete` (groups/classic/state.rs).
-    complete = "DELETE FROM {s}group_members
+    /// Used by `complete`.
+    remove_unjoined = "DELETE FROM {s}group_members
          WHERE group_name = $1 AND NOT pending AND NOT joined AND group_instance_id IS NULL";
-    /// `complete` (groups/classic/state.rs).
-    complete_select = "SELECT member_id, joined, protocol_names FROM {s}group_members
+    /// Used by `complete`.
+    joined_members = "SELECT member_id, joined, protocol_names FROM {s}group_members
              WHERE group_name = $1 AND NOT pending ORDER BY joined_at, member_id";
-    /// `complete` (groups/classic/state.rs).
-    complete_update = "UPDATE {s}groups SET state = 'Empty', protocol_name = NULL, leader = NULL,
+    /// Used by `complete`.
+    reset_to_empty = "UPDATE {s}groups SET state = 'Empty', protocol_name = NULL, leader = NULL,
                     rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
              WHERE name = $1";
-    /// `complete` (groups/classic/state.rs).
-    complete_update_groups = "UPDATE {s}groups SET rebalance_deadline = now() + coalesce((SELECT max(rebalance_timeout_ms)
+    /// Used by `complete`.
+    extend_deadline = "UPDATE {s}groups SET rebalance_deadline = now() + coalesce((SELECT max(rebalance_timeout_ms)
                  FROM {s}group_members WHERE group_name = $1 AND NOT pending), 0) * interval '1 millisecond'
              WHERE name = $1";
-    /// `complete` (groups/classic/state.rs).
-    complete_update_group_members = "UPDATE {s}group_members
+    /// Used by `complete`.
+    start_member_generation = "UPDATE {s}group_members
          SET member_generation = CASE WHEN joined THEN $2 ELSE member_generation END,
              joined = false, assignment_bytes = '\\x'
          WHERE group_name = $1 AND NOT pending";
-    /// `complete` (groups/classic/state.rs).
-    complete_update_groups_2 = "UPDATE {s}groups SET generation = $2, state = 'CompletingRebalance', protocol_name = $3, leader = $4,
+    /// Used by `complete`.
+    start_generation = "UPDATE {s}groups SET generation = $2, state = 'CompletingRebalance', protocol_name = $3, leader = $4,
                 rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
          WHERE name = $1";
-    /// `member` (groups/classic/state.rs).
+    /// Used by `member`.
     member = "SELECT pending, joined, member_generation, protocol_names, protocol_metadata,
                     rebalance_timeout_ms, assignment_bytes
              FROM {s}group_members WHERE group_name = $1 AND member_id = $2";
-    /// `instance_owner` (groups/classic/state.rs).
+    /// Used by `instance_owner`.
     instance_owner = "SELECT member_id FROM {s}group_members WHERE group_name = $1 AND group_instance_id = $2";
-    /// `all_committed_offsets` (groups/classic/offsets.rs).
+    /// Used by `all_committed_offsets`.
     all_committed_offsets = "SELECT t.name, o.partition, o.\"offset\", o.metadata FROM {s}group_offsets o
                  JOIN {s}topics t ON t.id = o.topic_id
                  WHERE o.group_name = $1 ORDER BY t.name, o.partition";
-    /// `describe_classic_group` (groups/classic/offsets.rs).
-    describe_classic_group = "SELECT EXISTS (SELECT 1 FROM {s}group_offsets WHERE group_name = $1)";
-    /// `describe_classic` (groups/classic/offsets.rs).
+    /// Used by `describe_classic_group`.
+    has_offsets = "SELECT EXISTS (SELECT 1 FROM {s}group_offsets WHERE group_name = $1)";
+    /// Used by `describe_classic`.
     describe_classic = "SELECT member_id, group_instance_id, client_id, client_host,
                     coalesce(protocol_metadata[array_position(protocol_names, $2)], '\\x'), assignment_bytes
              FROM {s}group_members WHERE group_name = $1 AND NOT pending ORDER BY member_id";
-    /// `describe_library` (groups/classic/offsets.rs).
-    describe_library = "SELECT strategy FROM {s}groups WHERE name = $1";
+    /// Used by `describe_library`.
+    library_strategy = "SELECT strategy FROM {s}groups WHERE name = $1";
     }
 }

@@ -147,24 +147,21 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id: i64 = tx
-            .query_opt(&self.inner.queues.sql.delete_queue, &[&name.as_str()])
+            .query_opt(&self.inner.queues.sql.lock_queue, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownQueue(name.to_string()))?
             .get(0);
-        if let Some(row) = tx.query_opt(&self.inner.queues.sql.delete_queue_select, &[&id]).await? {
+        if let Some(row) = tx.query_opt(&self.inner.queues.sql.dead_letter_user, &[&id]).await? {
             return Err(Error::QueueInUse {
                 queue: name.to_string(),
                 used_by: row.get(0),
             });
         }
         tx.execute(self.inner.queues.sql.delete_all.as_str(), &[&id]).await?;
-        tx.execute(&self.inner.queues.sql.delete_queue_delete, &[&id]).await?;
-        tx.execute(&self.inner.queues.sql.delete_queue_delete_queue_dedup, &[&id])
-            .await?;
-        tx.execute(&self.inner.queues.sql.delete_queue_delete_queue_archive, &[&id])
-            .await?;
-        tx.execute(&self.inner.queues.sql.delete_queue_delete_queues, &[&id])
-            .await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_groups, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_dedup, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_archive, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue, &[&id]).await?;
         tx.commit().await?;
         self.forget_queue(name.as_str());
         Ok(())

@@ -196,7 +196,9 @@ impl Broker {
     /// Returns whether the partition is analyzed for the current rotation.
     async fn analyze_current(&self) -> Result<bool> {
         let client = self.client().await?;
-        let row = client.query_one(&self.inner.queues.sql.analyze_current, &[]).await?;
+        let row = client
+            .query_one(&self.inner.queues.sql.current_partition_size, &[])
+            .await?;
         let (current, rotated_at, size): (i16, f64, i64) = (row.get(0), row.get(1), row.get(2));
         let done = match self.inner.queues.maintenance.lock() {
             Ok(s) => s.analyzed_for == Some(rotated_at),
@@ -226,7 +228,7 @@ impl Broker {
     /// when it did not rotate, an error when its lock was not available.
     async fn rotate(&self, force: bool) -> Result<Option<(u64, i64)>> {
         let mut client = self.client().await?;
-        let row = client.query_one(&self.inner.queues.sql.rotate, &[]).await?;
+        let row = client.query_one(&self.inner.queues.sql.partition_sizes, &[]).await?;
         let (current, age, size0, size1): (i16, f64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
         let other = 1 - current;
         let other_size = if other == 0 { size0 } else { size1 };
@@ -237,7 +239,7 @@ impl Broker {
         // The statistics' live-row estimate spares a backlog the exact
         // count, a scan of the whole partition, on every tick.
         let estimate: i64 = client
-            .query_one(&self.inner.queues.sql.rotate_select, &[&partition(other)])
+            .query_one(&self.inner.queues.sql.live_estimate, &[&partition(other)])
             .await?
             .get(0);
         let live: i64 = if estimate > 2 * MAX_MOVE {
@@ -279,10 +281,7 @@ impl Broker {
         if !locked {
             return Ok(None);
         }
-        let now_current: i16 = tx
-            .query_one(&self.inner.queues.sql.rotate_select_queue_rotation, &[])
-            .await?
-            .get(0);
+        let now_current: i16 = tx.query_one(&self.inner.queues.sql.lock_rotation, &[]).await?.get(0);
         if now_current != current {
             return Ok(None); // another broker rotated meanwhile
         }
@@ -306,7 +305,7 @@ impl Broker {
             )
             .await?;
         tx.batch_execute(&sql.truncate.with(from)).await?;
-        tx.execute(&sql.rotate_update, &[&other]).await?;
+        tx.execute(&sql.set_rotation, &[&other]).await?;
         tx.commit().await?;
         let after: i64 = client.query_one(&sql.partition_size.with(from), &[]).await?.get(0);
         tracing::debug!(moved, freed = other_size - after, "rotated queue partitions");

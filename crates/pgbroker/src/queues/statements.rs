@@ -166,39 +166,39 @@ FROM m";
     move_into_0 = move_into!("0", "1");
     /// A rotation's move into partition 1.
     move_into_1 = move_into!("1", "0");
-    /// `analyze_current` (queues/maintain.rs).
-    analyze_current = "SELECT current, extract(epoch FROM rotated_at)::float8,
+    /// Used by `analyze_current`.
+    current_partition_size = "SELECT current, extract(epoch FROM rotated_at)::float8,
                         pg_relation_size(CASE current WHEN 0 THEN '{s}queue_messages_0' ELSE '{s}queue_messages_1' END)
                  FROM {s}queue_rotation";
-    /// `rotate` (queues/maintain.rs).
-    rotate = "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
+    /// Used by `rotate`.
+    partition_sizes = "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
                         pg_total_relation_size('{s}queue_messages_0'), pg_total_relation_size('{s}queue_messages_1')
                  FROM {s}queue_rotation";
-    /// `rotate` (queues/maintain.rs).
-    rotate_select = "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = ('{s}' || $1::text)::regclass), 0)";
-    /// `rotate` (queues/maintain.rs).
-    rotate_select_queue_rotation = "SELECT current FROM {s}queue_rotation FOR UPDATE";
-    /// `rotate` (queues/maintain.rs).
-    rotate_update = "UPDATE {s}queue_rotation SET current = $1, rotated_at = now()";
-    /// `lock_dead_letter` (queues/lifecycle.rs).
+    /// Used by `rotate`.
+    live_estimate = "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = ('{s}' || $1::text)::regclass), 0)";
+    /// Used by `rotate`.
+    lock_rotation = "SELECT current FROM {s}queue_rotation FOR UPDATE";
+    /// Used by `rotate`.
+    set_rotation = "UPDATE {s}queue_rotation SET current = $1, rotated_at = now()";
+    /// Used by `lock_dead_letter`.
     lock_dead_letter = "SELECT id FROM {s}queues WHERE name = $1 FOR KEY SHARE";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue = "SELECT id FROM {s}queues WHERE name = $1 FOR UPDATE";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue_select = "SELECT name FROM {s}queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue_delete = "DELETE FROM {s}queue_groups WHERE queue_id = $1";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue_delete_queue_dedup = "DELETE FROM {s}queue_dedup WHERE queue_id = $1";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue_delete_queue_archive = "DELETE FROM {s}queue_archive WHERE queue_id = $1";
-    /// `delete_queue` (queues/lifecycle.rs).
-    delete_queue_delete_queues = "DELETE FROM {s}queues WHERE id = $1";
-    /// `queue_meta` (queues/mod.rs).
+    /// Used by `delete_queue`.
+    lock_queue = "SELECT id FROM {s}queues WHERE name = $1 FOR UPDATE";
+    /// Used by `delete_queue`.
+    dead_letter_user = "SELECT name FROM {s}queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1";
+    /// Used by `delete_queue`.
+    delete_queue_groups = "DELETE FROM {s}queue_groups WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue_dedup = "DELETE FROM {s}queue_dedup WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue_archive = "DELETE FROM {s}queue_archive WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue = "DELETE FROM {s}queues WHERE id = $1";
+    /// Used by `queue_meta`.
     queue_meta = "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
                         backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
                  FROM {s}queues WHERE name = $1";
-    /// `refuse_duplicates` (queues/settle.rs).
+    /// Used by `refuse_duplicates`.
     refuse_duplicates = "SELECT id, receipt::text FROM {s}queue_messages WHERE id = ANY($1) AND queue_id = $2";
     }
     segment {

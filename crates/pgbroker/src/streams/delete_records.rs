@@ -25,11 +25,11 @@ impl Broker {
             });
         }
         let row = client
-            .query_one(&self.inner.sql.streams.delete_records_with, &[&pid, &target])
+            .query_one(&self.inner.sql.streams.advance_log_start, &[&pid, &target])
             .await?;
         let start: i64 = row.get(0);
         client
-            .execute(&self.inner.sql.streams.delete_records_update, &[&pid, &start])
+            .execute(&self.inner.sql.streams.drop_segments_below, &[&pid, &start])
             .await?;
         drop(client);
         self.inner.cache.advance_log_start(pid, start);

@@ -249,7 +249,7 @@ impl Broker {
             OffsetSpec::Latest => Ok(hw),
             OffsetSpec::Timestamp(t) => {
                 let row = client
-                    .query_one(&self.inner.sql.streams.resolve_offset, &[&pid, &start, &t])
+                    .query_one(&self.inner.sql.streams.offset_for_time, &[&pid, &start, &t])
                     .await?;
                 Ok(row.get::<_, Option<i64>>(0).unwrap_or(hw))
             }

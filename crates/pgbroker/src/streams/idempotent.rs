@@ -102,13 +102,13 @@ impl Broker {
         let last_seq = last_sequence(batch.base_sequence, records.len());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(&self.inner.sql.streams.produce_idempotent, &[&batch.producer_id, &pid])
-            .await?;
+        tx.execute(
+            &self.inner.sql.streams.insert_producer_state,
+            &[&batch.producer_id, &pid],
+        )
+        .await?;
         let row = tx
-            .query_one(
-                &self.inner.sql.streams.produce_idempotent_select,
-                &[&batch.producer_id, &pid],
-            )
+            .query_one(&self.inner.sql.streams.lock_producer_state, &[&batch.producer_id, &pid])
             .await?;
         let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
         let mut batches = parse_batches(&remembered);
@@ -157,7 +157,7 @@ impl Broker {
         }
         let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
         tx.execute(
-            &self.inner.sql.streams.produce_idempotent_update,
+            &self.inner.sql.streams.update_producer_state,
             &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
         )
         .await?;

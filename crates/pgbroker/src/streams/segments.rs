@@ -33,7 +33,7 @@ pub(crate) async fn create_segment(
         sql.segment_attach.with(&table),
     ))
     .await?;
-    tx.execute(&sql.create_segment, &[&partition_id, &base, &end, &table])
+    tx.execute(&sql.insert_segment, &[&partition_id, &base, &end, &table])
         .await?;
     Ok(())
 }
@@ -55,10 +55,7 @@ impl Broker {
         )
         .await?;
         let row = tx
-            .query_opt(
-                &self.inner.sql.streams.ensure_segments_select_segments,
-                &[&partition_id],
-            )
+            .query_opt(&self.inner.sql.streams.segment_extent, &[&partition_id])
             .await?
             .ok_or_else(|| Error::Busy(format!("partition {partition_id} was deleted")))?;
         let (next, size, mut end): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -86,9 +83,7 @@ impl Broker {
     pub async fn enforce_retention(&self) -> Result<usize> {
         let client = self.client().await?;
         client.execute(&self.inner.sql.streams.expire_waiters, &[]).await?;
-        let rows = client
-            .query(&self.inner.sql.streams.enforce_retention_select, &[])
-            .await?;
+        let rows = client.query(&self.inner.sql.streams.retention_candidates, &[]).await?;
         let mut expired: Vec<(i64, i64)> = Vec::new();
         let mut i = 0;
         while i < rows.len() {
@@ -117,9 +112,7 @@ impl Broker {
         }
         for (pid, end) in &expired {
             self.inner.cache.advance_log_start(*pid, *end);
-            client
-                .execute(&self.inner.sql.streams.enforce_retention_with, &[pid, end])
-                .await?;
+            client.execute(&self.inner.sql.streams.cut_log, &[pid, end]).await?;
         }
         self.drop_pending_segments().await
     }
@@ -154,7 +147,7 @@ impl Broker {
     /// next pass. Returns how many were dropped.
     pub(crate) async fn drop_pending_segments(&self) -> Result<usize> {
         let client = self.client().await?;
-        let rows = client.query(&self.inner.sql.streams.drop_pending_segments, &[]).await?;
+        let rows = client.query(&self.inner.sql.streams.segments_to_drop, &[]).await?;
         let mut dropped = 0;
         for row in rows {
             let table: String = row.get(0);
@@ -173,13 +166,10 @@ impl Broker {
                 }
             }
             client
-                .execute(&self.inner.sql.streams.drop_pending_segments_delete, &[&table])
+                .execute(&self.inner.sql.streams.forget_segment, &[&table])
                 .await?;
             client
-                .execute(
-                    &self.inner.sql.streams.drop_pending_segments_delete_orphan_segments,
-                    &[&table],
-                )
+                .execute(&self.inner.sql.streams.forget_orphan_segment, &[&table])
                 .await?;
             dropped += 1;
         }

@@ -19,21 +19,21 @@ crate::sql::statements! {
     list_topics = concat!("SELECT ", topic_columns!(), " FROM {s}topics t ORDER BY t.name");
     /// A partition's log start and high watermark.
     watermarks = "SELECT log_start, next_offset FROM {s}partitions WHERE id = $1";
-    /// `create_topic` (streams/topics.rs).
+    /// Used by `create_topic`.
     create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id";
-    /// `describe_topic` (streams/topics.rs).
+    /// Used by `describe_topic`.
     describe_topic = "SELECT p.partition, p.log_start, p.next_offset,
                         coalesce((SELECT sum(pg_total_relation_size(to_regclass('{s}' || s.table_name)))
                                   FROM {s}segments s
                                   WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
                  FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id
                  WHERE t.name = $1 ORDER BY p.partition";
-    /// `add_partitions` (streams/topics.rs).
-    add_partitions = "SELECT id, segment_records,
+    /// Used by `add_partitions`.
+    lock_topic = "SELECT id, segment_records,
                         (SELECT count(*)::int FROM {s}partitions p WHERE p.topic_id = t.id)
                  FROM {s}topics t WHERE name = $1 FOR UPDATE";
-    /// `delete_topic` (streams/topics.rs).
+    /// Used by `delete_topic`.
     delete_topic = "WITH t AS (SELECT id FROM {s}topics WHERE name = $1 FOR UPDATE),
                       o AS (INSERT INTO {s}orphan_segments (table_name)
                             SELECT s.table_name FROM {s}segments s
@@ -41,19 +41,19 @@ crate::sql::statements! {
                             WHERE p.topic_id = (SELECT id FROM t)
                             ON CONFLICT DO NOTHING)
                  DELETE FROM {s}topics WHERE id = (SELECT id FROM t) RETURNING id";
-    /// `add_partitions_tx` (streams/topics.rs).
-    add_partitions_tx = "INSERT INTO {s}partitions (topic_id, partition) VALUES ($1, $2) RETURNING id";
-    /// `create_segment` (streams/segments.rs).
-    create_segment = "INSERT INTO {s}segments (partition_id, base_offset, end_offset, table_name)
+    /// Used by `add_partitions_tx`.
+    insert_partition = "INSERT INTO {s}partitions (topic_id, partition) VALUES ($1, $2) RETURNING id";
+    /// Used by `create_segment`.
+    insert_segment = "INSERT INTO {s}segments (partition_id, base_offset, end_offset, table_name)
          VALUES ($1, $2, $3, $4)";
-    /// `ensure_segments` (streams/segments.rs).
-    ensure_segments_select_segments = "SELECT p.next_offset, t.segment_records,
+    /// Used by `ensure_segments`.
+    segment_extent = "SELECT p.next_offset, t.segment_records,
                         (SELECT coalesce(max(end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
                  FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id WHERE p.id = $1";
     /// Removes long-poll registrations that have long expired.
     expire_waiters = "DELETE FROM {s}waiters WHERE until < now() - interval '1 hour'";
-    /// `enforce_retention` (streams/segments.rs).
-    enforce_retention_select = "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,
+    /// Used by `enforce_retention`.
+    retention_candidates = "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,
                         t.retention_bytes, p.next_offset,
                         coalesce(pg_total_relation_size(to_regclass('{s}' || s.table_name)), 0)
                  FROM {s}segments s
@@ -62,37 +62,37 @@ crate::sql::statements! {
                  WHERE NOT s.dropping
                    AND (t.retention_ms IS NOT NULL OR t.retention_bytes IS NOT NULL)
                  ORDER BY s.partition_id, s.base_offset";
-    /// `enforce_retention` (streams/segments.rs).
-    enforce_retention_with = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
+    /// Used by `enforce_retention`.
+    cut_log = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
                                 WHERE id = $1 RETURNING id)
                      UPDATE {s}segments SET dropping = true
                      WHERE partition_id = $1 AND end_offset <= $2";
-    /// `drop_pending_segments` (streams/segments.rs).
-    drop_pending_segments = "SELECT table_name FROM {s}segments WHERE dropping
+    /// Used by `drop_pending_segments`.
+    segments_to_drop = "SELECT table_name FROM {s}segments WHERE dropping
                  UNION ALL SELECT table_name FROM {s}orphan_segments";
-    /// `drop_pending_segments` (streams/segments.rs).
-    drop_pending_segments_delete = "DELETE FROM {s}segments WHERE table_name = $1";
-    /// `drop_pending_segments` (streams/segments.rs).
-    drop_pending_segments_delete_orphan_segments = "DELETE FROM {s}orphan_segments WHERE table_name = $1";
-    /// `init_producer_id` (streams/idempotent.rs).
+    /// Used by `drop_pending_segments`.
+    forget_segment = "DELETE FROM {s}segments WHERE table_name = $1";
+    /// Used by `drop_pending_segments`.
+    forget_orphan_segment = "DELETE FROM {s}orphan_segments WHERE table_name = $1";
+    /// Used by `init_producer_id`.
     init_producer_id = "SELECT nextval('{s}kafka_producer_ids')";
-    /// `produce_idempotent` (streams/idempotent.rs).
-    produce_idempotent = "INSERT INTO {s}kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+    /// Used by `produce_idempotent`.
+    insert_producer_state = "INSERT INTO {s}kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
              VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING";
-    /// `produce_idempotent` (streams/idempotent.rs).
-    produce_idempotent_select = "SELECT epoch, last_seq, batches FROM {s}kafka_producer_state
+    /// Used by `produce_idempotent`.
+    lock_producer_state = "SELECT epoch, last_seq, batches FROM {s}kafka_producer_state
                  WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE";
-    /// `produce_idempotent` (streams/idempotent.rs).
-    produce_idempotent_update = "UPDATE {s}kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
+    /// Used by `produce_idempotent`.
+    update_producer_state = "UPDATE {s}kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
              WHERE producer_id = $1 AND partition_id = $2";
-    /// `delete_records` (streams/delete_records.rs).
-    delete_records_with = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
+    /// Used by `delete_records`.
+    advance_log_start = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
                             WHERE id = $1 RETURNING log_start)
                  SELECT log_start FROM p";
-    /// `delete_records` (streams/delete_records.rs).
-    delete_records_update = "UPDATE {s}segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2";
-    /// `resolve_offset` (streams/fetch.rs).
-    resolve_offset = "SELECT min(\"offset\") FROM {s}records
+    /// Used by `delete_records`.
+    drop_segments_below = "UPDATE {s}segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2";
+    /// Used by `resolve_offset`.
+    offset_for_time = "SELECT min(\"offset\") FROM {s}records
                          WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3";
     }
     segment {

@@ -230,7 +230,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
-            .query_opt(&self.inner.sql.streams.add_partitions, &[&name.as_str()])
+            .query_opt(&self.inner.sql.streams.lock_topic, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
@@ -284,7 +284,7 @@ async fn add_partitions_tx(
     segment_records: i64,
 ) -> Result<()> {
     for partition in from..to {
-        let row = tx.query_one(&sql.add_partitions_tx, &[&topic_id, &partition]).await?;
+        let row = tx.query_one(&sql.insert_partition, &[&topic_id, &partition]).await?;
         let pid: i64 = row.get(0);
         create_segment(tx, sql, pid, 0, segment_records).await?;
     }

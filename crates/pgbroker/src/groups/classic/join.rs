@@ -156,16 +156,15 @@ async fn join_locked(sql: &Statements, tx: &Transaction<'_>, g: &mut Group, j: &
             return Err(inconsistent());
         }
         // Nobody uses the group: it becomes a group of this protocol type.
-        tx.execute(&sql.join_locked, &[&group]).await?;
-        tx.execute(&sql.join_locked_update, &[&group, &req.protocol_type])
-            .await?;
+        tx.execute(&sql.delete_joined_members, &[&group]).await?;
+        tx.execute(&sql.adopt_classic, &[&group, &req.protocol_type]).await?;
         g.protocol_type = req.protocol_type.clone();
         g.state = State::Empty;
         g.protocol_name = None;
         g.leader = None;
     }
     let others: Vec<Vec<String>> = tx
-        .query(&sql.join_locked_select, &[&group, &req.member_id])
+        .query(&sql.other_protocols, &[&group, &req.member_id])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -182,11 +181,10 @@ async fn join_locked(sql: &Statements, tx: &Transaction<'_>, g: &mut Group, j: &
             let id = new_member_id(instance);
             match state::instance_owner(sql, tx, &group, instance).await? {
                 Some(old) => {
-                    tx.execute(&sql.join_locked_update_group_members, &[&group, &old, &id])
-                        .await?;
+                    tx.execute(&sql.rename_member, &[&group, &old, &id]).await?;
                     update_member(sql, tx, &group, &id, j).await?;
                     if g.leader.as_deref() == Some(old.as_str()) {
-                        tx.execute(&sql.join_locked_update_groups, &[&group, &id]).await?;
+                        tx.execute(&sql.set_leader, &[&group, &id]).await?;
                         g.leader = Some(id.clone());
                     }
                     return admit(sql, tx, g, j, id, false).await;

@@ -338,8 +338,8 @@ async fn sync_locked(
     let by_member: BTreeMap<String, Vec<u8>> = assignments.into_iter().collect();
     let ids: Vec<&str> = by_member.keys().map(String::as_str).collect();
     let bytes: Vec<&[u8]> = by_member.values().map(Vec::as_slice).collect();
-    tx.execute(&sql.sync_locked, &[&g.name, &ids, &bytes]).await?;
-    tx.execute(&sql.sync_locked_update, &[&g.name]).await?;
+    tx.execute(&sql.set_assignments, &[&g.name, &ids, &bytes]).await?;
+    tx.execute(&sql.mark_stable, &[&g.name]).await?;
     g.state = State::Stable;
     tracing::debug!(group = %g.name, generation, "classic group stable");
     Ok(SyncStep::Done(by_member.get(member_id).cloned().unwrap_or_default()))

@@ -142,7 +142,7 @@ impl Broker {
         let tx = client.transaction().await?;
         let Some(mut g) = state::lock(&self.inner.sql.groups, &tx, group.as_str()).await? else {
             let offsets = tx
-                .query_one(&self.inner.sql.groups.describe_classic_group, &[&group.as_str()])
+                .query_one(&self.inner.sql.groups.has_offsets, &[&group.as_str()])
                 .await?;
             if !offsets.get::<_, bool>(0) {
                 return Err(Error::UnknownGroup(group.to_string()));
@@ -267,7 +267,7 @@ async fn describe_library(
             assignment: Vec::new(),
         })
         .collect();
-    let strategy: String = tx.query_one(&sql.describe_library, &[&g.name]).await?.get(0);
+    let strategy: String = tx.query_one(&sql.library_strategy, &[&g.name]).await?.get(0);
     let stable = !members.is_empty();
     Ok(ClassicGroupDescription {
         group: group.clone(),

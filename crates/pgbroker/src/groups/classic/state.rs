@@ -76,7 +76,7 @@ pub(super) struct Member {
 
 /// Locks the group's row.
 pub(super) async fn lock(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<Option<Group>> {
-    let row = tx.query_opt(&sql.lock, &[&group]).await?;
+    let row = tx.query_opt(&sql.lock_classic, &[&group]).await?;
     Ok(row.map(|r| Group {
         name: group.to_string(),
         generation: r.get(0),
@@ -90,7 +90,7 @@ pub(super) async fn lock(sql: &Statements, tx: &Transaction<'_>, group: &str) ->
 /// Locks the group's row, creating an empty group without protocol type
 /// first if there is none.
 pub(super) async fn lock_or_create(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<Group> {
-    tx.execute(&sql.lock_or_create, &[&group, &Strategy::default().as_str()])
+    tx.execute(&sql.create_classic_group, &[&group, &Strategy::default().as_str()])
         .await?;
     lock(sql, tx, group)
         .await?
@@ -153,10 +153,10 @@ pub(super) async fn maybe_complete(sql: &Statements, tx: &Transaction<'_>, g: &m
 /// (static ones stay until their session expires, as in Kafka), the
 /// generation is bumped, and leader and protocol are chosen.
 async fn complete(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
-    tx.execute(&sql.complete, &[&g.name]).await?;
-    let rows = tx.query(&sql.complete_select, &[&g.name]).await?;
+    tx.execute(&sql.remove_unjoined, &[&g.name]).await?;
+    let rows = tx.query(&sql.joined_members, &[&g.name]).await?;
     if rows.is_empty() {
-        tx.execute(&sql.complete_update, &[&g.name]).await?;
+        tx.execute(&sql.reset_to_empty, &[&g.name]).await?;
         g.state = State::Empty;
         g.protocol_name = None;
         g.leader = None;
@@ -166,7 +166,7 @@ async fn complete(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Resu
     let Some(first) = joined.first() else {
         // Only static members that have not rejoined: wait another round
         // for them (or for their sessions to expire).
-        tx.execute(&sql.complete_update_groups, &[&g.name]).await?;
+        tx.execute(&sql.extend_deadline, &[&g.name]).await?;
         return Ok(());
     };
     let leader = match &g.leader {
@@ -180,9 +180,8 @@ async fn complete(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Resu
         .or_else(|| protocols.first().and_then(|p| p.first().cloned()))
         .unwrap_or_default();
     let next = g.generation.wrapping_add(1).max(1);
-    tx.execute(&sql.complete_update_group_members, &[&g.name, &next])
-        .await?;
-    tx.execute(&sql.complete_update_groups_2, &[&g.name, &next, &protocol, &leader])
+    tx.execute(&sql.start_member_generation, &[&g.name, &next]).await?;
+    tx.execute(&sql.start_generation, &[&g.name, &next, &protocol, &leader])
         .await?;
     tracing::debug!(group = %g.name, generation = next, members = rows.len(), %leader, %protocol,
         "classic group joined");
