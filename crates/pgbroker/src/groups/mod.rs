@@ -49,7 +49,7 @@ pub(crate) const LIBRARY_PROTOCOL: &str = "pgbroker";
 pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(200);
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::groups::statements::Statements;
 use crate::types::{GroupId, TopicName, TopicPartition};
 
@@ -172,7 +172,7 @@ fn session_ms(d: Duration) -> Result<i32> {
     let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     if !(100..=3_600_000).contains(&ms) {
         return Err(Error::invalid(
-            "session timeout",
+            Invalid::SessionTimeout,
             format!("{d:?} is not between 100ms and 1h"),
         ));
     }
@@ -251,7 +251,7 @@ async fn rebalance(
     }
     let next = generation.wrapping_add(1).max(1);
     for (member, parts) in &assignment {
-        let json = serde_json::to_value(parts).map_err(|e| Error::invalid("assignment", e))?;
+        let json = serde_json::to_value(parts).map_err(|e| Error::invalid(Invalid::Assignment, e))?;
         tx.execute(&sql.set_assignment, &[&group.as_str(), member, &json])
             .await?;
     }
@@ -276,7 +276,7 @@ impl Broker {
         let timeout = session_ms(options.session_timeout)?;
         if topics.is_empty() {
             return Err(Error::invalid(
-                "subscription",
+                Invalid::Subscription,
                 "a member must subscribe to at least one topic",
             ));
         }
@@ -419,7 +419,7 @@ impl Broker {
     ) -> Result<()> {
         for o in offsets {
             if o.offset < 0 {
-                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
+                return Err(Error::invalid(Invalid::Offset, format!("{} is negative", o.offset)));
             }
             self.partition_id(&o.topic, o.partition).await?;
         }
