@@ -42,6 +42,7 @@ mod headers;
 mod migrate;
 mod queues;
 mod sql;
+pub mod sql_api;
 mod streams;
 mod types;
 

@@ -172,6 +172,7 @@ impl Broker {
         if archive {
             let n = client.execute(&self.inner.queues.sql.archive_expiry, &[]).await?;
             report.archive_expired = n;
+            client.execute(&self.inner.queues.sql.mark_maintained, &[]).await?;
             self.set_schedule(|s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
         }
         if orphans {

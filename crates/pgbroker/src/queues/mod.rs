@@ -47,10 +47,12 @@ use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use maintain::QueueMaintenance;
+pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
-use statements::Statements;
+pub(crate) use settle::MAX_ERROR_BYTES;
+pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;

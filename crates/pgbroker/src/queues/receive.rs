@@ -17,7 +17,7 @@ use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to
 /// the dead-letter queue; if the mover dies, the next claim retries.
-const REAP_LEASE: Duration = Duration::from_secs(30);
+pub(crate) const REAP_LEASE: Duration = Duration::from_secs(30);
 
 /// The claim: one statement, so a message is never handed out twice.
 ///

@@ -195,7 +195,7 @@ pub struct NackOptions {
 }
 
 /// Longest error text kept, in bytes.
-const MAX_ERROR_BYTES: usize = 4096;
+pub(crate) const MAX_ERROR_BYTES: usize = 4096;
 
 /// The error text as stored: without NUL characters (which text columns
 /// cannot hold), cut to [`MAX_ERROR_BYTES`] at a character boundary.

@@ -149,6 +149,8 @@ SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
        (extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE NOT dead AND visible_at <= now()))
          * 1000)::bigint
 FROM m";
+    /// Records that a maintenance pass ran, for the SQL functions' `stats`.
+    mark_maintained = "UPDATE {s}queue_rotation SET maintained_at = now()";
     /// Deletes archived messages past their queue's retention.
     archive_expiry = "DELETE FROM {s}queue_archive WHERE ctid = ANY(ARRAY(
         SELECT a.ctid FROM {s}queues q, LATERAL (

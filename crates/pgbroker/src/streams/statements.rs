@@ -17,6 +17,12 @@ crate::sql::statements! {
     topic_info = concat!("SELECT ", topic_columns!(), " FROM {s}topics t WHERE t.name = $1");
     /// Every topic's settings, by name.
     list_topics = concat!("SELECT ", topic_columns!(), " FROM {s}topics t ORDER BY t.name");
+    /// Partitions with at most half a segment of room left past their
+    /// high watermark, and their topics' segment size.
+    low_on_room = "SELECT p.id, t.segment_records
+         FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id
+         WHERE (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
+               - p.next_offset <= t.segment_records / 2";
     /// A partition's log start and high watermark.
     watermarks = "SELECT log_start, next_offset FROM {s}partitions WHERE id = $1";
     /// Used by `create_topic`.
