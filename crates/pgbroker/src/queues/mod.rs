@@ -31,6 +31,7 @@ mod membership;
 mod receive;
 mod send;
 mod settle;
+mod sqs_attrs;
 pub(crate) mod statements;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
 pub(crate) use settle::MAX_ERROR_BYTES;
+pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
 pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
