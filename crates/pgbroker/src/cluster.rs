@@ -70,16 +70,10 @@ pub(crate) async fn register_node(broker: &Broker, host: &str, port: u16, rack: 
     }
     let client = broker.client().await?;
     client
-        .execute(
-            "DELETE FROM kafka_nodes WHERE last_seen < now() - $1::bigint * interval '1 second'",
-            &[&FORGET_AFTER_SECS],
-        )
+        .execute(&broker.inner.sql.broker.delete_stale_nodes, &[&FORGET_AFTER_SECS])
         .await?;
     let row = client
-        .query_one(
-            "INSERT INTO kafka_nodes (host, port, rack) VALUES ($1, $2, $3) RETURNING node_id",
-            &[&host, &i32::from(port), &rack],
-        )
+        .query_one(&broker.inner.sql.broker.insert_node, &[&host, &i32::from(port), &rack])
         .await?;
     Ok(row.get(0))
 }
@@ -87,12 +81,7 @@ pub(crate) async fn register_node(broker: &Broker, host: &str, port: u16, rack: 
 /// Marks the node as alive now.
 pub(crate) async fn touch_node(broker: &Broker, node_id: i32) -> Result<()> {
     let client = broker.client().await?;
-    client
-        .execute(
-            "UPDATE kafka_nodes SET last_seen = now() WHERE node_id = $1",
-            &[&node_id],
-        )
-        .await?;
+    client.execute(&broker.inner.sql.broker.touch_node, &[&node_id]).await?;
     Ok(())
 }
 
@@ -100,7 +89,7 @@ pub(crate) async fn touch_node(broker: &Broker, node_id: i32) -> Result<()> {
 pub(crate) async fn deregister_node(broker: &Broker, node_id: i32) -> Result<()> {
     let client = broker.client().await?;
     client
-        .execute("DELETE FROM kafka_nodes WHERE node_id = $1", &[&node_id])
+        .execute(&broker.inner.sql.broker.deregister_node, &[&node_id])
         .await?;
     Ok(())
 }
@@ -109,13 +98,7 @@ pub(crate) async fn deregister_node(broker: &Broker, node_id: i32) -> Result<()>
 pub(crate) async fn live_nodes(broker: &Broker, ttl: Duration) -> Result<Vec<Node>> {
     let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let client = broker.client().await?;
-    let rows = client
-        .query(
-            "SELECT node_id, host, port, rack FROM kafka_nodes
-             WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id",
-            &[&ms],
-        )
-        .await?;
+    let rows = client.query(&broker.inner.sql.broker.live_nodes, &[&ms]).await?;
     Ok(rows
         .iter()
         .map(|r| Node {

@@ -415,13 +415,7 @@ pub(crate) async fn grant(broker: &Broker, acl: &Acl) -> Result<bool> {
     let client = broker.client().await?;
     let row = client
         .query_one(
-            "WITH u AS (SELECT name FROM users WHERE name = $1),
-             ins AS (
-                INSERT INTO acls (user_name, permission, resource_type, pattern, name)
-                SELECT name, $2, $3, $4, $5 FROM u
-                ON CONFLICT DO NOTHING
-                RETURNING 1)
-             SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)",
+            &broker.inner.sql.auth.grant,
             &[
                 &acl.user,
                 &acl.permission.as_str(),
@@ -444,13 +438,7 @@ pub(crate) async fn revoke(broker: &Broker, acl: &Acl) -> Result<()> {
     let client = broker.client().await?;
     let row = client
         .query_one(
-            "WITH u AS (SELECT name FROM users WHERE name = $1),
-             del AS (
-                DELETE FROM acls
-                WHERE user_name = $1 AND permission = $2 AND resource_type = $3
-                  AND pattern = $4 AND name = $5
-                RETURNING 1)
-             SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)",
+            &broker.inner.sql.auth.revoke,
             &[
                 &acl.user,
                 &acl.permission.as_str(),
@@ -475,21 +463,12 @@ pub(crate) async fn list_acls(broker: &Broker, user: Option<&str>) -> Result<Vec
     let client = broker.client().await?;
     if let Some(user) = user {
         validate_user_name(user)?;
-        let exists = client
-            .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
-            .await?;
+        let exists = client.query_opt(&broker.inner.sql.auth.user_exists, &[&user]).await?;
         if exists.is_none() {
             return Err(Error::UnknownUser(user.to_string()));
         }
     }
-    let rows = client
-        .query(
-            "SELECT user_name, permission, resource_type, pattern, name FROM acls
-             WHERE $1::text IS NULL OR user_name = $1
-             ORDER BY user_name, resource_type, pattern, name, permission",
-            &[&user],
-        )
-        .await?;
+    let rows = client.query(&broker.inner.sql.auth.list_acls, &[&user]).await?;
     let mut acls = Vec::with_capacity(rows.len());
     for r in rows {
         let permission: Permission = r.get::<_, String>(1).parse()?;

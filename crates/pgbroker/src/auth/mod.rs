@@ -5,6 +5,7 @@
 mod access_keys;
 mod acl;
 mod api;
+pub(crate) mod statements;
 mod users;
 
 pub use access_keys::{validate_access_key_id, AccessKey, AccessKeyInfo, AccessKeySecret, MAX_ACCESS_KEY_ID_BYTES};

@@ -189,13 +189,7 @@ pub(crate) async fn add_user(broker: &Broker, name: &str, password: &str, iterat
     let client = broker.client().await?;
     let row = client
         .query_one(
-            "INSERT INTO users (name, salt, iterations, stored_key, server_key)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE
-                SET salt = excluded.salt, iterations = excluded.iterations,
-                    stored_key = excluded.stored_key, server_key = excluded.server_key,
-                    updated_at = now()
-             RETURNING xmax = 0",
+            &broker.inner.sql.auth.add_user,
             &[
                 &name,
                 &creds.salt,
@@ -211,7 +205,7 @@ pub(crate) async fn add_user(broker: &Broker, name: &str, password: &str, iterat
 /// Removes a user; [`Error::UnknownUser`] when there is none.
 pub(crate) async fn remove_user(broker: &Broker, name: &str) -> Result<()> {
     let client = broker.client().await?;
-    let n = client.execute("DELETE FROM users WHERE name = $1", &[&name]).await?;
+    let n = client.execute(&broker.inner.sql.auth.remove_user, &[&name]).await?;
     if n == 0 {
         return Err(Error::UnknownUser(name.to_string()));
     }
@@ -221,12 +215,7 @@ pub(crate) async fn remove_user(broker: &Broker, name: &str) -> Result<()> {
 /// Every user, by name.
 pub(crate) async fn list_users(broker: &Broker) -> Result<Vec<UserInfo>> {
     let client = broker.client().await?;
-    let rows = client
-        .query(
-            "SELECT name, iterations, created_at, updated_at FROM users ORDER BY name",
-            &[],
-        )
-        .await?;
+    let rows = client.query(&broker.inner.sql.auth.list_users, &[]).await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -250,10 +239,7 @@ pub(crate) async fn scram_credentials(broker: &Broker, name: &str) -> Result<Opt
     }
     let client = broker.client().await?;
     let row = client
-        .query_opt(
-            "SELECT salt, iterations, stored_key, server_key FROM users WHERE name = $1",
-            &[&name],
-        )
+        .query_opt(&broker.inner.sql.auth.scram_credentials, &[&name])
         .await?;
     let Some(row) = row else {
         return Ok(None);

@@ -175,9 +175,7 @@ pub(crate) async fn register_waiter(broker: &Broker, partition_ids: &[i64]) -> R
     let client = broker.client().await?;
     client
         .execute(
-            "INSERT INTO waiters (partition_id, listener, until)
-             SELECT unnest($1::bigint[]), $2, now() + $3::bigint * interval '1 millisecond'
-             ON CONFLICT (partition_id, listener) DO UPDATE SET until = EXCLUDED.until",
+            &broker.inner.sql.broker.register_waiter,
             &[&due, &wakeups.listener_id, &ttl_ms],
         )
         .await?;

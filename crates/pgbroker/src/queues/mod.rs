@@ -3,23 +3,23 @@
 //! FIFO groups, all in a handful of fixed tables keyed by queue id.
 //!
 //! How a message moves:
-//! - [`crate::queues::Queues::send`] inserts it in one statement (with its deduplication
+//! - [`Broker::send`] inserts it in one statement (with its deduplication
 //!   key and group bookkeeping) and wakes waiting receivers.
-//! - [`crate::queues::Queues::receive`] claims up to N due messages in one statement
+//! - [`Broker::receive`] claims up to N due messages in one statement
 //!   (`FOR UPDATE SKIP LOCKED`), highest priority first, then oldest; each
 //!   gets a lease (visible again after the visibility timeout) and a fresh
 //!   random receipt.
-//! - [`crate::queues::Queues::ack`], [`crate::queues::Queues::nack`] and [`crate::queues::Queues::extend_lease`] act only when
+//! - [`Broker::ack`], [`Broker::nack`] and [`Broker::extend`] act only when
 //!   every receipt is the current lease of its message, else change nothing
 //!   and answer [`Error::StaleReceipt`].
 //! - An expired lease makes the message claimable again; after
 //!   `max_attempts` deliveries it moves to the dead-letter queue, or stays
-//!   in its queue as dead when there is none. [`crate::queues::Queues::redrive`] brings
+//!   in its queue as dead when there is none. [`Broker::redrive`] brings
 //!   dead letters back.
 //!
 //! Storage stays bounded under churn: messages live in two partitions, and
 //! maintenance (run in the background once a broker uses queues, or by
-//! [`crate::maintenance::Maintenance::maintain_queues`]) moves the few live rows out of the older
+//! [`Broker::maintain_queues`]) moves the few live rows out of the older
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 
@@ -33,7 +33,7 @@ mod receive;
 mod send;
 mod settle;
 mod sqs_attrs;
-mod statements;
+pub(crate) mod statements;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,7 +49,6 @@ use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use api::Queues;
-pub(crate) use lifecycle::STATS_SQL;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
@@ -367,12 +366,7 @@ pub(crate) async fn queue_meta(broker: &Broker, name: &QueueName) -> Result<Arc<
     }
     let client = broker.client().await?;
     let row = client
-        .query_opt(
-            "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
-                    backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
-             FROM queues WHERE name = $1",
-            &[&name.as_str()],
-        )
+        .query_opt(&broker.inner.queues.sql.queue_meta, &[&name.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
     let max: i32 = row.get(7);

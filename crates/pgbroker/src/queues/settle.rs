@@ -432,10 +432,7 @@ async fn refuse_duplicates(broker: &Broker, meta: &QueueMeta, receipts: &[Receip
     let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
     let client = broker.client().await?;
     let rows = client
-        .query(
-            "SELECT id, receipt::text FROM queue_messages WHERE id = ANY($1) AND queue_id = $2",
-            &[&ids, &meta.id],
-        )
+        .query(&broker.inner.queues.sql.refuse_duplicates, &[&ids, &meta.id])
         .await?;
     let current: BTreeSet<String> = rows
         .iter()

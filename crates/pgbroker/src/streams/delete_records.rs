@@ -18,9 +18,7 @@ pub(crate) async fn delete_records(
 ) -> Result<i64> {
     let (_, pid) = broker.partition_id(topic, partition).await?;
     let client = broker.client().await?;
-    let row = client
-        .query_one("SELECT log_start, next_offset FROM partitions WHERE id = $1", &[&pid])
-        .await?;
+    let row = client.query_one(&broker.inner.sql.streams.watermarks, &[&pid]).await?;
     let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
     let target = before.unwrap_or(hw);
     if target < 0 || target > hw {
@@ -31,19 +29,11 @@ pub(crate) async fn delete_records(
         });
     }
     let row = client
-        .query_one(
-            "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
-                        WHERE id = $1 RETURNING log_start)
-             SELECT log_start FROM p",
-            &[&pid, &target],
-        )
+        .query_one(&broker.inner.sql.streams.advance_log_start, &[&pid, &target])
         .await?;
     let start: i64 = row.get(0);
     client
-        .execute(
-            "UPDATE segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2",
-            &[&pid, &start],
-        )
+        .execute(&broker.inner.sql.streams.drop_segments_below, &[&pid, &start])
         .await?;
     drop(client);
     broker.inner.cache.advance_log_start(pid, start);

@@ -18,7 +18,7 @@ const REMEMBERED_BATCHES: usize = 5;
 /// The producer fields of one record batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerBatch {
-    /// Producer id from [`crate::streams::Streams::init_producer_id`].
+    /// Producer id from [`Broker::init_producer_id`].
     pub producer_id: i64,
     /// Producer epoch.
     pub epoch: i16,
@@ -71,7 +71,9 @@ fn parse_batches(v: &Value) -> Vec<(i32, i32, i64)> {
 /// Hands out a new producer id, with epoch 0.
 pub(crate) async fn init_producer_id(broker: &Broker) -> Result<(i64, i16)> {
     let client = broker.client().await?;
-    let row = client.query_one("SELECT nextval('kafka_producer_ids')", &[]).await?;
+    let row = client
+        .query_one(&broker.inner.sql.streams.init_producer_id, &[])
+        .await?;
     Ok((row.get(0), 0))
 }
 
@@ -105,15 +107,13 @@ pub(crate) async fn produce_idempotent(
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     tx.execute(
-        "INSERT INTO kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
-         VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING",
+        &broker.inner.sql.streams.insert_producer_state,
         &[&batch.producer_id, &pid],
     )
     .await?;
     let row = tx
         .query_one(
-            "SELECT epoch, last_seq, batches FROM kafka_producer_state
-             WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE",
+            &broker.inner.sql.streams.lock_producer_state,
             &[&batch.producer_id, &pid],
         )
         .await?;
@@ -165,8 +165,7 @@ pub(crate) async fn produce_idempotent(
     }
     let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
     tx.execute(
-        "UPDATE kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
-         WHERE producer_id = $1 AND partition_id = $2",
+        &broker.inner.sql.streams.update_producer_state,
         &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
     )
     .await?;

@@ -16,6 +16,7 @@ pub mod partitioner;
 pub(crate) mod produce;
 pub(crate) mod producer;
 pub(crate) mod segments;
+pub(crate) mod statements;
 pub(crate) mod topics;
 
 pub use api::{Streams, Topics};

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::statements::Statements;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
 use crate::streams::segments::create_segment;
@@ -126,9 +127,6 @@ pub struct TopicDescription {
     pub partition_states: Vec<PartitionInfo>,
 }
 
-const TOPIC_COLUMNS: &str = "t.name, (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id),
-     t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at";
-
 fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
     let max: i32 = row.get(5);
     let created: SystemTime = row.get(6);
@@ -154,8 +152,7 @@ pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &Top
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
-            "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            &broker.inner.sql.streams.create_topic,
             &[
                 &name.as_str(),
                 &retention_ms,
@@ -167,7 +164,15 @@ pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &Top
         .await?
         .ok_or_else(|| Error::TopicExists(name.to_string()))?;
     let topic_id: i64 = row.get(0);
-    add_partitions_tx(&tx, topic_id, 0, config.partitions, config.segment_records).await?;
+    add_partitions_tx(
+        &broker.inner.sql.streams,
+        &tx,
+        topic_id,
+        0,
+        config.partitions,
+        config.segment_records,
+    )
+    .await?;
     tx.commit().await?;
     broker.forget_topic(name.as_str());
     broker.topics().info(name).await
@@ -177,10 +182,7 @@ pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &Top
 pub(crate) async fn topic_info(broker: &Broker, name: &TopicName) -> Result<TopicInfo> {
     let client = broker.client().await?;
     let row = client
-        .query_opt(
-            &format!("SELECT {TOPIC_COLUMNS} FROM topics t WHERE t.name = $1"),
-            &[&name.as_str()],
-        )
+        .query_opt(&broker.inner.sql.streams.topic_info, &[&name.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
     topic_from_row(&row)
@@ -189,9 +191,7 @@ pub(crate) async fn topic_info(broker: &Broker, name: &TopicName) -> Result<Topi
 /// All topics, by name.
 pub(crate) async fn list_topics(broker: &Broker) -> Result<Vec<TopicInfo>> {
     let client = broker.client().await?;
-    let rows = client
-        .query(&format!("SELECT {TOPIC_COLUMNS} FROM topics t ORDER BY t.name"), &[])
-        .await?;
+    let rows = client.query(&broker.inner.sql.streams.list_topics, &[]).await?;
     rows.iter().map(topic_from_row).collect()
 }
 
@@ -201,15 +201,7 @@ pub(crate) async fn describe_topic(broker: &Broker, name: &TopicName) -> Result<
     let topic = broker.topics().info(name).await?;
     let client = broker.client().await?;
     let rows = client
-        .query(
-            "SELECT p.partition, p.log_start, p.next_offset,
-                    coalesce((SELECT sum(pg_total_relation_size(to_regclass(s.table_name)))
-                              FROM segments s
-                              WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
-             FROM partitions p JOIN topics t ON t.id = p.topic_id
-             WHERE t.name = $1 ORDER BY p.partition",
-            &[&name.as_str()],
-        )
+        .query(&broker.inner.sql.streams.describe_topic, &[&name.as_str()])
         .await?;
     let partition_states = rows
         .iter()
@@ -237,12 +229,7 @@ pub(crate) async fn add_partitions(broker: &Broker, name: &TopicName, additional
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
-            "SELECT id, segment_records,
-                    (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id)
-             FROM topics t WHERE name = $1 FOR UPDATE",
-            &[&name.as_str()],
-        )
+        .query_opt(&broker.inner.sql.streams.lock_topic, &[&name.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
     let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
@@ -252,7 +239,15 @@ pub(crate) async fn add_partitions(broker: &Broker, name: &TopicName, additional
             format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
         ));
     }
-    add_partitions_tx(&tx, topic_id, current, current + additional, segment_records).await?;
+    add_partitions_tx(
+        &broker.inner.sql.streams,
+        &tx,
+        topic_id,
+        current,
+        current + additional,
+        segment_records,
+    )
+    .await?;
     tx.commit().await?;
     broker.forget_topic(name.as_str());
     broker.topics().info(name).await
@@ -269,16 +264,7 @@ pub(crate) async fn delete_topic(broker: &Broker, name: &TopicName) -> Result<()
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let deleted = tx
-        .query_opt(
-            "WITH t AS (SELECT id FROM topics WHERE name = $1 FOR UPDATE),
-                  o AS (INSERT INTO orphan_segments (table_name)
-                        SELECT s.table_name FROM segments s
-                        JOIN partitions p ON p.id = s.partition_id
-                        WHERE p.topic_id = (SELECT id FROM t)
-                        ON CONFLICT DO NOTHING)
-             DELETE FROM topics WHERE id = (SELECT id FROM t) RETURNING id",
-            &[&name.as_str()],
-        )
+        .query_opt(&broker.inner.sql.streams.delete_topic, &[&name.as_str()])
         .await?;
     if deleted.is_none() {
         return Err(Error::UnknownTopic(name.to_string()));
@@ -290,6 +276,7 @@ pub(crate) async fn delete_topic(broker: &Broker, name: &TopicName) -> Result<()
 }
 
 async fn add_partitions_tx(
+    sql: &Statements,
     tx: &tokio_postgres::Transaction<'_>,
     topic_id: i64,
     from: i32,
@@ -297,14 +284,9 @@ async fn add_partitions_tx(
     segment_records: i64,
 ) -> Result<()> {
     for partition in from..to {
-        let row = tx
-            .query_one(
-                "INSERT INTO partitions (topic_id, partition) VALUES ($1, $2) RETURNING id",
-                &[&topic_id, &partition],
-            )
-            .await?;
+        let row = tx.query_one(&sql.insert_partition, &[&topic_id, &partition]).await?;
         let pid: i64 = row.get(0);
-        create_segment(tx, pid, 0, segment_records).await?;
+        create_segment(tx, sql, pid, 0, segment_records).await?;
     }
     Ok(())
 }
