@@ -131,7 +131,7 @@ async fn bodies_headers_and_options_match_the_library() {
     let batch = c
         .query(
             &format!(
-                "SELECT id, duplicate FROM {s}.queues().send_batch('jobs', ARRAY['b1', 'b2'], dedup_keys => ARRAY['k', 'x'])"
+                "SELECT id, duplicate FROM {s}.send_batch('jobs', ARRAY['b1', 'b2'], dedup_keys => ARRAY['k', 'x'])"
             ),
             &[],
         )

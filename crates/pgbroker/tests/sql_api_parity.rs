@@ -67,7 +67,7 @@ impl Via<'_> {
                 let row = c
                     .query_one(
                         &format!(
-                            "SELECT id, duplicate FROM {s}.queues().send_batch($1, ARRAY[$2::text], priority => $3,
+                            "SELECT id, duplicate FROM {s}.send_batch($1, ARRAY[$2::text], priority => $3,
                                                                    group_keys => ARRAY[$4::text], dedup_keys => ARRAY[$5::text])"
                         ),
                         &[&q, &body, &i32::from(priority), &group, &dedup],
