@@ -6,14 +6,12 @@
 //! (`CI=true`), where it fails; `scripts/test.sh` installs it.
 
 // Helpers for the stream commands are unused here.
-#[allow(dead_code)]
-mod common;
 
 use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{kcat_available, Server};
-use common::{text, Env};
+use pgbroker_testkit::cli::serve::{kcat_available, Server};
+use pgbroker_testkit::cli::{text, Env};
 use serde_json::{json, Value};
 
 #[test]

@@ -4,14 +4,11 @@
 //! Without kcat on the PATH the test is skipped, except under CI, where it
 //! fails; `scripts/test.sh` installs it.
 
-#[allow(dead_code)]
-mod common;
-
 use std::process::{Command as StdCommand, Output, Stdio};
 
-use common::certs::make_certs;
-use common::serve::{kcat_available, Server};
-use common::{text, Env};
+use pgbroker_testkit::cli::certs::make_certs;
+use pgbroker_testkit::cli::serve::{kcat_available, Server};
+use pgbroker_testkit::cli::{text, Env};
 
 fn kcat(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = StdCommand::new("kcat")

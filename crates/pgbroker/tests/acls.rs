@@ -1,10 +1,8 @@
 //! ACL storage: grants need an existing user, are listed back as given,
 //! revoked one by one, go with their user, and bad input changes nothing.
 
-mod common;
-
-use common::TestDb;
 use pgbroker::{Acl, AclResource, Error, Permission};
+use pgbroker_testkit::db::TestDb;
 
 fn acl(user: &str, permission: Permission, resource: AclResource) -> Acl {
     Acl::new(user, permission, resource).expect("valid acl")
@@ -48,7 +46,6 @@ async fn grant_list_revoke() {
     b.remove_user("bob").await.expect("remove bob");
     assert!(matches!(b.list_acls(Some("bob")).await, Err(Error::UnknownUser(_))));
     assert_eq!(b.list_acls(None).await.expect("list").len(), 1);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -74,5 +71,4 @@ async fn bad_grants_change_nothing() {
     };
     assert!(matches!(b.grant(&misfit).await, Err(Error::Invalid { .. })));
     assert!(b.list_acls(None).await.expect("list").is_empty());
-    db.drop().await;
 }

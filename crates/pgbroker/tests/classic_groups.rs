@@ -2,13 +2,11 @@
 //! LeaveGroup with client-side assignment, offsets with Kafka's rules, and
 //! coexistence with the library's own groups.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{partitions, TestDb};
 use pgbroker::{Broker, ClassicJoinRequest, ClassicJoinResponse, Error, GroupId, JoinOptions, OffsetCommit, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 fn group(name: &str) -> GroupId {
     GroupId::new(name).expect("group")
@@ -197,7 +195,6 @@ async fn concurrent_joins_form_one_generation_with_one_leader() {
         (listed[0].protocol_type.as_str(), listed[0].state.as_str()),
         ("consumer", "Stable")
     );
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -234,7 +231,6 @@ async fn member_id_required_then_join_with_it() {
         db.broker.classic_join(&r).await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -270,7 +266,6 @@ async fn new_member_makes_the_others_rejoin() {
     let got = sync_all(std::slice::from_ref(&db.broker), &g, &all).await;
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|(m, bytes)| bytes == &assigned(m)));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -311,7 +306,6 @@ async fn silent_member_expires_and_the_rest_rebalance() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -364,7 +358,6 @@ async fn member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -411,7 +404,6 @@ async fn leaving_rebalances_and_the_last_leave_empties_the_group() {
     let offsets = db.broker.committed_offsets(&g, &t).await.expect("offsets");
     assert_eq!(offsets[0].offset, 7, "offsets survive");
     db.broker.delete_group(&g).await.expect("an empty group can be deleted");
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -502,7 +494,6 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -542,7 +533,6 @@ async fn offsets_keep_their_metadata() {
     assert_eq!(all.len(), 3);
     assert_eq!(all[2].0, u);
     assert_eq!(all[2].1.metadata.as_deref(), Some("{\"k\":1}"));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -590,7 +580,6 @@ async fn simple_commits_only_while_the_group_is_empty() {
         .await
         .expect("simple commit on an empty group");
     assert_eq!(db.broker.committed_offsets(&g, &t).await.expect("o")[0].offset, 4);
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -632,7 +621,6 @@ async fn two_brokers_serve_one_group() {
     assert!(all.iter().all(|r| r.generation == joined[0].generation + 1));
     let got = sync_all(&brokers, &g, &all).await;
     assert_eq!(got.len(), 3);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -728,7 +716,6 @@ async fn inconsistent_protocols_are_rejected() {
             .all(|l| l.protocol_type == "pgbroker" && l.state == "Stable"),
         "{listed:?}"
     );
-    db.drop().await;
 }
 
 fn request_with(g: &GroupId, member_id: &str, protocols: &[(String, Vec<u8>)]) -> ClassicJoinRequest {
@@ -766,7 +753,6 @@ async fn static_member_replaced_by_a_new_instance_is_fenced() {
         .expect("leave");
     assert!(left[0].is_ok(), "{left:?}");
     assert_eq!(b.describe_classic_group(&g).await.expect("d").state, "Empty");
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -831,5 +817,4 @@ async fn many_members_on_two_brokers() {
         "{again:?}"
     );
     assert_eq!(sync_all(&brokers, &g, &again).await.len(), 10);
-    db.drop().await;
 }

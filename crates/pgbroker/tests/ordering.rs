@@ -1,13 +1,12 @@
 //! Gap-free, ordered offsets under concurrent producers that commit late or
 //! roll back, while consumers tail the partition.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{database_url, partitions, TestDb};
 use pgbroker::{FetchLimits, Record, TopicName};
+use pgbroker_testkit::database_url;
+use pgbroker_testkit::db::{partitions, TestDb};
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -139,5 +138,4 @@ async fn concurrent_producers_never_leave_gaps() {
             "the test should exercise rollbacks"
         );
     }
-    db.drop().await;
 }

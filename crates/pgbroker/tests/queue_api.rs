@@ -2,12 +2,10 @@
 //! hostile names and long polls. Each test runs in a fresh schema of a real
 //! PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{bodies, is_stale, receipts, take, TestDb};
 use pgbroker::{Error, Message, NackOptions, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker_testkit::db::{bodies, is_stale, receipts, take, TestDb};
 
 #[tokio::test]
 async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
@@ -49,7 +47,6 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
         .expect("nack");
     let got = b.receive(&q, &take(10)).await.expect("receive");
     assert_eq!((bodies(&got), got[0].attempt), (vec!["a29".to_string()], 2));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -89,7 +86,6 @@ async fn dead_lettered_group_head_lets_the_group_go_on() {
         .expect("count")
         .get(0);
     assert_eq!(groups, 1, "only the source's group is left");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -142,7 +138,6 @@ async fn outbox_send_and_ack_in_a_transaction_honour_rollback() {
     tx.commit().await.expect("commit");
     let stats = b.queue_stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -177,7 +172,6 @@ async fn stats_count_each_state() {
     .expect("nack");
     let stats = b.queue_stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (2, 0, 2));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -245,7 +239,6 @@ async fn administration_lists_updates_purges_and_deletes() {
             .get(0);
         assert_eq!(n, 0, "{table}");
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -311,7 +304,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let stats = b.queue_stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed), (0, 0), "nothing was sent");
     assert_eq!(b.list_queues().await.expect("list").len(), 1, "nothing created");
-    db.drop().await;
 }
 
 /// pitfalls.md, SQL injection: pgmq had injection through queue names.
@@ -353,7 +345,6 @@ async fn hostile_names_are_data_not_sql() {
     b.send(&long_a, &Message::new("a")).await.expect("send");
     assert_eq!(b.queue_stats(&long_b).await.expect("stats").ready, 0);
     assert_eq!(b.queue_stats(&long_a).await.expect("stats").ready, 1);
-    db.drop().await;
 }
 
 /// Median time from a send starting to a waiting receive returning.
@@ -401,5 +392,4 @@ async fn long_poll_wakes_on_send_not_on_timer() {
     let started = Instant::now();
     assert!(db.broker.receive(&q, &wait).await.expect("receive").is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
-    db.drop().await;
 }

@@ -1,8 +1,6 @@
 //! Work queues under concurrency: many workers draining one queue while
 //! senders fill it, and workers that die holding leases.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
 use pgbroker::{Broker, Error, Message, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker_testkit::db::TestDb;
 
 const MESSAGES: usize = 100_000;
 const WORKERS: usize = 16;
@@ -106,7 +104,6 @@ async fn many_workers_receive_each_message_exactly_once() {
         "{MESSAGES} messages through {WORKERS} workers in {elapsed:?} ({:.0}/s)",
         MESSAGES as f64 / elapsed.as_secs_f64()
     );
-    db.drop().await;
 }
 
 /// The environment that makes the child test below act as a worker.
@@ -121,7 +118,7 @@ async fn child_worker_holding_leases() {
         return;
     };
     let broker = Broker::connect(pgbroker::BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema,
         pool_size: 2,
         ..pgbroker::BrokerConfig::default()
@@ -229,5 +226,4 @@ async fn worker_killed_mid_lease() {
         .expect("count")
         .get(0);
     assert_eq!(archived_or_left, 0, "all 15 processed, nothing lost or left");
-    db.drop().await;
 }

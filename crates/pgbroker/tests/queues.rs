@@ -2,12 +2,10 @@
 //! priorities and deduplication. Each test runs in a fresh schema of a real
 //! PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{bodies, is_stale, receipts, take, TestDb};
 use pgbroker::{Error, Message, NackOptions, QueueConfig, Receipt, ReceiveOptions};
+use pgbroker_testkit::db::{bodies, is_stale, receipts, take, TestDb};
 
 #[tokio::test]
 async fn send_receive_ack_round_trip() {
@@ -46,7 +44,6 @@ async fn send_receive_ack_round_trip() {
         (0, 0, 0, 0)
     );
     assert_eq!(stats.oldest_ready_age_ms, None);
-    db.drop().await;
 }
 
 /// pitfalls.md, Queues: an expired worker kept running and acked. After a
@@ -96,7 +93,6 @@ async fn expired_lease_redelivers_and_old_receipt_is_refused() {
     let unknown: Receipt = "999999:00000000-0000-0000-0000-000000000000".parse().expect("shape");
     assert!(is_stale(b.ack(&q, &[unknown]).await));
     assert!(matches!("1:x".parse::<Receipt>(), Err(Error::Invalid { .. })));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -130,7 +126,6 @@ async fn a_batch_ack_with_one_stale_receipt_deletes_nothing() {
     let both = vec![a[0].receipt.clone(), new_b[0].receipt.clone()];
     b.ack(&q, &both).await.expect("ack both current");
     assert_eq!(b.queue_stats(&q).await.expect("stats").in_flight, 0);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -208,7 +203,6 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
     let fourth = b.receive(&q, &wait).await.expect("receive");
     assert!(t.elapsed() >= Duration::from_millis(390), "{:?}", t.elapsed());
     assert_eq!(fourth[0].attempt, 4);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -281,7 +275,6 @@ async fn out_of_attempts_goes_to_the_dead_letter_queue_and_redrive_brings_it_bac
     );
     assert_eq!(back[0].last_error.as_deref(), Some("failure 3"), "history kept");
     b.ack(&q, &receipts(&back)).await.expect("ack");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -323,7 +316,6 @@ async fn expired_leases_count_as_attempts_and_a_queue_without_dlq_keeps_its_dead
     assert_eq!(b.redrive(&q, None).await.expect("redrive"), 1);
     let got = b.receive(&q, &take(1)).await.expect("receive");
     assert_eq!((got[0].id, got[0].attempt), (id, 1));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -363,7 +355,6 @@ async fn delays_and_delivery_times() {
         .await
         .expect("send");
     assert!(b.receive(&q, &take(10)).await.expect("receive").is_empty());
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -386,7 +377,6 @@ async fn higher_priority_first_then_oldest() {
     b.nack(&q, &receipts(&got[1..]), &zero).await.expect("nack");
     let got = b.receive(&q, &take(10)).await.expect("receive");
     assert_eq!(bodies(&got), ["b", "d", "a", "e"]);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -434,5 +424,4 @@ async fn dedup_key_is_a_no_op_until_acknowledged() {
         .await
         .expect("send");
     assert!(!after.duplicate && after.id != first.id);
-    db.drop().await;
 }

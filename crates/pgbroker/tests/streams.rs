@@ -1,13 +1,11 @@
 //! Produce and fetch: keys, headers, null values, limits, offsets, long
 //! polls, the outbox and the batching producer.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{partitions, TestDb};
 use pgbroker::partitioner::partition_for_key;
 use pgbroker::{Error, FetchLimits, Header, OffsetSpec, ProducerConfig, Record, TopicConfig, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 fn limits(max_records: usize) -> FetchLimits {
     FetchLimits {
@@ -57,7 +55,6 @@ async fn records_round_trip_with_keys_headers_and_nulls() {
     assert_eq!(a.timestamp, ts);
     assert_eq!((b.key.clone(), b.value.clone(), b.headers.len()), (None, None, 0));
     assert!(b.timestamp > before, "write time used when no timestamp given");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -76,7 +73,6 @@ async fn keys_pick_kafkas_partition() {
         offs.sort();
         assert_eq!(offs, (0..i64::try_from(offs.len()).expect("fits")).collect::<Vec<_>>());
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -123,7 +119,6 @@ async fn fetch_limits_and_out_of_range() {
             ..
         })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -154,7 +149,6 @@ async fn resolves_earliest_latest_and_timestamps() {
         10,
         "none later: high watermark"
     );
-    db.drop().await;
 }
 
 /// Median time from a produce starting to a waiting fetch returning, for a
@@ -209,7 +203,6 @@ async fn long_poll_wakes_on_commit_not_on_timer() {
     let started = Instant::now();
     let r = db.broker.fetch(&t, 0, 10, wait).await.expect("fetch");
     assert!(r.records.is_empty() && started.elapsed() >= Duration::from_millis(100));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -265,7 +258,6 @@ async fn outbox_is_visible_only_after_commit() {
     let r = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
     assert_eq!(r.records.len(), 1);
     assert_eq!(r.records[0].value.as_deref(), Some(&b"committed"[..]));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +310,6 @@ async fn batching_producer_coalesces_and_reports_each_offset() {
         producer.send(&t, Some(9), Record::from_value("x")).await,
         Err(Error::UnknownPartition { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -377,7 +368,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
         "nothing written"
     );
     assert_eq!(b.list_topics().await.expect("list").len(), 1, "nothing created");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -414,7 +404,6 @@ async fn hostile_names_are_data_not_sql() {
         .expect("produce");
     assert_eq!(db.broker.watermarks(&long_b, 0).await.expect("wm").1, 0);
     assert_eq!(db.broker.watermarks(&long_a, 0).await.expect("wm").1, 1);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -434,7 +423,7 @@ async fn migrations_are_versioned() {
         .await
         .expect("insert");
     let again = pgbroker::Broker::connect(pgbroker::BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
         ..pgbroker::BrokerConfig::default()
     })
@@ -443,7 +432,6 @@ async fn migrations_are_versioned() {
         Err(e @ Error::SchemaTooNew { found: 999, .. }) => assert!(e.to_string().contains("upgrade pgbroker")),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -480,5 +468,4 @@ async fn messages_are_readable_with_plain_sql() {
     assert_eq!(row.get::<_, i64>(2), 0);
     assert_eq!(row.get::<_, String>(3), "k");
     assert_eq!(row.get::<_, String>(4), "hello");
-    db.drop().await;
 }
