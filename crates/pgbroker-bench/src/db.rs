@@ -2,8 +2,9 @@
 //! the server.
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
+
+use crate::summary::{Environment, Note};
 
 /// One connection, its driver spawned on the runtime.
 pub async fn connect(url: &str) -> Result<Client> {
@@ -39,8 +40,8 @@ fn first_line_with(path: &str, prefix: &str) -> Option<String> {
 }
 
 /// The machine (CPU, cores, memory, kernel, load) and Postgres (version,
-/// settings), as one JSON object with `"kind": "environment"`.
-pub async fn environment(url: &str) -> Result<Value> {
+/// settings), as the results line with `"kind": "environment"`.
+pub async fn environment(url: &str) -> Result<Note> {
     let client = connect(url).await?;
     let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
     let rows = client
@@ -49,29 +50,30 @@ pub async fn environment(url: &str) -> Result<Value> {
             &[&SETTINGS],
         )
         .await?;
-    let settings: serde_json::Map<String, Value> = rows
+    let settings = rows
         .iter()
         .map(|r| {
             let (name, setting, unit): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            (
-                name,
-                Value::String(if unit.is_empty() {
-                    setting
-                } else {
-                    format!("{setting} × {unit}")
-                }),
-            )
+            let value = if unit.is_empty() {
+                setting
+            } else {
+                format!("{setting} × {unit}")
+            };
+            (name, value)
         })
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    Ok(json!({
-        "kind": "environment",
-        "cpu": first_line_with("/proc/cpuinfo", "model name"),
-        "cores": cores,
-        "memory": first_line_with("/proc/meminfo", "MemTotal"),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
-        "load_average": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string()),
-        "postgres": version,
-        "settings": settings,
+    Ok(Note::Environment(Environment {
+        cpu: first_line_with("/proc/cpuinfo", "model name"),
+        cores,
+        memory: first_line_with("/proc/meminfo", "MemTotal"),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string()),
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|s| s.trim().to_string()),
+        postgres: version,
+        settings,
     }))
 }

@@ -15,16 +15,17 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use futures_util::future::join_all;
 use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_with, payload, produce_loop, record, stamped, BrokerProcess, Measured,
-    PubsubArgs, Relabel, Stats,
-};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 use crate::db;
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 
 /// The `pgbroker serve` child, killed when dropped.
 pub struct Server {
@@ -83,7 +84,8 @@ impl Server {
 
 /// Runs the workload through `pgbroker serve` on a fresh schema, dropped
 /// afterwards.
-pub async fn run(url: &str, bin: &Path, args: &PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let (url, bin) = (env.database_url.as_str(), env.pgbroker_bin.as_path());
     // Built from a number only: safe to place in SQL text.
     let schema = format!("bench_kafka_{}", std::process::id());
     let admin = db::connect(url).await?;
@@ -117,10 +119,8 @@ pub async fn run(url: &str, bin: &Path, args: &PubsubArgs) -> Result<serde_json:
     outcome
 }
 
-async fn drive(server: &Server, args: &PubsubArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
+    let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
         for _ in 0..args.consumers_per_group {
@@ -141,7 +141,7 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<serde_json::Value> 
             consumer.subscribe(&["bench"])?;
             let consumer = Arc::new(consumer);
             consumers.push(consumer.clone());
-            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+            run.spawn(|s, st| consume(consumer, s, st));
         }
     }
     settle(&consumers, args).await;
@@ -153,14 +153,11 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<serde_json::Value> 
             .set("compression.type", "none")
             .create()
             .context("creating a librdkafka producer")?;
-        let (a, s, st) = (args.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(producer, a, id, s, st)));
+        let a = args.clone();
+        run.spawn(|s, st| produce(producer, a, id, s, st));
     }
-    let workload = Relabel {
-        workload: args,
-        system: "kafka-protocol",
-    };
-    measure_with(&workload, stats, stop, tasks, &BrokerProcess::Pid(server.pid()?)).await
+    let process = BrokerProcess::Pid(server.pid()?);
+    run.measure(args, "kafka-protocol", &process).await
 }
 
 async fn produce(

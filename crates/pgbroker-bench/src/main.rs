@@ -1,31 +1,41 @@
-//! `pgbroker-bench`: the comparison harness. It runs the workloads of
-//! `pgbroker bench` against pgbroker, its Kafka front end (through
+//! `pgbroker-bench`: pgbroker's benchmarks. It runs a pub/sub and a
+//! work-queue workload against pgbroker, its Kafka front end (through
 //! librdkafka), the source article's SQL design, Postgres's ceiling, and
 //! the peers a user would otherwise pick (RabbitMQ, NATS JetStream, Redis
 //! Streams, pgmq), writes every run as a JSON line, and turns the results
 //! into BENCHMARKS.md with plots. It is a binary of its own so that
 //! `pgbroker` links none of the peers' clients.
 
+mod article;
+mod article_queue;
+mod ceiling;
+mod compare;
 mod db;
 mod kafka;
+mod measure;
 mod nats;
+mod pgbroker_queue;
+mod pgbroker_streams;
 mod pgmq;
 mod plots;
+mod procfs;
 mod rabbitmq;
 mod redis_streams;
 mod report;
 mod soak;
 mod suite;
+mod summary;
 mod sweep;
 mod systems;
 mod targets;
+mod workload;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgbroker_cli::bench::{PubsubArgs, QueueArgs};
 
-use systems::{Endpoints, PubsubSystem, QueuePeer};
+use systems::{Endpoints, PubsubSystem, QueueSystem};
+use workload::{PubsubArgs, QueueArgs};
 
 /// Compare pgbroker with its alternatives on this machine.
 #[derive(Debug, Parser)]
@@ -42,7 +52,7 @@ enum Command {
     /// One pub/sub run against one system.
     Pubsub {
         /// The system.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, default_value = "pgbroker")]
         system: PubsubSystem,
         #[command(flatten)]
         workload: PubsubArgs,
@@ -50,11 +60,13 @@ enum Command {
     /// One queue run against one system.
     Queue {
         /// The system.
-        #[arg(long, value_enum)]
-        system: QueuePeer,
+        #[arg(long, value_enum, default_value = "pgbroker")]
+        system: QueueSystem,
         #[command(flatten)]
         workload: QueueArgs,
     },
+    /// One pub/sub workload against several systems in turn, with medians and ratios.
+    Compare(compare::CompareArgs),
     /// Every scenario, systems in turn, rounds; appends JSON lines.
     Suite(suite::SuiteArgs),
     /// Latency against offered rate.
@@ -69,15 +81,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = &cli.endpoints;
     match cli.command {
         Command::Pubsub { system, workload } => {
-            let summary = env.run_pubsub(system, &workload).await;
+            let summary = system.run(env, &workload).await;
             systems::drop_schema(&env.database_url).await?;
             workload.run.report(&summary?)
         }
         Command::Queue { system, workload } => {
-            let summary = env.run_queue(system, &workload).await;
+            let summary = system.run(env, &workload).await;
             systems::drop_schema(&env.database_url).await?;
             workload.run.report(&summary?)
         }
+        Command::Compare(args) => compare::compare(env, args).await,
         Command::Suite(args) => suite::suite(env, &args).await,
         Command::Sweep(args) => sweep::sweep(env, &args).await,
         Command::Soak(args) => soak::soak(env, &args).await,

@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 use anyhow::{anyhow, Context, Result};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
-};
 
 /// Runs the workload on a fresh stream, deleted afterwards.
-pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.nats_url.as_str();
     let client = async_nats::connect(url).await.context("connecting to NATS")?;
     let js = jetstream::new(client);
     let name = format!("bench_{}", std::process::id());
@@ -36,10 +39,8 @@ pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result<Summary> {
+    let mut run = Run::start();
     let stream = js.get_stream(name).await.map_err(|e| anyhow!("{e}"))?;
     for g in 0..args.groups {
         let consumer = stream
@@ -53,19 +54,15 @@ async fn drive(js: &jetstream::Context, name: &str, args: &PubsubArgs) -> Result
             .map_err(|e| anyhow!("creating a durable consumer: {e}"))?;
         for _ in 0..args.consumers_per_group {
             let batch = usize::try_from(args.read_batch)?;
-            tasks.push(tokio::spawn(consume(
-                consumer.clone(),
-                batch,
-                stats.clone(),
-                stop.clone(),
-            )));
+            run.spawn(|s, st| consume(consumer.clone(), batch, s, st));
         }
     }
     for id in 0..args.producers {
-        let (js, a, s, st, n) = (js.clone(), args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(js, n, a, id, s, st)));
+        let (js, a, n) = (js.clone(), args.clone(), name.to_string());
+        run.spawn(|s, st| produce(js, n, a, id, s, st));
     }
-    measure_peer(args, "nats", "nats-server", stats, stop, tasks).await
+    let process = BrokerProcess::Named("nats-server".into());
+    run.measure(args, "nats", &process).await
 }
 
 async fn produce(

@@ -8,29 +8,29 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use pgbroker_cli::bench::{histogram, measure, produce_loop, record, Measured, QueueArgs, Relabel, Stats};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
 use crate::db;
-
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
+use crate::measure::{epoch_micros, histogram, produce_loop, record, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::QueueArgs;
 
 /// A JSON message of about `size` bytes carrying its send time.
 fn message(size: u32, sent: SystemTime) -> Value {
     let pad = usize::try_from(size.saturating_sub(32)).unwrap_or(0);
-    json!({ "sent_us": micros(sent), "pad": "x".repeat(pad) })
+    json!({ "sent_us": epoch_micros(sent), "pad": "x".repeat(pad) })
 }
 
 /// Runs the workload on a fresh queue, dropped afterwards with whatever
 /// this run installed.
-pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+    let url = env.database_url.as_str();
     let admin = db::connect(url).await?;
     let present: bool = admin
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgmq')", &[])
@@ -60,31 +60,19 @@ pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(url: &str, name: &str, args: &QueueArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(url: &str, name: &str, args: &QueueArgs) -> Result<Summary> {
+    let mut run = Run::start();
     for _ in 0..args.workers {
         let client = db::connect(url).await?;
         let batch = i32::try_from(args.receive_batch)?;
-        tasks.push(tokio::spawn(work(
-            client,
-            name.to_string(),
-            batch,
-            stats.clone(),
-            stop.clone(),
-        )));
+        run.spawn(|s, st| work(client, name.to_string(), batch, s, st));
     }
     for id in 0..args.producers {
         let client = db::connect(url).await?;
-        let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(client, n, a, id, s, st)));
+        let (a, n) = (args.clone(), name.to_string());
+        run.spawn(|s, st| produce(client, n, a, id, s, st));
     }
-    let workload = Relabel {
-        workload: args,
-        system: "pgmq",
-    };
-    measure(&workload, stats, stop, tasks).await
+    run.measure(args, "pgmq", &BrokerProcess::InProcess).await
 }
 
 async fn produce(
@@ -120,11 +108,11 @@ async fn work(client: Client, name: String, batch: i32, stats: Arc<Stats>, stop:
     while !stop.load(Ordering::Relaxed) {
         let rows = client.query(&read, &[&name, &batch]).await?;
         if rows.is_empty() {
-            let nap = 100 + micros(SystemTime::now()) % 1900;
+            let nap = 100 + epoch_micros(SystemTime::now()) % 1900;
             tokio::time::sleep(Duration::from_micros(nap)).await;
             continue;
         }
-        let now = micros(SystemTime::now());
+        let now = epoch_micros(SystemTime::now());
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             let body: Value = row.get(1);

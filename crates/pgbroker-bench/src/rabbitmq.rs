@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::QueueArgs;
 use anyhow::{Context, Result};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
@@ -17,12 +22,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, QueueArgs, Stats,
-};
 
 /// Runs the workload on a fresh durable queue, deleted afterwards.
-pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+    let url = env.amqp_url.as_str();
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ")?;
@@ -45,10 +48,8 @@ pub async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<Summary> {
+    let mut run = Run::start();
     for w in 0..args.workers {
         let channel = conn.create_channel().await?;
         let prefetch = u16::try_from(args.receive_batch).unwrap_or(u16::MAX);
@@ -62,21 +63,16 @@ async fn drive(conn: &Connection, name: &str, args: &QueueArgs) -> Result<serde_
             )
             .await?;
         let batch = usize::try_from(args.receive_batch)?;
-        tasks.push(tokio::spawn(work(
-            channel,
-            consumer,
-            batch,
-            stats.clone(),
-            stop.clone(),
-        )));
+        run.spawn(|s, st| work(channel, consumer, batch, s, st));
     }
     for id in 0..args.producers {
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let (a, s, st, n) = (args.clone(), stats.clone(), stop.clone(), name.to_string());
-        tasks.push(tokio::spawn(produce(channel, n, a, id, s, st)));
+        let (a, n) = (args.clone(), name.to_string());
+        run.spawn(|s, st| produce(channel, n, a, id, s, st));
     }
-    measure_peer(args, "rabbitmq", "beam.smp", stats, stop, tasks).await
+    let process = BrokerProcess::Named("beam.smp".into());
+    run.measure(args, "rabbitmq", &process).await
 }
 
 async fn produce(

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 use anyhow::{Context, Result};
-use pgbroker_cli::bench::{
-    histogram, latency_micros, measure_peer, payload, produce_loop, record, stamped, Measured, PubsubArgs, Stats,
-};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
@@ -24,7 +26,8 @@ async fn connection(client: &redis::Client) -> Result<MultiplexedConnection> {
 }
 
 /// Runs the workload on fresh streams, deleted afterwards.
-pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.redis_url.as_str();
     let client = redis::Client::open(url).context("Redis URL")?;
     let mut admin = connection(&client).await?;
     let keys: Vec<String> = (0..args.partitions)
@@ -41,10 +44,8 @@ pub async fn run(url: &str, args: &PubsubArgs) -> Result<serde_json::Value> {
     outcome
 }
 
-async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Result<Summary> {
+    let mut run = Run::start();
     for g in 0..args.groups {
         for c in 0..args.consumers_per_group {
             let conn = connection(client).await?;
@@ -52,16 +53,17 @@ async fn drive(client: &redis::Client, keys: &[String], args: &PubsubArgs) -> Re
                 .group(format!("g{g}"), format!("c{c}"))
                 .count(usize::try_from(args.read_batch)?)
                 .block(100);
-            let (k, s, st) = (keys.to_vec(), stats.clone(), stop.clone());
-            tasks.push(tokio::spawn(consume(conn, k, format!("g{g}"), options, s, st)));
+            let k = keys.to_vec();
+            run.spawn(|s, st| consume(conn, k, format!("g{g}"), options, s, st));
         }
     }
     for id in 0..args.producers {
         let conn = connection(client).await?;
-        let (k, a, s, st) = (keys.to_vec(), args.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(conn, k, a, id, s, st)));
+        let (k, a) = (keys.to_vec(), args.clone());
+        run.spawn(|s, st| produce(conn, k, a, id, s, st));
     }
-    measure_peer(args, "redis", "redis-server", stats, stop, tasks).await
+    let process = BrokerProcess::Named("redis-server".into());
+    run.measure(args, "redis", &process).await
 }
 
 async fn produce(

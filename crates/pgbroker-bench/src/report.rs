@@ -4,12 +4,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use pgbroker_cli::bench::compare::{medians, FIGURES};
-use serde_json::Value;
-
 use crate::plots;
+use crate::summary::{
+    load, median_of, medians, ordered, Environment, Figure, Line, Note, SoakSample, Summary, E2E_MAX, E2E_P50, E2E_P95,
+    E2E_P99, E2E_P999, READ_RATE, TABLE, WRITE_RATE,
+};
 use crate::targets::{losses, targets};
+use crate::workload::Shape;
+use anyhow::{Context, Result};
 
 /// Flags of `report`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,42 +27,20 @@ pub struct ReportArgs {
     pub plots: PathBuf,
 }
 
-/// Every line of the result files, parsed.
-fn load(files: &[PathBuf]) -> Result<Vec<Value>> {
-    let mut all = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            all.push(serde_json::from_str(line).with_context(|| format!("{}:{}", f.display(), n + 1))?);
-        }
-    }
-    Ok(all)
-}
-
-/// Names in order of first appearance.
-fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for i in items {
-        if !out.iter().any(|o| o == i) {
-            out.push(i.to_string());
-        }
-    }
-    out
-}
-
 /// Runs of `scenario`, and its systems in order (the first is the base).
-pub fn scenario_runs<'a>(runs: &'a [Value], scenario: &str) -> (Vec<&'a Value>, Vec<String>) {
-    let mine: Vec<&Value> = runs.iter().filter(|r| r["scenario"] == scenario).collect();
-    let systems = ordered(mine.iter().filter_map(|r| r["system"].as_str()));
+pub fn scenario_runs<'a>(runs: &'a [Summary], scenario: &str) -> (Vec<&'a Summary>, Vec<String>) {
+    let mine: Vec<&Summary> = runs
+        .iter()
+        .filter(|r| r.scenario.as_deref() == Some(scenario))
+        .collect();
+    let systems = ordered(mine.iter().map(|r| r.system.as_str()));
     (mine, systems)
 }
 
-/// The median of `figure` for `system` in `scenario`.
-pub fn median_of(runs: &[Value], scenario: &str, system: &str, figure: &str) -> Option<f64> {
+/// The median of `figure` for `system` in `scenario`, if measured.
+pub fn scenario_median(runs: &[Summary], scenario: &str, system: &str, figure: &Figure) -> Option<f64> {
     let (mine, _) = scenario_runs(runs, scenario);
-    let owned: Vec<Value> = mine.into_iter().cloned().collect();
-    let i = FIGURES.iter().position(|(k, _)| *k == figure)?;
-    let v = medians(&owned, &[system])[0][i];
+    let v = median_of(mine, system, figure);
     v.is_finite().then_some(v)
 }
 
@@ -84,58 +64,55 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn workload_line(run: &Value) -> String {
-    let keys = [
-        "workload",
-        "message_size",
-        "partitions",
-        "producers",
-        "groups",
-        "consumers_per_group",
-        "write_batch",
-        "read_batch",
-        "workers",
-        "send_batch",
-        "receive_batch",
-        "target_rate",
-        "duration_s",
-    ];
-    keys.iter()
-        .filter(|k| !run[**k].is_null())
-        .map(|k| format!("{k} {}", run[*k]))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn workload_line(run: &Summary) -> String {
+    let shape = match &run.shape {
+        Shape::Pubsub(a) => format!(
+            "workload \"pubsub\", message_size {}, partitions {}, producers {}, groups {}, consumers_per_group {}, \
+             write_batch {}, read_batch {}",
+            a.message_size, a.partitions, a.producers, a.groups, a.consumers_per_group, a.write_batch, a.read_batch
+        ),
+        Shape::Queue(a) => format!(
+            "workload \"queue\", message_size {}, producers {}, workers {}, send_batch {}, receive_batch {}",
+            a.message_size, a.producers, a.workers, a.send_batch, a.receive_batch
+        ),
+    };
+    let rate = run
+        .shape
+        .target_rate()
+        .map_or_else(String::new, |r| format!(", target_rate {r}"));
+    format!("{shape}{rate}, duration_s {}", run.figures.duration_s)
 }
 
-fn environment(md: &mut String, env: Option<&Value>) {
+fn environment(md: &mut String, env: Option<&Environment>) {
     md.push_str("## Machine and Postgres\n\n");
     let Some(env) = env else {
         md.push_str("No environment line in the results.\n\n");
         return;
     };
     md.push_str("| | |\n|---|---|\n");
-    for k in ["cpu", "cores", "memory", "kernel", "load_average", "postgres"] {
-        let v = &env[k];
-        let _ = writeln!(
-            md,
-            "| {k} | {} |",
-            v.as_str().map_or_else(|| v.to_string(), String::from)
-        );
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "null".into());
+    let rows = [
+        ("cpu", text(&env.cpu)),
+        ("cores", env.cores.to_string()),
+        ("memory", text(&env.memory)),
+        ("kernel", text(&env.kernel)),
+        ("load_average", text(&env.load_average)),
+        ("postgres", env.postgres.clone()),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(md, "| {k} | {v} |");
     }
-    if let Some(settings) = env["settings"].as_object() {
-        for (k, v) in settings {
-            let _ = writeln!(md, "| {k} | {} |", v.as_str().unwrap_or_default());
-        }
+    for (k, v) in &env.settings {
+        let _ = writeln!(md, "| {k} | {v} |");
     }
     md.push('\n');
 }
 
-fn scenario(md: &mut String, runs: &[Value], name: &str, plots: &Path, rel: &Path) -> Result<()> {
+fn scenario(md: &mut String, runs: &[Summary], name: &str, plots: &Path, rel: &Path) -> Result<()> {
     let (mine, systems) = scenario_runs(runs, name);
-    let rounds = mine.iter().filter_map(|r| r["round"].as_u64()).max().unwrap_or(1);
-    let owned: Vec<Value> = mine.iter().map(|r| (*r).clone()).collect();
+    let rounds = mine.iter().filter_map(|r| r.round).max().unwrap_or(1);
     let names: Vec<&str> = systems.iter().map(String::as_str).collect();
-    let m = medians(&owned, &names);
+    let m = medians(&mine, &systems);
     let _ = writeln!(
         md,
         "### {name}\n\n{}; median of {rounds} round(s), ratio = system / {}.\n",
@@ -149,34 +126,29 @@ fn scenario(md: &mut String, runs: &[Value], name: &str, plots: &Path, rel: &Pat
     md.push_str("\n|---|");
     md.push_str(&"---:|---:|".repeat(names.len()));
     md.push('\n');
-    for (i, (figure, _)) in FIGURES.iter().enumerate() {
-        let _ = write!(md, "| {figure} |");
+    for (i, figure) in TABLE.iter().enumerate() {
+        let _ = write!(md, "| {} |", figure.name);
         for values in &m {
             let _ = write!(md, " {} | {} |", fmt(values[i]), fmt(values[i] / m[0][i]));
         }
         md.push('\n');
     }
-    let col = |k: &str| {
-        FIGURES
-            .iter()
-            .position(|(f, _)| *f == k)
-            .map_or(vec![], |i| m.iter().map(|v| v[i]).collect())
-    };
+    let col = |f: &Figure| -> Vec<f64> { systems.iter().map(|s| median_of(mine.iter().copied(), s, f)).collect() };
     let tput = plots.join(format!("{name}-throughput.svg"));
     plots::bars(
         &tput,
         &format!("{name}: messages/s"),
         "messages/s",
         &systems,
-        &[("written", col("write_msgs_per_s")), ("read", col("read_msgs_per_s"))],
+        &[("written", col(&WRITE_RATE)), ("read", col(&READ_RATE))],
     )?;
     let lat = plots.join(format!("{name}-latency.svg"));
     let pcts: Vec<(String, Vec<f64>)> = systems
         .iter()
         .map(|s| {
-            let v = ["e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "e2e_p999_ms", "e2e_max_ms"]
+            let v = [E2E_P50, E2E_P95, E2E_P99, E2E_P999, E2E_MAX]
                 .iter()
-                .map(|k| crate::targets::median_key(&mine, s, k))
+                .map(|f| median_of(mine.iter().copied(), s, f))
                 .collect();
             (s.clone(), v)
         })
@@ -197,7 +169,7 @@ fn scenario(md: &mut String, runs: &[Value], name: &str, plots: &Path, rel: &Pat
     Ok(())
 }
 
-fn sweep(md: &mut String, runs: &[Value], plots: &Path, rel: &Path) -> Result<()> {
+fn sweep(md: &mut String, runs: &[Summary], plots: &Path, rel: &Path) -> Result<()> {
     let (mine, systems) = scenario_runs(runs, "sweep");
     if mine.is_empty() {
         return Ok(());
@@ -213,30 +185,26 @@ fn sweep(md: &mut String, runs: &[Value], plots: &Path, rel: &Path) -> Result<()
     let mut lines = Vec::new();
     for s in &systems {
         let mut targets: Vec<Option<u64>> = Vec::new();
-        for r in mine.iter().filter(|r| r["system"] == s.as_str()) {
-            let t = r["target_rate"].as_u64();
+        for r in mine.iter().filter(|r| r.system == *s) {
+            let t = r.shape.target_rate();
             if !targets.contains(&t) {
                 targets.push(t);
             }
         }
         let mut points = Vec::new();
         for t in targets {
-            let at: Vec<&Value> = mine
-                .iter()
-                .copied()
-                .filter(|r| r["system"] == s.as_str() && r["target_rate"].as_u64() == t)
-                .collect();
-            let med = |k: &str| crate::targets::median_key(&at, s, k);
+            let at = mine.iter().copied().filter(|r| r.shape.target_rate() == t);
+            let med = |f: &Figure| median_of(at.clone(), s, f);
             let offered = t.map_or_else(|| "max".to_string(), |t| fmt(t as f64));
             let _ = writeln!(
                 md,
                 "| {s} | {offered} | {} | {} | {} | {} |",
-                fmt(med("write_msgs_per_s")),
-                fmt(med("read_msgs_per_s")),
-                fmt(med("e2e_p50_ms")),
-                fmt(med("e2e_p99_ms"))
+                fmt(med(&WRITE_RATE)),
+                fmt(med(&READ_RATE)),
+                fmt(med(&E2E_P50)),
+                fmt(med(&E2E_P99))
             );
-            points.push((med("write_msgs_per_s"), med("e2e_p99_ms")));
+            points.push((med(&WRITE_RATE), med(&E2E_P99)));
         }
         lines.push((s.clone(), points));
     }
@@ -251,42 +219,31 @@ fn sweep(md: &mut String, runs: &[Value], plots: &Path, rel: &Path) -> Result<()
     Ok(())
 }
 
-fn soak(md: &mut String, all: &[Value], plots: &Path, rel: &Path) -> Result<()> {
-    let samples: Vec<&Value> = all.iter().filter(|v| v["kind"] == "soak-sample").collect();
+fn soak(md: &mut String, samples: &[&SoakSample], plots: &Path, rel: &Path) -> Result<()> {
     if samples.is_empty() {
         return Ok(());
     }
     md.push_str("## Soak\n\n| scenario | t (s) | written/s | read/s | e2e p99 ms | dead tuples | tables MiB | transaction held |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
     let mut p99 = Vec::new();
     let mut size = Vec::new();
-    for name in ordered(samples.iter().filter_map(|s| s["scenario"].as_str())) {
-        let mine: Vec<&&Value> = samples.iter().filter(|s| s["scenario"] == name.as_str()).collect();
+    for name in ordered(samples.iter().map(|s| s.scenario.as_str())) {
+        let mine: Vec<&SoakSample> = samples.iter().copied().filter(|s| s.scenario == name).collect();
         for s in &mine {
-            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
             let _ = writeln!(
                 md,
                 "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
-                f("t_s"),
-                fmt(f("write_msgs_per_s")),
-                fmt(f("read_msgs_per_s")),
-                fmt(f("e2e_p99_ms")),
-                fmt(f("dead_tuples")),
-                fmt(f("table_bytes") / 1048576.0),
-                s["holding_transaction"]
+                s.t_s,
+                fmt(s.write_msgs_per_s),
+                fmt(s.read_msgs_per_s),
+                fmt(s.e2e_p99_ms),
+                fmt(s.dead_tuples as f64),
+                fmt(s.table_bytes as f64 / 1048576.0),
+                s.holding_transaction
             );
         }
-        let series = |k: &str, scale: f64| {
-            mine.iter()
-                .map(|s| {
-                    (
-                        s["t_s"].as_f64().unwrap_or(0.0),
-                        s[k].as_f64().unwrap_or(f64::NAN) * scale,
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        p99.push((name.clone(), series("e2e_p99_ms", 1.0)));
-        size.push((name.clone(), series("table_bytes", 1.0 / 1048576.0)));
+        let series = |y: fn(&SoakSample) -> f64| mine.iter().map(|s| (s.t_s, y(s))).collect::<Vec<_>>();
+        p99.push((name.clone(), series(|s| s.e2e_p99_ms)));
+        size.push((name.clone(), series(|s| s.table_bytes as f64 / 1048576.0)));
     }
     plots::xy(
         &plots.join("soak-p99.svg"),
@@ -321,11 +278,17 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let rel = pathdiff(&args.plots, base);
-    let runs: Vec<Value> = all
-        .iter()
-        .filter(|v| v["kind"].is_null() && !v["scenario"].is_null())
-        .cloned()
-        .collect();
+    let mut runs: Vec<Summary> = Vec::new();
+    let mut samples: Vec<&SoakSample> = Vec::new();
+    let mut machine = None;
+    for line in &all {
+        match line {
+            Line::Run(r) if r.scenario.is_some() => runs.push(r.clone()),
+            Line::Run(_) => {}
+            Line::Note(Note::SoakSample(s)) => samples.push(s),
+            Line::Note(Note::Environment(e)) => machine = Some(e),
+        }
+    }
     let files: Vec<String> = args.from.iter().map(|p| p.display().to_string()).collect();
     let mut md = String::from("# Benchmarks\n\n");
     let _ = writeln!(
@@ -337,11 +300,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         million messages written, memory MiB (largest resident size seen).\n",
         files.join(", ")
     );
-    let rounds = runs.iter().filter_map(|r| r["round"].as_u64()).max().unwrap_or(0);
-    let shortest = runs
-        .iter()
-        .filter_map(|r| r["duration_s"].as_f64())
-        .fold(f64::INFINITY, f64::min);
+    let rounds = runs.iter().filter_map(|r| r.round).max().unwrap_or(0);
+    let shortest = runs.iter().map(|r| r.figures.duration_s).fold(f64::INFINITY, f64::min);
     if rounds < 3 || shortest < 19.0 {
         let _ = writeln!(
             md,
@@ -349,7 +309,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             not a reference measurement; `./scripts/bench.sh` makes one.\n"
         );
     }
-    environment(&mut md, all.iter().rev().find(|v| v["kind"] == "environment"));
+    environment(&mut md, machine);
     md.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     for t in targets(&runs) {
         let _ = writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict);
@@ -365,13 +325,13 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     md.push_str("\n## Scenarios\n\n");
     for name in ordered(
         runs.iter()
-            .filter(|r| r["scenario"] != "sweep")
-            .filter_map(|r| r["scenario"].as_str()),
+            .filter_map(|r| r.scenario.as_deref())
+            .filter(|s| *s != "sweep"),
     ) {
         scenario(&mut md, &runs, &name, &args.plots, &rel)?;
     }
     sweep(&mut md, &runs, &args.plots, &rel)?;
-    soak(&mut md, &all, &args.plots, &rel)?;
+    soak(&mut md, &samples, &args.plots, &rel)?;
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} and plots in {}", args.out.display(), args.plots.display());
     Ok(())

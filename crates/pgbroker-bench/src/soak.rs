@@ -8,13 +8,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use pgbroker_cli::bench::compare::append_jsonl;
-use pgbroker_cli::bench::Stats;
-use serde_json::json;
-
+use crate::measure::Stats;
 use crate::suite::{pubsub_args, queue_args};
-use crate::systems::{library_schema, Endpoints, PubsubSystem, QueuePeer};
+use crate::summary::{append_jsonl, Note, SoakSample};
+use crate::systems::{library_schema, Endpoints, PubsubSystem, QueueSystem};
+use anyhow::Result;
 
 /// Which workload soaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,19 +56,19 @@ pub async fn soak(env: &Endpoints, args: &SoakArgs) -> Result<()> {
         match args.workload {
             SoakWorkload::Pubsub => {
                 let w = pubsub_args(&format!("--rate {}", args.rate), args.duration, warmup)?;
-                env.run_pubsub(PubsubSystem::Pgbroker, &w).await
+                PubsubSystem::Pgbroker.run(env, &w).await
             }
             SoakWorkload::Queue => {
                 let flags = format!("--rate {} --send-batch 10 --receive-batch 10", args.rate);
                 let w = queue_args(&flags, args.duration, warmup)?;
-                env.run_queue(QueuePeer::Pgbroker, &w).await
+                QueueSystem::Pgbroker.run(env, &w).await
             }
         }
     };
     let (summary, sampled) = tokio::join!(run, sample(env, args, warmup));
     let mut summary = summary?;
     sampled?;
-    summary["scenario"] = format!("soak-{:?}", args.workload).to_lowercase().into();
+    summary.scenario = Some(format!("soak-{:?}", args.workload).to_lowercase());
     append_jsonl(&args.out, &summary)?;
     crate::systems::drop_schema(&env.database_url).await
 }
@@ -118,11 +116,15 @@ async fn sample(env: &Endpoints, args: &SoakArgs, warmup: Duration) -> Result<()
                 &[&library_schema()],
             )
             .await?;
-        let line = json!({
-            "kind": "soak-sample", "scenario": scenario, "t_s": t,
-            "write_msgs_per_s": (w - w0) as f64 / (t - t0), "read_msgs_per_s": (r - r0) as f64 / (t - t0),
-            "e2e_p99_ms": p99, "dead_tuples": row.get::<_, i64>(0), "table_bytes": row.get::<_, i64>(1),
-            "holding_transaction": holding,
+        let line = Note::SoakSample(SoakSample {
+            scenario: scenario.clone(),
+            t_s: t,
+            write_msgs_per_s: (w - w0) as f64 / (t - t0),
+            read_msgs_per_s: (r - r0) as f64 / (t - t0),
+            e2e_p99_ms: p99,
+            dead_tuples: row.get(0),
+            table_bytes: row.get(1),
+            holding_transaction: holding,
         });
         append_jsonl(&args.out, &line)?;
         (w0, r0, t0) = (w, r, t);

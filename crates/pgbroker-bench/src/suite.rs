@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use pgbroker_cli::bench::compare::{append_jsonl, print_table};
-use pgbroker_cli::bench::{PubsubArgs, QueueArgs};
-use serde_json::Value;
 
-use crate::systems::{Endpoints, PubsubSystem as P, QueuePeer as Q};
+use crate::summary::{append_jsonl, print_table, Summary};
+use crate::systems::{name_of, Endpoints, PubsubSystem as P, QueueSystem as Q};
+use crate::workload::{PubsubArgs, QueueArgs};
 
 /// Flags of `suite`.
 #[derive(Debug, Clone, clap::Args)]
@@ -170,76 +169,86 @@ pub fn queue_args(flags: &str, duration: Duration, warmup: Duration) -> Result<Q
     Ok(QueueFlags::try_parse_from(argv(flags, duration, warmup))?.args)
 }
 
-/// Runs `s` for `rounds` rounds, appending to `out`; returns the runs.
-pub async fn run_scenario(
-    env: &Endpoints,
-    s: &Scenario,
-    rounds: u32,
-    duration: Duration,
-    warmup: Duration,
-    out: &Path,
-) -> Result<Vec<Value>> {
-    let mut runs = Vec::new();
-    let mut names = Vec::new();
-    for round in 1..=rounds {
-        match &s.kind {
-            Kind::Pubsub(systems) => {
-                let args = pubsub_args(s.flags, duration, warmup)?;
-                for system in systems {
-                    if !env.pubsub_available(*system).await {
-                        eprintln!("{}: {} does not answer; skipped", s.name, system.name());
-                        continue;
-                    }
-                    eprintln!("{} round {round}: {}", s.name, system.name());
-                    let run = env.run_pubsub(*system, &args).await;
-                    keep(
-                        run.with_context(|| format!("{} on {}", s.name, system.name()))?,
-                        s.name,
-                        round,
-                        out,
-                        &mut runs,
-                    )?;
-                    names.push(system.name());
-                }
-            }
-            Kind::Queue(systems) => {
-                let args = queue_args(s.flags, duration, warmup)?;
-                for system in systems {
-                    if !env.queue_available(*system).await {
-                        eprintln!("{}: {} does not answer; skipped", s.name, system.name());
-                        continue;
-                    }
-                    eprintln!("{} round {round}: {}", s.name, system.name());
-                    let run = env.run_queue(*system, &args).await;
-                    keep(
-                        run.with_context(|| format!("{} on {}", s.name, system.name()))?,
-                        s.name,
-                        round,
-                        out,
-                        &mut runs,
-                    )?;
-                    names.push(system.name());
-                }
-            }
-        }
-    }
-    let mut systems: Vec<&str> = Vec::new();
-    for n in names {
-        if !systems.contains(&n) {
-            systems.push(n);
-        }
-    }
-    println!("\n== {} ==", s.name);
-    print_table(&runs, &systems, rounds);
-    Ok(runs)
+/// A workload and the systems that run it in turn.
+pub enum Plan {
+    /// The pub/sub workload.
+    Pubsub(PubsubArgs, Vec<P>),
+    /// The queue workload.
+    Queue(QueueArgs, Vec<Q>),
 }
 
-fn keep(mut run: Value, scenario: &str, round: u32, out: &Path, runs: &mut Vec<Value>) -> Result<()> {
-    run["scenario"] = scenario.into();
-    run["round"] = round.into();
-    append_jsonl(out, &run)?;
-    runs.push(run);
-    Ok(())
+impl Plan {
+    /// The plan of scenario `s` with the given timing.
+    pub fn of(s: &Scenario, duration: Duration, warmup: Duration) -> Result<Plan> {
+        Ok(match &s.kind {
+            Kind::Pubsub(systems) => Plan::Pubsub(pubsub_args(s.flags, duration, warmup)?, systems.clone()),
+            Kind::Queue(systems) => Plan::Queue(queue_args(s.flags, duration, warmup)?, systems.clone()),
+        })
+    }
+
+    fn systems(&self) -> usize {
+        match self {
+            Plan::Pubsub(_, v) => v.len(),
+            Plan::Queue(_, v) => v.len(),
+        }
+    }
+
+    fn name(&self, i: usize) -> String {
+        match self {
+            Plan::Pubsub(_, v) => name_of(&v[i]),
+            Plan::Queue(_, v) => name_of(&v[i]),
+        }
+    }
+
+    async fn available(&self, env: &Endpoints, i: usize) -> bool {
+        match self {
+            Plan::Pubsub(_, v) => v[i].available(env).await,
+            Plan::Queue(_, v) => v[i].available(env).await,
+        }
+    }
+
+    async fn run(&self, env: &Endpoints, i: usize) -> Result<Summary> {
+        match self {
+            Plan::Pubsub(args, v) => v[i].run(env, args).await,
+            Plan::Queue(args, v) => v[i].run(env, args).await,
+        }
+    }
+
+    /// Runs every system `rounds` times in turn (A B C A B C ...) as
+    /// `scenario`, appending each run to `out`; prints the table of
+    /// medians and returns the runs.
+    pub async fn rounds(
+        &self,
+        env: &Endpoints,
+        scenario: &str,
+        rounds: u32,
+        out: Option<&Path>,
+    ) -> Result<Vec<Summary>> {
+        let mut runs = Vec::new();
+        for round in 1..=rounds {
+            for i in 0..self.systems() {
+                let name = self.name(i);
+                if !self.available(env, i).await {
+                    eprintln!("{scenario}: {name} does not answer; skipped");
+                    continue;
+                }
+                eprintln!("{scenario} round {round}: {name}");
+                let mut run = self
+                    .run(env, i)
+                    .await
+                    .with_context(|| format!("{scenario} on {name}"))?;
+                run.scenario = Some(scenario.to_string());
+                run.round = Some(round);
+                if let Some(out) = out {
+                    append_jsonl(out, &run)?;
+                }
+                runs.push(run);
+            }
+        }
+        println!("\n== {scenario} ==");
+        print_table(&runs, rounds);
+        Ok(runs)
+    }
 }
 
 /// Runs the suite.
@@ -258,7 +267,11 @@ pub async fn suite(env: &Endpoints, args: &SuiteArgs) -> Result<()> {
         .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())));
     let mut outcome = Ok(());
     for s in chosen {
-        if let Err(e) = run_scenario(env, s, rounds, duration, warmup, &args.out).await {
+        let ran = match Plan::of(s, duration, warmup) {
+            Ok(plan) => plan.rounds(env, s.name, rounds, Some(&args.out)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ran {
             outcome = Err(e);
             break;
         }

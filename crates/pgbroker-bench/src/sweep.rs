@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use pgbroker_cli::bench::compare::append_jsonl;
 
 use crate::suite::pubsub_args;
-use crate::systems::{Endpoints, PubsubSystem};
+use crate::summary::append_jsonl;
+use crate::systems::{name_of, Endpoints, PubsubSystem};
 
 /// Flags of `sweep`.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,10 +48,10 @@ pub async fn sweep(env: &Endpoints, args: &SweepArgs) -> Result<()> {
             };
             let workload = pubsub_args(&flags, args.duration, args.warmup)?;
             for system in &args.systems {
-                eprintln!("sweep round {round}, rate {rate}: {}", system.name());
-                let mut run = env.run_pubsub(*system, &workload).await?;
-                run["scenario"] = "sweep".into();
-                run["round"] = round.into();
+                eprintln!("sweep round {round}, rate {rate}: {}", name_of(system));
+                let mut run = system.run(env, &workload).await?;
+                run.scenario = Some("sweep".into());
+                run.round = Some(round);
                 append_jsonl(&args.out, &run)?;
             }
         }

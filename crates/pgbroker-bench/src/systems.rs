@@ -1,22 +1,31 @@
-//! The systems the harness drives, where they are, and whether they answer.
+//! The systems each workload runs against, where they are, and whether
+//! they answer. Each system's driver is a module with `run(env, args)`
+//! returning the run's [`Summary`]; the enums below are the one place that
+//! lists them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use clap::ValueEnum;
 use pgbroker::{Broker, BrokerConfig};
-use pgbroker_cli::bench::{run_once, run_queue_once, PubsubArgs, QueueArgs, QueueSystem, System};
 
-use crate::{kafka, nats, pgmq, rabbitmq, redis_streams};
+use crate::summary::Summary;
+use crate::workload::{PubsubArgs, QueueArgs};
+use crate::{
+    article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_streams, pgmq, rabbitmq, redis_streams,
+};
 
 /// Systems that run the pub/sub workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PubsubSystem {
-    /// pgbroker's library in this process.
+    /// pgbroker's library in this process: segments, groups, record cache.
     Pgbroker,
-    /// The source article's SQL design.
+    /// The source article's SQL design, with the same client library and
+    /// payloads: per-partition tables, a counter row, claim-then-read
+    /// consumers, one fixed reader per partition and group.
     Article,
-    /// Binary COPY into a bare table (writes only).
+    /// Binary COPY into a bare table: what Postgres takes at most, writes only.
     Ceiling,
     /// `pgbroker serve` driven by librdkafka.
     KafkaProtocol,
@@ -28,15 +37,24 @@ pub enum PubsubSystem {
 
 /// Systems that run the queue workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum QueuePeer {
-    /// pgbroker's work queues in this process.
+pub enum QueueSystem {
+    /// pgbroker's work queues in this process: leases, receipts, batch
+    /// receive and ack.
     Pgbroker,
-    /// The source article's SKIP LOCKED queue.
+    /// The source article's SKIP LOCKED queue: delete and archive per
+    /// message in one transaction, workers polling.
     Article,
     /// pgmq's SQL functions on the same Postgres.
     Pgmq,
     /// RabbitMQ: durable queue, persistent messages, confirms, manual acks.
     Rabbitmq,
+}
+
+/// The name a system goes by on the command line and in summaries.
+pub fn name_of(system: &impl ValueEnum) -> String {
+    system
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// Where every system is, from the command line.
@@ -79,9 +97,11 @@ pub async fn drop_schema(url: &str) -> Result<()> {
     Ok(())
 }
 
-async fn library(url: &str, pool_size: usize) -> Result<Broker> {
+/// pgbroker's library on the database, in the schema of this process's
+/// runs, with a pool for `pool_size` concurrent clients.
+pub async fn library(env: &Endpoints, pool_size: usize) -> Result<Broker> {
     Ok(Broker::connect(BrokerConfig {
-        database_url: url.to_string(),
+        database_url: env.database_url.clone(),
         schema: library_schema(),
         pool_size,
         ..BrokerConfig::default()
@@ -101,88 +121,46 @@ async fn answers(url: &str) -> bool {
     )
 }
 
-impl Endpoints {
-    /// Whether a peer's server answers; Postgres-based systems and
-    /// `kafka-protocol` (which the harness starts) always count as there.
-    pub async fn pubsub_available(&self, system: PubsubSystem) -> bool {
-        match system {
-            PubsubSystem::Nats => answers(&self.nats_url).await,
-            PubsubSystem::Redis => answers(&self.redis_url).await,
-            _ => true,
-        }
-    }
-
-    /// Whether a queue peer's server answers.
-    pub async fn queue_available(&self, system: QueuePeer) -> bool {
-        match system {
-            QueuePeer::Rabbitmq => answers(&self.amqp_url).await,
-            _ => true,
-        }
-    }
-
-    /// One pub/sub run against `system`.
-    pub async fn run_pubsub(&self, system: PubsubSystem, args: &PubsubArgs) -> Result<serde_json::Value> {
-        let url = &self.database_url;
-        let local = |s: System| async move {
-            let broker = library(url, args.pool_size()).await?;
-            let args = PubsubArgs {
-                system: s,
-                ..args.clone()
-            };
-            run_once(&broker, url, &args).await
-        };
-        match system {
-            PubsubSystem::Pgbroker => local(System::Pgbroker).await,
-            PubsubSystem::Article => local(System::Article).await,
-            PubsubSystem::Ceiling => local(System::Ceiling).await,
-            PubsubSystem::KafkaProtocol => kafka::run(url, &self.pgbroker_bin, args).await,
-            PubsubSystem::Nats => nats::run(&self.nats_url, args).await,
-            PubsubSystem::Redis => redis_streams::run(&self.redis_url, args).await,
-        }
-    }
-
-    /// One queue run against `system`.
-    pub async fn run_queue(&self, system: QueuePeer, args: &QueueArgs) -> Result<serde_json::Value> {
-        let url = &self.database_url;
-        let local = |s: QueueSystem| async move {
-            let broker = library(url, args.pool_size()).await?;
-            let args = QueueArgs {
-                system: s,
-                ..args.clone()
-            };
-            run_queue_once(&broker, url, &args).await
-        };
-        match system {
-            QueuePeer::Pgbroker => local(QueueSystem::Pgbroker).await,
-            QueuePeer::Article => local(QueueSystem::Article).await,
-            QueuePeer::Pgmq => pgmq::run(url, args).await,
-            QueuePeer::Rabbitmq => rabbitmq::run(&self.amqp_url, args).await,
-        }
-    }
-}
-
 impl PubsubSystem {
-    /// The `system` key of its summaries.
-    pub fn name(self) -> &'static str {
+    /// Whether its server answers; Postgres-based systems and
+    /// `kafka-protocol` (which the harness starts) always count as there.
+    pub async fn available(self, env: &Endpoints) -> bool {
         match self {
-            PubsubSystem::Pgbroker => "pgbroker",
-            PubsubSystem::Article => "article",
-            PubsubSystem::Ceiling => "ceiling",
-            PubsubSystem::KafkaProtocol => "kafka-protocol",
-            PubsubSystem::Nats => "nats",
-            PubsubSystem::Redis => "redis",
+            PubsubSystem::Nats => answers(&env.nats_url).await,
+            PubsubSystem::Redis => answers(&env.redis_url).await,
+            _ => true,
+        }
+    }
+
+    /// One run of the pub/sub workload.
+    pub async fn run(self, env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+        match self {
+            PubsubSystem::Pgbroker => pgbroker_streams::run(env, args).await,
+            PubsubSystem::Article => article::run(env, args).await,
+            PubsubSystem::Ceiling => ceiling::run(env, args).await,
+            PubsubSystem::KafkaProtocol => kafka::run(env, args).await,
+            PubsubSystem::Nats => nats::run(env, args).await,
+            PubsubSystem::Redis => redis_streams::run(env, args).await,
         }
     }
 }
 
-impl QueuePeer {
-    /// The `system` key of its summaries.
-    pub fn name(self) -> &'static str {
+impl QueueSystem {
+    /// Whether its server answers; Postgres-based systems always do.
+    pub async fn available(self, env: &Endpoints) -> bool {
         match self {
-            QueuePeer::Pgbroker => "pgbroker",
-            QueuePeer::Article => "article",
-            QueuePeer::Pgmq => "pgmq",
-            QueuePeer::Rabbitmq => "rabbitmq",
+            QueueSystem::Rabbitmq => answers(&env.amqp_url).await,
+            _ => true,
+        }
+    }
+
+    /// One run of the queue workload.
+    pub async fn run(self, env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+        match self {
+            QueueSystem::Pgbroker => pgbroker_queue::run(env, args).await,
+            QueueSystem::Article => article_queue::run(env, args).await,
+            QueueSystem::Pgmq => pgmq::run(env, args).await,
+            QueueSystem::Rabbitmq => rabbitmq::run(env, args).await,
         }
     }
 }

@@ -1,10 +1,8 @@
 //! The targets checked against the results, and the places where
 //! another system beats pgbroker.
 
-use pgbroker_cli::bench::compare::{median, FIGURES};
-use serde_json::Value;
-
-use crate::report::{median_of, scenario_runs};
+use crate::report::{scenario_median as median_of, scenario_runs};
+use crate::summary::{Figure, Summary, BROKER_CPU, BROKER_RSS, E2E_P50, E2E_P99, POSTGRES_CPU, READ_RATE, WRITE_RATE};
 
 /// One target and how it fared.
 pub struct Verdict {
@@ -16,16 +14,6 @@ pub struct Verdict {
     pub verdict: String,
 }
 
-/// The median of `key` over the runs of `system` among `runs`.
-pub fn median_key(runs: &[&Value], system: &str, key: &str) -> f64 {
-    median(
-        runs.iter()
-            .filter(|r| r["system"] == system)
-            .filter_map(|r| r[key].as_f64())
-            .collect(),
-    )
-}
-
 enum Goal {
     AtLeast(f64),
     AtMost(f64),
@@ -34,79 +22,34 @@ enum Goal {
 }
 
 /// scenario, system, figure, goal
-const TARGETS: &[(&str, &str, &str, Goal)] = &[
-    (
-        "pubsub-write-only",
-        "pgbroker",
-        "write_msgs_per_s",
-        Goal::Times("article", 1.5),
-    ),
-    (
-        "pubsub-write-only",
-        "pgbroker",
-        "write_msgs_per_s",
-        Goal::Times("ceiling", 0.7),
-    ),
-    ("pubsub-5-groups-at-5k", "pgbroker", "e2e_p99_ms", Goal::AtMost(10.0)),
+const TARGETS: &[(&str, &str, Figure, Goal)] = &[
+    ("pubsub-write-only", "pgbroker", WRITE_RATE, Goal::Times("article", 1.5)),
+    ("pubsub-write-only", "pgbroker", WRITE_RATE, Goal::Times("ceiling", 0.7)),
+    ("pubsub-5-groups-at-5k", "pgbroker", E2E_P99, Goal::AtMost(10.0)),
     (
         "kafka-one-group-max",
         "kafka-protocol",
-        "write_msgs_per_s",
+        WRITE_RATE,
         Goal::AtLeast(50_000.0),
     ),
     (
         "kafka-one-group-max",
         "kafka-protocol",
-        "read_msgs_per_s",
+        READ_RATE,
         Goal::AtLeast(50_000.0),
     ),
-    (
-        "kafka-one-group-at-5k",
-        "kafka-protocol",
-        "e2e_p99_ms",
-        Goal::AtMost(15.0),
-    ),
-    (
-        "kafka-one-group-max",
-        "kafka-protocol",
-        "broker_rss_max_mib",
-        Goal::AtMost(200.0),
-    ),
-    (
-        "queue-single",
-        "pgbroker",
-        "read_msgs_per_s",
-        Goal::Times("article", 1.0),
-    ),
-    ("queue-single", "pgbroker", "read_msgs_per_s", Goal::Times("pgmq", 1.5)),
+    ("kafka-one-group-at-5k", "kafka-protocol", E2E_P99, Goal::AtMost(15.0)),
+    ("kafka-one-group-max", "kafka-protocol", BROKER_RSS, Goal::AtMost(200.0)),
+    ("queue-single", "pgbroker", READ_RATE, Goal::Times("article", 1.0)),
+    ("queue-single", "pgbroker", READ_RATE, Goal::Times("pgmq", 1.5)),
     // The "10x the article's design" is its one-message design
     // (about 3,300/s here): 30,000/s, flat out and sustained at an offered
     // 32,000/s.
-    (
-        "queue-batch-100",
-        "pgbroker",
-        "read_msgs_per_s",
-        Goal::AtLeast(30_000.0),
-    ),
-    (
-        "queue-batch-100-at-32k",
-        "pgbroker",
-        "read_msgs_per_s",
-        Goal::AtLeast(30_000.0),
-    ),
-    (
-        "queue-batch-100",
-        "pgbroker",
-        "read_msgs_per_s",
-        Goal::Times("pgmq", 1.5),
-    ),
-    (
-        "queue-batch-100",
-        "pgbroker",
-        "read_msgs_per_s",
-        Goal::Times("rabbitmq", 1.0),
-    ),
-    ("queue-single-at-3k", "pgbroker", "e2e_p99_ms", Goal::AtMost(20.0)),
+    ("queue-batch-100", "pgbroker", READ_RATE, Goal::AtLeast(30_000.0)),
+    ("queue-batch-100-at-32k", "pgbroker", READ_RATE, Goal::AtLeast(30_000.0)),
+    ("queue-batch-100", "pgbroker", READ_RATE, Goal::Times("pgmq", 1.5)),
+    ("queue-batch-100", "pgbroker", READ_RATE, Goal::Times("rabbitmq", 1.0)),
+    ("queue-single-at-3k", "pgbroker", E2E_P99, Goal::AtMost(20.0)),
 ];
 
 fn f(v: f64) -> String {
@@ -118,21 +61,22 @@ fn f(v: f64) -> String {
 }
 
 /// Every target whose scenario is in the results.
-pub fn targets(runs: &[Value]) -> Vec<Verdict> {
+pub fn targets(runs: &[Summary]) -> Vec<Verdict> {
     let mut out = Vec::new();
     for (scenario, system, figure, goal) in TARGETS {
         if scenario_runs(runs, scenario).0.is_empty() {
             continue;
         }
         let mine = median_of(runs, scenario, system, figure);
+        let name = figure.name;
         let (what, measured, verdict) = match (goal, mine) {
             (_, None) => (
-                format!("{scenario}: {system} {figure}"),
+                format!("{scenario}: {system} {name}"),
                 "–".into(),
                 "not measured".into(),
             ),
             (Goal::AtLeast(v), Some(m)) => (
-                format!("{scenario}: {system} {figure} ≥ {}", f(*v)),
+                format!("{scenario}: {system} {name} ≥ {}", f(*v)),
                 f(m),
                 if m >= *v {
                     "met".into()
@@ -141,7 +85,7 @@ pub fn targets(runs: &[Value]) -> Vec<Verdict> {
                 },
             ),
             (Goal::AtMost(v), Some(m)) => (
-                format!("{scenario}: {system} {figure} ≤ {}", f(*v)),
+                format!("{scenario}: {system} {name} ≤ {}", f(*v)),
                 f(m),
                 if m <= *v {
                     "met".into()
@@ -151,7 +95,7 @@ pub fn targets(runs: &[Value]) -> Vec<Verdict> {
             ),
             (Goal::Times(other, k), Some(m)) => {
                 let theirs = median_of(runs, scenario, other, figure);
-                let what = format!("{scenario}: {system} {figure} ≥ {k}x {other}");
+                let what = format!("{scenario}: {system} {name} ≥ {k}x {other}");
                 match theirs {
                     None => (what, f(m), format!("{other} not measured")),
                     Some(t) => {
@@ -178,24 +122,20 @@ pub fn targets(runs: &[Value]) -> Vec<Verdict> {
 
 /// The highest offered rate of the sweep at which every group of `system`
 /// kept up (read at least 95 % of groups × written), if any.
-fn keep_up_rate(runs: &[Value], system: &str) -> Option<f64> {
+fn keep_up_rate(runs: &[Summary], system: &str) -> Option<f64> {
     runs.iter()
-        .filter(|r| r["scenario"] == "sweep" && r["system"] == system)
+        .filter(|r| r.scenario.as_deref() == Some("sweep") && r.system == system)
         .filter(|r| {
-            let (w, rd, g) = (
-                r["write_msgs_per_s"].as_f64(),
-                r["read_msgs_per_s"].as_f64(),
-                r["groups"].as_f64(),
-            );
-            matches!((w, rd, g), (Some(w), Some(rd), Some(g)) if w > 0.0 && rd >= 0.95 * g.max(1.0) * w)
+            let (w, rd) = (r.figures.write_msgs_per_s, r.figures.read_msgs_per_s);
+            w > 0.0 && rd >= 0.95 * f64::from(r.shape.readers_of_each_message()) * w
         })
-        .filter_map(|r| r["write_msgs_per_s"].as_f64())
+        .map(|r| r.figures.write_msgs_per_s)
         .fold(None, |best, w| Some(best.map_or(w, |b: f64| b.max(w))))
 }
 
 /// The sweep's target: pgbroker's keep-up rate at least 1.5x the article's.
-fn sweep_target(runs: &[Value]) -> Option<Verdict> {
-    if !runs.iter().any(|r| r["scenario"] == "sweep") {
+fn sweep_target(runs: &[Summary]) -> Option<Verdict> {
+    if !runs.iter().any(|r| r.scenario.as_deref() == Some("sweep")) {
         return None;
     }
     let what = "sweep: highest write rate at which all groups keep up, pgbroker ≥ 1.5x article".to_string();
@@ -219,23 +159,23 @@ fn sweep_target(runs: &[Value]) -> Option<Verdict> {
 
 /// The figures a loss is reported on: rates, typical and tail latency, and
 /// the cost to the machine.
-const COMPARED: &[&str] = &[
-    "write_msgs_per_s",
-    "read_msgs_per_s",
-    "e2e_p50_ms",
-    "e2e_p99_ms",
-    "postgres_cpu_s_per_million",
-    "broker_cpu_s_per_million",
-    "broker_rss_max_mib",
+const COMPARED: &[&Figure] = &[
+    &WRITE_RATE,
+    &READ_RATE,
+    &E2E_P50,
+    &E2E_P99,
+    &POSTGRES_CPU,
+    &BROKER_CPU,
+    &BROKER_RSS,
 ];
 
 /// Sentences naming every figure where a peer beats pgbroker (or its Kafka
 /// front end) by more than 10 % in the same scenario.
-pub fn losses(runs: &[Value]) -> Vec<String> {
+pub fn losses(runs: &[Summary]) -> Vec<String> {
     let ours = ["pgbroker", "kafka-protocol"];
     let mut scenarios: Vec<&str> = Vec::new();
     for r in runs {
-        if let Some(s) = r["scenario"].as_str().filter(|s| !scenarios.contains(s)) {
+        if let Some(s) = r.scenario.as_deref().filter(|s| !scenarios.contains(s)) {
             scenarios.push(s);
         }
     }
@@ -248,7 +188,7 @@ pub fn losses(runs: &[Value]) -> Vec<String> {
                 .iter()
                 .filter(|s| !ours.contains(&s.as_str()) && *s != "ceiling")
             {
-                for (figure, more_is_better) in FIGURES.iter().filter(|(f, _)| COMPARED.contains(f)) {
+                for figure in COMPARED {
                     let (Some(a), Some(b)) = (
                         median_of(runs, scenario, us, figure),
                         median_of(runs, scenario, other, figure),
@@ -258,11 +198,16 @@ pub fn losses(runs: &[Value]) -> Vec<String> {
                     if a <= 0.0 || b <= 0.0 {
                         continue;
                     }
-                    let worse = if *more_is_better { b > a * 1.1 } else { a > b * 1.1 };
+                    let worse = if figure.more_is_better {
+                        b > a * 1.1
+                    } else {
+                        a > b * 1.1
+                    };
                     if worse {
-                        let factor = if *more_is_better { b / a } else { a / b };
+                        let factor = if figure.more_is_better { b / a } else { a / b };
                         out.push(format!(
-                            "{scenario}: {other} beats {us} on {figure} ({} vs {}, {factor:.1}x)",
+                            "{scenario}: {other} beats {us} on {} ({} vs {}, {factor:.1}x)",
+                            figure.name,
                             f(b),
                             f(a)
                         ));

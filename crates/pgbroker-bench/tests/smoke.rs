@@ -1,5 +1,5 @@
-//! The harness's smoke run: every system for a couple of seconds, then the
-//! report. It asserts only that each run happened and produced well-formed
+//! The harness's smoke runs: every system for a couple of seconds, then the
+//! report; and `compare`, `sweep` and `soak` at their shortest. It asserts only that each run happened and produced well-formed
 //! results; it times nothing. Peers (NATS, Redis, RabbitMQ) are expected
 //! only when their server answers; `kafka-protocol` always runs, against the
 //! `pgbroker` binary built beside this one.
@@ -53,19 +53,45 @@ fn harness(args: &[&str]) {
     );
 }
 
+/// A fresh directory for one test's results.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgbroker-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Every line of a results file.
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("results")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Runs `report` on `results` into `dir`; returns the Markdown.
+fn report(results: &str, dir: &Path) -> String {
+    let md = dir.join("BENCHMARKS.md");
+    harness(&[
+        "report",
+        "--from",
+        results,
+        "--out",
+        md.to_str().expect("utf-8"),
+        "--plots",
+        dir.join("plots").to_str().expect("utf-8"),
+    ]);
+    std::fs::read_to_string(&md).expect("report")
+}
+
 #[test]
 fn smoke_suite_then_report() {
-    let dir = std::env::temp_dir().join(format!("pgbroker-bench-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("smoke");
     let results = dir.join("smoke.jsonl");
     let results_arg = results.to_str().expect("utf-8 path");
     harness(&["suite", "--smoke", "--out", results_arg]);
 
-    let text = std::fs::read_to_string(&results).expect("results");
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = lines(&results);
     assert_eq!(lines[0]["kind"], "environment", "{}", lines[0]);
     assert!(lines[0]["postgres"].as_str().is_some_and(|v| v.contains("PostgreSQL")));
     let runs = &lines[1..];
@@ -102,18 +128,8 @@ fn smoke_suite_then_report() {
         assert!(ran("smoke-queue", system), "no queue run of {system}");
     }
 
-    let md = dir.join("BENCHMARKS.md");
     let plots = dir.join("plots");
-    harness(&[
-        "report",
-        "--from",
-        results_arg,
-        "--out",
-        md.to_str().expect("utf-8"),
-        "--plots",
-        plots.to_str().expect("utf-8"),
-    ]);
-    let report = std::fs::read_to_string(&md).expect("report");
+    let report = report(results_arg, &dir);
     for heading in [
         "## Machine and Postgres",
         "## Targets",
@@ -130,6 +146,74 @@ fn smoke_suite_then_report() {
     ] {
         let svg = std::fs::read_to_string(plots.join(plot)).expect("plot");
         assert!(svg.starts_with("<svg"), "{plot} is not an SVG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_sweep_and_soak_at_their_shortest() {
+    let dir = temp_dir("families");
+    let results = dir.join("families.jsonl");
+    let out = results.to_str().expect("utf-8 path");
+    let short = ["--duration", "2s", "--warmup", "1s"];
+    let small = "--groups 1 --consumers-per-group 1 --producers 1 --partitions 1";
+    let mut compare = vec![
+        "compare",
+        "--systems",
+        "pgbroker,article",
+        "--rounds",
+        "1",
+        "--out",
+        out,
+    ];
+    compare.extend(small.split(' '));
+    compare.extend(short);
+    harness(&compare);
+    let mut sweep = vec![
+        "sweep",
+        "--rates",
+        "500,max",
+        "--systems",
+        "ceiling",
+        "--flags",
+        small,
+        "--out",
+        out,
+    ];
+    sweep.extend(short);
+    harness(&sweep);
+    harness(&[
+        "soak",
+        "--workload",
+        "queue",
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+        "--sample-every",
+        "1s",
+        "--out",
+        out,
+    ]);
+
+    let lines = lines(&results);
+    let of = |scenario: &str| lines.iter().filter(|l| l["scenario"] == scenario).count();
+    assert_eq!(of("compare"), 2, "one compare run per system");
+    assert_eq!(of("sweep"), 2, "one sweep run per rate");
+    assert!(lines.iter().any(|l| l["kind"] == "soak-sample"), "no soak sample");
+    assert!(lines
+        .iter()
+        .any(|l| l["scenario"] == "soak-queue" && l["workload"] == "queue"));
+    let rates: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["scenario"] == "sweep")
+        .map(|l| &l["target_rate"])
+        .collect();
+    assert_eq!(rates, [&Value::from(500), &Value::Null]);
+
+    let report = report(out, &dir);
+    for heading in ["### compare", "## Latency against offered rate", "## Soak"] {
+        assert!(report.contains(heading), "{heading} missing in the report");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

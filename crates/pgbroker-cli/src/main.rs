@@ -1,7 +1,6 @@
 //! The `pgbroker` command: migrate, administer topics and groups, produce
 //! and consume records, run retention, and work with queues.
 
-use pgbroker_cli::bench;
 mod acl;
 mod group;
 mod output;
@@ -77,19 +76,6 @@ enum Command {
     Maintain,
     /// Serve the Kafka protocol, with health and metrics over HTTP.
     Serve(serve::ServeArgs),
-    /// Load generators that measure throughput and latency.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Producers and consumer groups on one topic (the source article's pub/sub workload).
-    Pubsub(bench::PubsubCommand),
-    /// Producers and workers on one work queue (the source article's queue workload).
-    Queue(bench::QueueCommand),
-    /// The pub/sub workload against several systems in turn, with medians and ratios.
-    Compare(bench::CompareArgs),
 }
 
 /// Output format of administrative commands.
@@ -294,11 +280,8 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     // One command runs a few statements at a time; produce fans out per
-    // partition. A benchmark runs every producer and consumer at once.
+    // partition.
     let pool_size = match &cli.command {
-        Command::Bench(BenchCommand::Pubsub(a)) => a.workload.pool_size(),
-        Command::Bench(BenchCommand::Queue(a)) => a.workload.pool_size(),
-        Command::Bench(BenchCommand::Compare(a)) => a.workload.pool_size(),
         Command::Serve(_) => serve::POOL_SIZE,
         _ => 8,
     };
@@ -348,9 +331,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(BenchCommand::Pubsub(args)) => bench::pubsub(broker, &cli.database_url, args).await,
-        Command::Bench(BenchCommand::Queue(args)) => bench::queue(broker, &cli.database_url, args).await,
-        Command::Bench(BenchCommand::Compare(args)) => bench::compare(broker, &cli.database_url, args).await,
     }
 }
 

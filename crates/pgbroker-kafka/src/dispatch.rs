@@ -231,12 +231,12 @@ api_table! {
     ListGroups => ListGroupsRequest, api::groups::list_groups;
     DescribeGroups => DescribeGroupsRequest, api::groups::describe_groups;
     DeleteGroups => DeleteGroupsRequest, api::groups::delete_groups;
-    CreateTopics => CreateTopicsRequest, api::admin::create_topics;
-    DeleteTopics => DeleteTopicsRequest, api::admin::delete_topics;
-    CreatePartitions => CreatePartitionsRequest, api::admin::create_partitions;
-    DeleteRecords => DeleteRecordsRequest, api::admin::delete_records;
-    DescribeConfigs => DescribeConfigsRequest, api::admin::describe_configs;
-    InitProducerId => InitProducerIdRequest, api::admin::init_producer_id;
+    CreateTopics => CreateTopicsRequest, api::topics::create_topics;
+    DeleteTopics => DeleteTopicsRequest, api::topics::delete_topics;
+    CreatePartitions => CreatePartitionsRequest, api::topics::create_partitions;
+    DeleteRecords => DeleteRecordsRequest, api::topics::delete_records;
+    DescribeConfigs => DescribeConfigsRequest, api::topics::describe_configs;
+    InitProducerId => InitProducerIdRequest, api::topics::init_producer_id;
 }
 
 /// Decodes one request frame (without its length prefix) as the server

@@ -33,60 +33,50 @@
 //! # }
 //! ```
 
-mod acl;
-mod backoff;
+mod auth;
 mod broker;
-mod cache;
 mod cluster;
-mod consumer;
-mod delete_records;
 mod error;
-mod fetch;
-mod fetch_many;
 mod groups;
 mod headers;
-mod idempotent;
 mod migrate;
-mod notify;
-pub mod partitioner;
-mod produce;
-mod producer;
 mod queues;
-mod segments;
-mod topics;
+mod sql;
+mod streams;
 mod types;
-mod users;
 
-pub use acl::{Acl, AclResource, Permission, UserAcls};
+pub use streams::partitioner;
+
+pub use auth::acl::{Acl, AclResource, Permission, UserAcls};
+pub use auth::users::{
+    validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,
+    MIN_SCRAM_ITERATIONS,
+};
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
-pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
-pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
-pub use fetch_many::{ManyLimits, PartitionRead};
 pub use groups::{
     ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
     CommittedOffset, GroupDescription, GroupListing, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag,
     ResetTo, Strategy, DEFAULT_GROUP_INITIAL_REBALANCE_DELAY,
 };
-pub use idempotent::{IdempotentAppend, ProducerBatch};
 pub use migrate::{latest_version, MigrationReport};
-pub use producer::{Producer, ProducerConfig};
 pub use queues::{
     Message, NackOptions, QueueConfig, QueueInfo, QueueMaintenance, QueueName, QueueStats, Receipt, ReceiveOptions,
     ReceivedMessage, Sent, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT,
     MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT,
     QUEUE_MAX_MESSAGE_BYTES_LIMIT,
 };
-pub use topics::{
+pub use streams::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
+pub use streams::fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use streams::fetch_many::{ManyLimits, PartitionRead};
+pub use streams::idempotent::{IdempotentAppend, ProducerBatch};
+pub use streams::producer::{Producer, ProducerConfig};
+pub use streams::topics::{
     PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
     MAX_PARTITIONS,
 };
 pub use types::{
     from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName,
     TopicPartition,
-};
-pub use users::{
-    validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,
-    MIN_SCRAM_ITERATIONS,
 };

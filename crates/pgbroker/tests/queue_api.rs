@@ -140,6 +140,38 @@ async fn outbox_send_and_ack_in_a_transaction_honour_rollback() {
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
 }
 
+/// The statements a caller's transaction runs name pgbroker's schema
+/// themselves: they work whatever the connection's search_path.
+#[tokio::test]
+async fn outbox_calls_work_on_a_connection_with_another_search_path() {
+    let db = TestDb::new().await;
+    let q = db.queue("elsewhere", QueueConfig::default()).await;
+    let b = &db.broker;
+    let mut client = db.raw().await;
+    client
+        .batch_execute("SET search_path = public")
+        .await
+        .expect("search_path");
+    let tx = client.transaction().await.expect("begin");
+    let messages = [
+        Message::new("grouped").with_group("g").with_dedup_key("k"),
+        Message::new("plain"),
+    ];
+    b.send_in(&tx, &q, &messages).await.expect("send_in with keys");
+    b.send_in(&tx, &q, &[Message::new("lean")])
+        .await
+        .expect("plain send_in");
+    tx.commit().await.expect("commit");
+    let got = b.receive(&q, &take(10)).await.expect("receive");
+    assert_eq!(bodies(&got), ["grouped", "plain", "lean"]);
+    let tx = client.transaction().await.expect("begin");
+    // The grouped message takes the transactional path of the settlement.
+    b.ack_in(&tx, &q, &receipts(&got)).await.expect("ack_in");
+    tx.commit().await.expect("commit");
+    let stats = b.queue_stats(&q).await.expect("stats");
+    assert_eq!((stats.ready, stats.in_flight), (0, 0));
+}
+
 #[tokio::test]
 async fn stats_count_each_state() {
     let db = TestDb::new().await;

@@ -260,6 +260,29 @@ async fn outbox_is_visible_only_after_commit() {
     assert_eq!(r.records[0].value.as_deref(), Some(&b"committed"[..]));
 }
 
+/// The outbox statements name pgbroker's schema themselves: they work
+/// whatever the caller's connection has as its search_path.
+#[tokio::test]
+async fn outbox_works_on_a_connection_with_another_search_path() {
+    let db = TestDb::new().await;
+    let t = db.topic("elsewhere", partitions(1)).await;
+    let mut client = db.raw().await;
+    client
+        .batch_execute("SET search_path = public")
+        .await
+        .expect("search_path");
+    let tx = client.transaction().await.expect("begin");
+    let at = db
+        .broker
+        .produce_in(&tx, &t, Some(0), &[Record::from_value("a"), Record::from_value("b")])
+        .await
+        .expect("produce_in");
+    tx.commit().await.expect("commit");
+    assert_eq!(at.iter().map(|p| p.offset).collect::<Vec<_>>(), [0, 1]);
+    let r = db.broker.fetch(&t, 0, 0, limits(10)).await.expect("fetch");
+    assert_eq!(r.records.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_producer_coalesces_and_reports_each_offset() {
     let db = TestDb::new().await;

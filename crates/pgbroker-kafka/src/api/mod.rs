@@ -1,13 +1,13 @@
 //! One module per family of Kafka APIs. Each handler takes the decoded
 //! request and returns the response to encode (`None`: no answer is due).
 
-pub(crate) mod admin;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod meta;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
+pub(crate) mod topics;
 
 use kafka_protocol::protocol::StrBytes;
 use pgbroker::{GroupId, Node, TopicName};

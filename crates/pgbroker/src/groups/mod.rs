@@ -19,9 +19,9 @@
 //! this coordinator); it can change hands only while it has no live
 //! members.
 
-mod admin;
 mod assign;
 mod classic;
+mod inspect;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,13 +30,13 @@ use rand::Rng;
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
-pub use admin::ResetTo;
 use assign::MemberState;
 pub use assign::Strategy;
 pub use classic::{
     ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
     GroupListing,
 };
+pub use inspect::ResetTo;
 
 /// The protocol type of the groups this module coordinates.
 pub(crate) const LIBRARY_PROTOCOL: &str = "pgbroker";

@@ -15,12 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
-use super::settle::{error_text, split, stale, NackOptions};
-use super::{wake_key, QueueMeta, QueueName, Receipt, ALL_OF_QUEUE};
+use super::settle::{error_text, release_set, split, stale, NackOptions, ReleaseParams};
+use super::{wake_key, QueueMeta, QueueName, Receipt};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-
-pub(super) use super::settle::LOCKED as LOCK;
+use crate::sql::Param;
 
 /// Deletes acknowledged messages, archiving them when `$3`.
 pub(super) const DELETE: &str = "
@@ -36,10 +35,23 @@ SELECT id, group_key, dedup_key FROM d";
 
 /// Releases leases: due after `$3` ms, or the backoff from `$5` capped at
 /// `$4`; `$6` is the error text.
-pub(super) const RELEASE: &str = "
+pub(super) fn release() -> String {
+    let set = release_set(ReleaseParams {
+        delay: Param(3),
+        base: Param(5),
+        max: Param(4),
+        error: Param(6),
+    });
+    [RELEASE, &set, RELEASE_WHERE].concat()
+}
+
+/// [`release`] up to its assignments.
+const RELEASE: &str = "
 UPDATE {s}queue_messages m
-SET receipt = NULL, timed = true, last_error = coalesce($6, m.last_error),
-    visible_at = now() + {release_delay} * interval '1 millisecond'
+SET ";
+
+/// [`release`] after its assignments.
+const RELEASE_WHERE: &str = "
 WHERE m.id = ANY($2::int8[]) AND m.queue_id = $1
 RETURNING m.visible_at <= now()";
 
@@ -109,22 +121,22 @@ WHERE EXISTS (SELECT 1 FROM {s}waiters w WHERE w.partition_id = -q AND w.until >
 
 /// Moves dead letters of queue `$1` to `$2`, or each to where it came
 /// from (dead in place: stays). Messages leased right now are left alone.
-const REDRIVE: &str = "
+pub(super) const REDRIVE: &str = "
 WITH c AS (
     SELECT m.id, m.dead AS was_dead,
            coalesce($2::int8, CASE WHEN m.dead THEN m.queue_id ELSE m.dead_source END) AS target
-    FROM queue_messages m
-    WHERE m.id IN (SELECT id FROM queue_messages WHERE queue_id = $1 AND dead
+    FROM {s}queue_messages m
+    WHERE m.id IN (SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND dead
                    UNION ALL
-                   SELECT id FROM queue_messages
+                   SELECT id FROM {s}queue_messages
                    WHERE dead_source IS NOT NULL AND queue_id = $1 AND NOT dead)
       AND m.queue_id = $1
       AND NOT (m.receipt IS NOT NULL AND m.visible_at > now())
     FOR UPDATE SKIP LOCKED
 ), ok AS MATERIALIZED (
-    SELECT c.* FROM c WHERE EXISTS (SELECT 1 FROM queues q WHERE q.id = c.target)
+    SELECT c.* FROM c WHERE EXISTS (SELECT 1 FROM {s}queues q WHERE q.id = c.target)
 )
-UPDATE queue_messages m
+UPDATE {s}queue_messages m
 SET queue_id = ok.target, dead = false, dead_source = NULL, dead_attempts = NULL, attempts = 0,
     receipt = NULL,
     visible_at = now(), timed = false, head = m.group_key IS NULL
@@ -318,16 +330,7 @@ impl Broker {
 
     /// Purge in an open transaction: deletes every message of the queue.
     async fn purge_on(&self, client: &impl GenericClient, meta: &QueueMeta) -> Result<(u64, BTreeSet<i64>)> {
-        let rows = client
-            .query(
-                &format!(
-                    "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})
-                     RETURNING id, group_key, dedup_key, dead",
-                    ALL_OF_QUEUE.replace("{s}", "")
-                ),
-                &[&meta.id],
-            )
-            .await?;
+        let rows = client.query(self.inner.queues.sql.purge.as_str(), &[&meta.id]).await?;
         let mut changes = Changes::default();
         for row in &rows {
             let dead: bool = row.get(3);
@@ -388,7 +391,9 @@ impl Broker {
         meta: &QueueMeta,
         target: Option<i64>,
     ) -> Result<(u64, BTreeSet<i64>)> {
-        let rows = client.query(REDRIVE, &[&meta.id, &target]).await?;
+        let rows = client
+            .query(self.inner.queues.sql.redrive.as_str(), &[&meta.id, &target])
+            .await?;
         let mut changes = Changes::default();
         for row in &rows {
             let (id, to, was_dead): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));

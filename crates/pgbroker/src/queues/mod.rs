@@ -23,14 +23,15 @@
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 
-mod admin;
 mod batched;
 mod coalesce;
+mod lifecycle;
 mod maintain;
 mod membership;
 mod receive;
 mod send;
 mod settle;
+mod statements;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,12 +43,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use maintain::QueueMaintenance;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
+use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
@@ -266,33 +269,6 @@ pub(crate) struct QueueMeta {
     pub max_message_bytes: usize,
 }
 
-/// The statements of the queue path, qualified with the schema so that
-/// they also run on a caller's own connection.
-pub(crate) struct Statements {
-    pub send: String,
-    pub send_plain: String,
-    pub claim: String,
-    pub ack: String,
-    pub ack_relaxed: String,
-    pub ack_fast: String,
-    pub nack: String,
-    pub extend: String,
-    pub lock: String,
-    pub delete: String,
-    pub release: String,
-    pub bury: String,
-    pub dedup_leave: String,
-    pub dedup_enter: String,
-    pub group_deltas: String,
-    pub group_heads: String,
-    pub notify: String,
-}
-
-/// Replaces `{s}` with the quoted schema and a dot.
-fn qualify(sql: &str, schema: &str) -> String {
-    sql.replace("{s}", &format!("{schema}."))
-}
-
 /// Per-broker state of the queue path.
 pub(crate) struct QueueState {
     cache: Mutex<HashMap<String, (Instant, Arc<QueueMeta>)>>,
@@ -309,33 +285,11 @@ impl QueueState {
         self.batched.get_or_init(|| batched::Batched::new(inner))
     }
 
-    /// `schema` is the quoted schema name.
-    pub fn new(schema: &str) -> QueueState {
-        let q = |sql: &str| {
-            let sql = sql.replace("{locked}", settle::LOCKED);
-            qualify(&sql, schema)
-        };
+    /// The state of a broker working in `schema`.
+    pub fn new(schema: &Schema) -> QueueState {
         QueueState {
             cache: Mutex::new(HashMap::new()),
-            sql: Statements {
-                send: q(send::SEND),
-                send_plain: q(send::SEND_PLAIN),
-                claim: q(receive::CLAIM),
-                ack: q(settle::ACK),
-                ack_relaxed: q(&settle::ack_relaxed()),
-                ack_fast: q(settle::ACK_FAST),
-                nack: q(&settle::NACK.replace("{release_delay}", &settle::release_delay("$4", "$8", "$6"))),
-                extend: q(settle::EXTEND),
-                lock: q(membership::LOCK),
-                delete: q(membership::DELETE),
-                release: q(&membership::RELEASE.replace("{release_delay}", &settle::release_delay("$3", "$5", "$4"))),
-                bury: q(membership::BURY),
-                dedup_leave: q(membership::DEDUP_LEAVE),
-                dedup_enter: q(membership::DEDUP_ENTER),
-                group_deltas: q(membership::GROUP_DELTAS),
-                group_heads: q(membership::GROUP_HEADS),
-                notify: q(membership::NOTIFY),
-            },
+            sql: Statements::new(schema),
             batched: OnceLock::new(),
             maintenance_started: AtomicBool::new(false),
             maintenance: Mutex::new(maintain::Schedule::default()),
@@ -365,14 +319,31 @@ impl Broker {
     }
 }
 
-/// All messages of a queue, each exactly once, through the partial indexes:
-/// fresh heads, timed heads, group members behind their head, dead ones.
-pub(crate) const ALL_OF_QUEUE: &str = "
+/// All messages of queue `$1`, each exactly once, through the partial
+/// indexes: fresh heads, timed heads, group members behind their head,
+/// dead ones.
+const ALL_OF_QUEUE: &str = "
     SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND NOT timed
     UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed
     UNION ALL SELECT id FROM {s}queue_messages
               WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
     UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND dead";
+
+/// Deletes every message of queue `$1` (when the queue is deleted).
+pub(super) fn delete_all() -> String {
+    [
+        "DELETE FROM {s}queue_messages WHERE queue_id = $1 AND id IN (",
+        ALL_OF_QUEUE,
+        ")",
+    ]
+    .concat()
+}
+
+/// Purge: [`delete_all`], returning what the group and deduplication
+/// bookkeeping needs.
+pub(super) fn purge() -> String {
+    [&delete_all(), "\nRETURNING id, group_key, dedup_key, dead"].concat()
+}
 
 impl Broker {
     pub(crate) fn forget_queue(&self, name: &str) {

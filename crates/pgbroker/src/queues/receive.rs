@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{check_duration, ms, wake_key, QueueMeta, QueueName, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT};
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::ensure_listener;
+use crate::sql::NO_FLUSH_WAIT;
 use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to
@@ -34,12 +35,16 @@ const REAP_LEASE: Duration = Duration::from_secs(30);
 /// may sleep without another round trip.
 ///
 /// The claim commits without waiting for the WAL to reach disk
-/// (`synchronous_commit` off for its transaction only). A claim lost to a
-/// Postgres crash is a lease that ended at once and did not count an
-/// attempt: the message is delivered again and the lost receipt is
-/// refused, as after any lease expiry. Waiting for the flush made every
-/// receive a round trip to the disk.
-pub(super) const CLAIM: &str = "
+/// ([`NO_FLUSH_WAIT`]). A claim lost to a Postgres crash is a lease that
+/// ended at once and did not count an attempt: the message is delivered
+/// again and the lost receipt is refused, as after any lease expiry.
+/// Waiting for the flush made every receive a round trip to the disk.
+pub(super) fn claim() -> String {
+    [CLAIM, NO_FLUSH_WAIT, CLAIM_REST].concat()
+}
+
+/// [`claim`] up to its commit mode.
+const CLAIM: &str = "
 WITH ready AS (
     SELECT m.id, m.priority FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND NOT m.timed
@@ -67,7 +72,10 @@ WITH ready AS (
               m.group_key, m.dedup_key, m.last_error,
               CASE WHEN m.dead_source IS NOT NULL
                    THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END AS dead_source,
-              m.dead_attempts, m.headers, m.body, set_config('synchronous_commit', 'off', true) AS relaxed
+              m.dead_attempts, m.headers, m.body, ";
+
+/// [`claim`] after its commit mode.
+const CLAIM_REST: &str = " AS relaxed
 )
 SELECT c.*, NULL::int8 FROM claimed c
 UNION ALL

@@ -16,6 +16,7 @@ use super::membership::Op;
 use super::{check_duration, ms, QueueMeta, QueueName, Receipt, MAX_DELAY, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::sql::{Commit, Param, NO_FLUSH_WAIT};
 
 /// The rows of `$2` whose current receipt is the matching entry of `$3`,
 /// locked. Shared by every settlement statement.
@@ -25,10 +26,29 @@ pub(super) const LOCKED: &str = "
       AND m.receipt = (($3::text[])[array_position($2::int8[], m.id)])::uuid
     FOR UPDATE";
 
+/// A statement of [`ack`], [`nack`] and [`extend`]: the rows [`LOCKED`]
+/// finds, as `locked`, then the statement's own parts.
+fn with_locked(parts: &[&str]) -> String {
+    ["\nWITH locked AS MATERIALIZED (", LOCKED, "), "]
+        .iter()
+        .chain(parts)
+        .copied()
+        .collect()
+}
+
 /// Acknowledge: deletes the messages (archiving them when `$4`) if every
-/// receipt is current and none belongs to a FIFO group.
-pub(super) const ACK: &str = "
-WITH locked AS MATERIALIZED ({locked}), go AS (
+/// receipt is current and none belongs to a FIFO group. Returns whether it
+/// did, and the ids of the messages whose receipt is current.
+///
+/// With [`Commit::NoFlushWait`], for acknowledgements in a transaction of
+/// their own, the commit does not wait for the WAL flush: waiting for it
+/// on every acknowledgement doubled a worker's round trips to the disk.
+pub(super) fn ack(commit: Commit) -> String {
+    with_locked(&[&[ACK], commit.last_items()].concat())
+}
+
+/// What [`ack`] does after [`LOCKED`].
+const ACK: &str = "go AS (
     SELECT count(*) = cardinality($2::int8[]) AND bool_and(group_key IS NULL) IS NOT FALSE AS ok
     FROM locked
 ), d AS (
@@ -52,9 +72,14 @@ SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM locked)";
 /// messages whose receipt is current and which belong to no FIFO group,
 /// with their deduplication keys, without locking them first. Changing
 /// fewer messages than given calls `settle_refused()`, which undoes the
-/// statement; the caller then runs [`ACK`], which finds out why. Commits
-/// without waiting for the flush, as [`ack_relaxed`] explains.
-pub(super) const ACK_FAST: &str = "
+/// statement; the caller then runs [`ack`], which finds out why. Commits
+/// without waiting for the flush, as [`ack`] explains.
+pub(super) fn ack_fast() -> String {
+    [ACK_FAST, NO_FLUSH_WAIT, ACK_FAST_REFUSED].concat()
+}
+
+/// [`ack_fast`] up to its commit mode.
+const ACK_FAST: &str = "
 WITH d AS (
     DELETE FROM {s}queue_messages m
     WHERE m.id = ANY($2::int8[]) AND m.queue_id = $1 AND m.group_key IS NULL
@@ -64,50 +89,72 @@ WITH d AS (
     DELETE FROM {s}queue_dedup x USING d
     WHERE x.queue_id = $1 AND x.dedup_key = d.dedup_key AND x.message_id = d.id
 )
-SELECT CASE WHEN count(*) = cardinality($2::int8[]) THEN set_config('synchronous_commit', 'off', true)
+SELECT CASE WHEN count(*) = cardinality($2::int8[]) THEN ";
+
+/// [`ack_fast`] after its commit mode.
+const ACK_FAST_REFUSED: &str = "
             ELSE {s}settle_refused() END
 FROM d";
 
 /// The SQLSTATE `settle_refused()` raises.
 const SETTLE_REFUSED: &str = "PB001";
 
-/// [`ACK`] for acknowledgements in a transaction of their own: the commit
-/// does not wait for the WAL to reach disk (`synchronous_commit` off for
-/// this transaction only). An acknowledgement lost to a Postgres crash in
-/// the next fraction of a second only means the message is delivered
-/// again, which at-least-once delivery already allows after any worker
-/// crash; sends, claims and everything else still wait for the flush.
-/// Waiting for the flush on every acknowledgement doubled a worker's
-/// round trips to the disk.
-pub(super) fn ack_relaxed() -> String {
-    ACK.replace(
-        "SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM locked)",
-        "SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM locked),
-       set_config('synchronous_commit', 'off', true)",
-    )
+/// Where a release finds its delay and the queue's backoff.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReleaseParams {
+    /// The delay asked for, in ms, or NULL for the backoff.
+    pub delay: Param,
+    /// The queue's first retry delay, in ms.
+    pub base: Param,
+    /// The queue's longest retry delay, in ms.
+    pub max: Param,
+    /// The error text to keep, or NULL to keep the last one.
+    pub error: Param,
 }
 
-/// The delay of a release, as SQL over the parameters given: `delay` when
-/// not NULL, else the queue's backoff for the attempt just made,
+/// The assignments of a release to `m`: the lease ends, the last error is
+/// kept, and the message comes due after the delay when not NULL, else
+/// after the queue's backoff for the attempt just made,
 /// `base * 2^(attempts - 1)` capped at `max`, times a random 50-100 %.
-pub(super) fn release_delay(delay: &str, base: &str, max: &str) -> String {
+pub(super) fn release_set(p: ReleaseParams) -> String {
+    let ReleaseParams {
+        delay,
+        base,
+        max,
+        error,
+    } = p;
     format!(
-        "coalesce({delay}::int8, (least({max}::int8::float8, {base}::int8::float8 * power(2::float8, least(m.attempts - 1, 60)))
-                                 * (0.5 + random() / 2))::int8)"
+        "receipt = NULL, timed = true, last_error = coalesce({error}, m.last_error),
+    visible_at = now() + coalesce({delay}::int8,
+        (least({max}::int8::float8, {base}::int8::float8 * power(2::float8, least(m.attempts - 1, 60)))
+         * (0.5 + random() / 2))::int8) * interval '1 millisecond'"
     )
 }
 
 /// Release (nack): ends the leases; the messages come due after the delay
-/// (`$4`, or the backoff from `$8` capped at `$6`). Refused as a whole if a
-/// receipt is stale or a message is out of attempts (`$5`): those need
-/// dead-lettering, in a transaction.
-pub(super) const NACK: &str = "
-WITH locked AS MATERIALIZED ({locked}), go AS (
+/// (`$4`, or the backoff from `$8` capped at `$6`), with `$7` as their last
+/// error. Refused as a whole if a receipt is stale or a message is out of
+/// attempts (`$5`): those need dead-lettering, in a transaction. Notifies
+/// channel `$9` when a message came due and a broker other than `$10` waits.
+pub(super) fn nack() -> String {
+    let set = release_set(ReleaseParams {
+        delay: Param(4),
+        base: Param(8),
+        max: Param(6),
+        error: Param(7),
+    });
+    with_locked(&[NACK_GO, &set, NACK_WHERE])
+}
+
+/// [`nack`] after [`LOCKED`], up to the release's assignments.
+const NACK_GO: &str = "go AS (
     SELECT count(*) = cardinality($2::int8[]) AND bool_and(attempts < $5) IS NOT FALSE AS ok FROM locked
 ), u AS (
     UPDATE {s}queue_messages m
-    SET receipt = NULL, timed = true, last_error = coalesce($7, m.last_error),
-        visible_at = now() + {release_delay} * interval '1 millisecond'
+    SET ";
+
+/// [`nack`] after the release's assignments.
+const NACK_WHERE: &str = "
     WHERE m.id = ANY(ARRAY(SELECT id FROM locked)) AND m.queue_id = $1 AND (SELECT ok FROM go)
     RETURNING m.visible_at <= now() AS due
 )
@@ -119,8 +166,12 @@ SELECT (SELECT ok FROM go), ARRAY(SELECT id FROM locked),
 
 /// Extend: the leases end `$4` ms after their current end (or after now,
 /// if already past), but no later than `$5` ms from now.
-pub(super) const EXTEND: &str = "
-WITH locked AS MATERIALIZED ({locked}), go AS (
+pub(super) fn extend() -> String {
+    with_locked(&[EXTEND])
+}
+
+/// [`extend`] after [`LOCKED`].
+const EXTEND: &str = "go AS (
     SELECT count(*) = cardinality($2::int8[]) AS ok FROM locked
 ), u AS (
     UPDATE {s}queue_messages m
@@ -236,7 +287,7 @@ impl Broker {
         }
     }
 
-    /// Runs [`ACK_FAST`] on distinct receipts of a queue that does not
+    /// Runs [`ack_fast`] on distinct receipts of a queue that does not
     /// archive: true when it acknowledged them all, false when it refused
     /// and changed nothing.
     pub(super) async fn ack_fast(&self, meta: &QueueMeta, receipts: &[Receipt]) -> Result<bool> {

@@ -16,7 +16,7 @@ const DDL_LOCK_TIMEOUT: &str = "200ms";
 
 /// The name of the segment table for `partition_id` starting at `base`.
 /// Built from two integers only, so it is safe to place in SQL text.
-fn segment_table(partition_id: i64, base: i64) -> String {
+pub(crate) fn segment_table(partition_id: i64, base: i64) -> String {
     format!("seg_{partition_id}_{base}")
 }
 
@@ -43,7 +43,7 @@ impl Broker {
     /// `headroom` offsets past the partition's committed high watermark.
     /// Idempotent; concurrent callers serialise per partition on an
     /// advisory lock, which appends also wait on before they insert (see
-    /// `outbox_lock_sql`). It never locks the partition's row, so it can run
+    /// `OUTBOX_LOCK`). It never locks the partition's row, so it can run
     /// while a caller's open transaction holds that row (the outbox path).
     pub(crate) async fn ensure_segments(&self, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
         let mut client = self.segment_client().await?;

@@ -154,7 +154,7 @@ impl Broker {
             batches.clear();
         }
         let idx: Vec<usize> = (0..records.len()).collect();
-        let now = crate::produce::truncate_to_micros(SystemTime::now());
+        let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
         let base_offset = self.append_locked(&*tx, false, now, &meta, pid, records, &idx).await?;
         batches.push((batch.base_sequence, last_seq, base_offset));
         if batches.len() > REMEMBERED_BATCHES {

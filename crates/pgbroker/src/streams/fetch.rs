@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
 
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::notify::ensure_listener;
 use crate::types::{to_millis, StoredRecord, TopicName};
 
 /// Bounds on one fetch.
@@ -69,8 +69,9 @@ const STATEMENT_CACHE_LIMIT: usize = 512;
 /// while fetches run. The name is built from two integers only.
 fn segment_fetch_sql(partition_id: i64, base: i64) -> String {
     format!(
-        "SELECT \"offset\", ts, key, value, headers FROM seg_{partition_id}_{base}
-         WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3"
+        "SELECT \"offset\", ts, key, value, headers FROM {}
+         WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3",
+        super::segments::segment_table(partition_id, base)
     )
 }
 

@@ -9,26 +9,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::Rng;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::{histogram, measure, payload, produce_loop, record, Measured, PubsubArgs, Stats};
-
-async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting for the article benchmark")?;
-    tokio::spawn(conn);
-    Ok(client)
-}
+use crate::db;
+use crate::measure::{histogram, payload, produce_loop, record, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 
 /// Creates the article's tables in a schema of their own, runs the
 /// workload and drops the schema.
-pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.database_url.as_str();
     // Built from a number only: safe to place in SQL text.
     let schema = format!("article_bench_{}", std::process::id());
-    let admin = connect(url).await?;
+    let admin = db::connect(url).await?;
     let mut ddl = format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
          CREATE TABLE {schema}.counters (partition int PRIMARY KEY, next_offset bigint NOT NULL);
@@ -43,9 +41,7 @@ pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value
         ));
     }
     admin.batch_execute(&ddl).await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for g in 0..args.groups {
         for r in 0..args.consumers_per_group {
             let mine: Vec<i32> = (0..args.partitions)
@@ -54,7 +50,7 @@ pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value
             if mine.is_empty() {
                 continue;
             }
-            let client = connect(url).await?;
+            let client = db::connect(url).await?;
             for p in &mine {
                 client
                     .execute(
@@ -63,17 +59,17 @@ pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value
                     )
                     .await?;
             }
-            let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
+            let sc = schema.clone();
             let batch = i64::from(args.read_batch);
-            tasks.push(tokio::spawn(read(client, sc, format!("g{g}"), mine, batch, s, st)));
+            run.spawn(|s, st| read(client, sc, format!("g{g}"), mine, batch, s, st));
         }
     }
     for id in 0..args.producers {
-        let client = connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let client = db::connect(url).await?;
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(&args, stats, stop, tasks).await;
+    let outcome = run.measure(args, "article", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

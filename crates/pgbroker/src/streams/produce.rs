@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, ToStatement};
 use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Result};
 use crate::headers;
-use crate::partitioner::partition_for_key;
+use crate::streams::partitioner::partition_for_key;
 use crate::types::{Record, RecordPosition, StoredRecord, TopicName};
 
 /// The single statement that appends a batch.
@@ -24,26 +24,23 @@ use crate::types::{Record, RecordPosition, StoredRecord, TopicName};
 /// offsets; the lock is held until commit, so batches of one partition
 /// commit in offset order and a reader never sees offset `n + 1` before `n`.
 /// A rolled-back batch rolls back its reservation too: no gaps.
-pub(crate) fn produce_sql(schema: &str) -> String {
-    format!(
-        "WITH p AS (
-             UPDATE {schema}.partitions SET next_offset = next_offset + $2
-             WHERE id = $1
-             RETURNING id, next_offset - $2 AS base
-         ), ins AS (
-             INSERT INTO {schema}.records (partition_id, \"offset\", ts, key, value, headers)
-             SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers
-             FROM p, unnest($3::timestamptz[], $4::bytea[], $5::bytea[], $6::jsonb[])
-                     WITH ORDINALITY AS r(ts, key, value, headers, ord)
-         )
-         SELECT p.base,
-                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = p.id),
-                (SELECT pg_notify($7, p.id::text)
-                 WHERE EXISTS (SELECT 1 FROM {schema}.waiters w
-                               WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
-         FROM p"
-    )
-}
+pub(crate) const PRODUCE: &str = "
+WITH p AS (
+    UPDATE {s}partitions SET next_offset = next_offset + $2
+    WHERE id = $1
+    RETURNING id, next_offset - $2 AS base
+), ins AS (
+    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers)
+    SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers
+    FROM p, unnest($3::timestamptz[], $4::bytea[], $5::bytea[], $6::jsonb[])
+            WITH ORDINALITY AS r(ts, key, value, headers, ord)
+)
+SELECT p.base,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id),
+       (SELECT pg_notify($7, p.id::text)
+        WHERE EXISTS (SELECT 1 FROM {s}waiters w
+                      WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
+FROM p";
 
 /// Locks a partition's row inside a caller's transaction and returns its
 /// next offset and the end of its last segment. NO KEY UPDATE, the same
@@ -57,15 +54,12 @@ pub(crate) fn produce_sql(schema: &str) -> String {
 /// new partition, and releases that lock only after; an insert in that
 /// moment would be routed by the old partition list and fail. Taking and
 /// dropping the lock in shared mode after the snapshot closes the gap.
-pub(crate) fn outbox_lock_sql(schema: &str) -> String {
-    format!(
-        "SELECT next_offset,
-                (SELECT coalesce(max(s.end_offset), 0) FROM {schema}.segments s WHERE s.partition_id = $1),
-                pg_advisory_lock_shared(hashtext('pgbroker.segments'), hashtext($1::text)) IS NULL,
-                pg_advisory_unlock_shared(hashtext('pgbroker.segments'), hashtext($1::text))
-         FROM {schema}.partitions WHERE id = $1 FOR NO KEY UPDATE"
-    )
-}
+pub(crate) const OUTBOX_LOCK: &str = "
+SELECT next_offset,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = $1),
+       pg_advisory_lock_shared(hashtext('pgbroker.segments'), hashtext($1::text)) IS NULL,
+       pg_advisory_unlock_shared(hashtext('pgbroker.segments'), hashtext($1::text))
+FROM {s}partitions WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Attempts of the locked append after an insert found no segment for one
 /// of its offsets.
@@ -405,4 +399,23 @@ fn positions(len: usize, results: Vec<(i32, &Vec<usize>, i64)>) -> Vec<RecordPos
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sql::{check_statement, Schema};
+
+    #[test]
+    fn statements_are_complete_and_qualified() {
+        let schema = Schema::new("my_schema").expect("valid");
+        for template in [super::PRODUCE, super::OUTBOX_LOCK] {
+            let sql = schema.qualify(template);
+            let problems = check_statement(
+                &sql,
+                "\"my_schema\".",
+                &["partitions", "records", "segments", "waiters"],
+            );
+            assert!(problems.is_empty(), "{problems:?}\n{sql}");
+        }
+    }
 }

@@ -9,10 +9,10 @@ use futures_util::future::select_all;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::fetch::{FetchLimits, FetchResult};
-use crate::notify::ensure_listener;
+use crate::streams::fetch::{FetchLimits, FetchResult};
 use crate::types::TopicName;
 
 /// One partition to read in [`Broker::fetch_many`].

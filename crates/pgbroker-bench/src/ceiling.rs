@@ -6,37 +6,38 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::NoTls;
 
-use super::{measure, payload, produce_loop, Measured, PubsubArgs, Stats};
+use crate::db;
+use crate::measure::{payload, produce_loop, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::PubsubArgs;
 
 /// Creates the bare table in a schema of its own, runs the writers and
 /// drops the schema.
-pub(super) async fn run(url: &str, args: PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let url = env.database_url.as_str();
     // Built from a number only: safe to place in SQL text.
     let schema = format!("ceiling_bench_{}", std::process::id());
-    let (admin, conn) = tokio_postgres::connect(url, NoTls).await.context("connecting")?;
-    tokio::spawn(conn);
+    let admin = db::connect(url).await?;
     admin
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
              CREATE TABLE {schema}.log (payload bytea NOT NULL, created_at timestamptz NOT NULL);"
         ))
         .await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for id in 0..args.producers {
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await.context("connecting")?;
-        tokio::spawn(conn);
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let client = db::connect(url).await?;
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(&args, stats, stop, tasks).await;
+    let outcome = run.measure(args, "ceiling", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

@@ -15,8 +15,8 @@
 //! (members are (re)joining), `CompletingRebalance` (the generation is
 //! fixed, waiting for the leader's SyncGroup) and `Stable`.
 
-mod admin;
 mod join;
+mod offsets;
 mod state;
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::types::GroupId;
 use state::{Group, State};
 
-pub use admin::{ClassicGroupDescription, ClassicMemberDescription, GroupListing};
+pub use offsets::{ClassicGroupDescription, ClassicMemberDescription, GroupListing};
 
 /// How often a waiting join or sync looks at the group's rows.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);

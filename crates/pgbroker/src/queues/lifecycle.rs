@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::{ms, QueueConfig, QueueInfo, QueueName, QueueStats, ALL_OF_QUEUE};
+use super::{ms, QueueConfig, QueueInfo, QueueName, QueueStats};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::to_millis;
@@ -182,14 +182,7 @@ impl Broker {
                 used_by: row.get(0),
             });
         }
-        tx.execute(
-            &format!(
-                "DELETE FROM queue_messages WHERE queue_id = $1 AND id IN ({})",
-                ALL_OF_QUEUE.replace("{s}", "")
-            ),
-            &[&id],
-        )
-        .await?;
+        tx.execute(self.inner.queues.sql.delete_all.as_str(), &[&id]).await?;
         tx.execute("DELETE FROM queue_groups WHERE queue_id = $1", &[&id])
             .await?;
         tx.execute("DELETE FROM queue_dedup WHERE queue_id = $1", &[&id])

@@ -18,10 +18,10 @@ use std::str::FromStr;
 use serde::ser::SerializeStruct as _;
 use serde::{Serialize, Serializer};
 
+use crate::auth::users::validate_user_name;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::{GroupId, TopicName};
-use crate::users::validate_user_name;
 
 /// What a grant allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

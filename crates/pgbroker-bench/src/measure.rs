@@ -1,17 +1,17 @@
-//! The machinery every benchmark shares: counters, latency histograms,
-//! paced producers, and the measured window that turns them into a JSON
-//! summary.
+//! The machinery every system's driver shares: counters, latency
+//! histograms, payloads carrying their send time, paced producers, and the
+//! measured window that turns them into a [`Summary`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use serde_json::json;
 
-use super::procfs::{self, BrokerProcess};
-use super::workload::Workload;
+use crate::procfs::{self, BrokerProcess};
+use crate::summary::{Figures, Summary};
+use crate::workload::Workload;
 
 /// Counters shared by all tasks. Latencies go to per-task histograms,
 /// merged at the end, so that recording them costs no lock.
@@ -86,6 +86,31 @@ pub fn payload(size: u32) -> Vec<u8> {
         .collect()
 }
 
+/// `base` with its first 8 bytes replaced by `sent` as microseconds since
+/// the epoch (big-endian): how a message carries its send time.
+pub fn stamped(base: &[u8], sent: SystemTime) -> Vec<u8> {
+    let mut v = base.to_vec();
+    if let Some(head) = v.get_mut(..8) {
+        head.copy_from_slice(&epoch_micros(sent).to_be_bytes());
+    }
+    v
+}
+
+/// Microseconds since the epoch.
+pub fn epoch_micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds from the send time carried in `body` to `now`.
+pub fn latency_micros(body: &[u8], now: SystemTime) -> u64 {
+    let sent = body
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
+    epoch_micros(now).saturating_sub(sent)
+}
+
 /// Drives one producer: paces its batches for the target rate (spread over
 /// the interval by producer number, so a rate means evenly spaced batches
 /// rather than bursts), rotates over the partitions, times each send with
@@ -124,42 +149,46 @@ where
     Ok(Measured::Produce(latency))
 }
 
-/// [`measure_with`] for a broker that runs in this process.
-pub async fn measure(
-    args: &impl Workload,
+/// The tasks of one run and the counters and stop flag they share.
+pub struct Run {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
-) -> Result<serde_json::Value> {
-    measure_with(args, stats, stop, tasks, &BrokerProcess::InProcess).await
 }
 
-/// [`measure_with`] for a peer system run by the comparison harness: the
-/// summary names `system`, and the broker CPU and memory are those of the
-/// process called `process`.
-pub async fn measure_peer(
-    args: &impl Workload,
-    system: &str,
-    process: &str,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
-) -> Result<serde_json::Value> {
-    let workload = super::workload::Relabel { workload: args, system };
-    measure_with(&workload, stats, stop, tasks, &BrokerProcess::Named(process.into())).await
+impl Run {
+    /// Fresh counters (registered as the run in progress), no tasks yet.
+    pub fn start() -> Run {
+        Run {
+            stats: Stats::start(),
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Spawns the task that `task` makes from the run's counters and stop flag.
+    pub fn spawn<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(Arc<Stats>, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = Result<Measured>> + Send + 'static,
+    {
+        self.tasks
+            .push(tokio::spawn(task(self.stats.clone(), self.stop.clone())));
+    }
+
+    /// See [`measure`].
+    pub async fn measure(self, args: &impl Workload, system: &str, broker: &BrokerProcess) -> Result<Summary> {
+        measure(args, system, broker, self).await
+    }
 }
 
 /// Lets the tasks run through the warm-up and the measured time, then stops
-/// them and returns the summary: the workload's head, rates, latency
-/// percentiles, and CPU seconds per million messages of `broker`, of this
-/// process and of Postgres, with the broker's largest resident memory seen.
-pub async fn measure_with(
-    args: &impl Workload,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<Measured>>>,
-    broker: &BrokerProcess,
-) -> Result<serde_json::Value> {
+/// them and returns the summary of `system`: the workload's parameters,
+/// rates, latency percentiles, and CPU seconds per million messages of
+/// `broker`, of this process and of Postgres, with the broker's largest
+/// resident memory seen.
+async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run: Run) -> Result<Summary> {
+    let Run { stats, stop, tasks } = run;
     tokio::time::sleep(args.run().warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
     let (w0, r0) = (
@@ -197,32 +226,34 @@ pub async fn measure_with(
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mib = f64::from(args.message_size()) / (1024.0 * 1024.0);
     let million = (written.max(1)) as f64 / 1e6;
-    let mut summary = args.head();
-    let figures = json!({
-        "duration_s": secs,
-        "write_msgs_per_s": written as f64 / secs,
-        "read_msgs_per_s": read as f64 / secs,
-        "write_mib_per_s": written as f64 * mib / secs,
-        "read_mib_per_s": read as f64 * mib / secs,
-        "e2e_p50_ms": ms(&e2e, 0.5),
-        "e2e_p95_ms": ms(&e2e, 0.95),
-        "e2e_p99_ms": ms(&e2e, 0.99),
-        "e2e_p999_ms": ms(&e2e, 0.999),
-        "e2e_max_ms": e2e.max() as f64 / 1000.0,
-        "produce_p50_ms": ms(&prod, 0.5),
-        "produce_p99_ms": ms(&prod, 0.99),
-        "broker_cpu_s_per_million": used.broker / million,
-        "client_cpu_s_per_million": used.own / million,
-        "postgres_cpu_s_per_million": used.postgres / million,
+    let figures = Figures {
+        duration_s: secs,
+        write_msgs_per_s: written as f64 / secs,
+        read_msgs_per_s: read as f64 / secs,
+        write_mib_per_s: written as f64 * mib / secs,
+        read_mib_per_s: read as f64 * mib / secs,
+        e2e_p50_ms: ms(&e2e, 0.5),
+        e2e_p95_ms: ms(&e2e, 0.95),
+        e2e_p99_ms: ms(&e2e, 0.99),
+        e2e_p999_ms: ms(&e2e, 0.999),
+        e2e_max_ms: e2e.max() as f64 / 1000.0,
+        produce_p50_ms: ms(&prod, 0.5),
+        produce_p99_ms: ms(&prod, 0.99),
+        broker_cpu_s_per_million: used.broker / million,
+        client_cpu_s_per_million: used.own / million,
+        postgres_cpu_s_per_million: used.postgres / million,
         // In process, the resident size is the whole harness's, with what
         // earlier runs left in the allocator: not the broker's.
-        "broker_rss_max_mib": match broker {
-            BrokerProcess::InProcess => serde_json::Value::Null,
-            _ => (rss_max as f64 / (1024.0 * 1024.0)).into(),
+        broker_rss_max_mib: match broker {
+            BrokerProcess::InProcess => None,
+            _ => Some(rss_max as f64 / (1024.0 * 1024.0)),
         },
-    });
-    if let (Some(head), serde_json::Value::Object(figures)) = (summary.as_object_mut(), figures) {
-        head.extend(figures);
-    }
-    Ok(summary)
+    };
+    Ok(Summary {
+        system: system.to_string(),
+        shape: args.shape(),
+        figures,
+        scenario: None,
+        round: None,
+    })
 }

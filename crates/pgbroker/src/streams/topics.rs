@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::segments::create_segment;
+use crate::streams::segments::create_segment;
 use crate::types::{to_millis, TopicName};
 
 /// Most partitions a topic may have.

@@ -10,27 +10,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::Rng;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::queue::{latency_micros, stamped, QueueArgs};
-use super::{histogram, measure, payload, produce_loop, record, Measured, Stats};
-
-async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting for the article queue benchmark")?;
-    tokio::spawn(conn);
-    Ok(client)
-}
+use crate::db;
+use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::Endpoints;
+use crate::workload::QueueArgs;
 
 /// Creates the article's queue tables in a schema of their own, runs the
 /// workload and drops the schema.
-pub(super) async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+    let url = env.database_url.as_str();
     // Built from a number only: safe to place in SQL text.
     let schema = format!("article_queue_{}", std::process::id());
-    let admin = connect(url).await?;
+    let admin = db::connect(url).await?;
     admin
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
@@ -41,21 +38,19 @@ pub(super) async fn run(url: &str, args: &QueueArgs) -> Result<serde_json::Value
                                             processed_at timestamptz NOT NULL DEFAULT now());"
         ))
         .await?;
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut run = Run::start();
     for _ in 0..args.workers {
-        let client = connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
+        let client = db::connect(url).await?;
+        let sc = schema.clone();
         let batch = i64::from(args.receive_batch);
-        tasks.push(tokio::spawn(work(client, sc, batch, s, st)));
+        run.spawn(|s, st| work(client, sc, batch, s, st));
     }
     for id in 0..args.producers {
-        let client = connect(url).await?;
-        let (s, st, sc) = (stats.clone(), stop.clone(), schema.clone());
-        tasks.push(tokio::spawn(write(client, sc, args.clone(), id, s, st)));
+        let client = db::connect(url).await?;
+        let sc = schema.clone();
+        run.spawn(|s, st| write(client, sc, args.clone(), id, s, st));
     }
-    let outcome = measure(args, stats, stop, tasks).await;
+    let outcome = run.measure(args, "article", &BrokerProcess::InProcess).await;
     admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     outcome
 }

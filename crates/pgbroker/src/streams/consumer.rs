@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use futures_util::future::select_all;
 use tokio::sync::Notify;
 
+use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchLimits, OffsetSpec};
 use crate::groups::{JoinOptions, Membership, OffsetCommit};
-use crate::notify::ensure_listener;
+use crate::streams::fetch::{FetchLimits, OffsetSpec};
 use crate::types::{GroupId, StoredRecord, TopicName, TopicPartition};
 
 /// Where a consumer starts on a partition with no committed offset, or

@@ -1,6 +1,9 @@
 //! The [`Broker`] handle: configuration, the connection pool and the caches
 //! that every operation shares.
 
+pub(crate) mod backoff;
+pub(crate) mod notify;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,11 +12,12 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use crate::cache::RecordCache;
+use crate::broker::notify::Wakeups;
 use crate::error::{Error, Result};
-use crate::migrate::{self, quote_ident, MigrationReport};
-use crate::notify::Wakeups;
-use crate::types::{validate_schema, TopicName};
+use crate::migrate::{self, MigrationReport};
+use crate::sql::Schema;
+use crate::streams::cache::RecordCache;
+use crate::types::TopicName;
 
 /// The database URL used when none is configured.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -50,7 +54,7 @@ impl Default for BrokerConfig {
             pool_size: 16,
             migrate: true,
             cache_bytes_per_partition: 64 << 20,
-            poll_interval: crate::notify::DEFAULT_POLL_INTERVAL,
+            poll_interval: crate::broker::notify::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -88,7 +92,7 @@ pub(crate) struct Inner {
     pub outbox_lock_sql: String,
     pub wakeups: Wakeups,
     /// Spaces connection attempts out while Postgres is unreachable.
-    pub(crate) connect_backoff: crate::backoff::ConnectBackoff,
+    pub(crate) connect_backoff: crate::broker::backoff::ConnectBackoff,
     pub cache: RecordCache,
     /// Queue metadata cache, statements and maintenance state.
     pub queues: crate::queues::QueueState,
@@ -147,7 +151,7 @@ impl Broker {
     /// Connects, checks the database is reachable and, unless disabled,
     /// applies pending migrations.
     pub async fn connect(config: BrokerConfig) -> Result<Broker> {
-        validate_schema(&config.schema)?;
+        let schema = Schema::new(&config.schema)?;
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
@@ -186,19 +190,18 @@ impl Broker {
         .max_size(SEGMENT_POOL_SIZE)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))?;
-        let q = quote_ident(&config.schema);
         let inner = Inner {
             pool,
             segment_pool,
             pg_config,
             channel: format!("pgbroker_{}", config.schema),
-            produce_sql: crate::produce::produce_sql(&q),
-            outbox_lock_sql: crate::produce::outbox_lock_sql(&q),
+            produce_sql: schema.qualify(crate::streams::produce::PRODUCE),
+            outbox_lock_sql: schema.qualify(crate::streams::produce::OUTBOX_LOCK),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
-            queues: crate::queues::QueueState::new(&q),
+            queues: crate::queues::QueueState::new(&schema),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

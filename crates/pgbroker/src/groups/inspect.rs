@@ -8,7 +8,7 @@ use super::{
 };
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::fetch::OffsetSpec;
+use crate::streams::fetch::OffsetSpec;
 use crate::types::{to_millis, GroupId, TopicName, TopicPartition};
 
 /// Where `reset_offsets` moves a group.

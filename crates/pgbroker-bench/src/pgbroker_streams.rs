@@ -1,4 +1,5 @@
-//! The pub/sub benchmark driving pgbroker's library.
+//! `pgbroker` on the pub/sub workload: pgbroker's library in this process,
+//! producers and consumer groups on one fresh topic.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,10 +8,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, JoinOptions, OffsetReset, Record, TopicConfig, TopicName};
 
-use super::{histogram, measure, payload, produce_loop, record, Measured, PubsubArgs, Stats};
+use crate::measure::{histogram, payload, produce_loop, record, Measured, Run, Stats};
+use crate::procfs::BrokerProcess;
+use crate::summary::Summary;
+use crate::systems::{library, Endpoints};
+use crate::workload::{PubsubArgs, Workload as _};
 
 /// Runs the pub/sub benchmark on a fresh topic, deleted afterwards.
-pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::Value> {
+pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let broker = library(env, args.pool_size()).await?;
     let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
     broker
         .create_topic(
@@ -21,7 +27,7 @@ pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::
             },
         )
         .await?;
-    let outcome = drive(&broker, &topic, &args).await;
+    let outcome = drive(&broker, &topic, args).await;
     broker.delete_topic(&topic).await?;
     for g in 0..args.groups {
         let _ = broker.delete_group(&GroupId::new(format!("{topic}-g{g}"))?).await;
@@ -29,10 +35,8 @@ pub(super) async fn run(broker: Broker, args: PubsubArgs) -> Result<serde_json::
     outcome
 }
 
-async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<serde_json::Value> {
-    let stats = Stats::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<Summary> {
+    let mut run = Run::start();
     for g in 0..args.groups {
         let group = GroupId::new(format!("{topic}-g{g}"))?;
         for _ in 0..args.consumers_per_group {
@@ -47,15 +51,15 @@ async fn drive(broker: &Broker, topic: &TopicName, args: &PubsubArgs) -> Result<
                 ..ConsumerConfig::new(vec![topic.clone()], Some(group.clone()))
             };
             let consumer = Consumer::new(broker.clone(), config).await?;
-            tasks.push(tokio::spawn(consume(consumer, stats.clone(), stop.clone())));
+            run.spawn(|s, st| consume(consumer, s, st));
         }
     }
     for p in 0..args.producers {
         let b = broker.clone();
-        let (t, s, st) = (topic.clone(), stats.clone(), stop.clone());
-        tasks.push(tokio::spawn(produce(b, t, args.clone(), p, s, st)));
+        let t = topic.clone();
+        run.spawn(|s, st| produce(b, t, args.clone(), p, s, st));
     }
-    measure(args, stats, stop, tasks).await
+    run.measure(args, "pgbroker", &BrokerProcess::InProcess).await
 }
 
 async fn produce(

@@ -1,4 +1,0 @@
-//! The library half of the `pgbroker` command: the benchmark kit, shared
-//! with the comparison harness `pgbroker-bench`.
-
-pub mod bench;
