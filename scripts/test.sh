@@ -23,7 +23,10 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+# The binary `pgbroker` and the library `pgbroker` share a doc path, so the
+# binaries are documented on their own, before the libraries.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --bins -p pgbroker-cli -p pgbroker-bench
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib
 
 step "cargo test"
 cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.log"
