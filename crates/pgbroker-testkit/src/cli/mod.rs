@@ -2,6 +2,7 @@
 //! schema: as a command, or as a server (`serve`).
 
 pub mod certs;
+pub mod kcat;
 pub mod serve;
 
 use std::path::PathBuf;
