@@ -11,7 +11,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use kafka_protocol::messages::ApiKey;
 use pgbroker::ScramCredentials;
 
 use crate::authz::Access;
@@ -20,6 +19,18 @@ use crate::authz::Access;
 pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 64 << 10;
 /// Most requests a connection may send before it authenticates.
 pub const PRE_AUTH_MAX_REQUESTS: u32 = 10;
+
+/// Whether an API may be used on a connection that must authenticate but
+/// has not yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PreAuth {
+    /// Only once authenticated.
+    Never,
+    /// Before the SASL handshake (ApiVersions, SaslHandshake).
+    Opening,
+    /// After the SASL handshake, to carry the exchange (SaslAuthenticate).
+    Exchange,
+}
 
 /// A SASL mechanism the listener can offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,15 +210,16 @@ impl Session {
         self.requests_before_auth <= PRE_AUTH_MAX_REQUESTS
     }
 
-    /// Whether a request for `api` (`None`: an unknown API key) may be
-    /// served now; when not, the connection is closed.
-    pub fn allows(&self, api: Option<ApiKey>) -> bool {
+    /// Whether a request for an API that may come before authentication
+    /// as `pre_auth` says (`None`: an API this server does not answer)
+    /// may be served now; when not, the connection is closed.
+    pub(crate) fn allows(&self, pre_auth: Option<PreAuth>) -> bool {
         if self.is_open() {
             return true;
         }
         match self.state {
-            State::Start => matches!(api, Some(ApiKey::ApiVersions | ApiKey::SaslHandshake)),
-            State::Handshaken(_) | State::ScramSent(_) => api == Some(ApiKey::SaslAuthenticate),
+            State::Start => pre_auth == Some(PreAuth::Opening),
+            State::Handshaken(_) | State::ScramSent(_) => pre_auth == Some(PreAuth::Exchange),
             State::Authenticated(_) => true,
         }
     }

@@ -11,60 +11,49 @@ use kafka_protocol::messages as m;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
 
 use crate::api;
-use crate::auth::Session;
+use crate::auth::{PreAuth, Session};
 use crate::authz::Access;
-use crate::errors::code;
 use crate::metrics;
 use crate::server::{Ctx, MAX_OTHER_FRAME_BYTES};
 
-/// Every API this server answers, with the versions it implements:
-/// `(api key, min, max)`. Versions are capped where a newer one needs
-/// something pgbroker does not have (topic ids in Fetch 13+ and Produce
-/// 10+, batched groups in OffsetFetch 8+, new consumer protocol fields).
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 7),
-    (ApiKey::FindCoordinator, 0, 3),
-    (ApiKey::JoinGroup, 0, 7),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 4),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 5),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::SaslHandshake, 0, 1),
-    (ApiKey::SaslAuthenticate, 0, 2),
-];
+/// One API this server answers: a row of [`APIS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Api {
+    /// The API key.
+    pub key: ApiKey,
+    /// The API's name, as used in metrics and logs.
+    pub name: &'static str,
+    /// The oldest version implemented.
+    pub min_version: i16,
+    /// The newest version implemented.
+    pub max_version: i16,
+    /// Whether the API may be used before the connection authenticates.
+    pub(crate) pre_auth: PreAuth,
+}
 
-fn supported(key: ApiKey, version: i16) -> bool {
-    SUPPORTED_APIS
-        .iter()
-        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+impl Api {
+    /// The row of an API key, if this server answers it.
+    pub fn find(key: i16) -> Option<&'static Api> {
+        APIS.iter().find(|a| a.key as i16 == key)
+    }
+
+    /// True when `version` is one this server implements.
+    pub fn supports(&self, version: i16) -> bool {
+        (self.min_version..=self.max_version).contains(&version)
+    }
 }
 
 /// The ApiVersions answer's list.
 pub(crate) fn api_list() -> Vec<ApiVersion> {
-    SUPPORTED_APIS
-        .iter()
-        .map(|(k, min, max)| {
+    APIS.iter()
+        .map(|a| {
             let mut v = ApiVersion::default();
-            v.api_key = *k as i16;
-            v.min_version = *min;
-            v.max_version = *max;
+            v.api_key = a.key as i16;
+            v.min_version = a.min_version;
+            v.max_version = a.max_version;
             v
         })
         .collect()
@@ -72,6 +61,10 @@ pub(crate) fn api_list() -> Vec<ApiVersion> {
 
 /// What a handler knows of the request besides its body.
 pub(crate) struct ReqInfo<'a> {
+    /// The server.
+    pub ctx: &'a Arc<Ctx>,
+    /// The request's API version.
+    pub version: i16,
     /// The request header.
     pub header: &'a RequestHeader,
     /// The client's address.
@@ -102,24 +95,31 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
     let key = raw.get_i16();
     let version = raw.get_i16();
     let correlation_id = raw.get_i32();
-    if !session.allows(ApiKey::try_from(key).ok()) {
+    let found = Api::find(key);
+    if !session.allows(found.map(|a| a.pre_auth)) {
         return Err(format!("request with API key {key} before authentication"));
     }
-    let Ok(api) = ApiKey::try_from(key) else {
-        metrics::request("unknown", false, 0.0);
-        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+    let Some(row) = found else {
+        let name = if ApiKey::try_from(key).is_ok() {
+            "other"
+        } else {
+            "unknown"
+        };
+        metrics::request(name, false, 0.0);
+        return Ok(Some(unsupported_version(correlation_id)));
     };
-    if !supported(api, version) {
-        metrics::request(api_name(api), false, 0.0);
+    let api = row.key;
+    if !row.supports(version) {
+        metrics::request(row.name, false, 0.0);
         if api == ApiKey::ApiVersions {
             // Answered in version 0, which every client can read, so that
             // it retries with a version from the list.
             let mut resp = ApiVersionsResponse::default();
-            resp.error_code = code::UNSUPPORTED_VERSION;
+            resp.error_code = ResponseError::UnsupportedVersion.code();
             resp.api_keys = api_list();
             return encode(correlation_id, 0, 0, &resp).map(Some);
         }
-        return Ok(Some(bare_error(correlation_id, code::UNSUPPORTED_VERSION)));
+        return Ok(Some(unsupported_version(correlation_id)));
     }
     if api != ApiKey::Produce && frame.len() > MAX_OTHER_FRAME_BYTES {
         return Err(format!("{api:?} request of {} bytes", frame.len()));
@@ -139,16 +139,16 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &SocketAddr, sess
         session,
     };
     let answer = route(r).await;
-    metrics::request(api_name(api), answer.is_ok(), started.elapsed().as_secs_f64());
+    metrics::request(row.name, answer.is_ok(), started.elapsed().as_secs_f64());
     answer
 }
 
-/// A response of only a correlation id and an error code: what clients
-/// read for an API or version the server does not know.
-fn bare_error(correlation_id: i32, error: i16) -> BytesMut {
+/// A response of only a correlation id and `UNSUPPORTED_VERSION`: what
+/// clients read for an API or version the server does not know.
+fn unsupported_version(correlation_id: i32) -> BytesMut {
     let mut b = BytesMut::with_capacity(6);
     b.extend_from_slice(&correlation_id.to_be_bytes());
-    b.extend_from_slice(&error.to_be_bytes());
+    b.extend_from_slice(&ResponseError::UnsupportedVersion.code().to_be_bytes());
     b
 }
 
@@ -170,8 +170,8 @@ macro_rules! call {
     ($r:ident, $req:ident, $handler:path $(, $session:ident)?) => {{
         let (ctx, api, version, header) = ($r.ctx, $r.api, $r.version, $r.header);
         let req = m::$req::decode(&mut $r.body, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
-        let info = ReqInfo { header, peer: $r.peer, access: &$r.access };
-        match $handler(ctx, version, &info, req $(, &mut *$r.$session)?).await {
+        let info = ReqInfo { ctx, version, header, peer: $r.peer, access: &$r.access };
+        match $handler(&info, req $(, &mut *$r.$session)?).await {
             Some(resp) => encode(header.correlation_id, api.response_header_version(version), version, &resp).map(Some),
             None => Ok(None),
         }
@@ -191,14 +191,28 @@ struct Route<'a> {
     session: &'a mut Session,
 }
 
-/// The table of APIs and their handlers, from which both the router and
-/// the decode-only check (used by the fuzz targets) are made.
+/// Makes [`APIS`], the router and the decode-only check (used by the fuzz
+/// targets) from one list: each API's key, versions, whether it may come
+/// before authentication, request type and handler (given the
+/// connection's session when marked `session`).
 macro_rules! api_table {
-    ($($key:ident => $req:ident, $handler:path $(, $session:ident)?;)*) => {
+    ($($key:ident $min:literal..=$max:literal, $pre:ident => $req:ident, $handler:path $(, $session:ident)?;)*) => {
+        /// Every API this server answers, in the order ApiVersions lists
+        /// them.
+        pub const APIS: &[Api] = &[
+            $(Api {
+                key: ApiKey::$key,
+                name: stringify!($key),
+                min_version: $min,
+                max_version: $max,
+                pre_auth: PreAuth::$pre,
+            },)*
+        ];
+
         async fn route(mut r: Route<'_>) -> Answer {
             match r.api {
                 $(ApiKey::$key => call!(r, $req, $handler $(, $session)?),)*
-                _ => Ok(Some(bare_error(r.header.correlation_id, code::UNSUPPORTED_VERSION))),
+                _ => Ok(Some(unsupported_version(r.header.correlation_id))),
             }
         }
 
@@ -212,31 +226,34 @@ macro_rules! api_table {
     };
 }
 
+// Versions are capped where a newer one needs something pgbroker does not
+// have (topic ids in Fetch 13+ and Produce 10+, batched groups in
+// OffsetFetch 8+, new consumer protocol fields).
 api_table! {
-    SaslHandshake => SaslHandshakeRequest, api::sasl::handshake, session;
-    SaslAuthenticate => SaslAuthenticateRequest, api::sasl::authenticate, session;
-    ApiVersions => ApiVersionsRequest, api::meta::api_versions;
-    Metadata => MetadataRequest, api::meta::metadata;
-    Produce => ProduceRequest, api::produce::produce;
-    Fetch => FetchRequest, api::fetch::fetch;
-    ListOffsets => ListOffsetsRequest, api::offsets::list_offsets;
-    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
-    OffsetCommit => OffsetCommitRequest, api::offsets::offset_commit;
-    OffsetFetch => OffsetFetchRequest, api::offsets::offset_fetch;
-    FindCoordinator => FindCoordinatorRequest, api::meta::find_coordinator;
-    JoinGroup => JoinGroupRequest, api::groups::join_group;
-    SyncGroup => SyncGroupRequest, api::groups::sync_group;
-    Heartbeat => HeartbeatRequest, api::groups::heartbeat;
-    LeaveGroup => LeaveGroupRequest, api::groups::leave_group;
-    ListGroups => ListGroupsRequest, api::groups::list_groups;
-    DescribeGroups => DescribeGroupsRequest, api::groups::describe_groups;
-    DeleteGroups => DeleteGroupsRequest, api::groups::delete_groups;
-    CreateTopics => CreateTopicsRequest, api::topics::create_topics;
-    DeleteTopics => DeleteTopicsRequest, api::topics::delete_topics;
-    CreatePartitions => CreatePartitionsRequest, api::topics::create_partitions;
-    DeleteRecords => DeleteRecordsRequest, api::topics::delete_records;
-    DescribeConfigs => DescribeConfigsRequest, api::topics::describe_configs;
-    InitProducerId => InitProducerIdRequest, api::topics::init_producer_id;
+    Produce 3..=9, Never => ProduceRequest, api::produce::produce;
+    Fetch 4..=12, Never => FetchRequest, api::fetch::fetch;
+    ListOffsets 1..=7, Never => ListOffsetsRequest, api::offsets::list_offsets;
+    Metadata 0..=12, Never => MetadataRequest, api::meta::metadata;
+    OffsetCommit 2..=8, Never => OffsetCommitRequest, api::offsets::offset_commit;
+    OffsetFetch 1..=7, Never => OffsetFetchRequest, api::offsets::offset_fetch;
+    FindCoordinator 0..=3, Never => FindCoordinatorRequest, api::meta::find_coordinator;
+    JoinGroup 0..=7, Never => JoinGroupRequest, api::groups::join_group;
+    Heartbeat 0..=4, Never => HeartbeatRequest, api::groups::heartbeat;
+    LeaveGroup 0..=4, Never => LeaveGroupRequest, api::groups::leave_group;
+    SyncGroup 0..=5, Never => SyncGroupRequest, api::groups::sync_group;
+    DescribeGroups 0..=5, Never => DescribeGroupsRequest, api::groups::describe_groups;
+    ListGroups 0..=4, Never => ListGroupsRequest, api::groups::list_groups;
+    ApiVersions 0..=3, Opening => ApiVersionsRequest, api::meta::api_versions;
+    CreateTopics 2..=7, Never => CreateTopicsRequest, api::topics::create_topics;
+    DeleteTopics 1..=5, Never => DeleteTopicsRequest, api::topics::delete_topics;
+    DeleteRecords 0..=2, Never => DeleteRecordsRequest, api::topics::delete_records;
+    InitProducerId 0..=4, Never => InitProducerIdRequest, api::topics::init_producer_id;
+    OffsetForLeaderEpoch 2..=4, Never => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
+    DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::topics::describe_configs;
+    CreatePartitions 0..=3, Never => CreatePartitionsRequest, api::topics::create_partitions;
+    DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
+    SaslHandshake 0..=1, Opening => SaslHandshakeRequest, api::sasl::handshake, session;
+    SaslAuthenticate 0..=2, Exchange => SaslAuthenticateRequest, api::sasl::authenticate, session;
 }
 
 /// Decodes one request frame (without its length prefix) as the server
@@ -250,8 +267,9 @@ pub fn decode_request(frame: Bytes) -> Result<(), String> {
     let mut raw = frame.clone();
     let key = raw.get_i16();
     let version = raw.get_i16();
-    let api = ApiKey::try_from(key).map_err(|()| format!("unknown API key {key}"))?;
-    if !supported(api, version) {
+    let row = Api::find(key).ok_or_else(|| format!("unknown API key {key}"))?;
+    let api = row.key;
+    if !row.supports(version) {
         return Err(format!("{api:?} v{version} is not supported"));
     }
     if api != ApiKey::Produce && frame.len() > MAX_OTHER_FRAME_BYTES {
@@ -262,33 +280,56 @@ pub fn decode_request(frame: Bytes) -> Result<(), String> {
     decode_body(api, version, &mut body)
 }
 
-/// The API's name as used in metrics and logs.
-pub(crate) fn api_name(api: ApiKey) -> &'static str {
-    match api {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::DeleteRecords => "DeleteRecords",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        ApiKey::CreatePartitions => "CreatePartitions",
-        ApiKey::DeleteGroups => "DeleteGroups",
-        ApiKey::SaslHandshake => "SaslHandshake",
-        ApiKey::SaslAuthenticate => "SaslAuthenticate",
-        _ => "other",
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn api_versions_advertises_the_table() {
+        let advertised: Vec<(i16, i16, i16)> = api_list()
+            .iter()
+            .map(|v| (v.api_key, v.min_version, v.max_version))
+            .collect();
+        let table: Vec<(i16, i16, i16)> = APIS
+            .iter()
+            .map(|a| (a.key as i16, a.min_version, a.max_version))
+            .collect();
+        assert_eq!(advertised, table);
+        let keys: HashSet<i16> = advertised.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(keys.len(), APIS.len(), "each API once");
+    }
+
+    #[test]
+    fn every_row_is_a_valid_range_named_after_its_key() {
+        for a in APIS {
+            let known = a.key.valid_versions();
+            assert!(a.min_version <= a.max_version, "{}", a.name);
+            assert!(known.min <= a.min_version && a.max_version <= known.max, "{}", a.name);
+            assert_eq!(a.name, format!("{:?}", a.key));
+            assert_eq!(Api::find(a.key as i16), Some(a));
+            assert!(a.supports(a.min_version) && a.supports(a.max_version));
+            assert!(!a.supports(a.max_version + 1), "{}", a.name);
+        }
+        assert_eq!(Api::find(ApiKey::ElectLeaders as i16), None);
+        assert_eq!(Api::find(999), None);
+    }
+
+    #[test]
+    fn only_the_sasl_opening_and_exchange_come_before_authentication() {
+        let before: Vec<(ApiKey, PreAuth)> = APIS
+            .iter()
+            .filter(|a| a.pre_auth != PreAuth::Never)
+            .map(|a| (a.key, a.pre_auth))
+            .collect();
+        assert_eq!(
+            before,
+            [
+                (ApiKey::ApiVersions, PreAuth::Opening),
+                (ApiKey::SaslHandshake, PreAuth::Opening),
+                (ApiKey::SaslAuthenticate, PreAuth::Exchange),
+            ]
+        );
     }
 }

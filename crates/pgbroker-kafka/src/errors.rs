@@ -1,96 +1,214 @@
-//! Kafka error codes, and how library errors map onto them.
+//! How library errors map onto Kafka error codes. Codes come from
+//! kafka-protocol's [`ResponseError`]; this module only decides which.
 
-use pgbroker::Error;
+use kafka_protocol::ResponseError;
+use pgbroker::{Error, Invalid};
 
 use crate::codec::BatchError;
 
-/// The Kafka error codes this server sends.
-pub(crate) mod code {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
-    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-    pub const ILLEGAL_SASL_STATE: i16 = 34;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const INVALID_RECORD: i16 = 87;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+/// The code of a successful answer.
+pub(crate) const NONE: i16 = 0;
+
+/// The error for a value the library refused, by what was invalid.
+pub(crate) fn invalid_error(what: Invalid) -> ResponseError {
+    match what {
+        Invalid::TopicName => ResponseError::InvalidTopicException,
+        Invalid::GroupId => ResponseError::InvalidGroupId,
+        Invalid::SessionTimeout => ResponseError::InvalidSessionTimeout,
+        _ => ResponseError::InvalidRequest,
+    }
 }
 
-/// The code for a library error on the data path (produce, fetch,
+/// The error for a library error on the data path (produce, fetch,
 /// offsets): an unreachable database is a retriable storage error.
-pub(crate) fn data_code(e: &Error) -> i16 {
+pub(crate) fn data_error(e: &Error) -> ResponseError {
     match e {
-        Error::UnknownTopic(_) | Error::UnknownPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
-        Error::Invalid { what, .. } if what.contains("topic") => code::INVALID_TOPIC_EXCEPTION,
-        Error::Invalid { .. } => code::INVALID_REQUEST,
-        Error::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
-        Error::RecordTooLarge { .. } => code::MESSAGE_TOO_LARGE,
-        Error::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
-        Error::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
-        Error::ProducerFenced { .. } => code::INVALID_PRODUCER_EPOCH,
-        e if e.is_retriable() => code::KAFKA_STORAGE_ERROR,
-        _ => group_code(e),
+        Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        Error::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        Error::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        e if e.is_retriable() => ResponseError::KafkaStorageError,
+        _ => group_error(e),
     }
 }
 
-/// The code for a library error from the group coordinator: an unreachable
-/// database makes the coordinator unavailable, which clients retry.
-pub(crate) fn group_code(e: &Error) -> i16 {
+/// The error for a library error from the group coordinator: an
+/// unreachable database makes the coordinator unavailable, which clients
+/// retry.
+pub(crate) fn group_error(e: &Error) -> ResponseError {
     match e {
-        Error::UnknownGroup(_) => code::GROUP_ID_NOT_FOUND,
-        Error::UnknownMember { .. } => code::UNKNOWN_MEMBER_ID,
-        Error::RebalanceInProgress { .. } => code::REBALANCE_IN_PROGRESS,
-        Error::GroupNotEmpty(_) => code::NON_EMPTY_GROUP,
-        Error::NotAssigned { .. } | Error::IllegalGeneration { .. } => code::ILLEGAL_GENERATION,
-        Error::InconsistentGroupProtocol(_) => code::INCONSISTENT_GROUP_PROTOCOL,
-        Error::MemberIdRequired { .. } => code::MEMBER_ID_REQUIRED,
-        Error::FencedInstanceId { .. } => code::FENCED_INSTANCE_ID,
-        Error::Invalid { what, .. } if what.contains("group") => code::INVALID_GROUP_ID,
-        Error::Invalid { what, .. } if what.contains("session") => code::INVALID_SESSION_TIMEOUT,
-        Error::Invalid { .. } => code::INVALID_REQUEST,
-        Error::UnknownTopic(_) | Error::UnknownPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
-        e if e.is_retriable() => code::COORDINATOR_NOT_AVAILABLE,
-        _ => code::UNKNOWN_SERVER_ERROR,
+        Error::Invalid { what, .. } => invalid_error(*what),
+        Error::UnknownGroup(_) => ResponseError::GroupIdNotFound,
+        Error::UnknownMember { .. } => ResponseError::UnknownMemberId,
+        Error::RebalanceInProgress { .. } => ResponseError::RebalanceInProgress,
+        Error::GroupNotEmpty(_) => ResponseError::NonEmptyGroup,
+        Error::NotAssigned { .. } | Error::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        Error::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+        Error::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        Error::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        e if e.is_retriable() => ResponseError::CoordinatorNotAvailable,
+        _ => ResponseError::UnknownServerError,
     }
+}
+
+/// The code for a library error on the data path; see [`data_error`].
+pub(crate) fn data_code(e: &Error) -> i16 {
+    data_error(e).code()
+}
+
+/// The code for a library error from the coordinator; see [`group_error`].
+pub(crate) fn group_code(e: &Error) -> i16 {
+    group_error(e).code()
 }
 
 /// The code for a refused record batch.
 pub(crate) fn batch_code(e: &BatchError) -> i16 {
     match e {
-        BatchError::Corrupt(_) => code::CORRUPT_MESSAGE,
-        BatchError::TooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
-        BatchError::UnsupportedMagic(_) => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
-        BatchError::UnsupportedCompression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
-        BatchError::Invalid(_) => code::INVALID_RECORD,
+        BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+        BatchError::TooLarge { .. } => ResponseError::RecordListTooLarge,
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        BatchError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        BatchError::Invalid(_) => ResponseError::InvalidRecord,
+    }
+    .code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(what: Invalid) -> Error {
+        Error::invalid(what, "refused")
+    }
+
+    #[test]
+    fn invalid_values_map_by_what_was_invalid() {
+        assert_eq!(data_code(&invalid(Invalid::TopicName)), 17);
+        assert_eq!(group_code(&invalid(Invalid::GroupId)), 24);
+        assert_eq!(group_code(&invalid(Invalid::SessionTimeout)), 26);
+        for other in [
+            Invalid::PartitionCount,
+            Invalid::Offset,
+            Invalid::Timestamp,
+            Invalid::TopicPrefix,
+        ] {
+            assert_eq!(data_code(&invalid(other)), 42, "{other}");
+            assert_eq!(group_code(&invalid(other)), 42, "{other}");
+        }
+    }
+
+    #[test]
+    fn library_errors_map_onto_their_kafka_codes() {
+        let group = || "g".to_string();
+        let data = [
+            (Error::UnknownTopic("t".into()), 3),
+            (
+                Error::UnknownPartition {
+                    topic: "t".into(),
+                    partition: 9,
+                    count: 1,
+                },
+                3,
+            ),
+            (Error::TopicExists("t".into()), 36),
+            (Error::RecordTooLarge { size: 2, max: 1 }, 10),
+            (
+                Error::OffsetOutOfRange {
+                    offset: 9,
+                    log_start: 0,
+                    high_watermark: 1,
+                },
+                1,
+            ),
+            (
+                Error::OutOfOrderSequence {
+                    producer_id: 1,
+                    last: 1,
+                    got: 3,
+                },
+                45,
+            ),
+            (
+                Error::ProducerFenced {
+                    producer_id: 1,
+                    got: 0,
+                    current: 1,
+                },
+                47,
+            ),
+            (Error::Busy("creating".into()), 56),
+            (Error::UnknownGroup(group()), 69),
+        ];
+        for (e, code) in &data {
+            assert_eq!(data_code(e), *code, "{e}");
+        }
+        let coordinator = [
+            (Error::UnknownGroup(group()), 69),
+            (
+                Error::UnknownMember {
+                    group: group(),
+                    member: "m".into(),
+                },
+                25,
+            ),
+            (
+                Error::RebalanceInProgress {
+                    group: group(),
+                    presented: 1,
+                    current: 2,
+                },
+                27,
+            ),
+            (
+                Error::IllegalGeneration {
+                    group: group(),
+                    presented: 1,
+                    current: 2,
+                },
+                22,
+            ),
+            (
+                Error::NotAssigned {
+                    group: group(),
+                    member: "m".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                22,
+            ),
+            (Error::GroupNotEmpty(group()), 68),
+            (Error::InconsistentGroupProtocol(group()), 23),
+            (Error::MemberIdRequired { member_id: "m".into() }, 79),
+            (
+                Error::FencedInstanceId {
+                    group: group(),
+                    instance_id: "i".into(),
+                },
+                82,
+            ),
+            (Error::UnknownTopic("t".into()), 3),
+            (Error::Busy("creating".into()), 15),
+            (Error::Closed, -1),
+        ];
+        for (e, code) in &coordinator {
+            assert_eq!(group_code(e), *code, "{e}");
+        }
+    }
+
+    #[test]
+    fn refused_batches_map_onto_their_kafka_codes() {
+        let cases = [
+            (BatchError::Corrupt("crc".into()), 2),
+            (BatchError::TooLarge { limit: 1 }, 18),
+            (BatchError::UnsupportedMagic(1), 43),
+            (BatchError::UnsupportedCompression(9), 76),
+            (BatchError::Invalid("null header key".into()), 87),
+        ];
+        for (e, code) in &cases {
+            assert_eq!(batch_code(e), *code, "{e}");
+        }
     }
 }

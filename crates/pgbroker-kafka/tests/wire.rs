@@ -96,6 +96,23 @@ fn fetch_req(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> Fetc
 }
 
 #[tokio::test]
+async fn api_versions_lists_exactly_the_served_apis() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    let resp = conn.call(3, &ApiVersionsRequest::default()).await;
+    let listed: Vec<(i16, i16, i16)> = resp
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    let served: Vec<(i16, i16, i16)> = pgbroker_kafka::APIS
+        .iter()
+        .map(|a| (a.key as i16, a.min_version, a.max_version))
+        .collect();
+    assert_eq!(listed, served);
+}
+
+#[tokio::test]
 async fn api_versions_unknown_apis_and_versions_are_answered() {
     let server = TestServer::start().await;
     let mut conn = server.connect().await;

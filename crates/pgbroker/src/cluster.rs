@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 
 /// A registered broker process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,7 +31,7 @@ impl Broker {
     /// new node id.
     pub async fn register_node(&self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
         if host.is_empty() || host.len() > 255 {
-            return Err(Error::invalid("advertised host", "must be 1 to 255 bytes"));
+            return Err(Error::invalid(Invalid::AdvertisedHost, "must be 1 to 255 bytes"));
         }
         let client = self.client().await?;
         client

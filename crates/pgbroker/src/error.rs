@@ -17,8 +17,8 @@ pub enum Error {
     /// A name (topic, group, schema) or value failed validation.
     #[error("invalid {what}: {reason}")]
     Invalid {
-        /// What was invalid, for example "topic name".
-        what: &'static str,
+        /// What was invalid, for example [`Invalid::TopicName`].
+        what: Invalid,
         /// Why, in words a person can act on.
         reason: String,
     },
@@ -248,11 +248,86 @@ impl Error {
         )
     }
 
-    pub(crate) fn invalid(what: &'static str, reason: impl fmt::Display) -> Error {
+    /// An [`Error::Invalid`] for `what`, with `reason` in words a person
+    /// can act on.
+    pub fn invalid(what: Invalid, reason: impl fmt::Display) -> Error {
         Error::Invalid {
             what,
             reason: reason.to_string(),
         }
+    }
+}
+
+/// Defines [`Invalid`] and the words each kind reads as.
+macro_rules! invalid_kinds {
+    ($($kind:ident => $words:literal,)*) => {
+        /// What an [`Error::Invalid`] found invalid, so that callers can
+        /// tell kinds apart without reading the message.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Invalid {
+            $(#[doc = concat!("The ", $words, ".")] $kind,)*
+        }
+
+        impl Invalid {
+            /// The kind in words, as the error message reads it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Invalid::$kind => $words,)*
+                }
+            }
+        }
+    };
+}
+
+invalid_kinds! {
+    TopicName => "topic name",
+    GroupId => "group id",
+    QueueName => "queue name",
+    SchemaName => "schema name",
+    UserName => "user name",
+    Password => "password",
+    IterationCount => "iteration count",
+    Permission => "permission",
+    TopicPrefix => "topic prefix",
+    GroupPrefix => "group prefix",
+    Acl => "acl",
+    DatabaseUrl => "database URL",
+    AdvertisedHost => "advertised host",
+    PartitionCount => "partition count",
+    Retention => "retention",
+    RetentionBytes => "retention bytes",
+    SegmentRecords => "segment records",
+    MaxMessageBytes => "max message bytes",
+    RecordBatch => "record batch",
+    Offset => "offset",
+    Timestamp => "timestamp",
+    Seek => "seek",
+    SessionTimeout => "session timeout",
+    AssignmentStrategy => "assignment strategy",
+    Assignment => "assignment",
+    Subscription => "subscription",
+    VisibilityTimeout => "visibility timeout",
+    MaxAttempts => "max attempts",
+    BackoffBase => "backoff base",
+    BackoffMax => "backoff max",
+    ArchiveRetention => "archive retention",
+    DeadLetterQueue => "dead-letter queue",
+    Priority => "priority",
+    Delay => "delay",
+    DeliveryTime => "delivery time",
+    HeaderKey => "header key",
+    DeduplicationKey => "deduplication key",
+    GroupKey => "group key",
+    MaxMessages => "max messages",
+    Wait => "wait",
+    Extension => "extension",
+    Receipt => "receipt",
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

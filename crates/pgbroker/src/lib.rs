@@ -42,6 +42,7 @@ mod headers;
 mod migrate;
 mod queues;
 mod sql;
+pub mod sql_api;
 mod streams;
 mod types;
 
@@ -54,7 +55,7 @@ pub use auth::users::{
 };
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use cluster::Node;
-pub use error::{Error, Result};
+pub use error::{Error, Invalid, Result};
 pub use groups::{
     ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicMemberDescription,
     CommittedOffset, GroupDescription, GroupListing, JoinOptions, MemberInfo, Membership, OffsetCommit, PartitionLag,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("users", include_str!("migrations/0005_users.sql")),
     ("acls", include_str!("migrations/0006_acls.sql")),
     ("queue_settle", include_str!("migrations/0007_queue_settle.sql")),
+    ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
 ];
 
 /// The newest schema version this build knows.
@@ -71,6 +72,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<Migrati
         )
         .await?;
     }
+    crate::sql_api::install(&tx, schema).await?;
     tx.commit().await?;
     Ok(MigrationReport { from, to: known })
 }

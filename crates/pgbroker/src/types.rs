@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 
 /// A validated topic name: 1 to 249 characters from `[A-Za-z0-9._-]`, not
 /// `.` or `..` (Kafka's rule, so a topic can move to a Kafka cluster).
@@ -19,19 +19,19 @@ impl TopicName {
         let name = name.into();
         if name.is_empty() || name.len() > 249 {
             return Err(Error::invalid(
-                "topic name",
+                Invalid::TopicName,
                 format!("must be 1 to 249 characters long, got {}", name.len()),
             ));
         }
         if name == "." || name == ".." {
-            return Err(Error::invalid("topic name", "cannot be '.' or '..'"));
+            return Err(Error::invalid(Invalid::TopicName, "cannot be '.' or '..'"));
         }
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
             return Err(Error::invalid(
-                "topic name",
+                Invalid::TopicName,
                 format!("{c:?} is not allowed; use letters, digits, '.', '_' and '-'"),
             ));
         }
@@ -75,12 +75,12 @@ impl GroupId {
         let id = id.into();
         if id.is_empty() || id.len() > 255 {
             return Err(Error::invalid(
-                "group id",
+                Invalid::GroupId,
                 format!("must be 1 to 255 bytes long, got {}", id.len()),
             ));
         }
         if id.chars().any(char::is_control) {
-            return Err(Error::invalid("group id", "control characters are not allowed"));
+            return Err(Error::invalid(Invalid::GroupId, "control characters are not allowed"));
         }
         Ok(GroupId(id))
     }
@@ -121,12 +121,15 @@ pub fn validate_schema(name: &str) -> Result<()> {
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !ok_start || !ok_rest || name.len() > 48 {
         return Err(Error::invalid(
-            "schema name",
+            Invalid::SchemaName,
             format!("{name:?}: use 1 to 48 of [a-z0-9_], not starting with a digit"),
         ));
     }
     if name.starts_with("pg_") {
-        return Err(Error::invalid("schema name", "names starting with pg_ are reserved"));
+        return Err(Error::invalid(
+            Invalid::SchemaName,
+            "names starting with pg_ are reserved",
+        ));
     }
     Ok(())
 }

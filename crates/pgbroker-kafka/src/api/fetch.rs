@@ -1,35 +1,35 @@
 //! Fetch: every asked partition read through the library in one call,
 //! which long-polls across all of them for `min_bytes` up to `max_wait`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
 use pgbroker::{ManyLimits, PartitionRead, Permission, TopicName};
 
 use crate::codec::encode_batch;
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, data_code};
+use crate::errors::data_code;
 use crate::metrics;
-use crate::server::Ctx;
 
 /// Most records returned per partition by one fetch.
 const MAX_RECORDS_PER_PARTITION: usize = 10_000;
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<FetchResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     // Partitions in request order; names that fail validation or that the
     // user may not consume from are answered without a read.
     let mut reads = Vec::new();
     let mut slots: Vec<(usize, i32, Result<usize, i16>)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = if info.access.topic(Permission::Consume, t.topic.0.as_str()) {
-            TopicName::new(t.topic.0.as_str()).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+            TopicName::new(t.topic.0.as_str()).map_err(|_| ResponseError::UnknownTopicOrPartition.code())
         } else {
-            Err(code::TOPIC_AUTHORIZATION_FAILED)
+            Err(ResponseError::TopicAuthorizationFailed.code())
         };
         for p in &t.partitions {
             let slot = name.as_ref().map_err(|e| *e).map(|n| {
@@ -68,7 +68,7 @@ pub(crate) async fn fetch(ctx: &Arc<Ctx>, v: i16, info: &ReqInfo<'_>, req: Fetch
         pd.last_stable_offset = -1;
         pd.log_start_offset = -1;
         pd.preferred_read_replica = BrokerId(-1);
-        match slot.and_then(|i| results.get(i).ok_or(code::UNKNOWN_SERVER_ERROR)) {
+        match slot.and_then(|i| results.get(i).ok_or(ResponseError::UnknownServerError.code())) {
             Err(err) => {
                 pd.error_code = err;
                 metrics::api_error("Fetch", err);

@@ -1,7 +1,6 @@
 //! Consumer groups over Kafka's classic protocol: each request is one
 //! library call on the coordinator, whose state is all in Postgres.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,39 +14,53 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
-use pgbroker::{ClassicJoinRequest, Error, Permission};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use pgbroker::{ClassicJoinRequest, Error, GroupId, Permission};
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, group_code};
-use crate::server::Ctx;
+use crate::errors::{group_code, NONE};
+
+/// What a group request needs the connection to hold on its group.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// This permission.
+    Right(Permission),
+    /// Any permission: enough to see the group.
+    Sight,
+}
+
+/// How every group request opens: the group it names, once the connection
+/// holds what it needs on it and the id is valid; else the code to answer
+/// with (authorization is checked first, as in Kafka).
+fn named_group(info: &ReqInfo<'_>, need: Need, name: &StrBytes) -> Result<GroupId, i16> {
+    let allowed = match need {
+        Need::Right(permission) => info.access.group(permission, name.as_str()),
+        Need::Sight => info.access.sees_group(name.as_str()),
+    };
+    if !allowed {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    group_id(name).map_err(|e| group_code(&e))
+}
 
 fn millis(ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-pub(crate) async fn join_group(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: JoinGroupRequest,
-) -> Option<JoinGroupResponse> {
+pub(crate) async fn join_group(info: &ReqInfo<'_>, req: JoinGroupRequest) -> Option<JoinGroupResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     resp.member_id = req.member_id.clone();
     if v < 7 {
         resp.protocol_name = Some(sb(""));
     }
-    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+    let Ok(group) =
+        named_group(info, Need::Right(Permission::Group), &req.group_id.0).map_err(|code| resp.error_code = code)
+    else {
         return Some(resp);
-    }
-    let group = match group_id(&req.group_id.0) {
-        Ok(g) => g,
-        Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
-            return Some(resp);
-        }
     };
     let join = ClassicJoinRequest {
         group,
@@ -93,7 +106,7 @@ pub(crate) async fn join_group(
                 .collect();
         }
         Err(Error::MemberIdRequired { member_id }) => {
-            resp.error_code = code::MEMBER_ID_REQUIRED;
+            resp.error_code = ResponseError::MemberIdRequired.code();
             resp.member_id = sb(member_id);
         }
         Err(e) => resp.error_code = group_code(&e),
@@ -101,23 +114,13 @@ pub(crate) async fn join_group(
     Some(resp)
 }
 
-pub(crate) async fn sync_group(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: SyncGroupRequest,
-) -> Option<SyncGroupResponse> {
+pub(crate) async fn sync_group(info: &ReqInfo<'_>, req: SyncGroupRequest) -> Option<SyncGroupResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = SyncGroupResponse::default();
-    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+    let Ok(group) =
+        named_group(info, Need::Right(Permission::Group), &req.group_id.0).map_err(|code| resp.error_code = code)
+    else {
         return Some(resp);
-    }
-    let group = match group_id(&req.group_id.0) {
-        Ok(g) => g,
-        Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
-            return Some(resp);
-        }
     };
     let assignments = req
         .assignments
@@ -148,16 +151,11 @@ pub(crate) async fn sync_group(
     Some(resp)
 }
 
-pub(crate) async fn heartbeat(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: HeartbeatRequest,
-) -> Option<HeartbeatResponse> {
+pub(crate) async fn heartbeat(info: &ReqInfo<'_>, req: HeartbeatRequest) -> Option<HeartbeatResponse> {
+    let ctx = info.ctx;
     let mut resp = HeartbeatResponse::default();
-    resp.error_code = match group_id(&req.group_id.0) {
-        _ if !info.access.group(Permission::Group, req.group_id.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
-        Err(_) => code::INVALID_GROUP_ID,
+    resp.error_code = match named_group(info, Need::Right(Permission::Group), &req.group_id.0) {
+        Err(code) => code,
         Ok(group) => {
             let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
             match ctx
@@ -165,7 +163,7 @@ pub(crate) async fn heartbeat(
                 .classic_heartbeat(&group, req.member_id.as_str(), req.generation_id, instance.as_deref())
                 .await
             {
-                Ok(()) => code::NONE,
+                Ok(()) => NONE,
                 Err(e) => group_code(&e),
             }
         }
@@ -173,23 +171,13 @@ pub(crate) async fn heartbeat(
     Some(resp)
 }
 
-pub(crate) async fn leave_group(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: LeaveGroupRequest,
-) -> Option<LeaveGroupResponse> {
+pub(crate) async fn leave_group(info: &ReqInfo<'_>, req: LeaveGroupRequest) -> Option<LeaveGroupResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = LeaveGroupResponse::default();
-    if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+    let Ok(group) =
+        named_group(info, Need::Right(Permission::Group), &req.group_id.0).map_err(|code| resp.error_code = code)
+    else {
         return Some(resp);
-    }
-    let group = match group_id(&req.group_id.0) {
-        Ok(g) => g,
-        Err(_) => {
-            resp.error_code = code::INVALID_GROUP_ID;
-            return Some(resp);
-        }
     };
     let members: Vec<(String, Option<String>)> = if v >= 3 {
         req.members
@@ -214,7 +202,7 @@ pub(crate) async fn leave_group(
                         let mut m = MemberResponse::default();
                         m.member_id = sb(id.clone());
                         m.group_instance_id = instance.clone().map(sb);
-                        m.error_code = r.as_ref().err().map_or(code::NONE, group_code);
+                        m.error_code = r.as_ref().err().map_or(NONE, group_code);
                         m
                     })
                     .collect();
@@ -227,12 +215,8 @@ pub(crate) async fn leave_group(
     Some(resp)
 }
 
-pub(crate) async fn list_groups(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: ListGroupsRequest,
-) -> Option<ListGroupsResponse> {
+pub(crate) async fn list_groups(info: &ReqInfo<'_>, req: ListGroupsRequest) -> Option<ListGroupsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = ListGroupsResponse::default();
     match ctx.broker.list_groups_detailed().await {
         Ok(groups) => {
@@ -258,24 +242,19 @@ pub(crate) async fn list_groups(
     Some(resp)
 }
 
-pub(crate) async fn describe_groups(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: DescribeGroupsRequest,
-) -> Option<DescribeGroupsResponse> {
+pub(crate) async fn describe_groups(info: &ReqInfo<'_>, req: DescribeGroupsRequest) -> Option<DescribeGroupsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = DescribeGroupsResponse::default();
     for name in &req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = name.clone();
-        if !info.access.sees_group(name.0.as_str()) {
-            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
-            resp.groups.push(d);
-            continue;
-        }
-        let described = match group_id(&name.0) {
+        let described = match named_group(info, Need::Sight, &name.0) {
             Ok(g) => ctx.broker.describe_classic_group(&g).await,
-            Err(e) => Err(e),
+            Err(code) => {
+                d.error_code = code;
+                resp.groups.push(d);
+                continue;
+            }
         };
         match described {
             Ok(g) => {
@@ -308,21 +287,16 @@ pub(crate) async fn describe_groups(
     Some(resp)
 }
 
-pub(crate) async fn delete_groups(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: DeleteGroupsRequest,
-) -> Option<DeleteGroupsResponse> {
+pub(crate) async fn delete_groups(info: &ReqInfo<'_>, req: DeleteGroupsRequest) -> Option<DeleteGroupsResponse> {
+    let ctx = info.ctx;
     let mut resp = DeleteGroupsResponse::default();
     for name in &req.groups_names {
         let mut r = DeletableGroupResult::default();
         r.group_id = name.clone();
-        r.error_code = match group_id(&name.0) {
-            _ if !info.access.group(Permission::Admin, name.0.as_str()) => code::GROUP_AUTHORIZATION_FAILED,
-            Err(_) => code::INVALID_GROUP_ID,
+        r.error_code = match named_group(info, Need::Right(Permission::Admin), &name.0) {
+            Err(code) => code,
             Ok(g) => match ctx.broker.delete_group(&g).await {
-                Ok(()) => code::NONE,
+                Ok(()) => NONE,
                 Err(e) => group_code(&e),
             },
         };

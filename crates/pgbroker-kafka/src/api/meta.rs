@@ -1,8 +1,6 @@
 //! ApiVersions, Metadata and FindCoordinator: what a client asks before
 //! anything else.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -11,20 +9,16 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
     MetadataRequest, MetadataResponse,
 };
+use kafka_protocol::ResponseError;
 use pgbroker::{Error, Permission, TopicConfig, TopicInfo};
 
 use super::{pick, sb, topic_name};
 use crate::dispatch::api_list;
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, data_code};
+use crate::errors::{data_code, NONE};
 use crate::server::Ctx;
 
-pub(crate) async fn api_versions(
-    _ctx: &Arc<Ctx>,
-    _v: i16,
-    _info: &ReqInfo<'_>,
-    _req: ApiVersionsRequest,
-) -> Option<ApiVersionsResponse> {
+pub(crate) async fn api_versions(_info: &ReqInfo<'_>, _req: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
     let mut resp = ApiVersionsResponse::default();
     resp.api_keys = api_list();
     Some(resp)
@@ -51,12 +45,8 @@ pub(crate) async fn topic_or_create(ctx: &Ctx, name: &pgbroker::TopicName, allow
     }
 }
 
-pub(crate) async fn metadata(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: MetadataRequest,
-) -> Option<MetadataResponse> {
+pub(crate) async fn metadata(info: &ReqInfo<'_>, req: MetadataRequest) -> Option<MetadataResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let nodes = ctx.live_nodes().await;
     let mut resp = MetadataResponse::default();
     resp.brokers = nodes
@@ -106,7 +96,7 @@ pub(crate) async fn metadata(
             if !info.access.sees_topic(raw.0.as_str()) {
                 let mut denied = MetadataResponseTopic::default();
                 denied.name = Some(raw.clone());
-                denied.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                denied.error_code = ResponseError::TopicAuthorizationFailed.code();
                 topics.push(denied);
                 continue;
             }
@@ -161,39 +151,38 @@ fn topic_entry(
 /// The error code of a topic Metadata could not describe.
 fn topic_error_code(e: &Error) -> i16 {
     match e {
-        Error::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        Error::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
         // Postgres unreachable: a transient error, which clients retry while
         // keeping what they knew of the topic. Any other code with no
         // partitions makes librdkafka drop the topic's partitions and fail
         // its queued and new messages.
-        e if e.is_retriable() => code::LEADER_NOT_AVAILABLE,
+        e if e.is_retriable() => ResponseError::LeaderNotAvailable.code(),
         other => data_code(other),
     }
 }
 
 pub(crate) async fn find_coordinator(
-    ctx: &Arc<Ctx>,
-    v: i16,
     info: &ReqInfo<'_>,
     req: FindCoordinatorRequest,
 ) -> Option<FindCoordinatorResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let nodes = ctx.live_nodes().await;
     let keys: Vec<String> = if v >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()
     } else {
         vec![req.key.to_string()]
     };
-    let found: Vec<(String, i16, Option<pgbroker::Node>)> = keys
+    let found: Vec<(String, Option<ResponseError>, Option<pgbroker::Node>)> = keys
         .into_iter()
         .map(|k| {
             if req.key_type != 0 {
-                return (k, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None);
+                return (k, Some(ResponseError::TransactionalIdAuthorizationFailed), None);
             }
             if !info.access.sees_group(&k) {
-                return (k, code::GROUP_AUTHORIZATION_FAILED, None);
+                return (k, Some(ResponseError::GroupAuthorizationFailed), None);
             }
             let node = pick(&nodes, &k, 0).cloned().unwrap_or_else(|| ctx.self_node());
-            (k, code::NONE, Some(node))
+            (k, None, Some(node))
         })
         .collect();
     let mut resp = FindCoordinatorResponse::default();
@@ -203,14 +192,14 @@ pub(crate) async fn find_coordinator(
             .map(|(k, err, node)| {
                 let mut c = Coordinator::default();
                 c.key = sb(k);
-                c.error_code = err;
+                c.error_code = err.map_or(NONE, |e| e.code());
                 fill(&mut c.node_id, &mut c.host, &mut c.port, node.as_ref());
                 c.error_message = refusal(err).map(sb);
                 c
             })
             .collect();
     } else if let Some((_, err, node)) = found.into_iter().next() {
-        resp.error_code = err;
+        resp.error_code = err.map_or(NONE, |e| e.code());
         fill(&mut resp.node_id, &mut resp.host, &mut resp.port, node.as_ref());
         if v >= 1 {
             resp.error_message = refusal(err).map(sb);
@@ -220,10 +209,9 @@ pub(crate) async fn find_coordinator(
 }
 
 /// Why FindCoordinator refused a key.
-fn refusal(err: i16) -> Option<&'static str> {
-    match err {
-        code::NONE => None,
-        code::GROUP_AUTHORIZATION_FAILED => Some("not authorized to use this group"),
+fn refusal(err: Option<ResponseError>) -> Option<&'static str> {
+    match err? {
+        ResponseError::GroupAuthorizationFailed => Some("not authorized to use this group"),
         _ => Some("transactions are not supported"),
     }
 }
@@ -256,11 +244,11 @@ mod tests {
     fn an_unreachable_database_is_a_transient_topic_error() {
         assert_eq!(
             topic_error_code(&Error::Pool("timed out".into())),
-            code::LEADER_NOT_AVAILABLE
+            ResponseError::LeaderNotAvailable.code()
         );
         assert_eq!(
             topic_error_code(&Error::UnknownTopic("t".into())),
-            code::UNKNOWN_TOPIC_OR_PARTITION
+            ResponseError::UnknownTopicOrPartition.code()
         );
     }
 }

@@ -10,7 +10,10 @@ pub(crate) mod sasl;
 pub(crate) mod topics;
 
 use kafka_protocol::protocol::StrBytes;
-use pgbroker::{GroupId, Node, TopicName};
+use kafka_protocol::ResponseError;
+use pgbroker::{GroupId, Node, Permission, TopicName};
+
+use crate::dispatch::ReqInfo;
 
 /// A wire string as an owned `StrBytes`.
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
@@ -20,6 +23,16 @@ pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
 /// A topic name from the wire, validated by the library's rules.
 pub(crate) fn topic_name(s: &StrBytes) -> pgbroker::Result<TopicName> {
     TopicName::new(s.as_str())
+}
+
+/// The topic a request names, when the connection holds `permission` on
+/// it and the name is valid; else the code to answer its partitions with
+/// (authorization is checked first, as in Kafka).
+pub(crate) fn named_topic(info: &ReqInfo<'_>, permission: Permission, name: &StrBytes) -> Result<TopicName, i16> {
+    if !info.access.topic(permission, name.as_str()) {
+        return Err(ResponseError::TopicAuthorizationFailed.code());
+    }
+    TopicName::new(name.as_str()).map_err(|_| ResponseError::UnknownTopicOrPartition.code())
 }
 
 /// A group id from the wire, validated by the library's rules.

@@ -1,7 +1,6 @@
 //! ListOffsets, OffsetForLeaderEpoch, OffsetCommit and OffsetFetch.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -12,28 +11,24 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use pgbroker::{FetchLimits, OffsetCommit, OffsetSpec, Permission, TopicName};
+use kafka_protocol::ResponseError;
+use pgbroker::{FetchLimits, Invalid, OffsetCommit, OffsetSpec, Permission, TopicName};
 
-use super::{group_id, sb};
+use super::{group_id, named_topic, sb};
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, data_code, group_code};
+use crate::errors::{data_code, group_code, NONE};
 use crate::server::Ctx;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub(crate) async fn list_offsets(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: ListOffsetsRequest,
-) -> Option<ListOffsetsResponse> {
+pub(crate) async fn list_offsets(info: &ReqInfo<'_>, req: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
-        let allowed = info.access.topic(Permission::Consume, t.name.0.as_str());
-        let topic = TopicName::new(t.name.0.as_str());
+        let topic = named_topic(info, Permission::Consume, &t.name.0);
         for p in &t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
@@ -43,7 +38,6 @@ pub(crate) async fn list_offsets(
                 pr.leader_epoch = 0;
             }
             match &topic {
-                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
                     Ok((ts, off)) => {
                         pr.timestamp = ts;
@@ -51,7 +45,7 @@ pub(crate) async fn list_offsets(
                     }
                     Err(e) => pr.error_code = data_code(&e),
                 },
-                Err(_) => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(code) => pr.error_code = *code,
             }
             tr.partitions.push(pr);
         }
@@ -91,33 +85,30 @@ async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> p
                 None => (-1, -1),
             })
         }
-        _ => Err(pgbroker::Error::Invalid {
-            what: "list offsets timestamp",
-            reason: format!("{target} is not supported"),
-        }),
+        _ => Err(pgbroker::Error::invalid(
+            Invalid::Timestamp,
+            format!("{target} is not supported"),
+        )),
     }
 }
 
 pub(crate) async fn offset_for_leader_epoch(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: OffsetForLeaderEpochRequest,
 ) -> Option<OffsetForLeaderEpochResponse> {
+    let ctx = info.ctx;
     // Every partition has had one leader epoch, 0, for its whole life.
     let mut resp = OffsetForLeaderEpochResponse::default();
     for t in &req.topics {
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
-        let allowed = info.access.topic(Permission::Consume, t.topic.0.as_str());
-        let topic = TopicName::new(t.topic.0.as_str());
+        let topic = named_topic(info, Permission::Consume, &t.topic.0);
         for p in &t.partitions {
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
             match &topic {
-                _ if !allowed => e.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(topic) => match ctx.broker.resolve_offset(topic, p.partition, OffsetSpec::Latest).await {
                     Ok(hw) => {
                         e.leader_epoch = 0;
@@ -125,7 +116,7 @@ pub(crate) async fn offset_for_leader_epoch(
                     }
                     Err(err) => e.error_code = data_code(&err),
                 },
-                Err(_) => e.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(code) => e.error_code = *code,
             }
             tr.partitions.push(e);
         }
@@ -134,18 +125,18 @@ pub(crate) async fn offset_for_leader_epoch(
     Some(resp)
 }
 
-pub(crate) async fn offset_commit(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: OffsetCommitRequest,
-) -> Option<OffsetCommitResponse> {
+pub(crate) async fn offset_commit(info: &ReqInfo<'_>, req: OffsetCommitRequest) -> Option<OffsetCommitResponse> {
+    let ctx = info.ctx;
     // Without the group right nothing is committed; partitions of topics
     // the user may not consume from, or that the library cannot take, are
     // answered one by one; the rest are committed together, fenced by
     // member and generation.
     if !info.access.group(Permission::Group, req.group_id.0.as_str()) {
-        return Some(commit_answer(&req, &BTreeMap::new(), code::GROUP_AUTHORIZATION_FAILED));
+        return Some(commit_answer(
+            &req,
+            &BTreeMap::new(),
+            ResponseError::GroupAuthorizationFailed.code(),
+        ));
     }
     let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
     let mut offsets = Vec::new();
@@ -156,7 +147,7 @@ pub(crate) async fn offset_commit(
             let key = (t.name.0.to_string(), p.partition_index);
             match &topic {
                 _ if !allowed => {
-                    errors.insert(key, code::TOPIC_AUTHORIZATION_FAILED);
+                    errors.insert(key, ResponseError::TopicAuthorizationFailed.code());
                 }
                 Ok(topic)
                     if ctx
@@ -173,14 +164,14 @@ pub(crate) async fn offset_commit(
                     });
                 }
                 _ => {
-                    errors.insert(key, code::UNKNOWN_TOPIC_OR_PARTITION);
+                    errors.insert(key, ResponseError::UnknownTopicOrPartition.code());
                 }
             }
         }
     }
     let shared = match group_id(&req.group_id.0) {
-        Err(_) => code::INVALID_GROUP_ID,
-        Ok(_) if offsets.is_empty() => code::NONE,
+        Err(_) => ResponseError::InvalidGroupId.code(),
+        Ok(_) if offsets.is_empty() => NONE,
         Ok(group) => match ctx
             .broker
             .commit_offsets_classic(
@@ -191,7 +182,7 @@ pub(crate) async fn offset_commit(
             )
             .await
         {
-            Ok(()) => code::NONE,
+            Ok(()) => NONE,
             Err(e) => group_code(&e),
         },
     };
@@ -221,25 +212,21 @@ fn commit_answer(
     resp
 }
 
-pub(crate) async fn offset_fetch(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: OffsetFetchRequest,
-) -> Option<OffsetFetchResponse> {
+pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) -> Option<OffsetFetchResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = OffsetFetchResponse::default();
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
         Err(_) => {
             if v >= 2 {
-                resp.error_code = code::INVALID_GROUP_ID;
+                resp.error_code = ResponseError::InvalidGroupId.code();
             }
             return Some(resp);
         }
     };
     if !info.access.group(Permission::Group, group.as_str()) {
         if v >= 2 {
-            resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         }
         for t in req.topics.iter().flatten() {
             let mut tr = OffsetFetchResponseTopic::default();
@@ -248,7 +235,7 @@ pub(crate) async fn offset_fetch(
                 let mut pr = OffsetFetchResponsePartition::default();
                 pr.partition_index = p;
                 pr.committed_offset = -1;
-                pr.error_code = code::GROUP_AUTHORIZATION_FAILED;
+                pr.error_code = ResponseError::GroupAuthorizationFailed.code();
                 tr.partitions.push(pr);
             }
             resp.topics.push(tr);
@@ -294,7 +281,7 @@ pub(crate) async fn offset_fetch(
                 for &p in &t.partition_indexes {
                     let mut pr = entry(p, by_tp.get(&(t.name.0.to_string(), p)));
                     if !seen {
-                        pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                        pr.error_code = ResponseError::TopicAuthorizationFailed.code();
                     }
                     tr.partitions.push(pr);
                 }

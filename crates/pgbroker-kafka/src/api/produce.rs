@@ -1,17 +1,16 @@
 //! Produce: record batches decoded and bounded here, appended by the
 //! library, one library call per partition, partitions in parallel.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
 use pgbroker::{Permission, ProducerBatch, Record, TopicName};
 
 use super::sb;
 use crate::codec::{decode_batches, BatchLimits, DecodedBatch};
 use crate::dispatch::ReqInfo;
-use crate::errors::{batch_code, code, data_code};
+use crate::errors::{batch_code, data_code, NONE};
 use crate::metrics;
 use crate::server::Ctx;
 
@@ -22,16 +21,12 @@ const INVALID_REQUIRED_ACKS: i16 = 21;
 /// Result of one partition: error code, base offset, log start, message.
 type PartitionOutcome = (i16, i64, Option<String>);
 
-pub(crate) async fn produce(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: ProduceRequest,
-) -> Option<ProduceResponse> {
+pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let acks = req.acks;
     let refuse_all = if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         Some((
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
             "transactions are not supported",
         ))
     } else if !matches!(acks, -1..=1) {
@@ -51,7 +46,7 @@ pub(crate) async fn produce(
         }
         if !info.access.topic(Permission::Produce, name.as_str()) {
             return (
-                code::TOPIC_AUTHORIZATION_FAILED,
+                ResponseError::TopicAuthorizationFailed.code(),
                 -1,
                 Some("not authorized to produce to this topic".to_string()),
             );
@@ -68,7 +63,9 @@ pub(crate) async fn produce(
         let mut t = TopicProduceResponse::default();
         t.name = topic.name.clone();
         for p in &topic.partition_data {
-            let (err, base, msg) = outcomes.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, None));
+            let (err, base, msg) = outcomes
+                .next()
+                .unwrap_or((ResponseError::UnknownServerError.code(), -1, None));
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             pr.error_code = err;
@@ -78,7 +75,7 @@ pub(crate) async fn produce(
             if v >= 8 {
                 pr.error_message = msg.map(sb);
             }
-            if err != code::NONE {
+            if err != NONE {
                 metrics::api_error("Produce", err);
             }
             t.partition_responses.push(pr);
@@ -91,10 +88,10 @@ pub(crate) async fn produce(
 async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Option<&[u8]>) -> PartitionOutcome {
     let topic = match TopicName::new(name) {
         Ok(t) => t,
-        Err(e) => return (code::INVALID_TOPIC_EXCEPTION, -1, Some(e.to_string())),
+        Err(e) => return (ResponseError::InvalidTopicException.code(), -1, Some(e.to_string())),
     };
     let Some(raw) = records else {
-        return (code::CORRUPT_MESSAGE, -1, Some("no records".to_string()));
+        return (ResponseError::CorruptMessage.code(), -1, Some("no records".to_string()));
     };
     let limits = BatchLimits {
         max_decompressed: ctx.config.max_decompressed_bytes,
@@ -106,7 +103,7 @@ async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Optio
     };
     if batches.iter().any(|b| b.transactional) {
         return (
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
             -1,
             Some("transactions are not supported".to_string()),
         );
@@ -125,7 +122,7 @@ async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Optio
     match result {
         Ok(base) => {
             metrics::produced(name, count, bytes);
-            (code::NONE, base, None)
+            (NONE, base, None)
         }
         Err(e) => {
             if e.is_retriable() {

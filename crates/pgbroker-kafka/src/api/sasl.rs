@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
+use kafka_protocol::ResponseError;
 use pgbroker::{ScramCredentials, DEFAULT_SCRAM_ITERATIONS};
 use rand::RngCore;
 
@@ -26,25 +27,23 @@ use super::sb;
 use crate::auth::{Mechanism, ScramExchange, Session, State};
 use crate::authz::Access;
 use crate::dispatch::ReqInfo;
-use crate::errors::code;
 use crate::server::Ctx;
 
 /// Random bytes of the server's part of the SCRAM nonce.
 const SERVER_NONCE_BYTES: usize = 24;
 
 pub(crate) async fn handshake(
-    ctx: &Arc<Ctx>,
-    v: i16,
     info: &ReqInfo<'_>,
     req: SaslHandshakeRequest,
     session: &mut Session,
 ) -> Option<SaslHandshakeResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let offered = &ctx.config.auth.mechanisms;
     let mut resp = SaslHandshakeResponse::default();
     resp.mechanisms = offered.iter().map(|m| sb(m.name())).collect();
     if offered.is_empty() || !matches!(session.state, State::Start) {
         tracing::warn!(peer = %info.peer, "SaslHandshake not expected now; closing");
-        resp.error_code = code::ILLEGAL_SASL_STATE;
+        resp.error_code = ResponseError::IllegalSaslState.code();
         session.close_after_answer = true;
         return Some(resp);
     }
@@ -56,7 +55,7 @@ pub(crate) async fn handshake(
         }
         _ => {
             tracing::warn!(peer = %info.peer, mechanism = %req.mechanism.as_str(), "unsupported SASL mechanism; closing");
-            resp.error_code = code::UNSUPPORTED_SASL_MECHANISM;
+            resp.error_code = ResponseError::UnsupportedSaslMechanism.code();
             session.close_after_answer = true;
         }
     }
@@ -64,12 +63,11 @@ pub(crate) async fn handshake(
 }
 
 pub(crate) async fn authenticate(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: SaslAuthenticateRequest,
     session: &mut Session,
 ) -> Option<SaslAuthenticateResponse> {
+    let ctx = info.ctx;
     let mut resp = SaslAuthenticateResponse::default();
     match step(ctx, info.peer, info.client_id(), &req.auth_bytes, session).await {
         Ok(token) => resp.auth_bytes = token,
@@ -115,7 +113,7 @@ async fn step(
         State::Start | State::Authenticated(_) => {
             session.close_after_answer = true;
             return Err((
-                code::ILLEGAL_SASL_STATE,
+                ResponseError::IllegalSaslState.code(),
                 "SaslAuthenticate is not expected now".to_string(),
             ));
         }
@@ -159,7 +157,7 @@ async fn fail(ctx: &Ctx, session: &mut Session, mechanism: Mechanism, reason: Re
         ),
         Reason::Malformed(what) => format!("Authentication failed: {what}"),
     };
-    Err((code::SASL_AUTHENTICATION_FAILED, message))
+    Err((ResponseError::SaslAuthenticationFailed.code(), message))
 }
 
 /// What `user` may do on this connection: everything for a super user,

@@ -1,7 +1,6 @@
 //! Topic administration (CreateTopics, DeleteTopics, CreatePartitions,
 //! DeleteRecords, DescribeConfigs) and InitProducerId.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -14,12 +13,12 @@ use kafka_protocol::messages::{
     DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
+use kafka_protocol::ResponseError;
 use pgbroker::{Error, Permission, TopicConfig, TopicInfo, TopicName};
 
-use super::sb;
+use super::{named_topic, sb};
 use crate::dispatch::ReqInfo;
-use crate::errors::{code, data_code};
-use crate::server::Ctx;
+use crate::errors::data_code;
 
 /// Applies one topic config entry, as Kafka names them.
 fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), String> {
@@ -47,12 +46,8 @@ fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Re
     Ok(())
 }
 
-pub(crate) async fn create_topics(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: CreateTopicsRequest,
-) -> Option<CreateTopicsResponse> {
+pub(crate) async fn create_topics(info: &ReqInfo<'_>, req: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let mut resp = CreateTopicsResponse::default();
     for t in &req.topics {
         let mut r = CreatableTopicResult::default();
@@ -68,19 +63,19 @@ pub(crate) async fn create_topics(
         let mut refused: Option<(i16, String)> = None;
         if !matches!(t.replication_factor, -1 | 1) {
             refused = Some((
-                code::INVALID_REPLICATION_FACTOR,
+                ResponseError::InvalidReplicationFactor.code(),
                 "replication is Postgres's own; the replication factor must be 1 or -1".to_string(),
             ));
         } else if !t.assignments.is_empty() {
             refused = Some((
-                code::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 "manual replica assignment is not supported".to_string(),
             ));
         }
         for c in &t.configs {
             if refused.is_none() {
                 if let Err(msg) = apply_config(&mut config, c.name.as_str(), c.value.as_deref()) {
-                    refused = Some((code::INVALID_REQUEST, msg));
+                    refused = Some((ResponseError::InvalidRequest.code(), msg));
                 }
             }
         }
@@ -88,17 +83,21 @@ pub(crate) async fn create_topics(
         let outcome = match (refused, TopicName::new(t.name.0.as_str())) {
             (_, Ok(_)) if !allowed => Err(not_authorized("create this topic")),
             (Some(r), _) => Err(r),
-            (None, Err(e)) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
-            (None, Ok(_)) if config.partitions < 1 => {
-                Err((code::INVALID_PARTITIONS, format!("{} partitions", config.partitions)))
-            }
+            (None, Err(e)) => Err((ResponseError::InvalidTopicException.code(), e.to_string())),
+            (None, Ok(_)) if config.partitions < 1 => Err((
+                ResponseError::InvalidPartitions.code(),
+                format!("{} partitions", config.partitions),
+            )),
             (None, Ok(name)) if req.validate_only => match ctx.broker.topic_info(&name).await {
-                Ok(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"))),
+                Ok(_) => Err((
+                    ResponseError::TopicAlreadyExists.code(),
+                    format!("topic {name} already exists"),
+                )),
                 Err(_) => Ok(config.partitions),
             },
             (None, Ok(name)) => match ctx.broker.create_topic(&name, &config).await {
                 Ok(info) => Ok(info.partitions),
-                Err(e @ Error::Invalid { .. }) => Err((code::INVALID_REQUEST, e.to_string())),
+                Err(e @ Error::Invalid { .. }) => Err((ResponseError::InvalidRequest.code(), e.to_string())),
                 Err(e) => Err((data_code(&e), e.to_string())),
             },
         };
@@ -118,12 +117,8 @@ pub(crate) async fn create_topics(
     Some(resp)
 }
 
-pub(crate) async fn delete_topics(
-    ctx: &Arc<Ctx>,
-    v: i16,
-    info: &ReqInfo<'_>,
-    req: DeleteTopicsRequest,
-) -> Option<DeleteTopicsResponse> {
+pub(crate) async fn delete_topics(info: &ReqInfo<'_>, req: DeleteTopicsRequest) -> Option<DeleteTopicsResponse> {
+    let (ctx, v) = (info.ctx, info.version);
     let names: Vec<String> = if v >= 6 {
         req.topics
             .iter()
@@ -159,17 +154,17 @@ pub(crate) async fn delete_topics(
 }
 
 pub(crate) async fn create_partitions(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: CreatePartitionsRequest,
 ) -> Option<CreatePartitionsResponse> {
+    let ctx = info.ctx;
     let mut resp = CreatePartitionsResponse::default();
     for t in &req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
         let result: Result<(), (i16, String)> = async {
-            let name = TopicName::new(t.name.0.as_str()).map_err(|e| (code::INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+            let name = TopicName::new(t.name.0.as_str())
+                .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
             if !info.access.topic(Permission::Admin, name.as_str()) {
                 return Err(not_authorized("add partitions to this topic"));
             }
@@ -180,7 +175,7 @@ pub(crate) async fn create_partitions(
                 .map_err(|e| (data_code(&e), e.to_string()))?;
             if t.count <= info.partitions {
                 return Err((
-                    code::INVALID_PARTITIONS,
+                    ResponseError::InvalidPartitions.code(),
                     format!("topic has {} partitions; the count can only grow", info.partitions),
                 ));
             }
@@ -191,7 +186,7 @@ pub(crate) async fn create_partitions(
                 .add_partitions(&name, t.count - info.partitions)
                 .await
                 .map(|_| ())
-                .map_err(|e| (code::INVALID_PARTITIONS, e.to_string()))
+                .map_err(|e| (ResponseError::InvalidPartitions.code(), e.to_string()))
         }
         .await;
         if let Err((err, msg)) = result {
@@ -203,30 +198,24 @@ pub(crate) async fn create_partitions(
     Some(resp)
 }
 
-pub(crate) async fn delete_records(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: DeleteRecordsRequest,
-) -> Option<DeleteRecordsResponse> {
+pub(crate) async fn delete_records(info: &ReqInfo<'_>, req: DeleteRecordsRequest) -> Option<DeleteRecordsResponse> {
+    let ctx = info.ctx;
     let mut resp = DeleteRecordsResponse::default();
     for t in &req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
-        let allowed = info.access.topic(Permission::Admin, t.name.0.as_str());
-        let name = TopicName::new(t.name.0.as_str());
+        let name = named_topic(info, Permission::Admin, &t.name.0);
         for p in &t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             let before = (p.offset >= 0).then_some(p.offset);
             match &name {
-                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 Ok(name) => match ctx.broker.delete_records(name, p.partition_index, before).await {
                     Ok(start) => pr.low_watermark = start,
                     Err(e) => pr.error_code = data_code(&e),
                 },
-                Err(_) => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(code) => pr.error_code = *code,
             }
             tr.partitions.push(pr);
         }
@@ -237,7 +226,10 @@ pub(crate) async fn delete_records(
 
 /// The refusal of an operation on a topic the user has no admin right on.
 fn not_authorized(what: &str) -> (i16, String) {
-    (code::TOPIC_AUTHORIZATION_FAILED, format!("not authorized to {what}"))
+    (
+        ResponseError::TopicAuthorizationFailed.code(),
+        format!("not authorized to {what}"),
+    )
 }
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -256,11 +248,10 @@ fn topic_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
 }
 
 pub(crate) async fn describe_configs(
-    ctx: &Arc<Ctx>,
-    _v: i16,
     info: &ReqInfo<'_>,
     req: DescribeConfigsRequest,
 ) -> Option<DescribeConfigsResponse> {
+    let ctx = info.ctx;
     let mut resp = DescribeConfigsResponse::default();
     for res in &req.resources {
         let mut r = DescribeConfigsResult::default();
@@ -275,10 +266,10 @@ pub(crate) async fn describe_configs(
                     Ok(info) => Ok(topic_configs(&info)),
                     Err(e) => Err((data_code(&e), e.to_string())),
                 },
-                Err(e) => Err((code::INVALID_TOPIC_EXCEPTION, e.to_string())),
+                Err(e) => Err((ResponseError::InvalidTopicException.code(), e.to_string())),
             },
             RESOURCE_BROKER if !info.access.cluster() => Err((
-                code::CLUSTER_AUTHORIZATION_FAILED,
+                ResponseError::ClusterAuthorizationFailed.code(),
                 "only super users may describe the broker's configuration".to_string(),
             )),
             RESOURCE_BROKER => Ok(vec![
@@ -286,7 +277,10 @@ pub(crate) async fn describe_configs(
                 ("num.partitions", ctx.config.default_partitions.to_string()),
                 ("socket.request.max.bytes", ctx.config.max_frame_bytes.to_string()),
             ]),
-            other => Err((code::INVALID_REQUEST, format!("resource type {other} is not supported"))),
+            other => Err((
+                ResponseError::InvalidRequest.code(),
+                format!("resource type {other} is not supported"),
+            )),
         };
         match entries {
             Ok(entries) => {
@@ -314,22 +308,18 @@ pub(crate) async fn describe_configs(
     Some(resp)
 }
 
-pub(crate) async fn init_producer_id(
-    ctx: &Arc<Ctx>,
-    _v: i16,
-    info: &ReqInfo<'_>,
-    req: InitProducerIdRequest,
-) -> Option<InitProducerIdResponse> {
+pub(crate) async fn init_producer_id(info: &ReqInfo<'_>, req: InitProducerIdRequest) -> Option<InitProducerIdResponse> {
+    let ctx = info.ctx;
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-        resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return Some(resp);
     }
     // An idempotent producer id: for users that may produce somewhere.
     if !info.access.produces_anywhere() {
-        resp.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return Some(resp);
     }
     // A producer that presents its id asks for a new epoch of it.

@@ -20,7 +20,7 @@ use serde::{Serialize, Serializer};
 
 use crate::auth::users::validate_user_name;
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::{GroupId, TopicName};
 
 /// What a grant allows.
@@ -71,7 +71,7 @@ impl FromStr for Permission {
     fn from_str(s: &str) -> Result<Self> {
         Permission::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
             Error::invalid(
-                "permission",
+                Invalid::Permission,
                 format!("{s:?} is not one of produce, consume, group, admin"),
             )
         })
@@ -200,7 +200,7 @@ impl fmt::Display for AclResource {
 fn validate_topic_prefix(prefix: &str) -> Result<()> {
     if prefix.len() > MAX_TOPIC_PREFIX {
         return Err(Error::invalid(
-            "topic prefix",
+            Invalid::TopicPrefix,
             format!(
                 "must be at most {MAX_TOPIC_PREFIX} characters long, got {}",
                 prefix.len()
@@ -212,7 +212,7 @@ fn validate_topic_prefix(prefix: &str) -> Result<()> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         return Err(Error::invalid(
-            "topic prefix",
+            Invalid::TopicPrefix,
             format!("{c:?} is not allowed; use letters, digits, '.', '_' and '-'"),
         ));
     }
@@ -222,12 +222,15 @@ fn validate_topic_prefix(prefix: &str) -> Result<()> {
 fn validate_group_prefix(prefix: &str) -> Result<()> {
     if prefix.len() > MAX_GROUP_PREFIX {
         return Err(Error::invalid(
-            "group prefix",
+            Invalid::GroupPrefix,
             format!("must be at most {MAX_GROUP_PREFIX} bytes long, got {}", prefix.len()),
         ));
     }
     if prefix.chars().any(char::is_control) {
-        return Err(Error::invalid("group prefix", "control characters are not allowed"));
+        return Err(Error::invalid(
+            Invalid::GroupPrefix,
+            "control characters are not allowed",
+        ));
     }
     Ok(())
 }
@@ -272,7 +275,7 @@ impl Acl {
                 _ => "topics (--topic or --topic-prefix)",
             };
             return Err(Error::invalid(
-                "acl",
+                Invalid::Acl,
                 format!(
                     "the {} permission applies to {applies}, not to {}",
                     self.permission, self.resource
@@ -438,7 +441,7 @@ impl Broker {
         for r in rows {
             let permission: Permission = r.get::<_, String>(1).parse()?;
             let resource = AclResource::from_parts(r.get(2), r.get(3), r.get(4))
-                .ok_or_else(|| Error::invalid("acl", "unknown resource type or pattern in the acls table"))?;
+                .ok_or_else(|| Error::invalid(Invalid::Acl, "unknown resource type or pattern in the acls table"))?;
             acls.push(Acl {
                 user: r.get(0),
                 permission,

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::to_millis;
 
 /// Fewest PBKDF2 iterations a credential may use (RFC 7677's minimum).
@@ -43,13 +43,13 @@ type HmacSha256 = Hmac<Sha256>;
 pub fn validate_user_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_USER_NAME_BYTES {
         return Err(Error::invalid(
-            "user name",
+            Invalid::UserName,
             format!("must be 1 to {MAX_USER_NAME_BYTES} bytes"),
         ));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || *c == ',' || *c == '=') {
         return Err(Error::invalid(
-            "user name",
+            Invalid::UserName,
             format!("{c:?} is not allowed (control characters, ',' and '=' are refused)"),
         ));
     }
@@ -59,7 +59,7 @@ pub fn validate_user_name(name: &str) -> Result<()> {
 fn validate_password(password: &str) -> Result<()> {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::invalid(
-            "password",
+            Invalid::Password,
             format!("must be 1 to {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
@@ -69,7 +69,7 @@ fn validate_password(password: &str) -> Result<()> {
 fn validate_iterations(iterations: u32) -> Result<()> {
     if !(MIN_SCRAM_ITERATIONS..=MAX_SCRAM_ITERATIONS).contains(&iterations) {
         return Err(Error::invalid(
-            "iteration count",
+            Invalid::IterationCount,
             format!("{iterations} is not between {MIN_SCRAM_ITERATIONS} and {MAX_SCRAM_ITERATIONS}"),
         ));
     }
@@ -185,7 +185,8 @@ impl Broker {
     pub async fn add_user(&self, name: &str, password: &str, iterations: u32) -> Result<bool> {
         validate_user_name(name)?;
         let creds = ScramCredentials::from_password(password, iterations)?;
-        let iterations = i32::try_from(creds.iterations).map_err(|_| Error::invalid("iteration count", "too large"))?;
+        let iterations =
+            i32::try_from(creds.iterations).map_err(|_| Error::invalid(Invalid::IterationCount, "too large"))?;
         let client = self.client().await?;
         let row = client
             .query_one(

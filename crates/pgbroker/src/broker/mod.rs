@@ -13,7 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::broker::notify::Wakeups;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::migrate::{self, MigrationReport};
 use crate::sql::Schema;
 use crate::streams::cache::RecordCache;
@@ -155,7 +155,7 @@ impl Broker {
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
-            .map_err(|e| Error::invalid("database URL", e))?;
+            .map_err(|e| Error::invalid(Invalid::DatabaseUrl, e))?;
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("pgbroker");
         }

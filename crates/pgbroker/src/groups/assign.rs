@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, Invalid};
 use crate::types::{TopicName, TopicPartition};
 
 /// How a group's partitions are spread over its members.
@@ -52,7 +52,7 @@ impl FromStr for Strategy {
             "roundrobin" | "round-robin" => Ok(Strategy::RoundRobin),
             "sticky" => Ok(Strategy::Sticky),
             other => Err(Error::invalid(
-                "assignment strategy",
+                Invalid::AssignmentStrategy,
                 format!("{other:?}; use range, roundrobin or sticky"),
             )),
         }

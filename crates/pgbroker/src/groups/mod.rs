@@ -48,7 +48,7 @@ pub(crate) const LIBRARY_PROTOCOL: &str = "pgbroker";
 pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(200);
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::{GroupId, TopicName, TopicPartition};
 
 /// Settings a member joins with.
@@ -173,7 +173,7 @@ fn session_ms(d: Duration) -> Result<i32> {
     let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     if !(100..=3_600_000).contains(&ms) {
         return Err(Error::invalid(
-            "session timeout",
+            Invalid::SessionTimeout,
             format!("{d:?} is not between 100ms and 1h"),
         ));
     }
@@ -287,7 +287,7 @@ async fn rebalance(
     }
     let next = generation.wrapping_add(1).max(1);
     for (member, parts) in &assignment {
-        let json = serde_json::to_value(parts).map_err(|e| Error::invalid("assignment", e))?;
+        let json = serde_json::to_value(parts).map_err(|e| Error::invalid(Invalid::Assignment, e))?;
         tx.execute(
             "UPDATE group_members SET assignment = $3 WHERE group_name = $1 AND member_id = $2",
             &[&group.as_str(), member, &json],
@@ -319,7 +319,7 @@ impl Broker {
         let timeout = session_ms(options.session_timeout)?;
         if topics.is_empty() {
             return Err(Error::invalid(
-                "subscription",
+                Invalid::Subscription,
                 "a member must subscribe to at least one topic",
             ));
         }
@@ -474,7 +474,7 @@ impl Broker {
     ) -> Result<()> {
         for o in offsets {
             if o.offset < 0 {
-                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
+                return Err(Error::invalid(Invalid::Offset, format!("{} is negative", o.offset)));
             }
             self.partition_id(&o.topic, o.partition).await?;
         }

@@ -29,7 +29,7 @@ fn info_from_row(row: &tokio_postgres::Row) -> Result<QueueInfo> {
     })
 }
 
-const STATS_SQL: &str = "
+pub(crate) const STATS_SQL: &str = "
 WITH m AS (
     SELECT visible_at, receipt IS NOT NULL AS leased, enqueued_at, false AS dead
     FROM queue_messages WHERE queue_id = $1 AND head AND NOT timed

@@ -208,6 +208,7 @@ impl Broker {
         if archive {
             let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
             report.archive_expired = n;
+            client.execute(crate::sql_api::MARK_MAINTAINED, &[]).await?;
             self.set_schedule(|s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
         }
         if orphans {

@@ -42,15 +42,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::sql::Schema;
 use crate::types::TopicName;
 
+pub(crate) use lifecycle::STATS_SQL;
 pub use maintain::QueueMaintenance;
+pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
-use statements::Statements;
+pub(crate) use settle::MAX_ERROR_BYTES;
+pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
@@ -87,7 +90,7 @@ impl QueueName {
         let name = name.into();
         match TopicName::new(name.clone()) {
             Ok(_) => Ok(QueueName(name)),
-            Err(Error::Invalid { reason, .. }) => Err(Error::invalid("queue name", reason)),
+            Err(Error::Invalid { reason, .. }) => Err(Error::invalid(Invalid::QueueName, reason)),
             Err(e) => Err(e),
         }
     }
@@ -161,7 +164,7 @@ pub(crate) fn ms(d: Duration) -> i64 {
 }
 
 /// Checks that `d` is within `[min, max]`.
-pub(crate) fn check_duration(what: &'static str, d: Duration, min: Duration, max: Duration) -> Result<()> {
+pub(crate) fn check_duration(what: Invalid, d: Duration, min: Duration, max: Duration) -> Result<()> {
     if d < min || d > max {
         return Err(Error::invalid(
             what,
@@ -174,22 +177,22 @@ pub(crate) fn check_duration(what: &'static str, d: Duration, min: Duration, max
 impl QueueConfig {
     fn validate(&self, name: &QueueName) -> Result<()> {
         check_duration(
-            "visibility timeout",
+            Invalid::VisibilityTimeout,
             self.visibility_timeout,
             Duration::from_millis(1),
             MAX_VISIBILITY_TIMEOUT,
         )?;
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
             return Err(Error::invalid(
-                "max attempts",
+                Invalid::MaxAttempts,
                 format!("{} is not between 1 and {MAX_ATTEMPTS_LIMIT}", self.max_attempts),
             ));
         }
-        check_duration("backoff base", self.backoff_base, Duration::ZERO, MAX_DELAY)?;
-        check_duration("backoff max", self.backoff_max, self.backoff_base, MAX_DELAY)?;
+        check_duration(Invalid::BackoffBase, self.backoff_base, Duration::ZERO, MAX_DELAY)?;
+        check_duration(Invalid::BackoffMax, self.backoff_max, self.backoff_base, MAX_DELAY)?;
         if let Some(r) = self.archive_retention {
             check_duration(
-                "archive retention",
+                Invalid::ArchiveRetention,
                 r,
                 Duration::from_millis(1),
                 Duration::from_secs(100 * 365 * 24 * 3600),
@@ -197,7 +200,7 @@ impl QueueConfig {
         }
         if !(1..=QUEUE_MAX_MESSAGE_BYTES_LIMIT).contains(&self.max_message_bytes) {
             return Err(Error::invalid(
-                "max message bytes",
+                Invalid::MaxMessageBytes,
                 format!(
                     "{} is not between 1 and {QUEUE_MAX_MESSAGE_BYTES_LIMIT}",
                     self.max_message_bytes
@@ -206,7 +209,7 @@ impl QueueConfig {
         }
         if self.dead_letter.as_ref() == Some(name) {
             return Err(Error::invalid(
-                "dead-letter queue",
+                Invalid::DeadLetterQueue,
                 "a queue cannot be its own dead-letter queue",
             ));
         }
@@ -400,7 +403,7 @@ mod tests {
         assert!(QueueName::new("jobs.v1_eu-west").is_ok());
         for bad in ["", ".", "..", "a b", "x'; drop table queues; --", "é", "a\"b"] {
             match QueueName::new(bad) {
-                Err(Error::Invalid { what, .. }) => assert_eq!(what, "queue name"),
+                Err(Error::Invalid { what, .. }) => assert_eq!(what, Invalid::QueueName),
                 other => panic!("{bad:?}: {other:?}"),
             }
         }

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use super::{check_duration, ms, wake_key, QueueMeta, QueueName, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::headers;
 use crate::sql::NO_FLUSH_WAIT;
 use crate::types::Header;
 
 /// Lease taken on a message found out of attempts, while it is moved to
 /// the dead-letter queue; if the mover dies, the next claim retries.
-const REAP_LEASE: Duration = Duration::from_secs(30);
+pub(crate) const REAP_LEASE: Duration = Duration::from_secs(30);
 
 /// The claim: one statement, so a message is never handed out twice.
 ///
@@ -117,7 +117,7 @@ impl FromStr for Receipt {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("receipt", format!("{s:?}: expected <message id>:<uuid>"));
+        let bad = || Error::invalid(Invalid::Receipt, format!("{s:?}: expected <message id>:<uuid>"));
         let (id, token) = s.split_once(':').ok_or_else(bad)?;
         let id: i64 = id.parse().map_err(|_| bad())?;
         let shape_ok = token.len() == 36
@@ -174,14 +174,14 @@ impl ReceiveOptions {
     fn validate(&self) -> Result<()> {
         if !(1..=MAX_RECEIVE).contains(&self.max_messages) {
             return Err(Error::invalid(
-                "max messages",
+                Invalid::MaxMessages,
                 format!("{} is not between 1 and {MAX_RECEIVE}", self.max_messages),
             ));
         }
-        check_duration("wait", self.wait, Duration::ZERO, MAX_VISIBILITY_TIMEOUT)?;
+        check_duration(Invalid::Wait, self.wait, Duration::ZERO, MAX_VISIBILITY_TIMEOUT)?;
         if let Some(v) = self.visibility_timeout {
             check_duration(
-                "visibility timeout",
+                Invalid::VisibilityTimeout,
                 v,
                 Duration::from_millis(1),
                 MAX_VISIBILITY_TIMEOUT,

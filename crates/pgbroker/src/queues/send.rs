@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 
 use super::{check_duration, ms, QueueMeta, QueueName, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY};
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::headers;
 use crate::types::Header;
 
@@ -167,29 +167,32 @@ impl Message {
     fn validate(&self, max_bytes: usize) -> Result<()> {
         if self.priority > MAX_PRIORITY {
             return Err(Error::invalid(
-                "priority",
+                Invalid::Priority,
                 format!("{} is not between 0 and {MAX_PRIORITY}", self.priority),
             ));
         }
         if let Some(d) = self.delay {
             if self.deliver_at.is_some() {
-                return Err(Error::invalid("delay", "give a delay or a delivery time, not both"));
+                return Err(Error::invalid(
+                    Invalid::Delay,
+                    "give a delay or a delivery time, not both",
+                ));
             }
-            check_duration("delay", d, Duration::ZERO, MAX_DELAY)?;
+            check_duration(Invalid::Delay, d, Duration::ZERO, MAX_DELAY)?;
         }
         if let Some(at) = self.deliver_at {
             if at.duration_since(SystemTime::now()).is_ok_and(|d| d > MAX_DELAY) {
                 return Err(Error::invalid(
-                    "delivery time",
+                    Invalid::DeliveryTime,
                     format!("more than {MAX_DELAY:?} from now"),
                 ));
             }
         }
-        check_key("deduplication key", self.dedup_key.as_deref())?;
-        check_key("group key", self.group.as_deref())?;
+        check_key(Invalid::DeduplicationKey, self.dedup_key.as_deref())?;
+        check_key(Invalid::GroupKey, self.group.as_deref())?;
         if let Some(h) = self.headers.iter().find(|h| h.key.contains('\0')) {
             return Err(Error::invalid(
-                "header key",
+                Invalid::HeaderKey,
                 format!("{:?} contains a NUL character", h.key),
             ));
         }
@@ -203,7 +206,7 @@ impl Message {
 
 /// Checks a deduplication or group key: 1 to [`MAX_KEY_BYTES`] bytes, no
 /// control characters.
-pub(crate) fn check_key(what: &'static str, key: Option<&str>) -> Result<()> {
+pub(crate) fn check_key(what: Invalid, key: Option<&str>) -> Result<()> {
     let Some(key) = key else { return Ok(()) };
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(Error::invalid(

@@ -15,7 +15,7 @@ use tokio_postgres::GenericClient;
 use super::membership::Op;
 use super::{check_duration, ms, QueueMeta, QueueName, Receipt, MAX_DELAY, MAX_VISIBILITY_TIMEOUT};
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::sql::{Commit, Param, NO_FLUSH_WAIT};
 
 /// The rows of `$2` whose current receipt is the matching entry of `$3`,
@@ -195,7 +195,7 @@ pub struct NackOptions {
 }
 
 /// Longest error text kept, in bytes.
-const MAX_ERROR_BYTES: usize = 4096;
+pub(crate) const MAX_ERROR_BYTES: usize = 4096;
 
 /// The error text as stored: without NUL characters (which text columns
 /// cannot hold), cut to [`MAX_ERROR_BYTES`] at a character boundary.
@@ -332,7 +332,7 @@ impl Broker {
     /// as [`Broker::ack`].
     pub async fn nack(&self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
         if let Some(d) = options.delay {
-            check_duration("delay", d, Duration::ZERO, MAX_DELAY)?;
+            check_duration(Invalid::Delay, d, Duration::ZERO, MAX_DELAY)?;
         }
         let meta = self.queue_meta(queue).await?;
         let (receipts, ids, tokens) = split(receipts);
@@ -379,7 +379,7 @@ impl Broker {
     /// [`MAX_VISIBILITY_TIMEOUT`] from now. Returns the new ends, in the
     /// order of `receipts`. All or nothing, as [`Broker::ack`].
     pub async fn extend(&self, queue: &QueueName, receipts: &[Receipt], by: Duration) -> Result<Vec<SystemTime>> {
-        check_duration("extension", by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
+        check_duration(Invalid::Extension, by, Duration::from_millis(1), MAX_VISIBILITY_TIMEOUT)?;
         let meta = self.queue_meta(queue).await?;
         let (unique, ids, tokens) = split(receipts);
         if unique.is_empty() {

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::groups::{JoinOptions, Membership, OffsetCommit};
 use crate::streams::fetch::{FetchLimits, OffsetSpec};
 use crate::types::{GroupId, StoredRecord, TopicName, TopicPartition};
@@ -132,7 +132,7 @@ impl Consumer {
                 Ok(())
             }
             None => Err(Error::invalid(
-                "seek",
+                Invalid::Seek,
                 format!("{}/{} is not assigned", tp.topic, tp.partition),
             )),
         }

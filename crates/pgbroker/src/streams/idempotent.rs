@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::{Record, TopicName};
 
 /// Batches remembered per producer and partition, as in Kafka (which is
@@ -97,7 +97,10 @@ impl Broker {
             }
         }
         if records.is_empty() {
-            return Err(Error::invalid("record batch", "a batch needs at least one record"));
+            return Err(Error::invalid(
+                Invalid::RecordBatch,
+                "a batch needs at least one record",
+            ));
         }
         let last_seq = last_sequence(batch.base_sequence, records.len());
         let mut client = self.client().await?;

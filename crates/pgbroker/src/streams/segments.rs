@@ -219,10 +219,14 @@ impl Broker {
         Ok(dropped)
     }
 
-    /// Runs retention and segment clean-up every `interval` until the
+    /// Runs retention, segment clean-up and segment creation ahead of
+    /// producers every `interval`, and queue maintenance, until the
     /// returned task is aborted. Errors are logged and the loop goes on.
     pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let broker = self.clone();
+        // Applications that use queues only through the SQL functions
+        // rely on this process for queue maintenance too.
+        self.start_queue_maintenance();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,6 +236,9 @@ impl Broker {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(segments = n, "retention dropped segments"),
                     Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+                }
+                if let Err(e) = broker.create_segments_ahead().await {
+                    tracing::warn!(error = %e, "creating segments ahead failed");
                 }
             }
         })

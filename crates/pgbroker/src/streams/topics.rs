@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::streams::segments::create_segment;
 use crate::types::{to_millis, TopicName};
 
@@ -49,29 +49,29 @@ impl TopicConfig {
     fn validate(&self) -> Result<()> {
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(Error::invalid(
-                "partition count",
+                Invalid::PartitionCount,
                 format!("{} is not between 1 and {MAX_PARTITIONS}", self.partitions),
             ));
         }
         if let Some(b) = self.retention_bytes {
             if b <= 0 {
-                return Err(Error::invalid("retention bytes", format!("{b} must be positive")));
+                return Err(Error::invalid(Invalid::RetentionBytes, format!("{b} must be positive")));
             }
         }
         if let Some(r) = self.retention {
             if r.is_zero() || r.as_millis() > i64::MAX as u128 {
-                return Err(Error::invalid("retention", format!("{r:?} is out of range")));
+                return Err(Error::invalid(Invalid::Retention, format!("{r:?} is out of range")));
             }
         }
         if !(1..=(1i64 << 40)).contains(&self.segment_records) {
             return Err(Error::invalid(
-                "segment records",
+                Invalid::SegmentRecords,
                 format!("{} is not between 1 and 2^40", self.segment_records),
             ));
         }
         if !(1..=MAX_MESSAGE_BYTES_LIMIT).contains(&self.max_message_bytes) {
             return Err(Error::invalid(
-                "max message bytes",
+                Invalid::MaxMessageBytes,
                 format!(
                     "{} is not between 1 and {MAX_MESSAGE_BYTES_LIMIT}",
                     self.max_message_bytes
@@ -249,7 +249,7 @@ impl Broker {
         let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
         if additional < 1 || current.saturating_add(additional) > MAX_PARTITIONS {
             return Err(Error::invalid(
-                "partition count",
+                Invalid::PartitionCount,
                 format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
             ));
         }

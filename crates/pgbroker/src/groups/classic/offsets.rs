@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 use super::super::{upsert_offsets, CommittedOffset, OffsetCommit, LIBRARY_PROTOCOL};
 use super::state::{self, Group, State};
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::types::{GroupId, TopicName};
 
 /// A group as DescribeGroups shows it.
@@ -85,7 +85,7 @@ impl Broker {
     ) -> Result<()> {
         for o in offsets {
             if o.offset < 0 {
-                return Err(Error::invalid("offset", format!("{} is negative", o.offset)));
+                return Err(Error::invalid(Invalid::Offset, format!("{} is negative", o.offset)));
             }
             self.partition_id(&o.topic, o.partition).await?;
         }
