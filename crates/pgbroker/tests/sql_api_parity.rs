@@ -5,13 +5,11 @@
 //! leases) from drifting from the library's. Runs in a fresh schema of a
 //! real PostgreSQL.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::TestDb;
 use pgbroker::{Broker, Error, Message, NackOptions, QueueConfig, QueueName, Receipt, ReceiveOptions};
+use pgbroker_testkit::db::TestDb;
 use tokio_postgres::Client;
 
 /// How the scenario reaches the queues.
@@ -374,5 +372,4 @@ async fn the_library_and_the_sql_functions_give_the_same_outcomes() {
         contents(&c, &db.schema, "sql_").await
     );
     assert!(!contents(&c, &db.schema, "lib_").await.is_empty());
-    db.drop().await;
 }
