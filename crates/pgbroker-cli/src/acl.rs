@@ -1,5 +1,5 @@
 //! `pgbroker acl ...`: what each user of the Kafka listener may do, once
-//! SASL authentication is on.
+//! SASL authentication is on, and of the SQS listener.
 
 use clap::{ArgGroup, Args, Subcommand};
 use pgbroker::{Acl, AclResource, Broker, Permission};
@@ -9,8 +9,8 @@ use crate::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum AclCommand {
-    /// Grant a user a permission on a topic, a topic prefix, a group or a
-    /// group prefix.
+    /// Grant a user a permission on a topic, a group or a queue, or on
+    /// every one whose name starts with a prefix.
     Add(AclArgs),
     /// Revoke a grant made with `acl add` (the same flags).
     Remove(AclArgs),
@@ -26,13 +26,13 @@ pub enum AclCommand {
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("resource").required(true).multiple(false)
-    .args(["topic", "topic_prefix", "group", "group_prefix"])))]
+    .args(["topic", "topic_prefix", "group", "group_prefix", "queue", "queue_prefix"])))]
 pub struct AclArgs {
     /// The user (see `pgbroker user`).
     #[arg(long, value_parser = parse_user)]
     user: String,
-    /// The permission: produce, consume (topics), group (groups), admin
-    /// (topics or groups).
+    /// The permission: produce, consume (topics, queues), group (groups),
+    /// admin (any).
     #[arg(long, value_parser = parse_permission, value_name = "PERMISSION")]
     allow: Permission,
     /// One topic, by name.
@@ -47,6 +47,14 @@ pub struct AclArgs {
     /// Every group whose id starts with this prefix ('' for all groups).
     #[arg(long, value_parser = group_prefix_arg, value_name = "PREFIX")]
     group_prefix: Option<AclResource>,
+    /// One queue, by name (the SQS listener: produce = send, consume =
+    /// receive, delete and change visibility, admin = create, delete,
+    /// purge and set attributes).
+    #[arg(long, value_parser = queue_arg)]
+    queue: Option<AclResource>,
+    /// Every queue whose name starts with this prefix ('' for all queues).
+    #[arg(long, value_parser = queue_prefix_arg, value_name = "PREFIX")]
+    queue_prefix: Option<AclResource>,
 }
 
 fn topic_arg(s: &str) -> Result<AclResource, String> {
@@ -63,6 +71,14 @@ fn group_arg(s: &str) -> Result<AclResource, String> {
 
 fn group_prefix_arg(s: &str) -> Result<AclResource, String> {
     AclResource::group_prefix(s).map_err(|e| e.to_string())
+}
+
+fn queue_arg(s: &str) -> Result<AclResource, String> {
+    AclResource::queue(s).map_err(|e| e.to_string())
+}
+
+fn queue_prefix_arg(s: &str) -> Result<AclResource, String> {
+    AclResource::queue_prefix(s).map_err(|e| e.to_string())
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
@@ -82,7 +98,13 @@ impl AclArgs {
             .or(self.topic_prefix)
             .or(self.group)
             .or(self.group_prefix)
-            .ok_or_else(|| anyhow::anyhow!("one of --topic, --topic-prefix, --group, --group-prefix is required"))?;
+            .or(self.queue)
+            .or(self.queue_prefix)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "one of --topic, --topic-prefix, --group, --group-prefix, --queue, --queue-prefix is required"
+                )
+            })?;
         Ok(Acl::new(&self.user, self.allow, resource)?)
     }
 }

@@ -65,11 +65,13 @@ enum Command {
     /// Work queues: create, send, receive, acknowledge, dead letters.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
-    /// Users that Kafka clients authenticate as (SASL SCRAM-SHA-256 or PLAIN).
+    /// Users that Kafka clients authenticate as (SASL SCRAM-SHA-256 or
+    /// PLAIN), and their access keys for SQS clients.
     #[command(subcommand)]
     User(user::UserCommand),
     /// What each user may do on the Kafka listener once SASL authentication
-    /// is on: produce, consume, group and admin rights per topic or group.
+    /// is on, and on the SQS listener: produce, consume, group and admin
+    /// rights per topic, group or queue.
     #[command(subcommand)]
     Acl(acl::AclCommand),
     /// Run one retention pass: drop expired segments, rotate queue storage.

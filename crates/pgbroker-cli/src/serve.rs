@@ -1,5 +1,6 @@
-//! `pgbroker serve`: the Kafka listener and the HTTP (or HTTPS) health and
-//! metrics listener, with retention and queue maintenance running alongside.
+//! `pgbroker serve`: the Kafka listener, the HTTP (or HTTPS) health and
+//! metrics listener and, when asked for, the SQS-compatible API, with
+//! retention and queue maintenance running alongside.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +63,26 @@ pub struct ServeArgs {
     /// cross the network in clear text.
     #[arg(long)]
     allow_plain_without_tls: bool,
+    /// Address of the SQS-compatible HTTP API (off unless given; ElasticMQ
+    /// and other SQS emulators use port 9324).
+    #[arg(long, value_name = "ADDR")]
+    sqs_listen: Option<SocketAddr>,
+    /// Accept SQS requests that carry no signature, with every right
+    /// (signed requests are still verified): from loopback clients, or
+    /// from anyone with --sqs-tls-cert. Refused when --sqs-listen is not a
+    /// loopback address and the SQS listener has no TLS.
+    #[arg(long, requires = "sqs_listen")]
+    sqs_allow_anonymous: bool,
+    /// PEM certificate chain: serve the SQS API over HTTPS (may be the
+    /// same files as --tls-cert/--tls-key).
+    #[arg(long, requires_all = ["sqs_tls_key", "sqs_listen"], value_name = "PATH")]
+    sqs_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --sqs-tls-cert.
+    #[arg(long, requires = "sqs_tls_cert", value_name = "PATH")]
+    sqs_tls_key: Option<std::path::PathBuf>,
+    /// Region named in the ARNs of SQS queues.
+    #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
+    sqs_region: String,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
@@ -107,6 +128,21 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let sqs_tls = match (&args.sqs_tls_cert, &args.sqs_tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(pgbroker_kafka::tls_server_config(cert, key).context("TLS of the SQS listener")?)
+        }
+        _ => None,
+    };
+    if let Some(listen) = args
+        .sqs_listen
+        .filter(|l| args.sqs_allow_anonymous && !l.ip().is_loopback() && sqs_tls.is_none())
+    {
+        anyhow::bail!(
+            "--sqs-allow-anonymous on {listen}, not a loopback address, needs --sqs-tls-cert/--sqs-tls-key; \
+             or sign requests with an access key (pgbroker user key create)"
+        );
+    }
     auth.validate(tls.is_some())
         .map_err(|e| anyhow::anyhow!("{e}; pass --allow-plain-without-tls to accept that"))?;
     let config = KafkaConfig {
@@ -128,6 +164,27 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         http_tls,
         shutdown.clone(),
     ));
+    let (sqs_stop, sqs) = match args.sqs_listen {
+        Some(listen) => {
+            let config = pgbroker_sqs::SqsConfig {
+                listen,
+                allow_anonymous: args.sqs_allow_anonymous,
+                super_users: args.super_users.clone(),
+                tls: sqs_tls,
+                region: args.sqs_region.clone(),
+                ..pgbroker_sqs::SqsConfig::default()
+            };
+            let server = pgbroker_sqs::SqsServer::bind(broker.clone(), config)
+                .await
+                .context("SQS listener")?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(async move {
+                let _ = stopped.await;
+            }));
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let retention = broker.spawn_maintenance(args.maintenance_interval);
     let signals = {
         let shutdown = shutdown.clone();
@@ -145,6 +202,16 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "http listener failed"),
         Err(e) => tracing::warn!(error = %e, "http listener task failed"),
         Ok(Ok(())) => {}
+    }
+    if let Some(stop) = sqs_stop {
+        let _ = stop.send(());
+    }
+    if let Some(sqs) = sqs {
+        match sqs.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "sqs listener failed"),
+            Err(e) => tracing::warn!(error = %e, "sqs listener task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     served.context("kafka listener")
 }

@@ -1,11 +1,12 @@
-//! `pgbroker user ...`: the users Kafka clients authenticate as.
+//! `pgbroker user ...`: the users Kafka clients authenticate as, and the
+//! access keys SQS clients sign requests with.
 
 use std::fmt;
 use std::io::BufRead as _;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
-use pgbroker::{Broker, UserInfo};
+use pgbroker::{AccessKey, AccessKeyInfo, Broker, UserInfo};
 
 use crate::output::{print_json, print_table};
 use crate::Format;
@@ -24,6 +25,38 @@ pub enum UserCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Access keys of a user, for SQS clients (AWS Signature Version 4).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a new access key for a user and print it with its secret. The
+    /// secret is shown only this once.
+    Create {
+        #[arg(value_parser = parse_user)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List a user's access keys (ids and dates, never secrets).
+    List {
+        #[arg(value_parser = parse_user)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Delete an access key: requests signed with it are refused from now on.
+    Delete {
+        #[arg(value_parser = parse_key_id)]
+        key_id: String,
+    },
+}
+
+fn parse_key_id(s: &str) -> Result<String, String> {
+    pgbroker::validate_access_key_id(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -106,7 +139,57 @@ pub async fn run(broker: &Broker, cmd: UserCommand) -> anyhow::Result<()> {
                 Format::Table => print_users(&users),
             }
         }
+        UserCommand::Key(cmd) => run_key(broker, cmd).await,
     }
+}
+
+async fn run_key(broker: &Broker, cmd: KeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeyCommand::Create { name, format } => {
+            let key = broker.create_access_key(&name).await?;
+            match format {
+                Format::Json => print_json(&key)?,
+                Format::Table => print_new_key(&key),
+            }
+            eprintln!("The secret access key is shown only now; keep it safe.");
+            Ok(())
+        }
+        KeyCommand::List { name, format } => {
+            let keys = broker.list_access_keys(&name).await?;
+            match format {
+                Format::Json => print_json(&keys),
+                Format::Table => print_keys(&keys),
+            }
+        }
+        KeyCommand::Delete { key_id } => {
+            if !broker.delete_access_key(&key_id).await? {
+                anyhow::bail!("no access key {key_id}");
+            }
+            println!("deleted access key {key_id}");
+            Ok(())
+        }
+    }
+}
+
+fn print_new_key(key: &AccessKey) {
+    println!("user:              {}", key.user);
+    println!("access_key_id:     {}", key.access_key_id);
+    println!("secret_access_key: {}", key.secret_access_key);
+}
+
+fn print_keys(keys: &[AccessKeyInfo]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.access_key_id.clone(),
+                k.user.clone(),
+                time(k.created_at_ms),
+                k.last_used_ms.map_or_else(|| "never".to_string(), time),
+            ]
+        })
+        .collect();
+    print_table(&["ACCESS KEY ID", "USER", "CREATED", "LAST USED"], &rows)
 }
 
 fn time(ms: i64) -> String {

@@ -21,8 +21,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const BACKLOG: usize = 64;
 
-/// A TCP listener whose connections come out decrypted.
-pub(crate) struct TlsListener {
+/// A TCP listener whose connections come out decrypted: give it to
+/// `axum::serve` to serve HTTPS with the listeners' rustls setup.
+pub struct TlsListener {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     acceptor: JoinHandle<()>,

@@ -35,16 +35,10 @@ impl Broker {
         }
         let client = self.client().await?;
         client
-            .execute(
-                "DELETE FROM kafka_nodes WHERE last_seen < now() - $1::bigint * interval '1 second'",
-                &[&FORGET_AFTER_SECS],
-            )
+            .execute(&self.inner.sql.broker.delete_stale_nodes, &[&FORGET_AFTER_SECS])
             .await?;
         let row = client
-            .query_one(
-                "INSERT INTO kafka_nodes (host, port, rack) VALUES ($1, $2, $3) RETURNING node_id",
-                &[&host, &i32::from(port), &rack],
-            )
+            .query_one(&self.inner.sql.broker.insert_node, &[&host, &i32::from(port), &rack])
             .await?;
         Ok(row.get(0))
     }
@@ -52,12 +46,7 @@ impl Broker {
     /// Marks the node as alive now.
     pub async fn touch_node(&self, node_id: i32) -> Result<()> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE kafka_nodes SET last_seen = now() WHERE node_id = $1",
-                &[&node_id],
-            )
-            .await?;
+        client.execute(&self.inner.sql.broker.touch_node, &[&node_id]).await?;
         Ok(())
     }
 
@@ -65,7 +54,7 @@ impl Broker {
     pub async fn deregister_node(&self, node_id: i32) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute("DELETE FROM kafka_nodes WHERE node_id = $1", &[&node_id])
+            .execute(&self.inner.sql.broker.deregister_node, &[&node_id])
             .await?;
         Ok(())
     }
@@ -74,13 +63,7 @@ impl Broker {
     pub async fn live_nodes(&self, ttl: Duration) -> Result<Vec<Node>> {
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT node_id, host, port, rack FROM kafka_nodes
-                 WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id",
-                &[&ms],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.broker.live_nodes, &[&ms]).await?;
         Ok(rows
             .iter()
             .map(|r| Node {

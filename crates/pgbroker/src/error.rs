@@ -291,6 +291,8 @@ invalid_kinds! {
     Permission => "permission",
     TopicPrefix => "topic prefix",
     GroupPrefix => "group prefix",
+    QueuePrefix => "queue prefix",
+    AccessKeyId => "access key id",
     Acl => "acl",
     DatabaseUrl => "database URL",
     AdvertisedHost => "advertised host",

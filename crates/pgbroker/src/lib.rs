@@ -48,6 +48,9 @@ mod types;
 
 pub use streams::partitioner;
 
+pub use auth::access_keys::{
+    validate_access_key_id, AccessKey, AccessKeyInfo, AccessKeySecret, MAX_ACCESS_KEY_ID_BYTES,
+};
 pub use auth::acl::{Acl, AclResource, Permission, UserAcls};
 pub use auth::users::{
     validate_user_name, ScramCredentials, UserInfo, DEFAULT_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS,
@@ -64,9 +67,9 @@ pub use groups::{
 pub use migrate::{latest_version, MigrationReport};
 pub use queues::{
     Message, NackOptions, QueueConfig, QueueInfo, QueueMaintenance, QueueName, QueueStats, Receipt, ReceiveOptions,
-    ReceivedMessage, Sent, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT,
-    MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT,
-    QUEUE_MAX_MESSAGE_BYTES_LIMIT,
+    ReceivedMessage, Sent, SqsQueueSettings, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE_MAX_MESSAGE_BYTES,
+    DEFAULT_VISIBILITY_TIMEOUT, MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE,
+    MAX_VISIBILITY_TIMEOUT, QUEUE_MAX_MESSAGE_BYTES_LIMIT, SQS_DEDUP_WINDOW,
 };
 pub use streams::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 pub use streams::fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};

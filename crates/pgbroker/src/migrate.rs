@@ -13,7 +13,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("users", include_str!("migrations/0005_users.sql")),
     ("acls", include_str!("migrations/0006_acls.sql")),
     ("queue_settle", include_str!("migrations/0007_queue_settle.sql")),
+    ("access_keys", include_str!("migrations/0008_access_keys.sql")),
     ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
+    ("sqs", include_str!("migrations/0010_sqs.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -82,6 +82,110 @@ impl Commit {
     }
 }
 
+/// Declares a struct of statements: one `String` field per statement,
+/// each built from its template by [`Schema::qualify`] once, when the
+/// struct is built, and (in tests) the list of them all.
+macro_rules! statements {
+    (
+        $(#[$sdoc:meta])* $name:ident { $($(#[$doc:meta])* $field:ident = $template:expr;)* }
+        $(segment { $($(#[$pdoc:meta])* $pfield:ident = [$($part:expr),+ $(,)?];)* })?
+    ) => {
+        $(#[$sdoc])*
+        pub(crate) struct $name {
+            $($(#[$doc])* pub $field: String,)*
+            $($($(#[$pdoc])* pub $pfield: $crate::sql::AroundSegment,)*)?
+        }
+
+        impl $name {
+            /// Builds every statement for `schema`.
+            pub(crate) fn new(schema: &$crate::sql::Schema) -> $name {
+                $name {
+                    $($field: schema.qualify(&$template),)*
+                    $($($pfield: $crate::sql::AroundSegment::new(schema, &[$($part),+]),)*)?
+                }
+            }
+
+            /// Every statement, by name (those around a segment name with
+            /// one in place).
+            #[cfg(test)]
+            pub(crate) fn all(&self) -> Vec<(&'static str, String)> {
+                vec![
+                    $((stringify!($field), self.$field.clone()),)*
+                    $($((stringify!($pfield), self.$pfield.with($crate::sql::TEST_SEGMENT)),)*)?
+                ]
+            }
+        }
+    };
+}
+pub(crate) use statements;
+
+/// A statement about one segment table, held as the qualified parts
+/// that go around each place its name is written. Segment names are the
+/// only names built at run time (from two integers, see
+/// `streams::segments::segment_table`), so these are joined per call.
+#[derive(Debug, Clone)]
+pub(crate) struct AroundSegment {
+    parts: Vec<String>,
+}
+
+impl AroundSegment {
+    /// Qualifies each part for `schema`.
+    pub(crate) fn new(schema: &Schema, parts: &[&str]) -> AroundSegment {
+        AroundSegment {
+            parts: parts.iter().map(|p| schema.qualify(p)).collect(),
+        }
+    }
+
+    /// The statement about `segment`, a name from `segment_table`.
+    pub(crate) fn with(&self, segment: &str) -> String {
+        self.parts.join(segment)
+    }
+}
+
+/// A segment name that statements are checked with in tests.
+#[cfg(test)]
+pub(crate) const TEST_SEGMENT: &str = "seg_1_0";
+
+/// The statements of every area but the queue path's (see
+/// `queues::QueueState`), qualified with one broker's schema.
+pub(crate) struct Registry {
+    /// The group coordinators'.
+    pub groups: crate::groups::statements::Statements,
+    /// Topics, segments, retention, fetches and producers'.
+    pub streams: crate::streams::statements::Statements,
+    /// Users' and ACLs'.
+    pub auth: crate::auth::statements::Statements,
+    /// The cluster's and the broker's own.
+    pub broker: crate::broker::statements::Statements,
+}
+
+impl Registry {
+    /// Builds every statement for `schema`.
+    pub(crate) fn new(schema: &Schema) -> Registry {
+        Registry {
+            groups: crate::groups::statements::Statements::new(schema),
+            streams: crate::streams::statements::Statements::new(schema),
+            auth: crate::auth::statements::Statements::new(schema),
+            broker: crate::broker::statements::Statements::new(schema),
+        }
+    }
+
+    /// Every statement, by area and name.
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> Vec<(String, String)> {
+        let areas = [
+            ("groups", self.groups.all()),
+            ("streams", self.streams.all()),
+            ("auth", self.auth.all()),
+            ("broker", self.broker.all()),
+        ];
+        areas
+            .into_iter()
+            .flat_map(|(area, list)| list.into_iter().map(move |(n, s)| (format!("{area}.{n}"), s)))
+            .collect()
+    }
+}
+
 /// Checks a finished statement: no mark of a template part is left
 /// (`{word}`), and each of `relations` appears only qualified with
 /// `schema_prefix` (string literals aside). Returns what is wrong.
@@ -117,6 +221,22 @@ pub(crate) fn check_statement(sql: &str, schema_prefix: &str, relations: &[&str]
         .collect();
     let sql = sql.as_str();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    // A relation is named after one of these words, or called; other
+    // occurrences are columns of the same name (`group_members.topics`).
+    const BEFORE_RELATION: &[&str] = &[
+        "FROM",
+        "JOIN",
+        "INTO",
+        "UPDATE",
+        "TABLE",
+        "USING",
+        "LIKE",
+        "ONLY",
+        "TRUNCATE",
+        "ANALYZE",
+        "VACUUM",
+        "PARTITION",
+    ];
     for rel in relations {
         for (at, _) in sql.match_indices(rel) {
             let before = sql.as_bytes()[..at].last().copied();
@@ -124,7 +244,12 @@ pub(crate) fn check_statement(sql: &str, schema_prefix: &str, relations: &[&str]
             if before.is_some_and(ident) || after.is_some_and(ident) {
                 continue; // part of a longer name
             }
-            if !sql[..at].ends_with(schema_prefix) {
+            if sql[..at].ends_with(schema_prefix) {
+                continue;
+            }
+            let word = sql[..at].split_whitespace().next_back().unwrap_or("");
+            let named = BEFORE_RELATION.iter().any(|k| word.eq_ignore_ascii_case(k));
+            if named || sql[at + rel.len()..].starts_with('(') {
                 problems.push(format!("{rel} is not qualified at byte {at}"));
             }
         }
@@ -153,6 +278,107 @@ mod tests {
         assert_eq!(Param(7).to_string(), "$7");
         assert!(Commit::Flush.last_items().is_empty());
         assert_eq!(Commit::NoFlushWait.last_items().last(), Some(&NO_FLUSH_WAIT));
+    }
+
+    /// Every table, view, sequence and function of pgbroker's schema, and
+    /// the run-time names statements are built around.
+    const RELATIONS: &[&str] = &[
+        "acls",
+        "group_members",
+        "group_offsets",
+        "groups",
+        "kafka_nodes",
+        "kafka_producer_ids",
+        "kafka_producer_state",
+        "messages",
+        "orphan_segments",
+        "partitions",
+        "queue_archive",
+        "queue_archived",
+        "queue_contents",
+        "queue_dedup",
+        "queue_groups",
+        "queue_message_ids",
+        "queue_messages",
+        "queue_messages_0",
+        "queue_messages_1",
+        "queue_rotation",
+        "queues",
+        "records",
+        "schema_migrations",
+        "segments",
+        "settle_refused",
+        "topics",
+        "users",
+        "waiters",
+        TEST_SEGMENT,
+    ];
+
+    #[test]
+    fn every_registry_statement_is_complete_and_qualified() {
+        let schema = Schema::new("my_schema").expect("valid");
+        let registry = Registry::new(&schema);
+        let queues = crate::queues::statements::Statements::new(&schema);
+        let mut all = registry.all();
+        all.extend(queues.all().into_iter().map(|(n, s)| (format!("queues.{n}"), s)));
+        assert!(all.len() > 100, "{}", all.len());
+        let mut texts = std::collections::BTreeSet::new();
+        for (name, sql) in &all {
+            let problems = check_statement(sql, "\"my_schema\".", RELATIONS);
+            assert!(problems.is_empty(), "{name}: {problems:?}\n{sql}");
+            assert!(sql.contains("\"my_schema\"."), "{name} names nothing of the schema");
+            // Names given as text (regclass arguments) are qualified too.
+            for quoted in ["'queue_messages", "to_regclass(s.", "'kafka_producer_ids'"] {
+                assert!(!sql.contains(quoted), "{name}: {quoted}");
+            }
+            assert!(texts.insert(sql.as_str()), "{name} repeats another statement");
+        }
+    }
+
+    #[test]
+    fn variants_differ_only_in_their_parts() {
+        let schema = Schema::new("my_schema").expect("valid");
+        let r = Registry::new(&schema);
+        let q = crate::queues::statements::Statements::new(&schema);
+        // One expiry condition, in every statement that removes or skips
+        // expired members.
+        let expired = "m.last_heartbeat + m.session_timeout_ms * interval '1 millisecond' < now()";
+        let g = &r.groups;
+        for sql in [
+            &g.expire,
+            &g.expire_classic,
+            &g.live_count,
+            &g.join_probe,
+            &g.sync_probe,
+            &g.list_detailed,
+            &g.describe_library_members,
+        ] {
+            assert_eq!(sql.matches(expired).count(), 1, "{sql}");
+        }
+        assert!(g.expire_classic.starts_with(g.expire.as_str()));
+        assert_eq!(&g.expire_classic[g.expire.len()..], " RETURNING m.pending");
+        // Lists and lookups share their columns.
+        let s = &r.streams;
+        let one = s.topic_info.strip_suffix(" WHERE t.name = $1");
+        assert!(one.is_some() && one == s.list_topics.strip_suffix(" ORDER BY t.name"));
+        let one = q.queue_info.strip_suffix(" WHERE q.name = $1");
+        assert!(one.is_some() && one == q.list_queues.strip_suffix(" ORDER BY q.name"));
+        // A rotation moves from the other partition into the current one.
+        for (sql, into, from) in [(&q.move_into_0, 0, 1), (&q.move_into_1, 1, 0)] {
+            assert!(
+                sql.starts_with(&format!("INSERT INTO \"my_schema\".queue_messages_{into} (")),
+                "{sql}"
+            );
+            assert!(
+                sql.contains(&format!("FROM \"my_schema\".queue_messages_{from} o")),
+                "{sql}"
+            );
+        }
+        // Segment statements take the segment's name wherever it goes.
+        let drop = s.segment_drop.with("seg_7_100");
+        assert_eq!(drop.matches("\"my_schema\".seg_7_100").count(), 2, "{drop}");
+        let fetch = s.segment_fetch.with("seg_7_100");
+        assert!(fetch.contains(" FROM \"my_schema\".seg_7_100\n"), "{fetch}");
     }
 
     #[test]

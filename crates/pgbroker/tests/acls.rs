@@ -72,3 +72,44 @@ async fn bad_grants_change_nothing() {
     assert!(matches!(b.grant(&misfit).await, Err(Error::Invalid { .. })));
     assert!(b.list_acls(None).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn queue_grants_are_stored_and_checked() {
+    let db = TestDb::new().await;
+    let b = &db.broker;
+    b.add_user("alice", "pw-alice", 4096).await.expect("alice");
+    let send = acl("alice", Permission::Produce, AclResource::queue("jobs").expect("q"));
+    let receive = acl(
+        "alice",
+        Permission::Consume,
+        AclResource::queue_prefix("work-").expect("p"),
+    );
+    let admin = acl("alice", Permission::Admin, AclResource::queue_prefix("").expect("p"));
+    for a in [&send, &receive, &admin] {
+        assert!(b.grant(a).await.expect("grant"), "{a}");
+    }
+    let listed = b.list_acls(Some("alice")).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    for a in [&send, &receive, &admin] {
+        assert!(listed.contains(a), "{a} listed back");
+    }
+    let rights = b.user_acls("alice").await.expect("rights");
+    assert!(rights.allows_queue(Permission::Produce, "jobs"));
+    assert!(!rights.allows_queue(Permission::Consume, "jobs"));
+    assert!(rights.allows_queue(Permission::Consume, "work-7"));
+    assert!(rights.allows_queue(Permission::Admin, "anything"));
+    assert!(!rights.allows_topic(Permission::Produce, "jobs"));
+
+    // The table refuses a group permission on a queue even past the checks
+    // in Rust.
+    let raw = db.raw().await;
+    let refused = raw
+        .execute(
+            "INSERT INTO acls (user_name, permission, resource_type, pattern, name)
+             VALUES ('alice', 'group', 'queue', 'literal', 'jobs')",
+            &[],
+        )
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(b.list_acls(Some("alice")).await.expect("list").len(), 3);
+}

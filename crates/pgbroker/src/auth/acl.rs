@@ -1,9 +1,10 @@
-//! Access control lists for the users of the Kafka listener: which user may
-//! produce to, consume from or administer which topics, and use or
-//! administer which consumer groups.
+//! Access control lists for the users of the Kafka and SQS listeners:
+//! which user may produce to, consume from or administer which topics and
+//! queues, and use or administer which consumer groups.
 //!
 //! A grant ([`Acl`]) gives one user one [`Permission`] on one
-//! [`AclResource`]: a topic or a group, named exactly or by a name prefix
+//! [`AclResource`]: a topic, a queue or a group, named exactly or by a name
+//! prefix
 //! (the empty prefix matches every name). Grants only allow; there are no
 //! deny rules, and a user without a matching grant is refused. The rights
 //! of one user, loaded once, are a [`UserAcls`], which answers checks
@@ -21,21 +22,25 @@ use serde::{Serialize, Serializer};
 use crate::auth::users::validate_user_name;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
+use crate::queues::QueueName;
 use crate::types::{GroupId, TopicName};
 
 /// What a grant allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Permission {
-    /// Write records to a topic (Kafka's WRITE).
+    /// Write records to a topic (Kafka's WRITE), or send messages to a
+    /// queue.
     Produce,
-    /// Read records and offsets of a topic (Kafka's READ).
+    /// Read records and offsets of a topic (Kafka's READ), or receive,
+    /// delete and change the visibility of a queue's messages.
     Consume,
     /// Be a member of a consumer group and commit its offsets (Kafka's
     /// READ on a group).
     Group,
     /// Create, delete, grow, truncate and describe the configuration of a
     /// topic, or delete a group (Kafka's CREATE, DELETE, ALTER,
-    /// DESCRIBE_CONFIGS).
+    /// DESCRIBE_CONFIGS); create, delete, purge and set the attributes of
+    /// a queue.
     Admin,
 }
 
@@ -96,6 +101,11 @@ pub enum AclResource {
     /// Every group whose id starts with this prefix (all of them when
     /// empty).
     GroupPrefix(String),
+    /// One queue, by name.
+    Queue(String),
+    /// Every queue whose name starts with this prefix (all of them when
+    /// empty).
+    QueuePrefix(String),
 }
 
 impl AclResource {
@@ -123,19 +133,35 @@ impl AclResource {
         Ok(AclResource::GroupPrefix(prefix.to_string()))
     }
 
-    /// `topic` or `group`.
+    /// One queue; the name must be a valid queue name.
+    pub fn queue(name: &str) -> Result<AclResource> {
+        Ok(AclResource::Queue(QueueName::new(name)?.to_string()))
+    }
+
+    /// Queues by prefix: up to 249 characters from a queue name's alphabet,
+    /// possibly none.
+    pub fn queue_prefix(prefix: &str) -> Result<AclResource> {
+        validate_topic_prefix(prefix).map_err(|e| match e {
+            Error::Invalid { reason, .. } => Error::invalid(Invalid::QueuePrefix, reason),
+            other => other,
+        })?;
+        Ok(AclResource::QueuePrefix(prefix.to_string()))
+    }
+
+    /// `topic`, `group` or `queue`.
     pub fn resource_type(&self) -> &'static str {
         match self {
             AclResource::Topic(_) | AclResource::TopicPrefix(_) => "topic",
             AclResource::Group(_) | AclResource::GroupPrefix(_) => "group",
+            AclResource::Queue(_) | AclResource::QueuePrefix(_) => "queue",
         }
     }
 
     /// `literal` or `prefix`.
     pub fn pattern(&self) -> &'static str {
         match self {
-            AclResource::Topic(_) | AclResource::Group(_) => "literal",
-            AclResource::TopicPrefix(_) | AclResource::GroupPrefix(_) => "prefix",
+            AclResource::Topic(_) | AclResource::Group(_) | AclResource::Queue(_) => "literal",
+            AclResource::TopicPrefix(_) | AclResource::GroupPrefix(_) | AclResource::QueuePrefix(_) => "prefix",
         }
     }
 
@@ -145,7 +171,9 @@ impl AclResource {
             AclResource::Topic(n)
             | AclResource::TopicPrefix(n)
             | AclResource::Group(n)
-            | AclResource::GroupPrefix(n) => n,
+            | AclResource::GroupPrefix(n)
+            | AclResource::Queue(n)
+            | AclResource::QueuePrefix(n) => n,
         }
     }
 
@@ -156,6 +184,8 @@ impl AclResource {
             AclResource::TopicPrefix(p) => validate_topic_prefix(p),
             AclResource::Group(n) => GroupId::new(n.as_str()).map(drop),
             AclResource::GroupPrefix(p) => validate_group_prefix(p),
+            AclResource::Queue(n) => QueueName::new(n.as_str()).map(drop),
+            AclResource::QueuePrefix(p) => AclResource::queue_prefix(p).map(drop),
         }
     }
 
@@ -165,6 +195,8 @@ impl AclResource {
             ("topic", "prefix") => Some(AclResource::TopicPrefix(name)),
             ("group", "literal") => Some(AclResource::Group(name)),
             ("group", "prefix") => Some(AclResource::GroupPrefix(name)),
+            ("queue", "literal") => Some(AclResource::Queue(name)),
+            ("queue", "prefix") => Some(AclResource::QueuePrefix(name)),
             _ => None,
         }
     }
@@ -184,6 +216,14 @@ impl AclResource {
             _ => false,
         }
     }
+
+    fn matches_queue(&self, queue: &str) -> bool {
+        match self {
+            AclResource::Queue(n) => n == queue,
+            AclResource::QueuePrefix(p) => queue.starts_with(p.as_str()),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for AclResource {
@@ -193,6 +233,8 @@ impl fmt::Display for AclResource {
             AclResource::TopicPrefix(p) => write!(f, "topics with prefix {p:?}"),
             AclResource::Group(n) => write!(f, "group {n:?}"),
             AclResource::GroupPrefix(p) => write!(f, "groups with prefix {p:?}"),
+            AclResource::Queue(n) => write!(f, "queue {n:?}"),
+            AclResource::QueuePrefix(p) => write!(f, "queues with prefix {p:?}"),
         }
     }
 }
@@ -247,8 +289,8 @@ pub struct Acl {
 }
 
 impl Acl {
-    /// A validated grant. `produce` and `consume` apply to topics, `group`
-    /// to groups, `admin` to either.
+    /// A validated grant. `produce` and `consume` apply to topics and
+    /// queues, `group` to groups, `admin` to any of them.
     pub fn new(user: &str, permission: Permission, resource: AclResource) -> Result<Acl> {
         let acl = Acl {
             user: user.to_string(),
@@ -265,14 +307,14 @@ impl Acl {
         validate_user_name(&self.user)?;
         self.resource.validate()?;
         let fits = match self.permission {
-            Permission::Produce | Permission::Consume => self.resource.resource_type() == "topic",
+            Permission::Produce | Permission::Consume => self.resource.resource_type() != "group",
             Permission::Group => self.resource.resource_type() == "group",
             Permission::Admin => true,
         };
         if !fits {
             let applies = match self.permission {
                 Permission::Group => "groups (--group or --group-prefix)",
-                _ => "topics (--topic or --topic-prefix)",
+                _ => "topics and queues (--topic, --topic-prefix, --queue, --queue-prefix)",
             };
             return Err(Error::invalid(
                 Invalid::Acl,
@@ -343,6 +385,18 @@ impl UserAcls {
         self.rules.iter().any(|(_, r)| r.matches_group(group))
     }
 
+    /// True when `permission` is granted on queue `queue`.
+    pub fn allows_queue(&self, permission: Permission, queue: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|(p, r)| *p == permission && r.matches_queue(queue))
+    }
+
+    /// True when any permission is granted on queue `queue`.
+    pub fn any_on_queue(&self, queue: &str) -> bool {
+        self.rules.iter().any(|(_, r)| r.matches_queue(queue))
+    }
+
     /// True when `permission` is granted on anything.
     pub fn has(&self, permission: Permission) -> bool {
         self.rules.iter().any(|(p, _)| *p == permission)
@@ -362,13 +416,7 @@ impl Broker {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 ins AS (
-                    INSERT INTO acls (user_name, permission, resource_type, pattern, name)
-                    SELECT name, $2, $3, $4, $5 FROM u
-                    ON CONFLICT DO NOTHING
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM ins)",
+                &self.inner.sql.auth.grant,
                 &[
                     &acl.user,
                     &acl.permission.as_str(),
@@ -391,13 +439,7 @@ impl Broker {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 del AS (
-                    DELETE FROM acls
-                    WHERE user_name = $1 AND permission = $2 AND resource_type = $3
-                      AND pattern = $4 AND name = $5
-                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM del)",
+                &self.inner.sql.auth.revoke,
                 &[
                     &acl.user,
                     &acl.permission.as_str(),
@@ -422,21 +464,12 @@ impl Broker {
         let client = self.client().await?;
         if let Some(user) = user {
             validate_user_name(user)?;
-            let exists = client
-                .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
-                .await?;
+            let exists = client.query_opt(&self.inner.sql.auth.user_exists, &[&user]).await?;
             if exists.is_none() {
                 return Err(Error::UnknownUser(user.to_string()));
             }
         }
-        let rows = client
-            .query(
-                "SELECT user_name, permission, resource_type, pattern, name FROM acls
-                 WHERE $1::text IS NULL OR user_name = $1
-                 ORDER BY user_name, resource_type, pattern, name, permission",
-                &[&user],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.auth.list_acls, &[&user]).await?;
         let mut acls = Vec::with_capacity(rows.len());
         for r in rows {
             let permission: Permission = r.get::<_, String>(1).parse()?;
@@ -483,6 +516,12 @@ mod tests {
         assert!(AclResource::group("").is_err());
         assert!(AclResource::group_prefix("tab\t").is_err());
         assert!(AclResource::group_prefix("").is_ok());
+        assert!(AclResource::queue("jobs.fifo").is_ok());
+        assert!(AclResource::queue("").is_err());
+        assert!(AclResource::queue("a/b").is_err());
+        assert!(AclResource::queue_prefix("").is_ok());
+        assert!(AclResource::queue_prefix("jobs-").is_ok());
+        assert!(AclResource::queue_prefix("x' OR 1=1").is_err());
     }
 
     #[test]
@@ -494,6 +533,11 @@ mod tests {
         assert!(Acl::new("alice", Permission::Group, topic.clone()).is_err());
         assert!(Acl::new("alice", Permission::Group, group.clone()).is_ok());
         assert!(Acl::new("alice", Permission::Admin, group).is_ok());
+        let queue = AclResource::queue("jobs").expect("queue");
+        assert!(Acl::new("alice", Permission::Produce, queue.clone()).is_ok());
+        assert!(Acl::new("alice", Permission::Consume, queue.clone()).is_ok());
+        assert!(Acl::new("alice", Permission::Admin, queue.clone()).is_ok());
+        assert!(Acl::new("alice", Permission::Group, queue).is_err());
         assert!(Acl::new("a,b", Permission::Admin, topic).is_err());
         assert!("write".parse::<Permission>().is_err());
         assert_eq!("consume".parse::<Permission>().expect("known"), Permission::Consume);
@@ -519,6 +563,19 @@ mod tests {
         );
         assert!(!acls.any_on_topic("app-1"), "group grants say nothing of topics");
         assert!(acls.has(Permission::Produce) && !acls.has(Permission::Admin));
+        assert!(!acls.any_on_queue("orders"), "topic grants say nothing of queues");
+        let queues = UserAcls::from_acls([
+            Acl::new("u", Permission::Produce, AclResource::queue("jobs").expect("q")).expect("acl"),
+            Acl::new("u", Permission::Consume, AclResource::queue_prefix("work-").expect("p")).expect("acl"),
+        ]);
+        assert!(queues.allows_queue(Permission::Produce, "jobs"));
+        assert!(!queues.allows_queue(Permission::Consume, "jobs"));
+        assert!(queues.allows_queue(Permission::Consume, "work-1"));
+        assert!(
+            !queues.allows_topic(Permission::Produce, "jobs"),
+            "queue grants say nothing of topics"
+        );
+        assert!(queues.any_on_queue("jobs") && !queues.any_on_queue("jobs2"));
         let everything =
             UserAcls::from_acls([
                 Acl::new("u", Permission::Admin, AclResource::topic_prefix("").expect("p")).expect("acl"),

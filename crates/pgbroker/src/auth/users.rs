@@ -190,13 +190,7 @@ impl Broker {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "INSERT INTO users (name, salt, iterations, stored_key, server_key)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (name) DO UPDATE
-                    SET salt = excluded.salt, iterations = excluded.iterations,
-                        stored_key = excluded.stored_key, server_key = excluded.server_key,
-                        updated_at = now()
-                 RETURNING xmax = 0",
+                &self.inner.sql.auth.add_user,
                 &[
                     &name,
                     &creds.salt,
@@ -212,7 +206,7 @@ impl Broker {
     /// Removes a user; [`Error::UnknownUser`] when there is none.
     pub async fn remove_user(&self, name: &str) -> Result<()> {
         let client = self.client().await?;
-        let n = client.execute("DELETE FROM users WHERE name = $1", &[&name]).await?;
+        let n = client.execute(&self.inner.sql.auth.remove_user, &[&name]).await?;
         if n == 0 {
             return Err(Error::UnknownUser(name.to_string()));
         }
@@ -222,12 +216,7 @@ impl Broker {
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name, iterations, created_at, updated_at FROM users ORDER BY name",
-                &[],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.auth.list_users, &[]).await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -251,10 +240,7 @@ impl Broker {
         }
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT salt, iterations, stored_key, server_key FROM users WHERE name = $1",
-                &[&name],
-            )
+            .query_opt(&self.inner.sql.auth.scram_credentials, &[&name])
             .await?;
         let Some(row) = row else {
             return Ok(None);

@@ -3,6 +3,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod notify;
+pub(crate) mod statements;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -90,6 +91,8 @@ pub(crate) struct Inner {
     pub produce_sql: String,
     /// Locks a partition row in a caller's transaction (outbox path).
     pub outbox_lock_sql: String,
+    /// Every other area's statements, qualified with the schema.
+    pub sql: crate::sql::Registry,
     pub wakeups: Wakeups,
     /// Spaces connection attempts out while Postgres is unreachable.
     pub(crate) connect_backoff: crate::broker::backoff::ConnectBackoff,
@@ -197,6 +200,7 @@ impl Broker {
             channel: format!("pgbroker_{}", config.schema),
             produce_sql: schema.qualify(crate::streams::produce::PRODUCE),
             outbox_lock_sql: schema.qualify(crate::streams::produce::OUTBOX_LOCK),
+            sql: crate::sql::Registry::new(&schema),
             schema: config.schema.clone(),
             wakeups: Wakeups::default(),
             connect_backoff: Default::default(),
@@ -220,7 +224,7 @@ impl Broker {
         if config.migrate {
             migrate::migrate(&mut client, &config.schema).await?;
         } else {
-            check_version(&client, &config.schema).await?;
+            check_version(&broker.inner.sql.broker, &client, &config.schema).await?;
         }
         Ok(broker)
     }
@@ -301,7 +305,7 @@ impl Broker {
             }
         }
         let client = self.client().await?;
-        let meta = Arc::new(load_topic_meta(&client, name).await?);
+        let meta = Arc::new(load_topic_meta(&self.inner.sql.broker, &client, name).await?);
         if let Ok(mut m) = self.inner.topics.lock() {
             m.insert(name.as_str().to_string(), (Instant::now(), meta.clone()));
         }
@@ -344,10 +348,8 @@ impl Broker {
     }
 }
 
-async fn check_version(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
-    let row = client
-        .query_opt("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
-        .await;
+async fn check_version(sql: &statements::Statements, client: &tokio_postgres::Client, schema: &str) -> Result<()> {
+    let row = client.query_opt(&sql.check_version, &[]).await;
     if let Ok(Some(row)) = row {
         let found: i32 = row.get(0);
         if found > migrate::latest_version() {
@@ -361,15 +363,13 @@ async fn check_version(client: &tokio_postgres::Client, schema: &str) -> Result<
     Ok(())
 }
 
-pub(crate) async fn load_topic_meta(client: &tokio_postgres::Client, name: &TopicName) -> Result<TopicMeta> {
+pub(crate) async fn load_topic_meta(
+    sql: &statements::Statements,
+    client: &tokio_postgres::Client,
+    name: &TopicName,
+) -> Result<TopicMeta> {
     let row = client
-        .query_opt(
-            "SELECT t.segment_records, t.max_message_bytes,
-                    coalesce(array_agg(p.id ORDER BY p.partition) FILTER (WHERE p.id IS NOT NULL), '{}')
-             FROM topics t LEFT JOIN partitions p ON p.topic_id = t.id
-             WHERE t.name = $1 GROUP BY t.id",
-            &[&name.as_str()],
-        )
+        .query_opt(&sql.load_topic_meta, &[&name.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
     let max: i32 = row.get(1);

@@ -176,9 +176,7 @@ impl Broker {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO waiters (partition_id, listener, until)
-                 SELECT unnest($1::bigint[]), $2, now() + $3::bigint * interval '1 millisecond'
-                 ON CONFLICT (partition_id, listener) DO UPDATE SET until = EXCLUDED.until",
+                &self.inner.sql.broker.register_waiter,
                 &[&due, &wakeups.listener_id, &ttl_ms],
             )
             .await?;

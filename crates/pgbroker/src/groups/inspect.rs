@@ -3,9 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::{
-    is_foreign, parse_assignment, CommittedOffset, GroupDescription, MemberInfo, OffsetCommit, PartitionLag, EXPIRE_SQL,
-};
+use super::{is_foreign, parse_assignment, CommittedOffset, GroupDescription, MemberInfo, OffsetCommit, PartitionLag};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::streams::fetch::OffsetSpec;
@@ -30,9 +28,7 @@ impl Broker {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT o.partition, o.\"offset\", o.metadata FROM group_offsets o
-                 JOIN topics t ON t.id = o.topic_id
-                 WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition",
+                &self.inner.sql.groups.committed_offsets,
                 &[&group.as_str(), &topic.as_str()],
             )
             .await?;
@@ -49,12 +45,7 @@ impl Broker {
     /// Every group that has members or committed offsets, by name.
     pub async fn list_groups(&self) -> Result<Vec<GroupId>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name FROM groups UNION SELECT group_name FROM group_offsets ORDER BY 1",
-                &[],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.groups.list_groups, &[]).await?;
         rows.iter().map(|r| GroupId::new(r.get::<_, String>(0))).collect()
     }
 
@@ -63,19 +54,10 @@ impl Broker {
     pub async fn describe_group(&self, group: &GroupId) -> Result<GroupDescription> {
         let client = self.client().await?;
         let head = client
-            .query_opt(
-                "SELECT generation, strategy, protocol_type, state FROM groups WHERE name = $1",
-                &[&group.as_str()],
-            )
+            .query_opt(&self.inner.sql.groups.describe_group, &[&group.as_str()])
             .await?;
         let members: Vec<MemberInfo> = client
-            .query(
-                "SELECT member_id, client_id, last_heartbeat, assignment FROM group_members
-                 WHERE group_name = $1 AND NOT pending
-                   AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
-                 ORDER BY member_id",
-                &[&group.as_str()],
-            )
+            .query(&self.inner.sql.groups.describe_members, &[&group.as_str()])
             .await?
             .iter()
             .map(|r| MemberInfo {
@@ -86,16 +68,7 @@ impl Broker {
             })
             .collect();
         let rows = client
-            .query(
-                "SELECT t.name, p.partition, o.\"offset\", p.next_offset, p.log_start
-                 FROM topics t JOIN partitions p ON p.topic_id = t.id
-                 LEFT JOIN group_offsets o
-                   ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
-                 WHERE t.id IN (SELECT topic_id FROM group_offsets WHERE group_name = $1)
-                    OR t.name IN (SELECT unnest(topics) FROM group_members WHERE group_name = $1)
-                 ORDER BY t.name, p.partition",
-                &[&group.as_str()],
-            )
+            .query(&self.inner.sql.groups.describe_partitions, &[&group.as_str()])
             .await?;
         if head.is_none() && rows.is_empty() {
             return Err(Error::UnknownGroup(group.to_string()));
@@ -185,23 +158,20 @@ impl Broker {
     pub async fn delete_group(&self, group: &GroupId) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT 1 FROM groups WHERE name = $1 FOR UPDATE", &[&group.as_str()])
+        tx.execute(&self.inner.sql.groups.lock_any_group, &[&group.as_str()])
             .await?;
-        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
+        tx.execute(&self.inner.sql.groups.expire, &[&group.as_str()]).await?;
         let live = tx
-            .query_one(
-                "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending",
-                &[&group.as_str()],
-            )
+            .query_one(&self.inner.sql.groups.count_members, &[&group.as_str()])
             .await?;
         if live.get::<_, i64>(0) > 0 {
             return Err(Error::GroupNotEmpty(group.to_string()));
         }
         let a = tx
-            .execute("DELETE FROM groups WHERE name = $1", &[&group.as_str()])
+            .execute(&self.inner.sql.groups.delete_group, &[&group.as_str()])
             .await?;
         let b = tx
-            .execute("DELETE FROM group_offsets WHERE group_name = $1", &[&group.as_str()])
+            .execute(&self.inner.sql.groups.delete_offsets, &[&group.as_str()])
             .await?;
         if a + b == 0 {
             return Err(Error::UnknownGroup(group.to_string()));

@@ -22,6 +22,7 @@
 mod assign;
 mod classic;
 mod inspect;
+pub(crate) mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_milli
 
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
+use crate::groups::statements::Statements;
 use crate::types::{GroupId, TopicName, TopicPartition};
 
 /// Settings a member joins with.
@@ -162,9 +164,6 @@ pub struct GroupDescription {
     pub partitions: Vec<PartitionLag>,
 }
 
-const EXPIRE_SQL: &str = "DELETE FROM group_members
-     WHERE group_name = $1 AND last_heartbeat + session_timeout_ms * interval '1 millisecond' < now()";
-
 fn parse_assignment(v: serde_json::Value) -> Vec<TopicPartition> {
     serde_json::from_value(v).unwrap_or_default()
 }
@@ -182,13 +181,8 @@ fn session_ms(d: Duration) -> Result<i32> {
 
 /// Locks the group's row. Returns its generation and strategy, or
 /// [`Error::InconsistentGroupProtocol`] for a Kafka (classic) group.
-async fn lock_group(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
-    let row = tx
-        .query_opt(
-            "SELECT generation, strategy, protocol_type FROM groups WHERE name = $1 FOR UPDATE",
-            &[&group.as_str()],
-        )
-        .await?;
+async fn lock_group(sql: &Statements, tx: &Transaction<'_>, group: &GroupId) -> Result<Option<(i32, Strategy)>> {
+    let row = tx.query_opt(&sql.lock_library, &[&group.as_str()]).await?;
     Ok(match row {
         Some(r) if is_foreign(&r.get::<_, String>(2)) => {
             return Err(Error::InconsistentGroupProtocol(group.to_string()))
@@ -206,55 +200,31 @@ fn is_foreign(protocol_type: &str) -> bool {
 
 /// Makes a locked group a library group when it is a classic group without
 /// live members; [`Error::InconsistentGroupProtocol`] when it has some.
-async fn adopt_group(tx: &Transaction<'_>, group: &GroupId) -> Result<()> {
-    let protocol_type: String = tx
-        .query_one(
-            "SELECT protocol_type FROM groups WHERE name = $1 FOR UPDATE",
-            &[&group.as_str()],
-        )
-        .await?
-        .get(0);
+async fn adopt_group(sql: &Statements, tx: &Transaction<'_>, group: &GroupId) -> Result<()> {
+    let protocol_type: String = tx.query_one(&sql.protocol_type, &[&group.as_str()]).await?.get(0);
     if protocol_type == LIBRARY_PROTOCOL {
         return Ok(());
     }
-    let live: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_name = $1 AND NOT pending
-                 AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now())",
-            &[&group.as_str()],
-        )
-        .await?
-        .get(0);
+    let live: bool = tx.query_one(&sql.has_live_members, &[&group.as_str()]).await?.get(0);
     if live {
         return Err(Error::InconsistentGroupProtocol(group.to_string()));
     }
-    tx.execute("DELETE FROM group_members WHERE group_name = $1", &[&group.as_str()])
-        .await?;
-    tx.execute(
-        "UPDATE groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
-                rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
-         WHERE name = $1",
-        &[&group.as_str(), &LIBRARY_PROTOCOL],
-    )
-    .await?;
+    tx.execute(&sql.delete_members, &[&group.as_str()]).await?;
+    tx.execute(&sql.adopt, &[&group.as_str(), &LIBRARY_PROTOCOL]).await?;
     Ok(())
 }
 
 /// Recomputes the assignment of a locked group. Bumps the generation when
 /// `force` is set or any member's partitions change. Returns the generation.
 async fn rebalance(
+    sql: &Statements,
     tx: &Transaction<'_>,
     group: &GroupId,
     generation: i32,
     strategy: Strategy,
     force: bool,
 ) -> Result<i32> {
-    let rows = tx
-        .query(
-            "SELECT member_id, topics, assignment FROM group_members WHERE group_name = $1",
-            &[&group.as_str()],
-        )
-        .await?;
+    let rows = tx.query(&sql.subscriptions, &[&group.as_str()]).await?;
     let mut members = Vec::with_capacity(rows.len());
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for r in &rows {
@@ -267,13 +237,7 @@ async fn rebalance(
         });
     }
     let wanted: Vec<String> = wanted.into_iter().collect();
-    let counts = tx
-        .query(
-            "SELECT t.name, count(p.id)::int FROM topics t JOIN partitions p ON p.topic_id = t.id
-             WHERE t.name = ANY($1) GROUP BY t.name",
-            &[&wanted],
-        )
-        .await?;
+    let counts = tx.query(&sql.partition_counts, &[&wanted]).await?;
     let partitions: BTreeMap<TopicName, i32> = counts
         .iter()
         .filter_map(|r| Some((TopicName::new(r.get::<_, String>(0)).ok()?, r.get(1))))
@@ -288,17 +252,10 @@ async fn rebalance(
     let next = generation.wrapping_add(1).max(1);
     for (member, parts) in &assignment {
         let json = serde_json::to_value(parts).map_err(|e| Error::invalid(Invalid::Assignment, e))?;
-        tx.execute(
-            "UPDATE group_members SET assignment = $3 WHERE group_name = $1 AND member_id = $2",
-            &[&group.as_str(), member, &json],
-        )
-        .await?;
+        tx.execute(&sql.set_assignment, &[&group.as_str(), member, &json])
+            .await?;
     }
-    tx.execute(
-        "UPDATE groups SET generation = $2, updated_at = now() WHERE name = $1",
-        &[&group.as_str(), &next],
-    )
-    .await?;
+    tx.execute(&sql.set_generation, &[&group.as_str(), &next]).await?;
     tracing::debug!(group = %group, generation = next, members = members.len(), "group rebalanced");
     Ok(next)
 }
@@ -332,26 +289,23 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO groups (name, strategy) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &self.inner.sql.groups.create_group,
             &[&group.as_str(), &options.strategy.as_str()],
         )
         .await?;
-        adopt_group(&tx, group).await?;
-        let (generation, strategy) = lock_group(&tx, group)
+        adopt_group(&self.inner.sql.groups, &tx, group).await?;
+        let (generation, strategy) = lock_group(&self.inner.sql.groups, &tx, group)
             .await?
             .ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
-        let mut changed = tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0;
+        let mut changed = tx.execute(&self.inner.sql.groups.expire, &[&group.as_str()]).await? > 0;
         let id = match member_id {
             Some(id) => {
                 let row = tx
-                    .query_opt(
-                        "SELECT topics FROM group_members WHERE group_name = $1 AND member_id = $2",
-                        &[&group.as_str(), &id],
-                    )
+                    .query_opt(&self.inner.sql.groups.member_topics, &[&group.as_str(), &id])
                     .await?;
                 let Some(row) = row else {
                     if changed {
-                        rebalance(&tx, group, generation, strategy, true).await?;
+                        rebalance(&self.inner.sql.groups, &tx, group, generation, strategy, true).await?;
                     }
                     tx.commit().await?;
                     return Err(Error::UnknownMember {
@@ -361,8 +315,7 @@ impl Broker {
                 };
                 changed |= row.get::<_, Vec<String>>(0) != subscribed;
                 tx.execute(
-                    "UPDATE group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4
-                     WHERE group_name = $1 AND member_id = $2",
+                    &self.inner.sql.groups.rejoin,
                     &[&group.as_str(), &id, &timeout, &subscribed],
                 )
                 .await?;
@@ -371,8 +324,7 @@ impl Broker {
             None => {
                 let id = format!("{}-{:016x}", options.client_id, rand::thread_rng().gen::<u64>());
                 tx.execute(
-                    "INSERT INTO group_members (group_name, member_id, client_id, session_timeout_ms, topics)
-                     VALUES ($1, $2, $3, $4, $5)",
+                    &self.inner.sql.groups.add_member,
                     &[&group.as_str(), &id, &options.client_id, &timeout, &subscribed],
                 )
                 .await?;
@@ -380,12 +332,9 @@ impl Broker {
                 id
             }
         };
-        let generation = rebalance(&tx, group, generation, strategy, changed).await?;
+        let generation = rebalance(&self.inner.sql.groups, &tx, group, generation, strategy, changed).await?;
         let row = tx
-            .query_one(
-                "SELECT assignment FROM group_members WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &id],
-            )
+            .query_one(&self.inner.sql.groups.member_assignment, &[&group.as_str(), &id])
             .await?;
         tx.commit().await?;
         Ok(Membership {
@@ -407,17 +356,14 @@ impl Broker {
             group: group.to_string(),
             member: member_id.to_string(),
         };
-        let Some((mut current, strategy)) = lock_group(&tx, group).await? else {
+        let Some((mut current, strategy)) = lock_group(&self.inner.sql.groups, &tx, group).await? else {
             return Err(unknown());
         };
-        if tx.execute(EXPIRE_SQL, &[&group.as_str()]).await? > 0 {
-            current = rebalance(&tx, group, current, strategy, true).await?;
+        if tx.execute(&self.inner.sql.groups.expire, &[&group.as_str()]).await? > 0 {
+            current = rebalance(&self.inner.sql.groups, &tx, group, current, strategy, true).await?;
         }
         let alive = tx
-            .execute(
-                "UPDATE group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &member_id],
-            )
+            .execute(&self.inner.sql.groups.touch, &[&group.as_str(), &member_id])
             .await?
             > 0;
         tx.commit().await?;
@@ -443,18 +389,17 @@ impl Broker {
             group: group.to_string(),
             member: member_id.to_string(),
         };
-        let (generation, strategy) = lock_group(&tx, group).await?.ok_or_else(unknown)?;
+        let (generation, strategy) = lock_group(&self.inner.sql.groups, &tx, group)
+            .await?
+            .ok_or_else(unknown)?;
         let gone = tx
-            .execute(
-                "DELETE FROM group_members WHERE group_name = $1 AND member_id = $2",
-                &[&group.as_str(), &member_id],
-            )
+            .execute(&self.inner.sql.groups.remove_member, &[&group.as_str(), &member_id])
             .await?;
         if gone == 0 {
             return Err(unknown());
         }
-        tx.execute(EXPIRE_SQL, &[&group.as_str()]).await?;
-        rebalance(&tx, group, generation, strategy, true).await?;
+        tx.execute(&self.inner.sql.groups.expire, &[&group.as_str()]).await?;
+        rebalance(&self.inner.sql.groups, &tx, group, generation, strategy, true).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -481,10 +426,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let state = tx
-            .query_opt(
-                "SELECT generation, protocol_type FROM groups WHERE name = $1 FOR SHARE",
-                &[&group.as_str()],
-            )
+            .query_opt(&self.inner.sql.groups.share_group, &[&group.as_str()])
             .await?;
         if member.is_some() && state.as_ref().is_some_and(|r| is_foreign(r.get(1))) {
             return Err(Error::InconsistentGroupProtocol(group.to_string()));
@@ -498,9 +440,7 @@ impl Broker {
                 let current: i32 = state.ok_or_else(unknown)?.get(0);
                 let row = tx
                     .query_opt(
-                        "SELECT assignment FROM group_members
-                         WHERE group_name = $1 AND member_id = $2
-                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
+                        &self.inner.sql.groups.live_member_assignment,
                         &[&group.as_str(), &member_id],
                     )
                     .await?
@@ -529,35 +469,31 @@ impl Broker {
             }
             None => {
                 let live = tx
-                    .query_one(
-                        "SELECT count(*) FROM group_members WHERE group_name = $1 AND NOT pending
-                           AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()",
-                        &[&group.as_str()],
-                    )
+                    .query_one(&self.inner.sql.groups.count_live_members, &[&group.as_str()])
                     .await?;
                 if live.get::<_, i64>(0) > 0 {
                     return Err(Error::GroupNotEmpty(group.to_string()));
                 }
             }
         }
-        upsert_offsets(&tx, group, offsets).await?;
+        upsert_offsets(&self.inner.sql.groups, &tx, group, offsets).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn upsert_offsets(tx: &Transaction<'_>, group: &GroupId, offsets: &[OffsetCommit]) -> Result<()> {
+async fn upsert_offsets(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &GroupId,
+    offsets: &[OffsetCommit],
+) -> Result<()> {
     let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
     let partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
     let values: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
     let metadata: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
     tx.execute(
-        "INSERT INTO group_offsets (group_name, topic_id, partition, \"offset\", metadata)
-         SELECT $1, t.id, x.partition, x.off, x.meta
-         FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS x(topic, partition, off, meta)
-         JOIN topics t ON t.name = x.topic
-         ON CONFLICT (group_name, topic_id, partition)
-         DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()",
+        &sql.upsert_offsets,
         &[&group.as_str(), &topics, &partitions, &values, &metadata],
     )
     .await?;

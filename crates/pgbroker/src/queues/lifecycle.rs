@@ -8,10 +8,6 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::types::to_millis;
 
-const INFO_SQL: &str = "SELECT q.name, q.visibility_timeout_ms, q.max_attempts, d.name, q.backoff_base_ms,
-        q.backoff_max_ms, q.archive_retention_ms, q.max_message_bytes, q.created_at, q.id, q.dead_letter_id
- FROM queues q LEFT JOIN queues d ON d.id = q.dead_letter_id";
-
 fn info_from_row(row: &tokio_postgres::Row) -> Result<QueueInfo> {
     let dead_letter: Option<String> = row.get(3);
     let max: i32 = row.get(7);
@@ -29,45 +25,18 @@ fn info_from_row(row: &tokio_postgres::Row) -> Result<QueueInfo> {
     })
 }
 
-pub(crate) const STATS_SQL: &str = "
-WITH m AS (
-    SELECT visible_at, receipt IS NOT NULL AS leased, enqueued_at, false AS dead
-    FROM queue_messages WHERE queue_id = $1 AND head AND NOT timed
-    UNION ALL
-    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
-    FROM queue_messages WHERE queue_id = $1 AND head AND timed
-    UNION ALL
-    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
-    FROM queue_messages WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
-    UNION ALL
-    SELECT visible_at, false, enqueued_at, true
-    FROM queue_messages WHERE queue_id = $1 AND dead
-)
-SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
-       count(*) FILTER (WHERE NOT dead AND leased AND visible_at > now()),
-       count(*) FILTER (WHERE NOT dead AND NOT leased AND visible_at > now()),
-       count(*) FILTER (WHERE dead)
-         + (SELECT count(*) FROM queue_messages WHERE dead_source = $1 AND queue_id <> $1),
-       (extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE NOT dead AND visible_at <= now()))
-         * 1000)::bigint
-FROM m";
-
-const CREATE_SQL: &str = "INSERT INTO queues (name, visibility_timeout_ms, max_attempts, dead_letter_id,
-                        backoff_base_ms, backoff_max_ms, archive_retention_ms, max_message_bytes)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id";
-
-const UPDATE_SQL: &str = "UPDATE queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
-            backoff_base_ms = $5, backoff_max_ms = $6, archive_retention_ms = $7, max_message_bytes = $8
-     WHERE name = $1 RETURNING id";
-
 /// The id of the config's dead-letter queue, if any, locked so that it
 /// cannot be deleted before the caller's transaction ends.
-async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueConfig) -> Result<Option<i64>> {
+async fn lock_dead_letter(
+    sql: &super::statements::Statements,
+    tx: &tokio_postgres::Transaction<'_>,
+    config: &QueueConfig,
+) -> Result<Option<i64>> {
     let Some(d) = &config.dead_letter else {
         return Ok(None);
     };
     let row = tx
-        .query_opt("SELECT id FROM queues WHERE name = $1 FOR KEY SHARE", &[&d.as_str()])
+        .query_opt(&sql.lock_dead_letter, &[&d.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownQueue(d.to_string()))?;
     Ok(Some(row.get(0)))
@@ -76,16 +45,26 @@ async fn lock_dead_letter(tx: &tokio_postgres::Transaction<'_>, config: &QueueCo
 impl Broker {
     /// Creates a queue. Its dead-letter queue, if any, must exist.
     pub async fn create_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
-        self.write_queue(name, config, CREATE_SQL, Error::QueueExists(name.to_string()))
-            .await
+        self.write_queue(
+            name,
+            config,
+            &self.inner.queues.sql.create_queue,
+            Error::QueueExists(name.to_string()),
+        )
+        .await
     }
 
     /// Replaces a queue's settings. Messages keep their state; new limits
     /// apply from their next delivery or settlement (other brokers see them
     /// within two seconds).
     pub async fn update_queue(&self, name: &QueueName, config: &QueueConfig) -> Result<QueueInfo> {
-        self.write_queue(name, config, UPDATE_SQL, Error::UnknownQueue(name.to_string()))
-            .await
+        self.write_queue(
+            name,
+            config,
+            &self.inner.queues.sql.update_queue,
+            Error::UnknownQueue(name.to_string()),
+        )
+        .await
     }
 
     /// Runs `sql` (create or update, both taking the same parameters) with
@@ -100,7 +79,7 @@ impl Broker {
         config.validate(name)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let dead_letter_id = lock_dead_letter(&tx, config).await?;
+        let dead_letter_id = lock_dead_letter(&self.inner.queues.sql, &tx, config).await?;
         let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &name.as_str(),
@@ -124,7 +103,7 @@ impl Broker {
     pub async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
         let client = self.client().await?;
         let row = client
-            .query_opt(&format!("{INFO_SQL} WHERE q.name = $1"), &[&name.as_str()])
+            .query_opt(&self.inner.queues.sql.queue_info, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
         info_from_row(&row)
@@ -133,7 +112,7 @@ impl Broker {
     /// All queues, by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         let client = self.client().await?;
-        let rows = client.query(&format!("{INFO_SQL} ORDER BY q.name"), &[]).await?;
+        let rows = client.query(&self.inner.queues.sql.list_queues, &[]).await?;
         rows.iter().map(info_from_row).collect()
     }
 
@@ -142,7 +121,9 @@ impl Broker {
     pub async fn queue_stats(&self, name: &QueueName) -> Result<QueueStats> {
         let meta = self.queue_meta(name).await?;
         let client = self.client().await?;
-        let row = client.query_one(STATS_SQL, &[&meta.id]).await?;
+        let row = client
+            .query_one(&self.inner.queues.sql.queue_stats, &[&meta.id])
+            .await?;
         Ok(QueueStats {
             ready: row.get(0),
             in_flight: row.get(1),
@@ -166,30 +147,21 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id: i64 = tx
-            .query_opt("SELECT id FROM queues WHERE name = $1 FOR UPDATE", &[&name.as_str()])
+            .query_opt(&self.inner.queues.sql.lock_queue, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownQueue(name.to_string()))?
             .get(0);
-        if let Some(row) = tx
-            .query_opt(
-                "SELECT name FROM queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1",
-                &[&id],
-            )
-            .await?
-        {
+        if let Some(row) = tx.query_opt(&self.inner.queues.sql.dead_letter_user, &[&id]).await? {
             return Err(Error::QueueInUse {
                 queue: name.to_string(),
                 used_by: row.get(0),
             });
         }
         tx.execute(self.inner.queues.sql.delete_all.as_str(), &[&id]).await?;
-        tx.execute("DELETE FROM queue_groups WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queue_dedup WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queue_archive WHERE queue_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queues WHERE id = $1", &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_groups, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_dedup, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue_archive, &[&id]).await?;
+        tx.execute(&self.inner.queues.sql.delete_queue, &[&id]).await?;
         tx.commit().await?;
         self.forget_queue(name.as_str());
         Ok(())

@@ -35,9 +35,9 @@ const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
 const ROTATE_MIN_BYTES: i64 = 8 << 20;
 /// Most live rows a rotation moves; more and it waits for them to drain.
 pub(crate) const MAX_MOVE: i64 = 20_000;
-/// How long a rotation waits for its lock. Statements on the queue tables
+/// Sets how long a rotation waits for its lock. Statements on the queue tables
 /// queue behind a waiting rotation, so this bounds the stall it can cause.
-const ROTATE_LOCK_TIMEOUT: &str = "200ms";
+const ROTATE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
 /// The current partition is analyzed once it holds this much after a
 /// rotation.
 const ANALYZE_MIN_BYTES: i64 = 64 << 10;
@@ -81,42 +81,6 @@ pub struct QueueMaintenance {
     pub archive_expired: u64,
     /// Rows of deleted queues removed.
     pub orphans_removed: u64,
-}
-
-/// The partition of slot `n`; only these two names are ever placed in SQL.
-fn partition(slot: i16) -> &'static str {
-    if slot == 0 {
-        "queue_messages_0"
-    } else {
-        "queue_messages_1"
-    }
-}
-
-const COLUMNS: &str = "id, queue_id, visible_at, enqueued_at, attempts, dead_attempts, priority, head, timed, \
-                       dead, receipt, dead_source, group_key, dedup_key, last_error, headers, body";
-
-const ARCHIVE_EXPIRY: &str = "
-DELETE FROM queue_archive WHERE ctid = ANY(ARRAY(
-    SELECT a.ctid FROM queues q, LATERAL (
-        SELECT x.ctid FROM queue_archive x
-        WHERE x.queue_id = q.id
-          AND x.acked_at < now() - coalesce(q.archive_retention_ms, 0) * interval '1 millisecond'
-        LIMIT 10000) a))";
-
-/// Deletes the rows of `table` whose queue is gone, visiting each distinct
-/// queue id once through the index that starts with it.
-fn orphans_sql(table: &str) -> String {
-    format!(
-        "WITH RECURSIVE ids AS (
-             (SELECT queue_id FROM {table} ORDER BY queue_id LIMIT 1)
-             UNION ALL
-             SELECT (SELECT t.queue_id FROM {table} t WHERE t.queue_id > ids.queue_id
-                     ORDER BY t.queue_id LIMIT 1)
-             FROM ids WHERE ids.queue_id IS NOT NULL)
-         DELETE FROM {table} WHERE queue_id IN (
-             SELECT queue_id FROM ids
-             WHERE queue_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.id = ids.queue_id))"
-    )
 }
 
 impl Broker {
@@ -206,20 +170,19 @@ impl Broker {
         }
         let client = self.client().await?;
         if archive {
-            let n = client.execute(ARCHIVE_EXPIRY, &[]).await?;
+            let n = client.execute(&self.inner.queues.sql.archive_expiry, &[]).await?;
             report.archive_expired = n;
-            client.execute(crate::sql_api::MARK_MAINTAINED, &[]).await?;
+            client.execute(&self.inner.queues.sql.mark_maintained, &[]).await?;
             self.set_schedule(|s| s.next_archive = Some(Instant::now() + ARCHIVE_INTERVAL));
         }
         if orphans {
-            for table in ["queue_groups", "queue_dedup", "queue_archive"] {
-                report.orphans_removed += client.execute(&orphans_sql(table), &[]).await?;
+            let sql = &self.inner.queues.sql;
+            for orphans in [&sql.orphan_groups, &sql.orphan_dedup, &sql.orphan_archive] {
+                report.orphans_removed += client.execute(orphans, &[]).await?;
             }
             // Registrations of long-gone long polls (stream retention also
             // clears them, but a queue-only deployment may never run it).
-            client
-                .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
-                .await?;
+            client.execute(&self.inner.sql.streams.expire_waiters, &[]).await?;
             self.set_schedule(|s| s.next_orphans = Some(Instant::now() + ORPHAN_INTERVAL));
         }
         Ok(report)
@@ -235,12 +198,7 @@ impl Broker {
     async fn analyze_current(&self) -> Result<bool> {
         let client = self.client().await?;
         let row = client
-            .query_one(
-                "SELECT current, extract(epoch FROM rotated_at)::float8,
-                        pg_relation_size(CASE current WHEN 0 THEN 'queue_messages_0' ELSE 'queue_messages_1' END)
-                 FROM queue_rotation",
-                &[],
-            )
+            .query_one(&self.inner.queues.sql.current_partition_size, &[])
             .await?;
         let (current, rotated_at, size): (i16, f64, i64) = (row.get(0), row.get(1), row.get(2));
         let done = match self.inner.queues.maintenance.lock() {
@@ -253,7 +211,9 @@ impl Broker {
         if size < ANALYZE_MIN_BYTES {
             return Ok(false);
         }
-        client.batch_execute(&format!("ANALYZE {}", partition(current))).await?;
+        client
+            .batch_execute(&self.inner.queues.sql.analyze.with(partition(current)))
+            .await?;
         self.set_schedule(|s| s.analyzed_for = Some(rotated_at));
         Ok(true)
     }
@@ -269,14 +229,7 @@ impl Broker {
     /// when it did not rotate, an error when its lock was not available.
     async fn rotate(&self, force: bool) -> Result<Option<(u64, i64)>> {
         let mut client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
-                        pg_total_relation_size('queue_messages_0'), pg_total_relation_size('queue_messages_1')
-                 FROM queue_rotation",
-                &[],
-            )
-            .await?;
+        let row = client.query_one(&self.inner.queues.sql.partition_sizes, &[]).await?;
         let (current, age, size0, size1): (i16, f64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
         let other = 1 - current;
         let other_size = if other == 0 { size0 } else { size1 };
@@ -287,10 +240,7 @@ impl Broker {
         // The statistics' live-row estimate spares a backlog the exact
         // count, a scan of the whole partition, on every tick.
         let estimate: i64 = client
-            .query_one(
-                "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = $1::text::regclass), 0)",
-                &[&partition(other)],
-            )
+            .query_one(&self.inner.queues.sql.live_estimate, &[&partition(other)])
             .await?
             .get(0);
         let live: i64 = if estimate > 2 * MAX_MOVE {
@@ -298,12 +248,8 @@ impl Broker {
         } else {
             client
                 .query_one(
-                    &format!(
-                        "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) x",
-                        partition(other),
-                        MAX_MOVE + 1
-                    ),
-                    &[],
+                    &self.inner.queues.sql.count_up_to.with(partition(other)),
+                    &[&(MAX_MOVE + 1)],
                 )
                 .await?
                 .get(0)
@@ -318,35 +264,31 @@ impl Broker {
             if vacuum_due && other_size >= ROTATE_MIN_BYTES {
                 self.set_schedule(|s| s.next_vacuum = Some(Instant::now() + VACUUM_INTERVAL));
                 tracing::debug!(live, "vacuuming the older queue partition while it drains");
-                client.batch_execute(&format!("VACUUM {}", partition(other))).await?;
+                client
+                    .batch_execute(&self.inner.queues.sql.vacuum.with(partition(other)))
+                    .await?;
             }
             return Ok(None);
         }
         let tx = client.transaction().await?;
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{ROTATE_LOCK_TIMEOUT}'"))
-            .await?;
+        tx.batch_execute(ROTATE_LOCK_TIMEOUT).await?;
         let locked: bool = tx
             .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.queues.rotate'), hashtext(current_schema()))",
-                &[],
+                "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.queues.rotate'), hashtext($1::text))",
+                &[&self.inner.schema],
             )
             .await?
             .get(0);
         if !locked {
             return Ok(None);
         }
-        let now_current: i16 = tx
-            .query_one("SELECT current FROM queue_rotation FOR UPDATE", &[])
-            .await?
-            .get(0);
+        let now_current: i16 = tx.query_one(&self.inner.queues.sql.lock_rotation, &[]).await?.get(0);
         if now_current != current {
             return Ok(None); // another broker rotated meanwhile
         }
-        let (from, into) = (partition(other), partition(current));
-        if let Err(e) = tx
-            .batch_execute(&format!("LOCK TABLE {from} IN ACCESS EXCLUSIVE MODE"))
-            .await
-        {
+        let sql = &self.inner.queues.sql;
+        let from = partition(other);
+        if let Err(e) = tx.batch_execute(&sql.lock_partition.with(from)).await {
             return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
                 crate::error::Error::Busy("queue partition in use".into())
             } else {
@@ -355,23 +297,26 @@ impl Broker {
         }
         let moved = tx
             .execute(
-                &format!(
-                    "INSERT INTO {into} ({COLUMNS}, slot)
-                     SELECT {COLUMNS}, {current} FROM {from} o
-                     WHERE EXISTS (SELECT 1 FROM queues q WHERE q.id = o.queue_id)"
-                ),
-                &[],
+                if current == 0 {
+                    &sql.move_into_0
+                } else {
+                    &sql.move_into_1
+                },
+                &[&current],
             )
             .await?;
-        tx.batch_execute(&format!("TRUNCATE {from}")).await?;
-        tx.execute("UPDATE queue_rotation SET current = $1, rotated_at = now()", &[&other])
-            .await?;
+        tx.batch_execute(&sql.truncate.with(from)).await?;
+        tx.execute(&sql.set_rotation, &[&other]).await?;
         tx.commit().await?;
-        let after: i64 = client
-            .query_one(&format!("SELECT pg_total_relation_size('{from}')"), &[])
-            .await?
-            .get(0);
+        let after: i64 = client.query_one(&sql.partition_size.with(from), &[]).await?.get(0);
         tracing::debug!(moved, freed = other_size - after, "rotated queue partitions");
         Ok(Some((moved, other_size - after)))
     }
+}
+
+/// The partition of slot `n`: one of the two names of
+/// [`super::statements::PARTITIONS`], the only ones placed around the
+/// rotation's statements.
+fn partition(slot: i16) -> &'static str {
+    super::statements::PARTITIONS[usize::from(slot != 0)]
 }

@@ -31,7 +31,8 @@ mod membership;
 mod receive;
 mod send;
 mod settle;
-mod statements;
+mod sqs_attrs;
+pub(crate) mod statements;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,13 +47,13 @@ use crate::error::{Error, Invalid, Result};
 use crate::sql::Schema;
 use crate::types::TopicName;
 
-pub(crate) use lifecycle::STATS_SQL;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
 pub(crate) use settle::MAX_ERROR_BYTES;
+pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
 pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.
@@ -366,12 +367,7 @@ impl Broker {
         }
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
-                        backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
-                 FROM queues WHERE name = $1",
-                &[&name.as_str()],
-            )
+            .query_opt(&self.inner.queues.sql.queue_meta, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownQueue(name.to_string()))?;
         let max: i32 = row.get(7);

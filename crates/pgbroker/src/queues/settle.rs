@@ -417,10 +417,7 @@ impl Broker {
         let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT id, receipt::text FROM queue_messages WHERE id = ANY($1) AND queue_id = $2",
-                &[&ids, &meta.id],
-            )
+            .query(&self.inner.queues.sql.refuse_duplicates, &[&ids, &meta.id])
             .await?;
         let current: BTreeSet<String> = rows
             .iter()

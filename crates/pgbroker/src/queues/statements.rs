@@ -4,35 +4,76 @@
 //! defined; the hot ones are prepared once per connection from this text.
 
 use super::{membership, receive, send, settle};
-use crate::sql::{Commit, Schema};
+use crate::sql::Commit;
 
-/// Declares [`Statements`]: one field per statement, with the template it
-/// is built from, and the list of them all.
-macro_rules! statements {
-    ($($(#[$doc:meta])* $name:ident = $template:expr;)*) => {
-        /// The queue path's statements, qualified with the broker's schema.
-        pub(crate) struct Statements {
-            $($(#[$doc])* pub $name: String,)*
-        }
+/// The two partitions of `queue_messages`; a rotation's statements are
+/// built around one of them.
+pub(crate) const PARTITIONS: [&str; 2] = ["queue_messages_0", "queue_messages_1"];
 
-        impl Statements {
-            /// Builds every statement for `schema`.
-            pub(crate) fn new(schema: &Schema) -> Statements {
-                Statements {
-                    $($name: schema.qualify(&$template),)*
-                }
-            }
-
-            /// Every statement, by name.
-            #[cfg(test)]
-            pub(crate) fn all(&self) -> Vec<(&'static str, &str)> {
-                vec![$((stringify!($name), self.$name.as_str()),)*]
-            }
-        }
+/// A queue's settings, from `queues q` and its dead-letter queue `d`.
+macro_rules! queue_info {
+    () => {
+        "SELECT q.name, q.visibility_timeout_ms, q.max_attempts, d.name, q.backoff_base_ms,
+        q.backoff_max_ms, q.archive_retention_ms, q.max_message_bytes, q.created_at, q.id, q.dead_letter_id
+ FROM {s}queues q LEFT JOIN {s}queues d ON d.id = q.dead_letter_id"
     };
 }
 
-statements! {
+/// The columns a rotation moves.
+macro_rules! moved_columns {
+    () => {
+        "id, queue_id, visible_at, enqueued_at, attempts, dead_attempts, priority, head, timed, \
+         dead, receipt, dead_source, group_key, dedup_key, last_error, headers, body"
+    };
+}
+
+/// Moves the live rows of the other partition into partition `$n` (the
+/// current one), as slot `$1`.
+macro_rules! move_into {
+    ($into:literal, $from:literal) => {
+        concat!(
+            "INSERT INTO {s}queue_messages_",
+            $into,
+            " (",
+            moved_columns!(),
+            ", slot)
+             SELECT ",
+            moved_columns!(),
+            ", $1::int2 FROM {s}queue_messages_",
+            $from,
+            " o
+             WHERE EXISTS (SELECT 1 FROM {s}queues q WHERE q.id = o.queue_id)"
+        )
+    };
+}
+
+/// Deletes the rows of a table whose queue is gone, visiting each distinct
+/// queue id once through the index that starts with it.
+macro_rules! orphans {
+    ($table:literal) => {
+        concat!(
+            "WITH RECURSIVE ids AS (
+                 (SELECT queue_id FROM {s}",
+            $table,
+            " ORDER BY queue_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT t.queue_id FROM {s}",
+            $table,
+            " t WHERE t.queue_id > ids.queue_id
+                         ORDER BY t.queue_id LIMIT 1)
+                 FROM ids WHERE ids.queue_id IS NOT NULL)
+             DELETE FROM {s}",
+            $table,
+            " WHERE queue_id IN (
+                 SELECT queue_id FROM ids
+                 WHERE queue_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {s}queues q WHERE q.id = ids.queue_id))"
+        )
+    };
+}
+
+crate::sql::statements! {
+    /// The queue path's statements, qualified with the broker's schema.
+    Statements {
     /// [`send::SEND`].
     send = send::SEND;
     /// [`send::SEND_PLAIN`].
@@ -73,11 +114,115 @@ statements! {
     purge = super::purge();
     /// [`super::delete_all`].
     delete_all = super::delete_all();
+    /// Creates a queue.
+    create_queue = "INSERT INTO {s}queues (name, visibility_timeout_ms, max_attempts, dead_letter_id,
+                        backoff_base_ms, backoff_max_ms, archive_retention_ms, max_message_bytes)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id";
+    /// Updates a queue's settings.
+    update_queue = "UPDATE {s}queues SET visibility_timeout_ms = $2, max_attempts = $3, dead_letter_id = $4,
+            backoff_base_ms = $5, backoff_max_ms = $6, archive_retention_ms = $7, max_message_bytes = $8
+     WHERE name = $1 RETURNING id";
+    /// One queue's settings.
+    queue_info = concat!(queue_info!(), " WHERE q.name = $1");
+    /// Every queue's settings, by name.
+    list_queues = concat!(queue_info!(), " ORDER BY q.name");
+    /// A queue's counts.
+    queue_stats = "
+WITH m AS (
+    SELECT visible_at, receipt IS NOT NULL AS leased, enqueued_at, false AS dead
+    FROM {s}queue_messages WHERE queue_id = $1 AND head AND NOT timed
+    UNION ALL
+    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
+    FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed
+    UNION ALL
+    SELECT visible_at, receipt IS NOT NULL, enqueued_at, false
+    FROM {s}queue_messages WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
+    UNION ALL
+    SELECT visible_at, false, enqueued_at, true
+    FROM {s}queue_messages WHERE queue_id = $1 AND dead
+)
+SELECT count(*) FILTER (WHERE NOT dead AND visible_at <= now()),
+       count(*) FILTER (WHERE NOT dead AND leased AND visible_at > now()),
+       count(*) FILTER (WHERE NOT dead AND NOT leased AND visible_at > now()),
+       count(*) FILTER (WHERE dead)
+         + (SELECT count(*) FROM {s}queue_messages WHERE dead_source = $1 AND queue_id <> $1),
+       (extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE NOT dead AND visible_at <= now()))
+         * 1000)::bigint
+FROM m";
+    /// Records that a maintenance pass ran, for the SQL functions' `stats`.
+    mark_maintained = "UPDATE {s}queue_rotation SET maintained_at = now()";
+    /// Deletes archived messages past their queue's retention.
+    archive_expiry = "DELETE FROM {s}queue_archive WHERE ctid = ANY(ARRAY(
+        SELECT a.ctid FROM {s}queues q, LATERAL (
+            SELECT x.ctid FROM {s}queue_archive x
+            WHERE x.queue_id = q.id
+              AND x.acked_at < now() - coalesce(q.archive_retention_ms, 0) * interval '1 millisecond'
+            LIMIT 10000) a))";
+    /// Orphaned group counters.
+    orphan_groups = orphans!("queue_groups");
+    /// Orphaned deduplication keys.
+    orphan_dedup = orphans!("queue_dedup");
+    /// Orphaned archived messages.
+    orphan_archive = orphans!("queue_archive");
+    /// A rotation's move into partition 0.
+    move_into_0 = move_into!("0", "1");
+    /// A rotation's move into partition 1.
+    move_into_1 = move_into!("1", "0");
+    /// Used by `analyze_current`.
+    current_partition_size = "SELECT current, extract(epoch FROM rotated_at)::float8,
+                        pg_relation_size(CASE current WHEN 0 THEN '{s}queue_messages_0' ELSE '{s}queue_messages_1' END)
+                 FROM {s}queue_rotation";
+    /// Used by `rotate`.
+    partition_sizes = "SELECT current, extract(epoch FROM now() - rotated_at)::float8,
+                        pg_total_relation_size('{s}queue_messages_0'), pg_total_relation_size('{s}queue_messages_1')
+                 FROM {s}queue_rotation";
+    /// Used by `rotate`.
+    live_estimate = "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = ('{s}' || $1::text)::regclass), 0)";
+    /// Used by `rotate`.
+    lock_rotation = "SELECT current FROM {s}queue_rotation FOR UPDATE";
+    /// Used by `rotate`.
+    set_rotation = "UPDATE {s}queue_rotation SET current = $1, rotated_at = now()";
+    /// Used by `lock_dead_letter`.
+    lock_dead_letter = "SELECT id FROM {s}queues WHERE name = $1 FOR KEY SHARE";
+    /// Used by `delete_queue`.
+    lock_queue = "SELECT id FROM {s}queues WHERE name = $1 FOR UPDATE";
+    /// Used by `delete_queue`.
+    dead_letter_user = "SELECT name FROM {s}queues WHERE dead_letter_id = $1 AND id <> $1 ORDER BY name LIMIT 1";
+    /// Used by `delete_queue`.
+    delete_queue_groups = "DELETE FROM {s}queue_groups WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue_dedup = "DELETE FROM {s}queue_dedup WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue_archive = "DELETE FROM {s}queue_archive WHERE queue_id = $1";
+    /// Used by `delete_queue`.
+    delete_queue = "DELETE FROM {s}queues WHERE id = $1";
+    /// Used by `queue_meta`.
+    queue_meta = "SELECT id, visibility_timeout_ms, max_attempts, dead_letter_id, backoff_base_ms,
+                        backoff_max_ms, archive_retention_ms IS NOT NULL, max_message_bytes
+                 FROM {s}queues WHERE name = $1";
+    /// Used by `refuse_duplicates`.
+    refuse_duplicates = "SELECT id, receipt::text FROM {s}queue_messages WHERE id = ANY($1) AND queue_id = $2";
+    }
+    segment {
+    /// Analyzes a partition.
+    analyze = ["ANALYZE {s}", ""];
+    /// Vacuums a partition.
+    vacuum = ["VACUUM {s}", ""];
+    /// Counts a partition's rows, up to `$1`.
+    count_up_to = ["SELECT count(*) FROM (SELECT 1 FROM {s}", " LIMIT $1) x"];
+    /// Locks a partition for a rotation.
+    lock_partition = ["LOCK TABLE {s}", " IN ACCESS EXCLUSIVE MODE"];
+    /// Empties a partition.
+    truncate = ["TRUNCATE {s}", ""];
+    /// A partition's size in bytes.
+    partition_size = ["SELECT pg_total_relation_size('{s}", "')"];
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::Schema;
     use crate::sql::{check_statement, NO_FLUSH_WAIT};
 
     /// Every relation of pgbroker's schema the queue statements use.
@@ -101,11 +246,11 @@ mod tests {
     fn every_statement_is_complete_and_qualified() {
         let s = statements();
         for (name, sql) in s.all() {
-            let problems = check_statement(sql, "\"my_schema\".", RELATIONS);
+            let problems = check_statement(&sql, "\"my_schema\".", RELATIONS);
             assert!(problems.is_empty(), "{name}: {problems:?}\n{sql}");
             assert!(sql.contains("\"my_schema\"."), "{name}");
         }
-        let texts: std::collections::BTreeSet<&str> = s.all().into_iter().map(|(_, t)| t).collect();
+        let texts: std::collections::BTreeSet<String> = s.all().into_iter().map(|(_, t)| t).collect();
         assert_eq!(texts.len(), s.all().len(), "two statements have the same text");
     }
 

@@ -10,19 +10,15 @@
 use crate::broker::Broker;
 use crate::error::Result;
 
-/// Partitions with at most half a segment of room left past their high
-/// watermark.
-const LOW_ON_ROOM: &str = "
-SELECT p.id, t.segment_records
-FROM partitions p JOIN topics t ON t.id = p.topic_id
-WHERE (SELECT coalesce(max(s.end_offset), 0) FROM segments s WHERE s.partition_id = p.id) - p.next_offset
-      <= t.segment_records / 2";
-
 impl Broker {
     /// Creates the next segment of every partition low on room; returns
     /// how many partitions it made room in.
     pub(crate) async fn create_segments_ahead(&self) -> Result<usize> {
-        let rows = self.client().await?.query(LOW_ON_ROOM, &[]).await?;
+        let rows = self
+            .client()
+            .await?
+            .query(&self.inner.sql.streams.low_on_room, &[])
+            .await?;
         for row in &rows {
             self.ensure_segments(row.get(0), 0, row.get(1)).await?;
         }

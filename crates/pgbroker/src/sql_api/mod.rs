@@ -21,9 +21,7 @@ use tokio_postgres::GenericClient;
 
 use crate::error::Result;
 use crate::migrate::quote_ident;
-use crate::queues::{
-    Statements, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT, STATS_SQL,
-};
+use crate::queues::{Statements, MAX_DELAY, MAX_KEY_BYTES, MAX_PRIORITY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT};
 use crate::sql::Schema;
 use crate::streams::produce::{OUTBOX_LOCK, PRODUCE};
 
@@ -54,9 +52,6 @@ pub const API_FUNCTIONS: &[&str] = &[
     "produce_batch",
     "partition_for_key",
 ];
-
-/// Records that a queue maintenance pass ran, for `stats`.
-pub(crate) const MARK_MAINTAINED: &str = "UPDATE queue_rotation SET maintained_at = now()";
 
 /// Binds a statement's `$n` to the variables `{prefix}_n` and `now()` to
 /// `pb_now`, so that PL/pgSQL runs it as a prepared statement of its own.
@@ -114,7 +109,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@GROUP_DELTAS@", inline(&sql.group_deltas, "gd")),
         ("@GROUP_HEADS@", inline(&sql.group_heads, "gh")),
         ("@NOTIFY@", notify),
-        ("@STATS@", inline(STATS_SQL, "st")),
+        ("@STATS@", inline(&sql.queue_stats, "st")),
         ("@OUTBOX_LOCK@", inline(&qualified.qualify(OUTBOX_LOCK), "ol")),
         ("@PRODUCE@", inline(&qualified.qualify(PRODUCE), "pr")),
     ];

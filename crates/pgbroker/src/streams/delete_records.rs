@@ -14,9 +14,7 @@ impl Broker {
     pub async fn delete_records(&self, topic: &TopicName, partition: i32, before: Option<i64>) -> Result<i64> {
         let (_, pid) = self.partition_id(topic, partition).await?;
         let client = self.client().await?;
-        let row = client
-            .query_one("SELECT log_start, next_offset FROM partitions WHERE id = $1", &[&pid])
-            .await?;
+        let row = client.query_one(&self.inner.sql.streams.watermarks, &[&pid]).await?;
         let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
         let target = before.unwrap_or(hw);
         if target < 0 || target > hw {
@@ -27,19 +25,11 @@ impl Broker {
             });
         }
         let row = client
-            .query_one(
-                "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
-                            WHERE id = $1 RETURNING log_start)
-                 SELECT log_start FROM p",
-                &[&pid, &target],
-            )
+            .query_one(&self.inner.sql.streams.advance_log_start, &[&pid, &target])
             .await?;
         let start: i64 = row.get(0);
         client
-            .execute(
-                "UPDATE segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2",
-                &[&pid, &start],
-            )
+            .execute(&self.inner.sql.streams.drop_segments_below, &[&pid, &start])
             .await?;
         drop(client);
         self.inner.cache.advance_log_start(pid, start);

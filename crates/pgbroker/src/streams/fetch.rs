@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
 
+use super::segments::segment_table;
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -56,24 +57,9 @@ pub enum OffsetSpec {
     Timestamp(SystemTime),
 }
 
-/// Reads a partition's log start and high watermark.
-const WATERMARKS_SQL: &str = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
-
 /// Prepared statements kept per connection before the cache is emptied:
 /// fetches prepare one statement per segment table, and segments roll.
 const STATEMENT_CACHE_LIMIT: usize = 512;
-
-/// The statement reading one segment. Reading the segment table itself,
-/// rather than the partitioned parent, lets every statement use a generic
-/// plan and lock only the segment it reads, so retention can drop others
-/// while fetches run. The name is built from two integers only.
-fn segment_fetch_sql(partition_id: i64, base: i64) -> String {
-    format!(
-        "SELECT \"offset\", ts, key, value, headers FROM {}
-         WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3",
-        super::segments::segment_table(partition_id, base)
-    )
-}
 
 impl Broker {
     /// Reads records of one partition from `offset`. When there are none
@@ -171,7 +157,7 @@ impl Broker {
         if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
             client.statement_cache.clear();
         }
-        let stmt = client.prepare_cached(WATERMARKS_SQL).await?;
+        let stmt = client.prepare_cached(&self.inner.sql.streams.watermarks).await?;
         let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
             self.forget_topic(topic.as_str());
             return Err(Error::UnknownTopic(topic.to_string()));
@@ -192,7 +178,10 @@ impl Broker {
         'segments: while next < hw && records.len() < limits.max_records.max(1) {
             let base = next - next.rem_euclid(segment_records);
             let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
-            let rows = match client.prepare_cached(&segment_fetch_sql(pid, base)).await {
+            let rows = match client
+                .prepare_cached(&self.inner.sql.streams.segment_fetch.with(&segment_table(pid, base)))
+                .await
+            {
                 Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
                 Err(e) => Err(e),
             };
@@ -244,7 +233,7 @@ impl Broker {
     pub async fn resolve_offset(&self, topic: &TopicName, partition: i32, spec: OffsetSpec) -> Result<i64> {
         let (_, mut pid) = self.partition_id(topic, partition).await?;
         let client = self.client().await?;
-        let watermarks = "SELECT log_start, next_offset FROM partitions WHERE id = $1";
+        let watermarks = &self.inner.sql.streams.watermarks;
         let mut found = client.query_opt(watermarks, &[&pid]).await?;
         if found.is_none() {
             // The cached partition id may belong to a topic of the same
@@ -260,11 +249,7 @@ impl Broker {
             OffsetSpec::Latest => Ok(hw),
             OffsetSpec::Timestamp(t) => {
                 let row = client
-                    .query_one(
-                        "SELECT min(\"offset\") FROM records
-                         WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3",
-                        &[&pid, &start, &t],
-                    )
+                    .query_one(&self.inner.sql.streams.offset_for_time, &[&pid, &start, &t])
                     .await?;
                 Ok(row.get::<_, Option<i64>>(0).unwrap_or(hw))
             }

@@ -72,7 +72,7 @@ impl Broker {
     /// Hands out a new producer id, with epoch 0.
     pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
         let client = self.client().await?;
-        let row = client.query_one("SELECT nextval('kafka_producer_ids')", &[]).await?;
+        let row = client.query_one(&self.inner.sql.streams.init_producer_id, &[]).await?;
         Ok((row.get(0), 0))
     }
 
@@ -106,17 +106,12 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
-             VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING",
+            &self.inner.sql.streams.insert_producer_state,
             &[&batch.producer_id, &pid],
         )
         .await?;
         let row = tx
-            .query_one(
-                "SELECT epoch, last_seq, batches FROM kafka_producer_state
-                 WHERE producer_id = $1 AND partition_id = $2 FOR UPDATE",
-                &[&batch.producer_id, &pid],
-            )
+            .query_one(&self.inner.sql.streams.lock_producer_state, &[&batch.producer_id, &pid])
             .await?;
         let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
         let mut batches = parse_batches(&remembered);
@@ -165,8 +160,7 @@ impl Broker {
         }
         let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
         tx.execute(
-            "UPDATE kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
-             WHERE producer_id = $1 AND partition_id = $2",
+            &self.inner.sql.streams.update_producer_state,
             &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
         )
         .await?;

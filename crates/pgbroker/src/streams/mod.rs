@@ -15,4 +15,5 @@ pub mod partitioner;
 pub(crate) mod produce;
 pub(crate) mod producer;
 pub(crate) mod segments;
+pub(crate) mod statements;
 pub(crate) mod topics;

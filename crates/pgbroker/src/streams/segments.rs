@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
+use super::statements::Statements;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-
-/// How long DDL waits for a lock before giving up and trying again later.
-/// Short, so that a queued DROP never stalls producers and readers for long.
-const DDL_LOCK_TIMEOUT: &str = "200ms";
 
 /// The name of the segment table for `partition_id` starting at `base`.
 /// Built from two integers only, so it is safe to place in SQL text.
@@ -21,20 +18,23 @@ pub(crate) fn segment_table(partition_id: i64, base: i64) -> String {
 }
 
 /// Creates the segment `[base, end)` of a partition and records it.
-pub(crate) async fn create_segment(tx: &impl GenericClient, partition_id: i64, base: i64, end: i64) -> Result<()> {
+pub(crate) async fn create_segment(
+    tx: &impl GenericClient,
+    sql: &Statements,
+    partition_id: i64,
+    base: i64,
+    end: i64,
+) -> Result<()> {
     let table = segment_table(partition_id, base);
+    // The bounds, like the name, are integers.
     tx.batch_execute(&format!(
-        "CREATE TABLE {table} (LIKE records);
-         ALTER TABLE records ATTACH PARTITION {table}
-             FOR VALUES FROM ({partition_id}, {base}) TO ({partition_id}, {end});"
+        "{}; {} FOR VALUES FROM ({partition_id}, {base}) TO ({partition_id}, {end});",
+        sql.segment_create.with(&table),
+        sql.segment_attach.with(&table),
     ))
     .await?;
-    tx.execute(
-        "INSERT INTO segments (partition_id, base_offset, end_offset, table_name)
-         VALUES ($1, $2, $3, $4)",
-        &[&partition_id, &base, &end, &table],
-    )
-    .await?;
+    tx.execute(&sql.insert_segment, &[&partition_id, &base, &end, &table])
+        .await?;
     Ok(())
 }
 
@@ -55,12 +55,7 @@ impl Broker {
         )
         .await?;
         let row = tx
-            .query_opt(
-                "SELECT p.next_offset, t.segment_records,
-                        (SELECT coalesce(max(end_offset), 0) FROM segments s WHERE s.partition_id = p.id)
-                 FROM partitions p JOIN topics t ON t.id = p.topic_id WHERE p.id = $1",
-                &[&partition_id],
-            )
+            .query_opt(&self.inner.sql.streams.segment_extent, &[&partition_id])
             .await?
             .ok_or_else(|| Error::Busy(format!("partition {partition_id} was deleted")))?;
         let (next, size, mut end): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -69,7 +64,7 @@ impl Broker {
             return Ok(());
         }
         while end < up_to {
-            create_segment(&*tx, partition_id, end, end + size)
+            create_segment(&*tx, &self.inner.sql.streams, partition_id, end, end + size)
                 .await
                 .map_err(|e| match e {
                     Error::Db(e) => lock_busy(e, "creating a segment"),
@@ -87,23 +82,8 @@ impl Broker {
     /// deleted topics. Returns how many segment tables were dropped.
     pub async fn enforce_retention(&self) -> Result<usize> {
         let client = self.client().await?;
-        client
-            .execute("DELETE FROM waiters WHERE until < now() - interval '1 hour'", &[])
-            .await?;
-        let rows = client
-            .query(
-                "SELECT s.partition_id, s.base_offset, s.end_offset, t.retention_ms,
-                        t.retention_bytes, p.next_offset,
-                        coalesce(pg_total_relation_size(to_regclass(s.table_name)), 0)
-                 FROM segments s
-                 JOIN partitions p ON p.id = s.partition_id
-                 JOIN topics t ON t.id = p.topic_id
-                 WHERE NOT s.dropping
-                   AND (t.retention_ms IS NOT NULL OR t.retention_bytes IS NOT NULL)
-                 ORDER BY s.partition_id, s.base_offset",
-                &[],
-            )
-            .await?;
+        client.execute(&self.inner.sql.streams.expire_waiters, &[]).await?;
+        let rows = client.query(&self.inner.sql.streams.retention_candidates, &[]).await?;
         let mut expired: Vec<(i64, i64)> = Vec::new();
         let mut i = 0;
         while i < rows.len() {
@@ -132,15 +112,7 @@ impl Broker {
         }
         for (pid, end) in &expired {
             self.inner.cache.advance_log_start(*pid, *end);
-            client
-                .execute(
-                    "WITH p AS (UPDATE partitions SET log_start = greatest(log_start, $2)
-                                WHERE id = $1 RETURNING id)
-                     UPDATE segments SET dropping = true
-                     WHERE partition_id = $1 AND end_offset <= $2",
-                    &[pid, end],
-                )
-                .await?;
+            client.execute(&self.inner.sql.streams.cut_log, &[pid, end]).await?;
         }
         self.drop_pending_segments().await
     }
@@ -159,10 +131,7 @@ impl Broker {
         let table = segment_table(partition_id, base);
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT ts < now() - $3::float8 * interval '1 millisecond'
-                     FROM {table} WHERE partition_id = $1 AND \"offset\" = $2"
-                ),
+                &self.inner.sql.streams.segment_record_older.with(&table),
                 &[&partition_id, &offset, &(retention_ms as f64)],
             )
             .await;
@@ -178,26 +147,14 @@ impl Broker {
     /// next pass. Returns how many were dropped.
     pub(crate) async fn drop_pending_segments(&self) -> Result<usize> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT table_name FROM segments WHERE dropping
-                 UNION ALL SELECT table_name FROM orphan_segments",
-                &[],
-            )
-            .await?;
+        let rows = client.query(&self.inner.sql.streams.segments_to_drop, &[]).await?;
         let mut dropped = 0;
         for row in rows {
             let table: String = row.get(0);
             if !is_segment_name(&table) {
                 continue;
             }
-            // TRUNCATE locks only the segment and frees its space at once;
-            // DROP needs a brief lock on the parent, and may wait its turn.
-            let sql = format!(
-                "SET lock_timeout = '{DDL_LOCK_TIMEOUT}';
-                 TRUNCATE {table}; DROP TABLE {table};
-                 RESET lock_timeout;"
-            );
+            let sql = self.inner.sql.streams.segment_drop.with(&table);
             let outcome = client.batch_execute(&sql).await;
             if let Err(e) = outcome {
                 client.batch_execute("RESET lock_timeout").await?;
@@ -209,10 +166,10 @@ impl Broker {
                 }
             }
             client
-                .execute("DELETE FROM segments WHERE table_name = $1", &[&table])
+                .execute(&self.inner.sql.streams.forget_segment, &[&table])
                 .await?;
             client
-                .execute("DELETE FROM orphan_segments WHERE table_name = $1", &[&table])
+                .execute(&self.inner.sql.streams.forget_orphan_segment, &[&table])
                 .await?;
             dropped += 1;
         }

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::statements::Statements;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
 use crate::streams::segments::create_segment;
@@ -126,9 +127,6 @@ pub struct TopicDescription {
     pub partition_states: Vec<PartitionInfo>,
 }
 
-const TOPIC_COLUMNS: &str = "t.name, (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id),
-     t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at";
-
 fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
     let max: i32 = row.get(5);
     let created: SystemTime = row.get(6);
@@ -155,8 +153,7 @@ impl Broker {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "INSERT INTO topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &self.inner.sql.streams.create_topic,
                 &[
                     &name.as_str(),
                     &retention_ms,
@@ -168,7 +165,15 @@ impl Broker {
             .await?
             .ok_or_else(|| Error::TopicExists(name.to_string()))?;
         let topic_id: i64 = row.get(0);
-        add_partitions_tx(&tx, topic_id, 0, config.partitions, config.segment_records).await?;
+        add_partitions_tx(
+            &self.inner.sql.streams,
+            &tx,
+            topic_id,
+            0,
+            config.partitions,
+            config.segment_records,
+        )
+        .await?;
         tx.commit().await?;
         self.forget_topic(name.as_str());
         self.topic_info(name).await
@@ -178,10 +183,7 @@ impl Broker {
     pub async fn topic_info(&self, name: &TopicName) -> Result<TopicInfo> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                &format!("SELECT {TOPIC_COLUMNS} FROM topics t WHERE t.name = $1"),
-                &[&name.as_str()],
-            )
+            .query_opt(&self.inner.sql.streams.topic_info, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         topic_from_row(&row)
@@ -190,9 +192,7 @@ impl Broker {
     /// All topics, by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
         let client = self.client().await?;
-        let rows = client
-            .query(&format!("SELECT {TOPIC_COLUMNS} FROM topics t ORDER BY t.name"), &[])
-            .await?;
+        let rows = client.query(&self.inner.sql.streams.list_topics, &[]).await?;
         rows.iter().map(topic_from_row).collect()
     }
 
@@ -202,15 +202,7 @@ impl Broker {
         let topic = self.topic_info(name).await?;
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT p.partition, p.log_start, p.next_offset,
-                        coalesce((SELECT sum(pg_total_relation_size(to_regclass(s.table_name)))
-                                  FROM segments s
-                                  WHERE s.partition_id = p.id AND NOT s.dropping), 0)::bigint
-                 FROM partitions p JOIN topics t ON t.id = p.topic_id
-                 WHERE t.name = $1 ORDER BY p.partition",
-                &[&name.as_str()],
-            )
+            .query(&self.inner.sql.streams.describe_topic, &[&name.as_str()])
             .await?;
         let partition_states = rows
             .iter()
@@ -238,12 +230,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
-            .query_opt(
-                "SELECT id, segment_records,
-                        (SELECT count(*)::int FROM partitions p WHERE p.topic_id = t.id)
-                 FROM topics t WHERE name = $1 FOR UPDATE",
-                &[&name.as_str()],
-            )
+            .query_opt(&self.inner.sql.streams.lock_topic, &[&name.as_str()])
             .await?
             .ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         let (topic_id, segment_records, current): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
@@ -253,7 +240,15 @@ impl Broker {
                 format!("cannot add {additional} to {current} partitions (1 to {MAX_PARTITIONS} in all)"),
             ));
         }
-        add_partitions_tx(&tx, topic_id, current, current + additional, segment_records).await?;
+        add_partitions_tx(
+            &self.inner.sql.streams,
+            &tx,
+            topic_id,
+            current,
+            current + additional,
+            segment_records,
+        )
+        .await?;
         tx.commit().await?;
         self.forget_topic(name.as_str());
         self.topic_info(name).await
@@ -268,16 +263,7 @@ impl Broker {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let deleted = tx
-            .query_opt(
-                "WITH t AS (SELECT id FROM topics WHERE name = $1 FOR UPDATE),
-                      o AS (INSERT INTO orphan_segments (table_name)
-                            SELECT s.table_name FROM segments s
-                            JOIN partitions p ON p.id = s.partition_id
-                            WHERE p.topic_id = (SELECT id FROM t)
-                            ON CONFLICT DO NOTHING)
-                 DELETE FROM topics WHERE id = (SELECT id FROM t) RETURNING id",
-                &[&name.as_str()],
-            )
+            .query_opt(&self.inner.sql.streams.delete_topic, &[&name.as_str()])
             .await?;
         if deleted.is_none() {
             return Err(Error::UnknownTopic(name.to_string()));
@@ -290,6 +276,7 @@ impl Broker {
 }
 
 async fn add_partitions_tx(
+    sql: &Statements,
     tx: &tokio_postgres::Transaction<'_>,
     topic_id: i64,
     from: i32,
@@ -297,14 +284,9 @@ async fn add_partitions_tx(
     segment_records: i64,
 ) -> Result<()> {
     for partition in from..to {
-        let row = tx
-            .query_one(
-                "INSERT INTO partitions (topic_id, partition) VALUES ($1, $2) RETURNING id",
-                &[&topic_id, &partition],
-            )
-            .await?;
+        let row = tx.query_one(&sql.insert_partition, &[&topic_id, &partition]).await?;
         let pid: i64 = row.get(0);
-        create_segment(tx, pid, 0, segment_records).await?;
+        create_segment(tx, sql, pid, 0, segment_records).await?;
     }
     Ok(())
 }

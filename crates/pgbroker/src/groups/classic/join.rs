@@ -11,6 +11,7 @@ use super::state::{self, Group, State};
 use super::{lock_classic, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, POLL_INTERVAL};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::groups::statements::Statements;
 
 /// A validated join request.
 struct Join<'a> {
@@ -86,9 +87,9 @@ impl Broker {
         let member_id = {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let mut g = state::lock_or_create(&tx, req.group.as_str()).await?;
-            state::tick(&tx, &mut g).await?;
-            let step = join_locked(&tx, &mut g, &join).await;
+            let mut g = state::lock_or_create(&self.inner.sql.groups, &tx, req.group.as_str()).await?;
+            state::tick(&self.inner.sql.groups, &tx, &mut g).await?;
+            let step = join_locked(&self.inner.sql.groups, &tx, &mut g, &join).await;
             tx.commit().await?;
             match step? {
                 Step::Done(r) => return Ok(r),
@@ -105,10 +106,10 @@ impl Broker {
             }
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let Some(mut g) = lock_classic(&tx, &req.group).await? else {
+            let Some(mut g) = lock_classic(&self.inner.sql.groups, &tx, &req.group).await? else {
                 return Err(state::unknown(req.group.as_str(), &member_id));
             };
-            let seen = observe(&tx, &mut g, &member_id, &join).await;
+            let seen = observe(&self.inner.sql.groups, &tx, &mut g, &member_id, &join).await;
             tx.commit().await?;
             if let Some(r) = seen? {
                 return Ok(r);
@@ -126,25 +127,7 @@ impl Broker {
     async fn join_probe(&self, req: &ClassicJoinRequest, member_id: &str) -> Result<bool> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                &format!(
-                    "WITH me AS (
-                         UPDATE group_members SET last_heartbeat = now()
-                         WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING joined)
-                     SELECT coalesce((SELECT NOT joined FROM me), true)
-                         OR g.state <> 'PreparingRebalance'
-                         OR EXISTS (SELECT 1 FROM group_members m
-                                    WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
-                         OR (now() >= coalesce(g.join_delay_until, '-infinity')
-                             AND (now() >= coalesce(g.rebalance_deadline, '-infinity')
-                                  OR NOT EXISTS (SELECT 1 FROM group_members m
-                                                 WHERE m.group_name = $1 AND m.member_id <> $2
-                                                   AND (m.pending OR NOT m.joined))))
-                     FROM groups g WHERE g.name = $1",
-                    state::EXPIRED
-                ),
-                &[&req.group.as_str(), &member_id],
-            )
+            .query_opt(&self.inner.sql.groups.join_probe, &[&req.group.as_str(), &member_id])
             .await?;
         Ok(row.is_none_or(|r| r.get(0)))
     }
@@ -164,37 +147,24 @@ fn new_member_id(prefix: &str) -> String {
 }
 
 /// The join itself, on the locked group.
-async fn join_locked(tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>) -> Result<Step> {
+async fn join_locked(sql: &Statements, tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>) -> Result<Step> {
     let req = j.req;
     let group = g.name.clone();
     let inconsistent = || Error::InconsistentGroupProtocol(group.clone());
     if g.protocol_type != req.protocol_type {
-        if state::live_count(tx, &group).await? > 0 {
+        if state::live_count(sql, tx, &group).await? > 0 {
             return Err(inconsistent());
         }
         // Nobody uses the group: it becomes a group of this protocol type.
-        tx.execute(
-            "DELETE FROM group_members WHERE group_name = $1 AND NOT pending",
-            &[&group],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE groups SET protocol_type = $2, state = 'Empty', protocol_name = NULL, leader = NULL,
-                    rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
-             WHERE name = $1",
-            &[&group, &req.protocol_type],
-        )
-        .await?;
+        tx.execute(&sql.delete_joined_members, &[&group]).await?;
+        tx.execute(&sql.adopt_classic, &[&group, &req.protocol_type]).await?;
         g.protocol_type = req.protocol_type.clone();
         g.state = State::Empty;
         g.protocol_name = None;
         g.leader = None;
     }
     let others: Vec<Vec<String>> = tx
-        .query(
-            "SELECT protocol_names FROM group_members WHERE group_name = $1 AND NOT pending AND member_id <> $2",
-            &[&group, &req.member_id],
-        )
+        .query(&sql.other_protocols, &[&group, &req.member_id])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -209,50 +179,45 @@ async fn join_locked(tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>) -> Resul
             // instance of a known static member replaces the old one, whose
             // id is fenced from now on.
             let id = new_member_id(instance);
-            match state::instance_owner(tx, &group, instance).await? {
+            match state::instance_owner(sql, tx, &group, instance).await? {
                 Some(old) => {
-                    tx.execute(
-                        "UPDATE group_members SET member_id = $3 WHERE group_name = $1 AND member_id = $2",
-                        &[&group, &old, &id],
-                    )
-                    .await?;
-                    update_member(tx, &group, &id, j).await?;
+                    tx.execute(&sql.rename_member, &[&group, &old, &id]).await?;
+                    update_member(sql, tx, &group, &id, j).await?;
                     if g.leader.as_deref() == Some(old.as_str()) {
-                        tx.execute("UPDATE groups SET leader = $2 WHERE name = $1", &[&group, &id])
-                            .await?;
+                        tx.execute(&sql.set_leader, &[&group, &id]).await?;
                         g.leader = Some(id.clone());
                     }
-                    return admit(tx, g, j, id, false).await;
+                    return admit(sql, tx, g, j, id, false).await;
                 }
                 None => {
-                    insert_member(tx, &group, &id, j, false).await?;
-                    return admit(tx, g, j, id, true).await;
+                    insert_member(sql, tx, &group, &id, j, false).await?;
+                    return admit(sql, tx, g, j, id, true).await;
                 }
             }
         }
         let id = new_member_id(&req.client_id);
         if req.require_known_member_id {
-            insert_member(tx, &group, &id, j, true).await?;
+            insert_member(sql, tx, &group, &id, j, true).await?;
             return Err(Error::MemberIdRequired { member_id: id });
         }
-        insert_member(tx, &group, &id, j, false).await?;
-        return admit(tx, g, j, id, true).await;
+        insert_member(sql, tx, &group, &id, j, false).await?;
+        return admit(sql, tx, g, j, id, true).await;
     }
     let id = req.member_id.clone();
     if let Some(instance) = instance {
-        if state::instance_owner(tx, &group, instance)
+        if state::instance_owner(sql, tx, &group, instance)
             .await?
             .is_some_and(|owner| owner != id)
         {
             return Err(state::fenced(&group, instance));
         }
     }
-    let m = state::member(tx, &group, &id)
+    let m = state::member(sql, tx, &group, &id)
         .await?
         .ok_or_else(|| state::unknown(&group, &id))?;
     if m.pending {
-        update_member(tx, &group, &id, j).await?;
-        return admit(tx, g, j, id, true).await;
+        update_member(sql, tx, &group, &id, j).await?;
+        return admit(sql, tx, g, j, id, true).await;
     }
     let unchanged = m.protocol_names == j.names && m.protocol_metadata == j.metadata;
     let current = m.generation == g.generation;
@@ -260,23 +225,27 @@ async fn join_locked(tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>) -> Resul
     match g.state {
         State::Empty => Err(state::unknown(&group, &id)),
         State::Completing | State::Stable if unchanged && current && !(g.state == State::Stable && leader) => {
-            state::touch(tx, &group, &id).await?;
-            Ok(Step::Done(response(tx, g, &id).await?))
+            state::touch(sql, tx, &group, &id).await?;
+            Ok(Step::Done(response(sql, tx, g, &id).await?))
         }
         _ => {
-            update_member(tx, &group, &id, j).await?;
-            admit(tx, g, j, id, false).await
+            update_member(sql, tx, &group, &id, j).await?;
+            admit(sql, tx, g, j, id, false).await
         }
     }
 }
 
-async fn insert_member(tx: &Transaction<'_>, group: &str, id: &str, j: &Join<'_>, pending: bool) -> Result<()> {
+async fn insert_member(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &str,
+    id: &str,
+    j: &Join<'_>,
+    pending: bool,
+) -> Result<()> {
     let r = j.req;
     tx.execute(
-        "INSERT INTO group_members (group_name, member_id, client_id, session_timeout_ms, topics,
-             group_instance_id, client_host, protocol_names, protocol_metadata, rebalance_timeout_ms,
-             pending, joined)
-         VALUES ($1, $2, $3, $4, '{}', $5, $6, $7, $8, $9, $10, NOT $10)",
+        &sql.insert_member,
         &[
             &group,
             &id,
@@ -296,13 +265,10 @@ async fn insert_member(tx: &Transaction<'_>, group: &str, id: &str, j: &Join<'_>
 
 /// Stores a (re)joining member's settings and protocols and marks it as
 /// joined to the rebalance.
-async fn update_member(tx: &Transaction<'_>, group: &str, id: &str, j: &Join<'_>) -> Result<()> {
+async fn update_member(sql: &Statements, tx: &Transaction<'_>, group: &str, id: &str, j: &Join<'_>) -> Result<()> {
     let r = j.req;
     tx.execute(
-        "UPDATE group_members SET client_id = $3, session_timeout_ms = $4, client_host = $5,
-                protocol_names = $6, protocol_metadata = $7, rebalance_timeout_ms = $8,
-                pending = false, joined = true, last_heartbeat = now()
-         WHERE group_name = $1 AND member_id = $2",
+        &sql.update_member,
         &[
             &group,
             &id,
@@ -320,16 +286,23 @@ async fn update_member(tx: &Transaction<'_>, group: &str, id: &str, j: &Join<'_>
 
 /// After a member was marked as joined: starts the rebalance if needed and
 /// completes it if that was the last member it waited for.
-async fn admit(tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>, id: String, new: bool) -> Result<Step> {
+async fn admit(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    g: &mut Group,
+    j: &Join<'_>,
+    id: String,
+    new: bool,
+) -> Result<Step> {
     if g.state == State::Preparing {
         if new && j.delay_ms > 0 {
-            state::extend_delay(tx, g, j.delay_ms).await?;
+            state::extend_delay(sql, tx, g, j.delay_ms).await?;
         }
     } else {
-        state::prepare(tx, g, j.delay_ms).await?;
+        state::prepare(sql, tx, g, j.delay_ms).await?;
     }
-    state::maybe_complete(tx, g).await?;
-    Ok(match observe(tx, g, &id, j).await? {
+    state::maybe_complete(sql, tx, g).await?;
+    Ok(match observe(sql, tx, g, &id, j).await? {
         Some(r) => Step::Done(r),
         None => Step::Wait(id),
     })
@@ -338,10 +311,16 @@ async fn admit(tx: &Transaction<'_>, g: &mut Group, j: &Join<'_>, id: String, ne
 /// Where a waiting joiner stands: its result once the generation it joined
 /// is formed, `None` while it is not. If a newer rebalance began before it
 /// saw its result, it takes part in that one.
-async fn observe(tx: &Transaction<'_>, g: &mut Group, id: &str, j: &Join<'_>) -> Result<Option<ClassicJoinResponse>> {
-    let Some(m) = state::member(tx, &g.name, id).await? else {
+async fn observe(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    g: &mut Group,
+    id: &str,
+    j: &Join<'_>,
+) -> Result<Option<ClassicJoinResponse>> {
+    let Some(m) = state::member(sql, tx, &g.name, id).await? else {
         if let Some(instance) = j.req.group_instance_id.as_deref() {
-            if state::instance_owner(tx, &g.name, instance).await?.is_some() {
+            if state::instance_owner(sql, tx, &g.name, instance).await?.is_some() {
                 return Err(state::fenced(&g.name, instance));
             }
         }
@@ -354,37 +333,28 @@ async fn observe(tx: &Transaction<'_>, g: &mut Group, id: &str, j: &Join<'_>) ->
         return Ok(None);
     }
     if matches!(g.state, State::Completing | State::Stable) && m.generation == g.generation {
-        return Ok(Some(response(tx, g, id).await?));
+        return Ok(Some(response(sql, tx, g, id).await?));
     }
-    tx.execute(
-        "UPDATE group_members SET joined = true, last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
-        &[&g.name, &id],
-    )
-    .await?;
-    state::prepare(tx, g, j.delay_ms).await?;
-    state::maybe_complete(tx, g).await?;
+    tx.execute(&sql.observe, &[&g.name, &id]).await?;
+    state::prepare(sql, tx, g, j.delay_ms).await?;
+    state::maybe_complete(sql, tx, g).await?;
     Ok(None)
 }
 
 /// The join response for the current generation.
-async fn response(tx: &Transaction<'_>, g: &Group, id: &str) -> Result<ClassicJoinResponse> {
+async fn response(sql: &Statements, tx: &Transaction<'_>, g: &Group, id: &str) -> Result<ClassicJoinResponse> {
     let protocol_name = g.protocol_name.clone().unwrap_or_default();
     let leader = g.leader.clone().unwrap_or_default();
     let members = if leader == id {
-        tx.query(
-            "SELECT member_id, group_instance_id,
-                    coalesce(protocol_metadata[array_position(protocol_names, $2)], '\\x')
-             FROM group_members WHERE group_name = $1 AND NOT pending ORDER BY member_id",
-            &[&g.name, &protocol_name],
-        )
-        .await?
-        .iter()
-        .map(|r| ClassicJoinMember {
-            member_id: r.get(0),
-            group_instance_id: r.get(1),
-            metadata: r.get(2),
-        })
-        .collect()
+        tx.query(&sql.response, &[&g.name, &protocol_name])
+            .await?
+            .iter()
+            .map(|r| ClassicJoinMember {
+                member_id: r.get(0),
+                group_instance_id: r.get(1),
+                metadata: r.get(2),
+            })
+            .collect()
     } else {
         Vec::new()
     };

@@ -27,6 +27,7 @@ use tokio_postgres::Transaction;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::groups::statements::Statements;
 use crate::types::GroupId;
 use state::{Group, State};
 
@@ -94,14 +95,14 @@ pub struct ClassicJoinResponse {
 
 /// Locks a classic group and applies what time has decided; `None` when
 /// the group does not exist or is one of the library's own groups.
-async fn lock_classic(tx: &Transaction<'_>, group: &GroupId) -> Result<Option<Group>> {
-    let Some(mut g) = state::lock(tx, group.as_str()).await? else {
+async fn lock_classic(sql: &Statements, tx: &Transaction<'_>, group: &GroupId) -> Result<Option<Group>> {
+    let Some(mut g) = state::lock(sql, tx, group.as_str()).await? else {
         return Ok(None);
     };
     if !g.is_classic() {
         return Ok(None);
     }
-    state::tick(tx, &mut g).await?;
+    state::tick(sql, tx, &mut g).await?;
     Ok(Some(g))
 }
 
@@ -131,10 +132,19 @@ impl Broker {
         let wait_ms = {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let Some(mut g) = lock_classic(&tx, group).await? else {
+            let Some(mut g) = lock_classic(&self.inner.sql.groups, &tx, group).await? else {
                 return Err(state::unknown(group.as_str(), member_id));
             };
-            let step = sync_locked(&tx, &mut g, member_id, generation, group_instance_id, assignments).await;
+            let step = sync_locked(
+                &self.inner.sql.groups,
+                &tx,
+                &mut g,
+                member_id,
+                generation,
+                group_instance_id,
+                assignments,
+            )
+            .await;
             tx.commit().await?;
             match step? {
                 SyncStep::Done(bytes) => return Ok(bytes),
@@ -152,21 +162,7 @@ impl Broker {
             tokio::time::sleep(POLL_INTERVAL).await;
             let client = self.client().await?;
             let row = client
-                .query_opt(
-                    &format!(
-                        "WITH me AS (
-                             UPDATE group_members SET last_heartbeat = now()
-                             WHERE group_name = $1 AND member_id = $2 AND NOT pending RETURNING 1)
-                         SELECT g.state, g.generation, EXISTS (SELECT 1 FROM me),
-                                (SELECT m.assignment_bytes FROM group_members m
-                                 WHERE m.group_name = $1 AND m.member_id = $2),
-                                EXISTS (SELECT 1 FROM group_members m
-                                        WHERE m.group_name = $1 AND m.member_id <> $2 AND {})
-                         FROM groups g WHERE g.name = $1",
-                        state::EXPIRED
-                    ),
-                    &[&group.as_str(), &member_id],
-                )
+                .query_opt(&self.inner.sql.groups.sync_probe, &[&group.as_str(), &member_id])
                 .await?;
             drop(client);
             let Some(row) = row else { return Err(unknown()) };
@@ -205,18 +201,18 @@ impl Broker {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(g) = lock_classic(&tx, group).await? else {
+        let Some(g) = lock_classic(&self.inner.sql.groups, &tx, group).await? else {
             return Err(state::unknown(group.as_str(), member_id));
         };
         let verdict = async {
-            state::current_member(&tx, &g.name, member_id, group_instance_id).await?;
+            state::current_member(&self.inner.sql.groups, &tx, &g.name, member_id, group_instance_id).await?;
             if g.state == State::Empty {
                 return Err(state::unknown(&g.name, member_id));
             }
             if generation != g.generation {
                 return Err(state::illegal_generation(&g, generation));
             }
-            state::touch(&tx, &g.name, member_id).await?;
+            state::touch(&self.inner.sql.groups, &tx, &g.name, member_id).await?;
             if g.state == State::Preparing {
                 return Err(state::rebalancing(&g, generation));
             }
@@ -240,7 +236,7 @@ impl Broker {
     ) -> Result<Vec<Result<()>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(mut g) = lock_classic(&tx, group).await? else {
+        let Some(mut g) = lock_classic(&self.inner.sql.groups, &tx, group).await? else {
             return Ok(members
                 .iter()
                 .map(|(id, instance)| Err(state::unknown(group.as_str(), leaver(id, instance.as_deref()))))
@@ -249,7 +245,7 @@ impl Broker {
         let mut results = Vec::with_capacity(members.len());
         let mut removed = false;
         for (id, instance) in members {
-            match leave_one(&tx, &g.name, id, instance.as_deref()).await {
+            match leave_one(&self.inner.sql.groups, &tx, &g.name, id, instance.as_deref()).await {
                 Ok(live) => {
                     removed |= live;
                     results.push(Ok(()));
@@ -259,9 +255,9 @@ impl Broker {
             }
         }
         if removed && matches!(g.state, State::Stable | State::Completing) {
-            state::prepare(&tx, &mut g, 0).await?;
+            state::prepare(&self.inner.sql.groups, &tx, &mut g, 0).await?;
         }
-        state::maybe_complete(&tx, &mut g).await?;
+        state::maybe_complete(&self.inner.sql.groups, &tx, &mut g).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -272,10 +268,10 @@ impl Broker {
     async fn classic_tick(&self, group: &GroupId, stalled: Option<i32>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(mut g) = lock_classic(&tx, group).await? {
+        if let Some(mut g) = lock_classic(&self.inner.sql.groups, &tx, group).await? {
             if g.state == State::Completing && stalled == Some(g.generation) {
                 tracing::debug!(group = %group, generation = g.generation, "leader did not sync in time");
-                state::prepare(&tx, &mut g, 0).await?;
+                state::prepare(&self.inner.sql.groups, &tx, &mut g, 0).await?;
             }
         }
         tx.commit().await?;
@@ -291,21 +287,22 @@ fn leaver<'a>(id: &'a str, instance: Option<&'a str>) -> &'a str {
 }
 
 /// Removes one member; true when it was a joined (not pending) member.
-async fn leave_one(tx: &Transaction<'_>, group: &str, id: &str, instance: Option<&str>) -> Result<bool> {
+async fn leave_one(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &str,
+    id: &str,
+    instance: Option<&str>,
+) -> Result<bool> {
     let target = match instance {
-        Some(instance) => match state::instance_owner(tx, group, instance).await? {
+        Some(instance) => match state::instance_owner(sql, tx, group, instance).await? {
             None => return Err(state::unknown(group, leaver(id, Some(instance)))),
             Some(owner) if !id.is_empty() && owner != id => return Err(state::fenced(group, instance)),
             Some(owner) => owner,
         },
         None => id.to_string(),
     };
-    let row = tx
-        .query_opt(
-            "DELETE FROM group_members WHERE group_name = $1 AND member_id = $2 RETURNING pending",
-            &[&group, &target],
-        )
-        .await?;
+    let row = tx.query_opt(&sql.leave_one, &[&group, &target]).await?;
     match row {
         Some(r) => Ok(!r.get::<_, bool>(0)),
         None => Err(state::unknown(group, &target)),
@@ -313,6 +310,7 @@ async fn leave_one(tx: &Transaction<'_>, group: &str, id: &str, instance: Option
 }
 
 async fn sync_locked(
+    sql: &Statements,
     tx: &Transaction<'_>,
     g: &mut Group,
     member_id: &str,
@@ -320,7 +318,7 @@ async fn sync_locked(
     instance: Option<&str>,
     assignments: Vec<(String, Vec<u8>)>,
 ) -> Result<SyncStep> {
-    let m = state::current_member(tx, &g.name, member_id, instance).await?;
+    let m = state::current_member(sql, tx, &g.name, member_id, instance).await?;
     if generation != g.generation {
         return Err(state::illegal_generation(g, generation));
     }
@@ -328,10 +326,10 @@ async fn sync_locked(
         State::Empty => return Err(state::unknown(&g.name, member_id)),
         State::Preparing => return Err(state::rebalancing(g, generation)),
         State::Stable => {
-            state::touch(tx, &g.name, member_id).await?;
+            state::touch(sql, tx, &g.name, member_id).await?;
             return Ok(SyncStep::Done(m.assignment));
         }
-        State::Completing => state::touch(tx, &g.name, member_id).await?,
+        State::Completing => state::touch(sql, tx, &g.name, member_id).await?,
     }
     if g.leader.as_deref() != Some(member_id) {
         return Ok(SyncStep::Wait(m.rebalance_timeout_ms));
@@ -340,18 +338,8 @@ async fn sync_locked(
     let by_member: BTreeMap<String, Vec<u8>> = assignments.into_iter().collect();
     let ids: Vec<&str> = by_member.keys().map(String::as_str).collect();
     let bytes: Vec<&[u8]> = by_member.values().map(Vec::as_slice).collect();
-    tx.execute(
-        "UPDATE group_members m SET assignment_bytes = x.a
-         FROM unnest($2::text[], $3::bytea[]) AS x(id, a)
-         WHERE m.group_name = $1 AND m.member_id = x.id AND NOT m.pending",
-        &[&g.name, &ids, &bytes],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE groups SET state = 'Stable', updated_at = now() WHERE name = $1",
-        &[&g.name],
-    )
-    .await?;
+    tx.execute(&sql.set_assignments, &[&g.name, &ids, &bytes]).await?;
+    tx.execute(&sql.mark_stable, &[&g.name]).await?;
     g.state = State::Stable;
     tracing::debug!(group = %g.name, generation, "classic group stable");
     Ok(SyncStep::Done(by_member.get(member_id).cloned().unwrap_or_default()))

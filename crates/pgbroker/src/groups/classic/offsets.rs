@@ -9,6 +9,7 @@ use super::super::{upsert_offsets, CommittedOffset, OffsetCommit, LIBRARY_PROTOC
 use super::state::{self, Group, State};
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
+use crate::groups::statements::Statements;
 use crate::types::{GroupId, TopicName};
 
 /// A group as DescribeGroups shows it.
@@ -91,9 +92,9 @@ impl Broker {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut g = match state::lock(&tx, group.as_str()).await? {
+        let mut g = match state::lock(&self.inner.sql.groups, &tx, group.as_str()).await? {
             Some(g) => g,
-            None if generation < 0 => state::lock_or_create(&tx, group.as_str()).await?,
+            None if generation < 0 => state::lock_or_create(&self.inner.sql.groups, &tx, group.as_str()).await?,
             None => {
                 return Err(Error::IllegalGeneration {
                     group: group.to_string(),
@@ -102,10 +103,10 @@ impl Broker {
                 })
             }
         };
-        state::tick(&tx, &mut g).await?;
-        let verdict = check_commit(&tx, &g, member_id, generation).await;
+        state::tick(&self.inner.sql.groups, &tx, &mut g).await?;
+        let verdict = check_commit(&self.inner.sql.groups, &tx, &g, member_id, generation).await;
         if verdict.is_ok() {
-            upsert_offsets(&tx, group, offsets).await?;
+            upsert_offsets(&self.inner.sql.groups, &tx, group, offsets).await?;
         }
         tx.commit().await?;
         verdict
@@ -116,12 +117,7 @@ impl Broker {
     pub async fn all_committed_offsets(&self, group: &GroupId) -> Result<Vec<(TopicName, CommittedOffset)>> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT t.name, o.partition, o.\"offset\", o.metadata FROM group_offsets o
-                 JOIN topics t ON t.id = o.topic_id
-                 WHERE o.group_name = $1 ORDER BY t.name, o.partition",
-                &[&group.as_str()],
-            )
+            .query(&self.inner.sql.groups.all_committed_offsets, &[&group.as_str()])
             .await?;
         rows.iter()
             .map(|r| {
@@ -144,12 +140,9 @@ impl Broker {
     pub async fn describe_classic_group(&self, group: &GroupId) -> Result<ClassicGroupDescription> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(mut g) = state::lock(&tx, group.as_str()).await? else {
+        let Some(mut g) = state::lock(&self.inner.sql.groups, &tx, group.as_str()).await? else {
             let offsets = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM group_offsets WHERE group_name = $1)",
-                    &[&group.as_str()],
-                )
+                .query_one(&self.inner.sql.groups.has_offsets, &[&group.as_str()])
                 .await?;
             if !offsets.get::<_, bool>(0) {
                 return Err(Error::UnknownGroup(group.to_string()));
@@ -164,11 +157,11 @@ impl Broker {
                 members: Vec::new(),
             });
         };
-        state::tick(&tx, &mut g).await?;
+        state::tick(&self.inner.sql.groups, &tx, &mut g).await?;
         let d = if g.is_classic() {
-            describe_classic(&tx, group, &g).await?
+            describe_classic(&self.inner.sql.groups, &tx, group, &g).await?
         } else {
-            describe_library(&tx, group, &g).await?
+            describe_library(&self.inner.sql.groups, &tx, group, &g).await?
         };
         tx.commit().await?;
         Ok(d)
@@ -178,23 +171,7 @@ impl Broker {
     pub async fn list_groups_detailed(&self) -> Result<Vec<GroupListing>> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                &format!(
-                    "SELECT g.name, g.protocol_type,
-                            CASE WHEN NOT EXISTS (SELECT 1 FROM group_members m
-                                                  WHERE m.group_name = g.name AND NOT m.pending
-                                                    AND NOT ({})) THEN 'Empty'
-                                 WHEN g.protocol_type = $1 THEN 'Stable'
-                                 ELSE g.state END
-                     FROM groups g
-                     UNION ALL
-                     SELECT DISTINCT o.group_name, '', 'Empty' FROM group_offsets o
-                     WHERE NOT EXISTS (SELECT 1 FROM groups g WHERE g.name = o.group_name)
-                     ORDER BY 1",
-                    state::EXPIRED
-                ),
-                &[&LIBRARY_PROTOCOL],
-            )
+            .query(&self.inner.sql.groups.list_detailed, &[&LIBRARY_PROTOCOL])
             .await?;
         rows.iter()
             .map(|r| {
@@ -208,15 +185,21 @@ impl Broker {
     }
 }
 
-async fn check_commit(tx: &Transaction<'_>, g: &Group, member_id: &str, generation: i32) -> Result<()> {
-    if generation < 0 && state::live_count(tx, &g.name).await? == 0 {
+async fn check_commit(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    g: &Group,
+    member_id: &str,
+    generation: i32,
+) -> Result<()> {
+    if generation < 0 && state::live_count(sql, tx, &g.name).await? == 0 {
         return Ok(());
     }
     if generation < 0 && member_id.is_empty() {
         // Only members may commit to a group that has members.
         return Err(state::unknown(&g.name, member_id));
     }
-    state::current_member(tx, &g.name, member_id, None).await?;
+    state::current_member(sql, tx, &g.name, member_id, None).await?;
     if !g.is_classic() {
         return Err(Error::InconsistentGroupProtocol(g.name.clone()));
     }
@@ -229,7 +212,12 @@ async fn check_commit(tx: &Transaction<'_>, g: &Group, member_id: &str, generati
     Ok(())
 }
 
-async fn describe_classic(tx: &Transaction<'_>, group: &GroupId, g: &Group) -> Result<ClassicGroupDescription> {
+async fn describe_classic(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &GroupId,
+    g: &Group,
+) -> Result<ClassicGroupDescription> {
     let stable = g.state == State::Stable;
     let protocol_name = if stable {
         g.protocol_name.clone().unwrap_or_default()
@@ -237,12 +225,7 @@ async fn describe_classic(tx: &Transaction<'_>, group: &GroupId, g: &Group) -> R
         String::new()
     };
     let members = tx
-        .query(
-            "SELECT member_id, group_instance_id, client_id, client_host,
-                    coalesce(protocol_metadata[array_position(protocol_names, $2)], '\\x'), assignment_bytes
-             FROM group_members WHERE group_name = $1 AND NOT pending ORDER BY member_id",
-            &[&g.name, &protocol_name],
-        )
+        .query(&sql.describe_classic, &[&g.name, &protocol_name])
         .await?
         .iter()
         .map(|r| ClassicMemberDescription {
@@ -265,16 +248,14 @@ async fn describe_classic(tx: &Transaction<'_>, group: &GroupId, g: &Group) -> R
     })
 }
 
-async fn describe_library(tx: &Transaction<'_>, group: &GroupId, g: &Group) -> Result<ClassicGroupDescription> {
+async fn describe_library(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &GroupId,
+    g: &Group,
+) -> Result<ClassicGroupDescription> {
     let members: Vec<ClassicMemberDescription> = tx
-        .query(
-            &format!(
-                "SELECT member_id, client_id FROM group_members m
-                 WHERE m.group_name = $1 AND NOT ({}) ORDER BY member_id",
-                state::EXPIRED
-            ),
-            &[&g.name],
-        )
+        .query(&sql.describe_library_members, &[&g.name])
         .await?
         .iter()
         .map(|r| ClassicMemberDescription {
@@ -286,10 +267,7 @@ async fn describe_library(tx: &Transaction<'_>, group: &GroupId, g: &Group) -> R
             assignment: Vec::new(),
         })
         .collect();
-    let strategy: String = tx
-        .query_one("SELECT strategy FROM groups WHERE name = $1", &[&g.name])
-        .await?
-        .get(0);
+    let strategy: String = tx.query_one(&sql.library_strategy, &[&g.name]).await?.get(0);
     let stable = !members.is_empty();
     Ok(ClassicGroupDescription {
         group: group.clone(),

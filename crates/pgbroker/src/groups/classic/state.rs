@@ -8,6 +8,7 @@ use tokio_postgres::Transaction;
 
 use super::super::{Strategy, LIBRARY_PROTOCOL};
 use crate::error::{Error, Result};
+use crate::groups::statements::Statements;
 
 /// Where a group is in Kafka's classic protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,17 +74,9 @@ pub(super) struct Member {
     pub assignment: Vec<u8>,
 }
 
-/// Live (not expired) session, as a condition on `group_members m`.
-pub(super) const EXPIRED: &str = "m.last_heartbeat + m.session_timeout_ms * interval '1 millisecond' < now()";
-
 /// Locks the group's row.
-pub(super) async fn lock(tx: &Transaction<'_>, group: &str) -> Result<Option<Group>> {
-    let row = tx
-        .query_opt(
-            "SELECT generation, protocol_type, state, protocol_name, leader FROM groups WHERE name = $1 FOR UPDATE",
-            &[&group],
-        )
-        .await?;
+pub(super) async fn lock(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<Option<Group>> {
+    let row = tx.query_opt(&sql.lock_classic, &[&group]).await?;
     Ok(row.map(|r| Group {
         name: group.to_string(),
         generation: r.get(0),
@@ -96,13 +89,10 @@ pub(super) async fn lock(tx: &Transaction<'_>, group: &str) -> Result<Option<Gro
 
 /// Locks the group's row, creating an empty group without protocol type
 /// first if there is none.
-pub(super) async fn lock_or_create(tx: &Transaction<'_>, group: &str) -> Result<Group> {
-    tx.execute(
-        "INSERT INTO groups (name, strategy, protocol_type) VALUES ($1, $2, '') ON CONFLICT DO NOTHING",
-        &[&group, &Strategy::default().as_str()],
-    )
-    .await?;
-    lock(tx, group)
+pub(super) async fn lock_or_create(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<Group> {
+    tx.execute(&sql.create_classic_group, &[&group, &Strategy::default().as_str()])
+        .await?;
+    lock(sql, tx, group)
         .await?
         .ok_or_else(|| Error::Busy(format!("group {group:?} was deleted concurrently")))
 }
@@ -110,45 +100,29 @@ pub(super) async fn lock_or_create(tx: &Transaction<'_>, group: &str) -> Result<
 /// Applies what time has decided: removes members whose session expired
 /// (a removal from a Stable or CompletingRebalance group starts a
 /// rebalance) and completes a rebalance that is due.
-pub(super) async fn tick(tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
+pub(super) async fn tick(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
     if !g.is_classic() {
         return Ok(());
     }
-    let expired = tx
-        .query(
-            &format!("DELETE FROM group_members m WHERE m.group_name = $1 AND {EXPIRED} RETURNING m.pending"),
-            &[&g.name],
-        )
-        .await?;
+    let expired = tx.query(&sql.expire_classic, &[&g.name]).await?;
     if expired.iter().any(|r| !r.get::<_, bool>(0)) {
         tracing::debug!(group = %g.name, removed = expired.len(), "classic group members expired");
         if matches!(g.state, State::Stable | State::Completing) {
-            prepare(tx, g, 0).await?;
+            prepare(sql, tx, g, 0).await?;
         }
     }
-    maybe_complete(tx, g).await
+    maybe_complete(sql, tx, g).await
 }
 
 /// Starts a rebalance unless one is under way. The deadline is now plus
 /// the largest rebalance timeout of the members; a group that was empty
 /// also waits `delay_ms` first.
-pub(super) async fn prepare(tx: &Transaction<'_>, g: &mut Group, delay_ms: i64) -> Result<()> {
+pub(super) async fn prepare(sql: &Statements, tx: &Transaction<'_>, g: &mut Group, delay_ms: i64) -> Result<()> {
     if g.state == State::Preparing {
         return Ok(());
     }
     let delay: Option<i64> = (g.state == State::Empty && delay_ms > 0).then_some(delay_ms);
-    tx.execute(
-        "WITH t AS (
-             SELECT now() + coalesce(max(rebalance_timeout_ms), 0) * interval '1 millisecond' AS deadline
-             FROM group_members WHERE group_name = $1 AND NOT pending)
-         UPDATE groups SET state = 'PreparingRebalance', rebalance_deadline = t.deadline,
-                join_delay_until = CASE WHEN $2::bigint IS NULL THEN NULL
-                                        ELSE least(t.deadline, now() + $2::bigint * interval '1 millisecond') END,
-                updated_at = now()
-         FROM t WHERE name = $1",
-        &[&g.name, &delay],
-    )
-    .await?;
+    tx.execute(&sql.prepare, &[&g.name, &delay]).await?;
     tracing::debug!(group = %g.name, from = g.state.as_str(), "classic group rebalancing");
     g.state = State::Preparing;
     Ok(())
@@ -156,36 +130,21 @@ pub(super) async fn prepare(tx: &Transaction<'_>, g: &mut Group, delay_ms: i64) 
 
 /// A new member joined during the initial delay: wait a little longer for
 /// others (Kafka's InitialDelayedJoin), never past the deadline.
-pub(super) async fn extend_delay(tx: &Transaction<'_>, g: &Group, delay_ms: i64) -> Result<()> {
-    tx.execute(
-        "UPDATE groups SET join_delay_until = least(rebalance_deadline, now() + $2::bigint * interval '1 millisecond')
-         WHERE name = $1 AND join_delay_until > now()",
-        &[&g.name, &delay_ms],
-    )
-    .await?;
+pub(super) async fn extend_delay(sql: &Statements, tx: &Transaction<'_>, g: &Group, delay_ms: i64) -> Result<()> {
+    tx.execute(&sql.extend_delay, &[&g.name, &delay_ms]).await?;
     Ok(())
 }
 
 /// Completes the join phase when it is due: after the initial delay, once
 /// every member has rejoined and no new member is pending, or at the
 /// deadline.
-pub(super) async fn maybe_complete(tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
+pub(super) async fn maybe_complete(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
     if g.state != State::Preparing {
         return Ok(());
     }
-    let due: bool = tx
-        .query_one(
-            "SELECT now() >= coalesce(join_delay_until, '-infinity')
-                AND (now() >= coalesce(rebalance_deadline, '-infinity')
-                     OR NOT EXISTS (SELECT 1 FROM group_members m
-                                    WHERE m.group_name = $1 AND (m.pending OR NOT m.joined)))
-             FROM groups WHERE name = $1",
-            &[&g.name],
-        )
-        .await?
-        .get(0);
+    let due: bool = tx.query_one(&sql.maybe_complete, &[&g.name]).await?.get(0);
     if due {
-        complete(tx, g).await?;
+        complete(sql, tx, g).await?;
     }
     Ok(())
 }
@@ -193,28 +152,11 @@ pub(super) async fn maybe_complete(tx: &Transaction<'_>, g: &mut Group) -> Resul
 /// Ends the join phase: dynamic members that did not rejoin are removed
 /// (static ones stay until their session expires, as in Kafka), the
 /// generation is bumped, and leader and protocol are chosen.
-async fn complete(tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
-    tx.execute(
-        "DELETE FROM group_members
-         WHERE group_name = $1 AND NOT pending AND NOT joined AND group_instance_id IS NULL",
-        &[&g.name],
-    )
-    .await?;
-    let rows = tx
-        .query(
-            "SELECT member_id, joined, protocol_names FROM group_members
-             WHERE group_name = $1 AND NOT pending ORDER BY joined_at, member_id",
-            &[&g.name],
-        )
-        .await?;
+async fn complete(sql: &Statements, tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
+    tx.execute(&sql.remove_unjoined, &[&g.name]).await?;
+    let rows = tx.query(&sql.joined_members, &[&g.name]).await?;
     if rows.is_empty() {
-        tx.execute(
-            "UPDATE groups SET state = 'Empty', protocol_name = NULL, leader = NULL,
-                    rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
-             WHERE name = $1",
-            &[&g.name],
-        )
-        .await?;
+        tx.execute(&sql.reset_to_empty, &[&g.name]).await?;
         g.state = State::Empty;
         g.protocol_name = None;
         g.leader = None;
@@ -224,13 +166,7 @@ async fn complete(tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
     let Some(first) = joined.first() else {
         // Only static members that have not rejoined: wait another round
         // for them (or for their sessions to expire).
-        tx.execute(
-            "UPDATE groups SET rebalance_deadline = now() + coalesce((SELECT max(rebalance_timeout_ms)
-                 FROM group_members WHERE group_name = $1 AND NOT pending), 0) * interval '1 millisecond'
-             WHERE name = $1",
-            &[&g.name],
-        )
-        .await?;
+        tx.execute(&sql.extend_deadline, &[&g.name]).await?;
         return Ok(());
     };
     let leader = match &g.leader {
@@ -244,21 +180,9 @@ async fn complete(tx: &Transaction<'_>, g: &mut Group) -> Result<()> {
         .or_else(|| protocols.first().and_then(|p| p.first().cloned()))
         .unwrap_or_default();
     let next = g.generation.wrapping_add(1).max(1);
-    tx.execute(
-        "UPDATE group_members
-         SET member_generation = CASE WHEN joined THEN $2 ELSE member_generation END,
-             joined = false, assignment_bytes = '\\x'
-         WHERE group_name = $1 AND NOT pending",
-        &[&g.name, &next],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE groups SET generation = $2, state = 'CompletingRebalance', protocol_name = $3, leader = $4,
-                rebalance_deadline = NULL, join_delay_until = NULL, updated_at = now()
-         WHERE name = $1",
-        &[&g.name, &next, &protocol, &leader],
-    )
-    .await?;
+    tx.execute(&sql.start_member_generation, &[&g.name, &next]).await?;
+    tx.execute(&sql.start_generation, &[&g.name, &next, &protocol, &leader])
+        .await?;
     tracing::debug!(group = %g.name, generation = next, members = rows.len(), %leader, %protocol,
         "classic group joined");
     g.generation = next;
@@ -290,15 +214,13 @@ pub(super) fn select_protocol(members: &[Vec<String>]) -> Option<String> {
 }
 
 /// Reads a member's row.
-pub(super) async fn member(tx: &Transaction<'_>, group: &str, member_id: &str) -> Result<Option<Member>> {
-    let row = tx
-        .query_opt(
-            "SELECT pending, joined, member_generation, protocol_names, protocol_metadata,
-                    rebalance_timeout_ms, assignment_bytes
-             FROM group_members WHERE group_name = $1 AND member_id = $2",
-            &[&group, &member_id],
-        )
-        .await?;
+pub(super) async fn member(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &str,
+    member_id: &str,
+) -> Result<Option<Member>> {
+    let row = tx.query_opt(&sql.member, &[&group, &member_id]).await?;
     Ok(row.map(|r| Member {
         pending: r.get(0),
         joined: r.get(1),
@@ -311,13 +233,13 @@ pub(super) async fn member(tx: &Transaction<'_>, group: &str, member_id: &str) -
 }
 
 /// The member id a static member's instance id is registered to.
-pub(super) async fn instance_owner(tx: &Transaction<'_>, group: &str, instance: &str) -> Result<Option<String>> {
-    let row = tx
-        .query_opt(
-            "SELECT member_id FROM group_members WHERE group_name = $1 AND group_instance_id = $2",
-            &[&group, &instance],
-        )
-        .await?;
+pub(super) async fn instance_owner(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    group: &str,
+    instance: &str,
+) -> Result<Option<String>> {
+    let row = tx.query_opt(&sql.instance_owner, &[&group, &instance]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -325,20 +247,21 @@ pub(super) async fn instance_owner(tx: &Transaction<'_>, group: &str, instance: 
 /// registered to another member id is fenced; a member id that is not a
 /// (joined, not pending) member is unknown.
 pub(super) async fn current_member(
+    sql: &Statements,
     tx: &Transaction<'_>,
     group: &str,
     member_id: &str,
     instance: Option<&str>,
 ) -> Result<Member> {
     if let Some(instance) = instance {
-        if instance_owner(tx, group, instance)
+        if instance_owner(sql, tx, group, instance)
             .await?
             .is_some_and(|owner| owner != member_id)
         {
             return Err(fenced(group, instance));
         }
     }
-    match member(tx, group, member_id).await? {
+    match member(sql, tx, group, member_id).await? {
         Some(m) if !m.pending => Ok(m),
         _ => Err(unknown(group, member_id)),
     }
@@ -347,25 +270,13 @@ pub(super) async fn current_member(
 /// Members that are neither pending nor expired. (Classic groups have no
 /// expired members after [`tick`]; the library's groups keep them until
 /// their own coordinator removes them.)
-pub(super) async fn live_count(tx: &Transaction<'_>, group: &str) -> Result<i64> {
-    Ok(tx
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM group_members m WHERE m.group_name = $1 AND NOT m.pending AND NOT ({EXPIRED})"
-            ),
-            &[&group],
-        )
-        .await?
-        .get(0))
+pub(super) async fn live_count(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<i64> {
+    Ok(tx.query_one(&sql.live_count, &[&group]).await?.get(0))
 }
 
 /// Refreshes a member's session.
-pub(super) async fn touch(tx: &Transaction<'_>, group: &str, member_id: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE group_members SET last_heartbeat = now() WHERE group_name = $1 AND member_id = $2",
-        &[&group, &member_id],
-    )
-    .await?;
+pub(super) async fn touch(sql: &Statements, tx: &Transaction<'_>, group: &str, member_id: &str) -> Result<()> {
+    tx.execute(&sql.touch, &[&group, &member_id]).await?;
     Ok(())
 }
 
