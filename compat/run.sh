@@ -21,8 +21,8 @@
 #   COMPAT_DEBUG=1              clients log their protocol traffic to the logs
 #   COMPAT_LOG_DIR              where logs go (default compat/logs/<time>)
 #
-# Installs the clients (install.sh), starts the server on free ports in a
-# fresh schema, runs every scenario of every client, stops the server with
+# Checks that the clients are installed (scripts/setup.sh installs them),
+# starts the server on free ports in a fresh schema, runs every scenario of every client, stops the server with
 # SIGTERM and drops the schema. Exits 1 if any scenario failed.
 set -euo pipefail
 
@@ -40,7 +40,11 @@ LOGS=${COMPAT_LOG_DIR:-$COMPAT/logs/$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$LOGS"
 DEBUG=${COMPAT_DEBUG:-0}
 
-"$COMPAT/install.sh"
+missing() { echo "compat: $1 is missing; run scripts/setup.sh" >&2; exit 1; }
+command -v kcat >/dev/null || missing kcat
+/usr/bin/python3 -c 'import confluent_kafka, kafka' 2>/dev/null || missing "Debian's python3-confluent-kafka or python3-kafka"
+"$COMPAT/.venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka' 2>/dev/null || missing compat/.venv
+node -e "require('$COMPAT/node/node_modules/kafkajs')" 2>/dev/null || missing "kafkajs in compat/node"
 
 if [[ -z ${PGBROKER_BIN:-} ]]; then
   (cd "$ROOT" && cargo build -q -p pgbroker-cli)

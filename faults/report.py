@@ -109,8 +109,8 @@ def main(path, status):
     out.append("Known gap: a Metadata request for all topics during an outage is answered with an empty list")
     out.append("(Metadata v0-12 has no top-level error code), so tools listing topics see none for a while.")
     out.append("")
-    out.append("Run it again with `faults/run.sh --long`; the short form (`faults/run.sh`, and")
-    out.append("`cargo test -p pgbroker-cli --test faults`) runs every scenario for a few seconds.")
+    out.append("Run it again with `faults/run.sh --long`; the short form (`faults/run.sh`, a step")
+    out.append("of `scripts/test.sh`) runs every scenario for a few seconds.")
     print("\n".join(out))
 
 

@@ -488,8 +488,9 @@ def main():
             h.close(failed=not ok)
     if failed:
         log("failed:", " ".join(failed))
-        return 1
-    return 0
+    ran = len(args.scenario or SCENARIOS)
+    print(f"faults: {ran - len(failed)} passed, {len(failed)} failed", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

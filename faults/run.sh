@@ -3,29 +3,20 @@
 # injects its fault under load from real Kafka clients, and checks that
 # nothing acknowledged was lost.
 #
-#   faults/run.sh                    short form (debug binary, seconds per scenario)
+#   faults/run.sh                    short form (debug binary, 6 s of faults per scenario)
 #   faults/run.sh --long             long form (release binary, minutes per scenario,
 #                                    rewrites RELIABILITY.md from the measurements)
-#   faults/run.sh --bin PATH [run.py flags...]   any binary, any flags
+#   faults/run.sh --bin PATH [run.py flags...]   any binary, the short form's
+#                                    timing unless the flags say otherwise
+#
+# What it needs (PostgreSQL 15, python3-confluent-kafka) comes from
+# scripts/setup.sh. The last line says how many scenarios passed and failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-install_deps() {
-  local missing=()
-  [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
-  /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null || missing+=(python3-confluent-kafka)
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-      echo "faults: missing ${missing[*]} and not root to install them" >&2
-      exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
-
-install_deps
+[ -x "${PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || { echo "faults: no PostgreSQL 15; run scripts/setup.sh" >&2; exit 1; }
+/usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null \
+  || { echo "faults: no python3-confluent-kafka; run scripts/setup.sh" >&2; exit 1; }
 /usr/bin/python3 -m unittest -q faults/test_checker.py
 
 if [ "${1:-}" = "--long" ]; then
@@ -49,4 +40,4 @@ else
   cargo build -j1 -p pgbroker-cli
   bin=target/debug/pgbroker
 fi
-exec /usr/bin/python3 faults/run.py --bin "$bin" "$@"
+exec /usr/bin/python3 faults/run.py --bin "$bin" --duration 6 --gap 1 2.5 --outage 1 2.5 "$@"

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure a PostgreSQL server answers at 127.0.0.1:5432 and that the
-# `test` database exists, installing and starting it when needed.
+# `test` database exists, starting the server when it is down. PostgreSQL
+# itself comes from scripts/setup.sh.
 set -euo pipefail
 
-need_apt=()
-command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
-command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
-fi
+for tool in psql pg_ctlcluster; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "no $tool: run scripts/setup.sh" >&2; exit 1; }
+done
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   version=$(ls /etc/postgresql | sort -V | tail -n 1)

@@ -1,29 +1,54 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine or a used one: starts PostgreSQL
-# if it is down, installs what the tests need, then runs fmt, clippy and
-# every test against the real database.
+# Every check, in tiers, on a fresh machine or a used one: installs what the
+# suites need (scripts/setup.sh), starts PostgreSQL if it is down, then
+# format, lints, docs, the unit and integration tests, the Kafka client
+# compatibility suite, the fault scenarios in their short form, and a build
+# of the fuzz targets. The first step that fails ends the run with its
+# status; the run ends with one summary line per suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/pgbroker-test.XXXXXX")
+SUMMARY=()
+step() { printf '\n==== %s\n' "$*"; }
+
+step "setup"
+./scripts/setup.sh
 ./scripts/ensure-postgres.sh
 
-# kcat (librdkafka) is the real Kafka client of the SASL end-to-end test.
-if ! command -v kcat >/dev/null 2>&1; then
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat
-fi
-
-# The comparison harness (crates/pgbroker-bench) links Debian's librdkafka.
-if ! dpkg -s librdkafka-dev pkg-config >/dev/null 2>&1; then
-  apt-get update -qq
-  apt-get install -y -qq librdkafka-dev pkg-config
-fi
-
-if command -v rustup >/dev/null 2>&1; then
-  rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
-  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-fi
-
+step "cargo fmt"
 cargo fmt --all --check
+
+step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+
+step "cargo doc"
+# The binary `pgbroker` and the library `pgbroker` share a doc path, so the
+# binaries are documented on their own, before the libraries.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --bins -p pgbroker-cli -p pgbroker-bench
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib
+
+step "cargo test"
+cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.log"
+SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+  END { printf "cargo test: %d passed, %d failed, %d ignored", p, f, i }' "$LOGS/cargo-test.log")")
+
+# The compat and fault suites drive the binary `cargo test` built.
+BIN=${CARGO_TARGET_DIR:-target}/debug/pgbroker
+cargo build -q -p pgbroker-cli --bin pgbroker
+
+step "compat: real Kafka clients against pgbroker serve"
+PGBROKER_BIN=$PWD/$BIN compat/run.sh | tee "$LOGS/compat.log"
+SUMMARY+=("$(grep '^compat:' "$LOGS/compat.log" | tail -n 1)")
+
+step "faults: every scenario, short form"
+faults/run.sh --bin "$BIN" 2>&1 | tee "$LOGS/faults.log"
+SUMMARY+=("$(grep '^faults:' "$LOGS/faults.log" | tail -n 1)")
+
+step "fuzz targets: build"
+./scripts/fuzz-build.sh
+SUMMARY+=("fuzz: $(ls fuzz/fuzz_targets/*.rs | wc -l) targets built")
+
+step "summary"
+printf '%s\n' "${SUMMARY[@]}"
+rm -rf "$LOGS"

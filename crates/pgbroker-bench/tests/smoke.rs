@@ -12,13 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pgbroker_testkit::database_url;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgbroker-bench");
-
-fn database_url() -> String {
-    std::env::var("PGBROKER_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 /// The `pgbroker` binary of this build, built if `cargo test` did not.
 fn pgbroker_bin() -> PathBuf {

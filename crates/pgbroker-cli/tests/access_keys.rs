@@ -3,10 +3,7 @@
 //! it, deletion is by id, and bad input fails with a clear message and
 //! changes nothing.
 
-#[allow(dead_code)]
-mod common;
-
-use common::Env;
+use pgbroker_testkit::cli::Env;
 use serde_json::{json, Value};
 
 fn key_ids(listing: &Value) -> Vec<&str> {

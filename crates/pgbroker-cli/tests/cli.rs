@@ -4,15 +4,13 @@
 //! The database is `PGBROKER_TEST_DATABASE_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/test`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
-use common::{lines, values, Env, BIN};
+use pgbroker_testkit::cli::{bin, lines, values, Env};
 
 #[test]
 fn round_trip_with_group() {
@@ -188,7 +186,7 @@ fn bad_input_is_rejected() {
     assert!(env.fail(&["consume", "t", "--partition", "7"]).contains("partition 7"));
 
     let url = "postgres://u:secret@127.0.0.1:1/db";
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--database-url", url, "topic", "list"])
         .output()
         .expect("run");
@@ -197,7 +195,7 @@ fn bad_input_is_rejected() {
     assert!(err.starts_with("error: ") && err.contains("127.0.0.1:1/db"), "{err}");
     assert!(err.contains("refused"), "the driver's reason is kept: {err}");
     assert!(!err.contains("secret"), "{err}");
-    let help = Command::new(BIN)
+    let help = Command::new(bin())
         .env("DATABASE_URL", url)
         .arg("--help")
         .output()
@@ -243,7 +241,7 @@ fn topic_lifecycle() {
         "1000",
     ]);
     // Global flags also work after the subcommand.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "topic",
             "list",

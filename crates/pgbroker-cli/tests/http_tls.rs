@@ -1,15 +1,12 @@
 //! `pgbroker serve --http-tls-cert --http-tls-key`: `/healthz` and
 //! `/metrics` over HTTPS, checked with curl against a test CA.
 
-#[allow(dead_code)]
-mod common;
-
 use std::process::{Command as StdCommand, Output};
 use std::time::{Duration, Instant};
 
-use common::certs::make_certs;
-use common::serve::Server;
-use common::{text, Env};
+use pgbroker_testkit::cli::certs::make_certs;
+use pgbroker_testkit::cli::serve::Server;
+use pgbroker_testkit::cli::{text, Env};
 
 fn curl(args: &[&str]) -> Output {
     StdCommand::new("curl")

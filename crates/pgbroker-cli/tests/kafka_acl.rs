@@ -3,17 +3,15 @@
 //! was granted.
 //!
 //! Without kcat on the PATH the kcat test is skipped, except under CI
-//! (`CI=true`), where it fails; `scripts/test.sh` installs it.
+//! (`CI=true`), where it fails; `scripts/setup.sh` installs it.
 
 // Helpers for the stream commands are unused here.
-#[allow(dead_code)]
-mod common;
 
-use std::process::{Command as StdCommand, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::serve::{kcat_available, Server};
-use common::{text, Env};
+use pgbroker_testkit::cli::kcat::{self, librdkafka_version};
+use pgbroker_testkit::cli::serve::{kcat_available, Server};
+use pgbroker_testkit::cli::{text, Env};
 use serde_json::{json, Value};
 
 #[test]
@@ -156,47 +154,17 @@ fn super_users_need_authentication() {
     assert!(err.contains("--sasl-mechanisms"), "{err}");
 }
 
-/// The librdkafka version kcat links, as (major, minor, patch).
-fn librdkafka_version() -> (u32, u32, u32) {
-    let out = StdCommand::new("kcat").arg("-V").output().expect("kcat -V");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let version = text
-        .split("librdkafka ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("0.0.0");
-    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
-    (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    )
-}
-
 /// Runs kcat as `user` with `args`, killed after 30 s.
 fn kcat(port: u16, mechanism: &str, user: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = StdCommand::new("kcat")
-        .args(["-b", &format!("127.0.0.1:{port}")])
-        .args(["-X", "security.protocol=SASL_PLAINTEXT"])
-        .args(["-X", &format!("sasl.mechanisms={mechanism}")])
-        .args(["-X", &format!("sasl.username={user}")])
-        .args(["-X", &format!("sasl.password={user}-pw")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat");
-    if let Some(mut pipe) = child.stdin.take() {
-        use std::io::Write;
-        pipe.write_all(stdin.as_bytes()).expect("write to kcat");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    child.wait_with_output().expect("kcat output")
+    let sasl = [
+        "security.protocol=SASL_PLAINTEXT".to_string(),
+        format!("sasl.mechanisms={mechanism}"),
+        format!("sasl.username={user}"),
+        format!("sasl.password={user}-pw"),
+    ];
+    let mut all: Vec<&str> = sasl.iter().flat_map(|x| ["-X", x.as_str()]).collect();
+    all.extend_from_slice(args);
+    kcat::kcat(port, &all, Some(stdin))
 }
 
 fn high_watermark(env: &Env, topic: &str) -> i64 {

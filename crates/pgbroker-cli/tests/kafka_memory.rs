@@ -7,18 +7,14 @@
 //! its resident memory is sampled from `/proc/<pid>/status`. Its peak must
 //! stay under [`PEAK_BOUND_MIB`], and a normal client is served after.
 
-#[path = "../../pgbroker-kafka/tests/common/battery.rs"]
-mod battery;
-#[allow(dead_code)]
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::serve::Server;
-use common::Env;
+use pgbroker_testkit::cli::serve::Server;
+use pgbroker_testkit::cli::Env;
+use pgbroker_testkit::kafka::battery;
 
 /// The bound on the server's peak resident memory during the battery,
 /// stated in SECURITY.md: measured at 163 to 168 MiB (20 MiB at rest, 1 MiB
@@ -93,7 +89,7 @@ fn memory_stays_bounded_under_the_bad_input_battery() {
     );
     let records = env.consume(&["battered", "--from-beginning"]);
     assert_eq!(
-        common::values(&records),
+        pgbroker_testkit::cli::values(&records),
         ["after", "fine"],
         "only the good batches were written"
     );

@@ -2,16 +2,15 @@
 //! client: kcat (librdkafka) lists metadata over SASL_PLAINTEXT.
 //!
 //! Without kcat on the PATH the test is skipped, except under CI
-//! (`CI=true`), where it fails; `scripts/test.sh` installs it.
+//! (`CI=true`), where it fails; `scripts/setup.sh` installs it.
 
 // Helpers for the stream commands are unused here.
-#[allow(dead_code)]
-mod common;
 
 use std::process::{Command as StdCommand, Output, Stdio};
 
-use common::serve::{kcat_available, Server};
-use common::{text, Env};
+use pgbroker_testkit::cli::kcat::librdkafka_version;
+use pgbroker_testkit::cli::serve::{kcat_available, Server};
+use pgbroker_testkit::cli::{text, Env};
 
 /// kcat runs against a server.
 trait Kcat {
@@ -106,23 +105,6 @@ fn serve_refuses_plain_without_opting_in() {
     ]);
     assert!(err.contains("--allow-plain-without-tls"), "{err}");
     env.fail_with(2, &["serve", "--sasl-mechanisms", "GSSAPI"], "");
-}
-
-/// The librdkafka version kcat links, as (major, minor, patch).
-fn librdkafka_version() -> (u32, u32, u32) {
-    let out = StdCommand::new("kcat").arg("-V").output().expect("kcat -V");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let version = text
-        .split("librdkafka ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("0.0.0");
-    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
-    (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    )
 }
 
 #[test]

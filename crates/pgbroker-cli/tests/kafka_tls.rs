@@ -2,33 +2,12 @@
 //! (librdkafka) over TLS, verifying the server against a test CA.
 //!
 //! Without kcat on the PATH the test is skipped, except under CI, where it
-//! fails; `scripts/test.sh` installs it.
+//! fails; `scripts/setup.sh` installs it.
 
-#[allow(dead_code)]
-mod common;
-
-use std::process::{Command as StdCommand, Output, Stdio};
-
-use common::certs::make_certs;
-use common::serve::{kcat_available, Server};
-use common::{text, Env};
-
-fn kcat(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = StdCommand::new("kcat")
-        .args(["-b", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat");
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(input.as_bytes()).expect("write to kcat");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("kcat output")
-}
+use pgbroker_testkit::cli::certs::make_certs;
+use pgbroker_testkit::cli::kcat::kcat;
+use pgbroker_testkit::cli::serve::{kcat_available, Server};
+use pgbroker_testkit::cli::{text, Env};
 
 #[test]
 fn kcat_produces_and_consumes_over_tls() {

@@ -2,14 +2,12 @@
 //! in its own fresh schema.
 
 // Helpers for the stream commands are unused here.
-#[allow(dead_code)]
-mod common;
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use common::Env;
+use pgbroker_testkit::cli::Env;
 
 fn receive_json(env: &Env, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["queue", "receive", "--format", "json"];

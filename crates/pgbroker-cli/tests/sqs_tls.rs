@@ -2,15 +2,12 @@
 //! requests signed by curl's own SigV4 implementation, and the start-up
 //! rule for anonymous access.
 
-#[allow(dead_code)]
-mod common;
-
 use std::process::{Command as StdCommand, Output};
 use std::time::{Duration, Instant};
 
-use common::certs::make_certs;
-use common::serve::{free_port, Server};
-use common::{text, Env};
+use pgbroker_testkit::cli::certs::make_certs;
+use pgbroker_testkit::cli::serve::{free_port, Server};
+use pgbroker_testkit::cli::{text, Env};
 
 /// POSTs an SQS JSON request with curl; `extra` adds flags (TLS, signing).
 fn curl(url: &str, action: &str, body: &str, extra: &[&str]) -> Output {

@@ -3,12 +3,9 @@
 //! admin on it, and ListGroups, DescribeGroups and FindCoordinator show
 //! only groups the user has a right on. Refusals change nothing.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::auth::{self, group, group_prefix, login, topic, user, ROOT};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
@@ -22,6 +19,8 @@ use kafka_protocol::protocol::StrBytes;
 use pgbroker::auth::Permission;
 use pgbroker::groups::OffsetCommit;
 use pgbroker::{GroupId, TopicConfig};
+use pgbroker_testkit::kafka::auth::{self, group, group_prefix, login, topic, user, ROOT};
+use pgbroker_testkit::kafka::{Conn, TestServer};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
@@ -71,12 +70,12 @@ fn commit_req(group: &str, generation: i32, member: &str, topics: &[&str]) -> Of
 }
 
 /// Error codes of an OffsetCommit answer, by topic, in request order.
-async fn commit(conn: &mut common::Conn, req: &OffsetCommitRequest) -> Vec<i16> {
+async fn commit(conn: &mut Conn, req: &OffsetCommitRequest) -> Vec<i16> {
     let resp = conn.call(8, req).await;
     resp.topics.iter().map(|t| t.partitions[0].error_code).collect()
 }
 
-async fn committed(server: &common::TestServer, group: &str) -> Vec<(String, i64)> {
+async fn committed(server: &TestServer, group: &str) -> Vec<(String, i64)> {
     let group = GroupId::new(group).expect("group");
     match server.broker.groups().all_offsets(&group).await {
         Ok(c) => c.into_iter().map(|(t, c)| (t.to_string(), c.offset)).collect(),
@@ -85,7 +84,7 @@ async fn committed(server: &common::TestServer, group: &str) -> Vec<(String, i64
     }
 }
 
-async fn groups(server: &common::TestServer) -> Vec<String> {
+async fn groups(server: &TestServer) -> Vec<String> {
     let list = server.broker.classic_groups().list().await.expect("groups");
     list.into_iter().map(|l| l.group.to_string()).collect()
 }

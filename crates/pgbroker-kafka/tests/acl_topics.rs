@@ -2,12 +2,9 @@
 //! absence is answered with the authorization error and changes nothing,
 //! and Metadata shows only what the user may see.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::auth::{self, login, topic, topic_prefix, user, ROOT};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
@@ -26,6 +23,8 @@ use kafka_protocol::protocol::StrBytes;
 use pgbroker::auth::{Acl, Permission};
 use pgbroker::{StoredRecord, TopicConfig, TopicName};
 use pgbroker_kafka::encode_batch;
+use pgbroker_testkit::kafka::auth::{self, login, topic, topic_prefix, user, ROOT};
+use pgbroker_testkit::kafka::{Conn, TestServer};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
@@ -53,7 +52,7 @@ fn batch(value: &str) -> Bytes {
     Bytes::from(buf)
 }
 
-async fn produce(conn: &mut common::Conn, topic: &str, value: &str) -> i16 {
+async fn produce(conn: &mut Conn, topic: &str, value: &str) -> i16 {
     let mut p = PartitionProduceData::default();
     p.index = 0;
     p.records = Some(batch(value));
@@ -67,7 +66,7 @@ async fn produce(conn: &mut common::Conn, topic: &str, value: &str) -> i16 {
     conn.call(9, &req).await.responses[0].partition_responses[0].error_code
 }
 
-async fn fetch(conn: &mut common::Conn, topic: &str) -> (i16, Option<Bytes>) {
+async fn fetch(conn: &mut Conn, topic: &str) -> (i16, Option<Bytes>) {
     let mut p = FetchPartition::default();
     p.partition_max_bytes = 1 << 20;
     let mut t = FetchTopic::default();
@@ -81,7 +80,7 @@ async fn fetch(conn: &mut common::Conn, topic: &str) -> (i16, Option<Bytes>) {
     (p.error_code, p.records.clone().filter(|r| !r.is_empty()))
 }
 
-async fn list_offsets(conn: &mut common::Conn, topic: &str) -> (i16, i64) {
+async fn list_offsets(conn: &mut Conn, topic: &str) -> (i16, i64) {
     let mut p = ListOffsetsPartition::default();
     p.timestamp = -1;
     let mut t = ListOffsetsTopic::default();
@@ -94,7 +93,7 @@ async fn list_offsets(conn: &mut common::Conn, topic: &str) -> (i16, i64) {
     (p.error_code, p.offset)
 }
 
-async fn leader_epoch(conn: &mut common::Conn, topic: &str) -> (i16, i64) {
+async fn leader_epoch(conn: &mut Conn, topic: &str) -> (i16, i64) {
     let mut p = OffsetForLeaderPartition::default();
     p.current_leader_epoch = -1;
     let mut t = OffsetForLeaderTopic::default();
@@ -108,7 +107,7 @@ async fn leader_epoch(conn: &mut common::Conn, topic: &str) -> (i16, i64) {
 }
 
 /// Metadata for `topics` (`None`: every topic): `(name, error code)` pairs.
-async fn metadata(conn: &mut common::Conn, topics: Option<&[&str]>) -> Vec<(String, i16)> {
+async fn metadata(conn: &mut Conn, topics: Option<&[&str]>) -> Vec<(String, i16)> {
     let mut req = MetadataRequest::default();
     req.topics = topics.map(|ts| {
         ts.iter()
@@ -135,7 +134,7 @@ async fn metadata(conn: &mut common::Conn, topics: Option<&[&str]>) -> Vec<(Stri
     got
 }
 
-async fn hw(server: &common::TestServer, topic: &str) -> i64 {
+async fn hw(server: &TestServer, topic: &str) -> i64 {
     server
         .broker
         .streams()
@@ -418,7 +417,7 @@ async fn rights_are_read_at_login() {
 
 #[tokio::test]
 async fn without_authentication_nothing_is_enforced() {
-    let server = common::TestServer::start().await;
+    let server = TestServer::start().await;
     server.topic("orders", TopicConfig::default()).await;
     let mut conn = server.connect().await;
     assert_eq!(produce(&mut conn, "orders", "x").await, 0);

@@ -1,20 +1,19 @@
 //! SASL authentication on the wire: SCRAM-SHA-256 computed by a client
 //! written here, PLAIN, and what an unauthenticated connection may do.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
-use common::TestServer;
 use hmac::{Hmac, KeyInit, Mac};
 use kafka_protocol::messages::{
     ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use pgbroker_kafka::{AuthConfig, KafkaConfig, Mechanism};
+use pgbroker_testkit::kafka::{broker_on, Conn, TestServer};
+use pgbroker_testkit::TestSchema;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -24,32 +23,25 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn schema() -> String {
-    format!("k_{:016x}", rand::thread_rng().gen::<u64>())
-}
-
 async fn start(mechanisms: Vec<Mechanism>) -> TestServer {
     let auth = AuthConfig {
         allow_plain_without_tls: true,
         ..AuthConfig::sasl(mechanisms)
     };
-    TestServer::start_on(
-        &schema(),
-        KafkaConfig {
-            auth,
-            ..KafkaConfig::default()
-        },
-    )
+    TestServer::start_with(KafkaConfig {
+        auth,
+        ..KafkaConfig::default()
+    })
     .await
 }
 
-async fn handshake(conn: &mut common::Conn, mechanism: &str) -> i16 {
+async fn handshake(conn: &mut Conn, mechanism: &str) -> i16 {
     let mut req = SaslHandshakeRequest::default();
     req.mechanism = StrBytes::from_string(mechanism.to_string());
     conn.call(1, &req).await.error_code
 }
 
-async fn token(conn: &mut common::Conn, bytes: Vec<u8>) -> SaslAuthenticateResponse {
+async fn token(conn: &mut Conn, bytes: Vec<u8>) -> SaslAuthenticateResponse {
     let mut req = SaslAuthenticateRequest::default();
     req.auth_bytes = Bytes::from(bytes);
     conn.call(2, &req).await
@@ -118,7 +110,7 @@ fn client_final(
 
 /// Runs a SCRAM-SHA-256 exchange as a client: the proof is computed from
 /// the password, the server's signature checked.
-async fn scram(conn: &mut common::Conn, user: &str, password: &str, tamper: Tamper) -> Outcome {
+async fn scram(conn: &mut Conn, user: &str, password: &str, tamper: Tamper) -> Outcome {
     assert_eq!(handshake(conn, "SCRAM-SHA-256").await, 0);
     let client_nonce = B64.encode(rand::thread_rng().gen::<[u8; 18]>());
     let client_first_bare = format!("n={user},r={client_nonce}");
@@ -141,13 +133,13 @@ async fn scram(conn: &mut common::Conn, user: &str, password: &str, tamper: Tamp
     }
 }
 
-async fn plain(conn: &mut common::Conn, user: &str, password: &str) -> SaslAuthenticateResponse {
+async fn plain(conn: &mut Conn, user: &str, password: &str) -> SaslAuthenticateResponse {
     assert_eq!(handshake(conn, "PLAIN").await, 0);
     token(conn, format!("\0{user}\0{password}").into_bytes()).await
 }
 
 /// True when Metadata is answered (the connection is authenticated).
-async fn metadata_works(conn: &mut common::Conn) -> bool {
+async fn metadata_works(conn: &mut Conn) -> bool {
     let resp = conn.call(12, &MetadataRequest::default()).await;
     !resp.brokers.is_empty()
 }
@@ -379,7 +371,8 @@ async fn plain_login_and_refusals() {
 #[tokio::test]
 async fn plain_needs_an_explicit_opt_in() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let broker = common::broker_on(&schema()).await;
+    let schema = TestSchema::new("k");
+    let broker = broker_on(schema.name()).await;
     let config = KafkaConfig {
         auth: AuthConfig::sasl(vec![Mechanism::Plain]),
         ..KafkaConfig::default()
@@ -387,13 +380,6 @@ async fn plain_needs_an_explicit_opt_in() {
     let refused = pgbroker_kafka::serve_on(listener, broker.clone(), config, Default::default()).await;
     let message = refused.expect_err("PLAIN without TLS is refused").to_string();
     assert!(message.contains("PLAIN"), "{message}");
-    let (client, conn) = tokio_postgres::connect(&common::database_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let _ = client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", broker.schema()))
-        .await;
 }
 
 #[tokio::test]
@@ -454,7 +440,7 @@ async fn without_authentication_sasl_is_refused_and_everything_served() {
     server.stop().await;
 }
 
-async fn handshake_v0(conn: &mut common::Conn, mechanism: &'static str) {
+async fn handshake_v0(conn: &mut Conn, mechanism: &'static str) {
     let mut req = SaslHandshakeRequest::default();
     req.mechanism = StrBytes::from_static_str(mechanism);
     assert_eq!(conn.call(0, &req).await.error_code, 0);

@@ -1,12 +1,9 @@
 //! The Kafka listener against raw requests: what a well-behaved client
 //! sends, and what a broken or hostile one sends.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use common::{bare_error, battery, TestServer};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -16,6 +13,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use pgbroker::{Header, Record, StoredRecord, TopicConfig};
 use pgbroker_kafka::{decode_batches, encode_batch, BatchLimits, KafkaConfig};
+use pgbroker_testkit::kafka::{bare_error, battery, Conn, TestServer};
 
 #[global_allocator]
 static ALLOC: pgbroker_kafka::GuardedAlloc = pgbroker_kafka::GuardedAlloc;
@@ -75,7 +73,7 @@ fn produce_req(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest 
 }
 
 /// Produces and returns (error code, base offset) of the one partition.
-async fn produce(conn: &mut common::Conn, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
+async fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
     let resp = conn.call(9, &produce_req(topic, partition, records)).await;
     let p = &resp.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
@@ -184,12 +182,11 @@ const API_VERSIONS_V0: [u8; 10] = [0, 18, 0, 0, 0, 0, 0, 9, 0xff, 0xff];
 
 #[tokio::test]
 async fn connections_past_the_limit_are_closed_and_the_rest_served() {
-    let schema = format!("k_{:016x}", rand::random::<u64>());
     let config = KafkaConfig {
         max_connections: 2,
         ..KafkaConfig::default()
     };
-    let server = TestServer::start_on(&schema, config).await;
+    let server = TestServer::start_with(config).await;
     let mut first = server.connect().await;
     let mut second = server.connect().await;
     assert_eq!(first.call(3, &ApiVersionsRequest::default()).await.error_code, 0);
@@ -417,7 +414,7 @@ async fn a_waiting_fetch_wakes_when_records_arrive() {
 #[tokio::test]
 async fn every_server_on_a_schema_is_listed_in_metadata() {
     let first = TestServer::start().await;
-    let second = TestServer::start_on(&first.schema, Default::default()).await;
+    let second = first.another(Default::default()).await;
     let eight = TopicConfig {
         partitions: 8,
         ..TopicConfig::default()
@@ -452,7 +449,6 @@ async fn every_server_on_a_schema_is_listed_in_metadata() {
         .records
         .as_ref()
         .is_some_and(|r| !r.is_empty()));
-    second.shutdown.trigger();
-    let _ = second.task.await;
+    second.stop().await;
     first.stop().await;
 }

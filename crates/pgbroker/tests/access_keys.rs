@@ -2,10 +2,8 @@
 //! up by id, deleted one by one, and gone with their user; bad input
 //! changes nothing.
 
-mod common;
-
-use common::TestDb;
 use pgbroker::Error;
+use pgbroker_testkit::db::TestDb;
 
 #[tokio::test]
 async fn create_list_lookup_delete() {
@@ -86,7 +84,6 @@ async fn create_list_lookup_delete() {
         b.auth().list_access_keys("bob").await,
         Err(Error::UnknownUser(_))
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -115,5 +112,4 @@ async fn bad_input_changes_nothing() {
         .expect("count")
         .get(0);
     assert_eq!(n, 0);
-    db.drop().await;
 }

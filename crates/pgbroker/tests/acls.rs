@@ -1,11 +1,9 @@
 //! ACL storage: grants need an existing user, are listed back as given,
 //! revoked one by one, go with their user, and bad input changes nothing.
 
-mod common;
-
-use common::TestDb;
 use pgbroker::auth::{Acl, AclResource, Permission};
 use pgbroker::Error;
+use pgbroker_testkit::db::TestDb;
 
 fn acl(user: &str, permission: Permission, resource: AclResource) -> Acl {
     Acl::new(user, permission, resource).expect("valid acl")
@@ -55,7 +53,6 @@ async fn grant_list_revoke() {
         Err(Error::UnknownUser(_))
     ));
     assert_eq!(b.auth().list_acls(None).await.expect("list").len(), 1);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -81,7 +78,6 @@ async fn bad_grants_change_nothing() {
     };
     assert!(matches!(b.auth().grant(&misfit).await, Err(Error::Invalid { .. })));
     assert!(b.auth().list_acls(None).await.expect("list").is_empty());
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -123,5 +119,4 @@ async fn queue_grants_are_stored_and_checked() {
         .await;
     assert!(refused.is_err());
     assert_eq!(b.auth().list_acls(Some("alice")).await.expect("list").len(), 3);
-    db.drop().await;
 }

@@ -2,15 +2,13 @@
 //! LeaveGroup with client-side assignment, offsets with Kafka's rules, and
 //! coexistence with the library's own groups.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{partitions, TestDb};
 use pgbroker::groups::classic::{ClassicJoinRequest, ClassicJoinResponse};
 use pgbroker::groups::{JoinOptions, OffsetCommit};
 use pgbroker::{Broker, Error, GroupId, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 fn group(name: &str) -> GroupId {
     GroupId::new(name).expect("group")
@@ -208,7 +206,6 @@ async fn concurrent_joins_form_one_generation_with_one_leader() {
         (listed[0].protocol_type.as_str(), listed[0].state.as_str()),
         ("consumer", "Stable")
     );
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -245,7 +242,6 @@ async fn member_id_required_then_join_with_it() {
         db.broker.classic_groups().join(&r).await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -281,7 +277,6 @@ async fn new_member_makes_the_others_rejoin() {
     let got = sync_all(std::slice::from_ref(&db.broker), &g, &all).await;
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|(m, bytes)| bytes == &assigned(m)));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -323,7 +318,6 @@ async fn silent_member_expires_and_the_rest_rebalance() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -378,7 +372,6 @@ async fn member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -433,7 +426,6 @@ async fn leaving_rebalances_and_the_last_leave_empties_the_group() {
         .delete(&g)
         .await
         .expect("an empty group can be deleted");
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -531,7 +523,6 @@ async fn stale_generation_is_rejected_and_changes_nothing() {
             .await,
         Err(Error::UnknownMember { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -578,7 +569,6 @@ async fn offsets_keep_their_metadata() {
     assert_eq!(all.len(), 3);
     assert_eq!(all[2].0, u);
     assert_eq!(all[2].1.metadata.as_deref(), Some("{\"k\":1}"));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -639,7 +629,6 @@ async fn simple_commits_only_while_the_group_is_empty() {
         .await
         .expect("simple commit on an empty group");
     assert_eq!(db.broker.groups().offsets(&g, &t).await.expect("o")[0].offset, 4);
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -682,7 +671,6 @@ async fn two_brokers_serve_one_group() {
     assert!(all.iter().all(|r| r.generation == joined[0].generation + 1));
     let got = sync_all(&brokers, &g, &all).await;
     assert_eq!(got.len(), 3);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -789,7 +777,6 @@ async fn inconsistent_protocols_are_rejected() {
             .all(|l| l.protocol_type == "pgbroker" && l.state == "Stable"),
         "{listed:?}"
     );
-    db.drop().await;
 }
 
 fn request_with(g: &GroupId, member_id: &str, protocols: &[(String, Vec<u8>)]) -> ClassicJoinRequest {
@@ -834,7 +821,6 @@ async fn static_member_replaced_by_a_new_instance_is_fenced() {
         .expect("leave");
     assert!(left[0].is_ok(), "{left:?}");
     assert_eq!(b.classic_groups().describe(&g).await.expect("d").state, "Empty");
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -899,5 +885,4 @@ async fn many_members_on_two_brokers() {
         "{again:?}"
     );
     assert_eq!(sync_all(&brokers, &g, &again).await.len(), 10);
-    db.drop().await;
 }

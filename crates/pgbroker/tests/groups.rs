@@ -1,15 +1,13 @@
 //! Consumer groups: membership, generations, assignment, rebalance on join,
 //! leave and session timeout, and fencing of stale members.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{partitions, TestDb};
 use pgbroker::groups::{JoinOptions, OffsetCommit, ResetTo, Strategy};
 use pgbroker::streams::OffsetReset;
 use pgbroker::{Broker, BrokerConfig, Consumer, ConsumerConfig, Error, GroupId, Record, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 fn consumer_config(topic: &TopicName, group: &GroupId, session: Duration) -> ConsumerConfig {
     ConsumerConfig {
@@ -51,7 +49,7 @@ async fn dead_member_partitions_move_and_it_is_fenced() {
     let group = GroupId::new("billing").expect("group");
     // A second broker with its own pool stands for a second pgbroker process.
     let other = Broker::connect(BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
         ..BrokerConfig::default()
     })
@@ -156,7 +154,6 @@ async fn dead_member_partitions_move_and_it_is_fenced() {
     let d = db.broker.groups().describe(&group).await.expect("describe");
     assert_eq!(d.state, "Empty");
     assert!(d.partitions.iter().all(|p| p.lag == 0), "{:?}", d.partitions);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -281,7 +278,6 @@ async fn membership_generations_and_fencing() {
     );
     b.groups().delete(&g).await.expect("delete");
     assert!(matches!(b.groups().describe(&g).await, Err(Error::UnknownGroup(_))));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -310,5 +306,4 @@ async fn adding_partitions_rebalances() {
         .into_iter()
         .collect();
     assert_eq!(by_member.len(), 1);
-    db.drop().await;
 }

@@ -1,14 +1,13 @@
 //! Gap-free, ordered offsets under concurrent producers that commit late or
 //! roll back, while consumers tail the partition.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{database_url, partitions, TestDb};
 use pgbroker::streams::FetchLimits;
 use pgbroker::{Record, TopicName};
+use pgbroker_testkit::database_url;
+use pgbroker_testkit::db::{partitions, TestDb};
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -145,5 +144,4 @@ async fn concurrent_producers_never_leave_gaps() {
             "the test should exercise rollbacks"
         );
     }
-    db.drop().await;
 }

@@ -4,13 +4,11 @@
 //! is created on another connection while the caller's transaction already
 //! holds `records`; its inserts must still find it.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::TestDb;
 use pgbroker::streams::FetchLimits;
 use pgbroker::{Record, TopicConfig};
+use pgbroker_testkit::db::TestDb;
 
 /// A topic whose segments hold 8 records, so a few batches cross several.
 fn small_segments(partitions: i32) -> TopicConfig {
@@ -95,7 +93,6 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
             .collect();
         assert_eq!(got, want, "partition {partition}: every record, in order");
     }
-    db.drop().await;
 }
 
 /// A caller's transaction holds the partition's row lock and needs a new
@@ -106,7 +103,7 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     let db = TestDb::new().await;
     let t = db.topic("pool-wait", small_segments(1)).await;
     let small = pgbroker::Broker::connect(pgbroker::BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
         pool_size: 2,
         ..pgbroker::BrokerConfig::default()
@@ -164,5 +161,4 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
         w.await.expect("task").expect("pooled produce");
     }
     assert_eq!(small.streams().watermarks(&t, 0).await.expect("watermarks"), (0, 43));
-    db.drop().await;
 }

@@ -2,13 +2,11 @@
 //! hostile names and long polls. Each test runs in a fresh schema of a real
 //! PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{bodies, is_stale, receipts, take, TestDb};
 use pgbroker::queues::{NackOptions, ReceiveOptions};
 use pgbroker::{Error, Message, QueueConfig, QueueName, Receipt};
+use pgbroker_testkit::db::{bodies, is_stale, receipts, take, TestDb};
 
 #[tokio::test]
 async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
@@ -57,7 +55,6 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
         .expect("nack");
     let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!((bodies(&got), got[0].attempt), (vec!["a29".to_string()], 2));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -101,7 +98,6 @@ async fn dead_lettered_group_head_lets_the_group_go_on() {
         .expect("count")
         .get(0);
     assert_eq!(groups, 1, "only the source's group is left");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -156,7 +152,6 @@ async fn outbox_send_and_ack_in_a_transaction_honour_rollback() {
     tx.commit().await.expect("commit");
     let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
-    db.drop().await;
 }
 
 /// The statements a caller's transaction runs name pgbroker's schema
@@ -190,7 +185,6 @@ async fn outbox_calls_work_on_a_connection_with_another_search_path() {
     tx.commit().await.expect("commit");
     let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -228,7 +222,6 @@ async fn stats_count_each_state() {
         .expect("nack");
     let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (2, 0, 2));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -302,7 +295,6 @@ async fn administration_lists_updates_purges_and_deletes() {
             .get(0);
         assert_eq!(n, 0, "{table}");
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -377,7 +369,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let stats = b.queues().stats(&q).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed), (0, 0), "nothing was sent");
     assert_eq!(b.queues().list().await.expect("list").len(), 1, "nothing created");
-    db.drop().await;
 }
 
 /// pitfalls.md, SQL injection: pgmq had injection through queue names.
@@ -420,7 +411,6 @@ async fn hostile_names_are_data_not_sql() {
     b.queues().send(&long_a, &Message::new("a")).await.expect("send");
     assert_eq!(b.queues().stats(&long_b).await.expect("stats").ready, 0);
     assert_eq!(b.queues().stats(&long_a).await.expect("stats").ready, 1);
-    db.drop().await;
 }
 
 /// Median time from a send starting to a waiting receive returning.
@@ -468,5 +458,4 @@ async fn long_poll_wakes_on_send_not_on_timer() {
     let started = Instant::now();
     assert!(db.broker.queues().receive(&q, &wait).await.expect("receive").is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
-    db.drop().await;
 }

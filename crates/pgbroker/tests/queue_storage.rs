@@ -2,15 +2,13 @@
 //! transactions held open elsewhere (pitfalls.md, Queues: every deleted or
 //! updated row is a dead tuple, and one long transaction stops vacuum).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestDb;
 use pgbroker::queues::ReceiveOptions;
 use pgbroker::{Broker, Message, QueueConfig, QueueName, Receipt};
+use pgbroker_testkit::db::TestDb;
 
 /// The stated bound on the queue tables' size (both message partitions
 /// with indexes and TOAST) for this churn of 5,000 1 KiB messages a
@@ -102,7 +100,7 @@ async fn phase(
     let max = Arc::new(AtomicI64::new(0));
     let mut tasks = churn(&db.broker, q, &stop, &churned);
     tasks.push(sample(
-        common::database_url(),
+        pgbroker_testkit::database_url(),
         db.schema.clone(),
         stop.clone(),
         max.clone(),
@@ -223,5 +221,4 @@ async fn storage_stays_bounded_and_recovers_after_long_transactions() {
     );
     let left = db.broker.queues().stats(&q).await.expect("stats");
     assert_eq!((left.ready, left.in_flight, left.delayed), (0, 0, 0), "{left:?}");
-    db.drop().await;
 }

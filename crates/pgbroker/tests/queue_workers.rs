@@ -1,8 +1,6 @@
 //! Work queues under concurrency: many workers draining one queue while
 //! senders fill it, and workers that die holding leases.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
 use pgbroker::queues::ReceiveOptions;
 use pgbroker::{Broker, Error, Message, QueueConfig, QueueName, Receipt};
+use pgbroker_testkit::db::TestDb;
 
 const MESSAGES: usize = 100_000;
 const WORKERS: usize = 16;
@@ -107,7 +105,6 @@ async fn many_workers_receive_each_message_exactly_once() {
         "{MESSAGES} messages through {WORKERS} workers in {elapsed:?} ({:.0}/s)",
         MESSAGES as f64 / elapsed.as_secs_f64()
     );
-    db.drop().await;
 }
 
 /// The environment that makes the child test below act as a worker.
@@ -122,7 +119,7 @@ async fn child_worker_holding_leases() {
         return;
     };
     let broker = Broker::connect(pgbroker::BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema,
         pool_size: 2,
         ..pgbroker::BrokerConfig::default()
@@ -232,5 +229,4 @@ async fn worker_killed_mid_lease() {
         .expect("count")
         .get(0);
     assert_eq!(archived_or_left, 0, "all 15 processed, nothing lost or left");
-    db.drop().await;
 }

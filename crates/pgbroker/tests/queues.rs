@@ -2,13 +2,11 @@
 //! priorities and deduplication. Each test runs in a fresh schema of a real
 //! PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{bodies, is_stale, receipts, take, TestDb};
 use pgbroker::queues::{NackOptions, ReceiveOptions};
 use pgbroker::{Error, Message, QueueConfig, Receipt};
+use pgbroker_testkit::db::{bodies, is_stale, receipts, take, TestDb};
 
 #[tokio::test]
 async fn send_receive_ack_round_trip() {
@@ -51,7 +49,6 @@ async fn send_receive_ack_round_trip() {
         (0, 0, 0, 0)
     );
     assert_eq!(stats.oldest_ready_age_ms, None);
-    db.drop().await;
 }
 
 /// pitfalls.md, Queues: an expired worker kept running and acked. After a
@@ -104,7 +101,6 @@ async fn expired_lease_redelivers_and_old_receipt_is_refused() {
     let unknown: Receipt = "999999:00000000-0000-0000-0000-000000000000".parse().expect("shape");
     assert!(is_stale(b.queues().ack(&q, &[unknown]).await));
     assert!(matches!("1:x".parse::<Receipt>(), Err(Error::Invalid { .. })));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -138,7 +134,6 @@ async fn a_batch_ack_with_one_stale_receipt_deletes_nothing() {
     let both = vec![a[0].receipt.clone(), new_b[0].receipt.clone()];
     b.queues().ack(&q, &both).await.expect("ack both current");
     assert_eq!(b.queues().stats(&q).await.expect("stats").in_flight, 0);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -216,7 +211,6 @@ async fn nack_applies_backoff_unless_a_delay_is_given() {
     let fourth = b.queues().receive(&q, &wait).await.expect("receive");
     assert!(t.elapsed() >= Duration::from_millis(390), "{:?}", t.elapsed());
     assert_eq!(fourth[0].attempt, 4);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -292,7 +286,6 @@ async fn out_of_attempts_goes_to_the_dead_letter_queue_and_redrive_brings_it_bac
     );
     assert_eq!(back[0].last_error.as_deref(), Some("failure 3"), "history kept");
     b.queues().ack(&q, &receipts(&back)).await.expect("ack");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -334,7 +327,6 @@ async fn expired_leases_count_as_attempts_and_a_queue_without_dlq_keeps_its_dead
     assert_eq!(b.queues().redrive(&q, None).await.expect("redrive"), 1);
     let got = b.queues().receive(&q, &take(1)).await.expect("receive");
     assert_eq!((got[0].id, got[0].attempt), (id, 1));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -380,7 +372,6 @@ async fn delays_and_delivery_times() {
         .await
         .expect("send");
     assert!(b.queues().receive(&q, &take(10)).await.expect("receive").is_empty());
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -403,7 +394,6 @@ async fn higher_priority_first_then_oldest() {
     b.queues().nack(&q, &receipts(&got[1..]), &zero).await.expect("nack");
     let got = b.queues().receive(&q, &take(10)).await.expect("receive");
     assert_eq!(bodies(&got), ["b", "d", "a", "e"]);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -456,5 +446,4 @@ async fn dedup_key_is_a_no_op_until_acknowledged() {
         .await
         .expect("send");
     assert!(!after.duplicate && after.id != first.id);
-    db.drop().await;
 }

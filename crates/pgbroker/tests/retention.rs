@@ -1,13 +1,11 @@
 //! Retention drops whole segments: the log start advances, readers before
 //! it get out-of-range, and storage stays bounded over many rotations.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{partitions, TestDb};
 use pgbroker::streams::{FetchLimits, OffsetReset};
 use pgbroker::{Consumer, ConsumerConfig, Error, Record, TopicConfig};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 async fn segment_tables(db: &TestDb) -> i64 {
     let client = db.raw().await;
@@ -77,7 +75,6 @@ async fn retention_by_bytes_keeps_storage_bounded() {
         .await
         .expect("fetch");
     assert_eq!(r.records[0].offset, p.log_start_offset);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -116,7 +113,6 @@ async fn retention_by_time_drops_only_old_segments() {
     }
     assert_eq!(got[0].record.offset, 30);
     assert_eq!(got[0].record.value.as_deref(), Some(&b"new0"[..]));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -149,5 +145,4 @@ async fn deleting_a_topic_drops_its_segments() {
         .await
         .expect("produce");
     assert_eq!(at[0].offset, 0);
-    db.drop().await;
 }

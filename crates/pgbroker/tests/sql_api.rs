@@ -3,13 +3,11 @@
 //! with its SQLSTATE while nothing changes. Each test runs in a fresh
 //! schema of a real PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{bodies, take, TestDb};
 use pgbroker::sql_api::sqlstate;
 use pgbroker::{Message, QueueConfig, QueueName};
+use pgbroker_testkit::db::{bodies, take, TestDb};
 use tokio_postgres::Client;
 
 /// The SQLSTATE of a failed call.
@@ -97,7 +95,6 @@ async fn send_receive_ack_through_sql() {
         sqlstate::STALE_RECEIPT,
     )
     .await;
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -182,7 +179,6 @@ async fn bodies_headers_and_options_match_the_library() {
         serde_json::json!([{"key": "h", "value": "dg=="}])
     );
     assert_eq!(row.get::<_, i32>(2), 9);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -302,7 +298,6 @@ async fn nack_extend_and_dead_letters_through_sql() {
         row.get::<_, Option<String>>(1).as_deref(),
         Some("visibility timeout expired")
     );
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -346,7 +341,6 @@ async fn receive_waits_for_a_send_and_for_a_delay() {
         .expect("wait for delay");
     c.batch_execute("COMMIT").await.expect("commit");
     assert_eq!(bodies_of(&rows), ["delayed"]);
-    db.drop().await;
 }
 
 fn bodies_of(rows: &[tokio_postgres::Row]) -> Vec<String> {
@@ -377,7 +371,6 @@ async fn a_settlement_in_a_rolled_back_transaction_changes_nothing() {
         .expect("ack");
     let (_, _, body) = one_receipt(&c, s, "jobs").await;
     assert_eq!(body, b"b", "the group's next message became its head");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -397,7 +390,6 @@ async fn stats_show_when_maintenance_is_overdue() {
         assert_eq!(overdue(&c, s).await, want, "maintained_at = {set}");
         c.batch_execute("ROLLBACK").await.expect("rollback");
     }
-    db.drop().await;
 }
 
 async fn overdue(c: &Client, s: &str) -> (bool, bool) {
@@ -434,5 +426,4 @@ async fn migrate_replaces_outdated_functions_but_not_newer_ones() {
     .expect("newer");
     db.broker.migrate().await.expect("migrate");
     assert!(!c.query_one(&has_stats, &[]).await.expect("check").get::<_, bool>(0));
-    db.drop().await;
 }

@@ -5,14 +5,12 @@
 //! leases) from drifting from the library's. Runs in a fresh schema of a
 //! real PostgreSQL.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::TestDb;
 use pgbroker::queues::{NackOptions, ReceiveOptions};
 use pgbroker::{Broker, Error, Message, QueueConfig, QueueName, Receipt};
+use pgbroker_testkit::db::TestDb;
 use tokio_postgres::Client;
 
 /// How the scenario reaches the queues.
@@ -375,5 +373,4 @@ async fn the_library_and_the_sql_functions_give_the_same_outcomes() {
         contents(&c, &db.schema, "sql_").await
     );
     assert!(!contents(&c, &db.schema, "lib_").await.is_empty());
-    db.drop().await;
 }

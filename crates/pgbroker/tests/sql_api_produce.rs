@@ -5,12 +5,10 @@
 //! only the granted functions. Each test runs in a fresh schema of a real
 //! PostgreSQL.
 
-mod common;
-
-use common::{partitions, TestDb};
 use pgbroker::partitioner::{murmur2, partition_for_key};
 use pgbroker::streams::FetchLimits;
 use pgbroker::{QueueConfig, Record, TopicConfig, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 use rand::Rng;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
@@ -87,7 +85,6 @@ async fn produce_is_visible_only_when_the_transaction_commits() {
             (2, Some(b"delivered".to_vec()))
         ]
     );
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -132,7 +129,6 @@ async fn missing_segments_are_created_inside_the_transaction() {
     let got = committed(&db, &t, 0).await;
     let offsets: Vec<i64> = got.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (0..11).collect::<Vec<i64>>());
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -162,7 +158,6 @@ async fn the_sql_partitioner_is_the_librarys() {
             assert_eq!(row.get::<_, i32>(1), p, "partition of {key:?} among {n}");
         }
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -183,7 +178,7 @@ async fn an_application_role_needs_only_the_granted_functions() {
     let as_role = |role: String| async move {
         let url = format!(
             "{}?user={role}",
-            common::database_url().split('?').next().unwrap_or_default()
+            pgbroker_testkit::database_url().split('?').next().unwrap_or_default()
         );
         let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect as role");
         tokio::spawn(conn);
@@ -223,7 +218,6 @@ async fn an_application_role_needs_only_the_granted_functions() {
         ))
         .await
         .expect("drop roles");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -305,7 +299,6 @@ async fn sql_and_library_producers_together_leave_no_gap() {
             assert_eq!(values[at + 2], format!("sql{w}-{i}c"));
         }
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -344,5 +337,4 @@ async fn a_running_broker_makes_room_ahead_of_sql_producers() {
     }
     maintenance.abort();
     assert!(after > 2, "maintenance made room ahead: {after} offsets left");
-    db.drop().await;
 }

@@ -2,14 +2,12 @@
 //! a clear message, and changes nothing. Each test runs in a fresh schema
 //! of a real PostgreSQL.
 
-mod common;
-
-use common::{partitions, TestDb};
 use pgbroker::sql_api::sqlstate::{
     INVALID_ARGUMENT as INVALID, INVALID_NAME, STALE_RECEIPT, TOO_LARGE, UNKNOWN_PARTITION, UNKNOWN_QUEUE,
     UNKNOWN_TOPIC,
 };
 use pgbroker::{QueueConfig, TopicConfig};
+use pgbroker_testkit::db::{partitions, TestDb};
 use tokio_postgres::Client;
 
 /// A digest of everything the functions can change.
@@ -107,7 +105,6 @@ async fn bad_sends_are_refused() {
     ];
     let cases: Vec<(&str, &str)> = cases.iter().map(|(a, b)| (a.as_str(), *b)).collect();
     all_refused(&c, s, &cases).await;
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -175,7 +172,6 @@ async fn bad_receives_and_settlements_are_refused() {
     c.batch_execute(&format!("SELECT {s}.ack('jobs', ARRAY['{upper}', '{b}'])"))
         .await
         .expect("ack both");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -209,5 +205,4 @@ async fn bad_produces_are_refused() {
         ("produce_batch('orders', ARRAY['a', '12345678901'])", TOO_LARGE),
     ];
     all_refused(&c, s, &cases).await;
-    db.drop().await;
 }

@@ -1,14 +1,12 @@
 //! Produce and fetch: keys, headers, null values, limits, offsets, long
 //! polls, the outbox and the batching producer.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{partitions, TestDb};
 use pgbroker::partitioner::partition_for_key;
 use pgbroker::streams::{FetchLimits, OffsetSpec};
 use pgbroker::{Error, Header, ProducerConfig, Record, TopicConfig, TopicName};
+use pgbroker_testkit::db::{partitions, TestDb};
 
 fn limits(max_records: usize) -> FetchLimits {
     FetchLimits {
@@ -63,7 +61,6 @@ async fn records_round_trip_with_keys_headers_and_nulls() {
     assert_eq!(a.timestamp, ts);
     assert_eq!((b.key.clone(), b.value.clone(), b.headers.len()), (None, None, 0));
     assert!(b.timestamp > before, "write time used when no timestamp given");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -82,7 +79,6 @@ async fn keys_pick_kafkas_partition() {
         offs.sort();
         assert_eq!(offs, (0..i64::try_from(offs.len()).expect("fits")).collect::<Vec<_>>());
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -134,7 +130,6 @@ async fn fetch_limits_and_out_of_range() {
             ..
         })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -178,7 +173,6 @@ async fn resolves_earliest_latest_and_timestamps() {
         10,
         "none later: high watermark"
     );
-    db.drop().await;
 }
 
 /// Median time from a produce starting to a waiting fetch returning, for a
@@ -234,7 +228,6 @@ async fn long_poll_wakes_on_commit_not_on_timer() {
     let started = Instant::now();
     let r = db.broker.streams().fetch(&t, 0, 10, wait).await.expect("fetch");
     assert!(r.records.is_empty() && started.elapsed() >= Duration::from_millis(100));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -295,7 +288,6 @@ async fn outbox_is_visible_only_after_commit() {
     let r = db.broker.streams().fetch(&t, 0, 0, limits(10)).await.expect("fetch");
     assert_eq!(r.records.len(), 1);
     assert_eq!(r.records[0].value.as_deref(), Some(&b"committed"[..]));
-    db.drop().await;
 }
 
 /// The outbox statements name pgbroker's schema themselves: they work
@@ -320,7 +312,6 @@ async fn outbox_works_on_a_connection_with_another_search_path() {
     assert_eq!(at.iter().map(|p| p.offset).collect::<Vec<_>>(), [0, 1]);
     let r = db.broker.streams().fetch(&t, 0, 0, limits(10)).await.expect("fetch");
     assert_eq!(r.records.len(), 2);
-    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +365,6 @@ async fn batching_producer_coalesces_and_reports_each_offset() {
         producer.send(&t, Some(9), Record::from_value("x")).await,
         Err(Error::UnknownPartition { .. })
     ));
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -439,7 +429,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
         "nothing written"
     );
     assert_eq!(b.topics().list().await.expect("list").len(), 1, "nothing created");
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -478,7 +467,6 @@ async fn hostile_names_are_data_not_sql() {
         .expect("produce");
     assert_eq!(db.broker.streams().watermarks(&long_b, 0).await.expect("wm").1, 0);
     assert_eq!(db.broker.streams().watermarks(&long_a, 0).await.expect("wm").1, 1);
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -498,7 +486,7 @@ async fn migrations_are_versioned() {
         .await
         .expect("insert");
     let again = pgbroker::Broker::connect(pgbroker::BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
         ..pgbroker::BrokerConfig::default()
     })
@@ -507,7 +495,6 @@ async fn migrations_are_versioned() {
         Err(e @ Error::SchemaTooNew { found: 999, .. }) => assert!(e.to_string().contains("upgrade pgbroker")),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
-    db.drop().await;
 }
 
 #[tokio::test]
@@ -545,5 +532,4 @@ async fn messages_are_readable_with_plain_sql() {
     assert_eq!(row.get::<_, i64>(2), 0);
     assert_eq!(row.get::<_, String>(3), "k");
     assert_eq!(row.get::<_, String>(4), "hello");
-    db.drop().await;
 }

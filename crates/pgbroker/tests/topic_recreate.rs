@@ -1,11 +1,9 @@
 //! A topic deleted and created again under the same name by another
 //! process is found at once, not after the metadata cache expires.
 
-mod common;
-
-use common::TestDb;
 use pgbroker::streams::OffsetSpec;
 use pgbroker::{Broker, BrokerConfig, Record, TopicConfig, TopicName};
+use pgbroker_testkit::db::TestDb;
 
 #[tokio::test]
 async fn a_recreated_topic_is_read_through_a_stale_cache() {
@@ -27,7 +25,7 @@ async fn a_recreated_topic_is_read_through_a_stale_cache() {
     );
 
     let other = Broker::connect(BrokerConfig {
-        database_url: common::database_url(),
+        database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
         ..BrokerConfig::default()
     })

@@ -1,49 +1,54 @@
-//! Helpers for the CLI tests: a fresh schema per test and ways to run the
-//! binary in it.
+//! The `pgbroker` binary of the `pgbroker-cli` tests, run in a fresh
+//! schema: as a command, or as a server (`serve`).
 
 pub mod certs;
+pub mod kcat;
 pub mod serve;
 
-use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
 use std::process::Output;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pgbroker");
+use crate::{database_url, TestSchema};
 
-pub fn database_url() -> String {
-    std::env::var("PGBROKER_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+/// The `pgbroker` binary built for the running test.
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("pgbroker")
 }
 
-pub fn random_u64() -> u64 {
-    // RandomState is seeded randomly per process; the clock and pid make
-    // names differ between threads and runs too.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// A fresh schema and helpers to run the binary in it.
+/// A fresh schema and ways to run the binary in it.
 pub struct Env {
+    /// The database.
     pub url: String,
+    /// The schema's name.
     pub schema: String,
+    _guard: TestSchema,
+}
+
+impl Default for Env {
+    fn default() -> Env {
+        Env::new()
+    }
 }
 
 impl Env {
+    /// A fresh schema.
     pub fn new() -> Env {
+        let guard = TestSchema::new("cli");
         Env {
             url: database_url(),
-            schema: format!("cli_{:016x}", random_u64()),
+            schema: guard.name().to_string(),
+            _guard: guard,
         }
     }
 
     /// The binary with database and schema set, isolated from the caller's
     /// environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.env_remove("DATABASE_URL")
             .env_remove("PGBROKER_SCHEMA")
             .env_remove("PGBROKER_LOG")
@@ -53,6 +58,7 @@ impl Env {
         cmd
     }
 
+    /// Runs the binary with `args` and `stdin`.
     pub fn run(&self, args: &[&str], stdin: &str) -> Output {
         self.cmd(args).write_stdin(stdin).output().expect("run pgbroker")
     }
@@ -68,6 +74,7 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Runs a command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         self.ok_with(args, "")
     }
@@ -84,10 +91,12 @@ impl Env {
         stderr
     }
 
+    /// Runs a command that must fail with code 1; returns its stderr.
     pub fn fail(&self, args: &[&str]) -> String {
         self.fail_with(1, args, "")
     }
 
+    /// Runs a command that must succeed and print JSON; returns it.
     pub fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(args)).expect("JSON output")
     }
@@ -103,25 +112,7 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let drop_schema = async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .await
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        if let Ok(rt) = rt {
-            if let Err(e) = rt.block_on(drop_schema) {
-                eprintln!("could not drop schema {}: {e}", self.schema);
-            }
-        }
-    }
-}
-
+/// The records' values.
 pub fn values(records: &[Value]) -> Vec<&str> {
     records
         .iter()
@@ -129,12 +120,12 @@ pub fn values(records: &[Value]) -> Vec<&str> {
         .collect()
 }
 
+/// Lines `key:v<i>` for `i` in `from..to`, as `produce` reads them.
 pub fn lines(from: usize, to: usize, key: impl Fn(usize) -> String) -> String {
     (from..to).map(|i| format!("{}:v{i}\n", key(i))).collect()
 }
 
 /// A finished process, for an assertion message: its status and output.
-#[allow(dead_code)] // not every test file shows processes
 pub fn text(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",

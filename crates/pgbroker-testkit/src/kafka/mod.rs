@@ -1,35 +1,40 @@
 //! A pgbroker Kafka server on a random port over a fresh schema, and a
 //! minimal raw Kafka client to send it exactly the bytes a test wants.
 
-#![allow(dead_code, missing_docs)]
-
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use pgbroker::{Broker, BrokerConfig, TopicConfig, TopicName};
 use pgbroker_kafka::{KafkaConfig, Shutdown};
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::{database_url, TestSchema};
 
 pub mod auth;
 pub mod battery;
 
-pub fn database_url() -> String {
-    std::env::var("PGBROKER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
+/// An in-process Kafka server over a broker on a fresh schema. The schema
+/// goes, as [`TestSchema`] says, with the last server on it.
 pub struct TestServer {
+    /// The broker the server serves.
     pub broker: Broker,
+    /// The schema's name.
     pub schema: String,
+    /// Where the server listens.
     pub addr: SocketAddr,
+    /// Stops the server.
     pub shutdown: Shutdown,
+    /// The server's task.
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    // Last: dropped after the broker.
+    guard: Arc<TestSchema>,
 }
 
+/// A broker on `schema`, migrated, with a pool large enough for a server.
 pub async fn broker_on(schema: &str) -> Broker {
     Broker::connect(BrokerConfig {
         database_url: database_url(),
@@ -43,12 +48,24 @@ pub async fn broker_on(schema: &str) -> Broker {
 }
 
 impl TestServer {
+    /// A server with the default configuration on a fresh schema.
     pub async fn start() -> TestServer {
-        let schema = format!("k_{:016x}", rand::thread_rng().gen::<u64>());
-        Self::start_on(&schema, KafkaConfig::default()).await
+        Self::start_with(KafkaConfig::default()).await
     }
 
-    pub async fn start_on(schema: &str, config: KafkaConfig) -> TestServer {
+    /// A server with `config` on a fresh schema.
+    pub async fn start_with(config: KafkaConfig) -> TestServer {
+        Self::start_on(Arc::new(TestSchema::new("k")), config).await
+    }
+
+    /// Another server, with `config`, on this one's schema, as another
+    /// process would be.
+    pub async fn another(&self, config: KafkaConfig) -> TestServer {
+        Self::start_on(Arc::clone(&self.guard), config).await
+    }
+
+    async fn start_on(guard: Arc<TestSchema>, config: KafkaConfig) -> TestServer {
+        let schema = guard.name();
         let broker = broker_on(schema).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -70,9 +87,11 @@ impl TestServer {
             addr,
             shutdown,
             task,
+            guard,
         }
     }
 
+    /// Creates topic `name` with `config`.
     pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
         let topic = TopicName::new(name).expect("valid name");
         self.broker
@@ -83,6 +102,7 @@ impl TestServer {
         topic
     }
 
+    /// A raw client connection to the server.
     pub async fn connect(&self) -> Conn {
         Conn {
             stream: TcpStream::connect(self.addr).await.expect("connect"),
@@ -90,20 +110,24 @@ impl TestServer {
         }
     }
 
-    pub async fn stop(self) {
+    /// Shuts the server down and waits for it to finish.
+    pub async fn stop(mut self) {
         self.shutdown.trigger();
-        let _ = self.task.await;
-        let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-            .await;
+        let _ = (&mut self.task).await;
     }
 }
 
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        self.task.abort();
+    }
+}
+
+/// A raw Kafka client connection: requests are encoded with
+/// `kafka-protocol`, or sent as whatever bytes a test wants.
 pub struct Conn {
+    /// The connection.
     pub stream: TcpStream,
     next_id: i32,
 }
@@ -136,6 +160,7 @@ impl Conn {
         id
     }
 
+    /// Sends `body` with its length prefix.
     pub async fn send_raw_frame(&mut self, body: &[u8]) {
         let mut frame = BytesMut::with_capacity(body.len() + 4);
         frame.put_i32(i32::try_from(body.len()).expect("small"));
@@ -143,6 +168,7 @@ impl Conn {
         self.stream.write_all(&frame).await.expect("write");
     }
 
+    /// Sends `bytes` as they are, ignoring a connection the server closed.
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;
     }

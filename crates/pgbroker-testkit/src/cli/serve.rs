@@ -1,15 +1,13 @@
 //! A `pgbroker serve` process for tests that drive it with real Kafka
 //! clients.
 
-// Not every test binary that includes `common` starts a server.
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Env, BIN};
+use super::{bin, Env};
 
+/// A port free on 127.0.0.1 at the time of asking.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -17,6 +15,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// True when kcat can be run. Without it the calling test is skipped, but
+/// under CI (`CI` set) it fails.
 pub fn kcat_available() -> bool {
     let found = StdCommand::new("kcat")
         .arg("-V")
@@ -36,19 +36,23 @@ pub fn kcat_available() -> bool {
 
 /// A `pgbroker serve` process, killed when dropped.
 pub struct Server {
+    /// The process.
     pub child: Child,
+    /// Port of the Kafka listener.
     pub port: u16,
     /// Port of the HTTP listener.
     pub http_port: u16,
 }
 
 impl Server {
+    /// Starts `pgbroker serve` in `env`'s schema, with `extra` arguments,
+    /// and waits until it listens.
     pub fn start(env: &Env, extra: &[&str]) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let http_port = free_port();
         let http = format!("127.0.0.1:{http_port}");
-        let mut child = StdCommand::new(BIN)
+        let mut child = StdCommand::new(bin())
             .env_remove("DATABASE_URL")
             .env_remove("PGBROKER_SCHEMA")
             .args(["--database-url", &env.url, "--schema", &env.schema, "--log", "warn"])

@@ -8,7 +8,6 @@ use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 use pgbroker::auth::{Acl, AclResource, Permission};
 use pgbroker_kafka::{AuthConfig, KafkaConfig, Mechanism};
-use rand::Rng;
 
 use super::{Conn, TestServer};
 
@@ -23,14 +22,10 @@ pub async fn start() -> TestServer {
         super_users: vec![ROOT.to_string()],
         ..AuthConfig::sasl(vec![Mechanism::Plain])
     };
-    let schema = format!("k_{:016x}", rand::thread_rng().gen::<u64>());
-    let server = TestServer::start_on(
-        &schema,
-        KafkaConfig {
-            auth,
-            ..KafkaConfig::default()
-        },
-    )
+    let server = TestServer::start_with(KafkaConfig {
+        auth,
+        ..KafkaConfig::default()
+    })
     .await;
     user(&server, ROOT, &[]).await;
     server
@@ -62,18 +57,22 @@ pub async fn login(server: &TestServer, name: &str) -> Conn {
     conn
 }
 
+/// The ACL resource of topic `name`.
 pub fn topic(name: &str) -> AclResource {
     AclResource::topic(name).expect("topic")
 }
 
+/// The ACL resource of the topics starting with `prefix`.
 pub fn topic_prefix(prefix: &str) -> AclResource {
     AclResource::topic_prefix(prefix).expect("prefix")
 }
 
+/// The ACL resource of group `name`.
 pub fn group(name: &str) -> AclResource {
     AclResource::group(name).expect("group")
 }
 
+/// The ACL resource of the groups starting with `prefix`.
 pub fn group_prefix(prefix: &str) -> AclResource {
     AclResource::group_prefix(prefix).expect("prefix")
 }

@@ -1,9 +1,6 @@
 //! Test certificates: a CA and a server certificate for 127.0.0.1 signed
 //! by it.
 
-// Not every test binary that includes `common` uses TLS.
-#![allow(dead_code)]
-
 use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};

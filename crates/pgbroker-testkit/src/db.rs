@@ -1,26 +1,28 @@
-//! Shared test set-up: every test gets its own fresh schema in a real
-//! PostgreSQL, dropped when the test passes (kept for debugging if it fails).
-
-#![allow(dead_code, missing_docs)]
+//! A library broker on a fresh schema, and the small helpers the
+//! library's tests read their results with.
 
 use pgbroker::queues::ReceiveOptions;
 use pgbroker::{Broker, BrokerConfig, Error, QueueConfig, QueueName, Receipt, ReceivedMessage, TopicConfig, TopicName};
-use rand::Rng;
 use tokio_postgres::NoTls;
 
-pub fn database_url() -> String {
-    std::env::var("PGBROKER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+use crate::{database_url, TestSchema};
 
+/// A broker on a fresh, migrated schema. The broker is dropped before the
+/// schema, which goes as [`TestSchema`] says.
 pub struct TestDb {
+    /// The broker under test.
     pub broker: Broker,
+    /// The schema's name.
     pub schema: String,
+    // Last: dropped after the broker.
+    _guard: TestSchema,
 }
 
 impl TestDb {
+    /// A broker on a fresh schema, migrated.
     pub async fn new() -> TestDb {
-        let schema = format!("t_{:016x}", rand::thread_rng().gen::<u64>());
+        let guard = TestSchema::new("t");
+        let schema = guard.name().to_string();
         let broker = Broker::connect(BrokerConfig {
             database_url: database_url(),
             schema: schema.clone(),
@@ -31,7 +33,11 @@ impl TestDb {
         })
         .await
         .expect("connect to test database");
-        TestDb { broker, schema }
+        TestDb {
+            broker,
+            schema,
+            _guard: guard,
+        }
     }
 
     /// A plain connection of the test's own, for transactions and SQL checks.
@@ -45,12 +51,14 @@ impl TestDb {
         client
     }
 
+    /// Creates topic `name` with `config`.
     pub async fn topic(&self, name: &str, config: TopicConfig) -> TopicName {
         let t = TopicName::new(name).expect("valid name");
         self.broker.topics().create(&t, &config).await.expect("create topic");
         t
     }
 
+    /// Creates queue `name` with `config`.
     pub async fn queue(&self, name: &str, config: QueueConfig) -> QueueName {
         let q = QueueName::new(name).expect("valid name");
         self.broker.queues().create(&q, &config).await.expect("create queue");
@@ -75,31 +83,9 @@ impl TestDb {
         .await
         .expect("connect second broker")
     }
-
-    /// Drops the test's schema. The broker goes first so its background
-    /// maintenance stops; a maintenance pass already under way may still
-    /// hold locks, and a deadlock with it is retried. Clean-up is not what
-    /// a test asserts, so a schema that cannot be dropped is reported, not
-    /// failed on.
-    pub async fn drop(self) {
-        let TestDb { broker, schema } = self;
-        drop(broker);
-        let (client, conn) = tokio_postgres::connect(&database_url(), NoTls).await.expect("connect");
-        tokio::spawn(conn);
-        let mut last = None;
-        for attempt in 0..5u64 {
-            match client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
-        }
-        if let Some(e) = last {
-            eprintln!("could not drop schema {schema}: {e}");
-        }
-    }
 }
 
+/// A topic config with `n` partitions.
 pub fn partitions(n: i32) -> TopicConfig {
     TopicConfig {
         partitions: n,
@@ -115,16 +101,19 @@ pub fn take(n: usize) -> ReceiveOptions {
     }
 }
 
+/// The messages' bodies, as text.
 pub fn bodies(ms: &[ReceivedMessage]) -> Vec<String> {
     ms.iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect()
 }
 
+/// The messages' receipts.
 pub fn receipts(ms: &[ReceivedMessage]) -> Vec<Receipt> {
     ms.iter().map(|m| m.receipt.clone()).collect()
 }
 
+/// True when `r` failed because its receipt was stale.
 pub fn is_stale(r: Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(r, Err(Error::StaleReceipt { .. }))
 }

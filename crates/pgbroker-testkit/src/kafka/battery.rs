@@ -3,11 +3,9 @@
 //! at a server and checks that each input closes (or is refused on) only
 //! its own connection.
 //!
-//! Self-contained (std and the codec crates only), so that both the
+//! Blocking and self-contained (std and the codec crates only): the
 //! in-process tests of `pgbroker-kafka` and the tests of the `pgbroker`
-//! binary in `pgbroker-cli` include it.
-
-#![allow(dead_code)]
+//! binary in `pgbroker-cli` fire the same battery.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -22,8 +20,11 @@ pub const BOMB_BYTES: usize = MAX_DECOMPRESSED + (8 << 20);
 
 /// Kafka error codes the battery expects.
 pub mod code {
+    /// The record batch is corrupt (bad CRC).
     pub const CORRUPT_MESSAGE: i16 = 2;
+    /// The records are larger than the server accepts.
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    /// The API or version is not supported.
     pub const UNSUPPORTED_VERSION: i16 = 35;
 }
 
@@ -238,6 +239,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to `addr`.
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the test suites need; nothing else installs anything.
+# Idempotent: what is already there is skipped, so a second run takes about
+# a second. Made for Debian 12 as root.
+#
+#   Debian:      PostgreSQL (the test database, and the throwaway clusters
+#                of faults/), kcat and Debian's librdkafka (the SASL and TLS
+#                tests, compat/), librdkafka-dev and pkg-config (the
+#                comparison harness links librdkafka), python3-confluent-kafka
+#                and python3-kafka (compat/, faults/), python3-venv, nodejs
+#                and npm (compat/)
+#   rustup:      rustfmt and clippy
+#   compat/.venv PyPI confluent-kafka (bundles a recent librdkafka),
+#                kafka-python, aiokafka
+#   compat/node  kafkajs, from package-lock.json
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
+
+packages=(postgresql postgresql-15 postgresql-client kcat librdkafka-dev pkg-config
+  python3-confluent-kafka python3-kafka python3-venv)
+missing=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+command -v npm >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  if [[ $(id -u) != 0 ]]; then
+    echo "setup: missing ${missing[*]}, and not root to install them" >&2
+    exit 1
+  fi
+  echo "setup: apt-get install ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}"
+fi
+
+if command -v rustup >/dev/null; then
+  rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+fi
+
+cd "$ROOT/compat"
+if ! .venv/bin/python -c 'import confluent_kafka, kafka, aiokafka' 2>/dev/null; then
+  echo "setup: creating compat/.venv" >&2
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check confluent-kafka kafka-python aiokafka
+fi
+if [[ ! -f node/node_modules/kafkajs/package.json ]]; then
+  echo "setup: npm ci in compat/node" >&2
+  (cd node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Everything the suites run must work now; fail loudly otherwise.
+kcat -V >/dev/null
+/usr/bin/python3 -c 'import confluent_kafka, kafka'
+.venv/bin/python -c 'import confluent_kafka, kafka, aiokafka'
+node -e 'require("./node/node_modules/kafkajs")'
+pkg-config --exists rdkafka
