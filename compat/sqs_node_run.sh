@@ -8,8 +8,8 @@
 #   PGBROKER_TEST_DATABASE_URL  default postgres://postgres@127.0.0.1:5432/test
 #   COMPAT_LOG_DIR              where logs go (default compat/logs/sqs-node-<time>)
 #
-# Installs the newest @aws-sdk/client-sqs from npm into compat/sqs-node and
-# fails if it cannot. Exits 1 if any check failed.
+# Needs the newest @aws-sdk/client-sqs in compat/sqs-node (scripts/setup.sh
+# installs it) and fails without it. Exits 1 if any check failed.
 set -euo pipefail
 
 COMPAT=$(cd "$(dirname "$0")" && pwd)
@@ -19,15 +19,8 @@ DB=${PGBROKER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 LOGS=${COMPAT_LOG_DIR:-$COMPAT/logs/sqs-node-$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$LOGS"
 
-if ! command -v npm >/dev/null; then
-  echo "sqs_node_run.sh: apt-get install nodejs npm" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q && apt-get install -y -q nodejs npm
-fi
-if [[ ! -f $NODE_DIR/node_modules/@aws-sdk/client-sqs/package.json ]]; then
-  echo "sqs_node_run.sh: npm install in compat/sqs-node" >&2
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
-fi
+[[ -f $NODE_DIR/node_modules/@aws-sdk/client-sqs/package.json ]] ||
+  { echo "sqs_node_run.sh: @aws-sdk/client-sqs is not installed: run scripts/setup.sh" >&2; exit 1; }
 (cd "$NODE_DIR" && node -e 'require("@aws-sdk/client-sqs")')
 SDK_VERSION=$(cd "$NODE_DIR" && node -p 'require("@aws-sdk/client-sqs/package.json").version')
 

@@ -9,8 +9,8 @@
 #   PGBROKER_TEST_DATABASE_URL  default postgres://postgres@127.0.0.1:5432/test
 #   COMPAT_LOG_DIR              where logs go (default compat/logs/sqs-<time>)
 #
-# Installs boto3 and moto into compat/.venv-sqs (PyPI) and fails if it
-# cannot. Exits 1 if any check failed.
+# Needs boto3 and moto in compat/.venv-sqs (scripts/setup.sh installs them)
+# and fails without them. Exits 1 if any check failed.
 set -euo pipefail
 
 COMPAT=$(cd "$(dirname "$0")" && pwd)
@@ -20,18 +20,8 @@ LOGS=${COMPAT_LOG_DIR:-$COMPAT/logs/sqs-$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$LOGS"
 
 VENV=$COMPAT/.venv-sqs
-if ! "$VENV/bin/python" -c 'import boto3, moto, flask' 2>/dev/null; then
-  echo "sqs_run.sh: creating $VENV" >&2
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    rm -rf "$VENV"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q && apt-get install -y -q python3-venv
-    python3 -m venv "$VENV"
-  fi
-  "$VENV/bin/pip" install -q --disable-pip-version-check boto3 'moto[server]'
-fi
-"$VENV/bin/python" -c 'import boto3, moto, flask'
+"$VENV/bin/python" -c 'import boto3, moto, flask' 2>/dev/null ||
+  { echo "sqs_run.sh: boto3 and moto are not installed in $VENV: run scripts/setup.sh" >&2; exit 1; }
 
 if [[ -z ${PGBROKER_BIN:-} ]]; then
   (cd "$ROOT" && cargo build -q -p pgbroker-cli)

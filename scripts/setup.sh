@@ -51,9 +51,37 @@ if [[ ! -f node/node_modules/kafkajs/package.json ]]; then
   (cd node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The SQS clients: boto3 with moto_server as the reference (compat/.venv-sqs),
+# the AWS SDK for JavaScript v3 (compat/sqs-node, newest release); the SQL
+# drivers: psycopg 3 (compat/sql/.venv) and node-postgres (compat/sql/node).
+if ! .venv-sqs/bin/python -c 'import boto3, moto, flask' 2>/dev/null; then
+  echo "setup: creating compat/.venv-sqs" >&2
+  rm -rf .venv-sqs
+  python3 -m venv .venv-sqs
+  .venv-sqs/bin/pip install -q --disable-pip-version-check boto3 'moto[server]'
+fi
+if [[ ! -f sqs-node/node_modules/@aws-sdk/client-sqs/package.json ]]; then
+  echo "setup: npm install in compat/sqs-node" >&2
+  (cd sqs-node && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+fi
+if ! sql/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
+  echo "setup: creating compat/sql/.venv" >&2
+  rm -rf sql/.venv
+  python3 -m venv sql/.venv
+  sql/.venv/bin/pip install -q --disable-pip-version-check 'psycopg[binary]'
+fi
+if [[ ! -f sql/node/node_modules/pg/package.json ]]; then
+  echo "setup: npm ci in compat/sql/node" >&2
+  (cd sql/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # Everything the suites run must work now; fail loudly otherwise.
 kcat -V >/dev/null
 /usr/bin/python3 -c 'import confluent_kafka, kafka'
 .venv/bin/python -c 'import confluent_kafka, kafka, aiokafka'
 node -e 'require("./node/node_modules/kafkajs")'
 pkg-config --exists rdkafka
+.venv-sqs/bin/python -c 'import boto3, moto, flask'
+(cd sqs-node && node -e 'require("@aws-sdk/client-sqs")')
+sql/.venv/bin/python -c 'import psycopg'
+(cd sql/node && node -e 'require("pg")')

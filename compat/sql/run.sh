@@ -11,27 +11,19 @@
 # and must see exactly the committed records.
 #
 # Environment: PGBROKER_BIN (default: cargo build), PGBROKER_TEST_DATABASE_URL
-# (default postgres://postgres@127.0.0.1:5432/test). Installs what it needs
-# and fails, never skips, when it cannot. Prints PASS/FAIL lines; exits 1 if
-# any check failed.
+# (default postgres://postgres@127.0.0.1:5432/test). Needs the drivers that
+# scripts/setup.sh installs and fails, never skips, without them. Prints
+# PASS/FAIL lines; exits 1 if any check failed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DB=${PGBROKER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 
-if ! "$HERE/.venv/bin/python" -c 'import psycopg' 2>/dev/null; then
-  echo "sql/run.sh: installing psycopg into compat/sql/.venv" >&2
-  rm -rf "$HERE/.venv"
-  python3 -m venv "$HERE/.venv"
-  "$HERE/.venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]'
-fi
-"$HERE/.venv/bin/python" -c 'import psycopg'
-if [[ ! -f $HERE/node/node_modules/pg/package.json ]]; then
-  echo "sql/run.sh: npm ci in compat/sql/node" >&2
-  (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error)
-fi
-command -v kcat >/dev/null || { echo "FAIL kcat is not installed (compat/install.sh installs it)"; exit 1; }
+missing() { echo "FAIL $1 is not installed: run scripts/setup.sh"; exit 1; }
+"$HERE/.venv/bin/python" -c 'import psycopg' 2>/dev/null || missing psycopg
+[[ -f $HERE/node/node_modules/pg/package.json ]] || missing node-postgres
+command -v kcat >/dev/null || missing kcat
 
 if [[ -z ${PGBROKER_BIN:-} ]]; then
   (cd "$ROOT" && cargo build -q -p pgbroker-cli)
