@@ -64,6 +64,20 @@ if [[ ! -f sqs-node/node_modules/@aws-sdk/client-sqs/package.json ]]; then
   echo "setup: npm install in compat/sqs-node" >&2
   (cd sqs-node && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
+# Celery with kombu's SQS transport (compat/.venv-celery); pycurl is built
+# against libcurl when PyPI has no wheel for this platform.
+if ! .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, boto3' 2>/dev/null; then
+  echo "setup: creating compat/.venv-celery" >&2
+  rm -rf .venv-celery
+  python3 -m venv .venv-celery
+  pip_celery=(.venv-celery/bin/pip install -q --disable-pip-version-check celery 'kombu[sqs]' pycurl boto3)
+  if ! "${pip_celery[@]}"; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q libcurl4-openssl-dev libssl-dev python3-dev build-essential
+    "${pip_celery[@]}"
+  fi
+fi
 if ! sql/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
   echo "setup: creating compat/sql/.venv" >&2
   rm -rf sql/.venv
@@ -85,3 +99,4 @@ pkg-config --exists rdkafka
 (cd sqs-node && node -e 'require("@aws-sdk/client-sqs")')
 sql/.venv/bin/python -c 'import psycopg'
 (cd sql/node && node -e 'require("pg")')
+.venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, boto3'

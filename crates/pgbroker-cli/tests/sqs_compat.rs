@@ -1,8 +1,8 @@
 //! The SQS compatibility scenario (`compat/sqs_run.sh`): boto3, which
 //! nobody here wrote, against `pgbroker serve --sqs-listen` on the real
 //! PostgreSQL at `PGBROKER_TEST_DATABASE_URL`, with moto as the reference
-//! for response shapes. The script installs boto3 and moto from PyPI and
-//! fails, never skips, when they cannot be installed.
+//! for response shapes. scripts/setup.sh installs boto3 and moto; the
+//! script fails, never skips, without them.
 
 use std::process::Command;
 

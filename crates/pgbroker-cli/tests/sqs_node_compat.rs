@@ -2,8 +2,8 @@
 //! (`compat/sqs_node_run.sh`): `@aws-sdk/client-sqs`, which nobody here
 //! wrote, against `pgbroker serve --sqs-listen` on the real PostgreSQL at
 //! `PGBROKER_TEST_DATABASE_URL`, signing with a pgbroker user's access key.
-//! The script installs the SDK from npm and fails, never skips, when it
-//! cannot be installed.
+//! scripts/setup.sh installs the SDK from npm; the script fails, never
+//! skips, without it.
 
 use std::process::Command;
 
