@@ -5,36 +5,20 @@
 //! scripts/setup.sh installs the SDK from npm; the script fails, never
 //! skips, without it.
 
-use std::process::Command;
+use pgbroker_testkit::cli::compat;
 
 #[test]
 #[ignore = "a compat suite: scripts/test.sh runs it in its own step, with --ignored"]
 fn javascript_sdk_scenario() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../compat/sqs_node_run.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .env("PGBROKER_BIN", env!("CARGO_BIN_EXE_pgbroker"))
-        .output()
-        .expect("run compat/sqs_node_run.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(
-        out.status.success(),
-        "compat/sqs_node_run.sh exited {}:\n{}",
-        out.status,
-        failures.join("\n")
+    compat::run(
+        "sqs_node_run.sh",
+        env!("CARGO_BIN_EXE_pgbroker"),
+        &[
+            "PASS received MD5OfMessageAttributes",
+            "PASS move task brought the message back",
+            "PASS FIFO order per group",
+            "PASS QueueDoesNotExist raised",
+            "MEASURE send-to-receive wake-up",
+        ],
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for check in [
-        "PASS received MD5OfMessageAttributes",
-        "PASS move task brought the message back",
-        "PASS FIFO order per group",
-        "PASS QueueDoesNotExist raised",
-    ] {
-        assert!(stdout.contains(check), "missing {check:?} in:\n{stdout}");
-    }
-    assert!(stdout.contains("MEASURE send-to-receive wake-up"), "{stdout}");
 }

@@ -11,18 +11,15 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use pgbroker::{Broker, BrokerConfig};
 use pgbroker_sqs::{SqsConfig, SqsServer};
-use rand::Rng;
+use pgbroker_testkit::{database_url, TestSchema};
 use serde_json::Value;
-
-pub fn database_url() -> String {
-    std::env::var("PGBROKER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
 
 pub struct TestServer {
     pub broker: Broker,
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    // Last: the schema goes after the broker and the server.
+    _guard: TestSchema,
 }
 
 /// An answer: status, the `x-amzn-query-error` header, the JSON body.
@@ -75,10 +72,10 @@ impl TestServer {
     }
 
     async fn start_exactly(config: SqsConfig) -> TestServer {
-        let schema = format!("sqs_{:016x}", rand::thread_rng().gen::<u64>());
+        let guard = TestSchema::new("sqs");
         let broker = Broker::connect(BrokerConfig {
             database_url: database_url(),
-            schema,
+            schema: guard.name().to_string(),
             pool_size: 8,
             migrate: true,
             ..BrokerConfig::default()
@@ -99,6 +96,7 @@ impl TestServer {
             broker,
             addr,
             stop: Some(stop),
+            _guard: guard,
         }
     }
 

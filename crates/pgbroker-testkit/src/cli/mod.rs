@@ -2,6 +2,7 @@
 //! schema: as a command, or as a server (`serve`).
 
 pub mod certs;
+pub mod compat;
 pub mod kcat;
 pub mod serve;
 
