@@ -153,7 +153,7 @@ pub(crate) struct Registry {
     pub groups: crate::groups::statements::Statements,
     /// Topics, segments, retention, fetches and producers'.
     pub streams: crate::streams::statements::Statements,
-    /// Users' and ACLs'.
+    /// Users', access keys' and ACLs'.
     pub auth: crate::auth::statements::Statements,
     /// The cluster's and the broker's own.
     pub broker: crate::broker::statements::Statements,
@@ -283,6 +283,7 @@ mod tests {
     /// Every table, view, sequence and function of pgbroker's schema, and
     /// the run-time names statements are built around.
     const RELATIONS: &[&str] = &[
+        "access_keys",
         "acls",
         "group_members",
         "group_offsets",
@@ -308,6 +309,9 @@ mod tests {
         "schema_migrations",
         "segments",
         "settle_refused",
+        "sqs_dedup",
+        "sqs_first_receive",
+        "sqs_queues",
         "topics",
         "users",
         "waiters",

@@ -133,16 +133,7 @@ pub(crate) async fn create_access_key(broker: &Broker, user: &str) -> Result<Acc
             (new_key_id(&mut rng), new_secret(&mut rng))
         };
         let row = client
-            .query_one(
-                "WITH u AS (SELECT name FROM users WHERE name = $1),
-                 ins AS (
-                    INSERT INTO access_keys (key_id, user_name, secret)
-                    SELECT $2, name, $3 FROM u
-                    ON CONFLICT (key_id) DO NOTHING
-                    RETURNING created_at)
-                 SELECT EXISTS (SELECT 1 FROM u), (SELECT created_at FROM ins)",
-                &[&user, &id, &secret],
-            )
+            .query_one(&broker.inner.sql.auth.create_access_key, &[&user, &id, &secret])
             .await?;
         if !row.get::<_, bool>(0) {
             return Err(Error::UnknownUser(user.to_string()));
@@ -165,19 +156,13 @@ pub(crate) async fn list_access_keys(broker: &Broker, user: &str) -> Result<Vec<
     validate_user_name(user)?;
     let client = broker.client().await?;
     if client
-        .query_opt("SELECT 1 FROM users WHERE name = $1", &[&user])
+        .query_opt(&broker.inner.sql.auth.user_exists, &[&user])
         .await?
         .is_none()
     {
         return Err(Error::UnknownUser(user.to_string()));
     }
-    let rows = client
-        .query(
-            "SELECT key_id, user_name, created_at, last_used_at FROM access_keys
-             WHERE user_name = $1 ORDER BY created_at, key_id",
-            &[&user],
-        )
-        .await?;
+    let rows = client.query(&broker.inner.sql.auth.list_access_keys, &[&user]).await?;
     Ok(rows
         .iter()
         .map(|r| AccessKeyInfo {
@@ -195,7 +180,7 @@ pub(crate) async fn delete_access_key(broker: &Broker, key_id: &str) -> Result<b
     validate_access_key_id(key_id)?;
     let client = broker.client().await?;
     let n = client
-        .execute("DELETE FROM access_keys WHERE key_id = $1", &[&key_id])
+        .execute(&broker.inner.sql.auth.delete_access_key, &[&key_id])
         .await?;
     Ok(n > 0)
 }
@@ -208,10 +193,7 @@ pub(crate) async fn access_key_secret(broker: &Broker, key_id: &str) -> Result<O
     }
     let client = broker.client().await?;
     let row = client
-        .query_opt(
-            "SELECT user_name, secret FROM access_keys WHERE key_id = $1",
-            &[&key_id],
-        )
+        .query_opt(&broker.inner.sql.auth.access_key_secret, &[&key_id])
         .await?;
     Ok(row.map(|r| AccessKeySecret {
         user: r.get(0),
@@ -227,12 +209,7 @@ pub(crate) async fn touch_access_key(broker: &Broker, key_id: &str) -> Result<()
     }
     let client = broker.client().await?;
     client
-        .execute(
-            "UPDATE access_keys SET last_used_at = now()
-             WHERE key_id = $1
-               AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-            &[&key_id],
-        )
+        .execute(&broker.inner.sql.auth.touch_access_key, &[&key_id])
         .await?;
     Ok(())
 }

@@ -56,15 +56,18 @@ impl Default for SqsQueueSettings {
     }
 }
 
-const GET_SQL: &str = "
+/// A queue's SQS settings (NULLs when it has none); no row when there
+/// is no such queue.
+pub(super) const GET: &str = "
 SELECT s.fifo, s.content_based_dedup, s.delay_seconds, s.receive_wait_seconds, s.retention_seconds,
        s.extra, s.tags, s.modified_at
-FROM queues q LEFT JOIN sqs_queues s ON s.queue_id = q.id WHERE q.name = $1";
+FROM {s}queues q LEFT JOIN {s}sqs_queues s ON s.queue_id = q.id WHERE q.name = $1";
 
-const SET_SQL: &str = "
-INSERT INTO sqs_queues AS s (queue_id, fifo, content_based_dedup, delay_seconds, receive_wait_seconds,
-                             retention_seconds, extra, tags)
-SELECT q.id, $2, $3, $4, $5, $6, $7, $8 FROM queues q WHERE q.name = $1
+/// Sets a queue's SQS settings; returns a row when the queue exists.
+pub(super) const SET: &str = "
+INSERT INTO {s}sqs_queues AS s (queue_id, fifo, content_based_dedup, delay_seconds, receive_wait_seconds,
+                                retention_seconds, extra, tags)
+SELECT q.id, $2, $3, $4, $5, $6, $7, $8 FROM {s}queues q WHERE q.name = $1
 ON CONFLICT (queue_id) DO UPDATE SET fifo = EXCLUDED.fifo, content_based_dedup = EXCLUDED.content_based_dedup,
     delay_seconds = EXCLUDED.delay_seconds, receive_wait_seconds = EXCLUDED.receive_wait_seconds,
     retention_seconds = EXCLUDED.retention_seconds, extra = EXCLUDED.extra, tags = EXCLUDED.tags,
@@ -73,35 +76,46 @@ RETURNING s.queue_id";
 
 /// Takes a deduplication id unless it was taken less than the window ago.
 /// Returns a row when it was free.
-const DEDUP_TAKE: &str = "
-INSERT INTO sqs_dedup AS d (queue_id, dedup_id, message_id, sent_at) VALUES ($1, $2, 0, now())
+pub(super) const DEDUP_TAKE: &str = "
+INSERT INTO {s}sqs_dedup AS d (queue_id, dedup_id, message_id, sent_at) VALUES ($1, $2, 0, now())
 ON CONFLICT (queue_id, dedup_id) DO UPDATE SET message_id = 0, sent_at = now()
     WHERE d.sent_at < now() - $3::int8 * interval '1 millisecond'
 RETURNING true";
 
-const DEDUP_HOLDER: &str = "SELECT message_id FROM sqs_dedup WHERE queue_id = $1 AND dedup_id = $2";
+/// The message holding a deduplication id.
+pub(super) const DEDUP_HOLDER: &str = "SELECT message_id FROM {s}sqs_dedup WHERE queue_id = $1 AND dedup_id = $2";
 
-const DEDUP_SET: &str = "UPDATE sqs_dedup SET message_id = $3 WHERE queue_id = $1 AND dedup_id = $2";
+/// Names the message sent with a deduplication id just taken.
+pub(super) const DEDUP_SET: &str = "UPDATE {s}sqs_dedup SET message_id = $3 WHERE queue_id = $1 AND dedup_id = $2";
 
 /// Sets the end of current leases to now plus `$4` ms; returns the ids of
 /// the messages changed (those whose receipt is current and in flight).
-const SET_VISIBILITY: &str = "
-UPDATE queue_messages m SET visible_at = now() + $4::int8 * interval '1 millisecond'
+pub(super) const SET_VISIBILITY: &str = "
+UPDATE {s}queue_messages m SET visible_at = now() + $4::int8 * interval '1 millisecond'
 WHERE m.queue_id = $1 AND m.id = ANY($2::int8[]) AND NOT m.dead AND m.visible_at > now()
   AND m.receipt = (($3::text[])[array_position($2::int8[], m.id)])::uuid
 RETURNING m.id";
 
 /// Records the first receive of the messages not yet recorded and returns
 /// the first receive time of every one of them.
-const FIRST_RECEIVE: &str = "
+pub(super) const FIRST_RECEIVE: &str = "
 WITH ins AS (
-    INSERT INTO sqs_first_receive (message_id, received_at)
+    INSERT INTO {s}sqs_first_receive (message_id, received_at)
     SELECT unnest($1::int8[]), now() ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id, received_at
 )
 SELECT message_id, received_at FROM ins
 UNION ALL
-SELECT message_id, received_at FROM sqs_first_receive WHERE message_id = ANY($1::int8[])";
+SELECT message_id, received_at FROM {s}sqs_first_receive WHERE message_id = ANY($1::int8[])";
+
+/// Forgets deduplication ids taken more than `$1` ms ago.
+pub(super) const SWEEP_DEDUP: &str =
+    "DELETE FROM {s}sqs_dedup WHERE sent_at < now() - $1::int8 * interval '1 millisecond'";
+
+/// Forgets the first receive times of messages that are gone.
+pub(super) const SWEEP_FIRST_RECEIVE: &str =
+    "DELETE FROM {s}sqs_first_receive f WHERE f.received_at < now() - interval '1 minute'
+       AND NOT EXISTS (SELECT 1 FROM {s}queue_messages m WHERE m.id = f.message_id)";
 
 /// What becomes of one message of an [`crate::queues::Queues::sqs_send`].
 enum Plan {
@@ -121,7 +135,7 @@ fn map_json(value: serde_json::Value) -> BTreeMap<String, String> {
 pub(crate) async fn sqs_settings(broker: &Broker, queue: &QueueName) -> Result<SqsQueueSettings> {
     let client = broker.client().await?;
     let row = client
-        .query_opt(GET_SQL, &[&queue.as_str()])
+        .query_opt(&broker.inner.queues.sql.sqs_get, &[&queue.as_str()])
         .await?
         .ok_or_else(|| Error::UnknownQueue(queue.to_string()))?;
     let Some(fifo) = row.get::<_, Option<bool>>(0) else {
@@ -145,7 +159,7 @@ pub(crate) async fn set_sqs_settings(broker: &Broker, queue: &QueueName, setting
     let client = broker.client().await?;
     let row = client
         .query_opt(
-            SET_SQL,
+            &broker.inner.queues.sql.sqs_set,
             &[
                 &queue.as_str(),
                 &settings.fifo,
@@ -191,12 +205,18 @@ pub(crate) async fn sqs_send(
             Some(id) => {
                 if let Some(&first) = taken.get(id) {
                     plan.push(Plan::SameAs(first));
-                } else if tx.query_opt(DEDUP_TAKE, &[&meta.id, &id, &window]).await?.is_some() {
+                } else if tx
+                    .query_opt(&broker.inner.queues.sql.sqs_dedup_take, &[&meta.id, &id, &window])
+                    .await?
+                    .is_some()
+                {
                     taken.insert(id, fresh.len());
                     plan.push(Plan::Send(fresh.len()));
                     fresh.push(m.clone());
                 } else {
-                    let row = tx.query_one(DEDUP_HOLDER, &[&meta.id, &id]).await?;
+                    let row = tx
+                        .query_one(&broker.inner.queues.sql.sqs_dedup_holder, &[&meta.id, &id])
+                        .await?;
                     plan.push(Plan::Held(row.get(0)));
                 }
             }
@@ -205,7 +225,8 @@ pub(crate) async fn sqs_send(
     let sent = broker.queues().send_in(&*tx, queue, &fresh).await?;
     for (id, &at) in &taken {
         if let Some(s) = sent.get(at) {
-            tx.execute(DEDUP_SET, &[&meta.id, id, &s.id]).await?;
+            tx.execute(&broker.inner.queues.sql.sqs_dedup_set, &[&meta.id, id, &s.id])
+                .await?;
         }
     }
     tx.commit().await?;
@@ -242,7 +263,10 @@ pub(crate) async fn sqs_set_visibility(
     let tokens: Vec<&str> = receipts.iter().map(Receipt::token).collect();
     let client = broker.client().await?;
     let rows = client
-        .query(SET_VISIBILITY, &[&meta.id, &ids, &tokens, &ms(timeout)])
+        .query(
+            &broker.inner.queues.sql.sqs_set_visibility,
+            &[&meta.id, &ids, &tokens, &ms(timeout)],
+        )
         .await?;
     let changed: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     Ok(ids.iter().map(|id| changed.contains(id)).collect())
@@ -255,7 +279,9 @@ pub(crate) async fn sqs_first_receives(broker: &Broker, message_ids: &[i64]) -> 
         return Ok(HashMap::new());
     }
     let client = broker.client().await?;
-    let rows = client.query(FIRST_RECEIVE, &[&message_ids]).await?;
+    let rows = client
+        .query(&broker.inner.queues.sql.sqs_first_receive, &[&message_ids])
+        .await?;
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, i64>(0), to_millis(r.get::<_, SystemTime>(1))))
@@ -267,17 +293,10 @@ pub(crate) async fn sqs_first_receives(broker: &Broker, message_ids: &[i64]) -> 
 pub(crate) async fn sqs_sweep(broker: &Broker) -> Result<u64> {
     let client = broker.client().await?;
     let a = client
-        .execute(
-            "DELETE FROM sqs_dedup WHERE sent_at < now() - $1::int8 * interval '1 millisecond'",
-            &[&ms(SQS_DEDUP_WINDOW)],
-        )
+        .execute(&broker.inner.queues.sql.sqs_sweep_dedup, &[&ms(SQS_DEDUP_WINDOW)])
         .await?;
     let b = client
-        .execute(
-            "DELETE FROM sqs_first_receive f WHERE f.received_at < now() - interval '1 minute'
-               AND NOT EXISTS (SELECT 1 FROM queue_messages m WHERE m.id = f.message_id)",
-            &[],
-        )
+        .execute(&broker.inner.queues.sql.sqs_sweep_first_receive, &[])
         .await?;
     Ok(a + b)
 }

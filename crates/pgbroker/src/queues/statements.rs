@@ -3,7 +3,7 @@
 //! plain text with `$n` parameters, documented where its template is
 //! defined; the hot ones are prepared once per connection from this text.
 
-use super::{membership, receive, send, settle};
+use super::{membership, receive, send, settle, sqs_attrs};
 use crate::sql::Commit;
 
 /// The two partitions of `queue_messages`; a rotation's statements are
@@ -202,6 +202,24 @@ FROM m";
                  FROM {s}queues WHERE name = $1";
     /// Used by `refuse_duplicates`.
     refuse_duplicates = "SELECT id, receipt::text FROM {s}queue_messages WHERE id = ANY($1) AND queue_id = $2";
+    /// Used by `sqs_settings`.
+    sqs_get = sqs_attrs::GET;
+    /// Used by `set_sqs_settings`.
+    sqs_set = sqs_attrs::SET;
+    /// Used by `sqs_send`.
+    sqs_dedup_take = sqs_attrs::DEDUP_TAKE;
+    /// Used by `sqs_send`.
+    sqs_dedup_holder = sqs_attrs::DEDUP_HOLDER;
+    /// Used by `sqs_send`.
+    sqs_dedup_set = sqs_attrs::DEDUP_SET;
+    /// Used by `sqs_set_visibility`.
+    sqs_set_visibility = sqs_attrs::SET_VISIBILITY;
+    /// Used by `sqs_first_receives`.
+    sqs_first_receive = sqs_attrs::FIRST_RECEIVE;
+    /// Used by `sqs_sweep`.
+    sqs_sweep_dedup = sqs_attrs::SWEEP_DEDUP;
+    /// Used by `sqs_sweep`.
+    sqs_sweep_first_receive = sqs_attrs::SWEEP_FIRST_RECEIVE;
     }
     segment {
     /// Analyzes a partition.
