@@ -23,18 +23,18 @@ impl Broker {
 
 impl Auth<'_> {
     /// Grants `acl`. Returns true when it is new, false when it was
-    /// already granted; [`Error::UnknownUser`](crate::Error::UnknownUser) when the user does not exist.
+    /// already granted; [`Error::UnknownUser`](crate::Error::UnknownUser)(crate::Error::UnknownUser) when the user does not exist.
     pub async fn grant(self, acl: &Acl) -> Result<bool> {
         super::acl::grant(self.broker, acl).await
     }
 
-    /// Revokes `acl`: [`Error::UnknownUser`](crate::Error::UnknownUser) when the user does not exist,
+    /// Revokes `acl`: [`Error::UnknownUser`](crate::Error::UnknownUser)(crate::Error::UnknownUser) when the user does not exist,
     /// [`Error::UnknownAcl`](crate::Error::UnknownAcl) when it was not granted.
     pub async fn revoke(self, acl: &Acl) -> Result<()> {
         super::acl::revoke(self.broker, acl).await
     }
 
-    /// Every grant, or those of one user ([`Error::UnknownUser`](crate::Error::UnknownUser) when the
+    /// Every grant, or those of one user ([`Error::UnknownUser`](crate::Error::UnknownUser)(crate::Error::UnknownUser) when the
     /// user does not exist), by user, resource and permission.
     pub async fn list_acls(self, user: Option<&str>) -> Result<Vec<Acl>> {
         super::acl::list_acls(self.broker, user).await
@@ -53,7 +53,7 @@ impl Auth<'_> {
         super::users::add_user(self.broker, name, password, iterations).await
     }
 
-    /// Removes a user; [`Error::UnknownUser`](crate::Error::UnknownUser) when there is none.
+    /// Removes a user; [`Error::UnknownUser`](crate::Error::UnknownUser)(crate::Error::UnknownUser) when there is none.
     pub async fn remove_user(self, name: &str) -> Result<()> {
         super::users::remove_user(self.broker, name).await
     }
@@ -69,14 +69,14 @@ impl Auth<'_> {
         super::users::scram_credentials(self.broker, name).await
     }
 
-    /// Makes a new access key for `user` ([`Error::UnknownUser`] when there
+    /// Makes a new access key for `user` ([`Error::UnknownUser`](crate::Error::UnknownUser) when there
     /// is no such user). The result holds the secret: it cannot be read
     /// back later.
     pub async fn create_access_key(self, user: &str) -> Result<AccessKey> {
         super::access_keys::create_access_key(self.broker, user).await
     }
 
-    /// The access keys of `user` ([`Error::UnknownUser`] when there is no
+    /// The access keys of `user` ([`Error::UnknownUser`](crate::Error::UnknownUser) when there is no
     /// such user), oldest first, without their secrets.
     pub async fn list_access_keys(self, user: &str) -> Result<Vec<AccessKeyInfo>> {
         super::access_keys::list_access_keys(self.broker, user).await

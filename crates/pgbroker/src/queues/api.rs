@@ -169,7 +169,7 @@ impl Queues<'_> {
     }
 
     /// Sends messages in one transaction, each with an optional
-    /// deduplication id that holds for [`SQS_DEDUP_WINDOW`] after its send
+    /// deduplication id that holds for [`SQS_DEDUP_WINDOW`](super::SQS_DEDUP_WINDOW) after its send
     /// (whether or not the message was received or deleted since). A
     /// message whose id is held is not sent; its result names the message
     /// that holds the id, as a duplicate.

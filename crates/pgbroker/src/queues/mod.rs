@@ -3,23 +3,23 @@
 //! FIFO groups, all in a handful of fixed tables keyed by queue id.
 //!
 //! How a message moves:
-//! - [`Broker::send`] inserts it in one statement (with its deduplication
+//! - [`Queues::send`] inserts it in one statement (with its deduplication
 //!   key and group bookkeeping) and wakes waiting receivers.
-//! - [`Broker::receive`] claims up to N due messages in one statement
+//! - [`Queues::receive`] claims up to N due messages in one statement
 //!   (`FOR UPDATE SKIP LOCKED`), highest priority first, then oldest; each
 //!   gets a lease (visible again after the visibility timeout) and a fresh
 //!   random receipt.
-//! - [`Broker::ack`], [`Broker::nack`] and [`Broker::extend`] act only when
-//!   every receipt is the current lease of its message, else change nothing
-//!   and answer [`Error::StaleReceipt`].
+//! - [`Queues::ack`], [`Queues::nack`] and [`Queues::extend_lease`] act only
+//!   when every receipt is the current lease of its message, else change
+//!   nothing and answer [`Error::StaleReceipt`].
 //! - An expired lease makes the message claimable again; after
 //!   `max_attempts` deliveries it moves to the dead-letter queue, or stays
-//!   in its queue as dead when there is none. [`Broker::redrive`] brings
+//!   in its queue as dead when there is none. [`Queues::redrive`] brings
 //!   dead letters back.
 //!
 //! Storage stays bounded under churn: messages live in two partitions, and
 //! maintenance (run in the background once a broker uses queues, or by
-//! [`Broker::maintain_queues`]) moves the few live rows out of the older
+//! [`Maintenance::maintain_queues`](crate::maintenance::Maintenance::maintain_queues)) moves the few live rows out of the older
 //! one and TRUNCATEs it, which frees the space of acknowledged messages
 //! whatever vacuum can do.
 

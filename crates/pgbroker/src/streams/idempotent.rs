@@ -18,7 +18,7 @@ const REMEMBERED_BATCHES: usize = 5;
 /// The producer fields of one record batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerBatch {
-    /// Producer id from [`Broker::init_producer_id`].
+    /// Producer id from [`Streams::init_producer_id`](super::Streams::init_producer_id).
     pub producer_id: i64,
     /// Producer epoch.
     pub epoch: i16,
