@@ -117,3 +117,34 @@ pub fn receipts(ms: &[ReceivedMessage]) -> Vec<Receipt> {
 pub fn is_stale(r: Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(r, Err(Error::StaleReceipt { .. }))
 }
+
+/// A digest of every row the SQL functions can change in schema `s`
+/// (queue messages and their bookkeeping, partitions, segments, records).
+pub async fn sql_state_digest(c: &tokio_postgres::Client, s: &str) -> String {
+    let sql = format!(
+        "SELECT md5(concat_ws('#',
+            (SELECT string_agg(x::text, '|' ORDER BY x.id) FROM {s}.queue_messages x),
+            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_dedup x),
+            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_groups x),
+            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_archive x),
+            (SELECT string_agg(x::text, '|' ORDER BY x.id) FROM {s}.partitions x),
+            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.segments x),
+            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.records x)))"
+    );
+    c.query_one(&sql, &[]).await.expect("digest").get(0)
+}
+
+/// Runs `sql`, which must fail with SQLSTATE `code` and a message starting
+/// "pgbroker: ", and change nothing in schema `s`.
+pub async fn assert_refused(c: &tokio_postgres::Client, s: &str, sql: &str, code: &str) {
+    let before = sql_state_digest(c, s).await;
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e:?}"));
+    assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
+    assert!(
+        db.message().starts_with("pgbroker: "),
+        "{sql}: unclear message {:?}",
+        db.message()
+    );
+    assert_eq!(sql_state_digest(c, s).await, before, "{sql} changed something");
+}

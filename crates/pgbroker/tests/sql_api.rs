@@ -7,39 +7,12 @@ use std::time::Duration;
 
 use pgbroker::sql_api::sqlstate;
 use pgbroker::{Message, QueueConfig, QueueName};
-use pgbroker_testkit::db::{bodies, take, TestDb};
+use pgbroker_testkit::db::{assert_refused, bodies, sql_state_digest as snapshot, take, TestDb};
 use tokio_postgres::Client;
-
-/// The SQLSTATE of a failed call.
-fn state(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-/// A digest of everything the queue and stream functions can change.
-async fn snapshot(c: &Client, s: &str) -> String {
-    let sql = format!(
-        "SELECT md5(concat_ws('#',
-            (SELECT string_agg(x::text, '|' ORDER BY x.id) FROM {s}.queue_messages x),
-            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_dedup x),
-            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_groups x),
-            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.queue_archive x),
-            (SELECT string_agg(x::text, '|' ORDER BY x.id) FROM {s}.partitions x),
-            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.segments x),
-            (SELECT string_agg(x::text, '|' ORDER BY x::text) FROM {s}.records x)))"
-    );
-    c.query_one(&sql, &[]).await.expect("snapshot").get(0)
-}
 
 /// Runs `sql`, which must fail with `code` and change nothing.
 async fn refused(c: &Client, s: &str, sql: &str, code: &str) {
-    let before = snapshot(c, s).await;
-    let e = c.batch_execute(sql).await.expect_err(sql);
-    assert_eq!(state(&e), code, "{sql}: {e:?}");
-    let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
-    assert!(msg.starts_with("pgbroker: "), "{sql}: unclear message {msg:?}");
-    assert_eq!(snapshot(c, s).await, before, "{sql} changed something");
+    assert_refused(c, s, sql, code).await;
 }
 
 async fn one_receipt(c: &Client, s: &str, queue: &str) -> (i64, String, Vec<u8>) {
