@@ -2,6 +2,7 @@
 //! and consume records, run retention, and work with queues.
 
 mod acl;
+mod embedded;
 mod group;
 mod output;
 mod queue;
@@ -77,7 +78,7 @@ enum Command {
     /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
     /// Serve the Kafka protocol, with health and metrics over HTTP.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Output format of administrative commands.
@@ -297,10 +298,37 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     if let Command::Serve(args) = &cli.command {
         config.cache_bytes_per_partition = args.cache_bytes_per_partition;
     }
-    Ok(Broker::connect(config).await?)
+    match Broker::connect(config).await {
+        Ok(broker) => Ok(broker),
+        // No fallback to the embedded cluster: a broker whose database is
+        // briefly down must not start writing somewhere else.
+        Err(e @ pgbroker::Error::Connect { .. })
+            if matches!(cli.command, Command::Serve(_)) && cli.database_url == pgbroker::DEFAULT_DATABASE_URL =>
+        {
+            Err(anyhow::Error::new(e).context(
+                "no PostgreSQL at the default address: start one there, name yours with --database-url, \
+                 or run a private one with `pgbroker serve --embedded`",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let embedded = match &cli.command {
+        Command::Serve(args) => embedded::start(&args.embedded, &cli.database_url).await?,
+        _ => None,
+    };
+    let Some(embedded) = embedded else {
+        return run_connected(cli).await;
+    };
+    cli.database_url = embedded.database_url();
+    let result = run_connected(cli).await;
+    embedded.stop().await;
+    result
+}
+
+async fn run_connected(cli: Cli) -> anyhow::Result<()> {
     let broker = connect(&cli).await?;
     match cli.command {
         Command::Migrate => {
@@ -315,7 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
-        Command::Serve(args) => serve::run(broker, args).await,
+        Command::Serve(args) => serve::run(broker, *args).await,
         Command::Maintain => {
             let dropped = broker.maintenance().enforce_retention().await?;
             println!("dropped {dropped} segments");

@@ -83,6 +83,8 @@ pub struct ServeArgs {
     /// Region named in the ARNs of SQS queues.
     #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
     sqs_region: String,
+    #[command(flatten)]
+    pub embedded: crate::embedded::EmbeddedArgs,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
