@@ -325,6 +325,7 @@ invalid_kinds! {
     Wait => "wait",
     Extension => "extension",
     Receipt => "receipt",
+    BrowseState => "browse state",
 }
 
 impl fmt::Display for Invalid {
