@@ -335,6 +335,7 @@ invalid_kinds! {
     Wait => "wait",
     Extension => "extension",
     Receipt => "receipt",
+    BrowseState => "browse state",
 }
 
 impl fmt::Display for Invalid {
