@@ -28,6 +28,10 @@ crate::sql::statements! {
     /// Used by `create_topic`.
     create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id";
+    /// Used by `topic_totals`.
+    topic_totals = "SELECT t.name, count(*)::int4, sum(p.next_offset)::int8, sum(p.next_offset - p.log_start)::int8
+                 FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
+                 GROUP BY t.name ORDER BY t.name";
     /// Used by `describe_topic`.
     describe_topic = "SELECT p.partition, p.log_start, p.next_offset,
                         coalesce((SELECT sum(pg_total_relation_size(to_regclass('{s}' || s.table_name)))
