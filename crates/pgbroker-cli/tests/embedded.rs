@@ -467,3 +467,80 @@ fn embedded_and_a_database_url_are_refused_together() {
     assert!(stderr.contains("--embedded runs its own PostgreSQL"), "{stderr}");
     assert!(!Path::new("/nonexistent").exists());
 }
+
+/// Sends one HTTP/1.1 request to 127.0.0.1:`port`; the whole response.
+fn http(port: u16, head: &str, body: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let request = format!(
+        "{head}\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn quickstart_script_starts_every_listener() {
+    if !kcat_available() {
+        return;
+    }
+    let scratch = Scratch::new("quickstart");
+    let dir = scratch.0.join("cluster");
+    let (kafka, http_port, sqs) = (free_port(), free_port(), free_port());
+    let log = scratch.0.join("quickstart.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new(format!("{}/../../scripts/quickstart.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg(&dir)
+        .env("PGBROKER_BIN", pgbroker_testkit::cli::bin())
+        .env("KAFKA_LISTEN", format!("127.0.0.1:{kafka}"))
+        .env("HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("SQS_LISTEN", format!("127.0.0.1:{sqs}"))
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("run scripts/quickstart.sh");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", kafka)).is_err() {
+        assert!(child.try_wait().expect("wait").is_none(), "quickstart exited:\n{}", text());
+        assert!(Instant::now() < deadline, "quickstart did not start the broker:\n{}", text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let printed = text();
+    for listener in [
+        format!("Kafka: 127.0.0.1:{kafka}"),
+        format!("HTTP:  http://127.0.0.1:{http_port}"),
+        format!("SQS:   http://127.0.0.1:{sqs}"),
+    ] {
+        assert!(printed.contains(&listener), "quickstart did not say {listener:?}:\n{printed}");
+    }
+    assert!(printed.contains("psql -h "), "no psql command printed:\n{printed}");
+    let health = http(http_port, "GET /healthz HTTP/1.1", "");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let created = http(
+        sqs,
+        "POST / HTTP/1.1\r\nX-Amz-Target: AmazonSQS.CreateQueue\r\nContent-Type: application/x-amz-json-1.0",
+        r#"{"QueueName":"quickstart"}"#,
+    );
+    assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    let sent = values("q", 5);
+    produce(kafka, "quickstart", &sent);
+    assert_eq!(consume(kafka, "quickstart"), sent);
+    send(child.id(), "INT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "quickstart did not stop on SIGINT:\n{}", text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit after SIGINT: {status}\n{}", text());
+    assert!(postmaster(&dir).is_none(), "the cluster outlived the broker");
+}
