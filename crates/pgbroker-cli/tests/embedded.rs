@@ -508,8 +508,16 @@ fn quickstart_script_starts_every_listener() {
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", kafka)).is_err() {
-        assert!(child.try_wait().expect("wait").is_none(), "quickstart exited:\n{}", text());
-        assert!(Instant::now() < deadline, "quickstart did not start the broker:\n{}", text());
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "quickstart exited:\n{}",
+            text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "quickstart did not start the broker:\n{}",
+            text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let printed = text();
@@ -518,7 +526,10 @@ fn quickstart_script_starts_every_listener() {
         format!("HTTP:  http://127.0.0.1:{http_port}"),
         format!("SQS:   http://127.0.0.1:{sqs}"),
     ] {
-        assert!(printed.contains(&listener), "quickstart did not say {listener:?}:\n{printed}");
+        assert!(
+            printed.contains(&listener),
+            "quickstart did not say {listener:?}:\n{printed}"
+        );
     }
     assert!(printed.contains("psql -h "), "no psql command printed:\n{printed}");
     let health = http(http_port, "GET /healthz HTTP/1.1", "");
@@ -538,7 +549,11 @@ fn quickstart_script_starts_every_listener() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "quickstart did not stop on SIGINT:\n{}", text());
+        assert!(
+            Instant::now() < deadline,
+            "quickstart did not stop on SIGINT:\n{}",
+            text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit after SIGINT: {status}\n{}", text());
