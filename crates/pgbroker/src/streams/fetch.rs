@@ -127,8 +127,14 @@ async fn fetch_cached(
     limits: FetchLimits,
 ) -> Result<FetchResult> {
     let cache = &broker.inner.cache;
-    if let Some((mut records, log_start, high_watermark)) =
-        cache.read(pid, offset, limits.max_records, limits.max_bytes)
+    // A compacted topic is served from the cache only in its active
+    // segment, which the cleaner never rewrites: the cache may hold
+    // records that a cleaner elsewhere has removed since.
+    let meta = broker.topic_meta(topic).await?;
+    let uncompacted = |hw: i64| !meta.compacted || offset >= hw - hw.rem_euclid(meta.segment_records);
+    if let Some((mut records, log_start, high_watermark)) = cache
+        .read(pid, offset, limits.max_records, limits.max_bytes)
+        .filter(|(_, _, hw)| uncompacted(*hw))
     {
         records.iter_mut().for_each(|r| r.partition = partition);
         return Ok(FetchResult {
