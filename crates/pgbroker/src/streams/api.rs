@@ -10,7 +10,7 @@ use super::fetch::{FetchLimits, FetchResult, OffsetSpec};
 use super::fetch_many::{ManyLimits, PartitionRead};
 use super::idempotent::{IdempotentAppend, ProducerBatch};
 use super::producer::{Producer, ProducerConfig};
-use super::topics::{TopicConfig, TopicDescription, TopicInfo};
+use super::topics::{TopicConfig, TopicDescription, TopicInfo, TopicTotals};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::types::{Record, RecordPosition, TopicName};
@@ -55,6 +55,12 @@ impl Topics<'_> {
     /// and size.
     pub async fn describe(self, name: &TopicName) -> Result<TopicDescription> {
         super::topics::describe_topic(self.broker, name).await
+    }
+
+    /// Every topic's partition count, summed high watermarks and records
+    /// stored, by name; one statement, cheap enough to sample often.
+    pub async fn totals(self) -> Result<Vec<TopicTotals>> {
+        super::topics::topic_totals(self.broker).await
     }
 
     /// Adds `additional` partitions to a topic. Keys map to partitions by the

@@ -31,6 +31,6 @@ pub use fetch_many::{ManyLimits, PartitionRead};
 pub use idempotent::{IdempotentAppend, ProducerBatch};
 pub use producer::{Producer, ProducerConfig};
 pub use topics::{
-    PartitionInfo, TopicConfig, TopicDescription, TopicInfo, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_RECORDS,
-    MAX_PARTITIONS,
+    PartitionInfo, TopicConfig, TopicDescription, TopicInfo, TopicTotals, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_SEGMENT_RECORDS, MAX_PARTITIONS,
 };

@@ -37,6 +37,10 @@ crate::sql::statements! {
                         cleanup_policy = $5, min_compaction_lag_ms = $6, max_compaction_lag_ms = $7,
                         delete_retention_ms = $8, min_cleanable_dirty_ratio = $9
                  WHERE name = $1";
+    /// Used by `topic_totals`.
+    topic_totals = "SELECT t.name, count(*)::int4, sum(p.next_offset)::int8, sum(p.next_offset - p.log_start)::int8
+                 FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
+                 GROUP BY t.name ORDER BY t.name";
     /// Used by `describe_topic`.
     describe_topic = "SELECT p.partition, p.log_start, p.next_offset,
                         coalesce((SELECT sum(pg_total_relation_size(to_regclass('{s}' || s.table_name)))
