@@ -81,6 +81,13 @@ if ! .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, bot
     "${pip_celery[@]}"
   fi
 fi
+# Dramatiq with dramatiq-sqs's broker (compat/.venv-dramatiq).
+if ! .venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3' 2>/dev/null; then
+  echo "setup: creating compat/.venv-dramatiq" >&2
+  rm -rf .venv-dramatiq
+  python3 -m venv .venv-dramatiq
+  .venv-dramatiq/bin/pip install -q --disable-pip-version-check dramatiq dramatiq-sqs boto3
+fi
 if ! sql/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
   echo "setup: creating compat/sql/.venv" >&2
   rm -rf sql/.venv
@@ -119,3 +126,4 @@ sql/.venv/bin/python -c 'import psycopg'
 (cd console && node -e 'require("playwright-core")')
 .venv-schemathesis/bin/schemathesis --version >/dev/null
 chromium --version >/dev/null 2>&1
+.venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3'
