@@ -3,7 +3,8 @@
 # installs PostgreSQL's server when none is installed (apt-get), a Rust
 # toolchain when there is none (rustup), builds pgbroker (release), then
 # runs `pgbroker serve --embedded`: its own PostgreSQL cluster, with the
-# Kafka (topics created on first use), HTTP and SQS listeners on loopback. Ctrl-C stops the broker, then
+# Kafka (topics created on first use), HTTP (the console) and SQS listeners
+# on loopback. Ctrl-C stops the broker, then
 # the cluster.
 #
 #   ./scripts/quickstart.sh [DIR]    DIR: the cluster's directory (default:
@@ -62,7 +63,7 @@ fi
 
 say "starting pgbroker serve --embedded ${1:-}"
 say "  Kafka: $KAFKA_LISTEN         kcat -b $KAFKA_LISTEN -L (topics are created on first use)"
-say "  HTTP:  http://$HTTP_LISTEN   /healthz, /metrics"
+say "  HTTP:  http://$HTTP_LISTEN   the console at /console/, /healthz, /metrics"
 say "  SQS:   http://$SQS_LISTEN   aws --endpoint-url http://$SQS_LISTEN sqs list-queues (unsigned requests accepted from loopback)"
 say "  the embedded PostgreSQL and how to reach it with psql: printed below once it runs"
 exec "$bin" serve --embedded ${1:+"$1"} \
