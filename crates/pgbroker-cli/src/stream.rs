@@ -11,7 +11,7 @@ use pgbroker::{Broker, Consumer, ConsumerConfig, Header, Record, TopicName, Topi
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, Notify};
 
-use crate::output::write_record;
+use crate::output::{count, write_record};
 use crate::{ConsumeArgs, ProduceArgs};
 
 /// Lines per `pgbroker::streams::Streams::produce` call.
@@ -75,7 +75,7 @@ pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
     }
     // Complete lines read before an input error are still written.
     written += send(broker, &args, &mut batch, written).await?;
-    eprintln!("wrote {written} records to {}", args.topic);
+    eprintln!("wrote {} to {}", count(written, "record"), args.topic);
     match read_error {
         Some(e) => Err(anyhow::Error::new(e).context("reading standard input")),
         None => Ok(()),

@@ -3,7 +3,7 @@
 use pgbroker::streams::TopicInfo;
 use pgbroker::{Broker, TopicConfig};
 
-use crate::output::{millis, opt, print_json, print_table};
+use crate::output::{count, millis, opt, print_json, print_table};
 use crate::{CreateTopicArgs, Format, TopicCommand};
 
 pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
@@ -42,7 +42,11 @@ pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::AddPartitions { topic, count } => {
             let info = broker.topics().add_partitions(&topic, count).await?;
-            println!("topic {} now has {} partitions", info.name, info.partitions);
+            println!(
+                "topic {} now has {}",
+                info.name,
+                crate::output::count(info.partitions, "partition")
+            );
             Ok(())
         }
         TopicCommand::Delete { topic } => {
@@ -61,13 +65,17 @@ async fn create(broker: &Broker, args: CreateTopicArgs) -> anyhow::Result<()> {
     };
     let config = TopicConfig {
         partitions: args.partitions,
-        retention: args.retention,
+        retention: args.retention.and_then(crate::Retention::duration),
         retention_bytes: args.retention_bytes,
         segment_records: args.segment_records.unwrap_or(defaults.segment_records),
         max_message_bytes,
     };
     let info = broker.topics().create(&args.topic, &config).await?;
-    println!("created topic {} with {} partitions", info.name, info.partitions);
+    println!(
+        "created topic {} with {}",
+        info.name,
+        count(info.partitions, "partition")
+    );
     Ok(())
 }
 

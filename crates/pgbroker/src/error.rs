@@ -198,6 +198,16 @@ pub enum Error {
         /// Newest version this build knows.
         known: i32,
     },
+    /// A broker that does not migrate found no pgbroker tables in its
+    /// schema (a misspelled schema name, or a database never migrated).
+    #[error(
+        "schema {schema:?} has no pgbroker tables; check the schema name, or create them with \
+         `pgbroker migrate --schema {schema}` (or a Broker that migrates)"
+    )]
+    SchemaMissing {
+        /// The schema.
+        schema: String,
+    },
     /// The database could not be reached.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect {
