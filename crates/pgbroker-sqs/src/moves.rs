@@ -96,10 +96,13 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
     let h = handle.clone();
     let rate = rate.and_then(|r| u64::try_from(r).ok());
     tokio::spawn(async move {
-        let task = |f: &mut dyn FnMut(&mut MoveTask)| {
-            if let Some(t) = lock(&moves).0.iter_mut().find(|t| t.handle == h) {
+        // False when the task is no longer remembered (and so stops).
+        let task = |f: &mut dyn FnMut(&mut MoveTask)| match lock(&moves).0.iter_mut().find(|t| t.handle == h) {
+            Some(t) => {
                 f(t);
+                true
             }
+            None => false,
         };
         let Some(rate) = rate else {
             let result = broker.queues().redrive(&source, destination.as_ref()).await;
@@ -109,17 +112,17 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
         let start = tokio::time::Instant::now();
         for second in 1u32.. {
             let mut stop = false;
-            task(&mut |t| {
+            let known = task(&mut |t| {
                 if t.status == "CANCELLING" {
                     t.status = "CANCELLED";
                     stop = true;
                 }
             });
-            if stop {
+            if stop || !known {
                 return;
             }
             let result = broker.queues().redrive_some(&source, destination.as_ref(), rate).await;
-            task(&mut |t| match &result {
+            let known = task(&mut |t| match &result {
                 // A full step: there may be more.
                 Ok(n) if *n == rate => t.moved += n,
                 Ok(n) => {
@@ -132,7 +135,7 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
                     stop = true;
                 }
             });
-            if stop {
+            if stop || !known {
                 return;
             }
             tokio::time::sleep_until(start + std::time::Duration::from_secs(u64::from(second))).await;
