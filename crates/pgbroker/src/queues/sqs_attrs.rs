@@ -270,7 +270,7 @@ pub(crate) async fn sqs_send(
         .collect())
 }
 
-/// Which leases [`sqs_set_visibility`] changes.
+/// Which leases [`Queues::sqs_set_visibility`](super::Queues::sqs_set_visibility) changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseScope {
     /// The messages named by the receipts.
