@@ -78,6 +78,13 @@ if ! .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, bot
     "${pip_celery[@]}"
   fi
 fi
+# Dramatiq with dramatiq-sqs's broker (compat/.venv-dramatiq).
+if ! .venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3' 2>/dev/null; then
+  echo "setup: creating compat/.venv-dramatiq" >&2
+  rm -rf .venv-dramatiq
+  python3 -m venv .venv-dramatiq
+  .venv-dramatiq/bin/pip install -q --disable-pip-version-check dramatiq dramatiq-sqs boto3
+fi
 if ! sql/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
   echo "setup: creating compat/sql/.venv" >&2
   rm -rf sql/.venv
@@ -100,3 +107,4 @@ pkg-config --exists rdkafka
 sql/.venv/bin/python -c 'import psycopg'
 (cd sql/node && node -e 'require("pg")')
 .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, boto3'
+.venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3'
