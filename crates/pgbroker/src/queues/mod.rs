@@ -26,6 +26,7 @@
 mod api;
 mod batched;
 mod coalesce;
+mod counters;
 mod lifecycle;
 pub(crate) mod maintain;
 mod membership;
@@ -49,6 +50,7 @@ use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use api::Queues;
+pub use counters::describe_metrics;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
