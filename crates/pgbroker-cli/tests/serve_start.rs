@@ -2,7 +2,7 @@
 //! with an error naming it, and what it logs to a file is plain text
 //! without Postgres notices.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,7 +93,10 @@ fn logs_to_a_file_are_plain_and_quiet_about_existing_tables() {
     let listen = format!("127.0.0.1:{port}");
     let http = format!("127.0.0.1:{}", free_port());
     // The default log level of serve (info), stderr into a pipe.
-    let mut child = spawn_serve(&env, &["--kafka-listen", &listen, "--http-listen", &http]);
+    let mut child = spawn_serve(
+        &env,
+        &["--kafka-listen", &listen, "--http-listen", &http, "--pool-size", "5"],
+    );
     let addr: SocketAddr = listen.parse().expect("address");
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -101,6 +104,15 @@ fn logs_to_a_file_are_plain_and_quiet_about_existing_tables() {
         assert!(Instant::now() < deadline, "serve did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // --pool-size reaches the pool.
+    let mut s = TcpStream::connect(&http).expect("connect to /metrics");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("request");
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).expect("read /metrics");
+    assert!(
+        metrics.contains("pgbroker_pool_connections{state=\"max\"} 5\n"),
+        "{metrics}"
+    );
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
