@@ -311,6 +311,11 @@ invalid_kinds! {
     RetentionBytes => "retention bytes",
     SegmentRecords => "segment records",
     MaxMessageBytes => "max message bytes",
+    CleanupPolicy => "clean-up policy",
+    CompactionLag => "compaction lag",
+    DeleteRetention => "delete retention",
+    DirtyRatio => "cleanable dirty ratio",
+    RecordKey => "record key",
     RecordBatch => "record batch",
     Offset => "offset",
     Timestamp => "timestamp",
@@ -335,6 +340,7 @@ invalid_kinds! {
     Wait => "wait",
     Extension => "extension",
     Receipt => "receipt",
+    BrowseState => "browse state",
 }
 
 impl fmt::Display for Invalid {

@@ -25,6 +25,7 @@
 
 mod api;
 mod batched;
+mod browse;
 mod coalesce;
 mod counters;
 mod lifecycle;
@@ -50,6 +51,7 @@ use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use api::Queues;
+pub use browse::{BrowseState, BrowsedMessage, MAX_BODY_PREVIEW, MAX_BROWSE_PAGE};
 pub use counters::describe_metrics;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
