@@ -67,6 +67,19 @@ fn describe() {
         "Kafka connections closed on arrival at --max-connections"
     );
     describe_gauge!("pgbroker_kafka_connections", "Open Kafka client connections");
+    // The library's compaction of compacted topics.
+    describe_counter!(
+        "pgbroker_compaction_bytes_reclaimed_total",
+        "Bytes freed by compacting compacted topics"
+    );
+    describe_counter!(
+        "pgbroker_compaction_records_removed_total",
+        "Records removed by compacting compacted topics (superseded values, expired tombstones)"
+    );
+    describe_gauge!(
+        "pgbroker_compaction_dirty_records",
+        "Records of a compacted topic's partition not yet compacted, by topic and partition"
+    );
 }
 
 /// Appends, read from Postgres now, each queue's messages by state and the
