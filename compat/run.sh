@@ -6,11 +6,11 @@
 #
 # Clients (all by default):
 #   kcat              kcat with Debian's librdkafka 2.0.2
-#   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), and
-#                     the SIGKILL group scenario
-#   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), and the
-#                     SIGKILL group scenario
-#   kafka-python      PyPI kafka-python
+#   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), the
+#                     SIGKILL group scenario and the compacted topic scenarios
+#   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
+#                     group scenario and the compacted topic scenarios
+#   kafka-python      PyPI kafka-python, and the compacted topic scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
 #   aiokafka          PyPI aiokafka
 #   kafkajs           kafkajs from compat/node
@@ -118,12 +118,22 @@ run_client() {
       "$py" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/sigkill.py" "$BOOTSTRAP" "${prefix}sk_" --label "$client" "${DEBUG_PY[@]}" || rc=1
+      "$py" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client confluent --label "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
     kafka-python-debian)
       /usr/bin/python3 "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client kafka-python \
         --label "$client" "${DEBUG_PY[@]}" ;;
-    kafka-python | aiokafka)
+    kafka-python)
+      local rc=0
+      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      "$COMPAT/.venv/bin/python" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
+    aiokafka)
       "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" "${DEBUG_PY[@]}" ;;
     kafkajs) node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" ;;
   esac

@@ -2,6 +2,7 @@
 //! and consume records, run retention, and work with queues.
 
 mod acl;
+mod embedded;
 mod group;
 mod help;
 mod output;
@@ -78,12 +79,17 @@ enum Command {
     /// rights per topic, group or queue.
     #[command(subcommand, after_help = help::ACL)]
     Acl(acl::AclCommand),
-    /// Run one retention pass: drop expired segments, rotate queue storage.
-    Maintain,
+    /// Run one maintenance pass: drop expired segments, compact compacted
+    /// topics, rotate queue storage.
+    Maintain {
+        /// Compact every compacted topic now, whatever its dirty ratio.
+        #[arg(long)]
+        force_compaction: bool,
+    },
     /// Serve the Kafka protocol, with health and metrics over HTTP, and
     /// the SQS API when asked for.
     #[command(after_help = help::SERVE)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print a shell completion script (bash, zsh, fish, ...).
     #[command(after_help = help::COMPLETIONS)]
     Completions(help::CompletionsArgs),
@@ -137,6 +143,75 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: TopicName,
     },
+    /// Change a topic's retention, largest record or clean-up settings;
+    /// what is not given stays as it is.
+    Alter(AlterTopicArgs),
+    /// The cleaner's state of every partition of the compacted topics.
+    Cleaner {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// A topic's clean-up settings, as Kafka's topic configs of the same names.
+#[derive(Debug, Args)]
+struct CleanupArgs {
+    /// `delete` (retention only), `compact` (keep the latest record of each
+    /// key) or `compact,delete` (both).
+    #[arg(long, value_parser = parse_cleanup_policy)]
+    cleanup_policy: Option<pgbroker::streams::CleanupPolicy>,
+    /// A record stays uncompacted at least this many milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    min_compaction_lag_ms: Option<i64>,
+    /// A record is compacted at the latest this many milliseconds after it
+    /// was written, whatever the dirty ratio.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    max_compaction_lag_ms: Option<i64>,
+    /// Tombstones are kept this many milliseconds after their segment was
+    /// first compacted.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    delete_retention_ms: Option<i64>,
+    /// Share of not yet compacted records (0 to 1) that starts a compaction.
+    #[arg(long, value_parser = parse_ratio)]
+    min_cleanable_dirty_ratio: Option<f64>,
+}
+
+impl CleanupArgs {
+    /// Applies the given settings over `cleanup`.
+    fn apply(&self, cleanup: &mut pgbroker::streams::Cleanup) {
+        if let Some(p) = self.cleanup_policy {
+            cleanup.policy = p;
+        }
+        if let Some(v) = self.min_compaction_lag_ms {
+            cleanup.min_compaction_lag_ms = v;
+        }
+        if let Some(v) = self.max_compaction_lag_ms {
+            cleanup.max_compaction_lag_ms = v;
+        }
+        if let Some(v) = self.delete_retention_ms {
+            cleanup.delete_retention_ms = v;
+        }
+        if let Some(v) = self.min_cleanable_dirty_ratio {
+            cleanup.min_cleanable_dirty_ratio = v;
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct AlterTopicArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: TopicName,
+    /// Drop segments whose newest record is older than this (e.g. `7d`, `12h`).
+    #[arg(long, value_parser = parse_positive_duration)]
+    retention: Option<Duration>,
+    /// Drop the oldest segments while a partition is larger than this many bytes.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    retention_bytes: Option<i64>,
+    /// Largest record (key, value and headers) accepted, in bytes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_BYTES_LIMIT))]
+    max_message_bytes: Option<u64>,
+    #[command(flatten)]
+    cleanup: CleanupArgs,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +235,8 @@ struct CreateTopicArgs {
     /// Largest record (key, value and headers) accepted, in bytes.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_BYTES_LIMIT))]
     max_message_bytes: Option<u64>,
+    #[command(flatten)]
+    cleanup: CleanupArgs,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +379,17 @@ fn parse_retention(s: &str) -> Result<Retention, String> {
     }
 }
 
+fn parse_cleanup_policy(s: &str) -> Result<pgbroker::streams::CleanupPolicy, String> {
+    s.parse().map_err(|e: pgbroker::Error| e.to_string())
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
+}
+
 fn parse_datetime(s: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e}; expected RFC 3339, e.g. 2024-05-01T12:00:00Z"))
 }
@@ -343,7 +431,20 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     if let Command::Serve(args) = &cli.command {
         config.cache_bytes_per_partition = args.cache_bytes_per_partition;
     }
-    Ok(Broker::connect(config).await?)
+    match Broker::connect(config).await {
+        Ok(broker) => Ok(broker),
+        // No fallback to the embedded cluster: a broker whose database is
+        // briefly down must not start writing somewhere else.
+        Err(e @ pgbroker::Error::Connect { .. })
+            if matches!(cli.command, Command::Serve(_)) && cli.database_url == pgbroker::DEFAULT_DATABASE_URL =>
+        {
+            Err(anyhow::Error::new(e).context(
+                "no PostgreSQL at the default address: start one there, name yours with --database-url, \
+                 or run a private one with `pgbroker serve --embedded`",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Commands that only read: they never create or migrate the schema, so a
@@ -360,12 +461,26 @@ fn only_reads(command: &Command) -> bool {
     )
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Completions(args) => return help::completions(args),
         Command::Man(args) => return help::man(args),
         _ => {}
     }
+    let embedded = match &cli.command {
+        Command::Serve(args) => embedded::start(&args.embedded, &cli.database_url).await?,
+        _ => None,
+    };
+    let Some(embedded) = embedded else {
+        return run_connected(cli).await;
+    };
+    cli.database_url = embedded.database_url();
+    let result = run_connected(cli).await;
+    embedded.stop().await;
+    result
+}
+
+async fn run_connected(cli: Cli) -> anyhow::Result<()> {
     let broker = connect(&cli).await?;
     match cli.command {
         Command::Migrate => {
@@ -380,11 +495,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
-        Command::Serve(args) => serve::run(broker, args).await,
+        Command::Serve(args) => serve::run(broker, *args).await,
         Command::Completions(_) | Command::Man(_) => Ok(()),
-        Command::Maintain => {
+        Command::Maintain { force_compaction } => {
             let dropped = broker.maintenance().enforce_retention().await?;
             println!("dropped {}", output::count(dropped, "segment"));
+            let c = broker.maintenance().compact(force_compaction).await?;
+            println!(
+                "compaction: {} cleaned ({} busy), {} rewritten, {} removed, {} bytes reclaimed",
+                output::count(c.partitions_cleaned, "partition"),
+                c.partitions_busy,
+                output::count(c.segments_rewritten, "segment"),
+                output::count(c.records_removed, "record"),
+                c.bytes_reclaimed
+            );
             let q = broker.maintenance().maintain_queues().await?;
             println!(
                 "queues: {} ({} moved, {} freed), {} expired",

@@ -249,7 +249,9 @@ api_table! {
     DeleteRecords 0..=2, Never => DeleteRecordsRequest, api::topics::delete_records;
     InitProducerId 0..=4, Never => InitProducerIdRequest, api::topics::init_producer_id;
     OffsetForLeaderEpoch 2..=4, Never => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
-    DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::topics::describe_configs;
+    DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::configs::describe_configs;
+    AlterConfigs 0..=2, Never => AlterConfigsRequest, api::configs::alter_configs;
+    IncrementalAlterConfigs 0..=1, Never => IncrementalAlterConfigsRequest, api::configs::incremental_alter_configs;
     CreatePartitions 0..=3, Never => CreatePartitionsRequest, api::topics::create_partitions;
     DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
     SaslHandshake 0..=1, Opening => SaslHandshakeRequest, api::sasl::handshake, session;

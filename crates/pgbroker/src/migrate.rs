@@ -16,6 +16,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("access_keys", include_str!("migrations/0008_access_keys.sql")),
     ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
     ("sqs", include_str!("migrations/0010_sqs.sql")),
+    ("compaction", include_str!("migrations/0011_compaction.sql")),
 ];
 
 /// The newest schema version this build knows.

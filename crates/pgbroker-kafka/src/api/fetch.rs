@@ -11,7 +11,7 @@ use pgbroker::auth::Permission;
 use pgbroker::streams::{ManyLimits, PartitionRead};
 use pgbroker::TopicName;
 
-use crate::codec::encode_batch;
+use crate::codec::encode_batch_spanning;
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
 use crate::metrics;
@@ -26,7 +26,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
     // Partitions in request order; names that fail validation or that the
     // user may not consume from are answered without a read.
     let mut reads = Vec::new();
-    let mut slots: Vec<(usize, i32, Result<usize, i16>)> = Vec::new();
+    let mut slots: Vec<(usize, i32, i64, Result<usize, i16>)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = if info.access.topic(Permission::Consume, t.topic.0.as_str()) {
             TopicName::new(t.topic.0.as_str()).map_err(|_| ResponseError::UnknownTopicOrPartition.code())
@@ -43,7 +43,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                 });
                 reads.len() - 1
             });
-            slots.push((ti, p.partition, slot));
+            slots.push((ti, p.partition, p.fetch_offset, slot));
         }
     }
     let limits = ManyLimits {
@@ -63,7 +63,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
             r
         })
         .collect();
-    for (ti, partition, slot) in slots {
+    for (ti, partition, asked, slot) in slots {
         let mut pd = PartitionData::default();
         pd.partition_index = partition;
         pd.high_watermark = -1;
@@ -81,9 +81,13 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                 if v >= 5 {
                     pd.log_start_offset = r.log_start_offset;
                 }
-                if !r.records.is_empty() {
+                // One batch from the first record (or the asked offset)
+                // through the end of the range read, so that records
+                // compaction removed after the last one are stepped over.
+                let from = r.records.first().map_or(asked, |rec| rec.offset);
+                if r.next_offset > from {
                     let mut buf = Vec::new();
-                    encode_batch(&mut buf, &r.records);
+                    encode_batch_spanning(&mut buf, &r.records, from, r.next_offset);
                     metrics::fetched(req.topics[ti].topic.0.as_str(), r.records.len(), buf.len());
                     pd.records = Some(Bytes::from(buf));
                 } else {

@@ -1,6 +1,7 @@
 //! One module per family of Kafka APIs. Each handler takes the decoded
 //! request and returns the response to encode (`None`: no answer is due).
 
+pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod meta;

@@ -7,4 +7,4 @@ pub(crate) mod compression;
 mod read;
 mod records;
 
-pub use records::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
+pub use records::{decode_batches, encode_batch, encode_batch_spanning, BatchError, BatchLimits, DecodedBatch};

@@ -71,6 +71,8 @@ pub(crate) struct TopicMeta {
     pub partition_ids: Vec<i64>,
     pub segment_records: i64,
     pub max_message_bytes: usize,
+    /// The topic is compacted: records need a key.
+    pub compacted: bool,
 }
 
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -399,5 +401,6 @@ pub(crate) async fn load_topic_meta(
         segment_records: row.get(0),
         max_message_bytes: usize::try_from(max).unwrap_or(0),
         partition_ids: row.get(2),
+        compacted: row.get(3),
     })
 }

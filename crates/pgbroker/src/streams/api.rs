@@ -34,6 +34,13 @@ impl Topics<'_> {
         super::topics::create_topic(self.broker, name, config).await
     }
 
+    /// Changes a topic's retention, largest record and clean-up settings
+    /// (see [`TopicConfig`]; its partitions and segment size must be the
+    /// topic's own). A refused change changes nothing.
+    pub async fn alter(self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+        super::topics::alter_topic(self.broker, name, config).await
+    }
+
     /// One topic's settings.
     pub async fn info(self, name: &TopicName) -> Result<TopicInfo> {
         super::topics::topic_info(self.broker, name).await

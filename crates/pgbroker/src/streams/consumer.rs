@@ -190,8 +190,8 @@ impl Consumer {
         for (tp, pos) in tps {
             match self.broker.streams().fetch(&tp.topic, tp.partition, pos, limits).await {
                 Ok(res) => {
-                    if let Some(last) = res.records.last() {
-                        self.positions.insert(tp.clone(), last.offset + 1);
+                    if res.next_offset > pos {
+                        self.positions.insert(tp.clone(), res.next_offset);
                     }
                     out.extend(res.records.into_iter().map(|record| ConsumedRecord {
                         topic: tp.topic.clone(),

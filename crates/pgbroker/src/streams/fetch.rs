@@ -37,8 +37,15 @@ impl Default for FetchLimits {
 /// What a fetch returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResult {
-    /// Records in offset order, consecutive from the requested offset.
+    /// Records in offset order from the requested offset: consecutive,
+    /// except where compaction removed records (a compacted topic's log
+    /// has holes; offsets never change).
     pub records: Vec<StoredRecord>,
+    /// Where the next fetch continues: one past the last offset this read
+    /// covered. Past the last record when compaction removed the records
+    /// after it, so a reader steps over a removed tail instead of asking
+    /// for it again.
+    pub next_offset: i64,
     /// One past the last committed offset, as of the read.
     pub high_watermark: i64,
     /// First offset still stored.
@@ -120,11 +127,18 @@ async fn fetch_cached(
     limits: FetchLimits,
 ) -> Result<FetchResult> {
     let cache = &broker.inner.cache;
-    if let Some((mut records, log_start, high_watermark)) =
-        cache.read(pid, offset, limits.max_records, limits.max_bytes)
+    // A compacted topic is served from the cache only in its active
+    // segment, which the cleaner never rewrites: the cache may hold
+    // records that a cleaner elsewhere has removed since.
+    let meta = broker.topic_meta(topic).await?;
+    let uncompacted = |hw: i64| !meta.compacted || offset >= hw - hw.rem_euclid(meta.segment_records);
+    if let Some((mut records, log_start, high_watermark)) = cache
+        .read(pid, offset, limits.max_records, limits.max_bytes)
+        .filter(|(_, _, hw)| uncompacted(*hw))
     {
         records.iter_mut().for_each(|r| r.partition = partition);
         return Ok(FetchResult {
+            next_offset: records.last().map_or(offset, |r| r.offset + 1),
             records,
             high_watermark,
             log_start_offset: log_start,
@@ -133,13 +147,22 @@ async fn fetch_cached(
     if let Some(log_start) = cache.current_tail(pid, offset) {
         return Ok(FetchResult {
             records: Vec::new(),
+            next_offset: offset,
             high_watermark: offset,
             log_start_offset: log_start,
         });
     }
     let result = fetch_once(broker, topic, partition, pid, offset, limits).await?;
     cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
-    cache.insert(pid, offset, result.records.clone());
+    // The cache holds consecutive runs only: a read across compaction's
+    // holes is not kept.
+    let consecutive = result
+        .records
+        .last()
+        .is_some_and(|r| r.offset - offset + 1 == i64::try_from(result.records.len()).unwrap_or(-1));
+    if consecutive {
+        cache.insert(pid, offset, result.records.clone());
+    }
     Ok(result)
 }
 
@@ -173,7 +196,9 @@ async fn fetch_once(
     let mut records = Vec::new();
     let mut bytes = 0usize;
     let mut next = offset;
-    // One segment at a time, until a limit or the high watermark.
+    // One segment at a time, until a limit or the high watermark. A
+    // compacted segment has holes: the read goes on from the next record
+    // present, and from the next segment once this one has no more.
     'segments: while next < hw && records.len() < limits.max_records.max(1) {
         let base = next - next.rem_euclid(segment_records);
         let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
@@ -192,9 +217,6 @@ async fn fetch_once(
         };
         for row in &rows {
             let off: i64 = row.get(0);
-            if off != next {
-                break 'segments;
-            }
             let record = StoredRecord {
                 partition,
                 offset: off,
@@ -209,21 +231,25 @@ async fn fetch_once(
             }
             bytes += size;
             records.push(record);
-            next += 1;
+            next = off + 1;
         }
-        if rows.is_empty() || next < base + segment_records {
-            break;
+        if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= want {
+            break; // the record limit
         }
+        // This segment has nothing more below the high watermark.
+        next = next.max((base + segment_records).min(hw));
     }
     // Records below the high watermark were there when we looked: if
-    // none came back, retention removed them meanwhile. Never skip.
-    if records.is_empty() && offset < hw {
+    // none came back and the read covered nothing, retention removed them
+    // meanwhile. Never skip.
+    if records.is_empty() && offset < hw && next == offset {
         let (start, end) = broker.streams().watermarks(topic, partition).await?;
         return Err(out_of_range(start, end));
     }
     Ok(FetchResult {
         high_watermark: hw.max(next),
         log_start_offset: log_start,
+        next_offset: next,
         records,
     })
 }

@@ -131,6 +131,7 @@ async fn fetch_nothing(broker: &Broker, r: &PartitionRead) -> Result<FetchResult
     let (log_start_offset, high_watermark) = broker.streams().watermarks(&r.topic, r.partition).await?;
     Ok(FetchResult {
         records: Vec::new(),
+        next_offset: r.offset,
         high_watermark,
         log_start_offset,
     })
