@@ -83,8 +83,9 @@ fn workload_line(run: &Summary) -> String {
     format!("{shape}{rate}, duration_s {}", run.figures.duration_s)
 }
 
-/// The load average each results file recorded when its run began, when
-/// there are several files (each was measured at another time).
+/// The CPU, cores and load average each results file recorded when its
+/// run began, when there are several files (each was measured at another
+/// time, perhaps on another machine).
 fn loads(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
     if files.len() < 2 {
         return Ok(Vec::new());
@@ -94,7 +95,9 @@ fn loads(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
         for line in load(std::slice::from_ref(file))? {
             if let Line::Note(Note::Environment(e)) = line {
                 let load = e.load_average.unwrap_or_else(|| "null".into());
-                out.push((file.display().to_string(), load));
+                let cpu = e.cpu.unwrap_or_else(|| "null".into());
+                let machine = format!("{cpu}, {} cores, load average {load}", e.cores);
+                out.push((file.display().to_string(), machine));
             }
         }
     }
@@ -119,8 +122,8 @@ fn environment(md: &mut String, env: Option<&Environment>, loads: &[(String, Str
     ];
     for (k, v) in rows {
         if k == "load_average" && !loads.is_empty() {
-            for (file, load) in loads {
-                let _ = writeln!(md, "| load_average ({file}) | {load} |");
+            for (file, machine) in loads {
+                let _ = writeln!(md, "| machine of {file} | {machine} |");
             }
             continue;
         }
@@ -368,4 +371,52 @@ fn pathdiff(to: &Path, from: &Path) -> PathBuf {
     }
     to.strip_prefix(from)
         .map_or_else(|_| to.to_path_buf(), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_results_file_names_its_machine_when_there_are_several() {
+        let dir = std::env::temp_dir().join(format!("pgbroker-bench-loads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let env = |cpu: &str, load: &str| {
+            format!(
+                "{{\"kind\":\"environment\",\"cpu\":\"{cpu}\",\"cores\":2,\"memory\":null,\"kernel\":null,\
+                 \"load_average\":\"{load}\",\"postgres\":\"PostgreSQL 15\",\"settings\":{{}}}}\n"
+            )
+        };
+        let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+        std::fs::write(&a, env("AMD EPYC", "0.28 1.29 3.34")).expect("write");
+        std::fs::write(&b, env("Intel Xeon", "13.22 14.02 13.97")).expect("write");
+        assert!(loads(std::slice::from_ref(&a)).expect("one file").is_empty());
+        let both = loads(&[a.clone(), b.clone()]).expect("two files");
+        assert_eq!(
+            both,
+            vec![
+                (
+                    a.display().to_string(),
+                    "AMD EPYC, 2 cores, load average 0.28 1.29 3.34".to_string()
+                ),
+                (
+                    b.display().to_string(),
+                    "Intel Xeon, 2 cores, load average 13.22 14.02 13.97".to_string()
+                ),
+            ]
+        );
+        let Ok(Note::Environment(last)) = serde_json::from_str::<Note>(&env("Intel Xeon", "13.22")) else {
+            panic!("an environment line");
+        };
+        let mut md = String::new();
+        environment(&mut md, Some(&last), &both);
+        let row = format!(
+            "| machine of {} | AMD EPYC, 2 cores, load average 0.28 1.29 3.34 |",
+            a.display()
+        );
+        assert!(md.contains(&row), "{md}");
+        assert!(!md.contains("| load_average |"), "{md}");
+        assert!(md.contains("| cpu | Intel Xeon |"), "{md}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
