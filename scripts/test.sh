@@ -50,6 +50,11 @@ SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
   END { printf "compat (SQS, SQL): %d passed, %d failed", p, f }' "$LOGS/compat-sqs-sql.log")")
 SUMMARY+=("compat (SQS authentication, boto3): 1 passed, 0 failed")
 
+step "compat: the console in chromium (Playwright) and its admin API under schemathesis"
+cargo test -p pgbroker-cli --test console_compat -- --ignored 2>&1 | tee "$LOGS/compat-console.log"
+SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
+  END { printf "compat (console): %d passed, %d failed", p, f }' "$LOGS/compat-console.log")")
+
 step "faults: every scenario, short form"
 faults/run.sh --bin "$BIN" 2>&1 | tee "$LOGS/faults.log"
 SUMMARY+=("$(grep '^faults:' "$LOGS/faults.log" | tail -n 1)")
