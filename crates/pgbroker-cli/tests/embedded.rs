@@ -468,6 +468,24 @@ fn embedded_and_a_database_url_are_refused_together() {
     assert!(!Path::new("/nonexistent").exists());
 }
 
+/// A process started by a test, killed (and its cluster stopped) when
+/// dropped.
+struct Running {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = postmaster(&self.dir) {
+            send(pid, "INT");
+            wait_gone(pid, Duration::from_secs(30));
+        }
+    }
+}
+
 /// Sends one HTTP/1.1 request to 127.0.0.1:`port`; the whole response.
 fn http(port: u16, head: &str, body: &str) -> String {
     use std::io::{Read as _, Write as _};
@@ -493,7 +511,7 @@ fn quickstart_script_starts_every_listener() {
     let (kafka, http_port, sqs) = (free_port(), free_port(), free_port());
     let log = scratch.0.join("quickstart.log");
     let out = std::fs::File::create(&log).expect("log");
-    let mut child = Command::new(format!("{}/../../scripts/quickstart.sh", env!("CARGO_MANIFEST_DIR")))
+    let child = Command::new(format!("{}/../../scripts/quickstart.sh", env!("CARGO_MANIFEST_DIR")))
         .arg(&dir)
         .env("PGBROKER_BIN", pgbroker_testkit::cli::bin())
         .env("KAFKA_LISTEN", format!("127.0.0.1:{kafka}"))
@@ -505,6 +523,12 @@ fn quickstart_script_starts_every_listener() {
         .stderr(out)
         .spawn()
         .expect("run scripts/quickstart.sh");
+    // Killed with its cluster if the test fails.
+    let mut running = Running {
+        child,
+        dir: dir.clone(),
+    };
+    let child = &mut running.child;
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", kafka)).is_err() {
