@@ -25,6 +25,13 @@
 //! partition would lock it and stall every producer). A segment from
 //! which nothing would be removed is left alone.
 //!
+//! Transactions are not handled here yet: pgbroker writes no control
+//! markers and no aborted records today. When it does,
+//! [`last_stable_offset`] must return the partition's last stable offset,
+//! the survivors must leave out records of aborted transactions whatever
+//! their key, and control markers must be kept until the records they
+//! decide are gone and `delete.retention.ms` has passed.
+//!
 //! Each pass records, per partition, a checkpoint: the offset below which
 //! everything has been compacted, the records left below it, and when the
 //! next kept tombstone comes due. A partition is cleaned again when its
@@ -276,7 +283,8 @@ async fn rewrite_segment(
     let locked: bool = tx
         .query_one(
             "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.compact'), hashtext($1::text))",
-            &[&pid.to_string()],
+            // Partition ids repeat across schemas: the key names both.
+            &[&format!("{}.{pid}", broker.inner.schema)],
         )
         .await?
         .get(0);
