@@ -6,14 +6,14 @@
 #
 # Clients (all by default):
 #   kcat              kcat with Debian's librdkafka 2.0.2
-#   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), and
-#                     the SIGKILL group scenario
-#   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), and the
-#                     SIGKILL group scenario
-#   kafka-python      PyPI kafka-python
+#   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), the
+#                     SIGKILL group scenario and the transaction scenarios
+#   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
+#                     group scenario and the transaction scenarios
+#   kafka-python      PyPI kafka-python (and its transactional producer)
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
-#   aiokafka          PyPI aiokafka
-#   kafkajs           kafkajs from compat/node
+#   aiokafka          PyPI aiokafka (and its transactional producer)
+#   kafkajs           kafkajs from compat/node (and its transactional producer)
 #
 # Environment:
 #   PGBROKER_BIN                the binary to test (default: cargo build)
@@ -118,14 +118,28 @@ run_client() {
       "$py" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/sigkill.py" "$BOOTSTRAP" "${prefix}sk_" --label "$client" "${DEBUG_PY[@]}" || rc=1
+      "$py" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client confluent --label "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
     kafka-python-debian)
       /usr/bin/python3 "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client kafka-python \
         --label "$client" "${DEBUG_PY[@]}" ;;
     kafka-python | aiokafka)
-      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" "${DEBUG_PY[@]}" ;;
-    kafkajs) node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" ;;
+      # kafka-python 2.0.2 (Debian's) has no transactional producer; 3.x does.
+      local rc=0
+      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      "$COMPAT/.venv/bin/python" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
+    kafkajs)
+      local rc=0
+      node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" || rc=1
+      node "$COMPAT/node/transactions.mjs" "$BOOTSTRAP" "${prefix}tx_" "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
   esac
 }
 

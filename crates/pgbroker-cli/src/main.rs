@@ -8,6 +8,7 @@ mod queue;
 mod serve;
 mod stream;
 mod topic;
+mod txn;
 mod user;
 
 use std::process::ExitCode;
@@ -74,6 +75,10 @@ enum Command {
     /// rights per topic, group or queue.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Kafka transactions: list transactional ids, describe one, abort a
+    /// hanging transaction.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Run one retention pass: drop expired segments, rotate queue storage.
     Maintain,
     /// Serve the Kafka protocol, with health and metrics over HTTP.
@@ -315,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
+        Command::Txn(cmd) => txn::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, args).await,
         Command::Maintain => {
             let dropped = broker.maintenance().enforce_retention().await?;

@@ -8,6 +8,7 @@ pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
 pub(crate) mod topics;
+pub(crate) mod txn;
 
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;

@@ -7,4 +7,6 @@ pub(crate) mod compression;
 mod read;
 mod records;
 
-pub use records::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
+pub use records::{
+    decode_batches, encode_batch, encode_batch_of, BatchError, BatchLimits, BatchProducer, DecodedBatch,
+};

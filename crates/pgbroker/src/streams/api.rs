@@ -6,7 +6,7 @@
 use tokio_postgres::GenericClient;
 
 use super::consumer::{Consumer, ConsumerConfig};
-use super::fetch::{FetchLimits, FetchResult, OffsetSpec};
+use super::fetch::{FetchLimits, FetchResult, Isolation, OffsetSpec};
 use super::fetch_many::{ManyLimits, PartitionRead};
 use super::idempotent::{IdempotentAppend, ProducerBatch};
 use super::producer::{Producer, ProducerConfig};
@@ -147,7 +147,15 @@ impl Streams<'_> {
         offset: i64,
         limits: FetchLimits,
     ) -> Result<FetchResult> {
-        super::fetch::fetch(self.broker, topic, partition, offset, limits).await
+        super::fetch::fetch(
+            self.broker,
+            topic,
+            partition,
+            offset,
+            limits,
+            Isolation::ReadUncommitted,
+        )
+        .await
     }
 
     /// Reads each partition from its offset, returning one result per read

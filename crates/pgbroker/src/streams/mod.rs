@@ -21,7 +21,7 @@ pub(crate) mod topics;
 
 pub use api::{Streams, Topics};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
-pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use fetch::{timestamp_ms, AbortedTxn, FetchLimits, FetchResult, Isolation, OffsetSpec, RecordProducer};
 pub use fetch_many::{ManyLimits, PartitionRead};
 pub use idempotent::{IdempotentAppend, ProducerBatch};
 pub use producer::{Producer, ProducerConfig};

@@ -23,8 +23,13 @@ crate::sql::statements! {
          FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id
          WHERE (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
                - p.next_offset <= t.segment_records / 2";
-    /// A partition's log start and high watermark.
-    watermarks = "SELECT log_start, next_offset FROM {s}partitions WHERE id = $1";
+    /// A partition's log start, high watermark and the first offset of its
+    /// oldest open transaction (NULL when none is open: an index probe of
+    /// an empty range).
+    watermarks = "SELECT log_start, next_offset,
+                         (SELECT min(x.first_offset) FROM {s}kafka_txn_partitions x
+                          WHERE x.partition_id = $1 AND x.first_offset IS NOT NULL)
+                  FROM {s}partitions WHERE id = $1";
     /// Used by `create_topic`.
     create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id";
@@ -127,7 +132,7 @@ crate::sql::statements! {
     /// parent, lets every statement use a generic plan and lock only the
     /// segment it reads, so retention can drop others while fetches run.
     segment_fetch = [
-        "SELECT \"offset\", ts, key, value, headers FROM {s}",
+        "SELECT \"offset\", ts, key, value, headers, producer_id, producer_epoch, control FROM {s}",
         "
          WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3",
     ];

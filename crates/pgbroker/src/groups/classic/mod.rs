@@ -17,7 +17,7 @@
 
 mod api;
 mod join;
-pub(super) mod offsets;
+pub(crate) mod offsets;
 mod state;
 
 use std::collections::BTreeMap;
