@@ -7,13 +7,16 @@
 # Clients (all by default):
 #   kcat              kcat with Debian's librdkafka 2.0.2
 #   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), the
-#                     SIGKILL group scenario and the transaction scenarios
+#                     SIGKILL group scenario, the compacted topic and the
+#                     transaction scenarios
 #   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
-#                     group scenario and the transaction scenarios
-#   kafka-python      PyPI kafka-python (and its transactional producer)
+#                     group scenario, the compacted topic and the
+#                     transaction scenarios
+#   kafka-python      PyPI kafka-python, the compacted topic and the
+#                     transaction scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
-#   aiokafka          PyPI aiokafka (and its transactional producer)
-#   kafkajs           kafkajs from compat/node (and its transactional producer)
+#   aiokafka          PyPI aiokafka, and the transaction scenarios
+#   kafkajs           kafkajs from compat/node, and its transaction scenarios
 #
 # Environment:
 #   PGBROKER_BIN                the binary to test (default: cargo build)
@@ -118,6 +121,8 @@ run_client() {
       "$py" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/sigkill.py" "$BOOTSTRAP" "${prefix}sk_" --label "$client" "${DEBUG_PY[@]}" || rc=1
+      "$py" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client confluent --label "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
       return $rc
@@ -125,8 +130,18 @@ run_client() {
     kafka-python-debian)
       /usr/bin/python3 "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client kafka-python \
         --label "$client" "${DEBUG_PY[@]}" ;;
-    kafka-python | aiokafka)
+    kafka-python)
+      local rc=0
+      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      "$COMPAT/.venv/bin/python" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       # kafka-python 2.0.2 (Debian's) has no transactional producer; 3.x does.
+      "$COMPAT/.venv/bin/python" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
+    aiokafka)
       local rc=0
       "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" \
         "${DEBUG_PY[@]}" || rc=1

@@ -8,18 +8,21 @@
 #                tests, compat/), librdkafka-dev and pkg-config (the
 #                comparison harness links librdkafka), python3-confluent-kafka
 #                and python3-kafka (compat/, faults/), python3-venv, nodejs
-#                and npm (compat/)
+#                and npm (compat/), chromium (the console's browser tests)
 #   rustup:      rustfmt and clippy
 #   compat/.venv PyPI confluent-kafka (bundles a recent librdkafka),
 #                kafka-python, aiokafka
 #   compat/node  kafkajs, from package-lock.json
+#   compat/console            playwright-core (drives Debian's chromium; no
+#                             browser download)
+#   compat/.venv-schemathesis schemathesis (the console's admin API)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 
 packages=(postgresql postgresql-15 postgresql-client kcat librdkafka-dev pkg-config
-  python3-confluent-kafka python3-kafka python3-venv)
+  python3-confluent-kafka python3-kafka python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 command -v npm >/dev/null || missing+=(nodejs npm)
@@ -78,6 +81,13 @@ if ! .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, bot
     "${pip_celery[@]}"
   fi
 fi
+# Dramatiq with dramatiq-sqs's broker (compat/.venv-dramatiq).
+if ! .venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3' 2>/dev/null; then
+  echo "setup: creating compat/.venv-dramatiq" >&2
+  rm -rf .venv-dramatiq
+  python3 -m venv .venv-dramatiq
+  .venv-dramatiq/bin/pip install -q --disable-pip-version-check dramatiq dramatiq-sqs boto3
+fi
 if ! sql/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
   echo "setup: creating compat/sql/.venv" >&2
   rm -rf sql/.venv
@@ -87,6 +97,19 @@ fi
 if [[ ! -f sql/node/node_modules/pg/package.json ]]; then
   echo "setup: npm ci in compat/sql/node" >&2
   (cd sql/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The console: playwright-core drives Debian's chromium (it downloads no
+# browser of its own); schemathesis tests the admin API.
+if [[ ! -f console/node_modules/playwright-core/package.json ]]; then
+  echo "setup: npm install in compat/console" >&2
+  (cd console && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+fi
+if ! .venv-schemathesis/bin/schemathesis --version >/dev/null 2>&1; then
+  echo "setup: creating compat/.venv-schemathesis" >&2
+  rm -rf .venv-schemathesis
+  python3 -m venv .venv-schemathesis
+  .venv-schemathesis/bin/pip install -q --disable-pip-version-check schemathesis
 fi
 
 # Everything the suites run must work now; fail loudly otherwise.
@@ -100,3 +123,7 @@ pkg-config --exists rdkafka
 sql/.venv/bin/python -c 'import psycopg'
 (cd sql/node && node -e 'require("pg")')
 .venv-celery/bin/python -c 'import celery, kombu.transport.SQS, pycurl, boto3'
+(cd console && node -e 'require("playwright-core")')
+.venv-schemathesis/bin/schemathesis --version >/dev/null
+chromium --version >/dev/null 2>&1
+.venv-dramatiq/bin/python -c 'import dramatiq, dramatiq_sqs, boto3'

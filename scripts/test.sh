@@ -41,13 +41,19 @@ step "compat: real Kafka clients against pgbroker serve"
 PGBROKER_BIN=$PWD/$BIN compat/run.sh | tee "$LOGS/compat.log"
 SUMMARY+=("$(grep '^compat:' "$LOGS/compat.log" | tail -n 1)")
 
-step "compat: SQS clients (boto3 with moto, the JavaScript SDK, Celery) and SQL drivers (psycopg, node-postgres)"
-cargo test -p pgbroker-cli --test sqs_compat --test sqs_node_compat --test celery_compat --test sql_compat \
+step "compat: SQS clients (boto3 with moto, the JavaScript SDK, Celery, Dramatiq) and SQL drivers (psycopg, node-postgres)"
+cargo test -p pgbroker-cli --test sqs_compat --test sqs_node_compat --test celery_compat --test dramatiq_compat \
+  --test sql_compat \
   -- --ignored --test-threads=1 2>&1 | tee "$LOGS/compat-sqs-sql.log"
 PGBROKER_BIN=$PWD/$BIN compat/sqs_auth_run.sh 2>&1 | tee "$LOGS/compat-sqs-auth.log"
 SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
   END { printf "compat (SQS, SQL): %d passed, %d failed", p, f }' "$LOGS/compat-sqs-sql.log")")
 SUMMARY+=("compat (SQS authentication, boto3): 1 passed, 0 failed")
+
+step "compat: the console in chromium (Playwright) and its admin API under schemathesis"
+cargo test -p pgbroker-cli --test console_compat -- --ignored 2>&1 | tee "$LOGS/compat-console.log"
+SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
+  END { printf "compat (console): %d passed, %d failed", p, f }' "$LOGS/compat-console.log")")
 
 step "faults: every scenario, short form"
 faults/run.sh --bin "$BIN" 2>&1 | tee "$LOGS/faults.log"

@@ -32,23 +32,36 @@ pub struct Server {
     child: tokio::process::Child,
     /// `host:port` of its Kafka listener.
     pub bootstrap: String,
+    /// `host:port` of its SQS listener, when started with one.
+    pub sqs: Option<String>,
 }
 
 impl Server {
     /// Starts `bin serve` on `schema` with free ports and waits until its
-    /// Kafka listener accepts connections.
-    pub async fn start(bin: &Path, url: &str, schema: &str) -> Result<Server> {
+    /// Kafka listener (and its SQS listener, with `sqs`: unsigned requests
+    /// allowed, on loopback) accepts connections.
+    pub async fn start(bin: &Path, url: &str, schema: &str, sqs: bool) -> Result<Server> {
         let free_port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (kafka, http) = (free_port()?, free_port()?);
         let bootstrap = format!("127.0.0.1:{kafka}");
-        let child = tokio::process::Command::new(bin)
+        let sqs = if sqs {
+            Some(format!("127.0.0.1:{}", free_port()?))
+        } else {
+            None
+        };
+        let mut command = tokio::process::Command::new(bin);
+        command
             .args(["--database-url", url, "--schema", schema, "--log", "warn", "serve"])
             .args([
                 "--kafka-listen",
                 &bootstrap,
                 "--http-listen",
                 &format!("127.0.0.1:{http}"),
-            ])
+            ]);
+        if let Some(addr) = &sqs {
+            command.args(["--sqs-listen", addr, "--sqs-allow-anonymous"]);
+        }
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -60,13 +73,15 @@ impl Server {
                 )
             })?;
         let started = Instant::now();
-        while tokio::net::TcpStream::connect(&bootstrap).await.is_err() {
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("pgbroker serve did not listen on {bootstrap} within 30 s");
+        for addr in std::iter::once(&bootstrap).chain(&sqs) {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if started.elapsed() > Duration::from_secs(30) {
+                    bail!("pgbroker serve did not listen on {addr} within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Server { child, bootstrap })
+        Ok(Server { child, bootstrap, sqs })
     }
 
     /// The child's pid, for CPU and memory readings.
@@ -107,7 +122,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
         };
         broker.topics().create(&topic, &config).await?;
         drop(broker);
-        let server = Server::start(bin, url, &schema).await?;
+        let server = Server::start(bin, url, &schema, false).await?;
         let outcome = drive(&server, args).await;
         server.stop().await?;
         outcome

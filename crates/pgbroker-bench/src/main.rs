@@ -1,6 +1,7 @@
 //! `pgbroker-bench`: pgbroker's benchmarks. It runs a pub/sub and a
 //! work-queue workload against pgbroker, its Kafka front end (through
-//! librdkafka), the source article's SQL design, Postgres's ceiling, and
+//! librdkafka), its SQS-compatible API and its SQL functions, the source
+//! article's SQL design, Postgres's ceiling, and
 //! the peers a user would otherwise pick (RabbitMQ, NATS JetStream, Redis
 //! Streams, pgmq), writes every run as a JSON line, and turns the results
 //! into BENCHMARKS.md with plots. It is a binary of its own so that
@@ -15,6 +16,7 @@ mod kafka;
 mod measure;
 mod nats;
 mod pgbroker_queue;
+mod pgbroker_sql;
 mod pgbroker_streams;
 mod pgmq;
 mod plots;
@@ -23,6 +25,8 @@ mod rabbitmq;
 mod redis_streams;
 mod report;
 mod soak;
+mod sqs;
+mod sqs_http;
 mod suite;
 mod summary;
 mod sweep;

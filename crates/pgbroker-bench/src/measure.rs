@@ -257,3 +257,20 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
         round: None,
     })
 }
+
+/// Awaits `work`, giving up (`None`) once `stop` is set, checked every
+/// 100 ms: for receives that long-poll an empty queue when the run ends.
+/// Only for work whose abandonment harms nothing but the run's own state.
+pub async fn or_stop<T>(work: impl std::future::Future<Output = T>, stop: &AtomicBool) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Some(done),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! `pgbroker` on the queue workload: pgbroker's work queues in this
 //! process, producers and workers on one fresh queue, every message
-//! received, then acknowledged in the worker's batch.
+//! received (waiting 100 ms on an empty queue, or the workload's long
+//! poll), then acknowledged in the worker's batch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,9 @@ async fn drive(broker: &Broker, queue: &QueueName, args: &QueueArgs) -> Result<S
     let mut run = Run::start();
     let options = ReceiveOptions {
         max_messages: usize::try_from(args.receive_batch)?,
-        wait: Duration::from_millis(100),
+        wait: args
+            .long_poll_s
+            .map_or(Duration::from_millis(100), |s| Duration::from_secs(u64::from(s))),
         visibility_timeout: None,
     };
     for _ in 0..args.workers {

@@ -83,7 +83,25 @@ fn workload_line(run: &Summary) -> String {
     format!("{shape}{rate}, duration_s {}", run.figures.duration_s)
 }
 
-fn environment(md: &mut String, env: Option<&Environment>) {
+/// The load average each results file recorded when its run began, when
+/// there are several files (each was measured at another time).
+fn loads(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    if files.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for file in files {
+        for line in load(std::slice::from_ref(file))? {
+            if let Line::Note(Note::Environment(e)) = line {
+                let load = e.load_average.unwrap_or_else(|| "null".into());
+                out.push((file.display().to_string(), load));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn environment(md: &mut String, env: Option<&Environment>, loads: &[(String, String)]) {
     md.push_str("## Machine and Postgres\n\n");
     let Some(env) = env else {
         md.push_str("No environment line in the results.\n\n");
@@ -100,6 +118,12 @@ fn environment(md: &mut String, env: Option<&Environment>) {
         ("postgres", env.postgres.clone()),
     ];
     for (k, v) in rows {
+        if k == "load_average" && !loads.is_empty() {
+            for (file, load) in loads {
+                let _ = writeln!(md, "| load_average ({file}) | {load} |");
+            }
+            continue;
+        }
         let _ = writeln!(md, "| {k} | {v} |");
     }
     for (k, v) in &env.settings {
@@ -309,7 +333,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             not a reference measurement; `./scripts/bench.sh` makes one.\n"
         );
     }
-    environment(&mut md, machine);
+    environment(&mut md, machine, &loads(&args.from)?);
     md.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     for t in targets(&runs) {
         let _ = writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict);

@@ -111,6 +111,33 @@ pub fn scenarios() -> Vec<Scenario> {
             flags: "--send-batch 1 --receive-batch 1 --rate 3000",
             kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
         },
+        Scenario {
+            name: "sqs-batch-10",
+            flags: "--send-batch 10 --receive-batch 10",
+            kind: Queue(vec![Q::Sqs, Q::Pgbroker, Q::Rabbitmq]),
+        },
+        Scenario {
+            name: "sqs-single",
+            flags: "--send-batch 1 --receive-batch 1",
+            kind: Queue(vec![Q::Sqs, Q::Pgbroker, Q::Rabbitmq]),
+        },
+        // Receivers long-poll an empty queue; each message wakes one.
+        // Latency is from just before the send to the receive's answer.
+        Scenario {
+            name: "sqs-wake-up",
+            flags: "--producers 1 --workers 4 --send-batch 1 --receive-batch 1 --rate 100 --long-poll-s 20",
+            kind: Queue(vec![Q::Sqs, Q::Pgbroker, Q::Rabbitmq]),
+        },
+        Scenario {
+            name: "sql-single",
+            flags: "--send-batch 1 --receive-batch 1",
+            kind: Queue(vec![Q::PgbrokerSql, Q::Article, Q::Pgmq]),
+        },
+        Scenario {
+            name: "sql-batch-100",
+            flags: "--send-batch 100 --receive-batch 100",
+            kind: Queue(vec![Q::PgbrokerSql, Q::Pgmq, Q::Article]),
+        },
     ]
 }
 
@@ -133,7 +160,14 @@ fn smoke_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "smoke-queue",
             flags: "--producers 2 --workers 2 --send-batch 10 --receive-batch 10 --rate 2000",
-            kind: Queue(vec![Q::Pgbroker, Q::Article, Q::Pgmq, Q::Rabbitmq]),
+            kind: Queue(vec![
+                Q::Pgbroker,
+                Q::Article,
+                Q::Pgmq,
+                Q::Rabbitmq,
+                Q::Sqs,
+                Q::PgbrokerSql,
+            ]),
         },
     ]
 }

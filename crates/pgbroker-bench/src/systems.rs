@@ -13,7 +13,8 @@ use pgbroker::{Broker, BrokerConfig};
 use crate::summary::Summary;
 use crate::workload::{PubsubArgs, QueueArgs};
 use crate::{
-    article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_streams, pgmq, rabbitmq, redis_streams,
+    article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq, rabbitmq,
+    redis_streams, sqs,
 };
 
 /// Systems that run the pub/sub workload.
@@ -48,6 +49,11 @@ pub enum QueueSystem {
     Pgmq,
     /// RabbitMQ: durable queue, persistent messages, confirms, manual acks.
     Rabbitmq,
+    /// `pgbroker serve`'s SQS-compatible API, through the AWS JSON 1.0
+    /// protocol over keep-alive HTTP connections.
+    Sqs,
+    /// pgbroker's queue SQL functions over plain Postgres connections.
+    PgbrokerSql,
 }
 
 /// The name a system goes by on the command line and in summaries.
@@ -64,7 +70,7 @@ pub struct Endpoints {
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true,
           default_value = pgbroker::DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// The `pgbroker` binary that `kafka-protocol` starts as `pgbroker serve`.
+    /// The `pgbroker` binary that `kafka-protocol` and `sqs` start as `pgbroker serve`.
     #[arg(long, global = true, env = "PGBROKER_BIN", default_value = "target/release/pgbroker")]
     pub pgbroker_bin: PathBuf,
     /// NATS server with JetStream.
@@ -146,7 +152,8 @@ impl PubsubSystem {
 }
 
 impl QueueSystem {
-    /// Whether its server answers; Postgres-based systems always do.
+    /// Whether its server answers; Postgres-based systems and `sqs` (which
+    /// the harness starts) always count as there.
     pub async fn available(self, env: &Endpoints) -> bool {
         match self {
             QueueSystem::Rabbitmq => answers(&env.amqp_url).await,
@@ -161,6 +168,8 @@ impl QueueSystem {
             QueueSystem::Article => article_queue::run(env, args).await,
             QueueSystem::Pgmq => pgmq::run(env, args).await,
             QueueSystem::Rabbitmq => rabbitmq::run(env, args).await,
+            QueueSystem::Sqs => sqs::run(env, args).await,
+            QueueSystem::PgbrokerSql => pgbroker_sql::run(env, args).await,
         }
     }
 }

@@ -50,6 +50,15 @@ const TARGETS: &[(&str, &str, Figure, Goal)] = &[
     ("queue-batch-100", "pgbroker", READ_RATE, Goal::Times("pgmq", 1.5)),
     ("queue-batch-100", "pgbroker", READ_RATE, Goal::Times("rabbitmq", 1.0)),
     ("queue-single-at-3k", "pgbroker", E2E_P99, Goal::AtMost(20.0)),
+    // Through the SQS API every message is sent, received and deleted:
+    // both rates count.
+    ("sqs-batch-10", "sqs", WRITE_RATE, Goal::AtLeast(10_000.0)),
+    ("sqs-batch-10", "sqs", READ_RATE, Goal::AtLeast(10_000.0)),
+    ("sqs-single", "sqs", WRITE_RATE, Goal::AtLeast(2_000.0)),
+    ("sqs-single", "sqs", READ_RATE, Goal::AtLeast(2_000.0)),
+    ("sqs-wake-up", "sqs", E2E_P99, Goal::AtMost(20.0)),
+    ("sql-single", "pgbroker-sql", READ_RATE, Goal::Times("article", 1.0)),
+    ("sql-batch-100", "pgbroker-sql", READ_RATE, Goal::Times("pgmq", 1.0)),
 ];
 
 fn f(v: f64) -> String {
@@ -110,6 +119,10 @@ pub fn targets(runs: &[Summary]) -> Vec<Verdict> {
                 }
             }
         };
+        let measured = match spread(runs, scenario, system, figure) {
+            Some((lo, hi)) => format!("{measured} (rounds {}–{})", f(lo), f(hi)),
+            None => measured,
+        };
         out.push(Verdict {
             what,
             measured,
@@ -118,6 +131,24 @@ pub fn targets(runs: &[Summary]) -> Vec<Verdict> {
     }
     out.extend(sweep_target(runs));
     out
+}
+
+/// The smallest and largest value of `figure` over the rounds of `system`
+/// in `scenario`, when there are at least two.
+pub fn spread(runs: &[Summary], scenario: &str, system: &str, figure: &Figure) -> Option<(f64, f64)> {
+    let (mine, _) = scenario_runs(runs, scenario);
+    let values: Vec<f64> = mine
+        .iter()
+        .filter(|r| r.system == system)
+        .filter_map(|r| (figure.of)(&r.figures))
+        .filter(|v| v.is_finite())
+        .collect();
+    if values.len() < 2 {
+        return None;
+    }
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lo, hi))
 }
 
 /// The highest offered rate of the sweep at which every group of `system`
@@ -170,9 +201,10 @@ const COMPARED: &[&Figure] = &[
 ];
 
 /// Sentences naming every figure where a peer beats pgbroker (or its Kafka
-/// front end) by more than 10 % in the same scenario.
+/// or SQS front end, or its SQL functions) by more than 10 % in the same
+/// scenario.
 pub fn losses(runs: &[Summary]) -> Vec<String> {
-    let ours = ["pgbroker", "kafka-protocol"];
+    let ours = ["pgbroker", "kafka-protocol", "sqs", "pgbroker-sql"];
     let mut scenarios: Vec<&str> = Vec::new();
     for r in runs {
         if let Some(s) = r.scenario.as_deref().filter(|s| !scenarios.contains(s)) {
@@ -217,4 +249,104 @@ pub fn losses(runs: &[Summary]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::summary::Figures;
+    use crate::workload::Shape;
+
+    fn run(scenario: &str, system: &str, round: u32, rate: f64, p99: f64) -> Summary {
+        let args = crate::suite::queue_args("", Duration::from_secs(20), Duration::from_secs(5)).expect("flags");
+        Summary {
+            system: system.into(),
+            shape: Shape::Queue(args),
+            figures: Figures {
+                duration_s: 20.0,
+                write_msgs_per_s: rate,
+                read_msgs_per_s: rate,
+                write_mib_per_s: 0.0,
+                read_mib_per_s: 0.0,
+                e2e_p50_ms: p99 / 2.0,
+                e2e_p95_ms: p99,
+                e2e_p99_ms: p99,
+                e2e_p999_ms: p99,
+                e2e_max_ms: p99,
+                produce_p50_ms: 1.0,
+                produce_p99_ms: 2.0,
+                broker_cpu_s_per_million: 1.0,
+                client_cpu_s_per_million: 1.0,
+                postgres_cpu_s_per_million: 1.0,
+                broker_rss_max_mib: None,
+            },
+            scenario: Some(scenario.into()),
+            round: Some(round),
+        }
+    }
+
+    fn verdict<'a>(all: &'a [Verdict], what: &str) -> &'a Verdict {
+        all.iter()
+            .find(|v| v.what.starts_with(what))
+            .unwrap_or_else(|| panic!("no target {what}"))
+    }
+
+    #[test]
+    fn sqs_and_sql_targets_take_medians_and_show_the_rounds() {
+        let runs = vec![
+            run("sqs-batch-10", "sqs", 1, 9_000.0, 5.0),
+            run("sqs-batch-10", "sqs", 2, 12_000.0, 5.0),
+            run("sqs-batch-10", "sqs", 3, 11_000.0, 5.0),
+            run("sqs-wake-up", "sqs", 1, 100.0, 5.0),
+            run("sqs-wake-up", "sqs", 2, 100.0, 30.0),
+            run("sqs-wake-up", "sqs", 3, 100.0, 8.0),
+            run("sql-single", "pgbroker-sql", 1, 3_000.0, 5.0),
+            run("sql-single", "article", 1, 3_300.0, 5.0),
+        ];
+        let all = targets(&runs);
+        let read = verdict(&all, "sqs-batch-10: sqs read_msgs_per_s ≥ 10000");
+        assert_eq!(read.measured, "11000 (rounds 9000–12000)");
+        assert_eq!(read.verdict, "met");
+        let wake = verdict(&all, "sqs-wake-up: sqs e2e_p99_ms ≤ 20.00");
+        assert_eq!(wake.measured, "8.00 (rounds 5.00–30.00)");
+        assert_eq!(wake.verdict, "met");
+        let sql = verdict(&all, "sql-single: pgbroker-sql read_msgs_per_s ≥ 1x article");
+        assert_eq!(sql.measured, "3000 vs 3300 = 0.91x");
+        assert_eq!(sql.verdict, "missed by 9 %");
+        assert!(
+            !all.iter().any(|v| v.what.starts_with("sqs-single")),
+            "a scenario not in the results has no target"
+        );
+    }
+
+    #[test]
+    fn spread_needs_two_rounds() {
+        let one = vec![run("sqs-single", "sqs", 1, 2_500.0, 4.0)];
+        assert_eq!(spread(&one, "sqs-single", "sqs", &READ_RATE), None);
+        let two = vec![one[0].clone(), run("sqs-single", "sqs", 2, 2_100.0, 4.0)];
+        assert_eq!(spread(&two, "sqs-single", "sqs", &READ_RATE), Some((2_100.0, 2_500.0)));
+        assert_eq!(spread(&two, "sqs-single", "rabbitmq", &READ_RATE), None);
+    }
+
+    #[test]
+    fn the_front_ends_losses_are_named() {
+        let runs = vec![
+            run("sqs-single", "sqs", 1, 2_000.0, 5.0),
+            run("sqs-single", "rabbitmq", 1, 3_000.0, 5.0),
+            run("sql-batch-100", "pgbroker-sql", 1, 9_500.0, 5.0),
+            run("sql-batch-100", "pgmq", 1, 10_000.0, 5.0),
+        ];
+        let lost = losses(&runs);
+        assert!(
+            lost.iter()
+                .any(|l| l.starts_with("sqs-single: rabbitmq beats sqs on read_msgs_per_s")),
+            "{lost:?}"
+        );
+        assert!(
+            !lost.iter().any(|l| l.starts_with("sql-batch-100")),
+            "within 10 % is no loss: {lost:?}"
+        );
+    }
 }

@@ -89,6 +89,13 @@ pub struct QueueArgs {
     #[arg(long)]
     #[serde(rename = "target_rate")]
     pub rate: Option<u64>,
+    /// Seconds each receive waits for a message on an empty queue (long
+    /// polling); when not given, each system's short default (pgbroker's
+    /// library 100 ms, the SQS API 1 s, the SQL functions none: workers
+    /// nap 0.1 to 2 ms like pgmq's and the article's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_poll_s: Option<u32>,
     /// Timing and output.
     #[command(flatten)]
     #[serde(skip)]

@@ -117,7 +117,7 @@ fn smoke_suite_then_report() {
     if answers("127.0.0.1:6379") {
         pubsub.push("redis");
     }
-    let mut queue = vec!["pgbroker", "article", "pgmq"];
+    let mut queue = vec!["pgbroker", "article", "pgmq", "sqs", "pgbroker-sql"];
     if answers("127.0.0.1:5672") {
         queue.push("rabbitmq");
     }

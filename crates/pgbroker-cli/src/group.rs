@@ -3,7 +3,7 @@
 use pgbroker::groups::{GroupDescription, ResetTo};
 use pgbroker::Broker;
 
-use crate::output::{opt, print_json, print_table};
+use crate::output::{count, opt, print_json, print_table};
 use crate::{Format, GroupCommand, ResetArgs};
 
 pub async fn run(broker: &Broker, cmd: GroupCommand) -> anyhow::Result<()> {
@@ -57,12 +57,12 @@ async fn reset(broker: &Broker, args: ResetArgs) -> anyhow::Result<()> {
 
 fn print_description(d: &GroupDescription) -> anyhow::Result<()> {
     println!(
-        "group {} is {} (generation {}, strategy {}, {} members)",
+        "group {} is {} (generation {}, strategy {}, {})",
         d.group,
         d.state,
         d.generation,
         d.strategy,
-        d.members.len()
+        count(d.members.len(), "member")
     );
     if !d.members.is_empty() {
         println!();

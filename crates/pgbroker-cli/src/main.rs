@@ -3,6 +3,7 @@
 
 mod acl;
 mod group;
+mod help;
 mod output;
 mod queue;
 mod serve;
@@ -11,6 +12,7 @@ mod topic;
 mod txn;
 mod user;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -28,9 +30,9 @@ static ALLOC: pgbroker_kafka::GuardedAlloc = pgbroker_kafka::GuardedAlloc;
 /// bad value is refused before connecting.
 const MAX_MESSAGE_BYTES_LIMIT: u64 = 64 << 20;
 
-/// Kafka-style streams stored in PostgreSQL.
+/// The command line: global flags and one command.
 #[derive(Debug, Parser)]
-#[command(name = "pgbroker", version, about)]
+#[command(name = "pgbroker", version, about = help::ABOUT, after_help = help::TOP)]
 struct Cli {
     /// PostgreSQL connection URL or key=value string.
     // hide_env_values: the URL may hold a password, which --help must not show.
@@ -54,35 +56,50 @@ enum Command {
     /// Create or upgrade pgbroker's tables in the schema.
     Migrate,
     /// Create, list, describe, grow and delete topics.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::TOPIC)]
     Topic(TopicCommand),
     /// Write one record per line of standard input.
+    #[command(after_help = help::PRODUCE)]
     Produce(ProduceArgs),
     /// Print records of a topic.
+    #[command(after_help = help::CONSUME)]
     Consume(ConsumeArgs),
     /// Inspect and administer consumer groups.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::GROUP)]
     Group(GroupCommand),
     /// Work queues: create, send, receive, acknowledge, dead letters.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::QUEUE)]
     Queue(queue::QueueCommand),
     /// Users that Kafka clients authenticate as (SASL SCRAM-SHA-256 or
     /// PLAIN), and their access keys for SQS clients.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::USER)]
     User(user::UserCommand),
     /// What each user may do on the Kafka listener once SASL authentication
     /// is on, and on the SQS listener: produce, consume, group and admin
     /// rights per topic, group or queue.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::ACL)]
     Acl(acl::AclCommand),
     /// Kafka transactions: list transactional ids, describe one, abort a
     /// hanging transaction.
     #[command(subcommand)]
     Txn(txn::TxnCommand),
-    /// Run one retention pass: drop expired segments, rotate queue storage.
-    Maintain,
-    /// Serve the Kafka protocol, with health and metrics over HTTP.
+    /// Run one maintenance pass: drop expired segments, compact compacted
+    /// topics, rotate queue storage.
+    Maintain {
+        /// Compact every compacted topic now, whatever its dirty ratio.
+        #[arg(long)]
+        force_compaction: bool,
+    },
+    /// Serve the Kafka protocol, with health and metrics over HTTP, and
+    /// the SQS API when asked for.
+    #[command(after_help = help::SERVE)]
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(help::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command.
+    #[command(after_help = help::MAN)]
+    Man(help::ManArgs),
 }
 
 /// Output format of administrative commands.
@@ -130,6 +147,75 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: TopicName,
     },
+    /// Change a topic's retention, largest record or clean-up settings;
+    /// what is not given stays as it is.
+    Alter(AlterTopicArgs),
+    /// The cleaner's state of every partition of the compacted topics.
+    Cleaner {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// A topic's clean-up settings, as Kafka's topic configs of the same names.
+#[derive(Debug, Args)]
+struct CleanupArgs {
+    /// `delete` (retention only), `compact` (keep the latest record of each
+    /// key) or `compact,delete` (both).
+    #[arg(long, value_parser = parse_cleanup_policy)]
+    cleanup_policy: Option<pgbroker::streams::CleanupPolicy>,
+    /// A record stays uncompacted at least this many milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    min_compaction_lag_ms: Option<i64>,
+    /// A record is compacted at the latest this many milliseconds after it
+    /// was written, whatever the dirty ratio.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    max_compaction_lag_ms: Option<i64>,
+    /// Tombstones are kept this many milliseconds after their segment was
+    /// first compacted.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    delete_retention_ms: Option<i64>,
+    /// Share of not yet compacted records (0 to 1) that starts a compaction.
+    #[arg(long, value_parser = parse_ratio)]
+    min_cleanable_dirty_ratio: Option<f64>,
+}
+
+impl CleanupArgs {
+    /// Applies the given settings over `cleanup`.
+    fn apply(&self, cleanup: &mut pgbroker::streams::Cleanup) {
+        if let Some(p) = self.cleanup_policy {
+            cleanup.policy = p;
+        }
+        if let Some(v) = self.min_compaction_lag_ms {
+            cleanup.min_compaction_lag_ms = v;
+        }
+        if let Some(v) = self.max_compaction_lag_ms {
+            cleanup.max_compaction_lag_ms = v;
+        }
+        if let Some(v) = self.delete_retention_ms {
+            cleanup.delete_retention_ms = v;
+        }
+        if let Some(v) = self.min_cleanable_dirty_ratio {
+            cleanup.min_cleanable_dirty_ratio = v;
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct AlterTopicArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: TopicName,
+    /// Drop segments whose newest record is older than this (e.g. `7d`, `12h`).
+    #[arg(long, value_parser = parse_positive_duration)]
+    retention: Option<Duration>,
+    /// Drop the oldest segments while a partition is larger than this many bytes.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    retention_bytes: Option<i64>,
+    /// Largest record (key, value and headers) accepted, in bytes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_BYTES_LIMIT))]
+    max_message_bytes: Option<u64>,
+    #[command(flatten)]
+    cleanup: CleanupArgs,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +226,10 @@ struct CreateTopicArgs {
     #[arg(long, default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(1..=i64::from(pgbroker::streams::MAX_PARTITIONS)))]
     partitions: i32,
-    /// Drop segments whose newest record is older than this (e.g. `7d`, `12h`).
-    #[arg(long, value_parser = parse_positive_duration)]
-    retention: Option<Duration>,
+    /// Drop segments whose newest record is older than this (e.g. `7d`,
+    /// `12h`); `forever` or `none` keeps records however old (the default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+    retention: Option<Retention>,
     /// Drop the oldest segments while a partition is larger than this many bytes.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     retention_bytes: Option<i64>,
@@ -152,6 +239,8 @@ struct CreateTopicArgs {
     /// Largest record (key, value and headers) accepted, in bytes.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_BYTES_LIMIT))]
     max_message_bytes: Option<u64>,
+    #[command(flatten)]
+    cleanup: CleanupArgs,
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +350,47 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".to_string()),
         Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration ({e}); use a number and a unit, e.g. 30s, 15m, 12h, 7d"
+        )),
+    }
+}
+
+/// `--retention`: a time, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retention {
+    /// Records older than this are dropped.
+    For(Duration),
+    /// Records are kept however old.
+    Forever,
+}
+
+impl Retention {
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Retention::For(d) => Some(d),
+            Retention::Forever => None,
+        }
+    }
+}
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "forever" | "none" | "infinite" => Ok(Retention::Forever),
+        _ => parse_positive_duration(s)
+            .map(Retention::For)
+            .map_err(|e| format!("{e}; or `forever` (also `none`) to keep records however old")),
+    }
+}
+
+fn parse_cleanup_policy(s: &str) -> Result<pgbroker::streams::CleanupPolicy, String> {
+    s.parse().map_err(|e: pgbroker::Error| e.to_string())
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
     }
 }
 
@@ -278,8 +407,12 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid --log {filter:?}"))?;
+    // Colour only for a person at a terminal: a log file or a pipe gets
+    // plain text (and NO_COLOR turns it off everywhere).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
@@ -296,7 +429,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
         database_url: cli.database_url.clone(),
         schema: cli.schema.clone(),
         pool_size,
-        migrate: true,
+        migrate: !only_reads(&cli.command),
         ..BrokerConfig::default()
     };
     if let Command::Serve(args) = &cli.command {
@@ -305,7 +438,27 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     Ok(Broker::connect(config).await?)
 }
 
+/// Commands that only read: they never create or migrate the schema, so a
+/// misspelled `--schema` is reported instead of created.
+fn only_reads(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Topic(TopicCommand::List { .. } | TopicCommand::Describe { .. })
+            | Command::Group(GroupCommand::List { .. } | GroupCommand::Describe { .. })
+            | Command::Queue(queue::QueueCommand::List { .. } | queue::QueueCommand::Stats { .. })
+            | Command::User(user::UserCommand::List { .. } | user::UserCommand::Key(user::KeyCommand::List { .. }))
+            | Command::Acl(acl::AclCommand::List { .. })
+            | Command::Txn(txn::TxnCommand::List { .. } | txn::TxnCommand::Describe { .. })
+            | Command::Consume(_)
+    )
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Completions(args) => return help::completions(args),
+        Command::Man(args) => return help::man(args),
+        _ => {}
+    }
     let broker = connect(&cli).await?;
     match cli.command {
         Command::Migrate => {
@@ -322,20 +475,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
         Command::Txn(cmd) => txn::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, args).await,
-        Command::Maintain => {
+        Command::Completions(_) | Command::Man(_) => Ok(()),
+        Command::Maintain { force_compaction } => {
             let dropped = broker.maintenance().enforce_retention().await?;
-            println!("dropped {dropped} segments");
+            println!("dropped {}", output::count(dropped, "segment"));
+            let c = broker.maintenance().compact(force_compaction).await?;
+            println!(
+                "compaction: {} cleaned ({} busy), {} rewritten, {} removed, {} bytes reclaimed",
+                output::count(c.partitions_cleaned, "partition"),
+                c.partitions_busy,
+                output::count(c.segments_rewritten, "segment"),
+                output::count(c.records_removed, "record"),
+                c.bytes_reclaimed
+            );
             let q = broker.maintenance().maintain_queues().await?;
             println!(
-                "queues: {} ({} messages moved, {} bytes freed), {} archived messages expired",
+                "queues: {} ({} moved, {} freed), {} expired",
                 if q.rotated {
                     "storage rotated"
                 } else {
                     "storage not rotated"
                 },
-                q.moved,
-                q.reclaimed_bytes,
-                q.archive_expired
+                output::count(q.moved, "message"),
+                output::count(q.reclaimed_bytes, "byte"),
+                output::count(q.archive_expired, "archived message")
             );
             Ok(())
         }

@@ -117,6 +117,15 @@ pub fn write_record(
     }
 }
 
+/// `n` and a noun, plural unless `n` is one: `1 record`, `2 records`.
+pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, noun: &str) -> String {
+    if n == N::from(1) {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

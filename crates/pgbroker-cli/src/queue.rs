@@ -10,7 +10,7 @@ use pgbroker::{to_millis, Broker, Header, Message, QueueConfig, QueueName, Recei
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::output::{bytes_json, millis, opt, print_json, print_table};
+use crate::output::{bytes_json, count, millis, opt, print_json, print_table};
 use crate::stream::{interrupt_signal, read_lines};
 use crate::{parse_datetime, parse_header, parse_positive_duration, Format};
 
@@ -233,7 +233,7 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Purge { queue } => {
             let n = broker.queues().purge(&queue).await?;
-            println!("purged {n} messages from {queue}");
+            println!("purged {} from {queue}", count(n, "message"));
             Ok(())
         }
         QueueCommand::Delete { queue } => {
@@ -245,7 +245,7 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
         QueueCommand::Receive(args) => receive(broker, args).await,
         QueueCommand::Ack { queue, receipts } => {
             broker.queues().ack(&queue, &receipts).await?;
-            println!("acknowledged {} messages", receipts.len());
+            println!("acknowledged {}", count(receipts.len(), "message"));
             Ok(())
         }
         QueueCommand::Nack {
@@ -258,7 +258,7 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
                 .queues()
                 .nack(&queue, &receipts, &NackOptions { delay, error })
                 .await?;
-            println!("released {} messages", receipts.len());
+            println!("released {}", count(receipts.len(), "message"));
             Ok(())
         }
         QueueCommand::Extend { queue, receipt, by } => {
@@ -275,7 +275,7 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Redrive { queue, to } => {
             let n = broker.queues().redrive(&queue, to.as_ref()).await?;
-            println!("moved {n} messages from {queue}");
+            println!("moved {} from {queue}", count(n, "message"));
             Ok(())
         }
     }
@@ -407,7 +407,12 @@ async fn send(broker: &Broker, args: SendArgs) -> anyhow::Result<()> {
         }
     }
     flush(broker, &args.queue, &mut batch, &mut sent, &mut duplicates).await?;
-    eprintln!("sent {sent} messages to {} ({duplicates} duplicates)", args.queue);
+    eprintln!(
+        "sent {} to {} ({})",
+        count(sent, "message"),
+        args.queue,
+        count(duplicates, "duplicate")
+    );
     match read_error {
         Some(e) => Err(anyhow::Error::new(e).context("reading standard input")),
         None => Ok(()),

@@ -1,5 +1,5 @@
-//! `pgbroker serve`: the Kafka listener, the HTTP (or HTTPS) health and
-//! metrics listener and, when asked for, the SQS-compatible API, with
+//! `pgbroker serve`: the Kafka listener, the HTTP (or HTTPS) listener with
+//! health, metrics and the web console and, when asked for, the SQS-compatible API, with
 //! retention and queue maintenance running alongside.
 
 use std::net::SocketAddr;
@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Region named in the ARNs of SQS queues.
     #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
     sqs_region: String,
+    /// Do not serve the web console and its admin API (`/console/`,
+    /// `/api/`) on the HTTP listener.
+    #[arg(long)]
+    no_console: bool,
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
@@ -158,10 +162,23 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         ..KafkaConfig::default()
     };
     let shutdown = Shutdown::default();
-    let http = tokio::spawn(pgbroker_kafka::serve_http_on(
+    let console = if args.no_console {
+        axum::Router::new()
+    } else {
+        let config = pgbroker_console::ConsoleConfig {
+            tls: http_tls.is_some(),
+            super_users: args.super_users.clone(),
+            ..pgbroker_console::ConsoleConfig::default()
+        };
+        let scheme = if http_tls.is_some() { "https" } else { "http" };
+        tracing::info!("console at {scheme}://{}/console/", args.http_listen);
+        pgbroker_console::Console::new(broker.clone(), config).router()
+    };
+    let http = tokio::spawn(pgbroker_kafka::serve_http_with(
         broker.clone(),
         args.http_listen,
         http_tls,
+        console,
         shutdown.clone(),
     ));
     let (sqs_stop, sqs) = match args.sqs_listen {

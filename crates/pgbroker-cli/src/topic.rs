@@ -3,8 +3,8 @@
 use pgbroker::streams::TopicInfo;
 use pgbroker::{Broker, TopicConfig};
 
-use crate::output::{millis, opt, print_json, print_table};
-use crate::{CreateTopicArgs, Format, TopicCommand};
+use crate::output::{count, millis, opt, print_json, print_table};
+use crate::{AlterTopicArgs, CreateTopicArgs, Format, TopicCommand};
 
 pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
@@ -42,13 +42,42 @@ pub async fn run(broker: &Broker, cmd: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::AddPartitions { topic, count } => {
             let info = broker.topics().add_partitions(&topic, count).await?;
-            println!("topic {} now has {} partitions", info.name, info.partitions);
+            println!(
+                "topic {} now has {}",
+                info.name,
+                crate::output::count(info.partitions, "partition")
+            );
             Ok(())
         }
         TopicCommand::Delete { topic } => {
             broker.topics().delete(&topic).await?;
             println!("deleted topic {topic}");
             Ok(())
+        }
+        TopicCommand::Alter(args) => alter(broker, args).await,
+        TopicCommand::Cleaner { format } => {
+            let status = broker.maintenance().cleaner_status().await?;
+            match format {
+                Format::Json => print_json(&status),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = status
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.topic.clone(),
+                                s.partition.to_string(),
+                                s.clean_offset.to_string(),
+                                s.dirty_offsets.to_string(),
+                                s.bytes_reclaimed.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["TOPIC", "PARTITION", "CLEAN-OFFSET", "DIRTY", "BYTES-RECLAIMED"],
+                        &rows,
+                    )
+                }
+            }
         }
     }
 }
@@ -59,15 +88,38 @@ async fn create(broker: &Broker, args: CreateTopicArgs) -> anyhow::Result<()> {
         Some(n) => usize::try_from(n)?,
         None => defaults.max_message_bytes,
     };
-    let config = TopicConfig {
+    let mut config = TopicConfig {
         partitions: args.partitions,
-        retention: args.retention,
+        retention: args.retention.and_then(crate::Retention::duration),
         retention_bytes: args.retention_bytes,
         segment_records: args.segment_records.unwrap_or(defaults.segment_records),
         max_message_bytes,
+        cleanup: defaults.cleanup,
     };
+    args.cleanup.apply(&mut config.cleanup);
     let info = broker.topics().create(&args.topic, &config).await?;
-    println!("created topic {} with {} partitions", info.name, info.partitions);
+    println!(
+        "created topic {} with {}",
+        info.name,
+        count(info.partitions, "partition")
+    );
+    Ok(())
+}
+
+async fn alter(broker: &Broker, args: AlterTopicArgs) -> anyhow::Result<()> {
+    let mut config = broker.topics().info(&args.topic).await?.config();
+    if let Some(r) = args.retention {
+        config.retention = Some(r);
+    }
+    if let Some(b) = args.retention_bytes {
+        config.retention_bytes = Some(b);
+    }
+    if let Some(m) = args.max_message_bytes {
+        config.max_message_bytes = usize::try_from(m)?;
+    }
+    args.cleanup.apply(&mut config.cleanup);
+    let info = broker.topics().alter(&args.topic, &config).await?;
+    println!("altered topic {} (cleanup.policy {})", info.name, info.cleanup.policy);
     Ok(())
 }
 
@@ -82,6 +134,7 @@ fn print_topics(topics: &[TopicInfo]) -> anyhow::Result<()> {
                 opt(t.retention_bytes),
                 t.segment_records.to_string(),
                 t.max_message_bytes.to_string(),
+                t.cleanup.policy.to_string(),
             ]
         })
         .collect();
@@ -93,6 +146,7 @@ fn print_topics(topics: &[TopicInfo]) -> anyhow::Result<()> {
             "RETENTION-BYTES",
             "SEGMENT-RECORDS",
             "MAX-MESSAGE-BYTES",
+            "CLEANUP-POLICY",
         ],
         &rows,
     )

@@ -134,7 +134,7 @@ fn nack_extend_dead_letter_and_redrive() {
     assert_eq!(dead[0]["last_error"], "second failure");
     let r = dead[0]["receipt"].as_str().expect("receipt");
     env.ok(&["queue", "nack", "d", r, "--delay", "0s"]);
-    assert_eq!(env.ok(&["queue", "redrive", "d"]), "moved 1 messages from d\n");
+    assert_eq!(env.ok(&["queue", "redrive", "d"]), "moved 1 message from d\n");
     assert_eq!(counts(&env, "q"), (1, 0, 0, 0));
     let back = receive_json(&env, &["q", "--ack"]);
     assert_eq!(
@@ -188,7 +188,7 @@ fn dedup_keys_groups_delays_and_priorities() {
     let out = env.run(&["queue", "send", "o", "--dedup-key", "order-1"], "b\n");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), first, "the first message's id");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 duplicates)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 duplicate)"));
     env.ok(&["queue", "purge", "o"]);
 
     env.ok_with(&["queue", "send", "o", "--group", "g"], "g1\ng2\n");
@@ -208,7 +208,7 @@ fn dedup_keys_groups_delays_and_priorities() {
     ack.extend(receipts);
     assert_eq!(env.ok(&ack), "acknowledged 2 messages\n");
     assert_eq!(env.ok(&["queue", "receive", "o", "--ack"]), "g2\n");
-    assert_eq!(env.ok(&["queue", "purge", "o"]), "purged 1 messages from o\n");
+    assert_eq!(env.ok(&["queue", "purge", "o"]), "purged 1 message from o\n");
 }
 
 #[test]

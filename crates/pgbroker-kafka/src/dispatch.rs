@@ -256,8 +256,12 @@ api_table! {
     AddOffsetsToTxn 0..=3, Never => AddOffsetsToTxnRequest, api::txn::add_offsets_to_txn, session;
     EndTxn 0..=3, Never => EndTxnRequest, api::txn::end_txn, session;
     TxnOffsetCommit 0..=3, Never => TxnOffsetCommitRequest, api::txn::txn_offset_commit;
+    DescribeTransactions 0..=0, Never => DescribeTransactionsRequest, api::txn_admin::describe_transactions;
+    ListTransactions 0..=1, Never => ListTransactionsRequest, api::txn_admin::list_transactions;
     OffsetForLeaderEpoch 2..=4, Never => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
-    DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::topics::describe_configs;
+    DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::configs::describe_configs;
+    AlterConfigs 0..=2, Never => AlterConfigsRequest, api::configs::alter_configs;
+    IncrementalAlterConfigs 0..=1, Never => IncrementalAlterConfigsRequest, api::configs::incremental_alter_configs;
     CreatePartitions 0..=3, Never => CreatePartitionsRequest, api::topics::create_partitions;
     DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
     SaslHandshake 0..=1, Opening => SaslHandshakeRequest, api::sasl::handshake, session;

@@ -15,6 +15,8 @@ pub(crate) fn invalid_error(what: Invalid) -> ResponseError {
         Invalid::TopicName => ResponseError::InvalidTopicException,
         Invalid::GroupId => ResponseError::InvalidGroupId,
         Invalid::SessionTimeout => ResponseError::InvalidSessionTimeout,
+        // A record without a key on a compacted topic.
+        Invalid::RecordKey => ResponseError::InvalidRecord,
         _ => ResponseError::InvalidRequest,
     }
 }

@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use axum::Router;
 use pgbroker::Broker;
 use tokio_rustls::rustls::ServerConfig;
@@ -31,11 +35,27 @@ pub async fn serve_http_on(
     tls: Option<Arc<ServerConfig>>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    serve_http_with(broker, addr, tls, Router::new(), shutdown).await
+}
+
+/// As [`serve_http_on`], with the routes of `extra` (the console) served
+/// beside `/healthz` and `/metrics`. Handlers can read the client's
+/// address as `ConnectInfo<SocketAddr>`.
+pub async fn serve_http_with(
+    broker: Broker,
+    addr: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    extra: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     crate::metrics::handle();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(broker);
+        .with_state(broker)
+        .merge(extra)
+        .layer(axum::middleware::from_fn(peer_address));
+    let app = app.into_make_service_with_connect_info::<Peer>();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let mut stop = shutdown.subscribe();
     let stopped = async move {
@@ -53,6 +73,30 @@ pub async fn serve_http_on(
         }
     }
     Ok(())
+}
+
+/// The client's address, as both listeners know it.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Hands the client's address to handlers as `ConnectInfo<SocketAddr>`.
+async fn peer_address(mut request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(Peer(addr))) = request.extensions().get::<ConnectInfo<Peer>>().copied() {
+        request.extensions_mut().insert(ConnectInfo(addr));
+    }
+    next.run(request).await
 }
 
 async fn healthz(State(broker): State<Broker>) -> (StatusCode, &'static str) {

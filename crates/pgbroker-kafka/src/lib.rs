@@ -38,7 +38,7 @@ pub use alloc::GuardedAlloc;
 pub use auth::{AuthConfig, Mechanism, PRE_AUTH_MAX_FRAME_BYTES, PRE_AUTH_MAX_REQUESTS};
 pub use codec::{decode_batches, encode_batch, BatchError, BatchLimits, DecodedBatch};
 pub use dispatch::{Api, APIS};
-pub use http::{serve_http, serve_http_on};
+pub use http::{serve_http, serve_http_on, serve_http_with};
 pub use http_tls::TlsListener;
 pub use server::{serve, serve_on, KafkaConfig, Shutdown, DEFAULT_MAX_CONNECTIONS, MAX_OTHER_FRAME_BYTES};
 pub use tls::server_config as tls_server_config;

@@ -208,6 +208,16 @@ pub enum Error {
         /// Newest version this build knows.
         known: i32,
     },
+    /// A broker that does not migrate found no pgbroker tables in its
+    /// schema (a misspelled schema name, or a database never migrated).
+    #[error(
+        "schema {schema:?} has no pgbroker tables; check the schema name, or create them with \
+         `pgbroker migrate --schema {schema}` (or a Broker that migrates)"
+    )]
+    SchemaMissing {
+        /// The schema.
+        schema: String,
+    },
     /// The database could not be reached.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect {
@@ -311,6 +321,11 @@ invalid_kinds! {
     RetentionBytes => "retention bytes",
     SegmentRecords => "segment records",
     MaxMessageBytes => "max message bytes",
+    CleanupPolicy => "clean-up policy",
+    CompactionLag => "compaction lag",
+    DeleteRetention => "delete retention",
+    DirtyRatio => "cleanable dirty ratio",
+    RecordKey => "record key",
     RecordBatch => "record batch",
     Offset => "offset",
     Timestamp => "timestamp",
@@ -335,6 +350,7 @@ invalid_kinds! {
     Wait => "wait",
     Extension => "extension",
     Receipt => "receipt",
+    BrowseState => "browse state",
     TransactionalId => "transactional id",
 }
 

@@ -16,7 +16,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("access_keys", include_str!("migrations/0008_access_keys.sql")),
     ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
     ("sqs", include_str!("migrations/0010_sqs.sql")),
-    ("transactions", include_str!("migrations/0011_transactions.sql")),
+    ("compaction", include_str!("migrations/0011_compaction.sql")),
+    ("transactions", include_str!("migrations/0012_transactions.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -288,6 +288,7 @@ mod tests {
     /// the run-time names statements are built around.
     const RELATIONS: &[&str] = &[
         "access_keys",
+        "cleaner_checkpoints",
         "acls",
         "group_members",
         "group_offsets",

@@ -221,6 +221,18 @@ async fn abort_reports_the_aborted_range_only_to_read_committed() {
     let rc = read(&db.broker, &t, 0, 0, Isolation::ReadCommitted).await;
     assert_eq!(rc.aborted.len(), 1);
     assert_eq!(rc.last_stable_offset, rc.high_watermark);
+    assert_eq!(rc.aborted[0].last_offset, 2, "the abort marker");
+    // The library's committed read drops markers and aborted records and
+    // says where to continue.
+    let committed = db
+        .broker
+        .streams()
+        .fetch_committed(&t, 0, 0, FetchLimits::default())
+        .await
+        .expect("fetch");
+    assert_eq!(values(&committed), vec!["after", "z"]);
+    assert_eq!(committed.next_offset, 6);
+    assert!(committed.producers.iter().all(|p| !p.control));
 }
 
 #[tokio::test]
@@ -476,4 +488,107 @@ async fn cached_reads_stop_at_the_stable_offset() {
         .expect("fetch");
     assert_eq!(all.records.len(), 3);
     assert_eq!(all.producers.iter().filter(|p| p.control).count(), 1);
+}
+
+#[tokio::test]
+async fn compaction_drops_aborted_records_keeps_markers_and_stops_at_the_stable_offset() {
+    use pgbroker::streams::{Cleanup, CleanupPolicy};
+    let db = TestDb::new().await;
+    let config = pgbroker::TopicConfig {
+        segment_records: 10,
+        cleanup: Cleanup {
+            policy: CleanupPolicy::Compact,
+            ..Cleanup::default()
+        },
+        ..partitions(1)
+    };
+    let t = db.topic("state", config).await;
+    let keyed = |k: &str, v: &str| Record {
+        key: Some(k.as_bytes().to_vec()),
+        value: Some(v.as_bytes().to_vec()),
+        headers: vec![],
+        timestamp: None,
+    };
+    let txn = db.broker.transactions();
+    let (pid, epoch) = txn.init_producer("app", 60_000, None).await.expect("init");
+    // Committed k=v1 (offsets 0, marker 1), aborted k=bad (2, marker 3).
+    txn.add_partitions("app", pid, epoch, &[(t.clone(), 0)])
+        .await
+        .expect("add");
+    txn.produce("app", &t, 0, &[keyed("k", "v1")], batch(pid, epoch, 0))
+        .await
+        .expect("produce");
+    txn.end("app", pid, epoch, true, None).await.expect("commit");
+    txn.add_partitions("app", pid, epoch, &[(t.clone(), 0)])
+        .await
+        .expect("add");
+    txn.produce("app", &t, 0, &[keyed("k", "bad")], batch(pid, epoch, 1))
+        .await
+        .expect("produce");
+    txn.end("app", pid, epoch, false, None).await.expect("abort");
+    // Plain records fill the first segment and part of the second; then a
+    // transaction stays open in the second segment's successor.
+    let plain: Vec<Record> = (0..12)
+        .map(|i| keyed(&format!("p{}", i % 3), &format!("x{i}")))
+        .collect();
+    db.broker.streams().produce(&t, Some(0), &plain).await.expect("plain");
+    txn.add_partitions("app", pid, epoch, &[(t.clone(), 0)])
+        .await
+        .expect("add");
+    txn.produce("app", &t, 0, &[keyed("k", "open")], batch(pid, epoch, 2))
+        .await
+        .expect("produce");
+    db.broker
+        .streams()
+        .produce(
+            &t,
+            Some(0),
+            &(0..10).map(|i| keyed("p0", &format!("y{i}"))).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("plain after");
+    db.broker.maintenance().compact(true).await.expect("compact");
+    let all = db
+        .broker
+        .streams()
+        .fetch_committed(
+            &t,
+            0,
+            0,
+            FetchLimits {
+                max_records: 1000,
+                ..FetchLimits::default()
+            },
+        )
+        .await
+        .expect("fetch");
+    let ks: Vec<(String, String)> = all
+        .records
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    // k's committed value survives; the aborted one was never its latest.
+    assert!(ks.contains(&("k".to_string(), "v1".to_string())), "{ks:?}");
+    assert!(!ks.iter().any(|(_, v)| v == "bad" || v == "open"), "{ks:?}");
+    // Both markers of the first segment are still there.
+    let raw = read(&db.broker, &t, 0, 0, Isolation::ReadUncommitted).await;
+    assert!(
+        raw.producers.iter().filter(|p| p.control && p.offset < 10).count() == 2,
+        "{:?}",
+        raw.producers
+    );
+    assert!(
+        !raw.records.iter().any(|r| r.value.as_deref() == Some(&b"bad"[..])),
+        "aborted record removed"
+    );
+    // Nothing at or above the open transaction was compacted: every y is there.
+    let lso = txn.last_stable_offset(&t, 0).await.expect("lso");
+    assert_eq!(lso, 16);
+    let above: Vec<_> = raw.records.iter().filter(|r| r.offset >= lso).collect();
+    assert_eq!(above.len(), 11, "the open record and the ten after it");
 }

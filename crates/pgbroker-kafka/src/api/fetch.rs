@@ -8,10 +8,10 @@ use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopi
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
-use pgbroker::streams::{FetchResult, Isolation, ManyLimits, PartitionRead};
+use pgbroker::streams::{FetchResult, Isolation, ManyLimits, PartitionRead, RecordProducer};
 use pgbroker::{StoredRecord, TopicName};
 
-use crate::codec::{encode_batch_of, BatchProducer};
+use crate::codec::{encode_batch_of, encode_batch_spanning, BatchProducer};
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
 use crate::metrics;
@@ -26,7 +26,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
     // Partitions in request order; names that fail validation or that the
     // user may not consume from are answered without a read.
     let mut reads = Vec::new();
-    let mut slots: Vec<(usize, i32, Result<usize, i16>)> = Vec::new();
+    let mut slots: Vec<(usize, i32, i64, Result<usize, i16>)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = if info.access.topic(Permission::Consume, t.topic.0.as_str()) {
             TopicName::new(t.topic.0.as_str()).map_err(|_| ResponseError::UnknownTopicOrPartition.code())
@@ -43,7 +43,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                 });
                 reads.len() - 1
             });
-            slots.push((ti, p.partition, slot));
+            slots.push((ti, p.partition, p.fetch_offset, slot));
         }
     }
     let limits = ManyLimits {
@@ -69,7 +69,7 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
             r
         })
         .collect();
-    for (ti, partition, slot) in slots {
+    for (ti, partition, asked, slot) in slots {
         let mut pd = PartitionData::default();
         pd.partition_index = partition;
         pd.high_watermark = -1;
@@ -87,6 +87,9 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                 if v >= 5 {
                     pd.log_start_offset = r.log_start_offset;
                 }
+                // Only read_committed fetches hear of aborted
+                // transactions (a read_uncommitted client told of them
+                // would drop records it asked to see).
                 if committed {
                     pd.aborted_transactions = Some(
                         r.aborted
@@ -100,9 +103,19 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                             .collect(),
                     );
                 }
-                if !r.records.is_empty() {
+                // One batch from the first record (or the asked offset)
+                // through the end of the range read, so that records
+                // compaction removed after the last one are stepped over.
+                let from = r.records.first().map_or(asked, |rec| rec.offset);
+                if r.next_offset > from {
                     let mut buf = Vec::new();
-                    encode_runs(&mut buf, r);
+                    if r.producers.is_empty() {
+                        encode_batch_spanning(&mut buf, &r.records, from, r.next_offset);
+                    } else {
+                        encode_runs(&mut buf, r);
+                        let end = r.records.last().map_or(from, |rec| rec.offset + 1);
+                        encode_batch_spanning(&mut buf, &[], end, r.next_offset);
+                    }
                     metrics::fetched(req.topics[ti].topic.0.as_str(), r.records.len(), buf.len());
                     pd.records = Some(Bytes::from(buf));
                 } else {
@@ -132,33 +145,26 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
     Some(resp)
 }
 
-/// Encodes a fetch's records as batches: one per run of plain records or
-/// of one producer's transactional records, and one per marker, each with
-/// the producer fields and attribute bits clients skip by.
+/// Encodes a read with records of transactions as batches: one per run of
+/// plain records or of one producer's records, and one per marker, each
+/// with the producer fields and attribute bits clients skip by.
 fn encode_runs(buf: &mut Vec<u8>, r: &FetchResult) {
-    if r.producers.is_empty() {
-        encode_batch_of(buf, &r.records, None);
-        return;
-    }
     let mut tags = r.producers.iter().peekable();
-    let tag_of =
-        |rec: &StoredRecord,
-         tags: &mut std::iter::Peekable<std::slice::Iter<'_, pgbroker::streams::RecordProducer>>| {
-            while tags.peek().is_some_and(|t| t.offset < rec.offset) {
-                tags.next();
-            }
-            tags.peek().filter(|t| t.offset == rec.offset).map(|t| BatchProducer {
-                producer_id: t.producer_id,
-                epoch: t.epoch,
-                control: t.control,
-            })
-        };
+    let mut tag_of = |rec: &StoredRecord| {
+        while tags.peek().is_some_and(|t: &&RecordProducer| t.offset < rec.offset) {
+            tags.next();
+        }
+        tags.peek().filter(|t| t.offset == rec.offset).map(|t| BatchProducer {
+            producer_id: t.producer_id,
+            epoch: t.epoch,
+            control: t.control,
+        })
+    };
     let mut start = 0;
     let mut current: Option<BatchProducer> = None;
     for (i, rec) in r.records.iter().enumerate() {
-        let tag = tag_of(rec, &mut tags);
-        let split = i > start && (tag != current || tag.is_some_and(|t| t.control));
-        if split {
+        let tag = tag_of(rec);
+        if i > start && (tag != current || tag.is_some_and(|t| t.control)) {
             encode_batch_of(buf, &r.records[start..i], current);
             start = i;
         }

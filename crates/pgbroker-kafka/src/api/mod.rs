@@ -1,6 +1,7 @@
 //! One module per family of Kafka APIs. Each handler takes the decoded
 //! request and returns the response to encode (`None`: no answer is due).
 
+pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod meta;
@@ -9,6 +10,7 @@ pub(crate) mod produce;
 pub(crate) mod sasl;
 pub(crate) mod topics;
 pub(crate) mod txn;
+pub(crate) mod txn_admin;
 
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;

@@ -1,52 +1,23 @@
 //! Topic administration (CreateTopics, DeleteTopics, CreatePartitions,
-//! DeleteRecords, DescribeConfigs) and InitProducerId.
-
-use std::time::Duration;
+//! DeleteRecords) and InitProducerId. Configs are in [`super::configs`].
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProducerId,
 };
 use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
-use pgbroker::streams::TopicInfo;
 use pgbroker::{Error, TopicConfig, TopicName};
 
+use super::configs::{apply_config, check_config};
 use super::{named_topic, sb};
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
-
-/// Applies one topic config entry, as Kafka names them.
-fn apply_config(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), String> {
-    let value = value.ok_or_else(|| format!("{name}: a value is required"))?;
-    let int = |v: &str| v.parse::<i64>().map_err(|_| format!("{name}: {v:?} is not an integer"));
-    match name {
-        "retention.ms" => {
-            let ms = int(value)?;
-            config.retention = (ms >= 0).then(|| Duration::from_millis(ms.unsigned_abs()));
-        }
-        "retention.bytes" => {
-            let b = int(value)?;
-            config.retention_bytes = (b >= 0).then_some(b);
-        }
-        "max.message.bytes" => {
-            config.max_message_bytes = usize::try_from(int(value)?).map_err(|_| format!("{name}: must be positive"))?;
-        }
-        "segment.records" => config.segment_records = int(value)?,
-        // Accepted and meaningless here: Postgres owns durability and
-        // cleanup is by retention only.
-        "cleanup.policy" if value == "delete" => {}
-        "min.insync.replicas" | "unclean.leader.election.enable" | "segment.bytes" | "segment.ms" => {}
-        other => return Err(format!("config {other} is not supported")),
-    }
-    Ok(())
-}
 
 pub(crate) async fn create_topics(info: &ReqInfo<'_>, req: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
     let (ctx, v) = (info.ctx, info.version);
@@ -76,10 +47,11 @@ pub(crate) async fn create_topics(info: &ReqInfo<'_>, req: CreateTopicsRequest) 
         }
         for c in &t.configs {
             if refused.is_none() {
-                if let Err(msg) = apply_config(&mut config, c.name.as_str(), c.value.as_deref()) {
-                    refused = Some((ResponseError::InvalidRequest.code(), msg));
-                }
+                refused = apply_config(&mut config, c.name.as_str(), c.value.as_deref()).err();
             }
+        }
+        if refused.is_none() {
+            refused = check_config(&config).err();
         }
         let allowed = info.access.topic(Permission::Admin, t.name.0.as_str());
         let outcome = match (refused, TopicName::new(t.name.0.as_str())) {
@@ -240,82 +212,6 @@ fn not_authorized(what: &str) -> (i16, String) {
         ResponseError::TopicAuthorizationFailed.code(),
         format!("not authorized to {what}"),
     )
-}
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-
-fn topic_configs(info: &TopicInfo) -> Vec<(&'static str, String)> {
-    vec![
-        ("retention.ms", info.retention_ms.unwrap_or(-1).to_string()),
-        ("retention.bytes", info.retention_bytes.unwrap_or(-1).to_string()),
-        ("max.message.bytes", info.max_message_bytes.to_string()),
-        ("segment.records", info.segment_records.to_string()),
-        ("cleanup.policy", "delete".to_string()),
-        ("message.timestamp.type", "CreateTime".to_string()),
-        ("min.insync.replicas", "1".to_string()),
-    ]
-}
-
-pub(crate) async fn describe_configs(
-    info: &ReqInfo<'_>,
-    req: DescribeConfigsRequest,
-) -> Option<DescribeConfigsResponse> {
-    let ctx = info.ctx;
-    let mut resp = DescribeConfigsResponse::default();
-    for res in &req.resources {
-        let mut r = DescribeConfigsResult::default();
-        r.resource_type = res.resource_type;
-        r.resource_name = res.resource_name.clone();
-        let entries: Result<Vec<(&'static str, String)>, (i16, String)> = match res.resource_type {
-            RESOURCE_TOPIC => match TopicName::new(res.resource_name.as_str()) {
-                Ok(name) if !info.access.topic(Permission::Admin, name.as_str()) => {
-                    Err(not_authorized("describe this topic's configuration"))
-                }
-                Ok(name) => match ctx.broker.topics().info(&name).await {
-                    Ok(info) => Ok(topic_configs(&info)),
-                    Err(e) => Err((data_code(&e), e.to_string())),
-                },
-                Err(e) => Err((ResponseError::InvalidTopicException.code(), e.to_string())),
-            },
-            RESOURCE_BROKER if !info.access.cluster() => Err((
-                ResponseError::ClusterAuthorizationFailed.code(),
-                "only super users may describe the broker's configuration".to_string(),
-            )),
-            RESOURCE_BROKER => Ok(vec![
-                ("auto.create.topics.enable", ctx.config.auto_create_topics.to_string()),
-                ("num.partitions", ctx.config.default_partitions.to_string()),
-                ("socket.request.max.bytes", ctx.config.max_frame_bytes.to_string()),
-            ]),
-            other => Err((
-                ResponseError::InvalidRequest.code(),
-                format!("resource type {other} is not supported"),
-            )),
-        };
-        match entries {
-            Ok(entries) => {
-                let wanted = res.configuration_keys.as_ref();
-                r.configs = entries
-                    .into_iter()
-                    .filter(|(k, _)| wanted.is_none_or(|w| w.is_empty() || w.iter().any(|x| x.as_str() == *k)))
-                    .map(|(k, val)| {
-                        let mut c = DescribeConfigsResourceResult::default();
-                        c.name = sb(k);
-                        c.value = Some(sb(val));
-                        c.read_only = true;
-                        c.config_source = 5; // DEFAULT_CONFIG
-                        c
-                    })
-                    .collect();
-            }
-            Err((err, msg)) => {
-                r.error_code = err;
-                r.error_message = Some(sb(msg));
-            }
-        }
-        resp.results.push(r);
-    }
-    Some(resp)
 }
 
 pub(crate) async fn init_producer_id(info: &ReqInfo<'_>, req: InitProducerIdRequest) -> Option<InitProducerIdResponse> {

@@ -8,5 +8,6 @@ mod read;
 mod records;
 
 pub use records::{
-    decode_batches, encode_batch, encode_batch_of, BatchError, BatchLimits, BatchProducer, DecodedBatch,
+    decode_batches, encode_batch, encode_batch_of, encode_batch_spanning, BatchError, BatchLimits, BatchProducer,
+    DecodedBatch,
 };

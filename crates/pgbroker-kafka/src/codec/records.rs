@@ -236,19 +236,37 @@ pub struct BatchProducer {
 const TRANSACTIONAL: i16 = 0x10;
 const CONTROL: i16 = 0x20;
 
-/// Appends consecutive stored records as one uncompressed batch.
+/// Appends stored records as one uncompressed batch.
 pub fn encode_batch(out: &mut Vec<u8>, records: &[StoredRecord]) {
     encode_batch_of(out, records, None);
 }
 
-/// Appends consecutive stored records as one uncompressed batch, with the
-/// producer fields and attribute bits of a transaction's batch when
-/// `producer` is given.
+/// Appends stored records as one uncompressed batch, with the producer
+/// fields and attribute bits of a transaction's batch when `producer` is
+/// given.
 pub fn encode_batch_of(out: &mut Vec<u8>, records: &[StoredRecord], producer: Option<BatchProducer>) {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return;
     };
-    let base_ts = to_ms(first.timestamp);
+    encode_spanning(out, records, first.offset, last.offset + 1, producer);
+}
+
+/// Appends stored records, in offset order and all within `[base, end)`,
+/// as one uncompressed batch covering exactly that range: its base offset
+/// is `base` and its last offset `end - 1`, whether or not records are
+/// there. A compacted log has holes; a batch that spans the removed
+/// records after its last one moves the client's position past them, as
+/// Kafka's cleaner keeps each batch's first and last offsets. With no
+/// records, the batch is empty and only moves the position.
+pub fn encode_batch_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: i64, end: i64) {
+    encode_spanning(out, records, base, end, None);
+}
+
+fn encode_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: i64, end: i64, producer: Option<BatchProducer>) {
+    if end <= base {
+        return;
+    }
+    let base_ts = records.first().map_or(-1, |r| to_ms(r.timestamp));
     let max_ts = records.iter().map(|r| to_ms(r.timestamp)).max().unwrap_or(base_ts);
     let mut body = Vec::with_capacity(records.len() * 64);
     let mut rec = Vec::new();
@@ -256,7 +274,7 @@ pub fn encode_batch_of(out: &mut Vec<u8>, records: &[StoredRecord], producer: Op
         rec.clear();
         rec.push(0);
         put_varlong(&mut rec, to_ms(r.timestamp) - base_ts);
-        put_varlong(&mut rec, r.offset - first.offset);
+        put_varlong(&mut rec, r.offset - base);
         put_bytes(&mut rec, r.key.as_deref());
         put_bytes(&mut rec, r.value.as_deref());
         put_varlong(&mut rec, i64::try_from(r.headers.len()).unwrap_or(0));
@@ -274,7 +292,7 @@ pub fn encode_batch_of(out: &mut Vec<u8>, records: &[StoredRecord], producer: Op
         Some(_) => TRANSACTIONAL,
     };
     after_crc.extend_from_slice(&attributes.to_be_bytes());
-    let last_delta = i32::try_from(last.offset - first.offset).unwrap_or(i32::MAX);
+    let last_delta = i32::try_from(end - 1 - base).unwrap_or(i32::MAX);
     after_crc.extend_from_slice(&last_delta.to_be_bytes());
     after_crc.extend_from_slice(&base_ts.to_be_bytes());
     after_crc.extend_from_slice(&max_ts.to_be_bytes());
@@ -284,7 +302,7 @@ pub fn encode_batch_of(out: &mut Vec<u8>, records: &[StoredRecord], producer: Op
     after_crc.extend_from_slice(&i32::try_from(records.len()).unwrap_or(i32::MAX).to_be_bytes());
     after_crc.extend_from_slice(&body);
     let batch_len = i32::try_from(after_crc.len() + 9).unwrap_or(i32::MAX);
-    out.extend_from_slice(&first.offset.to_be_bytes());
+    out.extend_from_slice(&base.to_be_bytes());
     out.extend_from_slice(&batch_len.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
     out.push(2);
@@ -334,6 +352,29 @@ mod tests {
         assert_eq!(got[1].headers, records[1].headers);
         assert_eq!(got[1].timestamp, Some(records[1].timestamp));
         assert_eq!(batches[0].producer_id, -1);
+    }
+
+    #[test]
+    fn batches_span_the_holes_after_their_last_record() {
+        let header = |buf: &[u8]| {
+            let base = i64::from_be_bytes(buf[0..8].try_into().expect("8 bytes"));
+            let last_delta = i32::from_be_bytes(buf[23..27].try_into().expect("4 bytes"));
+            let count = i32::from_be_bytes(buf[57..61].try_into().expect("4 bytes"));
+            (base, last_delta, count)
+        };
+        let mut buf = Vec::new();
+        encode_batch_spanning(&mut buf, &[stored(10, "a", "one"), stored(13, "b", "two")], 10, 20);
+        assert_eq!(header(&buf), (10, 9, 2));
+        assert_eq!(decode_batches(&buf, LIMITS).expect("decodes")[0].records.len(), 2);
+        let mut empty = Vec::new();
+        encode_batch_spanning(&mut empty, &[], 5, 8);
+        assert_eq!(header(&empty), (5, 2, 0));
+        let crc = u32::from_be_bytes(empty[17..21].try_into().expect("4 bytes"));
+        assert_eq!(crc, crc32c::crc32c(&empty[21..]), "an empty batch is well formed");
+        assert_eq!(empty.len(), 61);
+        let mut none = Vec::new();
+        encode_batch_spanning(&mut none, &[], 5, 5);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -135,3 +135,28 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// True when a schema of this name exists in the test database.
+pub fn schema_exists(schema: &str) -> bool {
+    let schema = schema.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+            tokio::spawn(conn);
+            client
+                .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = $1", &[&schema])
+                .await
+                .expect("look up the schema")
+                .get::<_, i64>(0)
+                > 0
+        })
+    })
+    .join()
+    .expect("schema lookup thread")
+}

@@ -34,8 +34,10 @@ pub struct BrokerConfig {
     pub schema: String,
     /// Most connections the pool opens.
     pub pool_size: usize,
-    /// Apply migrations when connecting (the default). When false, a schema
-    /// that is behind is left alone and calls may fail.
+    /// Apply migrations when connecting (the default), creating the schema
+    /// if need be. When false, nothing is created or changed: a schema
+    /// without pgbroker's tables is [`Error::SchemaMissing`], and one that
+    /// is behind is left alone and calls may fail.
     pub migrate: bool,
     /// Memory for each partition's most recent records, served to fetches
     /// without a query; 0 disables the cache.
@@ -69,6 +71,8 @@ pub(crate) struct TopicMeta {
     pub partition_ids: Vec<i64>,
     pub segment_records: i64,
     pub max_message_bytes: usize,
+    /// The topic is compacted: records need a key.
+    pub compacted: bool,
 }
 
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -155,6 +159,7 @@ impl Broker {
     /// applies pending migrations.
     pub async fn connect(config: BrokerConfig) -> Result<Broker> {
         let schema = Schema::new(&config.schema)?;
+        check_url_scheme(&config.database_url)?;
         let mut pg_config: tokio_postgres::Config = config
             .database_url
             .parse()
@@ -335,8 +340,39 @@ impl Broker {
     }
 }
 
+/// Refuses a URL of another database (`mysql://...`) with words that say
+/// so, rather than the driver's "invalid connection string".
+fn check_url_scheme(url: &str) -> Result<()> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Ok(()); // key=value pairs
+    };
+    // Key=value pairs whose password holds "://" are not a scheme, and
+    // must not be echoed.
+    let is_scheme = !scheme.is_empty()
+        && scheme.len() <= 20
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !is_scheme || scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        Invalid::DatabaseUrl,
+        format!(
+            "a PostgreSQL URL is needed (postgres://user@host:5432/database, or key=value pairs such as \
+             `host=localhost user=postgres`), not a {scheme}:// URL"
+        ),
+    ))
+}
+
 async fn check_version(sql: &statements::Statements, client: &tokio_postgres::Client, schema: &str) -> Result<()> {
     let row = client.query_opt(&sql.check_version, &[]).await;
+    if let Err(e) = &row {
+        use tokio_postgres::error::SqlState;
+        if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME) {
+            return Err(Error::SchemaMissing {
+                schema: schema.to_string(),
+            });
+        }
+    }
     if let Ok(Some(row)) = row {
         let found: i32 = row.get(0);
         if found > migrate::latest_version() {
@@ -365,5 +401,6 @@ pub(crate) async fn load_topic_meta(
         segment_records: row.get(0),
         max_message_bytes: usize::try_from(max).unwrap_or(0),
         partition_ids: row.get(2),
+        compacted: row.get(3),
     })
 }

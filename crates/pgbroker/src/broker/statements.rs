@@ -23,7 +23,8 @@ crate::sql::statements! {
     check_version = "SELECT coalesce(max(version), 0) FROM {s}schema_migrations";
     /// Used by `load_topic_meta`.
     load_topic_meta = "SELECT t.segment_records, t.max_message_bytes,
-                    coalesce(array_agg(p.id ORDER BY p.partition) FILTER (WHERE p.id IS NOT NULL), '{}')
+                    coalesce(array_agg(p.id ORDER BY p.partition) FILTER (WHERE p.id IS NOT NULL), '{}'),
+                    t.cleanup_policy <> 'delete'
              FROM {s}topics t LEFT JOIN {s}partitions p ON p.topic_id = t.id
              WHERE t.name = $1 GROUP BY t.id";
     }

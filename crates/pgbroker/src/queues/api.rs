@@ -158,6 +158,21 @@ impl Queues<'_> {
         super::membership::redrive(self.broker, queue, to).await
     }
 
+    /// One page of `queue`'s messages in `state`, in id order, starting
+    /// after id `after` (0 for the first page): at most `limit` (1 to
+    /// [`MAX_BROWSE_PAGE`](crate::queues::MAX_BROWSE_PAGE)), bodies cut to
+    /// `preview` bytes. Reads only: nothing is claimed or locked.
+    pub async fn browse(
+        self,
+        queue: &QueueName,
+        state: super::BrowseState,
+        after: i64,
+        limit: usize,
+        preview: usize,
+    ) -> Result<Vec<super::BrowsedMessage>> {
+        super::browse::browse(self.broker, queue, state, after, limit, preview).await
+    }
+
     /// The SQS settings of a queue (defaults when it has none).
     pub async fn sqs_settings(self, queue: &QueueName) -> Result<SqsQueueSettings> {
         super::sqs_attrs::sqs_settings(self.broker, queue).await

@@ -25,6 +25,7 @@
 
 mod api;
 mod batched;
+mod browse;
 mod coalesce;
 mod lifecycle;
 pub(crate) mod maintain;
@@ -49,6 +50,7 @@ use crate::sql::Schema;
 use crate::types::TopicName;
 
 pub use api::Queues;
+pub use browse::{BrowseState, BrowsedMessage, MAX_BODY_PREVIEW, MAX_BROWSE_PAGE};
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};

@@ -3,7 +3,7 @@
 //! plain text with `$n` parameters, documented where its template is
 //! defined; the hot ones are prepared once per connection from this text.
 
-use super::{membership, receive, send, settle, sqs_attrs};
+use super::{browse, membership, receive, send, settle, sqs_attrs};
 use crate::sql::Commit;
 
 /// The two partitions of `queue_messages`; a rotation's statements are
@@ -126,6 +126,8 @@ crate::sql::statements! {
     queue_info = concat!(queue_info!(), " WHERE q.name = $1");
     /// Every queue's settings, by name.
     list_queues = concat!(queue_info!(), " ORDER BY q.name");
+    /// [`browse::BROWSE`].
+    browse = browse::BROWSE;
     /// A queue's counts.
     queue_stats = "
 WITH m AS (

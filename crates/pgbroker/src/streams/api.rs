@@ -10,7 +10,7 @@ use super::fetch::{FetchLimits, FetchResult, Isolation, OffsetSpec};
 use super::fetch_many::{ManyLimits, PartitionRead};
 use super::idempotent::{IdempotentAppend, ProducerBatch};
 use super::producer::{Producer, ProducerConfig};
-use super::topics::{TopicConfig, TopicDescription, TopicInfo};
+use super::topics::{TopicConfig, TopicDescription, TopicInfo, TopicTotals};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::types::{Record, RecordPosition, TopicName};
@@ -34,6 +34,13 @@ impl Topics<'_> {
         super::topics::create_topic(self.broker, name, config).await
     }
 
+    /// Changes a topic's retention, largest record and clean-up settings
+    /// (see [`TopicConfig`]; its partitions and segment size must be the
+    /// topic's own). A refused change changes nothing.
+    pub async fn alter(self, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+        super::topics::alter_topic(self.broker, name, config).await
+    }
+
     /// One topic's settings.
     pub async fn info(self, name: &TopicName) -> Result<TopicInfo> {
         super::topics::topic_info(self.broker, name).await
@@ -48,6 +55,12 @@ impl Topics<'_> {
     /// and size.
     pub async fn describe(self, name: &TopicName) -> Result<TopicDescription> {
         super::topics::describe_topic(self.broker, name).await
+    }
+
+    /// Every topic's partition count, summed high watermarks and records
+    /// stored, by name; one statement, cheap enough to sample often.
+    pub async fn totals(self) -> Result<Vec<TopicTotals>> {
+        super::topics::topic_totals(self.broker).await
     }
 
     /// Adds `additional` partitions to a topic. Keys map to partitions by the
@@ -156,6 +169,24 @@ impl Streams<'_> {
             Isolation::ReadUncommitted,
         )
         .await
+    }
+
+    /// Reads what a consumer of committed data sees of one partition from
+    /// `offset`, as Kafka's read_committed: up to the last stable offset,
+    /// without the records of aborted transactions and without commit and
+    /// abort markers. Offsets then have gaps; continue from the result's
+    /// `next_offset`.
+    pub async fn fetch_committed(
+        self,
+        topic: &TopicName,
+        partition: i32,
+        offset: i64,
+        limits: FetchLimits,
+    ) -> Result<FetchResult> {
+        let mut r =
+            super::fetch::fetch(self.broker, topic, partition, offset, limits, Isolation::ReadCommitted).await?;
+        r.keep_committed();
+        Ok(r)
     }
 
     /// Reads each partition from its offset, returning one result per read

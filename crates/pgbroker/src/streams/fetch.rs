@@ -37,10 +37,15 @@ impl Default for FetchLimits {
 /// What a fetch returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResult {
-    /// Records in offset order, consecutive from the requested offset.
-    /// Records of transactions and their commit and abort markers are
-    /// among them; `producers` tells which.
+    /// Records in offset order from the requested offset: consecutive,
+    /// except where compaction removed records (a compacted topic's log
+    /// has holes; offsets never change).
     pub records: Vec<StoredRecord>,
+    /// Where the next fetch continues: one past the last offset this read
+    /// covered. Past the last record when compaction removed the records
+    /// after it, so a reader steps over a removed tail instead of asking
+    /// for it again.
+    pub next_offset: i64,
     /// One past the last committed offset, as of the read.
     pub high_watermark: i64,
     /// First offset still stored.
@@ -49,7 +54,8 @@ pub struct FetchResult {
     /// transaction still open, else the high watermark.
     pub last_stable_offset: i64,
     /// The records above written by transactional producers, and the
-    /// markers, by offset. Empty when there are none.
+    /// commit and abort markers among them, by offset. Empty when there
+    /// are none.
     pub producers: Vec<RecordProducer>,
     /// For a read_committed fetch, the aborted transactions overlapping
     /// the records returned, by first offset.
@@ -81,13 +87,39 @@ pub struct RecordProducer {
 }
 
 /// An aborted transaction of a partition: the producer's records from
-/// `first_offset` up to its abort marker are to be skipped.
+/// `first_offset` to its abort marker at `last_offset` are to be skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
     /// The producer id.
     pub producer_id: i64,
     /// Its first record in the partition.
     pub first_offset: i64,
+    /// Its abort marker.
+    pub last_offset: i64,
+}
+
+impl FetchResult {
+    /// Keeps only what a reader of committed data sees: drops the markers
+    /// and the records of aborted transactions (a read_committed fetch
+    /// already stopped at the last stable offset). `next_offset` is kept,
+    /// so a reader steps over what was dropped.
+    pub fn keep_committed(&mut self) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let (producers, aborted) = (&self.producers, &self.aborted);
+        let dropped = |offset: i64| {
+            producers.iter().find(|p| p.offset == offset).is_some_and(|p| {
+                p.control
+                    || aborted
+                        .iter()
+                        .any(|a| a.producer_id == p.producer_id && a.first_offset <= offset && offset < a.last_offset)
+            })
+        };
+        self.records.retain(|r| !dropped(r.offset));
+        let kept: Vec<i64> = self.records.iter().map(|r| r.offset).collect();
+        self.producers.retain(|p| kept.binary_search(&p.offset).is_ok());
+    }
 }
 
 /// An offset to resolve.
@@ -179,18 +211,25 @@ struct Read<'a> {
 async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchResult> {
     let (partition, offset, limits) = (read.partition, read.offset, read.limits);
     let cache = &broker.inner.cache;
+    // A compacted topic is served from the cache only in its active
+    // segment, which the cleaner never rewrites: the cache may hold
+    // records that a cleaner elsewhere has removed since.
+    let meta = broker.topic_meta(read.topic).await?;
+    let uncompacted = |hw: i64| !meta.compacted || offset >= hw - hw.rem_euclid(meta.segment_records);
     let bound = cache.committed_bound(pid);
     let usable = read.isolation == Isolation::ReadUncommitted || bound.is_some();
     let bound = bound.unwrap_or(i64::MAX);
     if usable {
-        if let Some((mut records, log_start, high_watermark)) =
-            cache.read(pid, offset, limits.max_records, limits.max_bytes)
+        if let Some((mut records, log_start, high_watermark)) = cache
+            .read(pid, offset, limits.max_records, limits.max_bytes)
+            .filter(|(_, _, hw)| uncompacted(*hw))
         {
             if read.isolation == Isolation::ReadCommitted {
                 records.retain(|r| r.offset < bound);
             }
             records.iter_mut().for_each(|r| r.partition = partition);
             return Ok(FetchResult {
+                next_offset: records.last().map_or(offset, |r| r.offset + 1),
                 records,
                 high_watermark,
                 log_start_offset: log_start,
@@ -202,6 +241,7 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
         if let Some(log_start) = cache.current_tail(pid, offset) {
             return Ok(FetchResult {
                 records: Vec::new(),
+                next_offset: offset,
                 high_watermark: offset,
                 log_start_offset: log_start,
                 last_stable_offset: bound.min(offset),
@@ -216,11 +256,21 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
         pid,
         (result.last_stable_offset < result.high_watermark).then_some(result.last_stable_offset),
     );
-    // Only the records before the first of a transaction are cached.
+    // The cache holds consecutive runs of plain records only: a read
+    // across compaction's holes is not kept, nor anything from the first
+    // record of a transaction on.
     let plain = result.producers.first().map_or(result.records.len(), |p| {
-        usize::try_from(p.offset - offset).unwrap_or(0)
+        usize::try_from(p.offset - offset)
+            .unwrap_or(0)
+            .min(result.records.len())
     });
-    cache.insert(pid, offset, result.records[..plain.min(result.records.len())].to_vec());
+    let run = &result.records[..plain];
+    let consecutive = run
+        .last()
+        .is_some_and(|r| r.offset - offset + 1 == i64::try_from(run.len()).unwrap_or(-1));
+    if consecutive {
+        cache.insert(pid, offset, run.to_vec());
+    }
     Ok(result)
 }
 
@@ -246,6 +296,7 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
     if offset < log_start || offset > hw {
         return Err(out_of_range(log_start, hw));
     }
+    // read_committed stops at the last stable offset.
     let end = match read.isolation {
         Isolation::ReadUncommitted => hw,
         Isolation::ReadCommitted => lso,
@@ -254,12 +305,12 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
     let mut producers = Vec::new();
     let mut bytes = 0usize;
     let mut next = offset;
-    // One segment at a time, until a limit or the end.
+    // One segment at a time, until a limit or the end. A compacted
+    // segment has holes: the read goes on from the next record present,
+    // and from the next segment once this one has no more.
     'segments: while next < end && records.len() < limits.max_records.max(1) {
         let base = next - next.rem_euclid(segment_records);
-        let want = i64::try_from(limits.max_records.max(1) - records.len())
-            .unwrap_or(i64::MAX)
-            .min(end - next);
+        let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
         let rows = match client
             .prepare_cached(&broker.inner.sql.streams.segment_fetch.with(&segment_table(pid, base)))
             .await
@@ -275,7 +326,8 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
         };
         for row in &rows {
             let off: i64 = row.get(0);
-            if off != next || off >= end {
+            if off >= end {
+                next = end;
                 break 'segments;
             }
             let record = StoredRecord {
@@ -300,15 +352,18 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
             }
             bytes += size;
             records.push(record);
-            next += 1;
+            next = off + 1;
         }
-        if rows.is_empty() || next < base + segment_records {
-            break;
+        if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= want {
+            break; // the record limit
         }
+        // This segment has nothing more below the end.
+        next = next.max((base + segment_records).min(end));
     }
-    // Records below the end were there when we looked: if none came
-    // back, retention removed them meanwhile. Never skip.
-    if records.is_empty() && offset < end {
+    // Records below the end were there when we looked: if none came back
+    // and the read covered nothing, retention removed them meanwhile.
+    // Never skip.
+    if records.is_empty() && offset < end && next == offset {
         let (start, end) = broker.streams().watermarks(topic, partition).await?;
         return Err(out_of_range(start, end));
     }
@@ -321,14 +376,15 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
             aborted.push(AbortedTxn {
                 producer_id: row.get(0),
                 first_offset: row.get(1),
+                last_offset: row.get(2),
             });
         }
     }
-    let high_watermark = hw.max(next);
     Ok(FetchResult {
-        high_watermark,
+        high_watermark: hw.max(next),
         log_start_offset: log_start,
         last_stable_offset: lso,
+        next_offset: next,
         records,
         producers,
         aborted,

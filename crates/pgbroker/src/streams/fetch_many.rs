@@ -137,6 +137,7 @@ async fn fetch_nothing(broker: &Broker, r: &PartitionRead, limits_isolation: Iso
     };
     Ok(FetchResult {
         records: Vec::new(),
+        next_offset: r.offset,
         high_watermark,
         log_start_offset,
         last_stable_offset,

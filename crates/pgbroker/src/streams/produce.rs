@@ -11,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, ToStatement};
 
 use crate::broker::{Broker, TopicMeta};
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::headers;
 use crate::streams::partitioner::partition_for_key;
 use crate::types::{Record, RecordPosition, StoredRecord, TopicName};
@@ -171,6 +171,12 @@ async fn split(
     let meta = broker.topic_meta(topic).await?;
     let count = meta.partition_ids.len();
     for r in records {
+        if meta.compacted && r.key.is_none() {
+            return Err(Error::invalid(
+                Invalid::RecordKey,
+                format!("topic {topic} is compacted: every record needs a key"),
+            ));
+        }
         let size = r.size();
         if size > meta.max_message_bytes {
             return Err(Error::RecordTooLarge {

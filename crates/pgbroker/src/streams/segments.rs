@@ -177,7 +177,7 @@ pub(crate) async fn drop_pending_segments(broker: &Broker) -> Result<usize> {
     Ok(dropped)
 }
 
-/// Runs retention, segment clean-up and segment creation ahead of
+/// Runs retention, compaction, segment clean-up and segment creation ahead of
 /// producers every `interval`, and queue maintenance, until the
 /// returned task is aborted. Errors are logged and the loop goes on.
 pub(crate) fn spawn_maintenance(broker: &Broker, interval: Duration) -> tokio::task::JoinHandle<()> {
@@ -194,6 +194,9 @@ pub(crate) fn spawn_maintenance(broker: &Broker, interval: Duration) -> tokio::t
                 Ok(0) => {}
                 Ok(n) => tracing::info!(segments = n, "retention dropped segments"),
                 Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            }
+            if let Err(e) = broker.maintenance().compact(false).await {
+                tracing::warn!(error = %e, "compaction pass failed");
             }
             if let Err(e) = crate::sql_api::ahead::create_segments_ahead(&broker).await {
                 tracing::warn!(error = %e, "creating segments ahead failed");

@@ -6,7 +6,9 @@
 macro_rules! topic_columns {
     () => {
         "t.name, (SELECT count(*)::int FROM {s}partitions p WHERE p.topic_id = t.id),
-         t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at"
+         t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at,
+         t.cleanup_policy, t.min_compaction_lag_ms, t.max_compaction_lag_ms, t.delete_retention_ms,
+         t.min_cleanable_dirty_ratio"
     };
 }
 
@@ -31,8 +33,19 @@ crate::sql::statements! {
                           WHERE x.partition_id = $1 AND x.first_offset IS NOT NULL)
                   FROM {s}partitions WHERE id = $1";
     /// Used by `create_topic`.
-    create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id";
+    create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes,
+                        cleanup_policy, min_compaction_lag_ms, max_compaction_lag_ms, delete_retention_ms,
+                        min_cleanable_dirty_ratio)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING id";
+    /// Used by `alter_topic`.
+    alter_topic = "UPDATE {s}topics SET retention_ms = $2, retention_bytes = $3, max_message_bytes = $4,
+                        cleanup_policy = $5, min_compaction_lag_ms = $6, max_compaction_lag_ms = $7,
+                        delete_retention_ms = $8, min_cleanable_dirty_ratio = $9
+                 WHERE name = $1";
+    /// Used by `topic_totals`.
+    topic_totals = "SELECT t.name, count(*)::int4, sum(p.next_offset)::int8, sum(p.next_offset - p.log_start)::int8
+                 FROM {s}topics t JOIN {s}partitions p ON p.topic_id = t.id
+                 GROUP BY t.name ORDER BY t.name";
     /// Used by `describe_topic`.
     describe_topic = "SELECT p.partition, p.log_start, p.next_offset,
                         coalesce((SELECT sum(pg_total_relation_size(to_regclass('{s}' || s.table_name)))
@@ -102,6 +115,62 @@ crate::sql::statements! {
                  SELECT log_start FROM p";
     /// Used by `delete_records`.
     drop_segments_below = "UPDATE {s}segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2";
+    /// Used by `compact`: every partition of a compacted topic, with its
+    /// settings and its cleaner checkpoint.
+    compaction_candidates = "SELECT p.id, t.name, p.partition, t.segment_records, p.log_start, p.next_offset,
+                        t.min_compaction_lag_ms, t.max_compaction_lag_ms, t.delete_retention_ms,
+                        t.min_cleanable_dirty_ratio, c.clean_offset, c.clean_records, c.tombstones_due <= now()
+                 FROM {s}partitions p
+                 JOIN {s}topics t ON t.id = p.topic_id
+                 LEFT JOIN {s}cleaner_checkpoints c ON c.partition_id = p.id
+                 WHERE t.cleanup_policy <> 'delete'
+                 ORDER BY p.id";
+    /// Used by `compact`: the first offset in `[$2, $3)` younger than `$4` ms.
+    compaction_young = "SELECT min(\"offset\") FROM {s}records
+                 WHERE partition_id = $1 AND \"offset\" >= $2 AND \"offset\" < $3
+                   AND ts > now() - $4::bigint * interval '1 millisecond'";
+    /// Used by `compact`: whether the first record from `$2` is older than `$3` ms.
+    compaction_oldest_dirty = "SELECT ts < now() - $3::bigint * interval '1 millisecond' FROM {s}records
+                 WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT 1";
+    /// Used by `compact`: the latest offset of each key in `[$2, $3)`.
+    /// Transaction markers are not keyed records, and records of aborted
+    /// transactions never were: neither counts.
+    compaction_latest = "SELECT max(r.\"offset\") FROM {s}records r
+                 WHERE r.partition_id = $1 AND r.\"offset\" >= $2 AND r.\"offset\" < $3 AND r.key IS NOT NULL
+                   AND r.control IS NOT TRUE
+                   AND NOT EXISTS (SELECT 1 FROM {s}kafka_aborted_txns a
+                                   WHERE a.partition_id = $1 AND a.producer_id = r.producer_id
+                                     AND r.\"offset\" BETWEEN a.first_offset AND a.last_offset)
+                 GROUP BY r.key";
+    /// Used by `compact`: the closed segments ending in `($2, $3]`, and
+    /// whether their tombstones are past `$4` ms since their first cleaning.
+    compaction_segments = "SELECT base_offset, end_offset, cleaned_at,
+                        coalesce(cleaned_at <= now() - $4::bigint * interval '1 millisecond', false)
+                 FROM {s}segments
+                 WHERE partition_id = $1 AND end_offset > $2 AND end_offset <= $3 AND NOT dropping
+                 ORDER BY base_offset";
+    /// Used by `compact`: the temporary table a segment's survivors wait in.
+    compaction_keep_table = "CREATE TEMP TABLE IF NOT EXISTS compact_keep (LIKE {s}records) ON COMMIT DROP";
+    /// Used by `compact`: marks a segment as cleaned (the tombstone horizon
+    /// counts from its first cleaning).
+    compaction_mark_cleaned = "UPDATE {s}segments SET cleaned_at = coalesce(cleaned_at, now())
+                 WHERE partition_id = $1 AND base_offset = $2";
+    /// Used by `compact`: the partition's cleaner checkpoint.
+    compaction_checkpoint = "INSERT INTO {s}cleaner_checkpoints
+                        (partition_id, clean_offset, clean_records, tombstones_due, bytes_reclaimed, cleaned_at)
+                 VALUES ($1, $2, $3, $4, $5, now())
+                 ON CONFLICT (partition_id) DO UPDATE SET
+                        clean_offset = EXCLUDED.clean_offset, clean_records = EXCLUDED.clean_records,
+                        tombstones_due = EXCLUDED.tombstones_due, cleaned_at = now(),
+                        bytes_reclaimed = {s}cleaner_checkpoints.bytes_reclaimed + EXCLUDED.bytes_reclaimed";
+    /// Used by `cleaner_status`.
+    cleaner_status = "SELECT t.name, p.partition, p.log_start, p.next_offset, c.clean_offset,
+                        c.bytes_reclaimed, c.cleaned_at
+                 FROM {s}partitions p
+                 JOIN {s}topics t ON t.id = p.topic_id
+                 LEFT JOIN {s}cleaner_checkpoints c ON c.partition_id = p.id
+                 WHERE t.cleanup_policy <> 'delete'
+                 ORDER BY t.name, p.partition";
     /// Used by `resolve_offset`.
     offset_for_time = "SELECT min(\"offset\") FROM {s}records
                          WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3";
@@ -126,6 +195,31 @@ crate::sql::statements! {
         "SELECT ts < now() - $3::float8 * interval '1 millisecond'
          FROM {s}",
         " WHERE partition_id = $1 AND \"offset\" = $2",
+    ];
+    /// A segment's rows, tombstones and bytes (indexes included).
+    compaction_segment_stats = [
+        "SELECT count(*)::bigint, (count(*) FILTER (WHERE value IS NULL))::bigint,
+                pg_total_relation_size('{s}",
+        "'::regclass) FROM {s}",
+        "",
+    ];
+    /// Copies a segment's survivors (offsets `$2`, records without a key,
+    /// transaction markers, and tombstones unless `$3`) into the temporary
+    /// table.
+    compaction_keep = [
+        "INSERT INTO pg_temp.compact_keep SELECT * FROM {s}",
+        " WHERE partition_id = $1 AND (\"offset\" = ANY($2) OR key IS NULL OR control)
+           AND (value IS NOT NULL OR NOT $3)",
+    ];
+    /// Swaps the segment's contents for the survivors: locks it (briefly,
+    /// or gives up), gives it a new empty file and copies them back.
+    compaction_swap = [
+        "SET LOCAL lock_timeout = '500ms';
+         LOCK TABLE {s}",
+        " IN ACCESS EXCLUSIVE MODE;
+         TRUNCATE {s}",
+        "; INSERT INTO {s}",
+        " SELECT * FROM pg_temp.compact_keep;",
     ];
     /// Reads up to `$3` records of partition `$1` from offset `$2`.
     /// Reading the segment table itself, rather than the partitioned

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::cleanup::Cleanup;
 use super::statements::Statements;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
@@ -32,6 +33,8 @@ pub struct TopicConfig {
     pub segment_records: i64,
     /// Largest record (key, value and headers) accepted.
     pub max_message_bytes: usize,
+    /// Clean-up policy and compaction settings.
+    pub cleanup: Cleanup,
 }
 
 impl Default for TopicConfig {
@@ -42,6 +45,7 @@ impl Default for TopicConfig {
             retention_bytes: None,
             segment_records: DEFAULT_SEGMENT_RECORDS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            cleanup: Cleanup::default(),
         }
     }
 }
@@ -79,7 +83,7 @@ impl TopicConfig {
                 ),
             ));
         }
-        Ok(())
+        self.cleanup.validate()
     }
 }
 
@@ -100,6 +104,26 @@ pub struct TopicInfo {
     pub max_message_bytes: usize,
     /// Creation time, milliseconds since the epoch.
     pub created_at_ms: i64,
+    /// Clean-up policy and compaction settings.
+    pub cleanup: Cleanup,
+}
+
+impl TopicInfo {
+    /// The topic's settings as a [`TopicConfig`], to change some of them
+    /// with [`crate::streams::Topics::alter`].
+    pub fn config(&self) -> TopicConfig {
+        TopicConfig {
+            partitions: self.partitions,
+            retention: self
+                .retention_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis),
+            retention_bytes: self.retention_bytes,
+            segment_records: self.segment_records,
+            max_message_bytes: self.max_message_bytes,
+            cleanup: self.cleanup,
+        }
+    }
 }
 
 /// The state of one partition.
@@ -138,6 +162,13 @@ fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
         segment_records: row.get(4),
         max_message_bytes: usize::try_from(max).unwrap_or(0),
         created_at_ms: to_millis(created),
+        cleanup: Cleanup {
+            policy: row.get::<_, String>(7).parse()?,
+            min_compaction_lag_ms: row.get(8),
+            max_compaction_lag_ms: row.get(9),
+            delete_retention_ms: row.get(10),
+            min_cleanable_dirty_ratio: row.get(11),
+        },
     })
 }
 
@@ -159,6 +190,11 @@ pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &Top
                 &config.retention_bytes,
                 &config.segment_records,
                 &max,
+                &config.cleanup.policy.as_str(),
+                &config.cleanup.min_compaction_lag_ms,
+                &config.cleanup.max_compaction_lag_ms,
+                &config.cleanup.delete_retention_ms,
+                &config.cleanup.min_cleanable_dirty_ratio,
             ],
         )
         .await?
@@ -178,6 +214,57 @@ pub(crate) async fn create_topic(broker: &Broker, name: &TopicName, config: &Top
     broker.topics().info(name).await
 }
 
+/// Changes the settings of a topic that may change after its creation:
+/// retention time and size, largest record and the clean-up settings.
+/// `config.partitions` and `config.segment_records` must be the topic's
+/// own (partitions grow with [`add_partitions`]; the segment size is
+/// fixed). Validated first: a refused change changes nothing.
+pub(crate) async fn alter_topic(broker: &Broker, name: &TopicName, config: &TopicConfig) -> Result<TopicInfo> {
+    config.validate()?;
+    let current = broker.topics().info(name).await?;
+    if current.segment_records != config.segment_records {
+        return Err(Error::invalid(
+            Invalid::SegmentRecords,
+            format!("the segment size of {name} is fixed at {}", current.segment_records),
+        ));
+    }
+    if current.partitions != config.partitions {
+        return Err(Error::invalid(
+            Invalid::PartitionCount,
+            format!(
+                "{name} has {} partitions; add partitions to grow it",
+                current.partitions
+            ),
+        ));
+    }
+    let retention_ms = config
+        .retention
+        .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
+    let max = i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX);
+    let client = broker.client().await?;
+    let changed = client
+        .execute(
+            &broker.inner.sql.streams.alter_topic,
+            &[
+                &name.as_str(),
+                &retention_ms,
+                &config.retention_bytes,
+                &max,
+                &config.cleanup.policy.as_str(),
+                &config.cleanup.min_compaction_lag_ms,
+                &config.cleanup.max_compaction_lag_ms,
+                &config.cleanup.delete_retention_ms,
+                &config.cleanup.min_cleanable_dirty_ratio,
+            ],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(Error::UnknownTopic(name.to_string()));
+    }
+    broker.forget_topic(name.as_str());
+    broker.topics().info(name).await
+}
+
 /// One topic's settings.
 pub(crate) async fn topic_info(broker: &Broker, name: &TopicName) -> Result<TopicInfo> {
     let client = broker.client().await?;
@@ -193,6 +280,38 @@ pub(crate) async fn list_topics(broker: &Broker) -> Result<Vec<TopicInfo>> {
     let client = broker.client().await?;
     let rows = client.query(&broker.inner.sql.streams.list_topics, &[]).await?;
     rows.iter().map(topic_from_row).collect()
+}
+
+/// One topic's offsets summed over its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicTotals {
+    /// The topic.
+    pub name: TopicName,
+    /// Its partition count.
+    pub partitions: i32,
+    /// The sum of its partitions' high watermarks: every record ever
+    /// written to it, so the difference of two readings is what was
+    /// produced between them.
+    pub high_watermarks: i64,
+    /// Records stored (`high_watermark - log_start` summed).
+    pub records: i64,
+}
+
+/// Every topic's offsets summed over its partitions, by name: one cheap
+/// statement over the partition rows, for dashboards that sample rates.
+pub(crate) async fn topic_totals(broker: &Broker) -> Result<Vec<TopicTotals>> {
+    let client = broker.client().await?;
+    let rows = client.query(&broker.inner.sql.streams.topic_totals, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TopicTotals {
+                name: TopicName::new(r.get::<_, String>(0))?,
+                partitions: r.get(1),
+                high_watermarks: r.get(2),
+                records: r.get(3),
+            })
+        })
+        .collect()
 }
 
 /// A topic with per-partition log start, high watermark, record count

@@ -88,7 +88,7 @@ crate::sql::statements! {
     last_stable = "SELECT min(first_offset) FROM {s}kafka_txn_partitions
                    WHERE partition_id = $1 AND first_offset IS NOT NULL";
     /// Aborted transactions of a partition overlapping `[$2, $3)`.
-    aborted_in_range = "SELECT producer_id, first_offset FROM {s}kafka_aborted_txns
+    aborted_in_range = "SELECT producer_id, first_offset, last_offset FROM {s}kafka_aborted_txns
                         WHERE partition_id = $1 AND last_offset >= $2 AND first_offset < $3
                         ORDER BY first_offset";
     /// Partitions of a group with an offset pending in an open transaction.
