@@ -85,7 +85,7 @@ def counts(name):
 
 
 # 1. N messages to two actors, each run exactly once.
-N = 400
+N = 200
 t0 = time.monotonic()
 for i in range(N // 2):
     actors.square.send(i)

@@ -1,8 +1,10 @@
 """boto3 against pgbroker's SQS-compatible API, and the same scenario against
 moto as a reference: queues with a redrive policy and FIFO, sends, batch
 sends, long polls, visibility changes, deletes, dead letters and their move
-back, FIFO order per group, attributes and counts, typed errors. Then the
-response shapes of both servers are compared action by action.
+back, FIFO order per group (several messages of a group in one receive,
+with their sequence numbers and deduplication ids), attributes and counts,
+typed errors. Then the response shapes of both servers are compared action
+by action.
 
     SQS_ACCESS_KEY_ID=... SQS_SECRET_ACCESS_KEY=... sqs_boto3.py PGBROKER_ENDPOINT MOTO_ENDPOINT [METRICS_URL]
 
@@ -249,6 +251,25 @@ def scenario(name, c, is_pgbroker):
             break
     check(name, "FIFO order per group",
           order == {"g1": ["g1-1", "g1-2", "g1-3"], "g2": ["g2-1", "g2-2", "g2-3"]}, order)
+
+    # FIFO: one receive returns several messages of a group, in order, with
+    # the SequenceNumber of their sends and their MessageDeduplicationId.
+    sent = [c.send_message(QueueUrl=fifo, MessageBody=f"x-{i}", MessageGroupId="gx",
+                           MessageDeduplicationId=f"dx-{i}") for i in range(3)]
+    shapes["SendMessage (FIFO)"] = shape(sent[0])
+    ms = receive_all(c, fifo, MaxNumberOfMessages=10, AttributeNames=["All"])
+    check(name, "FIFO: one receive returns a group's messages in order",
+          [m["Body"] for m in ms] == ["x-0", "x-1", "x-2"], [m["Body"] for m in ms])
+    check(name, "FIFO: SequenceNumber and MessageDeduplicationId as sent",
+          [(m["Attributes"].get("SequenceNumber"), m["Attributes"].get("MessageDeduplicationId")) for m in ms]
+          == [(r.get("SequenceNumber"), f"dx-{i}") for i, r in enumerate(sent)],
+          [(m["Attributes"], r.get("SequenceNumber")) for m, r in zip(ms, sent)])
+    if ms:
+        shapes["ReceiveMessage (FIFO)"] = shape({"Messages": ms[:1]})
+    check(name, "FIFO: the group is held while its messages are in flight",
+          receive_all(c, fifo, MaxNumberOfMessages=10) == [])
+    for m in ms:
+        c.delete_message(QueueUrl=fifo, ReceiptHandle=m["ReceiptHandle"])
 
     # Typed errors.
     code, e = error_code(lambda: c.get_queue_url(QueueName=p + "missing"))

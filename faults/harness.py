@@ -1,5 +1,5 @@
 """Pieces every fault scenario uses: a throwaway PostgreSQL cluster, pgbroker
-processes, a TCP proxy that can cut or stall the broker's link to Postgres,
+processes (on it, or each with its own embedded cluster), a TCP proxy that can cut or stall the broker's link to Postgres,
 and health checks. Everything started here is stopped by `Harness.close`."""
 
 from __future__ import annotations
@@ -242,10 +242,13 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
+    def serve_args(self) -> list[str]:
+        return ["--database-url", self.url, "serve"]
+
     def start(self, wait=True):
         self.starts += 1
         out = open(self.logfile, "a")
-        cmd = [self.h.bin, "--database-url", self.url, "serve"]
+        cmd = [self.h.bin] + self.serve_args()
         cmd += ["--kafka-listen", self.bootstrap, "--http-listen", f"127.0.0.1:{self.http_port}"]
         env = dict(os.environ, PGBROKER_LOG="info")
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
@@ -279,6 +282,53 @@ class Broker:
             self.proc.wait()
 
 
+class EmbeddedBroker(Broker):
+    """`pgbroker serve --embedded DIR`: the broker runs its own cluster,
+    which a killed broker leaves running until the next start (or `close`)
+    stops it."""
+
+    def __init__(self, harness: "Harness", name: str = "broker"):
+        self.cluster = os.path.join(harness.dir, "embedded")
+        super().__init__(harness, "", name)
+
+    def serve_args(self) -> list[str]:
+        return ["serve", "--embedded", self.cluster]
+
+    def postmaster(self) -> tuple[int, int] | None:
+        """(pid, port) of the cluster's live postmaster, from postmaster.pid."""
+        try:
+            with open(os.path.join(self.cluster, "data", "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+        return (pid, port) if os.path.exists(f"/proc/{pid}") else None
+
+    def postmaster_ready(self) -> bool:
+        try:
+            with open(os.path.join(self.cluster, "data", "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        return len(lines) > 7 and lines[7].strip() == "ready"
+
+    def database_url(self) -> str:
+        pm = self.postmaster()
+        if pm is None:
+            raise RuntimeError(f"no embedded postmaster in {self.cluster}")
+        return f"host={self.cluster} port={pm[1]} user=postgres dbname=postgres"
+
+    def close(self):
+        super().close()
+        pm = self.postmaster()
+        if pm is not None:
+            os.kill(pm[0], signal.SIGINT)  # fast shutdown
+            try:
+                wait_for("embedded postmaster stopped", lambda: not os.path.exists(f"/proc/{pm[0]}"), 30, 0.1)
+            except TimeoutError:
+                os.kill(pm[0], signal.SIGKILL)
+
+
 class Harness:
     def __init__(self, binary: str, keep: bool = False):
         self.bin = os.path.abspath(binary)
@@ -303,6 +353,11 @@ class Harness:
 
     def broker(self, url: str, name="broker") -> Broker:
         b = Broker(self, url, name)
+        self.closers.append(b.close)
+        return b
+
+    def embedded_broker(self, name="broker") -> EmbeddedBroker:
+        b = EmbeddedBroker(self, name)
         self.closers.append(b.close)
         return b
 

@@ -19,6 +19,9 @@ DESCRIPTIONS = {
     "link-cut": "every broker-Postgres connection dropped and new ones refused by a proxy, then restored",
     "link-stall": "proxy stops forwarding broker-Postgres bytes (connections stay open), then resumes",
     "consumer-kill": "SIGKILL of a Kafka group consumer between reading a batch and committing it; a new one starts",
+    "embedded-kill": "`pgbroker serve --embedded`: SIGKILL of the broker (restarted after 0-1 s; it stops the postmaster"
+                     " it left and starts its own), of its postmaster alone (the broker starts it again), or of both,"
+                     " in turn",
     "queue-worker-kill": "SIGKILL of a queue worker (CLI receive/ack) while it holds leases; a new one starts",
     "queue-pg-kill": "SIGKILL of the whole Postgres cluster under a queue sender and three CLI workers, restarted after"
                      " the outage; the workers keep running and retry",

@@ -48,14 +48,22 @@ def check(cond, message):
 class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
-    def __init__(self, h: Harness, args, via_proxy: bool):
+    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False):
         self.h, self.args = h, args
-        self.pg = h.postgres()
-        self.proxy = h.proxy(self.pg.port) if via_proxy else None
-        port = self.proxy.port if self.proxy else self.pg.port
-        self.broker = h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres")
-        self.broker.start()
-        h.cli(self.pg.url, ["topic", "create", TOPIC, "--partitions", "3"])
+        self.kills = 0
+        if embedded:
+            self.pg, self.proxy = None, None
+            self.broker = h.embedded_broker()
+            self.broker.start()
+            url = self.broker.database_url()
+        else:
+            self.pg = h.postgres()
+            self.proxy = h.proxy(self.pg.port) if via_proxy else None
+            port = self.proxy.port if self.proxy else self.pg.port
+            self.broker = h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres")
+            self.broker.start()
+            url = self.pg.url
+        h.cli(url, ["topic", "create", TOPIC, "--partitions", "3"])
         self.producers = [
             h.client("producer", [self.broker.bootstrap, TOPIC, f"p{i}", h.history(f"producer-p{i}.jsonl"),
                                   str(args.rate)], f"producer-p{i}")
@@ -175,6 +183,36 @@ def link_stall(s: Stream, rng):
     return outage(s, rng, s.proxy.stall, s.proxy.restore)
 
 
+def embedded_kill(s: Stream, rng):
+    """SIGKILL to the broker of `serve --embedded`, to its postmaster, or to
+    both, in turn. A killed broker is started again and must stop the
+    postmaster it left and start its own; a killed postmaster is started
+    again by the running broker."""
+    kind = ("broker", "postmaster", "both")[s.kills % 3]
+    s.kills += 1
+    b = s.broker
+    pm = b.postmaster()
+    check(pm is not None, "no embedded postmaster running")
+    start = time.time()
+    if kind in ("broker", "both"):
+        b.kill(signal.SIGKILL, timeout=60)
+    if kind in ("postmaster", "both"):
+        os.kill(pm[0], signal.SIGKILL)
+    time.sleep(rng.uniform(0, 1))
+    restored = time.time()
+    if kind == "postmaster":
+        try:
+            wait_for("the broker restarted its postmaster",
+                     lambda: (b.postmaster() or (pm[0],))[0] != pm[0] and b.postmaster_ready(), HEALTHY_WITHIN, 0.1)
+        except TimeoutError as e:
+            raise Failure(str(e)) from None
+        wait_health(b, 200, HEALTHY_WITHIN, "after the postmaster was restarted")
+        check(b.alive(), "the broker exited when its postmaster was killed")
+    else:
+        b.start()
+    return {"at": start, "restored": restored, "killed": kind, "healthy_after_s": time.time() - restored}
+
+
 def consumer_kill(s: Stream, rng):
     name = rng.choice(sorted(n for n, p in s.consumers.items() if p.poll() is None))
     path = s.h.history(f"consumer-{name}.jsonl")
@@ -196,20 +234,20 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy)
+        s = Stream(h, args, via_proxy, embedded)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
-        while time.monotonic() < end:
+        while time.monotonic() < end or len(faults) < min_faults:
             time.sleep(rng.uniform(*args.gap))
             fault = inject(s, rng)
             log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored") else v
                                        for k, v in fault.items()}))
             faults.append(fault)
         time.sleep(2)
-        if inject not in (broker_kill, broker_term):
+        if inject not in (broker_kill, broker_term, embedded_kill):
             check(s.broker.starts == 1 and s.broker.alive(), "the broker exited")
         report = s.finish()
         if inject is consumer_kill:
@@ -427,6 +465,8 @@ SCENARIOS = {
     "link-cut": stream_scenario(link_cut, via_proxy=True),
     "link-stall": stream_scenario(link_stall, via_proxy=True),
     "consumer-kill": stream_scenario(consumer_kill),
+    # At least one fault of each kind: broker, postmaster, both.
+    "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
     "queue-pg-kill": queue_scenario("pg-kill"),
 }

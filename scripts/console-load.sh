@@ -7,8 +7,9 @@
 #   3. the pages' load times in chromium until their data is drawn
 #      (compat/console/load.mjs, median of RUNS loads);
 #   4. kcat's produce throughput to `pgbroker serve`, with no console page
-#      open, with the overview open and refreshing, and with --no-console,
-#      ROUNDS rounds of RECORDS records each, alternating.
+#      open, with chromium open on an empty page (its own CPU use on this
+#      machine), with the overview open and refreshing, and with
+#      --no-console: ROUNDS rounds of RECORDS records each, alternating.
 # Prints one line per measurement. Needs what scripts/setup.sh installs.
 #
 #   scripts/console-load.sh [--bin target/release/pgbroker]
@@ -59,7 +60,9 @@ for path in /api/overview /api/topics /api/topics/wide /api/groups /api/groups/w
   '/api/topics/wide/messages?partition=7&limit=200' '/api/topics/wide/messages?key=key-77' /api/history; do
   for _ in $(seq 1 "$RUNS"); do
     curl -s -o "$LOGS/body" -w '%{time_total}\n' -H "Cookie: pgbroker_console=$token" "$URL$path"
-  done | sort -n | awk -v p="$path" -v b="$(wc -c <"$LOGS/body")" '{ t[NR] = $1 } END { printf "api %s: median %.1f ms, max %.1f ms, %d bytes\n", p, t[int((NR + 1) / 2)] * 1000, t[NR] * 1000, b }'
+  done >"$LOGS/times"
+  sort -n "$LOGS/times" | awk -v p="$path" -v b="$(wc -c <"$LOGS/body")" '{ t[NR] = $1 }
+    END { printf "api %s: median %.1f ms, max %.1f ms, %d bytes\n", p, t[int((NR + 1) / 2)] * 1000, t[NR] * 1000, b }'
 done
 (cd "$ROOT/compat/console" && CONSOLE_URL=$URL CONSOLE_USER=$USER_NAME CONSOLE_PASSWORD=$PASSWORD RUNS=$RUNS \
   PAGES='topics/wide=of 1000,groups/wide-readers=of 1000,topics/wide/messages=showing,overview=sampled,topics=wide' node load.mjs)
@@ -71,17 +74,26 @@ produce_rate() {
   t1=$(date +%s.%N)
   awk -v n="$RECORDS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
-for round in $(seq 1 "$ROUNDS"); do
-  closed=$(produce_rate)
-  (cd "$ROOT/compat/console" && CONSOLE_URL=$URL CONSOLE_USER=$USER_NAME CONSOLE_PASSWORD=$PASSWORD HOLD=600 node load.mjs >/dev/null 2>&1) &
+hold() {
+  (cd "$ROOT/compat/console" && CONSOLE_URL=$URL CONSOLE_USER=$USER_NAME CONSOLE_PASSWORD=$PASSWORD HOLD=600 "$@" \
+    node load.mjs >/dev/null 2>&1) &
   viewer=$!
   sleep 4
+}
+unhold() { kill "$viewer" 2>/dev/null; wait "$viewer" 2>/dev/null || true; }
+for round in $(seq 1 "$ROUNDS"); do
+  closed=$(produce_rate)
+  hold env HOLD_BLANK=1
+  blank=$(produce_rate)
+  unhold
+  hold env
   open=$(produce_rate)
-  kill "$viewer" 2>/dev/null; wait "$viewer" 2>/dev/null || true
+  unhold
   stop_server
   start_server --no-console
   off=$(produce_rate)
   stop_server
   start_server
-  echo "produce round $round: $RECORDS records with kcat: no page open $closed rec/s, overview open $open rec/s, --no-console $off rec/s"
+  echo "produce round $round: $RECORDS records with kcat: no page open $closed rec/s," \
+    "chromium on an empty page $blank rec/s, overview open $open rec/s, --no-console $off rec/s"
 done

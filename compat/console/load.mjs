@@ -1,7 +1,7 @@
 // Times the console in Debian's chromium (driven by playwright-core): how
 // long each page takes until its data is drawn, as the median of RUNS
 // loads; or, with HOLD=seconds, keeps the overview open (it refreshes
-// itself every 5 s) for that long. Prints one line per page. Measures
+// itself every 5 s) for that long, or with HOLD_BLANK an empty page. Prints one line per page. Measures
 // only; asserts nothing. Started by scripts/console-load.sh.
 //
 // Environment: CONSOLE_URL, CONSOLE_USER, CONSOLE_PASSWORD, PAGES (a
@@ -23,9 +23,11 @@ await page.getByRole('button', { name: 'Log in' }).click();
 await page.locator('#nav').waitFor({ state: 'visible' });
 
 if (process.env.HOLD) {
-  await page.goto(`${BASE}/console/#/overview`);
+  // HOLD_BLANK: the browser alone, on an empty page, to tell its own CPU
+  // use from the console's load on the broker.
+  await page.goto(process.env.HOLD_BLANK ? 'about:blank' : `${BASE}/console/#/overview`);
   await page.waitForTimeout(Number(process.env.HOLD) * 1000);
-  console.log(`held the overview open for ${process.env.HOLD} s`);
+  console.log(`held ${process.env.HOLD_BLANK ? 'an empty page' : 'the overview'} open for ${process.env.HOLD} s`);
 } else {
   const runs = Number(process.env.RUNS || 5);
   for (const spec of (process.env.PAGES || '').split(',').filter(Boolean)) {

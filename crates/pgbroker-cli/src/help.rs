@@ -88,6 +88,7 @@ Examples:
 pub const SERVE: &str = "\
 Examples:
   pgbroker serve
+  pgbroker serve --embedded    # its own PostgreSQL in /var/lib/pgbroker (root) or ~/.local/share/pgbroker
   pgbroker serve --kafka-listen 0.0.0.0:9092 --advertised-listener broker.internal:9092
   pgbroker serve --sasl-mechanisms SCRAM-SHA-256 --super-users admin
   pgbroker serve --sqs-listen 127.0.0.1:9324 --sqs-allow-anonymous";

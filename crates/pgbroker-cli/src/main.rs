@@ -2,6 +2,7 @@
 //! and consume records, run retention, and work with queues.
 
 mod acl;
+mod embedded;
 mod group;
 mod help;
 mod output;
@@ -93,7 +94,7 @@ enum Command {
     /// Serve the Kafka protocol, with health and metrics over HTTP, and
     /// the SQS API when asked for.
     #[command(after_help = help::SERVE)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print a shell completion script (bash, zsh, fish, ...).
     #[command(after_help = help::COMPLETIONS)]
     Completions(help::CompletionsArgs),
@@ -435,7 +436,20 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     if let Command::Serve(args) = &cli.command {
         config.cache_bytes_per_partition = args.cache_bytes_per_partition;
     }
-    Ok(Broker::connect(config).await?)
+    match Broker::connect(config).await {
+        Ok(broker) => Ok(broker),
+        // No fallback to the embedded cluster: a broker whose database is
+        // briefly down must not start writing somewhere else.
+        Err(e @ pgbroker::Error::Connect { .. })
+            if matches!(cli.command, Command::Serve(_)) && cli.database_url == pgbroker::DEFAULT_DATABASE_URL =>
+        {
+            Err(anyhow::Error::new(e).context(
+                "no PostgreSQL at the default address: start one there, name yours with --database-url, \
+                 or run a private one with `pgbroker serve --embedded`",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Commands that only read: they never create or migrate the schema, so a
@@ -453,12 +467,26 @@ fn only_reads(command: &Command) -> bool {
     )
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Completions(args) => return help::completions(args),
         Command::Man(args) => return help::man(args),
         _ => {}
     }
+    let embedded = match &cli.command {
+        Command::Serve(args) => embedded::start(&args.embedded, &cli.database_url).await?,
+        _ => None,
+    };
+    let Some(embedded) = embedded else {
+        return run_connected(cli).await;
+    };
+    cli.database_url = embedded.database_url();
+    let result = run_connected(cli).await;
+    embedded.stop().await;
+    result
+}
+
+async fn run_connected(cli: Cli) -> anyhow::Result<()> {
     let broker = connect(&cli).await?;
     match cli.command {
         Command::Migrate => {
@@ -474,7 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
         Command::Txn(cmd) => txn::run(&broker, cmd).await,
-        Command::Serve(args) => serve::run(broker, args).await,
+        Command::Serve(args) => serve::run(broker, *args).await,
         Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Maintain { force_compaction } => {
             let dropped = broker.maintenance().enforce_retention().await?;

@@ -83,6 +83,8 @@ pub struct ServeArgs {
     /// Region named in the ARNs of SQS queues.
     #[arg(long, default_value = "us-east-1", requires = "sqs_listen")]
     sqs_region: String,
+    #[command(flatten)]
+    pub embedded: crate::embedded::EmbeddedArgs,
     /// Do not serve the web console and its admin API (`/console/`,
     /// `/api/`) on the HTTP listener.
     #[arg(long)]

@@ -16,7 +16,7 @@ fn dramatiq_scenario() {
         "dramatiq_run.sh",
         env!("CARGO_BIN_EXE_pgbroker"),
         &[
-            "PASS 400 messages: each ran exactly once",
+            "PASS 200 messages: each ran exactly once",
             "PASS retry: a message that failed once ran again, exactly twice",
             "PASS dead letter: the dead-letter queue holds exactly the failed messages",
         ],

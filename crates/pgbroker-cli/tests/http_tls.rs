@@ -1,5 +1,6 @@
-//! `pgbroker serve --http-tls-cert --http-tls-key`: `/healthz` and
-//! `/metrics` over HTTPS, checked with curl against a test CA.
+//! `pgbroker serve --http-tls-cert --http-tls-key`: `/healthz`,
+//! `/metrics` and the console over HTTPS, checked with curl against a test
+//! CA.
 
 use std::process::{Command as StdCommand, Output};
 use std::time::{Duration, Instant};
@@ -43,6 +44,22 @@ fn health_and_metrics_over_https() {
         String::from_utf8_lossy(&metrics.stdout).contains("pgbroker_pool_connections{state=\"max\"}"),
         "{}",
         text(&metrics)
+    );
+
+    // The console: its page, and a session whose cookie is Secure (a
+    // loopback client of a broker without users, known as such through
+    // the TLS listener).
+    let page = curl(&["--cacert", &ca, &format!("{base}/console/")]);
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("pgbroker console"),
+        "{}",
+        text(&page)
+    );
+    let session = curl(&["--cacert", &ca, "-i", &format!("{base}/api/session")]);
+    let session = String::from_utf8_lossy(&session.stdout).to_lowercase();
+    assert!(
+        session.contains("set-cookie: pgbroker_console=") && session.contains("httponly; samesite=strict; secure"),
+        "{session}"
     );
 
     // Plain HTTP gets no answer, and a client that does not trust the CA

@@ -97,6 +97,7 @@ impl FromRequestParts<Arc<State>> for Caller {
         let session = token_of(&parts.headers)
             .and_then(|t| state.sessions.get(&t))
             .ok_or_else(ApiError::unauthenticated)?;
+        state.history.touch();
         let rights = match &session.user {
             Some(user) => rights_of(state, user).await?,
             None => {

@@ -5,16 +5,25 @@
 //! [`HISTORY_SAMPLES`] readings in memory. Rates are differences of two
 //! readings. At most [`MAX_SAMPLED`] groups and as many queues are read
 //! per sample, so a broker with very many of them costs a bounded amount.
+//!
+//! Sampling runs only while the console is in use: it pauses when no API
+//! request came for [`IDLE_AFTER`], and the next request wakes it. A page
+//! that finds the newest reading stale takes one at once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgbroker::queues::QueueStats;
 use pgbroker::Broker;
+use tokio::sync::Notify;
 
 /// Readings kept (15 minutes at the default 5 s interval).
 pub const HISTORY_SAMPLES: usize = 180;
+
+/// No sampling after this long without an API request.
+pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(600);
 
 /// Most groups, and most queues, read per sample.
 pub(crate) const MAX_SAMPLED: usize = 200;
@@ -58,6 +67,10 @@ pub(crate) struct Sample {
 #[derive(Debug, Default)]
 pub(crate) struct History {
     samples: Mutex<VecDeque<Arc<Sample>>>,
+    /// When the console was last used, ms since the epoch.
+    last_used_ms: AtomicI64,
+    /// Wakes a paused sampler.
+    wake: Notify,
 }
 
 impl History {
@@ -69,6 +82,34 @@ impl History {
     /// The newest reading, if any.
     pub fn latest(&self) -> Option<Arc<Sample>> {
         self.lock().back().cloned()
+    }
+
+    /// Marks the console as in use, waking the sampler if it paused.
+    pub fn touch(&self) {
+        let now = now_ms();
+        let before = self.last_used_ms.swap(now, Ordering::Relaxed);
+        if idle(before, now) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The newest reading if it is younger than `max_age`, else a new one
+    /// taken now.
+    pub async fn fresh(&self, broker: &Broker, max_age: Duration) -> Arc<Sample> {
+        let max_age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        match self.latest() {
+            Some(s) if now_ms() - s.at_ms <= max_age => s,
+            stale => match read(broker).await {
+                Ok(s) => {
+                    self.push(s);
+                    self.latest().unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "console sample failed");
+                    stale.unwrap_or_default()
+                }
+            },
+        }
     }
 
     fn push(&self, sample: Sample) {
@@ -91,12 +132,20 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Samples `broker` into `history` every `every`, forever.
+fn idle(last_used_ms: i64, now_ms: i64) -> bool {
+    now_ms - last_used_ms > i64::try_from(IDLE_AFTER.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Samples `broker` into `history` every `every` while the console is in
+/// use, forever.
 pub(crate) async fn sample(broker: Broker, history: Arc<History>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if idle(history.last_used_ms.load(Ordering::Relaxed), now_ms()) {
+            history.wake.notified().await;
+        }
         match read(&broker).await {
             Ok(s) => history.push(s),
             Err(e) => tracing::debug!(error = %e, "console sample failed"),

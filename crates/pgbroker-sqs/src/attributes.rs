@@ -19,6 +19,10 @@ use crate::error::{SqsError, SqsResult};
 
 /// The header listing attribute types other than `String`.
 pub const TYPES_HEADER: &str = "pgbroker.sqs.types";
+/// The header keeping a FIFO message's deduplication id (given, or the
+/// body's SHA-256 under content-based deduplication), reported back as
+/// the `MessageDeduplicationId` system attribute.
+pub const DEDUP_HEADER: &str = "pgbroker.sqs.dedup";
 /// The message attribute that sets a message's pgbroker priority (0-9).
 pub const PRIORITY_ATTRIBUTE: &str = "pgbroker.priority";
 /// Most attributes of one message.
@@ -212,6 +216,22 @@ pub fn to_headers(attrs: &Attrs) -> SqsResult<(Vec<Header>, Option<u8>)> {
         });
     }
     Ok((headers, priority))
+}
+
+/// The deduplication id kept in a message's headers, if any.
+pub fn dedup_id(headers: &[Header]) -> Option<String> {
+    headers
+        .iter()
+        .rev()
+        .find(|h| h.key == DEDUP_HEADER)
+        .and_then(|h| h.value.as_deref())
+        .and_then(|v| String::from_utf8(v.to_vec()).ok())
+}
+
+/// A FIFO message's `SequenceNumber`: its id, which grows with every send
+/// to the queue, as 20 decimal digits (SQS's are 20 digits too).
+pub fn sequence_number(id: i64) -> String {
+    format!("{id:020}")
 }
 
 /// The attributes stored in a message's headers.

@@ -1,6 +1,9 @@
 //! Message move tasks (SQS's dead-letter redrive) on top of
-//! [`pgbroker::queues::Queues::redrive`]: one task moves every dead letter of the
-//! source at once, to the queue each came from or to the destination.
+//! [`pgbroker::queues::Queues::redrive`]: a task moves the dead letters of
+//! the source, to the queue each came from or to the destination. Without
+//! `MaxNumberOfMessagesPerSecond` it moves them all in one transaction;
+//! with it, it moves at most that many, oldest first, in each second (one
+//! transaction per second), and a cancel stops it between two of them.
 //! Tasks are remembered by the server process that ran them.
 
 use std::sync::{Arc, Mutex};
@@ -65,7 +68,7 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
         if tasks
             .0
             .iter()
-            .any(|t| t.source_arn == source_arn && t.status == "RUNNING")
+            .any(|t| t.source_arn == source_arn && matches!(t.status, "RUNNING" | "CANCELLING"))
         {
             return Err(SqsError::unsupported(
                 "A message move task is already running for this source.",
@@ -91,23 +94,68 @@ pub(crate) async fn start(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> 
     let broker = ctx.broker().clone();
     let moves: Arc<Mutex<MoveTasks>> = ctx.shared.moves.clone();
     let h = handle.clone();
+    let rate = rate.and_then(|r| u64::try_from(r).ok());
     tokio::spawn(async move {
-        let result = broker.queues().redrive(&source, destination.as_ref()).await;
-        let mut tasks = lock(&moves);
-        if let Some(t) = tasks.0.iter_mut().find(|t| t.handle == h) {
-            match result {
+        // False when the task is no longer remembered (and so stops).
+        let task = |f: &mut dyn FnMut(&mut MoveTask)| match lock(&moves).0.iter_mut().find(|t| t.handle == h) {
+            Some(t) => {
+                f(t);
+                true
+            }
+            None => false,
+        };
+        let Some(rate) = rate else {
+            let result = broker.queues().redrive(&source, destination.as_ref()).await;
+            task(&mut |t| finish(t, result.as_ref().map(|n| *n)));
+            return;
+        };
+        let start = tokio::time::Instant::now();
+        for second in 1u32.. {
+            let mut stop = false;
+            let known = task(&mut |t| {
+                if t.status == "CANCELLING" {
+                    t.status = "CANCELLED";
+                    stop = true;
+                }
+            });
+            if stop || !known {
+                return;
+            }
+            let result = broker.queues().redrive_some(&source, destination.as_ref(), rate).await;
+            let known = task(&mut |t| match &result {
+                // A full step: there may be more.
+                Ok(n) if *n == rate => t.moved += n,
                 Ok(n) => {
-                    t.status = "COMPLETED";
-                    t.moved = n;
+                    let total = t.moved + n;
+                    finish(t, Ok(total));
+                    stop = true;
                 }
                 Err(e) => {
-                    t.status = "FAILED";
-                    t.failure = Some(e.to_string());
+                    finish(t, Err(e));
+                    stop = true;
                 }
+            });
+            if stop || !known {
+                return;
             }
+            tokio::time::sleep_until(start + std::time::Duration::from_secs(u64::from(second))).await;
         }
     });
     Ok(json!({ "TaskHandle": handle }))
+}
+
+/// Marks a task ended: completed with `moved` in all, or failed.
+fn finish(t: &mut MoveTask, result: Result<u64, &pgbroker::Error>) {
+    match result {
+        Ok(n) => {
+            t.status = "COMPLETED";
+            t.moved = n;
+        }
+        Err(e) => {
+            t.status = "FAILED";
+            t.failure = Some(e.to_string());
+        }
+    }
 }
 
 pub(crate) async fn list(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
@@ -151,13 +199,16 @@ pub(crate) async fn list(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
 
 pub(crate) async fn cancel(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
     let handle = input.str("TaskHandle")?;
-    let tasks = lock(&ctx.shared.moves);
-    // A move is one transaction: by the time a cancel could act, a task
-    // has either not begun moving or finished; only running tasks count.
-    match tasks.0.iter().find(|t| t.handle == handle && t.status == "RUNNING") {
+    let mut tasks = lock(&ctx.shared.moves);
+    // A paced task stops before its next step; one without a rate is one
+    // transaction, which a cancel cannot stop.
+    match tasks.0.iter_mut().find(|t| t.handle == handle && t.status == "RUNNING") {
         Some(t) => {
             ctx.caller
                 .check("CancelMessageMoveTask", &protocol::queue_name_of(&t.source_arn)?)?;
+            if t.rate.is_some() {
+                t.status = "CANCELLING";
+            }
             Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved }))
         }
         None => Err(SqsError::not_found("Task does not exist or is not running.")),

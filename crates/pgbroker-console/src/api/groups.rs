@@ -22,7 +22,7 @@ use crate::State;
 /// `GET /api/groups`: the groups the caller may see, with their lag as of
 /// the newest sample of the history.
 pub(crate) async fn list(AxState(state): AxState<Arc<State>>, caller: Caller) -> ApiResult<Response> {
-    let latest = state.history.latest().unwrap_or_default();
+    let latest = state.history.fresh(&state.broker, state.config.sample_every * 2).await;
     let groups: Vec<_> = state
         .broker
         .groups()

@@ -85,9 +85,9 @@ pub(crate) async fn overview(AxState(state): AxState<Arc<State>>, caller: Caller
     } else {
         Vec::new()
     };
+    let latest = state.history.fresh(&state.broker, state.config.sample_every * 2).await;
     let samples = state.history.samples();
-    let latest = samples.last().cloned().unwrap_or_default();
-    let previous = samples.len().checked_sub(2).and_then(|i| samples.get(i)).cloned();
+    let previous = samples.iter().rev().find(|s| s.at_ms < latest.at_ms).cloned();
     let topics: Vec<_> = latest.topics.iter().filter(|t| caller.sees_topic(&t.name)).collect();
     let mut lags: Vec<GroupLag> = latest
         .groups

@@ -28,7 +28,7 @@ const PREVIEW: usize = 16 << 10;
 /// `GET /api/queues`: the queues the caller may see, with their counts as
 /// of the newest sample of the history.
 pub(crate) async fn list(AxState(state): AxState<Arc<State>>, caller: Caller) -> ApiResult<Response> {
-    let latest = state.history.latest().unwrap_or_default();
+    let latest = state.history.fresh(&state.broker, state.config.sample_every * 2).await;
     let queues: Vec<_> = state
         .broker
         .queues()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pgbroker::queues::NackOptions;
+use pgbroker::queues::{LeaseScope, NackOptions};
 use pgbroker::{Error, Message, QueueName, Receipt};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -77,7 +77,7 @@ fn outgoing(e: &Input<'_>, q: &Queue) -> SqsResult<Outgoing> {
             .ok_or_else(|| SqsError::missing_parameter("The request must contain the parameter MessageGroupId."))?;
         check_key("MessageGroupId", group)?;
         message.group = Some(group.to_string());
-        dedup_id = Some(match dedup {
+        let d = match dedup {
             Some(d) => {
                 check_key("MessageDeduplicationId", d)?;
                 d.to_string()
@@ -88,7 +88,12 @@ fn outgoing(e: &Input<'_>, q: &Queue) -> SqsResult<Outgoing> {
                     "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
                 ))
             }
+        };
+        message.headers.push(pgbroker::Header {
+            key: attributes::DEDUP_HEADER.to_string(),
+            value: Some(d.clone().into_bytes()),
         });
+        dedup_id = Some(d);
     } else {
         if dedup.is_some() {
             return Err(SqsError::invalid_parameter(
@@ -121,7 +126,7 @@ fn sent_json(o: &Outgoing, id: i64, fifo: bool) -> Map<String, Value> {
         m.insert("MD5OfMessageAttributes".into(), json!(a));
     }
     if fifo {
-        m.insert("SequenceNumber".into(), json!(format!("{id:020}")));
+        m.insert("SequenceNumber".into(), json!(attributes::sequence_number(id)));
     }
     m
 }
@@ -234,12 +239,17 @@ pub(super) async fn delete_batch(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<
     Ok(json!({"Successful": ok, "Failed": bad}))
 }
 
-/// Sets one message's lease to end `secs` from now; 0 releases it.
-async fn change_one(ctx: &Ctx<'_>, name: &QueueName, r: &Receipt, secs: i64) -> SqsResult<()> {
+/// Sets one message's lease to end `secs` from now; 0 releases it. In a
+/// FIFO queue the other messages of its group in flight (held by the same
+/// receiver) get the same lease end in the same statement, so that the
+/// group is not handed to another receiver while one still holds some of
+/// it; released that way, a message out of receives is dead-lettered by
+/// the next receive that finds it.
+async fn change_one(ctx: &Ctx<'_>, name: &QueueName, r: &Receipt, secs: i64, fifo: bool) -> SqsResult<()> {
     let not_inflight = || {
         SqsError::not_inflight("Value for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change.")
     };
-    if secs == 0 {
+    if secs == 0 && !fifo {
         let release = NackOptions {
             delay: Some(Duration::ZERO),
             error: None,
@@ -256,10 +266,15 @@ async fn change_one(ctx: &Ctx<'_>, name: &QueueName, r: &Receipt, secs: i64) -> 
         };
     }
     let timeout = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let scope = if fifo {
+        LeaseScope::MessagesAndGroups
+    } else {
+        LeaseScope::Messages
+    };
     let changed = ctx
         .broker()
         .queues()
-        .sqs_set_visibility(name, std::slice::from_ref(r), timeout)
+        .sqs_set_visibility(name, std::slice::from_ref(r), timeout, scope)
         .await?;
     if changed.first().copied().unwrap_or(false) {
         Ok(())
@@ -277,7 +292,8 @@ pub(super) async fn change_visibility(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsRe
     let name = ctx.queue(input)?;
     let r = receipt(input.str("ReceiptHandle")?)?;
     let secs = visibility(input)?;
-    change_one(ctx, &name, &r, secs).await?;
+    let (q, _) = load(ctx, &name).await?;
+    change_one(ctx, &name, &r, secs, q.sqs.fifo).await?;
     Ok(json!({}))
 }
 
@@ -285,12 +301,12 @@ pub(super) async fn change_visibility_batch(ctx: &Ctx<'_>, input: &Input<'_>) ->
     let name = ctx.queue(input)?;
     let entries = input.objects("Entries")?;
     let ids = protocol::check_batch(&entries)?;
-    ctx.broker().queues().info(&name).await?;
+    let (q, _) = load(ctx, &name).await?;
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (id, e) in ids.iter().zip(&entries) {
         let e = Input(e);
         let done = match (e.str("ReceiptHandle").and_then(receipt), visibility(&e)) {
-            (Ok(r), Ok(secs)) => change_one(ctx, &name, &r, secs).await,
+            (Ok(r), Ok(secs)) => change_one(ctx, &name, &r, secs, q.sqs.fifo).await,
             (Err(x), _) | (_, Err(x)) => Err(x),
         };
         match done {

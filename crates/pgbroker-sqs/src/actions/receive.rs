@@ -2,10 +2,10 @@
 //! message with the system and message attributes asked for.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgbroker::queues::ReceiveOptions;
-use pgbroker::{to_millis, ReceivedMessage};
+use pgbroker::{to_millis, QueueName, Receipt, ReceivedMessage};
 use serde_json::{json, Map, Value};
 
 use super::queues::load;
@@ -47,10 +47,19 @@ pub(super) async fn receive(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value
         visibility_timeout: visibility
             .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)).max(Duration::from_millis(1))),
     };
-    let got = ctx.broker().queues().receive(&name, &options).await?;
+    let got = receive_retained(ctx, &name, options, q.sqs.retention_seconds).await?;
     if got.is_empty() {
         return Ok(json!({}));
     }
+    // SQS hands out several messages of one FIFO group in one receive.
+    let got = match (q.sqs.fifo, options.max_messages.checked_sub(got.len())) {
+        (true, Some(more)) if more > 0 => {
+            let followers = ctx.broker().queues().sqs_claim_followers(&name, &got, more).await?;
+            let followers = retained(ctx, &name, followers, q.sqs.retention_seconds).await?;
+            in_group_order(got, followers)
+        }
+        _ => got,
+    };
     crate::metrics::received(got.len());
     let ids: Vec<i64> = got.iter().map(|m| m.id).collect();
     // The first receive of each message is recorded either way; the answer
@@ -74,6 +83,67 @@ pub(super) async fn receive(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value
         .map(|m| message_json(ctx, m, &system, &wanted_attrs, &first, q.sqs.fifo))
         .collect();
     Ok(json!({ "Messages": messages }))
+}
+
+/// A receive that deletes, instead of handing out, the messages it claimed
+/// that are older than the queue's retention period (the sweep deletes the
+/// others), and tries again while the wait lasts when nothing else came.
+async fn receive_retained(
+    ctx: &Ctx<'_>,
+    name: &QueueName,
+    mut options: ReceiveOptions,
+    retention_seconds: i32,
+) -> SqsResult<Vec<ReceivedMessage>> {
+    let deadline = Instant::now() + options.wait;
+    loop {
+        let got = ctx.broker().queues().receive(name, &options).await?;
+        let claimed = got.len();
+        let kept = retained(ctx, name, got, retention_seconds).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if kept.len() == claimed || !kept.is_empty() || left.is_zero() {
+            return Ok(kept);
+        }
+        options.wait = left;
+    }
+}
+
+/// The messages younger than the retention period; the others, just
+/// claimed, are deleted.
+async fn retained(
+    ctx: &Ctx<'_>,
+    name: &QueueName,
+    got: Vec<ReceivedMessage>,
+    retention_seconds: i32,
+) -> SqsResult<Vec<ReceivedMessage>> {
+    let retention = Duration::from_secs(u64::try_from(retention_seconds).unwrap_or(0));
+    let now = SystemTime::now();
+    let (kept, expired): (Vec<_>, Vec<_>) = got
+        .into_iter()
+        .partition(|m| now.duration_since(m.enqueued_at).unwrap_or_default() < retention);
+    if !expired.is_empty() {
+        let receipts: Vec<Receipt> = expired.into_iter().map(|m| m.receipt).collect();
+        match ctx.broker().queues().ack(name, &receipts).await {
+            Ok(()) | Err(pgbroker::Error::StaleReceipt { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(kept)
+}
+
+/// The heads and the messages that follow them, each group's together
+/// and in order, groups in the order of their heads.
+fn in_group_order(heads: Vec<ReceivedMessage>, followers: Vec<ReceivedMessage>) -> Vec<ReceivedMessage> {
+    let mut out = Vec::with_capacity(heads.len() + followers.len());
+    let mut rest = followers;
+    for h in heads {
+        let group = h.group.clone();
+        out.push(h);
+        let (mine, others): (Vec<_>, Vec<_>) = rest.into_iter().partition(|f| group.is_some() && f.group == group);
+        out.extend(mine);
+        rest = others;
+    }
+    out.extend(rest);
+    out
 }
 
 fn message_json(
@@ -113,7 +183,10 @@ fn message_json(
             sys.insert("MessageGroupId".into(), json!(g));
         }
         if want("SequenceNumber") {
-            sys.insert("SequenceNumber".into(), json!(format!("{:020}", m.id)));
+            sys.insert("SequenceNumber".into(), json!(attributes::sequence_number(m.id)));
+        }
+        if let (true, Some(d)) = (want("MessageDeduplicationId"), attributes::dedup_id(&m.headers)) {
+            sys.insert("MessageDeduplicationId".into(), json!(d));
         }
     }
     if let (true, Some(src)) = (want("DeadLetterQueueSourceArn"), &m.dead_letter_source) {

@@ -17,6 +17,8 @@ use serde_json::Value;
 pub struct TestServer {
     pub broker: Broker,
     pub addr: SocketAddr,
+    /// The test's schema, for statements a test runs itself.
+    pub schema: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     // Last: the schema goes after the broker and the server.
     _guard: TestSchema,
@@ -95,6 +97,7 @@ impl TestServer {
         TestServer {
             broker,
             addr,
+            schema: guard.name().to_string(),
             stop: Some(stop),
             _guard: guard,
         }
@@ -145,6 +148,20 @@ impl TestServer {
         let a = self.call(action, body).await;
         assert_eq!(a.status, 200, "{action}: {a:?}");
         a.body
+    }
+
+    /// Runs one statement in the test's schema (to age messages, or to
+    /// look at rows); returns how many rows it touched.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .await
+            .expect("search_path");
+        client.execute(statement, &[]).await.expect(statement)
     }
 
     /// Creates a queue; returns its URL.

@@ -155,7 +155,13 @@ impl Queues<'_> {
     /// under a lease (someone is inspecting them) and those whose source
     /// queue no longer exists stay. Returns how many moved.
     pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
-        super::membership::redrive(self.broker, queue, to).await
+        super::membership::redrive(self.broker, queue, to, None).await
+    }
+
+    /// [`Queues::redrive`] of at most `limit` messages, the oldest first:
+    /// a step of a paced move.
+    pub async fn redrive_some(self, queue: &QueueName, to: Option<&QueueName>, limit: u64) -> Result<u64> {
+        super::membership::redrive(self.broker, queue, to, Some(limit)).await
     }
 
     /// One page of `queue`'s messages in `state`, in id order, starting
@@ -197,16 +203,33 @@ impl Queues<'_> {
         super::sqs_attrs::sqs_send(self.broker, queue, messages, dedup_ids).await
     }
 
-    /// Makes current leases end `timeout` from now. Returns, in the order
-    /// of `receipts`, whether each was changed: false when its receipt is
-    /// not the current lease or the message is no longer in flight.
+    /// Makes current leases end `timeout` from now: of the messages
+    /// named by `receipts`, of the other messages in flight in their FIFO
+    /// groups, or both ([`LeaseScope`](super::LeaseScope)). Returns, in the
+    /// order of `receipts`, whether each named message was changed: false
+    /// when its receipt is not the current lease or the message is no
+    /// longer in flight.
     pub async fn sqs_set_visibility(
         self,
         queue: &QueueName,
         receipts: &[Receipt],
         timeout: Duration,
+        scope: super::LeaseScope,
     ) -> Result<Vec<bool>> {
-        super::sqs_attrs::sqs_set_visibility(self.broker, queue, receipts, timeout).await
+        super::sqs_attrs::sqs_set_visibility(self.broker, queue, receipts, timeout, scope).await
+    }
+
+    /// After a receive from a FIFO queue, leases up to `max` more messages
+    /// of the received heads' groups, each group's in order, under the
+    /// head's lease (as SQS returns several messages of one group).
+    /// Returns them by head, then oldest first.
+    pub async fn sqs_claim_followers(
+        self,
+        queue: &QueueName,
+        heads: &[ReceivedMessage],
+        max: usize,
+    ) -> Result<Vec<ReceivedMessage>> {
+        super::sqs_fifo::sqs_claim_followers(self.broker, queue, heads, max).await
     }
 
     /// Records now as the first receive of each message not yet recorded;
@@ -215,8 +238,10 @@ impl Queues<'_> {
         super::sqs_attrs::sqs_first_receives(self.broker, message_ids).await
     }
 
-    /// Forgets deduplication ids past their window and first receive times
-    /// of messages that are gone. Returns how many rows it removed.
+    /// Deletes messages of queues with SQS settings that are past their
+    /// queue's retention period (except those in a current lease), forgets
+    /// deduplication ids past their window and first receive times of
+    /// messages that are gone. Returns how many rows it removed.
     pub async fn sqs_sweep(self) -> Result<u64> {
         super::sqs_attrs::sqs_sweep(self.broker).await
     }

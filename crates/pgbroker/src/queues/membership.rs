@@ -1,5 +1,6 @@
 //! Changes of membership, in one transaction each: acknowledging a FIFO
-//! group's message, dead-lettering, purging and redriving.
+//! group's message, dead-lettering, purging, redriving and removing
+//! messages past their SQS retention period.
 //!
 //! The invariant: each (queue, group) row in `queue_groups` counts its
 //! group's live messages, and a group with any has exactly one head. Every
@@ -120,7 +121,8 @@ SELECT pg_notify($1, (-q)::text) FROM unnest($2::int8[]) AS q
 WHERE EXISTS (SELECT 1 FROM {s}waiters w WHERE w.partition_id = -q AND w.until > now() AND w.listener <> $3)";
 
 /// Moves dead letters of queue `$1` to `$2`, or each to where it came
-/// from (dead in place: stays). Messages leased right now are left alone.
+/// from (dead in place: stays); the oldest `$3` of them, or all when `$3`
+/// is NULL. Messages leased right now are left alone.
 pub(super) const REDRIVE: &str = "
 WITH c AS (
     SELECT m.id, m.dead AS was_dead,
@@ -132,6 +134,8 @@ WITH c AS (
                    WHERE dead_source IS NOT NULL AND queue_id = $1 AND NOT dead)
       AND m.queue_id = $1
       AND NOT (m.receipt IS NOT NULL AND m.visible_at > now())
+    ORDER BY m.id
+    LIMIT $3::int8
     FOR UPDATE SKIP LOCKED
 ), ok AS MATERIALIZED (
     SELECT c.* FROM c WHERE EXISTS (SELECT 1 FROM {s}queues q WHERE q.id = c.target)
@@ -368,8 +372,15 @@ pub(super) async fn purge(broker: &Broker, meta: &QueueMeta) -> Result<u64> {
 /// was dead-lettered from (messages dead in `queue` itself come alive
 /// there), or all to `to`. They start over with zero attempts. Messages
 /// under a lease (someone is inspecting them) and those whose source
-/// queue no longer exists stay. Returns how many moved.
-pub(crate) async fn redrive(broker: &Broker, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
+/// queue no longer exists stay. With `limit`, only the oldest `limit`
+/// move. Returns how many moved.
+pub(crate) async fn redrive(
+    broker: &Broker,
+    queue: &QueueName,
+    to: Option<&QueueName>,
+    limit: Option<u64>,
+) -> Result<u64> {
+    let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let meta = crate::queues::queue_meta(broker, queue).await?;
     let target = match to {
         Some(t) => Some(crate::queues::queue_meta(broker, t).await?.id),
@@ -379,7 +390,7 @@ pub(crate) async fn redrive(broker: &Broker, queue: &QueueName, to: Option<&Queu
     loop {
         let mut client = broker.client().await?;
         let tx = client.transaction().await?;
-        match redrive_on(broker, &*tx, &meta, target).await {
+        match redrive_on(broker, &*tx, &meta, target, limit).await {
             Ok((n, wake)) => {
                 tx.commit().await?;
                 wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
@@ -396,9 +407,10 @@ async fn redrive_on(
     client: &impl GenericClient,
     meta: &QueueMeta,
     target: Option<i64>,
+    limit: Option<i64>,
 ) -> Result<(u64, BTreeSet<i64>)> {
     let rows = client
-        .query(broker.inner.queues.sql.redrive.as_str(), &[&meta.id, &target])
+        .query(broker.inner.queues.sql.redrive.as_str(), &[&meta.id, &target, &limit])
         .await?;
     let mut changes = Changes::default();
     for row in &rows {
@@ -409,4 +421,41 @@ async fn redrive_on(
     }
     let wake = apply(broker, client, changes, broker.inner.wakeups.listener_id()).await?;
     Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), wake))
+}
+
+/// Deletes up to `limit` messages past their queue's SQS retention period
+/// (see [`super::sqs_attrs::EXPIRE`]) in one transaction, keeping group
+/// sizes, heads and deduplication keys right. Returns how many went.
+pub(super) async fn expire_sqs(broker: &Broker, limit: i64) -> Result<u64> {
+    let mut tries = 0;
+    loop {
+        let mut client = broker.client().await?;
+        let tx = client.transaction().await?;
+        let rows = match tx
+            .query(broker.inner.queues.sql.sqs_expire.as_str(), &[&limit])
+            .await
+            .map_err(Error::from)
+        {
+            Ok(rows) => rows,
+            Err(e) if is_conflict(&e) && tries < 3 => {
+                tries += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut changes = Changes::default();
+        for row in &rows {
+            let dead: bool = row.get(4);
+            changes.leave(row.get(1), row.get(2), row.get(3), row.get(0), !dead);
+        }
+        match apply(broker, &*tx, changes, broker.inner.wakeups.listener_id()).await {
+            Ok(wake) => {
+                tx.commit().await?;
+                wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
+                return Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX));
+            }
+            Err(e) if is_conflict(&e) && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -34,6 +34,7 @@ mod receive;
 mod send;
 mod settle;
 mod sqs_attrs;
+mod sqs_fifo;
 pub(crate) mod statements;
 
 use std::collections::HashMap;
@@ -57,7 +58,7 @@ pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};
 pub use send::{Message, Sent};
 pub use settle::NackOptions;
 pub(crate) use settle::MAX_ERROR_BYTES;
-pub use sqs_attrs::{SqsQueueSettings, SQS_DEDUP_WINDOW};
+pub use sqs_attrs::{LeaseScope, SqsQueueSettings, SQS_DEDUP_WINDOW};
 pub(crate) use statements::Statements;
 
 /// Highest message priority; 0 is the lowest and the default.

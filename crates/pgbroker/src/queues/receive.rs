@@ -222,7 +222,7 @@ pub struct ReceivedMessage {
     pub dead_letter_attempts: Option<i32>,
 }
 
-fn message_from_row(row: &tokio_postgres::Row) -> Result<ReceivedMessage> {
+pub(super) fn message_from_row(row: &tokio_postgres::Row) -> Result<ReceivedMessage> {
     let receipt: String = row.get(1);
     let priority: i16 = row.get(5);
     Ok(ReceivedMessage {

@@ -30,7 +30,9 @@ pub struct SqsQueueSettings {
     pub delay_seconds: i32,
     /// Default wait of a receive, in seconds.
     pub receive_wait_seconds: i32,
-    /// Message retention period, in seconds (stored and reported).
+    /// Message retention period, in seconds: older messages are not
+    /// delivered through the SQS API and [`super::Queues::sqs_sweep`]
+    /// deletes them.
     pub retention_seconds: i32,
     /// Other attributes kept as given and reported back.
     pub extra: BTreeMap<String, String>,
@@ -89,12 +91,37 @@ pub(super) const DEDUP_HOLDER: &str = "SELECT message_id FROM {s}sqs_dedup WHERE
 pub(super) const DEDUP_SET: &str = "UPDATE {s}sqs_dedup SET message_id = $3 WHERE queue_id = $1 AND dedup_id = $2";
 
 /// Sets the end of current leases to now plus `$4` ms; returns the ids of
-/// the messages changed (those whose receipt is current and in flight).
+/// the messages changed: the messages of `$2` whose receipt in `$3` is
+/// current and that are in flight and, with `$5`, every other message in
+/// flight in the FIFO groups of those messages, so that the messages of a
+/// group that one receiver holds always share one lease end.
 pub(super) const SET_VISIBILITY: &str = "
+WITH named AS (
+    SELECT g.group_key FROM {s}queue_messages g
+    WHERE g.queue_id = $1 AND g.id = ANY($2::int8[]) AND NOT g.dead AND g.visible_at > now()
+      AND g.receipt = (($3::text[])[array_position($2::int8[], g.id)])::uuid AND g.group_key IS NOT NULL
+)
 UPDATE {s}queue_messages m SET visible_at = now() + $4::int8 * interval '1 millisecond'
-WHERE m.queue_id = $1 AND m.id = ANY($2::int8[]) AND NOT m.dead AND m.visible_at > now()
-  AND m.receipt = (($3::text[])[array_position($2::int8[], m.id)])::uuid
+WHERE m.queue_id = $1 AND NOT m.dead AND m.visible_at > now() AND m.receipt IS NOT NULL
+  AND ((m.id = ANY($2::int8[])
+            AND m.receipt = (($3::text[])[array_position($2::int8[], m.id)])::uuid)
+       OR ($5 AND m.id <> ALL($2::int8[]) AND m.group_key IN (SELECT group_key FROM named)))
 RETURNING m.id";
+
+/// Messages of queues with SQS settings whose age is past the queue's
+/// `retention_seconds`, except those in a current lease: deletes the
+/// oldest `$1` of them.
+pub(super) const EXPIRE: &str = "
+WITH x AS (
+    SELECT m.id FROM {s}queue_messages m JOIN {s}sqs_queues s ON s.queue_id = m.queue_id
+    WHERE m.enqueued_at < now() - s.retention_seconds * interval '1 second'
+      AND NOT (m.receipt IS NOT NULL AND m.visible_at > now())
+    ORDER BY m.id
+    LIMIT $1
+    FOR UPDATE OF m SKIP LOCKED
+)
+DELETE FROM {s}queue_messages m WHERE m.id = ANY(ARRAY(SELECT id FROM x))
+RETURNING m.id, m.queue_id, m.group_key, m.dedup_key, m.dead";
 
 /// Records the first receive of the messages not yet recorded and returns
 /// the first receive time of every one of them.
@@ -243,14 +270,26 @@ pub(crate) async fn sqs_send(
         .collect())
 }
 
+/// Which leases [`Queues::sqs_set_visibility`](super::Queues::sqs_set_visibility) changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseScope {
+    /// The messages named by the receipts.
+    Messages,
+    /// Those, and every other message in flight in their FIFO groups.
+    MessagesAndGroups,
+}
+
 /// Makes current leases end `timeout` from now. Returns, in the order
 /// of `receipts`, whether each was changed: false when its receipt is
-/// not the current lease or the message is no longer in flight.
+/// not the current lease or the message is no longer in flight. A
+/// timeout of zero makes them due at once; a message out of attempts is
+/// then dead-lettered by the next claim that finds it.
 pub(crate) async fn sqs_set_visibility(
     broker: &Broker,
     queue: &QueueName,
     receipts: &[Receipt],
     timeout: Duration,
+    scope: LeaseScope,
 ) -> Result<Vec<bool>> {
     if timeout > MAX_VISIBILITY_TIMEOUT {
         return Err(Error::invalid(
@@ -261,11 +300,12 @@ pub(crate) async fn sqs_set_visibility(
     let meta = crate::queues::queue_meta(broker, queue).await?;
     let ids: Vec<i64> = receipts.iter().map(Receipt::message_id).collect();
     let tokens: Vec<&str> = receipts.iter().map(Receipt::token).collect();
+    let groups = scope == LeaseScope::MessagesAndGroups;
     let client = broker.client().await?;
     let rows = client
         .query(
             &broker.inner.queues.sql.sqs_set_visibility,
-            &[&meta.id, &ids, &tokens, &ms(timeout)],
+            &[&meta.id, &ids, &tokens, &ms(timeout), &groups],
         )
         .await?;
     let changed: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
@@ -288,9 +328,21 @@ pub(crate) async fn sqs_first_receives(broker: &Broker, message_ids: &[i64]) -> 
         .collect())
 }
 
-/// Forgets deduplication ids past their window and first receive times
-/// of messages that are gone. Returns how many rows it removed.
+/// Most messages one transaction of [`sqs_sweep`] expires.
+const EXPIRE_STEP: i64 = 10_000;
+
+/// Deletes messages past their queue's retention period, forgets
+/// deduplication ids past their window and first receive times of
+/// messages that are gone. Returns how many rows it removed.
 pub(crate) async fn sqs_sweep(broker: &Broker) -> Result<u64> {
+    let mut expired = 0;
+    loop {
+        let n = super::membership::expire_sqs(broker, EXPIRE_STEP).await?;
+        expired += n;
+        if n < EXPIRE_STEP.unsigned_abs() {
+            break;
+        }
+    }
     let client = broker.client().await?;
     let a = client
         .execute(&broker.inner.queues.sql.sqs_sweep_dedup, &[&ms(SQS_DEDUP_WINDOW)])
@@ -298,5 +350,5 @@ pub(crate) async fn sqs_sweep(broker: &Broker) -> Result<u64> {
     let b = client
         .execute(&broker.inner.queues.sql.sqs_sweep_first_receive, &[])
         .await?;
-    Ok(a + b)
+    Ok(expired + a + b)
 }

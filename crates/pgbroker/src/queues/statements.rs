@@ -3,7 +3,7 @@
 //! plain text with `$n` parameters, documented where its template is
 //! defined; the hot ones are prepared once per connection from this text.
 
-use super::{browse, membership, receive, send, settle, sqs_attrs};
+use super::{browse, membership, receive, send, settle, sqs_attrs, sqs_fifo};
 use crate::sql::Commit;
 
 /// The two partitions of `queue_messages`; a rotation's statements are
@@ -216,6 +216,10 @@ FROM m";
     sqs_dedup_set = sqs_attrs::DEDUP_SET;
     /// Used by `sqs_set_visibility`.
     sqs_set_visibility = sqs_attrs::SET_VISIBILITY;
+    /// Used by `sqs_sweep`.
+    sqs_expire = sqs_attrs::EXPIRE;
+    /// Used by `sqs_receive_group`.
+    sqs_followers = sqs_fifo::FOLLOWERS;
     /// Used by `sqs_first_receives`.
     sqs_first_receive = sqs_attrs::FIRST_RECEIVE;
     /// Used by `sqs_sweep`.
