@@ -259,14 +259,26 @@ impl Plan {
         out: Option<&Path>,
     ) -> Result<Vec<Summary>> {
         let mut runs = Vec::new();
+        let total = u64::from(rounds) * u64::try_from(self.systems()).unwrap_or(0);
+        let bar = runs_bar(total, scenario);
+        let say = |line: String| match &bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        };
         for round in 1..=rounds {
             for i in 0..self.systems() {
                 let name = self.name(i);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
                 if !self.available(env, i).await {
-                    eprintln!("{scenario}: {name} does not answer; skipped");
+                    say(format!("{scenario}: {name} does not answer; skipped"));
                     continue;
                 }
-                eprintln!("{scenario} round {round}: {name}");
+                say(format!("{scenario} round {round}: {name}"));
+                if let Some(bar) = &bar {
+                    bar.set_message(format!("round {round}: {name}"));
+                }
                 let mut run = self
                     .run(env, i)
                     .await
@@ -279,10 +291,29 @@ impl Plan {
                 runs.push(run);
             }
         }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         println!("\n== {scenario} ==");
         print_table(&runs, rounds);
         Ok(runs)
     }
+}
+
+/// A bar over the runs of one scenario (which run it is, and the time
+/// spent), on standard error when it is a terminal; `None` otherwise, when
+/// the plain lines are printed instead.
+fn runs_bar(total: u64, scenario: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() || total == 0 {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] run {pos}/{len} {msg} ({elapsed})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let bar = indicatif::ProgressBar::new(total).with_style(style);
+    bar.set_prefix(scenario.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    Some(bar)
 }
 
 /// Runs the suite.

@@ -6,7 +6,9 @@ mod embedded;
 mod group;
 mod help;
 mod output;
+mod progress;
 mod queue;
+mod queue_text;
 mod serve;
 mod stream;
 mod topic;
@@ -48,6 +50,11 @@ struct Cli {
     /// `pgbroker=debug`); `info` for `serve`, `warn` for other commands.
     #[arg(long, global = true, env = "PGBROKER_LOG")]
     log: Option<String>,
+    /// Most Postgres connections the command opens (default: 32 for
+    /// `serve`, 8 for other commands).
+    #[arg(long, global = true, env = "PGBROKER_POOL_SIZE", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pool_size: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -422,8 +429,9 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     // One command runs a few statements at a time; produce fans out per
     // partition.
-    let pool_size = match &cli.command {
-        Command::Serve(_) => serve::POOL_SIZE,
+    let pool_size = match (&cli.command, cli.pool_size) {
+        (_, Some(n)) => usize::from(n),
+        (Command::Serve(_), None) => serve::POOL_SIZE,
         _ => 8,
     };
     let mut config = BrokerConfig {

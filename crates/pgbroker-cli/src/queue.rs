@@ -6,11 +6,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use pgbroker::queues::{NackOptions, QueueInfo, ReceiveOptions};
-use pgbroker::{to_millis, Broker, Header, Message, QueueConfig, QueueName, Receipt, ReceivedMessage};
-use serde_json::{json, Value};
+use pgbroker::{Broker, Header, Message, QueueConfig, QueueName, Receipt};
 use tokio::sync::mpsc;
 
-use crate::output::{bytes_json, count, millis, opt, print_json, print_table};
+use crate::output::{count, millis, opt, print_json, print_table};
 use crate::stream::{interrupt_signal, read_lines};
 use crate::{parse_datetime, parse_header, parse_positive_duration, Format};
 
@@ -219,16 +218,24 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
             let s = broker.queues().stats(&queue).await?;
             match format {
                 Format::Json => print_json(&s),
-                Format::Table => print_table(
-                    &["READY", "IN-FLIGHT", "DELAYED", "DEAD-LETTERED", "OLDEST-READY-AGE"],
-                    &[vec![
-                        s.ready.to_string(),
-                        s.in_flight.to_string(),
-                        s.delayed.to_string(),
-                        s.dead_lettered.to_string(),
-                        millis(s.oldest_ready_age_ms),
-                    ]],
-                ),
+                Format::Table => {
+                    print_table(
+                        &["READY", "IN-FLIGHT", "DELAYED", "DEAD-LETTERED", "OLDEST-READY-AGE"],
+                        &[vec![
+                            s.ready.to_string(),
+                            s.in_flight.to_string(),
+                            s.delayed.to_string(),
+                            s.dead_lettered.to_string(),
+                            millis(s.oldest_ready_age_ms),
+                        ]],
+                    )?;
+                    let queues = broker.queues().list().await?;
+                    println!();
+                    for line in crate::queue_text::dead_letter_notes(&queue, &queues) {
+                        println!("{line}");
+                    }
+                    Ok(())
+                }
             }
         }
         QueueCommand::Purge { queue } => {
@@ -274,7 +281,13 @@ pub async fn run(broker: &Broker, cmd: QueueCommand) -> anyhow::Result<()> {
             Ok(())
         }
         QueueCommand::Redrive { queue, to } => {
-            let n = broker.queues().redrive(&queue, to.as_ref()).await?;
+            // One transaction however many move: a spinner, not a bar.
+            let bar = crate::progress::spinner(format!("moving the dead letters of {queue}"));
+            let moved = broker.queues().redrive(&queue, to.as_ref()).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let n = moved?;
             println!("moved {} from {queue}", count(n, "message"));
             Ok(())
         }
@@ -460,7 +473,7 @@ async fn receive(broker: &Broker, args: ReceiveArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     for m in &got {
         match args.format {
-            MessageFormat::Json => writeln!(out, "{}", message_json(m))?,
+            MessageFormat::Json => writeln!(out, "{}", crate::queue_text::message_json(m))?,
             MessageFormat::Text if args.ack => writeln!(out, "{}", String::from_utf8_lossy(&m.body))?,
             MessageFormat::Text => writeln!(out, "{}\t{}", m.receipt, String::from_utf8_lossy(&m.body))?,
         }
@@ -474,29 +487,4 @@ async fn receive(broker: &Broker, args: ReceiveArgs) -> anyhow::Result<()> {
         broker.queues().ack(&args.queue, &receipts).await?;
     }
     Ok(())
-}
-
-/// A received message as the JSON object `queue receive --format json`
-/// prints.
-fn message_json(m: &ReceivedMessage) -> Value {
-    let headers: Vec<Value> = m
-        .headers
-        .iter()
-        .map(|h| json!({ "key": h.key, "value": bytes_json(h.value.as_deref()) }))
-        .collect();
-    json!({
-        "id": m.id,
-        "receipt": m.receipt.to_string(),
-        "attempt": m.attempt,
-        "enqueued_at": to_millis(m.enqueued_at),
-        "lease_expires_at": to_millis(m.lease_expires_at),
-        "body": bytes_json(Some(&m.body)),
-        "group": m.group,
-        "priority": m.priority,
-        "dedup_key": m.dedup_key,
-        "headers": headers,
-        "last_error": m.last_error,
-        "dead_letter_source": m.dead_letter_source.as_ref().map(QueueName::as_str),
-        "dead_letter_attempts": m.dead_letter_attempts,
-    })
 }

@@ -163,6 +163,16 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         tls,
         ..KafkaConfig::default()
     };
+    // Every listener is bound before the start goes on: an address in use
+    // ends the start with an error that names it.
+    let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for Kafka clients (--kafka-listen)",
+                args.kafka_listen
+            )
+        })?;
     let shutdown = Shutdown::default();
     let console = if args.no_console {
         axum::Router::new()
@@ -176,7 +186,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("console at {scheme}://{}/console/", args.http_listen);
         pgbroker_console::Console::new(broker.clone(), config).router()
     };
-    let http = tokio::spawn(pgbroker_kafka::serve_http_with(
+    let mut http = tokio::spawn(pgbroker_kafka::serve_http_with(
         broker.clone(),
         args.http_listen,
         http_tls,
@@ -195,7 +205,7 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             };
             let server = pgbroker_sqs::SqsServer::bind(broker.clone(), config)
                 .await
-                .context("SQS listener")?;
+                .with_context(|| format!("cannot listen on {listen} for SQS clients (--sqs-listen)"))?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(server.run(async move {
                 let _ = stopped.await;
@@ -213,15 +223,29 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             shutdown.trigger();
         })
     };
-    let served = pgbroker_kafka::serve(broker, config, shutdown.clone()).await;
+    let serve = pgbroker_kafka::serve_on(kafka_listener, broker, config, shutdown.clone());
+    tokio::pin!(serve);
+    // The HTTP listener binds in its task: when it cannot (or fails later),
+    // the whole server stops with its error.
+    let (served, http_failed) = tokio::select! {
+        served = &mut serve => (served, None),
+        ended = &mut http => {
+            shutdown.trigger();
+            (serve.await, Some(ended))
+        }
+    };
     shutdown.trigger();
     signals.abort();
     retention.abort();
-    match http.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "http listener failed"),
-        Err(e) => tracing::warn!(error = %e, "http listener task failed"),
-        Ok(Ok(())) => {}
-    }
+    let http_ended = match http_failed {
+        Some(ended) => ended,
+        None => http.await,
+    };
+    let http_error = match http_ended {
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(anyhow::Error::new(e)),
+        Ok(Ok(())) => None,
+    };
     if let Some(stop) = sqs_stop {
         let _ = stop.send(());
     }
@@ -231,6 +255,9 @@ pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "sqs listener task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(e) = http_error {
+        return Err(e.context(format!("cannot serve HTTP on {} (--http-listen)", args.http_listen)));
     }
     served.context("kafka listener")
 }

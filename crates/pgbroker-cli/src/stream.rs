@@ -47,6 +47,14 @@ pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
     let mut written = 0usize;
     let mut read_error = None;
+    let bar = crate::progress::input(crate::progress::stdin_file_len(), "records written");
+    let mut read_bytes = 0u64;
+    let show = |written: usize, read_bytes: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(read_bytes);
+            bar.set_message(format!("{} written", count(written, "record")));
+        }
+    };
     loop {
         let next = if batch.is_empty() {
             rx.recv().await
@@ -55,15 +63,18 @@ pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
                 Ok(next) => next,
                 Err(_) => {
                     written += send(broker, &args, &mut batch, written).await?;
+                    show(written, read_bytes);
                     continue;
                 }
             }
         };
         match next {
             Some(Ok(line)) => {
+                read_bytes += u64::try_from(line.len()).unwrap_or(0) + 1;
                 batch.push(to_record(line, separator, &headers));
                 if batch.len() >= BATCH {
                     written += send(broker, &args, &mut batch, written).await?;
+                    show(written, read_bytes);
                 }
             }
             Some(Err(e)) => {
@@ -75,6 +86,9 @@ pub async fn produce(broker: &Broker, args: ProduceArgs) -> anyhow::Result<()> {
     }
     // Complete lines read before an input error are still written.
     written += send(broker, &args, &mut batch, written).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     eprintln!("wrote {} to {}", count(written, "record"), args.topic);
     match read_error {
         Some(e) => Err(anyhow::Error::new(e).context("reading standard input")),

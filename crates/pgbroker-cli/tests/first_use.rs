@@ -230,3 +230,59 @@ fn another_database_url_asks_for_a_postgresql_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn queue_stats_say_where_dead_letters_count() {
+    let env = Env::new();
+    env.ok(&["queue", "create", "jobs.dlq"]);
+    env.ok(&[
+        "queue",
+        "create",
+        "jobs",
+        "--max-attempts",
+        "1",
+        "--dead-letter",
+        "jobs.dlq",
+    ]);
+    env.ok_with(&["queue", "send", "jobs"], "resize 1.png\n");
+    let received = env.ok(&["queue", "receive", "jobs"]);
+    let receipt = received.split('\t').next().expect("receipt");
+    assert_eq!(env.ok(&["queue", "nack", "jobs", receipt]), "released 1 message\n");
+
+    let jobs = env.ok(&["queue", "stats", "jobs"]);
+    let row: Vec<&str> = jobs.lines().nth(1).expect("row").split_whitespace().collect();
+    assert_eq!(&row[..4], ["0", "0", "0", "1"], "{jobs}");
+    assert!(
+        jobs.contains("DEAD-LETTERED: messages of jobs out of attempts, held in its dead-letter queue jobs.dlq (counted there as READY)"),
+        "{jobs}"
+    );
+    let dlq = env.ok(&["queue", "stats", "jobs.dlq"]);
+    let row: Vec<&str> = dlq.lines().nth(1).expect("row").split_whitespace().collect();
+    assert_eq!(&row[..4], ["1", "0", "0", "0"], "{dlq}");
+    assert!(
+        dlq.contains("READY: includes the dead letters of jobs (this is their dead-letter queue"),
+        "{dlq}"
+    );
+    // A queue without a dead-letter queue keeps them itself.
+    env.ok(&["queue", "create", "solo"]);
+    assert!(env
+        .ok(&["queue", "stats", "solo"])
+        .contains("DEAD-LETTERED: messages of solo out of attempts, held dead in solo itself"));
+    // Redrive off a terminal prints only its summary.
+    assert_eq!(
+        env.ok(&["queue", "redrive", "jobs.dlq"]),
+        "moved 1 message from jobs.dlq\n"
+    );
+}
+
+#[test]
+fn pool_size_is_a_flag_with_bounds() {
+    assert!(stdout_of(&["--help"]).contains("--pool-size <N>"));
+    let out = pgbroker(&["--pool-size", "1", "topic", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2..=1000"),
+        "{}",
+        text(&out)
+    );
+}

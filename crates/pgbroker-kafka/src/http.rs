@@ -109,11 +109,19 @@ async fn healthz(State(broker): State<Broker>) -> (StatusCode, &'static str) {
 async fn metrics(State(broker): State<Broker>) -> String {
     let mut out = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     let (open, idle, max) = broker.pool_status();
+    let _ = writeln!(
+        out,
+        "# HELP pgbroker_pool_connections Postgres connections of the broker's pool: open, idle and the most it opens"
+    );
     let _ = writeln!(out, "# TYPE pgbroker_pool_connections gauge");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"open\"}} {open}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"idle\"}} {idle}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"max\"}} {max}");
     if let Ok(groups) = broker.groups().list().await {
+        let _ = writeln!(
+            out,
+            "# HELP pgbroker_consumer_lag Records between a group's committed offset and the high watermark, per partition"
+        );
         let _ = writeln!(out, "# TYPE pgbroker_consumer_lag gauge");
         for g in groups {
             let Ok(d) = broker.groups().describe(&g).await else {
@@ -131,6 +139,7 @@ async fn metrics(State(broker): State<Broker>) -> String {
             }
         }
     }
+    crate::metrics::render_queues(&broker, &mut out).await;
     out
 }
 

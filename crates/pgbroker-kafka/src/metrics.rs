@@ -1,7 +1,10 @@
 //! Counters and histograms of the Kafka front end, exported in Prometheus
 //! text format by the HTTP listener.
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
+
+use pgbroker::Broker;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -20,9 +23,116 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            pgbroker::queues::describe_metrics();
             Some(handle)
         })
         .as_ref()
+}
+
+/// The `# HELP` texts of this crate's metrics.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("pgbroker_kafka_requests_total", "Kafka requests served, by API");
+    describe_counter!(
+        "pgbroker_kafka_request_errors_total",
+        "Kafka requests that failed as a whole, by API"
+    );
+    describe_histogram!(
+        "pgbroker_kafka_request_seconds",
+        "Time to answer a Kafka request, by API"
+    );
+    describe_counter!(
+        "pgbroker_kafka_api_errors_total",
+        "Error codes in otherwise answered Kafka requests, by API and code"
+    );
+    describe_counter!(
+        "pgbroker_kafka_produced_records_total",
+        "Records produced through Kafka, by topic"
+    );
+    describe_counter!(
+        "pgbroker_kafka_produced_bytes_total",
+        "Record bytes produced through Kafka, by topic"
+    );
+    describe_counter!(
+        "pgbroker_kafka_fetched_records_total",
+        "Records fetched through Kafka, by topic"
+    );
+    describe_counter!(
+        "pgbroker_kafka_fetched_bytes_total",
+        "Record bytes fetched through Kafka, by topic"
+    );
+    describe_counter!(
+        "pgbroker_kafka_connections_refused_total",
+        "Kafka connections closed on arrival at --max-connections"
+    );
+    describe_gauge!("pgbroker_kafka_connections", "Open Kafka client connections");
+    // The library's compaction of compacted topics.
+    describe_counter!(
+        "pgbroker_compaction_bytes_reclaimed_total",
+        "Bytes freed by compacting compacted topics"
+    );
+    describe_counter!(
+        "pgbroker_compaction_records_removed_total",
+        "Records removed by compacting compacted topics (superseded values, expired tombstones)"
+    );
+    describe_gauge!(
+        "pgbroker_compaction_dirty_records",
+        "Records of a compacted topic's partition not yet compacted, by topic and partition"
+    );
+}
+
+/// Appends, read from Postgres now, each queue's messages by state and the
+/// age of its oldest ready message.
+pub(crate) async fn render_queues(broker: &Broker, out: &mut String) {
+    let Ok(queues) = broker.queues().list().await else {
+        return;
+    };
+    let mut depth = String::new();
+    let mut dead = String::new();
+    let mut age = String::new();
+    for q in queues {
+        let Ok(s) = broker.queues().stats(&q.name).await else {
+            continue;
+        };
+        let name = escape(q.name.as_str());
+        for (state, n) in [("ready", s.ready), ("in_flight", s.in_flight), ("delayed", s.delayed)] {
+            let _ = writeln!(
+                depth,
+                "pgbroker_queue_messages{{queue=\"{name}\",state=\"{state}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            dead,
+            "pgbroker_queue_dead_lettered_messages{{queue=\"{name}\"}} {}",
+            s.dead_lettered
+        );
+        let seconds = s.oldest_ready_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        let _ = writeln!(
+            age,
+            "pgbroker_queue_oldest_ready_age_seconds{{queue=\"{name}\"}} {seconds}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgbroker_queue_messages Messages held in a queue, by state (ready: due now; in_flight: under a lease; delayed: waiting for a delay or backoff)"
+    );
+    let _ = write!(out, "# TYPE pgbroker_queue_messages gauge\n{depth}");
+    let _ = writeln!(
+        out,
+        "# HELP pgbroker_queue_dead_lettered_messages Messages of a queue that ran out of attempts and are still held: dead in it, or in its dead-letter queue (where they also count as ready)"
+    );
+    let _ = write!(out, "# TYPE pgbroker_queue_dead_lettered_messages gauge\n{dead}");
+    let _ = writeln!(
+        out,
+        "# HELP pgbroker_queue_oldest_ready_age_seconds Time since the oldest ready message of a queue was sent (0 when none is ready)"
+    );
+    let _ = write!(out, "# TYPE pgbroker_queue_oldest_ready_age_seconds gauge\n{age}");
+}
+
+/// Escapes a Prometheus label value.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// One request served.

@@ -187,7 +187,9 @@ pub async fn serve_on(
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = stop.changed() => break,
+            // wait_for, not changed: a shutdown asked for before this loop
+            // began (another listener failing at start) must stop it too.
+            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => break,
         }
     }
     drop(listener);

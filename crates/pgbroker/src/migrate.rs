@@ -45,8 +45,11 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<Migrati
         &[&schema],
     )
     .await?;
+    // Notices such as "schema ... already exists, skipping" would be
+    // logged by every start; warnings and errors still come through.
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted};
+        "SET LOCAL client_min_messages = warning;
+         CREATE SCHEMA IF NOT EXISTS {quoted};
          SET LOCAL search_path = {quoted};
          CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,

@@ -59,6 +59,10 @@ pub(crate) async fn describe_group(broker: &Broker, group: &GroupId) -> Result<G
     let head = client
         .query_opt(&broker.inner.sql.groups.describe_group, &[&group.as_str()])
         .await?;
+    let protocol_type: String = head.as_ref().map(|h| h.get(2)).unwrap_or_default();
+    // Kafka clients keep their assignment as the consumer protocol's bytes,
+    // which the leader chose; the library keeps its own as JSON.
+    let consumer_protocol = protocol_type == "consumer";
     let members: Vec<MemberInfo> = client
         .query(&broker.inner.sql.groups.describe_members, &[&group.as_str()])
         .await?
@@ -67,11 +71,22 @@ pub(crate) async fn describe_group(broker: &Broker, group: &GroupId) -> Result<G
             member_id: r.get(0),
             client_id: r.get(1),
             last_heartbeat_ms: to_millis(r.get(2)),
-            assignment: parse_assignment(r.get(3)),
+            assignment: if consumer_protocol {
+                crate::groups::classic::assignment::decode(r.get(4)).unwrap_or_default()
+            } else {
+                parse_assignment(r.get(3))
+            },
         })
         .collect();
+    let assigned_topics: Vec<&str> = members
+        .iter()
+        .flat_map(|m| m.assignment.iter().map(|tp| tp.topic.as_str()))
+        .collect();
     let rows = client
-        .query(&broker.inner.sql.groups.describe_partitions, &[&group.as_str()])
+        .query(
+            &broker.inner.sql.groups.describe_partitions,
+            &[&group.as_str(), &assigned_topics],
+        )
         .await?;
     if head.is_none() && rows.is_empty() {
         return Err(Error::UnknownGroup(group.to_string()));
@@ -101,10 +116,17 @@ pub(crate) async fn describe_group(broker: &Broker, group: &GroupId) -> Result<G
             member,
         });
     }
-    let (generation, strategy, protocol_type, stored) = head
-        .map_or((0, String::from("-"), String::new(), String::new()), |h| {
-            (h.get(0), h.get(1), h.get(2), h.get(3))
+    let (generation, strategy, stored, chosen) = head
+        .map_or((0, String::from("-"), String::new(), None::<String>), |h| {
+            (h.get(0), h.get(1), h.get(3), h.get(4))
         });
+    // For Kafka clients the strategy is the protocol their leader chose
+    // (range, roundrobin, cooperative-sticky, ...), not the library's.
+    let strategy = if is_foreign(&protocol_type) {
+        chosen.filter(|c| !c.is_empty()).unwrap_or_else(|| "-".to_string())
+    } else {
+        strategy
+    };
     let state = if members.is_empty() {
         "Empty".to_string()
     } else if is_foreign(&protocol_type) {

@@ -118,7 +118,8 @@ pub struct MemberInfo {
     pub client_id: String,
     /// Last heartbeat, milliseconds since the epoch.
     pub last_heartbeat_ms: i64,
-    /// Partitions it owns.
+    /// Partitions it owns (for Kafka clients, decoded from the consumer
+    /// protocol assignment their leader sent).
     pub assignment: Vec<TopicPartition>,
 }
 
@@ -154,7 +155,9 @@ pub struct GroupDescription {
     pub protocol_type: String,
     /// Current generation.
     pub generation: i32,
-    /// Assignment strategy.
+    /// Assignment strategy: the library's, or for Kafka clients the
+    /// protocol their leader chose (`range`, `roundrobin`,
+    /// `cooperative-sticky`, ...); `-` while none is chosen.
     pub strategy: String,
     /// Live members.
     pub members: Vec<MemberInfo>,

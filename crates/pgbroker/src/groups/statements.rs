@@ -141,9 +141,9 @@ crate::sql::statements! {
     /// Used by `list_groups`.
     list_groups = "SELECT name FROM {s}groups UNION SELECT group_name FROM {s}group_offsets ORDER BY 1";
     /// Used by `describe_group`.
-    describe_group = "SELECT generation, strategy, protocol_type, state FROM {s}groups WHERE name = $1";
+    describe_group = "SELECT generation, strategy, protocol_type, state, protocol_name FROM {s}groups WHERE name = $1";
     /// Used by `describe_group`.
-    describe_members = "SELECT member_id, client_id, last_heartbeat, assignment FROM {s}group_members
+    describe_members = "SELECT member_id, client_id, last_heartbeat, assignment, assignment_bytes FROM {s}group_members
                  WHERE group_name = $1 AND NOT pending
                    AND last_heartbeat + session_timeout_ms * interval '1 millisecond' >= now()
                  ORDER BY member_id";
@@ -154,6 +154,7 @@ crate::sql::statements! {
                    ON o.group_name = $1 AND o.topic_id = t.id AND o.partition = p.partition
                  WHERE t.id IN (SELECT topic_id FROM {s}group_offsets WHERE group_name = $1)
                     OR t.name IN (SELECT unnest(topics) FROM {s}group_members WHERE group_name = $1)
+                    OR t.name = ANY($2)
                  ORDER BY t.name, p.partition";
     /// Used by `delete_group`.
     lock_any_group = "SELECT 1 FROM {s}groups WHERE name = $1 FOR UPDATE";

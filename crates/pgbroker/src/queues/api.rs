@@ -76,14 +76,18 @@ impl Queues<'_> {
     /// Concurrent sends of this process to one queue share statements (see
     /// `coalesce`); each still returns only once its message is committed.
     pub async fn send(self, queue: &QueueName, message: &Message) -> Result<Sent> {
-        super::send::send(self.broker, queue, message).await
+        let sent = super::send::send(self.broker, queue, message).await?;
+        super::counters::sent(queue, usize::from(!sent.duplicate));
+        Ok(sent)
     }
 
     /// Sends messages in one statement and one transaction: all of them or
     /// none. Returns, in input order, each message's id (for a duplicate,
     /// the id of the message holding its key).
     pub async fn send_batch(self, queue: &QueueName, messages: &[Message]) -> Result<Vec<Sent>> {
-        super::send::send_batch(self.broker, queue, messages).await
+        let sent = super::send::send_batch(self.broker, queue, messages).await?;
+        super::counters::sent(queue, sent.iter().filter(|s| !s.duplicate).count());
+        Ok(sent)
     }
 
     /// Sends inside the caller's open transaction (the transactional
@@ -113,14 +117,18 @@ impl Queues<'_> {
     /// Delivery is at least once: a message whose lease expires is
     /// delivered again, with `attempt` one higher.
     pub async fn receive(self, queue: &QueueName, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
-        super::receive::receive(self.broker, queue, options).await
+        let got = super::receive::receive(self.broker, queue, options).await?;
+        super::counters::received(queue, got.len());
+        Ok(got)
     }
 
     /// Acknowledges messages: they are deleted (or archived, if the queue
     /// keeps acknowledged messages). All or nothing: if any receipt is not
     /// current, nothing changes and the error names the refused ones.
     pub async fn ack(self, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
-        super::settle::ack_receipts(self.broker, queue, receipts).await
+        super::settle::ack_receipts(self.broker, queue, receipts).await?;
+        super::counters::acked(queue, receipts.len());
+        Ok(())
     }
 
     /// Acknowledges inside the caller's open transaction: the messages are
@@ -138,7 +146,9 @@ impl Queues<'_> {
     /// its attempts moves to the dead-letter queue instead. All or nothing,
     /// as [`crate::queues::Queues::ack`].
     pub async fn nack(self, queue: &QueueName, receipts: &[Receipt], options: &NackOptions) -> Result<()> {
-        super::settle::nack_receipts(self.broker, queue, receipts, options).await
+        super::settle::nack_receipts(self.broker, queue, receipts, options).await?;
+        super::counters::nacked(queue, receipts.len());
+        Ok(())
     }
 
     /// Extends leases: each now ends `by` after its current end (or after
@@ -155,13 +165,17 @@ impl Queues<'_> {
     /// under a lease (someone is inspecting them) and those whose source
     /// queue no longer exists stay. Returns how many moved.
     pub async fn redrive(self, queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
-        super::membership::redrive(self.broker, queue, to, None).await
+        let moved = super::membership::redrive(self.broker, queue, to, None).await?;
+        super::counters::redriven(queue, moved);
+        Ok(moved)
     }
 
     /// [`Queues::redrive`] of at most `limit` messages, the oldest first:
     /// a step of a paced move.
     pub async fn redrive_some(self, queue: &QueueName, to: Option<&QueueName>, limit: u64) -> Result<u64> {
-        super::membership::redrive(self.broker, queue, to, Some(limit)).await
+        let moved = super::membership::redrive(self.broker, queue, to, Some(limit)).await?;
+        super::counters::redriven(queue, moved);
+        Ok(moved)
     }
 
     /// One page of `queue`'s messages in `state`, in id order, starting
@@ -200,7 +214,9 @@ impl Queues<'_> {
         messages: &[Message],
         dedup_ids: &[Option<String>],
     ) -> Result<Vec<Sent>> {
-        super::sqs_attrs::sqs_send(self.broker, queue, messages, dedup_ids).await
+        let sent = super::sqs_attrs::sqs_send(self.broker, queue, messages, dedup_ids).await?;
+        super::counters::sent(queue, sent.iter().filter(|s| !s.duplicate).count());
+        Ok(sent)
     }
 
     /// Makes current leases end `timeout` from now: of the messages

@@ -27,6 +27,7 @@ mod api;
 mod batched;
 mod browse;
 mod coalesce;
+mod counters;
 mod lifecycle;
 pub(crate) mod maintain;
 mod membership;
@@ -52,6 +53,7 @@ use crate::types::TopicName;
 
 pub use api::Queues;
 pub use browse::{BrowseState, BrowsedMessage, MAX_BODY_PREVIEW, MAX_BROWSE_PAGE};
+pub use counters::describe_metrics;
 pub use maintain::QueueMaintenance;
 pub(crate) use receive::REAP_LEASE;
 pub use receive::{Receipt, ReceiveOptions, ReceivedMessage};

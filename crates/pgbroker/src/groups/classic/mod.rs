@@ -16,6 +16,7 @@
 //! fixed, waiting for the leader's SyncGroup) and `Stable`.
 
 mod api;
+pub(crate) mod assignment;
 mod join;
 pub(crate) mod offsets;
 mod state;
