@@ -7,13 +7,16 @@
 # Clients (all by default):
 #   kcat              kcat with Debian's librdkafka 2.0.2
 #   confluent-debian  Debian's python3-confluent-kafka (librdkafka 2.0.2), the
-#                     SIGKILL group scenario and the compacted topic scenarios
+#                     SIGKILL group scenario, the compacted topic and the
+#                     transaction scenarios
 #   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
-#                     group scenario and the compacted topic scenarios
-#   kafka-python      PyPI kafka-python, and the compacted topic scenarios
+#                     group scenario, the compacted topic and the
+#                     transaction scenarios
+#   kafka-python      PyPI kafka-python, the compacted topic and the
+#                     transaction scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
-#   aiokafka          PyPI aiokafka
-#   kafkajs           kafkajs from compat/node
+#   aiokafka          PyPI aiokafka, and the transaction scenarios
+#   kafkajs           kafkajs from compat/node, and its transaction scenarios
 #
 # Environment:
 #   PGBROKER_BIN                the binary to test (default: cargo build)
@@ -120,6 +123,8 @@ run_client() {
       "$py" "$COMPAT/sigkill.py" "$BOOTSTRAP" "${prefix}sk_" --label "$client" "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
+      "$py" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client confluent --label "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
     kafka-python-debian)
@@ -131,11 +136,25 @@ run_client() {
         "${DEBUG_PY[@]}" || rc=1
       "$COMPAT/.venv/bin/python" "$COMPAT/compaction.py" "$BOOTSTRAP" "${prefix}cp_" --client "$client" \
         "${DEBUG_PY[@]}" || rc=1
+      # kafka-python 2.0.2 (Debian's) has no transactional producer; 3.x does.
+      "$COMPAT/.venv/bin/python" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
     aiokafka)
-      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" "${DEBUG_PY[@]}" ;;
-    kafkajs) node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" ;;
+      local rc=0
+      "$COMPAT/.venv/bin/python" "$COMPAT/python_clients.py" "$BOOTSTRAP" "$prefix" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      "$COMPAT/.venv/bin/python" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client "$client" \
+        "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
+    kafkajs)
+      local rc=0
+      node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" || rc=1
+      node "$COMPAT/node/transactions.mjs" "$BOOTSTRAP" "${prefix}tx_" "${DEBUG_PY[@]}" || rc=1
+      return $rc
+      ;;
   esac
 }
 

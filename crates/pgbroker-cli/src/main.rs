@@ -12,6 +12,7 @@ mod queue_text;
 mod serve;
 mod stream;
 mod topic;
+mod txn;
 mod user;
 
 use std::io::IsTerminal as _;
@@ -86,6 +87,10 @@ enum Command {
     /// rights per topic, group or queue.
     #[command(subcommand, after_help = help::ACL)]
     Acl(acl::AclCommand),
+    /// Kafka transactions: list transactional ids, describe one, abort a
+    /// hanging transaction.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Run one maintenance pass: drop expired segments, compact compacted
     /// topics, rotate queue storage.
     Maintain {
@@ -465,6 +470,7 @@ fn only_reads(command: &Command) -> bool {
             | Command::Queue(queue::QueueCommand::List { .. } | queue::QueueCommand::Stats { .. })
             | Command::User(user::UserCommand::List { .. } | user::UserCommand::Key(user::KeyCommand::List { .. }))
             | Command::Acl(acl::AclCommand::List { .. })
+            | Command::Txn(txn::TxnCommand::List { .. } | txn::TxnCommand::Describe { .. })
             | Command::Consume(_)
     )
 }
@@ -503,6 +509,7 @@ async fn run_connected(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&broker, cmd).await,
         Command::User(cmd) => user::run(&broker, cmd).await,
         Command::Acl(cmd) => acl::run(&broker, cmd).await,
+        Command::Txn(cmd) => txn::run(&broker, cmd).await,
         Command::Serve(args) => serve::run(broker, *args).await,
         Command::Completions(_) | Command::Man(_) => Ok(()),
         Command::Maintain { force_compaction } => {

@@ -285,16 +285,25 @@ async fn consume_partition(broker: &Broker, args: &ConsumeArgs, partition: i32, 
             ..FetchLimits::default()
         };
         let fetched = tokio::select! {
-            r = broker.streams().fetch(topic, partition, offset, limits) => {
+            r = broker.streams().fetch_committed(topic, partition, offset, limits) => {
                 r.with_context(|| format!("cannot read {topic}/{partition} at offset {offset}"))?
             }
             () = interrupt.notified() => break,
         };
         let records = &fetched.records[..fetched.records.len().min(room)];
         let Some(last) = records.last() else {
+            // Only transaction markers or aborted records: step over them.
+            if fetched.next_offset > offset {
+                offset = fetched.next_offset;
+                continue;
+            }
             break; // idle for idle_timeout
         };
-        offset = last.offset + 1;
+        offset = if records.len() == fetched.records.len() {
+            fetched.next_offset.max(last.offset + 1)
+        } else {
+            last.offset + 1
+        };
         print_records(args, records.iter().map(|r| (topic, r)))?;
         printed += u64::try_from(records.len())?;
     }

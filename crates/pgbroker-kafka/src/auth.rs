@@ -172,6 +172,8 @@ pub(crate) struct Session {
     /// What the connection may do: everything without authentication,
     /// else what the user's ACLs, loaded at login, grant.
     pub access: Access,
+    /// The transactions this connection added partitions or groups to.
+    pub txns: crate::api::txn::SeenTxns,
     required: bool,
     requests_before_auth: u32,
 }
@@ -183,6 +185,7 @@ impl Session {
             close_after_answer: false,
             raw_tokens: false,
             access: if config.required { Access::none() } else { Access::All },
+            txns: crate::api::txn::SeenTxns::default(),
             required: config.required,
             requests_before_auth: 0,
         }

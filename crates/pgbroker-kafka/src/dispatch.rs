@@ -228,7 +228,11 @@ macro_rules! api_table {
 
 // Versions are capped where a newer one needs something pgbroker does not
 // have (topic ids in Fetch 13+ and Produce 10+, batched groups in
-// OffsetFetch 8+, new consumer protocol fields).
+// OffsetFetch 8+, new consumer protocol fields). The transaction APIs stop
+// before transaction version 2 (KIP-890 part 2: AddPartitionsToTxn 4+ is
+// broker-to-broker, EndTxn 5 and TxnOffsetCommit 5 return or imply epoch
+// bumps per transaction); `transaction.version` is not advertised, so
+// Java clients use version 1, as librdkafka always does.
 api_table! {
     Produce 3..=9, Never => ProduceRequest, api::produce::produce;
     Fetch 4..=12, Never => FetchRequest, api::fetch::fetch;
@@ -248,6 +252,12 @@ api_table! {
     DeleteTopics 1..=5, Never => DeleteTopicsRequest, api::topics::delete_topics;
     DeleteRecords 0..=2, Never => DeleteRecordsRequest, api::topics::delete_records;
     InitProducerId 0..=4, Never => InitProducerIdRequest, api::topics::init_producer_id;
+    AddPartitionsToTxn 0..=3, Never => AddPartitionsToTxnRequest, api::txn::add_partitions_to_txn, session;
+    AddOffsetsToTxn 0..=3, Never => AddOffsetsToTxnRequest, api::txn::add_offsets_to_txn, session;
+    EndTxn 0..=3, Never => EndTxnRequest, api::txn::end_txn, session;
+    TxnOffsetCommit 0..=3, Never => TxnOffsetCommitRequest, api::txn::txn_offset_commit;
+    DescribeTransactions 0..=0, Never => DescribeTransactionsRequest, api::txn_admin::describe_transactions;
+    ListTransactions 0..=1, Never => ListTransactionsRequest, api::txn_admin::list_transactions;
     OffsetForLeaderEpoch 2..=4, Never => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
     DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::configs::describe_configs;
     AlterConfigs 0..=2, Never => AlterConfigsRequest, api::configs::alter_configs;

@@ -31,6 +31,7 @@ pub(crate) fn data_error(e: &Error) -> ResponseError {
         Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        Error::Transaction { refusal, .. } => crate::api::txn::refusal_error(refusal),
         e if e.is_retriable() => ResponseError::KafkaStorageError,
         _ => group_error(e),
     }

@@ -165,6 +165,8 @@ pub async fn serve_on(
     });
     let mut stop = shutdown.subscribe();
     let refresher = tokio::spawn(refresh_nodes(ctx.clone(), shutdown.subscribe()));
+    // Every node sweeps transaction timeouts; they skip each other's rows.
+    let txn_timeouts = ctx.broker.transactions().spawn_timeouts(TXN_TIMEOUT_SWEEP);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -197,11 +199,15 @@ pub async fn serve_on(
         tracing::warn!("connections still open after 30s; closing them");
     }
     refresher.abort();
+    txn_timeouts.abort();
     if let Err(e) = ctx.broker.cluster().deregister(ctx.node_id).await {
         tracing::warn!(error = %e, "could not deregister node");
     }
     Ok(())
 }
+
+/// How often this node aborts transactions past their timeout.
+const TXN_TIMEOUT_SWEEP: Duration = Duration::from_secs(1);
 
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

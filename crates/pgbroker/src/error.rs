@@ -180,6 +180,16 @@ pub enum Error {
         /// The newest epoch seen.
         current: i16,
     },
+    /// A transaction coordinator refusal (see [`crate::txn::TxnRefusal`]).
+    /// Nothing was changed.
+    #[error("transaction {transactional_id:?}: {refusal}")]
+    Transaction {
+        /// The transactional id, or the producer id in words when the
+        /// request named none.
+        transactional_id: String,
+        /// Why.
+        refusal: crate::txn::TxnRefusal,
+    },
     /// The user does not exist.
     #[error("unknown user {0:?}")]
     UnknownUser(String),
@@ -341,6 +351,7 @@ invalid_kinds! {
     Extension => "extension",
     Receipt => "receipt",
     BrowseState => "browse state",
+    TransactionalId => "transactional id",
 }
 
 impl fmt::Display for Invalid {

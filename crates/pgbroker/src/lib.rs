@@ -63,6 +63,7 @@ pub mod queues;
 mod sql;
 pub mod sql_api;
 pub mod streams;
+pub mod txn;
 mod types;
 
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};

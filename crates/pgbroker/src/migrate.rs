@@ -17,6 +17,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("sql_functions", include_str!("migrations/0009_sql_functions.sql")),
     ("sqs", include_str!("migrations/0010_sqs.sql")),
     ("compaction", include_str!("migrations/0011_compaction.sql")),
+    ("transactions", include_str!("migrations/0012_transactions.sql")),
 ];
 
 /// The newest schema version this build knows.

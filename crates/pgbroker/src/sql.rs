@@ -157,6 +157,8 @@ pub(crate) struct Registry {
     pub auth: crate::auth::statements::Statements,
     /// The cluster's and the broker's own.
     pub broker: crate::broker::statements::Statements,
+    /// The transaction coordinator's.
+    pub txn: crate::txn::statements::Statements,
 }
 
 impl Registry {
@@ -167,6 +169,7 @@ impl Registry {
             streams: crate::streams::statements::Statements::new(schema),
             auth: crate::auth::statements::Statements::new(schema),
             broker: crate::broker::statements::Statements::new(schema),
+            txn: crate::txn::statements::Statements::new(schema),
         }
     }
 
@@ -178,6 +181,7 @@ impl Registry {
             ("streams", self.streams.all()),
             ("auth", self.auth.all()),
             ("broker", self.broker.all()),
+            ("txn", self.txn.all()),
         ];
         areas
             .into_iter()
@@ -289,9 +293,14 @@ mod tests {
         "group_members",
         "group_offsets",
         "groups",
+        "kafka_aborted_txns",
         "kafka_nodes",
         "kafka_producer_ids",
         "kafka_producer_state",
+        "kafka_transactions",
+        "kafka_txn_groups",
+        "kafka_txn_offsets",
+        "kafka_txn_partitions",
         "messages",
         "orphan_segments",
         "partitions",

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
-use pgbroker::streams::{ManyLimits, PartitionRead};
-use pgbroker::TopicName;
+use pgbroker::streams::{FetchResult, Isolation, ManyLimits, PartitionRead, RecordProducer};
+use pgbroker::{StoredRecord, TopicName};
 
-use crate::codec::encode_batch_spanning;
+use crate::codec::{encode_batch_of, encode_batch_spanning, BatchProducer};
 use crate::dispatch::ReqInfo;
 use crate::errors::data_code;
 use crate::metrics;
@@ -51,7 +51,13 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
         max_bytes: usize::try_from(req.max_bytes).unwrap_or(usize::MAX).max(1),
         max_records: MAX_RECORDS_PER_PARTITION,
         max_wait: Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP),
+        isolation: if req.isolation_level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        },
     };
+    let committed = limits.isolation == Isolation::ReadCommitted;
     let results = ctx.broker.streams().fetch_many(&reads, limits).await;
     let mut resp = FetchResponse::default();
     resp.responses = req
@@ -77,9 +83,25 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
             }
             Ok(Ok(r)) => {
                 pd.high_watermark = r.high_watermark;
-                pd.last_stable_offset = r.high_watermark;
+                pd.last_stable_offset = r.last_stable_offset;
                 if v >= 5 {
                     pd.log_start_offset = r.log_start_offset;
+                }
+                // Only read_committed fetches hear of aborted
+                // transactions (a read_uncommitted client told of them
+                // would drop records it asked to see).
+                if committed {
+                    pd.aborted_transactions = Some(
+                        r.aborted
+                            .iter()
+                            .map(|a| {
+                                let mut t = AbortedTransaction::default();
+                                t.producer_id = kafka_protocol::messages::ProducerId(a.producer_id);
+                                t.first_offset = a.first_offset;
+                                t
+                            })
+                            .collect(),
+                    );
                 }
                 // One batch from the first record (or the asked offset)
                 // through the end of the range read, so that records
@@ -87,7 +109,13 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
                 let from = r.records.first().map_or(asked, |rec| rec.offset);
                 if r.next_offset > from {
                     let mut buf = Vec::new();
-                    encode_batch_spanning(&mut buf, &r.records, from, r.next_offset);
+                    if r.producers.is_empty() {
+                        encode_batch_spanning(&mut buf, &r.records, from, r.next_offset);
+                    } else {
+                        encode_runs(&mut buf, r);
+                        let end = r.records.last().map_or(from, |rec| rec.offset + 1);
+                        encode_batch_spanning(&mut buf, &[], end, r.next_offset);
+                    }
                     metrics::fetched(req.topics[ti].topic.0.as_str(), r.records.len(), buf.len());
                     pd.records = Some(Bytes::from(buf));
                 } else {
@@ -115,4 +143,32 @@ pub(crate) async fn fetch(info: &ReqInfo<'_>, req: FetchRequest) -> Option<Fetch
         }
     }
     Some(resp)
+}
+
+/// Encodes a read with records of transactions as batches: one per run of
+/// plain records or of one producer's records, and one per marker, each
+/// with the producer fields and attribute bits clients skip by.
+fn encode_runs(buf: &mut Vec<u8>, r: &FetchResult) {
+    let mut tags = r.producers.iter().peekable();
+    let mut tag_of = |rec: &StoredRecord| {
+        while tags.peek().is_some_and(|t: &&RecordProducer| t.offset < rec.offset) {
+            tags.next();
+        }
+        tags.peek().filter(|t| t.offset == rec.offset).map(|t| BatchProducer {
+            producer_id: t.producer_id,
+            epoch: t.epoch,
+            control: t.control,
+        })
+    };
+    let mut start = 0;
+    let mut current: Option<BatchProducer> = None;
+    for (i, rec) in r.records.iter().enumerate() {
+        let tag = tag_of(rec);
+        if i > start && (tag != current || tag.is_some_and(|t| t.control)) {
+            encode_batch_of(buf, &r.records[start..i], current);
+            start = i;
+        }
+        current = tag;
+    }
+    encode_batch_of(buf, &r.records[start..], current);
 }

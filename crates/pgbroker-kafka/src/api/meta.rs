@@ -177,8 +177,15 @@ pub(crate) async fn find_coordinator(
     let found: Vec<(String, Option<ResponseError>, Option<pgbroker::cluster::Node>)> = keys
         .into_iter()
         .map(|k| {
-            if req.key_type != 0 {
-                return (k, Some(ResponseError::TransactionalIdAuthorizationFailed), None);
+            match req.key_type {
+                0 => {}
+                // Any node coordinates any transactional id: its state is
+                // in Postgres. The same users who may produce may use one.
+                1 if info.access.produces_anywhere() => {
+                    let node = pick(&nodes, &k, 0).cloned().unwrap_or_else(|| ctx.self_node());
+                    return (k, None, Some(node));
+                }
+                _ => return (k, Some(ResponseError::TransactionalIdAuthorizationFailed), None),
             }
             if !info.access.sees_group(&k) {
                 return (k, Some(ResponseError::GroupAuthorizationFailed), None);
@@ -214,7 +221,7 @@ pub(crate) async fn find_coordinator(
 fn refusal(err: Option<ResponseError>) -> Option<&'static str> {
     match err? {
         ResponseError::GroupAuthorizationFailed => Some("not authorized to use this group"),
-        _ => Some("transactions are not supported"),
+        _ => Some("not authorized to use this transactional id, or an unknown key type"),
     }
 }
 

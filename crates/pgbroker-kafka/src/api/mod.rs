@@ -9,6 +9,8 @@ pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
 pub(crate) mod topics;
+pub(crate) mod txn;
+pub(crate) mod txn_admin;
 
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;

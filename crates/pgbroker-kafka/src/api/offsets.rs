@@ -41,13 +41,15 @@ pub(crate) async fn list_offsets(info: &ReqInfo<'_>, req: ListOffsetsRequest) ->
                 pr.leader_epoch = 0;
             }
             match &topic {
-                Ok(topic) => match resolve(ctx, topic, p.partition_index, p.timestamp).await {
-                    Ok((ts, off)) => {
-                        pr.timestamp = ts;
-                        pr.offset = off;
+                Ok(topic) => {
+                    match resolve(ctx, topic, p.partition_index, p.timestamp, req.isolation_level == 1).await {
+                        Ok((ts, off)) => {
+                            pr.timestamp = ts;
+                            pr.offset = off;
+                        }
+                        Err(e) => pr.error_code = data_code(&e),
                     }
-                    Err(e) => pr.error_code = data_code(&e),
-                },
+                }
                 Err(code) => pr.error_code = *code,
             }
             tr.partitions.push(pr);
@@ -60,8 +62,19 @@ pub(crate) async fn list_offsets(info: &ReqInfo<'_>, req: ListOffsetsRequest) ->
 /// `(timestamp, offset)` for a ListOffsets target: latest, earliest, or
 /// the first record at or after a time (`(-1, -1)` when there is none, as
 /// Kafka answers).
-async fn resolve(ctx: &Ctx, topic: &TopicName, partition: i32, target: i64) -> pgbroker::Result<(i64, i64)> {
+/// With `committed` (read_committed), latest is the last stable offset.
+async fn resolve(
+    ctx: &Ctx,
+    topic: &TopicName,
+    partition: i32,
+    target: i64,
+    committed: bool,
+) -> pgbroker::Result<(i64, i64)> {
     match target {
+        LATEST if committed => Ok((
+            -1,
+            ctx.broker.transactions().last_stable_offset(topic, partition).await?,
+        )),
         LATEST => Ok((
             -1,
             ctx.broker
@@ -266,6 +279,19 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             return Some(resp);
         }
     };
+    // With RequireStable, partitions with an offset pending in an open
+    // transaction answer UNSTABLE_OFFSET_COMMIT; clients retry.
+    let unstable: Vec<(String, i32)> = if v >= 7 && req.require_stable {
+        match ctx.broker.transactions().pending_offsets(&group).await {
+            Ok(p) => p.into_iter().map(|(t, p)| (t.to_string(), p)).collect(),
+            Err(e) => {
+                resp.error_code = group_code(&e);
+                return Some(resp);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let by_tp: BTreeMap<(String, i32), (i64, Option<String>)> = committed
         .into_iter()
         .filter(|(t, _)| info.access.sees_topic(t.as_str()))
@@ -294,9 +320,13 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
                 tr.name = t.name.clone();
                 let seen = info.access.sees_topic(t.name.0.as_str());
                 for &p in &t.partition_indexes {
-                    let mut pr = entry(p, by_tp.get(&(t.name.0.to_string(), p)));
+                    let key = (t.name.0.to_string(), p);
+                    let mut pr = entry(p, by_tp.get(&key));
                     if !seen {
                         pr.error_code = ResponseError::TopicAuthorizationFailed.code();
+                    } else if unstable.contains(&key) {
+                        pr.committed_offset = -1;
+                        pr.error_code = ResponseError::UnstableOffsetCommit.code();
                     }
                     tr.partitions.push(pr);
                 }
@@ -313,7 +343,12 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
                     current = Some(tr);
                 }
                 if let Some(c) = current.as_mut() {
-                    c.partitions.push(entry(*p, Some(found)));
+                    let mut pr = entry(*p, Some(found));
+                    if unstable.iter().any(|(t, q)| t == topic && q == p) {
+                        pr.committed_offset = -1;
+                        pr.error_code = ResponseError::UnstableOffsetCommit.code();
+                    }
+                    c.partitions.push(pr);
                 }
             }
             resp.topics.extend(current);

@@ -26,10 +26,15 @@ type PartitionOutcome = (i16, i64, Option<String>);
 pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
     let (ctx, v) = (info.ctx, info.version);
     let acks = req.acks;
-    let refuse_all = if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .filter(|t| !t.is_empty())
+        .map(|t| t.as_str());
+    let refuse_all = if txn_id.is_some() && !info.access.produces_anywhere() {
         Some((
             ResponseError::TransactionalIdAuthorizationFailed.code(),
-            "transactions are not supported",
+            "not authorized to use a transactional id",
         ))
     } else if !matches!(acks, -1..=1) {
         Some((INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
@@ -53,7 +58,7 @@ pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<P
                 Some("not authorized to produce to this topic".to_string()),
             );
         }
-        produce_partition(ctx, name.as_str(), *partition, records.as_deref()).await
+        produce_partition(ctx, txn_id, name.as_str(), *partition, records.as_deref()).await
     }))
     .await;
     if acks == 0 {
@@ -87,7 +92,13 @@ pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<P
     Some(resp)
 }
 
-async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Option<&[u8]>) -> PartitionOutcome {
+async fn produce_partition(
+    ctx: &Ctx,
+    txn_id: Option<&str>,
+    name: &str,
+    partition: i32,
+    records: Option<&[u8]>,
+) -> PartitionOutcome {
     let topic = match TopicName::new(name) {
         Ok(t) => t,
         Err(e) => return (ResponseError::InvalidTopicException.code(), -1, Some(e.to_string())),
@@ -103,16 +114,23 @@ async fn produce_partition(ctx: &Ctx, name: &str, partition: i32, records: Optio
         Ok(b) => b,
         Err(e) => return (batch_code(&e), -1, Some(e.to_string())),
     };
-    if batches.iter().any(|b| b.transactional) {
+    // Transactional batches come with the request's transactional id, and
+    // only they do.
+    if batches
+        .iter()
+        .any(|b| b.transactional != txn_id.is_some() || (b.transactional && b.producer_id < 0))
+    {
         return (
-            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            ResponseError::InvalidTxnState.code(),
             -1,
-            Some("transactions are not supported".to_string()),
+            Some("transactional batches need the request's transactional id and a producer id".to_string()),
         );
     }
     let bytes: usize = batches.iter().flat_map(|b| &b.records).map(Record::size).sum();
     let count: usize = batches.iter().map(|b| b.records.len()).sum();
-    let result = if batches.iter().any(|b| b.producer_id >= 0) {
+    let result = if let Some(id) = txn_id {
+        append_transactional(ctx, id, &topic, partition, batches).await
+    } else if batches.iter().any(|b| b.producer_id >= 0) {
         append_idempotent(ctx, &topic, partition, batches).await
     } else {
         let records: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
@@ -161,6 +179,34 @@ async fn append_idempotent(
             let pos = ctx.broker.streams().produce(topic, Some(partition), &b.records).await?;
             pos.first().map_or(-1, |p| p.offset)
         };
+        first.get_or_insert(base);
+    }
+    Ok(first.unwrap_or(-1))
+}
+
+/// Batches of a transactional producer go one at a time through the
+/// coordinator's checks (epoch, ongoing transaction, partition added) and
+/// the sequence check.
+async fn append_transactional(
+    ctx: &Ctx,
+    txn_id: &str,
+    topic: &TopicName,
+    partition: i32,
+    batches: Vec<DecodedBatch>,
+) -> pgbroker::Result<i64> {
+    let mut first = None;
+    for b in batches {
+        let batch = ProducerBatch {
+            producer_id: b.producer_id,
+            epoch: b.producer_epoch,
+            base_sequence: b.base_sequence,
+        };
+        let base = ctx
+            .broker
+            .transactions()
+            .produce(txn_id, topic, partition, &b.records, batch)
+            .await?
+            .base_offset;
         first.get_or_insert(base);
     }
     Ok(first.unwrap_or(-1))

@@ -219,9 +219,8 @@ pub(crate) async fn init_producer_id(info: &ReqInfo<'_>, req: InitProducerIdRequ
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-        resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        return Some(resp);
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        return Some(super::txn::init_transactional(info, &req, id.as_str()).await);
     }
     // An idempotent producer id: for users that may produce somewhere.
     if !info.access.produces_anywhere() {

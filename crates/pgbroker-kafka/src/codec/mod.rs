@@ -7,4 +7,7 @@ pub(crate) mod compression;
 mod read;
 mod records;
 
-pub use records::{decode_batches, encode_batch, encode_batch_spanning, BatchError, BatchLimits, DecodedBatch};
+pub use records::{
+    decode_batches, encode_batch, encode_batch_of, encode_batch_spanning, BatchError, BatchLimits, BatchProducer,
+    DecodedBatch,
+};

@@ -221,12 +221,34 @@ fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
+/// The producer fields of a batch of a transaction, or of a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// A control batch (one commit or abort marker).
+    pub control: bool,
+}
+
+/// Attribute bits of a batch of a transaction and of a control batch.
+const TRANSACTIONAL: i16 = 0x10;
+const CONTROL: i16 = 0x20;
+
 /// Appends stored records as one uncompressed batch.
 pub fn encode_batch(out: &mut Vec<u8>, records: &[StoredRecord]) {
+    encode_batch_of(out, records, None);
+}
+
+/// Appends stored records as one uncompressed batch, with the producer
+/// fields and attribute bits of a transaction's batch when `producer` is
+/// given.
+pub fn encode_batch_of(out: &mut Vec<u8>, records: &[StoredRecord], producer: Option<BatchProducer>) {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return;
     };
-    encode_batch_spanning(out, records, first.offset, last.offset + 1);
+    encode_spanning(out, records, first.offset, last.offset + 1, producer);
 }
 
 /// Appends stored records, in offset order and all within `[base, end)`,
@@ -237,6 +259,10 @@ pub fn encode_batch(out: &mut Vec<u8>, records: &[StoredRecord]) {
 /// Kafka's cleaner keeps each batch's first and last offsets. With no
 /// records, the batch is empty and only moves the position.
 pub fn encode_batch_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: i64, end: i64) {
+    encode_spanning(out, records, base, end, None);
+}
+
+fn encode_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: i64, end: i64, producer: Option<BatchProducer>) {
     if end <= base {
         return;
     }
@@ -260,13 +286,18 @@ pub fn encode_batch_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: 
         body.extend_from_slice(&rec);
     }
     let mut after_crc = Vec::with_capacity(40 + body.len());
-    after_crc.extend_from_slice(&0i16.to_be_bytes());
+    let attributes = match producer {
+        None => 0,
+        Some(p) if p.control => TRANSACTIONAL | CONTROL,
+        Some(_) => TRANSACTIONAL,
+    };
+    after_crc.extend_from_slice(&attributes.to_be_bytes());
     let last_delta = i32::try_from(end - 1 - base).unwrap_or(i32::MAX);
     after_crc.extend_from_slice(&last_delta.to_be_bytes());
     after_crc.extend_from_slice(&base_ts.to_be_bytes());
     after_crc.extend_from_slice(&max_ts.to_be_bytes());
-    after_crc.extend_from_slice(&(-1i64).to_be_bytes());
-    after_crc.extend_from_slice(&(-1i16).to_be_bytes());
+    after_crc.extend_from_slice(&producer.map_or(-1, |p| p.producer_id).to_be_bytes());
+    after_crc.extend_from_slice(&producer.map_or(-1, |p| p.epoch).to_be_bytes());
     after_crc.extend_from_slice(&(-1i32).to_be_bytes());
     after_crc.extend_from_slice(&i32::try_from(records.len()).unwrap_or(i32::MAX).to_be_bytes());
     after_crc.extend_from_slice(&body);
@@ -344,6 +375,31 @@ mod tests {
         let mut none = Vec::new();
         encode_batch_spanning(&mut none, &[], 5, 5);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn transactional_and_control_batches_carry_their_producer_and_bits() {
+        let data = BatchProducer {
+            producer_id: 42,
+            epoch: 3,
+            control: false,
+        };
+        let mut buf = Vec::new();
+        encode_batch_of(&mut buf, &[stored(5, "k", "v")], Some(data));
+        let batches = decode_batches(&buf, LIMITS).expect("decodes");
+        assert!(batches[0].transactional);
+        assert_eq!((batches[0].producer_id, batches[0].producer_epoch), (42, 3));
+        // Attributes at byte 21: transactional (0x10), and control (0x20)
+        // for a marker, which a produce may not send.
+        assert_eq!(i16::from_be_bytes([buf[21], buf[22]]), 0x10);
+        let mut marker = Vec::new();
+        encode_batch_of(
+            &mut marker,
+            &[stored(6, "k", "v")],
+            Some(BatchProducer { control: true, ..data }),
+        );
+        assert_eq!(i16::from_be_bytes([marker[21], marker[22]]), 0x30);
+        assert!(matches!(decode_batches(&marker, LIMITS), Err(BatchError::Invalid(_))));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use tokio_postgres::GenericClient;
 
 use super::consumer::{Consumer, ConsumerConfig};
-use super::fetch::{FetchLimits, FetchResult, OffsetSpec};
+use super::fetch::{FetchLimits, FetchResult, Isolation, OffsetSpec};
 use super::fetch_many::{ManyLimits, PartitionRead};
 use super::idempotent::{IdempotentAppend, ProducerBatch};
 use super::producer::{Producer, ProducerConfig};
@@ -160,7 +160,33 @@ impl Streams<'_> {
         offset: i64,
         limits: FetchLimits,
     ) -> Result<FetchResult> {
-        super::fetch::fetch(self.broker, topic, partition, offset, limits).await
+        super::fetch::fetch(
+            self.broker,
+            topic,
+            partition,
+            offset,
+            limits,
+            Isolation::ReadUncommitted,
+        )
+        .await
+    }
+
+    /// Reads what a consumer of committed data sees of one partition from
+    /// `offset`, as Kafka's read_committed: up to the last stable offset,
+    /// without the records of aborted transactions and without commit and
+    /// abort markers. Offsets then have gaps; continue from the result's
+    /// `next_offset`.
+    pub async fn fetch_committed(
+        self,
+        topic: &TopicName,
+        partition: i32,
+        offset: i64,
+        limits: FetchLimits,
+    ) -> Result<FetchResult> {
+        let mut r =
+            super::fetch::fetch(self.broker, topic, partition, offset, limits, Isolation::ReadCommitted).await?;
+        r.keep_committed();
+        Ok(r)
     }
 
     /// Reads each partition from its offset, returning one result per read

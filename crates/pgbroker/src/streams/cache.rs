@@ -34,6 +34,9 @@ struct PartitionCache {
     checked_at: Option<Instant>,
     /// Another process has written since (a NOTIFY said so).
     stale: bool,
+    /// The last stable offset read with the watermarks, when a
+    /// transaction was open on the partition.
+    open_txn_at: Option<i64>,
 }
 
 impl PartitionCache {
@@ -157,6 +160,30 @@ impl RecordCache {
         c.checked_at = Some(Instant::now());
         c.stale = false;
         c.push_run(Vec::new(), self.max_bytes);
+    }
+
+    /// Records where the oldest open transaction of the partition starts
+    /// (`None`: none is open), read from Postgres with the watermarks.
+    pub(crate) fn note_stable(&self, partition_id: i64, open_txn_at: Option<i64>) {
+        if let Some(part) = self.partition(partition_id) {
+            if let Ok(mut c) = part.lock() {
+                c.open_txn_at = open_txn_at;
+            }
+        }
+    }
+
+    /// Where a read_committed read of the cache must stop: the last
+    /// stable offset as last read (`i64::MAX` when no transaction was
+    /// open). `None` when the cache cannot tell: a transaction was open
+    /// and another process has written since.
+    pub(crate) fn committed_bound(&self, partition_id: i64) -> Option<i64> {
+        let part = self.partition(partition_id)?;
+        let c = part.lock().ok()?;
+        match c.open_txn_at {
+            None => Some(i64::MAX),
+            Some(_) if c.stale => None,
+            Some(at) => Some(at),
+        }
     }
 
     /// Drops cached records below a new log start (retention in this

@@ -11,6 +11,9 @@
 //!   A tombstone (a key with no value) survives too, until its segment was
 //!   first compacted `delete.retention.ms` ago. Records without a key
 //!   (written before the topic became compacted) are kept.
+//! - Records of aborted transactions are removed (they are nobody's latest
+//!   value); commit and abort markers are kept, so that clients' skipping
+//!   of aborted ranges still finds each range's end.
 //!
 //! No row is ever deleted in place. A segment is rewritten in one
 //! transaction on one connection: its survivors are copied into a
@@ -69,9 +72,16 @@ pub struct CompactionReport {
 
 /// The offset below which transactions are decided. Nothing at or above it
 /// is compacted: records of an open transaction may still be aborted.
-/// pgbroker has no transactions yet, so it is the high watermark.
-pub(crate) fn last_stable_offset(high_watermark: i64) -> i64 {
-    high_watermark
+async fn last_stable_offset(
+    client: &tokio_postgres::Client,
+    broker: &Broker,
+    pid: i64,
+    high_watermark: i64,
+) -> Result<i64> {
+    let row = client.query_one(&broker.inner.sql.txn.last_stable, &[&pid]).await?;
+    Ok(row
+        .get::<_, Option<i64>>(0)
+        .map_or(high_watermark, |o| o.min(high_watermark)))
 }
 
 /// One compacted partition as the candidates statement reads it.
@@ -168,12 +178,12 @@ async fn clean_partition(
 async fn try_clean_partition(broker: &Broker, c: &Candidate, force: bool) -> Result<Option<PartitionPass>> {
     let sql = &broker.inner.sql.streams;
     let seg = c.segment_records;
-    let stable = last_stable_offset(c.next_offset);
+    let client = broker.client().await?;
+    let stable = last_stable_offset(&client, broker, c.pid, c.next_offset).await?;
     // Whole segments only: the active one (holding the high watermark)
     // and any holding the last stable offset stay as they are.
     let mut limit = (c.next_offset.min(stable) / seg) * seg;
     let clean_from = c.clean_offset.unwrap_or(c.log_start).max(c.log_start);
-    let client = broker.client().await?;
     if c.min_lag_ms > 0 && limit > c.log_start {
         let row = client
             .query_one(&sql.compaction_young, &[&c.pid, &c.log_start, &limit, &c.min_lag_ms])
@@ -280,6 +290,9 @@ async fn rewrite_segment(
     let table = segment_table(pid, base);
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
+    // Advisory locks are database-wide: the key names the schema too, so
+    // that brokers of other schemas with the same partition id do not
+    // block each other.
     let locked: bool = tx
         .query_one(
             "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.compact'), hashtext($1::text))",

@@ -188,7 +188,12 @@ impl Consumer {
         let mut out = Vec::new();
         let tps: Vec<(TopicPartition, i64)> = self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (tp, pos) in tps {
-            match self.broker.streams().fetch(&tp.topic, tp.partition, pos, limits).await {
+            match self
+                .broker
+                .streams()
+                .fetch_committed(&tp.topic, tp.partition, pos, limits)
+                .await
+            {
                 Ok(res) => {
                     if res.next_offset > pos {
                         self.positions.insert(tp.clone(), res.next_offset);

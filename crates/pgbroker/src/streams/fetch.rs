@@ -50,6 +50,76 @@ pub struct FetchResult {
     pub high_watermark: i64,
     /// First offset still stored.
     pub log_start_offset: i64,
+    /// Where read_committed reads stop: the first offset of the oldest
+    /// transaction still open, else the high watermark.
+    pub last_stable_offset: i64,
+    /// The records above written by transactional producers, and the
+    /// commit and abort markers among them, by offset. Empty when there
+    /// are none.
+    pub producers: Vec<RecordProducer>,
+    /// For a read_committed fetch, the aborted transactions overlapping
+    /// the records returned, by first offset.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// Which records a fetch may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Up to the high watermark, transactions open or not.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions of the
+    /// range, as Kafka's read_committed.
+    ReadCommitted,
+}
+
+/// The producer of one record of a transaction, or of a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordProducer {
+    /// The record's offset.
+    pub offset: i64,
+    /// The transactional producer's id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// A commit or abort marker (a control record) rather than data.
+    pub control: bool,
+}
+
+/// An aborted transaction of a partition: the producer's records from
+/// `first_offset` to its abort marker at `last_offset` are to be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its first record in the partition.
+    pub first_offset: i64,
+    /// Its abort marker.
+    pub last_offset: i64,
+}
+
+impl FetchResult {
+    /// Keeps only what a reader of committed data sees: drops the markers
+    /// and the records of aborted transactions (a read_committed fetch
+    /// already stopped at the last stable offset). `next_offset` is kept,
+    /// so a reader steps over what was dropped.
+    pub fn keep_committed(&mut self) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let (producers, aborted) = (&self.producers, &self.aborted);
+        let dropped = |offset: i64| {
+            producers.iter().find(|p| p.offset == offset).is_some_and(|p| {
+                p.control
+                    || aborted
+                        .iter()
+                        .any(|a| a.producer_id == p.producer_id && a.first_offset <= offset && offset < a.last_offset)
+            })
+        };
+        self.records.retain(|r| !dropped(r.offset));
+        let kept: Vec<i64> = self.records.iter().map(|r| r.offset).collect();
+        self.producers.retain(|p| kept.binary_search(&p.offset).is_ok());
+    }
 }
 
 /// An offset to resolve.
@@ -78,15 +148,23 @@ pub(crate) async fn fetch(
     partition: i32,
     offset: i64,
     limits: FetchLimits,
+    isolation: Isolation,
 ) -> Result<FetchResult> {
     let (_, mut pid) = broker.partition_id(topic, partition).await?;
+    let read = Read {
+        topic,
+        partition,
+        offset,
+        limits,
+        isolation,
+    };
     if limits.max_wait.is_zero() {
-        return match fetch_cached(broker, topic, partition, pid, offset, limits).await {
+        return match fetch_cached(broker, pid, &read).await {
             // A partition id cached for a topic of the same name that
             // was deleted since: `fetch_once` forgot it; look again.
             Err(Error::UnknownTopic(_)) => {
                 pid = broker.partition_id(topic, partition).await?.1;
-                fetch_cached(broker, topic, partition, pid, offset, limits).await
+                fetch_cached(broker, pid, &read).await
             }
             other => other,
         };
@@ -100,7 +178,7 @@ pub(crate) async fn fetch(
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let result = fetch_cached(broker, topic, partition, pid, offset, limits).await?;
+        let result = fetch_cached(broker, pid, &read).await?;
         let now = Instant::now();
         if !result.records.is_empty() || now >= deadline {
             return Ok(result);
@@ -116,64 +194,88 @@ pub(crate) async fn fetch(
     }
 }
 
-/// Serves the fetch from the record cache when it holds the offset,
-/// else from Postgres, caching what Postgres returned.
-async fn fetch_cached(
-    broker: &Broker,
-    topic: &TopicName,
+/// One partition read.
+struct Read<'a> {
+    topic: &'a TopicName,
     partition: i32,
-    pid: i64,
     offset: i64,
     limits: FetchLimits,
-) -> Result<FetchResult> {
+    isolation: Isolation,
+}
+
+/// Serves the fetch from the record cache when it holds the offset,
+/// else from Postgres, caching what Postgres returned. The cache holds no
+/// record of a transaction: a read_committed read of it stops at the last
+/// stable offset read with the watermarks, and goes to Postgres when that
+/// may have moved.
+async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchResult> {
+    let (partition, offset, limits) = (read.partition, read.offset, read.limits);
     let cache = &broker.inner.cache;
     // A compacted topic is served from the cache only in its active
     // segment, which the cleaner never rewrites: the cache may hold
     // records that a cleaner elsewhere has removed since.
-    let meta = broker.topic_meta(topic).await?;
+    let meta = broker.topic_meta(read.topic).await?;
     let uncompacted = |hw: i64| !meta.compacted || offset >= hw - hw.rem_euclid(meta.segment_records);
-    if let Some((mut records, log_start, high_watermark)) = cache
-        .read(pid, offset, limits.max_records, limits.max_bytes)
-        .filter(|(_, _, hw)| uncompacted(*hw))
-    {
-        records.iter_mut().for_each(|r| r.partition = partition);
-        return Ok(FetchResult {
-            next_offset: records.last().map_or(offset, |r| r.offset + 1),
-            records,
-            high_watermark,
-            log_start_offset: log_start,
-        });
+    let bound = cache.committed_bound(pid);
+    let usable = read.isolation == Isolation::ReadUncommitted || bound.is_some();
+    let bound = bound.unwrap_or(i64::MAX);
+    if usable {
+        if let Some((mut records, log_start, high_watermark)) = cache
+            .read(pid, offset, limits.max_records, limits.max_bytes)
+            .filter(|(_, _, hw)| uncompacted(*hw))
+        {
+            if read.isolation == Isolation::ReadCommitted {
+                records.retain(|r| r.offset < bound);
+            }
+            records.iter_mut().for_each(|r| r.partition = partition);
+            return Ok(FetchResult {
+                next_offset: records.last().map_or(offset, |r| r.offset + 1),
+                records,
+                high_watermark,
+                log_start_offset: log_start,
+                last_stable_offset: bound.min(high_watermark),
+                producers: Vec::new(),
+                aborted: Vec::new(),
+            });
+        }
+        if let Some(log_start) = cache.current_tail(pid, offset) {
+            return Ok(FetchResult {
+                records: Vec::new(),
+                next_offset: offset,
+                high_watermark: offset,
+                log_start_offset: log_start,
+                last_stable_offset: bound.min(offset),
+                producers: Vec::new(),
+                aborted: Vec::new(),
+            });
+        }
     }
-    if let Some(log_start) = cache.current_tail(pid, offset) {
-        return Ok(FetchResult {
-            records: Vec::new(),
-            next_offset: offset,
-            high_watermark: offset,
-            log_start_offset: log_start,
-        });
-    }
-    let result = fetch_once(broker, topic, partition, pid, offset, limits).await?;
+    let result = fetch_once(broker, pid, read).await?;
     cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
-    // The cache holds consecutive runs only: a read across compaction's
-    // holes is not kept.
-    let consecutive = result
-        .records
+    cache.note_stable(
+        pid,
+        (result.last_stable_offset < result.high_watermark).then_some(result.last_stable_offset),
+    );
+    // The cache holds consecutive runs of plain records only: a read
+    // across compaction's holes is not kept, nor anything from the first
+    // record of a transaction on.
+    let plain = result.producers.first().map_or(result.records.len(), |p| {
+        usize::try_from(p.offset - offset)
+            .unwrap_or(0)
+            .min(result.records.len())
+    });
+    let run = &result.records[..plain];
+    let consecutive = run
         .last()
-        .is_some_and(|r| r.offset - offset + 1 == i64::try_from(result.records.len()).unwrap_or(-1));
+        .is_some_and(|r| r.offset - offset + 1 == i64::try_from(run.len()).unwrap_or(-1));
     if consecutive {
-        cache.insert(pid, offset, result.records.clone());
+        cache.insert(pid, offset, run.to_vec());
     }
     Ok(result)
 }
 
-async fn fetch_once(
-    broker: &Broker,
-    topic: &TopicName,
-    partition: i32,
-    pid: i64,
-    offset: i64,
-    limits: FetchLimits,
-) -> Result<FetchResult> {
+async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchResult> {
+    let (topic, partition, offset, limits) = (read.topic, read.partition, read.offset, read.limits);
     let segment_records = broker.topic_meta(topic).await?.segment_records;
     let client = broker.client().await?;
     if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
@@ -184,7 +286,8 @@ async fn fetch_once(
         broker.forget_topic(topic.as_str());
         return Err(Error::UnknownTopic(topic.to_string()));
     };
-    let (log_start, hw): (i64, i64) = (row.get(0), row.get(1));
+    let (log_start, hw, open): (i64, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    let lso = open.map_or(hw, |o| o.min(hw));
     let out_of_range = |log_start, high_watermark| Error::OffsetOutOfRange {
         offset,
         log_start,
@@ -193,13 +296,19 @@ async fn fetch_once(
     if offset < log_start || offset > hw {
         return Err(out_of_range(log_start, hw));
     }
+    // read_committed stops at the last stable offset.
+    let end = match read.isolation {
+        Isolation::ReadUncommitted => hw,
+        Isolation::ReadCommitted => lso,
+    };
     let mut records = Vec::new();
+    let mut producers = Vec::new();
     let mut bytes = 0usize;
     let mut next = offset;
-    // One segment at a time, until a limit or the high watermark. A
-    // compacted segment has holes: the read goes on from the next record
-    // present, and from the next segment once this one has no more.
-    'segments: while next < hw && records.len() < limits.max_records.max(1) {
+    // One segment at a time, until a limit or the end. A compacted
+    // segment has holes: the read goes on from the next record present,
+    // and from the next segment once this one has no more.
+    'segments: while next < end && records.len() < limits.max_records.max(1) {
         let base = next - next.rem_euclid(segment_records);
         let want = i64::try_from(limits.max_records.max(1) - records.len()).unwrap_or(i64::MAX);
         let rows = match client
@@ -217,6 +326,10 @@ async fn fetch_once(
         };
         for row in &rows {
             let off: i64 = row.get(0);
+            if off >= end {
+                next = end;
+                break 'segments;
+            }
             let record = StoredRecord {
                 partition,
                 offset: off,
@@ -229,6 +342,14 @@ async fn fetch_once(
             if !records.is_empty() && bytes + size > limits.max_bytes {
                 break 'segments;
             }
+            if let Some(producer_id) = row.get::<_, Option<i64>>(5) {
+                producers.push(RecordProducer {
+                    offset: off,
+                    producer_id,
+                    epoch: row.get::<_, Option<i16>>(6).unwrap_or(0),
+                    control: row.get::<_, Option<bool>>(7).unwrap_or(false),
+                });
+            }
             bytes += size;
             records.push(record);
             next = off + 1;
@@ -236,21 +357,37 @@ async fn fetch_once(
         if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= want {
             break; // the record limit
         }
-        // This segment has nothing more below the high watermark.
-        next = next.max((base + segment_records).min(hw));
+        // This segment has nothing more below the end.
+        next = next.max((base + segment_records).min(end));
     }
-    // Records below the high watermark were there when we looked: if
-    // none came back and the read covered nothing, retention removed them
-    // meanwhile. Never skip.
-    if records.is_empty() && offset < hw && next == offset {
+    // Records below the end were there when we looked: if none came back
+    // and the read covered nothing, retention removed them meanwhile.
+    // Never skip.
+    if records.is_empty() && offset < end && next == offset {
         let (start, end) = broker.streams().watermarks(topic, partition).await?;
         return Err(out_of_range(start, end));
+    }
+    let mut aborted = Vec::new();
+    if read.isolation == Isolation::ReadCommitted && producers.iter().any(|p| !p.control) {
+        for row in client
+            .query(&broker.inner.sql.txn.aborted_in_range, &[&pid, &offset, &next])
+            .await?
+        {
+            aborted.push(AbortedTxn {
+                producer_id: row.get(0),
+                first_offset: row.get(1),
+                last_offset: row.get(2),
+            });
+        }
     }
     Ok(FetchResult {
         high_watermark: hw.max(next),
         log_start_offset: log_start,
+        last_stable_offset: lso,
         next_offset: next,
         records,
+        producers,
+        aborted,
     })
 }
 

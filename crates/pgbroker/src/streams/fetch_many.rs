@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::streams::fetch::{FetchLimits, FetchResult};
+use crate::streams::fetch::{FetchLimits, FetchResult, Isolation};
 use crate::types::TopicName;
 
 /// One partition to read in [`crate::streams::Streams::fetch_many`].
@@ -41,6 +41,8 @@ pub struct ManyLimits {
     pub max_records: usize,
     /// Longest wait for `min_bytes`.
     pub max_wait: Duration,
+    /// Read committed records only, or everything.
+    pub isolation: Isolation,
 }
 
 fn bytes_of(result: &Result<FetchResult>) -> usize {
@@ -110,7 +112,7 @@ async fn read_each(broker: &Broker, reads: &[PartitionRead], limits: ManyLimits)
     let mut budget = limits.max_bytes;
     for r in reads {
         if budget == 0 {
-            out.push(fetch_nothing(broker, r).await);
+            out.push(fetch_nothing(broker, r, limits.isolation).await);
             continue;
         }
         let one = FetchLimits {
@@ -118,7 +120,7 @@ async fn read_each(broker: &Broker, reads: &[PartitionRead], limits: ManyLimits)
             max_bytes: r.max_bytes.min(budget).max(1),
             max_wait: Duration::ZERO,
         };
-        let result = broker.streams().fetch(&r.topic, r.partition, r.offset, one).await;
+        let result = crate::streams::fetch::fetch(broker, &r.topic, r.partition, r.offset, one, limits.isolation).await;
         budget = budget.saturating_sub(bytes_of(&result));
         out.push(result);
     }
@@ -127,12 +129,19 @@ async fn read_each(broker: &Broker, reads: &[PartitionRead], limits: ManyLimits)
 
 /// A result with no records but current watermarks, for a partition
 /// left out by the request's byte budget.
-async fn fetch_nothing(broker: &Broker, r: &PartitionRead) -> Result<FetchResult> {
+async fn fetch_nothing(broker: &Broker, r: &PartitionRead, limits_isolation: Isolation) -> Result<FetchResult> {
     let (log_start_offset, high_watermark) = broker.streams().watermarks(&r.topic, r.partition).await?;
+    let last_stable_offset = match limits_isolation {
+        Isolation::ReadUncommitted => high_watermark,
+        Isolation::ReadCommitted => crate::txn::coordinator::last_stable_offset(broker, &r.topic, r.partition).await?,
+    };
     Ok(FetchResult {
         records: Vec::new(),
         next_offset: r.offset,
         high_watermark,
         log_start_offset,
+        last_stable_offset,
+        producers: Vec::new(),
+        aborted: Vec::new(),
     })
 }

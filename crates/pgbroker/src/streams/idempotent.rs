@@ -7,8 +7,11 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::broker::Broker;
+use tokio_postgres::Transaction;
+
+use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Invalid, Result};
+use crate::txn::ProducerTag;
 use crate::types::{Record, TopicName};
 
 /// Batches remembered per producer and partition, as in Kafka (which is
@@ -103,9 +106,34 @@ pub(crate) async fn produce_idempotent(
             "a batch needs at least one record",
         ));
     }
-    let last_seq = last_sequence(batch.base_sequence, records.len());
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
+    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
+    let appended = append_in(broker, &tx, now, &meta, pid, records, batch, None).await?;
+    if appended.duplicate {
+        return Ok(appended);
+    }
+    tx.commit().await?;
+    let idx: Vec<usize> = (0..records.len()).collect();
+    crate::streams::produce::after_commit(broker, pid, appended.base_offset, now, records, &idx);
+    Ok(appended)
+}
+
+/// The sequence check and the append of one batch, inside the caller's
+/// transaction (which commits it). Records of a transactional producer
+/// carry `tag`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_in(
+    broker: &Broker,
+    tx: &Transaction<'_>,
+    now: SystemTime,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    batch: ProducerBatch,
+    tag: Option<ProducerTag>,
+) -> Result<IdempotentAppend> {
+    let last_seq = last_sequence(batch.base_sequence, records.len());
     tx.execute(
         &broker.inner.sql.streams.insert_producer_state,
         &[&batch.producer_id, &pid],
@@ -156,9 +184,12 @@ pub(crate) async fn produce_idempotent(
         batches.clear();
     }
     let idx: Vec<usize> = (0..records.len()).collect();
-    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    let base_offset =
-        crate::streams::produce::append_locked(broker, &*tx, false, now, &meta, pid, records, &idx).await?;
+    let base_offset = match tag {
+        None => crate::streams::produce::append_locked(broker, tx, false, now, meta, pid, records, &idx).await?,
+        Some(tag) => {
+            crate::txn::append::append_tagged(broker, tx, now, meta.segment_records, pid, records, &idx, tag).await?
+        }
+    };
     batches.push((batch.base_sequence, last_seq, base_offset));
     if batches.len() > REMEMBERED_BATCHES {
         batches.remove(0);
@@ -169,8 +200,6 @@ pub(crate) async fn produce_idempotent(
         &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
     )
     .await?;
-    tx.commit().await?;
-    crate::streams::produce::after_commit(broker, pid, base_offset, now, records, &idx);
     Ok(IdempotentAppend {
         base_offset,
         duplicate: false,

@@ -26,7 +26,7 @@ pub use api::{Streams, Topics};
 pub use cleanup::{Cleanup, CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO};
 pub use compact::{CleanerStatus, CompactionReport};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
-pub use fetch::{timestamp_ms, FetchLimits, FetchResult, OffsetSpec};
+pub use fetch::{timestamp_ms, AbortedTxn, FetchLimits, FetchResult, Isolation, OffsetSpec, RecordProducer};
 pub use fetch_many::{ManyLimits, PartitionRead};
 pub use idempotent::{IdempotentAppend, ProducerBatch};
 pub use producer::{Producer, ProducerConfig};

@@ -25,8 +25,13 @@ crate::sql::statements! {
          FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id
          WHERE (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
                - p.next_offset <= t.segment_records / 2";
-    /// A partition's log start and high watermark.
-    watermarks = "SELECT log_start, next_offset FROM {s}partitions WHERE id = $1";
+    /// A partition's log start, high watermark and the first offset of its
+    /// oldest open transaction (NULL when none is open: an index probe of
+    /// an empty range).
+    watermarks = "SELECT log_start, next_offset,
+                         (SELECT min(x.first_offset) FROM {s}kafka_txn_partitions x
+                          WHERE x.partition_id = $1 AND x.first_offset IS NOT NULL)
+                  FROM {s}partitions WHERE id = $1";
     /// Used by `create_topic`.
     create_topic = "INSERT INTO {s}topics (name, retention_ms, retention_bytes, segment_records, max_message_bytes,
                         cleanup_policy, min_compaction_lag_ms, max_compaction_lag_ms, delete_retention_ms,
@@ -128,9 +133,15 @@ crate::sql::statements! {
     compaction_oldest_dirty = "SELECT ts < now() - $3::bigint * interval '1 millisecond' FROM {s}records
                  WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT 1";
     /// Used by `compact`: the latest offset of each key in `[$2, $3)`.
-    compaction_latest = "SELECT max(\"offset\") FROM {s}records
-                 WHERE partition_id = $1 AND \"offset\" >= $2 AND \"offset\" < $3 AND key IS NOT NULL
-                 GROUP BY key";
+    /// Transaction markers are not keyed records, and records of aborted
+    /// transactions never were: neither counts.
+    compaction_latest = "SELECT max(r.\"offset\") FROM {s}records r
+                 WHERE r.partition_id = $1 AND r.\"offset\" >= $2 AND r.\"offset\" < $3 AND r.key IS NOT NULL
+                   AND r.control IS NOT TRUE
+                   AND NOT EXISTS (SELECT 1 FROM {s}kafka_aborted_txns a
+                                   WHERE a.partition_id = $1 AND a.producer_id = r.producer_id
+                                     AND r.\"offset\" BETWEEN a.first_offset AND a.last_offset)
+                 GROUP BY r.key";
     /// Used by `compact`: the closed segments ending in `($2, $3]`, and
     /// whether their tombstones are past `$4` ms since their first cleaning.
     compaction_segments = "SELECT base_offset, end_offset, cleaned_at,
@@ -193,10 +204,12 @@ crate::sql::statements! {
         "",
     ];
     /// Copies a segment's survivors (offsets `$2`, records without a key,
-    /// and tombstones unless `$3`) into the temporary table.
+    /// transaction markers, and tombstones unless `$3`) into the temporary
+    /// table.
     compaction_keep = [
         "INSERT INTO pg_temp.compact_keep SELECT * FROM {s}",
-        " WHERE partition_id = $1 AND (\"offset\" = ANY($2) OR key IS NULL) AND (value IS NOT NULL OR NOT $3)",
+        " WHERE partition_id = $1 AND (\"offset\" = ANY($2) OR key IS NULL OR control)
+           AND (value IS NOT NULL OR NOT $3)",
     ];
     /// Swaps the segment's contents for the survivors: locks it (briefly,
     /// or gives up), gives it a new empty file and copies them back.
@@ -213,7 +226,7 @@ crate::sql::statements! {
     /// parent, lets every statement use a generic plan and lock only the
     /// segment it reads, so retention can drop others while fetches run.
     segment_fetch = [
-        "SELECT \"offset\", ts, key, value, headers FROM {s}",
+        "SELECT \"offset\", ts, key, value, headers, producer_id, producer_epoch, control FROM {s}",
         "
          WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3",
     ];

@@ -18,7 +18,7 @@
 mod api;
 pub(crate) mod assignment;
 mod join;
-pub(super) mod offsets;
+pub(crate) mod offsets;
 mod state;
 
 use std::collections::BTreeMap;

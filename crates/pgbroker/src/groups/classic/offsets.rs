@@ -111,6 +111,29 @@ pub(crate) async fn commit_offsets_classic(
     verdict
 }
 
+/// The member and generation fence of an offset commit made inside a
+/// transaction (KIP-447): the same checks as a member's own commit, with
+/// nothing written. A commit that names no member and no generation is
+/// not fenced.
+pub(crate) async fn fence_member(broker: &Broker, group: &GroupId, member_id: &str, generation: i32) -> Result<()> {
+    if generation < 0 && member_id.is_empty() {
+        return Ok(());
+    }
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(mut g) = state::lock(&broker.inner.sql.groups, &tx, group.as_str()).await? else {
+        return Err(Error::IllegalGeneration {
+            group: group.to_string(),
+            presented: generation,
+            current: 0,
+        });
+    };
+    state::tick(&broker.inner.sql.groups, &tx, &mut g).await?;
+    let verdict = check_commit(&broker.inner.sql.groups, &tx, &g, member_id, generation).await;
+    tx.commit().await?;
+    verdict
+}
+
 /// Every committed offset of a group (OffsetFetch without topics), by
 /// topic and partition.
 pub(crate) async fn all_committed_offsets(

@@ -1,0 +1,555 @@
+//! The transaction coordinator: producer start (InitProducerId), adding
+//! partitions and groups, offsets inside a transaction, commit and abort,
+//! and the timeout sweep. Every operation locks the transactional id's
+//! row first, then (for a decision) the partitions in id order.
+
+use std::time::SystemTime;
+
+use tokio_postgres::Transaction;
+
+use super::append::append_tagged;
+use super::{check_transactional_id, marker_key, marker_value, ProducerTag, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::groups::OffsetCommit;
+use crate::types::{GroupId, Record, TopicName};
+
+/// The state of a transactional id's current transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TxnState {
+    /// No transaction since the producer started.
+    Empty,
+    /// A transaction is open.
+    Ongoing,
+    /// The last transaction committed.
+    CompleteCommit,
+    /// The last transaction aborted (by the producer, a new instance of it,
+    /// its timeout or an operator).
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// The name stored, as Kafka names the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    fn parse(s: &str) -> TxnState {
+        match s {
+            "Ongoing" => TxnState::Ongoing,
+            "CompleteCommit" => TxnState::CompleteCommit,
+            "CompleteAbort" => TxnState::CompleteAbort,
+            _ => TxnState::Empty,
+        }
+    }
+}
+
+/// One transactional id as the coordinator holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TxnDescription {
+    /// The transactional id.
+    pub transactional_id: String,
+    /// The producer id it holds.
+    pub producer_id: i64,
+    /// The current epoch.
+    pub epoch: i16,
+    /// The current transaction's state.
+    pub state: TxnState,
+    /// The transaction timeout, in milliseconds.
+    pub timeout_ms: i32,
+    /// When the open transaction started.
+    pub started_at: Option<SystemTime>,
+    /// The topic partitions of the open transaction.
+    pub partitions: Vec<(TopicName, i32)>,
+}
+
+/// The locked row of a transactional id.
+struct TxnRow {
+    producer_id: i64,
+    epoch: i16,
+    last_epoch: i16,
+    state: TxnState,
+    /// How many transactions of the id have ended: the number of the
+    /// ongoing one.
+    completed: i64,
+}
+
+fn row_of(r: &tokio_postgres::Row) -> TxnRow {
+    TxnRow {
+        producer_id: r.get(0),
+        epoch: r.get(1),
+        last_epoch: r.get(2),
+        state: TxnState::parse(r.get(3)),
+        completed: r.get(5),
+    }
+}
+
+fn refuse(id: &str, refusal: TxnRefusal) -> Error {
+    Error::Transaction {
+        transactional_id: id.to_string(),
+        refusal,
+    }
+}
+
+async fn lock(broker: &Broker, tx: &Transaction<'_>, id: &str) -> Result<Option<TxnRow>> {
+    let row = tx.query_opt(&broker.inner.sql.txn.lock_txn, &[&id]).await?;
+    Ok(row.as_ref().map(row_of))
+}
+
+/// Locks the row and checks that `(producer_id, epoch)` is its current
+/// producer.
+async fn lock_current(broker: &Broker, tx: &Transaction<'_>, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
+    check_transactional_id(id)?;
+    let row = lock(broker, tx, id)
+        .await?
+        .ok_or_else(|| refuse(id, TxnRefusal::UnknownProducerId(producer_id)))?;
+    if row.producer_id != producer_id {
+        return Err(refuse(id, TxnRefusal::UnknownProducerId(producer_id)));
+    }
+    if epoch < row.epoch {
+        return Err(refuse(
+            id,
+            TxnRefusal::Fenced {
+                presented: epoch,
+                current: row.epoch,
+            },
+        ));
+    }
+    if epoch > row.epoch {
+        return Err(refuse(
+            id,
+            TxnRefusal::EpochAhead {
+                presented: epoch,
+                current: row.epoch,
+            },
+        ));
+    }
+    Ok(row)
+}
+
+/// The next epoch, or `None` when the producer id has used them all.
+fn next_epoch(epoch: i16) -> Option<i16> {
+    (epoch < i16::MAX - 1).then_some(epoch + 1)
+}
+
+/// Tells this process's cache and waiting fetches that the partitions'
+/// stable offsets moved.
+fn after_decision(broker: &Broker, partitions: &[i64]) {
+    for &pid in partitions {
+        broker.inner.cache.forget(pid);
+        broker.inner.wakeups.wake(pid);
+    }
+}
+
+/// InitProducerId with a transactional id. Creates the id at epoch 0, or
+/// bumps its epoch (fencing every older instance), aborting the
+/// transaction an older instance left open. `current` is the producer id
+/// and epoch a restarting producer presents (KIP-360): it must be the
+/// current one, or the one before the broker's own bump after a timeout.
+pub(crate) async fn init_producer(
+    broker: &Broker,
+    id: &str,
+    timeout_ms: i32,
+    current: Option<(i64, i16)>,
+) -> Result<(i64, i16)> {
+    check_transactional_id(id)?;
+    if !(1..=MAX_TRANSACTION_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(refuse(
+            id,
+            TxnRefusal::InvalidTimeout {
+                requested: timeout_ms,
+                max: MAX_TRANSACTION_TIMEOUT_MS,
+            },
+        ));
+    }
+    let sql = &broker.inner.sql.txn;
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let created = tx.execute(&sql.insert_txn, &[&id, &timeout_ms]).await? == 1;
+    let row = lock(broker, &tx, id)
+        .await?
+        .ok_or_else(|| refuse(id, TxnRefusal::InvalidState("transactional id vanished".to_string())))?;
+    if created {
+        tx.commit().await?;
+        return Ok((row.producer_id, row.epoch));
+    }
+    if let Some((pid, epoch)) = current.filter(|(pid, _)| *pid >= 0) {
+        if pid != row.producer_id || (epoch != row.epoch && epoch != row.last_epoch) {
+            return Err(refuse(
+                id,
+                TxnRefusal::Fenced {
+                    presented: epoch,
+                    current: row.epoch,
+                },
+            ));
+        }
+    }
+    let mut touched = Vec::new();
+    if row.state == TxnState::Ongoing {
+        touched = decide_locked(broker, &tx, id, &row, false).await?;
+    }
+    let (pid, epoch) = match next_epoch(row.epoch) {
+        Some(e) => (row.producer_id, e),
+        None => {
+            let r = tx.query_one(&sql.next_producer_id, &[]).await?;
+            (r.get::<_, i64>(0), 0)
+        }
+    };
+    tx.execute(&sql.init_txn, &[&id, &pid, &epoch, &-1i16, &timeout_ms])
+        .await?;
+    tx.commit().await?;
+    after_decision(broker, &touched);
+    Ok((pid, epoch))
+}
+
+/// Starts the transaction if none is open.
+async fn ensure_ongoing(broker: &Broker, tx: &Transaction<'_>, id: &str, row: &TxnRow) -> Result<()> {
+    if row.state != TxnState::Ongoing {
+        tx.execute(&broker.inner.sql.txn.begin_txn, &[&id]).await?;
+    }
+    Ok(())
+}
+
+/// AddPartitionsToTxn: the partitions join the transaction, which starts
+/// if none is open. Returns the transaction's number (see [`end`]).
+pub(crate) async fn add_partitions(
+    broker: &Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(TopicName, i32)],
+) -> Result<i64> {
+    let mut ids = Vec::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        ids.push(broker.partition_id(topic, *partition).await?.1);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    ensure_ongoing(broker, &tx, id, &row).await?;
+    tx.execute(&broker.inner.sql.txn.add_partitions, &[&id, &ids]).await?;
+    tx.commit().await?;
+    Ok(row.completed)
+}
+
+/// AddOffsetsToTxn: the group joins the transaction, which starts if none
+/// is open. Returns the transaction's number (see [`end`]).
+pub(crate) async fn add_group(broker: &Broker, id: &str, producer_id: i64, epoch: i16, group: &GroupId) -> Result<i64> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    ensure_ongoing(broker, &tx, id, &row).await?;
+    tx.execute(&broker.inner.sql.txn.add_group, &[&id, &group.as_str()])
+        .await?;
+    tx.commit().await?;
+    Ok(row.completed)
+}
+
+/// The member and generation a transactional offset commit presents
+/// (KIP-447); `None` when it presents neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member id.
+    pub member_id: String,
+    /// The generation.
+    pub generation: i32,
+}
+
+/// TxnOffsetCommit: offsets of an added group, pending until the
+/// transaction commits. With a member, they are fenced like the member's
+/// own commits: a zombie of an older generation is refused.
+pub(crate) async fn commit_offsets(
+    broker: &Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &GroupId,
+    member: Option<&GroupMember>,
+    offsets: &[OffsetCommit],
+) -> Result<()> {
+    for o in offsets {
+        if o.offset < 0 {
+            return Err(Error::invalid(
+                crate::error::Invalid::Offset,
+                format!("{} is negative", o.offset),
+            ));
+        }
+        broker.partition_id(&o.topic, o.partition).await?;
+    }
+    if let Some(m) = member {
+        crate::groups::classic::offsets::fence_member(broker, group, &m.member_id, m.generation).await?;
+    }
+    let sql = &broker.inner.sql.txn;
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    if row.state != TxnState::Ongoing {
+        return Err(refuse(
+            id,
+            TxnRefusal::InvalidState("no transaction is ongoing".to_string()),
+        ));
+    }
+    let added: bool = tx.query_one(&sql.has_group, &[&id, &group.as_str()]).await?.get(0);
+    if !added {
+        return Err(refuse(id, TxnRefusal::GroupNotAdded(group.to_string())));
+    }
+    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    let parts: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+    let offs: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+    let metas: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
+    tx.execute(
+        &sql.put_offsets,
+        &[&id, &group.as_str(), &topics, &parts, &offs, &metas],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// EndTxn. Commits or aborts the ongoing transaction in one SQL
+/// transaction. A retried commit (or abort) of a transaction that already
+/// ended that way succeeds without doing anything; so does an abort when
+/// no transaction is open (an abort that overtook the request opening the
+/// transaction must not be a fatal error).
+///
+/// `expected` is the number of the transaction the request belongs to,
+/// when the caller knows it (the Kafka front end remembers, per
+/// connection, the number its AddPartitionsToTxn or AddOffsetsToTxn
+/// returned). A request for an earlier transaction, delayed until a later
+/// one is open, is refused instead of deciding the later one: the epoch
+/// alone cannot tell them apart, since one epoch spans many transactions.
+pub(crate) async fn end(
+    broker: &Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    expected: Option<i64>,
+) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    if row.state == TxnState::Ongoing && expected.is_some_and(|n| n != row.completed) {
+        return Err(refuse(id, TxnRefusal::StaleRequest));
+    }
+    let touched = match (row.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let touched = decide_locked(broker, &tx, id, &row, commit).await?;
+            let state = if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            };
+            tx.execute(
+                &broker.inner.sql.txn.finish_txn,
+                &[&id, &state.as_str(), &row.epoch, &row.last_epoch],
+            )
+            .await?;
+            touched
+        }
+        (TxnState::CompleteCommit, true) | (_, false) => Vec::new(),
+        (_, true) => {
+            return Err(refuse(
+                id,
+                TxnRefusal::InvalidState("no transaction is ongoing to commit".to_string()),
+            ))
+        }
+    };
+    tx.commit().await?;
+    after_decision(broker, &touched);
+    Ok(())
+}
+
+/// Writes the markers of the locked, ongoing transaction and settles its
+/// offsets and aborted ranges; returns the partitions written to. The
+/// caller records the new state and commits.
+async fn decide_locked(
+    broker: &Broker,
+    tx: &Transaction<'_>,
+    id: &str,
+    row: &TxnRow,
+    commit: bool,
+) -> Result<Vec<i64>> {
+    let sql = &broker.inner.sql.txn;
+    let written = tx.query(&sql.written_partitions, &[&id]).await?;
+    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
+    let marker = [Record {
+        key: Some(marker_key(commit)),
+        value: Some(marker_value()),
+        headers: Vec::new(),
+        timestamp: None,
+    }];
+    let tag = ProducerTag {
+        producer_id: row.producer_id,
+        epoch: row.epoch,
+        control: true,
+    };
+    let mut touched = Vec::with_capacity(written.len());
+    for w in &written {
+        let (pid, first, segment_records): (i64, i64, i64) = (w.get(0), w.get(1), w.get(2));
+        let at = append_tagged(broker, tx, now, segment_records, pid, &marker, &[0], tag).await?;
+        if !commit {
+            tx.execute(&sql.insert_aborted, &[&pid, &first, &at, &row.producer_id])
+                .await?;
+        }
+        touched.push(pid);
+    }
+    if commit {
+        tx.execute(&sql.apply_offsets, &[&id]).await?;
+    }
+    tx.execute(&sql.clear_partitions, &[&id]).await?;
+    tx.execute(&sql.clear_groups, &[&id]).await?;
+    tx.execute(&sql.clear_offsets, &[&id]).await?;
+    Ok(touched)
+}
+
+/// Aborts one transaction past its timeout and bumps its epoch, so that
+/// the producer's further requests are fenced; it may recover with
+/// InitProducerId presenting its old epoch. False when another broker
+/// holds it or it is no longer due.
+async fn abort_expired_one(broker: &Broker, id: &str) -> Result<bool> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(r) = tx.query_opt(&broker.inner.sql.txn.lock_expired, &[&id]).await? else {
+        return Ok(false);
+    };
+    let row = row_of(&r);
+    let touched = decide_locked(broker, &tx, id, &row, false).await?;
+    let (epoch, last) = match next_epoch(row.epoch) {
+        Some(e) => (e, row.epoch),
+        None => (row.epoch, row.last_epoch),
+    };
+    tx.execute(
+        &broker.inner.sql.txn.finish_txn,
+        &[&id, &TxnState::CompleteAbort.as_str(), &epoch, &last],
+    )
+    .await?;
+    tx.commit().await?;
+    after_decision(broker, &touched);
+    tracing::info!(transactional_id = id, "transaction timed out and was aborted");
+    Ok(true)
+}
+
+/// Aborts every transaction past its timeout; returns how many.
+pub(crate) async fn abort_expired(broker: &Broker) -> Result<usize> {
+    let ids: Vec<String> = {
+        let client = broker.client().await?;
+        client
+            .query(&broker.inner.sql.txn.expired, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut n = 0;
+    for id in ids {
+        if abort_expired_one(broker, &id).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Aborts the open transaction of a transactional id as an operator asks,
+/// bumping the epoch as a timeout does. False when none was open.
+pub(crate) async fn abort_by_operator(broker: &Broker, id: &str) -> Result<bool> {
+    check_transactional_id(id)?;
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let Some(row) = lock(broker, &tx, id).await? else {
+        return Err(refuse(
+            id,
+            TxnRefusal::InvalidState("unknown transactional id".to_string()),
+        ));
+    };
+    if row.state != TxnState::Ongoing {
+        return Ok(false);
+    }
+    let touched = decide_locked(broker, &tx, id, &row, false).await?;
+    let (epoch, last) = match next_epoch(row.epoch) {
+        Some(e) => (e, row.epoch),
+        None => (row.epoch, row.last_epoch),
+    };
+    tx.execute(
+        &broker.inner.sql.txn.finish_txn,
+        &[&id, &TxnState::CompleteAbort.as_str(), &epoch, &last],
+    )
+    .await?;
+    tx.commit().await?;
+    after_decision(broker, &touched);
+    Ok(true)
+}
+
+/// Partitions of `group` with an offset pending in an open transaction.
+pub(crate) async fn pending_offsets(broker: &Broker, group: &GroupId) -> Result<Vec<(TopicName, i32)>> {
+    let client = broker.client().await?;
+    let rows = client
+        .query(&broker.inner.sql.txn.pending_offsets, &[&group.as_str()])
+        .await?;
+    rows.iter()
+        .map(|r| Ok((TopicName::new(r.get::<_, String>(0))?, r.get(1))))
+        .collect()
+}
+
+/// A partition's last stable offset: the first offset of the oldest
+/// transaction still open on it, else the high watermark.
+pub(crate) async fn last_stable_offset(broker: &Broker, topic: &TopicName, partition: i32) -> Result<i64> {
+    let (_, pid) = broker.partition_id(topic, partition).await?;
+    let hw =
+        crate::streams::fetch::resolve_offset(broker, topic, partition, crate::streams::OffsetSpec::Latest).await?;
+    let client = broker.client().await?;
+    let row = client.query_one(&broker.inner.sql.txn.last_stable, &[&pid]).await?;
+    Ok(row.get::<_, Option<i64>>(0).map_or(hw, |lso| lso.min(hw)))
+}
+
+async fn describe_row(
+    broker: &Broker,
+    client: &tokio_postgres::Client,
+    r: &tokio_postgres::Row,
+) -> Result<TxnDescription> {
+    let id: String = r.get(0);
+    let open: i32 = r.get(6);
+    let mut partitions = Vec::new();
+    if open > 0 {
+        for p in client.query(&broker.inner.sql.txn.txn_topic_partitions, &[&id]).await? {
+            partitions.push((TopicName::new(p.get::<_, String>(0))?, p.get(1)));
+        }
+    }
+    Ok(TxnDescription {
+        transactional_id: id,
+        producer_id: r.get(1),
+        epoch: r.get(2),
+        state: TxnState::parse(r.get(3)),
+        timeout_ms: r.get(4),
+        started_at: r.get(5),
+        partitions,
+    })
+}
+
+/// Every transactional id.
+pub(crate) async fn list(broker: &Broker) -> Result<Vec<TxnDescription>> {
+    let client = broker.client().await?;
+    let rows = client.query(&broker.inner.sql.txn.list_txns, &[]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(describe_row(broker, &client, r).await?);
+    }
+    Ok(out)
+}
+
+/// One transactional id, if known.
+pub(crate) async fn describe(broker: &Broker, id: &str) -> Result<Option<TxnDescription>> {
+    check_transactional_id(id)?;
+    let client = broker.client().await?;
+    match client.query_opt(&broker.inner.sql.txn.describe_txn, &[&id]).await? {
+        Some(r) => Ok(Some(describe_row(broker, &client, &r).await?)),
+        None => Ok(None),
+    }
+}

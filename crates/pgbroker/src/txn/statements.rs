@@ -1,0 +1,132 @@
+//! The transaction coordinator's statements (see [`crate::sql`]).
+
+crate::sql::statements! {
+    /// The coordinator's statements, qualified with the broker's schema.
+    Statements {
+    /// A transactional id's row, locked for a state change.
+    lock_txn = "SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
+                FROM {s}kafka_transactions WHERE transactional_id = $1 FOR UPDATE";
+    /// Creates a transactional id with a fresh producer id at epoch 0.
+    insert_txn = "INSERT INTO {s}kafka_transactions (transactional_id, producer_id, epoch, state, timeout_ms)
+                  VALUES ($1, nextval('{s}kafka_producer_ids'), 0, 'Empty', $2)
+                  ON CONFLICT (transactional_id) DO NOTHING";
+    /// A new producer id for a transactional id whose epochs ran out.
+    next_producer_id = "SELECT nextval('{s}kafka_producer_ids')::bigint";
+    /// Sets a transactional id's producer after InitProducerId.
+    init_txn = "UPDATE {s}kafka_transactions
+                SET producer_id = $2, epoch = $3, last_epoch = $4, state = 'Empty', timeout_ms = $5,
+                    started_at = NULL, deadline = NULL, updated_at = now()
+                WHERE transactional_id = $1";
+    /// The transactional id a producer id belongs to, locked in share
+    /// mode by a transactional append (a decision takes it exclusively).
+    share_txn = "SELECT transactional_id, epoch, state FROM {s}kafka_transactions
+                 WHERE producer_id = $1 FOR SHARE";
+    /// Starts a transaction: its timeout runs from now.
+    begin_txn = "UPDATE {s}kafka_transactions
+                 SET state = 'Ongoing', started_at = now(),
+                     deadline = now() + timeout_ms * interval '1 millisecond', updated_at = now()
+                 WHERE transactional_id = $1";
+    /// Adds partitions (by id) to the ongoing transaction.
+    add_partitions = "INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
+                      SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING";
+    /// Whether a partition is part of the ongoing transaction.
+    has_partition = "SELECT first_offset FROM {s}kafka_txn_partitions
+                     WHERE transactional_id = $1 AND partition_id = $2";
+    /// Notes the first offset a transaction wrote to a partition.
+    set_first_offset = "UPDATE {s}kafka_txn_partitions SET first_offset = $3
+                        WHERE transactional_id = $1 AND partition_id = $2 AND first_offset IS NULL";
+    /// The partitions a transaction wrote to, in the order markers are
+    /// written, with each one's segment size.
+    written_partitions = "SELECT x.partition_id, x.first_offset, t.segment_records
+                          FROM {s}kafka_txn_partitions x
+                          JOIN {s}partitions p ON p.id = x.partition_id
+                          JOIN {s}topics t ON t.id = p.topic_id
+                          WHERE x.transactional_id = $1 AND x.first_offset IS NOT NULL
+                          ORDER BY x.partition_id";
+    /// Adds a group to the ongoing transaction.
+    add_group = "INSERT INTO {s}kafka_txn_groups (transactional_id, group_name) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING";
+    /// Whether a group was added to the ongoing transaction.
+    has_group = "SELECT EXISTS (SELECT 1 FROM {s}kafka_txn_groups WHERE transactional_id = $1 AND group_name = $2)";
+    /// Offsets committed inside the transaction, pending until it commits.
+    put_offsets = "INSERT INTO {s}kafka_txn_offsets (transactional_id, group_name, topic_id, partition, \"offset\", metadata)
+                   SELECT $1, $2, t.id, x.partition, x.off, x.meta
+                   FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[]) AS x(topic, partition, off, meta)
+                   JOIN {s}topics t ON t.name = x.topic
+                   ON CONFLICT (transactional_id, group_name, topic_id, partition)
+                   DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata";
+    /// Makes a committing transaction's offsets the groups' committed ones.
+    apply_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
+                     SELECT group_name, topic_id, partition, \"offset\", metadata
+                     FROM {s}kafka_txn_offsets WHERE transactional_id = $1
+                     ON CONFLICT (group_name, topic_id, partition)
+                     DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()";
+    /// Forgets a finished transaction's partitions.
+    clear_partitions = "DELETE FROM {s}kafka_txn_partitions WHERE transactional_id = $1";
+    /// Forgets a finished transaction's groups.
+    clear_groups = "DELETE FROM {s}kafka_txn_groups WHERE transactional_id = $1";
+    /// Forgets a finished transaction's pending offsets.
+    clear_offsets = "DELETE FROM {s}kafka_txn_offsets WHERE transactional_id = $1";
+    /// Records the outcome of a transaction.
+    finish_txn = "UPDATE {s}kafka_transactions
+                  SET state = $2, epoch = $3, last_epoch = $4, started_at = NULL, deadline = NULL,
+                      completed = completed + 1, updated_at = now()
+                  WHERE transactional_id = $1";
+    /// Records an aborted range of a partition.
+    insert_aborted = "INSERT INTO {s}kafka_aborted_txns (partition_id, first_offset, last_offset, producer_id)
+                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+    /// A transactional id's row when its transaction is past its timeout,
+    /// skipped when another broker holds it.
+    lock_expired = "SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
+                    FROM {s}kafka_transactions
+                    WHERE transactional_id = $1 AND state = 'Ongoing' AND deadline < now()
+                    FOR UPDATE SKIP LOCKED";
+    /// Transactions past their timeout.
+    expired = "SELECT transactional_id FROM {s}kafka_transactions
+               WHERE state = 'Ongoing' AND deadline < now() ORDER BY deadline LIMIT 100";
+    /// A partition's last stable offset, when a transaction is open on it.
+    last_stable = "SELECT min(first_offset) FROM {s}kafka_txn_partitions
+                   WHERE partition_id = $1 AND first_offset IS NOT NULL";
+    /// Aborted transactions of a partition overlapping `[$2, $3)`.
+    aborted_in_range = "SELECT producer_id, first_offset, last_offset FROM {s}kafka_aborted_txns
+                        WHERE partition_id = $1 AND last_offset >= $2 AND first_offset < $3
+                        ORDER BY first_offset";
+    /// Partitions of a group with an offset pending in an open transaction.
+    pending_offsets = "SELECT t.name, o.partition FROM {s}kafka_txn_offsets o
+                       JOIN {s}topics t ON t.id = o.topic_id
+                       WHERE o.group_name = $1 ORDER BY 1, 2";
+    /// Every transactional id, for listing.
+    list_txns = "SELECT transactional_id, producer_id, epoch, state, timeout_ms, started_at,
+                        (SELECT count(*)::int FROM {s}kafka_txn_partitions x
+                         WHERE x.transactional_id = k.transactional_id)
+                 FROM {s}kafka_transactions k ORDER BY transactional_id";
+    /// One transactional id, for describing.
+    describe_txn = "SELECT transactional_id, producer_id, epoch, state, timeout_ms, started_at,
+                           (SELECT count(*)::int FROM {s}kafka_txn_partitions x
+                            WHERE x.transactional_id = k.transactional_id)
+                    FROM {s}kafka_transactions k WHERE transactional_id = $1";
+    /// The topic partitions of an open transaction.
+    txn_topic_partitions = "SELECT t.name, p.partition FROM {s}kafka_txn_partitions x
+                            JOIN {s}partitions p ON p.id = x.partition_id
+                            JOIN {s}topics t ON t.id = p.topic_id
+                            WHERE x.transactional_id = $1 ORDER BY 1, 2";
+    /// Appends records or a marker with their producer's fields; otherwise
+    /// the produce statement (see `streams::produce::PRODUCE`).
+    append_tagged = "
+WITH p AS (
+    UPDATE {s}partitions SET next_offset = next_offset + $2
+             WHERE id = $1
+             RETURNING id, next_offset - $2 AS base
+), ins AS (
+    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch, control)
+             SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers, $9, $10, $11
+             FROM p, unnest($3::timestamptz[], $4::bytea[], $5::bytea[], $6::jsonb[])
+                     WITH ORDINALITY AS r(ts, key, value, headers, ord)
+)
+SELECT p.base,
+       (SELECT pg_notify($7, p.id::text)
+        WHERE EXISTS (SELECT 1 FROM {s}waiters w
+                               WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
+FROM p";
+    }
+}
