@@ -296,7 +296,6 @@ async fn rewrite_segment(
     let locked: bool = tx
         .query_one(
             "SELECT pg_try_advisory_xact_lock(hashtext('pgbroker.compact'), hashtext($1::text))",
-            // Partition ids repeat across schemas: the key names both.
             &[&format!("{}.{pid}", broker.inner.schema)],
         )
         .await?
