@@ -92,11 +92,21 @@ fn completions_for_bash_zsh_and_fish() {
             assert!(script.contains(word), "{word} not completed");
         }
     }
-    // bash accepts its script.
-    let check = std::process::Command::new("bash")
-        .args(["-n", "-c", &bash])
-        .output()
+    // bash accepts its script (read from standard input: it is longer
+    // than one command-line argument may be).
+    let mut child = std::process::Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run bash");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(bash.as_bytes()).expect("write the script");
+    }
+    let check = child.wait_with_output().expect("wait for bash");
     assert!(check.status.success(), "{}", text(&check));
 
     let out = pgbroker(&["completions", "tcsh"]);
