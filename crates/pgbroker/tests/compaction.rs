@@ -48,13 +48,18 @@ async fn read_all(db: &TestDb, t: &TopicName, from: i64) -> Vec<pgbroker::Stored
     }
 }
 
-/// Bytes and dead tuples of the partition's segment tables.
+/// Bytes and dead tuples of the partition's segment tables. Dead tuples
+/// are counted by reading the tables (pgstattuple), not from the
+/// statistics, which other sessions flush late.
 async fn storage(db: &TestDb) -> (i64, i64) {
     let c = db.raw().await;
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pgstattuple SCHEMA public")
+        .await
+        .expect("pgstattuple");
     let row = c
         .query_one(
             "SELECT coalesce(sum(pg_total_relation_size(to_regclass(s.table_name))), 0)::bigint,
-                    coalesce(sum(coalesce(pg_stat_get_dead_tuples(to_regclass(s.table_name)), 0)), 0)::bigint
+                    coalesce(sum((public.pgstattuple(to_regclass(s.table_name))).dead_tuple_count), 0)::bigint
              FROM segments s WHERE NOT s.dropping",
             &[],
         )
