@@ -161,15 +161,9 @@ pub(crate) async fn produce_in(
     Ok(positions(records.len(), results))
 }
 
-/// Validates the records and groups their indexes by target partition.
-async fn split(
-    broker: &Broker,
-    topic: &TopicName,
-    partition: Option<i32>,
-    records: &[Record],
-) -> Result<(std::sync::Arc<TopicMeta>, Split)> {
-    let meta = broker.topic_meta(topic).await?;
-    let count = meta.partition_ids.len();
+/// The rules every append path applies to a topic's records: each within
+/// the topic's size limit, and each with a key on a compacted topic.
+pub(crate) fn check_records(meta: &TopicMeta, topic: &TopicName, records: &[Record]) -> Result<()> {
     for r in records {
         if meta.compacted && r.key.is_none() {
             return Err(Error::invalid(
@@ -185,6 +179,19 @@ async fn split(
             });
         }
     }
+    Ok(())
+}
+
+/// Validates the records and groups their indexes by target partition.
+async fn split(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: Option<i32>,
+    records: &[Record],
+) -> Result<(std::sync::Arc<TopicMeta>, Split)> {
+    let meta = broker.topic_meta(topic).await?;
+    let count = meta.partition_ids.len();
+    check_records(&meta, topic, records)?;
     let mut split = Split::new();
     if let Some(p) = partition {
         if usize::try_from(p).map_or(true, |p| p >= count) {

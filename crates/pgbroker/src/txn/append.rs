@@ -84,14 +84,7 @@ pub(crate) async fn produce_transactional(
     batch: ProducerBatch,
 ) -> Result<IdempotentAppend> {
     let (meta, pid) = broker.partition_id(topic, partition).await?;
-    for r in records {
-        if r.size() > meta.max_message_bytes {
-            return Err(Error::RecordTooLarge {
-                size: r.size(),
-                max: meta.max_message_bytes,
-            });
-        }
-    }
+    crate::streams::produce::check_records(&meta, topic, records)?;
     if records.is_empty() {
         return Err(Error::invalid(
             Invalid::RecordBatch,
