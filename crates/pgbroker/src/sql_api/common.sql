@@ -83,10 +83,17 @@ END
 $f$;
 
 -- Bytes headers (as stored) count against a maximum message size.
+-- PL/pgSQL, whose plan is kept per session: a LANGUAGE sql function called
+-- from PL/pgSQL is planned again in every transaction.
 CREATE OR REPLACE FUNCTION @S@._pb_headers_size(p_h jsonb) RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $f$
-    SELECT coalesce(sum(octet_length(e ->> 'key') + coalesce(length(decode(e ->> 'value', 'base64')), 0)), 0)
-    FROM jsonb_array_elements(coalesce(p_h, '[]'::jsonb)) e
+LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN
+    IF p_h IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN (SELECT coalesce(sum(octet_length(e ->> 'key') + coalesce(length(decode(e ->> 'value', 'base64')), 0)), 0)
+            FROM jsonb_array_elements(p_h) e);
+END
 $f$;
 
 -- A deduplication or group key: 1 to @MAX_KEY_BYTES@ bytes, no control characters.
@@ -100,7 +107,7 @@ BEGIN
         PERFORM @S@._pb_fail('@INVALID@', format('invalid %s: must be 1 to @MAX_KEY_BYTES@ bytes long, got %s',
             p_what, octet_length(p_key)));
     END IF;
-    IF p_key ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+    IF p_key ~ @KEY_CONTROL@ THEN
         PERFORM @S@._pb_fail('@INVALID@', format('invalid %s: control characters are not allowed', p_what));
     END IF;
 END

@@ -114,6 +114,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@PRODUCE@", inline(&qualified.qualify(PRODUCE), "pr")),
     ];
     let values: Vec<(&str, String)> = vec![
+        ("@PINNED@", PINNED.to_string()),
         ("@CHANNEL@", literal(&format!("pgbroker_{schema}"))),
         ("@SCHEMA_LITERAL@", literal(schema)),
         ("@API@", api),
@@ -127,6 +128,11 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@MAX_WAIT_MS@", ms(MAX_SQL_WAIT)),
         ("@POLL_MS@", POLL_MS.to_string()),
         ("@MAINTENANCE_OVERDUE_MS@", ms(MAINTENANCE_OVERDUE)),
+        ("@KEY_CONTROL@", literal(r"[\u0001-\u001f\u007f-\u009f]")),
+        (
+            "@RECEIPT_TOKEN@",
+            literal("[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"),
+        ),
         ("@INVALID@", sqlstate::INVALID_ARGUMENT.to_string()),
         ("@INVALID_NAME@", sqlstate::INVALID_NAME.to_string()),
         ("@TOO_LARGE@", sqlstate::TOO_LARGE.to_string()),
@@ -150,6 +156,15 @@ pub(crate) fn script(schema: &str) -> Result<String> {
     }
     Ok(text.replace("@S@", &quoted))
 }
+
+/// The settings of every `SECURITY DEFINER` function. The `search_path`
+/// is pinned so that a caller's cannot redirect a name the function uses.
+/// Generic plans: the library's statements are planned once per session
+/// and kept. Under the default, Postgres compares a generic plan's cost
+/// with that of plans made for the arguments at hand and may keep
+/// planning anew on every call (it did so for the acknowledgement, whose
+/// archive branch a custom plan folds away).
+const PINNED: &str = "SET search_path = @S@, pg_temp SET plan_cache_mode = force_generic_plan";
 
 /// Only roles given the API (see `grant_api`) may call the functions.
 const REVOKE_PUBLIC: &str = "

@@ -1,6 +1,18 @@
 -- The queue functions. Each public one is SECURITY DEFINER with its
 -- search_path pinned, so that a role granted EXECUTE needs no rights on
--- the tables.
+-- the tables; the overloads that only convert an argument are plain SQL
+-- that calls one of them, so that the planner inlines them.
+--
+-- Each call is a few statements: the queue's row by name (its name is
+-- checked only when no queue has it: a name in the table is valid), the
+-- library's statement, and on the uncommon paths the settlement. Checks
+-- that pass are expressions on variables, not statements; helpers that
+-- name what is wrong run when one fails.
+
+-- Functions of earlier versions that the ones below absorbed.
+DROP FUNCTION IF EXISTS @S@._pb_claim(@S@.queues, integer, bigint, bigint);
+DROP FUNCTION IF EXISTS @S@._pb_send(@S@.queues, bytea[], jsonb[], smallint[], bigint[], timestamptz[], text[],
+                                     text[]);
 
 -- Checks one message as the library's Message::validate does; returns its delay in ms.
 CREATE OR REPLACE FUNCTION @S@._pb_check_message(q @S@.queues, p_body bytea, p_headers jsonb, p_priority integer,
@@ -18,17 +30,26 @@ BEGIN
         PERFORM @S@._pb_fail('@INVALID@', format('invalid priority: %s is not between 0 and @MAX_PRIORITY@',
             coalesce(p_priority::text, 'NULL')));
     END IF;
-    IF p_delay IS NOT NULL AND p_deliver_at IS NOT NULL THEN
-        PERFORM @S@._pb_fail('@INVALID@', 'invalid delay: give a delay or a delivery time, not both');
+    IF p_delay IS NOT NULL THEN
+        IF p_deliver_at IS NOT NULL THEN
+            PERFORM @S@._pb_fail('@INVALID@', 'invalid delay: give a delay or a delivery time, not both');
+        END IF;
+        d := @S@._pb_ms('delay', p_delay, 0, @MAX_DELAY_MS@);
     END IF;
-    d := @S@._pb_ms('delay', p_delay, 0, @MAX_DELAY_MS@);
     IF p_deliver_at > clock_timestamp() + @MAX_DELAY_MS@ * interval '1 millisecond' THEN
         PERFORM @S@._pb_fail('@INVALID@', format('invalid delivery time: %s is more than %s from now',
             p_deliver_at, @MAX_DELAY_MS@ * interval '1 millisecond'));
     END IF;
-    PERFORM @S@._pb_key('deduplication key', p_dedup);
-    PERFORM @S@._pb_key('group key', p_group);
-    size := octet_length(p_body) + @S@._pb_headers_size(p_headers);
+    IF p_dedup IS NOT NULL THEN
+        PERFORM @S@._pb_key('deduplication key', p_dedup);
+    END IF;
+    IF p_group IS NOT NULL THEN
+        PERFORM @S@._pb_key('group key', p_group);
+    END IF;
+    size := octet_length(p_body);
+    IF p_headers IS NOT NULL THEN
+        size := size + @S@._pb_headers_size(p_headers);
+    END IF;
     IF size > q.max_message_bytes THEN
         PERFORM @S@._pb_fail('@TOO_LARGE@', format('message too large: %s bytes, the queue %L takes at most %s',
             size, q.name, q.max_message_bytes));
@@ -37,51 +58,28 @@ BEGIN
 END
 $f$;
 
-CREATE OR REPLACE FUNCTION @S@._pb_send(q @S@.queues, p_bodies bytea[], p_headers jsonb[], p_priorities smallint[],
-                                        p_delays bigint[], p_deliver_at timestamptz[], p_dedup text[],
-                                        p_groups text[])
-RETURNS TABLE (id bigint, duplicate boolean)
-LANGUAGE plpgsql AS $f$
-#variable_conflict use_column
-DECLARE
-    pb_now timestamptz := clock_timestamp();
-    sd_1 bigint := q.id; sd_2 bytea[] := p_bodies; sd_3 jsonb[] := p_headers; sd_4 smallint[] := p_priorities;
-    sd_5 bigint[] := p_delays; sd_6 timestamptz[] := p_deliver_at; sd_7 text[]; sd_8 text[];
-    sd_9 text := @CHANNEL@; sd_10 text := '';
-    v_ord bigint; v_id bigint; v_dup boolean; v_n bigint; v_void text;
-BEGIN
-    IF (SELECT bool_and(k IS NULL) FROM unnest(p_dedup) k) IS NOT FALSE
-       AND (SELECT bool_and(g IS NULL) FROM unnest(p_groups) g) IS NOT FALSE THEN
-        FOR v_ord, v_id, v_dup, v_void IN @SEND_PLAIN@ LOOP
-            id := v_id; duplicate := false;
-            RETURN NEXT;
-        END LOOP;
-    ELSE
-        sd_7 := p_dedup; sd_8 := p_groups;
-        FOR v_ord, v_id, v_dup, v_n, v_void IN @SEND@ LOOP
-            id := v_id; duplicate := v_dup;
-            RETURN NEXT;
-        END LOOP;
-    END IF;
-    IF NOT FOUND THEN
-        PERFORM @S@._pb_fail('@UNKNOWN_QUEUE@', format('unknown queue %L', q.name));
-    END IF;
-END
-$f$;
-
 CREATE OR REPLACE FUNCTION @S@.send_batch(queue text, bodies bytea[], delay interval DEFAULT NULL,
                                           deliver_at timestamptz DEFAULT NULL, priority integer DEFAULT 0,
                                           dedup_keys text[] DEFAULT NULL, group_keys text[] DEFAULT NULL,
                                           headers jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, duplicate boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+#variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
+    q @S@.queues;
     n integer := cardinality(bodies);
-    hs jsonb[] := '{}';
-    ds bigint[] := '{}';
     i integer;
+    d bigint;
+    pb_now timestamptz;
+    sd_1 bigint; sd_2 bytea[] := bodies; sd_3 jsonb[]; sd_4 smallint[]; sd_5 bigint[]; sd_6 timestamptz[];
+    sd_7 text[]; sd_8 text[];
+    sd_9 text := @CHANNEL@; sd_10 text := '';
+    v_ord bigint; v_n bigint; v_void text;
 BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
     IF bodies IS NULL THEN
         PERFORM @S@._pb_fail('@INVALID@', 'invalid bodies: must not be null');
     END IF;
@@ -92,13 +90,51 @@ BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
-    FOR i IN 1 .. n LOOP
-        hs := hs || @S@._pb_headers(headers[i]);
-        ds := ds || @S@._pb_check_message(q, bodies[i], hs[i], priority, delay, deliver_at, dedup_keys[i], group_keys[i]);
-    END LOOP;
-    RETURN QUERY SELECT * FROM @S@._pb_send(q, bodies, hs, array_fill(priority::smallint, ARRAY[n]), ds,
-        array_fill(deliver_at, ARRAY[n]), coalesce(dedup_keys, array_fill(NULL::text, ARRAY[n])),
-        coalesce(group_keys, array_fill(NULL::text, ARRAY[n])));
+    -- The checks of _pb_check_message, on the whole batch at once when
+    -- the options common to all pass and no body has headers. Otherwise,
+    -- or when some body fails, each body in turn, so that the first bad
+    -- one is named, as the library does.
+    IF headers IS NULL AND priority BETWEEN 0 AND @MAX_PRIORITY@ AND (delay IS NULL OR deliver_at IS NULL)
+       AND (delay IS NULL OR extract(epoch FROM delay) * 1000 BETWEEN 0 AND @MAX_DELAY_MS@)
+       AND (deliver_at IS NULL OR deliver_at <= clock_timestamp() + @MAX_DELAY_MS@ * interval '1 millisecond')
+       AND (SELECT bool_and(b IS NOT NULL AND octet_length(b) <= q.max_message_bytes) FROM unnest(bodies) b)
+       AND (dedup_keys IS NULL OR (SELECT bool_and(k IS NULL OR (octet_length(k) BETWEEN 1 AND @MAX_KEY_BYTES@
+                                                                  AND k !~ @KEY_CONTROL@))
+                                   FROM unnest(dedup_keys) k))
+       AND (group_keys IS NULL OR (SELECT bool_and(k IS NULL OR (octet_length(k) BETWEEN 1 AND @MAX_KEY_BYTES@
+                                                                  AND k !~ @KEY_CONTROL@))
+                                   FROM unnest(group_keys) k)) THEN
+        d := @S@._pb_ms('delay', delay, 0, @MAX_DELAY_MS@);
+        sd_3 := array_fill(NULL::jsonb, ARRAY[n]);
+        sd_5 := array_fill(d, ARRAY[n]);
+    ELSE
+        sd_3 := '{}'; sd_5 := '{}';
+        FOR i IN 1 .. n LOOP
+            sd_3 := sd_3 || @S@._pb_headers(headers[i]);
+            sd_5 := sd_5 || @S@._pb_check_message(q, bodies[i], sd_3[i], priority, delay, deliver_at, dedup_keys[i],
+                                                  group_keys[i]);
+        END LOOP;
+    END IF;
+    sd_1 := q.id;
+    sd_4 := array_fill(priority::smallint, ARRAY[n]);
+    sd_6 := array_fill(deliver_at, ARRAY[n]);
+    IF coalesce(cardinality(array_remove(dedup_keys, NULL)), 0) = 0
+       AND coalesce(cardinality(array_remove(group_keys, NULL)), 0) = 0 THEN
+        pb_now := clock_timestamp();
+        FOR v_ord, id, duplicate, v_void IN @SEND_PLAIN@ LOOP
+            RETURN NEXT;
+        END LOOP;
+    ELSE
+        sd_7 := coalesce(dedup_keys, array_fill(NULL::text, ARRAY[n]));
+        sd_8 := coalesce(group_keys, array_fill(NULL::text, ARRAY[n]));
+        pb_now := clock_timestamp();
+        FOR v_ord, id, duplicate, v_n, v_void IN @SEND@ LOOP
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF NOT FOUND THEN
+        PERFORM @S@._pb_fail('@UNKNOWN_QUEUE@', format('unknown queue %L', q.name));
+    END IF;
 END
 $f$;
 
@@ -107,10 +143,12 @@ CREATE OR REPLACE FUNCTION @S@.send_batch(queue text, bodies text[], delay inter
                                           dedup_keys text[] DEFAULT NULL, group_keys text[] DEFAULT NULL,
                                           headers jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, duplicate boolean)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT * FROM @S@.send_batch(queue, (SELECT array_agg(convert_to(b, 'UTF8') ORDER BY o)
-                                         FROM unnest(bodies) WITH ORDINALITY AS u(b, o)),
-                                 delay, deliver_at, priority, dedup_keys, group_keys, headers)
+LANGUAGE plpgsql AS $f$
+BEGIN
+    RETURN QUERY SELECT * FROM @S@.send_batch(queue, (SELECT pg_catalog.array_agg(pg_catalog.convert_to(b, 'UTF8') ORDER BY o)
+                                                      FROM pg_catalog.unnest(bodies) WITH ORDINALITY AS u(b, o)),
+                                              delay, deliver_at, priority, dedup_keys, group_keys, headers);
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.send_batch(queue text, bodies jsonb[], delay interval DEFAULT NULL,
@@ -118,24 +156,51 @@ CREATE OR REPLACE FUNCTION @S@.send_batch(queue text, bodies jsonb[], delay inte
                                           dedup_keys text[] DEFAULT NULL, group_keys text[] DEFAULT NULL,
                                           headers jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, duplicate boolean)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT * FROM @S@.send_batch(queue, (SELECT array_agg(convert_to(b::text, 'UTF8') ORDER BY o)
-                                         FROM unnest(bodies) WITH ORDINALITY AS u(b, o)),
-                                 delay, deliver_at, priority, dedup_keys, group_keys, headers)
+LANGUAGE plpgsql AS $f$
+BEGIN
+    RETURN QUERY SELECT * FROM @S@.send_batch(queue, (SELECT pg_catalog.array_agg(pg_catalog.convert_to(b::text, 'UTF8') ORDER BY o)
+                                                      FROM pg_catalog.unnest(bodies) WITH ORDINALITY AS u(b, o)),
+                                              delay, deliver_at, priority, dedup_keys, group_keys, headers);
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.send(queue text, body bytea, delay interval DEFAULT NULL,
                                     deliver_at timestamptz DEFAULT NULL, priority integer DEFAULT 0,
                                     dedup_key text DEFAULT NULL, group_key text DEFAULT NULL,
                                     headers jsonb DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+#variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
-    h jsonb := @S@._pb_headers(headers);
-    d bigint := @S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key);
+    q @S@.queues;
+    h jsonb;
+    pb_now timestamptz;
+    sd_1 bigint; sd_2 bytea[]; sd_3 jsonb[]; sd_4 smallint[]; sd_5 bigint[]; sd_6 timestamptz[];
+    sd_7 text[]; sd_8 text[];
+    sd_9 text := @CHANNEL@; sd_10 text := '';
+    v_ord bigint; v_id bigint; v_dup boolean; v_n bigint; v_void text;
 BEGIN
-    RETURN (SELECT s.id FROM @S@._pb_send(q, ARRAY[body], ARRAY[h], ARRAY[priority::smallint], ARRAY[d],
-                                          ARRAY[deliver_at], ARRAY[dedup_key], ARRAY[group_key]) s);
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    IF headers IS NOT NULL THEN
+        h := @S@._pb_headers(headers);
+    END IF;
+    sd_5 := ARRAY[@S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key)];
+    sd_1 := q.id; sd_2 := ARRAY[body]; sd_3 := ARRAY[h]; sd_4 := ARRAY[priority::smallint];
+    sd_6 := ARRAY[deliver_at];
+    pb_now := clock_timestamp();
+    IF dedup_key IS NULL AND group_key IS NULL THEN
+        FOR v_ord, v_id, v_dup, v_void IN @SEND_PLAIN@ LOOP
+            RETURN v_id;
+        END LOOP;
+    ELSE
+        sd_7 := ARRAY[dedup_key]; sd_8 := ARRAY[group_key];
+        FOR v_ord, v_id, v_dup, v_n, v_void IN @SEND@ LOOP
+            RETURN v_id;
+        END LOOP;
+    END IF;
+    PERFORM @S@._pb_fail('@UNKNOWN_QUEUE@', format('unknown queue %L', q.name));
 END
 $f$;
 
@@ -143,55 +208,74 @@ CREATE OR REPLACE FUNCTION @S@.send(queue text, body text, delay interval DEFAUL
                                     deliver_at timestamptz DEFAULT NULL, priority integer DEFAULT 0,
                                     dedup_key text DEFAULT NULL, group_key text DEFAULT NULL,
                                     headers jsonb DEFAULT NULL) RETURNS bigint
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT @S@.send(queue, convert_to(body, 'UTF8'), delay, deliver_at, priority, dedup_key, group_key, headers)
+LANGUAGE sql AS $f$
+    SELECT @S@.send(queue, pg_catalog.convert_to(body, 'UTF8'), delay, deliver_at, priority, dedup_key, group_key,
+                    headers)
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.send(queue text, body jsonb, delay interval DEFAULT NULL,
                                     deliver_at timestamptz DEFAULT NULL, priority integer DEFAULT 0,
                                     dedup_key text DEFAULT NULL, group_key text DEFAULT NULL,
                                     headers jsonb DEFAULT NULL) RETURNS bigint
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT @S@.send(queue, convert_to(body::text, 'UTF8'), delay, deliver_at, priority, dedup_key, group_key,
-                    headers)
+LANGUAGE sql AS $f$
+    SELECT @S@.send(queue, pg_catalog.convert_to(body::text, 'UTF8'), delay, deliver_at, priority, dedup_key,
+                    group_key, headers)
 $f$;
 
--- One claim, and long-poll rounds of it: rows in claim order.
-CREATE OR REPLACE FUNCTION @S@._pb_claim(q @S@.queues, p_max integer, p_lease bigint, p_wait bigint)
+-- Claims, and while a long poll finds nothing, sleeps and claims again.
+-- Rows come in the library's order: priority first, then id.
+CREATE OR REPLACE FUNCTION @S@.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
+                                       wait interval DEFAULT NULL)
 RETURNS TABLE (id bigint, receipt text, attempt integer, enqueued_at timestamptz, lease_expires_at timestamptz,
                priority integer, group_key text, dedup_key text, last_error text, dead_letter_source text,
                dead_letter_attempts integer, headers jsonb, body bytea)
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
+    q @S@.queues;
+    lease bigint;
+    waited bigint := 0;
     pb_now timestamptz;
-    cl_1 bigint := q.id; cl_2 bigint := p_max; cl_3 bigint := p_lease; cl_4 integer := q.max_attempts;
+    cl_1 bigint; cl_2 bigint; cl_3 bigint; cl_4 integer;
     cl_5 bigint := @REAP_LEASE_MS@;
-    deadline timestamptz := clock_timestamp() + p_wait * interval '1 millisecond';
+    deadline timestamptz;
     sync text := current_setting('synchronous_commit');
     got integer;
     next_due bigint;
     x_ids bigint[];
     x_tokens text[];
-    c_id bigint; c_receipt text; c_attempts integer; c_enqueued timestamptz; c_visible timestamptz;
-    c_priority smallint; c_group text; c_dedup text; c_error text; c_source text; c_dead_attempts integer;
-    c_headers jsonb; c_body bytea; c_relaxed text; c_next_due bigint;
+    c_relaxed text; c_next_due bigint;
 BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    IF visibility_timeout IS NOT NULL THEN
+        lease := @S@._pb_ms('visibility timeout', visibility_timeout, 1, @MAX_VISIBILITY_TIMEOUT_MS@);
+    END IF;
+    IF wait IS NOT NULL THEN
+        waited := @S@._pb_ms('wait', wait, 0, @MAX_WAIT_MS@);
+    END IF;
+    IF max IS NULL OR max < 1 OR max > @MAX_RECEIVE@ THEN
+        PERFORM @S@._pb_fail('@INVALID@', format('invalid max messages: %s is not between 1 and @MAX_RECEIVE@',
+            coalesce(max::text, 'NULL')));
+    END IF;
+    cl_1 := q.id; cl_2 := max; cl_3 := coalesce(lease, q.visibility_timeout_ms); cl_4 := q.max_attempts;
+    deadline := clock_timestamp() + waited * interval '1 millisecond';
     LOOP
         got := 0; next_due := NULL; x_ids := '{}'; x_tokens := '{}';
         pb_now := clock_timestamp();
-        FOR c_id, c_receipt, c_attempts, c_enqueued, c_visible, c_priority, c_group, c_dedup, c_error, c_source,
-            c_dead_attempts, c_headers, c_body, c_relaxed, c_next_due IN @CLAIM@ LOOP
-            IF c_id IS NULL THEN
+        -- Straight into the result columns: per row, only what differs
+        -- from the claim's answer is computed.
+        FOR id, receipt, attempt, enqueued_at, lease_expires_at, priority, group_key, dedup_key, last_error,
+            dead_letter_source, dead_letter_attempts, headers, body, c_relaxed, c_next_due
+            IN @CLAIM@ ORDER BY priority DESC, id LOOP
+            IF id IS NULL THEN
                 next_due := c_next_due;
-            ELSIF c_attempts > q.max_attempts THEN
-                x_ids := x_ids || c_id; x_tokens := x_tokens || c_receipt;
+            ELSIF attempt > q.max_attempts THEN
+                x_ids := x_ids || id; x_tokens := x_tokens || receipt;
             ELSE
-                id := c_id; receipt := c_id || ':' || c_receipt; attempt := c_attempts;
-                enqueued_at := c_enqueued; lease_expires_at := c_visible; priority := c_priority;
-                group_key := c_group; dedup_key := c_dedup; last_error := c_error;
-                dead_letter_source := c_source; dead_letter_attempts := c_dead_attempts;
-                headers := c_headers; body := c_body;
+                receipt := id || ':' || receipt;
                 got := got + 1;
                 RETURN NEXT;
             END IF;
@@ -212,40 +296,29 @@ BEGIN
 END
 $f$;
 
-CREATE OR REPLACE FUNCTION @S@.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
-                                       wait interval DEFAULT NULL)
-RETURNS TABLE (id bigint, receipt text, attempt integer, enqueued_at timestamptz, lease_expires_at timestamptz,
-               priority integer, group_key text, dedup_key text, last_error text, dead_letter_source text,
-               dead_letter_attempts integer, headers jsonb, body bytea)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
-    lease bigint := @S@._pb_ms('visibility timeout', visibility_timeout, 1, @MAX_VISIBILITY_TIMEOUT_MS@);
-    waited bigint := @S@._pb_ms('wait', wait, 0, @MAX_WAIT_MS@);
-BEGIN
-    IF max IS NULL OR max < 1 OR max > @MAX_RECEIVE@ THEN
-        PERFORM @S@._pb_fail('@INVALID@', format('invalid max messages: %s is not between 1 and @MAX_RECEIVE@',
-            coalesce(max::text, 'NULL')));
-    END IF;
-    RETURN QUERY SELECT * FROM @S@._pb_claim(q, max, coalesce(lease, q.visibility_timeout_ms), coalesce(waited, 0)) c
-        ORDER BY c.priority DESC, c.id;
-END
-$f$;
-
 CREATE OR REPLACE FUNCTION @S@.ack(queue text, receipts text[]) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
+    q @S@.queues;
+    r record;
     pb_now timestamptz;
-    ak_1 bigint := q.id; ak_2 bigint[]; ak_3 text[]; ak_4 boolean := q.archive_retention_ms IS NOT NULL;
+    ak_1 bigint; ak_2 bigint[]; ak_3 text[]; ak_4 boolean;
     v_ok boolean; v_locked bigint[]; v_void text;
 BEGIN
-    SELECT * INTO ak_2, ak_3 FROM @S@._pb_receipts(receipts);
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    r := @S@._pb_receipts(receipts);
+    ak_2 := r.ids; ak_3 := r.tokens;
     IF cardinality(ak_2) = 0 THEN
         RETURN;
     END IF;
-    PERFORM @S@._pb_refuse_duplicates(q.id, ak_2, ak_3);
+    IF cardinality(ak_2) > 1 THEN
+        PERFORM @S@._pb_refuse_duplicates(q.id, ak_2, ak_3);
+    END IF;
+    ak_1 := q.id; ak_4 := q.archive_retention_ms IS NOT NULL;
     pb_now := clock_timestamp();
     FOR v_ok, v_locked IN @ACK@ LOOP
         IF v_ok THEN
@@ -260,28 +333,38 @@ END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.ack(queue text, receipt text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE sql AS $f$
     SELECT @S@.ack(queue, ARRAY[receipt])
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.nack(queue text, receipts text[], delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
+    q @S@.queues;
+    r record;
     pb_now timestamptz;
-    nk_1 bigint := q.id; nk_2 bigint[]; nk_3 text[];
-    nk_4 bigint := @S@._pb_ms('delay', delay, 0, @MAX_DELAY_MS@);
-    nk_5 integer := q.max_attempts; nk_6 bigint := q.backoff_max_ms; nk_7 text; nk_8 bigint := q.backoff_base_ms;
+    nk_1 bigint; nk_2 bigint[]; nk_3 text[]; nk_4 bigint; nk_5 integer; nk_6 bigint; nk_7 text; nk_8 bigint;
     nk_9 text := @CHANNEL@; nk_10 text := '';
     v_ok boolean; v_locked bigint[]; v_void text;
 BEGIN
-    SELECT * INTO nk_2, nk_3 FROM @S@._pb_receipts(receipts);
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    IF delay IS NOT NULL THEN
+        nk_4 := @S@._pb_ms('delay', delay, 0, @MAX_DELAY_MS@);
+    END IF;
+    r := @S@._pb_receipts(receipts);
+    nk_2 := r.ids; nk_3 := r.tokens;
     IF cardinality(nk_2) = 0 THEN
         RETURN;
     END IF;
-    PERFORM @S@._pb_refuse_duplicates(q.id, nk_2, nk_3);
+    IF cardinality(nk_2) > 1 THEN
+        PERFORM @S@._pb_refuse_duplicates(q.id, nk_2, nk_3);
+    END IF;
+    nk_1 := q.id; nk_5 := q.max_attempts; nk_6 := q.backoff_max_ms; nk_8 := q.backoff_base_ms;
     nk_7 := error;
     IF octet_length(nk_7) > @MAX_ERROR_BYTES@ THEN
         nk_7 := left(nk_7, @MAX_ERROR_BYTES@);
@@ -304,30 +387,40 @@ $f$;
 
 CREATE OR REPLACE FUNCTION @S@.nack(queue text, receipt text, delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE sql AS $f$
     SELECT @S@.nack(queue, ARRAY[receipt], delay, error)
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.extend(queue text, receipts text[], by interval)
 RETURNS TABLE (receipt text, lease_expires_at timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
+    q @S@.queues;
+    r record;
     pb_now timestamptz;
-    ex_1 bigint := q.id; ex_2 bigint[]; ex_3 text[];
-    ex_4 bigint := @S@._pb_ms('extension', by, 1, @MAX_VISIBILITY_TIMEOUT_MS@);
+    ex_1 bigint; ex_2 bigint[]; ex_3 text[];
+    ex_4 bigint;
     ex_5 bigint := @MAX_VISIBILITY_TIMEOUT_MS@;
     v_ok boolean; v_locked bigint[]; v_updated bigint[]; v_ends timestamptz[];
 BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    ex_4 := @S@._pb_ms('extension', by, 1, @MAX_VISIBILITY_TIMEOUT_MS@);
     IF ex_4 IS NULL THEN
         PERFORM @S@._pb_fail('@INVALID@', 'invalid extension: must not be null');
     END IF;
-    SELECT * INTO ex_2, ex_3 FROM @S@._pb_receipts(receipts);
+    r := @S@._pb_receipts(receipts);
+    ex_2 := r.ids; ex_3 := r.tokens;
     IF cardinality(ex_2) = 0 THEN
         RETURN;
     END IF;
-    PERFORM @S@._pb_refuse_duplicates(q.id, ex_2, ex_3);
+    IF cardinality(ex_2) > 1 THEN
+        PERFORM @S@._pb_refuse_duplicates(q.id, ex_2, ex_3);
+    END IF;
+    ex_1 := q.id;
     pb_now := clock_timestamp();
     FOR v_ok, v_locked, v_updated, v_ends IN @EXTEND@ LOOP
         IF NOT v_ok THEN
@@ -341,21 +434,29 @@ END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.extend(queue text, receipt text, by interval) RETURNS timestamptz
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT e.lease_expires_at FROM @S@.extend(queue, ARRAY[receipt], by) e
+LANGUAGE plpgsql AS $f$
+BEGIN
+    RETURN (SELECT e.lease_expires_at FROM @S@.extend(queue, ARRAY[receipt], by) e);
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.stats(queue text)
 RETURNS TABLE (ready bigint, in_flight bigint, delayed bigint, dead_lettered bigint, oldest_ready_age_ms bigint,
                maintained_at timestamptz, maintenance_overdue boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
-    q @S@.queues := @S@._pb_queue(queue);
-    pb_now timestamptz := clock_timestamp();
-    st_1 bigint := q.id;
+    q @S@.queues;
+    pb_now timestamptz;
+    st_1 bigint;
     v_age bigint;
 BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    st_1 := q.id;
+    pb_now := clock_timestamp();
     FOR ready, in_flight, delayed, dead_lettered, v_age IN @STATS@ LOOP
         oldest_ready_age_ms := greatest(v_age, 0);
     END LOOP;

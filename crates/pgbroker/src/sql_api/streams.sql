@@ -157,36 +157,48 @@ BEGIN
 END
 $f$;
 
+-- The public produce functions are PL/pgSQL, whose plans are kept per
+-- session; a LANGUAGE sql function's are made again on every call.
 CREATE OR REPLACE FUNCTION @S@.produce_batch(topic text, "values" bytea[], keys bytea[] DEFAULT NULL,
                                              headers jsonb[] DEFAULT NULL, to_partition integer DEFAULT NULL)
 RETURNS TABLE (partition integer, "offset" bigint)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition, keys, "values", headers) r ORDER BY r.ord
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+BEGIN
+    RETURN QUERY SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition, keys, "values", headers) r
+        ORDER BY r.ord;
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.produce_batch(topic text, "values" text[], keys text[] DEFAULT NULL,
                                              headers jsonb[] DEFAULT NULL, to_partition integer DEFAULT NULL)
 RETURNS TABLE (partition integer, "offset" bigint)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition,
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+BEGIN
+    RETURN QUERY SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition,
         (SELECT array_agg(convert_to(k, 'UTF8') ORDER BY o) FROM unnest(keys) WITH ORDINALITY AS u(k, o)),
         (SELECT array_agg(convert_to(v, 'UTF8') ORDER BY o) FROM unnest("values") WITH ORDINALITY AS u(v, o)),
-        headers) r ORDER BY r.ord
+        headers) r ORDER BY r.ord;
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.produce(topic text, value bytea, key bytea DEFAULT NULL, headers jsonb DEFAULT NULL,
                                        to_partition integer DEFAULT NULL)
 RETURNS TABLE (partition integer, "offset" bigint)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition, ARRAY[key], ARRAY[value], ARRAY[headers]) r
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+BEGIN
+    RETURN QUERY SELECT r.partition, r."offset"
+        FROM @S@._pb_produce(topic, to_partition, ARRAY[key], ARRAY[value], ARRAY[headers]) r;
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.produce(topic text, value text, key text DEFAULT NULL, headers jsonb DEFAULT NULL,
                                        to_partition integer DEFAULT NULL)
 RETURNS TABLE (partition integer, "offset" bigint)
-LANGUAGE sql SECURITY DEFINER SET search_path = @S@, pg_temp AS $f$
-    SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition, ARRAY[convert_to(key, 'UTF8')],
-        ARRAY[convert_to(value, 'UTF8')], ARRAY[headers]) r
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+BEGIN
+    RETURN QUERY SELECT r.partition, r."offset" FROM @S@._pb_produce(topic, to_partition, ARRAY[convert_to(key, 'UTF8')],
+        ARRAY[convert_to(value, 'UTF8')], ARRAY[headers]) r;
+END
 $f$;
 
 -- Lets a role call the functions above without rights on the tables.
