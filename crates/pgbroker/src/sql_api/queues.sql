@@ -183,10 +183,16 @@ BEGIN
     IF NOT FOUND THEN
         q := @S@._pb_queue(queue);
     END IF;
-    IF headers IS NOT NULL THEN
-        h := @S@._pb_headers(headers);
+    -- A plain message that fits passes every check of _pb_check_message.
+    IF headers IS NULL AND delay IS NULL AND deliver_at IS NULL AND dedup_key IS NULL AND group_key IS NULL
+       AND priority BETWEEN 0 AND @MAX_PRIORITY@ AND octet_length(body) <= q.max_message_bytes THEN
+        sd_5 := ARRAY[NULL::bigint];
+    ELSE
+        IF headers IS NOT NULL THEN
+            h := @S@._pb_headers(headers);
+        END IF;
+        sd_5 := ARRAY[@S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key)];
     END IF;
-    sd_5 := ARRAY[@S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key)];
     sd_1 := q.id; sd_2 := ARRAY[body]; sd_3 := ARRAY[h]; sd_4 := ARRAY[priority::smallint];
     sd_6 := ARRAY[deliver_at];
     pb_now := clock_timestamp();
