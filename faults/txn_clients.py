@@ -3,21 +3,21 @@ from compat/.venv, which bundles a recent librdkafka). Each appends its
 history to a JSON-lines file; txn_checker.py describes the events.
 
   txn_clients.py fill    BOOTSTRAP TOPIC COUNT OUT
-  txn_clients.py worker  BOOTSTRAP INPUT OUTPUT GROUP NAME OUT ABORT_RATIO RATE
+  txn_clients.py worker  BOOTSTRAP INPUT OUTPUT GROUP NAME OUT ABORT_EVERY RATE
   txn_clients.py reader  BOOTSTRAP TOPIC NAME ISOLATION OUT [--until-end]
 
 fill writes COUNT numbered input records (i-0, i-1, ...) and exits.
 A worker consumes the input in a consumer group (read_committed) and, for
 each batch, runs one transaction: two output records per input record,
 keyed so that they spread over the output partitions, and the input
-offsets sent to the transaction; it commits, or aborts a batch now and
-then on purpose. A reader assigns itself every partition of a topic from
-the beginning and records what it reads, until SIGTERM (or, with
---until-end, at once); it then reads up to the end of every partition."""
+offsets sent to the transaction; it commits, or aborts one transaction
+in ABORT_EVERY on purpose (and processes that batch again). A reader
+assigns itself every partition of a topic from the beginning and records
+what it reads, until SIGTERM (or, with --until-end, at once); it then
+reads up to the end of every partition."""
 
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -72,10 +72,9 @@ class Worker:
     """One consume-transform-produce worker. Its transactional id is its
     name: a new producer (after a fatal error) fences the old one."""
 
-    def __init__(self, bootstrap, inp, outp, group, name, h, abort_ratio, rate):
+    def __init__(self, bootstrap, inp, outp, group, name, h, abort_every, rate):
         self.bootstrap, self.inp, self.outp, self.group, self.name = bootstrap, inp, outp, group, name
-        self.h, self.abort_ratio, self.rate = h, abort_ratio, rate
-        self.rng = random.Random()
+        self.h, self.abort_every, self.rate = h, abort_every, rate
         self.incarnation = 0
         self.count = 0
         self.consumer = self.producer = None
@@ -147,7 +146,8 @@ class Worker:
         txn = f"{self.name}.{self.incarnation}.{self.count}"
         inputs = [(m.value().decode(), m.partition(), m.offset()) for m in msgs]
         outputs = [f"{txn}:{v}:{j}" for v, _, _ in inputs for j in (0, 1)]
-        deliberate = self.rng.random() < self.abort_ratio
+        # Every tenth transaction of a worker (from its third) is aborted on purpose.
+        deliberate = self.abort_every > 0 and self.count % self.abort_every == 3 % self.abort_every
         self.h.write(op="txn_begin", worker=self.name, txn=txn, inputs=[v for v, _, _ in inputs],
                      input_positions=[[p, o] for _, p, o in inputs], outputs=outputs)
         stage = "begin"
@@ -219,9 +219,9 @@ class Worker:
         return 0
 
 
-def worker(bootstrap, inp, outp, group, name, out, abort_ratio, rate):
+def worker(bootstrap, inp, outp, group, name, out, abort_every, rate):
     h = History(out)
-    w = Worker(bootstrap, inp, outp, group, name, h, float(abort_ratio), float(rate))
+    w = Worker(bootstrap, inp, outp, group, name, h, int(abort_every), float(rate))
     try:
         return w.run()
     except Exception as e:  # recorded for the checker's report; the scenario restarts nothing

@@ -20,8 +20,8 @@ from txn_checker import CHECKS, check_txn, txn_failures
 
 INPUT, OUTPUT, GROUP = "in", "out", "txg"
 WORKERS = 3
-# One batch in ten is aborted on purpose (and processed again).
-ABORT_RATIO = 0.1
+# One transaction in ten is aborted on purpose (and its batch processed again).
+ABORT_EVERY = 10
 READERS = ("rc", "ru", "final")
 
 
@@ -39,15 +39,17 @@ class TxnStream:
         self.broker.start()
         h.cli(self.pg.url, ["topic", "create", INPUT, "--partitions", "3"])
         h.cli(self.pg.url, ["topic", "create", OUTPUT, "--partitions", "4"])
-        # Per worker, records per second; the input lasts about as long as the faults.
-        self.rate = args.rate / 4
-        count = int(self.rate * WORKERS * (args.duration + 4))
+        # Per worker, records per second (a tenth of --rate: each input record
+        # costs a transaction a share of its commit); the input lasts about as
+        # long as the faults.
+        self.rate = args.rate / 10
+        count = int(self.rate * WORKERS * args.duration)
         fill = self.client("fill", [self.broker.bootstrap, INPUT, str(count), h.history("fill.jsonl")], "fill")
         check(fill.wait(180) == 0, "filling the input topic failed")
         self.readers = {r: self.reader(r, iso) for r, iso in (("rc", "read_committed"), ("ru", "read_uncommitted"))}
         self.workers = [
             self.client("worker", [self.broker.bootstrap, INPUT, OUTPUT, GROUP, f"w{i}", h.history(f"worker-w{i}.jsonl"),
-                                   str(ABORT_RATIO), str(self.rate)], f"w{i}")
+                                   str(ABORT_EVERY), str(self.rate)], f"w{i}")
             for i in range(WORKERS)
         ]
 
@@ -83,7 +85,7 @@ class TxnStream:
     def finish(self) -> dict:
         check(all(w.poll() is None for w in self.workers), "a worker exited during the faults")
         try:
-            wait_for("every input record processed", self.processed, 120, 1.0)
+            wait_for("every input record processed", self.processed, 120 + self.args.duration, 1.0)
         except TimeoutError as e:
             log(e)  # the checker says which
         self.stop(self.workers, "a worker", 120)
