@@ -515,6 +515,7 @@ def main():
             report = SCENARIOS[name](h, args, random.Random(seed))
             ok = True
             line = summary(name, report, time.monotonic() - start)
+            line["binary"] = "release" if "/release/" in h.bin else "debug"
             log(" ok", json.dumps(line))
             if args.results:
                 with open(args.results, "a") as f:
