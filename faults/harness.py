@@ -23,6 +23,17 @@ import urllib.request
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PYTHON = "/usr/bin/python3"  # Debian's, which python3-confluent-kafka installs into
 HERE = os.path.dirname(os.path.abspath(__file__))
+# PyPI's confluent-kafka (a recent librdkafka), made by scripts/setup.sh.
+VENV_PYTHON = os.path.join(os.path.dirname(HERE), "compat", ".venv", "bin", "python")
+
+
+class Failure(Exception):
+    """A check failed (the run goes on with the next scenario)."""
+
+
+def check(cond, message):
+    if not cond:
+        raise Failure(message)
 
 
 def log(*args):
@@ -368,10 +379,11 @@ class Harness:
             raise RuntimeError(f"pgbroker {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout
 
-    def client(self, role: str, args: list[str], name: str) -> subprocess.Popen:
-        """A client process from clients.py, in its own process group."""
+    def client(self, role: str, args: list[str], name: str, script: str = "clients.py",
+               python: str = PYTHON) -> subprocess.Popen:
+        """A client process from `script` (clients.py), in its own process group."""
         out = open(os.path.join(self.dir, f"{name}.log"), "a")
-        p = subprocess.Popen([PYTHON, os.path.join(HERE, "clients.py"), role] + args, stdout=out, stderr=out,
+        p = subprocess.Popen([python, os.path.join(HERE, script), role] + args, stdout=out, stderr=out,
                              start_new_session=True)
         out.close()
         self.procs.append(p)

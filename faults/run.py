@@ -24,7 +24,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from checker import check_queue, check_stream, load, queue_failures, stream_failures  # noqa: E402
-from harness import Harness, kill_group, log, read_jsonl, wait_for  # noqa: E402
+from harness import Failure, Harness, check, kill_group, log, read_jsonl, wait_for  # noqa: E402
+from txn_run import txn_scenario, txn_summary  # noqa: E402
 
 TOPIC = "t"
 GROUP = "g"
@@ -34,15 +35,6 @@ UNHEALTHY_WITHIN = 10.0
 HEALTHY_WITHIN = 30.0
 # More connection attempts than this per second of outage is a reconnect storm.
 STORM_PER_SECOND = 50.0
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
 
 
 class Stream:
@@ -469,13 +461,20 @@ SCENARIOS = {
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
     "queue-pg-kill": queue_scenario("pg-kill"),
+    # Transactional consume-transform-produce (txn_run.py).
+    "txn-broker-kill": txn_scenario(broker_kill),
+    "txn-pg-kill": txn_scenario(pg_kill, via_proxy=True),
+    "txn-link-cut": txn_scenario(link_cut, via_proxy=True),
 }
 
 
 def summary(name, report, seconds):
     rec = [r for r in report.get("recovery_s", []) if r is not None]
-    out = {"scenario": name, "seconds": round(seconds, 1), "faults": len(report.get("faults", []))}
-    if "acknowledged" in report:
+    out = {"scenario": name, "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds, 1),
+           "faults": len(report.get("faults", []))}
+    if "transactions" in report:
+        out.update(txn_summary(report))
+    elif "acknowledged" in report:
         out.update(acknowledged=report["acknowledged"], lost=sum(report["lost"].values()),
                    duplicated=report["duplicated_count"], redelivered=report["redelivered"],
                    client_errors=report["client_errors"])
@@ -516,6 +515,7 @@ def main():
             report = SCENARIOS[name](h, args, random.Random(seed))
             ok = True
             line = summary(name, report, time.monotonic() - start)
+            line["binary"] = "release" if "/release/" in h.bin else "debug"
             log(" ok", json.dumps(line))
             if args.results:
                 with open(args.results, "a") as f:
@@ -524,6 +524,10 @@ def main():
             detail = "" if isinstance(e, Failure) else traceback.format_exc()
             log(f" FAILED {name}: {e}\n{detail}")
             failed.append(name)
+            if args.results:
+                with open(args.results, "a") as f:
+                    f.write(json.dumps({"scenario": name, "date": time.strftime("%Y-%m-%d"), "failed": True,
+                                        "error": str(e)[:300]}) + "\n")
         finally:
             h.close(failed=not ok)
     if failed:

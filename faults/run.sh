@@ -4,12 +4,14 @@
 # nothing acknowledged was lost.
 #
 #   faults/run.sh                    short form (debug binary, 6 s of faults per scenario)
-#   faults/run.sh --long             long form (release binary, minutes per scenario,
-#                                    rewrites RELIABILITY.md from the measurements)
+#   faults/run.sh --long [--scenario NAME]...   long form (release binary, minutes
+#                                    per scenario; rewrites RELIABILITY.md from the
+#                                    measurements, keeping the rows of scenarios not run)
 #   faults/run.sh --bin PATH [run.py flags...]   any binary, the short form's
 #                                    timing unless the flags say otherwise
 #
-# What it needs (PostgreSQL 15, python3-confluent-kafka) comes from
+# What it needs (PostgreSQL 15, python3-confluent-kafka, and compat/.venv
+# with PyPI's confluent-kafka for the transactional scenarios) comes from
 # scripts/setup.sh. The last line says how many scenarios passed and failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,18 +19,21 @@ cd "$(dirname "$0")/.."
 [ -x "${PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || { echo "faults: no PostgreSQL 15; run scripts/setup.sh" >&2; exit 1; }
 /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null \
   || { echo "faults: no python3-confluent-kafka; run scripts/setup.sh" >&2; exit 1; }
-/usr/bin/python3 -m unittest -q faults/test_checker.py
+compat/.venv/bin/python -c 'import confluent_kafka' 2>/dev/null \
+  || { echo "faults: no compat/.venv with confluent-kafka; run scripts/setup.sh" >&2; exit 1; }
+/usr/bin/python3 -m unittest -q faults/test_checker.py faults/test_txn_checker.py
 
 if [ "${1:-}" = "--long" ]; then
   shift
   cargo build -j1 --release -p pgbroker-cli
   # The summaries are kept beside the report they were made into.
   results=faults/results-long.jsonl
-  rm -f "$results"
+  new=$(mktemp)
   status=0
   /usr/bin/python3 faults/run.py --bin target/release/pgbroker --duration 90 --gap 2 6 --outage 1 8 \
-    --rate 500 --results "$results" "$@" || status=$?
-  /usr/bin/python3 faults/report.py "$results" "$status" > RELIABILITY.md
+    --rate 500 --results "$new" "$@" || status=$?
+  /usr/bin/python3 faults/report.py "$results" "$status" "$new" > RELIABILITY.md
+  rm -f "$new"
   echo "wrote RELIABILITY.md" >&2
   exit "$status"
 fi

@@ -97,9 +97,23 @@ impl Server {
     }
 }
 
+/// How the harness's librdkafka producers write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Producing {
+    /// Idempotence off, acks=all: every batch awaited.
+    Plain,
+    /// One transaction per batch (see [`crate::kafka_txn`]).
+    Transactional,
+}
+
 /// Runs the workload through `pgbroker serve` on a fresh schema, dropped
 /// afterwards.
 pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    run_as(env, args, Producing::Plain).await
+}
+
+/// [`run`] with the producers of `mode`.
+pub(crate) async fn run_as(env: &Endpoints, args: &PubsubArgs, mode: Producing) -> Result<Summary> {
     let (url, bin) = (env.database_url.as_str(), env.pgbroker_bin.as_path());
     // Built from a number only: safe to place in SQL text.
     let schema = format!("bench_kafka_{}", std::process::id());
@@ -121,9 +135,17 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
             ..TopicConfig::default()
         };
         broker.topics().create(&topic, &config).await?;
+        if mode == Producing::Transactional {
+            let input = TopicConfig {
+                partitions: i32::try_from(args.producers.max(1))?,
+                ..TopicConfig::default()
+            };
+            let name = TopicName::new(crate::kafka_txn::INPUT_TOPIC)?;
+            broker.topics().create(&name, &input).await?;
+        }
         drop(broker);
         let server = Server::start(bin, url, &schema, false).await?;
-        let outcome = drive(&server, args).await;
+        let outcome = drive(&server, args, mode).await;
         server.stop().await?;
         outcome
     }
@@ -134,7 +156,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
     outcome
 }
 
-async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
+async fn drive(server: &Server, args: &PubsubArgs, mode: Producing) -> Result<Summary> {
     let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
@@ -161,6 +183,10 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
     }
     settle(&consumers, args).await;
     for id in 0..args.producers {
+        if mode == Producing::Transactional {
+            crate::kafka_txn::spawn_producer(&mut run, &server.bootstrap, args, id).await?;
+            continue;
+        }
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &server.bootstrap)
             .set("acks", "all")
@@ -172,7 +198,11 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }
     let process = BrokerProcess::Pid(server.pid()?);
-    run.measure(args, "kafka-protocol", &process).await
+    let system = match mode {
+        Producing::Plain => "kafka-protocol",
+        Producing::Transactional => "kafka-transactional",
+    };
+    run.measure(args, system, &process).await
 }
 
 async fn produce(

@@ -13,6 +13,7 @@ mod ceiling;
 mod compare;
 mod db;
 mod kafka;
+mod kafka_txn;
 mod measure;
 mod nats;
 mod pgbroker_queue;

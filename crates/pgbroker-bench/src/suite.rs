@@ -91,6 +91,19 @@ pub fn scenarios() -> Vec<Scenario> {
             flags: "--groups 1 --consumers-per-group 4 --producers 8 --rate 5000",
             kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis]),
         },
+        // Transactions of 100 records over 4 partitions, each committing
+        // an input offset: flat out, and at 5,000 records/s for latency.
+        // Plain librdkafka produce of the same batches is the cost baseline.
+        Scenario {
+            name: "kafka-txn-100x4-max",
+            flags: "--groups 1 --consumers-per-group 4 --producers 8 --partitions 4 --write-batch 100",
+            kind: Pubsub(vec![P::KafkaTransactional, P::KafkaProtocol]),
+        },
+        Scenario {
+            name: "kafka-txn-100x4-at-5k",
+            flags: "--groups 1 --consumers-per-group 4 --producers 8 --partitions 4 --write-batch 100 --rate 5000",
+            kind: Pubsub(vec![P::KafkaTransactional, P::KafkaProtocol]),
+        },
         Scenario {
             name: "queue-single",
             flags: "--send-batch 1 --receive-batch 1",

@@ -13,8 +13,8 @@ use pgbroker::{Broker, BrokerConfig};
 use crate::summary::Summary;
 use crate::workload::{PubsubArgs, QueueArgs};
 use crate::{
-    article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq, rabbitmq,
-    redis_streams, sqs,
+    article, article_queue, ceiling, kafka, kafka_txn, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq,
+    rabbitmq, redis_streams, sqs,
 };
 
 /// Systems that run the pub/sub workload.
@@ -30,6 +30,10 @@ pub enum PubsubSystem {
     Ceiling,
     /// `pgbroker serve` driven by librdkafka.
     KafkaProtocol,
+    /// `pgbroker serve` driven by librdkafka's transactional producer:
+    /// one transaction per batch, offsets sent to it, read_committed
+    /// consumers.
+    KafkaTransactional,
     /// NATS JetStream, file storage, durable pull consumers.
     Nats,
     /// Redis Streams with consumer groups.
@@ -145,6 +149,7 @@ impl PubsubSystem {
             PubsubSystem::Article => article::run(env, args).await,
             PubsubSystem::Ceiling => ceiling::run(env, args).await,
             PubsubSystem::KafkaProtocol => kafka::run(env, args).await,
+            PubsubSystem::KafkaTransactional => kafka_txn::run(env, args).await,
             PubsubSystem::Nats => nats::run(env, args).await,
             PubsubSystem::Redis => redis_streams::run(env, args).await,
         }

@@ -40,6 +40,18 @@ const TARGETS: &[(&str, &str, Figure, Goal)] = &[
     ),
     ("kafka-one-group-at-5k", "kafka-protocol", E2E_P99, Goal::AtMost(15.0)),
     ("kafka-one-group-max", "kafka-protocol", BROKER_RSS, Goal::AtMost(200.0)),
+    (
+        "kafka-txn-100x4-max",
+        "kafka-transactional",
+        WRITE_RATE,
+        Goal::AtLeast(20_000.0),
+    ),
+    (
+        "kafka-txn-100x4-at-5k",
+        "kafka-transactional",
+        E2E_P99,
+        Goal::AtMost(50.0),
+    ),
     ("queue-single", "pgbroker", READ_RATE, Goal::Times("article", 1.0)),
     ("queue-single", "pgbroker", READ_RATE, Goal::Times("pgmq", 1.5)),
     // The "10x the article's design" is its one-message design

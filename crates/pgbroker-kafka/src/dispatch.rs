@@ -258,6 +258,7 @@ api_table! {
     TxnOffsetCommit 0..=3, Never => TxnOffsetCommitRequest, api::txn::txn_offset_commit;
     DescribeTransactions 0..=0, Never => DescribeTransactionsRequest, api::txn_admin::describe_transactions;
     ListTransactions 0..=1, Never => ListTransactionsRequest, api::txn_admin::list_transactions;
+    DescribeProducers 0..=0, Never => DescribeProducersRequest, api::txn_admin::describe_producers;
     OffsetForLeaderEpoch 2..=4, Never => OffsetForLeaderEpochRequest, api::offsets::offset_for_leader_epoch;
     DescribeConfigs 1..=4, Never => DescribeConfigsRequest, api::configs::describe_configs;
     AlterConfigs 0..=2, Never => AlterConfigsRequest, api::configs::alter_configs;

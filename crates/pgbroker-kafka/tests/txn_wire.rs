@@ -1,10 +1,13 @@
 //! Transactions over the wire, with raw requests: the coordinator's
 //! answers and error codes, KIP-890's partition check, RequireStable,
-//! read_committed Fetch and ListOffsets, the admin listing, and a delayed
-//! EndTxn that must not decide a later transaction.
+//! read_committed Fetch and ListOffsets, the admin listing and
+//! DescribeProducers, keyless records refused on compacted topics, and a
+//! delayed EndTxn that must not decide a later transaction.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::describe_producers_response::PartitionResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
@@ -13,12 +16,14 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
-    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListOffsetsRequest, ListTransactionsRequest,
-    OffsetFetchRequest, ProduceRequest, ProducerId, TopicName as WireTopic, TransactionalId, TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest, DescribeTransactionsRequest,
+    EndTxnRequest, FetchRequest, FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListOffsetsRequest,
+    ListTransactionsRequest, OffsetFetchRequest, ProduceRequest, ProducerId, TopicName as WireTopic, TransactionalId,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use pgbroker::streams::{Cleanup, CleanupPolicy};
 use pgbroker::TopicConfig;
 use pgbroker_testkit::kafka::{Conn, TestServer};
 
@@ -29,14 +34,21 @@ const INVALID_TXN_STATE: i16 = 48;
 const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
 const PRODUCER_FENCED: i16 = 90;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_RECORD: i16 = 87;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
 fn batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
+    encoded(true, pid, epoch, seq, value)
+}
+
+/// One keyless record in a batch, transactional or only idempotent.
+fn encoded(transactional: bool, pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
     let r = Record {
-        transactional: true,
+        transactional,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: 0,
@@ -60,6 +72,10 @@ fn batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
 }
 
 async fn produce(conn: &mut Conn, txn: &str, topic: &str, partition: i32, records: Bytes) -> i16 {
+    produce_as(conn, Some(txn), topic, partition, records).await
+}
+
+async fn produce_as(conn: &mut Conn, txn: Option<&str>, topic: &str, partition: i32, records: Bytes) -> i16 {
     let mut p = PartitionProduceData::default();
     p.index = partition;
     p.records = Some(records);
@@ -67,7 +83,7 @@ async fn produce(conn: &mut Conn, txn: &str, topic: &str, partition: i32, record
     t.name = WireTopic(s(topic));
     t.partition_data = vec![p];
     let mut req = ProduceRequest::default();
-    req.transactional_id = Some(TransactionalId(s(txn)));
+    req.transactional_id = txn.map(|t| TransactionalId(s(t)));
     req.acks = -1;
     req.timeout_ms = 5000;
     req.topic_data = vec![t];
@@ -75,8 +91,12 @@ async fn produce(conn: &mut Conn, txn: &str, topic: &str, partition: i32, record
 }
 
 async fn init(conn: &mut Conn, txn: &str, timeout_ms: i32) -> (i16, i64, i16) {
+    init_as(conn, Some(txn), timeout_ms).await
+}
+
+async fn init_as(conn: &mut Conn, txn: Option<&str>, timeout_ms: i32) -> (i16, i64, i16) {
     let mut req = InitProducerIdRequest::default();
-    req.transactional_id = Some(TransactionalId(s(txn)));
+    req.transactional_id = txn.map(|t| TransactionalId(s(t)));
     req.transaction_timeout_ms = timeout_ms;
     req.producer_id = ProducerId(-1);
     req.producer_epoch = -1;
@@ -242,4 +262,99 @@ async fn transactions_over_the_wire() {
     assert_eq!(add(&mut a, "tx", pid, epoch, "out", vec![0]).await, PRODUCER_FENCED);
     assert_eq!(end(&mut a, "tx", pid, epoch, false).await, PRODUCER_FENCED);
     server.stop().await;
+}
+
+async fn describe_producers(conn: &mut Conn, topic: &str, partitions: Vec<i32>) -> Vec<PartitionResponse> {
+    let mut t = TopicRequest::default();
+    t.name = WireTopic(s(topic));
+    t.partition_indexes = partitions;
+    let mut req = DescribeProducersRequest::default();
+    req.topics = vec![t];
+    conn.call(0, &req).await.topics.remove(0).partitions
+}
+
+/// DescribeProducers shows an idempotent producer's last sequence, a
+/// transactional producer's open transaction until it ends, and refuses
+/// unknown partitions.
+#[tokio::test]
+async fn describe_producers_shows_sequences_and_open_transactions() {
+    let server = TestServer::start().await;
+    server.topic("p", TopicConfig::default()).await;
+    let mut a = server.connect().await;
+
+    let (err, idem, idem_epoch) = init_as(&mut a, None, 60_000).await;
+    assert_eq!(err, 0);
+    for seq in 0..3 {
+        let b = encoded(false, idem, idem_epoch, seq, "plain");
+        assert_eq!(produce_as(&mut a, None, "p", 0, b).await, 0);
+    }
+    let (err, txp, epoch) = init(&mut a, "dp", 60_000).await;
+    assert_eq!(err, 0);
+    assert_eq!(add(&mut a, "dp", txp, epoch, "p", vec![0]).await, 0);
+    assert_eq!(produce(&mut a, "dp", "p", 0, batch(txp, epoch, 0, "open")).await, 0);
+
+    let parts = describe_producers(&mut a, "p", vec![0, 7]).await;
+    assert_eq!(parts[0].error_code, 0);
+    let by_id = |id: i64| {
+        parts[0]
+            .active_producers
+            .iter()
+            .find(|p| p.producer_id.0 == id)
+            .unwrap_or_else(|| panic!("producer {id} listed"))
+            .clone()
+    };
+    let plain = by_id(idem);
+    assert_eq!((plain.last_sequence, plain.current_txn_start_offset), (2, -1));
+    assert!(plain.last_timestamp > 1_700_000_000_000, "{}", plain.last_timestamp);
+    let open = by_id(txp);
+    assert_eq!((open.producer_epoch, open.last_sequence), (i32::from(epoch), 0));
+    assert_eq!(
+        open.current_txn_start_offset, 3,
+        "the open transaction began at offset 3"
+    );
+    assert_eq!(parts[1].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+
+    assert_eq!(end(&mut a, "dp", txp, epoch, true).await, 0);
+    let parts = describe_producers(&mut a, "p", vec![0]).await;
+    let after = parts[0]
+        .active_producers
+        .iter()
+        .find(|p| p.producer_id.0 == txp)
+        .expect("still listed after commit");
+    assert_eq!(
+        after.current_txn_start_offset, -1,
+        "no transaction open after the commit"
+    );
+    let unknown = describe_producers(&mut a, "missing", vec![0]).await;
+    assert_eq!(unknown[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+}
+
+/// A compacted topic refuses keyless records from idempotent and
+/// transactional producers alike, and nothing is written.
+#[tokio::test]
+async fn keyless_records_refused_on_compacted_topics_by_every_producer() {
+    let server = TestServer::start().await;
+    let compacted = TopicConfig {
+        cleanup: Cleanup {
+            policy: CleanupPolicy::Compact,
+            ..Cleanup::default()
+        },
+        ..TopicConfig::default()
+    };
+    server.topic("c", compacted).await;
+    let mut a = server.connect().await;
+
+    let (_, idem, idem_epoch) = init_as(&mut a, None, 60_000).await;
+    let b = encoded(false, idem, idem_epoch, 0, "no key");
+    assert_eq!(produce_as(&mut a, None, "c", 0, b).await, INVALID_RECORD);
+
+    let (_, txp, epoch) = init(&mut a, "kc", 60_000).await;
+    assert_eq!(add(&mut a, "kc", txp, epoch, "c", vec![0]).await, 0);
+    assert_eq!(
+        produce(&mut a, "kc", "c", 0, batch(txp, epoch, 0, "no key")).await,
+        INVALID_RECORD
+    );
+    assert_eq!(end(&mut a, "kc", txp, epoch, true).await, 0);
+    // The transaction wrote nothing, so it needs no marker either.
+    assert_eq!(latest(&mut a, "c", 0).await, 0, "nothing was written");
 }

@@ -17,10 +17,12 @@ mod actions;
 mod attributes;
 pub mod auth;
 mod error;
+mod first_receives;
 mod metrics;
 mod moves;
 mod protocol;
 mod queue_attrs;
+mod queue_cache;
 mod server;
 pub mod sigv4;
 

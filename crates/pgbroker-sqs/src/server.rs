@@ -23,8 +23,10 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::auth::{AuthConfig, Principal};
 use crate::error::{SqsError, SqsResult};
+use crate::first_receives::FirstReceives;
 use crate::moves::MoveTasks;
 use crate::protocol::{self, Input};
+use crate::queue_cache::QueueCache;
 
 /// Settings of the SQS listener.
 #[derive(Debug, Clone)]
@@ -67,6 +69,10 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub config: SqsConfig,
     pub moves: Arc<Mutex<MoveTasks>>,
+    /// Queue settings read in the last second.
+    pub queues: QueueCache,
+    /// Records first receives that no answer waits for.
+    pub first_receives: FirstReceives,
 }
 
 /// The address of the client, over plain TCP or TLS.
@@ -96,9 +102,11 @@ impl SqsServer {
     pub async fn bind(broker: Broker, config: SqsConfig) -> anyhow::Result<SqsServer> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let shared = Arc::new(Shared {
-            broker,
             config,
             moves: Arc::new(Mutex::new(MoveTasks::default())),
+            queues: QueueCache::default(),
+            first_receives: FirstReceives::start(broker.clone()),
+            broker,
         });
         Ok(SqsServer { listener, shared })
     }

@@ -38,7 +38,7 @@ impl Broker {
 
 impl Cluster<'_> {
     /// Registers a broker process reachable at `host:port` and returns its
-    /// new node id.
+    /// node id: the one a broker at that address had before, else a new one.
     pub async fn register(self, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
         register_node(self.broker, host, port, rack).await
     }
@@ -48,7 +48,8 @@ impl Cluster<'_> {
         touch_node(self.broker, node_id).await
     }
 
-    /// Removes the node (on clean shutdown).
+    /// Takes the node out of the live ones (on clean shutdown); a broker
+    /// registered later at the same address gets its node id again.
     pub async fn deregister(self, node_id: i32) -> Result<()> {
         deregister_node(self.broker, node_id).await
     }
@@ -63,19 +64,33 @@ impl Cluster<'_> {
 const FORGET_AFTER_SECS: i64 = 3600;
 
 /// Registers a broker process reachable at `host:port` and returns its
-/// new node id.
+/// node id: the one that address had before, if any, else a new one.
+///
+/// A broker restarted at the same address keeps its node id, as a Kafka
+/// broker keeps its `node.id`. Clients key their connections by node id:
+/// given a new id for the same address after every restart, librdkafka
+/// retires the old id's connection while requests are queued on it, and
+/// a transactional producer can then wait forever in
+/// `send_offsets_to_transaction` (seen in the fault scenarios).
 pub(crate) async fn register_node(broker: &Broker, host: &str, port: u16, rack: Option<&str>) -> Result<i32> {
     if host.is_empty() || host.len() > 255 {
         return Err(Error::invalid(Invalid::AdvertisedHost, "must be 1 to 255 bytes"));
     }
     let client = broker.client().await?;
+    let port = i32::from(port);
+    let row = client
+        .query_one(&broker.inner.sql.broker.register_node, &[&host, &port, &rack])
+        .await?;
+    let node_id: i32 = row.get(0);
+    client
+        .execute(&broker.inner.sql.broker.delete_same_address, &[&host, &port, &node_id])
+        .await?;
+    // After taking over this address's row, so that a row left by a clean
+    // stop long ago is reused rather than forgotten first.
     client
         .execute(&broker.inner.sql.broker.delete_stale_nodes, &[&FORGET_AFTER_SECS])
         .await?;
-    let row = client
-        .query_one(&broker.inner.sql.broker.insert_node, &[&host, &i32::from(port), &rack])
-        .await?;
-    Ok(row.get(0))
+    Ok(node_id)
 }
 
 /// Marks the node as alive now.
@@ -85,7 +100,8 @@ pub(crate) async fn touch_node(broker: &Broker, node_id: i32) -> Result<()> {
     Ok(())
 }
 
-/// Removes the node (on clean shutdown).
+/// Takes the node out of the live ones (on clean shutdown); its row keeps
+/// the node id for the next broker at its address.
 pub(crate) async fn deregister_node(broker: &Broker, node_id: i32) -> Result<()> {
     let client = broker.client().await?;
     client

@@ -233,6 +233,26 @@ async fn abort_reports_the_aborted_range_only_to_read_committed() {
     assert_eq!(values(&committed), vec!["after", "z"]);
     assert_eq!(committed.next_offset, 6);
     assert!(committed.producers.iter().all(|p| !p.control));
+    // Once the log starts past it, the aborted range is forgotten.
+    let aborted = format!("SELECT count(*) FROM \"{}\".kafka_aborted_txns", db.schema);
+    let raw = db.raw().await;
+    let count = |c: tokio_postgres::Row| c.get::<_, i64>(0);
+    db.broker
+        .streams()
+        .delete_records(&t, 0, Some(2))
+        .await
+        .expect("delete below the marker");
+    assert_eq!(
+        count(raw.query_one(&aborted, &[]).await.expect("count")),
+        1,
+        "the marker at 2 remains"
+    );
+    db.broker
+        .streams()
+        .delete_records(&t, 0, Some(3))
+        .await
+        .expect("delete past the marker");
+    assert_eq!(count(raw.query_one(&aborted, &[]).await.expect("count")), 0);
 }
 
 #[tokio::test]

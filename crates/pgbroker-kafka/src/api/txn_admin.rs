@@ -1,22 +1,26 @@
-//! The admin side of transactions (KIP-664): ListTransactions and
-//! DescribeTransactions, for finding hanging transactions. Users who may
-//! produce somewhere may use transactional ids, and so may see them.
+//! The admin side of transactions (KIP-664): ListTransactions,
+//! DescribeTransactions and DescribeProducers, for finding hanging
+//! transactions. Users who may produce somewhere may use transactional
+//! ids, and so may see them; a partition's producers are shown to users
+//! who may read the topic, as Kafka does.
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::describe_producers_response::{self as producers, PartitionResponse, TopicResponse};
 use kafka_protocol::messages::describe_transactions_response::{self as describe, TopicData};
 use kafka_protocol::messages::list_transactions_response;
 use kafka_protocol::messages::{
-    DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse,
-    ProducerId,
+    DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
+use pgbroker::auth::Permission;
 use pgbroker::txn::{TxnDescription, TxnState};
 
-use super::sb;
+use super::{named_topic, sb};
 use crate::api::txn::txn_error;
 use crate::dispatch::ReqInfo;
-use crate::errors::NONE;
+use crate::errors::{data_code, NONE};
 
 /// The states Kafka names; pgbroker's coordinator uses the first four
 /// (a decision is one SQL transaction, so nothing is ever `Prepare*`).
@@ -134,4 +138,49 @@ pub(crate) async fn describe_transactions(
         resp.transaction_states.push(t);
     }
     Some(resp)
+}
+
+pub(crate) async fn describe_producers(
+    info: &ReqInfo<'_>,
+    req: DescribeProducersRequest,
+) -> Option<DescribeProducersResponse> {
+    let mut resp = DescribeProducersResponse::default();
+    for t in &req.topics {
+        let name = named_topic(info, Permission::Consume, &t.name);
+        let mut tr = TopicResponse::default();
+        tr.name = t.name.clone();
+        for &p in &t.partition_indexes {
+            let mut pr = PartitionResponse::default();
+            pr.partition_index = p;
+            let found = match &name {
+                Ok(topic) => info
+                    .ctx
+                    .broker
+                    .transactions()
+                    .producers(topic, p)
+                    .await
+                    .map_err(|e| data_code(&e)),
+                Err(code) => Err(*code),
+            };
+            match found {
+                Ok(all) => pr.active_producers = all.iter().map(producer_state).collect(),
+                Err(code) => pr.error_code = code,
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+fn producer_state(s: &pgbroker::txn::ProducerState) -> producers::ProducerState {
+    let mut out = producers::ProducerState::default();
+    out.producer_id = ProducerId(s.producer_id);
+    out.producer_epoch = i32::from(s.epoch);
+    out.last_sequence = s.last_sequence;
+    out.last_timestamp = pgbroker::to_millis(s.last_write);
+    // pgbroker has one coordinator, Postgres; it has no epochs.
+    out.coordinator_epoch = -1;
+    out.current_txn_start_offset = s.txn_start_offset.unwrap_or(-1);
+    out
 }

@@ -7,7 +7,6 @@ use pgbroker::{Error, Message, QueueName, Receipt};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::queues::load;
 use super::Ctx;
 use crate::attributes::{self, AttrValue};
 use crate::error::{SqsError, SqsResult};
@@ -132,6 +131,15 @@ fn sent_json(o: &Outgoing, id: i64, fifo: bool) -> Map<String, Value> {
 }
 
 async fn send_all(ctx: &Ctx<'_>, name: &QueueName, out: &[&Outgoing]) -> SqsResult<Vec<i64>> {
+    if let [one] = out {
+        if one.dedup.is_none() {
+            // Without a deduplication id, one message is a plain send, which
+            // shares its statement with the concurrent sends of this broker.
+            let sent = ctx.broker().queues().send(name, &one.message).await?;
+            crate::metrics::sent(1);
+            return Ok(vec![sent.id]);
+        }
+    }
     let messages: Vec<Message> = out.iter().map(|o| o.message.clone()).collect();
     let dedup: Vec<Option<String>> = out.iter().map(|o| o.dedup.clone()).collect();
     let sent = ctx.broker().queues().sqs_send(name, &messages, &dedup).await?;
@@ -141,7 +149,7 @@ async fn send_all(ctx: &Ctx<'_>, name: &QueueName, out: &[&Outgoing]) -> SqsResu
 
 pub(super) async fn send(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
     let name = ctx.queue(input)?;
-    let (q, _) = load(ctx, &name).await?;
+    let q = ctx.settings(&name).await?;
     let o = outgoing(input, &q)?;
     let ids = send_all(ctx, &name, &[&o]).await?;
     let id = ids.first().copied().unwrap_or_default();
@@ -156,7 +164,7 @@ pub(super) async fn send_batch(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Va
     let name = ctx.queue(input)?;
     let entries = input.objects("Entries")?;
     let ids = protocol::check_batch(&entries)?;
-    let (q, _) = load(ctx, &name).await?;
+    let q = ctx.settings(&name).await?;
     let parsed: Vec<SqsResult<Outgoing>> = entries.iter().map(|e| outgoing(&Input(e), &q)).collect();
     let total: usize = parsed.iter().flatten().map(|o| o.size).sum();
     if total > MAX_BATCH_BYTES {
@@ -212,7 +220,7 @@ pub(super) async fn delete_batch(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<
     let name = ctx.queue(input)?;
     let entries = input.objects("Entries")?;
     let ids = protocol::check_batch(&entries)?;
-    ctx.broker().queues().info(&name).await?;
+    ctx.settings(&name).await?;
     let parsed: Vec<SqsResult<Receipt>> = entries
         .iter()
         .map(|e| Input(e).str("ReceiptHandle").and_then(receipt))
@@ -292,7 +300,7 @@ pub(super) async fn change_visibility(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsRe
     let name = ctx.queue(input)?;
     let r = receipt(input.str("ReceiptHandle")?)?;
     let secs = visibility(input)?;
-    let (q, _) = load(ctx, &name).await?;
+    let q = ctx.settings(&name).await?;
     change_one(ctx, &name, &r, secs, q.sqs.fifo).await?;
     Ok(json!({}))
 }
@@ -301,7 +309,7 @@ pub(super) async fn change_visibility_batch(ctx: &Ctx<'_>, input: &Input<'_>) ->
     let name = ctx.queue(input)?;
     let entries = input.objects("Entries")?;
     let ids = protocol::check_batch(&entries)?;
-    let (q, _) = load(ctx, &name).await?;
+    let q = ctx.settings(&name).await?;
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (id, e) in ids.iter().zip(&entries) {
         let e = Input(e);

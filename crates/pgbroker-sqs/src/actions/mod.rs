@@ -4,12 +4,15 @@ mod messages;
 mod queues;
 mod receive;
 
+use std::sync::Arc;
+
 use pgbroker::QueueName;
 use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::{SqsError, SqsResult};
 use crate::protocol::{self, Input};
+use crate::queue_attrs::Queue;
 use crate::server::Shared;
 
 /// One request's context.
@@ -37,6 +40,17 @@ impl Ctx<'_> {
             "arn:aws:sqs:{}:{}:{name}",
             self.shared.config.region, self.shared.config.account_id
         )
+    }
+
+    /// A queue's settings for the message actions: at most
+    /// [`crate::queue_cache::TTL`] old.
+    pub async fn settings(&self, name: &QueueName) -> SqsResult<Arc<Queue>> {
+        self.shared.queues.get(self.broker(), name).await
+    }
+
+    /// Forgets what the cache holds of a queue this request changed.
+    pub fn changed(&self, name: &QueueName) {
+        self.shared.queues.forget(name);
     }
 
     /// The queue a request's `QueueUrl` names.

@@ -13,11 +13,9 @@ use crate::error::{SqsError, SqsResult};
 use crate::protocol::{self, Input};
 use crate::queue_attrs::{self, Queue};
 
-/// A queue's current settings.
-pub(crate) async fn load(ctx: &Ctx<'_>, name: &QueueName) -> SqsResult<(Queue, pgbroker::queues::QueueInfo)> {
-    let info = ctx.broker().queues().info(name).await?;
-    let sqs = ctx.broker().queues().sqs_settings(name).await?;
-    Ok((Queue::from_info(&info, sqs), info))
+/// A queue's current settings, read from Postgres.
+async fn load(ctx: &Ctx<'_>, name: &QueueName) -> SqsResult<(Queue, pgbroker::queues::QueueInfo)> {
+    crate::queue_cache::read(ctx.broker(), name).await
 }
 
 /// Checks that a redrive policy's dead-letter queue exists and is of the
@@ -61,10 +59,12 @@ pub(super) async fn create(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value>
     q.sqs.tags = tags;
     match ctx.broker().queues().create(&qname, &q.config).await {
         Ok(_) => {
-            if let Err(e) = ctx.broker().queues().set_sqs_settings(&qname, &q.sqs).await {
+            let set = ctx.broker().queues().set_sqs_settings(&qname, &q.sqs).await;
+            if set.is_err() {
                 let _ = ctx.broker().queues().delete(&qname).await;
-                return Err(e.into());
             }
+            ctx.changed(&qname);
+            set?;
         }
         Err(Error::QueueExists(_)) => {
             // Idempotent when the attributes given match the queue's.
@@ -128,7 +128,9 @@ pub(super) async fn list(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
 
 pub(super) async fn delete(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value> {
     let q = ctx.queue(input)?;
-    ctx.broker().queues().delete(&q).await?;
+    let deleted = ctx.broker().queues().delete(&q).await;
+    ctx.changed(&q);
+    deleted?;
     Ok(json!({}))
 }
 
@@ -161,10 +163,15 @@ pub(super) async fn set_attributes(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResul
     let before = q.clone();
     queue_attrs::apply(&mut q, &attrs, false)?;
     check_dead_letter(ctx, &q).await?;
-    if q.config != before.config {
-        ctx.broker().queues().update(&name, &q.config).await?;
+    let updated = async {
+        if q.config != before.config {
+            ctx.broker().queues().update(&name, &q.config).await?;
+        }
+        ctx.broker().queues().set_sqs_settings(&name, &q.sqs).await
     }
-    ctx.broker().queues().set_sqs_settings(&name, &q.sqs).await?;
+    .await;
+    ctx.changed(&name);
+    updated?;
     Ok(json!({}))
 }
 
@@ -226,6 +233,8 @@ pub(super) async fn tags(ctx: &Ctx<'_>, action: &str, input: &Input<'_>) -> SqsR
             return Ok(json!({ "Tags": sqs.tags }));
         }
     }
-    ctx.broker().queues().set_sqs_settings(&name, &sqs).await?;
+    let set = ctx.broker().queues().set_sqs_settings(&name, &sqs).await;
+    ctx.changed(&name);
+    set?;
     Ok(json!({}))
 }

@@ -8,7 +8,6 @@ use pgbroker::queues::ReceiveOptions;
 use pgbroker::{to_millis, QueueName, Receipt, ReceivedMessage};
 use serde_json::{json, Map, Value};
 
-use super::queues::load;
 use super::Ctx;
 use crate::attributes;
 use crate::error::{SqsError, SqsResult};
@@ -39,7 +38,7 @@ pub(super) async fn receive(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value
         return Err(SqsError::invalid_attribute_name(format!("Unknown Attribute {bad}.")));
     }
     let wanted_attrs = input.str_list("MessageAttributeNames")?;
-    let (q, _) = load(ctx, &name).await?;
+    let q = ctx.settings(&name).await?;
     let wait = wait.unwrap_or(i64::from(q.sqs.receive_wait_seconds));
     let options = ReceiveOptions {
         max_messages: usize::try_from(max).unwrap_or(1),
@@ -70,12 +69,7 @@ pub(super) async fn receive(ctx: &Ctx<'_>, input: &Input<'_>) -> SqsResult<Value
     let first = if reports_first {
         ctx.broker().queues().sqs_first_receives(&ids).await?
     } else {
-        let broker = ctx.broker().clone();
-        tokio::spawn(async move {
-            if let Err(e) = broker.queues().sqs_first_receives(&ids).await {
-                tracing::debug!(error = %e, "could not record first receives");
-            }
-        });
+        ctx.shared.first_receives.received(ids);
         HashMap::new()
     };
     let messages: Vec<Value> = got

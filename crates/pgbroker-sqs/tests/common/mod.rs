@@ -105,29 +105,7 @@ impl TestServer {
 
     /// Sends `body` with these headers (besides Host and Content-Length).
     pub async fn raw(&self, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let mut req = hyper::Request::post("/").header("host", self.addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(Bytes::from(body))).expect("request");
-        let res = sender.send_request(req).await.expect("response");
-        let status = res.status().as_u16();
-        let query_error = res
-            .headers()
-            .get("x-amzn-query-error")
-            .map(|v| v.to_str().expect("ascii").to_string());
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer {
-            status,
-            query_error,
-            body,
-        }
+        raw_to(self.addr, headers, body).await
     }
 
     /// Calls an action with a JSON body, as the SDKs do.
@@ -181,5 +159,33 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Sends `body` to the server at `addr` with these headers (besides Host
+/// and Content-Length).
+pub async fn raw_to(addr: SocketAddr, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post("/").header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let res = sender.send_request(req).await.expect("response");
+    let status = res.status().as_u16();
+    let query_error = res
+        .headers()
+        .get("x-amzn-query-error")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        query_error,
+        body,
     }
 }

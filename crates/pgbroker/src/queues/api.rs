@@ -254,6 +254,14 @@ impl Queues<'_> {
         super::sqs_attrs::sqs_first_receives(self.broker, message_ids).await
     }
 
+    /// [`Queues::sqs_first_receives`] that returns nothing and does not
+    /// wait for the WAL flush (as claims do not): for receives that do not
+    /// report the time. A record lost to a Postgres crash makes a later
+    /// receive record a later time.
+    pub async fn sqs_record_first_receives(self, message_ids: &[i64]) -> Result<()> {
+        super::sqs_attrs::sqs_record_first_receives(self.broker, message_ids).await
+    }
+
     /// Deletes messages of queues with SQS settings that are past their
     /// queue's retention period (except those in a current lease), forgets
     /// deduplication ids past their window and first receive times of

@@ -135,6 +135,15 @@ SELECT message_id, received_at FROM ins
 UNION ALL
 SELECT message_id, received_at FROM {s}sqs_first_receive WHERE message_id = ANY($1::int8[])";
 
+/// Records the first receive of the messages not yet recorded, without
+/// waiting for the WAL flush: the claims it follows did not wait either,
+/// and a record lost to a Postgres crash only makes a later receive
+/// record a later time.
+pub(super) const FIRST_RECEIVE_RELAXED: &str = "
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO {s}sqs_first_receive (message_id, received_at)
+SELECT m, now() FROM unnest($1::int8[]) m, relaxed ON CONFLICT (message_id) DO NOTHING";
+
 /// Forgets deduplication ids taken more than `$1` ms ago.
 pub(super) const SWEEP_DEDUP: &str =
     "DELETE FROM {s}sqs_dedup WHERE sent_at < now() - $1::int8 * interval '1 millisecond'";
@@ -326,6 +335,20 @@ pub(crate) async fn sqs_first_receives(broker: &Broker, message_ids: &[i64]) -> 
         .iter()
         .map(|r| (r.get::<_, i64>(0), to_millis(r.get::<_, SystemTime>(1))))
         .collect())
+}
+
+/// Records now as the first receive of each message not yet recorded,
+/// without waiting for the WAL flush.
+pub(crate) async fn sqs_record_first_receives(broker: &Broker, message_ids: &[i64]) -> Result<()> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    let client = broker.client().await?;
+    let stmt = client
+        .prepare_cached(&broker.inner.queues.sql.sqs_first_receive_relaxed)
+        .await?;
+    client.execute(&stmt, &[&message_ids]).await?;
+    Ok(())
 }
 
 /// Most messages one transaction of [`sqs_sweep`] expires.

@@ -222,6 +222,8 @@ FROM m";
     sqs_followers = sqs_fifo::FOLLOWERS;
     /// Used by `sqs_first_receives`.
     sqs_first_receive = sqs_attrs::FIRST_RECEIVE;
+    /// Used by `sqs_record_first_receives`.
+    sqs_first_receive_relaxed = sqs_attrs::FIRST_RECEIVE_RELAXED;
     /// Used by `sqs_sweep`.
     sqs_sweep_dedup = sqs_attrs::SWEEP_DEDUP;
     /// Used by `sqs_sweep`.

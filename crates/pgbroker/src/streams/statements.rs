@@ -87,8 +87,10 @@ crate::sql::statements! {
                    AND (t.retention_ms IS NOT NULL OR t.retention_bytes IS NOT NULL)
                  ORDER BY s.partition_id, s.base_offset";
     /// Used by `enforce_retention`.
+    /// Aborted ranges wholly below the new log start go too.
     cut_log = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
-                                WHERE id = $1 RETURNING id)
+                                WHERE id = $1 RETURNING id),
+                    a AS (DELETE FROM {s}kafka_aborted_txns WHERE partition_id = $1 AND last_offset < $2)
                      UPDATE {s}segments SET dropping = true
                      WHERE partition_id = $1 AND end_offset <= $2";
     /// Used by `drop_pending_segments`.
@@ -110,8 +112,11 @@ crate::sql::statements! {
     update_producer_state = "UPDATE {s}kafka_producer_state SET epoch = $3, last_seq = $4, batches = $5, updated_at = now()
              WHERE producer_id = $1 AND partition_id = $2";
     /// Used by `delete_records`.
+    /// Aborted ranges wholly below the new log start are forgotten.
     advance_log_start = "WITH p AS (UPDATE {s}partitions SET log_start = greatest(log_start, $2)
-                            WHERE id = $1 RETURNING log_start)
+                            WHERE id = $1 RETURNING log_start),
+                 a AS (DELETE FROM {s}kafka_aborted_txns x USING p
+                       WHERE x.partition_id = $1 AND x.last_offset < p.log_start)
                  SELECT log_start FROM p";
     /// Used by `delete_records`.
     drop_segments_below = "UPDATE {s}segments SET dropping = true WHERE partition_id = $1 AND end_offset <= $2";

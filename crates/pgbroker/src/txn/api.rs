@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::coordinator::{self, GroupMember, TxnDescription};
+use super::producers::{self, ProducerState};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::groups::OffsetCommit;
@@ -161,5 +162,11 @@ impl Transactions<'_> {
     /// One transactional id, if known.
     pub async fn describe(self, transactional_id: &str) -> Result<Option<TxnDescription>> {
         coordinator::describe(self.broker, transactional_id).await
+    }
+
+    /// The idempotent and transactional producers a partition remembers,
+    /// with their epochs, last sequences and open transactions.
+    pub async fn producers(self, topic: &TopicName, partition: i32) -> Result<Vec<ProducerState>> {
+        producers::producers(self.broker, topic, partition).await
     }
 }

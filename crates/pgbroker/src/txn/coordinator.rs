@@ -341,18 +341,19 @@ pub(crate) async fn end(
     }
     let touched = match (row.state, commit) {
         (TxnState::Ongoing, _) => {
-            let touched = decide_locked(broker, &tx, id, &row, commit).await?;
             let state = if commit {
                 TxnState::CompleteCommit
             } else {
                 TxnState::CompleteAbort
             };
+            // The new state first: decide_locked ends with the markers, so
+            // the partitions stay locked only for them and the commit.
             tx.execute(
                 &broker.inner.sql.txn.finish_txn,
                 &[&id, &state.as_str(), &row.epoch, &row.last_epoch],
             )
             .await?;
-            touched
+            decide_locked(broker, &tx, id, &row, commit).await?
         }
         (TxnState::CompleteCommit, true) | (_, false) => Vec::new(),
         (_, true) => {
@@ -367,9 +368,12 @@ pub(crate) async fn end(
     Ok(())
 }
 
-/// Writes the markers of the locked, ongoing transaction and settles its
-/// offsets and aborted ranges; returns the partitions written to. The
-/// caller records the new state and commits.
+/// Settles the offsets of the locked, ongoing transaction, forgets its
+/// partitions and groups, then writes its markers and aborted ranges;
+/// returns the partitions written to. The caller records the new state
+/// and commits. The markers come last because each takes its partition's
+/// lock, which every producer to that partition waits for until the
+/// commit.
 async fn decide_locked(
     broker: &Broker,
     tx: &Transaction<'_>,
@@ -379,6 +383,16 @@ async fn decide_locked(
 ) -> Result<Vec<i64>> {
     let sql = &broker.inner.sql.txn;
     let written = tx.query(&sql.written_partitions, &[&id]).await?;
+    if commit {
+        tx.execute(&sql.apply_offsets, &[&id]).await?;
+    }
+    // Independent of each other: sent together, answered in one round trip.
+    futures_util::future::try_join3(
+        tx.execute(&sql.clear_partitions, &[&id]),
+        tx.execute(&sql.clear_groups, &[&id]),
+        tx.execute(&sql.clear_offsets, &[&id]),
+    )
+    .await?;
     let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
     let marker = [Record {
         key: Some(marker_key(commit)),
@@ -401,12 +415,6 @@ async fn decide_locked(
         }
         touched.push(pid);
     }
-    if commit {
-        tx.execute(&sql.apply_offsets, &[&id]).await?;
-    }
-    tx.execute(&sql.clear_partitions, &[&id]).await?;
-    tx.execute(&sql.clear_groups, &[&id]).await?;
-    tx.execute(&sql.clear_offsets, &[&id]).await?;
     Ok(touched)
 }
 

@@ -27,17 +27,19 @@
 //!
 //! Modules: `api` (the [`Transactions`] handle), `coordinator` (init, add,
 //! offsets, end, timeouts), `append` (transactional records and markers),
-//! `statements`.
+//! `producers` (what DescribeProducers shows), `statements`.
 
 mod api;
 pub(crate) mod append;
 pub(crate) mod coordinator;
+mod producers;
 pub(crate) mod statements;
 
 use std::fmt;
 
 pub use api::Transactions;
 pub use coordinator::{GroupMember, TxnDescription, TxnState};
+pub use producers::ProducerState;
 
 /// The longest transaction timeout a producer may ask for, as Kafka's
 /// `transaction.max.timeout.ms` default.

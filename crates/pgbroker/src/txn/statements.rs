@@ -87,6 +87,15 @@ crate::sql::statements! {
     /// A partition's last stable offset, when a transaction is open on it.
     last_stable = "SELECT min(first_offset) FROM {s}kafka_txn_partitions
                    WHERE partition_id = $1 AND first_offset IS NOT NULL";
+    /// The producers that wrote to a partition, with the first offset of
+    /// a transaction each still has open there.
+    partition_producers = "SELECT ps.producer_id, ps.epoch, ps.last_seq, ps.updated_at,
+                                  (SELECT x.first_offset FROM {s}kafka_txn_partitions x
+                                   JOIN {s}kafka_transactions t ON t.transactional_id = x.transactional_id
+                                   WHERE t.producer_id = ps.producer_id AND x.partition_id = ps.partition_id
+                                     AND t.state = 'Ongoing')
+                           FROM {s}kafka_producer_state ps
+                           WHERE ps.partition_id = $1 ORDER BY ps.producer_id";
     /// Aborted transactions of a partition overlapping `[$2, $3)`.
     aborted_in_range = "SELECT producer_id, first_offset, last_offset FROM {s}kafka_aborted_txns
                         WHERE partition_id = $1 AND last_offset >= $2 AND first_offset < $3
