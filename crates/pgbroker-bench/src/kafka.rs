@@ -20,6 +20,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
+use crate::console::OverviewPoller;
 use crate::db;
 use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
@@ -34,6 +35,8 @@ pub struct Server {
     pub bootstrap: String,
     /// `host:port` of its SQS listener, when started with one.
     pub sqs: Option<String>,
+    /// `host:port` of its HTTP listener (health, metrics, the console).
+    pub http: String,
 }
 
 impl Server {
@@ -44,6 +47,7 @@ impl Server {
         let free_port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (kafka, http) = (free_port()?, free_port()?);
         let bootstrap = format!("127.0.0.1:{kafka}");
+        let http = format!("127.0.0.1:{http}");
         let sqs = if sqs {
             Some(format!("127.0.0.1:{}", free_port()?))
         } else {
@@ -52,12 +56,7 @@ impl Server {
         let mut command = tokio::process::Command::new(bin);
         command
             .args(["--database-url", url, "--schema", schema, "--log", "warn", "serve"])
-            .args([
-                "--kafka-listen",
-                &bootstrap,
-                "--http-listen",
-                &format!("127.0.0.1:{http}"),
-            ]);
+            .args(["--kafka-listen", &bootstrap, "--http-listen", &http]);
         if let Some(addr) = &sqs {
             command.args(["--sqs-listen", addr, "--sqs-allow-anonymous"]);
         }
@@ -73,7 +72,7 @@ impl Server {
                 )
             })?;
         let started = Instant::now();
-        for addr in std::iter::once(&bootstrap).chain(&sqs) {
+        for addr in [&bootstrap, &http].into_iter().chain(&sqs) {
             while tokio::net::TcpStream::connect(addr).await.is_err() {
                 if started.elapsed() > Duration::from_secs(30) {
                     bail!("pgbroker serve did not listen on {addr} within 30 s");
@@ -81,7 +80,12 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok(Server { child, bootstrap, sqs })
+        Ok(Server {
+            child,
+            bootstrap,
+            sqs,
+            http,
+        })
     }
 
     /// The child's pid, for CPU and memory readings.
@@ -98,8 +102,9 @@ impl Server {
 }
 
 /// Runs the workload through `pgbroker serve` on a fresh schema, dropped
-/// afterwards.
-pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+/// afterwards; with `console`, the console's overview page is open and
+/// refreshing all along (system `kafka-console`).
+pub async fn run(env: &Endpoints, args: &PubsubArgs, console: bool) -> Result<Summary> {
     let (url, bin) = (env.database_url.as_str(), env.pgbroker_bin.as_path());
     // Built from a number only: safe to place in SQL text.
     let schema = format!("bench_kafka_{}", std::process::id());
@@ -123,7 +128,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
         broker.topics().create(&topic, &config).await?;
         drop(broker);
         let server = Server::start(bin, url, &schema, false).await?;
-        let outcome = drive(&server, args).await;
+        let outcome = drive(&server, args, console).await;
         server.stop().await?;
         outcome
     }
@@ -134,7 +139,8 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
     outcome
 }
 
-async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
+async fn drive(server: &Server, args: &PubsubArgs, console: bool) -> Result<Summary> {
+    let viewer = console.then(|| OverviewPoller::start(server.http.clone()));
     let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
@@ -172,7 +178,15 @@ async fn drive(server: &Server, args: &PubsubArgs) -> Result<Summary> {
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }
     let process = BrokerProcess::Pid(server.pid()?);
-    run.measure(args, "kafka-protocol", &process).await
+    let system = if console { "kafka-console" } else { "kafka-protocol" };
+    let summary = run.measure(args, system, &process).await?;
+    if let Some(viewer) = viewer {
+        let drawn = viewer.stop().await?;
+        if drawn == 0 {
+            bail!("the overview page was never drawn");
+        }
+    }
+    Ok(summary)
 }
 
 async fn produce(

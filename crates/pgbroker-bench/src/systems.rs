@@ -30,6 +30,10 @@ pub enum PubsubSystem {
     Ceiling,
     /// `pgbroker serve` driven by librdkafka.
     KafkaProtocol,
+    /// `kafka-protocol` with the console's overview page open and
+    /// refreshing all along (an HTTP client making the page's requests at
+    /// its refresh interval).
+    KafkaConsole,
     /// NATS JetStream, file storage, durable pull consumers.
     Nats,
     /// Redis Streams with consumer groups.
@@ -144,7 +148,8 @@ impl PubsubSystem {
             PubsubSystem::Pgbroker => pgbroker_streams::run(env, args).await,
             PubsubSystem::Article => article::run(env, args).await,
             PubsubSystem::Ceiling => ceiling::run(env, args).await,
-            PubsubSystem::KafkaProtocol => kafka::run(env, args).await,
+            PubsubSystem::KafkaProtocol => kafka::run(env, args, false).await,
+            PubsubSystem::KafkaConsole => kafka::run(env, args, true).await,
             PubsubSystem::Nats => nats::run(env, args).await,
             PubsubSystem::Redis => redis_streams::run(env, args).await,
         }
