@@ -79,7 +79,8 @@ pub struct PageLoad {
     pub p99_ms: f64,
     /// Longest load, ms.
     pub max_ms: f64,
-    /// Bytes of the answers of one load (the last).
+    /// Bytes of the answers of one load (the last); 0 from `chromium`,
+    /// which does not count them.
     pub bytes: u64,
 }
 
