@@ -11,6 +11,9 @@
 #      machine), with the overview open and refreshing, and with
 #      --no-console: ROUNDS rounds of RECORDS records each, alternating.
 # Prints one line per measurement. Needs what scripts/setup.sh installs.
+# With RESULTS=file.jsonl, step 3's times are also appended to that file
+# as pgbroker-bench `page-load` lines (system `chromium`), which
+# `pgbroker-bench report` shows beside its own `console-pages` figures.
 #
 #   scripts/console-load.sh [--bin target/release/pgbroker]
 set -euo pipefail
@@ -64,8 +67,9 @@ for path in /api/overview /api/topics /api/topics/wide /api/groups /api/groups/w
   sort -n "$LOGS/times" | awk -v p="$path" -v b="$(wc -c <"$LOGS/body")" '{ t[NR] = $1 }
     END { printf "api %s: median %.1f ms, max %.1f ms, %d bytes\n", p, t[int((NR + 1) / 2)] * 1000, t[NR] * 1000, b }'
 done
+[[ -n ${RESULTS:-} ]] && RESULTS=$(realpath "$RESULTS")
 (cd "$ROOT/compat/console" && CONSOLE_URL=$URL CONSOLE_USER=$USER_NAME CONSOLE_PASSWORD=$PASSWORD RUNS=$RUNS \
-  PAGES='topics/wide=of 1000,groups/wide-readers=of 1000,topics/wide/messages=showing,overview=sampled,topics=wide' node load.mjs)
+  RESULTS=${RESULTS:-} PARTITIONS=1000 PAGES='topics/wide=of 1000,groups/wide-readers=of 1000,topics/wide/messages=showing,overview=sampled,topics=wide' node load.mjs)
 
 produce_rate() {
   local t0 t1

@@ -6,8 +6,20 @@
 //
 // Environment: CONSOLE_URL, CONSOLE_USER, CONSOLE_PASSWORD, PAGES (a
 // comma-separated list of hash routes and the text that says each is
-// drawn, as route=text), RUNS (default 5), HOLD, CHROMIUM.
+// drawn, as route=text), RUNS (default 5), HOLD, CHROMIUM; RESULTS, a
+// JSON-lines file to which each page's times are appended as a
+// `page-load` line of pgbroker-bench (system `chromium`), with
+// PARTITIONS, the partitions of the topic and group the pages show.
+import { appendFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+
+// The harness's name of the page at a hash route.
+function pageName(route) {
+  const [kind, name, sub] = route.split('/');
+  if (sub === 'messages') return 'messages';
+  if (!name) return kind;
+  return { topics: 'topic', groups: 'group', queues: 'queue' }[kind] || route;
+}
 
 const BASE = process.env.CONSOLE_URL;
 const browser = await chromium.launch({
@@ -41,6 +53,14 @@ if (process.env.HOLD) {
       times.push(Date.now() - t0);
     }
     times.sort((a, b) => a - b);
+    if (process.env.RESULTS) {
+      const at = q => times[Math.max(1, Math.ceil(q * times.length)) - 1];
+      appendFileSync(process.env.RESULTS, JSON.stringify({
+        kind: 'page-load', scenario: 'console-pages', system: 'chromium', page: pageName(route),
+        partitions: Number(process.env.PARTITIONS || 0), round: 1, samples: runs,
+        median_ms: at(0.5), p99_ms: at(0.99), max_ms: times[times.length - 1], bytes: 0,
+      }) + '\n');
+    }
     console.log(`page #/${route}: median ${times[Math.floor(times.length / 2)]} ms, min ${times[0]} ms, max ${times[times.length - 1]} ms (${runs} loads)`);
   }
 }

@@ -20,6 +20,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
+use crate::console::OverviewPoller;
 use crate::db;
 use crate::measure::{histogram, latency_micros, payload, produce_loop, record, stamped, Measured, Run, Stats};
 use crate::procfs::BrokerProcess;
@@ -34,6 +35,8 @@ pub struct Server {
     pub bootstrap: String,
     /// `host:port` of its SQS listener, when started with one.
     pub sqs: Option<String>,
+    /// `host:port` of its HTTP listener (health, metrics, the console).
+    pub http: String,
 }
 
 impl Server {
@@ -44,6 +47,7 @@ impl Server {
         let free_port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (kafka, http) = (free_port()?, free_port()?);
         let bootstrap = format!("127.0.0.1:{kafka}");
+        let http = format!("127.0.0.1:{http}");
         let sqs = if sqs {
             Some(format!("127.0.0.1:{}", free_port()?))
         } else {
@@ -52,12 +56,7 @@ impl Server {
         let mut command = tokio::process::Command::new(bin);
         command
             .args(["--database-url", url, "--schema", schema, "--log", "warn", "serve"])
-            .args([
-                "--kafka-listen",
-                &bootstrap,
-                "--http-listen",
-                &format!("127.0.0.1:{http}"),
-            ]);
+            .args(["--kafka-listen", &bootstrap, "--http-listen", &http]);
         if let Some(addr) = &sqs {
             command.args(["--sqs-listen", addr, "--sqs-allow-anonymous"]);
         }
@@ -73,7 +72,7 @@ impl Server {
                 )
             })?;
         let started = Instant::now();
-        for addr in std::iter::once(&bootstrap).chain(&sqs) {
+        for addr in [&bootstrap, &http].into_iter().chain(&sqs) {
             while tokio::net::TcpStream::connect(addr).await.is_err() {
                 if started.elapsed() > Duration::from_secs(30) {
                     bail!("pgbroker serve did not listen on {addr} within 30 s");
@@ -81,7 +80,12 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok(Server { child, bootstrap, sqs })
+        Ok(Server {
+            child,
+            bootstrap,
+            sqs,
+            http,
+        })
     }
 
     /// The child's pid, for CPU and memory readings.
@@ -97,23 +101,23 @@ impl Server {
     }
 }
 
-/// How the harness's librdkafka producers write.
+/// What a run adds to the plain workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Producing {
-    /// Idempotence off, acks=all: every batch awaited.
+pub enum Variant {
+    /// Producers with idempotence off and acks=all, every batch awaited
+    /// (system `kafka-protocol`).
     Plain,
-    /// One transaction per batch (see [`crate::kafka_txn`]).
+    /// The same with the console's overview page open and refreshing
+    /// all along (system `kafka-console`).
+    Console,
+    /// One transaction per batch (see [`crate::kafka_txn`]; system
+    /// `kafka-transactional`).
     Transactional,
 }
 
 /// Runs the workload through `pgbroker serve` on a fresh schema, dropped
-/// afterwards.
-pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
-    run_as(env, args, Producing::Plain).await
-}
-
-/// [`run`] with the producers of `mode`.
-pub(crate) async fn run_as(env: &Endpoints, args: &PubsubArgs, mode: Producing) -> Result<Summary> {
+/// afterwards; `variant` says what runs beside the plain workload.
+pub async fn run(env: &Endpoints, args: &PubsubArgs, variant: Variant) -> Result<Summary> {
     let (url, bin) = (env.database_url.as_str(), env.pgbroker_bin.as_path());
     // Built from a number only: safe to place in SQL text.
     let schema = format!("bench_kafka_{}", std::process::id());
@@ -135,7 +139,7 @@ pub(crate) async fn run_as(env: &Endpoints, args: &PubsubArgs, mode: Producing) 
             ..TopicConfig::default()
         };
         broker.topics().create(&topic, &config).await?;
-        if mode == Producing::Transactional {
+        if variant == Variant::Transactional {
             let input = TopicConfig {
                 partitions: i32::try_from(args.producers.max(1))?,
                 ..TopicConfig::default()
@@ -145,7 +149,7 @@ pub(crate) async fn run_as(env: &Endpoints, args: &PubsubArgs, mode: Producing) 
         }
         drop(broker);
         let server = Server::start(bin, url, &schema, false).await?;
-        let outcome = drive(&server, args, mode).await;
+        let outcome = drive(&server, args, variant).await;
         server.stop().await?;
         outcome
     }
@@ -156,7 +160,8 @@ pub(crate) async fn run_as(env: &Endpoints, args: &PubsubArgs, mode: Producing) 
     outcome
 }
 
-async fn drive(server: &Server, args: &PubsubArgs, mode: Producing) -> Result<Summary> {
+async fn drive(server: &Server, args: &PubsubArgs, variant: Variant) -> Result<Summary> {
+    let viewer = (variant == Variant::Console).then(|| OverviewPoller::start(server.http.clone()));
     let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
@@ -183,7 +188,7 @@ async fn drive(server: &Server, args: &PubsubArgs, mode: Producing) -> Result<Su
     }
     settle(&consumers, args).await;
     for id in 0..args.producers {
-        if mode == Producing::Transactional {
+        if variant == Variant::Transactional {
             crate::kafka_txn::spawn_producer(&mut run, &server.bootstrap, args, id).await?;
             continue;
         }
@@ -198,11 +203,19 @@ async fn drive(server: &Server, args: &PubsubArgs, mode: Producing) -> Result<Su
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }
     let process = BrokerProcess::Pid(server.pid()?);
-    let system = match mode {
-        Producing::Plain => "kafka-protocol",
-        Producing::Transactional => "kafka-transactional",
+    let system = match variant {
+        Variant::Plain => "kafka-protocol",
+        Variant::Console => "kafka-console",
+        Variant::Transactional => "kafka-transactional",
     };
-    run.measure(args, system, &process).await
+    let summary = run.measure(args, system, &process).await?;
+    if let Some(viewer) = viewer {
+        let drawn = viewer.stop().await?;
+        if drawn == 0 {
+            bail!("the overview page was never drawn");
+        }
+    }
+    Ok(summary)
 }
 
 async fn produce(

@@ -18,10 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::Producing;
 use crate::measure::{payload, produce_loop, stamped, Measured, Run, Stats};
-use crate::summary::Summary;
-use crate::systems::Endpoints;
 use crate::workload::PubsubArgs;
 
 /// The topic whose offsets the transactions commit: one partition per
@@ -31,12 +28,6 @@ pub const INPUT_TOPIC: &str = "bench-input";
 const PIPELINE_GROUP: &str = "bench-pipeline";
 /// How long one transactional call may take before the run fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs the workload through `pgbroker serve` with transactional
-/// producers.
-pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
-    crate::kafka::run_as(env, args, Producing::Transactional).await
-}
 
 /// Starts producer `id`: its transactional id, its fencing of any earlier
 /// instance (InitProducerId), and its loop of transactions.

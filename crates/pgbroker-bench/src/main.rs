@@ -11,11 +11,13 @@ mod article;
 mod article_queue;
 mod ceiling;
 mod compare;
+mod console;
 mod db;
 mod kafka;
 mod kafka_txn;
 mod measure;
 mod nats;
+mod pages;
 mod pgbroker_queue;
 mod pgbroker_sql;
 mod pgbroker_streams;
@@ -78,6 +80,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// A long run sampled over time, optionally with a transaction held open.
     Soak(soak::SoakArgs),
+    /// The console's page loads on a topic and a group of many partitions.
+    Pages(pages::PagesCommand),
     /// BENCHMARKS.md and plots from JSON-lines results.
     Report(report::ReportArgs),
 }
@@ -99,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Suite(args) => suite::suite(env, &args).await,
         Command::Sweep(args) => sweep::sweep(env, &args).await,
         Command::Soak(args) => soak::soak(env, &args).await,
+        Command::Pages(args) => pages::command(env, &args).await,
         Command::Report(args) => report::report(&args),
     }
 }

@@ -4,12 +4,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::pages::PageLoad;
 use crate::plots;
 use crate::summary::{
     load, median_of, medians, ordered, Environment, Figure, Line, Note, SoakSample, Summary, E2E_MAX, E2E_P50, E2E_P95,
     E2E_P99, E2E_P999, READ_RATE, TABLE, WRITE_RATE,
 };
-use crate::targets::{losses, targets};
+use crate::targets::{losses, page_targets, targets};
 use crate::workload::Shape;
 use anyhow::{Context, Result};
 
@@ -307,12 +308,14 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let rel = pathdiff(&args.plots, base);
     let mut runs: Vec<Summary> = Vec::new();
     let mut samples: Vec<&SoakSample> = Vec::new();
+    let mut page_loads: Vec<&PageLoad> = Vec::new();
     let mut machine = None;
     for line in &all {
         match line {
             Line::Run(r) if r.scenario.is_some() => runs.push(r.clone()),
             Line::Run(_) => {}
             Line::Note(Note::SoakSample(s)) => samples.push(s),
+            Line::Note(Note::PageLoad(p)) => page_loads.push(p),
             Line::Note(Note::Environment(e)) => machine = Some(e),
         }
     }
@@ -338,7 +341,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     }
     environment(&mut md, machine, &loads(&args.from)?);
     md.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
-    for t in targets(&runs) {
+    for t in targets(&runs).into_iter().chain(page_targets(&page_loads)) {
         let _ = writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict);
     }
     md.push_str("\n## Where pgbroker loses\n\n");
@@ -359,6 +362,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     }
     sweep(&mut md, &runs, &args.plots, &rel)?;
     soak(&mut md, &samples, &args.plots, &rel)?;
+    crate::pages::section(&mut md, &page_loads);
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} and plots in {}", args.out.display(), args.plots.display());
     Ok(())

@@ -42,6 +42,8 @@ pub enum Kind {
     Pubsub(Vec<P>),
     /// The queue workload with these systems.
     Queue(Vec<Q>),
+    /// The console's page loads (module `pages`).
+    Pages,
 }
 
 /// One workload shape and the systems compared on it; ratios are against
@@ -103,6 +105,18 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "kafka-txn-100x4-at-5k",
             flags: "--groups 1 --consumers-per-group 4 --producers 8 --partitions 4 --write-batch 100 --rate 5000",
             kind: Pubsub(vec![P::KafkaTransactional, P::KafkaProtocol]),
+        },
+        // The same run as kafka-one-group-max, without and with the
+        // console's overview open and refreshing.
+        Scenario {
+            name: "kafka-one-group-console",
+            flags: "--groups 1 --consumers-per-group 4 --producers 8",
+            kind: Pubsub(vec![P::KafkaProtocol, P::KafkaConsole]),
+        },
+        Scenario {
+            name: crate::pages::SCENARIO,
+            flags: "--partitions 1000 --samples 20",
+            kind: Kind::Pages,
         },
         Scenario {
             name: "queue-single",
@@ -192,6 +206,12 @@ struct PubsubFlags {
 }
 
 #[derive(Parser)]
+struct PagesFlags {
+    #[command(flatten)]
+    args: crate::pages::PagesArgs,
+}
+
+#[derive(Parser)]
 struct QueueFlags {
     #[command(flatten)]
     args: QueueArgs,
@@ -216,6 +236,12 @@ pub fn queue_args(flags: &str, duration: Duration, warmup: Duration) -> Result<Q
     Ok(QueueFlags::try_parse_from(argv(flags, duration, warmup))?.args)
 }
 
+/// Parses the page-load scenario's flags.
+pub fn pages_args(flags: &str) -> Result<crate::pages::PagesArgs> {
+    let argv = std::iter::once("scenario").chain(flags.split_whitespace());
+    Ok(PagesFlags::try_parse_from(argv)?.args)
+}
+
 /// A workload and the systems that run it in turn.
 pub enum Plan {
     /// The pub/sub workload.
@@ -230,6 +256,7 @@ impl Plan {
         Ok(match &s.kind {
             Kind::Pubsub(systems) => Plan::Pubsub(pubsub_args(s.flags, duration, warmup)?, systems.clone()),
             Kind::Queue(systems) => Plan::Queue(queue_args(s.flags, duration, warmup)?, systems.clone()),
+            Kind::Pages => anyhow::bail!("{} is not a workload of systems", s.name),
         })
     }
 
@@ -345,6 +372,17 @@ pub async fn suite(env: &Endpoints, args: &SuiteArgs) -> Result<()> {
         .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())));
     let mut outcome = Ok(());
     for s in chosen {
+        if let Kind::Pages = s.kind {
+            let ran = match pages_args(s.flags) {
+                Ok(pages) => crate::pages::run(env, &pages, rounds, Some(&args.out)).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ran {
+                outcome = Err(e);
+                break;
+            }
+            continue;
+        }
         let ran = match Plan::of(s, duration, warmup) {
             Ok(plan) => plan.rounds(env, s.name, rounds, Some(&args.out)).await.map(drop),
             Err(e) => Err(e),

@@ -184,6 +184,8 @@ pub enum Note {
     Environment(Environment),
     /// A soak sample.
     SoakSample(SoakSample),
+    /// One console page's load times over a round.
+    PageLoad(crate::pages::PageLoad),
 }
 
 /// One line of a results file.

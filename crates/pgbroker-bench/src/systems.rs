@@ -10,11 +10,12 @@ use anyhow::Result;
 use clap::ValueEnum;
 use pgbroker::{Broker, BrokerConfig};
 
+use crate::kafka::Variant;
 use crate::summary::Summary;
 use crate::workload::{PubsubArgs, QueueArgs};
 use crate::{
-    article, article_queue, ceiling, kafka, kafka_txn, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq,
-    rabbitmq, redis_streams, sqs,
+    article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq, rabbitmq,
+    redis_streams, sqs,
 };
 
 /// Systems that run the pub/sub workload.
@@ -34,6 +35,10 @@ pub enum PubsubSystem {
     /// one transaction per batch, offsets sent to it, read_committed
     /// consumers.
     KafkaTransactional,
+    /// `kafka-protocol` with the console's overview page open and
+    /// refreshing all along (an HTTP client making the page's requests at
+    /// its refresh interval).
+    KafkaConsole,
     /// NATS JetStream, file storage, durable pull consumers.
     Nats,
     /// Redis Streams with consumer groups.
@@ -148,8 +153,9 @@ impl PubsubSystem {
             PubsubSystem::Pgbroker => pgbroker_streams::run(env, args).await,
             PubsubSystem::Article => article::run(env, args).await,
             PubsubSystem::Ceiling => ceiling::run(env, args).await,
-            PubsubSystem::KafkaProtocol => kafka::run(env, args).await,
-            PubsubSystem::KafkaTransactional => kafka_txn::run(env, args).await,
+            PubsubSystem::KafkaProtocol => kafka::run(env, args, Variant::Plain).await,
+            PubsubSystem::KafkaConsole => kafka::run(env, args, Variant::Console).await,
+            PubsubSystem::KafkaTransactional => kafka::run(env, args, Variant::Transactional).await,
             PubsubSystem::Nats => nats::run(env, args).await,
             PubsubSystem::Redis => redis_streams::run(env, args).await,
         }

@@ -217,3 +217,72 @@ fn compare_sweep_and_soak_at_their_shortest() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn console_scenarios_at_their_shortest() {
+    let dir = temp_dir("console");
+    let results = dir.join("console.jsonl");
+    let out = results.to_str().expect("utf-8 path");
+    harness(&[
+        "suite",
+        "--only",
+        "kafka-one-group-console",
+        "--rounds",
+        "1",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--out",
+        out,
+    ]);
+    harness(&[
+        "pages",
+        "--partitions",
+        "20",
+        "--samples",
+        "3",
+        "--rounds",
+        "2",
+        "--out",
+        out,
+    ]);
+
+    let lines = lines(&results);
+    let systems: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["scenario"] == "kafka-one-group-console")
+        .map(|l| &l["system"])
+        .collect();
+    assert_eq!(
+        systems,
+        ["kafka-protocol", "kafka-console"],
+        "without, then with the overview"
+    );
+    let pages: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "page-load").collect();
+    assert_eq!(pages.len(), 2 * 8, "every page in every round");
+    for page in [
+        "overview", "topics", "topic", "messages", "groups", "group", "queues", "queue",
+    ] {
+        let mine: Vec<&&Value> = pages.iter().filter(|l| l["page"] == page).collect();
+        assert_eq!(mine.len(), 2, "{page}");
+        for l in mine {
+            let (median, p99) = (l["median_ms"].as_f64(), l["p99_ms"].as_f64());
+            assert!(median.is_some_and(|m| m > 0.0) && p99 >= median, "{page}: {l}");
+            assert!(l["bytes"].as_u64().is_some_and(|b| b > 2), "{page}: {l}");
+            assert_eq!(l["partitions"], 20);
+        }
+    }
+
+    let report = report(out, &dir);
+    for text in [
+        "| kafka-one-group-console: kafka-console write_msgs_per_s ≥ 0.95x kafka-protocol |",
+        "## Console page loads",
+        "| console-pages: group page (api) p99 < 300 ms at 1,000 partitions | ",
+        "not measured (fewer partitions)",
+        "### kafka-one-group-console",
+    ] {
+        assert!(report.contains(text), "{text} missing in the report:\n{report}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -89,6 +89,7 @@ async fn queue_metrics_and_help_lines() {
     assert_eq!(value("pgbroker_queue_received_messages_total", ""), 4.0);
     assert_eq!(value("pgbroker_queue_acked_messages_total", ""), 1.0);
     assert_eq!(value("pgbroker_queue_nacked_messages_total", ""), 3.0);
+    assert_eq!(value("pgbroker_queue_dead_letters_total", ""), 3.0);
     assert_eq!(
         sample(&text, "pgbroker_queue_redriven_messages_total{queue=\"mjobs.dlq\"}"),
         2.0

@@ -14,6 +14,7 @@ const RECEIVED: &str = "pgbroker_queue_received_messages_total";
 const ACKED: &str = "pgbroker_queue_acked_messages_total";
 const NACKED: &str = "pgbroker_queue_nacked_messages_total";
 const REDRIVEN: &str = "pgbroker_queue_redriven_messages_total";
+const DEAD_LETTERED: &str = "pgbroker_queue_dead_letters_total";
 
 /// Describes the counters to the installed recorder (their `# HELP`
 /// lines); call once a recorder is installed.
@@ -34,6 +35,12 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         REDRIVEN,
         "Dead letters moved out of a queue (the label) by a redrive of this process"
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERED,
+        "Messages of a queue (the label) that ran out of attempts in this process, on a negative \
+         acknowledgement or when a receive found their last lease expired, and moved to its \
+         dead-letter queue or were marked dead in place"
     );
 }
 
@@ -61,4 +68,8 @@ pub(crate) fn nacked(queue: &QueueName, n: usize) {
 
 pub(crate) fn redriven(queue: &QueueName, n: u64) {
     add(REDRIVEN, queue, usize::try_from(n).unwrap_or(usize::MAX));
+}
+
+pub(crate) fn dead_lettered(queue: &QueueName, n: usize) {
+    add(DEAD_LETTERED, queue, n);
 }

@@ -207,8 +207,9 @@ pub(super) async fn settle_own_tx(broker: &Broker, meta: &QueueMeta, receipts: &
         let tx = client.transaction().await?;
         let listener = broker.inner.wakeups.listener_id().to_string();
         match settle_on(broker, &*tx, meta, receipts, op, &listener).await {
-            Ok(wake) => {
+            Ok(Settled { wake, buried }) => {
                 tx.commit().await?;
+                super::counters::dead_lettered(&meta.name, buried);
                 wake.iter().for_each(|q| broker.inner.wakeups.wake(wake_key(*q)));
                 return Ok(());
             }
@@ -218,8 +219,15 @@ pub(super) async fn settle_own_tx(broker: &Broker, meta: &QueueMeta, receipts: &
     }
 }
 
-/// A settlement inside an open transaction. Returns the queues in which
-/// something became due.
+/// What a settlement did, for the caller to act on once it commits.
+pub(super) struct Settled {
+    /// The queues in which something became due.
+    pub wake: BTreeSet<i64>,
+    /// Messages dead-lettered (out of attempts).
+    pub buried: usize,
+}
+
+/// A settlement inside an open transaction.
 pub(super) async fn settle_on(
     broker: &Broker,
     client: &impl GenericClient,
@@ -227,7 +235,7 @@ pub(super) async fn settle_on(
     receipts: &[Receipt],
     op: Op<'_>,
     listener: &str,
-) -> Result<BTreeSet<i64>> {
+) -> Result<Settled> {
     let sql = &broker.inner.queues.sql;
     let (receipts, ids, tokens) = split(receipts);
     let locked = client.query(sql.lock.as_str(), &[&meta.id, &ids, &tokens]).await?;
@@ -278,6 +286,7 @@ pub(super) async fn settle_on(
             }
         }
     }
+    let mut buried = 0;
     if !bury.is_empty() {
         let dlq = meta.dead_letter_id;
         let rows = client
@@ -286,6 +295,7 @@ pub(super) async fn settle_on(
                 &[&meta.id, &bury, &dlq, &meta.max_attempts, &given, &fallback],
             )
             .await?;
+        buried = rows.len();
         for row in rows {
             let (id, group, key): (i64, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
             changes.leave(meta.id, group.clone(), key.clone(), id, true);
@@ -294,7 +304,8 @@ pub(super) async fn settle_on(
             }
         }
     }
-    apply(broker, client, changes, listener).await
+    let wake = apply(broker, client, changes, listener).await?;
+    Ok(Settled { wake, buried })
 }
 
 /// Applies deduplication and group changes, fixes group heads and
