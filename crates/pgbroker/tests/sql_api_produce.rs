@@ -6,9 +6,10 @@
 //! PostgreSQL.
 
 use pgbroker::partitioner::{murmur2, partition_for_key};
-use pgbroker::streams::FetchLimits;
+use pgbroker::sql_api::sqlstate;
+use pgbroker::streams::{Cleanup, CleanupPolicy, FetchLimits};
 use pgbroker::{QueueConfig, Record, TopicConfig, TopicName};
-use pgbroker_testkit::db::{partitions, TestDb};
+use pgbroker_testkit::db::{assert_refused, partitions, TestDb};
 use rand::Rng;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
@@ -337,4 +338,37 @@ async fn a_running_broker_makes_room_ahead_of_sql_producers() {
     }
     maintenance.abort();
     assert!(after > 2, "maintenance made room ahead: {after} offsets left");
+}
+
+#[tokio::test]
+async fn a_compacted_topic_refuses_keyless_records_and_keeps_nothing_of_the_batch() {
+    let db = TestDb::new().await;
+    let compacted = TopicConfig {
+        cleanup: Cleanup {
+            policy: CleanupPolicy::Compact,
+            ..Cleanup::default()
+        },
+        ..TopicConfig::default()
+    };
+    db.topic("state", compacted).await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    let single = format!("SELECT * FROM {s}.produce('state', value => 'v')");
+    assert_refused(&c, s, &single, sqlstate::INVALID_ARGUMENT).await;
+    let batch = format!("SELECT * FROM {s}.produce_batch('state', ARRAY['a', 'b'], keys => ARRAY['k', NULL])");
+    assert_refused(&c, s, &batch, sqlstate::INVALID_ARGUMENT).await;
+    let e = c.batch_execute(&single).await.expect_err("refused");
+    assert!(
+        e.as_db_error()
+            .is_some_and(|d| d.message().contains("every record needs a key")),
+        "{e:?}"
+    );
+    let keyed = c
+        .query_one(
+            &format!("SELECT \"offset\" FROM {s}.produce('state', key => 'k', value => 'v')"),
+            &[],
+        )
+        .await
+        .expect("a keyed record is taken");
+    assert_eq!(keyed.get::<_, i64>(0), 0, "the refused calls wrote nothing");
 }

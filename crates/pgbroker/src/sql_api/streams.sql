@@ -82,6 +82,7 @@ DECLARE
     pb_now timestamptz;
     topic_id bigint;
     max_bytes integer;
+    compacted boolean;
     pids bigint[];
     n integer := cardinality(p_values);
     hs jsonb[] := '{}';
@@ -103,10 +104,10 @@ BEGIN
     IF (p_keys IS NOT NULL AND cardinality(p_keys) <> n) OR (p_headers IS NOT NULL AND cardinality(p_headers) <> n) THEN
         PERFORM @S@._pb_fail('@INVALID@', 'invalid batch: keys and headers need one entry per value');
     END IF;
-    SELECT t.id, t.max_message_bytes, array_agg(x.id ORDER BY x.partition)
-    INTO topic_id, max_bytes, pids
+    SELECT t.id, t.max_message_bytes, t.cleanup_policy LIKE 'compact%', array_agg(x.id ORDER BY x.partition)
+    INTO topic_id, max_bytes, compacted, pids
     FROM @S@.topics t JOIN @S@.partitions x ON x.topic_id = t.id
-    WHERE t.name = p_topic GROUP BY t.id, t.max_message_bytes;
+    WHERE t.name = p_topic GROUP BY t.id, t.max_message_bytes, t.cleanup_policy;
     IF topic_id IS NULL THEN
         PERFORM @S@._pb_fail('@UNKNOWN_TOPIC@', format('unknown topic %L', p_topic));
     END IF;
@@ -119,6 +120,9 @@ BEGIN
     END IF;
     sticky := floor(random() * cardinality(pids))::integer;
     FOR i IN 1 .. n LOOP
+        IF compacted AND p_keys[i] IS NULL THEN
+            PERFORM @S@._pb_fail('@INVALID@', format('topic %s is compacted: every record needs a key', p_topic));
+        END IF;
         hs := hs || @S@._pb_headers(p_headers[i]);
         size := coalesce(octet_length(p_keys[i]), 0) + coalesce(octet_length(p_values[i]), 0)
                 + @S@._pb_headers_size(hs[i]);
