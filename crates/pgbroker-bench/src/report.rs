@@ -17,7 +17,8 @@ use anyhow::{Context, Result};
 /// Flags of `report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
-    /// JSON-lines result files.
+    /// JSON-lines result files. A scenario's runs come from the last file
+    /// that has it: a rerun supersedes the earlier runs of its scenarios.
     #[arg(long, num_args = 1.., required = true)]
     pub from: Vec<PathBuf>,
     /// The Markdown file written.
@@ -296,9 +297,34 @@ fn soak(md: &mut String, samples: &[&SoakSample], plots: &Path, rel: &Path) -> R
     Ok(())
 }
 
+/// Every line of `files`, except the runs of a scenario that a later file
+/// runs again.
+fn latest_runs(files: &[PathBuf]) -> Result<Vec<Line>> {
+    let per_file = files
+        .iter()
+        .map(|f| load(std::slice::from_ref(f)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut last_file: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, lines) in per_file.iter().enumerate() {
+        for line in lines {
+            if let Line::Run(Summary { scenario: Some(s), .. }) = line {
+                last_file.insert(s.clone(), i);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    for (i, lines) in per_file.into_iter().enumerate() {
+        all.extend(lines.into_iter().filter(|line| match line {
+            Line::Run(Summary { scenario: Some(s), .. }) => last_file.get(s) == Some(&i),
+            _ => true,
+        }));
+    }
+    Ok(all)
+}
+
 /// Writes the report and its plots.
 pub fn report(args: &ReportArgs) -> Result<()> {
-    let all = load(&args.from)?;
+    let all = latest_runs(&args.from)?;
     std::fs::create_dir_all(&args.plots).with_context(|| format!("creating {}", args.plots.display()))?;
     let base = args
         .out

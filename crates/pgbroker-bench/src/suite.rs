@@ -1,5 +1,5 @@
 //! `pgbroker-bench suite`: every scenario of the comparison, each system in
-//! turn per round (A B C A B C ...), every run appended to a JSON-lines
+//! turn per round (A B C, then C B A), every run appended to a JSON-lines
 //! file with its scenario and round, and a table of medians and ratios
 //! per scenario. `--smoke` runs one short round of two small scenarios.
 
@@ -288,9 +288,11 @@ impl Plan {
         }
     }
 
-    /// Runs every system `rounds` times in turn (A B C A B C ...) as
-    /// `scenario`, appending each run to `out`; prints the table of
-    /// medians and returns the runs.
+    /// Runs every system `rounds` times in turn as `scenario`, the order
+    /// reversed every other round (A B C, C B A, A B C ...) so that no
+    /// system always follows the same one (a run pays for the checkpoint
+    /// and vacuum of the run before it); appends each run to `out`,
+    /// prints the table of medians and returns the runs.
     pub async fn rounds(
         &self,
         env: &Endpoints,
@@ -306,7 +308,12 @@ impl Plan {
             None => eprintln!("{line}"),
         };
         for round in 1..=rounds {
-            for i in 0..self.systems() {
+            let order: Vec<usize> = if round % 2 == 1 {
+                (0..self.systems()).collect()
+            } else {
+                (0..self.systems()).rev().collect()
+            };
+            for i in order {
                 let name = self.name(i);
                 if let Some(bar) = &bar {
                     bar.inc(1);
