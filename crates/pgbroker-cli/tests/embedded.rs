@@ -487,9 +487,21 @@ impl Drop for Running {
 }
 
 /// Sends one HTTP/1.1 request to 127.0.0.1:`port`; the whole response.
+/// The listeners of one `serve` open one after the other, so the port is
+/// given up to 30 s to accept.
 fn http(port: u16, head: &str, body: &str) -> String {
     use std::io::{Read as _, Write as _};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("port {port} not accepting yet: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("connect to port {port}: {e}"),
+        }
+    };
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let request = format!(
         "{head}\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
