@@ -40,10 +40,21 @@ STORM_PER_SECOND = 50.0
 class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
-    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False):
+    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False):
         self.h, self.args = h, args
         self.kills = 0
-        if embedded:
+        if replicated:
+            # A primary and its synchronous standby; the broker is given both
+            # and finds the primary by `target_session_attrs=read-write`.
+            self.proxy = None
+            self.pg = h.postgres()
+            self.standby = h.postgres("standby", primary=self.pg)
+            require_sync_standby(self.pg)
+            self.broker = h.broker(f"postgres://postgres@127.0.0.1:{self.pg.port},127.0.0.1:{self.standby.port}"
+                                   "/postgres?target_session_attrs=read-write")
+            self.broker.start()
+            url = self.pg.url
+        elif embedded:
             self.pg, self.proxy = None, None
             self.broker = h.embedded_broker()
             self.broker.start()
@@ -205,6 +216,40 @@ def embedded_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": kind, "healthy_after_s": time.time() - restored}
 
 
+def require_sync_standby(primary):
+    """Commits on `primary` wait for a standby's flush from now on."""
+    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+    primary.sql("SELECT pg_reload_conf()")
+    try:
+        wait_for("a synchronous standby", lambda: primary.sql(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1", 60, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None
+
+
+def failover(s: Stream, rng):
+    """SIGKILL to the primary's postmaster and backends; after a detection
+    delay (an HA manager's, such as Patroni's TTL) the synchronous standby
+    is promoted. The broker, given both hosts, must find the new primary
+    by itself. The old primary then returns as the new one's synchronous
+    standby, ready for the next fault."""
+    old, new = s.pg, s.standby
+    start = time.time()
+    old.kill()
+    unhealthy = wait_health(s.broker, 503, UNHEALTHY_WITHIN, "after the primary died")
+    time.sleep(rng.uniform(*s.args.outage))
+    new.sql("SELECT pg_promote()")
+    restored = time.time()
+    healthy = wait_health(s.broker, 200, HEALTHY_WITHIN, "after the promotion")
+    check(s.broker.alive(), "broker exited during the failover")
+    check(new.is_primary(), "the standby was not promoted")
+    old.make_standby_of(new)
+    require_sync_standby(new)
+    s.pg, s.standby = new, old
+    return {"at": start, "restored": restored, "down_s": restored - start, "unhealthy_after_s": unhealthy,
+            "healthy_after_s": healthy}
+
+
 def consumer_kill(s: Stream, rng):
     name = rng.choice(sorted(n for n, p in s.consumers.items() if p.poll() is None))
     path = s.h.history(f"consumer-{name}.jsonl")
@@ -226,9 +271,9 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded)
+        s = Stream(h, args, via_proxy, embedded, replicated)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -457,6 +502,9 @@ SCENARIOS = {
     "link-cut": stream_scenario(link_cut, via_proxy=True),
     "link-stall": stream_scenario(link_stall, via_proxy=True),
     "consumer-kill": stream_scenario(consumer_kill),
+    # The primary dies; its synchronous standby is promoted (pg_promote, as
+    # an HA manager would); the broker has both hosts in its URL.
+    "failover": stream_scenario(failover, replicated=True),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
