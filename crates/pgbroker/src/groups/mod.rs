@@ -22,6 +22,7 @@
 mod api;
 mod assign;
 pub mod classic;
+pub mod consumer;
 mod inspect;
 pub(crate) mod statements;
 
