@@ -1,6 +1,8 @@
 //! ApiVersions, Metadata and FindCoordinator: what a client asks before
 //! anything else.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -13,6 +15,7 @@ use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
 use pgbroker::streams::TopicInfo;
 use pgbroker::{Error, TopicConfig};
+use uuid::Uuid;
 
 use super::{pick, sb, topic_name};
 use crate::dispatch::api_list;
@@ -91,8 +94,26 @@ pub(crate) async fn metadata(info: &ReqInfo<'_>, req: MetadataRequest) -> Option
         }
     } else {
         let allow = req.allow_auto_topic_creation || v < 4;
+        let by_id = topics_by_id(info, req.topics.as_deref().unwrap_or_default()).await;
         for t in req.topics.iter().flatten() {
-            let Some(raw) = &t.name else { continue };
+            let resolved;
+            let raw = match &t.name {
+                Some(raw) => raw,
+                None if v >= 10 && !t.topic_id.is_nil() => match by_id.get(t.topic_id.as_bytes()) {
+                    Some(name) => {
+                        resolved = sb(name.to_string()).into();
+                        &resolved
+                    }
+                    None => {
+                        let mut unknown = MetadataResponseTopic::default();
+                        unknown.topic_id = t.topic_id;
+                        unknown.error_code = ResponseError::UnknownTopicId.code();
+                        topics.push(unknown);
+                        continue;
+                    }
+                },
+                None => continue,
+            };
             // A topic the user has no right on is refused whether it
             // exists or not, so that its existence does not leak.
             if !info.access.sees_topic(raw.0.as_str()) {
@@ -127,6 +148,9 @@ fn topic_entry(
         Ok(info) => {
             let name = info.name.to_string();
             t.name = Some(sb(name.clone()).into());
+            if v >= 10 {
+                t.topic_id = Uuid::from_bytes(info.topic_id);
+            }
             t.partitions = (0..info.partitions)
                 .map(|p| {
                     let leader = pick(nodes, &name, p).map_or(ctx.node_id, |n| n.node_id);
@@ -148,6 +172,29 @@ fn topic_entry(
         }
     }
     t
+}
+
+/// The names of the topics a Metadata request (version 10 and later)
+/// asks for by id; none when the lookup fails.
+async fn topics_by_id(
+    info: &ReqInfo<'_>,
+    asked: &[kafka_protocol::messages::metadata_request::MetadataRequestTopic],
+) -> BTreeMap<[u8; 16], pgbroker::TopicName> {
+    let ids: Vec<[u8; 16]> = asked
+        .iter()
+        .filter(|t| t.name.is_none() && !t.topic_id.is_nil())
+        .map(|t| *t.topic_id.as_bytes())
+        .collect();
+    if ids.is_empty() {
+        return BTreeMap::new();
+    }
+    match info.ctx.broker.consumer_groups().topic_names(&ids).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata: looking topic ids up failed");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// The error code of a topic Metadata could not describe.
