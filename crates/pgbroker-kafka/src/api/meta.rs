@@ -94,25 +94,30 @@ pub(crate) async fn metadata(info: &ReqInfo<'_>, req: MetadataRequest) -> Option
         }
     } else {
         let allow = req.allow_auto_topic_creation || v < 4;
-        let by_id = topics_by_id(info, req.topics.as_deref().unwrap_or_default()).await;
+        let by_id = topics_by_id(info, v, req.topics.as_deref().unwrap_or_default()).await;
         for t in req.topics.iter().flatten() {
             let resolved;
             let raw = match &t.name {
-                Some(raw) => raw,
-                None if v >= 10 && !t.topic_id.is_nil() => match by_id.get(t.topic_id.as_bytes()) {
-                    Some(name) => {
+                Some(raw) if !(raw.is_empty() && asks_by_id(v, t)) => raw,
+                _ if asks_by_id(v, t) => match by_id.get(t.topic_id.as_bytes()) {
+                    // The name is told only to those who may see the topic.
+                    Some(name) if info.access.sees_topic(name.as_str()) => {
                         resolved = sb(name.to_string()).into();
                         &resolved
                     }
-                    None => {
-                        let mut unknown = MetadataResponseTopic::default();
-                        unknown.topic_id = t.topic_id;
-                        unknown.error_code = ResponseError::UnknownTopicId.code();
-                        topics.push(unknown);
+                    found => {
+                        let mut refused = MetadataResponseTopic::default();
+                        refused.name = None;
+                        refused.topic_id = t.topic_id;
+                        refused.error_code = match found {
+                            Some(_) => ResponseError::TopicAuthorizationFailed.code(),
+                            None => ResponseError::UnknownTopicId.code(),
+                        };
+                        topics.push(refused);
                         continue;
                     }
                 },
-                None => continue,
+                _ => continue,
             };
             // A topic the user has no right on is refused whether it
             // exists or not, so that its existence does not leak.
@@ -174,15 +179,22 @@ fn topic_entry(
     t
 }
 
+/// True when a Metadata topic names a topic by id (version 10 and later:
+/// a null or empty name and an id).
+fn asks_by_id(v: i16, t: &kafka_protocol::messages::metadata_request::MetadataRequestTopic) -> bool {
+    v >= 10 && !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.is_empty())
+}
+
 /// The names of the topics a Metadata request (version 10 and later)
 /// asks for by id; none when the lookup fails.
 async fn topics_by_id(
     info: &ReqInfo<'_>,
+    v: i16,
     asked: &[kafka_protocol::messages::metadata_request::MetadataRequestTopic],
 ) -> BTreeMap<[u8; 16], pgbroker::TopicName> {
     let ids: Vec<[u8; 16]> = asked
         .iter()
-        .filter(|t| t.name.is_none() && !t.topic_id.is_nil())
+        .filter(|t| asks_by_id(v, t))
         .map(|t| *t.topic_id.as_bytes())
         .collect();
     if ids.is_empty() {
