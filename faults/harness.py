@@ -40,10 +40,32 @@ def log(*args):
     print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
 
 
+# Listening ports come from below the kernel's ephemeral range (32768 and up
+# on Linux). A process here is restarted on its old port while clients keep
+# reconnecting to it; a port from the ephemeral range can meanwhile become
+# the source port of one of their outgoing connections (or of a TCP
+# self-connect), and the restarted process then cannot bind it. The range is
+# apart from the Rust tests' (20000-32000); each run starts at a place of
+# its own and hands out no port twice.
+PORTS = range(10000, 20000)
+_next_port = [PORTS.start + os.getpid() * 7 % len(PORTS)]
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(len(PORTS)):
+        port = _next_port[0]
+        _next_port[0] = PORTS.start + (port + 1 - PORTS.start) % len(PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 0.1):

@@ -28,12 +28,10 @@
 //! partition would lock it and stall every producer). A segment from
 //! which nothing would be removed is left alone.
 //!
-//! Transactions are not handled here yet: pgbroker writes no control
-//! markers and no aborted records today. When it does,
-//! [`last_stable_offset`] must return the partition's last stable offset,
-//! the survivors must leave out records of aborted transactions whatever
-//! their key, and control markers must be kept until the records they
-//! decide are gone and `delete.retention.ms` has passed.
+//! Control markers are kept for good. Kafka drops a marker once no record
+//! it decides is left and `delete.retention.ms` has passed; here a marker
+//! is one small row per partition per transaction, and it stays (a
+//! rewritten segment keeps every marker it holds).
 //!
 //! Each pass records, per partition, a checkpoint: the offset below which
 //! everything has been compacted, the records left below it, and when the
