@@ -11,6 +11,9 @@ Scenarios, one PASS or FAIL line each:
   each step the live members' partitions must cover the topic without
   overlap; every produced record must be consumed; at the end the group's
   committed offsets equal the high watermarks.
+- regex: a member subscribed by regular expression (evaluated by the
+  broker) reads a matching topic, then one created while it runs, and
+  nothing of a topic that does not match.
 - side-by-side: a classic group and a consumer-protocol group, two members
   each, read the same topic; each group reads every record. ListGroups
   with the type filter and ConsumerGroupDescribe see each group as what
@@ -208,6 +211,38 @@ def committed_equals(committed, high):
     return lambda: committed() == high
 
 
+def regex(args):
+    first, later, other = f"{args.prefix}rx_a", f"{args.prefix}rx_b", f"{args.prefix}other"
+    create_topic(args.bootstrap, first, 1)
+    create_topic(args.bootstrap, other, 1)
+    producer = ck.Producer({"bootstrap.servers": args.bootstrap})
+    producer.produce(first, value="first")
+    producer.produce(other, value="other")
+    assert producer.flush(20) == 0, "records undelivered"
+    c = ck.Consumer(conf(args.bootstrap, f"{args.prefix}rx_group", "consumer", args.debug))
+    c.subscribe([f"^{args.prefix}rx_.*"])
+    got = set()
+
+    def read(want):
+        for m in c.consume(100, 0.2):
+            if not m.error():
+                got.add(m.value().decode())
+        return want <= got
+    try:
+        wait_until(lambda: read({"first"}), "the record of the matching topic")
+        create_topic(args.bootstrap, later, 2)
+        created = time.monotonic()
+        producer.produce(later, value="later", partition=1)
+        assert producer.flush(20) == 0, "records undelivered"
+        took = wait_until(lambda: read({"first", "later"}), "the record of the topic created later") - created
+        owned = sorted((tp.topic, tp.partition) for tp in c.assignment())
+        assert owned == [(first, 0), (later, 0), (later, 1)], f"assignment {owned}"
+        assert "other" not in got, "read a topic the expression does not match"
+        return f"a matching topic created later read after {took:.1f}s"
+    finally:
+        c.close()
+
+
 def side_by_side(args):
     topic = f"{args.prefix}shared"
     admin = create_topic(args.bootstrap, topic, 4)
@@ -275,7 +310,7 @@ def main():
                                                     flush=True), os._exit(3)))
     signal.alarm(240)
     code = 0
-    for name, run in (("churn", churn), ("side-by-side", side_by_side)):
+    for name, run in (("churn", churn), ("regex", regex), ("side-by-side", side_by_side)):
         try:
             print(f"PASS {args.label} consumer-protocol {name} ({run(args)})", flush=True)
         except Exception as e:
