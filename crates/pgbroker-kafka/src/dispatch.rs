@@ -227,9 +227,10 @@ macro_rules! api_table {
 }
 
 // Versions are capped where a newer one needs something pgbroker does not
-// have (topic ids in Fetch 13+ and Produce 10+, batched groups in
-// OffsetFetch 8+). OffsetCommit 9 carries the member epoch of a
-// consumer-protocol member in the generation field. The transaction APIs stop
+// have (topic ids in Fetch 13+ and Produce 10+). OffsetCommit 9 carries
+// the member epoch of a consumer-protocol member in the generation field;
+// OffsetFetch 8 batches groups and 9 adds the member asking. The
+// transaction APIs stop
 // before transaction version 2 (KIP-890 part 2: AddPartitionsToTxn 4+ is
 // broker-to-broker, EndTxn 5 and TxnOffsetCommit 5 return or imply epoch
 // bumps per transaction); `transaction.version` is not advertised, so
@@ -240,7 +241,7 @@ api_table! {
     ListOffsets 1..=7, Never => ListOffsetsRequest, api::offsets::list_offsets;
     Metadata 0..=12, Never => MetadataRequest, api::meta::metadata;
     OffsetCommit 2..=9, Never => OffsetCommitRequest, api::offsets::offset_commit;
-    OffsetFetch 1..=7, Never => OffsetFetchRequest, api::offsets::offset_fetch;
+    OffsetFetch 1..=9, Never => OffsetFetchRequest, api::offsets::offset_fetch;
     FindCoordinator 0..=3, Never => FindCoordinatorRequest, api::meta::find_coordinator;
     JoinGroup 0..=7, Never => JoinGroupRequest, api::groups::join_group;
     Heartbeat 0..=4, Never => HeartbeatRequest, api::groups::heartbeat;

@@ -1,13 +1,14 @@
 //! Kafka's consumer group protocol (KIP-848) on the wire: topic ids in
 //! Metadata, ConsumerGroupHeartbeat and ConsumerGroupDescribe, OffsetCommit
-//! 9 fenced by member epoch, ListGroups 5 with the type filter, and the
+//! 9 and OffsetFetch 9 fenced by member epoch (OffsetFetch 8+ batching groups), ListGroups 5 with the type filter, and the
 //! group and topic rights.
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ListGroupsRequest, MetadataRequest,
-    OffsetCommitRequest,
+    OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use pgbroker::auth::Permission;
@@ -203,5 +204,49 @@ async fn heartbeats_and_describes_need_the_group_right() {
         (refused.topics[0].error_code, refused.topics[0].name.is_none()),
         (29, true)
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn offset_fetch_batches_groups_and_fences_by_member_epoch() {
+    let server = TestServer::start().await;
+    server.topic("orders", pgbroker_testkit::db::partitions(2)).await;
+    let mut conn = server.connect().await;
+    let joined = conn.call(1, &heartbeat("app", "m-1", 0, Some(&["orders"]))).await;
+    assert_eq!(joined.member_epoch, 1);
+    assert_eq!(commit_code(&mut conn, &commit("app", "m-1", 1, "orders")).await, 0);
+
+    let group = |name: &str, member: Option<&str>, epoch: i32| {
+        let mut g = OffsetFetchRequestGroup::default();
+        g.group_id = s(name).into();
+        g.member_id = member.map(s);
+        g.member_epoch = epoch;
+        g.topics = None;
+        g
+    };
+    let mut req = OffsetFetchRequest::default();
+    req.groups = vec![
+        group("app", Some("m-1"), 1),
+        group("app", Some("m-1"), 0),
+        group("app", Some("ghost"), 1),
+        group("app", None, -1),
+        group("nobody", None, -1),
+    ];
+    let resp = conn.call(9, &req).await;
+    let codes: Vec<i16> = resp.groups.iter().map(|g| g.error_code).collect();
+    assert_eq!(codes, vec![0, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, 0, 0]);
+    let offsets = |g: &kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup| {
+        g.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.committed_offset))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(offsets(&resp.groups[0]), vec![("orders".to_string(), 0, 1)]);
+    assert_eq!(offsets(&resp.groups[3]), offsets(&resp.groups[0]));
+    assert!(offsets(&resp.groups[4]).is_empty());
     server.stop().await;
 }

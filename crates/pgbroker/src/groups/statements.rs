@@ -311,6 +311,13 @@ crate::sql::statements! {
     /// Removes the member holding a static member's instance id under another member id.
     instance_owner_delete = "DELETE FROM {s}group_members
          WHERE group_name = $1 AND group_instance_id = $2 AND member_id <> $3";
+    /// A group's protocol type and the epoch of one of its live members.
+    fetch_fence = concat!(
+        "SELECT g.protocol_type, (SELECT m.member_epoch FROM {s}group_members m
+                 WHERE m.group_name = $1 AND m.member_id = $2 AND NOT (",
+        expired!(),
+        ")) FROM {s}groups g WHERE g.name = $1"
+    );
     /// A live member's epoch.
     live_member_epoch = concat!(
         "SELECT m.member_epoch FROM {s}group_members m WHERE m.group_name = $1 AND m.member_id = $2 AND NOT (",

@@ -60,6 +60,16 @@ impl ConsumerGroups<'_> {
         super::describe(self.broker, group).await
     }
 
+    /// The member fence of an OffsetFetch (version 9): in a
+    /// consumer-protocol group a fetch that names a member needs a live
+    /// member ([`Error::UnknownMember`](crate::Error::UnknownMember)) at
+    /// that epoch ([`Error::StaleMemberEpoch`](crate::Error::StaleMemberEpoch)).
+    /// Fetches naming no member (empty id, negative epoch) and groups of
+    /// other protocols pass.
+    pub async fn check_fetch(self, group: &GroupId, member_id: &str, epoch: i32) -> Result<()> {
+        super::check_fetch(self.broker, group, member_id, epoch).await
+    }
+
     /// Topic names by topic id (ids of topics that do not exist are left
     /// out).
     pub async fn topic_names(self, ids: &[[u8; 16]]) -> Result<BTreeMap<[u8; 16], TopicName>> {

@@ -644,6 +644,35 @@ pub(crate) async fn check_commit(
     }
 }
 
+/// The fence of an OffsetFetch that names a member (version 9): for a
+/// consumer-protocol group the member must be live
+/// ([`Error::UnknownMember`]) and present its epoch
+/// ([`Error::StaleMemberEpoch`]). Groups of other protocols, and fetches
+/// that name no member, are not fenced.
+pub(crate) async fn check_fetch(broker: &Broker, group: &GroupId, member_id: &str, presented: i32) -> Result<()> {
+    if presented < 0 && member_id.is_empty() {
+        return Ok(());
+    }
+    let client = broker.client().await?;
+    let row = client
+        .query_opt(&broker.inner.sql.groups.fetch_fence, &[&group.as_str(), &member_id])
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    if row.get::<_, String>(0) != CONSUMER_PROTOCOL {
+        return Ok(());
+    }
+    match row.get::<_, Option<i32>>(1) {
+        None => Err(unknown(group.as_str(), member_id)),
+        Some(current) if current != presented => Err(Error::StaleMemberEpoch {
+            group: group.to_string(),
+            member: member_id.to_string(),
+            presented,
+            current,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Topic names by id; ids of topics that do not exist are left out.
 pub(crate) async fn topic_names(broker: &Broker, ids: &[[u8; 16]]) -> Result<BTreeMap<[u8; 16], TopicName>> {
     let client = broker.client().await?;
