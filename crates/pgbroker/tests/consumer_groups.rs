@@ -144,6 +144,15 @@ async fn a_second_member_gets_partitions_only_after_the_first_gave_them_up() {
     assert!(d.members.iter().all(|m| m.member_epoch == 2));
     assert_eq!(d.assignor, "uniform");
 
+    // The library's describe shows the owners too.
+    let lib = db.broker.groups().describe(&g).await.expect("library describe");
+    assert_eq!(
+        (lib.state.as_str(), lib.protocol_type.as_str()),
+        ("Stable", "consumer-protocol")
+    );
+    let owners: BTreeSet<Option<String>> = lib.partitions.iter().map(|p| p.member.clone()).collect();
+    assert_eq!(owners, BTreeSet::from([Some("a".to_string()), Some("b".to_string())]));
+
     // A heartbeat with nothing new carries no assignment.
     let quiet = hb(&db.broker, &beat(&g, "b", 2, None)).await.expect("quiet");
     assert_eq!((quiet.member_epoch, quiet.assignment), (2, None));
