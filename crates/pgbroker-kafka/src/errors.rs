@@ -57,6 +57,7 @@ pub(crate) fn group_error(e: &Error) -> ResponseError {
         Error::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
         Error::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
         Error::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        Error::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         e if e.is_retriable() => ResponseError::CoordinatorNotAvailable,
         _ => ResponseError::UnknownServerError,

@@ -113,6 +113,15 @@ pub enum Error {
         /// The group instance id presented.
         instance_id: String,
     },
+    /// A static member joined with a `group.instance.id` another active
+    /// member of the group holds (Kafka's `UNRELEASED_INSTANCE_ID`).
+    #[error("instance {instance_id:?} of group {group:?} is held by an active member")]
+    UnreleasedInstanceId {
+        /// The group.
+        group: String,
+        /// The group instance id presented.
+        instance_id: String,
+    },
     /// A consumer-protocol member presented a member epoch the coordinator
     /// cannot accept for a heartbeat, or a newer one than its own on a
     /// commit (Kafka's `FENCED_MEMBER_EPOCH`): it must rejoin with epoch 0.

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pgbroker::groups::classic::ClassicJoinRequest;
-use pgbroker::groups::consumer::{ConsumerHeartbeat, HeartbeatAnswer, LEAVE_EPOCH};
+use pgbroker::groups::consumer::{ConsumerHeartbeat, HeartbeatAnswer, LEAVE_EPOCH, STATIC_LEAVE_EPOCH};
 use pgbroker::groups::OffsetCommit;
 use pgbroker::{Broker, Error, GroupId, TopicName, TopicPartition};
 use pgbroker_testkit::db::{partitions, TestDb};
@@ -415,4 +415,38 @@ async fn a_recreated_topic_gets_a_new_id() {
     db.broker.topics().delete(&t).await.expect("delete");
     let t = db.topic("again", partitions(1)).await;
     assert_ne!(db.broker.topics().info(&t).await.expect("info").topic_id, first);
+}
+
+#[tokio::test]
+async fn a_static_member_keeps_its_partitions_while_away_and_its_instance_id_is_its_own() {
+    let db = TestDb::new().await;
+    let t = db.topic("static", partitions(2)).await;
+    let g = group("statics");
+    let static_join = |member: &str| ConsumerHeartbeat {
+        instance_id: Some("instance-1".to_string()),
+        ..join(&g, member, &[&t])
+    };
+    let a = hb(&db.broker, &static_join("a-1")).await.expect("static join");
+    assert_eq!((a.member_epoch, set(&a).len()), (1, 2));
+    // Another member id with the same instance id while a-1 is active.
+    let clash = hb(&db.broker, &static_join("a-2")).await;
+    assert!(matches!(clash, Err(Error::UnreleasedInstanceId { .. })), "{clash:?}");
+
+    // a-1 leaves for a while: a new member waits, the partitions stay a's.
+    let away = hb(&db.broker, &beat(&g, "a-1", STATIC_LEAVE_EPOCH, None))
+        .await
+        .expect("away");
+    assert_eq!(away.member_epoch, STATIC_LEAVE_EPOCH);
+    let b = hb(&db.broker, &join(&g, "b", &[&t])).await.expect("b joins");
+    assert!(set(&b).is_empty(), "b gets none of what a holds while away: {b:?}");
+
+    // It comes back under a new member id with its epoch and partitions.
+    let back = hb(&db.broker, &static_join("a-2")).await.expect("back");
+    assert_eq!(back.member_id, "a-2");
+    assert_eq!(back.member_epoch, 1, "its epoch from before it left");
+    let d = db.broker.consumer_groups().describe(&g).await.expect("describe");
+    let ids: Vec<&str> = d.members.iter().map(|m| m.member_id.as_str()).collect();
+    assert_eq!(ids, vec!["a-2", "b"]);
+    let gone = hb(&db.broker, &beat(&g, "a-1", 1, None)).await;
+    assert!(matches!(gone, Err(Error::UnknownMember { .. })), "{gone:?}");
 }

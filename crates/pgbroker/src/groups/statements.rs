@@ -308,9 +308,16 @@ crate::sql::statements! {
     /// Topic names by id.
     topic_names = "SELECT uuid_send(topic_uuid), name FROM {s}topics
          WHERE topic_uuid IN (SELECT encode(x, 'hex')::uuid FROM unnest($1::bytea[]) AS x)";
-    /// Removes the member holding a static member's instance id under another member id.
-    instance_owner_delete = "DELETE FROM {s}group_members
-         WHERE group_name = $1 AND group_instance_id = $2 AND member_id <> $3";
+    /// The member holding a static member's instance id, its epoch and subscription.
+    instance_holder = "SELECT member_id, member_epoch, topics, subscribed_regex, server_assignor
+         FROM {s}group_members WHERE group_name = $1 AND group_instance_id = $2";
+    /// A static member leaves for a while: it keeps its partitions, its epoch is remembered.
+    static_leave = "UPDATE {s}group_members SET previous_epoch = member_epoch, member_epoch = -2
+         WHERE group_name = $1 AND member_id = $2";
+    /// A static member comes back under a new member id, with its epoch and partitions.
+    static_return = "UPDATE {s}group_members SET member_id = $3, member_epoch = previous_epoch,
+                previous_epoch = -1, last_heartbeat = now()
+         WHERE group_name = $1 AND member_id = $2";
     /// A group's protocol type and the epoch of one of its live members.
     fetch_fence = concat!(
         "SELECT g.protocol_type, (SELECT m.member_epoch FROM {s}group_members m

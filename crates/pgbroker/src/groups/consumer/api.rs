@@ -46,6 +46,11 @@ impl ConsumerGroups<'_> {
     /// any other epoch (rejoin with 0);
     /// [`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)
     /// when a group of another protocol has live members;
+    /// [`Error::UnreleasedInstanceId`](crate::Error::UnreleasedInstanceId)
+    /// when a static member joins with an instance id an active member
+    /// holds (one that left with [`super::STATIC_LEAVE_EPOCH`] keeps its
+    /// partitions for its session timeout, and a join with its instance id
+    /// takes its place, epoch and partitions);
     /// [`Error::Invalid`](crate::Error::Invalid) for an unknown assignor
     /// or a join without subscription.
     pub async fn heartbeat(self, req: &ConsumerHeartbeat) -> Result<HeartbeatAnswer> {

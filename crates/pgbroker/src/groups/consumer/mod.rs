@@ -380,9 +380,9 @@ async fn apply_member(
             ));
         }
         if let Some(instance) = &req.instance_id {
-            // A static member that comes back under a new id replaces the old one.
-            tx.execute(&sql.instance_owner_delete, &[&group, instance, &member_id])
-                .await?;
+            if let Some(changed) = take_over(broker, tx, req, instance, member_id, &topics, &regex).await? {
+                return Ok(changed);
+            }
         }
         tx.execute(
             &sql.join_consumer,
@@ -440,6 +440,56 @@ async fn apply_member(
     Ok(changed)
 }
 
+/// A static member joining under a new member id: when the member that
+/// holds its instance id left with [`STATIC_LEAVE_EPOCH`], the new id
+/// takes its place, epoch and partitions (`Some`: whether the group must
+/// move to a new epoch); when that member is still active,
+/// [`Error::UnreleasedInstanceId`]. `None` when no other member holds it.
+async fn take_over(
+    broker: &Broker,
+    tx: &Transaction<'_>,
+    req: &ConsumerHeartbeat,
+    instance: &str,
+    member_id: &str,
+    topics: &[String],
+    regex: &Option<String>,
+) -> Result<Option<bool>> {
+    let sql = &broker.inner.sql.groups;
+    let group = req.group.as_str();
+    let row = tx.query_opt(&sql.instance_holder, &[&group, &instance]).await?;
+    let Some(row) = row else { return Ok(None) };
+    let (holder, epoch): (String, i32) = (row.get(0), row.get(1));
+    if holder == member_id {
+        return Ok(None);
+    }
+    if epoch != STATIC_LEAVE_EPOCH {
+        return Err(Error::UnreleasedInstanceId {
+            group: group.to_string(),
+            instance_id: instance.to_string(),
+        });
+    }
+    tx.execute(&sql.static_return, &[&group, &holder, &member_id]).await?;
+    let before: (Vec<String>, Option<String>, Option<String>) = (row.get(2), row.get(3), row.get(4));
+    let assignor = req.server_assignor.clone().or(before.2.clone());
+    let rebalance_ms = req
+        .rebalance_timeout
+        .map_or(300_000, |d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX));
+    tx.execute(
+        &sql.update_consumer,
+        &[
+            &group,
+            &member_id,
+            &broker.consumer_session_ms(),
+            &topics,
+            &rebalance_ms,
+            regex,
+            &assignor,
+        ],
+    )
+    .await?;
+    Ok(Some(before.0 != topics || &before.1 != regex || before.2 != assignor))
+}
+
 /// ConsumerGroupHeartbeat; see [`ConsumerGroups::heartbeat`].
 pub(crate) async fn heartbeat(broker: &Broker, req: &ConsumerHeartbeat) -> Result<HeartbeatAnswer> {
     if let Some(name) = &req.server_assignor {
@@ -465,7 +515,10 @@ pub(crate) async fn heartbeat(broker: &Broker, req: &ConsumerHeartbeat) -> Resul
     };
     let existing = all.iter().find(|m| m.id == member_id);
     if leaving {
-        if existing.is_some() {
+        if req.member_epoch == STATIC_LEAVE_EPOCH && existing.is_some_and(|m| m.instance_id.is_some()) {
+            // A static member keeps its partitions for its session timeout.
+            tx.execute(&sql.static_leave, &[&group, &member_id]).await?;
+        } else if existing.is_some() {
             tx.execute(&sql.remove_member, &[&group, &member_id]).await?;
             let head = tx.query_one(&sql.lock_consumer, &[&group]).await?;
             refresh_target(sql, &tx, group, epoch, &head.get(2), true).await?;
