@@ -14,6 +14,9 @@ Scenarios, one PASS or FAIL line each:
 - regex: a member subscribed by regular expression (evaluated by the
   broker) reads a matching topic, then one created while it runs, and
   nothing of a topic that does not match.
+- static: two static members (`group.instance.id`); one closes and comes
+  back as a new consumer with the same instance id: meanwhile its
+  partitions go to nobody, afterwards they are its own again.
 - side-by-side: a classic group and a consumer-protocol group, two members
   each, read the same topic; each group reads every record. ListGroups
   with the type filter and ConsumerGroupDescribe see each group as what
@@ -243,6 +246,45 @@ def regex(args):
         c.close()
 
 
+def static(args):
+    topic, group = f"{args.prefix}static", f"{args.prefix}static_group"
+    create_topic(args.bootstrap, topic, 4)
+
+    def member(instance):
+        c = ck.Consumer({**conf(args.bootstrap, group, "consumer", args.debug), "group.instance.id": instance})
+        c.subscribe([topic])
+        return c
+
+    def owned(c):
+        return sorted(tp.partition for tp in c.assignment())
+
+    def polled(cs, cond):
+        def check():
+            for c in cs:
+                c.poll(0.05)
+            return cond()
+        return check
+    x, y = member("x"), member("y")
+    back = None
+    try:
+        wait_until(polled([x, y], lambda: sorted(owned(x) + owned(y)) == [0, 1, 2, 3] and owned(x) and owned(y)),
+                   "two static members to share the partitions")
+        xs, ys = owned(x), owned(y)
+        x.close()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            y.poll(0.1)
+            assert owned(y) == ys, f"y took {owned(y)} while x was away"
+        back = member("x")
+        wait_until(polled([back, y], lambda: owned(back) == xs and owned(y) == ys),
+                   f"x to come back to {xs} with y keeping {ys}")
+        return f"x kept {xs} while away"
+    finally:
+        for c in (back, y):
+            if c is not None:
+                c.close()
+
+
 def side_by_side(args):
     topic = f"{args.prefix}shared"
     admin = create_topic(args.bootstrap, topic, 4)
@@ -310,7 +352,7 @@ def main():
                                                     flush=True), os._exit(3)))
     signal.alarm(240)
     code = 0
-    for name, run in (("churn", churn), ("regex", regex), ("side-by-side", side_by_side)):
+    for name, run in (("churn", churn), ("regex", regex), ("static", static), ("side-by-side", side_by_side)):
         try:
             print(f"PASS {args.label} consumer-protocol {name} ({run(args)})", flush=True)
         except Exception as e:
