@@ -305,7 +305,7 @@ fn compaction_at_its_smallest() {
         "--segment-records",
         "500",
         "--rate",
-        "50",
+        "200",
         "--phase-secs",
         "1",
         "--rounds",
