@@ -10,8 +10,9 @@
 #                     SIGKILL group scenario, the compacted topic and the
 #                     transaction scenarios
 #   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
-#                     group scenario, the compacted topic and the
-#                     transaction scenarios
+#                     group scenario, the compacted topic, the
+#                     transaction scenarios and the consumer group protocol
+#                     (KIP-848) scenarios
 #   kafka-python      PyPI kafka-python, the compacted topic and the
 #                     transaction scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
@@ -86,6 +87,7 @@ trap cleanup EXIT
 echo "compat: pgbroker serve on $BOOTSTRAP (http 127.0.0.1:$HTTP_PORT), schema $SCHEMA, logs in $LOGS"
 "$PGBROKER_BIN" --database-url "$DB" --schema "$SCHEMA" --log "${PGBROKER_LOG:-info}" serve \
   --kafka-listen "$BOOTSTRAP" --http-listen "127.0.0.1:$HTTP_PORT" --advertised-listener "$BOOTSTRAP" \
+  --group-consumer-session-timeout 6s --group-consumer-heartbeat-interval 1s \
   >"$LOGS/server.log" 2>&1 &
 SERVER_PID=$!
 
@@ -125,6 +127,11 @@ run_client() {
         "${DEBUG_PY[@]}" || rc=1
       "$py" "$COMPAT/transactions.py" "$BOOTSTRAP" "${prefix}tx_" --client confluent --label "$client" \
         "${DEBUG_PY[@]}" || rc=1
+      # Debian's librdkafka 2.0.2 has no consumer group protocol.
+      if [[ $client == confluent-pypi ]]; then
+        "$py" "$COMPAT/consumer_protocol.py" "$BOOTSTRAP" "${prefix}cg_" --label "$client" \
+          "${DEBUG_PY[@]}" || rc=1
+      fi
       return $rc
       ;;
     kafka-python-debian)

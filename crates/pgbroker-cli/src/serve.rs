@@ -92,6 +92,15 @@ pub struct ServeArgs {
     /// How often retention and queue maintenance run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
+    /// Kafka's `group.consumer.session.timeout.ms`: a member of a
+    /// consumer-protocol group (KIP-848) that has not heartbeated for this
+    /// long is removed and its partitions move.
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    group_consumer_session_timeout: Duration,
+    /// Kafka's `group.consumer.heartbeat.interval.ms`: how often members
+    /// of consumer-protocol groups are told to heartbeat.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    group_consumer_heartbeat_interval: Duration,
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
@@ -113,6 +122,12 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 pub const POOL_SIZE: usize = 32;
 
 pub async fn run(broker: Broker, args: ServeArgs) -> anyhow::Result<()> {
+    broker
+        .consumer_groups()
+        .set_session_timeout(args.group_consumer_session_timeout);
+    broker
+        .consumer_groups()
+        .set_heartbeat_interval(args.group_consumer_heartbeat_interval);
     let (host, port) = args
         .advertised_listener
         .clone()

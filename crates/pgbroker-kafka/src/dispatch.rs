@@ -227,8 +227,10 @@ macro_rules! api_table {
 }
 
 // Versions are capped where a newer one needs something pgbroker does not
-// have (topic ids in Fetch 13+ and Produce 10+, batched groups in
-// OffsetFetch 8+, new consumer protocol fields). The transaction APIs stop
+// have (topic ids in Fetch 13+ and Produce 10+). OffsetCommit 9 carries
+// the member epoch of a consumer-protocol member in the generation field;
+// OffsetFetch 8 batches groups and 9 adds the member asking. The
+// transaction APIs stop
 // before transaction version 2 (KIP-890 part 2: AddPartitionsToTxn 4+ is
 // broker-to-broker, EndTxn 5 and TxnOffsetCommit 5 return or imply epoch
 // bumps per transaction); `transaction.version` is not advertised, so
@@ -238,15 +240,15 @@ api_table! {
     Fetch 4..=12, Never => FetchRequest, api::fetch::fetch;
     ListOffsets 1..=7, Never => ListOffsetsRequest, api::offsets::list_offsets;
     Metadata 0..=12, Never => MetadataRequest, api::meta::metadata;
-    OffsetCommit 2..=8, Never => OffsetCommitRequest, api::offsets::offset_commit;
-    OffsetFetch 1..=7, Never => OffsetFetchRequest, api::offsets::offset_fetch;
+    OffsetCommit 2..=9, Never => OffsetCommitRequest, api::offsets::offset_commit;
+    OffsetFetch 1..=9, Never => OffsetFetchRequest, api::offsets::offset_fetch;
     FindCoordinator 0..=3, Never => FindCoordinatorRequest, api::meta::find_coordinator;
     JoinGroup 0..=7, Never => JoinGroupRequest, api::groups::join_group;
     Heartbeat 0..=4, Never => HeartbeatRequest, api::groups::heartbeat;
     LeaveGroup 0..=4, Never => LeaveGroupRequest, api::groups::leave_group;
     SyncGroup 0..=5, Never => SyncGroupRequest, api::groups::sync_group;
     DescribeGroups 0..=5, Never => DescribeGroupsRequest, api::groups::describe_groups;
-    ListGroups 0..=4, Never => ListGroupsRequest, api::groups::list_groups;
+    ListGroups 0..=5, Never => ListGroupsRequest, api::groups::list_groups;
     ApiVersions 0..=3, Opening => ApiVersionsRequest, api::meta::api_versions;
     CreateTopics 2..=7, Never => CreateTopicsRequest, api::topics::create_topics;
     DeleteTopics 1..=5, Never => DeleteTopicsRequest, api::topics::delete_topics;
@@ -265,6 +267,8 @@ api_table! {
     IncrementalAlterConfigs 0..=1, Never => IncrementalAlterConfigsRequest, api::configs::incremental_alter_configs;
     CreatePartitions 0..=3, Never => CreatePartitionsRequest, api::topics::create_partitions;
     DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
+    ConsumerGroupHeartbeat 0..=1, Never => ConsumerGroupHeartbeatRequest, api::consumer_groups::consumer_group_heartbeat;
+    ConsumerGroupDescribe 0..=1, Never => ConsumerGroupDescribeRequest, api::consumer_groups::consumer_group_describe;
     SaslHandshake 0..=1, Opening => SaslHandshakeRequest, api::sasl::handshake, session;
     SaslAuthenticate 0..=2, Exchange => SaslAuthenticateRequest, api::sasl::authenticate, session;
 }

@@ -42,6 +42,10 @@ pub(crate) fn data_error(e: &Error) -> ResponseError {
 /// retry.
 pub(crate) fn group_error(e: &Error) -> ResponseError {
     match e {
+        Error::Invalid {
+            what: Invalid::AssignmentStrategy,
+            ..
+        } => ResponseError::UnsupportedAssignor,
         Error::Invalid { what, .. } => invalid_error(*what),
         Error::UnknownGroup(_) => ResponseError::GroupIdNotFound,
         Error::UnknownMember { .. } => ResponseError::UnknownMemberId,
@@ -51,6 +55,9 @@ pub(crate) fn group_error(e: &Error) -> ResponseError {
         Error::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
         Error::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
         Error::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        Error::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        Error::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        Error::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         e if e.is_retriable() => ResponseError::CoordinatorNotAvailable,
         _ => ResponseError::UnknownServerError,

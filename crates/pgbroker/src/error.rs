@@ -113,6 +113,43 @@ pub enum Error {
         /// The group instance id presented.
         instance_id: String,
     },
+    /// A static member joined with a `group.instance.id` another active
+    /// member of the group holds (Kafka's `UNRELEASED_INSTANCE_ID`).
+    #[error("instance {instance_id:?} of group {group:?} is held by an active member")]
+    UnreleasedInstanceId {
+        /// The group.
+        group: String,
+        /// The group instance id presented.
+        instance_id: String,
+    },
+    /// A consumer-protocol member presented a member epoch the coordinator
+    /// cannot accept for a heartbeat, or a newer one than its own on a
+    /// commit (Kafka's `FENCED_MEMBER_EPOCH`): it must rejoin with epoch 0.
+    #[error("member {member:?} of group {group:?} is at epoch {current}; epoch {presented} is fenced")]
+    FencedMemberEpoch {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The epoch presented.
+        presented: i32,
+        /// The member's epoch.
+        current: i32,
+    },
+    /// A consumer-protocol member committed with an older epoch than its
+    /// own (Kafka's `STALE_MEMBER_EPOCH`): it should retry with the new
+    /// epoch once its heartbeat brought it.
+    #[error("member {member:?} of group {group:?} is at epoch {current}; epoch {presented} is stale")]
+    StaleMemberEpoch {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The epoch presented.
+        presented: i32,
+        /// The member's epoch.
+        current: i32,
+    },
     /// The operation needs the group to have no live members.
     #[error("group {0:?} has active members; stop them first")]
     GroupNotEmpty(String),
@@ -265,6 +302,7 @@ impl Error {
                 | Error::MemberIdRequired { .. }
                 | Error::UnknownMember { .. }
                 | Error::NotAssigned { .. }
+                | Error::FencedMemberEpoch { .. }
         )
     }
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("sqs", include_str!("migrations/0010_sqs.sql")),
     ("compaction", include_str!("migrations/0011_compaction.sql")),
     ("transactions", include_str!("migrations/0012_transactions.sql")),
+    ("consumer_groups", include_str!("migrations/0013_consumer_groups.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -230,12 +230,23 @@ pub(crate) async fn list_groups(info: &ReqInfo<'_>, req: ListGroupsRequest) -> O
                 .filter(|g| {
                     v < 4 || req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str() == g.state)
                 })
+                .filter(|g| {
+                    v < 5
+                        || req.types_filter.is_empty()
+                        || req
+                            .types_filter
+                            .iter()
+                            .any(|t| t.as_str().eq_ignore_ascii_case(&g.group_type))
+                })
                 .map(|g| {
                     let mut l = ListedGroup::default();
                     l.group_id = sb(g.group.to_string()).into();
                     l.protocol_type = sb(g.protocol_type);
                     if v >= 4 {
                         l.group_state = sb(g.state);
+                    }
+                    if v >= 5 {
+                        l.group_type = sb(g.group_type);
                     }
                     l
                 })

@@ -1,6 +1,8 @@
 //! ApiVersions, Metadata and FindCoordinator: what a client asks before
 //! anything else.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -13,6 +15,7 @@ use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
 use pgbroker::streams::TopicInfo;
 use pgbroker::{Error, TopicConfig};
+use uuid::Uuid;
 
 use super::{pick, sb, topic_name};
 use crate::dispatch::api_list;
@@ -91,8 +94,31 @@ pub(crate) async fn metadata(info: &ReqInfo<'_>, req: MetadataRequest) -> Option
         }
     } else {
         let allow = req.allow_auto_topic_creation || v < 4;
+        let by_id = topics_by_id(info, v, req.topics.as_deref().unwrap_or_default()).await;
         for t in req.topics.iter().flatten() {
-            let Some(raw) = &t.name else { continue };
+            let resolved;
+            let raw = match &t.name {
+                Some(raw) if !(raw.is_empty() && asks_by_id(v, t)) => raw,
+                _ if asks_by_id(v, t) => match by_id.get(t.topic_id.as_bytes()) {
+                    // The name is told only to those who may see the topic.
+                    Some(name) if info.access.sees_topic(name.as_str()) => {
+                        resolved = sb(name.to_string()).into();
+                        &resolved
+                    }
+                    found => {
+                        let mut refused = MetadataResponseTopic::default();
+                        refused.name = None;
+                        refused.topic_id = t.topic_id;
+                        refused.error_code = match found {
+                            Some(_) => ResponseError::TopicAuthorizationFailed.code(),
+                            None => ResponseError::UnknownTopicId.code(),
+                        };
+                        topics.push(refused);
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
             // A topic the user has no right on is refused whether it
             // exists or not, so that its existence does not leak.
             if !info.access.sees_topic(raw.0.as_str()) {
@@ -127,6 +153,9 @@ fn topic_entry(
         Ok(info) => {
             let name = info.name.to_string();
             t.name = Some(sb(name.clone()).into());
+            if v >= 10 {
+                t.topic_id = Uuid::from_bytes(info.topic_id);
+            }
             t.partitions = (0..info.partitions)
                 .map(|p| {
                     let leader = pick(nodes, &name, p).map_or(ctx.node_id, |n| n.node_id);
@@ -148,6 +177,36 @@ fn topic_entry(
         }
     }
     t
+}
+
+/// True when a Metadata topic names a topic by id (version 10 and later:
+/// a null or empty name and an id).
+fn asks_by_id(v: i16, t: &kafka_protocol::messages::metadata_request::MetadataRequestTopic) -> bool {
+    v >= 10 && !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.is_empty())
+}
+
+/// The names of the topics a Metadata request (version 10 and later)
+/// asks for by id; none when the lookup fails.
+async fn topics_by_id(
+    info: &ReqInfo<'_>,
+    v: i16,
+    asked: &[kafka_protocol::messages::metadata_request::MetadataRequestTopic],
+) -> BTreeMap<[u8; 16], pgbroker::TopicName> {
+    let ids: Vec<[u8; 16]> = asked
+        .iter()
+        .filter(|t| asks_by_id(v, t))
+        .map(|t| *t.topic_id.as_bytes())
+        .collect();
+    if ids.is_empty() {
+        return BTreeMap::new();
+    }
+    match info.ctx.broker.consumer_groups().topic_names(&ids).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata: looking topic ids up failed");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// The error code of a topic Metadata could not describe.

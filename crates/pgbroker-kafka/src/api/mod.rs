@@ -2,6 +2,7 @@
 //! request and returns the response to encode (`None`: no answer is due).
 
 pub(crate) mod configs;
+pub(crate) mod consumer_groups;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod meta;

@@ -5,7 +5,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
@@ -241,7 +245,67 @@ fn commit_answer(
 }
 
 pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) -> Option<OffsetFetchResponse> {
-    let (ctx, v) = (info.ctx, info.version);
+    if info.version < 8 {
+        return Some(fetch_one(info, info.version, req, None).await);
+    }
+    // Version 8 asks for several groups at once (9: each with the member
+    // asking); each is answered as version 7 would be.
+    let mut resp = OffsetFetchResponse::default();
+    for g in &req.groups {
+        let mut one = OffsetFetchRequest::default();
+        one.group_id = g.group_id.clone();
+        one.require_stable = req.require_stable;
+        one.topics = g.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let mut ft = OffsetFetchRequestTopic::default();
+                    ft.name = t.name.clone();
+                    ft.partition_indexes = t.partition_indexes.clone();
+                    ft
+                })
+                .collect()
+        });
+        let member = (info.version >= 9).then(|| (g.member_id.as_ref().map_or("", |m| m.as_str()), g.member_epoch));
+        let answer = fetch_one(info, 7, one, member).await;
+        let mut rg = OffsetFetchResponseGroup::default();
+        rg.group_id = g.group_id.clone();
+        rg.error_code = answer.error_code;
+        rg.topics = answer
+            .topics
+            .into_iter()
+            .map(|t| {
+                let mut rt = OffsetFetchResponseTopics::default();
+                rt.name = t.name;
+                rt.partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut rp = OffsetFetchResponsePartitions::default();
+                        rp.partition_index = p.partition_index;
+                        rp.committed_offset = p.committed_offset;
+                        rp.committed_leader_epoch = p.committed_leader_epoch;
+                        rp.metadata = p.metadata;
+                        rp.error_code = p.error_code;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        resp.groups.push(rg);
+    }
+    Some(resp)
+}
+
+/// OffsetFetch of one group, answered as version `v` (at most 7); with
+/// `member` (version 9), fenced by the member's epoch.
+async fn fetch_one(
+    info: &ReqInfo<'_>,
+    v: i16,
+    req: OffsetFetchRequest,
+    member: Option<(&str, i32)>,
+) -> OffsetFetchResponse {
+    let ctx = info.ctx;
     let mut resp = OffsetFetchResponse::default();
     let group = match group_id(&req.group_id.0) {
         Ok(g) => g,
@@ -249,7 +313,7 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             if v >= 2 {
                 resp.error_code = ResponseError::InvalidGroupId.code();
             }
-            return Some(resp);
+            return resp;
         }
     };
     if !info.access.group(Permission::Group, group.as_str()) {
@@ -268,7 +332,13 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             }
             resp.topics.push(tr);
         }
-        return Some(resp);
+        return resp;
+    }
+    if let Some((member_id, epoch)) = member {
+        if let Err(e) = ctx.broker.consumer_groups().check_fetch(&group, member_id, epoch).await {
+            resp.error_code = group_code(&e);
+            return resp;
+        }
     }
     let committed = match ctx.broker.groups().all_offsets(&group).await {
         Ok(c) => c,
@@ -276,7 +346,7 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             if v >= 2 {
                 resp.error_code = group_code(&e);
             }
-            return Some(resp);
+            return resp;
         }
     };
     // With RequireStable, partitions with an offset pending in an open
@@ -286,7 +356,7 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             Ok(p) => p.into_iter().map(|(t, p)| (t.to_string(), p)).collect(),
             Err(e) => {
                 resp.error_code = group_code(&e);
-                return Some(resp);
+                return resp;
             }
         }
     } else {
@@ -354,5 +424,5 @@ pub(crate) async fn offset_fetch(info: &ReqInfo<'_>, req: OffsetFetchRequest) ->
             resp.topics.extend(current);
         }
     }
-    Some(resp)
+    resp
 }

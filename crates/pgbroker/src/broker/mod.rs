@@ -107,6 +107,10 @@ pub(crate) struct Inner {
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
     pub group_initial_delay_ms: AtomicU64,
+    /// Kafka's `group.consumer.session.timeout.ms`, in milliseconds.
+    pub consumer_session_ms: AtomicU64,
+    /// Kafka's `group.consumer.heartbeat.interval.ms`, in milliseconds.
+    pub consumer_heartbeat_ms: AtomicU64,
     /// [`BrokerConfig::poll_interval`], at least 1 ms.
     pub poll_interval: Duration,
 }
@@ -216,6 +220,12 @@ impl Broker {
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),
             group_initial_delay_ms: AtomicU64::new(
                 u64::try_from(crate::groups::DEFAULT_GROUP_INITIAL_REBALANCE_DELAY.as_millis()).unwrap_or(0),
+            ),
+            consumer_session_ms: AtomicU64::new(
+                u64::try_from(crate::groups::consumer::DEFAULT_CONSUMER_SESSION_TIMEOUT.as_millis()).unwrap_or(0),
+            ),
+            consumer_heartbeat_ms: AtomicU64::new(
+                u64::try_from(crate::groups::consumer::DEFAULT_CONSUMER_HEARTBEAT_INTERVAL.as_millis()).unwrap_or(0),
             ),
         };
         let broker = Broker { inner: Arc::new(inner) };
@@ -331,6 +341,14 @@ impl Broker {
     }
 
     /// The initial rebalance delay in milliseconds.
+    pub(crate) fn consumer_session_ms(&self) -> i32 {
+        i32::try_from(self.inner.consumer_session_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
+    }
+
+    pub(crate) fn consumer_heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.inner.consumer_heartbeat_ms.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn group_initial_delay_ms(&self) -> i64 {
         i64::try_from(self.inner.group_initial_delay_ms.load(Ordering::Relaxed)).unwrap_or(0)
     }

@@ -129,6 +129,9 @@ pub(crate) async fn describe_group(broker: &Broker, group: &GroupId) -> Result<G
     };
     let state = if members.is_empty() {
         "Empty".to_string()
+    } else if protocol_type == super::consumer::CONSUMER_PROTOCOL {
+        // Members reconcile one by one; ConsumerGroupDescribe tells more.
+        "Stable".to_string()
     } else if is_foreign(&protocol_type) {
         stored
     } else {

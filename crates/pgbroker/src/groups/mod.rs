@@ -14,7 +14,9 @@
 //! partitions it is assigned: that is the fencing.
 //!
 //! Kafka clients use the classic protocol in [`classic`] instead (the
-//! assignment is computed by a client, the group's leader). A group belongs
+//! assignment is computed by a client, the group's leader), or Kafka's
+//! consumer protocol in [`consumer`] (KIP-848: computed by the broker,
+//! reconciled member by member). A group belongs
 //! to one protocol type at a time (`groups.protocol_type`, `pgbroker` for
 //! this coordinator); it can change hands only while it has no live
 //! members.
@@ -22,6 +24,7 @@
 mod api;
 mod assign;
 pub mod classic;
+pub mod consumer;
 mod inspect;
 pub(crate) mod statements;
 
@@ -150,8 +153,9 @@ pub struct GroupDescription {
     /// group, its protocol state (see [`crate::groups::classic::ClassicGroups::describe`]).
     pub state: String,
     /// `pgbroker` for the library's groups, the Kafka clients' protocol
-    /// type (usually `consumer`) for classic groups, empty for a group
-    /// that only stores offsets.
+    /// type (usually `consumer`) for classic groups, `consumer-protocol`
+    /// for groups of Kafka's consumer protocol (KIP-848), empty for a
+    /// group that only stores offsets.
     pub protocol_type: String,
     /// Current generation.
     pub generation: i32,

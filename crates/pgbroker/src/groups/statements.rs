@@ -65,7 +65,7 @@ crate::sql::statements! {
                                         AND NOT (",
         expired!(),
         ")) THEN 'Empty'
-                     WHEN g.protocol_type = $1 THEN 'Stable'
+                     WHEN g.protocol_type IN ($1, $2) THEN 'Stable'
                      ELSE g.state END
          FROM {s}groups g
          UNION ALL
@@ -261,6 +261,76 @@ crate::sql::statements! {
     describe_classic = "SELECT member_id, group_instance_id, client_id, client_host,
                     coalesce(protocol_metadata[array_position(protocol_names, $2)], '\\x'), assignment_bytes
              FROM {s}group_members WHERE group_name = $1 AND NOT pending ORDER BY member_id";
+    /// Creates a consumer-protocol group.
+    create_consumer_group = "INSERT INTO {s}groups (name, strategy, protocol_type) VALUES ($1, 'sticky', $2)
+         ON CONFLICT DO NOTHING";
+    /// Locks a group for the consumer protocol.
+    lock_consumer = "SELECT generation, protocol_type, subscribed_partitions FROM {s}groups WHERE name = $1 FOR UPDATE";
+    /// Removes a consumer-protocol group's expired members and those that
+    /// did not give up revoked partitions in time.
+    expire_consumer = concat!(
+        "DELETE FROM {s}group_members m WHERE m.group_name = $1 AND (",
+        expired!(),
+        " OR m.revoke_deadline < now()) RETURNING m.member_id"
+    );
+    /// A consumer-protocol group's members.
+    consumer_members = "SELECT member_id, member_epoch, previous_epoch, topics, subscribed_regex, server_assignor,
+                assignment, revoking, target, client_id, client_host, group_instance_id, rack_id
+         FROM {s}group_members WHERE group_name = $1 ORDER BY member_id";
+    /// Adds a consumer-protocol member, or starts an existing one over.
+    join_consumer = "INSERT INTO {s}group_members (group_name, member_id, client_id, session_timeout_ms, topics,
+                group_instance_id, client_host, rebalance_timeout_ms, subscribed_regex, server_assignor, rack_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (group_name, member_id) DO UPDATE SET client_id = $3, session_timeout_ms = $4, topics = $5,
+                group_instance_id = $6, client_host = $7, rebalance_timeout_ms = $8, subscribed_regex = $9,
+                server_assignor = $10, rack_id = $11, last_heartbeat = now(), member_epoch = 0,
+                previous_epoch = -1, assignment = '[]', revoking = '[]', target = '[]', revoke_deadline = NULL";
+    /// Refreshes a consumer-protocol member and its subscription.
+    update_consumer = "UPDATE {s}group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4,
+                rebalance_timeout_ms = $5, subscribed_regex = $6, server_assignor = $7
+         WHERE group_name = $1 AND member_id = $2";
+    /// Stores a member's target assignment.
+    set_target = "UPDATE {s}group_members SET target = $3 WHERE group_name = $1 AND member_id = $2";
+    /// Stores a member's reconciliation state; a revocation starts its
+    /// deadline, the member's rebalance timeout.
+    set_reconciled = "UPDATE {s}group_members SET member_epoch = $3, previous_epoch = $4, assignment = $5,
+                revoking = $6,
+                revoke_deadline = CASE WHEN $6::jsonb = '[]'::jsonb THEN NULL
+                    ELSE coalesce(revoke_deadline, now() + rebalance_timeout_ms * interval '1 millisecond') END
+         WHERE group_name = $1 AND member_id = $2";
+    /// Moves a consumer-protocol group to a new epoch.
+    set_group_epoch = "UPDATE {s}groups SET generation = $2, subscribed_partitions = $3, updated_at = now()
+         WHERE name = $1";
+    /// Topics whose names match a regular expression in full.
+    topics_matching = "SELECT name FROM {s}topics WHERE name ~ ('^(?:' || $1 || ')$') ORDER BY name";
+    /// Topic ids by name.
+    topic_ids = "SELECT name, uuid_send(topic_uuid) FROM {s}topics WHERE name = ANY($1)";
+    /// Topic names by id.
+    topic_names = "SELECT uuid_send(topic_uuid), name FROM {s}topics
+         WHERE topic_uuid IN (SELECT encode(x, 'hex')::uuid FROM unnest($1::bytea[]) AS x)";
+    /// The member holding a static member's instance id, its epoch and subscription.
+    instance_holder = "SELECT member_id, member_epoch, topics, subscribed_regex, server_assignor
+         FROM {s}group_members WHERE group_name = $1 AND group_instance_id = $2";
+    /// A static member leaves for a while: it keeps its partitions, its epoch is remembered.
+    static_leave = "UPDATE {s}group_members SET previous_epoch = member_epoch, member_epoch = -2
+         WHERE group_name = $1 AND member_id = $2";
+    /// A static member comes back under a new member id, with its epoch and partitions.
+    static_return = "UPDATE {s}group_members SET member_id = $3, member_epoch = previous_epoch,
+                previous_epoch = -1, last_heartbeat = now()
+         WHERE group_name = $1 AND member_id = $2";
+    /// A group's protocol type and the epoch of one of its live members.
+    fetch_fence = concat!(
+        "SELECT g.protocol_type, (SELECT m.member_epoch FROM {s}group_members m
+                 WHERE m.group_name = $1 AND m.member_id = $2 AND NOT (",
+        expired!(),
+        ")) FROM {s}groups g WHERE g.name = $1"
+    );
+    /// A live member's epoch.
+    live_member_epoch = concat!(
+        "SELECT m.member_epoch FROM {s}group_members m WHERE m.group_name = $1 AND m.member_id = $2 AND NOT (",
+        expired!(),
+        ")"
+    );
     /// Used by `describe_library`.
     library_strategy = "SELECT strategy FROM {s}groups WHERE name = $1";
     }

@@ -8,7 +8,7 @@ macro_rules! topic_columns {
         "t.name, (SELECT count(*)::int FROM {s}partitions p WHERE p.topic_id = t.id),
          t.retention_ms, t.retention_bytes, t.segment_records, t.max_message_bytes, t.created_at,
          t.cleanup_policy, t.min_compaction_lag_ms, t.max_compaction_lag_ms, t.delete_retention_ms,
-         t.min_cleanable_dirty_ratio"
+         t.min_cleanable_dirty_ratio, uuid_send(t.topic_uuid)"
     };
 }
 

@@ -106,6 +106,10 @@ pub struct TopicInfo {
     pub created_at_ms: i64,
     /// Clean-up policy and compaction settings.
     pub cleanup: Cleanup,
+    /// The topic's id (a UUID, as Kafka's topic ids), fixed for the life
+    /// of the topic.
+    #[serde(skip)]
+    pub topic_id: [u8; 16],
 }
 
 impl TopicInfo {
@@ -151,6 +155,15 @@ pub struct TopicDescription {
     pub partition_states: Vec<PartitionInfo>,
 }
 
+/// A UUID as `uuid_send` returns it.
+pub(crate) fn uuid_bytes(b: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if b.len() == 16 {
+        id.copy_from_slice(b);
+    }
+    id
+}
+
 fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
     let max: i32 = row.get(5);
     let created: SystemTime = row.get(6);
@@ -169,6 +182,7 @@ fn topic_from_row(row: &tokio_postgres::Row) -> Result<TopicInfo> {
             delete_retention_ms: row.get(10),
             min_cleanable_dirty_ratio: row.get(11),
         },
+        topic_id: uuid_bytes(row.get(12)),
     })
 }
 

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
+use super::super::consumer::CONSUMER_PROTOCOL;
 use super::super::{upsert_offsets, CommittedOffset, OffsetCommit, LIBRARY_PROTOCOL};
 use super::state::{self, Group, State};
 use crate::broker::Broker;
@@ -60,6 +61,9 @@ pub struct GroupListing {
     pub protocol_type: String,
     /// Group state; `Empty` when no live member is left.
     pub state: String,
+    /// `consumer` for a group of Kafka's consumer protocol (KIP-848),
+    /// else `classic`.
+    pub group_type: String,
 }
 
 /// OffsetCommit with Kafka's rules. A member commits with its id and
@@ -183,6 +187,10 @@ pub(crate) async fn describe_classic_group(broker: &Broker, group: &GroupId) -> 
         });
     };
     state::tick(&broker.inner.sql.groups, &tx, &mut g).await?;
+    if g.is_consumer_protocol() {
+        // Kafka's DescribeGroups does not describe consumer-protocol groups.
+        return Err(Error::UnknownGroup(group.to_string()));
+    }
     let d = if g.is_classic() {
         describe_classic(&broker.inner.sql.groups, &tx, group, &g).await?
     } else {
@@ -196,14 +204,24 @@ pub(crate) async fn describe_classic_group(broker: &Broker, group: &GroupId) -> 
 pub(crate) async fn list_groups_detailed(broker: &Broker) -> Result<Vec<GroupListing>> {
     let client = broker.client().await?;
     let rows = client
-        .query(&broker.inner.sql.groups.list_detailed, &[&LIBRARY_PROTOCOL])
+        .query(
+            &broker.inner.sql.groups.list_detailed,
+            &[&LIBRARY_PROTOCOL, &CONSUMER_PROTOCOL],
+        )
         .await?;
     rows.iter()
         .map(|r| {
+            let protocol_type: String = r.get(1);
+            let consumer = protocol_type == CONSUMER_PROTOCOL;
             Ok(GroupListing {
                 group: GroupId::new(r.get::<_, String>(0))?,
-                protocol_type: r.get(1),
+                protocol_type: if consumer {
+                    "consumer".to_string()
+                } else {
+                    protocol_type
+                },
                 state: r.get(2),
+                group_type: if consumer { "consumer" } else { "classic" }.to_string(),
             })
         })
         .collect()
@@ -216,6 +234,9 @@ async fn check_commit(
     member_id: &str,
     generation: i32,
 ) -> Result<()> {
+    if g.is_consumer_protocol() {
+        return super::super::consumer::check_commit(sql, tx, &g.name, member_id, generation).await;
+    }
     if generation < 0 && state::live_count(sql, tx, &g.name).await? == 0 {
         return Ok(());
     }

@@ -6,6 +6,7 @@
 
 use tokio_postgres::Transaction;
 
+use super::super::consumer::CONSUMER_PROTOCOL;
 use super::super::{Strategy, LIBRARY_PROTOCOL};
 use crate::error::{Error, Result};
 use crate::groups::statements::Statements;
@@ -55,10 +56,15 @@ pub(super) struct Group {
 }
 
 impl Group {
-    /// False for the library's own (server-assigned) groups, which this
-    /// state machine leaves alone.
+    /// False for the library's own (server-assigned) groups and for
+    /// consumer-protocol groups, which this state machine leaves alone.
     pub(super) fn is_classic(&self) -> bool {
-        self.protocol_type != LIBRARY_PROTOCOL
+        self.protocol_type != LIBRARY_PROTOCOL && !self.is_consumer_protocol()
+    }
+
+    /// True for a group of Kafka's consumer protocol (KIP-848).
+    pub(super) fn is_consumer_protocol(&self) -> bool {
+        self.protocol_type == CONSUMER_PROTOCOL
     }
 }
 
