@@ -307,35 +307,39 @@ async fn record_count(client: &tokio_postgres::Client, schema: &str) -> Result<i
 /// The report's section: the median of the rounds' figures.
 pub fn section(md: &mut String, runs: &[&CompactionRun]) {
     use std::fmt::Write as _;
-    let Some(first) = runs.iter().find(|r| r.round == 1) else {
+    let firsts: Vec<&CompactionRun> = runs.iter().copied().filter(|r| r.round == 1).collect();
+    if firsts.is_empty() {
         return;
-    };
+    }
     let med = |f: fn(&CompactionRun) -> f64| median(runs.iter().map(|r| f(r)).collect());
     md.push_str(
         "## Compaction\n\n\
         `pgbroker-bench compaction`: a compacted topic filled with values written over and over for a few \
         keys, then one forced cleaner pass while a producer writes single records at a fixed rate; the same \
         producer with the cleaner idle for comparison. Table bytes are the schema's, indexes and TOAST \
-        included; dead tuples are the segment tables', as Postgres's statistics last heard of them. The first round's pass cleans the whole topic; later rounds (medians \
-        in the second table) clean what the producer added since.\n\n\
+        included; dead tuples are the segment tables', as Postgres's statistics last heard of them. One row \
+        per run: its first round's pass cleans the whole topic; later rounds (medians below the table) \
+        clean what the producer added since.\n\n\
         | MB written | keys | records | pass s | MB/s | removed | tables before MB | after MB | dead tuples after | produce p99 idle ms | p99 while cleaning ms |\n\
         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let _ = writeln!(
-        md,
-        "| {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {:.2} | {:.2} |",
-        first.target_mb,
-        first.keys,
-        first.records,
-        first.cleaner_s,
-        first.cleaner_mb_per_s,
-        first.records_removed,
-        first.table_bytes_before >> 20,
-        first.table_bytes_after >> 20,
-        first.dead_tuples_after,
-        first.produce_p99_ms_idle,
-        first.produce_p99_ms_cleaning
-    );
+    for first in &firsts {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            first.target_mb,
+            first.keys,
+            first.records,
+            first.cleaner_s,
+            first.cleaner_mb_per_s,
+            first.records_removed,
+            first.table_bytes_before >> 20,
+            first.table_bytes_after >> 20,
+            first.dead_tuples_after,
+            first.produce_p99_ms_idle,
+            first.produce_p99_ms_cleaning
+        );
+    }
     let later: Vec<&CompactionRun> = runs.iter().copied().filter(|r| r.round > 1).collect();
     if !later.is_empty() {
         let med_later = |f: fn(&CompactionRun) -> f64| median(later.iter().map(|r| f(r)).collect());
