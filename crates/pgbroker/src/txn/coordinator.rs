@@ -136,9 +136,14 @@ where
 /// producer.
 async fn lock_current(broker: &Broker, tx: &Transaction<'_>, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
     check_transactional_id(id)?;
-    let row = lock(broker, tx, id)
-        .await?
-        .ok_or_else(|| refuse(id, TxnRefusal::UnknownProducerId(producer_id)))?;
+    let found = lock(broker, tx, id).await?;
+    check_current(id, found, producer_id, epoch)
+}
+
+/// Checks that the locked row of `id` (if any) holds `(producer_id,
+/// epoch)`.
+fn check_current(id: &str, found: Option<TxnRow>, producer_id: i64, epoch: i16) -> Result<TxnRow> {
+    let row = found.ok_or_else(|| refuse(id, TxnRefusal::UnknownProducerId(producer_id)))?;
     if row.producer_id != producer_id {
         return Err(refuse(id, TxnRefusal::UnknownProducerId(producer_id)));
     }
@@ -249,10 +254,10 @@ async fn init_once(
     Ok((pid, epoch))
 }
 
-/// Joins `id`'s ongoing transaction, starting it if none is open: the
-/// checks of [`lock_current`], then `join` (a statement taking `$1`, the
-/// transactional id, and `param`) sent with the start of the transaction
-/// when it has to start. Returns the transaction's number.
+/// Joins something to `id`'s ongoing transaction, starting it if none is
+/// open: `join` (a statement of `join_txn!`, whose fourth parameter is
+/// `param`) checks and writes in one statement, committed on its own; a
+/// refusal wrote nothing. Returns the transaction's number.
 async fn join_transaction(
     broker: &Broker,
     id: &str,
@@ -261,20 +266,11 @@ async fn join_transaction(
     join: &str,
     param: &(dyn tokio_postgres::types::ToSql + Sync),
 ) -> Result<i64> {
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let (begin, join) = try_join(
-        tx.prepare_cached(&broker.inner.sql.txn.begin_txn),
-        tx.prepare_cached(join),
-    )
-    .await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
-    if row.state == TxnState::Ongoing {
-        tx.execute(&join, &[&id, param]).await?;
-    } else {
-        try_join(tx.execute(&begin, &[&id]), tx.execute(&join, &[&id, param])).await?;
-    }
-    tx.commit().await?;
+    check_transactional_id(id)?;
+    let client = broker.client().await?;
+    let join = client.prepare_cached(join).await?;
+    let found = client.query_opt(&join, &[&id, &producer_id, &epoch, param]).await?;
+    let row = check_current(id, found.as_ref().map(row_of), producer_id, epoch)?;
     Ok(row.completed)
 }
 
@@ -293,14 +289,14 @@ pub(crate) async fn add_partitions(
     }
     ids.sort_unstable();
     ids.dedup();
-    let join = &broker.inner.sql.txn.add_partitions;
+    let join = &broker.inner.sql.txn.join_partitions;
     join_transaction(broker, id, producer_id, epoch, join, &ids).await
 }
 
 /// AddOffsetsToTxn: the group joins the transaction, which starts if none
 /// is open. Returns the transaction's number (see [`end`]).
 pub(crate) async fn add_group(broker: &Broker, id: &str, producer_id: i64, epoch: i16, group: &GroupId) -> Result<i64> {
-    let join = &broker.inner.sql.txn.add_group;
+    let join = &broker.inner.sql.txn.join_group;
     join_transaction(broker, id, producer_id, epoch, join, &group.as_str()).await
 }
 
@@ -338,31 +334,40 @@ pub(crate) async fn commit_offsets(
     if let Some(m) = member {
         crate::groups::classic::offsets::fence_member(broker, group, &m.member_id, m.generation).await?;
     }
-    let sql = &broker.inner.sql.txn;
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let (has_group, put) = try_join(tx.prepare_cached(&sql.has_group), tx.prepare_cached(&sql.put_offsets)).await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    check_transactional_id(id)?;
+    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    let parts: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+    let offs: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+    let metas: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
+    // Checks and writes in one statement, committed on its own: a refusal
+    // wrote nothing.
+    let client = broker.client().await?;
+    let put = client.prepare_cached(&broker.inner.sql.txn.put_offsets).await?;
+    let found = client
+        .query_opt(
+            &put,
+            &[
+                &id,
+                &group.as_str(),
+                &producer_id,
+                &epoch,
+                &topics,
+                &parts,
+                &offs,
+                &metas,
+            ],
+        )
+        .await?;
+    let row = check_current(id, found.as_ref().map(row_of), producer_id, epoch)?;
     if row.state != TxnState::Ongoing {
         return Err(refuse(
             id,
             TxnRefusal::InvalidState("no transaction is ongoing".to_string()),
         ));
     }
-    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
-    let parts: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
-    let offs: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
-    let metas: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
-    // Sent together: offsets of a group not added are rolled back.
-    let (added, _) = try_join(
-        tx.query_one(&has_group, &[&id, &group.as_str()]),
-        tx.execute(&put, &[&id, &group.as_str(), &topics, &parts, &offs, &metas]),
-    )
-    .await?;
-    if !added.get::<_, bool>(0) {
+    if !found.is_some_and(|r| r.get::<_, bool>(6)) {
         return Err(refuse(id, TxnRefusal::GroupNotAdded(group.to_string())));
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -1,5 +1,34 @@
 //! The transaction coordinator's statements (see [`crate::sql`]).
 
+/// A statement that joins something to a transaction, with no round trip
+/// but its own: locks the transactional id `$1`'s row and returns it (as
+/// `lock_txn`); only when the row holds producer `$2` at epoch `$3`, it
+/// starts the transaction if none is open (its timeout runs from now) and
+/// runs `$insert` (rows from `ok`, the checked row).
+macro_rules! join_txn {
+    ($insert:expr) => {
+        concat!(
+            "
+WITH k AS MATERIALIZED (
+    SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
+      FROM {s}kafka_transactions WHERE transactional_id = $1 FOR UPDATE
+), ok AS MATERIALIZED (
+    SELECT state FROM k WHERE producer_id = $2 AND epoch = $3
+), b AS (
+    UPDATE {s}kafka_transactions t
+       SET state = 'Ongoing', started_at = now(),
+           deadline = now() + t.timeout_ms * interval '1 millisecond', updated_at = now()
+      FROM ok WHERE t.transactional_id = $1 AND ok.state <> 'Ongoing'
+), j AS (
+    ",
+            $insert,
+            "
+)
+SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed FROM k"
+        )
+    };
+}
+
 crate::sql::statements! {
     /// The coordinator's statements, qualified with the broker's schema.
     Statements {
@@ -17,14 +46,9 @@ crate::sql::statements! {
                 SET producer_id = $2, epoch = $3, last_epoch = $4, state = 'Empty', timeout_ms = $5,
                     started_at = NULL, deadline = NULL, updated_at = now()
                 WHERE transactional_id = $1";
-    /// Starts a transaction: its timeout runs from now.
-    begin_txn = "UPDATE {s}kafka_transactions
-                 SET state = 'Ongoing', started_at = now(),
-                     deadline = now() + timeout_ms * interval '1 millisecond', updated_at = now()
-                 WHERE transactional_id = $1";
-    /// Adds partitions (by id) to the ongoing transaction.
-    add_partitions = "INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
-                      SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING";
+    /// AddPartitionsToTxn in one statement: see `join_txn!`.
+    join_partitions = join_txn!("INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
+                                 SELECT $1, unnest($4::bigint[]) FROM ok ON CONFLICT DO NOTHING");
     /// The partitions a transaction wrote to, by id (the order their
     /// markers lock them in), each with the first offset written there,
     /// its segment size, and (read without a lock) its next offset and
@@ -37,18 +61,30 @@ crate::sql::statements! {
                           JOIN {s}topics t ON t.id = p.topic_id
                           WHERE x.transactional_id = $1 AND x.first_offset IS NOT NULL
                           ORDER BY x.partition_id";
-    /// Adds a group to the ongoing transaction.
-    add_group = "INSERT INTO {s}kafka_txn_groups (transactional_id, group_name) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING";
-    /// Whether a group was added to the ongoing transaction.
-    has_group = "SELECT EXISTS (SELECT 1 FROM {s}kafka_txn_groups WHERE transactional_id = $1 AND group_name = $2)";
-    /// Offsets committed inside the transaction, pending until it commits.
-    put_offsets = "INSERT INTO {s}kafka_txn_offsets (transactional_id, group_name, topic_id, partition, \"offset\", metadata)
-                   SELECT $1, $2, t.id, x.partition, x.off, x.meta
-                   FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[]) AS x(topic, partition, off, meta)
-                   JOIN {s}topics t ON t.name = x.topic
-                   ON CONFLICT (transactional_id, group_name, topic_id, partition)
-                   DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata";
+    /// AddOffsetsToTxn in one statement: see `join_txn!`.
+    join_group = join_txn!("INSERT INTO {s}kafka_txn_groups (transactional_id, group_name)
+                            SELECT $1, $4 FROM ok ON CONFLICT DO NOTHING");
+    /// TxnOffsetCommit in one statement: locks the transactional id `$1`'s
+    /// row and returns it (as `lock_txn`) with whether group `$2` was added
+    /// to its transaction; only when the row holds producer `$3` at epoch
+    /// `$4`, its transaction is ongoing and the group added, the offsets
+    /// become pending in the transaction.
+    put_offsets = "
+WITH k AS MATERIALIZED (
+    SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed,
+           EXISTS (SELECT 1 FROM {s}kafka_txn_groups g
+                   WHERE g.transactional_id = $1 AND g.group_name = $2) AS added
+      FROM {s}kafka_transactions WHERE transactional_id = $1 FOR UPDATE
+), p AS (
+    INSERT INTO {s}kafka_txn_offsets (transactional_id, group_name, topic_id, partition, \"offset\", metadata)
+    SELECT $1, $2, t.id, x.partition, x.off, x.meta
+      FROM k, unnest($5::text[], $6::int[], $7::bigint[], $8::text[]) AS x(topic, partition, off, meta)
+      JOIN {s}topics t ON t.name = x.topic
+     WHERE k.producer_id = $3 AND k.epoch = $4 AND k.state = 'Ongoing' AND k.added
+    ON CONFLICT (transactional_id, group_name, topic_id, partition)
+    DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata
+)
+SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM k";
     /// Makes a committing transaction's offsets the groups' committed ones.
     apply_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
                      SELECT group_name, topic_id, partition, \"offset\", metadata
