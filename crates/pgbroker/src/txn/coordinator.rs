@@ -1,8 +1,8 @@
 //! The transaction coordinator: producer start (InitProducerId), adding
 //! partitions and groups, offsets inside a transaction, commit and abort,
 //! and the timeout sweep. Every operation locks the transactional id's
-//! row first, then (for a decision) the partitions in id order, all in
-//! one statement that writes the markers, just before the commit.
+//! row first, then (for a decision) the partitions in id order, just
+//! before the statement that writes the markers and the commit.
 //!
 //! Statements are prepared once per connection, and those that do not
 //! depend on each other's answers are sent together: a request costs a
@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
-use futures_util::future::{try_join, try_join3, try_join5};
+use futures_util::future::{try_join, try_join4, try_join5};
 
 use super::{check_transactional_id, marker_key, marker_value, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
 use crate::broker::Broker;
@@ -437,9 +437,10 @@ async fn end_once(
 /// (`finish`: state, epoch and last epoch, when given), settles its
 /// offsets, forgets its partitions and groups, then writes its markers
 /// and aborted ranges; returns the partitions written to. The caller
-/// commits. All but the markers are sent together; the markers come last,
-/// in one statement, because they take the partitions' locks, which every
-/// producer to those partitions waits for until the commit. Segments the
+/// commits. All but the markers are sent together; the markers come last
+/// (one statement locking the partitions in id order, one writing every
+/// marker, sent together), because they take the partitions' locks, which
+/// every producer to those partitions waits for until the commit. Segments the
 /// markers need are made first, without those locks (`make_room`: even
 /// when the last look said there was room).
 async fn decide_locked(
@@ -452,14 +453,15 @@ async fn decide_locked(
     make_room: bool,
 ) -> Result<Vec<i64>> {
     let sql = &broker.inner.sql.txn;
-    let (finish_stmt, written, apply, clear_p, (clear_g, clear_o, markers)) = try_join5(
+    let (finish_stmt, written, apply, clear_p, (clear_g, clear_o, lock_parts, markers)) = try_join5(
         tx.prepare_cached(&sql.finish_txn),
         tx.prepare_cached(&sql.written_partitions),
         tx.prepare_cached(&sql.apply_offsets),
         tx.prepare_cached(&sql.clear_partitions),
-        try_join3(
+        try_join4(
             tx.prepare_cached(&sql.clear_groups),
             tx.prepare_cached(&sql.clear_offsets),
+            tx.prepare_cached(&sql.lock_partitions),
             tx.prepare_cached(&sql.write_markers),
         ),
     )
@@ -501,20 +503,26 @@ async fn decide_locked(
         return Ok(pids);
     }
     let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    tx.query(
-        &markers,
-        &[
-            &pids,
-            &firsts,
-            &now,
-            &marker_key(commit),
-            &marker_value(),
-            &row.producer_id,
-            &row.epoch,
-            &!commit,
-            &broker.inner.channel,
-            &broker.inner.wakeups.listener_id(),
-        ],
+    let (key, value, aborted) = (marker_key(commit), marker_value(), !commit);
+    // The locks in id order by one statement, the markers by the next,
+    // sent together: one round trip.
+    try_join(
+        tx.query(&lock_parts, &[&pids]),
+        tx.query(
+            &markers,
+            &[
+                &pids,
+                &firsts,
+                &now,
+                &key,
+                &value,
+                &row.producer_id,
+                &row.epoch,
+                &aborted,
+                &broker.inner.channel,
+                &broker.inner.wakeups.listener_id(),
+            ],
+        ),
     )
     .await?;
     Ok(pids)

@@ -12,9 +12,10 @@
 //! transaction. `end` locks the transactional id's row, flips the state,
 //! moves its pending offsets into `group_offsets` (commit), forgets the
 //! transaction's partitions (which moves each partition's last stable
-//! offset), then, in one statement, appends a control record (the commit
-//! or abort marker) to every partition the transaction wrote to, locking
-//! them in id order, and records the aborted ranges (abort), then commits.
+//! offset), then locks every partition the transaction wrote to in id
+//! order and, in one statement, appends a control record (the commit or
+//! abort marker) to each and records the aborted ranges (abort), then
+//! commits.
 //! A transactional produce takes the same row in share mode and checks, in
 //! its own append's transaction, that the epoch is current, the
 //! transaction ongoing and the partition added to it (KIP-890's

@@ -193,19 +193,24 @@ SELECT p.base,
         WHERE EXISTS (SELECT 1 FROM {s}waiters w
                                WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
 FROM p";
+    /// Locks a decision's partitions (`$1`) in id order before
+    /// `write_markers`, waiting, as `streams::produce::OUTBOX_LOCK` does,
+    /// for a segment creation under way on any of them.
+    lock_partitions = "SELECT id,
+                              pg_advisory_lock_shared(hashtext('pgbroker.segments'), hashtext(id::text)) IS NULL,
+                              pg_advisory_unlock_shared(hashtext('pgbroker.segments'), hashtext(id::text))
+                       FROM {s}partitions WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE";
     /// A decision's markers, one statement for all its partitions
-    /// (`$1`, ascending, with the transaction's first offset on each in
-    /// `$2`): locks them in id order, appends a control record (key `$4`,
+    /// (`$1`, locked by `lock_partitions`, with the transaction's first
+    /// offset on each in `$2`): appends a control record (key `$4`,
     /// value `$5`) of producer `$6` at epoch `$7` to each and, for an abort
     /// (`$8`), records each aborted range up to its marker. Returns each
     /// partition's marker offset and the end of its last segment, and
     /// notifies other brokers' waiters as the produce statement does.
     write_markers = "
-WITH l AS MATERIALIZED (
-    SELECT id FROM {s}partitions WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE
-), p AS (
+WITH p AS (
     UPDATE {s}partitions q SET next_offset = q.next_offset + 1
-      FROM l WHERE q.id = l.id
+      WHERE q.id = ANY($1::bigint[])
       RETURNING q.id, q.next_offset - 1 AS at
 ), ins AS (
     INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch, control)
