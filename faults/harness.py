@@ -40,10 +40,32 @@ def log(*args):
     print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
 
 
+# Listening ports come from below the kernel's ephemeral range (32768 and up
+# on Linux). A process here is restarted on its old port while clients keep
+# reconnecting to it; a port from the ephemeral range can meanwhile become
+# the source port of one of their outgoing connections (or of a TCP
+# self-connect), and the restarted process then cannot bind it. The range is
+# apart from the Rust tests' (20000-32000); each run starts at a place of
+# its own and hands out no port twice.
+PORTS = range(10000, 20000)
+_next_port = [PORTS.start + os.getpid() * 7 % len(PORTS)]
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(len(PORTS)):
+        port = _next_port[0]
+        _next_port[0] = PORTS.start + (port + 1 - PORTS.start) % len(PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 0.1):
@@ -75,10 +97,12 @@ def kill_group(proc: subprocess.Popen, sig=signal.SIGKILL):
 
 
 class Postgres:
-    """A cluster of its own in a temp dir, on a free port."""
+    """A cluster of its own in a temp dir, on a free port: a new one, or a
+    streaming standby of `primary` (see `make_standby_of`)."""
 
-    def __init__(self, root: str):
-        self.dir = os.path.join(root, "pg")
+    def __init__(self, root: str, name: str = "pg", primary: "Postgres | None" = None):
+        self.name = name
+        self.dir = os.path.join(root, name)
         self.data = os.path.join(self.dir, "data")
         os.makedirs(self.dir)
         if os.geteuid() == 0:
@@ -87,7 +111,10 @@ class Postgres:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.port = free_port()
         self.proc = None
-        self.logfile = os.path.join(root, "postgres.log")
+        self.logfile = os.path.join(root, "postgres.log" if name == "pg" else f"{name}.log")
+        if primary is not None:
+            self.make_standby_of(primary)
+            return
         subprocess.run(
             [f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-N"],
             check=True,
@@ -98,6 +125,22 @@ class Postgres:
         )
         self.start()
 
+    def make_standby_of(self, primary: "Postgres"):
+        """Replaces this cluster's data with a base backup of `primary` and
+        starts it as its streaming standby, on this cluster's port, named
+        by `application_name` for synchronous replication."""
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+        conninfo = f"host=127.0.0.1 port={primary.port} user=postgres application_name={self.name}"
+        subprocess.run(
+            [f"{PG_BIN}/pg_basebackup", "-D", self.data, "-d", conninfo, "-X", "stream", "-R", "-c", "fast"],
+            check=True, cwd=self.dir, **as_postgres(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self.start()
+
+    def is_primary(self) -> bool:
+        return self.sql("SELECT NOT pg_is_in_recovery()").strip() == "t"
+
     @property
     def url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
@@ -105,6 +148,7 @@ class Postgres:
     def start(self):
         out = open(self.logfile, "a")
         cmd = [f"{PG_BIN}/postgres", "-D", self.data, "-p", str(self.port), "-k", self.dir]
+        cmd += ["-c", "wal_level=replica", "-c", "max_wal_senders=10", "-c", "wal_keep_size=256MB"]
         cmd += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True, cwd=self.dir, **as_postgres())
         out.close()
@@ -352,8 +396,8 @@ class Harness:
     def history(self, name: str) -> str:
         return os.path.join(self.dir, "history", name)
 
-    def postgres(self) -> Postgres:
-        pg = Postgres(self.dir)
+    def postgres(self, name: str = "pg", primary: Postgres | None = None) -> Postgres:
+        pg = Postgres(self.dir, name, primary)
         self.closers.append(pg.stop)
         return pg
 

@@ -28,6 +28,10 @@ DESCRIPTIONS = {
     "queue-worker-kill": "SIGKILL of a queue worker (CLI receive/ack) while it holds leases; a new one starts",
     "queue-pg-kill": "SIGKILL of the whole Postgres cluster under a queue sender and three CLI workers, restarted after"
                      " the outage; the workers keep running and retry",
+    "failover": "SIGKILL of the primary (postmaster and backends) of a primary and synchronous standby pair; the"
+                " standby promoted with pg_promote() after the outage, the broker (given both hosts,"
+                " target_session_attrs=read-write) finding it alone; the old primary rebuilt as the new standby",
+    "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
     "txn-broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
     "txn-pg-kill": "SIGKILL of the whole Postgres cluster, restarted after the outage",
     "txn-link-cut": "every broker-Postgres connection dropped and new ones refused by a proxy, then restored",

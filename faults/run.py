@@ -40,10 +40,21 @@ STORM_PER_SECOND = 50.0
 class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
-    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False):
+    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False):
         self.h, self.args = h, args
         self.kills = 0
-        if embedded:
+        if replicated:
+            # A primary and its synchronous standby; the broker is given both
+            # and finds the primary by `target_session_attrs=read-write`.
+            self.proxy = None
+            self.pg = h.postgres()
+            self.standby = h.postgres("standby", primary=self.pg)
+            require_sync_standby(self.pg)
+            self.broker = h.broker(f"postgres://postgres@127.0.0.1:{self.pg.port},127.0.0.1:{self.standby.port}"
+                                   "/postgres?target_session_attrs=read-write")
+            self.broker.start()
+            url = self.pg.url
+        elif embedded:
             self.pg, self.proxy = None, None
             self.broker = h.embedded_broker()
             self.broker.start()
@@ -205,6 +216,40 @@ def embedded_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": kind, "healthy_after_s": time.time() - restored}
 
 
+def require_sync_standby(primary):
+    """Commits on `primary` wait for a standby's flush from now on."""
+    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+    primary.sql("SELECT pg_reload_conf()")
+    try:
+        wait_for("a synchronous standby", lambda: primary.sql(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1", 60, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None
+
+
+def failover(s: Stream, rng):
+    """SIGKILL to the primary's postmaster and backends; after a detection
+    delay (an HA manager's, such as Patroni's TTL) the synchronous standby
+    is promoted. The broker, given both hosts, must find the new primary
+    by itself. The old primary then returns as the new one's synchronous
+    standby, ready for the next fault."""
+    old, new = s.pg, s.standby
+    start = time.time()
+    old.kill()
+    unhealthy = wait_health(s.broker, 503, UNHEALTHY_WITHIN, "after the primary died")
+    time.sleep(rng.uniform(*s.args.outage))
+    new.sql("SELECT pg_promote()")
+    restored = time.time()
+    healthy = wait_health(s.broker, 200, HEALTHY_WITHIN, "after the promotion")
+    check(s.broker.alive(), "broker exited during the failover")
+    check(new.is_primary(), "the standby was not promoted")
+    old.make_standby_of(new)
+    require_sync_standby(new)
+    s.pg, s.standby = new, old
+    return {"at": start, "restored": restored, "down_s": restored - start, "unhealthy_after_s": unhealthy,
+            "healthy_after_s": healthy}
+
+
 def consumer_kill(s: Stream, rng):
     name = rng.choice(sorted(n for n, p in s.consumers.items() if p.poll() is None))
     path = s.h.history(f"consumer-{name}.jsonl")
@@ -226,9 +271,9 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded)
+        s = Stream(h, args, via_proxy, embedded, replicated)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -266,12 +311,20 @@ def broker_term(s: Stream, rng):
 
 def queue_scenario(fault):
     """A sender and three CLI workers on a queue with a dead-letter queue,
-    while `fault` ("worker-kill" or "pg-kill") strikes repeatedly; then the
-    queue is drained and its archive, contents and dead letters checked."""
+    while `fault` ("worker-kill", "pg-kill" or "failover") strikes
+    repeatedly; then the queue is drained and its archive, contents and dead
+    letters checked."""
 
     def run(h: Harness, args, rng):
         pg = h.postgres()
         url = pg.url
+        # For "failover": the standby, and the clients given both hosts.
+        cluster = {"primary": pg}
+        if fault == "failover":
+            cluster["standby"] = h.postgres("standby", primary=pg)
+            require_sync_standby(pg)
+            url = (f"postgres://postgres@127.0.0.1:{pg.port},127.0.0.1:{cluster['standby'].port}"
+                   "/postgres?target_session_attrs=read-write")
         vt_ms, max_attempts = 2000, 3
         h.cli(url, ["queue", "create", "jobs.dlq"])
         h.cli(url, ["queue", "create", "jobs", "--visibility-timeout", f"{vt_ms}ms", "--max-attempts",
@@ -348,6 +401,22 @@ def queue_scenario(fault):
             log(f" fault: Postgres killed, down {restored - start:.2f}s, answering {ready - restored:.2f}s later")
             return {"at": start, "restored": restored, "ready_after_s": ready - restored}
 
+        def fail_over():
+            old, new = cluster["primary"], cluster["standby"]
+            start = time.time()
+            old.kill()
+            time.sleep(rng.uniform(*args.outage))
+            new.sql("SELECT pg_promote()")
+            restored = time.time()
+            crashes.write(json.dumps({"op": "pg_crash", "at": start, "ready": restored}) + "\n")
+            check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the failover")
+            old.make_standby_of(new)
+            require_sync_standby(new)
+            cluster["primary"], cluster["standby"] = new, old
+            log(f" fault: primary killed, standby promoted {restored - start:.2f}s later")
+            return {"at": start, "restored": restored}
+
+        inject = {"worker-kill": kill_worker, "pg-kill": kill_postgres, "failover": fail_over}[fault]
         for _ in range(3):
             start_worker()
         thread = threading.Thread(target=sender, daemon=True)
@@ -356,7 +425,7 @@ def queue_scenario(fault):
         end = time.monotonic() + args.duration
         while time.monotonic() < end:
             time.sleep(rng.uniform(*args.gap))
-            faults.append(kill_worker() if fault == "worker-kill" else kill_postgres())
+            faults.append(inject())
         time.sleep(1)
         try:  # the sender backs off after failures; let it get one send in after the last fault
             wait_for("a send after the last fault", lambda: last_sent[0] > faults[-1].get("restored", faults[-1]["at"]),
@@ -377,7 +446,7 @@ def queue_scenario(fault):
         except TimeoutError as e:
             log(e)
         failures = []
-        if fault == "pg-kill" and not all(p.poll() is None for p in workers.values()):
+        if fault != "worker-kill" and not all(p.poll() is None for p in workers.values()):
             failures.append("a queue worker exited")
         for p in workers.values():
             if p.poll() is None:
@@ -387,6 +456,7 @@ def queue_scenario(fault):
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 kill_group(p)
+        pg = cluster["primary"]
         with open(h.history("final.jsonl"), "w") as f:
             q = ("SELECT json_build_object('op', {op}, 'id', id, 'value', convert_from(body, 'UTF8'), "
                  "'attempts', {att}) FROM pgbroker.{view} WHERE queue = '{queue}'")
@@ -406,7 +476,7 @@ def queue_scenario(fault):
             failures.append(f"{report['left']} messages still in the queue after 120 s of draining")
         # Sends fail while Postgres is down (they are not acknowledged, and
         # not counted as such); with Postgres up, none may.
-        if send_errors and fault != "pg-kill":
+        if send_errors and fault == "worker-kill":
             failures.append(f"{len(send_errors)} sends failed: {send_errors[:3]}")
         if fault == "worker-kill":
             recovery = worker_kill_recovery(events, faults)
@@ -457,10 +527,14 @@ SCENARIOS = {
     "link-cut": stream_scenario(link_cut, via_proxy=True),
     "link-stall": stream_scenario(link_stall, via_proxy=True),
     "consumer-kill": stream_scenario(consumer_kill),
+    # The primary dies; its synchronous standby is promoted (pg_promote, as
+    # an HA manager would); the broker has both hosts in its URL.
+    "failover": stream_scenario(failover, replicated=True),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
     "queue-pg-kill": queue_scenario("pg-kill"),
+    "queue-failover": queue_scenario("failover"),
     # Transactional consume-transform-produce (txn_run.py).
     "txn-broker-kill": txn_scenario(broker_kill),
     "txn-pg-kill": txn_scenario(pg_kill, via_proxy=True),

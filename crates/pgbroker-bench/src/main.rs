@@ -10,6 +10,7 @@
 mod article;
 mod article_queue;
 mod ceiling;
+mod compaction;
 mod compare;
 mod console;
 mod db;
@@ -82,6 +83,8 @@ enum Command {
     Soak(soak::SoakArgs),
     /// The console's page loads on a topic and a group of many partitions.
     Pages(pages::PagesCommand),
+    /// The cleaner on a large compacted topic, and produce latency while it runs.
+    Compaction(compaction::CompactionArgs),
     /// BENCHMARKS.md and plots from JSON-lines results.
     Report(report::ReportArgs),
 }
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::sweep(env, &args).await,
         Command::Soak(args) => soak::soak(env, &args).await,
         Command::Pages(args) => pages::command(env, &args).await,
+        Command::Compaction(args) => compaction::command(env, &args).await,
         Command::Report(args) => report::report(&args),
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::compaction::CompactionRun;
 use crate::pages::PageLoad;
 use crate::plots;
 use crate::summary::{
@@ -335,6 +336,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let mut runs: Vec<Summary> = Vec::new();
     let mut samples: Vec<&SoakSample> = Vec::new();
     let mut page_loads: Vec<&PageLoad> = Vec::new();
+    let mut compactions: Vec<&CompactionRun> = Vec::new();
     let mut machine = None;
     for line in &all {
         match line {
@@ -342,6 +344,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             Line::Run(_) => {}
             Line::Note(Note::SoakSample(s)) => samples.push(s),
             Line::Note(Note::PageLoad(p)) => page_loads.push(p),
+            Line::Note(Note::Compaction(c)) => compactions.push(c),
             Line::Note(Note::Environment(e)) => machine = Some(e),
         }
     }
@@ -389,6 +392,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     sweep(&mut md, &runs, &args.plots, &rel)?;
     soak(&mut md, &samples, &args.plots, &rel)?;
     crate::pages::section(&mut md, &page_loads);
+    crate::compaction::section(&mut md, &compactions);
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} and plots in {}", args.out.display(), args.plots.display());
     Ok(())

@@ -186,6 +186,8 @@ pub enum Note {
     SoakSample(SoakSample),
     /// One console page's load times over a round.
     PageLoad(crate::pages::PageLoad),
+    /// One round of the compaction scenario.
+    Compaction(crate::compaction::CompactionRun),
 }
 
 /// One line of a results file.

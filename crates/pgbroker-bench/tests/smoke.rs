@@ -286,3 +286,58 @@ fn console_scenarios_at_their_shortest() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compaction_at_its_smallest() {
+    let dir = temp_dir("compaction");
+    let results = dir.join("compaction.jsonl");
+    let out = results.to_str().expect("utf-8 path");
+    harness(&[
+        "compaction",
+        "--target-mb",
+        "2",
+        "--keys",
+        "50",
+        "--value-bytes",
+        "500",
+        "--partitions",
+        "2",
+        "--segment-records",
+        "500",
+        "--rate",
+        "200",
+        "--phase-secs",
+        "1",
+        "--rounds",
+        "2",
+        "--out",
+        out,
+    ]);
+    let lines = lines(&results);
+    assert_eq!(lines[0]["kind"], "environment");
+    let runs: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "compaction").collect();
+    assert_eq!(runs.len(), 2, "one line per round");
+    let first = runs[0];
+    // 2 MB of 500-byte values: 4,194 records of 50 keys. The closed segments
+    // keep one record per key each at most, so nearly all go.
+    assert!(first["records"].as_i64().is_some_and(|n| n >= 4194), "{first}");
+    assert!(first["records_removed"].as_i64().is_some_and(|n| n > 3000), "{first}");
+    let (before, after) = (
+        first["table_bytes_before"].as_i64(),
+        first["table_bytes_after"].as_i64(),
+    );
+    assert!(before.zip(after).is_some_and(|(b, a)| a < b), "{first}");
+    assert!(first["dead_tuples_after"].as_i64().is_some(), "{first}");
+    for l in &runs {
+        let (p50, p99) = (
+            l["produce_p50_ms_cleaning"].as_f64(),
+            l["produce_p99_ms_cleaning"].as_f64(),
+        );
+        assert!(p50.is_some_and(|m| m > 0.0) && p99 >= p50, "{l}");
+    }
+
+    let report = report(out, &dir);
+    assert!(report.contains("## Compaction"), "{report}");
+    assert!(report.contains("Later rounds (1)"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,7 @@ use super::{CommittedOffset, GroupDescription, JoinOptions, Membership, OffsetCo
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::types::{GroupId, TopicName};
+use tokio_postgres::GenericClient;
 
 /// The group operations of a [`Broker`]; see [`Broker::groups`].
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,22 @@ impl Groups<'_> {
     /// ([`Error::InconsistentGroupProtocol`](crate::Error::InconsistentGroupProtocol)).
     pub async fn commit(self, group: &GroupId, member: Option<(&str, i32)>, offsets: &[OffsetCommit]) -> Result<()> {
         super::commit_offsets(self.broker, group, member, offsets).await
+    }
+
+    /// Commits offsets inside the caller's open transaction, with the same
+    /// fence as [`Groups::commit`]: together with
+    /// [`crate::streams::Streams::produce_in`] and the caller's own writes,
+    /// consuming, producing and committing become one Postgres transaction.
+    /// The group's row stays share-locked until the caller's transaction
+    /// ends, so a rebalance waits for it: keep such transactions short.
+    pub async fn commit_in(
+        self,
+        client: &impl GenericClient,
+        group: &GroupId,
+        member: Option<(&str, i32)>,
+        offsets: &[OffsetCommit],
+    ) -> Result<()> {
+        super::commit_offsets_in(self.broker, client, group, member, offsets).await
     }
 
     /// The group's committed offsets for one topic, by partition.

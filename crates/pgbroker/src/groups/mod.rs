@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
 pub use api::Groups;
 use assign::MemberState;
@@ -417,14 +417,31 @@ pub(crate) async fn commit_offsets(
     member: Option<(&str, i32)>,
     offsets: &[OffsetCommit],
 ) -> Result<()> {
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    commit_offsets_in(broker, &*tx, group, member, offsets).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`commit_offsets`] inside the caller's open transaction: the offsets are
+/// committed if and only if that transaction commits. The fence is checked
+/// now, and the group's row stays share-locked until the caller ends the
+/// transaction, so no rebalance can slip in between the check and the
+/// caller's commit.
+pub(crate) async fn commit_offsets_in(
+    broker: &Broker,
+    tx: &impl GenericClient,
+    group: &GroupId,
+    member: Option<(&str, i32)>,
+    offsets: &[OffsetCommit],
+) -> Result<()> {
     for o in offsets {
         if o.offset < 0 {
             return Err(Error::invalid(Invalid::Offset, format!("{} is negative", o.offset)));
         }
         broker.partition_id(&o.topic, o.partition).await?;
     }
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
     let state = tx
         .query_opt(&broker.inner.sql.groups.share_group, &[&group.as_str()])
         .await?;
@@ -476,14 +493,12 @@ pub(crate) async fn commit_offsets(
             }
         }
     }
-    upsert_offsets(&broker.inner.sql.groups, &tx, group, offsets).await?;
-    tx.commit().await?;
-    Ok(())
+    upsert_offsets(&broker.inner.sql.groups, tx, group, offsets).await
 }
 
 async fn upsert_offsets(
     sql: &Statements,
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     group: &GroupId,
     offsets: &[OffsetCommit],
 ) -> Result<()> {

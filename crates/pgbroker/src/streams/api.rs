@@ -122,7 +122,10 @@ impl Streams<'_> {
     ///
     /// The partition's row lock is held until the caller commits, so other
     /// producers to the same partitions wait for it: keep such transactions
-    /// short.
+    /// short. Fetches through this broker see the records once the caller
+    /// commits; one that read the partition's end while the transaction was
+    /// still open may keep answering from its cache for up to half a
+    /// second (other brokers learn of them by NOTIFY, as of any write).
     pub async fn produce_in(
         self,
         client: &impl GenericClient,

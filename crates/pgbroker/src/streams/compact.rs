@@ -12,8 +12,9 @@
 //!   first compacted `delete.retention.ms` ago. Records without a key
 //!   (written before the topic became compacted) are kept.
 //! - Records of aborted transactions are removed (they are nobody's latest
-//!   value); commit and abort markers are kept, so that clients' skipping
-//!   of aborted ranges still finds each range's end.
+//!   value); commit and abort markers are kept until the horizon (below),
+//!   so that clients' skipping of aborted ranges still finds each range's
+//!   end.
 //!
 //! No row is ever deleted in place. A segment is rewritten in one
 //! transaction on one connection: its survivors are copied into a
@@ -28,12 +29,12 @@
 //! partition would lock it and stall every producer). A segment from
 //! which nothing would be removed is left alone.
 //!
-//! Transactions are not handled here yet: pgbroker writes no control
-//! markers and no aborted records today. When it does,
-//! [`last_stable_offset`] must return the partition's last stable offset,
-//! the survivors must leave out records of aborted transactions whatever
-//! their key, and control markers must be kept until the records they
-//! decide are gone and `delete.retention.ms` has passed.
+//! Transaction markers wait for the same horizon as tombstones
+//! (`delete.retention.ms` after their segment's first cleaning), as in
+//! Kafka. Then a commit marker goes, and an abort marker goes with its
+//! aborted range (`kafka_aborted_txns`) once none of the transaction's
+//! records can be left: the keyed ones are gone with their segments'
+//! cleaning, and a record without a key keeps the marker for good.
 //!
 //! Each pass records, per partition, a checkpoint: the offset below which
 //! everything has been compacted, the records left below it, and when the
@@ -235,12 +236,14 @@ async fn try_clean_partition(broker: &Broker, c: &Candidate, force: bool) -> Res
         let cleaned_at: Option<SystemTime> = s.get(2);
         let horizon_passed: bool = s.get(3);
         let survivors: Vec<i64> = latest.iter().copied().filter(|o| (base..end).contains(o)).collect();
-        let outcome = rewrite_segment(broker, c.pid, base, &survivors, horizon_passed).await?;
+        let outcome = rewrite_segment(broker, c.pid, (base, end), &survivors, horizon_passed).await?;
         pass.segments_rewritten += usize::from(outcome.rewritten);
         pass.records_removed += outcome.removed;
         pass.bytes_reclaimed += outcome.bytes_before - outcome.bytes_after;
         kept_total += outcome.kept;
-        if outcome.tombstones_kept > 0 {
+        // Past the horizon, what is left waits for no date (a marker kept
+        // for records that remain).
+        if outcome.tombstones_kept > 0 && !horizon_passed {
             let due = cleaned_at.unwrap_or_else(SystemTime::now) + retention;
             tombstones_due = Some(tombstones_due.map_or(due, |t| t.min(due)));
         }
@@ -275,16 +278,17 @@ struct SegmentOutcome {
     bytes_after: i64,
 }
 
-/// Rewrites one closed segment to hold only `survivors` (and records
-/// without a key), dropping tombstones too when `drop_tombstones`, in one
+/// Rewrites the closed segment `[base, end)` to hold only `survivors`
+/// (and records without a key, and transaction markers), dropping
+/// tombstones and markers no reader needs too when `past_horizon`, in one
 /// transaction; leaves it alone when nothing would go. Marks the segment
 /// as cleaned either way.
 async fn rewrite_segment(
     broker: &Broker,
     pid: i64,
-    base: i64,
+    (base, end): (i64, i64),
     survivors: &[i64],
-    drop_tombstones: bool,
+    past_horizon: bool,
 ) -> Result<SegmentOutcome> {
     let sql = &broker.inner.sql.streams;
     let table = segment_table(pid, base);
@@ -324,7 +328,10 @@ async fn rewrite_segment(
     let (rows_before, tombstones_before, bytes_before) = before;
     tx.batch_execute(&sql.compaction_keep_table).await?;
     let kept = tx
-        .execute(&sql.compaction_keep.with(&table), &[&pid, &survivors, &drop_tombstones])
+        .execute(
+            &sql.compaction_keep.with(&table),
+            &[&pid, &survivors, &past_horizon, &base],
+        )
         .await?;
     let kept = i64::try_from(kept).unwrap_or(i64::MAX);
     let mut outcome = SegmentOutcome {
@@ -339,6 +346,8 @@ async fn rewrite_segment(
         tx.batch_execute(&sql.compaction_swap.with(&table))
             .await
             .map_err(|e| super::segments::lock_busy(e, "compacting a segment"))?;
+        tx.execute(&sql.compaction_forget_aborted.with(&table), &[&pid, &base, &end])
+            .await?;
         let (rows_after, tombstones_after, bytes_after) =
             stats(tx.query_one(&sql.compaction_segment_stats.with(&table), &[]).await?);
         outcome = SegmentOutcome {

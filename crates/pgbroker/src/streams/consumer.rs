@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::select_all;
 use tokio::sync::Notify;
+use tokio_postgres::GenericClient;
 
 use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
@@ -236,16 +237,7 @@ impl Consumer {
             let Some(m) = self.membership.clone() else {
                 return Ok(());
             };
-            let offsets: Vec<OffsetCommit> = self
-                .positions
-                .iter()
-                .map(|(tp, off)| OffsetCommit {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    offset: *off,
-                    metadata: None,
-                })
-                .collect();
+            let offsets = self.position_commits();
             if offsets.is_empty() {
                 return Ok(());
             }
@@ -261,6 +253,57 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// Commits the current positions inside the caller's open transaction,
+    /// fenced as [`Consumer::commit`] is (without its rejoin and retry):
+    /// with [`crate::streams::Streams::produce_in`] and the caller's own
+    /// writes, the records polled are processed exactly once, all in one
+    /// Postgres transaction. When that transaction rolls back, call
+    /// [`Consumer::rewind`] before polling again.
+    pub async fn commit_in(&self, client: &impl GenericClient) -> Result<()> {
+        let (Some(group), Some(m)) = (&self.config.group, &self.membership) else {
+            return Ok(());
+        };
+        let offsets = self.position_commits();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.broker
+            .groups()
+            .commit_in(client, group, Some((&m.member_id, m.generation)), &offsets)
+            .await
+    }
+
+    /// Moves every assigned partition back to its committed offset (or to
+    /// where the reset policy says when none is committed): what was polled
+    /// since is delivered again. For use after the transaction of
+    /// [`Consumer::commit_in`] rolled back.
+    pub async fn rewind(&mut self) -> Result<()> {
+        let Some(group) = self.config.group.clone() else {
+            return Ok(());
+        };
+        let mut committed = BTreeMap::new();
+        for t in &self.config.topics {
+            for c in self.broker.groups().offsets(&group, t).await? {
+                committed.insert((t.clone(), c.partition), c.offset);
+            }
+        }
+        let assignment = self.assignment();
+        self.positions.clear();
+        self.assign(assignment, &committed).await
+    }
+
+    fn position_commits(&self) -> Vec<OffsetCommit> {
+        self.positions
+            .iter()
+            .map(|(tp, off)| OffsetCommit {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: *off,
+                metadata: None,
+            })
+            .collect()
     }
 
     /// Commits and leaves the group, so its partitions move at once. When

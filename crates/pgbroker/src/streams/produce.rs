@@ -156,6 +156,9 @@ pub(crate) async fn produce_in(
         let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
         let now = truncate_to_micros(SystemTime::now());
         let base = append_locked(broker, client, true, now, &meta, pid, records, idx).await?;
+        // The records appear when the caller commits, which this process
+        // cannot see: the partition's cached tail must be checked again.
+        broker.inner.cache.mark_stale(pid);
         results.push((*p, idx, base));
     }
     Ok(positions(records.len(), results))

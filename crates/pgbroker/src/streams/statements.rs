@@ -201,20 +201,42 @@ crate::sql::statements! {
          FROM {s}",
         " WHERE partition_id = $1 AND \"offset\" = $2",
     ];
-    /// A segment's rows, tombstones and bytes (indexes included).
+    /// A segment's rows, tombstones and transaction markers (both wait for
+    /// the horizon), and bytes (indexes included).
     compaction_segment_stats = [
-        "SELECT count(*)::bigint, (count(*) FILTER (WHERE value IS NULL))::bigint,
+        "SELECT count(*)::bigint, (count(*) FILTER (WHERE value IS NULL OR control))::bigint,
                 pg_total_relation_size('{s}",
         "'::regclass) FROM {s}",
         "",
     ];
-    /// Copies a segment's survivors (offsets `$2`, records without a key,
-    /// transaction markers, and tombstones unless `$3`) into the temporary
-    /// table.
+    /// Copies a segment's survivors into the temporary table: offsets `$2`
+    /// and records without a key, tombstones among them unless `$3` (the
+    /// segment is past `delete.retention.ms` since its first cleaning), and
+    /// transaction markers unless `$3` too. Past the horizon a marker stays
+    /// only while records of the aborted transaction it ends may remain:
+    /// records without a key, which are kept, or any record in an earlier
+    /// segment than this one (from `$4`), whose cleaning may have been put
+    /// off. A commit marker decides nothing a reader needs once its
+    /// transaction is decided.
     compaction_keep = [
         "INSERT INTO pg_temp.compact_keep SELECT * FROM {s}",
-        " WHERE partition_id = $1 AND (\"offset\" = ANY($2) OR key IS NULL OR control)
-           AND (value IS NOT NULL OR NOT $3)",
+        " r WHERE r.partition_id = $1 AND CASE WHEN r.control THEN
+             NOT $3 OR EXISTS (
+                 SELECT 1 FROM {s}kafka_aborted_txns a
+                 JOIN {s}records x ON x.partition_id = a.partition_id AND x.producer_id = a.producer_id
+                                  AND x.\"offset\" >= a.first_offset AND x.\"offset\" < a.last_offset
+                 WHERE a.partition_id = $1 AND a.last_offset = r.\"offset\"
+                   AND x.control IS NOT TRUE AND (x.key IS NULL OR x.\"offset\" < $4))
+           ELSE (r.\"offset\" = ANY($2) OR r.key IS NULL) AND (r.value IS NOT NULL OR NOT $3) END",
+    ];
+    /// Forgets the aborted ranges whose end marker the rewrite of the
+    /// segment `[$2, $3)` removed: a reader told of a range skips that
+    /// producer's records until the marker, which no longer comes.
+    compaction_forget_aborted = [
+        "DELETE FROM {s}kafka_aborted_txns a
+         WHERE a.partition_id = $1 AND a.last_offset >= $2 AND a.last_offset < $3
+           AND NOT EXISTS (SELECT 1 FROM {s}",
+        " r WHERE r.partition_id = $1 AND r.\"offset\" = a.last_offset)",
     ];
     /// Swaps the segment's contents for the survivors: locks it (briefly,
     /// or gives up), gives it a new empty file and copies them back.

@@ -105,7 +105,7 @@ pub(crate) async fn commit_offsets_classic(
     state::tick(&broker.inner.sql.groups, &tx, &mut g).await?;
     let verdict = check_commit(&broker.inner.sql.groups, &tx, &g, member_id, generation).await;
     if verdict.is_ok() {
-        upsert_offsets(&broker.inner.sql.groups, &tx, group, offsets).await?;
+        upsert_offsets(&broker.inner.sql.groups, &*tx, group, offsets).await?;
     }
     tx.commit().await?;
     verdict
