@@ -612,3 +612,116 @@ async fn compaction_drops_aborted_records_keeps_markers_and_stops_at_the_stable_
     let above: Vec<_> = raw.records.iter().filter(|r| r.offset >= lso).collect();
     assert_eq!(above.len(), 11, "the open record and the ten after it");
 }
+
+#[tokio::test]
+async fn refused_joins_and_offsets_write_nothing() {
+    let db = TestDb::new().await;
+    let t = db.topic("out", partitions(1)).await;
+    let txn = db.broker.transactions();
+    let group = GroupId::new("g").expect("group");
+    let offsets = [OffsetCommit {
+        topic: t.clone(),
+        partition: 0,
+        offset: 5,
+        metadata: None,
+    }];
+    let (pid, e0) = txn.init_producer("app", 60_000, None).await.expect("init");
+    let (_, e1) = txn.init_producer("app", 60_000, None).await.expect("re-init");
+    assert!(matches!(
+        refusal(txn.add_partitions("app", pid, e0, &[(t.clone(), 0)]).await),
+        TxnRefusal::Fenced { .. }
+    ));
+    assert!(matches!(
+        refusal(txn.add_group("app", pid, e0, &group).await),
+        TxnRefusal::Fenced { .. }
+    ));
+    let d = txn.describe("app").await.expect("describe").expect("known");
+    assert_eq!(d.state, TxnState::Empty, "a fenced request starts no transaction");
+    assert!(d.partitions.is_empty());
+
+    txn.add_partitions("app", pid, e1, &[(t.clone(), 0)])
+        .await
+        .expect("add");
+    assert!(matches!(
+        refusal(txn.commit_offsets("app", pid, e1, &group, None, &offsets).await),
+        TxnRefusal::GroupNotAdded(_)
+    ));
+    assert!(txn.pending_offsets(&group).await.expect("pending").is_empty());
+    txn.add_group("app", pid, e1, &group).await.expect("add group");
+    assert!(matches!(
+        refusal(txn.commit_offsets("app", pid, e0, &group, None, &offsets).await),
+        TxnRefusal::Fenced { .. }
+    ));
+    assert!(txn.pending_offsets(&group).await.expect("pending").is_empty());
+    txn.commit_offsets("app", pid, e1, &group, None, &offsets)
+        .await
+        .expect("offsets");
+    assert_eq!(
+        txn.pending_offsets(&group).await.expect("pending"),
+        vec![(t.clone(), 0)]
+    );
+    txn.end("app", pid, e1, true, None).await.expect("commit");
+    let committed = db.broker.groups().all_offsets(&group).await.expect("offsets");
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].1.offset, 5);
+}
+
+#[tokio::test]
+async fn transactions_fill_segment_after_segment_on_every_partition() {
+    let db = TestDb::new().await;
+    // Each transaction writes three records and a marker to each
+    // partition: a whole segment, so appends and markers keep needing new
+    // ones.
+    let config = pgbroker::TopicConfig {
+        partitions: 3,
+        segment_records: 4,
+        ..pgbroker::TopicConfig::default()
+    };
+    let t = db.topic("out", config).await;
+    let txn = db.broker.transactions();
+    let (pid, epoch) = txn.init_producer("app", 60_000, None).await.expect("init");
+    let all: Vec<(TopicName, i32)> = (0..3).map(|p| (t.clone(), p)).collect();
+    for n in 0..6i32 {
+        txn.add_partitions("app", pid, epoch, &all).await.expect("add");
+        for p in 0..3 {
+            let v: Vec<String> = (0..3).map(|i| format!("t{n}p{p}r{i}")).collect();
+            let v: Vec<&str> = v.iter().map(String::as_str).collect();
+            let appended = txn
+                .produce("app", &t, p, &recs(&v), batch(pid, epoch, n * 3))
+                .await
+                .expect("produce");
+            assert_eq!(appended.base_offset, i64::from(n) * 4);
+        }
+        // Every third transaction aborts.
+        txn.end("app", pid, epoch, n % 3 != 2, None).await.expect("end");
+    }
+    for p in 0..3 {
+        assert_eq!(txn.last_stable_offset(&t, p).await.expect("lso"), 24);
+        let mut got = Vec::new();
+        let mut aborted = 0;
+        let mut markers = Vec::new();
+        let mut offset = 0;
+        while offset < 24 {
+            let rc = read(&db.broker, &t, p, offset, Isolation::ReadCommitted).await;
+            assert!(rc.next_offset > offset, "the read moves on from {offset}");
+            aborted += rc.aborted.len();
+            markers.extend(rc.producers.iter().filter(|x| x.control).map(|x| x.offset));
+            // Records of aborted ranges are skipped as a client would.
+            let skip = |o: i64| rc.aborted.iter().any(|a| (a.first_offset..=a.last_offset).contains(&o));
+            got.extend(
+                rc.records
+                    .iter()
+                    .filter(|r| !skip(r.offset) && !rc.producers.iter().any(|x| x.offset == r.offset && x.control))
+                    .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()),
+            );
+            offset = rc.next_offset;
+        }
+        let want: Vec<String> = (0..6)
+            .filter(|n| n % 3 != 2)
+            .flat_map(|n| (0..3).map(move |i| format!("t{n}p{p}r{i}")))
+            .collect();
+        assert_eq!(got, want, "partition {p}");
+        assert_eq!(aborted, 2, "partition {p}");
+        assert_eq!(markers, vec![3, 7, 11, 15, 19, 23], "partition {p}");
+    }
+}

@@ -133,9 +133,9 @@ pub(crate) async fn add_partitions_to_txn(
                 Err(ResponseError::TopicAuthorizationFailed.code())
             } else {
                 match TopicName::new(t.name.0.as_str()) {
-                    Ok(name) => match ctx.broker.topics().info(&name).await {
-                        Ok(i) if (0..i.partitions).contains(&p) => Ok(name),
-                        Ok(_) | Err(Error::UnknownTopic(_)) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    Ok(name) => match ctx.broker.topics().has_partition(&name, p).await {
+                        Ok(true) => Ok(name),
+                        Ok(false) | Err(Error::UnknownTopic(_)) => Err(ResponseError::UnknownTopicOrPartition.code()),
                         Err(e) => Err(txn_error(&e).code()),
                     },
                     Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
@@ -236,9 +236,9 @@ pub(crate) async fn txn_offset_commit(
                     if ctx
                         .broker
                         .topics()
-                        .info(topic)
+                        .has_partition(topic, p.partition_index)
                         .await
-                        .is_ok_and(|i| (0..i.partitions).contains(&p.partition_index)) =>
+                        .unwrap_or(false) =>
                 {
                     offsets.push(OffsetCommit {
                         topic: topic.clone(),

@@ -75,6 +75,14 @@ impl Topics<'_> {
     pub async fn delete(self, name: &TopicName) -> Result<()> {
         super::topics::delete_topic(self.broker, name).await
     }
+
+    /// Whether the topic has `partition`, as produce sees it: from this
+    /// process's metadata cache (a couple of seconds old at most), read
+    /// again from Postgres when the partition is not in it.
+    /// [`crate::Error::UnknownTopic`] when there is no such topic.
+    pub async fn has_partition(self, name: &TopicName, partition: i32) -> Result<bool> {
+        super::topics::has_partition(self.broker, name, partition).await
+    }
 }
 
 /// The record operations of a [`Broker`]; see [`Broker::streams`].

@@ -11,7 +11,6 @@ use tokio_postgres::Transaction;
 
 use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Invalid, Result};
-use crate::txn::ProducerTag;
 use crate::types::{Record, TopicName};
 
 /// Batches remembered per producer and partition, as in Kafka (which is
@@ -102,7 +101,7 @@ pub(crate) async fn produce_idempotent(
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    let appended = append_in(broker, &tx, now, &meta, pid, records, batch, None).await?;
+    let appended = append_in(broker, &tx, now, &meta, pid, records, batch).await?;
     if appended.duplicate {
         return Ok(appended);
     }
@@ -112,34 +111,39 @@ pub(crate) async fn produce_idempotent(
     Ok(appended)
 }
 
-/// The sequence check and the append of one batch, inside the caller's
-/// transaction (which commits it). Records of a transactional producer
-/// carry `tag`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn append_in(
-    broker: &Broker,
-    tx: &Transaction<'_>,
-    now: SystemTime,
-    meta: &TopicMeta,
-    pid: i64,
-    records: &[Record],
+/// What the sequence check decided about a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sequenced {
+    /// The batch was written before, at this base offset.
+    Duplicate(i64),
+    /// The batch is next: its last sequence number, and the remembered
+    /// batches `(base_seq, last_seq, base_offset)` to keep beside it.
+    Append {
+        /// The sequence number of the batch's last record.
+        last_seq: i32,
+        /// At most [`REMEMBERED_BATCHES`] - 1 earlier batches.
+        kept: Vec<(i32, i32, i64)>,
+    },
+}
+
+/// The sequence check of `batch` (of `count` records) against the
+/// producer's locked state on a partition (`lock_producer_state`'s row).
+/// Refusals are [`Error::ProducerFenced`] and [`Error::OutOfOrderSequence`].
+pub(crate) fn check_sequence(state: &tokio_postgres::Row, batch: ProducerBatch, count: usize) -> Result<Sequenced> {
+    sequence_verdict(state.get(0), state.get(1), &state.get(2), batch, count)
+}
+
+/// [`check_sequence`] on the state's columns: the producer's epoch on the
+/// partition, its last sequence and its remembered batches.
+fn sequence_verdict(
+    epoch: i16,
+    last: i32,
+    remembered: &Value,
     batch: ProducerBatch,
-    tag: Option<ProducerTag>,
-) -> Result<IdempotentAppend> {
-    let last_seq = last_sequence(batch.base_sequence, records.len());
-    tx.execute(
-        &broker.inner.sql.streams.insert_producer_state,
-        &[&batch.producer_id, &pid],
-    )
-    .await?;
-    let row = tx
-        .query_one(
-            &broker.inner.sql.streams.lock_producer_state,
-            &[&batch.producer_id, &pid],
-        )
-        .await?;
-    let (epoch, last, remembered): (i16, i32, Value) = (row.get(0), row.get(1), row.get(2));
-    let mut batches = parse_batches(&remembered);
+    count: usize,
+) -> Result<Sequenced> {
+    let last_seq = last_sequence(batch.base_sequence, count);
+    let mut batches = parse_batches(remembered);
     if epoch > batch.epoch {
         return Err(Error::ProducerFenced {
             producer_id: batch.producer_id,
@@ -152,10 +156,7 @@ pub(crate) async fn append_in(
             .iter()
             .find(|(b, l, _)| *b == batch.base_sequence && *l == last_seq)
         {
-            return Ok(IdempotentAppend {
-                base_offset,
-                duplicate: true,
-            });
+            return Ok(Sequenced::Duplicate(base_offset));
         }
         if batch.base_sequence != next_sequence(last) {
             return Err(Error::OutOfOrderSequence {
@@ -176,18 +177,55 @@ pub(crate) async fn append_in(
         }
         batches.clear();
     }
-    let idx: Vec<usize> = (0..records.len()).collect();
-    let base_offset = match tag {
-        None => crate::streams::produce::append_locked(broker, tx, false, now, meta, pid, records, &idx).await?,
-        Some(tag) => {
-            crate::txn::append::append_tagged(broker, tx, now, meta.segment_records, pid, records, &idx, tag).await?
+    let drop = (batches.len() + 1).saturating_sub(REMEMBERED_BATCHES);
+    batches.drain(..drop);
+    Ok(Sequenced::Append {
+        last_seq,
+        kept: batches,
+    })
+}
+
+/// Remembered batches as stored.
+pub(crate) fn batches_json(batches: &[(i32, i32, i64)]) -> Value {
+    Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect())
+}
+
+/// The sequence check and the append of one batch, inside the caller's
+/// transaction (which commits it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_in(
+    broker: &Broker,
+    tx: &Transaction<'_>,
+    now: SystemTime,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    batch: ProducerBatch,
+) -> Result<IdempotentAppend> {
+    tx.execute(
+        &broker.inner.sql.streams.insert_producer_state,
+        &[&batch.producer_id, &pid],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &broker.inner.sql.streams.lock_producer_state,
+            &[&batch.producer_id, &pid],
+        )
+        .await?;
+    let (last_seq, mut batches) = match check_sequence(&row, batch, records.len())? {
+        Sequenced::Duplicate(base_offset) => {
+            return Ok(IdempotentAppend {
+                base_offset,
+                duplicate: true,
+            })
         }
+        Sequenced::Append { last_seq, kept } => (last_seq, kept),
     };
+    let idx: Vec<usize> = (0..records.len()).collect();
+    let base_offset = crate::streams::produce::append_locked(broker, tx, false, now, meta, pid, records, &idx).await?;
     batches.push((batch.base_sequence, last_seq, base_offset));
-    if batches.len() > REMEMBERED_BATCHES {
-        batches.remove(0);
-    }
-    let json = Value::Array(batches.iter().map(|(b, l, o)| json!([b, l, o])).collect());
+    let json = batches_json(&batches);
     tx.execute(
         &broker.inner.sql.streams.update_producer_state,
         &[&batch.producer_id, &pid, &batch.epoch, &last_seq, &json],
@@ -213,9 +251,45 @@ mod tests {
     }
 
     #[test]
+    fn the_check_keeps_room_for_the_new_batch_and_finds_duplicates() {
+        let b = |seq| ProducerBatch {
+            producer_id: 7,
+            epoch: 1,
+            base_sequence: seq,
+        };
+        let five = json!([[0, 9, 0], [10, 19, 10], [20, 29, 20], [30, 39, 30], [40, 49, 40]]);
+        match sequence_verdict(1, 49, &five, b(50), 10).expect("next") {
+            Sequenced::Append { last_seq, kept } => {
+                assert_eq!(last_seq, 59);
+                assert_eq!(kept.first(), Some(&(10, 19, 10)), "the oldest is forgotten");
+                assert_eq!(kept.len(), REMEMBERED_BATCHES - 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            sequence_verdict(1, 49, &five, b(20), 10).expect("dup"),
+            Sequenced::Duplicate(20)
+        );
+        assert!(matches!(
+            sequence_verdict(1, 49, &five, b(70), 10),
+            Err(Error::OutOfOrderSequence { .. })
+        ));
+        assert!(matches!(
+            sequence_verdict(2, 49, &five, b(50), 10),
+            Err(Error::ProducerFenced { .. })
+        ));
+        // A new epoch starts from sequence 0 and forgets the old batches.
+        match sequence_verdict(0, 49, &five, b(0), 10).expect("new epoch") {
+            Sequenced::Append { kept, .. } => assert!(kept.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn batches_round_trip_through_json() {
         let v = json!([[0, 9, 100], [10, 19, 110]]);
         assert_eq!(parse_batches(&v), vec![(0, 9, 100), (10, 19, 110)]);
+        assert_eq!(batches_json(&parse_batches(&v)), v);
         assert!(parse_batches(&json!("junk")).is_empty());
     }
 }

@@ -66,7 +66,7 @@ FROM {s}partitions WHERE id = $1 FOR NO KEY UPDATE";
 const SEGMENT_RETRIES: usize = 3;
 
 /// An insert that found no segment (partition of `records`) for a row.
-fn no_segment(e: &Error) -> bool {
+pub(crate) fn no_segment(e: &Error) -> bool {
     matches!(e, Error::Db(e) if e.code() == Some(&SqlState::CHECK_VIOLATION))
 }
 

@@ -289,6 +289,17 @@ pub(crate) async fn topic_info(broker: &Broker, name: &TopicName) -> Result<Topi
     topic_from_row(&row)
 }
 
+/// Whether a topic has a partition, from the metadata cache unless the
+/// cache says no.
+pub(crate) async fn has_partition(broker: &Broker, name: &TopicName, partition: i32) -> Result<bool> {
+    let within = |count: usize| usize::try_from(partition).is_ok_and(|p| p < count);
+    if within(broker.topic_meta(name).await?.partition_ids.len()) {
+        return Ok(true);
+    }
+    broker.forget_topic(name.as_str());
+    Ok(within(broker.topic_meta(name).await?.partition_ids.len()))
+}
+
 /// All topics, by name.
 pub(crate) async fn list_topics(broker: &Broker) -> Result<Vec<TopicInfo>> {
     let client = broker.client().await?;

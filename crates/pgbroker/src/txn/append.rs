@@ -1,74 +1,24 @@
-//! Writing a transaction's records and its markers: appends that carry the
-//! producer's id and epoch (and, for markers, the control flag), and the
-//! transactional produce with its checks.
+//! The transactional produce: a batch of a transactional producer checked
+//! and appended to one partition.
+//!
+//! The checks (the producer's transactional id, epoch and state, the
+//! partition being part of the transaction, the sequence) run before the
+//! partition's lock is taken, under the share lock of the transactional
+//! id's row and the lock of the producer's own state on the partition;
+//! the append itself is one statement, so the partition's lock is held
+//! for that statement and the commit only, as a plain produce holds it.
 
 use std::time::SystemTime;
 
-use tokio_postgres::GenericClient;
-
-use super::{ProducerTag, TxnRefusal};
-use crate::broker::Broker;
+use super::TxnRefusal;
+use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Invalid, Result};
 use crate::headers;
-use crate::streams::idempotent::{append_in, IdempotentAppend, ProducerBatch};
+use crate::streams::idempotent::{batches_json, check_sequence, IdempotentAppend, ProducerBatch, Sequenced};
 use crate::types::{Record, TopicName};
 
-/// Appends the records at `idx` with `tag`, inside the caller's open
-/// transaction: the partition's row lock first (which tells the offsets),
-/// then any missing segment (on pgbroker's own connection), then the
-/// insert. Returns the base offset.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn append_tagged(
-    broker: &Broker,
-    client: &impl GenericClient,
-    now: SystemTime,
-    segment_records: i64,
-    pid: i64,
-    records: &[Record],
-    idx: &[usize],
-    tag: ProducerTag,
-) -> Result<i64> {
-    let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
-    let row = client.query_one(broker.inner.outbox_lock_sql.as_str(), &[&pid]).await?;
-    let (next, segments_end): (i64, i64) = (row.get(0), row.get(1));
-    if segments_end < next + n {
-        crate::streams::segments::ensure_segments(broker, pid, next + n, segment_records).await?;
-    }
-    let mut ts = Vec::with_capacity(idx.len());
-    let mut keys = Vec::with_capacity(idx.len());
-    let mut values = Vec::with_capacity(idx.len());
-    let mut hdrs = Vec::with_capacity(idx.len());
-    for &i in idx {
-        let r = &records[i];
-        ts.push(Some(
-            r.timestamp.map_or(now, crate::streams::produce::truncate_to_micros),
-        ));
-        keys.push(r.key.as_deref());
-        values.push(r.value.as_deref());
-        hdrs.push(headers::to_json(&r.headers));
-    }
-    let control = tag.control.then_some(true);
-    let row = client
-        .query_opt(
-            broker.inner.sql.txn.append_tagged.as_str(),
-            &[
-                &pid,
-                &n,
-                &ts,
-                &keys,
-                &values,
-                &hdrs,
-                &broker.inner.channel,
-                &broker.inner.wakeups.listener_id(),
-                &tag.producer_id,
-                &tag.epoch,
-                &control,
-            ],
-        )
-        .await?;
-    row.map(|r| r.get(0))
-        .ok_or_else(|| Error::UnknownTopic(format!("partition id {pid}")))
-}
+/// Attempts of an append after its insert found no segment.
+const SEGMENT_RETRIES: usize = 3;
 
 /// Appends one batch of a transactional producer to a partition: the
 /// producer must hold `transactional_id` at this epoch, its transaction be
@@ -91,18 +41,137 @@ pub(crate) async fn produce_transactional(
             "a batch needs at least one record",
         ));
     }
+    let mut attempt = 1;
+    loop {
+        match append_once(broker, transactional_id, &meta, pid, records, batch, attempt > 1).await {
+            Err(e) if crate::streams::produce::no_segment(&e) && attempt < SEGMENT_RETRIES => {
+                tracing::warn!(
+                    partition_id = pid,
+                    attempt,
+                    "no segment for a transactional produce; retrying"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`produce_transactional`]. `make_room`: create the
+/// segments the batch needs before taking the partition's lock even when
+/// the last look said there was room (a retry after an insert found none).
+async fn append_once(
+    broker: &Broker,
+    transactional_id: &str,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    batch: ProducerBatch,
+    make_room: bool,
+) -> Result<IdempotentAppend> {
+    let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
+    let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
+    let mut client = broker.client().await?;
+    let tx = client.transaction().await?;
+    let (check, insert_state, lock_state, append) = futures_util::future::try_join4(
+        tx.prepare_cached(&sql.check_append),
+        tx.prepare_cached(&streams.insert_producer_state),
+        tx.prepare_cached(&streams.lock_producer_state),
+        tx.prepare_cached(&sql.append_txn),
+    )
+    .await?;
+    // Sent together, run in this order, answered in one round trip. When
+    // a check fails, the producer state row is rolled back with the rest.
+    let (found, _, state) = futures_util::future::try_join3(
+        tx.query_opt(&check, &[&batch.producer_id, &pid]),
+        tx.execute(&insert_state, &[&batch.producer_id, &pid]),
+        tx.query_one(&lock_state, &[&batch.producer_id, &pid]),
+    )
+    .await?;
+    let (next, segments_end) = check_transaction(transactional_id, batch, found.as_ref())?;
+    let (last_seq, kept) = match check_sequence(&state, batch, records.len())? {
+        Sequenced::Duplicate(base_offset) => {
+            return Ok(IdempotentAppend {
+                base_offset,
+                duplicate: true,
+            })
+        }
+        Sequenced::Append { last_seq, kept } => (last_seq, kept),
+    };
+    if make_room || segments_end < next + n {
+        // On pgbroker's own connection, without the partition's lock.
+        crate::streams::segments::ensure_segments(broker, pid, next + n, meta.segment_records).await?;
+    }
+    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
+    let mut ts = Vec::with_capacity(records.len());
+    let mut keys = Vec::with_capacity(records.len());
+    let mut values = Vec::with_capacity(records.len());
+    let mut hdrs = Vec::with_capacity(records.len());
+    for r in records {
+        ts.push(Some(
+            r.timestamp.map_or(now, crate::streams::produce::truncate_to_micros),
+        ));
+        keys.push(r.key.as_deref());
+        values.push(r.value.as_deref());
+        hdrs.push(headers::to_json(&r.headers));
+    }
+    let kept = batches_json(&kept);
+    let row = tx
+        .query_opt(
+            &append,
+            &[
+                &pid,
+                &n,
+                &ts,
+                &keys,
+                &values,
+                &hdrs,
+                &broker.inner.channel,
+                &broker.inner.wakeups.listener_id(),
+                &batch.producer_id,
+                &batch.epoch,
+                &batch.base_sequence,
+                &last_seq,
+                &kept,
+                &transactional_id,
+            ],
+        )
+        .await?
+        .ok_or_else(|| Error::UnknownTopic(format!("partition id {pid}")))?;
+    let (base_offset, segments_end): (i64, i64) = (row.get(0), row.get(1));
+    tx.commit().await?;
+    drop(client);
+    // Undecided records never enter the cache; what it held may now sit
+    // past the last stable offset.
+    broker.inner.cache.forget(pid);
+    broker.inner.wakeups.wake(pid);
+    // As after a plain produce: the batch is committed, so a failure to
+    // make room ahead is not its failure.
+    if segments_end - (base_offset + n) <= meta.segment_records / 2 {
+        if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
+            tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
+        }
+    }
+    Ok(IdempotentAppend {
+        base_offset,
+        duplicate: false,
+    })
+}
+
+/// The coordinator's checks of a transactional append, on
+/// `check_append`'s row; returns the partition's next offset and the end
+/// of its last segment, as read without a lock.
+fn check_transaction(
+    transactional_id: &str,
+    batch: ProducerBatch,
+    found: Option<&tokio_postgres::Row>,
+) -> Result<(i64, i64)> {
     let refuse = |refusal| Error::Transaction {
         transactional_id: transactional_id.to_string(),
         refusal,
     };
-    let sql = &broker.inner.sql.txn;
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let row = tx
-        .query_opt(&sql.share_txn, &[&batch.producer_id])
-        .await?
-        .ok_or_else(|| refuse(TxnRefusal::UnknownProducerId(batch.producer_id)))?;
-    let (id, epoch, state): (String, i16, String) = (row.get(0), row.get(1), row.get(2));
+    let row = found.ok_or_else(|| refuse(TxnRefusal::UnknownProducerId(batch.producer_id)))?;
+    let (id, epoch, state, added): (&str, i16, &str, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
     if id != transactional_id {
         return Err(refuse(TxnRefusal::UnknownProducerId(batch.producer_id)));
     }
@@ -123,26 +192,8 @@ pub(crate) async fn produce_transactional(
             "no transaction is ongoing".to_string(),
         )));
     }
-    if tx.query_opt(&sql.has_partition, &[&id, &pid]).await?.is_none() {
+    if !added {
         return Err(refuse(TxnRefusal::PartitionNotAdded));
     }
-    let tag = ProducerTag {
-        producer_id: batch.producer_id,
-        epoch,
-        control: false,
-    };
-    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    let appended = append_in(broker, &tx, now, &meta, pid, records, batch, Some(tag)).await?;
-    if !appended.duplicate {
-        tx.execute(&sql.set_first_offset, &[&id, &pid, &appended.base_offset])
-            .await?;
-    }
-    tx.commit().await?;
-    if !appended.duplicate {
-        // Undecided records never enter the cache; what it held may now
-        // sit past the last stable offset.
-        broker.inner.cache.forget(pid);
-        broker.inner.wakeups.wake(pid);
-    }
-    Ok(appended)
+    Ok((row.get(4), row.get(5)))
 }

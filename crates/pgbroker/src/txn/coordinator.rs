@@ -1,18 +1,28 @@
 //! The transaction coordinator: producer start (InitProducerId), adding
 //! partitions and groups, offsets inside a transaction, commit and abort,
 //! and the timeout sweep. Every operation locks the transactional id's
-//! row first, then (for a decision) the partitions in id order.
+//! row first, then (for a decision) the partitions in id order, just
+//! before the statement that writes the markers and the commit.
+//!
+//! Statements are prepared once per connection, and those that do not
+//! depend on each other's answers are sent together: a request costs a
+//! few round trips to Postgres, whatever the number of its partitions.
 
+use std::future::Future;
 use std::time::SystemTime;
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
+use futures_util::future::{try_join, try_join4, try_join5};
 
-use super::append::append_tagged;
-use super::{check_transactional_id, marker_key, marker_value, ProducerTag, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
+use super::{check_transactional_id, marker_key, marker_value, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::OffsetCommit;
-use crate::types::{GroupId, Record, TopicName};
+use crate::streams::produce::no_segment;
+use crate::types::{GroupId, TopicName};
+
+/// Attempts of a decision after its markers found no segment.
+const SEGMENT_RETRIES: usize = 3;
 
 /// The state of a transactional id's current transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -97,17 +107,43 @@ fn refuse(id: &str, refusal: TxnRefusal) -> Error {
 }
 
 async fn lock(broker: &Broker, tx: &Transaction<'_>, id: &str) -> Result<Option<TxnRow>> {
-    let row = tx.query_opt(&broker.inner.sql.txn.lock_txn, &[&id]).await?;
+    let stmt = tx.prepare_cached(&broker.inner.sql.txn.lock_txn).await?;
+    let row = tx.query_opt(&stmt, &[&id]).await?;
     Ok(row.as_ref().map(row_of))
+}
+
+/// Runs a decision (`once`), again when its markers found no segment for
+/// a partition; the retry first makes room on every partition it writes
+/// to (`once`'s argument).
+async fn with_room<T, F, Fut>(mut once: F) -> Result<T>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match once(attempt > 1).await {
+            Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
+                tracing::warn!(attempt, "no segment for a transaction marker; retrying");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Locks the row and checks that `(producer_id, epoch)` is its current
 /// producer.
 async fn lock_current(broker: &Broker, tx: &Transaction<'_>, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
     check_transactional_id(id)?;
-    let row = lock(broker, tx, id)
-        .await?
-        .ok_or_else(|| refuse(id, TxnRefusal::UnknownProducerId(producer_id)))?;
+    let found = lock(broker, tx, id).await?;
+    check_current(id, found, producer_id, epoch)
+}
+
+/// Checks that the locked row of `id` (if any) holds `(producer_id,
+/// epoch)`.
+fn check_current(id: &str, found: Option<TxnRow>, producer_id: i64, epoch: i16) -> Result<TxnRow> {
+    let row = found.ok_or_else(|| refuse(id, TxnRefusal::UnknownProducerId(producer_id)))?;
     if row.producer_id != producer_id {
         return Err(refuse(id, TxnRefusal::UnknownProducerId(producer_id)));
     }
@@ -167,6 +203,17 @@ pub(crate) async fn init_producer(
             },
         ));
     }
+    with_room(|make_room| init_once(broker, id, timeout_ms, current, make_room)).await
+}
+
+/// One attempt of [`init_producer`].
+async fn init_once(
+    broker: &Broker,
+    id: &str,
+    timeout_ms: i32,
+    current: Option<(i64, i16)>,
+    make_room: bool,
+) -> Result<(i64, i16)> {
     let sql = &broker.inner.sql.txn;
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
@@ -191,7 +238,7 @@ pub(crate) async fn init_producer(
     }
     let mut touched = Vec::new();
     if row.state == TxnState::Ongoing {
-        touched = decide_locked(broker, &tx, id, &row, false).await?;
+        touched = decide_locked(broker, &tx, id, &row, false, None, make_room).await?;
     }
     let (pid, epoch) = match next_epoch(row.epoch) {
         Some(e) => (row.producer_id, e),
@@ -207,12 +254,24 @@ pub(crate) async fn init_producer(
     Ok((pid, epoch))
 }
 
-/// Starts the transaction if none is open.
-async fn ensure_ongoing(broker: &Broker, tx: &Transaction<'_>, id: &str, row: &TxnRow) -> Result<()> {
-    if row.state != TxnState::Ongoing {
-        tx.execute(&broker.inner.sql.txn.begin_txn, &[&id]).await?;
-    }
-    Ok(())
+/// Joins something to `id`'s ongoing transaction, starting it if none is
+/// open: `join` (a statement of `join_txn!`, whose fourth parameter is
+/// `param`) checks and writes in one statement, committed on its own; a
+/// refusal wrote nothing. Returns the transaction's number.
+async fn join_transaction(
+    broker: &Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    join: &str,
+    param: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<i64> {
+    check_transactional_id(id)?;
+    let client = broker.client().await?;
+    let join = client.prepare_cached(join).await?;
+    let found = client.query_opt(&join, &[&id, &producer_id, &epoch, param]).await?;
+    let row = check_current(id, found.as_ref().map(row_of), producer_id, epoch)?;
+    Ok(row.completed)
 }
 
 /// AddPartitionsToTxn: the partitions join the transaction, which starts
@@ -230,26 +289,15 @@ pub(crate) async fn add_partitions(
     }
     ids.sort_unstable();
     ids.dedup();
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
-    ensure_ongoing(broker, &tx, id, &row).await?;
-    tx.execute(&broker.inner.sql.txn.add_partitions, &[&id, &ids]).await?;
-    tx.commit().await?;
-    Ok(row.completed)
+    let join = &broker.inner.sql.txn.join_partitions;
+    join_transaction(broker, id, producer_id, epoch, join, &ids).await
 }
 
 /// AddOffsetsToTxn: the group joins the transaction, which starts if none
 /// is open. Returns the transaction's number (see [`end`]).
 pub(crate) async fn add_group(broker: &Broker, id: &str, producer_id: i64, epoch: i16, group: &GroupId) -> Result<i64> {
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
-    ensure_ongoing(broker, &tx, id, &row).await?;
-    tx.execute(&broker.inner.sql.txn.add_group, &[&id, &group.as_str()])
-        .await?;
-    tx.commit().await?;
-    Ok(row.completed)
+    let join = &broker.inner.sql.txn.join_group;
+    join_transaction(broker, id, producer_id, epoch, join, &group.as_str()).await
 }
 
 /// The member and generation a transactional offset commit presents
@@ -286,30 +334,40 @@ pub(crate) async fn commit_offsets(
     if let Some(m) = member {
         crate::groups::classic::offsets::fence_member(broker, group, &m.member_id, m.generation).await?;
     }
-    let sql = &broker.inner.sql.txn;
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
+    check_transactional_id(id)?;
+    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    let parts: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+    let offs: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+    let metas: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
+    // Checks and writes in one statement, committed on its own: a refusal
+    // wrote nothing.
+    let client = broker.client().await?;
+    let put = client.prepare_cached(&broker.inner.sql.txn.put_offsets).await?;
+    let found = client
+        .query_opt(
+            &put,
+            &[
+                &id,
+                &group.as_str(),
+                &producer_id,
+                &epoch,
+                &topics,
+                &parts,
+                &offs,
+                &metas,
+            ],
+        )
+        .await?;
+    let row = check_current(id, found.as_ref().map(row_of), producer_id, epoch)?;
     if row.state != TxnState::Ongoing {
         return Err(refuse(
             id,
             TxnRefusal::InvalidState("no transaction is ongoing".to_string()),
         ));
     }
-    let added: bool = tx.query_one(&sql.has_group, &[&id, &group.as_str()]).await?.get(0);
-    if !added {
+    if !found.is_some_and(|r| r.get::<_, bool>(6)) {
         return Err(refuse(id, TxnRefusal::GroupNotAdded(group.to_string())));
     }
-    let topics: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
-    let parts: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
-    let offs: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
-    let metas: Vec<Option<&str>> = offsets.iter().map(|o| o.metadata.as_deref()).collect();
-    tx.execute(
-        &sql.put_offsets,
-        &[&id, &group.as_str(), &topics, &parts, &offs, &metas],
-    )
-    .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -333,6 +391,19 @@ pub(crate) async fn end(
     commit: bool,
     expected: Option<i64>,
 ) -> Result<()> {
+    with_room(|make_room| end_once(broker, id, producer_id, epoch, commit, expected, make_room)).await
+}
+
+/// One attempt of [`end`].
+async fn end_once(
+    broker: &Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    expected: Option<i64>,
+    make_room: bool,
+) -> Result<()> {
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
@@ -346,14 +417,8 @@ pub(crate) async fn end(
             } else {
                 TxnState::CompleteAbort
             };
-            // The new state first: decide_locked ends with the markers, so
-            // the partitions stay locked only for them and the commit.
-            tx.execute(
-                &broker.inner.sql.txn.finish_txn,
-                &[&id, &state.as_str(), &row.epoch, &row.last_epoch],
-            )
-            .await?;
-            decide_locked(broker, &tx, id, &row, commit).await?
+            let finish = (state, row.epoch, row.last_epoch);
+            decide_locked(broker, &tx, id, &row, commit, Some(finish), make_room).await?
         }
         (TxnState::CompleteCommit, true) | (_, false) => Vec::new(),
         (_, true) => {
@@ -368,54 +433,99 @@ pub(crate) async fn end(
     Ok(())
 }
 
-/// Settles the offsets of the locked, ongoing transaction, forgets its
-/// partitions and groups, then writes its markers and aborted ranges;
-/// returns the partitions written to. The caller records the new state
-/// and commits. The markers come last because each takes its partition's
-/// lock, which every producer to that partition waits for until the
-/// commit.
+/// Decides the locked, ongoing transaction: records its new state
+/// (`finish`: state, epoch and last epoch, when given), settles its
+/// offsets, forgets its partitions and groups, then writes its markers
+/// and aborted ranges; returns the partitions written to. The caller
+/// commits. All but the markers are sent together; the markers come last
+/// (one statement locking the partitions in id order, one writing every
+/// marker, sent together), because they take the partitions' locks, which
+/// every producer to those partitions waits for until the commit. Segments the
+/// markers need are made first, without those locks (`make_room`: even
+/// when the last look said there was room).
 async fn decide_locked(
     broker: &Broker,
     tx: &Transaction<'_>,
     id: &str,
     row: &TxnRow,
     commit: bool,
+    finish: Option<(TxnState, i16, i16)>,
+    make_room: bool,
 ) -> Result<Vec<i64>> {
     let sql = &broker.inner.sql.txn;
-    let written = tx.query(&sql.written_partitions, &[&id]).await?;
-    if commit {
-        tx.execute(&sql.apply_offsets, &[&id]).await?;
-    }
-    // Independent of each other: sent together, answered in one round trip.
-    futures_util::future::try_join3(
-        tx.execute(&sql.clear_partitions, &[&id]),
-        tx.execute(&sql.clear_groups, &[&id]),
-        tx.execute(&sql.clear_offsets, &[&id]),
+    let (finish_stmt, written, apply, clear_p, (clear_g, clear_o, lock_parts, markers)) = try_join5(
+        tx.prepare_cached(&sql.finish_txn),
+        tx.prepare_cached(&sql.written_partitions),
+        tx.prepare_cached(&sql.apply_offsets),
+        tx.prepare_cached(&sql.clear_partitions),
+        try_join4(
+            tx.prepare_cached(&sql.clear_groups),
+            tx.prepare_cached(&sql.clear_offsets),
+            tx.prepare_cached(&sql.lock_partitions),
+            tx.prepare_cached(&sql.write_markers),
+        ),
     )
     .await?;
-    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    let marker = [Record {
-        key: Some(marker_key(commit)),
-        value: Some(marker_value()),
-        headers: Vec::new(),
-        timestamp: None,
-    }];
-    let tag = ProducerTag {
-        producer_id: row.producer_id,
-        epoch: row.epoch,
-        control: true,
-    };
-    let mut touched = Vec::with_capacity(written.len());
-    for w in &written {
-        let (pid, first, segment_records): (i64, i64, i64) = (w.get(0), w.get(1), w.get(2));
-        let at = append_tagged(broker, tx, now, segment_records, pid, &marker, &[0], tag).await?;
-        if !commit {
-            tx.execute(&sql.insert_aborted, &[&pid, &first, &at, &row.producer_id])
-                .await?;
+    // Sent together, run in this order, answered in one round trip.
+    let finish_fut = async {
+        match finish {
+            Some((state, epoch, last)) => tx.execute(&finish_stmt, &[&id, &state.as_str(), &epoch, &last]).await,
+            None => Ok(0),
         }
-        touched.push(pid);
+    };
+    let apply_fut = async {
+        if commit {
+            tx.execute(&apply, &[&id]).await
+        } else {
+            Ok(0)
+        }
+    };
+    let (_, written, _, _, _) = try_join5(
+        finish_fut,
+        tx.query(&written, &[&id]),
+        apply_fut,
+        tx.execute(&clear_p, &[&id]),
+        try_join(tx.execute(&clear_g, &[&id]), tx.execute(&clear_o, &[&id])),
+    )
+    .await?;
+    let mut pids = Vec::with_capacity(written.len());
+    let mut firsts = Vec::with_capacity(written.len());
+    for w in &written {
+        let (pid, first, segment_records, next, segments_end): (i64, i64, i64, i64, i64) =
+            (w.get(0), w.get(1), w.get(2), w.get(3), w.get(4));
+        if make_room || segments_end - next <= segment_records / 2 {
+            crate::streams::segments::ensure_segments(broker, pid, next + 1, segment_records).await?;
+        }
+        pids.push(pid);
+        firsts.push(first);
     }
-    Ok(touched)
+    if pids.is_empty() {
+        return Ok(pids);
+    }
+    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
+    let (key, value, aborted) = (marker_key(commit), marker_value(), !commit);
+    // The locks in id order by one statement, the markers by the next,
+    // sent together: one round trip.
+    try_join(
+        tx.query(&lock_parts, &[&pids]),
+        tx.query(
+            &markers,
+            &[
+                &pids,
+                &firsts,
+                &now,
+                &key,
+                &value,
+                &row.producer_id,
+                &row.epoch,
+                &aborted,
+                &broker.inner.channel,
+                &broker.inner.wakeups.listener_id(),
+            ],
+        ),
+    )
+    .await?;
+    Ok(pids)
 }
 
 /// Aborts one transaction past its timeout and bumps its epoch, so that
@@ -423,22 +533,19 @@ async fn decide_locked(
 /// InitProducerId presenting its old epoch. False when another broker
 /// holds it or it is no longer due.
 async fn abort_expired_one(broker: &Broker, id: &str) -> Result<bool> {
+    with_room(|make_room| abort_expired_once(broker, id, make_room)).await
+}
+
+/// One attempt of [`abort_expired_one`].
+async fn abort_expired_once(broker: &Broker, id: &str, make_room: bool) -> Result<bool> {
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let Some(r) = tx.query_opt(&broker.inner.sql.txn.lock_expired, &[&id]).await? else {
         return Ok(false);
     };
     let row = row_of(&r);
-    let touched = decide_locked(broker, &tx, id, &row, false).await?;
-    let (epoch, last) = match next_epoch(row.epoch) {
-        Some(e) => (e, row.epoch),
-        None => (row.epoch, row.last_epoch),
-    };
-    tx.execute(
-        &broker.inner.sql.txn.finish_txn,
-        &[&id, &TxnState::CompleteAbort.as_str(), &epoch, &last],
-    )
-    .await?;
+    let finish = (TxnState::CompleteAbort, bumped(&row).0, bumped(&row).1);
+    let touched = decide_locked(broker, &tx, id, &row, false, Some(finish), make_room).await?;
     tx.commit().await?;
     after_decision(broker, &touched);
     tracing::info!(transactional_id = id, "transaction timed out and was aborted");
@@ -469,6 +576,21 @@ pub(crate) async fn abort_expired(broker: &Broker) -> Result<usize> {
 /// bumping the epoch as a timeout does. False when none was open.
 pub(crate) async fn abort_by_operator(broker: &Broker, id: &str) -> Result<bool> {
     check_transactional_id(id)?;
+    with_room(|make_room| abort_by_operator_once(broker, id, make_room)).await
+}
+
+/// The epoch and last epoch after the broker aborts a transaction on its
+/// own: the next epoch, so that the producer's further requests are
+/// fenced, unless the producer id has used them all.
+fn bumped(row: &TxnRow) -> (i16, i16) {
+    match next_epoch(row.epoch) {
+        Some(e) => (e, row.epoch),
+        None => (row.epoch, row.last_epoch),
+    }
+}
+
+/// One attempt of [`abort_by_operator`].
+async fn abort_by_operator_once(broker: &Broker, id: &str, make_room: bool) -> Result<bool> {
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
     let Some(row) = lock(broker, &tx, id).await? else {
@@ -480,16 +602,9 @@ pub(crate) async fn abort_by_operator(broker: &Broker, id: &str) -> Result<bool>
     if row.state != TxnState::Ongoing {
         return Ok(false);
     }
-    let touched = decide_locked(broker, &tx, id, &row, false).await?;
-    let (epoch, last) = match next_epoch(row.epoch) {
-        Some(e) => (e, row.epoch),
-        None => (row.epoch, row.last_epoch),
-    };
-    tx.execute(
-        &broker.inner.sql.txn.finish_txn,
-        &[&id, &TxnState::CompleteAbort.as_str(), &epoch, &last],
-    )
-    .await?;
+    let (epoch, last) = bumped(&row);
+    let finish = (TxnState::CompleteAbort, epoch, last);
+    let touched = decide_locked(broker, &tx, id, &row, false, Some(finish), make_room).await?;
     tx.commit().await?;
     after_decision(broker, &touched);
     Ok(true)

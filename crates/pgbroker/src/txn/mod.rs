@@ -9,16 +9,19 @@
 //! states between transactions.
 //!
 //! The invariant: what a transaction wrote becomes decided in one SQL
-//! transaction. `end` locks the transactional id's row, appends a control
-//! record (the commit or abort marker) to every partition the transaction
-//! wrote to, in partition order, moves its pending offsets into
-//! `group_offsets` (commit) or records the aborted range (abort), forgets
-//! the transaction's partitions (which moves each partition's last stable
-//! offset) and flips the state, then commits. A transactional produce
-//! takes the same row in share mode and checks, in its own append's
-//! transaction, that the epoch is current, the transaction ongoing and the
-//! partition added to it (KIP-890's server-side check), so no write can
-//! land between a decision and its marker.
+//! transaction. `end` locks the transactional id's row, flips the state,
+//! moves its pending offsets into `group_offsets` (commit), forgets the
+//! transaction's partitions (which moves each partition's last stable
+//! offset), then locks every partition the transaction wrote to in id
+//! order and, in one statement, appends a control record (the commit or
+//! abort marker) to each and records the aborted ranges (abort), then
+//! commits.
+//! A transactional produce takes the same row in share mode and checks, in
+//! its own append's transaction, that the epoch is current, the
+//! transaction ongoing and the partition added to it (KIP-890's
+//! server-side check), so no write can land between a decision and its
+//! marker. Both hold a partition's lock only for their one appending
+//! statement and the commit, as a plain produce does.
 //!
 //! The last stable offset of a partition is the smallest first offset of
 //! the transactions still open on it (`kafka_txn_partitions`), else the
@@ -26,8 +29,8 @@
 //! ranges (`kafka_aborted_txns`) overlapping what they read.
 //!
 //! Modules: `api` (the [`Transactions`] handle), `coordinator` (init, add,
-//! offsets, end, timeouts), `append` (transactional records and markers),
-//! `producers` (what DescribeProducers shows), `statements`.
+//! offsets, end with its markers, timeouts), `append` (the transactional
+//! produce), `producers` (what DescribeProducers shows), `statements`.
 
 mod api;
 pub(crate) mod append;
@@ -108,15 +111,6 @@ impl fmt::Display for TxnRefusal {
             TxnRefusal::StaleRequest => write!(f, "the request belongs to an earlier transaction"),
         }
     }
-}
-
-/// The producer fields a transactional record or marker is stored with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProducerTag {
-    pub producer_id: i64,
-    pub epoch: i16,
-    /// A commit or abort marker rather than data.
-    pub control: bool,
 }
 
 /// Checks a transactional id: 1 to 255 bytes, no control characters.

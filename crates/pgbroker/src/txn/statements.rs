@@ -1,5 +1,34 @@
 //! The transaction coordinator's statements (see [`crate::sql`]).
 
+/// A statement that joins something to a transaction, with no round trip
+/// but its own: locks the transactional id `$1`'s row and returns it (as
+/// `lock_txn`); only when the row holds producer `$2` at epoch `$3`, it
+/// starts the transaction if none is open (its timeout runs from now) and
+/// runs `$insert` (rows from `ok`, the checked row).
+macro_rules! join_txn {
+    ($insert:expr) => {
+        concat!(
+            "
+WITH k AS MATERIALIZED (
+    SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
+      FROM {s}kafka_transactions WHERE transactional_id = $1 FOR UPDATE
+), ok AS MATERIALIZED (
+    SELECT state FROM k WHERE producer_id = $2 AND epoch = $3
+), b AS (
+    UPDATE {s}kafka_transactions t
+       SET state = 'Ongoing', started_at = now(),
+           deadline = now() + t.timeout_ms * interval '1 millisecond', updated_at = now()
+      FROM ok WHERE t.transactional_id = $1 AND ok.state <> 'Ongoing'
+), j AS (
+    ",
+            $insert,
+            "
+)
+SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed FROM k"
+        )
+    };
+}
+
 crate::sql::statements! {
     /// The coordinator's statements, qualified with the broker's schema.
     Statements {
@@ -17,44 +46,45 @@ crate::sql::statements! {
                 SET producer_id = $2, epoch = $3, last_epoch = $4, state = 'Empty', timeout_ms = $5,
                     started_at = NULL, deadline = NULL, updated_at = now()
                 WHERE transactional_id = $1";
-    /// The transactional id a producer id belongs to, locked in share
-    /// mode by a transactional append (a decision takes it exclusively).
-    share_txn = "SELECT transactional_id, epoch, state FROM {s}kafka_transactions
-                 WHERE producer_id = $1 FOR SHARE";
-    /// Starts a transaction: its timeout runs from now.
-    begin_txn = "UPDATE {s}kafka_transactions
-                 SET state = 'Ongoing', started_at = now(),
-                     deadline = now() + timeout_ms * interval '1 millisecond', updated_at = now()
-                 WHERE transactional_id = $1";
-    /// Adds partitions (by id) to the ongoing transaction.
-    add_partitions = "INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
-                      SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING";
-    /// Whether a partition is part of the ongoing transaction.
-    has_partition = "SELECT first_offset FROM {s}kafka_txn_partitions
-                     WHERE transactional_id = $1 AND partition_id = $2";
-    /// Notes the first offset a transaction wrote to a partition.
-    set_first_offset = "UPDATE {s}kafka_txn_partitions SET first_offset = $3
-                        WHERE transactional_id = $1 AND partition_id = $2 AND first_offset IS NULL";
-    /// The partitions a transaction wrote to, in the order markers are
-    /// written, with each one's segment size.
-    written_partitions = "SELECT x.partition_id, x.first_offset, t.segment_records
+    /// AddPartitionsToTxn in one statement: see `join_txn!`.
+    join_partitions = join_txn!("INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
+                                 SELECT $1, unnest($4::bigint[]) FROM ok ON CONFLICT DO NOTHING");
+    /// The partitions a transaction wrote to, by id (the order their
+    /// markers lock them in), each with the first offset written there,
+    /// its segment size, and (read without a lock) its next offset and
+    /// the end of its last segment.
+    written_partitions = "SELECT x.partition_id, x.first_offset, t.segment_records, p.next_offset,
+                                 (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s
+                                  WHERE s.partition_id = p.id)
                           FROM {s}kafka_txn_partitions x
                           JOIN {s}partitions p ON p.id = x.partition_id
                           JOIN {s}topics t ON t.id = p.topic_id
                           WHERE x.transactional_id = $1 AND x.first_offset IS NOT NULL
                           ORDER BY x.partition_id";
-    /// Adds a group to the ongoing transaction.
-    add_group = "INSERT INTO {s}kafka_txn_groups (transactional_id, group_name) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING";
-    /// Whether a group was added to the ongoing transaction.
-    has_group = "SELECT EXISTS (SELECT 1 FROM {s}kafka_txn_groups WHERE transactional_id = $1 AND group_name = $2)";
-    /// Offsets committed inside the transaction, pending until it commits.
-    put_offsets = "INSERT INTO {s}kafka_txn_offsets (transactional_id, group_name, topic_id, partition, \"offset\", metadata)
-                   SELECT $1, $2, t.id, x.partition, x.off, x.meta
-                   FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[]) AS x(topic, partition, off, meta)
-                   JOIN {s}topics t ON t.name = x.topic
-                   ON CONFLICT (transactional_id, group_name, topic_id, partition)
-                   DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata";
+    /// AddOffsetsToTxn in one statement: see `join_txn!`.
+    join_group = join_txn!("INSERT INTO {s}kafka_txn_groups (transactional_id, group_name)
+                            SELECT $1, $4 FROM ok ON CONFLICT DO NOTHING");
+    /// TxnOffsetCommit in one statement: locks the transactional id `$1`'s
+    /// row and returns it (as `lock_txn`) with whether group `$2` was added
+    /// to its transaction; only when the row holds producer `$3` at epoch
+    /// `$4`, its transaction is ongoing and the group added, the offsets
+    /// become pending in the transaction.
+    put_offsets = "
+WITH k AS MATERIALIZED (
+    SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed,
+           EXISTS (SELECT 1 FROM {s}kafka_txn_groups g
+                   WHERE g.transactional_id = $1 AND g.group_name = $2) AS added
+      FROM {s}kafka_transactions WHERE transactional_id = $1 FOR UPDATE
+), p AS (
+    INSERT INTO {s}kafka_txn_offsets (transactional_id, group_name, topic_id, partition, \"offset\", metadata)
+    SELECT $1, $2, t.id, x.partition, x.off, x.meta
+      FROM k, unnest($5::text[], $6::int[], $7::bigint[], $8::text[]) AS x(topic, partition, off, meta)
+      JOIN {s}topics t ON t.name = x.topic
+     WHERE k.producer_id = $3 AND k.epoch = $4 AND k.state = 'Ongoing' AND k.added
+    ON CONFLICT (transactional_id, group_name, topic_id, partition)
+    DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata
+)
+SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM k";
     /// Makes a committing transaction's offsets the groups' committed ones.
     apply_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
                      SELECT group_name, topic_id, partition, \"offset\", metadata
@@ -72,9 +102,6 @@ crate::sql::statements! {
                   SET state = $2, epoch = $3, last_epoch = $4, started_at = NULL, deadline = NULL,
                       completed = completed + 1, updated_at = now()
                   WHERE transactional_id = $1";
-    /// Records an aborted range of a partition.
-    insert_aborted = "INSERT INTO {s}kafka_aborted_txns (partition_id, first_offset, last_offset, producer_id)
-                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
     /// A transactional id's row when its transaction is past its timeout,
     /// skipped when another broker holds it.
     lock_expired = "SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
@@ -119,23 +146,87 @@ crate::sql::statements! {
                             JOIN {s}partitions p ON p.id = x.partition_id
                             JOIN {s}topics t ON t.id = p.topic_id
                             WHERE x.transactional_id = $1 ORDER BY 1, 2";
-    /// Appends records or a marker with their producer's fields; otherwise
-    /// the produce statement (see `streams::produce::PRODUCE`).
-    append_tagged = "
+    /// What a transactional append checks before it takes the partition's
+    /// lock: the transactional id holding producer `$1` (its row locked in
+    /// share mode: a decision takes it exclusively), its epoch and state,
+    /// whether partition `$2` was added to its transaction, and (read
+    /// without a lock) the partition's next offset and the end of its last
+    /// segment.
+    check_append = "SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
+                           coalesce((SELECT p.next_offset FROM {s}partitions p WHERE p.id = $2), 0),
+                           (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = $2)
+                    FROM {s}kafka_transactions k
+                    LEFT JOIN {s}kafka_txn_partitions x
+                           ON x.transactional_id = k.transactional_id AND x.partition_id = $2
+                    WHERE k.producer_id = $1
+                    FOR SHARE OF k";
+    /// A transactional append in one statement, the only one that holds
+    /// the partition's lock (until the commit that follows): the records
+    /// with their producer's id and epoch, the producer's new sequence
+    /// state (`$13`, the batches kept, plus this one), and the first
+    /// offset of the transaction on the partition when this is its first
+    /// write there. Otherwise as the produce statement (see
+    /// `streams::produce::PRODUCE`), the end of the last segment included.
+    append_txn = "
 WITH p AS (
     UPDATE {s}partitions SET next_offset = next_offset + $2
              WHERE id = $1
              RETURNING id, next_offset - $2 AS base
 ), ins AS (
-    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch, control)
-             SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers, $9, $10, $11
+    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch)
+             SELECT p.id, p.base + r.ord - 1, coalesce(r.ts, now()), r.key, r.value, r.headers, $9, $10
              FROM p, unnest($3::timestamptz[], $4::bytea[], $5::bytea[], $6::jsonb[])
                      WITH ORDINALITY AS r(ts, key, value, headers, ord)
+), st AS (
+    UPDATE {s}kafka_producer_state ps
+       SET epoch = $10, last_seq = $12,
+           batches = $13::jsonb || jsonb_build_array(jsonb_build_array($11::int, $12::int, p.base)),
+           updated_at = now()
+      FROM p WHERE ps.producer_id = $9 AND ps.partition_id = p.id
+), f AS (
+    UPDATE {s}kafka_txn_partitions x SET first_offset = p.base
+      FROM p WHERE x.transactional_id = $14 AND x.partition_id = p.id AND x.first_offset IS NULL
 )
 SELECT p.base,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id),
        (SELECT pg_notify($7, p.id::text)
         WHERE EXISTS (SELECT 1 FROM {s}waiters w
                                WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
+FROM p";
+    /// Locks a decision's partitions (`$1`) in id order before
+    /// `write_markers`, waiting, as `streams::produce::OUTBOX_LOCK` does,
+    /// for a segment creation under way on any of them.
+    lock_partitions = "SELECT id,
+                              pg_advisory_lock_shared(hashtext('pgbroker.segments'), hashtext(id::text)) IS NULL,
+                              pg_advisory_unlock_shared(hashtext('pgbroker.segments'), hashtext(id::text))
+                       FROM {s}partitions WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE";
+    /// A decision's markers, one statement for all its partitions
+    /// (`$1`, locked by `lock_partitions`, with the transaction's first
+    /// offset on each in `$2`): appends a control record (key `$4`,
+    /// value `$5`) of producer `$6` at epoch `$7` to each and, for an abort
+    /// (`$8`), records each aborted range up to its marker. Returns each
+    /// partition's marker offset and the end of its last segment, and
+    /// notifies other brokers' waiters as the produce statement does.
+    write_markers = "
+WITH p AS (
+    UPDATE {s}partitions q SET next_offset = q.next_offset + 1
+      WHERE q.id = ANY($1::bigint[])
+      RETURNING q.id, q.next_offset - 1 AS at
+), ins AS (
+    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch, control)
+    SELECT p.id, p.at, $3, $4, $5, NULL, $6, $7, true FROM p
+), ab AS (
+    INSERT INTO {s}kafka_aborted_txns (partition_id, first_offset, last_offset, producer_id)
+    SELECT p.id, x.first, p.at, $6
+      FROM p JOIN unnest($1::bigint[], $2::bigint[]) AS x(id, first) ON x.id = p.id
+     WHERE $8
+    ON CONFLICT DO NOTHING
+)
+SELECT p.id, p.at,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id),
+       (SELECT pg_notify($9, p.id::text)
+        WHERE EXISTS (SELECT 1 FROM {s}waiters w
+                               WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $10))
 FROM p";
     }
 }
