@@ -6,8 +6,8 @@
 //! target assignment is then recomputed for all members at once with the
 //! group's server-side assignor (`uniform`, the library's sticky strategy,
 //! or `range`: the same functions as the library's own groups, see
-//! [`super::assign`]). Each member then reconciles on its own heartbeats
-//! (see [`reconcile`]): it first gives up what it must lose, keeping its
+//! `groups::assign`). Each member then reconciles on its own heartbeats
+//! (see `reconcile.rs`): it first gives up what it must lose, keeping its
 //! member epoch, and only then moves to the group's epoch and gets the
 //! partitions no other member still holds. Only the partitions that move
 //! pause; nobody waits for a group-wide barrier.
