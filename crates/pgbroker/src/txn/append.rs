@@ -5,11 +5,13 @@
 //! partition being part of the transaction, the sequence) run before the
 //! partition's lock is taken, under the share lock of the transactional
 //! id's row and the lock of the producer's own state on the partition;
-//! the append itself is one statement, so the partition's lock is held
-//! for that statement and the commit only, as a plain produce holds it.
+//! the append itself is one statement, sent with the COMMIT (see
+//! `pipelined`), so the partition's lock is held for that statement and
+//! the commit only, as a plain produce holds it.
 
 use std::time::SystemTime;
 
+use super::pipelined::Pipelined;
 use super::TxnRefusal;
 use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Invalid, Result};
@@ -69,32 +71,74 @@ async fn append_once(
     batch: ProducerBatch,
     make_room: bool,
 ) -> Result<IdempotentAppend> {
+    let tx = Pipelined::new(broker.client().await?);
+    let out = append_in(&tx, broker, transactional_id, meta, pid, records, batch, make_room).await;
+    // A refusal or a duplicate leaves the transaction open; an append
+    // committed (or failed with) it.
+    tx.rollback().await?;
+    let (append, segments_end) = out?;
+    drop(tx);
+    if append.duplicate {
+        return Ok(append);
+    }
+    let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
+    // Undecided records never enter the cache; what it held may now sit
+    // past the last stable offset.
+    broker.inner.cache.forget(pid);
+    broker.inner.wakeups.wake(pid);
+    // As after a plain produce: the batch is committed, so a failure to
+    // make room ahead is not its failure.
+    if segments_end - (append.base_offset + n) <= meta.segment_records / 2 {
+        if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
+            tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
+        }
+    }
+    Ok(append)
+}
+
+/// The checks and the append in `tx`: BEGIN and the checks in one round
+/// trip, the append and the COMMIT in another. Returns the append and the
+/// end of the partition's last segment.
+#[allow(clippy::too_many_arguments)]
+async fn append_in(
+    tx: &Pipelined,
+    broker: &Broker,
+    transactional_id: &str,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    batch: ProducerBatch,
+    make_room: bool,
+) -> Result<(IdempotentAppend, i64)> {
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
     let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
+    let client = tx.client();
     let (check, insert_state, lock_state, append) = futures_util::future::try_join4(
-        tx.prepare_cached(&sql.check_append),
-        tx.prepare_cached(&streams.insert_producer_state),
-        tx.prepare_cached(&streams.lock_producer_state),
-        tx.prepare_cached(&sql.append_txn),
+        client.prepare_cached(&sql.check_append),
+        client.prepare_cached(&streams.insert_producer_state),
+        client.prepare_cached(&streams.lock_producer_state),
+        client.prepare_cached(&sql.append_txn),
     )
     .await?;
     // Sent together, run in this order, answered in one round trip. When
     // a check fails, the producer state row is rolled back with the rest.
-    let (found, _, state) = futures_util::future::try_join3(
-        tx.query_opt(&check, &[&batch.producer_id, &pid]),
-        tx.execute(&insert_state, &[&batch.producer_id, &pid]),
-        tx.query_one(&lock_state, &[&batch.producer_id, &pid]),
-    )
+    let (_, (found, _, state)) = futures_util::future::try_join(tx.begin(), async {
+        Ok(futures_util::future::try_join3(
+            client.query_opt(&check, &[&batch.producer_id, &pid]),
+            client.execute(&insert_state, &[&batch.producer_id, &pid]),
+            client.query_one(&lock_state, &[&batch.producer_id, &pid]),
+        )
+        .await?)
+    })
     .await?;
     let (next, segments_end) = check_transaction(transactional_id, batch, found.as_ref())?;
     let (last_seq, kept) = match check_sequence(&state, batch, records.len())? {
         Sequenced::Duplicate(base_offset) => {
-            return Ok(IdempotentAppend {
+            let dup = IdempotentAppend {
                 base_offset,
                 duplicate: true,
-            })
+            };
+            return Ok((dup, 0));
         }
         Sequenced::Append { last_seq, kept } => (last_seq, kept),
     };
@@ -116,46 +160,40 @@ async fn append_once(
         hdrs.push(headers::to_json(&r.headers));
     }
     let kept = batches_json(&kept);
+    // The only statement holding the partition's lock, with the COMMIT
+    // right behind it.
     let row = tx
-        .query_opt(
-            &append,
-            &[
-                &pid,
-                &n,
-                &ts,
-                &keys,
-                &values,
-                &hdrs,
-                &broker.inner.channel,
-                &broker.inner.wakeups.listener_id(),
-                &batch.producer_id,
-                &batch.epoch,
-                &batch.base_sequence,
-                &last_seq,
-                &kept,
-                &transactional_id,
-            ],
-        )
+        .commit_with(async {
+            Ok(client
+                .query_opt(
+                    &append,
+                    &[
+                        &pid,
+                        &n,
+                        &ts,
+                        &keys,
+                        &values,
+                        &hdrs,
+                        &broker.inner.channel,
+                        &broker.inner.wakeups.listener_id(),
+                        &batch.producer_id,
+                        &batch.epoch,
+                        &batch.base_sequence,
+                        &last_seq,
+                        &kept,
+                        &transactional_id,
+                    ],
+                )
+                .await?)
+        })
         .await?
         .ok_or_else(|| Error::UnknownTopic(format!("partition id {pid}")))?;
     let (base_offset, segments_end): (i64, i64) = (row.get(0), row.get(1));
-    tx.commit().await?;
-    drop(client);
-    // Undecided records never enter the cache; what it held may now sit
-    // past the last stable offset.
-    broker.inner.cache.forget(pid);
-    broker.inner.wakeups.wake(pid);
-    // As after a plain produce: the batch is committed, so a failure to
-    // make room ahead is not its failure.
-    if segments_end - (base_offset + n) <= meta.segment_records / 2 {
-        if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
-            tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
-        }
-    }
-    Ok(IdempotentAppend {
+    let append = IdempotentAppend {
         base_offset,
         duplicate: false,
-    })
+    };
+    Ok((append, segments_end))
 }
 
 /// The coordinator's checks of a transactional append, on

@@ -5,15 +5,16 @@
 //! before the statement that writes the markers and the commit.
 //!
 //! Statements are prepared once per connection, and those that do not
-//! depend on each other's answers are sent together: a request costs a
-//! few round trips to Postgres, whatever the number of its partitions.
+//! depend on each other's answers are sent together, BEGIN with the first
+//! and COMMIT with the last (see `pipelined`): a request costs a few round
+//! trips to Postgres, whatever the number of its partitions.
 
 use std::future::Future;
 use std::time::SystemTime;
 
-use deadpool_postgres::Transaction;
-use futures_util::future::{try_join, try_join4, try_join5};
+use futures_util::future::{try_join, try_join3, try_join4, try_join5};
 
+use super::pipelined::Pipelined;
 use super::{check_transactional_id, marker_key, marker_value, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -106,10 +107,20 @@ fn refuse(id: &str, refusal: TxnRefusal) -> Error {
     }
 }
 
-async fn lock(broker: &Broker, tx: &Transaction<'_>, id: &str) -> Result<Option<TxnRow>> {
-    let stmt = tx.prepare_cached(&broker.inner.sql.txn.lock_txn).await?;
-    let row = tx.query_opt(&stmt, &[&id]).await?;
+/// Begins `tx` and locks `id`'s row (`lock`, a statement locking one row
+/// of `kafka_transactions` by transactional id): one round trip.
+async fn begin_locked(tx: &Pipelined, lock: &str, id: &str) -> Result<Option<TxnRow>> {
+    let client = tx.client();
+    let stmt = client.prepare_cached(lock).await?;
+    let (_, row) = try_join(tx.begin(), async { Ok(client.query_opt(&stmt, &[&id]).await?) }).await?;
     Ok(row.as_ref().map(row_of))
+}
+
+/// Ends `tx` after `out`, what ran in it: rolls back what a refusal left
+/// open, then returns `out`.
+async fn finish<T>(tx: Pipelined, out: Result<T>) -> Result<T> {
+    tx.rollback().await?;
+    out
 }
 
 /// Runs a decision (`once`), again when its markers found no segment for
@@ -132,11 +143,11 @@ where
     }
 }
 
-/// Locks the row and checks that `(producer_id, epoch)` is its current
-/// producer.
-async fn lock_current(broker: &Broker, tx: &Transaction<'_>, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
+/// Begins, locks the row and checks that `(producer_id, epoch)` is its
+/// current producer.
+async fn lock_current(broker: &Broker, tx: &Pipelined, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
     check_transactional_id(id)?;
-    let found = lock(broker, tx, id).await?;
+    let found = begin_locked(tx, &broker.inner.sql.txn.lock_txn, id).await?;
     check_current(id, found, producer_id, epoch)
 }
 
@@ -214,16 +225,43 @@ async fn init_once(
     current: Option<(i64, i16)>,
     make_room: bool,
 ) -> Result<(i64, i16)> {
+    let tx = Pipelined::new(broker.client().await?);
+    let out = init_in(broker, &tx, id, timeout_ms, current, make_room).await;
+    let touched = finish(tx, out).await?;
+    after_decision(broker, &touched.1);
+    Ok(touched.0)
+}
+
+/// [`init_once`] in `tx`: returns the producer id and epoch, and the
+/// partitions of the aborted transaction.
+async fn init_in(
+    broker: &Broker,
+    tx: &Pipelined,
+    id: &str,
+    timeout_ms: i32,
+    current: Option<(i64, i16)>,
+    make_room: bool,
+) -> Result<((i64, i16), Vec<i64>)> {
     let sql = &broker.inner.sql.txn;
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let created = tx.execute(&sql.insert_txn, &[&id, &timeout_ms]).await? == 1;
-    let row = lock(broker, &tx, id)
-        .await?
+    let client = tx.client();
+    let (insert, lock) = try_join(
+        client.prepare_cached(&sql.insert_txn),
+        client.prepare_cached(&sql.lock_txn),
+    )
+    .await?;
+    let (_, created, found) = try_join3(
+        tx.begin(),
+        async { Ok(client.execute(&insert, &[&id, &timeout_ms]).await? == 1) },
+        async { Ok(client.query_opt(&lock, &[&id]).await?) },
+    )
+    .await?;
+    let row = found
+        .as_ref()
+        .map(row_of)
         .ok_or_else(|| refuse(id, TxnRefusal::InvalidState("transactional id vanished".to_string())))?;
     if created {
         tx.commit().await?;
-        return Ok((row.producer_id, row.epoch));
+        return Ok(((row.producer_id, row.epoch), Vec::new()));
     }
     if let Some((pid, epoch)) = current.filter(|(pid, _)| *pid >= 0) {
         if pid != row.producer_id || (epoch != row.epoch && epoch != row.last_epoch) {
@@ -236,22 +274,25 @@ async fn init_once(
             ));
         }
     }
-    let mut touched = Vec::new();
-    if row.state == TxnState::Ongoing {
-        touched = decide_locked(broker, &tx, id, &row, false, None, make_room).await?;
-    }
     let (pid, epoch) = match next_epoch(row.epoch) {
         Some(e) => (row.producer_id, e),
         None => {
-            let r = tx.query_one(&sql.next_producer_id, &[]).await?;
+            let r = client.query_one(&sql.next_producer_id, &[]).await?;
             (r.get::<_, i64>(0), 0)
         }
     };
-    tx.execute(&sql.init_txn, &[&id, &pid, &epoch, &-1i16, &timeout_ms])
+    // The row's new producer before the abort's markers, which carry the
+    // old one (`row`) and touch no row of `kafka_transactions`.
+    client
+        .execute(&sql.init_txn, &[&id, &pid, &epoch, &-1i16, &timeout_ms])
         .await?;
-    tx.commit().await?;
-    after_decision(broker, &touched);
-    Ok((pid, epoch))
+    let touched = if row.state == TxnState::Ongoing {
+        decide_locked(broker, tx, id, &row, false, None, make_room).await?
+    } else {
+        tx.commit().await?;
+        Vec::new()
+    };
+    Ok(((pid, epoch), touched))
 }
 
 /// Joins something to `id`'s ongoing transaction, starting it if none is
@@ -404,48 +445,50 @@ async fn end_once(
     expected: Option<i64>,
     make_room: bool,
 ) -> Result<()> {
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let row = lock_current(broker, &tx, id, producer_id, epoch).await?;
-    if row.state == TxnState::Ongoing && expected.is_some_and(|n| n != row.completed) {
-        return Err(refuse(id, TxnRefusal::StaleRequest));
-    }
-    let touched = match (row.state, commit) {
-        (TxnState::Ongoing, _) => {
-            let state = if commit {
-                TxnState::CompleteCommit
-            } else {
-                TxnState::CompleteAbort
-            };
-            let finish = (state, row.epoch, row.last_epoch);
-            decide_locked(broker, &tx, id, &row, commit, Some(finish), make_room).await?
+    let tx = Pipelined::new(broker.client().await?);
+    let out = async {
+        let tx = &tx;
+        let row = lock_current(broker, tx, id, producer_id, epoch).await?;
+        if row.state == TxnState::Ongoing && expected.is_some_and(|n| n != row.completed) {
+            return Err(refuse(id, TxnRefusal::StaleRequest));
         }
-        (TxnState::CompleteCommit, true) | (_, false) => Vec::new(),
-        (_, true) => {
-            return Err(refuse(
+        match (row.state, commit) {
+            (TxnState::Ongoing, _) => {
+                let state = if commit {
+                    TxnState::CompleteCommit
+                } else {
+                    TxnState::CompleteAbort
+                };
+                let finish = (state, row.epoch, row.last_epoch);
+                decide_locked(broker, tx, id, &row, commit, Some(finish), make_room).await
+            }
+            // Nothing to do: the row lock is released by the rollback.
+            (TxnState::CompleteCommit, true) | (_, false) => Ok(Vec::new()),
+            (_, true) => Err(refuse(
                 id,
                 TxnRefusal::InvalidState("no transaction is ongoing to commit".to_string()),
-            ))
+            )),
         }
-    };
-    tx.commit().await?;
+    }
+    .await;
+    let touched = finish(tx, out).await?;
     after_decision(broker, &touched);
     Ok(())
 }
 
-/// Decides the locked, ongoing transaction: records its new state
-/// (`finish`: state, epoch and last epoch, when given), settles its
-/// offsets, forgets its partitions and groups, then writes its markers
-/// and aborted ranges; returns the partitions written to. The caller
-/// commits. All but the markers are sent together; the markers come last
-/// (one statement locking the partitions in id order, one writing every
-/// marker, sent together), because they take the partitions' locks, which
+/// Decides the locked, ongoing transaction and commits `tx`: records its
+/// new state (`finish`: state, epoch and last epoch, when given), settles
+/// its offsets, forgets its partitions and groups, then writes its markers
+/// and aborted ranges; returns the partitions written to. All but the
+/// markers are sent together; the markers come last (one statement
+/// locking the partitions in id order, one writing every marker, and the
+/// COMMIT, sent together), because they take the partitions' locks, which
 /// every producer to those partitions waits for until the commit. Segments the
 /// markers need are made first, without those locks (`make_room`: even
 /// when the last look said there was room).
 async fn decide_locked(
     broker: &Broker,
-    tx: &Transaction<'_>,
+    tx: &Pipelined,
     id: &str,
     row: &TxnRow,
     commit: bool,
@@ -453,39 +496,44 @@ async fn decide_locked(
     make_room: bool,
 ) -> Result<Vec<i64>> {
     let sql = &broker.inner.sql.txn;
+    let client = tx.client();
     let (finish_stmt, written, apply, clear_p, (clear_g, clear_o, lock_parts, markers)) = try_join5(
-        tx.prepare_cached(&sql.finish_txn),
-        tx.prepare_cached(&sql.written_partitions),
-        tx.prepare_cached(&sql.apply_offsets),
-        tx.prepare_cached(&sql.clear_partitions),
+        client.prepare_cached(&sql.finish_txn),
+        client.prepare_cached(&sql.written_partitions),
+        client.prepare_cached(&sql.apply_offsets),
+        client.prepare_cached(&sql.clear_partitions),
         try_join4(
-            tx.prepare_cached(&sql.clear_groups),
-            tx.prepare_cached(&sql.clear_offsets),
-            tx.prepare_cached(&sql.lock_partitions),
-            tx.prepare_cached(&sql.write_markers),
+            client.prepare_cached(&sql.clear_groups),
+            client.prepare_cached(&sql.clear_offsets),
+            client.prepare_cached(&sql.lock_partitions),
+            client.prepare_cached(&sql.write_markers),
         ),
     )
     .await?;
     // Sent together, run in this order, answered in one round trip.
     let finish_fut = async {
         match finish {
-            Some((state, epoch, last)) => tx.execute(&finish_stmt, &[&id, &state.as_str(), &epoch, &last]).await,
+            Some((state, epoch, last)) => {
+                client
+                    .execute(&finish_stmt, &[&id, &state.as_str(), &epoch, &last])
+                    .await
+            }
             None => Ok(0),
         }
     };
     let apply_fut = async {
         if commit {
-            tx.execute(&apply, &[&id]).await
+            client.execute(&apply, &[&id]).await
         } else {
             Ok(0)
         }
     };
     let (_, written, _, _, _) = try_join5(
         finish_fut,
-        tx.query(&written, &[&id]),
+        client.query(&written, &[&id]),
         apply_fut,
-        tx.execute(&clear_p, &[&id]),
-        try_join(tx.execute(&clear_g, &[&id]), tx.execute(&clear_o, &[&id])),
+        client.execute(&clear_p, &[&id]),
+        try_join(client.execute(&clear_g, &[&id]), client.execute(&clear_o, &[&id])),
     )
     .await?;
     let mut pids = Vec::with_capacity(written.len());
@@ -500,30 +548,34 @@ async fn decide_locked(
         firsts.push(first);
     }
     if pids.is_empty() {
+        tx.commit().await?;
         return Ok(pids);
     }
     let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
     let (key, value, aborted) = (marker_key(commit), marker_value(), !commit);
     // The locks in id order by one statement, the markers by the next,
-    // sent together: one round trip.
-    try_join(
-        tx.query(&lock_parts, &[&pids]),
-        tx.query(
-            &markers,
-            &[
-                &pids,
-                &firsts,
-                &now,
-                &key,
-                &value,
-                &row.producer_id,
-                &row.epoch,
-                &aborted,
-                &broker.inner.channel,
-                &broker.inner.wakeups.listener_id(),
-            ],
-        ),
-    )
+    // and the COMMIT, sent together: one round trip.
+    tx.commit_with(async {
+        Ok(try_join(
+            client.query(&lock_parts, &[&pids]),
+            client.query(
+                &markers,
+                &[
+                    &pids,
+                    &firsts,
+                    &now,
+                    &key,
+                    &value,
+                    &row.producer_id,
+                    &row.epoch,
+                    &aborted,
+                    &broker.inner.channel,
+                    &broker.inner.wakeups.listener_id(),
+                ],
+            ),
+        )
+        .await?)
+    })
     .await?;
     Ok(pids)
 }
@@ -538,15 +590,22 @@ async fn abort_expired_one(broker: &Broker, id: &str) -> Result<bool> {
 
 /// One attempt of [`abort_expired_one`].
 async fn abort_expired_once(broker: &Broker, id: &str, make_room: bool) -> Result<bool> {
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let Some(r) = tx.query_opt(&broker.inner.sql.txn.lock_expired, &[&id]).await? else {
+    let tx = Pipelined::new(broker.client().await?);
+    let out = async {
+        let tx = &tx;
+        let Some(row) = begin_locked(tx, &broker.inner.sql.txn.lock_expired, id).await? else {
+            return Ok(None);
+        };
+        let finish = (TxnState::CompleteAbort, bumped(&row).0, bumped(&row).1);
+        decide_locked(broker, tx, id, &row, false, Some(finish), make_room)
+            .await
+            .map(Some)
+    }
+    .await;
+    let touched = finish(tx, out).await?;
+    let Some(touched) = touched else {
         return Ok(false);
     };
-    let row = row_of(&r);
-    let finish = (TxnState::CompleteAbort, bumped(&row).0, bumped(&row).1);
-    let touched = decide_locked(broker, &tx, id, &row, false, Some(finish), make_room).await?;
-    tx.commit().await?;
     after_decision(broker, &touched);
     tracing::info!(transactional_id = id, "transaction timed out and was aborted");
     Ok(true)
@@ -591,21 +650,29 @@ fn bumped(row: &TxnRow) -> (i16, i16) {
 
 /// One attempt of [`abort_by_operator`].
 async fn abort_by_operator_once(broker: &Broker, id: &str, make_room: bool) -> Result<bool> {
-    let mut client = broker.client().await?;
-    let tx = client.transaction().await?;
-    let Some(row) = lock(broker, &tx, id).await? else {
-        return Err(refuse(
-            id,
-            TxnRefusal::InvalidState("unknown transactional id".to_string()),
-        ));
-    };
-    if row.state != TxnState::Ongoing {
-        return Ok(false);
+    let tx = Pipelined::new(broker.client().await?);
+    let out = async {
+        let tx = &tx;
+        let Some(row) = begin_locked(tx, &broker.inner.sql.txn.lock_txn, id).await? else {
+            return Err(refuse(
+                id,
+                TxnRefusal::InvalidState("unknown transactional id".to_string()),
+            ));
+        };
+        if row.state != TxnState::Ongoing {
+            return Ok(None);
+        }
+        let (epoch, last) = bumped(&row);
+        let finish = (TxnState::CompleteAbort, epoch, last);
+        decide_locked(broker, tx, id, &row, false, Some(finish), make_room)
+            .await
+            .map(Some)
     }
-    let (epoch, last) = bumped(&row);
-    let finish = (TxnState::CompleteAbort, epoch, last);
-    let touched = decide_locked(broker, &tx, id, &row, false, Some(finish), make_room).await?;
-    tx.commit().await?;
+    .await;
+    let touched = finish(tx, out).await?;
+    let Some(touched) = touched else {
+        return Ok(false);
+    };
     after_decision(broker, &touched);
     Ok(true)
 }

@@ -23,6 +23,11 @@
 //! marker. Both hold a partition's lock only for their one appending
 //! statement and the commit, as a plain produce does.
 //!
+//! Joining a partition or a group to a transaction commits without
+//! waiting for the WAL flush: only later writes of the same transaction
+//! read it, and their commits flush it (the macro `join_txn` in
+//! `statements` gives the argument).
+//!
 //! The last stable offset of a partition is the smallest first offset of
 //! the transactions still open on it (`kafka_txn_partitions`), else the
 //! high watermark. read_committed fetches stop there and learn the aborted
@@ -30,11 +35,14 @@
 //!
 //! Modules: `api` (the [`Transactions`] handle), `coordinator` (init, add,
 //! offsets, end with its markers, timeouts), `append` (the transactional
-//! produce), `producers` (what DescribeProducers shows), `statements`.
+//! produce), `pipelined` (a transaction whose BEGIN and COMMIT share the
+//! round trips of its first and last statements), `producers` (what
+//! DescribeProducers shows), `statements`.
 
 mod api;
 pub(crate) mod append;
 pub(crate) mod coordinator;
+mod pipelined;
 mod producers;
 pub(crate) mod statements;
 

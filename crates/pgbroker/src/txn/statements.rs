@@ -5,6 +5,16 @@
 /// `lock_txn`); only when the row holds producer `$2` at epoch `$3`, it
 /// starts the transaction if none is open (its timeout runs from now) and
 /// runs `$insert` (rows from `ok`, the checked row).
+///
+/// Its commit does not wait for the WAL flush ([`crate::sql::NO_FLUSH_WAIT`]):
+/// what it writes only ever matters to a later write of the same
+/// transaction that reads it, and every such write commits with the flush
+/// (a transactional append checks the partition was added, TxnOffsetCommit
+/// that the group was, EndTxn that the transaction is ongoing). The WAL
+/// reaches disk in order, so that flush makes this commit durable too;
+/// a Postgres crash before it loses the join with nothing yet depending
+/// on it, and the later write is refused (INVALID_TXN_STATE): a clean
+/// error, never a committed transaction missing a part.
 macro_rules! join_txn {
     ($insert:expr) => {
         concat!(
@@ -24,7 +34,8 @@ WITH k AS MATERIALIZED (
             $insert,
             "
 )
-SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed FROM k"
+SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed,
+       set_config('synchronous_commit', 'off', true) FROM k"
         )
     };
 }
@@ -228,5 +239,24 @@ SELECT p.id, p.at,
         WHERE EXISTS (SELECT 1 FROM {s}waiters w
                                WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $10))
 FROM p";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Statements;
+    use crate::sql::{Schema, NO_FLUSH_WAIT};
+
+    #[test]
+    fn only_the_joins_commit_without_the_flush() {
+        let s = Statements::new(&Schema::new("my_schema").expect("valid"));
+        for join in [&s.join_partitions, &s.join_group] {
+            assert_eq!(join.matches(NO_FLUSH_WAIT).count(), 1, "{join}");
+        }
+        for (name, sql) in s.all() {
+            if name != "join_partitions" && name != "join_group" {
+                assert!(!sql.contains("synchronous_commit"), "{name}: {sql}");
+            }
+        }
     }
 }
