@@ -40,6 +40,9 @@ STORM_PER_SECOND = 50.0
 # dead broker must be gone from its peers' Metadata, as a node and as a
 # partition leader, this soon after it died.
 NODE_GONE_WITHIN = 15.0
+# Once the live brokers' Metadata no longer names a dead broker, producers
+# must write to the partitions it led through their new leaders this soon.
+RESUMED_WITHIN = 30.0
 # How many `pgbroker serve` processes share the database in the
 # multi-broker scenario.
 MULTI_BROKERS = 3
@@ -147,9 +150,12 @@ class Stream:
             raise Failure("; ".join(failures))
         return report
 
-    def first_ack_after(self, t: float):
+    def first_ack_after(self, t: float, partitions=None):
+        """Seconds from t to the next acknowledged produce (to one of
+        `partitions`, when given), or None."""
         ts = [e["t"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
-              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t]
+              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t
+              and (partitions is None or e.get("partition") in partitions)]
         return min(ts) - t if ts else None
 
 
@@ -282,11 +288,13 @@ def kafka_metadata(*brokers):
                                     {int(p): leader for p, leader in a["leaders"].items()}) for a in answers]
 
 
-def node_of(peer, broker) -> int:
-    """The node id `peer`'s Metadata gives `broker`."""
+def node_of(peer, broker) -> tuple[int, list[int]]:
+    """The node id `peer`'s Metadata gives `broker`, and the partitions it
+    names that node the leader of."""
     def lookup():
         md = kafka_metadata(peer)[0]
-        return md and next((n for n, (_, port) in md[0].items() if port == broker.kafka_port), None)
+        node = md and next((n for n, (_, port) in md[0].items() if port == broker.kafka_port), None)
+        return None if node is None else (node, sorted(p for p, leader in md[1].items() if leader == node))
 
     found = []
     try:
@@ -308,23 +316,33 @@ def multi_broker_kill(s: Stream, rng):
     while clients hold all of them in their bootstrap lists. Every third
     kill (the first included) leaves the broker down until neither live
     broker's Metadata names it, as a node or as a partition leader, which
-    must happen within NODE_GONE_WITHIN; the other kills restart it within
-    a second. A restarted broker keeps its node id and must reappear in
-    its peers' Metadata."""
+    must happen within NODE_GONE_WITHIN, and until a produce to a partition
+    it led has been acknowledged by the new leader (RESUMED_WITHIN); the
+    other kills restart it within a second. A restarted broker keeps its node id and must reappear in
+    its peers' Metadata. Recovery is measured from the end of the fault
+    (leadership moved, else the restart) to the next acknowledged produce
+    to a partition the killed broker led."""
     b = rng.choice(s.brokers)
     others = [o for o in s.brokers if o is not b]
-    node = node_of(others[0], b)
+    node, led = node_of(others[0], b)
     s.kills += 1
     start = time.time()
     b.kill(signal.SIGKILL, timeout=60)
-    fault = {"at": start, "killed": b.name, "node": node}
+    fault = {"at": start, "killed": b.name, "node": node, "led": led}
     if s.kills % 3 == 1:
         try:
             wait_for(f"node {node} gone from the live brokers' Metadata",
                      lambda: not names_node(others, node), NODE_GONE_WITHIN, 0.1)
         except TimeoutError as e:
             raise Failure(str(e)) from None
-        fault["leaders_moved_after_s"] = time.time() - start
+        fault["moved"] = time.time()
+        fault["leaders_moved_after_s"] = fault["moved"] - start
+        if led:  # producers must move to the new leaders while this broker is still down
+            try:
+                wait_for(f"a produce to partitions {led} without {b.name}",
+                         lambda: s.first_ack_after(fault["moved"], led) is not None, RESUMED_WITHIN, 0.2)
+            except TimeoutError as e:
+                raise Failure(str(e)) from None
     else:
         time.sleep(rng.uniform(0, 1))
     check(all(o.alive() for o in others), "a broker that was not killed exited")
@@ -332,7 +350,7 @@ def multi_broker_kill(s: Stream, rng):
     b.start()
     fault["restored"] = restored
     fault["healthy_after_s"] = time.time() - restored
-    check(node_of(others[0], b) == node, f"{b.name} came back with another node id than {node}")
+    check(node_of(others[0], b)[0] == node, f"{b.name} came back with another node id than {node}")
     fault["rejoined_after_s"] = time.time() - restored
     return fault
 
@@ -367,7 +385,7 @@ def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, repli
         while time.monotonic() < end or len(faults) < min_faults:
             time.sleep(rng.uniform(*args.gap))
             fault = inject(s, rng)
-            log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored") else v
+            log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored", "moved") else v
                                        for k, v in fault.items()}))
             faults.append(fault)
         time.sleep(2)
@@ -377,6 +395,8 @@ def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, repli
         report = s.finish()
         if inject is consumer_kill:
             recovery = [read_after(s, f["restored"]) for f in faults]
+        elif inject is multi_broker_kill:
+            recovery = [s.first_ack_after(f.get("moved", f["restored"]), f["led"]) for f in faults if f["led"]]
         else:
             recovery = [s.first_ack_after(f["restored"]) for f in faults]
         check(all(r is not None for r in recovery), "no progress after a fault")
