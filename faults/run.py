@@ -38,8 +38,10 @@ STORM_PER_SECOND = 50.0
 # A broker's row in the node registry counts as live for `node_ttl` (10 s)
 # after its last heartbeat, and brokers re-read the registry every 2 s: a
 # dead broker must be gone from its peers' Metadata, as a node and as a
-# partition leader, this soon after it died.
-NODE_GONE_WITHIN = 15.0
+# partition leader, this soon after it died: those 12 s, plus slack for a
+# loaded two-core machine (12 s were seen under load), and still well within
+# Kafka's default session timeout of 45 s.
+NODE_GONE_WITHIN = 20.0
 # Once the live brokers' Metadata no longer names a dead broker, producers
 # must write to the partitions it led through their new leaders this soon.
 RESUMED_WITHIN = 30.0
