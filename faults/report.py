@@ -34,7 +34,7 @@ DESCRIPTIONS = {
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
     "multi-broker-kill": "three `pgbroker serve` on one database, every client given all three; SIGKILL of one at"
                          " random, restarted after 0-1 s, or (every third kill) only once neither live broker's"
-                         " Metadata names it any more, as a node or as a partition leader (required within 15 s)",
+                         " Metadata names it any more, as a node or as a partition leader (required within 20 s)",
     "txn-broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
     "txn-pg-kill": "SIGKILL of the whole Postgres cluster, restarted after the outage",
     "txn-link-cut": "every broker-Postgres connection dropped and new ones refused by a proxy, then restored",
