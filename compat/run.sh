@@ -17,7 +17,7 @@
 #                     transaction scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
 #   aiokafka          PyPI aiokafka, and the transaction scenarios
-#   kafkajs           kafkajs from compat/node, and its transaction scenarios
+#   kafkajs           kafkajs from compat/node, and its transaction and compaction scenarios
 #
 # Environment:
 #   PGBROKER_BIN                the binary to test (default: cargo build)
@@ -160,6 +160,7 @@ run_client() {
       local rc=0
       node "$COMPAT/node/kafkajs.mjs" "$BOOTSTRAP" "$prefix" "${DEBUG_PY[@]}" || rc=1
       node "$COMPAT/node/transactions.mjs" "$BOOTSTRAP" "${prefix}tx_" "${DEBUG_PY[@]}" || rc=1
+      node "$COMPAT/node/compaction.mjs" "$BOOTSTRAP" "${prefix}cp_" "${DEBUG_PY[@]}" || rc=1
       return $rc
       ;;
   esac

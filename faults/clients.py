@@ -5,6 +5,7 @@ JSON-lines file (see checker.py for the events).
   clients.py consumer BOOTSTRAP TOPIC GROUP SESSION OUT
   clients.py scan     BOOTSTRAP TOPIC OUT
   clients.py qworker  BIN DATABASE_URL QUEUE NAME OUT
+  clients.py metadata TOPIC BOOTSTRAP...
 
 producer and consumer run until SIGTERM; the producer then waits for every
 outstanding delivery report."""
@@ -179,6 +180,26 @@ def scan(bootstrap, topic, out):
     return 0
 
 
+def metadata(topic, *bootstraps):
+    """Prints, for each broker in turn, one JSON line with what its Metadata
+    answer says: brokers by node id as [host, port], and the leader of
+    each partition of `topic`; or null when it did not answer."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    for bootstrap in bootstraps:
+        try:
+            md = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000}).list_topics(topic, timeout=3)
+            t = md.topics.get(topic)
+            ok = t is not None and t.error is None
+            answer = {"brokers": {n: [b.host, b.port] for n, b in md.brokers.items()},
+                      "leaders": {p: part.leader for p, part in t.partitions.items()}} if ok else None
+        except KafkaException:
+            answer = None
+        print(json.dumps(answer), flush=True)
+    return 0
+
+
 def qworker(binary, url, queue, name, out):
     """Receives with the CLI, works a little, acknowledges; nacks poison.
 
@@ -243,6 +264,8 @@ def main(argv):
         return scan(*args[:3])
     if role == "qworker":
         return qworker(*args[:5])
+    if role == "metadata":
+        return metadata(*args)
     print("unknown role", role, file=sys.stderr)
     return 2
 

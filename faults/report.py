@@ -32,6 +32,9 @@ DESCRIPTIONS = {
                 " standby promoted with pg_promote() after the outage, the broker (given both hosts,"
                 " target_session_attrs=read-write) finding it alone; the old primary rebuilt as the new standby",
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
+    "multi-broker-kill": "three `pgbroker serve` on one database, every client given all three; SIGKILL of one at"
+                         " random, restarted after 0-1 s, or (every third kill) only once neither live broker's"
+                         " Metadata names it any more, as a node or as a partition leader (required within 20 s)",
     "txn-broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
     "txn-pg-kill": "SIGKILL of the whole Postgres cluster, restarted after the outage",
     "txn-link-cut": "every broker-Postgres connection dropped and new ones refused by a proxy, then restored",
@@ -70,6 +73,7 @@ COLUMNS = [
     ("unhealthy_after_max_s", "/healthz 503 after, max (s)"),
     ("healthy_after_max_s", "/healthz 200 after, max (s)"),
     ("connect_attempts_per_max_s", "connect attempts/s during outage, max"),
+    ("leaders_moved_after_max_s", "leaders off a dead broker after, max (s)"),
 ]
 
 
@@ -131,7 +135,9 @@ def main(path, status, new_path=None):
     out.append("  produce; for consumers, to the group's next read; for queue workers, from the kill until")
     out.append("  every message the worker held was delivered again (the visibility timeout is 2 s); for")
     out.append("  queues under a Postgres kill, from the restart until a send has returned an id and a worker's")
-    out.append("  acknowledgement has succeeded.")
+    out.append("  acknowledgement has succeeded; for multi-broker-kill, from the restart, or from when the live")
+    out.append("  brokers' Metadata stopped naming a broker left down, to the next acknowledged produce to a")
+    out.append("  partition the killed broker led.")
     out.append("")
     out.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))

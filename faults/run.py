@@ -24,7 +24,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from checker import check_queue, check_stream, load, queue_failures, stream_failures  # noqa: E402
-from harness import Failure, Harness, check, kill_group, log, read_jsonl, wait_for  # noqa: E402
+from harness import HERE, PYTHON, Failure, Harness, check, kill_group, log, read_jsonl, wait_for  # noqa: E402
 from txn_run import txn_scenario, txn_summary  # noqa: E402
 
 TOPIC = "t"
@@ -35,12 +35,26 @@ UNHEALTHY_WITHIN = 10.0
 HEALTHY_WITHIN = 30.0
 # More connection attempts than this per second of outage is a reconnect storm.
 STORM_PER_SECOND = 50.0
+# A broker's row in the node registry counts as live for `node_ttl` (10 s)
+# after its last heartbeat, and brokers re-read the registry every 2 s: a
+# dead broker must be gone from its peers' Metadata, as a node and as a
+# partition leader, this soon after it died: those 12 s, plus slack for a
+# loaded two-core machine (12 s were seen under load), and still well within
+# Kafka's default session timeout of 45 s.
+NODE_GONE_WITHIN = 20.0
+# Once the live brokers' Metadata no longer names a dead broker, producers
+# must write to the partitions it led through their new leaders this soon.
+RESUMED_WITHIN = 30.0
+# How many `pgbroker serve` processes share the database in the
+# multi-broker scenario.
+MULTI_BROKERS = 3
 
 
 class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
-    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False):
+    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
+                 brokers: int = 1):
         self.h, self.args = h, args
         self.kills = 0
         if replicated:
@@ -63,12 +77,17 @@ class Stream:
             self.pg = h.postgres()
             self.proxy = h.proxy(self.pg.port) if via_proxy else None
             port = self.proxy.port if self.proxy else self.pg.port
-            self.broker = h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres")
-            self.broker.start()
+            names = ["broker"] if brokers == 1 else [f"broker{i}" for i in range(brokers)]
+            self.brokers = [h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres", name) for name in names]
+            for b in self.brokers:
+                b.start()
+            self.broker = self.brokers[0]
             url = self.pg.url
+        if not hasattr(self, "brokers"):
+            self.brokers = [self.broker]
         h.cli(url, ["topic", "create", TOPIC, "--partitions", "3"])
         self.producers = [
-            h.client("producer", [self.broker.bootstrap, TOPIC, f"p{i}", h.history(f"producer-p{i}.jsonl"),
+            h.client("producer", [self.bootstrap(i), TOPIC, f"p{i}", h.history(f"producer-p{i}.jsonl"),
                                   str(args.rate)], f"producer-p{i}")
             for i in range(2)
         ]
@@ -77,11 +96,18 @@ class Stream:
         for _ in range(2):
             self.start_consumer()
 
+    def bootstrap(self, i: int = 0) -> str:
+        """Every broker, starting from the i-th (modulo their number), so
+        that clients spread over them."""
+        order = self.brokers[i % len(self.brokers):] + self.brokers[:i % len(self.brokers)]
+        return ",".join(b.bootstrap for b in order)
+
     def start_consumer(self):
         self.sessions += 1
         name = f"c{self.sessions}"
         self.consumers[name] = self.h.client(
-            "consumer", [self.broker.bootstrap, TOPIC, GROUP, name, self.h.history(f"consumer-{name}.jsonl")], name)
+            "consumer", [self.bootstrap(self.sessions), TOPIC, GROUP, name,
+                         self.h.history(f"consumer-{name}.jsonl")], name)
         return name
 
     def histories(self):
@@ -113,7 +139,7 @@ class Stream:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 kill_group(p)
-        scan = self.h.client("scan", [self.broker.bootstrap, TOPIC, self.h.history("scan.jsonl")], "scan")
+        scan = self.h.client("scan", [self.bootstrap(), TOPIC, self.h.history("scan.jsonl")], "scan")
         check(scan.wait(180) == 0, "scan did not reach the end of the topic")
         report = check_stream(load(self.histories()))
         failures = stream_failures(report, [GROUP, "scan"])
@@ -126,9 +152,12 @@ class Stream:
             raise Failure("; ".join(failures))
         return report
 
-    def first_ack_after(self, t: float):
+    def first_ack_after(self, t: float, partitions=None):
+        """Seconds from t to the next acknowledged produce (to one of
+        `partitions`, when given), or None."""
         ts = [e["t"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
-              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t]
+              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t
+              and (partitions is None or e.get("partition") in partitions)]
         return min(ts) - t if ts else None
 
 
@@ -250,6 +279,84 @@ def failover(s: Stream, rng):
             "healthy_after_s": healthy}
 
 
+def kafka_metadata(*brokers):
+    """What each broker's Metadata answer says, in order: ({node id: (host,
+    port)}, {partition of TOPIC: leader}), or None where it did not answer."""
+    r = subprocess.run([PYTHON, os.path.join(HERE, "clients.py"), "metadata", TOPIC] + [b.bootstrap for b in brokers],
+                       capture_output=True, text=True, timeout=60)
+    answers = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    answers += [None] * (len(brokers) - len(answers))
+    return [None if a is None else ({int(n): tuple(hp) for n, hp in a["brokers"].items()},
+                                    {int(p): leader for p, leader in a["leaders"].items()}) for a in answers]
+
+
+def node_of(peer, broker) -> tuple[int, list[int]]:
+    """The node id `peer`'s Metadata gives `broker`, and the partitions it
+    names that node the leader of."""
+    def lookup():
+        md = kafka_metadata(peer)[0]
+        node = md and next((n for n, (_, port) in md[0].items() if port == broker.kafka_port), None)
+        return None if node is None else (node, sorted(p for p, leader in md[1].items() if leader == node))
+
+    found = []
+    try:
+        wait_for(f"{broker.name} in {peer.name}'s Metadata", lambda: found.append(lookup()) or found[-1] is not None,
+                 30, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None
+    return found[-1]
+
+
+def names_node(peers, node: int) -> bool:
+    """True unless every peer's Metadata names `node` neither as a broker
+    nor as a leader (an unanswered request counts as naming it)."""
+    return any(md is None or node in md[0] or node in md[1].values() for md in kafka_metadata(*peers))
+
+
+def multi_broker_kill(s: Stream, rng):
+    """SIGKILL to one of several brokers on one database, chosen at random,
+    while clients hold all of them in their bootstrap lists. Every third
+    kill (the first included) leaves the broker down until neither live
+    broker's Metadata names it, as a node or as a partition leader, which
+    must happen within NODE_GONE_WITHIN, and until a produce to a partition
+    it led has been acknowledged by the new leader (RESUMED_WITHIN); the
+    other kills restart it within a second. A restarted broker keeps its node id and must reappear in
+    its peers' Metadata. Recovery is measured from the end of the fault
+    (leadership moved, else the restart) to the next acknowledged produce
+    to a partition the killed broker led."""
+    b = rng.choice(s.brokers)
+    others = [o for o in s.brokers if o is not b]
+    node, led = node_of(others[0], b)
+    s.kills += 1
+    start = time.time()
+    b.kill(signal.SIGKILL, timeout=60)
+    fault = {"at": start, "killed": b.name, "node": node, "led": led}
+    if s.kills % 3 == 1:
+        try:
+            wait_for(f"node {node} gone from the live brokers' Metadata",
+                     lambda: not names_node(others, node), NODE_GONE_WITHIN, 0.1)
+        except TimeoutError as e:
+            raise Failure(str(e)) from None
+        fault["moved"] = time.time()
+        fault["leaders_moved_after_s"] = fault["moved"] - start
+        if led:  # producers must move to the new leaders while this broker is still down
+            try:
+                wait_for(f"a produce to partitions {led} without {b.name}",
+                         lambda: s.first_ack_after(fault["moved"], led) is not None, RESUMED_WITHIN, 0.2)
+            except TimeoutError as e:
+                raise Failure(str(e)) from None
+    else:
+        time.sleep(rng.uniform(0, 1))
+    check(all(o.alive() for o in others), "a broker that was not killed exited")
+    restored = time.time()
+    b.start()
+    fault["restored"] = restored
+    fault["healthy_after_s"] = time.time() - restored
+    check(node_of(others[0], b)[0] == node, f"{b.name} came back with another node id than {node}")
+    fault["rejoined_after_s"] = time.time() - restored
+    return fault
+
+
 def consumer_kill(s: Stream, rng):
     name = rng.choice(sorted(n for n, p in s.consumers.items() if p.poll() is None))
     path = s.h.history(f"consumer-{name}.jsonl")
@@ -271,24 +378,27 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
         while time.monotonic() < end or len(faults) < min_faults:
             time.sleep(rng.uniform(*args.gap))
             fault = inject(s, rng)
-            log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored") else v
+            log(" fault:", json.dumps({k: round(v, 2) if isinstance(v, float) and k not in ("at", "restored", "moved") else v
                                        for k, v in fault.items()}))
             faults.append(fault)
         time.sleep(2)
-        if inject not in (broker_kill, broker_term, embedded_kill):
+        if inject not in (broker_kill, broker_term, embedded_kill, multi_broker_kill):
             check(s.broker.starts == 1 and s.broker.alive(), "the broker exited")
+        check(all(b.alive() for b in s.brokers), "a broker exited")
         report = s.finish()
         if inject is consumer_kill:
             recovery = [read_after(s, f["restored"]) for f in faults]
+        elif inject is multi_broker_kill:
+            recovery = [s.first_ack_after(f.get("moved", f["restored"]), f["led"]) for f in faults if f["led"]]
         else:
             recovery = [s.first_ack_after(f["restored"]) for f in faults]
         check(all(r is not None for r in recovery), "no progress after a fault")
@@ -530,6 +640,9 @@ SCENARIOS = {
     # The primary dies; its synchronous standby is promoted (pg_promote, as
     # an HA manager would); the broker has both hosts in its URL.
     "failover": stream_scenario(failover, replicated=True),
+    # Three brokers on one database; one at a time is killed. At least three
+    # faults: one that waits for leadership to move, two quick restarts.
+    "multi-broker-kill": stream_scenario(multi_broker_kill, min_faults=3, brokers=MULTI_BROKERS),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
@@ -559,7 +672,8 @@ def summary(name, report, seconds):
             out.update(redelivered_after_crash=report["redelivered_after_crash"], send_failed=report["send_failed"])
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
-    for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s"):
+    for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
+                "leaders_moved_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]
         if vals:
             out[key.replace("_s", "_max_s") if key.endswith("_s") else key + "_max"] = round(max(vals), 2)

@@ -8,7 +8,8 @@
 #                tests, compat/), librdkafka-dev and pkg-config (the
 #                comparison harness links librdkafka), python3-confluent-kafka
 #                and python3-kafka (compat/, faults/), python3-venv, nodejs
-#                and npm (compat/), chromium (the console's browser tests)
+#                and npm (compat/), chromium (the console's browser tests),
+#                pgbouncer (the tests of pgbroker behind a pooler)
 #   rustup:      rustfmt and clippy
 #   compat/.venv PyPI confluent-kafka (bundles a recent librdkafka),
 #                kafka-python, aiokafka
@@ -22,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 
 packages=(postgresql postgresql-15 postgresql-client kcat librdkafka-dev pkg-config
-  python3-confluent-kafka python3-kafka python3-venv chromium)
+  python3-confluent-kafka python3-kafka python3-venv chromium pgbouncer)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 command -v npm >/dev/null || missing+=(nodejs npm)
@@ -114,6 +115,7 @@ fi
 
 # Everything the suites run must work now; fail loudly otherwise.
 kcat -V >/dev/null
+pgbouncer --version >/dev/null
 /usr/bin/python3 -c 'import confluent_kafka, kafka'
 .venv/bin/python -c 'import confluent_kafka, kafka, aiokafka'
 node -e 'require("./node/node_modules/kafkajs")'

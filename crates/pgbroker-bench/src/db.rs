@@ -77,3 +77,66 @@ pub async fn environment(url: &str) -> Result<Note> {
         settings,
     }))
 }
+
+/// The database every run's storage costs are read from, set once by
+/// `main` from `--database-url`: the drivers need not pass it down.
+static PROBE_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the database whose WAL and size [`StorageProbe`] reads.
+pub fn set_probe_url(url: &str) {
+    let _ = PROBE_URL.set(url.to_string());
+}
+
+/// Postgres's WAL position and the database's size at one moment: two of
+/// them around a measured window give the WAL and the table bytes the
+/// window wrote. They are server-wide, so they are exact only on a
+/// machine where nothing else writes meanwhile, as in a suite.
+pub struct StorageProbe {
+    client: Client,
+    wal_lsn: i64,
+    database_bytes: i64,
+}
+
+/// WAL and database growth of a window, per message written.
+pub struct StorageCost {
+    /// WAL bytes per message.
+    pub wal_bytes_per_msg: f64,
+    /// Growth of the database's files per message.
+    pub db_bytes_per_msg: f64,
+}
+
+impl StorageProbe {
+    /// Reads the WAL position and the database size now; `None` when no
+    /// probe database is set or it does not answer (the run goes on).
+    pub async fn start() -> Option<StorageProbe> {
+        let client = connect(PROBE_URL.get()?).await.ok()?;
+        let (wal_lsn, database_bytes) = read(&client).await.ok()?;
+        Some(StorageProbe {
+            client,
+            wal_lsn,
+            database_bytes,
+        })
+    }
+
+    /// What was written since [`StorageProbe::start`], per message of
+    /// `written`.
+    pub async fn since(&self, written: u64) -> Option<StorageCost> {
+        let (wal_lsn, database_bytes) = read(&self.client).await.ok()?;
+        let n = written.max(1) as f64;
+        Some(StorageCost {
+            wal_bytes_per_msg: (wal_lsn - self.wal_lsn) as f64 / n,
+            db_bytes_per_msg: (database_bytes - self.database_bytes) as f64 / n,
+        })
+    }
+}
+
+/// The WAL insert position in bytes and the current database's size.
+async fn read(client: &Client) -> Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, pg_database_size(current_database())",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}

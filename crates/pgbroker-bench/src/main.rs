@@ -14,6 +14,7 @@ mod compaction;
 mod compare;
 mod console;
 mod db;
+mod diff;
 mod kafka;
 mod kafka_txn;
 mod measure;
@@ -87,10 +88,14 @@ enum Command {
     Compaction(compaction::CompactionArgs),
     /// BENCHMARKS.md and plots from JSON-lines results.
     Report(report::ReportArgs),
+    /// Two results files, before and after a change: the figures that
+    /// moved beyond noise; fails if any got worse.
+    Diff(diff::DiffArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = &cli.endpoints;
+    db::set_probe_url(&env.database_url);
     match cli.command {
         Command::Pubsub { system, workload } => {
             let summary = system.run(env, &workload).await;
@@ -109,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pages(args) => pages::command(env, &args).await,
         Command::Compaction(args) => compaction::command(env, &args).await,
         Command::Report(args) => report::report(&args),
+        Command::Diff(args) => diff::diff(&args),
     }
 }
 

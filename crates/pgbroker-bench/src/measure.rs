@@ -186,7 +186,8 @@ impl Run {
 /// them and returns the summary of `system`: the workload's parameters,
 /// rates, latency percentiles, and CPU seconds per million messages of
 /// `broker`, of this process and of Postgres, with the broker's largest
-/// resident memory seen.
+/// resident memory seen and, for systems on Postgres, the WAL and
+/// database bytes written per message.
 async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run: Run) -> Result<Summary> {
     let Run { stats, stop, tasks } = run;
     tokio::time::sleep(args.run().warmup).await;
@@ -195,6 +196,10 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
         stats.written.load(Ordering::Relaxed),
         stats.read.load(Ordering::Relaxed),
     );
+    let storage = match crate::systems::on_postgres(system) {
+        true => crate::db::StorageProbe::start().await,
+        false => None,
+    };
     let before = procfs::Cpu::now(broker);
     let mut rss_max = procfs::rss_bytes(broker);
     let started = Instant::now();
@@ -214,6 +219,10 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
     let used = procfs::Cpu::now(broker).since(&before, broker);
     let written = stats.written.load(Ordering::Relaxed) - w0;
     let read = stats.read.load(Ordering::Relaxed) - r0;
+    let storage = match &storage {
+        Some(probe) => probe.since(written).await,
+        None => None,
+    };
     stop.store(true, Ordering::Relaxed);
     let (mut e2e, mut prod) = (histogram()?, histogram()?);
     for t in tasks {
@@ -248,6 +257,8 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
             BrokerProcess::InProcess => None,
             _ => Some(rss_max as f64 / (1024.0 * 1024.0)),
         },
+        wal_bytes_per_msg: storage.as_ref().map(|s| s.wal_bytes_per_msg),
+        db_bytes_per_msg: storage.as_ref().map(|s| s.db_bytes_per_msg),
     };
     Ok(Summary {
         system: system.to_string(),

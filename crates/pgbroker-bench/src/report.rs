@@ -157,6 +157,10 @@ fn scenario(md: &mut String, runs: &[Summary], name: &str, plots: &Path, rel: &P
     md.push_str(&"---:|---:|".repeat(names.len()));
     md.push('\n');
     for (i, figure) in TABLE.iter().enumerate() {
+        // Figures added after these runs were measured.
+        if m.iter().all(|values| !values[i].is_finite()) {
+            continue;
+        }
         let _ = write!(md, "| {} |", figure.name);
         for values in &m {
             let _ = write!(md, " {} | {} |", fmt(values[i]), fmt(values[i] / m[0][i]));

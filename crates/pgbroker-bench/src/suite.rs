@@ -1,7 +1,8 @@
 //! `pgbroker-bench suite`: every scenario of the comparison, each system in
 //! turn per round (A B C, then C B A), every run appended to a JSON-lines
 //! file with its scenario and round, and a table of medians and ratios
-//! per scenario. `--smoke` runs one short round of two small scenarios.
+//! per scenario. `--smoke` runs one short round of two small scenarios;
+//! `--quick` is the short form for checking a performance change.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,12 @@ pub struct SuiteArgs {
     /// One short round of two small scenarios, every system once.
     #[arg(long)]
     pub smoke: bool,
+    /// The short form to run before and after a performance change (a few
+    /// minutes; compare the two files with `diff`): every workload
+    /// scenario, pgbroker's system only, two rounds of 5 s after 2 s of
+    /// warm-up. `--only` still applies.
+    #[arg(long, conflicts_with = "smoke")]
+    pub quick: bool,
     /// Append every run to this JSON-lines file (with an environment line first).
     #[arg(long, default_value = "results/bench.jsonl")]
     pub out: PathBuf,
@@ -197,6 +204,22 @@ fn smoke_scenarios() -> Vec<Scenario> {
             ]),
         },
     ]
+}
+
+/// The short form: every workload scenario with its first system only,
+/// which is always pgbroker's (the tables' ratios are against it).
+fn quick_scenarios() -> Vec<Scenario> {
+    scenarios()
+        .into_iter()
+        .filter_map(|s| {
+            let kind = match s.kind {
+                Kind::Pubsub(v) => Kind::Pubsub(v.into_iter().take(1).collect()),
+                Kind::Queue(v) => Kind::Queue(v.into_iter().take(1).collect()),
+                Kind::Pages => return None,
+            };
+            Some(Scenario { kind, ..s })
+        })
+        .collect()
 }
 
 #[derive(Parser)]
@@ -371,6 +394,8 @@ pub async fn suite(env: &Endpoints, args: &SuiteArgs) -> Result<()> {
     append_jsonl(&args.out, &crate::db::environment(&env.database_url).await?)?;
     let (list, rounds, duration, warmup) = if args.smoke {
         (smoke_scenarios(), 1, Duration::from_secs(2), Duration::from_secs(1))
+    } else if args.quick {
+        (quick_scenarios(), 2, Duration::from_secs(5), Duration::from_secs(2))
     } else {
         (scenarios(), args.rounds, args.duration, args.warmup)
     };

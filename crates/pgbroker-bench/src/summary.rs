@@ -68,6 +68,15 @@ pub struct Figures {
     /// Largest resident size of the broker process seen, MiB; none when
     /// the broker runs in the harness's own process.
     pub broker_rss_max_mib: Option<f64>,
+    /// WAL written per message in the measured window, bytes; none for
+    /// systems that do not keep their messages in Postgres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_bytes_per_msg: Option<f64>,
+    /// Growth of the database's files per message in the measured window,
+    /// bytes (tables, indexes, TOAST; less what retention or vacuum gave
+    /// back); none for systems that do not keep their messages in Postgres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_bytes_per_msg: Option<f64>,
 }
 
 /// One figure of the tables: its name and whether more is better.
@@ -122,6 +131,20 @@ pub const BROKER_RSS: Figure = Figure {
     of: |f| f.broker_rss_max_mib,
 };
 
+/// WAL bytes per message written.
+pub const WAL_BYTES: Figure = Figure {
+    name: "wal_bytes_per_msg",
+    more_is_better: false,
+    of: |f| f.wal_bytes_per_msg,
+};
+
+/// Growth of the database's files per message written.
+pub const DB_BYTES: Figure = Figure {
+    name: "db_bytes_per_msg",
+    more_is_better: false,
+    of: |f| f.db_bytes_per_msg,
+};
+
 /// The figures every comparison table shows, in order.
 pub const TABLE: &[Figure] = &[
     WRITE_RATE,
@@ -134,6 +157,8 @@ pub const TABLE: &[Figure] = &[
     BROKER_CPU,
     CLIENT_CPU,
     BROKER_RSS,
+    WAL_BYTES,
+    DB_BYTES,
 ];
 
 /// The machine and Postgres a results file was measured on.
@@ -302,6 +327,40 @@ pub fn print_table(runs: &[Summary], rounds: u32) {
             print!("{:>14.1}{:>9.2}", values[i], values[i] / base);
         }
         println!();
+    }
+}
+
+/// A queue run of `scenario` with the given read and write rate and
+/// latencies, for tests of what reads results.
+#[cfg(test)]
+pub fn test_run(scenario: &str, system: &str, round: u32, rate: f64, p99: f64) -> Summary {
+    let duration = std::time::Duration::from_secs(20);
+    let args = crate::suite::queue_args("", duration, std::time::Duration::from_secs(5)).expect("flags");
+    Summary {
+        system: system.into(),
+        shape: Shape::Queue(args),
+        figures: Figures {
+            duration_s: 20.0,
+            write_msgs_per_s: rate,
+            read_msgs_per_s: rate,
+            write_mib_per_s: 0.0,
+            read_mib_per_s: 0.0,
+            e2e_p50_ms: p99 / 2.0,
+            e2e_p95_ms: p99,
+            e2e_p99_ms: p99,
+            e2e_p999_ms: p99,
+            e2e_max_ms: p99,
+            produce_p50_ms: 1.0,
+            produce_p99_ms: 2.0,
+            broker_cpu_s_per_million: 1.0,
+            client_cpu_s_per_million: 1.0,
+            postgres_cpu_s_per_million: 1.0,
+            broker_rss_max_mib: None,
+            wal_bytes_per_msg: None,
+            db_bytes_per_msg: None,
+        },
+        scenario: Some(scenario.into()),
+        round: Some(round),
     }
 }
 

@@ -72,6 +72,17 @@ pub fn name_of(system: &impl ValueEnum) -> String {
         .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
+/// Whether the system named `system` (as in results) keeps its messages in
+/// Postgres, so that Postgres's WAL and size measure what it writes.
+pub fn on_postgres(system: &str) -> bool {
+    let elsewhere = [
+        name_of(&PubsubSystem::Nats),
+        name_of(&PubsubSystem::Redis),
+        name_of(&QueueSystem::Rabbitmq),
+    ];
+    !elsewhere.iter().any(|n| n == system)
+}
+
 /// Where every system is, from the command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Endpoints {

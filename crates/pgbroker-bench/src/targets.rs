@@ -298,39 +298,8 @@ pub fn losses(runs: &[Summary]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::summary::Figures;
-    use crate::workload::Shape;
-
-    fn run(scenario: &str, system: &str, round: u32, rate: f64, p99: f64) -> Summary {
-        let args = crate::suite::queue_args("", Duration::from_secs(20), Duration::from_secs(5)).expect("flags");
-        Summary {
-            system: system.into(),
-            shape: Shape::Queue(args),
-            figures: Figures {
-                duration_s: 20.0,
-                write_msgs_per_s: rate,
-                read_msgs_per_s: rate,
-                write_mib_per_s: 0.0,
-                read_mib_per_s: 0.0,
-                e2e_p50_ms: p99 / 2.0,
-                e2e_p95_ms: p99,
-                e2e_p99_ms: p99,
-                e2e_p999_ms: p99,
-                e2e_max_ms: p99,
-                produce_p50_ms: 1.0,
-                produce_p99_ms: 2.0,
-                broker_cpu_s_per_million: 1.0,
-                client_cpu_s_per_million: 1.0,
-                postgres_cpu_s_per_million: 1.0,
-                broker_rss_max_mib: None,
-            },
-            scenario: Some(scenario.into()),
-            round: Some(round),
-        }
-    }
+    use crate::summary::test_run as run;
 
     fn verdict<'a>(all: &'a [Verdict], what: &str) -> &'a Verdict {
         all.iter()

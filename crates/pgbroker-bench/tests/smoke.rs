@@ -127,6 +127,34 @@ fn smoke_suite_then_report() {
     for system in queue {
         assert!(ran("smoke-queue", system), "no queue run of {system}");
     }
+    // Storage costs: measured for systems on Postgres, absent for the rest.
+    for run in runs {
+        let on_postgres = !["nats", "redis", "rabbitmq"].contains(&run["system"].as_str().unwrap_or(""));
+        let wal = run["wal_bytes_per_msg"].as_f64();
+        assert_eq!(wal.is_some(), on_postgres, "wal_bytes_per_msg in {run}");
+        assert_eq!(
+            run["db_bytes_per_msg"].as_f64().is_some(),
+            on_postgres,
+            "db_bytes_per_msg in {run}"
+        );
+        // A durable write of a 1 KiB message writes at least its payload to the WAL.
+        if run["workload"] == "pubsub" && on_postgres {
+            assert!(
+                wal.is_some_and(|w| w >= 1024.0),
+                "wal_bytes_per_msg below the payload in {run}"
+            );
+        }
+    }
+    // A file compared with itself has nothing beyond noise.
+    let same = Command::new(BIN)
+        .args(["diff", results_arg, results_arg])
+        .output()
+        .expect("run pgbroker-bench diff");
+    let said = String::from_utf8_lossy(&same.stdout);
+    assert!(
+        same.status.success() && said.contains(" 0 worse and 0 better"),
+        "{said}"
+    );
 
     let plots = dir.join("plots");
     let report = report(results_arg, &dir);

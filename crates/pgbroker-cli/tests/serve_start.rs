@@ -1,6 +1,7 @@
 //! How `pgbroker serve` starts: a listener that cannot bind ends the start
-//! with an error naming it, and what it logs to a file is plain text
-//! without Postgres notices.
+//! with an error naming it, what it logs to a file is plain text without
+//! Postgres notices, and behind PgBouncer it serves in session mode and
+//! refuses transaction mode before creating anything.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgbroker_testkit::cli::serve::free_port;
-use pgbroker_testkit::cli::{bin, Env};
+use pgbroker_testkit::cli::{bin, schema_exists, Env};
+use pgbroker_testkit::pgbouncer::{PgBouncer, PoolMode};
 
 /// `pgbroker serve` in `env`'s schema with `args`, stderr piped.
 fn spawn_serve(env: &Env, args: &[&str]) -> Child {
@@ -124,4 +126,54 @@ fn logs_to_a_file_are_plain_and_quiet_about_existing_tables() {
     assert!(!stderr.contains('\u{1b}'), "colour codes in a log file: {stderr:?}");
     assert!(!stderr.contains("already exists"), "{stderr}");
     assert!(!stderr.contains("NOTICE"), "{stderr}");
+}
+
+#[test]
+fn behind_pgbouncer_session_mode_serves_and_transaction_mode_is_refused() {
+    let mut env = Env::new();
+    let refusing = PgBouncer::start(PoolMode::Transaction);
+    env.url = refusing.url();
+    let (kafka, http) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let (code, stderr) = wait_exit(spawn_serve(&env, &["--kafka-listen", &kafka, "--http-listen", &http]));
+    assert_eq!(code, Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("pool_mode = session") && last.contains("LISTEN"),
+        "{stderr}"
+    );
+    assert!(!schema_exists(&env.schema), "the refused broker created its schema");
+
+    let session = PgBouncer::start(PoolMode::Session);
+    env.url = session.url();
+    let mut child = spawn_serve(&env, &["--kafka-listen", &kafka, "--http-listen", &http]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let healthy = loop {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "serve exited behind session mode"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "serve did not become healthy behind session mode"
+        );
+        if let Ok(mut s) = TcpStream::connect(&http) {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("request");
+            let mut answer = String::new();
+            if s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
+                break answer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(schema_exists(&env.schema), "{healthy}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let (code, stderr) = wait_exit(child);
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -10,11 +10,13 @@
 //! - [`kafka`]: an in-process Kafka server, a raw Kafka client, and the
 //!   bad-input battery that both the in-process server and the binary face;
 //! - [`cli`]: the `pgbroker` binary run in a fresh schema, as a command or
-//!   as a server.
+//!   as a server;
+//! - [`pgbouncer`]: a throwaway PgBouncer in front of the test database.
 
 pub mod cli;
 pub mod db;
 pub mod kafka;
+pub mod pgbouncer;
 mod schema;
 
 pub use schema::TestSchema;

@@ -263,6 +263,22 @@ pub enum Error {
         /// What the driver said.
         reason: String,
     },
+    /// The database URL leads through a connection pooler that does not give
+    /// each connection a server session of its own for its whole life
+    /// (PgBouncer with `pool_mode = transaction` or `statement`).
+    #[error(
+        "{target} is reached through a connection pooler that does not keep one server session per connection \
+         ({reason}), such as PgBouncer with pool_mode = transaction or statement. pgbroker needs sessions: it \
+         prepares each statement once per connection and runs it in later transactions, and it keeps a LISTEN \
+         connection for long-poll wake-ups. Give pgbroker's database pool_mode = session in the pooler, or point \
+         --database-url at PostgreSQL itself"
+    )]
+    SessionPooler {
+        /// Host, port and database, never the password.
+        target: String,
+        /// What the start-up check saw.
+        reason: String,
+    },
     /// A storage unit needed by the write is being created concurrently, or
     /// a lock could not be had in time. Retrying is safe.
     #[error("storage busy: {0}")]
@@ -407,7 +423,8 @@ impl From<tokio_postgres::Error> for Error {
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => Error::Db(e),
+            deadpool_postgres::PoolError::Backend(e)
+            | deadpool_postgres::PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => Error::Db(e),
             other => Error::Pool(other.to_string()),
         }
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod notify;
+pub(crate) mod session;
 pub(crate) mod statements;
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::broker::notify::Wakeups;
@@ -171,37 +172,10 @@ impl Broker {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("pgbroker");
         }
-        // Generic plans: planning the produce statement anew for each batch
-        // (its parameters are large arrays) costs more than executing it.
-        // Hot statements read segment tables directly, so they need no
-        // plan-time partition pruning.
-        pg_config.options(format!(
-            "-c search_path={} -c plan_cache_mode=force_generic_plan",
-            config.schema
-        ));
         pg_config.connect_timeout(Duration::from_secs(10));
         let target = describe_target(&pg_config);
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(2))
-            .build()
-            .map_err(|e| Error::Pool(e.to_string()))?;
-        let segment_pool = Pool::builder(Manager::from_config(
-            pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        ))
-        .max_size(SEGMENT_POOL_SIZE)
-        .build()
-        .map_err(|e| Error::Pool(e.to_string()))?;
+        let pool = session_pool(&pg_config, &config.schema, config.pool_size.max(2))?;
+        let segment_pool = session_pool(&pg_config, &config.schema, SEGMENT_POOL_SIZE)?;
         let inner = Inner {
             pool,
             segment_pool,
@@ -229,6 +203,9 @@ impl Broker {
             ),
         };
         let broker = Broker { inner: Arc::new(inner) };
+        // Before the pool's first connection, whose settings would stay on
+        // a transaction-mode pooler's server connection.
+        session::check(&broker.inner.pg_config, &target).await?;
         let mut client = broker.client().await.map_err(|e| match e {
             Error::Db(e) => Error::Connect {
                 target: target.clone(),
@@ -356,6 +333,36 @@ impl Broker {
     pub(crate) fn next_round_robin(&self) -> usize {
         self.inner.round_robin.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// A pool of connections to `pg_config` whose sessions work in `schema`.
+///
+/// Generic plans: planning the produce statement anew for each batch (its
+/// parameters are large arrays) costs more than executing it. Hot
+/// statements read segment tables directly, so they need no plan-time
+/// partition pruning. Both are set by a statement on each new connection
+/// rather than as the `options` startup parameter, which PgBouncer refuses.
+fn session_pool(pg_config: &tokio_postgres::Config, schema: &str, size: usize) -> Result<Pool> {
+    let manager = Manager::from_config(
+        pg_config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    // The schema name was validated by `Schema::new`; quoted all the same.
+    let settings = format!(
+        "SET search_path = {}; SET plan_cache_mode = force_generic_plan",
+        crate::migrate::quote_ident(schema)
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .post_create(Hook::async_fn(move |client, _| {
+            let settings = settings.clone();
+            Box::pin(async move { client.batch_execute(&settings).await.map_err(HookError::Backend) })
+        }))
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
 }
 
 /// Refuses a URL of another database (`mysql://...`) with words that say
