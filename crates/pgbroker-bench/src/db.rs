@@ -87,10 +87,11 @@ pub fn set_probe_url(url: &str) {
     let _ = PROBE_URL.set(url.to_string());
 }
 
-/// Postgres's WAL position and the database's size at one moment: two of
-/// them around a measured window give the WAL and the table bytes the
-/// window wrote. They are server-wide, so they are exact only on a
-/// machine where nothing else writes meanwhile, as in a suite.
+/// Postgres's WAL position and the size of all its databases at one
+/// moment: two of them around a measured window give the WAL and the table
+/// bytes the window wrote, whichever database a system keeps its data in.
+/// They are server-wide, so they are exact only on a machine where nothing
+/// else writes meanwhile, as in a suite.
 pub struct StorageProbe {
     client: Client,
     wal_lsn: i64,
@@ -101,12 +102,12 @@ pub struct StorageProbe {
 pub struct StorageCost {
     /// WAL bytes per message.
     pub wal_bytes_per_msg: f64,
-    /// Growth of the database's files per message.
+    /// Growth of the databases' files per message.
     pub db_bytes_per_msg: f64,
 }
 
 impl StorageProbe {
-    /// Reads the WAL position and the database size now; `None` when no
+    /// Reads the WAL position and the databases' size now; `None` when no
     /// probe database is set or it does not answer (the run goes on).
     pub async fn start() -> Option<StorageProbe> {
         let client = connect(PROBE_URL.get()?).await.ok()?;
@@ -130,11 +131,12 @@ impl StorageProbe {
     }
 }
 
-/// The WAL insert position in bytes and the current database's size.
+/// The WAL insert position in bytes and the size of all databases.
 async fn read(client: &Client) -> Result<(i64, i64)> {
     let row = client
         .query_one(
-            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, pg_database_size(current_database())",
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, \
+             (SELECT sum(pg_database_size(oid))::bigint FROM pg_database)",
             &[],
         )
         .await?;

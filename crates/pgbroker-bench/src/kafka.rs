@@ -113,6 +113,9 @@ pub enum Variant {
     /// One transaction per batch (see [`crate::kafka_txn`]; system
     /// `kafka-transactional`).
     Transactional,
+    /// The plain workload against Tansu (see [`crate::tansu`]; system
+    /// `tansu`).
+    Tansu,
 }
 
 /// Runs the workload through `pgbroker serve` on a fresh schema, dropped
@@ -149,7 +152,12 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs, variant: Variant) -> Result
         }
         drop(broker);
         let server = Server::start(bin, url, &schema, false).await?;
-        let outcome = drive(&server, args, variant).await;
+        let target = Target {
+            bootstrap: server.bootstrap.clone(),
+            http: Some(server.http.clone()),
+            pid: server.pid()?,
+        };
+        let outcome = drive(&target, args, variant).await;
         server.stop().await?;
         outcome
     }
@@ -160,8 +168,24 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs, variant: Variant) -> Result
     outcome
 }
 
-async fn drive(server: &Server, args: &PubsubArgs, variant: Variant) -> Result<Summary> {
-    let viewer = (variant == Variant::Console).then(|| OverviewPoller::start(server.http.clone()));
+/// A running Kafka broker the workload is driven against.
+pub struct Target {
+    /// `host:port` of its Kafka listener.
+    pub bootstrap: String,
+    /// `host:port` of pgbroker's HTTP listener (the console variant's).
+    pub http: Option<String>,
+    /// Its process, for CPU and memory readings.
+    pub pid: u32,
+}
+
+/// Runs the workload's consumers and producers against `server`, as
+/// `variant` says, and measures it as the variant's system.
+pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Result<Summary> {
+    let viewer = match (variant, &server.http) {
+        (Variant::Console, Some(http)) => Some(OverviewPoller::start(http.clone())),
+        (Variant::Console, None) => bail!("the console variant needs pgbroker's HTTP listener"),
+        _ => None,
+    };
     let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
@@ -202,11 +226,12 @@ async fn drive(server: &Server, args: &PubsubArgs, variant: Variant) -> Result<S
         let a = args.clone();
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }
-    let process = BrokerProcess::Pid(server.pid()?);
+    let process = BrokerProcess::Pid(server.pid);
     let system = match variant {
         Variant::Plain => "kafka-protocol",
         Variant::Console => "kafka-console",
         Variant::Transactional => "kafka-transactional",
+        Variant::Tansu => "tansu",
     };
     let summary = run.measure(args, system, &process).await?;
     if let Some(viewer) = viewer {

@@ -36,6 +36,7 @@ mod suite;
 mod summary;
 mod sweep;
 mod systems;
+mod tansu;
 mod targets;
 mod workload;
 

@@ -93,12 +93,12 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "kafka-one-group-max",
             flags: "--groups 1 --consumers-per-group 4 --producers 8",
-            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis]),
+            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis, P::Tansu]),
         },
         Scenario {
             name: "kafka-one-group-at-5k",
             flags: "--groups 1 --consumers-per-group 4 --producers 8 --rate 5000",
-            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis]),
+            kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis, P::Tansu]),
         },
         // Transactions of 100 records over 4 partitions, each committing
         // an input offset: flat out, and at 5,000 records/s for latency.

@@ -72,7 +72,7 @@ pub struct Figures {
     /// systems that do not keep their messages in Postgres.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_bytes_per_msg: Option<f64>,
-    /// Growth of the database's files per message in the measured window,
+    /// Growth of the databases' files per message in the measured window,
     /// bytes (tables, indexes, TOAST; less what retention or vacuum gave
     /// back); none for systems that do not keep their messages in Postgres.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +138,7 @@ pub const WAL_BYTES: Figure = Figure {
     of: |f| f.wal_bytes_per_msg,
 };
 
-/// Growth of the database's files per message written.
+/// Growth of the databases' files per message written.
 pub const DB_BYTES: Figure = Figure {
     name: "db_bytes_per_msg",
     more_is_better: false,

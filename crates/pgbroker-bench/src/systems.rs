@@ -15,7 +15,7 @@ use crate::summary::Summary;
 use crate::workload::{PubsubArgs, QueueArgs};
 use crate::{
     article, article_queue, ceiling, kafka, nats, pgbroker_queue, pgbroker_sql, pgbroker_streams, pgmq, rabbitmq,
-    redis_streams, sqs,
+    redis_streams, sqs, tansu,
 };
 
 /// Systems that run the pub/sub workload.
@@ -43,6 +43,10 @@ pub enum PubsubSystem {
     Nats,
     /// Redis Streams with consumer groups.
     Redis,
+    /// Tansu (a Kafka broker keeping its data in Postgres) on a database of
+    /// its own on the same Postgres, driven by librdkafka as
+    /// `kafka-protocol` is.
+    Tansu,
 }
 
 /// Systems that run the queue workload.
@@ -107,6 +111,15 @@ pub struct Endpoints {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+    /// Tansu's broker binary (`cargo install tansu --locked
+    /// --no-default-features --features postgres`).
+    #[arg(long, global = true, env = "TANSU_BIN", default_value = "tansu")]
+    pub tansu_bin: PathBuf,
+    /// Tansu's Postgres schema (`etc/initdb.d/010-schema.sql` of its
+    /// repository, at the tag of the installed version); without it Tansu
+    /// is skipped.
+    #[arg(long, global = true, env = "TANSU_SCHEMA")]
+    pub tansu_schema: Option<PathBuf>,
 }
 
 /// The schema pgbroker's in-process runs use; dropped by [`drop_schema`].
@@ -154,6 +167,7 @@ impl PubsubSystem {
         match self {
             PubsubSystem::Nats => answers(&env.nats_url).await,
             PubsubSystem::Redis => answers(&env.redis_url).await,
+            PubsubSystem::Tansu => tansu::installed(env).await,
             _ => true,
         }
     }
@@ -169,6 +183,7 @@ impl PubsubSystem {
             PubsubSystem::KafkaTransactional => kafka::run(env, args, Variant::Transactional).await,
             PubsubSystem::Nats => nats::run(env, args).await,
             PubsubSystem::Redis => redis_streams::run(env, args).await,
+            PubsubSystem::Tansu => tansu::run(env, args).await,
         }
     }
 }

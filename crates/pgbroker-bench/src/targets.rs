@@ -20,6 +20,8 @@ enum Goal {
     AtMost(f64),
     /// At least this multiple of another system's figure in the same scenario.
     Times(&'static str, f64),
+    /// At most this multiple of another system's figure in the same scenario.
+    TimesAtMost(&'static str, f64),
 }
 
 /// scenario, system, figure, goal
@@ -41,6 +43,25 @@ const TARGETS: &[(&str, &str, Figure, Goal)] = &[
     ),
     ("kafka-one-group-at-5k", "kafka-protocol", E2E_P99, Goal::AtMost(15.0)),
     ("kafka-one-group-max", "kafka-protocol", BROKER_RSS, Goal::AtMost(200.0)),
+    // Tansu, the closest peer: the same librdkafka workload and Postgres.
+    (
+        "kafka-one-group-max",
+        "kafka-protocol",
+        WRITE_RATE,
+        Goal::Times("tansu", 2.0),
+    ),
+    (
+        "kafka-one-group-max",
+        "kafka-protocol",
+        READ_RATE,
+        Goal::Times("tansu", 5.0),
+    ),
+    (
+        "kafka-one-group-at-5k",
+        "kafka-protocol",
+        E2E_P99,
+        Goal::TimesAtMost("tansu", 0.1),
+    ),
     (
         "kafka-txn-100x4-max",
         "kafka-transactional",
@@ -123,17 +144,22 @@ pub fn targets(runs: &[Summary]) -> Vec<Verdict> {
                     format!("missed: {:.1}x the bound", m / v)
                 },
             ),
-            (Goal::Times(other, k), Some(m)) => {
+            (Goal::Times(other, k) | Goal::TimesAtMost(other, k), Some(m)) => {
+                let at_most = matches!(goal, Goal::TimesAtMost(..));
                 let theirs = median_of(runs, scenario, other, figure);
-                let what = format!("{scenario}: {system} {name} ≥ {k}x {other}");
+                let what = format!(
+                    "{scenario}: {system} {name} {} {k}x {other}",
+                    if at_most { "≤" } else { "≥" }
+                );
                 match theirs {
                     None => (what, f(m), format!("{other} not measured")),
                     Some(t) => {
                         let ratio = m / t;
-                        let verdict = if ratio >= *k {
-                            "met".into()
-                        } else {
-                            format!("missed by {:.0} %", (1.0 - ratio / k) * 100.0)
+                        let verdict = match (at_most, ratio) {
+                            (false, r) if r >= *k => "met".into(),
+                            (false, r) => format!("missed by {:.0} %", (1.0 - r / k) * 100.0),
+                            (true, r) if r <= *k => "met".into(),
+                            (true, r) => format!("missed: {:.1}x the bound", r / k),
                         };
                         (what, format!("{} vs {} = {ratio:.2}x", f(m), f(t)), verdict)
                     }
