@@ -44,8 +44,10 @@ read -r ALICE_ID ALICE_SECRET < <(key alice)
 read -r BOB_ID BOB_SECRET < <(key bob)
 
 SQS_PORT=$(free_port)
-pgb serve --kafka-listen "127.0.0.1:$(free_port)" --http-listen "127.0.0.1:$(free_port)" \
-  --sqs-listen "127.0.0.1:$SQS_PORT" >"$LOG" 2>&1 &
+# The binary itself, not through `pgb`: a function run in the background is
+# a subshell, and the TERM of the clean-up would stop it, not the server.
+"$PGBROKER_BIN" --database-url "$DB" --schema "$SCHEMA" serve --kafka-listen "127.0.0.1:$(free_port)" \
+  --http-listen "127.0.0.1:$(free_port)" --sqs-listen "127.0.0.1:$SQS_PORT" >"$LOG" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$SQS_PORT") 2>/dev/null; then break; fi
