@@ -43,13 +43,6 @@ pub(super) fn claim() -> String {
     [CLAIM, NO_FLUSH_WAIT, CLAIM_REST].concat()
 }
 
-/// [`claim`] without the row that answers when the next message comes
-/// due: the claimed messages only, for a receive that will not wait. The
-/// same statement up to its final select, so it claims the same messages.
-pub(super) fn claim_only() -> String {
-    [CLAIM, NO_FLUSH_WAIT, CLAIMED].concat()
-}
-
 /// [`claim`] up to its commit mode.
 const CLAIM: &str = "
 WITH ready AS (
@@ -80,11 +73,6 @@ WITH ready AS (
               CASE WHEN m.dead_source IS NOT NULL
                    THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END AS dead_source,
               m.dead_attempts, m.headers, m.body, ";
-
-/// [`claim_only`] after its commit mode.
-const CLAIMED: &str = " AS relaxed
-)
-SELECT c.* FROM claimed c";
 
 /// [`claim`] after its commit mode.
 const CLAIM_REST: &str = " AS relaxed

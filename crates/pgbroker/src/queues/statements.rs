@@ -78,14 +78,8 @@ crate::sql::statements! {
     send = send::SEND;
     /// [`send::SEND_PLAIN`].
     send_plain = send::SEND_PLAIN;
-    /// [`send::SEND_ONE`].
-    send_one = send::SEND_ONE;
     /// [`receive::claim`].
     claim = receive::claim();
-    /// [`receive::claim_only`].
-    claim_only = receive::claim_only();
-    /// [`settle::ACK_ONE`].
-    ack_one = settle::ACK_ONE;
     /// [`settle::ack`], inside a caller's transaction.
     ack = settle::ack(Commit::Flush);
     /// [`settle::ack`] in a transaction of its own.
@@ -292,43 +286,12 @@ mod tests {
         assert!(!s.ack.contains("synchronous_commit"));
         let rest = s.ack_relaxed.strip_prefix(s.ack.as_str()).expect("same statement");
         assert_eq!(rest.trim_start_matches([',', ' ', '\n']), NO_FLUSH_WAIT);
-        for relaxed in [&s.ack_fast, &s.claim, &s.claim_only] {
+        for relaxed in [&s.ack_fast, &s.claim] {
             assert_eq!(relaxed.matches(NO_FLUSH_WAIT).count(), 1, "{relaxed}");
         }
-        for flushed in [
-            &s.send,
-            &s.send_plain,
-            &s.send_one,
-            &s.nack,
-            &s.extend,
-            &s.release,
-            &s.bury,
-            &s.ack_one,
-        ] {
+        for flushed in [&s.send, &s.send_plain, &s.nack, &s.extend, &s.release, &s.bury] {
             assert!(!flushed.contains("synchronous_commit"), "{flushed}");
         }
-    }
-
-    #[test]
-    fn the_claim_that_will_not_wait_is_the_claim() {
-        let s = statements();
-        let claims = |t: &str| t.split_once("\nSELECT c.*").map(|(head, _)| head.to_string());
-        assert!(claims(&s.claim).is_some());
-        assert_eq!(claims(&s.claim), claims(&s.claim_only));
-        assert!(!s.claim_only.contains("UNION ALL\nSELECT NULL"));
-    }
-
-    #[test]
-    fn one_plain_send_is_the_plain_send() {
-        let s = statements();
-        let inserts = |t: &str| t.split_once("\n          FROM ").map(|(head, _)| head.to_string());
-        assert!(inserts(&s.send_plain).is_some());
-        assert_eq!(inserts(&s.send_plain), inserts(&s.send_one));
-        let notify = |t: &str| t.split_once("(SELECT pg_notify(").map(|(_, tail)| tail.to_string());
-        assert_eq!(
-            notify(&s.send_plain),
-            notify(&s.send_one).map(|t| t.replace("FROM ins i", "FROM (SELECT id FROM ins ORDER BY id) i"))
-        );
     }
 
     #[test]
