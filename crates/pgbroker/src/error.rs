@@ -165,6 +165,23 @@ pub enum Error {
         /// The partition.
         partition: i32,
     },
+    /// A share group acknowledgement named a record the member does not
+    /// hold: never delivered to it, already settled, or its lock ran out
+    /// (Kafka's `INVALID_RECORD_STATE`). Nothing of the acknowledgement
+    /// was applied.
+    #[error("member {member:?} of share group {group:?} does not hold offset {offset} of {topic}/{partition}")]
+    InvalidRecordState {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The first offset not held.
+        offset: i64,
+    },
     /// The queue does not exist.
     #[error("unknown queue {0:?}")]
     UnknownQueue(String),
@@ -406,6 +423,8 @@ invalid_kinds! {
     Receipt => "receipt",
     BrowseState => "browse state",
     TransactionalId => "transactional id",
+    GroupConfig => "group setting",
+    Acknowledgement => "acknowledgement",
 }
 
 impl fmt::Display for Invalid {

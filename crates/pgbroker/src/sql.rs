@@ -159,6 +159,8 @@ pub(crate) struct Registry {
     pub broker: crate::broker::statements::Statements,
     /// The transaction coordinator's.
     pub txn: crate::txn::statements::Statements,
+    /// The share groups'.
+    pub share: crate::groups::share::statements::Statements,
 }
 
 impl Registry {
@@ -170,6 +172,7 @@ impl Registry {
             auth: crate::auth::statements::Statements::new(schema),
             broker: crate::broker::statements::Statements::new(schema),
             txn: crate::txn::statements::Statements::new(schema),
+            share: crate::groups::share::statements::Statements::new(schema),
         }
     }
 
@@ -182,6 +185,7 @@ impl Registry {
             ("auth", self.auth.all()),
             ("broker", self.broker.all()),
             ("txn", self.txn.all()),
+            ("share", self.share.all()),
         ];
         areas
             .into_iter()
@@ -290,6 +294,7 @@ mod tests {
         "access_keys",
         "cleaner_checkpoints",
         "acls",
+        "group_configs",
         "group_members",
         "group_offsets",
         "groups",
@@ -319,6 +324,8 @@ mod tests {
         "schema_migrations",
         "segments",
         "settle_refused",
+        "share_partitions",
+        "share_records",
         "sqs_dedup",
         "sqs_first_receive",
         "sqs_queues",

@@ -16,7 +16,9 @@
 //! Kafka clients use the classic protocol in [`classic`] instead (the
 //! assignment is computed by a client, the group's leader), or Kafka's
 //! consumer protocol in [`consumer`] (KIP-848: computed by the broker,
-//! reconciled member by member). A group belongs
+//! reconciled member by member), or Kafka's share groups in [`share`]
+//! (KIP-932: members share the records of every partition, each record
+//! acquired under a lock and acknowledged one by one). A group belongs
 //! to one protocol type at a time (`groups.protocol_type`, `pgbroker` for
 //! this coordinator); it can change hands only while it has no live
 //! members.
@@ -26,6 +28,7 @@ mod assign;
 pub mod classic;
 pub mod consumer;
 mod inspect;
+pub mod share;
 pub(crate) mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
