@@ -269,6 +269,10 @@ api_table! {
     DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
     ConsumerGroupHeartbeat 0..=1, Never => ConsumerGroupHeartbeatRequest, api::consumer_groups::consumer_group_heartbeat;
     ConsumerGroupDescribe 0..=1, Never => ConsumerGroupDescribeRequest, api::consumer_groups::consumer_group_describe;
+    ShareGroupHeartbeat 1..=1, Never => ShareGroupHeartbeatRequest, api::share_groups::share_group_heartbeat;
+    ShareGroupDescribe 1..=1, Never => ShareGroupDescribeRequest, api::share_groups::share_group_describe;
+    ShareFetch 1..=1, Never => ShareFetchRequest, api::share_fetch::share_fetch;
+    ShareAcknowledge 1..=1, Never => ShareAcknowledgeRequest, api::share_fetch::share_acknowledge;
     SaslHandshake 0..=1, Opening => SaslHandshakeRequest, api::sasl::handshake, session;
     SaslAuthenticate 0..=2, Exchange => SaslAuthenticateRequest, api::sasl::authenticate, session;
 }

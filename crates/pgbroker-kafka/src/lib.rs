@@ -32,6 +32,7 @@ mod http;
 mod http_tls;
 mod metrics;
 mod server;
+mod share_sessions;
 mod tls;
 
 pub use alloc::GuardedAlloc;

@@ -103,6 +103,8 @@ pub(crate) struct Ctx {
     /// Live nodes as of the last refresh, by node id.
     pub nodes: RwLock<Vec<Node>>,
     pub connections: AtomicUsize,
+    /// The share sessions of this broker's share consumers.
+    pub share_sessions: crate::share_sessions::ShareSessions,
 }
 
 impl Ctx {
@@ -162,6 +164,7 @@ pub async fn serve_on(
         config,
         node_id,
         connections: AtomicUsize::new(0),
+        share_sessions: crate::share_sessions::ShareSessions::default(),
     });
     let mut stop = shutdown.subscribe();
     let refresher = tokio::spawn(refresh_nodes(ctx.clone(), shutdown.subscribe()));

@@ -9,6 +9,8 @@ pub(crate) mod meta;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
+pub(crate) mod share_fetch;
+pub(crate) mod share_groups;
 pub(crate) mod topics;
 pub(crate) mod txn;
 pub(crate) mod txn_admin;
