@@ -24,22 +24,24 @@ use crate::errors::data_code;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 
 /// Config sources of DescribeConfigs.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DYNAMIC_GROUP: i8 = 8;
 
 /// Config types of DescribeConfigs (v3+).
 const TYPE_BOOLEAN: i8 = 1;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
+pub(super) const TYPE_STRING: i8 = 2;
+pub(super) const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// Operations of IncrementalAlterConfigs.
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
+pub(super) const OP_SET: i8 = 0;
+pub(super) const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
@@ -54,9 +56,9 @@ const IGNORED: &[&str] = &[
 ];
 
 /// A refused config: the Kafka error code and a message.
-type Refusal = (i16, String);
+pub(super) type Refusal = (i16, String);
 
-fn invalid_config(msg: String) -> Refusal {
+pub(super) fn invalid_config(msg: String) -> Refusal {
     (ResponseError::InvalidConfig.code(), msg)
 }
 
@@ -125,12 +127,12 @@ pub(crate) fn check_config(config: &TopicConfig) -> Result<(), Refusal> {
 }
 
 /// One described config: name, value, whether it can change, its type.
-struct Entry {
-    name: &'static str,
-    value: String,
-    alterable: bool,
-    is_default: bool,
-    kind: i8,
+pub(super) struct Entry {
+    pub(super) name: &'static str,
+    pub(super) value: String,
+    pub(super) alterable: bool,
+    pub(super) is_default: bool,
+    pub(super) kind: i8,
 }
 
 fn topic_configs(info: &TopicInfo) -> Vec<Entry> {
@@ -256,6 +258,7 @@ pub(crate) async fn describe_configs(
                     Err(refusal) => Err(refusal),
                 }
             }
+            RESOURCE_GROUP => super::group_configs::describe(info, res.resource_name.as_str()).await,
             RESOURCE_BROKER if !info.access.cluster() => Err((
                 ResponseError::ClusterAuthorizationFailed.code(),
                 "only super users may describe the broker's configuration".to_string(),
@@ -300,6 +303,8 @@ pub(crate) async fn describe_configs(
                         c.read_only = !e.alterable;
                         c.config_source = if e.is_default || !e.alterable {
                             SOURCE_DEFAULT
+                        } else if res.resource_type == RESOURCE_GROUP {
+                            SOURCE_DYNAMIC_GROUP
                         } else {
                             SOURCE_DYNAMIC_TOPIC
                         };
@@ -408,6 +413,15 @@ pub(crate) async fn incremental_alter_configs(
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in &req.resources {
         let outcome: Result<(), Refusal> = async {
+            if res.resource_type == RESOURCE_GROUP {
+                let changes: Vec<(i8, &str, Option<&str>)> = res
+                    .configs
+                    .iter()
+                    .map(|c| (c.config_operation, c.name.as_str(), c.value.as_deref()))
+                    .collect();
+                return super::group_configs::alter(info, res.resource_name.as_str(), &changes, req.validate_only)
+                    .await;
+            }
             if res.resource_type != RESOURCE_TOPIC {
                 return Err(broker_refusal(res.resource_type));
             }

@@ -4,6 +4,7 @@
 pub(crate) mod configs;
 pub(crate) mod consumer_groups;
 pub(crate) mod fetch;
+pub(crate) mod group_configs;
 pub(crate) mod groups;
 pub(crate) mod meta;
 pub(crate) mod offsets;

@@ -102,9 +102,10 @@ fn millis(name: &str, value: &str, min: u64, max: u64) -> Result<Duration> {
     }
 }
 
-/// Checks one setting, returning the name as known (`None` for a name no
-/// group has).
-pub(crate) fn check(name: &str, value: &str) -> Result<&'static str> {
+/// Checks one setting's name and value without storing it, returning the
+/// name as known; [`Error::Invalid`] for a name no group has or a value
+/// out of range.
+pub fn check(name: &str, value: &str) -> Result<&'static str> {
     let known = KNOWN
         .iter()
         .find(|(n, _)| *n == name)
@@ -222,7 +223,8 @@ pub(crate) async fn alter(broker: &Broker, group: &GroupId, changes: &[(String, 
     Ok(())
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks that a name is a group setting.
+pub fn check_name(name: &str) -> Result<()> {
     if KNOWN.iter().any(|(n, _)| *n == name) {
         Ok(())
     } else {
