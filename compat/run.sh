@@ -11,8 +11,9 @@
 #                     transaction scenarios
 #   confluent-pypi    PyPI confluent-kafka (bundled librdkafka), the SIGKILL
 #                     group scenario, the compacted topic, the
-#                     transaction scenarios and the consumer group protocol
-#                     (KIP-848) scenarios
+#                     transaction scenarios, the consumer group protocol
+#                     (KIP-848) scenarios and the share group (KIP-932)
+#                     scenarios
 #   kafka-python      PyPI kafka-python, the compacted topic and the
 #                     transaction scenarios
 #   kafka-python-debian  Debian's python3-kafka (kafka-python 2.0.2)
@@ -130,6 +131,8 @@ run_client() {
       # Debian's librdkafka 2.0.2 has no consumer group protocol.
       if [[ $client == confluent-pypi ]]; then
         "$py" "$COMPAT/consumer_protocol.py" "$BOOTSTRAP" "${prefix}cg_" --label "$client" \
+          "${DEBUG_PY[@]}" || rc=1
+        "$py" "$COMPAT/share_groups.py" "$BOOTSTRAP" "${prefix}sg_" --label "$client" \
           "${DEBUG_PY[@]}" || rc=1
       fi
       return $rc
