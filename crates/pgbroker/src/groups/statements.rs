@@ -65,7 +65,7 @@ crate::sql::statements! {
                                         AND NOT (",
         expired!(),
         ")) THEN 'Empty'
-                     WHEN g.protocol_type IN ($1, $2) THEN 'Stable'
+                     WHEN g.protocol_type IN ($1, $2, $3) THEN 'Stable'
                      ELSE g.state END
          FROM {s}groups g
          UNION ALL

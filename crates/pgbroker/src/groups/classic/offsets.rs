@@ -6,6 +6,7 @@ use serde::Serialize;
 use tokio_postgres::Transaction;
 
 use super::super::consumer::CONSUMER_PROTOCOL;
+use super::super::share::SHARE_PROTOCOL;
 use super::super::{upsert_offsets, CommittedOffset, OffsetCommit, LIBRARY_PROTOCOL};
 use super::state::{self, Group, State};
 use crate::broker::Broker;
@@ -62,7 +63,7 @@ pub struct GroupListing {
     /// Group state; `Empty` when no live member is left.
     pub state: String,
     /// `consumer` for a group of Kafka's consumer protocol (KIP-848),
-    /// else `classic`.
+    /// `share` for a share group (KIP-932), else `classic`.
     pub group_type: String,
 }
 
@@ -206,13 +207,18 @@ pub(crate) async fn list_groups_detailed(broker: &Broker) -> Result<Vec<GroupLis
     let rows = client
         .query(
             &broker.inner.sql.groups.list_detailed,
-            &[&LIBRARY_PROTOCOL, &CONSUMER_PROTOCOL],
+            &[&LIBRARY_PROTOCOL, &CONSUMER_PROTOCOL, &SHARE_PROTOCOL],
         )
         .await?;
     rows.iter()
         .map(|r| {
             let protocol_type: String = r.get(1);
             let consumer = protocol_type == CONSUMER_PROTOCOL;
+            let group_type = match protocol_type.as_str() {
+                CONSUMER_PROTOCOL => "consumer",
+                SHARE_PROTOCOL => "share",
+                _ => "classic",
+            };
             Ok(GroupListing {
                 group: GroupId::new(r.get::<_, String>(0))?,
                 protocol_type: if consumer {
@@ -221,7 +227,7 @@ pub(crate) async fn list_groups_detailed(broker: &Broker) -> Result<Vec<GroupLis
                     protocol_type
                 },
                 state: r.get(2),
-                group_type: if consumer { "consumer" } else { "classic" }.to_string(),
+                group_type: group_type.to_string(),
             })
         })
         .collect()
