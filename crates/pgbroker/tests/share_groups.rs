@@ -123,6 +123,8 @@ async fn records_are_acquired_once_and_settled_by_their_holder() {
         matches!(refused, Err(Error::InvalidRecordState { offset: 5, .. })),
         "{refused:?}"
     );
+    // A member that joins again (after a fenced heartbeat) keeps what it holds.
+    sg.heartbeat(&join(&g, "a", &[&t])).await.expect("a rejoins");
     // a accepts 0-1, releases 2, rejects 3; 4-5 stay held.
     let batch = AckBatch {
         first: 0,

@@ -269,10 +269,9 @@ pub(crate) async fn heartbeat(broker: &Broker, req: &ShareHeartbeat) -> Result<S
                 "a joining member must subscribe to at least one topic",
             ));
         }
-        if existing.is_some() {
-            // Starting over: what it held under its old epoch goes back.
-            partition::release_member(&tx, sql, group, &member_id, &settings).await?;
-        }
+        // A member starting over (after a fenced heartbeat) keeps what it
+        // holds: its records are tied to its id, not to its epoch, and it
+        // may still acknowledge them.
         tx.execute(
             &sql.join,
             &[
