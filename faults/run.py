@@ -54,10 +54,11 @@ class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
     def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
-                 brokers: int = 1, sync: bool = True):
+                 brokers: int = 1, sync: bool = True, replica_reads: bool = False):
         self.h, self.args = h, args
         self.kills = 0
         self.sync = sync
+        self.replica_reads = 0.0
         if replicated:
             # A primary and its standby, synchronous unless `sync` is off;
             # the broker is given both and finds the primary by
@@ -69,6 +70,9 @@ class Stream:
                 require_sync_standby(self.pg)
             self.broker = h.broker(f"postgres://postgres@127.0.0.1:{self.pg.port},127.0.0.1:{self.standby.port}"
                                    "/postgres?target_session_attrs=read-write")
+            if replica_reads:
+                # Without the record cache, every fetch reads Postgres.
+                self.broker.extra = ["--replica-url", self.standby.url, "--cache-bytes-per-partition", "0"]
             self.broker.start()
             url = self.pg.url
         elif embedded:
@@ -292,6 +296,31 @@ def failover(s: Stream, rng):
             "healthy_after_s": healthy, "standby_behind_bytes": int(float(behind or -1))}
 
 
+def standby_kill(s: Stream, rng):
+    """SIGKILL of the standby that serves the broker's reads (`--replica-url`),
+    restarted after the outage. The standby must have served reads since the
+    previous fault, and the primary must serve them while it is down."""
+    name = f"127.0.0.1:{s.standby.port}/postgres"
+    before = s.broker.reads_by_server()
+    check(before.get(name, 0) > s.replica_reads, f"the standby served no reads since the last fault: {before}")
+    start = time.time()
+    s.standby.kill()
+    time.sleep(rng.uniform(*s.args.outage))
+    during = s.broker.reads_by_server()
+    check(during.get("primary", 0) > before.get("primary", 0),
+          f"the primary served no reads while the standby was down: {before} then {during}")
+    s.standby.start()
+    restored = time.time()
+    try:
+        wait_for("the standby streaming again", lambda: s.pg.sql(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").strip() == "1", 60, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None
+    s.replica_reads = during.get(name, 0)
+    return {"at": start, "restored": restored, "replica_reads": before.get(name, 0),
+            "primary_reads": before.get("primary", 0)}
+
+
 def kafka_metadata(*brokers):
     """What each broker's Metadata answer says, in order: ({node id: (host,
     port)}, {partition of TOPIC: leader}), or None where it did not answer."""
@@ -391,9 +420,10 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True,
+                    replica_reads=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -659,6 +689,9 @@ SCENARIOS = {
     # Three brokers on one database; one at a time is killed. At least three
     # faults: one that waits for leadership to move, two quick restarts.
     "multi-broker-kill": stream_scenario(multi_broker_kill, min_faults=3, brokers=MULTI_BROKERS),
+    # A standby serving reads (--replica-url, no record cache) is killed and
+    # restarted; reads fall back to the primary meanwhile.
+    "replica-reads": stream_scenario(standby_kill, replicated=True, replica_reads=True, min_faults=2),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
@@ -693,6 +726,9 @@ def summary(name, report, seconds):
         out["standby_behind_max_bytes"] = max(behind)
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
+    reads = [(f["replica_reads"], f["primary_reads"]) for f in report.get("faults", []) if "replica_reads" in f]
+    if reads:
+        out.update(replica_reads=int(reads[-1][0]), primary_reads=int(reads[-1][1]))
     for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
                 "leaders_moved_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]
