@@ -28,8 +28,10 @@ pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Connections each standby's pool opens at most.
 const POOL_SIZE: usize = 8;
 
-/// Counter of fetches whose records one server read, labelled `server`
-/// (`primary`, or the standby's host:port/database).
+/// Counter of fetches that read records below the high watermark from
+/// Postgres, by the server that read them, labelled `server` (`primary`,
+/// or the standby's host:port/database). Reads at the end of the log,
+/// which find nothing, are not counted.
 const READS: &str = "pgbroker_fetch_reads_total";
 /// Gauge of a standby's replay lag in seconds (0 when it has replayed all
 /// it received), labelled `replica`.

@@ -302,7 +302,9 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
     let found = match super::fetch_replica::read(broker, pid, read, segment_records, end).await {
         Some(found) => found,
         None => {
-            crate::broker::replicas::primary_served();
+            if offset < end {
+                crate::broker::replicas::primary_served();
+            }
             read_segments(broker, &client, pid, read, segment_records, end).await?
         }
     };
