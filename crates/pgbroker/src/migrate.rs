@@ -19,7 +19,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("compaction", include_str!("migrations/0011_compaction.sql")),
     ("transactions", include_str!("migrations/0012_transactions.sql")),
     ("consumer_groups", include_str!("migrations/0013_consumer_groups.sql")),
-    ("share_groups", include_str!("migrations/0014_share_groups.sql")),
+    ("node_listeners", include_str!("migrations/0014_node_listeners.sql")),
+    ("share_groups", include_str!("migrations/0015_share_groups.sql")),
 ];
 
 /// The newest schema version this build knows.
