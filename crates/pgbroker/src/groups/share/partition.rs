@@ -121,15 +121,12 @@ struct Window {
 }
 
 async fn lock(
-    broker: &Broker,
     sql: &Statements,
     tx: &Transaction<'_>,
     group: &str,
-    topic: &TopicName,
-    partition: i32,
+    id: i64,
     settings: &ShareSettings,
 ) -> Result<Window> {
-    let (_, id) = broker.partition_id(topic, partition).await?;
     let mut locked = tx.query_opt(&sql.lock_partition, &[&group, &id]).await?;
     if locked.is_none() {
         let marks = tx.query_one(&sql.partition, &[&id]).await?;
@@ -203,9 +200,12 @@ pub(crate) async fn acquire(
 ) -> Result<Acquisition> {
     let sql = &broker.inner.sql.share;
     let g = group.as_str();
+    // The partition's id comes first: looking it up may take a
+    // connection of the pool, which must not happen inside the transaction.
+    let (_, id) = broker.partition_id(topic, partition).await?;
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
-    let mut w = lock(broker, sql, &tx, g, topic, partition, settings).await?;
+    let mut w = lock(sql, &tx, g, id, settings).await?;
     let lock_ms = settings.lock_ms();
     let rows = tx
         .query(&sql.acquire_available, &[&g, &w.id, &member, &lock_ms, &max.max(0)])
@@ -247,9 +247,12 @@ pub(crate) async fn acknowledge(
     }
     let sql = &broker.inner.sql.share;
     let g = group.as_str();
+    // The partition's id comes first: looking it up may take a
+    // connection of the pool, which must not happen inside the transaction.
+    let (_, id) = broker.partition_id(topic, partition).await?;
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
-    let mut w = lock(broker, sql, &tx, g, topic, partition, settings).await?;
+    let mut w = lock(sql, &tx, g, id, settings).await?;
     let n = tx
         .execute(
             &sql.acknowledge,
