@@ -185,6 +185,7 @@ async fn acquire(
     } else {
         rand::random::<usize>() % parts.len()
     };
+    let mut retried = false;
     loop {
         let mut out = BTreeMap::new();
         let mut budget = max_records;
@@ -228,7 +229,14 @@ async fn acquire(
                 isolation: Isolation::ReadUncommitted,
             };
             info.ctx.broker.streams().fetch_many(&waits, limits).await;
+        } else if retried {
+            // Records are there but held (or the window is full): answer
+            // now, so that the client's next request brings the
+            // acknowledgements that free them, instead of holding them
+            // for the whole wait.
+            return out;
         } else {
+            retried = true;
             tokio::time::sleep(left.min(RETRY)).await;
         }
     }
