@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from checker import check_queue, check_stream, load, queue_failures, stream_failures  # noqa: E402
 from harness import HERE, PYTHON, Failure, Harness, check, kill_group, log, read_jsonl, wait_for  # noqa: E402
+from patroni import TIMINGS, PatroniCluster  # noqa: E402
 from txn_run import txn_scenario, txn_summary  # noqa: E402
 
 TOPIC = "t"
@@ -54,12 +55,19 @@ class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
     def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
-                 brokers: int = 1, sync: bool = True, replica_reads: bool = False):
+                 brokers: int = 1, sync: bool = True, replica_reads: bool = False, patroni: bool = False):
         self.h, self.args = h, args
         self.kills = 0
         self.sync = sync
         self.replica_reads = 0.0
-        if replicated:
+        if patroni:
+            # Two nodes under Patroni; the broker is given both.
+            self.pg, self.proxy = None, None
+            self.cluster = patroni_cluster(h, args, sync)
+            self.broker = h.broker(self.cluster.url)
+            self.broker.start()
+            url = self.cluster.url
+        elif replicated:
             # A primary and its standby, synchronous unless `sync` is off;
             # the broker is given both and finds the primary by
             # `target_session_attrs=read-write`.
@@ -124,19 +132,30 @@ class Stream:
         """Stops the clients, scans the topic and checks the histories; an
         anomaly fails the run unless `tolerate` (the asynchronous failover,
         where losing the last acknowledged writes is what is measured), in
-        which case the anomalies are returned under "anomalies"."""
+        which case the anomalies are returned under "anomalies" (a producer
+        that lost its idempotent sequence to lost writes stops with a fatal
+        error, and is one)."""
         for p in self.producers:
             p.send_signal(signal.SIGTERM)
+        exited = []
         for i, p in enumerate(self.producers):
             rc = p.wait(330)
-            check(rc == 0, f"producer p{i} exited with {rc} (undelivered messages or a fatal error; see its history)")
+            if rc != 0:
+                exited.append(f"producer p{i} exited with {rc} (undelivered messages or a fatal error; see its history)")
+        check(tolerate or not exited, "; ".join(exited))
         acked = {e["value"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
                  if e.get("op") == "ack" and e.get("ok")}
+
+        progress = [0, time.monotonic()]  # records the group has read, and when that last grew
 
         def group_caught_up():
             seen = {e["value"] for f in glob.glob(self.h.history("consumer-*.jsonl")) for e in read_jsonl(f)
                     if e.get("op") == "read"}
-            return acked <= seen
+            if len(seen) > progress[0]:
+                progress[:] = [len(seen), time.monotonic()]
+            # Where losses are tolerated, what was lost never comes: stop
+            # once the group has read nothing new for a while.
+            return acked <= seen or (tolerate and time.monotonic() - progress[1] > 10)
 
         try:
             wait_for("consumer group caught up", group_caught_up, 120, 1.0)
@@ -153,7 +172,7 @@ class Stream:
         scan = self.h.client("scan", [self.bootstrap(), TOPIC, self.h.history("scan.jsonl")], "scan")
         check(scan.wait(180) == 0, "scan did not reach the end of the topic")
         report = check_stream(load(self.histories()))
-        failures = stream_failures(report, [GROUP, "scan"])
+        failures = exited + stream_failures(report, [GROUP, "scan"])
         errors = [e for f in self.histories() for e in read_jsonl(f) if e.get("op") == "client_error"]
         report["client_errors"] = len(errors)
         report["fatal_client_errors"] = [e["error"] for e in errors if e.get("fatal")]
@@ -296,6 +315,23 @@ def failover(s: Stream, rng):
             "healthy_after_s": healthy, "standby_behind_bytes": int(float(behind or -1))}
 
 
+def patroni_cluster(h: Harness, args, sync: bool) -> PatroniCluster:
+    """A Patroni cluster in the run's directory, stopped with it."""
+    cluster = PatroniCluster(h.dir, sync, args.patroni_timing)
+    h.closers.append(cluster.close)
+    return cluster
+
+
+def patroni_failover(s: Stream, rng):
+    """SIGKILL to the postmaster of Patroni's leader; Patroni fails over to
+    the other node and brings the old one back as its replica. The broker,
+    given both hosts, must find the new primary by itself."""
+    fault = s.cluster.fail_over(lambda: {
+        "healthy_after_s": wait_health(s.broker, 200, HEALTHY_WITHIN, "after the new leader was seen")})
+    check(s.broker.alive(), "broker exited during the failover")
+    return fault
+
+
 def standby_kill(s: Stream, rng):
     """SIGKILL of the standby that serves the broker's reads (`--replica-url`),
     restarted after the outage. The standby must have served reads since the
@@ -421,9 +457,9 @@ def consumer_kill(s: Stream, rng):
 
 
 def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True,
-                    replica_reads=False):
+                    replica_reads=False, patroni=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads, patroni)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -447,6 +483,8 @@ def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, repli
         check(all(r is not None for r in recovery), "no progress after a fault")
         report["recovery_s"] = recovery
         report["faults"] = faults
+        if patroni:  # from the kill until the new primary acknowledged a produce
+            report["failover_s"] = {"produce": [f["restored"] - f["at"] + r for f, r in zip(faults, recovery)]}
         return report
 
     return run
@@ -464,13 +502,17 @@ def broker_term(s: Stream, rng):
 
 def queue_scenario(fault):
     """A sender and three CLI workers on a queue with a dead-letter queue,
-    while `fault` ("worker-kill", "pg-kill" or "failover") strikes
-    repeatedly; then the queue is drained and its archive, contents and dead
-    letters checked."""
+    while `fault` ("worker-kill", "pg-kill", "failover" or
+    "patroni-failover") strikes repeatedly; then the queue is drained and
+    its archive, contents and dead letters checked."""
 
     def run(h: Harness, args, rng):
-        pg = h.postgres()
-        url = pg.url
+        if fault == "patroni-failover":
+            patroni = patroni_cluster(h, args, sync=True)
+            pg, url = patroni.leader(), patroni.url
+        else:
+            pg = h.postgres()
+            url = pg.url
         # For "failover": the standby, and the clients given both hosts.
         cluster = {"primary": pg}
         if fault == "failover":
@@ -569,7 +611,16 @@ def queue_scenario(fault):
             log(f" fault: primary killed, standby promoted {restored - start:.2f}s later")
             return {"at": start, "restored": restored}
 
-        inject = {"worker-kill": kill_worker, "pg-kill": kill_postgres, "failover": fail_over}[fault]
+        def patroni_fail_over():
+            f = patroni.fail_over()
+            crashes.write(json.dumps({"op": "pg_crash", "at": f["at"], "ready": f["at"] + f["promoted_after_s"]}) + "\n")
+            check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the failover")
+            cluster["primary"] = patroni.leader()
+            log(f" fault: Patroni failed over from {f['killed']} in {f['promoted_after_s']:.2f}s")
+            return f
+
+        inject = {"worker-kill": kill_worker, "pg-kill": kill_postgres, "failover": fail_over,
+                  "patroni-failover": patroni_fail_over}[fault]
         for _ in range(3):
             start_worker()
         thread = threading.Thread(target=sender, daemon=True)
@@ -641,9 +692,17 @@ def queue_scenario(fault):
             raise Failure("; ".join(failures))
         report["recovery_s"] = recovery
         report["faults"] = faults
+        if fault == "patroni-failover":  # from the kill until the new primary took a send, and an ack
+            report["failover_s"] = {op: [first_after(events, op, f["restored"]) + f["restored"] - f["at"]
+                                         for f in faults] for op in ("qsend", "qack")}
         return report
 
     return run
+
+
+def first_after(events, op, t):
+    """Seconds from t to the first successful `op` after it."""
+    return min(e["t"] for e in events if e.get("op") == op and e.get("ok") and e.get("t", 0) >= t) - t
 
 
 def worker_kill_recovery(events, faults):
@@ -697,6 +756,11 @@ SCENARIOS = {
     "queue-worker-kill": queue_scenario("worker-kill"),
     "queue-pg-kill": queue_scenario("pg-kill"),
     "queue-failover": queue_scenario("failover"),
+    # The same three under Patroni (two nodes and etcd): Patroni, not the
+    # suite, notices the primary's death and promotes the other node.
+    "patroni-failover": stream_scenario(patroni_failover, patroni=True),
+    "patroni-failover-async": stream_scenario(patroni_failover, patroni=True, sync=False),
+    "patroni-queue-failover": queue_scenario("patroni-failover"),
     # Transactional consume-transform-produce (txn_run.py).
     "txn-broker-kill": txn_scenario(broker_kill),
     "txn-pg-kill": txn_scenario(pg_kill, via_proxy=True),
@@ -726,11 +790,14 @@ def summary(name, report, seconds):
         out["standby_behind_max_bytes"] = max(behind)
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
+    for op, vals in report.get("failover_s", {}).items():
+        out[f"failover_{op}_median_s"] = round(statistics.median(vals), 2)
+        out[f"failover_{op}_max_s"] = round(max(vals), 2)
     reads = [(f["replica_reads"], f["primary_reads"]) for f in report.get("faults", []) if "replica_reads" in f]
     if reads:
         out.update(replica_reads=int(reads[-1][0]), primary_reads=int(reads[-1][1]))
     for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
-                "leaders_moved_after_s"):
+                "leaders_moved_after_s", "promoted_after_s", "rejoined_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]
         if vals:
             out[key.replace("_s", "_max_s") if key.endswith("_s") else key + "_max"] = round(max(vals), 2)
@@ -748,7 +815,12 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--results", help="append one JSON summary per scenario to this file")
     ap.add_argument("--keep", action="store_true", help="keep temp dirs (they are kept on failure anyway)")
+    ap.add_argument("--patroni-timing", choices=sorted(TIMINGS),
+                    help="Patroni's ttl, loop_wait and retry_timeout: its defaults, or faster ones for a short run "
+                         "(the default below 30 s of faults)")
     args = ap.parse_args()
+    if args.patroni_timing is None:
+        args.patroni_timing = "defaults" if args.duration >= 30 else "fast"
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     failed = []
     for name in args.scenario or list(SCENARIOS):
@@ -761,6 +833,8 @@ def main():
             ok = True
             line = summary(name, report, time.monotonic() - start)
             line["binary"] = "release" if "/release/" in h.bin else "debug"
+            if name.startswith("patroni-"):
+                line["patroni_timing"] = args.patroni_timing
             log(" ok", json.dumps(line))
             if args.results:
                 with open(args.results, "a") as f:
