@@ -295,3 +295,10 @@ class PatroniCluster:
                 pass
         if self.etcd is not None:
             self.etcd.close()
+
+
+def patroni_cluster(h, args, sync: bool) -> PatroniCluster:
+    """A Patroni cluster in the run's directory, stopped with it."""
+    cluster = PatroniCluster(h.dir, sync, args.patroni_timing)
+    h.closers.append(cluster.close)
+    return cluster
