@@ -248,13 +248,17 @@ class PatroniCluster:
 
         return self._wait(f"{node.name} a {'synchronous ' if self.sync else ''}replica", ready, timeout, 0.5)
 
-    def fail_over(self, on_promoted=None) -> dict:
-        """SIGKILL to the leader's postmaster; returns when the other node is
-        the leader and the old one is back as its replica. `promoted_after_s`
-        is the seconds from the kill until the new leader was seen, and
-        `restored` (a wall clock time) the last poll before, which no commit
-        on the new primary can precede. `on_promoted`, when given, is called
-        once the new leader is seen, and what it returns (a dict) is added."""
+    def fail_over(self, rng, on_promoted=None) -> dict:
+        """SIGKILL to the leader's postmaster, after a random part of
+        loop_wait (the end of the previous fault was seen in step with
+        Patroni's loop; a crash falls anywhere in it). Returns when the other
+        node is the leader and the old one is back as its replica.
+        `promoted_after_s` is the seconds from the kill until the new leader
+        was seen, and `restored` (a wall clock time) the last poll before,
+        which no commit on the new primary can precede. `on_promoted`, when
+        given, is called once the new leader is seen, and what it returns (a
+        dict) is added."""
+        time.sleep(rng.uniform(0, self.timing["loop_wait"]))
         old = self.leader()
         new = next(n for n in self.nodes if n is not old)
         behind = -1

@@ -131,7 +131,7 @@ def queue_scenario(fault):
             return {"at": start, "restored": restored}
 
         def patroni_fail_over():
-            f = patroni.fail_over()
+            f = patroni.fail_over(rng)
             crashes.write(json.dumps({"op": "pg_crash", "at": f["at"], "ready": f["at"] + f["promoted_after_s"]}) + "\n")
             check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the failover")
             cluster["primary"] = patroni.leader()

@@ -309,7 +309,7 @@ def patroni_failover(s: Stream, rng):
     """SIGKILL to the postmaster of Patroni's leader; Patroni fails over to
     the other node and brings the old one back as its replica. The broker,
     given both hosts, must find the new primary by itself."""
-    fault = s.cluster.fail_over(lambda: {
+    fault = s.cluster.fail_over(rng, lambda: {
         "healthy_after_s": wait_health(s.broker, 200, HEALTHY_WITHIN, "after the new leader was seen")})
     check(s.broker.alive(), "broker exited during the failover")
     return fault
