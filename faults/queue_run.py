@@ -132,7 +132,8 @@ def queue_scenario(fault):
 
         def patroni_fail_over():
             f = patroni.fail_over(rng)
-            crashes.write(json.dumps({"op": "pg_crash", "at": f["at"], "ready": f["at"] + f["promoted_after_s"]}) + "\n")
+            ready = f["at"] + f["promoted_after_s"]
+            crashes.write(json.dumps({"op": "pg_crash", "at": f["at"], "ready": ready}) + "\n")
             check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the failover")
             cluster["primary"] = patroni.leader()
             log(f" fault: Patroni failed over from {f['killed']} in {f['promoted_after_s']:.2f}s")

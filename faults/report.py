@@ -40,8 +40,9 @@ DESCRIPTIONS = {
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
     "patroni-failover": "a Patroni cluster (two nodes, one etcd, synchronous_mode on, primary_start_timeout 0; ttl,"
                         " loop_wait and retry_timeout at Patroni's defaults of 30, 10 and 10 s, or 10, 2 and 3 s"
-                        " where the timing below is `fast`): SIGKILL of the leader's postmaster; Patroni notices, fails over to the synchronous standby and brings"
-                        " the old primary back as its replica before the next fault; the broker has both hosts"
+                        " where the timing below is `fast`): SIGKILL of the leader's postmaster at a random point"
+                        " of Patroni's loop; Patroni notices, fails over to the synchronous standby and brings the"
+                        " old primary back as its replica before the next fault; the broker has both hosts"
                         " (target_session_attrs=read-write)",
     "patroni-queue-failover": "the same Patroni failover under a queue sender and three CLI workers (given both"
                               " hosts)",

@@ -142,7 +142,8 @@ class Stream:
         for i, p in enumerate(self.producers):
             rc = p.wait(330)
             if rc != 0:
-                exited.append(f"producer p{i} exited with {rc} (undelivered messages or a fatal error; see its history)")
+                exited.append(f"producer p{i} exited with {rc} (undelivered messages or a fatal error;"
+                              " see its history)")
         check(tolerate or not exited, "; ".join(exited))
         acked = {e["value"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
                  if e.get("op") == "ack" and e.get("ok")}
