@@ -170,6 +170,11 @@ class PatroniNode:
             raise Failure(f"{self.name}: no live postmaster")
         os.kill(pid, signal.SIGKILL)
 
+    def kill_patroni(self):
+        """SIGKILL to Patroni (its Postgres keeps running)."""
+        kill_group(self.proc)
+        self.proc.wait()
+
     def sql(self, query: str) -> str:
         r = subprocess.run(
             [f"{PG_BIN}/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
@@ -253,8 +258,9 @@ class PatroniCluster:
 
         return self._wait(f"{node.name} a {'synchronous ' if self.sync else ''}replica", ready, timeout, 0.5)
 
-    def fail_over(self, rng, on_promoted=None) -> dict:
-        """SIGKILL to the leader's postmaster, after a random part of
+    def fail_over(self, rng, on_promoted=None, whole_node: bool = False) -> dict:
+        """SIGKILL to the leader's postmaster (and, with `whole_node`, to its
+        Patroni too, as when the machine dies), after a random part of
         loop_wait (the end of the previous fault was seen in step with
         Patroni's loop; a crash falls anywhere in it). Returns when the other
         node is the leader and the old one is back as its replica.
@@ -262,7 +268,8 @@ class PatroniCluster:
         was seen, and `restored` (a wall clock time) the last poll before,
         which no commit on the new primary can precede. `on_promoted`, when
         given, is called once the new leader is seen, and what it returns (a
-        dict) is added."""
+        dict) is added. A killed Patroni is started again once the new
+        leader is seen."""
         time.sleep(rng.uniform(0, self.timing["loop_wait"]))
         old = self.leader()
         new = next(n for n in self.nodes if n is not old)
@@ -273,6 +280,8 @@ class PatroniCluster:
         except subprocess.SubprocessError:
             pass
         start = time.time()
+        if whole_node:
+            old.kill_patroni()
         old.kill_postmaster()
         last_not = [start]
 
@@ -283,8 +292,9 @@ class PatroniCluster:
             last_not[0] = now
             return False
 
-        # Patroni notices within loop_wait, and the new leader takes the lock
-        # at once; ttl bounds it should the old one's Patroni stall.
+        # The old primary's Patroni notices within loop_wait and releases the
+        # leader lock, which the other takes at once; with no Patroni left
+        # there, the lock expires after ttl.
         t = self.timing
         self._wait(f"{new.name} promoted", promoted, t["ttl"] + 3 * t["loop_wait"] + 30, 0.1)
         promoted_at = time.time()
@@ -292,6 +302,8 @@ class PatroniCluster:
                  "standby_behind_bytes": behind}
         if on_promoted is not None:
             fault.update(on_promoted())
+        if whole_node:
+            old.start()
         self.wait_replica(old, 240)
         fault["rejoined_after_s"] = time.time() - start
         return fault

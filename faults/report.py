@@ -49,6 +49,9 @@ DESCRIPTIONS = {
     "patroni-failover-async": "the same Patroni failover with synchronous_mode off (maximum_lag_on_failover 1 MB):"
                               " what it loses is measured, not refused; the standby's flushed WAL was at most the"
                               " bytes in the last column behind the primary's just before each kill",
+    "patroni-node-kill": "the same Patroni failover with the leader's Patroni SIGKILLed together with its postmaster,"
+                         " as when its machine dies: the other node waits for the leader lock to expire (ttl);"
+                         " the killed Patroni is started again once the new leader is seen",
     "multi-broker-kill": "three `pgbroker serve` on one database, every client given all three; SIGKILL of one at"
                          " random, restarted after 0-1 s, or (every third kill) only once neither live broker's"
                          " Metadata names it any more, as a node or as a partition leader (required within 20 s)",

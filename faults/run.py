@@ -306,14 +306,20 @@ def failover(s: Stream, rng):
             "healthy_after_s": healthy, "standby_behind_bytes": int(float(behind or -1))}
 
 
-def patroni_failover(s: Stream, rng):
+def patroni_failover(s: Stream, rng, whole_node=False):
     """SIGKILL to the postmaster of Patroni's leader; Patroni fails over to
     the other node and brings the old one back as its replica. The broker,
     given both hosts, must find the new primary by itself."""
     fault = s.cluster.fail_over(rng, lambda: {
-        "healthy_after_s": wait_health(s.broker, 200, HEALTHY_WITHIN, "after the new leader was seen")})
+        "healthy_after_s": wait_health(s.broker, 200, HEALTHY_WITHIN, "after the new leader was seen")}, whole_node)
     check(s.broker.alive(), "broker exited during the failover")
     return fault
+
+
+def patroni_node_kill(s: Stream, rng):
+    """The same with the leader's Patroni killed too, as when its machine
+    dies: the other node waits for the leader lock to expire."""
+    return patroni_failover(s, rng, whole_node=True)
 
 
 def standby_kill(s: Stream, rng):
@@ -512,6 +518,7 @@ SCENARIOS = {
     # suite, notices the primary's death and promotes the other node.
     "patroni-failover": stream_scenario(patroni_failover, patroni=True),
     "patroni-failover-async": stream_scenario(patroni_failover, patroni=True, sync=False),
+    "patroni-node-kill": stream_scenario(patroni_node_kill, patroni=True),
     "patroni-queue-failover": queue_scenario("patroni-failover"),
     # Transactional consume-transform-produce (txn_run.py).
     "txn-broker-kill": txn_scenario(broker_kill),
