@@ -578,6 +578,9 @@ def main():
                     help="Patroni's ttl, loop_wait and retry_timeout: its defaults, or faster ones for a short run "
                          "(the default below 30 s of faults)")
     args = ap.parse_args()
+    # A SIGTERM ends the run like a failure: what it started is stopped (the
+    # Patroni scenarios' processes, in sessions of their own, would outlive it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.patroni_timing is None:
         args.patroni_timing = "defaults" if args.duration >= 30 else "fast"
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
