@@ -243,18 +243,26 @@ class PatroniCluster:
         return found[0]
 
     def wait_replica(self, node: PatroniNode, timeout: float) -> float:
-        """Until `node` streams from the leader, as its synchronous standby in
-        synchronous mode (and the leader's pg_stat_replication agrees)."""
+        """Until `node` streams from the leader (as its synchronous standby in
+        synchronous mode), by Patroni's word and the leader's
+        pg_stat_replication, for 2 s in a row: a replica that started on a
+        timeline the leader left is soon stopped again for pg_rewind."""
+        leader = next(n for n in self.nodes if n is not node)
+        state = "sync_state = 'sync'" if self.sync else "state = 'streaming'"
+        since = [None]
+
         def ready():
-            if not node.is_replica(self.sync):
-                return False
-            if not self.sync:
-                return True
             try:
-                leader = next(n for n in self.nodes if n is not node)
-                return leader.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1"
+                ok = node.is_replica(self.sync) and leader.sql(
+                    f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{node.name}'"
+                    f" AND {state}").strip() == "1"
             except subprocess.SubprocessError:
+                ok = False
+            if not ok:
+                since[0] = None
                 return False
+            since[0] = since[0] or time.monotonic()
+            return time.monotonic() - since[0] >= 2
 
         return self._wait(f"{node.name} a {'synchronous ' if self.sync else ''}replica", ready, timeout, 0.5)
 
