@@ -567,7 +567,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
-    ap.add_argument("--skip", action="append", default=[], choices=sorted(SCENARIOS), help="leave this scenario out")
+    ap.add_argument("--skip", action="append", default=[], choices=sorted(SCENARIOS), help="leave this scenario out when none is named")
     ap.add_argument("--duration", type=float, default=10, help="seconds of faults per scenario")
     ap.add_argument("--gap", type=float, nargs=2, default=[1.0, 3.0], help="seconds between faults (min max)")
     ap.add_argument("--outage", type=float, nargs=2, default=[1.0, 3.0], help="seconds Postgres or the link is down")
@@ -586,7 +586,7 @@ def main():
         args.patroni_timing = "defaults" if args.duration >= 30 else "fast"
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     failed = []
-    chosen = [n for n in args.scenario or list(SCENARIOS) if n not in args.skip]
+    chosen = args.scenario or [n for n in SCENARIOS if n not in args.skip]
     for name in chosen:
         log(f"== {name} (seed {seed})")
         h = Harness(args.bin, args.keep)
