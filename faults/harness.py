@@ -8,6 +8,7 @@ import asyncio
 import glob
 import json
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -292,13 +293,26 @@ class Broker:
         self.proc = None
         self.logfile = os.path.join(harness.dir, f"{name}.log")
         self.starts = 0
+        # More `serve` flags.
+        self.extra: list[str] = []
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
     def serve_args(self) -> list[str]:
-        return ["--database-url", self.url, "serve"]
+        return ["--database-url", self.url, "serve"] + self.extra
+
+    def reads_by_server(self) -> dict[str, float]:
+        """pgbroker_fetch_reads_total of /metrics, by server label."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r'pgbroker_fetch_reads_total\{server="([^"]*)"\} (\S+)', line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
 
     def start(self, wait=True):
         self.starts += 1

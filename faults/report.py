@@ -31,6 +31,12 @@ DESCRIPTIONS = {
     "failover": "SIGKILL of the primary (postmaster and backends) of a primary and synchronous standby pair; the"
                 " standby promoted with pg_promote() after the outage, the broker (given both hosts,"
                 " target_session_attrs=read-write) finding it alone; the old primary rebuilt as the new standby",
+    "failover-async": "the same failover with an asynchronous standby (no synchronous_standby_names): what a"
+                      " failover then loses is measured, not refused; the standby's flushed WAL was at most the"
+                      " bytes in the last column behind the primary's just before each kill",
+    "replica-reads": "`pgbroker serve --replica-url` on a synchronous standby, with no record cache, so that every"
+                     " fetch reads Postgres: the standby serves the records it has replayed, the primary the rest;"
+                     " SIGKILL of the standby, restarted after the outage, while the primary serves every read",
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
     "multi-broker-kill": "three `pgbroker serve` on one database, every client given all three; SIGKILL of one at"
                          " random, restarted after 0-1 s, or (every third kill) only once neither live broker's"
@@ -74,6 +80,7 @@ COLUMNS = [
     ("healthy_after_max_s", "/healthz 200 after, max (s)"),
     ("connect_attempts_per_max_s", "connect attempts/s during outage, max"),
     ("leaders_moved_after_max_s", "leaders off a dead broker after, max (s)"),
+    ("standby_behind_max_bytes", "standby behind at the kill, max (bytes)"),
 ]
 
 
@@ -120,7 +127,8 @@ def main(path, status, new_path=None):
     out.append("  a send that failed while Postgres was down is not acknowledged, and its message need not exist).")
     out.append("- **lost**: acknowledged but never read by the group or the scan (queues: neither acknowledged,")
     out.append("  dead-lettered nor left after draining). **duplicated**: one send stored twice (queues: deliveries")
-    out.append("  that no lease expiry, nack or Postgres crash explains). Both must be 0.")
+    out.append("  that no lease expiry, nack or Postgres crash explains). Both must be 0, except under failover-async,")
+    out.append("  where they are what an asynchronous standby costs.")
     out.append("- **redelivered**: records read again after a crash or rebalance (at-least-once), or queue")
     out.append("  messages delivered again after a lease expired, a nack or a Postgres crash; counted, and each one")
     out.append("  checked to be explained by a new consumer session, a new assignment, an expired lease, a nack or")
@@ -155,7 +163,8 @@ def main(path, status, new_path=None):
                    + (f", {r['send_failed']} sends failed during outages (not acknowledged)" if "send_failed" in r
                       else "")
                    + (f", Postgres answering again {r['ready_after_max_s']} s after its restart at most"
-                      if "ready_after_max_s" in r else "") + ".")
+                      if "ready_after_max_s" in r else "")
+                   + (f"; anomalies: {'; '.join(r['anomalies'])}" if r.get("anomalies") else "") + ".")
     if txn_rows:
         out += txn_section(txn_rows)
     if status != "0":

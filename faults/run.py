@@ -54,18 +54,25 @@ class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
     def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
-                 brokers: int = 1):
+                 brokers: int = 1, sync: bool = True, replica_reads: bool = False):
         self.h, self.args = h, args
         self.kills = 0
+        self.sync = sync
+        self.replica_reads = 0.0
         if replicated:
-            # A primary and its synchronous standby; the broker is given both
-            # and finds the primary by `target_session_attrs=read-write`.
+            # A primary and its standby, synchronous unless `sync` is off;
+            # the broker is given both and finds the primary by
+            # `target_session_attrs=read-write`.
             self.proxy = None
             self.pg = h.postgres()
             self.standby = h.postgres("standby", primary=self.pg)
-            require_sync_standby(self.pg)
+            if sync:
+                require_sync_standby(self.pg)
             self.broker = h.broker(f"postgres://postgres@127.0.0.1:{self.pg.port},127.0.0.1:{self.standby.port}"
                                    "/postgres?target_session_attrs=read-write")
+            if replica_reads:
+                # Without the record cache, every fetch reads Postgres.
+                self.broker.extra = ["--replica-url", self.standby.url, "--cache-bytes-per-partition", "0"]
             self.broker.start()
             url = self.pg.url
         elif embedded:
@@ -113,7 +120,11 @@ class Stream:
     def histories(self):
         return sorted(glob.glob(self.h.history("*.jsonl")))
 
-    def finish(self) -> dict:
+    def finish(self, tolerate: bool = False) -> dict:
+        """Stops the clients, scans the topic and checks the histories; an
+        anomaly fails the run unless `tolerate` (the asynchronous failover,
+        where losing the last acknowledged writes is what is measured), in
+        which case the anomalies are returned under "anomalies"."""
         for p in self.producers:
             p.send_signal(signal.SIGTERM)
         for i, p in enumerate(self.producers):
@@ -148,8 +159,9 @@ class Stream:
         report["fatal_client_errors"] = [e["error"] for e in errors if e.get("fatal")]
         if report["fatal_client_errors"]:
             failures.append(f"fatal client errors: {report['fatal_client_errors'][:5]}")
-        if failures:
+        if failures and not tolerate:
             raise Failure("; ".join(failures))
+        report["anomalies"] = failures
         return report
 
     def first_ack_after(self, t: float, partitions=None):
@@ -263,6 +275,10 @@ def failover(s: Stream, rng):
     by itself. The old primary then returns as the new one's synchronous
     standby, ready for the next fault."""
     old, new = s.pg, s.standby
+    # How far the standby's flushed WAL is behind the primary's, just
+    # before the kill: what an asynchronous standby may lose.
+    behind = old.sql("SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)), -1)"
+                     " FROM pg_stat_replication").strip()
     start = time.time()
     old.kill()
     unhealthy = wait_health(s.broker, 503, UNHEALTHY_WITHIN, "after the primary died")
@@ -273,10 +289,36 @@ def failover(s: Stream, rng):
     check(s.broker.alive(), "broker exited during the failover")
     check(new.is_primary(), "the standby was not promoted")
     old.make_standby_of(new)
-    require_sync_standby(new)
+    if s.sync:
+        require_sync_standby(new)
     s.pg, s.standby = new, old
     return {"at": start, "restored": restored, "down_s": restored - start, "unhealthy_after_s": unhealthy,
-            "healthy_after_s": healthy}
+            "healthy_after_s": healthy, "standby_behind_bytes": int(float(behind or -1))}
+
+
+def standby_kill(s: Stream, rng):
+    """SIGKILL of the standby that serves the broker's reads (`--replica-url`),
+    restarted after the outage. The standby must have served reads since the
+    previous fault, and the primary must serve them while it is down."""
+    name = f"127.0.0.1:{s.standby.port}/postgres"
+    before = s.broker.reads_by_server()
+    check(before.get(name, 0) > s.replica_reads, f"the standby served no reads since the last fault: {before}")
+    start = time.time()
+    s.standby.kill()
+    time.sleep(rng.uniform(*s.args.outage))
+    during = s.broker.reads_by_server()
+    check(during.get("primary", 0) > before.get("primary", 0),
+          f"the primary served no reads while the standby was down: {before} then {during}")
+    s.standby.start()
+    restored = time.time()
+    try:
+        wait_for("the standby streaming again", lambda: s.pg.sql(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").strip() == "1", 60, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None
+    s.replica_reads = during.get(name, 0)
+    return {"at": start, "restored": restored, "replica_reads": before.get(name, 0),
+            "primary_reads": before.get("primary", 0)}
 
 
 def kafka_metadata(*brokers):
@@ -378,9 +420,10 @@ def consumer_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
-def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1):
+def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True,
+                    replica_reads=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated, brokers)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -394,7 +437,7 @@ def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, repli
         if inject not in (broker_kill, broker_term, embedded_kill, multi_broker_kill):
             check(s.broker.starts == 1 and s.broker.alive(), "the broker exited")
         check(all(b.alive() for b in s.brokers), "a broker exited")
-        report = s.finish()
+        report = s.finish(tolerate=not sync)
         if inject is consumer_kill:
             recovery = [read_after(s, f["restored"]) for f in faults]
         elif inject is multi_broker_kill:
@@ -640,9 +683,15 @@ SCENARIOS = {
     # The primary dies; its synchronous standby is promoted (pg_promote, as
     # an HA manager would); the broker has both hosts in its URL.
     "failover": stream_scenario(failover, replicated=True),
+    # The same with an asynchronous standby: what a failover loses is
+    # measured, not refused (see RELIABILITY.md).
+    "failover-async": stream_scenario(failover, replicated=True, sync=False),
     # Three brokers on one database; one at a time is killed. At least three
     # faults: one that waits for leadership to move, two quick restarts.
     "multi-broker-kill": stream_scenario(multi_broker_kill, min_faults=3, brokers=MULTI_BROKERS),
+    # A standby serving reads (--replica-url, no record cache) is killed and
+    # restarted; reads fall back to the primary meanwhile.
+    "replica-reads": stream_scenario(standby_kill, replicated=True, replica_reads=True, min_faults=2),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
@@ -670,8 +719,16 @@ def summary(name, report, seconds):
                    redelivered=report["redelivered"], dead_lettered=report["dead_lettered"])
         if report["crashes"]:
             out.update(redelivered_after_crash=report["redelivered_after_crash"], send_failed=report["send_failed"])
+    if "anomalies" in report and report["anomalies"]:
+        out["anomalies"] = [a[:200] for a in report["anomalies"]]
+    behind = [f["standby_behind_bytes"] for f in report.get("faults", []) if "standby_behind_bytes" in f]
+    if behind:
+        out["standby_behind_max_bytes"] = max(behind)
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
+    reads = [(f["replica_reads"], f["primary_reads"]) for f in report.get("faults", []) if "replica_reads" in f]
+    if reads:
+        out.update(replica_reads=int(reads[-1][0]), primary_reads=int(reads[-1][1]))
     for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
                 "leaders_moved_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]

@@ -443,6 +443,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Broker> {
     };
     if let Command::Serve(args) = &cli.command {
         config.cache_bytes_per_partition = args.cache_bytes_per_partition;
+        config.replica_urls.clone_from(&args.replica_urls);
     }
     match Broker::connect(config).await {
         Ok(broker) => Ok(broker),

@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// Memory each partition's record cache may use, in bytes (0: no cache).
     #[arg(long, default_value_t = 8 << 20)]
     pub cache_bytes_per_partition: usize,
+    /// A streaming standby of the database (a PostgreSQL URL) that serves
+    /// record reads it has already replayed; repeat for several. Produce,
+    /// commits, groups and queues stay on the primary.
+    #[arg(long = "replica-url", value_name = "URL")]
+    pub replica_urls: Vec<String>,
     /// Require clients to authenticate with one of these SASL mechanisms
     /// (SCRAM-SHA-256, PLAIN), against the users of `pgbroker user`.
     #[arg(long, value_delimiter = ',', value_name = "MECHANISMS")]

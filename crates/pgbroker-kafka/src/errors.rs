@@ -17,6 +17,7 @@ pub(crate) fn invalid_error(what: Invalid) -> ResponseError {
         Invalid::SessionTimeout => ResponseError::InvalidSessionTimeout,
         // A record without a key on a compacted topic.
         Invalid::RecordKey => ResponseError::InvalidRecord,
+        Invalid::SubscriptionRegex => ResponseError::InvalidRegularExpression,
         _ => ResponseError::InvalidRequest,
     }
 }

@@ -107,6 +107,7 @@ async fn healthz(State(broker): State<Broker>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(broker): State<Broker>) -> String {
+    let _ = tokio::time::timeout(Duration::from_secs(2), broker.probe_replicas()).await;
     let mut out = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     let (open, idle, max) = broker.pool_status();
     let _ = writeln!(

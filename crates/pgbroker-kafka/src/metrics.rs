@@ -25,6 +25,7 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
             metrics::set_global_recorder(recorder).ok()?;
             describe();
             pgbroker::queues::describe_metrics();
+            pgbroker::describe_replica_metrics();
             Some(handle)
         })
         .as_ref()

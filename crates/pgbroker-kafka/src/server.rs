@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgbroker::cluster::Node;
+use pgbroker::cluster::{Node, SecurityProtocol};
 use pgbroker::Broker;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, RwLock};
@@ -43,6 +43,14 @@ pub struct KafkaConfig {
     /// Most client connections open at once; a connection beyond it is
     /// closed as soon as it is accepted (Kafka's `max.connections`).
     pub max_connections: usize,
+}
+
+impl KafkaConfig {
+    /// The security protocol of this listener: TLS or not, SASL offered or
+    /// not.
+    pub fn security_protocol(&self) -> SecurityProtocol {
+        SecurityProtocol::of(self.tls.is_some(), !self.auth.mechanisms.is_empty())
+    }
 }
 
 /// Default of [`KafkaConfig::max_connections`].
@@ -100,7 +108,8 @@ pub(crate) struct Ctx {
     pub broker: Broker,
     pub config: KafkaConfig,
     pub node_id: i32,
-    /// Live nodes as of the last refresh, by node id.
+    /// Live nodes of this node's security protocol as of the last
+    /// refresh, by node id.
     pub nodes: RwLock<Vec<Node>>,
     pub connections: AtomicUsize,
 }
@@ -124,6 +133,7 @@ impl Ctx {
             host: self.config.advertised_host.clone(),
             port: i32::from(self.config.advertised_port),
             rack: None,
+            listener: self.config.security_protocol(),
         }
     }
 }
@@ -151,13 +161,14 @@ pub async fn serve_on(
         config.listen = addr;
     }
     config.auth.validate(config.tls.is_some()).map_err(anyhow::Error::msg)?;
+    let security = config.security_protocol();
     let node_id = broker
         .cluster()
-        .register(&config.advertised_host, config.advertised_port, None)
+        .register(&config.advertised_host, config.advertised_port, None, security)
         .await?;
-    tracing::info!(listen = %config.listen, node_id, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "kafka listener up");
+    tracing::info!(listen = %config.listen, node_id, %security, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "kafka listener up");
     let ctx = Arc::new(Ctx {
-        nodes: RwLock::new(broker.cluster().live_nodes(config.node_ttl).await.unwrap_or_default()),
+        nodes: RwLock::new(reachable(&broker, &config).await.unwrap_or_default()),
         broker,
         config,
         node_id,
@@ -226,6 +237,16 @@ async fn accept(ctx: Arc<Ctx>, _guard: ConnGuard, stream: TcpStream, peer: Socke
     }
 }
 
+/// The live nodes a client of this listener can reach: those of its own
+/// security protocol. A SASL client told of a plaintext node would fail
+/// there, and a plaintext client would be refused by a SASL one.
+async fn reachable(broker: &Broker, config: &KafkaConfig) -> pgbroker::Result<Vec<Node>> {
+    let security = config.security_protocol();
+    let mut nodes = broker.cluster().live_nodes(config.node_ttl).await?;
+    nodes.retain(|n| n.listener == security);
+    Ok(nodes)
+}
+
 async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -236,7 +257,7 @@ async fn refresh_nodes(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }
-        match ctx.broker.cluster().live_nodes(ctx.config.node_ttl).await {
+        match reachable(&ctx.broker, &ctx.config).await {
             Ok(nodes) => *ctx.nodes.write().await = nodes,
             Err(e) => tracing::warn!(error = %e, "reading live nodes failed"),
         }

@@ -250,3 +250,26 @@ async fn offset_fetch_batches_groups_and_fences_by_member_epoch() {
     assert!(offsets(&resp.groups[4]).is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_pattern_that_is_not_re2_is_an_invalid_regular_expression() {
+    const INVALID_REGULAR_EXPRESSION: i16 = 128;
+    let server = TestServer::start().await;
+    server.topic("logs-1", TopicConfig::default()).await;
+    let mut conn = server.connect().await;
+    for bad in ["logs-(", r"(l)\1", "logs-(?!2)"] {
+        let mut req = heartbeat("by-pattern", "m-1", 0, Some(&[]));
+        req.subscribed_topic_regex = Some(s(bad));
+        let resp = conn.call(1, &req).await;
+        assert_eq!(resp.error_code, INVALID_REGULAR_EXPRESSION, "{bad}");
+        assert!(resp.error_message.is_some(), "{bad}: the reason is given");
+    }
+    assert!(listed(&mut conn, &[]).await.is_empty(), "no group was created");
+    let mut req = heartbeat("by-pattern", "m-1", 0, Some(&[]));
+    req.subscribed_topic_regex = Some(s(r"logs-\d"));
+    let joined = conn.call(1, &req).await;
+    assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+    let assignment = joined.assignment.expect("an assignment");
+    assert_eq!(assignment.topic_partitions.len(), 1, "logs-1 matched in full");
+    server.stop().await;
+}

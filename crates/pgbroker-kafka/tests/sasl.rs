@@ -489,3 +489,70 @@ async fn handshake_v0_exchanges_bare_tokens() {
     assert!(conn.read_frame().await.is_none());
     server.stop().await;
 }
+
+/// Ports of the brokers a connection's Metadata lists, and whether every
+/// partition of every topic is led by one of them.
+async fn listed_brokers(conn: &mut Conn) -> (Vec<u16>, bool) {
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let resp = conn.call(12, &all).await;
+    let ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+    let led = resp
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .all(|p| ids.contains(&p.leader_id.0));
+    let mut ports: Vec<u16> = resp.brokers.iter().filter_map(|b| u16::try_from(b.port).ok()).collect();
+    ports.sort_unstable();
+    (ports, led)
+}
+
+#[tokio::test]
+async fn brokers_name_only_brokers_of_their_own_security() {
+    let sasl = start(vec![Mechanism::Plain]).await;
+    let sasl_config = KafkaConfig {
+        auth: AuthConfig {
+            allow_plain_without_tls: true,
+            ..AuthConfig::sasl(vec![Mechanism::Plain])
+        },
+        ..KafkaConfig::default()
+    };
+    let plaintext = sasl.another(KafkaConfig::default()).await;
+    let sasl_too = sasl.another(sasl_config).await;
+    sasl.broker.auth().add_user("bob", "hunter2", 4096).await.expect("add");
+    sasl.topic(
+        "spread",
+        pgbroker::TopicConfig {
+            partitions: 6,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let mut both_sasl = vec![sasl.addr.port(), sasl_too.addr.port()];
+    both_sasl.sort_unstable();
+    let mut conn = sasl.connect().await;
+    assert_eq!(plain(&mut conn, "bob", "hunter2").await.error_code, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ports, led) = listed_brokers(&mut conn).await;
+        assert!(
+            !ports.contains(&plaintext.addr.port()),
+            "a SASL broker named a plaintext one: {ports:?}"
+        );
+        assert!(led, "every partition led by a listed broker");
+        if ports == both_sasl {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both SASL brokers listed: {ports:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The plaintext broker, refreshed by now, names itself alone.
+    let mut plain_conn = plaintext.connect().await;
+    let (ports, led) = listed_brokers(&mut plain_conn).await;
+    assert_eq!(ports, vec![plaintext.addr.port()]);
+    assert!(led);
+    sasl_too.stop().await;
+    plaintext.stop().await;
+    sasl.stop().await;
+}

@@ -388,6 +388,7 @@ invalid_kinds! {
     AssignmentStrategy => "assignment strategy",
     Assignment => "assignment",
     Subscription => "subscription",
+    SubscriptionRegex => "subscription regular expression",
     VisibilityTimeout => "visibility timeout",
     MaxAttempts => "max attempts",
     BackoffBase => "backoff base",

@@ -66,6 +66,7 @@ pub mod streams;
 pub mod txn;
 mod types;
 
+pub use broker::replicas::describe_metrics as describe_replica_metrics;
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use error::{Error, Invalid, Result};
 pub use migrate::{latest_version, MigrationReport};

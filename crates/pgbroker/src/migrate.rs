@@ -19,6 +19,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("compaction", include_str!("migrations/0011_compaction.sql")),
     ("transactions", include_str!("migrations/0012_transactions.sql")),
     ("consumer_groups", include_str!("migrations/0013_consumer_groups.sql")),
+    ("node_listeners", include_str!("migrations/0014_node_listeners.sql")),
 ];
 
 /// The newest schema version this build knows.

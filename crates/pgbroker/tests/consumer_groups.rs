@@ -450,3 +450,47 @@ async fn a_static_member_keeps_its_partitions_while_away_and_its_instance_id_is_
     let gone = hb(&db.broker, &beat(&g, "a-1", 1, None)).await;
     assert!(matches!(gone, Err(Error::UnknownMember { .. })), "{gone:?}");
 }
+
+#[tokio::test]
+async fn regexes_are_re2_matched_in_full_and_bad_ones_refused_without_a_trace() {
+    let db = TestDb::new().await;
+    for name in ["orders-12", "orders-12x", "xorders-3", "Orders-4"] {
+        db.topic(name, partitions(1)).await;
+    }
+    let g = group("re2");
+    let by_regex = |re: &str| {
+        let mut j = join(&g, "a", &[]);
+        j.subscribed_topics = Some(Vec::new());
+        j.subscribed_regex = Some(re.to_string());
+        j
+    };
+    // RE2 syntax (\d, inline flags), matched against the whole name.
+    let a = hb(&db.broker, &by_regex(r"(?i)orders-\d+"))
+        .await
+        .expect("join by regex");
+    let topics: BTreeSet<String> = set(&a).iter().map(|tp| tp.topic.to_string()).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from(["Orders-4".to_string(), "orders-12".to_string()])
+    );
+
+    // Not RE2 (a backreference, lookahead) or not a pattern at all.
+    let other = group("re2-bad");
+    for bad in ["orders-(", r"(a)\1", "orders-(?=1)", &"a".repeat(2000)] {
+        let mut j = by_regex(bad);
+        j.group = other.clone();
+        let refused = hb(&db.broker, &j).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(Error::Invalid {
+                    what: pgbroker::Invalid::SubscriptionRegex,
+                    ..
+                })
+            ),
+            "{bad}: {refused:?}"
+        );
+    }
+    let left = db.broker.consumer_groups().describe(&other).await;
+    assert!(left.is_err(), "a refused join leaves no group behind: {left:?}");
+}

@@ -3,6 +3,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod notify;
+pub(crate) mod replicas;
 pub(crate) mod session;
 pub(crate) mod statements;
 
@@ -48,6 +49,10 @@ pub struct BrokerConfig {
     /// once; this bounds the delay when a notification is lost (after a
     /// reconnect, or behind a pooler that drops LISTEN).
     pub poll_interval: Duration,
+    /// Standbys of the database (libpq-style URLs) that serve record reads
+    /// once they have replayed them; everything else stays on the primary.
+    /// Empty by default.
+    pub replica_urls: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +64,7 @@ impl Default for BrokerConfig {
             migrate: true,
             cache_bytes_per_partition: 64 << 20,
             poll_interval: crate::broker::notify::DEFAULT_POLL_INTERVAL,
+            replica_urls: Vec::new(),
         }
     }
 }
@@ -114,6 +120,8 @@ pub(crate) struct Inner {
     pub consumer_heartbeat_ms: AtomicU64,
     /// [`BrokerConfig::poll_interval`], at least 1 ms.
     pub poll_interval: Duration,
+    /// [`BrokerConfig::replica_urls`]' pools.
+    pub replicas: crate::broker::replicas::Replicas,
 }
 
 /// A handle to pgbroker's storage in one Postgres schema. Cheap to clone;
@@ -176,7 +184,9 @@ impl Broker {
         let target = describe_target(&pg_config);
         let pool = session_pool(&pg_config, &config.schema, config.pool_size.max(2))?;
         let segment_pool = session_pool(&pg_config, &config.schema, SEGMENT_POOL_SIZE)?;
+        let replicas = crate::broker::replicas::Replicas::new(&config.replica_urls, &config.schema)?;
         let inner = Inner {
+            replicas,
             pool,
             segment_pool,
             pg_config,
@@ -273,6 +283,12 @@ impl Broker {
     pub async fn ping(&self) -> Result<()> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
+    }
+
+    /// Reads each standby's replay lag into the `pgbroker_replica_lag_seconds`
+    /// gauge (see [`BrokerConfig::replica_urls`]).
+    pub async fn probe_replicas(&self) {
+        self.inner.replicas.probe_lag().await;
     }
 
     /// Connections of the pool: `(open, idle, max)`.

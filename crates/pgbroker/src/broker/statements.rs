@@ -9,12 +9,12 @@ crate::sql::statements! {
     /// Used by `register_node`: the node id of the address if it has one
     /// (the lowest, should there be several), else a new one.
     register_node = "WITH reused AS (
-                   UPDATE {s}kafka_nodes SET rack = $3, started_at = now(), last_seen = now()
+                   UPDATE {s}kafka_nodes SET rack = $3, listener = $4, started_at = now(), last_seen = now()
                    WHERE node_id = (SELECT min(node_id) FROM {s}kafka_nodes WHERE host = $1 AND port = $2)
                    RETURNING node_id),
                  inserted AS (
-                   INSERT INTO {s}kafka_nodes (host, port, rack)
-                   SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM reused)
+                   INSERT INTO {s}kafka_nodes (host, port, rack, listener)
+                   SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM reused)
                    RETURNING node_id)
                  SELECT node_id FROM reused UNION ALL SELECT node_id FROM inserted";
     /// Used by `register_node`: other rows of the same address.
@@ -24,7 +24,7 @@ crate::sql::statements! {
     /// Used by `deregister_node`.
     deregister_node = "UPDATE {s}kafka_nodes SET last_seen = '-infinity' WHERE node_id = $1";
     /// Used by `live_nodes`.
-    live_nodes = "SELECT node_id, host, port, rack FROM {s}kafka_nodes
+    live_nodes = "SELECT node_id, host, port, rack, listener FROM {s}kafka_nodes
                  WHERE last_seen >= now() - $1::bigint * interval '1 millisecond' ORDER BY node_id";
     /// Used by `register_waiter`.
     register_waiter = "INSERT INTO {s}waiters (partition_id, listener, until)

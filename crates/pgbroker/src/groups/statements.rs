@@ -301,8 +301,8 @@ crate::sql::statements! {
     /// Moves a consumer-protocol group to a new epoch.
     set_group_epoch = "UPDATE {s}groups SET generation = $2, subscribed_partitions = $3, updated_at = now()
          WHERE name = $1";
-    /// Topics whose names match a regular expression in full.
-    topics_matching = "SELECT name FROM {s}topics WHERE name ~ ('^(?:' || $1 || ')$') ORDER BY name";
+    /// Every topic's name, for matching regular expressions.
+    all_topic_names = "SELECT name FROM {s}topics ORDER BY name";
     /// Topic ids by name.
     topic_ids = "SELECT name, uuid_send(topic_uuid) FROM {s}topics WHERE name = ANY($1)";
     /// Topic names by id.

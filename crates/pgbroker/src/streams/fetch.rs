@@ -195,12 +195,12 @@ pub(crate) async fn fetch(
 }
 
 /// One partition read.
-struct Read<'a> {
-    topic: &'a TopicName,
-    partition: i32,
-    offset: i64,
-    limits: FetchLimits,
-    isolation: Isolation,
+pub(super) struct Read<'a> {
+    pub topic: &'a TopicName,
+    pub partition: i32,
+    pub offset: i64,
+    pub limits: FetchLimits,
+    pub isolation: Isolation,
 }
 
 /// Serves the fetch from the record cache when it holds the offset,
@@ -275,12 +275,10 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
 }
 
 async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchResult> {
-    let (topic, partition, offset, limits) = (read.topic, read.partition, read.offset, read.limits);
+    let (topic, partition, offset) = (read.topic, read.partition, read.offset);
     let segment_records = broker.topic_meta(topic).await?.segment_records;
     let client = broker.client().await?;
-    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-        client.statement_cache.clear();
-    }
+    trim_statement_cache(&client);
     let stmt = client.prepare_cached(&broker.inner.sql.streams.watermarks).await?;
     let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
         broker.forget_topic(topic.as_str());
@@ -301,6 +299,81 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
         Isolation::ReadUncommitted => hw,
         Isolation::ReadCommitted => lso,
     };
+    let found = match super::fetch_replica::read(broker, pid, read, segment_records, end).await {
+        Some(found) => found,
+        None => {
+            if offset < end {
+                crate::broker::replicas::primary_served();
+            }
+            read_segments(broker, &client, pid, read, segment_records, end).await?
+        }
+    };
+    let Found {
+        records,
+        producers,
+        next,
+    } = found;
+    // Records below the end were there when we looked: if none came back
+    // and the read covered nothing, retention removed them meanwhile.
+    // Never skip.
+    if records.is_empty() && offset < end && next == offset {
+        let (start, end) = broker.streams().watermarks(topic, partition).await?;
+        return Err(out_of_range(start, end));
+    }
+    // On the primary: a standby may not have replayed yet the abort of a
+    // transaction whose records it has.
+    let mut aborted = Vec::new();
+    if read.isolation == Isolation::ReadCommitted && producers.iter().any(|p| !p.control) {
+        for row in client
+            .query(&broker.inner.sql.txn.aborted_in_range, &[&pid, &offset, &next])
+            .await?
+        {
+            aborted.push(AbortedTxn {
+                producer_id: row.get(0),
+                first_offset: row.get(1),
+                last_offset: row.get(2),
+            });
+        }
+    }
+    Ok(FetchResult {
+        high_watermark: hw.max(next),
+        log_start_offset: log_start,
+        last_stable_offset: lso,
+        next_offset: next,
+        records,
+        producers,
+        aborted,
+    })
+}
+
+/// Forgets the prepared statements of a connection that has collected too
+/// many (one per segment table read).
+pub(super) fn trim_statement_cache(client: &deadpool_postgres::ClientWrapper) {
+    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+        client.statement_cache.clear();
+    }
+}
+
+/// What the segment tables gave for a read.
+pub(super) struct Found {
+    pub records: Vec<StoredRecord>,
+    pub producers: Vec<RecordProducer>,
+    /// The offset after the last record read, or after the stretch known
+    /// to hold none.
+    pub next: i64,
+}
+
+/// Reads `read`'s records below `end` from the segment tables, on
+/// `client`'s server (the primary, or a standby that has replayed them).
+pub(super) async fn read_segments(
+    broker: &Broker,
+    client: &deadpool_postgres::ClientWrapper,
+    pid: i64,
+    read: &Read<'_>,
+    segment_records: i64,
+    end: i64,
+) -> Result<Found> {
+    let (partition, offset, limits) = (read.partition, read.offset, read.limits);
     let mut records = Vec::new();
     let mut producers = Vec::new();
     let mut bytes = 0usize;
@@ -360,34 +433,10 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
         // This segment has nothing more below the end.
         next = next.max((base + segment_records).min(end));
     }
-    // Records below the end were there when we looked: if none came back
-    // and the read covered nothing, retention removed them meanwhile.
-    // Never skip.
-    if records.is_empty() && offset < end && next == offset {
-        let (start, end) = broker.streams().watermarks(topic, partition).await?;
-        return Err(out_of_range(start, end));
-    }
-    let mut aborted = Vec::new();
-    if read.isolation == Isolation::ReadCommitted && producers.iter().any(|p| !p.control) {
-        for row in client
-            .query(&broker.inner.sql.txn.aborted_in_range, &[&pid, &offset, &next])
-            .await?
-        {
-            aborted.push(AbortedTxn {
-                producer_id: row.get(0),
-                first_offset: row.get(1),
-                last_offset: row.get(2),
-            });
-        }
-    }
-    Ok(FetchResult {
-        high_watermark: hw.max(next),
-        log_start_offset: log_start,
-        last_stable_offset: lso,
-        next_offset: next,
+    Ok(Found {
         records,
         producers,
-        aborted,
+        next,
     })
 }
 

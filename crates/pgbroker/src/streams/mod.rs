@@ -14,6 +14,7 @@ pub(crate) mod consumer;
 pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod fetch_many;
+mod fetch_replica;
 pub(crate) mod idempotent;
 pub mod partitioner;
 pub(crate) mod produce;

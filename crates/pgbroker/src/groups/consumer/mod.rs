@@ -222,17 +222,51 @@ fn group_assignor(members: &[Member]) -> &str {
 
 /// The topics each member subscribes to (names and regular expressions
 /// resolved) and the partition count of each.
+/// A subscription's regular expression, to be matched against whole topic
+/// names. The syntax is RE2's, as Kafka's RE2/J: no backreferences or
+/// lookaround, linear-time matching. A pattern that does not compile, or
+/// whose compiled form would be too large, is refused.
+pub(crate) fn full_match(re: &str) -> Result<regex::Regex> {
+    if re.len() > MAX_REGEX_BYTES {
+        return Err(Error::invalid(
+            Invalid::SubscriptionRegex,
+            format!("{} bytes; at most {MAX_REGEX_BYTES}", re.len()),
+        ));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| Error::invalid(Invalid::SubscriptionRegex, e.to_string()))
+}
+
+/// Longest subscription pattern accepted.
+const MAX_REGEX_BYTES: usize = 1024;
+
 async fn subscriptions(
     sql: &Statements,
     tx: &Transaction<'_>,
     members: &[Member],
 ) -> Result<(BTreeMap<String, BTreeSet<TopicName>>, BTreeMap<TopicName, i32>)> {
     let mut by_regex: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut all: Option<Vec<String>> = None;
     for re in members.iter().filter_map(|m| m.regex.as_deref()) {
-        if !by_regex.contains_key(re) {
-            let rows = tx.query(&sql.topics_matching, &[&re]).await?;
-            by_regex.insert(re, rows.iter().map(|r| r.get(0)).collect());
+        if by_regex.contains_key(re) {
+            continue;
         }
+        let names = match &all {
+            Some(names) => names,
+            None => {
+                let rows = tx.query(&sql.all_topic_names, &[]).await?;
+                all.insert(rows.iter().map(|r| r.get(0)).collect())
+            }
+        };
+        // Checked when the member subscribed; a pattern that no longer
+        // compiles (a newer broker's stricter rules) matches nothing.
+        let matched = full_match(re).map_or_else(
+            |_| Vec::new(),
+            |pattern| names.iter().filter(|n| pattern.is_match(n)).cloned().collect(),
+        );
+        by_regex.insert(re, matched);
     }
     let mut subs = BTreeMap::new();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
@@ -370,6 +404,7 @@ async fn apply_member(
         .subscribed_regex
         .as_ref()
         .map(|r| (!r.is_empty()).then(|| r.clone()));
+
     if req.member_epoch == 0 {
         let topics = req.subscribed_topics.as_deref().map(names).unwrap_or_default();
         let regex = regex.flatten();
@@ -494,6 +529,9 @@ async fn take_over(
 pub(crate) async fn heartbeat(broker: &Broker, req: &ConsumerHeartbeat) -> Result<HeartbeatAnswer> {
     if let Some(name) = &req.server_assignor {
         assignor(name)?;
+    }
+    if let Some(re) = req.subscribed_regex.as_deref().filter(|r| !r.is_empty()) {
+        full_match(re)?;
     }
     let sql = &broker.inner.sql.groups;
     let group = req.group.as_str();
