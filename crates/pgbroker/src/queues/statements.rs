@@ -315,20 +315,15 @@ mod tests {
         // The same candidates and pick, the same lease and answer per message.
         let pick = |t: &str| t.split_once("\n), claimed AS (").map(|(head, _)| head.to_string());
         assert!(pick(&s.claim).is_some_and(|p| s.claim_one.starts_with(&p)));
-        let lease = |t: &str| {
-            t.split_once("    UPDATE ")
-                .and_then(|(_, rest)| rest.split_once("\n    WHERE"))
-                .map(|(set, _)| set.to_string())
-        };
-        assert!(lease(&s.claim).is_some());
-        assert_eq!(lease(&s.claim), lease(&s.claim_one));
-        let answer = |t: &str| {
-            t.split_once("RETURNING")
-                .and_then(|(_, rest)| rest.split_once(" AS relaxed"))
-                .map(|(columns, _)| columns.to_string())
-        };
-        assert!(answer(&s.claim).is_some());
-        assert_eq!(answer(&s.claim), answer(&s.claim_one));
+        // The text of `t` between `from` and `to`.
+        fn between<'a>(t: &'a str, from: &str, to: &str) -> Option<&'a str> {
+            t.split_once(from)?.1.split_once(to).map(|(part, _)| part)
+        }
+        for (from, to) in [("    UPDATE ", "\n    WHERE"), ("RETURNING", " AS relaxed")] {
+            let part = between(&s.claim, from, to);
+            assert!(part.is_some(), "{from}");
+            assert_eq!(part, between(&s.claim_one, from, to), "{from}");
+        }
         assert!(s.claim_one.contains("m.id = (SELECT id FROM pick)"));
         assert!(!s.claim_one.contains("UNION ALL\nSELECT NULL"));
     }
