@@ -490,3 +490,14 @@ def read_jsonl(path: str) -> list[dict]:
             except json.JSONDecodeError:
                 pass
     return out
+
+
+def require_sync_standby(primary: Postgres):
+    """Commits on `primary` wait for a standby's flush from now on."""
+    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+    primary.sql("SELECT pg_reload_conf()")
+    try:
+        wait_for("a synchronous standby", lambda: primary.sql(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1", 60, 0.2)
+    except TimeoutError as e:
+        raise Failure(str(e)) from None

@@ -38,6 +38,20 @@ DESCRIPTIONS = {
                      " fetch reads Postgres: the standby serves the records it has replayed, the primary the rest;"
                      " SIGKILL of the standby, restarted after the outage, while the primary serves every read",
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
+    "patroni-failover": "a Patroni cluster (two nodes, one etcd, synchronous_mode on, primary_start_timeout 0; ttl,"
+                        " loop_wait and retry_timeout at Patroni's defaults of 30, 10 and 10 s, or 10, 2 and 3 s"
+                        " where the timing below is `fast`): SIGKILL of the leader's postmaster at a random point"
+                        " of Patroni's loop; Patroni notices, fails over to the synchronous standby and brings the"
+                        " old primary back as its replica before the next fault; the broker has both hosts"
+                        " (target_session_attrs=read-write)",
+    "patroni-queue-failover": "the same Patroni failover under a queue sender and three CLI workers (given both"
+                              " hosts)",
+    "patroni-failover-async": "the same Patroni failover with synchronous_mode off (maximum_lag_on_failover 1 MB):"
+                              " what it loses is measured, not refused; the standby's flushed WAL was at most the"
+                              " bytes in the last column behind the primary's just before each kill",
+    "patroni-node-kill": "the same Patroni failover with the leader's Patroni SIGKILLed together with its postmaster,"
+                         " as when its machine dies: the other node waits for the leader lock to expire (ttl);"
+                         " the killed Patroni is started again once the new leader is seen",
     "multi-broker-kill": "three `pgbroker serve` on one database, every client given all three; SIGKILL of one at"
                          " random, restarted after 0-1 s, or (every third kill) only once neither live broker's"
                          " Metadata names it any more, as a node or as a partition leader (required within 20 s)",
@@ -127,8 +141,8 @@ def main(path, status, new_path=None):
     out.append("  a send that failed while Postgres was down is not acknowledged, and its message need not exist).")
     out.append("- **lost**: acknowledged but never read by the group or the scan (queues: neither acknowledged,")
     out.append("  dead-lettered nor left after draining). **duplicated**: one send stored twice (queues: deliveries")
-    out.append("  that no lease expiry, nack or Postgres crash explains). Both must be 0, except under failover-async,")
-    out.append("  where they are what an asynchronous standby costs.")
+    out.append("  that no lease expiry, nack or Postgres crash explains). Both must be 0, except under failover-async")
+    out.append("  and patroni-failover-async, where they are what an asynchronous standby costs.")
     out.append("- **redelivered**: records read again after a crash or rebalance (at-least-once), or queue")
     out.append("  messages delivered again after a lease expired, a nack or a Postgres crash; counted, and each one")
     out.append("  checked to be explained by a new consumer session, a new assignment, an expired lease, a nack or")
@@ -145,7 +159,10 @@ def main(path, status, new_path=None):
     out.append("  queues under a Postgres kill, from the restart until a send has returned an id and a worker's")
     out.append("  acknowledgement has succeeded; for multi-broker-kill, from the restart, or from when the live")
     out.append("  brokers' Metadata stopped naming a broker left down, to the next acknowledged produce to a")
-    out.append("  partition the killed broker led.")
+    out.append("  partition the killed broker led; for the Patroni scenarios, from the last look at the new")
+    out.append("  leader before it was seen as the leader. Their failover time is from the kill to the first")
+    out.append("  acknowledged produce (queues: the first send that returned an id, and the first successful")
+    out.append("  acknowledgement) on the new primary.")
     out.append("")
     out.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))
@@ -164,6 +181,7 @@ def main(path, status, new_path=None):
                       else "")
                    + (f", Postgres answering again {r['ready_after_max_s']} s after its restart at most"
                       if "ready_after_max_s" in r else "")
+                   + patroni_times(r)
                    + (f"; anomalies: {'; '.join(r['anomalies'])}" if r.get("anomalies") else "") + ".")
     if txn_rows:
         out += txn_section(txn_rows)
@@ -200,6 +218,18 @@ def main(path, status, new_path=None):
     out.append("Run it again with `faults/run.sh --long`; the short form (`faults/run.sh`, a step")
     out.append("of `scripts/test.sh`) runs every scenario for a few seconds.")
     print("\n".join(out))
+
+
+def patroni_times(r):
+    """The failover times of a Patroni scenario, as a clause."""
+    parts = [f"{what} median {r[f'failover_{op}_median_s']} s, max {r[f'failover_{op}_max_s']} s"
+             for op, what in (("produce", "to the first acknowledged produce"), ("qsend", "to the first send"),
+                              ("qack", "to the first acknowledgement")) if f"failover_{op}_median_s" in r]
+    if not parts:
+        return ""
+    return (f"; from the kill {', '.join(parts)} (Patroni's new leader seen after {r['promoted_after_max_s']} s, the"
+            f" old primary back as its replica after {r['rejoined_after_max_s']} s, at most; timing"
+            f" {r.get('patroni_timing', 'defaults')})")
 
 
 def txn_section(rows):

@@ -17,14 +17,16 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from checker import check_queue, check_stream, load, queue_failures, stream_failures  # noqa: E402
-from harness import HERE, PYTHON, Failure, Harness, check, kill_group, log, read_jsonl, wait_for  # noqa: E402
+from checker import check_stream, load, stream_failures  # noqa: E402
+from harness import (HERE, PYTHON, Failure, Harness, check, kill_group, log, read_jsonl,  # noqa: E402
+                     require_sync_standby, wait_for)
+from patroni import TIMINGS, patroni_cluster  # noqa: E402
+from queue_run import queue_scenario  # noqa: E402
 from txn_run import txn_scenario, txn_summary  # noqa: E402
 
 TOPIC = "t"
@@ -54,12 +56,19 @@ class Stream:
     """Load on one topic: producers, a consumer group, then a full scan."""
 
     def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
-                 brokers: int = 1, sync: bool = True, replica_reads: bool = False):
+                 brokers: int = 1, sync: bool = True, replica_reads: bool = False, patroni: bool = False):
         self.h, self.args = h, args
         self.kills = 0
         self.sync = sync
         self.replica_reads = 0.0
-        if replicated:
+        if patroni:
+            # Two nodes under Patroni; the broker is given both.
+            self.pg, self.proxy = None, None
+            self.cluster = patroni_cluster(h, args, sync)
+            self.broker = h.broker(self.cluster.url)
+            self.broker.start()
+            url = self.cluster.url
+        elif replicated:
             # A primary and its standby, synchronous unless `sync` is off;
             # the broker is given both and finds the primary by
             # `target_session_attrs=read-write`.
@@ -124,19 +133,31 @@ class Stream:
         """Stops the clients, scans the topic and checks the histories; an
         anomaly fails the run unless `tolerate` (the asynchronous failover,
         where losing the last acknowledged writes is what is measured), in
-        which case the anomalies are returned under "anomalies"."""
+        which case the anomalies are returned under "anomalies" (a producer
+        that lost its idempotent sequence to lost writes stops with a fatal
+        error, and is one)."""
         for p in self.producers:
             p.send_signal(signal.SIGTERM)
+        exited = []
         for i, p in enumerate(self.producers):
             rc = p.wait(330)
-            check(rc == 0, f"producer p{i} exited with {rc} (undelivered messages or a fatal error; see its history)")
+            if rc != 0:
+                exited.append(f"producer p{i} exited with {rc} (undelivered messages or a fatal error;"
+                              " see its history)")
+        check(tolerate or not exited, "; ".join(exited))
         acked = {e["value"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
                  if e.get("op") == "ack" and e.get("ok")}
+
+        progress = [0, time.monotonic()]  # records the group has read, and when that last grew
 
         def group_caught_up():
             seen = {e["value"] for f in glob.glob(self.h.history("consumer-*.jsonl")) for e in read_jsonl(f)
                     if e.get("op") == "read"}
-            return acked <= seen
+            if len(seen) > progress[0]:
+                progress[:] = [len(seen), time.monotonic()]
+            # Where losses are tolerated, what was lost never comes: stop
+            # once the group has read nothing new for a while.
+            return acked <= seen or (tolerate and time.monotonic() - progress[1] > 10)
 
         try:
             wait_for("consumer group caught up", group_caught_up, 120, 1.0)
@@ -153,7 +174,7 @@ class Stream:
         scan = self.h.client("scan", [self.bootstrap(), TOPIC, self.h.history("scan.jsonl")], "scan")
         check(scan.wait(180) == 0, "scan did not reach the end of the topic")
         report = check_stream(load(self.histories()))
-        failures = stream_failures(report, [GROUP, "scan"])
+        failures = exited + stream_failures(report, [GROUP, "scan"])
         errors = [e for f in self.histories() for e in read_jsonl(f) if e.get("op") == "client_error"]
         report["client_errors"] = len(errors)
         report["fatal_client_errors"] = [e["error"] for e in errors if e.get("fatal")]
@@ -257,17 +278,6 @@ def embedded_kill(s: Stream, rng):
     return {"at": start, "restored": restored, "killed": kind, "healthy_after_s": time.time() - restored}
 
 
-def require_sync_standby(primary):
-    """Commits on `primary` wait for a standby's flush from now on."""
-    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
-    primary.sql("SELECT pg_reload_conf()")
-    try:
-        wait_for("a synchronous standby", lambda: primary.sql(
-            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1", 60, 0.2)
-    except TimeoutError as e:
-        raise Failure(str(e)) from None
-
-
 def failover(s: Stream, rng):
     """SIGKILL to the primary's postmaster and backends; after a detection
     delay (an HA manager's, such as Patroni's TTL) the synchronous standby
@@ -294,6 +304,22 @@ def failover(s: Stream, rng):
     s.pg, s.standby = new, old
     return {"at": start, "restored": restored, "down_s": restored - start, "unhealthy_after_s": unhealthy,
             "healthy_after_s": healthy, "standby_behind_bytes": int(float(behind or -1))}
+
+
+def patroni_failover(s: Stream, rng, whole_node=False):
+    """SIGKILL to the postmaster of Patroni's leader; Patroni fails over to
+    the other node and brings the old one back as its replica. The broker,
+    given both hosts, must find the new primary by itself."""
+    fault = s.cluster.fail_over(rng, lambda: {
+        "healthy_after_s": wait_health(s.broker, 200, HEALTHY_WITHIN, "after the new leader was seen")}, whole_node)
+    check(s.broker.alive(), "broker exited during the failover")
+    return fault
+
+
+def patroni_node_kill(s: Stream, rng):
+    """The same with the leader's Patroni killed too, as when its machine
+    dies: the other node waits for the leader lock to expire."""
+    return patroni_failover(s, rng, whole_node=True)
 
 
 def standby_kill(s: Stream, rng):
@@ -421,9 +447,9 @@ def consumer_kill(s: Stream, rng):
 
 
 def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True,
-                    replica_reads=False):
+                    replica_reads=False, patroni=False):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads, patroni)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -447,6 +473,8 @@ def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, repli
         check(all(r is not None for r in recovery), "no progress after a fault")
         report["recovery_s"] = recovery
         report["faults"] = faults
+        if patroni:  # from the kill until the new primary acknowledged a produce
+            report["failover_s"] = {"produce": [f["restored"] - f["at"] + r for f, r in zip(faults, recovery)]}
         return report
 
     return run
@@ -460,217 +488,6 @@ def read_after(s: Stream, t):
 
 def broker_term(s: Stream, rng):
     return broker_kill(s, rng, signal.SIGTERM)
-
-
-def queue_scenario(fault):
-    """A sender and three CLI workers on a queue with a dead-letter queue,
-    while `fault` ("worker-kill", "pg-kill" or "failover") strikes
-    repeatedly; then the queue is drained and its archive, contents and dead
-    letters checked."""
-
-    def run(h: Harness, args, rng):
-        pg = h.postgres()
-        url = pg.url
-        # For "failover": the standby, and the clients given both hosts.
-        cluster = {"primary": pg}
-        if fault == "failover":
-            cluster["standby"] = h.postgres("standby", primary=pg)
-            require_sync_standby(pg)
-            url = (f"postgres://postgres@127.0.0.1:{pg.port},127.0.0.1:{cluster['standby'].port}"
-                   "/postgres?target_session_attrs=read-write")
-        vt_ms, max_attempts = 2000, 3
-        h.cli(url, ["queue", "create", "jobs.dlq"])
-        h.cli(url, ["queue", "create", "jobs", "--visibility-timeout", f"{vt_ms}ms", "--max-attempts",
-                    str(max_attempts), "--dead-letter", "jobs.dlq", "--archive-retention", "1d", "--backoff-base",
-                    "100ms"])
-        os.makedirs(h.history(""), exist_ok=True)
-        sends = open(h.history("sender.jsonl"), "a", buffering=1)
-        sends.write(json.dumps({"op": "qconfig", "visibility_ms": vt_ms, "max_attempts": max_attempts}) + "\n")
-        crashes = open(h.history("crashes.jsonl"), "a", buffering=1)
-        stop = threading.Event()
-        send_errors = []
-
-        last_sent = [0.0]
-
-        def sender():
-            n = 0
-            pause = 0.0  # after a failed send, like a real sender: 50 ms, doubling to 1 s
-            while not stop.is_set():
-                values = [f"{'poison' if (n + i) % 25 == 7 else 'job'}-{n + i}" for i in range(5)]
-                n += 5
-                try:
-                    ids = h.cli(url, ["queue", "send", "jobs"], "\n".join(values) + "\n").split()
-                    for v, i in zip(values, ids):
-                        sends.write(json.dumps({"op": "qsend", "value": v, "ok": True, "id": int(i),
-                                                "t": time.time()}) + "\n")
-                    last_sent[0] = time.time()
-                    pause = 0.0
-                except Exception as e:  # not acknowledged: the outcome of those sends is unknown
-                    send_errors.append(str(e))
-                    for v in values:
-                        sends.write(json.dumps({"op": "qsend", "value": v, "ok": False, "t": time.time()}) + "\n")
-                    pause = min(max(pause * 2, 0.05), 1.0)
-                time.sleep(1.0 / args.rate * 5 + pause)
-
-        count = [0]
-        workers = {}
-
-        def start_worker():
-            count[0] += 1
-            name = f"w{count[0]}"
-            workers[name] = h.client("qworker", [h.bin, url, "jobs", name, h.history(f"worker-{name}.jsonl")], name)
-
-        def kill_worker():
-            name = rng.choice(sorted(n for n, p in workers.items() if p.poll() is None))
-            path = h.history(f"worker-{name}.jsonl")
-
-            def holding():
-                evs = read_jsonl(path)
-                return bool(evs) and evs[-1].get("op") == "qrecv"
-
-            try:  # kill it while it holds leases it has not settled
-                wait_for("worker holding leases", holding, 10, 0.005)
-            except TimeoutError:
-                pass
-            start = time.time()
-            kill_group(workers[name])
-            workers[name].wait()
-            evs = read_jsonl(path)
-            settled = {r for e in evs if e.get("op") in ("qack", "qnack") for r in e["receipts"]}
-            held = {e["id"] for e in evs if e.get("op") == "qrecv" and e["receipt"] not in settled}
-            start_worker()
-            log(" fault: killed", name, "holding", len(held))
-            return {"at": start, "restored": start, "killed": name, "held": sorted(held)}
-
-        def kill_postgres():
-            start = time.time()
-            pg.kill()
-            time.sleep(rng.uniform(*args.outage))
-            restored = time.time()
-            pg.start()
-            ready = time.time()
-            crashes.write(json.dumps({"op": "pg_crash", "at": start, "ready": ready}) + "\n")
-            check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the outage")
-            log(f" fault: Postgres killed, down {restored - start:.2f}s, answering {ready - restored:.2f}s later")
-            return {"at": start, "restored": restored, "ready_after_s": ready - restored}
-
-        def fail_over():
-            old, new = cluster["primary"], cluster["standby"]
-            start = time.time()
-            old.kill()
-            time.sleep(rng.uniform(*args.outage))
-            new.sql("SELECT pg_promote()")
-            restored = time.time()
-            crashes.write(json.dumps({"op": "pg_crash", "at": start, "ready": restored}) + "\n")
-            check(all(p.poll() is None for p in workers.values()), "a queue worker exited during the failover")
-            old.make_standby_of(new)
-            require_sync_standby(new)
-            cluster["primary"], cluster["standby"] = new, old
-            log(f" fault: primary killed, standby promoted {restored - start:.2f}s later")
-            return {"at": start, "restored": restored}
-
-        inject = {"worker-kill": kill_worker, "pg-kill": kill_postgres, "failover": fail_over}[fault]
-        for _ in range(3):
-            start_worker()
-        thread = threading.Thread(target=sender, daemon=True)
-        thread.start()
-        faults = []
-        end = time.monotonic() + args.duration
-        while time.monotonic() < end:
-            time.sleep(rng.uniform(*args.gap))
-            faults.append(inject())
-        time.sleep(1)
-        try:  # the sender backs off after failures; let it get one send in after the last fault
-            wait_for("a send after the last fault", lambda: last_sent[0] > faults[-1].get("restored", faults[-1]["at"]),
-                     30, 0.1)
-        except (TimeoutError, IndexError) as e:
-            log(e)
-        stop.set()
-        thread.join(30)
-        sends.close()
-        crashes.close()
-
-        def drained():
-            st = json.loads(h.cli(url, ["queue", "stats", "jobs", "--format", "json"]))
-            return st["ready"] + st["in_flight"] + st["delayed"] == 0
-
-        try:
-            wait_for("queue drained", drained, 120, 0.5)
-        except TimeoutError as e:
-            log(e)
-        failures = []
-        if fault != "worker-kill" and not all(p.poll() is None for p in workers.values()):
-            failures.append("a queue worker exited")
-        for p in workers.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in workers.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                kill_group(p)
-        pg = cluster["primary"]
-        with open(h.history("final.jsonl"), "w") as f:
-            q = ("SELECT json_build_object('op', {op}, 'id', id, 'value', convert_from(body, 'UTF8'), "
-                 "'attempts', {att}) FROM pgbroker.{view} WHERE queue = '{queue}'")
-            for line in pg.sql(q.format(op="'qarchived'", att="attempts", view="queue_archived",
-                                        queue="jobs")).splitlines():
-                f.write(line + "\n")
-            for line in pg.sql(q.format(op="'qleft'", att="attempts", view="queue_contents",
-                                        queue="jobs")).splitlines():
-                f.write(line + "\n")
-            for line in pg.sql(q.format(op="'qdead'", att="dead_attempts", view="queue_contents",
-                                        queue="jobs.dlq")).splitlines():
-                f.write(line + "\n")
-        events = load(sorted(glob.glob(h.history("*.jsonl"))))
-        report = check_queue(events)
-        failures += queue_failures(report)
-        if report["left"]:
-            failures.append(f"{report['left']} messages still in the queue after 120 s of draining")
-        # Sends fail while Postgres is down (they are not acknowledged, and
-        # not counted as such); with Postgres up, none may.
-        if send_errors and fault == "worker-kill":
-            failures.append(f"{len(send_errors)} sends failed: {send_errors[:3]}")
-        if fault == "worker-kill":
-            recovery = worker_kill_recovery(events, faults)
-        else:
-            recovery = [queue_progress_after(events, f["restored"]) for f in faults]
-            if any(r is None for r in recovery):
-                failures.append("no sends or acknowledgements after a restart")
-        if failures:
-            raise Failure("; ".join(failures))
-        report["recovery_s"] = recovery
-        report["faults"] = faults
-        return report
-
-    return run
-
-
-def worker_kill_recovery(events, faults):
-    """From a kill until every message the worker held was delivered again."""
-    recv = {}
-    for e in events:
-        if e.get("op") == "qrecv":
-            recv.setdefault(e["id"], []).append(e["t"])
-    recovery = []
-    for f in faults:
-        # A held message may have been acked by a racing ack before the kill
-        # landed; the checker's archive accounting covers it.
-        later = [t for t in (min((t for t in recv.get(i, []) if t > f["at"]), default=None) for i in f["held"])
-                 if t is not None]
-        if later:
-            recovery.append(max(later) - f["at"])
-    return recovery
-
-
-def queue_progress_after(events, t):
-    """From t until a send has returned an id and a worker's acknowledgement
-    has succeeded again, or None."""
-    first = {}
-    for e in events:
-        if e.get("op") in ("qsend", "qack") and e.get("ok") and e.get("t", 0) >= t:
-            first[e["op"]] = min(first.get(e["op"], e["t"]), e["t"])
-    return max(first.values()) - t if len(first) == 2 else None
 
 
 SCENARIOS = {
@@ -697,6 +514,12 @@ SCENARIOS = {
     "queue-worker-kill": queue_scenario("worker-kill"),
     "queue-pg-kill": queue_scenario("pg-kill"),
     "queue-failover": queue_scenario("failover"),
+    # The same three under Patroni (two nodes and etcd): Patroni, not the
+    # suite, notices the primary's death and promotes the other node.
+    "patroni-failover": stream_scenario(patroni_failover, patroni=True),
+    "patroni-failover-async": stream_scenario(patroni_failover, patroni=True, sync=False),
+    "patroni-node-kill": stream_scenario(patroni_node_kill, patroni=True),
+    "patroni-queue-failover": queue_scenario("patroni-failover"),
     # Transactional consume-transform-produce (txn_run.py).
     "txn-broker-kill": txn_scenario(broker_kill),
     "txn-pg-kill": txn_scenario(pg_kill, via_proxy=True),
@@ -726,11 +549,14 @@ def summary(name, report, seconds):
         out["standby_behind_max_bytes"] = max(behind)
     if rec:
         out.update(recovery_median_s=round(statistics.median(rec), 2), recovery_max_s=round(max(rec), 2))
+    for op, vals in report.get("failover_s", {}).items():
+        out[f"failover_{op}_median_s"] = round(statistics.median(vals), 2)
+        out[f"failover_{op}_max_s"] = round(max(vals), 2)
     reads = [(f["replica_reads"], f["primary_reads"]) for f in report.get("faults", []) if "replica_reads" in f]
     if reads:
         out.update(replica_reads=int(reads[-1][0]), primary_reads=int(reads[-1][1]))
     for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
-                "leaders_moved_after_s"):
+                "leaders_moved_after_s", "promoted_after_s", "rejoined_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]
         if vals:
             out[key.replace("_s", "_max_s") if key.endswith("_s") else key + "_max"] = round(max(vals), 2)
@@ -741,6 +567,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    ap.add_argument("--skip", action="append", default=[], choices=sorted(SCENARIOS), help="leave this scenario out when none is named")
     ap.add_argument("--duration", type=float, default=10, help="seconds of faults per scenario")
     ap.add_argument("--gap", type=float, nargs=2, default=[1.0, 3.0], help="seconds between faults (min max)")
     ap.add_argument("--outage", type=float, nargs=2, default=[1.0, 3.0], help="seconds Postgres or the link is down")
@@ -748,10 +575,19 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--results", help="append one JSON summary per scenario to this file")
     ap.add_argument("--keep", action="store_true", help="keep temp dirs (they are kept on failure anyway)")
+    ap.add_argument("--patroni-timing", choices=sorted(TIMINGS),
+                    help="Patroni's ttl, loop_wait and retry_timeout: its defaults, or faster ones for a short run "
+                         "(the default below 30 s of faults)")
     args = ap.parse_args()
+    # A SIGTERM ends the run like a failure: what it started is stopped (the
+    # Patroni scenarios' processes, in sessions of their own, would outlive it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.patroni_timing is None:
+        args.patroni_timing = "defaults" if args.duration >= 30 else "fast"
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     failed = []
-    for name in args.scenario or list(SCENARIOS):
+    chosen = args.scenario or [n for n in SCENARIOS if n not in args.skip]
+    for name in chosen:
         log(f"== {name} (seed {seed})")
         h = Harness(args.bin, args.keep)
         ok = False
@@ -761,6 +597,8 @@ def main():
             ok = True
             line = summary(name, report, time.monotonic() - start)
             line["binary"] = "release" if "/release/" in h.bin else "debug"
+            if name.startswith("patroni-"):
+                line["patroni_timing"] = args.patroni_timing
             log(" ok", json.dumps(line))
             if args.results:
                 with open(args.results, "a") as f:
@@ -777,7 +615,7 @@ def main():
             h.close(failed=not ok)
     if failed:
         log("failed:", " ".join(failed))
-    ran = len(args.scenario or SCENARIOS)
+    ran = len(chosen)
     print(f"faults: {ran - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
 

@@ -9,7 +9,8 @@
 #                comparison harness links librdkafka), python3-confluent-kafka
 #                and python3-kafka (compat/, faults/), python3-venv, nodejs
 #                and npm (compat/), chromium (the console's browser tests),
-#                pgbouncer (the tests of pgbroker behind a pooler)
+#                pgbouncer (the tests of pgbroker behind a pooler), patroni and
+#                etcd-server (the Patroni failover scenarios of faults/)
 #   rustup:      rustfmt and clippy
 #   compat/.venv PyPI confluent-kafka (bundles a recent librdkafka),
 #                kafka-python, aiokafka
@@ -23,7 +24,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 
 packages=(postgresql postgresql-15 postgresql-client kcat librdkafka-dev pkg-config
-  python3-confluent-kafka python3-kafka python3-venv chromium pgbouncer)
+  python3-confluent-kafka python3-kafka python3-venv chromium pgbouncer patroni etcd-server)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 command -v npm >/dev/null || missing+=(nodejs npm)

@@ -186,6 +186,9 @@ pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Resu
         (Variant::Console, None) => bail!("the console variant needs pgbroker's HTTP listener"),
         _ => None,
     };
+    if args.backlog > 0 {
+        prefill(&server.bootstrap, args).await?;
+    }
     let mut run = Run::start();
     let mut consumers = Vec::new();
     for g in 0..args.groups {
@@ -264,6 +267,42 @@ async fn produce(
         Ok(())
     })
     .await
+}
+
+/// Produces `args.backlog` records round-robin over the partitions, in
+/// flights of 10,000, before anything is measured.
+async fn prefill(bootstrap: &str, args: &PubsubArgs) -> Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "none")
+        .create()
+        .context("creating the backlog's producer")?;
+    let base = payload(args.message_size.max(8));
+    let partitions = args.partitions.max(1);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.backlog {
+        let n = (args.backlog - sent).min(10_000);
+        let now = SystemTime::now();
+        let values: Vec<Vec<u8>> = (0..n).map(|_| stamped(&base, now)).collect();
+        let sends = values.iter().enumerate().map(|(i, v)| {
+            let partition = i32::try_from(i % usize::try_from(partitions).unwrap_or(1)).unwrap_or(0);
+            let record = FutureRecord::<(), [u8]>::to("bench").partition(partition).payload(v);
+            producer.send(record, Duration::from_secs(60))
+        });
+        for outcome in join_all(sends).await {
+            outcome.map_err(|(e, _)| e).context("producing the backlog")?;
+        }
+        sent += n;
+    }
+    eprintln!(
+        "backlog of {} records produced in {:.1} s",
+        args.backlog,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Waits (at most 30 s) until every consumer that can have partitions has

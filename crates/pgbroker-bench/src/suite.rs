@@ -100,6 +100,15 @@ pub fn scenarios() -> Vec<Scenario> {
             flags: "--groups 1 --consumers-per-group 4 --producers 8 --rate 5000",
             kind: Pubsub(vec![P::KafkaProtocol, P::Pgbroker, P::Nats, P::Redis, P::Tansu]),
         },
+        // One group of four drains a backlog of 3 million records (about
+        // 3 GB, more than the fastest system reads in warm-up and run)
+        // while a producer adds 1,000/s: the read rate is the consumers'
+        // own, not the producers'.
+        Scenario {
+            name: "kafka-drain-backlog",
+            flags: "--groups 1 --consumers-per-group 4 --producers 1 --rate 1000 --backlog 3000000",
+            kind: Pubsub(vec![P::KafkaProtocol, P::Tansu]),
+        },
         // Transactions of 100 records over 4 partitions, each committing
         // an input offset: flat out, and at 5,000 records/s for latency.
         // Plain librdkafka produce of the same batches is the cost baseline.

@@ -174,6 +174,16 @@ impl PubsubSystem {
 
     /// One run of the pub/sub workload.
     pub async fn run(self, env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+        let kafka = matches!(
+            self,
+            PubsubSystem::KafkaProtocol
+                | PubsubSystem::KafkaConsole
+                | PubsubSystem::KafkaTransactional
+                | PubsubSystem::Tansu
+        );
+        if args.backlog > 0 && !kafka {
+            anyhow::bail!("--backlog is supported by the Kafka-protocol systems only");
+        }
         match self {
             PubsubSystem::Pgbroker => pgbroker_streams::run(env, args).await,
             PubsubSystem::Article => article::run(env, args).await,

@@ -57,6 +57,12 @@ const TARGETS: &[(&str, &str, Figure, Goal)] = &[
         Goal::Times("tansu", 5.0),
     ),
     (
+        "kafka-drain-backlog",
+        "kafka-protocol",
+        READ_RATE,
+        Goal::Times("tansu", 5.0),
+    ),
+    (
         "kafka-one-group-at-5k",
         "kafka-protocol",
         E2E_P99,

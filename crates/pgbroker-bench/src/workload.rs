@@ -59,10 +59,21 @@ pub struct PubsubArgs {
     #[arg(long)]
     #[serde(rename = "target_rate")]
     pub rate: Option<u64>,
+    /// Records produced, spread over the partitions, before the consumers
+    /// start (not measured): the consumers then drain a backlog, so their
+    /// read rate is not bounded by the producers'. The Kafka-protocol
+    /// systems only.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backlog: u64,
     /// Timing and output.
     #[command(flatten)]
     #[serde(skip)]
     pub run: RunArgs,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The work-queue workload. Each message carries its send time in its

@@ -2,6 +2,7 @@
 //! library's tests read their results with.
 
 use pgbroker::queues::ReceiveOptions;
+use pgbroker::streams::{FetchResult, Isolation, ManyLimits, PartitionRead};
 use pgbroker::{Broker, BrokerConfig, Error, QueueConfig, QueueName, Receipt, ReceivedMessage, TopicConfig, TopicName};
 use tokio_postgres::NoTls;
 
@@ -83,6 +84,31 @@ impl TestDb {
         .await
         .expect("connect second broker")
     }
+}
+
+/// Reads partition `partition` of `t` from `offset`, up to 1000 records,
+/// without waiting, with the isolation asked.
+pub async fn read_partition(
+    b: &Broker,
+    t: &TopicName,
+    partition: i32,
+    offset: i64,
+    isolation: Isolation,
+) -> FetchResult {
+    let reads = [PartitionRead {
+        topic: t.clone(),
+        partition,
+        offset,
+        max_bytes: 1 << 20,
+    }];
+    let limits = ManyLimits {
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        max_records: 1000,
+        max_wait: std::time::Duration::ZERO,
+        isolation,
+    };
+    b.streams().fetch_many(&reads, limits).await.remove(0).expect("fetch")
 }
 
 /// A topic config with `n` partitions.

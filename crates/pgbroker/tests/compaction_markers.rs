@@ -2,11 +2,9 @@
 //! horizon, then dropped with their aborted ranges, unless a record of the
 //! aborted transaction is still there.
 
-use std::time::Duration;
-
-use pgbroker::streams::{Cleanup, CleanupPolicy, FetchResult, Isolation, ManyLimits, PartitionRead, ProducerBatch};
+use pgbroker::streams::{Cleanup, CleanupPolicy, FetchResult, Isolation, ProducerBatch};
 use pgbroker::{Broker, Record, TopicConfig, TopicName};
-use pgbroker_testkit::db::{partitions, TestDb};
+use pgbroker_testkit::db::{partitions, read_partition, TestDb};
 
 fn batch(pid: i64, epoch: i16, seq: i32) -> ProducerBatch {
     ProducerBatch {
@@ -38,20 +36,7 @@ fn compacted(policy: CleanupPolicy) -> TopicConfig {
 }
 
 async fn read(b: &Broker, t: &TopicName, isolation: Isolation) -> FetchResult {
-    let reads = [PartitionRead {
-        topic: t.clone(),
-        partition: 0,
-        offset: 0,
-        max_bytes: 1 << 20,
-    }];
-    let limits = ManyLimits {
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        max_records: 1000,
-        max_wait: Duration::ZERO,
-        isolation,
-    };
-    b.streams().fetch_many(&reads, limits).await.remove(0).expect("fetch")
+    read_partition(b, t, 0, 0, isolation).await
 }
 
 fn data(r: &FetchResult) -> Vec<String> {

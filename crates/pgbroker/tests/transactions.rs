@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use pgbroker::groups::OffsetCommit;
-use pgbroker::streams::{FetchLimits, Isolation, ManyLimits, PartitionRead, ProducerBatch};
+use pgbroker::streams::{FetchLimits, Isolation, ProducerBatch};
 use pgbroker::txn::{TxnRefusal, TxnState};
 use pgbroker::{Broker, Error, GroupId, Record, TopicName};
-use pgbroker_testkit::db::{partitions, TestDb};
+use pgbroker_testkit::db::{partitions, read_partition, TestDb};
 
 fn recs(values: &[&str]) -> Vec<Record> {
     values
@@ -40,20 +40,7 @@ fn refusal(r: Result<impl std::fmt::Debug, Error>) -> TxnRefusal {
 
 /// Reads one partition from `offset` with the isolation asked.
 async fn read(b: &Broker, t: &TopicName, p: i32, offset: i64, isolation: Isolation) -> pgbroker::streams::FetchResult {
-    let reads = [PartitionRead {
-        topic: t.clone(),
-        partition: p,
-        offset,
-        max_bytes: 1 << 20,
-    }];
-    let limits = ManyLimits {
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        max_records: 1000,
-        max_wait: Duration::ZERO,
-        isolation,
-    };
-    b.streams().fetch_many(&reads, limits).await.remove(0).expect("fetch")
+    read_partition(b, t, p, offset, isolation).await
 }
 
 fn values(r: &pgbroker::streams::FetchResult) -> Vec<String> {

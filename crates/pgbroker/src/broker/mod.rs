@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub cache: RecordCache,
     /// Queue metadata cache, statements and maintenance state.
     pub queues: crate::queues::QueueState,
+    /// EndTxns waiting to be decided together.
+    pub(crate) decisions: crate::txn::batch::Decisions,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
@@ -199,6 +201,7 @@ impl Broker {
             connect_backoff: Default::default(),
             cache: RecordCache::new(config.cache_bytes_per_partition),
             queues: crate::queues::QueueState::new(&schema),
+            decisions: crate::txn::batch::Decisions::default(),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

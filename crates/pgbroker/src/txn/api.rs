@@ -100,7 +100,8 @@ impl Transactions<'_> {
     }
 
     /// Commits (`commit`) or aborts the transaction: markers, offsets and
-    /// state in one SQL transaction. With `expected` (a number from
+    /// state in one SQL transaction (shared with the EndTxns of this
+    /// process that queued behind a running one). With `expected` (a number from
     /// [`Transactions::add_partitions`]), a request of an earlier
     /// transaction is refused when a later one is open.
     pub async fn end(
@@ -111,7 +112,14 @@ impl Transactions<'_> {
         commit: bool,
         expected: Option<i64>,
     ) -> Result<()> {
-        coordinator::end(self.broker, transactional_id, producer_id, epoch, commit, expected).await
+        let req = super::batch::EndRequest {
+            id: transactional_id.to_string(),
+            producer_id,
+            epoch,
+            commit,
+            expected,
+        };
+        self.broker.inner.decisions.end(self.broker, req).await
     }
 
     /// Aborts every transaction past its timeout, bumping its epoch;

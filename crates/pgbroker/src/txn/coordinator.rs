@@ -12,10 +12,11 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use futures_util::future::{try_join, try_join3, try_join4, try_join5};
+use futures_util::future::{try_join, try_join3};
 
+use super::decide::decide_locked;
 use super::pipelined::Pipelined;
-use super::{check_transactional_id, marker_key, marker_value, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
+use super::{check_transactional_id, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::OffsetCommit;
@@ -79,10 +80,13 @@ pub struct TxnDescription {
     pub partitions: Vec<(TopicName, i32)>,
 }
 
+/// What a decision records: the new state, epoch and last epoch.
+pub(super) type Finish = (TxnState, i16, i16);
+
 /// The locked row of a transactional id.
-struct TxnRow {
-    producer_id: i64,
-    epoch: i16,
+pub(super) struct TxnRow {
+    pub(super) producer_id: i64,
+    pub(super) epoch: i16,
     last_epoch: i16,
     state: TxnState,
     /// How many transactions of the id have ended: the number of the
@@ -90,7 +94,7 @@ struct TxnRow {
     completed: i64,
 }
 
-fn row_of(r: &tokio_postgres::Row) -> TxnRow {
+pub(super) fn row_of(r: &tokio_postgres::Row) -> TxnRow {
     TxnRow {
         producer_id: r.get(0),
         epoch: r.get(1),
@@ -118,7 +122,7 @@ async fn begin_locked(tx: &Pipelined, lock: &str, id: &str) -> Result<Option<Txn
 
 /// Ends `tx` after `out`, what ran in it: rolls back what a refusal left
 /// open, then returns `out`.
-async fn finish<T>(tx: Pipelined, out: Result<T>) -> Result<T> {
+pub(super) async fn finish<T>(tx: Pipelined, out: Result<T>) -> Result<T> {
     tx.rollback().await?;
     out
 }
@@ -141,14 +145,6 @@ where
             other => return other,
         }
     }
-}
-
-/// Begins, locks the row and checks that `(producer_id, epoch)` is its
-/// current producer.
-async fn lock_current(broker: &Broker, tx: &Pipelined, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRow> {
-    check_transactional_id(id)?;
-    let found = begin_locked(tx, &broker.inner.sql.txn.lock_txn, id).await?;
-    check_current(id, found, producer_id, epoch)
 }
 
 /// Checks that the locked row of `id` (if any) holds `(producer_id,
@@ -186,7 +182,7 @@ fn next_epoch(epoch: i16) -> Option<i16> {
 
 /// Tells this process's cache and waiting fetches that the partitions'
 /// stable offsets moved.
-fn after_decision(broker: &Broker, partitions: &[i64]) {
+pub(super) fn after_decision(broker: &Broker, partitions: &[i64]) {
     for &pid in partitions {
         broker.inner.cache.forget(pid);
         broker.inner.wakeups.wake(pid);
@@ -445,29 +441,15 @@ async fn end_once(
     expected: Option<i64>,
     make_room: bool,
 ) -> Result<()> {
+    check_transactional_id(id)?;
     let tx = Pipelined::new(broker.client().await?);
     let out = async {
         let tx = &tx;
-        let row = lock_current(broker, tx, id, producer_id, epoch).await?;
-        if row.state == TxnState::Ongoing && expected.is_some_and(|n| n != row.completed) {
-            return Err(refuse(id, TxnRefusal::StaleRequest));
-        }
-        match (row.state, commit) {
-            (TxnState::Ongoing, _) => {
-                let state = if commit {
-                    TxnState::CompleteCommit
-                } else {
-                    TxnState::CompleteAbort
-                };
-                let finish = (state, row.epoch, row.last_epoch);
-                decide_locked(broker, tx, id, &row, commit, Some(finish), make_room).await
-            }
+        let found = begin_locked(tx, &broker.inner.sql.txn.lock_txn, id).await?;
+        match end_verdict(id, found, producer_id, epoch, commit, expected)? {
+            Some((row, finish)) => decide_locked(broker, tx, id, &row, commit, Some(finish), make_room).await,
             // Nothing to do: the row lock is released by the rollback.
-            (TxnState::CompleteCommit, true) | (_, false) => Ok(Vec::new()),
-            (_, true) => Err(refuse(
-                id,
-                TxnRefusal::InvalidState("no transaction is ongoing to commit".to_string()),
-            )),
+            None => Ok(Vec::new()),
         }
     }
     .await;
@@ -476,108 +458,38 @@ async fn end_once(
     Ok(())
 }
 
-/// Decides the locked, ongoing transaction and commits `tx`: records its
-/// new state (`finish`: state, epoch and last epoch, when given), settles
-/// its offsets, forgets its partitions and groups, then writes its markers
-/// and aborted ranges; returns the partitions written to. All but the
-/// markers are sent together; the markers come last (one statement
-/// locking the partitions in id order, one writing every marker, and the
-/// COMMIT, sent together), because they take the partitions' locks, which
-/// every producer to those partitions waits for until the commit. Segments the
-/// markers need are made first, without those locks (`make_room`: even
-/// when the last look said there was room).
-async fn decide_locked(
-    broker: &Broker,
-    tx: &Pipelined,
+/// What EndTxn does with the locked row of `id` (`found`): decide its
+/// ongoing transaction (the row, and the state, epoch and last epoch to
+/// record), nothing (`None`: a retried commit of a committed transaction,
+/// or an abort with none ongoing), or refuse.
+pub(super) fn end_verdict(
     id: &str,
-    row: &TxnRow,
+    found: Option<TxnRow>,
+    producer_id: i64,
+    epoch: i16,
     commit: bool,
-    finish: Option<(TxnState, i16, i16)>,
-    make_room: bool,
-) -> Result<Vec<i64>> {
-    let sql = &broker.inner.sql.txn;
-    let client = tx.client();
-    let (finish_stmt, written, apply, clear_p, (clear_g, clear_o, lock_parts, markers)) = try_join5(
-        client.prepare_cached(&sql.finish_txn),
-        client.prepare_cached(&sql.written_partitions),
-        client.prepare_cached(&sql.apply_offsets),
-        client.prepare_cached(&sql.clear_partitions),
-        try_join4(
-            client.prepare_cached(&sql.clear_groups),
-            client.prepare_cached(&sql.clear_offsets),
-            client.prepare_cached(&sql.lock_partitions),
-            client.prepare_cached(&sql.write_markers),
-        ),
-    )
-    .await?;
-    // Sent together, run in this order, answered in one round trip.
-    let finish_fut = async {
-        match finish {
-            Some((state, epoch, last)) => {
-                client
-                    .execute(&finish_stmt, &[&id, &state.as_str(), &epoch, &last])
-                    .await
-            }
-            None => Ok(0),
-        }
-    };
-    let apply_fut = async {
-        if commit {
-            client.execute(&apply, &[&id]).await
-        } else {
-            Ok(0)
-        }
-    };
-    let (_, written, _, _, _) = try_join5(
-        finish_fut,
-        client.query(&written, &[&id]),
-        apply_fut,
-        client.execute(&clear_p, &[&id]),
-        try_join(client.execute(&clear_g, &[&id]), client.execute(&clear_o, &[&id])),
-    )
-    .await?;
-    let mut pids = Vec::with_capacity(written.len());
-    let mut firsts = Vec::with_capacity(written.len());
-    for w in &written {
-        let (pid, first, segment_records, next, segments_end): (i64, i64, i64, i64, i64) =
-            (w.get(0), w.get(1), w.get(2), w.get(3), w.get(4));
-        if make_room || segments_end - next <= segment_records / 2 {
-            crate::streams::segments::ensure_segments(broker, pid, next + 1, segment_records).await?;
-        }
-        pids.push(pid);
-        firsts.push(first);
+    expected: Option<i64>,
+) -> Result<Option<(TxnRow, Finish)>> {
+    let row = check_current(id, found, producer_id, epoch)?;
+    if row.state == TxnState::Ongoing && expected.is_some_and(|n| n != row.completed) {
+        return Err(refuse(id, TxnRefusal::StaleRequest));
     }
-    if pids.is_empty() {
-        tx.commit().await?;
-        return Ok(pids);
+    match (row.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let state = if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            };
+            let finish = (state, row.epoch, row.last_epoch);
+            Ok(Some((row, finish)))
+        }
+        (TxnState::CompleteCommit, true) | (_, false) => Ok(None),
+        (_, true) => Err(refuse(
+            id,
+            TxnRefusal::InvalidState("no transaction is ongoing to commit".to_string()),
+        )),
     }
-    let now = crate::streams::produce::truncate_to_micros(SystemTime::now());
-    let (key, value, aborted) = (marker_key(commit), marker_value(), !commit);
-    // The locks in id order by one statement, the markers by the next,
-    // and the COMMIT, sent together: one round trip.
-    tx.commit_with(async {
-        Ok(try_join(
-            client.query(&lock_parts, &[&pids]),
-            client.query(
-                &markers,
-                &[
-                    &pids,
-                    &firsts,
-                    &now,
-                    &key,
-                    &value,
-                    &row.producer_id,
-                    &row.epoch,
-                    &aborted,
-                    &broker.inner.channel,
-                    &broker.inner.wakeups.listener_id(),
-                ],
-            ),
-        )
-        .await?)
-    })
-    .await?;
-    Ok(pids)
 }
 
 /// Aborts one transaction past its timeout and bumps its epoch, so that

@@ -34,14 +34,17 @@
 //! ranges (`kafka_aborted_txns`) overlapping what they read.
 //!
 //! Modules: `api` (the [`Transactions`] handle), `coordinator` (init, add,
-//! offsets, end with its markers, timeouts), `append` (the transactional
+//! offsets, end, timeouts), `decide` (a decision with its markers),
+//! `batch` (concurrent EndTxns decided together), `append` (the transactional
 //! produce), `pipelined` (a transaction whose BEGIN and COMMIT share the
 //! round trips of its first and last statements), `producers` (what
 //! DescribeProducers shows), `statements`.
 
 mod api;
 pub(crate) mod append;
+pub(crate) mod batch;
 pub(crate) mod coordinator;
+mod decide;
 mod pipelined;
 mod producers;
 pub(crate) mod statements;
