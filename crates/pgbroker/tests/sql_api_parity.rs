@@ -61,6 +61,18 @@ impl Via<'_> {
                 let sent = b.queues().send(&qn(q), &m).await.expect("send");
                 (sent.id, sent.duplicate)
             }
+            // A plain message takes the single form, as a worker's
+            // producer calls it; the others a batch of one.
+            Via::Sql(c, s) if group.is_none() && dedup.is_none() => {
+                let row = c
+                    .query_one(
+                        &format!("SELECT {s}.send($1, $2::text, priority => $3)"),
+                        &[&q, &body, &i32::from(priority)],
+                    )
+                    .await
+                    .expect("send");
+                (row.get(0), false)
+            }
             Via::Sql(c, s) => {
                 let row = c
                     .query_one(
@@ -134,11 +146,15 @@ impl Via<'_> {
                 let rs: Vec<Receipt> = receipts.iter().map(|r| r.parse().expect("receipt")).collect();
                 b.queues().ack(&qn(q), &rs).await.map_err(|e| lib_kind(&e))
             }
-            Via::Sql(c, s) => c
-                .execute(&format!("SELECT {s}.ack($1, $2::text[])"), &[&q, &receipts])
-                .await
-                .map(drop)
-                .map_err(|e| sql_kind(&e)),
+            Via::Sql(c, s) => match receipts {
+                [one] => c.execute(&format!("SELECT {s}.ack($1, $2::text)"), &[&q, one]).await,
+                _ => {
+                    c.execute(&format!("SELECT {s}.ack($1, $2::text[])"), &[&q, &receipts])
+                        .await
+                }
+            }
+            .map(drop)
+            .map_err(|e| sql_kind(&e)),
         }
     }
 

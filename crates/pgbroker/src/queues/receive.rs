@@ -40,11 +40,38 @@ pub(crate) const REAP_LEASE: Duration = Duration::from_secs(30);
 /// again and the lost receipt is refused, as after any lease expiry.
 /// Waiting for the flush made every receive a round trip to the disk.
 pub(super) fn claim() -> String {
-    [CLAIM, NO_FLUSH_WAIT, CLAIM_REST].concat()
+    [
+        CLAIM_PICK,
+        ", claimed AS (",
+        CLAIM_SET,
+        CLAIM_PICKED,
+        CLAIM_RETURNING,
+        NO_FLUSH_WAIT,
+        CLAIM_REST,
+    ]
+    .concat()
 }
 
-/// [`claim`] up to its commit mode.
-const CLAIM: &str = "
+/// [`claim`] of one message (`$2` must be 1), for a receive that will not
+/// wait: the same candidates, pick and lease, but the update is the
+/// statement itself, finds its message by one id (an index scan, not a
+/// bitmap over an array) and answers the claimed row only, without the
+/// next-due row.
+pub(super) fn claim_one() -> String {
+    [
+        CLAIM_PICK,
+        "\n",
+        CLAIM_SET,
+        CLAIM_PICKED_ONE,
+        CLAIM_RETURNING,
+        NO_FLUSH_WAIT,
+        " AS relaxed",
+    ]
+    .concat()
+}
+
+/// The claim's candidates and its pick of the best `$2`.
+const CLAIM_PICK: &str = "
 WITH ready AS (
     SELECT m.id, m.priority FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND NOT m.timed
@@ -61,13 +88,26 @@ WITH ready AS (
     SELECT c.id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
     ORDER BY c.priority DESC, c.id
     LIMIT $2
-), claimed AS (
+)";
+
+/// The lease the claim gives: a new receipt, an attempt, the lease's end.
+const CLAIM_SET: &str = "
     UPDATE {s}queue_messages m
     SET receipt = gen_random_uuid(),
         timed = true,
         attempts = m.attempts + 1,
-        visible_at = now() + CASE WHEN m.attempts < $4 THEN $3::int8 ELSE $5::int8 END * interval '1 millisecond'
-    WHERE m.id = ANY(ARRAY(SELECT id FROM pick)) AND m.queue_id = $1
+        visible_at = now() + CASE WHEN m.attempts < $4 THEN $3::int8 ELSE $5::int8 END * interval '1 millisecond'";
+
+/// The picked messages, as [`claim`] finds them.
+const CLAIM_PICKED: &str = "
+    WHERE m.id = ANY(ARRAY(SELECT id FROM pick)) AND m.queue_id = $1";
+
+/// The picked message, as [`claim_one`] finds it.
+const CLAIM_PICKED_ONE: &str = "
+    WHERE m.id = (SELECT id FROM pick) AND m.queue_id = $1";
+
+/// What the claim answers per message, up to its commit mode.
+const CLAIM_RETURNING: &str = "
     RETURNING m.id, m.receipt::text AS receipt, m.attempts, m.enqueued_at, m.visible_at, m.priority,
               m.group_key, m.dedup_key, m.last_error,
               CASE WHEN m.dead_source IS NOT NULL

@@ -62,10 +62,11 @@ SELECT i.ord, coalesce(r.message_id, i.id), r.message_id IS NOT NULL AND r.messa
 FROM input i LEFT JOIN reg r ON r.dedup_key = i.dedup
 ORDER BY i.ord";
 
-/// The send statement for batches without deduplication keys or groups:
-/// a plain insert, ids in input order. Same parameters as [`SEND`] but for
-/// the keys, which it ignores (`$7`, `$8` are bound as NULL arrays).
-pub(super) const SEND_PLAIN: &str = "
+/// The start of a plain send, up to the rows it inserts (`u`, with
+/// `body`, `headers`, `priority`, `delay_ms` and `deliver_at`).
+macro_rules! plain_insert {
+    () => {
+        "
 WITH ins AS (
     INSERT INTO {s}queue_messages (id, queue_id, visible_at, enqueued_at, slot, priority, head, timed,
                                    headers, body)
@@ -74,16 +75,68 @@ WITH ins AS (
     FROM (SELECT u.body, u.headers, u.priority,
                  greatest(now(), coalesce(u.deliver_at, now() + coalesce(u.delay_ms, 0) * interval '1 millisecond'))
                    AS visible_at
-          FROM unnest($2::bytea[], $3::jsonb[], $4::int2[], $5::int8[], $6::timestamptz[])
-               WITH ORDINALITY AS u(body, headers, priority, delay_ms, deliver_at, ord)
-          WHERE EXISTS (SELECT 1 FROM {s}queues WHERE id = $1) AND $7::text[] IS NULL AND $8::text[] IS NULL
+          FROM "
+    };
+}
+
+/// Whether a plain send's queue exists and it has no keys.
+macro_rules! plain_where {
+    ($keys:literal) => {
+        concat!(
+            "
+          WHERE EXISTS (SELECT 1 FROM {s}queues WHERE id = $1) AND $7::",
+            $keys,
+            " IS NULL AND $8::",
+            $keys,
+            " IS NULL"
+        )
+    };
+}
+
+/// A plain send's notification, sent only when a broker other than `$10`
+/// waits on the queue.
+macro_rules! plain_notify {
+    () => {
+        "(SELECT pg_notify($9, (-$1::int8)::text)
+        WHERE EXISTS (SELECT 1 FROM {s}waiters w
+                      WHERE w.partition_id = -$1::int8 AND w.until > now() AND w.listener <> $10))"
+    };
+}
+
+/// The send statement for batches without deduplication keys or groups:
+/// a plain insert, ids in input order. Same parameters as [`SEND`] but for
+/// the keys, which it ignores (`$7`, `$8` are bound as NULL arrays).
+pub(super) const SEND_PLAIN: &str = concat!(
+    plain_insert!(),
+    "unnest($2::bytea[], $3::jsonb[], $4::int2[], $5::int8[], $6::timestamptz[])
+               WITH ORDINALITY AS u(body, headers, priority, delay_ms, deliver_at, ord)",
+    plain_where!("text[]"),
+    "
           ORDER BY u.ord) i
     RETURNING id
 )
-SELECT 0::int8, i.id, false, (SELECT pg_notify($9, (-$1::int8)::text)
-        WHERE EXISTS (SELECT 1 FROM {s}waiters w
-                      WHERE w.partition_id = -$1::int8 AND w.until > now() AND w.listener <> $10))
-FROM (SELECT id FROM ins ORDER BY id) i";
+SELECT 0::int8, i.id, false, ",
+    plain_notify!(),
+    "
+FROM (SELECT id FROM ins ORDER BY id) i"
+);
+
+/// [`SEND_PLAIN`] of one message, for the SQL functions: the same
+/// parameters, each a single value instead of an array. Answers the new
+/// message's id (no row if the queue is gone).
+pub(super) const SEND_ONE: &str = concat!(
+    plain_insert!(),
+    "(SELECT $2::bytea, $3::jsonb, $4::int2, $5::int8, $6::timestamptz)
+               AS u(body, headers, priority, delay_ms, deliver_at)",
+    plain_where!("text"),
+    ") i
+    RETURNING id
+)
+SELECT i.id, ",
+    plain_notify!(),
+    "
+FROM ins i"
+);
 
 /// A message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -96,6 +96,28 @@ const ACK_FAST_REFUSED: &str = "
             ELSE {s}settle_refused() END
 FROM d";
 
+/// Acknowledge one message inside a caller's transaction, the common
+/// case: deletes message `$2` of queue `$1` if `$3` is its current receipt
+/// and it belongs to no FIFO group, with its deduplication key, and
+/// archives it when `$4`. Answers how many it deleted. Deleting none
+/// changes nothing: the caller then runs [`ack`], which locks the message
+/// first and finds out why (a stale receipt, or a group to settle).
+pub(super) const ACK_ONE: &str = "
+WITH d AS (
+    DELETE FROM {s}queue_messages m
+    WHERE m.id = $2::int8 AND m.queue_id = $1 AND m.group_key IS NULL AND m.receipt = $3::text::uuid
+    RETURNING m.*
+), dd AS (
+    DELETE FROM {s}queue_dedup x USING d
+    WHERE x.queue_id = $1 AND x.dedup_key = d.dedup_key AND x.message_id = d.id
+), ar AS (
+    INSERT INTO {s}queue_archive (queue_id, id, priority, attempts, enqueued_at, group_key, dedup_key,
+                                  headers, body)
+    SELECT queue_id, id, priority, attempts, enqueued_at, group_key, dedup_key, headers, body
+    FROM d WHERE $4
+)
+SELECT count(*) FROM d";
+
 /// The SQLSTATE `settle_refused()` raises.
 const SETTLE_REFUSED: &str = "PB001";
 

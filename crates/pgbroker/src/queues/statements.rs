@@ -78,8 +78,14 @@ crate::sql::statements! {
     send = send::SEND;
     /// [`send::SEND_PLAIN`].
     send_plain = send::SEND_PLAIN;
+    /// [`send::SEND_ONE`].
+    send_one = send::SEND_ONE;
     /// [`receive::claim`].
     claim = receive::claim();
+    /// [`receive::claim_one`].
+    claim_one = receive::claim_one();
+    /// [`settle::ACK_ONE`].
+    ack_one = settle::ACK_ONE;
     /// [`settle::ack`], inside a caller's transaction.
     ack = settle::ack(Commit::Flush);
     /// [`settle::ack`] in a transaction of its own.
@@ -286,12 +292,53 @@ mod tests {
         assert!(!s.ack.contains("synchronous_commit"));
         let rest = s.ack_relaxed.strip_prefix(s.ack.as_str()).expect("same statement");
         assert_eq!(rest.trim_start_matches([',', ' ', '\n']), NO_FLUSH_WAIT);
-        for relaxed in [&s.ack_fast, &s.claim] {
+        for relaxed in [&s.ack_fast, &s.claim, &s.claim_one] {
             assert_eq!(relaxed.matches(NO_FLUSH_WAIT).count(), 1, "{relaxed}");
         }
-        for flushed in [&s.send, &s.send_plain, &s.nack, &s.extend, &s.release, &s.bury] {
+        for flushed in [
+            &s.send,
+            &s.send_plain,
+            &s.send_one,
+            &s.nack,
+            &s.extend,
+            &s.release,
+            &s.bury,
+            &s.ack_one,
+        ] {
             assert!(!flushed.contains("synchronous_commit"), "{flushed}");
         }
+    }
+
+    #[test]
+    fn the_claim_of_one_message_is_the_claim() {
+        let s = statements();
+        // The same candidates and pick, the same lease and answer per message.
+        let pick = |t: &str| t.split_once("\n), claimed AS (").map(|(head, _)| head.to_string());
+        assert!(pick(&s.claim).is_some_and(|p| s.claim_one.starts_with(&p)));
+        // The text of `t` between `from` and `to`.
+        fn between<'a>(t: &'a str, from: &str, to: &str) -> Option<&'a str> {
+            t.split_once(from)?.1.split_once(to).map(|(part, _)| part)
+        }
+        for (from, to) in [("    UPDATE ", "\n    WHERE"), ("RETURNING", " AS relaxed")] {
+            let part = between(&s.claim, from, to);
+            assert!(part.is_some(), "{from}");
+            assert_eq!(part, between(&s.claim_one, from, to), "{from}");
+        }
+        assert!(s.claim_one.contains("m.id = (SELECT id FROM pick)"));
+        assert!(!s.claim_one.contains("UNION ALL\nSELECT NULL"));
+    }
+
+    #[test]
+    fn one_plain_send_is_the_plain_send() {
+        let s = statements();
+        let inserts = |t: &str| t.split_once("\n          FROM ").map(|(head, _)| head.to_string());
+        assert!(inserts(&s.send_plain).is_some());
+        assert_eq!(inserts(&s.send_plain), inserts(&s.send_one));
+        let notify = |t: &str| t.split_once("(SELECT pg_notify(").map(|(_, tail)| tail.to_string());
+        assert_eq!(
+            notify(&s.send_plain),
+            notify(&s.send_one).map(|t| t.replace("FROM ins i", "FROM (SELECT id FROM ins ORDER BY id) i"))
+        );
     }
 
     #[test]

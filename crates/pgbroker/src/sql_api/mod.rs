@@ -82,6 +82,9 @@ fn ms(d: std::time::Duration) -> String {
     d.as_millis().to_string()
 }
 
+/// A receipt's token, a UUID in any case, at the end of the receipt.
+const RECEIPT_TOKEN: &str = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+
 /// The script that creates every function in `schema`.
 pub(crate) fn script(schema: &str) -> Result<String> {
     let quoted = quote_ident(schema);
@@ -96,8 +99,11 @@ pub(crate) fn script(schema: &str) -> Result<String> {
     let stmts: Vec<(&str, String)> = vec![
         ("@SEND_PLAIN@", inline(&sql.send_plain, "sd")),
         ("@SEND@", inline(&sql.send, "sd")),
+        ("@SEND_ONE@", inline(&sql.send_one, "so")),
         ("@CLAIM@", inline(&sql.claim, "cl")),
+        ("@CLAIM_ONE@", inline(&sql.claim_one, "cl")),
         ("@ACK@", inline(&sql.ack, "ak")),
+        ("@ACK_ONE@", inline(&sql.ack_one, "ao")),
         ("@NACK@", inline(&sql.nack, "nk")),
         ("@EXTEND@", inline(&sql.extend, "ex")),
         ("@LOCK@", inline(&sql.lock, "lk")),
@@ -129,9 +135,11 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@POLL_MS@", POLL_MS.to_string()),
         ("@MAINTENANCE_OVERDUE_MS@", ms(MAINTENANCE_OVERDUE)),
         ("@KEY_CONTROL@", literal(r"[\u0001-\u001f\u007f-\u009f]")),
+        ("@RECEIPT_TOKEN@", literal(RECEIPT_TOKEN)),
+        // One receipt whose id needs no range check: at most 18 digits.
         (
-            "@RECEIPT_TOKEN@",
-            literal("[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"),
+            "@ONE_RECEIPT@",
+            literal(&format!("^[1-9][0-9]{{0,17}}:{RECEIPT_TOKEN}")),
         ),
         ("@INVALID@", sqlstate::INVALID_ARGUMENT.to_string()),
         ("@INVALID_NAME@", sqlstate::INVALID_NAME.to_string()),

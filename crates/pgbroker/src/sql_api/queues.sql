@@ -172,8 +172,12 @@ LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column
 DECLARE
     q @S@.queues;
+    d bigint;
     h jsonb;
     pb_now timestamptz;
+    so_1 bigint; so_2 bytea := body; so_3 jsonb; so_4 smallint; so_5 bigint; so_6 timestamptz := deliver_at;
+    so_7 text; so_8 text;
+    so_9 text := @CHANNEL@; so_10 text := '';
     sd_1 bigint; sd_2 bytea[]; sd_3 jsonb[]; sd_4 smallint[]; sd_5 bigint[]; sd_6 timestamptz[];
     sd_7 text[]; sd_8 text[];
     sd_9 text := @CHANNEL@; sd_10 text := '';
@@ -184,27 +188,28 @@ BEGIN
         q := @S@._pb_queue(queue);
     END IF;
     -- A plain message that fits passes every check of _pb_check_message.
-    IF headers IS NULL AND delay IS NULL AND deliver_at IS NULL AND dedup_key IS NULL AND group_key IS NULL
-       AND priority BETWEEN 0 AND @MAX_PRIORITY@ AND octet_length(body) <= q.max_message_bytes THEN
-        sd_5 := ARRAY[NULL::bigint];
-    ELSE
+    IF (headers IS NULL AND delay IS NULL AND deliver_at IS NULL AND dedup_key IS NULL AND group_key IS NULL
+        AND priority BETWEEN 0 AND @MAX_PRIORITY@ AND octet_length(body) <= q.max_message_bytes) IS NOT TRUE THEN
         IF headers IS NOT NULL THEN
             h := @S@._pb_headers(headers);
         END IF;
-        sd_5 := ARRAY[@S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key)];
+        d := @S@._pb_check_message(q, body, h, priority, delay, deliver_at, dedup_key, group_key);
     END IF;
-    sd_1 := q.id; sd_2 := ARRAY[body]; sd_3 := ARRAY[h]; sd_4 := ARRAY[priority::smallint];
-    sd_6 := ARRAY[deliver_at];
-    pb_now := clock_timestamp();
+    -- One row at most: into variables, without a cursor.
     IF dedup_key IS NULL AND group_key IS NULL THEN
-        FOR v_ord, v_id, v_dup, v_void IN @SEND_PLAIN@ LOOP
-            RETURN v_id;
-        END LOOP;
+        so_1 := q.id; so_3 := h; so_4 := priority; so_5 := d;
+        pb_now := clock_timestamp();
+        @SEND_ONE@
+        INTO v_id, v_void;
     ELSE
-        sd_7 := ARRAY[dedup_key]; sd_8 := ARRAY[group_key];
-        FOR v_ord, v_id, v_dup, v_n, v_void IN @SEND@ LOOP
-            RETURN v_id;
-        END LOOP;
+        sd_1 := q.id; sd_2 := ARRAY[body]; sd_3 := ARRAY[h]; sd_4 := ARRAY[priority::smallint]; sd_5 := ARRAY[d];
+        sd_6 := ARRAY[deliver_at]; sd_7 := ARRAY[dedup_key]; sd_8 := ARRAY[group_key];
+        pb_now := clock_timestamp();
+        @SEND@
+        INTO v_ord, v_id, v_dup, v_n, v_void;
+    END IF;
+    IF FOUND THEN
+        RETURN v_id;
     END IF;
     PERFORM @S@._pb_fail('@UNKNOWN_QUEUE@', format('unknown queue %L', q.name));
 END
@@ -267,6 +272,25 @@ BEGIN
             coalesce(max::text, 'NULL')));
     END IF;
     cl_1 := q.id; cl_2 := max; cl_3 := coalesce(lease, q.visibility_timeout_ms); cl_4 := q.max_attempts;
+    -- One message without waiting, the usual worker's call: the claim of
+    -- one message, without its next-due answer, into the result row.
+    IF cl_2 = 1 AND waited = 0 THEN
+        pb_now := clock_timestamp();
+        @CLAIM_ONE@
+        INTO id, receipt, attempt, enqueued_at, lease_expires_at, priority, group_key, dedup_key, last_error,
+             dead_letter_source, dead_letter_attempts, headers, body, c_relaxed;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        c_relaxed := set_config('synchronous_commit', sync, true);
+        IF attempt > q.max_attempts THEN
+            PERFORM @S@._pb_settle(q, ARRAY[id], ARRAY[receipt], 'expired', NULL, NULL);
+            RETURN;
+        END IF;
+        receipt := id || ':' || receipt;
+        RETURN NEXT;
+        RETURN;
+    END IF;
     deadline := clock_timestamp() + waited * interval '1 millisecond';
     LOOP
         got := 0; next_due := NULL; x_ids := '{}'; x_tokens := '{}';
@@ -338,9 +362,30 @@ BEGIN
 END
 $f$;
 
+-- One receipt: the current lease of a message in no FIFO group, the usual
+-- case, is one statement. Anything else (an unknown queue, a malformed or
+-- stale receipt, a group to settle) changes nothing there and goes the
+-- way of the array form, which refuses or settles as the library does.
 CREATE OR REPLACE FUNCTION @S@.ack(queue text, receipt text) RETURNS void
-LANGUAGE sql AS $f$
-    SELECT @S@.ack(queue, ARRAY[receipt])
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+#variable_conflict use_column
+DECLARE
+    q @S@.queues;
+    ao_1 bigint; ao_2 bigint; ao_3 text; ao_4 boolean;
+    v_n bigint;
+BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF FOUND AND receipt ~ @ONE_RECEIPT@ THEN
+        ao_1 := q.id; ao_2 := split_part(receipt, ':', 1)::bigint; ao_3 := lower(split_part(receipt, ':', 2));
+        ao_4 := q.archive_retention_ms IS NOT NULL;
+        @ACK_ONE@
+        INTO v_n;
+        IF v_n = 1 THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM @S@.ack(queue, ARRAY[receipt]);
+END
 $f$;
 
 CREATE OR REPLACE FUNCTION @S@.nack(queue text, receipts text[], delay interval DEFAULT NULL, error text DEFAULT NULL)

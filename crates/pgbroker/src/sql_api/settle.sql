@@ -31,7 +31,7 @@ BEGIN
     END IF;
     -- One receipt, the usual case, needs no statement: an id of at most
     -- 18 digits, not starting with 0, is one the full check accepts.
-    IF cardinality(p_receipts) = 1 AND p_receipts[1] ~ ('^[1-9][0-9]{0,17}:' || @RECEIPT_TOKEN@) THEN
+    IF cardinality(p_receipts) = 1 AND p_receipts[1] ~ @ONE_RECEIPT@ THEN
         ids := ARRAY[split_part(p_receipts[1], ':', 1)::bigint];
         tokens := ARRAY[lower(split_part(p_receipts[1], ':', 2))];
         RETURN;
