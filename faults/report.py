@@ -34,7 +34,7 @@ DESCRIPTIONS = {
     "failover-async": "the same failover with an asynchronous standby (no synchronous_standby_names): what a"
                       " failover then loses is measured, not refused; the standby's flushed WAL was at most the"
                       " bytes in the last column behind the primary's just before each kill",
-    "replica-reads": "`pgbroker serve --replica-url` on a synchronous standby, with no record cache, so that every"
+    "replica-reads": "`pgbroker serve --replica-url` on an asynchronous standby, with no record cache, so that every"
                      " fetch reads Postgres: the standby serves the records it has replayed, the primary the rest;"
                      " SIGKILL of the standby, restarted after the outage, while the primary serves every read",
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
