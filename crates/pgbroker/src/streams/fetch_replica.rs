@@ -14,6 +14,11 @@ use crate::broker::Broker;
 /// consumer at the tail is made to pay.
 pub(crate) const PATIENCE: Duration = Duration::from_millis(20);
 
+/// Longest a standby may take to serve a read (its patience included)
+/// before it is skipped like one that failed: a standby that stalls
+/// without closing its connections must not stall consumers.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `read`'s records below `end` (the primary's high watermark or last
 /// stable offset) from a standby that has at least the first of them;
 /// `None` when no standby can serve them now, and the primary must.
@@ -23,6 +28,26 @@ pub(super) async fn read(broker: &Broker, pid: i64, read: &Read<'_>, segment_rec
         return None;
     }
     let replica = replicas.pick()?;
+    match tokio::time::timeout(READ_TIMEOUT, read_on(broker, replica, pid, read, segment_records, end)).await {
+        Ok(found) => found,
+        Err(_) => {
+            replica.failed(&crate::Error::Pool(format!(
+                "no answer within {} ms",
+                READ_TIMEOUT.as_millis()
+            )));
+            None
+        }
+    }
+}
+
+async fn read_on(
+    broker: &Broker,
+    replica: &crate::broker::replicas::Replica,
+    pid: i64,
+    read: &Read<'_>,
+    segment_records: i64,
+    end: i64,
+) -> Option<Found> {
     let client = replica.client().await.ok()?;
     trim_statement_cache(&client);
     let give_up = Instant::now()
