@@ -7,6 +7,20 @@ use std::collections::BTreeSet;
 
 use pgbroker_testkit::cli::{lines, values, Env};
 
+/// A setting's value and whether it is the default, from `group config --format json`.
+fn setting(config: &serde_json::Value, name: &str) -> (Option<String>, Option<bool>) {
+    let entry = config
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["name"] == name)
+        .expect("the setting");
+    (
+        entry["value"].as_str().map(str::to_string),
+        entry["is_default"].as_bool(),
+    )
+}
+
 fn set_of(records: &[serde_json::Value]) -> BTreeSet<String> {
     values(records).into_iter().map(str::to_string).collect()
 }
@@ -31,16 +45,9 @@ fn released_come_back_rejected_never_accepted_once() {
         "--format",
         "json",
     ]);
-    let reset = config
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|e| e["name"] == "share.auto.offset.reset")
-        .expect("the setting")
-        .clone();
     assert_eq!(
-        (reset["value"].as_str(), reset["is_default"].as_bool()),
-        (Some("earliest"), Some(false))
+        setting(&config, "share.auto.offset.reset"),
+        (Some("earliest".to_string()), Some(false))
     );
 
     let released = env.consume(&["work", "--share-group", "sg", "--release", "--max-messages", "5"]);
@@ -78,16 +85,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     let refused = env.fail(&["group", "config", "sg", "--set", "share.isolation.level=read_dirty"]);
     assert!(refused.contains("share.isolation.level"), "{refused}");
     let after = env.json(&["group", "config", "sg", "--format", "json"]);
-    let level = after
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|e| e["name"] == "share.isolation.level")
-        .expect("the setting")
-        .clone();
     assert_eq!(
-        (level["value"].as_str(), level["is_default"].as_bool()),
-        (Some("read_uncommitted"), Some(true))
+        setting(&after, "share.isolation.level"),
+        (Some("read_uncommitted".to_string()), Some(true))
     );
     assert!(env
         .fail(&["group", "config", "sg", "--set", "share.unknown=1"])
