@@ -164,8 +164,11 @@ async fn lock(
             .get::<_, Option<i64>>(4)
             .map_or(high_watermark, |o| o.min(high_watermark)),
     };
-    tx.execute(&sql.expire_locks, &[&group, &id, &settings.delivery_count_limit])
-        .await?;
+    tx.execute(
+        &sql.expire_locks,
+        &[&group, &id, &settings.delivery_count_limit, &w.start],
+    )
+    .await?;
     if w.log_start > w.start {
         // Retention removed records the group had not finished: they are
         // gone, whatever their state.
@@ -179,7 +182,7 @@ async fn lock(
 /// Moves the start past the records that are done, forgets them and
 /// stores the window.
 async fn settle_window(sql: &Statements, tx: &Transaction<'_>, group: &str, w: &mut Window) -> Result<()> {
-    let open: Option<i64> = tx.query_one(&sql.first_open, &[&group, &w.id]).await?.get(0);
+    let open: Option<i64> = tx.query_one(&sql.first_open, &[&group, &w.id, &w.start]).await?.get(0);
     let start = open.unwrap_or(w.end);
     if start > w.start {
         tx.execute(&sql.forget_below, &[&group, &w.id, &start]).await?;
@@ -227,7 +230,10 @@ pub(crate) async fn acquire(
     let mut w = lock(sql, &tx, g, id, settings).await?;
     let lock_ms = settings.lock_ms();
     let rows = tx
-        .query(&sql.acquire_available, &[&g, &w.id, &member, &lock_ms, &max.max(0)])
+        .query(
+            &sql.acquire_available,
+            &[&g, &w.id, &member, &lock_ms, &max.max(0), &w.start],
+        )
         .await?;
     let mut got: Vec<(i64, i16)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let taken = i64::try_from(got.len()).unwrap_or(i64::MAX);

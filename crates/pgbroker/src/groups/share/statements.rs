@@ -92,19 +92,24 @@ crate::sql::statements! {
          FROM {s}share_partitions sp JOIN {s}partitions p ON p.id = sp.partition_id
          WHERE sp.group_name = $1 AND sp.partition_id = $2 FOR UPDATE OF sp";
     /// Puts back the records of a share-partition whose lock has run out.
+    /// Every record of the window is at or above its start (`$4`); saying so
+    /// lets the index skip the entries of rows forgotten below it, which
+    /// stay until vacuum.
     expire_locks = concat!(
         "UPDATE {s}share_records SET ",
         returned!(),
-        " WHERE group_name = $1 AND partition_id = $2 AND state = 1 AND lock_deadline < now()"
+        " WHERE group_name = $1 AND partition_id = $2 AND \"offset\" >= $4 AND state = 1 AND lock_deadline < now()"
     );
-    /// Acquires the first `$5` available records of the window for member `$3`, for `$4` ms.
+    /// Acquires the first `$5` available records of the window (from its
+    /// start, `$6`) for member `$3`, for `$4` ms.
     /// The offsets are picked once, as an array (a join to the picking
     /// subquery ran it again for every in-flight row).
     acquire_available = "UPDATE {s}share_records r SET state = 1, delivery_count = r.delivery_count + 1,
                 lock_deadline = now() + $4::integer * interval '1 millisecond', member_id = $3
          WHERE r.group_name = $1 AND r.partition_id = $2
            AND r.\"offset\" = ANY(ARRAY(SELECT \"offset\" FROM {s}share_records
-                                        WHERE group_name = $1 AND partition_id = $2 AND state = 0
+                                        WHERE group_name = $1 AND partition_id = $2 AND \"offset\" >= $6
+                                          AND state = 0
                                         ORDER BY \"offset\" LIMIT $5))
          RETURNING r.\"offset\", r.delivery_count";
     /// Acquires the never-delivered offsets [$5, $6) for member `$3`, for `$4` ms.
@@ -129,8 +134,10 @@ crate::sql::statements! {
                 member_id = NULL, lock_deadline = NULL
          FROM unnest($4::bigint[], $5::smallint[]) AS a(off, kind)
          WHERE r.group_name = $1 AND r.partition_id = $2 AND r.\"offset\" = a.off AND r.state = 1 AND r.member_id = $6";
-    /// The first offset of the window still to be delivered or settled.
-    first_open = "SELECT min(\"offset\") FROM {s}share_records WHERE group_name = $1 AND partition_id = $2 AND state IN (0, 1)";
+    /// The first offset of the window (from its start, `$3`) still to be
+    /// delivered or settled.
+    first_open = "SELECT min(\"offset\") FROM {s}share_records
+         WHERE group_name = $1 AND partition_id = $2 AND \"offset\" >= $3 AND state IN (0, 1)";
     /// Forgets the records below a share-partition's new start.
     forget_below = "DELETE FROM {s}share_records WHERE group_name = $1 AND partition_id = $2 AND \"offset\" < $3";
     /// Stores a share-partition's window.
