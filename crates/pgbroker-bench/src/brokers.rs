@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kafka::{drive_probed, Server, Target, Variant};
 use crate::pgpair::Pair;
-use crate::standby::{cpu_of, drop_schema, fresh_schema, probe};
+use crate::standby::{cpu_of, drop_schema, fresh_schema, load_range, probe, standby_reads};
 use crate::summary::{append_jsonl, median, Note};
 use crate::systems::Endpoints;
 use crate::workload::PubsubArgs;
@@ -140,12 +140,6 @@ async fn one(env: &Endpoints, pair: &Pair, workload: &PubsubArgs, brokers: u32, 
         let f = &summary.figures;
         let secs = f.duration_s.max(f64::MIN_POSITIVE);
         let written_m = f.write_msgs_per_s * f.duration_s / 1e6;
-        let standby_reads: f64 = window
-            .fetch_reads
-            .iter()
-            .filter(|(k, _)| *k != "primary")
-            .map(|(_, n)| n)
-            .sum();
         Ok(BrokersRun {
             scenario: SCENARIO.into(),
             round,
@@ -160,7 +154,7 @@ async fn one(env: &Endpoints, pair: &Pair, workload: &PubsubArgs, brokers: u32, 
             standby_cores: cpu_of(&window, "standby") / secs,
             client_cores: f.client_cpu_s_per_million * written_m / secs,
             fetch_reads_primary: window.fetch_reads.get("primary").copied().unwrap_or(0.0),
-            fetch_reads_standby: standby_reads,
+            fetch_reads_standby: standby_reads(&window),
             load_average: load.clone(),
         })
     }
@@ -208,7 +202,8 @@ pub fn section(md: &mut String, runs: &[&BrokersRun]) {
         "## One broker and three\n\n`{SCENARIO}`: the same pub/sub load ({rate}) through one and through three \
          `pgbroker serve` on one schema, clients bootstrapped with all of them, reads served by a streaming \
          standby where it has replayed them; median of {rounds} round(s), ratio against the first row. CPU in \
-         cores busy (CPU seconds per second), brokers summed.\n"
+         cores busy (CPU seconds per second), brokers summed. {}\n",
+        load_range(runs.iter().map(|r| r.load_average.as_deref()))
     );
     md.push_str(
         "| brokers | written/s | read/s | ratio (read) | e2e p99 ms | brokers' CPU | primary CPU | standby CPU | \

@@ -42,6 +42,10 @@ pub struct StandbyArgs {
     /// Target write rates, records/s, each run in turn.
     #[arg(long, value_delimiter = ',', required = true)]
     pub rates: Vec<u64>,
+    /// `pgbroker serve --cache-bytes-per-partition` (0: every read goes
+    /// to Postgres); serve's default when not given.
+    #[arg(long)]
+    pub cache_bytes_per_partition: Option<usize>,
     /// The workload (its `--rate` is set by the sweep).
     #[command(flatten)]
     pub workload: PubsubArgs,
@@ -50,12 +54,15 @@ pub struct StandbyArgs {
 /// One run: one system at one rate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StandbyRun {
-    /// [`SCENARIO`].
+    /// [`SCENARIO`], or a variant of it.
     pub scenario: String,
     /// The round, counted from 1.
     pub round: u32,
     /// [`PRIMARY_ONLY`] or [`WITH_STANDBY`].
     pub system: String,
+    /// The brokers' record cache per partition, bytes, when not serve's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes_per_partition: Option<usize>,
     /// Consumer groups, each reading everything.
     pub groups: u32,
     /// Consumers per group.
@@ -152,6 +159,15 @@ pub fn probe(pair: &Pair, http: Vec<String>) -> Probe {
     }
 }
 
+/// Fetches the standbys served in `window`.
+pub fn standby_reads(window: &Window) -> f64 {
+    window
+        .fetch_reads
+        .iter()
+        .filter(|(k, _)| *k != "primary")
+        .fold(0.0, |sum, (_, n)| sum + n)
+}
+
 /// CPU seconds of the cluster `name` in `window`.
 pub fn cpu_of(window: &Window, name: &str) -> f64 {
     window
@@ -169,6 +185,9 @@ async fn one(env: &Endpoints, pair: &Pair, args: &StandbyArgs, system: &str, rat
     let schema = fresh_schema(&primary, &workload).await?;
     let outcome = async {
         let mut serve = Vec::new();
+        if let Some(bytes) = args.cache_bytes_per_partition {
+            serve.extend(["--cache-bytes-per-partition".to_string(), bytes.to_string()]);
+        }
         if system == WITH_STANDBY {
             serve.extend(["--replica-url".to_string(), pair.standby.url()]);
         }
@@ -189,28 +208,35 @@ async fn one(env: &Endpoints, pair: &Pair, args: &StandbyArgs, system: &str, rat
     outcome
 }
 
-fn line(
+/// Where and how a run was made, for its results line.
+struct Made<'a> {
+    scenario: &'a str,
     round: u32,
-    system: &str,
+    system: &'a str,
     rate: u64,
-    args: &PubsubArgs,
+    args: &'a StandbyArgs,
     load: Option<String>,
-    run: &(Summary, Window),
-) -> StandbyRun {
+}
+
+fn line(made: Made<'_>, run: &(Summary, Window)) -> StandbyRun {
+    let Made {
+        scenario,
+        round,
+        system,
+        rate,
+        args,
+        load,
+    } = made;
+    let (cache, args) = (args.cache_bytes_per_partition, &args.workload);
     let (s, w) = run;
     let f = &s.figures;
     let read_millions = (f.read_msgs_per_s * f.duration_s).max(1.0) / 1e6;
     let broker_cpu_s = f.broker_cpu_s_per_million * (f.write_msgs_per_s * f.duration_s).max(1.0) / 1e6;
-    let standby_reads: f64 = w
-        .fetch_reads
-        .iter()
-        .filter(|(k, _)| *k != "primary")
-        .map(|(_, n)| n)
-        .sum();
     StandbyRun {
-        scenario: SCENARIO.into(),
+        scenario: scenario.into(),
         round,
         system: system.into(),
+        cache_bytes_per_partition: cache,
         groups: args.groups,
         consumers_per_group: args.consumers_per_group,
         producers: args.producers,
@@ -231,17 +257,24 @@ fn line(
         standby_cpu_s_per_million_read: cpu_of(w, "standby") / read_millions,
         broker_cpu_s_per_million_read: broker_cpu_s / read_millions,
         fetch_reads_primary: w.fetch_reads.get("primary").copied().unwrap_or(0.0),
-        fetch_reads_standby: standby_reads,
+        fetch_reads_standby: standby_reads(w),
         load_average: load,
     }
 }
 
-/// Runs the scenario: `rounds` of both systems (in turn, the order
-/// reversed every other round) at every rate; appends each run to `out`.
-pub async fn run(env: &Endpoints, args: &StandbyArgs, rounds: u32, out: &std::path::Path) -> Result<Vec<StandbyRun>> {
+/// Runs the scenario as `scenario`: `rounds` of both systems (in turn,
+/// the order reversed every other round) at every rate; appends each run
+/// to `out`.
+pub async fn run(
+    env: &Endpoints,
+    scenario: &str,
+    args: &StandbyArgs,
+    rounds: u32,
+    out: &std::path::Path,
+) -> Result<Vec<StandbyRun>> {
     let pair = Pair::start(&env.database_url).await?;
     eprintln!(
-        "{SCENARIO}: primary on port {}, standby on port {}",
+        "{scenario}: primary on port {}, standby on port {}",
         pair.primary.port, pair.standby.port
     );
     let mut runs = Vec::new();
@@ -252,14 +285,22 @@ pub async fn run(env: &Endpoints, args: &StandbyArgs, rounds: u32, out: &std::pa
         }
         for rate in &args.rates {
             for system in systems {
-                eprintln!("{SCENARIO} round {round}: {system} at {rate}/s");
+                eprintln!("{scenario} round {round}: {system} at {rate}/s");
                 let load = std::fs::read_to_string("/proc/loadavg")
                     .ok()
                     .map(|s| s.trim().to_string());
                 let measured = one(env, &pair, args, system, *rate)
                     .await
-                    .with_context(|| format!("{SCENARIO}: {system} at {rate}/s"))?;
-                let run = line(round, system, *rate, &args.workload, load, &measured);
+                    .with_context(|| format!("{scenario}: {system} at {rate}/s"))?;
+                let context = Made {
+                    scenario,
+                    round,
+                    system,
+                    rate: *rate,
+                    args,
+                    load,
+                };
+                let run = line(context, &measured);
                 append_jsonl(out, &Note::StandbyRun(run.clone()))?;
                 runs.push(run);
             }
@@ -269,6 +310,20 @@ pub async fn run(env: &Endpoints, args: &StandbyArgs, rounds: u32, out: &std::pa
     section(&mut md, &runs.iter().collect::<Vec<_>>());
     println!("\n{md}");
     Ok(runs)
+}
+
+/// The range of the one-minute load averages of the runs, as a sentence.
+pub fn load_range<'a>(loads: impl Iterator<Item = Option<&'a str>>) -> String {
+    let ones: Vec<f64> = loads
+        .filter_map(|l| l?.split_whitespace().next()?.parse().ok())
+        .collect();
+    let lo = ones.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ones.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if ones.is_empty() {
+        String::new()
+    } else {
+        format!("One-minute load average at the runs' start: {lo:.1} to {hi:.1}.")
+    }
 }
 
 /// The highest measured write rate `system` kept up with in `round`, if any.
@@ -289,27 +344,41 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// The scenario's section of BENCHMARKS.md.
+/// The section of BENCHMARKS.md on reads from a standby: a table per
+/// scenario.
 pub fn section(md: &mut String, runs: &[&StandbyRun]) {
+    if runs.is_empty() {
+        return;
+    }
+    md.push_str("## Reads from a standby\n\n");
+    for name in ordered(runs.iter().map(|r| r.scenario.as_str())) {
+        let mine: Vec<&StandbyRun> = runs.iter().copied().filter(|r| r.scenario == name).collect();
+        scenario(md, &name, &mine);
+    }
+}
+
+fn scenario(md: &mut String, name: &str, runs: &[&StandbyRun]) {
     let Some(first) = runs.first() else {
         return;
     };
+    let cache = first.cache_bytes_per_partition.map_or_else(
+        || "serve's default record cache".to_string(),
+        |b| format!("`--cache-bytes-per-partition {b}`"),
+    );
     let rounds = runs.iter().map(|r| r.round).max().unwrap_or(1);
     let _ = writeln!(
         md,
-        "## Reads from a standby\n\n`{SCENARIO}`: {} groups of {} consumers read everything {} producers write, \
-         through `pgbroker serve` on a primary of the harness's own, without (`{PRIMARY_ONLY}`) and with \
+        "### {name}\n\n{} groups of {} consumers read everything {} producers write, \
+         through `pgbroker serve` ({cache}) on a primary of the harness's own, without (`{PRIMARY_ONLY}`) and with \
          (`{WITH_STANDBY}`) `--replica-url` of its streaming standby (streaming in both); median of {rounds} \
          round(s) per rate. The groups keep up with a rate when the producers reach 98 % of it, every group \
          reads at least 98 % of what is written and none ends the window more than one second of writes \
          behind. CPU is seconds per million records read (all groups' reads), by the primary's processes \
-         (postmaster and its children), the standby's, and the broker. Loads: {}.\n",
+         (postmaster and its children), the standby's, and the broker. {}\n",
         first.groups,
         first.consumers_per_group,
         first.producers,
-        ordered(runs.iter().filter_map(|r| r.load_average.as_deref()))
-            .first()
-            .map_or("–", String::as_str)
+        load_range(runs.iter().map(|r| r.load_average.as_deref()))
     );
     md.push_str(
         "| system | target/s | written/s | slowest group read/s | kept up (rounds) | e2e p99 ms | \
@@ -392,6 +461,7 @@ mod tests {
             scenario: SCENARIO.into(),
             round,
             system: system.into(),
+            cache_bytes_per_partition: None,
             groups: 5,
             consumers_per_group: 4,
             producers: 8,
@@ -426,7 +496,8 @@ mod tests {
         assert!(md.contains("| primary-only | 1000 | 1.00 |"), "{md}");
         assert!(md.contains("| with-standby | 1990 | 1.99 |"), "{md}");
         assert!(md.contains("| with-standby | 2000 | 1990 | 1990 | 1/1 |"), "{md}");
-        assert!(md.contains("| 75.0 % |") || md.contains("| 75.00 % |"), "{md}");
+        assert!(md.contains("| 75.00 % |"), "{md}");
+        assert!(md.contains("load average at the runs' start: 1.0 to 1.0."), "{md}");
         let note = serde_json::to_value(Note::StandbyRun(runs[0].clone())).expect("JSON");
         assert_eq!(note["kind"], "standby-run");
     }

@@ -144,7 +144,15 @@ pub fn scenarios() -> Vec<Scenario> {
         // its own.
         Scenario {
             name: crate::standby::SCENARIO,
-            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000,10000,15000,20000,25000",
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000,10000,20000,30000",
+            kind: Kind::Standby,
+        },
+        // The same with the brokers' record cache off: every read goes to
+        // Postgres, as when consumers read behind the cache.
+        Scenario {
+            name: "kafka-5-groups-standby-no-cache",
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000,10000,20000,30000 \
+                    --cache-bytes-per-partition 0",
             kind: Kind::Standby,
         },
         Scenario {
@@ -457,7 +465,7 @@ async fn one_scenario(
             .map(drop),
         Kind::Standby => {
             let a = crate::standby::args(s.flags, duration, warmup)?;
-            crate::standby::run(env, &a, rounds, out).await.map(drop)
+            crate::standby::run(env, s.name, &a, rounds, out).await.map(drop)
         }
         Kind::Brokers => {
             let a = crate::brokers::args(s.flags, duration, warmup)?;
