@@ -144,7 +144,7 @@ pub fn scenarios() -> Vec<Scenario> {
         // its own.
         Scenario {
             name: crate::standby::SCENARIO,
-            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000,10000,20000,30000",
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 25000,40000,55000,70000",
             kind: Kind::Standby,
         },
         // The same with the brokers' record cache off: every read goes to
