@@ -24,6 +24,12 @@ Every delivery of every scenario is kept as (partition, offset, delivery
 count, consumer, time); the history check asserts that no record was
 lost, that delivery counts of a record only grow, and that no record was
 delivered to a second consumer while the first one's lock was live.
+- read-committed: a group with `share.isolation.level=read_committed`
+  reads a topic where one transactional producer aborted and another
+  committed, while a third holds its transaction open: the consumer gets
+  the committed records only, nothing past the open transaction until it
+  commits, then its records.
+
 librdkafka older than 2.15 has no share consumer: SKIP.
 Exits 1 if a scenario failed.
 """
@@ -273,6 +279,57 @@ def sigkill(args):
     return f"{len(held)} held records came back {first_back - took:.1f}s later with delivery count 2"
 
 
+def transaction(bootstrap, topic, tid, values, commit):
+    """One transaction of `values`; `commit` None leaves it open and
+    returns the producer."""
+    p = ck.Producer({"bootstrap.servers": bootstrap, "transactional.id": tid})
+    p.init_transactions(20)
+    p.begin_transaction()
+    for v in values:
+        p.produce(topic, value=v.encode(), partition=0)
+    assert p.flush(20) == 0, "records left unsent"
+    if commit is None:
+        return p
+    if commit:
+        p.commit_transaction(20)
+    else:
+        p.abort_transaction(20)
+    return None
+
+
+def read_committed(args):
+    topic, group = f"{args.prefix}rc", f"{args.prefix}rc_group"
+    setup(args.bootstrap, topic, 1, group, {"share.auto.offset.reset": "earliest",
+                                             "share.isolation.level": "read_committed"})
+    transaction(args.bootstrap, topic, f"{args.prefix}rc_aborted", [f"a{i}" for i in range(10)], False)
+    transaction(args.bootstrap, topic, f"{args.prefix}rc_committed", [f"c{i}" for i in range(10)], True)
+    held = transaction(args.bootstrap, topic, f"{args.prefix}rc_open", [f"o{i}" for i in range(5)], None)
+    got = []
+    c = ck.ShareConsumer(conf(args.bootstrap, group, "implicit", args.debug))
+    c.subscribe([topic])
+
+    def read_until(n, quiet_s):
+        deadline, quiet_since = time.monotonic() + WAIT_S, None
+        while time.monotonic() < deadline:
+            msgs = [m for m in c.poll(0.5) if not m.error()]
+            got.extend(m.value().decode() for m in msgs)
+            if len(got) >= n:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > quiet_s:
+                    return
+
+    try:
+        read_until(10, 3)
+        committed = [f"c{i}" for i in range(10)]
+        assert got == committed, f"before the open transaction ends: {got}"
+        held.commit_transaction(20)
+        read_until(15, 1)
+    finally:
+        c.close()
+    assert got == committed + [f"o{i}" for i in range(5)], f"after its commit: {got}"
+    return "aborted records never delivered; the open transaction held back until its commit"
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--member":
         group, topic, bootstrap, mode = sys.argv[2:6]
@@ -294,7 +351,8 @@ def main():
                                                     flush=True), os._exit(3)))
     signal.alarm(600)
     code = 0
-    for name, run in (("exactly-once", exactly_once), ("settle", settle), ("sigkill", sigkill)):
+    for name, run in (("exactly-once", exactly_once), ("settle", settle), ("sigkill", sigkill),
+                      ("read-committed", read_committed)):
         try:
             print(f"PASS {args.label} share-groups {name} ({run(args)})", flush=True)
         except Exception as e:

@@ -31,6 +31,38 @@ pub async fn run(broker: &Broker, cmd: GroupCommand) -> anyhow::Result<()> {
             println!("deleted group {group}");
             Ok(())
         }
+        GroupCommand::Config {
+            group,
+            set,
+            unset,
+            format,
+        } => {
+            let changes: Vec<(String, Option<String>)> = set
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .chain(unset.into_iter().map(|k| (k, None)))
+                .collect();
+            if !changes.is_empty() {
+                broker.share_groups().alter_configs(&group, &changes).await?;
+            }
+            let entries = broker.share_groups().configs(&group).await?;
+            match format {
+                Format::Json => print_json(&entries),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = entries
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e.name.to_string(),
+                                e.value.clone(),
+                                if e.is_default { "default" } else { "set" }.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["NAME", "VALUE", "SOURCE"], &rows)
+                }
+            }
+        }
     }
 }
 

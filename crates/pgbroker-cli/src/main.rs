@@ -274,6 +274,18 @@ struct ConsumeArgs {
     /// Consume as a member of this group, committing what was printed.
     #[arg(long, value_parser = parse_group)]
     group: Option<GroupId>,
+    /// Consume as a member of this share group: records are shared with
+    /// its other members, each acknowledged once printed (accepted unless
+    /// --release or --reject). Where a group starts is its
+    /// `share.auto.offset.reset` (`pgbroker group config GROUP --set ...`).
+    #[arg(long, value_parser = parse_group, conflicts_with_all = ["group", "partition", "from_beginning"])]
+    share_group: Option<GroupId>,
+    /// With --share-group: release each printed record (it is delivered again).
+    #[arg(long, requires = "share_group", conflicts_with = "reject")]
+    release: bool,
+    /// With --share-group: reject each printed record (it is archived).
+    #[arg(long, requires = "share_group")]
+    reject: bool,
     /// Without a committed offset, start at the log start instead of new records only.
     #[arg(long)]
     from_beginning: bool,
@@ -316,6 +328,19 @@ enum GroupCommand {
     Delete {
         #[arg(value_parser = parse_group)]
         group: GroupId,
+    },
+    /// Show a group's settings (`share.*`, `consumer.*`), or change them.
+    Config {
+        #[arg(value_parser = parse_group)]
+        group: GroupId,
+        /// Set a setting, e.g. `share.auto.offset.reset=earliest` (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_header)]
+        set: Vec<(String, String)>,
+        /// Put a setting back to its default (repeatable).
+        #[arg(long = "unset", value_name = "NAME")]
+        unset: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

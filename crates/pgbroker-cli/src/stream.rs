@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use pgbroker::groups::share::{Settle, ShareConsumer};
 use pgbroker::streams::{ConsumedRecord, FetchLimits, OffsetReset, OffsetSpec};
-use pgbroker::{Broker, Consumer, ConsumerConfig, Header, Record, TopicName, TopicPartition};
+use pgbroker::{Broker, Consumer, ConsumerConfig, GroupId, Header, Record, TopicName, TopicPartition};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, Notify};
 
@@ -186,6 +187,9 @@ pub async fn consume(broker: &Broker, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(partition) = args.partition {
         return consume_partition(broker, &args, partition, limit).await;
     }
+    if let Some(group) = &args.share_group {
+        return consume_shared(broker, &args, group.clone(), limit).await;
+    }
     let mut config = ConsumerConfig::new(vec![args.topic.clone()], args.group.clone());
     config.reset = if args.from_beginning {
         OffsetReset::Earliest
@@ -308,6 +312,40 @@ async fn consume_partition(broker: &Broker, args: &ConsumeArgs, partition: i32, 
         printed += u64::try_from(records.len())?;
     }
     Ok(())
+}
+
+/// `--share-group`: a member of a share group, settling what it printed.
+async fn consume_shared(broker: &Broker, args: &ConsumeArgs, group: GroupId, limit: u64) -> anyhow::Result<()> {
+    let how = if args.release {
+        Settle::Release
+    } else if args.reject {
+        Settle::Reject
+    } else {
+        Settle::Accept
+    };
+    let mut member = ShareConsumer::join(broker.clone(), group, vec![args.topic.clone()]).await?;
+    let interrupt = interrupt_signal();
+    let mut printed = 0u64;
+    let outcome: anyhow::Result<()> = async {
+        while printed < limit {
+            let room = usize::try_from(limit - printed).unwrap_or(usize::MAX).min(500);
+            let got = tokio::select! {
+                got = member.poll(room, args.idle_timeout) => got?,
+                () = interrupt.notified() => break,
+            };
+            if got.is_empty() {
+                break; // idle for idle_timeout
+            }
+            print_records(args, got.iter().map(|r| (&r.topic, &r.record)))?;
+            member.acknowledge(&got, how).await?;
+            printed += u64::try_from(got.len())?;
+        }
+        Ok(())
+    }
+    .await;
+    // Leaving puts back at once whatever is still held.
+    member.close().await?;
+    outcome
 }
 
 #[cfg(test)]

@@ -494,3 +494,49 @@ async fn regexes_are_re2_matched_in_full_and_bad_ones_refused_without_a_trace() 
     let left = db.broker.consumer_groups().describe(&other).await;
     assert!(left.is_err(), "a refused join leaves no group behind: {left:?}");
 }
+
+#[tokio::test]
+async fn a_group_s_own_session_settings_override_the_broker_s() {
+    let db = TestDb::new().await;
+    let t = db.topic("own", partitions(2)).await;
+    let (short, plain) = (group("short"), group("plain"));
+    db.broker
+        .share_groups()
+        .alter_configs(
+            &short,
+            &[
+                ("consumer.session.timeout.ms".into(), Some("1000".into())),
+                ("consumer.heartbeat.interval.ms".into(), Some("700".into())),
+            ],
+        )
+        .await
+        .expect("group settings");
+    let mut epochs = Vec::new();
+    for g in [&short, &plain] {
+        let a = hb(&db.broker, &join(g, "a", &[&t])).await.expect("a joins");
+        hb(&db.broker, &join(g, "b", &[&t])).await.expect("b joins");
+        epochs.push(a.member_epoch);
+    }
+    let a = hb(&db.broker, &beat(&short, "a", epochs[0], None)).await.expect("a");
+    assert_eq!(a.heartbeat_interval, Duration::from_millis(700));
+    let p = hb(&db.broker, &beat(&plain, "a", epochs[1], None)).await.expect("a");
+    assert_eq!(p.heartbeat_interval, Duration::from_secs(5), "the broker's default");
+    // b is silent in both groups for longer than the group's session of
+    // 1 s and far less than the broker's 45 s; a keeps beating.
+    let mut epochs = [a.member_epoch, p.member_epoch];
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (g, epoch) in [&short, &plain].into_iter().zip(epochs.iter_mut()) {
+            *epoch = hb(&db.broker, &beat(g, "a", *epoch, None))
+                .await
+                .expect("a")
+                .member_epoch;
+        }
+    }
+    let members = |d: pgbroker::groups::consumer::ConsumerGroupDescription| {
+        d.members.into_iter().map(|m| m.member_id).collect::<Vec<_>>()
+    };
+    let cg = db.broker.consumer_groups();
+    assert_eq!(members(cg.describe(&short).await.expect("describe")), vec!["a"]);
+    assert_eq!(members(cg.describe(&plain).await.expect("describe")), vec!["a", "b"]);
+}

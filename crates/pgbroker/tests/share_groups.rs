@@ -282,3 +282,89 @@ async fn latest_starts_at_the_high_watermark_and_bad_settings_change_nothing() {
         .await
         .is_err());
 }
+
+/// Appends `values` as one batch of an ongoing transaction of `id`.
+async fn in_txn(b: &Broker, id: &str, t: &TopicName, values: &[&str]) -> (i64, i16) {
+    let txn = b.transactions();
+    let (pid, epoch) = txn.init_producer(id, 60_000, None).await.expect("init");
+    txn.add_partitions(id, pid, epoch, &[(t.clone(), 0)])
+        .await
+        .expect("add");
+    let records: Vec<Record> = values.iter().map(|v| Record::from_value(*v)).collect();
+    let batch = pgbroker::streams::ProducerBatch {
+        producer_id: pid,
+        epoch,
+        base_sequence: 0,
+    };
+    txn.produce(id, t, 0, &records, batch).await.expect("produce");
+    (pid, epoch)
+}
+
+#[tokio::test]
+async fn read_committed_stops_at_the_stable_offset_and_never_delivers_aborted_records() {
+    let db = TestDb::new().await;
+    let t = db.topic("work", partitions(1)).await;
+    let (committed, uncommitted) = (group("rc"), group("ru"));
+    let sg = db.broker.share_groups();
+    let ru = earliest(&db.broker, &uncommitted).await;
+    sg.alter_configs(
+        &committed,
+        &[("share.isolation.level".into(), Some("read_committed".into()))],
+    )
+    .await
+    .expect("read_committed");
+    let rc = earliest(&db.broker, &committed).await;
+    for g in [&committed, &uncommitted] {
+        sg.heartbeat(&join(g, "m", &[&t])).await.expect("join");
+    }
+    assert_eq!(rc.isolation, pgbroker::groups::share::ShareIsolation::ReadCommitted);
+    let txn = db.broker.transactions();
+    // 0: plain; 1-2: aborted; 3: its marker; 4: plain; 5-6: open; 7: plain.
+    produce(&db.broker, &t, 0, 1).await;
+    let (pid, epoch) = in_txn(&db.broker, "gone", &t, &["a1", "a2"]).await;
+    txn.end("gone", pid, epoch, false, None).await.expect("abort");
+    produce(&db.broker, &t, 0, 1).await;
+    let (open_pid, open_epoch) = in_txn(&db.broker, "open", &t, &["o1", "o2"]).await;
+    produce(&db.broker, &t, 0, 1).await;
+
+    // Up to the open transaction: the plain records and the abort marker
+    // (acknowledged by the client as a gap), not the aborted records.
+    let a = sg.acquire(&committed, "m", &t, 0, 100, &rc).await.expect("acquire");
+    assert_eq!(offsets(&a), vec![0, 3, 4]);
+    assert_eq!(a.caught_up_at, Some(8), "waits for a write past the high watermark");
+    let flight = sg
+        .in_flight(&committed, &t, 0)
+        .await
+        .expect("in flight")
+        .expect("window");
+    let archived: Vec<i64> = flight
+        .records
+        .iter()
+        .filter(|r| r.state == 4)
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(archived, vec![1, 2], "the aborted records are archived");
+    // read_uncommitted takes everything up to the high watermark.
+    let u = sg.acquire(&uncommitted, "m", &t, 0, 100, &ru).await.expect("acquire");
+    assert_eq!(offsets(&u), (0..8).collect::<Vec<_>>());
+
+    // The commit moves the stable offset past the open records and the
+    // plain one behind them; its marker comes with them.
+    txn.end("open", open_pid, open_epoch, true, None).await.expect("commit");
+    let b = sg.acquire(&committed, "m", &t, 0, 100, &rc).await.expect("acquire");
+    assert_eq!(offsets(&b), vec![5, 6, 7, 8]);
+    assert_eq!(b.caught_up_at, Some(9));
+    // Nothing of the aborted transaction comes back when all is settled.
+    sg.acknowledge(
+        &committed,
+        "m",
+        &t,
+        0,
+        &[one(0, 0, ack::ACCEPT), one(3, 8, ack::ACCEPT)],
+        &rc,
+    )
+    .await
+    .expect("ack");
+    let c = sg.acquire(&committed, "m", &t, 0, 100, &rc).await.expect("acquire");
+    assert!(c.ranges.is_empty(), "{c:?}");
+}

@@ -387,10 +387,10 @@ async fn apply_member(
     req: &ConsumerHeartbeat,
     member_id: &str,
     existing: Option<&Member>,
+    session_ms: i32,
 ) -> Result<bool> {
     let sql = &broker.inner.sql.groups;
     let group = req.group.as_str();
-    let session_ms = broker.consumer_session_ms();
     let rebalance_ms = req
         .rebalance_timeout
         .map(|d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX));
@@ -415,7 +415,12 @@ async fn apply_member(
             ));
         }
         if let Some(instance) = &req.instance_id {
-            if let Some(changed) = take_over(broker, tx, req, instance, member_id, &topics, &regex).await? {
+            let subscription = Subscription {
+                topics: &topics,
+                regex: &regex,
+                session_ms,
+            };
+            if let Some(changed) = take_over(broker, tx, req, instance, member_id, &subscription).await? {
                 return Ok(changed);
             }
         }
@@ -475,6 +480,13 @@ async fn apply_member(
     Ok(changed)
 }
 
+/// What a joining member asks for, and the session it gets.
+struct Subscription<'a> {
+    topics: &'a [String],
+    regex: &'a Option<String>,
+    session_ms: i32,
+}
+
 /// A static member joining under a new member id: when the member that
 /// holds its instance id left with [`STATIC_LEAVE_EPOCH`], the new id
 /// takes its place, epoch and partitions (`Some`: whether the group must
@@ -486,9 +498,9 @@ async fn take_over(
     req: &ConsumerHeartbeat,
     instance: &str,
     member_id: &str,
-    topics: &[String],
-    regex: &Option<String>,
+    subscription: &Subscription<'_>,
 ) -> Result<Option<bool>> {
+    let (topics, regex) = (subscription.topics, subscription.regex);
     let sql = &broker.inner.sql.groups;
     let group = req.group.as_str();
     let row = tx.query_opt(&sql.instance_holder, &[&group, &instance]).await?;
@@ -514,7 +526,7 @@ async fn take_over(
         &[
             &group,
             &member_id,
-            &broker.consumer_session_ms(),
+            &subscription.session_ms,
             &topics,
             &rebalance_ms,
             regex,
@@ -544,7 +556,17 @@ pub(crate) async fn heartbeat(broker: &Broker, req: &ConsumerHeartbeat) -> Resul
     } else {
         req.member_id.clone()
     };
-    let interval = broker.consumer_heartbeat_interval();
+    // The group's own settings (`consumer.*` group configs) over the
+    // broker's; read before the transaction takes its connection.
+    let settings = crate::groups::share::config::settings(broker, &req.group).await?;
+    let session_ms = settings
+        .consumer_session_timeout
+        .map_or(broker.consumer_session_ms(), |d| {
+            i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+        });
+    let interval = settings
+        .consumer_heartbeat_interval
+        .unwrap_or_else(|| broker.consumer_heartbeat_interval());
     let leaving = matches!(req.member_epoch, LEAVE_EPOCH | STATIC_LEAVE_EPOCH);
     let mut client = broker.client().await?;
     let tx = client.transaction().await?;
@@ -569,7 +591,7 @@ pub(crate) async fn heartbeat(broker: &Broker, req: &ConsumerHeartbeat) -> Resul
             assignment: None,
         });
     }
-    let changed = match apply_member(broker, &tx, req, &member_id, existing).await {
+    let changed = match apply_member(broker, &tx, req, &member_id, existing, session_ms).await {
         Ok(changed) => changed,
         Err(e) => {
             // Keep what the lock applied (expired members, a new target).

@@ -59,7 +59,9 @@ impl ShareGroups<'_> {
     /// Acquires up to `max` records of a partition for a member, each
     /// under a lock of the group's lock duration: first records put back
     /// (released, or whose lock ran out), by offset, then records never
-    /// delivered, up to the high watermark and while fewer than
+    /// delivered, up to the high watermark (the last stable offset for a
+    /// `read_committed` group, which never gets records of aborted
+    /// transactions: they are archived) and while fewer than
     /// [`super::MAX_IN_FLIGHT`] are in flight. A group reading the
     /// partition for the first time starts at `share.auto.offset.reset`.
     /// Does not wait: see [`Acquisition::caught_up_at`] for when waiting

@@ -46,6 +46,11 @@ pub struct ShareSettings {
     pub session_timeout: Duration,
     /// `share.heartbeat.interval.ms` (default 5 s).
     pub heartbeat_interval: Duration,
+    /// `consumer.session.timeout.ms` for a consumer-protocol group (KIP-848);
+    /// `None` when unset: the broker's `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout: Option<Duration>,
+    /// `consumer.heartbeat.interval.ms`; `None` when unset: the broker's.
+    pub consumer_heartbeat_interval: Option<Duration>,
 }
 
 impl Default for ShareSettings {
@@ -57,6 +62,8 @@ impl Default for ShareSettings {
             isolation: ShareIsolation::ReadUncommitted,
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(5),
+            consumer_session_timeout: None,
+            consumer_heartbeat_interval: None,
         }
     }
 }
@@ -141,11 +148,9 @@ fn apply(s: &mut ShareSettings, name: &str, value: &str) -> Result<()> {
         }
         "share.session.timeout.ms" => s.session_timeout = millis(name, value, 1_000, 3_600_000)?,
         "share.heartbeat.interval.ms" => s.heartbeat_interval = millis(name, value, 100, 60_000)?,
-        "consumer.session.timeout.ms" => {
-            millis(name, value, 1_000, 3_600_000)?;
-        }
+        "consumer.session.timeout.ms" => s.consumer_session_timeout = Some(millis(name, value, 1_000, 3_600_000)?),
         "consumer.heartbeat.interval.ms" => {
-            millis(name, value, 100, 60_000)?;
+            s.consumer_heartbeat_interval = Some(millis(name, value, 100, 60_000)?);
         }
         _ => {
             return Err(Error::invalid(

@@ -15,6 +15,7 @@
 
 mod api;
 pub mod config;
+mod consumer;
 pub mod partition;
 pub(crate) mod statements;
 
@@ -27,6 +28,7 @@ use tokio_postgres::Transaction;
 
 pub use api::ShareGroups;
 pub use config::{AutoOffsetReset, GroupConfigEntry, ShareIsolation, ShareSettings};
+pub use consumer::{Settle, ShareConsumer, SharedRecord};
 pub use partition::{ack, AckBatch, AcquiredRange, Acquisition, InFlight, InFlightRecord, MAX_IN_FLIGHT};
 
 use super::consumer::AssignedTopic;

@@ -8,12 +8,12 @@
 //! moves the start offset past the records that are done and forgets them,
 //! so the window stays bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
-use super::config::{AutoOffsetReset, ShareSettings};
+use super::config::{AutoOffsetReset, ShareIsolation, ShareSettings};
 use super::statements::Statements;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
@@ -54,8 +54,10 @@ pub struct AcquiredRange {
 pub struct Acquisition {
     /// The records acquired, in offset order.
     pub ranges: Vec<AcquiredRange>,
-    /// The partition's high watermark when the window's end reached it:
-    /// nothing new can be acquired before a producer writes past it.
+    /// The partition's high watermark when the window's end reached the
+    /// end of what may be acquired (the high watermark, or the last stable
+    /// offset for read_committed): nothing new can be acquired before a
+    /// producer writes past it.
     pub caught_up_at: Option<i64>,
 }
 
@@ -118,6 +120,19 @@ struct Window {
     end: i64,
     log_start: i64,
     high_watermark: i64,
+    /// The last stable offset: the first offset of the oldest transaction
+    /// still open on the partition, else the high watermark.
+    last_stable: i64,
+}
+
+impl Window {
+    /// Where acquisition stops for a group of this isolation level.
+    fn limit(&self, isolation: ShareIsolation) -> i64 {
+        match isolation {
+            ShareIsolation::ReadUncommitted => self.high_watermark,
+            ShareIsolation::ReadCommitted => self.last_stable,
+        }
+    }
 }
 
 async fn lock(
@@ -138,12 +153,16 @@ async fn lock(
         locked = tx.query_opt(&sql.lock_partition, &[&group, &id]).await?;
     }
     let r = locked.ok_or_else(|| Error::UnknownGroup(group.to_string()))?;
+    let high_watermark: i64 = r.get(3);
     let mut w = Window {
         id,
         start: r.get(0),
         end: r.get(1),
         log_start: r.get(2),
-        high_watermark: r.get(3),
+        high_watermark,
+        last_stable: r
+            .get::<_, Option<i64>>(4)
+            .map_or(high_watermark, |o| o.min(high_watermark)),
     };
     tx.execute(&sql.expire_locks, &[&group, &id, &settings.delivery_count_limit])
         .await?;
@@ -212,21 +231,33 @@ pub(crate) async fn acquire(
         .await?;
     let mut got: Vec<(i64, i16)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let taken = i64::try_from(got.len()).unwrap_or(i64::MAX);
-    let room = (max - taken)
-        .min(w.high_watermark - w.end)
-        .min(MAX_IN_FLIGHT - (w.end - w.start));
+    let limit = w.limit(settings.isolation);
+    let room = (max - taken).min(limit - w.end).min(MAX_IN_FLIGHT - (w.end - w.start));
     if room > 0 {
         let to = w.end + room;
         tx.execute(&sql.acquire_new, &[&g, &w.id, &member, &lock_ms, &w.end, &to])
             .await?;
-        got.extend((w.end..to).map(|o| (o, 1)));
+        // Below the last stable offset every transaction is decided: the
+        // records of aborted ones are archived, never delivered.
+        let aborted: BTreeSet<i64> = match settings.isolation {
+            ShareIsolation::ReadUncommitted => BTreeSet::new(),
+            ShareIsolation::ReadCommitted => tx
+                .query(&sql.archive_aborted, &[&g, &w.id, &w.end, &to])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        };
+        got.extend((w.end..to).filter(|o| !aborted.contains(o)).map(|o| (o, 1)));
         w.end = to;
     }
     settle_window(sql, &tx, g, &mut w).await?;
     tx.commit().await?;
+    // Nothing new before a write: a record, or the marker that ends the
+    // transaction holding the last stable offset back.
     Ok(Acquisition {
         ranges: ranges(got),
-        caught_up_at: (w.end >= w.high_watermark).then_some(w.high_watermark),
+        caught_up_at: (w.end >= limit).then_some(w.high_watermark),
     })
 }
 

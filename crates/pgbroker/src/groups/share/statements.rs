@@ -77,8 +77,18 @@ crate::sql::statements! {
     /// Starts a share-partition at an offset.
     create_partition = "INSERT INTO {s}share_partitions (group_name, partition_id, start_offset, end_offset)
          VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING";
-    /// Locks a share-partition, reading its window and the partition's watermarks.
-    lock_partition = "SELECT sp.start_offset, sp.end_offset, p.log_start, p.next_offset
+    /// Locks a share-partition, reading its window, the partition's
+    /// watermarks and the first offset of its oldest open transaction.
+    /// The transaction commits without waiting for the WAL flush (as
+    /// `crate::sql::NO_FLUSH_WAIT`): an acquisition lost to a Postgres crash
+    /// is a lock that ended at once without counting a delivery, a lost
+    /// acknowledgement a record delivered again, as queue claims and
+    /// acknowledgements. The row lock is then held for the statements
+    /// only, not for a disk flush.
+    lock_partition = "SELECT sp.start_offset, sp.end_offset, p.log_start, p.next_offset,
+                             (SELECT min(x.first_offset) FROM {s}kafka_txn_partitions x
+                              WHERE x.partition_id = $2 AND x.first_offset IS NOT NULL),
+                             set_config('synchronous_commit', 'off', true)
          FROM {s}share_partitions sp JOIN {s}partitions p ON p.id = sp.partition_id
          WHERE sp.group_name = $1 AND sp.partition_id = $2 FOR UPDATE OF sp";
     /// Puts back the records of a share-partition whose lock has run out.
@@ -88,16 +98,31 @@ crate::sql::statements! {
         " WHERE group_name = $1 AND partition_id = $2 AND state = 1 AND lock_deadline < now()"
     );
     /// Acquires the first `$5` available records of the window for member `$3`, for `$4` ms.
+    /// The offsets are picked once, as an array (a join to the picking
+    /// subquery ran it again for every in-flight row).
     acquire_available = "UPDATE {s}share_records r SET state = 1, delivery_count = r.delivery_count + 1,
                 lock_deadline = now() + $4::integer * interval '1 millisecond', member_id = $3
-         FROM (SELECT \"offset\" FROM {s}share_records WHERE group_name = $1 AND partition_id = $2 AND state = 0
-               ORDER BY \"offset\" LIMIT $5) a
-         WHERE r.group_name = $1 AND r.partition_id = $2 AND r.\"offset\" = a.\"offset\"
+         WHERE r.group_name = $1 AND r.partition_id = $2
+           AND r.\"offset\" = ANY(ARRAY(SELECT \"offset\" FROM {s}share_records
+                                        WHERE group_name = $1 AND partition_id = $2 AND state = 0
+                                        ORDER BY \"offset\" LIMIT $5))
          RETURNING r.\"offset\", r.delivery_count";
     /// Acquires the never-delivered offsets [$5, $6) for member `$3`, for `$4` ms.
     acquire_new = "INSERT INTO {s}share_records (group_name, partition_id, \"offset\", state, delivery_count, lock_deadline, member_id)
          SELECT $1, $2, o, 1, 1, now() + $4::integer * interval '1 millisecond', $3
          FROM generate_series($5::bigint, $6::bigint - 1) AS o";
+    /// Archives the just-acquired offsets [$3, $4) that hold records of an
+    /// aborted transaction (read_committed groups never deliver them);
+    /// answers their offsets.
+    archive_aborted = "UPDATE {s}share_records r SET state = 4, member_id = NULL, lock_deadline = NULL
+         FROM {s}records x
+         WHERE x.partition_id = $2 AND x.\"offset\" >= $3 AND x.\"offset\" < $4 AND x.producer_id IS NOT NULL
+           AND x.control IS NOT TRUE
+           AND EXISTS (SELECT 1 FROM {s}kafka_aborted_txns a
+                       WHERE a.partition_id = $2 AND a.producer_id = x.producer_id
+                         AND x.\"offset\" BETWEEN a.first_offset AND a.last_offset)
+           AND r.group_name = $1 AND r.partition_id = $2 AND r.\"offset\" = x.\"offset\"
+         RETURNING r.\"offset\"";
     /// Settles records member `$6` holds: accept (1), release (2), reject or gap (3, 0).
     acknowledge = "UPDATE {s}share_records r SET
                 state = CASE a.kind WHEN 1 THEN 2 WHEN 2 THEN CASE WHEN r.delivery_count >= $3 THEN 4 ELSE 0 END ELSE 4 END,
