@@ -369,7 +369,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     );
     let rounds = runs.iter().filter_map(|r| r.round).max().unwrap_or(0);
     let shortest = runs.iter().map(|r| r.figures.duration_s).fold(f64::INFINITY, f64::min);
-    if rounds < 3 || shortest < 19.0 {
+    if !runs.is_empty() && (rounds < 3 || shortest < 19.0) {
         let _ = writeln!(
             md,
             "**A short run** ({rounds} round(s), runs of {shortest:.0} s): a check of the harness, \
