@@ -218,3 +218,60 @@ async fn a_failure_caught_in_a_savepoint_counts_and_dead_letters() {
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("work"));
     assert_eq!(row.get::<_, Option<i32>>(3), Some(2));
 }
+
+#[tokio::test]
+async fn the_ack_of_one_receipt_frees_its_key_and_archives_where_asked() {
+    let db = TestDb::new().await;
+    db.queue("plain", QueueConfig::default()).await;
+    db.queue(
+        "kept",
+        QueueConfig {
+            archive_retention: Some(Duration::from_secs(3600)),
+            ..QueueConfig::default()
+        },
+    )
+    .await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    for queue in ["plain", "kept"] {
+        let send = format!("SELECT {s}.send('{queue}', 'x', dedup_key => 'k')");
+        let first: i64 = c.query_one(&send, &[]).await.expect("send").get(0);
+        c.batch_execute("BEGIN").await.expect("begin");
+        let (id, receipt, _, _) = receive_one(&c, s, queue, "").await.expect("a message");
+        assert_eq!(id, first);
+        c.execute(&format!("SELECT {s}.ack('{queue}', $1::text)"), &[&receipt])
+            .await
+            .expect("ack");
+        c.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(counts(&db, queue).await, (0, 0), "{queue}");
+        // The key left with the message: the same key sends a new one.
+        let second: i64 = c.query_one(&send, &[]).await.expect("send again").get(0);
+        assert_ne!(second, first, "{queue}: the key was not freed");
+        let keys: Vec<i64> = c
+            .query(
+                &format!(
+                    "SELECT d.message_id FROM {s}.queue_dedup d JOIN {s}.queues q ON q.id = d.queue_id
+                     WHERE q.name = $1"
+                ),
+                &[&queue],
+            )
+            .await
+            .expect("keys")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(keys, [second], "{queue}");
+        let archived: Vec<i64> = c
+            .query(
+                &format!("SELECT id FROM {s}.queue_archived WHERE queue = $1"),
+                &[&queue],
+            )
+            .await
+            .expect("archive")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected: &[i64] = if queue == "kept" { &[first] } else { &[] };
+        assert_eq!(archived, expected, "{queue}");
+    }
+}

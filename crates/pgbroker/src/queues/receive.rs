@@ -56,16 +56,15 @@ pub(super) fn claim() -> String {
 /// wait: the same candidates, pick and lease, but the update is the
 /// statement itself, finds its message by one id (an index scan, not a
 /// bitmap over an array) and answers the claimed row only, without the
-/// next-due row.
+/// next-due row. It runs in its caller's transaction, whose commit it
+/// leaves as the caller set it: unlike [`claim`], it does not relax it.
 pub(super) fn claim_one() -> String {
     [
         CLAIM_PICK,
         "\n",
         CLAIM_SET,
         CLAIM_PICKED_ONE,
-        CLAIM_RETURNING,
-        NO_FLUSH_WAIT,
-        " AS relaxed",
+        CLAIM_RETURNING.trim_end_matches([',', ' ']),
     ]
     .concat()
 }

@@ -96,16 +96,27 @@ const ACK_FAST_REFUSED: &str = "
             ELSE {s}settle_refused() END
 FROM d";
 
+/// The delete of [`ACK_ONE`]: message `$2` of queue `$1`, if `$3` is its
+/// current receipt and it belongs to no FIFO group.
+macro_rules! ack_one_delete {
+    () => {
+        "
+    DELETE FROM {s}queue_messages m
+    WHERE m.id = $2::int8 AND m.queue_id = $1 AND m.group_key IS NULL AND m.receipt = $3::text::uuid"
+    };
+}
+
 /// Acknowledge one message inside a caller's transaction, the common
 /// case: deletes message `$2` of queue `$1` if `$3` is its current receipt
 /// and it belongs to no FIFO group, with its deduplication key, and
 /// archives it when `$4`. Answers how many it deleted. Deleting none
 /// changes nothing: the caller then runs [`ack`], which locks the message
 /// first and finds out why (a stale receipt, or a group to settle).
-pub(super) const ACK_ONE: &str = "
-WITH d AS (
-    DELETE FROM {s}queue_messages m
-    WHERE m.id = $2::int8 AND m.queue_id = $1 AND m.group_key IS NULL AND m.receipt = $3::text::uuid
+pub(super) const ACK_ONE: &str = concat!(
+    "
+WITH d AS (",
+    ack_one_delete!(),
+    "
     RETURNING m.*
 ), dd AS (
     DELETE FROM {s}queue_dedup x USING d
@@ -116,7 +127,19 @@ WITH d AS (
     SELECT queue_id, id, priority, attempts, enqueued_at, group_key, dedup_key, headers, body
     FROM d WHERE $4
 )
-SELECT count(*) FROM d";
+SELECT count(*) FROM d"
+);
+
+/// [`ACK_ONE`] in a queue without an archive, the usual
+/// case: the delete alone, one statement on one table. Answers the
+/// deleted message's deduplication key, which the caller then frees with
+/// [`super::membership::DEDUP_LEAVE`] when there is one; no row when it
+/// deleted nothing, as [`ACK_ONE`] answers 0.
+pub(super) const ACK_ONE_PLAIN: &str = concat!(
+    ack_one_delete!(),
+    "
+    RETURNING m.dedup_key"
+);
 
 /// The SQLSTATE `settle_refused()` raises.
 const SETTLE_REFUSED: &str = "PB001";

@@ -86,6 +86,8 @@ crate::sql::statements! {
     claim_one = receive::claim_one();
     /// [`settle::ACK_ONE`].
     ack_one = settle::ACK_ONE;
+    /// [`settle::ACK_ONE_PLAIN`].
+    ack_one_plain = settle::ACK_ONE_PLAIN;
     /// [`settle::ack`], inside a caller's transaction.
     ack = settle::ack(Commit::Flush);
     /// [`settle::ack`] in a transaction of its own.
@@ -292,18 +294,20 @@ mod tests {
         assert!(!s.ack.contains("synchronous_commit"));
         let rest = s.ack_relaxed.strip_prefix(s.ack.as_str()).expect("same statement");
         assert_eq!(rest.trim_start_matches([',', ' ', '\n']), NO_FLUSH_WAIT);
-        for relaxed in [&s.ack_fast, &s.claim, &s.claim_one] {
+        for relaxed in [&s.ack_fast, &s.claim] {
             assert_eq!(relaxed.matches(NO_FLUSH_WAIT).count(), 1, "{relaxed}");
         }
         for flushed in [
             &s.send,
             &s.send_plain,
             &s.send_one,
+            &s.claim_one,
             &s.nack,
             &s.extend,
             &s.release,
             &s.bury,
             &s.ack_one,
+            &s.ack_one_plain,
         ] {
             assert!(!flushed.contains("synchronous_commit"), "{flushed}");
         }
@@ -319,11 +323,12 @@ mod tests {
         fn between<'a>(t: &'a str, from: &str, to: &str) -> Option<&'a str> {
             t.split_once(from)?.1.split_once(to).map(|(part, _)| part)
         }
-        for (from, to) in [("    UPDATE ", "\n    WHERE"), ("RETURNING", " AS relaxed")] {
-            let part = between(&s.claim, from, to);
-            assert!(part.is_some(), "{from}");
-            assert_eq!(part, between(&s.claim_one, from, to), "{from}");
-        }
+        let part = between(&s.claim, "    UPDATE ", "\n    WHERE");
+        assert!(part.is_some());
+        assert_eq!(part, between(&s.claim_one, "    UPDATE ", "\n    WHERE"));
+        // The same answer per message, but for the claim's commit mode.
+        let answer = between(&s.claim, "RETURNING", &format!(", {NO_FLUSH_WAIT} AS relaxed"));
+        assert!(answer.is_some_and(|a| s.claim_one.ends_with(a)), "{answer:?}");
         assert!(s.claim_one.contains("m.id = (SELECT id FROM pick)"));
         assert!(!s.claim_one.contains("UNION ALL\nSELECT NULL"));
     }

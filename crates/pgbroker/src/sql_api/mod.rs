@@ -103,6 +103,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@CLAIM@", inline(&sql.claim, "cl")),
         ("@CLAIM_ONE@", inline(&sql.claim_one, "cl")),
         ("@ACK@", inline(&sql.ack, "ak")),
+        ("@ACK_ONE_PLAIN@", inline(&sql.ack_one_plain, "ao")),
         ("@ACK_ONE@", inline(&sql.ack_one, "ao")),
         ("@NACK@", inline(&sql.nack, "nk")),
         ("@EXTEND@", inline(&sql.extend, "ex")),

@@ -250,7 +250,7 @@ DECLARE
     cl_1 bigint; cl_2 bigint; cl_3 bigint; cl_4 integer;
     cl_5 bigint := @REAP_LEASE_MS@;
     deadline timestamptz;
-    sync text := current_setting('synchronous_commit');
+    sync text;
     got integer;
     next_due bigint;
     x_ids bigint[];
@@ -273,16 +273,16 @@ BEGIN
     END IF;
     cl_1 := q.id; cl_2 := max; cl_3 := coalesce(lease, q.visibility_timeout_ms); cl_4 := q.max_attempts;
     -- One message without waiting, the usual worker's call: the claim of
-    -- one message, without its next-due answer, into the result row.
+    -- one message, without its next-due answer, into the result row. It
+    -- leaves the commit of the caller's transaction as it is.
     IF cl_2 = 1 AND waited = 0 THEN
         pb_now := clock_timestamp();
         @CLAIM_ONE@
         INTO id, receipt, attempt, enqueued_at, lease_expires_at, priority, group_key, dedup_key, last_error,
-             dead_letter_source, dead_letter_attempts, headers, body, c_relaxed;
+             dead_letter_source, dead_letter_attempts, headers, body;
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        c_relaxed := set_config('synchronous_commit', sync, true);
         IF attempt > q.max_attempts THEN
             PERFORM @S@._pb_settle(q, ARRAY[id], ARRAY[receipt], 'expired', NULL, NULL);
             RETURN;
@@ -291,6 +291,7 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    sync := current_setting('synchronous_commit');
     deadline := clock_timestamp() + waited * interval '1 millisecond';
     LOOP
         got := 0; next_due := NULL; x_ids := '{}'; x_tokens := '{}';
@@ -372,16 +373,31 @@ LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 DECLARE
     q @S@.queues;
     ao_1 bigint; ao_2 bigint; ao_3 text; ao_4 boolean;
-    v_n bigint;
+    dv_1 bigint; dv_2 text[]; dv_3 bigint[];
+    v_n bigint; v_key text;
 BEGIN
     SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
     IF FOUND AND receipt ~ @ONE_RECEIPT@ THEN
         ao_1 := q.id; ao_2 := split_part(receipt, ':', 1)::bigint; ao_3 := lower(split_part(receipt, ':', 2));
         ao_4 := q.archive_retention_ms IS NOT NULL;
-        @ACK_ONE@
-        INTO v_n;
-        IF v_n = 1 THEN
-            RETURN;
+        IF ao_4 THEN
+            @ACK_ONE@
+            INTO v_n;
+            IF v_n = 1 THEN
+                RETURN;
+            END IF;
+        ELSE
+            -- Without an archive: the delete alone, then the message's
+            -- deduplication key, if it had one.
+            @ACK_ONE_PLAIN@
+            INTO v_key;
+            IF FOUND THEN
+                IF v_key IS NOT NULL THEN
+                    dv_1 := q.id; dv_2 := ARRAY[v_key]; dv_3 := ARRAY[ao_2];
+                    @DEDUP_LEAVE@;
+                END IF;
+                RETURN;
+            END IF;
         END IF;
     END IF;
     PERFORM @S@.ack(queue, ARRAY[receipt]);
