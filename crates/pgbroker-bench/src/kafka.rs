@@ -26,6 +26,7 @@ use crate::measure::{histogram, latency_micros, payload, produce_loop, record, s
 use crate::procfs::BrokerProcess;
 use crate::summary::Summary;
 use crate::systems::Endpoints;
+use crate::window::{Probe, Window};
 use crate::workload::PubsubArgs;
 
 /// The `pgbroker serve` child, killed when dropped.
@@ -44,6 +45,11 @@ impl Server {
     /// Kafka listener (and its SQS listener, with `sqs`: unsigned requests
     /// allowed, on loopback) accepts connections.
     pub async fn start(bin: &Path, url: &str, schema: &str, sqs: bool) -> Result<Server> {
+        Server::start_with(bin, url, schema, sqs, &[]).await
+    }
+
+    /// [`Server::start`] with more flags of `serve` (`--replica-url ...`).
+    pub async fn start_with(bin: &Path, url: &str, schema: &str, sqs: bool, serve: &[String]) -> Result<Server> {
         let free_port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (kafka, http) = (free_port()?, free_port()?);
         let bootstrap = format!("127.0.0.1:{kafka}");
@@ -56,7 +62,8 @@ impl Server {
         let mut command = tokio::process::Command::new(bin);
         command
             .args(["--database-url", url, "--schema", schema, "--log", "warn", "serve"])
-            .args(["--kafka-listen", &bootstrap, "--http-listen", &http]);
+            .args(["--kafka-listen", &bootstrap, "--http-listen", &http])
+            .args(serve);
         if let Some(addr) = &sqs {
             command.args(["--sqs-listen", addr, "--sqs-allow-anonymous"]);
         }
@@ -155,7 +162,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs, variant: Variant) -> Result
         let target = Target {
             bootstrap: server.bootstrap.clone(),
             http: Some(server.http.clone()),
-            pid: server.pid()?,
+            pids: vec![server.pid()?],
         };
         let outcome = drive(&target, args, variant).await;
         server.stop().await?;
@@ -174,13 +181,25 @@ pub struct Target {
     pub bootstrap: String,
     /// `host:port` of pgbroker's HTTP listener (the console variant's).
     pub http: Option<String>,
-    /// Its process, for CPU and memory readings.
-    pub pid: u32,
+    /// Its processes, for CPU and memory readings (several brokers'
+    /// figures are summed).
+    pub pids: Vec<u32>,
 }
 
 /// Runs the workload's consumers and producers against `server`, as
 /// `variant` says, and measures it as the variant's system.
 pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Result<Summary> {
+    Ok(drive_probed(server, args, variant, None).await?.0)
+}
+
+/// [`drive`], reading what `probe` says around the measured window too
+/// (and each group's reads) when there is one.
+pub async fn drive_probed(
+    server: &Target,
+    args: &PubsubArgs,
+    variant: Variant,
+    probe: Option<&Probe>,
+) -> Result<(Summary, Option<Window>)> {
     let viewer = match (variant, &server.http) {
         (Variant::Console, Some(http)) => Some(OverviewPoller::start(http.clone())),
         (Variant::Console, None) => bail!("the console variant needs pgbroker's HTTP listener"),
@@ -189,7 +208,7 @@ pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Resu
     if args.backlog > 0 {
         prefill(&server.bootstrap, args).await?;
     }
-    let mut run = Run::start();
+    let mut run = Run::with_groups(usize::try_from(args.groups)?);
     let mut consumers = Vec::new();
     for g in 0..args.groups {
         for _ in 0..args.consumers_per_group {
@@ -210,7 +229,8 @@ pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Resu
             consumer.subscribe(&["bench"])?;
             let consumer = Arc::new(consumer);
             consumers.push(consumer.clone());
-            run.spawn(|s, st| consume(consumer, s, st));
+            let group = usize::try_from(g)?;
+            run.spawn(move |s, st| consume(consumer, group, s, st));
         }
     }
     settle(&consumers, args).await;
@@ -229,21 +249,30 @@ pub async fn drive(server: &Target, args: &PubsubArgs, variant: Variant) -> Resu
         let a = args.clone();
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }
-    let process = BrokerProcess::Pid(server.pid);
+    let process = match server.pids.as_slice() {
+        [one] => BrokerProcess::Pid(*one),
+        many => BrokerProcess::Pids(many.to_vec()),
+    };
     let system = match variant {
         Variant::Plain => "kafka-protocol",
         Variant::Console => "kafka-console",
         Variant::Transactional => "kafka-transactional",
         Variant::Tansu => "tansu",
     };
-    let summary = run.measure(args, system, &process).await?;
+    let (summary, window) = match probe {
+        Some(p) => {
+            let (s, w) = run.measure_probed(args, system, &process, p).await?;
+            (s, Some(w))
+        }
+        None => (run.measure(args, system, &process).await?, None),
+    };
     if let Some(viewer) = viewer {
         let drawn = viewer.stop().await?;
         if drawn == 0 {
             bail!("the overview page was never drawn");
         }
     }
-    Ok(summary)
+    Ok((summary, window))
 }
 
 async fn produce(
@@ -321,7 +350,12 @@ async fn settle(consumers: &[Arc<StreamConsumer>], args: &PubsubArgs) {
     eprintln!("kafka-protocol: consumers still without all partitions after 30 s");
 }
 
-async fn consume(consumer: Arc<StreamConsumer>, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> Result<Measured> {
+async fn consume(
+    consumer: Arc<StreamConsumer>,
+    group: usize,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Measured> {
     let mut latency = histogram()?;
     while !stop.load(Ordering::Relaxed) {
         let Ok(got) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await else {
@@ -335,6 +369,9 @@ async fn consume(consumer: Arc<StreamConsumer>, stats: Arc<Stats>, stop: Arc<Ato
             latency_micros(message.payload().unwrap_or_default(), now),
         );
         stats.read.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = stats.by_group.get(group) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
     consumer.unsubscribe();
     Ok(Measured::EndToEnd(latency))

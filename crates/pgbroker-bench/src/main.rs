@@ -9,6 +9,7 @@
 
 mod article;
 mod article_queue;
+mod brokers;
 mod ceiling;
 mod compaction;
 mod compare;
@@ -24,6 +25,7 @@ mod pgbroker_queue;
 mod pgbroker_sql;
 mod pgbroker_streams;
 mod pgmq;
+mod pgpair;
 mod plots;
 mod procfs;
 mod rabbitmq;
@@ -32,12 +34,14 @@ mod report;
 mod soak;
 mod sqs;
 mod sqs_http;
+mod standby;
 mod suite;
 mod summary;
 mod sweep;
 mod systems;
 mod tansu;
 mod targets;
+mod window;
 mod workload;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::procfs::{self, BrokerProcess};
 use crate::summary::{Figures, Summary};
+use crate::window::{Probe, Window};
 use crate::workload::Workload;
 
 /// Counters shared by all tasks. Latencies go to per-task histograms,
@@ -28,15 +29,22 @@ pub struct Stats {
     pub windowed: AtomicBool,
     /// Latencies since the last [`Stats::take_window`].
     window: Mutex<Option<Histogram<u64>>>,
+    /// Messages read by each consumer group, when the run counts them
+    /// apart (see [`Run::with_groups`]); empty otherwise.
+    pub by_group: Vec<AtomicU64>,
 }
 
 /// The counters of the run in progress, for samplers outside it.
 static CURRENT: Mutex<Option<Weak<Stats>>> = Mutex::new(None);
 
 impl Stats {
-    /// Fresh counters, registered as the run in progress.
-    pub fn start() -> Arc<Stats> {
-        let stats = Arc::new(Stats::default());
+    /// Fresh counters, registered as the run in progress, with one
+    /// counter per consumer group for `groups` of them.
+    pub fn start(groups: usize) -> Arc<Stats> {
+        let stats = Arc::new(Stats {
+            by_group: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            ..Stats::default()
+        });
         if let Ok(mut current) = CURRENT.lock() {
             *current = Some(Arc::downgrade(&stats));
         }
@@ -159,8 +167,14 @@ pub struct Run {
 impl Run {
     /// Fresh counters (registered as the run in progress), no tasks yet.
     pub fn start() -> Run {
+        Run::with_groups(0)
+    }
+
+    /// The same, counting the reads of each of `groups` consumer groups
+    /// apart too ([`Stats::by_group`]).
+    pub fn with_groups(groups: usize) -> Run {
         Run {
-            stats: Stats::start(),
+            stats: Stats::start(groups),
             stop: Arc::new(AtomicBool::new(false)),
             tasks: Vec::new(),
         }
@@ -178,7 +192,20 @@ impl Run {
 
     /// See [`measure`].
     pub async fn measure(self, args: &impl Workload, system: &str, broker: &BrokerProcess) -> Result<Summary> {
-        measure(args, system, broker, self).await
+        Ok(measure(args, system, broker, self, None).await?.0)
+    }
+
+    /// [`Run::measure`], also reading what `probe` says at both ends of
+    /// the window, with each group's read rate and lag at the end.
+    pub async fn measure_probed(
+        self,
+        args: &impl Workload,
+        system: &str,
+        broker: &BrokerProcess,
+        probe: &Probe,
+    ) -> Result<(Summary, Window)> {
+        let (summary, window) = measure(args, system, broker, self, Some(probe)).await?;
+        Ok((summary, window.unwrap_or_default()))
     }
 }
 
@@ -187,8 +214,15 @@ impl Run {
 /// rates, latency percentiles, and CPU seconds per million messages of
 /// `broker`, of this process and of Postgres, with the broker's largest
 /// resident memory seen and, for systems on Postgres, the WAL and
-/// database bytes written per message.
-async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run: Run) -> Result<Summary> {
+/// database bytes written per message; with a `probe`, also the
+/// [`Window`] it reads.
+async fn measure(
+    args: &impl Workload,
+    system: &str,
+    broker: &BrokerProcess,
+    run: Run,
+    probe: Option<&Probe>,
+) -> Result<(Summary, Option<Window>)> {
     let Run { stats, stop, tasks } = run;
     tokio::time::sleep(args.run().warmup).await;
     stats.measuring.store(true, Ordering::Relaxed);
@@ -199,6 +233,11 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
     let storage = match crate::systems::on_postgres(system) {
         true => crate::db::StorageProbe::start().await,
         false => None,
+    };
+    let groups_before: Vec<u64> = stats.by_group.iter().map(|g| g.load(Ordering::Relaxed)).collect();
+    let probed_before = match probe {
+        Some(p) => Some(p.read().await?),
+        None => None,
     };
     let before = procfs::Cpu::now(broker);
     let mut rss_max = procfs::rss_bytes(broker);
@@ -217,8 +256,26 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
     }
     let secs = started.elapsed().as_secs_f64();
     let used = procfs::Cpu::now(broker).since(&before, broker);
-    let written = stats.written.load(Ordering::Relaxed) - w0;
+    let written_total = stats.written.load(Ordering::Relaxed);
+    let groups_after: Vec<u64> = stats.by_group.iter().map(|g| g.load(Ordering::Relaxed)).collect();
+    let written = written_total - w0;
     let read = stats.read.load(Ordering::Relaxed) - r0;
+    let window = match (probe, probed_before) {
+        (Some(p), Some(b)) => {
+            let mut w = p.between(&b, &p.read().await?);
+            w.group_read_msgs_per_s = groups_after
+                .iter()
+                .zip(&groups_before)
+                .map(|(a, b)| (a - b) as f64 / secs)
+                .collect();
+            w.group_behind_at_end = groups_after
+                .iter()
+                .map(|g| i64::try_from(written_total).unwrap_or(i64::MAX) - i64::try_from(*g).unwrap_or(i64::MAX))
+                .collect();
+            Some(w)
+        }
+        _ => None,
+    };
     let storage = match &storage {
         Some(probe) => probe.since(written).await,
         None => None,
@@ -260,13 +317,14 @@ async fn measure(args: &impl Workload, system: &str, broker: &BrokerProcess, run
         wal_bytes_per_msg: storage.as_ref().map(|s| s.wal_bytes_per_msg),
         db_bytes_per_msg: storage.as_ref().map(|s| s.db_bytes_per_msg),
     };
-    Ok(Summary {
+    let summary = Summary {
         system: system.to_string(),
         shape: args.shape(),
         figures,
         scenario: None,
         round: None,
-    })
+    };
+    Ok((summary, window))
 }
 
 /// Awaits `work`, giving up (`None`) once `stop` is set, checked every

@@ -341,6 +341,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let mut samples: Vec<&SoakSample> = Vec::new();
     let mut page_loads: Vec<&PageLoad> = Vec::new();
     let mut compactions: Vec<&CompactionRun> = Vec::new();
+    let mut standby_runs: Vec<&crate::standby::StandbyRun> = Vec::new();
+    let mut brokers_runs: Vec<&crate::brokers::BrokersRun> = Vec::new();
     let mut machine = None;
     for line in &all {
         match line {
@@ -349,6 +351,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             Line::Note(Note::SoakSample(s)) => samples.push(s),
             Line::Note(Note::PageLoad(p)) => page_loads.push(p),
             Line::Note(Note::Compaction(c)) => compactions.push(c),
+            Line::Note(Note::StandbyRun(r)) => standby_runs.push(r),
+            Line::Note(Note::BrokersRun(r)) => brokers_runs.push(r),
             Line::Note(Note::Environment(e)) => machine = Some(e),
         }
     }
@@ -365,7 +369,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     );
     let rounds = runs.iter().filter_map(|r| r.round).max().unwrap_or(0);
     let shortest = runs.iter().map(|r| r.figures.duration_s).fold(f64::INFINITY, f64::min);
-    if rounds < 3 || shortest < 19.0 {
+    if !runs.is_empty() && (rounds < 3 || shortest < 19.0) {
         let _ = writeln!(
             md,
             "**A short run** ({rounds} round(s), runs of {shortest:.0} s): a check of the harness, \
@@ -397,6 +401,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     soak(&mut md, &samples, &args.plots, &rel)?;
     crate::pages::section(&mut md, &page_loads);
     crate::compaction::section(&mut md, &compactions);
+    crate::standby::section(&mut md, &standby_runs);
+    crate::brokers::section(&mut md, &brokers_runs);
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} and plots in {}", args.out.display(), args.plots.display());
     Ok(())

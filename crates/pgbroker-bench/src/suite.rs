@@ -51,6 +51,11 @@ pub enum Kind {
     Queue(Vec<Q>),
     /// The console's page loads (module `pages`).
     Pages,
+    /// Five groups on a primary of the harness's own, without and with
+    /// its standby serving reads, at each rate of a sweep (module `standby`).
+    Standby,
+    /// One broker and three on one schema (module `brokers`).
+    Brokers,
 }
 
 /// One workload shape and the systems compared on it; ratios are against
@@ -133,6 +138,27 @@ pub fn scenarios() -> Vec<Scenario> {
             name: crate::pages::SCENARIO,
             flags: "--partitions 1000 --samples 20",
             kind: Kind::Pages,
+        },
+        // Needs the Postgres programs (initdb, pg_basebackup, pg_ctl) and,
+        // as root, the `postgres` user: it runs a primary and standby of
+        // its own.
+        Scenario {
+            name: crate::standby::SCENARIO,
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 25000,40000,55000,70000",
+            kind: Kind::Standby,
+        },
+        // The same with the brokers' record cache off: every read goes to
+        // Postgres, as when consumers read behind the cache.
+        Scenario {
+            name: "kafka-5-groups-standby-no-cache",
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000,10000,20000,30000 \
+                    --cache-bytes-per-partition 0",
+            kind: Kind::Standby,
+        },
+        Scenario {
+            name: crate::brokers::SCENARIO,
+            flags: "--brokers 1,3 --groups 5 --consumers-per-group 4 --producers 8",
+            kind: Kind::Brokers,
         },
         Scenario {
             name: "queue-single",
@@ -224,7 +250,7 @@ fn quick_scenarios() -> Vec<Scenario> {
             let kind = match s.kind {
                 Kind::Pubsub(v) => Kind::Pubsub(v.into_iter().take(1).collect()),
                 Kind::Queue(v) => Kind::Queue(v.into_iter().take(1).collect()),
-                Kind::Pages => return None,
+                Kind::Pages | Kind::Standby | Kind::Brokers => return None,
             };
             Some(Scenario { kind, ..s })
         })
@@ -288,7 +314,9 @@ impl Plan {
         Ok(match &s.kind {
             Kind::Pubsub(systems) => Plan::Pubsub(pubsub_args(s.flags, duration, warmup)?, systems.clone()),
             Kind::Queue(systems) => Plan::Queue(queue_args(s.flags, duration, warmup)?, systems.clone()),
-            Kind::Pages => anyhow::bail!("{} is not a workload of systems", s.name),
+            Kind::Pages | Kind::Standby | Kind::Brokers => {
+                anyhow::bail!("{} is not a workload of systems", s.name)
+            }
         })
     }
 
@@ -413,26 +441,39 @@ pub async fn suite(env: &Endpoints, args: &SuiteArgs) -> Result<()> {
         .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())));
     let mut outcome = Ok(());
     for s in chosen {
-        if let Kind::Pages = s.kind {
-            let ran = match pages_args(s.flags) {
-                Ok(pages) => crate::pages::run(env, &pages, rounds, Some(&args.out)).await.map(drop),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = ran {
-                outcome = Err(e);
-                break;
-            }
-            continue;
-        }
-        let ran = match Plan::of(s, duration, warmup) {
-            Ok(plan) => plan.rounds(env, s.name, rounds, Some(&args.out)).await.map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ran {
+        if let Err(e) = one_scenario(env, s, rounds, duration, warmup, &args.out).await {
             outcome = Err(e);
             break;
         }
     }
     crate::systems::drop_schema(&env.database_url).await?;
     outcome
+}
+
+/// Runs scenario `s`, appending its lines to `out`.
+async fn one_scenario(
+    env: &Endpoints,
+    s: &Scenario,
+    rounds: u32,
+    duration: Duration,
+    warmup: Duration,
+    out: &Path,
+) -> Result<()> {
+    match s.kind {
+        Kind::Pages => crate::pages::run(env, &pages_args(s.flags)?, rounds, Some(out))
+            .await
+            .map(drop),
+        Kind::Standby => {
+            let a = crate::standby::args(s.flags, duration, warmup)?;
+            crate::standby::run(env, s.name, &a, rounds, out).await.map(drop)
+        }
+        Kind::Brokers => {
+            let a = crate::brokers::args(s.flags, duration, warmup)?;
+            crate::brokers::run(env, &a, rounds, out).await.map(drop)
+        }
+        Kind::Pubsub(_) | Kind::Queue(_) => Plan::of(s, duration, warmup)?
+            .rounds(env, s.name, rounds, Some(out))
+            .await
+            .map(drop),
+    }
 }

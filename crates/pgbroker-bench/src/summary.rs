@@ -213,6 +213,10 @@ pub enum Note {
     PageLoad(crate::pages::PageLoad),
     /// One round of the compaction scenario.
     Compaction(crate::compaction::CompactionRun),
+    /// One run of the scenario of reads from a standby.
+    StandbyRun(crate::standby::StandbyRun),
+    /// One run of the scenario of one broker and three.
+    BrokersRun(crate::brokers::BrokersRun),
 }
 
 /// One line of a results file.

@@ -76,7 +76,7 @@ pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
         let target = Target {
             bootstrap: broker.bootstrap.clone(),
             http: None,
-            pid: broker.child.id().context("tansu exited at start")?,
+            pids: vec![broker.child.id().context("tansu exited at start")?],
         };
         let outcome = async {
             create_topic(&target.bootstrap, args.partitions).await?;
