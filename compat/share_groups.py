@@ -8,7 +8,7 @@ Scenarios, one PASS or FAIL line each:
 
 - exactly-once: four share consumer processes on a 2-partition topic, in
   implicit acknowledgement mode (every record polled is accepted), read N
-  records (10,000 by default) produced before they start
+  records (100,000 by default) produced before they start
   (`share.auto.offset.reset=earliest`, set with IncrementalAlterConfigs on
   the GROUP resource). Every record is delivered exactly once, with
   delivery count 1; the line reports records/s acknowledged.
@@ -339,7 +339,7 @@ def main():
     ap.add_argument("bootstrap")
     ap.add_argument("prefix")
     ap.add_argument("--label", default="confluent")
-    ap.add_argument("--records", type=int, default=10000)
+    ap.add_argument("--records", type=int, default=100000)
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args()
     lib = _version(ck.libversion())
