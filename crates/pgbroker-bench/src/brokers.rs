@@ -224,14 +224,7 @@ pub fn section(md: &mut String, runs: &[&BrokersRun]) {
         if base.is_nan() {
             base = read;
         }
-        let share = med(|r| {
-            let all = r.fetch_reads_primary + r.fetch_reads_standby;
-            if all > 0.0 {
-                100.0 * r.fetch_reads_standby / all
-            } else {
-                0.0
-            }
-        });
+        let share = med(|r| crate::window::standby_share(r.fetch_reads_primary, r.fetch_reads_standby));
         let _ = writeln!(
             md,
             "| {n} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {share:.0} % |",

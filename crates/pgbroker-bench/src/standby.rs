@@ -401,14 +401,7 @@ fn scenario(md: &mut String, name: &str, runs: &[&StandbyRun]) {
             }
             let med = |f: fn(&StandbyRun) -> f64| median(at.iter().map(|r| f(r)).collect());
             let slowest = |r: &StandbyRun| r.group_read_msgs_per_s.iter().copied().fold(f64::INFINITY, f64::min);
-            let share = |r: &StandbyRun| {
-                let all = r.fetch_reads_primary + r.fetch_reads_standby;
-                if all > 0.0 {
-                    100.0 * r.fetch_reads_standby / all
-                } else {
-                    0.0
-                }
-            };
+            let share = |r: &StandbyRun| crate::window::standby_share(r.fetch_reads_primary, r.fetch_reads_standby);
             let _ = writeln!(
                 md,
                 "| {system} | {rate} | {} | {} | {}/{} | {} | {} | {} | {} | {} % |",

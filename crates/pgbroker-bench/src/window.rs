@@ -120,6 +120,16 @@ pub async fn get(addr: &str, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
+/// The percentage of fetches the standby served, of all fetches counted.
+pub fn standby_share(primary: f64, standby: f64) -> f64 {
+    let all = primary + standby;
+    if all > 0.0 {
+        100.0 * standby / all
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
