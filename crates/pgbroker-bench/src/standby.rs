@@ -70,6 +70,10 @@ pub struct StandbyRun {
     pub consumers_per_group: u32,
     /// Producers.
     pub producers: u32,
+    /// Records produced before the run, which every group reads from the
+    /// beginning (catching up) while the producers go on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backlog: u64,
     /// Target write rate, records/s.
     pub target_rate: u64,
     /// Measured time, s.
@@ -98,6 +102,10 @@ pub struct StandbyRun {
     pub fetch_reads_standby: f64,
     /// /proc/loadavg when the run began.
     pub load_average: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether the groups kept up with the writes: every group read at least
@@ -245,6 +253,7 @@ fn line(made: Made<'_>, run: &(Summary, Window)) -> StandbyRun {
         groups: args.groups,
         consumers_per_group: args.consumers_per_group,
         producers: args.producers,
+        backlog: args.backlog,
         target_rate: rate,
         duration_s: f.duration_s,
         write_msgs_per_s: f.write_msgs_per_s,
@@ -375,10 +384,19 @@ fn scenario(md: &mut String, name: &str, runs: &[&StandbyRun]) {
          at least 98 % of what is written and none ends the window more than one second of writes behind; \
          the highest write rate kept up with is, per round, the highest measured write rate of a run where \
          they did (0 when none did). CPU is seconds per million records read (all groups' reads), by the primary's processes \
-         (postmaster and its children), the standby's, and the broker. {}\n",
+         (postmaster and its children), the standby's, and the broker.{} {}\n",
         first.groups,
         first.consumers_per_group,
         first.producers,
+        if first.backlog > 0 {
+            format!(
+                " Each group starts at the beginning of a backlog of {} records produced before the run \
+                 (not measured), far behind the record cache, and catches up while the producers go on.",
+                first.backlog
+            )
+        } else {
+            String::new()
+        },
         load_range(runs.iter().map(|r| r.load_average.as_deref()))
     );
     md.push_str(
@@ -479,6 +497,7 @@ mod tests {
             groups: 5,
             consumers_per_group: 4,
             producers: 8,
+            backlog: 0,
             target_rate: rate,
             duration_s: 20.0,
             write_msgs_per_s: written,

@@ -155,6 +155,14 @@ pub fn scenarios() -> Vec<Scenario> {
                     --cache-bytes-per-partition 0",
             kind: Kind::Standby,
         },
+        // Consumers catching up: each group starts at the beginning of a
+        // backlog of a million records, far beyond the record cache, while
+        // producers keep writing; the standby has long replayed the backlog.
+        Scenario {
+            name: "kafka-5-groups-standby-catch-up",
+            flags: "--groups 5 --consumers-per-group 4 --producers 8 --rates 5000 --backlog 1000000",
+            kind: Kind::Standby,
+        },
         Scenario {
             name: crate::brokers::SCENARIO,
             flags: "--brokers 1,3 --groups 5 --consumers-per-group 4 --producers 8",
