@@ -1,6 +1,31 @@
 //! One module per family of Kafka APIs. Each handler takes the decoded
 //! request and returns the response to encode (`None`: no answer is due).
 
+/// A group response's assignment built from the library's assigned
+/// topics. The consumer and share protocols each have their own pair of
+/// types (`$assignment` holding `topic_partitions` of `$partitions`) of the
+/// same shape; `named` also fills the topic names, as the Describe
+/// responses carry them.
+macro_rules! assignment {
+    ($assignment:ty, $partitions:ty, $topics:expr $(, $named:ident)?) => {{
+        let mut out = <$assignment>::default();
+        out.topic_partitions = $topics
+            .into_iter()
+            .map(|t| {
+                let mut tp = <$partitions>::default();
+                tp.topic_id = uuid::Uuid::from_bytes(t.topic_id);
+                $(assignment!(@$named tp, t);)?
+                tp.partitions = t.partitions;
+                tp
+            })
+            .collect();
+        out
+    }};
+    (@named $tp:ident, $t:ident) => {
+        $tp.topic_name = super::sb($t.topic.to_string()).into();
+    };
+}
+
 pub(crate) mod configs;
 pub(crate) mod consumer_groups;
 pub(crate) mod fetch;

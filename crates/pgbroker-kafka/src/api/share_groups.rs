@@ -14,7 +14,6 @@ use pgbroker::auth::Permission;
 use pgbroker::groups::consumer::AssignedTopic;
 use pgbroker::groups::share::ShareHeartbeat;
 use pgbroker::TopicName;
-use uuid::Uuid;
 
 use super::{group_id, sb};
 use crate::dispatch::ReqInfo;
@@ -75,19 +74,9 @@ pub(crate) async fn share_group_heartbeat(
             resp.member_id = Some(sb(a.member_id));
             resp.member_epoch = a.member_epoch;
             resp.heartbeat_interval_ms = i32::try_from(a.heartbeat_interval.as_millis()).unwrap_or(i32::MAX);
-            resp.assignment = a.assignment.map(|topics| {
-                let mut out = Assignment::default();
-                out.topic_partitions = topics
-                    .into_iter()
-                    .map(|t| {
-                        let mut tp = TopicPartitions::default();
-                        tp.topic_id = Uuid::from_bytes(t.topic_id);
-                        tp.partitions = t.partitions;
-                        tp
-                    })
-                    .collect();
-                out
-            });
+            resp.assignment = a
+                .assignment
+                .map(|topics| assignment!(Assignment, TopicPartitions, topics));
             Some(resp)
         }
         Err(e) => fail(resp, group_code(&e), e.to_string()),
@@ -95,18 +84,7 @@ pub(crate) async fn share_group_heartbeat(
 }
 
 fn described(topics: Vec<AssignedTopic>) -> DescribedAssignment {
-    let mut a = DescribedAssignment::default();
-    a.topic_partitions = topics
-        .into_iter()
-        .map(|t| {
-            let mut tp = DescribedTopicPartitions::default();
-            tp.topic_id = Uuid::from_bytes(t.topic_id);
-            tp.topic_name = sb(t.topic.to_string()).into();
-            tp.partitions = t.partitions;
-            tp
-        })
-        .collect();
-    a
+    assignment!(DescribedAssignment, DescribedTopicPartitions, topics, named)
 }
 
 pub(crate) async fn share_group_describe(
