@@ -31,6 +31,7 @@ mod procfs;
 mod rabbitmq;
 mod redis_streams;
 mod report;
+mod scale;
 mod soak;
 mod sqs;
 mod sqs_http;
@@ -91,6 +92,9 @@ enum Command {
     Pages(pages::PagesCommand),
     /// The cleaner on a large compacted topic, and produce latency while it runs.
     Compaction(compaction::CompactionArgs),
+    /// Scale curves: one knob swept at a time (partitions, topics, groups,
+    /// members, connections); appends JSON lines.
+    Scale(scale::ScaleArgs),
     /// BENCHMARKS.md and plots from JSON-lines results.
     Report(report::ReportArgs),
     /// Two results files, before and after a change: the figures that
@@ -118,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Soak(args) => soak::soak(env, &args).await,
         Command::Pages(args) => pages::command(env, &args).await,
         Command::Compaction(args) => compaction::command(env, &args).await,
+        Command::Scale(args) => scale::scale(env, &args).await,
         Command::Report(args) => report::report(&args),
         Command::Diff(args) => diff::diff(&args),
     }

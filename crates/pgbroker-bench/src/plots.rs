@@ -163,3 +163,67 @@ fn draw_lines<'a, 'b: 'a>(chart: &mut LogChart<'a, 'b>, lines: Vec<(&str, Vec<(f
         .map_err(err)?;
     Ok(())
 }
+
+/// Lines with both axes on a log scale (a knob swept over orders of
+/// magnitude); points that cannot be shown on a log scale are left out.
+pub fn loglog(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let root = SVGBackend::new(path, (820, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let shown = |(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0;
+    let all: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .filter(shown)
+        .collect();
+    let range = |v: Vec<f64>| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        if lo.is_finite() && hi > 0.0 {
+            (lo / 2.0, hi * 2.0)
+        } else {
+            (0.1, 10.0)
+        }
+    };
+    let (x0, x1) = range(all.iter().map(|p| p.0).collect());
+    let (y0, y1) = range(all.iter().map(|p| p.1).collect());
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)?;
+    for (k, (name, points)) in lines.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let points: Vec<(f64, f64)> = points.iter().copied().filter(shown).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

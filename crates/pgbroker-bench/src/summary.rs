@@ -217,6 +217,8 @@ pub enum Note {
     StandbyRun(crate::standby::StandbyRun),
     /// One run of the scenario of one broker and three.
     BrokersRun(crate::brokers::BrokersRun),
+    /// One point of a scale curve.
+    ScalePoint(crate::scale::ScalePoint),
 }
 
 /// One line of a results file.

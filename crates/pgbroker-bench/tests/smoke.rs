@@ -369,3 +369,47 @@ fn compaction_at_its_smallest() {
     assert!(report.contains("Later rounds (1)"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn scale_curves_at_their_smallest() {
+    let dir = temp_dir("scale");
+    let results = dir.join("scale.jsonl");
+    let out = results.to_str().expect("utf-8 path");
+    harness(&[
+        "scale",
+        "--curves",
+        "partitions,members,connections",
+        "--partitions",
+        "2",
+        "--members",
+        "2",
+        "--connections",
+        "5",
+        "--backlog",
+        "2000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "500ms",
+        "--out",
+        out,
+    ]);
+    let lines = lines(&results);
+    assert_eq!(lines[0]["kind"], "environment");
+    let points: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "scale-point").collect();
+    let scenarios: Vec<&str> = points.iter().filter_map(|p| p["scenario"].as_str()).collect();
+    assert_eq!(scenarios, ["scale-partitions", "scale-members", "scale-connections"]);
+    let metric = |i: usize, key: &str| points[i]["metrics"][key].as_f64().unwrap_or(f64::NAN);
+    assert_eq!(points[0]["value"], 2);
+    assert!(metric(0, "write_per_s") > 0.0, "{}", points[0]);
+    assert!(metric(0, "pg_class_rows") > 10.0, "{}", points[0]);
+    assert!(metric(0, "startup_ms") > 0.0, "{}", points[0]);
+    assert!(metric(1, "rebalance_ms") > 0.0, "{}", points[1]);
+    assert!(metric(2, "pg_connections") >= 1.0, "{}", points[2]);
+    assert!(metric(2, "idle_requests_per_s") > 0.0, "{}", points[2]);
+    let md = report(out, &dir);
+    assert!(md.contains("## Scale"), "{md}");
+    assert!(md.contains("### scale-members: members"), "{md}");
+    assert!(dir.join("plots/scale-connections-MiB.svg").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

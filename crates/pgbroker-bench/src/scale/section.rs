@@ -1,0 +1,253 @@
+//! The "Scale" section of BENCHMARKS.md: per curve, a table of the
+//! metrics at each value of its knob (the median when a value was run more
+//! than once) and a log-log plot per unit.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::ScalePoint;
+use crate::plots;
+use crate::summary::{median, ordered};
+
+/// A metric of the points: its key, its column in the table, and its unit
+/// (the plot it goes to; `None`: the table only).
+struct Metric {
+    key: &'static str,
+    column: &'static str,
+    unit: Option<&'static str>,
+}
+
+const fn metric(key: &'static str, column: &'static str, unit: Option<&'static str>) -> Metric {
+    Metric { key, column, unit }
+}
+
+/// Every metric, in the tables' order.
+const METRICS: &[Metric] = &[
+    metric("write_per_s", "written/s", Some("records per second")),
+    metric("read_per_s", "read/s", Some("records per second")),
+    metric("e2e_p99_ms", "e2e p99 ms", Some("ms")),
+    metric("rebalance_ms", "stable after ms", Some("ms")),
+    metric("metadata_all_ms", "Metadata, all topics, ms", Some("ms")),
+    metric("metadata_one_ms", "Metadata, one topic, ms", Some("ms")),
+    metric("startup_ms", "start-up ms", Some("ms")),
+    metric("pg_class_rows", "pg_class rows", Some("count")),
+    metric("pg_class_rows_loaded", "pg_class rows after the runs", Some("count")),
+    metric("pg_connections", "Postgres connections", Some("count")),
+    metric("catalogue_mib", "relations MiB", Some("MiB")),
+    metric("broker_rss_mib", "broker RSS MiB", Some("MiB")),
+    metric("broker_cores", "broker CPU", Some("cores")),
+    metric("postgres_cores", "Postgres CPU", Some("cores")),
+    metric("client_cores", "harness CPU", Some("cores")),
+    metric("idle_requests_per_s", "idle connections' requests/s", None),
+    metric("create_s", "topics created in s", None),
+];
+
+/// What each curve's points measured.
+fn description(scenario: &str) -> &'static str {
+    match scenario {
+        "scale-partitions" => {
+            "One topic of N partitions (pgbroker takes at most 1,000 per topic; `scale-topics` goes further in \
+             partitions overall). Each point, on a fresh schema: end-to-end p99 at 1,000 records/s (2 producers, \
+             measured first, on the empty topic), produce and fetch rates flat out (4 librdkafka producers, \
+             acks=all, batches of 100 records of 256 bytes; one group of 2 consumers), the median of 20 Metadata \
+             requests for all topics and for the topic, the schema's catalogue once the topics are created (rows \
+             of `pg_class`, bytes of its tables with their indexes and TOAST) and its rows after the runs \
+             (segment tables are made as records arrive), and the time from starting `pgbroker serve` on the \
+             schema to its first Metadata answer."
+        }
+        "scale-topics" => {
+            "N topics of 4 partitions (4 to 10,000 partitions in all), measured as `scale-partitions` is, the \
+             workload on one of the topics."
+        }
+        "scale-groups" => {
+            "N consumer groups of one librdkafka consumer each, reading a backlog of 256-byte records on a topic \
+             of 8 partitions from its start. Time from the first subscription to every group holding all its \
+             partitions, then, over the measured time, the records read per second by all groups together and \
+             the CPU (cores busy) of the broker, of Postgres (every Postgres process on the machine) and of the \
+             harness, whose consumers compete with them for the 2 cores."
+        }
+        "scale-members" => {
+            "One consumer group of N librdkafka consumers reading the backlog of a topic of 100 partitions, \
+             measured as `scale-groups` is: stable once every partition is assigned and every member has some."
+        }
+        "scale-connections" => {
+            "N idle Kafka connections (plain TCP: ApiVersions and Metadata, then a Metadata request every 5 s \
+             each, phases spread) held open on one `pgbroker serve` (started with `--max-connections 4096`) \
+             while one librdkafka producer and one consumer run flat out on a topic of 4 partitions: their \
+             rates and p99, the broker's largest resident memory and CPU, Postgres's CPU, and the most Postgres \
+             connections the broker held (`pg_stat_activity` rows with its `application_name`)."
+        }
+        _ => "",
+    }
+}
+
+/// Medians of each metric per knob value, values ascending, with the
+/// metrics any point of the curve has.
+fn rows(points: &[&ScalePoint]) -> (Vec<&'static Metric>, Vec<(u64, Vec<f64>)>) {
+    let metrics: Vec<&Metric> = METRICS
+        .iter()
+        .filter(|m| points.iter().any(|p| p.metrics.contains_key(m.key)))
+        .collect();
+    let mut values: Vec<u64> = points.iter().map(|p| p.value).collect();
+    values.sort_unstable();
+    values.dedup();
+    let rows = values
+        .into_iter()
+        .map(|v| {
+            let at: Vec<&&ScalePoint> = points.iter().filter(|p| p.value == v).collect();
+            let medians = metrics
+                .iter()
+                .map(|m| median(at.iter().filter_map(|p| p.metrics.get(m.key).copied()).collect()))
+                .collect();
+            (v, medians)
+        })
+        .collect();
+    (metrics, rows)
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The curves' tables, one after another.
+pub fn tables(md: &mut String, points: &[&ScalePoint]) {
+    for scenario in ordered(points.iter().map(|p| p.scenario.as_str())) {
+        let mine: Vec<&ScalePoint> = points.iter().copied().filter(|p| p.scenario == scenario).collect();
+        table(md, &mine);
+    }
+}
+
+fn table(md: &mut String, points: &[&ScalePoint]) {
+    let (metrics, rows) = rows(points);
+    let knob = points.first().map_or("value", |p| p.knob.as_str());
+    let _ = write!(md, "| {knob} |");
+    for m in &metrics {
+        let _ = write!(md, " {} |", m.column);
+    }
+    let _ = writeln!(md, "\n|---:|{}", "---:|".repeat(metrics.len()));
+    for (v, medians) in rows {
+        let _ = write!(md, "| {v} |");
+        for x in medians {
+            let _ = write!(md, " {} |", fmt(x));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+/// The section, with a plot per curve and unit written to `plots` (linked
+/// as `rel`); nothing without points.
+pub fn section(md: &mut String, points: &[&ScalePoint], plots: &Path, rel: &Path) -> Result<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        md,
+        "## Scale\n\nOne knob swept at a time against `pgbroker serve` (`pgbroker-bench scale`), one short point \
+         per value (a few seconds measured), one round: curves of how things grow, not reference figures. The \
+         machine was shared with other work while they ran, so rates and CPU carry its noise. {}\n",
+        crate::standby::load_range(points.iter().map(|p| p.load_average.as_deref()))
+    );
+    for scenario in ordered(points.iter().map(|p| p.scenario.as_str())) {
+        let mine: Vec<&ScalePoint> = points.iter().copied().filter(|p| p.scenario == scenario).collect();
+        let knob = mine.first().map_or("value", |p| p.knob.as_str());
+        let _ = writeln!(md, "### {scenario}: {knob}\n\n{}\n", description(&scenario));
+        table(md, &mine);
+        let (metrics, rows) = rows(&mine);
+        let mut units: Vec<&str> = metrics.iter().filter_map(|m| m.unit).collect();
+        units.dedup();
+        let mut links = Vec::new();
+        for unit in ordered(units.into_iter()) {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.unit == Some(unit.as_str()))
+                .map(|(i, m)| {
+                    let points = rows.iter().map(|(v, x)| (*v as f64, x[i])).collect();
+                    (m.column.to_string(), points)
+                })
+                .collect();
+            let file = format!("{scenario}-{}.svg", unit.replace(' ', "-"));
+            plots::loglog(&plots.join(&file), &format!("{scenario}: {unit}"), knob, &unit, &lines)?;
+            links.push(format!("![{scenario} {unit}]({})", rel.join(&file).display()));
+        }
+        let _ = writeln!(md, "{}\n", links.join(" "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(scenario: &str, value: u64, metrics: &[(&str, f64)]) -> ScalePoint {
+        let mut p = ScalePoint::new(
+            scenario,
+            if scenario == "scale-groups" {
+                "groups"
+            } else {
+                "partitions"
+            },
+            value,
+        );
+        for (k, v) in metrics {
+            p.set(k, *v);
+        }
+        p
+    }
+
+    #[test]
+    fn each_curve_has_a_table_by_knob_value_and_a_plot_per_unit() {
+        let points = [
+            point(
+                "scale-partitions",
+                400,
+                &[("write_per_s", 9000.0), ("startup_ms", 300.0)],
+            ),
+            point(
+                "scale-partitions",
+                4,
+                &[("write_per_s", 20000.0), ("startup_ms", 100.0)],
+            ),
+            point("scale-groups", 10, &[("rebalance_ms", 800.0), ("read_per_s", 30000.0)]),
+            point("scale-groups", 10, &[("rebalance_ms", 1000.0), ("read_per_s", 50000.0)]),
+        ];
+        let refs: Vec<&ScalePoint> = points.iter().collect();
+        let dir = std::env::temp_dir().join(format!("pgbroker-bench-scale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut md = String::new();
+        section(&mut md, &refs, &dir, Path::new("docs/bench")).expect("section");
+        assert!(md.contains("## Scale"), "{md}");
+        assert!(md.contains("| partitions | written/s | start-up ms |"), "{md}");
+        let four = md.find("| 4 | 20000 | 100 |").expect("the row of 4");
+        let four_hundred = md.find("| 400 | 9000 | 300 |").expect("the row of 400");
+        assert!(four < four_hundred, "values ascending: {md}");
+        assert!(md.contains("| groups | read/s | stable after ms |"), "{md}");
+        assert!(md.contains("| 10 | 40000 | 900 |"), "medians: {md}");
+        assert!(
+            md.contains("(docs/bench/scale-partitions-records-per-second.svg)"),
+            "{md}"
+        );
+        assert!(md.contains("(docs/bench/scale-groups-ms.svg)"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("scale-partitions-ms.svg")).expect("a plot");
+        assert!(svg.contains("start-up ms"), "the line's legend");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_points_no_section() {
+        let mut md = String::new();
+        section(&mut md, &[], Path::new("."), Path::new(".")).expect("section");
+        assert!(md.is_empty());
+    }
+}
