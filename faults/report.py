@@ -15,6 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from checker import CRASH_WINDOW_S  # noqa: E402
 
+# Since this date the checker holds every group's reads against the final
+# scan (check_stream's `final`).
+SCAN_RULE_SINCE = "2026-12-06"
+
 DESCRIPTIONS = {
     "broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
     "broker-term": "SIGTERM of `pgbroker serve` (graceful stop, must exit 0), restarted after 0-1 s",
@@ -159,6 +163,9 @@ def main(path, status, new_path=None):
     out.append("its own; within a consumer session a partition's offsets must increase until its next")
     out.append("assignment, and every record a group read must be in the final scan at the same partition and")
     out.append("offset, with the same value (under replica-reads: never a record the primary did not commit).")
+    if any(r.get("date", SCAN_RULE_SINCE) < SCAN_RULE_SINCE for r in rows):
+        out.append(f"Rows dated before {SCAN_RULE_SINCE} were checked without that last rule: a record a group")
+        out.append("read was compared only with what was acknowledged or scanned at its offset.")
     out.append("")
     out.append("- **acknowledged**: records whose delivery report succeeded (queues: sends that returned an id;")
     out.append("  a send that failed while Postgres was down is not acknowledged, and its message need not exist).")
