@@ -37,6 +37,7 @@ mod settle;
 mod sqs_attrs;
 mod sqs_fifo;
 pub(crate) mod statements;
+mod take;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -62,6 +63,7 @@ pub use settle::NackOptions;
 pub(crate) use settle::MAX_ERROR_BYTES;
 pub use sqs_attrs::{LeaseScope, SqsQueueSettings, SQS_DEDUP_WINDOW};
 pub(crate) use statements::Statements;
+pub use take::TakenMessage;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
