@@ -144,6 +144,10 @@ async fn read(server: &Server, shape: &Shape, duration: Duration, p: &mut ScaleP
                 .set("auto.offset.reset", "earliest")
                 .set("enable.auto.commit", "true")
                 .set("fetch.wait.max.ms", "100")
+                // librdkafka's default prefetch (64 MiB a consumer) times
+                // 200 consumers would not fit beside everything else.
+                .set("queued.max.messages.kbytes", "4096")
+                .set("queued.min.messages", "10000")
                 .create()
                 .context("creating a librdkafka consumer")?;
             consumers.push(Arc::new(consumer));

@@ -162,9 +162,26 @@ pub fn schema_name(tag: &str) -> String {
     format!("bench_scale_{tag}_{}", std::process::id())
 }
 
-/// Drops `schema` (a name made by [`schema_name`]).
+/// Drops `schema` (a name made by [`schema_name`]): its segment tables a
+/// few hundred per transaction first, since dropping thousands of tables
+/// at once needs more locks than Postgres's shared lock table holds
+/// (`max_locks_per_transaction` × connections).
 pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
     let admin = crate::db::connect(url).await?;
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT 'DROP TABLE ' || string_agg(format('%I.%I', $1::text, relname), ', ') FROM \
+                 (SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relispartition LIMIT 200) s",
+                &[&schema],
+            )
+            .await?;
+        let Some(statement) = row.get::<_, Option<String>>(0) else {
+            break;
+        };
+        admin.batch_execute(&statement).await?;
+    }
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await?;
@@ -268,19 +285,29 @@ pub async fn wait_for_metadata(bootstrap: &str, topic: &str, limit: Duration) ->
 }
 
 /// Rows of `pg_class` in `schema` and the bytes of its relations (tables
-/// with their indexes and TOAST).
+/// with their indexes and TOAST), sized a few hundred per statement: each
+/// size takes a lock until its transaction ends (see [`drop_schema`]).
 pub async fn catalogue(url: &str, schema: &str) -> Result<(f64, f64)> {
     let client = crate::db::connect(url).await?;
-    let row = client
-        .query_one(
-            "SELECT count(*)::bigint, \
-                    COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE c.relkind IN ('r', 'm')), 0)::bigint \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
+    let rows = client
+        .query(
+            "SELECT c.oid::bigint, c.relkind IN ('r', 'm') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
             &[&schema],
         )
         .await?;
-    let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
-    Ok((rows as f64, bytes as f64))
+    let tables: Vec<i64> = rows.iter().filter(|r| r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
+    let mut bytes = 0i64;
+    for chunk in tables.chunks(200) {
+        let row = client
+            .query_one(
+                "SELECT COALESCE(sum(pg_total_relation_size(o::oid)), 0)::bigint FROM unnest($1::bigint[]) o",
+                &[&chunk],
+            )
+            .await?;
+        bytes += row.get::<_, i64>(0);
+    }
+    Ok((rows.len() as f64, bytes as f64))
 }
 
 /// CPU seconds per second (cores busy) from a summary's CPU seconds per

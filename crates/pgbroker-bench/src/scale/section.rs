@@ -63,10 +63,10 @@ fn description(scenario: &str) -> &'static str {
         }
         "scale-groups" => {
             "N consumer groups of one librdkafka consumer each, reading a backlog of 256-byte records on a topic \
-             of 8 partitions from its start. Time from the first subscription to every group holding all its \
+             of 8 partitions from its start (each consumer prefetching at most 4 MiB). Time from the first subscription to every group holding all its \
              partitions, then, over the measured time, the records read per second by all groups together and \
-             the CPU (cores busy) of the broker, of Postgres (every Postgres process on the machine) and of the \
-             harness, whose consumers compete with them for the 2 cores."
+             the CPU of the broker, of Postgres and of the harness, whose consumers compete with them for the \
+             2 cores."
         }
         "scale-members" => {
             "One consumer group of N librdkafka consumers reading the backlog of a topic of 100 partitions, \
@@ -155,7 +155,9 @@ pub fn section(md: &mut String, points: &[&ScalePoint], plots: &Path, rel: &Path
         md,
         "## Scale\n\nOne knob swept at a time against `pgbroker serve` (`pgbroker-bench scale`), one short point \
          per value (a few seconds measured), one round: curves of how things grow, not reference figures. The \
-         machine was shared with other work while they ran, so rates and CPU carry its noise. {}\n",
+         machine was shared with other work while they ran, so rates and CPU carry its noise; Postgres's CPU is that \
+         of every `postgres` process on the machine, other work's included. CPU is in cores busy (CPU seconds per \
+         second). {}\n",
         crate::standby::load_range(points.iter().map(|p| p.load_average.as_deref()))
     );
     for scenario in ordered(points.iter().map(|p| p.scenario.as_str())) {
