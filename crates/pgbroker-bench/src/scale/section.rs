@@ -110,7 +110,7 @@ fn rows(points: &[&ScalePoint]) -> (Vec<&'static Metric>, Vec<(u64, Vec<f64>)>) 
 fn fmt(v: f64) -> String {
     if !v.is_finite() {
         "–".into()
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
