@@ -199,8 +199,17 @@ pub fn loglog(
         .y_label_area_size(70)
         .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
         .map_err(err)?;
+    let short = |v: &f64| {
+        if *v >= 1.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
     chart
         .configure_mesh()
+        .x_label_formatter(&short)
+        .y_label_formatter(&short)
         .x_desc(x_label)
         .y_desc(y_label)
         .draw()
