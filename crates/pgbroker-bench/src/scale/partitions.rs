@@ -6,8 +6,8 @@
 //! topic), the median time of a Metadata request for all topics and for
 //! `bench`, the schema's catalogue (rows of `pg_class` and bytes of its
 //! relations) once the topics are created and its rows again after the
-//! runs (segments are made as records arrive), and the time from starting
-//! `pgbroker serve` on that populated schema to its first Metadata answer.
+//! runs, and the time from starting `pgbroker serve` on that populated
+//! schema to its first Metadata answer.
 
 use std::time::{Duration, Instant};
 

@@ -53,13 +53,14 @@ fn description(scenario: &str) -> &'static str {
              measured first, on the empty topic), produce and fetch rates flat out (4 librdkafka producers, \
              acks=all, batches of 100 records of 256 bytes; one group of 2 consumers), the median of 20 Metadata \
              requests for all topics and for the topic, the schema's catalogue once the topics are created (rows \
-             of `pg_class`, bytes of its tables with their indexes and TOAST) and its rows after the runs \
-             (segment tables are made as records arrive), and the time from starting `pgbroker serve` on the \
+             of `pg_class`, bytes of its tables with their indexes and TOAST) and its rows again after the \
+             runs, and the time from starting `pgbroker serve` on the \
              schema to its first Metadata answer."
         }
         "scale-topics" => {
-            "N topics of 4 partitions (4 to 10,000 partitions in all), measured as `scale-partitions` is, the \
-             workload on one of the topics."
+            "N topics of 4 partitions (40 to 10,000 partitions in all), measured as `scale-partitions` is, the \
+             workload on one of the topics; \"topics created in s\" is the time the harness took to create them \
+             one after another through pgbroker's library."
         }
         "scale-groups" => {
             "N consumer groups of one librdkafka consumer each, reading a backlog of 256-byte records on a topic \
