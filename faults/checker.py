@@ -16,7 +16,13 @@ Streams (Kafka-style topics):
       a reader saw a record
 
   "reader" names a group of sessions that together must see every
-  acknowledged record (a consumer group, or one full scan).
+  acknowledged record (a consumer group, or one full scan). Each reader is
+  checked on its own: what it missed, and, per session and partition,
+  offsets that did not increase within one assignment. Given the reader
+  of the final full scan, every record another reader read must be in that
+  scan, at the same partition and offset: a reader was never shown a
+  record the topic does not hold in the end (one the primary had not
+  committed, when reads come from a standby).
 
 Queues:
 
@@ -77,8 +83,9 @@ def load(paths: Iterable[str]) -> list[dict]:
     return events
 
 
-def check_stream(events: list[dict]) -> dict:
-    """Returns a report: counts and examples of every anomaly."""
+def check_stream(events: list[dict], final: str | None = None) -> dict:
+    """Returns a report: counts and examples of every anomaly. `final`
+    names the reader whose reads are the final full scan, if any."""
     attempted = set()
     acked = {}  # value -> (partition, offset)
     producer_acks = defaultdict(list)  # (producer, partition) -> [(seq, offset, value)]
@@ -86,6 +93,7 @@ def check_stream(events: list[dict]) -> dict:
     at_offset = defaultdict(set)  # (partition, offset) -> values seen there
     where = defaultdict(set)  # value -> {(partition, offset)}
     reads_by_reader = defaultdict(set)  # reader -> values seen
+    records_read = defaultdict(set)  # reader -> {(partition, offset, value)}
     read_values = set()
     redelivered = 0
     unexplained_redelivery = []
@@ -115,6 +123,7 @@ def check_stream(events: list[dict]) -> dict:
         elif op == "read":
             r, s, v, p, o = e["reader"], e["session"], e["value"], e["partition"], e["offset"]
             reads_by_reader[r].add(v)
+            records_read[r].add((p, o, v))
             at_offset[(p, o)].add(v)
             where[v].add((p, o))
             read_values.add(v)
@@ -148,6 +157,13 @@ def check_stream(events: list[dict]) -> dict:
         missing = sorted(v for v in acked if v not in seen)
         if missing:
             lost[r] = missing
+    unscanned = []
+    if final is not None:
+        scanned = records_read.get(final, set())
+        unscanned = sorted(({"reader": r, "partition": p, "offset": o, "value": v}
+                            for r, recs in records_read.items() if r != final
+                            for p, o, v in recs if (p, o, v) not in scanned),
+                           key=lambda u: (u["reader"], u["partition"], u["offset"]))
     acked_total = len(acked)
     return {
         "attempted": len(attempted),
@@ -166,6 +182,8 @@ def check_stream(events: list[dict]) -> dict:
         "reordered_count": len(reordered),
         "offset_conflicts": offset_conflicts[:10],
         "offset_conflict_count": len(offset_conflicts),
+        "unscanned": unscanned[:10],
+        "unscanned_count": len(unscanned),
     }
 
 
@@ -177,7 +195,7 @@ def stream_failures(report: dict, readers: Iterable[str]) -> list[str]:
             failures.append(f"reader {r} read nothing")
     for r, n in report["lost"].items():
         failures.append(f"{n} acknowledged records never read by {r}: {report['lost_examples'][r]}")
-    for key in ("unexpected", "duplicated", "unexplained_redelivery", "reordered", "offset_conflict"):
+    for key in ("unexpected", "duplicated", "unexplained_redelivery", "reordered", "offset_conflict", "unscanned"):
         n = report[f"{key}_count"]
         if n:
             examples = report["offset_conflicts" if key == "offset_conflict" else key]

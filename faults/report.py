@@ -15,6 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from checker import CRASH_WINDOW_S  # noqa: E402
 
+# Since this date the checker holds every group's reads against the final
+# scan (check_stream's `final`).
+SCAN_RULE_SINCE = "2026-12-06"
+
 DESCRIPTIONS = {
     "broker-kill": "SIGKILL of `pgbroker serve` at random moments, restarted after 0-1 s",
     "broker-term": "SIGTERM of `pgbroker serve` (graceful stop, must exit 0), restarted after 0-1 s",
@@ -36,7 +40,9 @@ DESCRIPTIONS = {
                       " bytes in the last column behind the primary's just before each kill",
     "replica-reads": "`pgbroker serve --replica-url` on an asynchronous standby, with no record cache, so that every"
                      " fetch reads Postgres: the standby serves the records it has replayed, the primary the rest;"
-                     " SIGKILL of the standby, restarted after the outage, while the primary serves every read",
+                     " consumer groups of two read the topic at full speed while the producers write; SIGKILL of"
+                     " the standby, restarted after the outage, while the primary serves every read; the final"
+                     " scan reads through the broker restarted without the standby, from the primary alone",
     "queue-failover": "the same failover under a queue sender and three CLI workers (given both hosts)",
     "patroni-failover": "a Patroni cluster (two nodes, one etcd, synchronous_mode on, primary_start_timeout 0; ttl,"
                         " loop_wait and retry_timeout at Patroni's defaults of 30, 10 and 10 s, or 10, 2 and 3 s"
@@ -113,7 +119,25 @@ def merge(path, new_path):
 def cell(r, k):
     if r.get("failed"):
         return "FAILED" if k == "faults" else (r["scenario"] if k == "scenario" else "")
+    if k == "scenario" and r.get("groups", 1) > 1:
+        return f"{r['scenario']} ({r['groups']} groups)"
     return str(r.get(k, ""))
+
+
+def groups_clause(r):
+    """What the consumer groups of a scenario with several read, and who
+    served their fetches, as a clause."""
+    out = ""
+    if r.get("groups", 1) > 1:
+        reads = r.get("read_per_group", {})
+        counts = sorted(set(reads.values()))
+        each = (f"{counts[0]} distinct records each" if len(counts) == 1
+                else ", ".join(f"{g} {n}" for g, n in reads.items()) + " distinct records")
+        out += f", {r['groups']} consumer groups of two ({', '.join(reads)}) read {each}"
+    if "replica_reads" in r:
+        out += (f", of the fetches that read Postgres {r['replica_reads']} were served by the standby and"
+                f" {r['primary_reads']} by the primary")
+    return out
 
 
 def main(path, status, new_path=None):
@@ -130,12 +154,18 @@ def main(path, status, new_path=None):
     out.append("")
     out.append("Each scenario runs its own PostgreSQL 15 cluster. Stream scenarios run `pgbroker serve` with two")
     out.append("confluent-kafka producers (acks=all, enable.idempotence=true) and a consumer group of two")
-    out.append("(manual commits after each batch); queue scenarios run a sender and three workers, all through")
-    out.append("the CLI (`pgbroker queue send/receive/ack/nack`), on a queue with a 2 s visibility timeout, 3")
-    out.append("attempts and a dead-letter queue, where one message in 25 is poison and always nacked. After")
-    out.append("the faults, the history checker (`faults/checker.py`) compares what was acknowledged with what")
-    out.append("the group and a full scan of the topic read (or, once the queue is drained, what it archived,")
-    out.append("dead-lettered or still holds).")
+    out.append("(manual commits after each batch; five such groups in replica-reads); queue scenarios run a")
+    out.append("sender and three workers, all through the CLI (`pgbroker queue send/receive/ack/nack`), on a")
+    out.append("queue with a 2 s visibility timeout, 3 attempts and a dead-letter queue, where one message in 25")
+    out.append("is poison and always nacked. After the faults, the history checker (`faults/checker.py`)")
+    out.append("compares what was acknowledged with what each group and a full scan of the topic read (or, once")
+    out.append("the queue is drained, what it archived, dead-lettered or still holds). Each group is checked on")
+    out.append("its own; within a consumer session a partition's offsets must increase until its next")
+    out.append("assignment, and every record a group read must be in the final scan at the same partition and")
+    out.append("offset, with the same value (under replica-reads: never a record the primary did not commit).")
+    if any(r.get("date", SCAN_RULE_SINCE) < SCAN_RULE_SINCE for r in rows):
+        out.append(f"Rows dated before {SCAN_RULE_SINCE} were checked without that last rule: a record a group")
+        out.append("read was compared only with what was acknowledged or scanned at its offset.")
     out.append("")
     out.append("- **acknowledged**: records whose delivery report succeeded (queues: sends that returned an id;")
     out.append("  a send that failed while Postgres was down is not acknowledged, and its message need not exist).")
@@ -177,6 +207,7 @@ def main(path, status, new_path=None):
                    + (f", {r['dead_lettered']} messages dead-lettered after running out of attempts"
                       if "dead_lettered" in r else "")
                    + (f", {r['client_errors']} transient client errors" if "client_errors" in r else "")
+                   + groups_clause(r)
                    + (f", {r['send_failed']} sends failed during outages (not acknowledged)" if "send_failed" in r
                       else "")
                    + (f", Postgres answering again {r['ready_after_max_s']} s after its restart at most"

@@ -22,15 +22,13 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from checker import check_stream, load, stream_failures  # noqa: E402
 from harness import (HERE, PYTHON, Failure, Harness, check, kill_group, log, read_jsonl,  # noqa: E402
                      require_sync_standby, wait_for)
-from patroni import TIMINGS, patroni_cluster  # noqa: E402
+from patroni import TIMINGS  # noqa: E402
 from queue_run import queue_scenario  # noqa: E402
+from stream import TOPIC, Stream  # noqa: E402
 from txn_run import txn_scenario, txn_summary  # noqa: E402
 
-TOPIC = "t"
-GROUP = "g"
 # /healthz must turn unhealthy this soon after Postgres becomes unreachable
 # (its own check times out after 2 s), and healthy this soon after it is back.
 UNHEALTHY_WITHIN = 10.0
@@ -50,148 +48,6 @@ RESUMED_WITHIN = 30.0
 # How many `pgbroker serve` processes share the database in the
 # multi-broker scenario.
 MULTI_BROKERS = 3
-
-
-class Stream:
-    """Load on one topic: producers, a consumer group, then a full scan."""
-
-    def __init__(self, h: Harness, args, via_proxy: bool, embedded: bool = False, replicated: bool = False,
-                 brokers: int = 1, sync: bool = True, replica_reads: bool = False, patroni: bool = False):
-        self.h, self.args = h, args
-        self.kills = 0
-        self.sync = sync
-        self.replica_reads = 0.0
-        if patroni:
-            # Two nodes under Patroni; the broker is given both.
-            self.pg, self.proxy = None, None
-            self.cluster = patroni_cluster(h, args, sync)
-            self.broker = h.broker(self.cluster.url)
-            self.broker.start()
-            url = self.cluster.url
-        elif replicated:
-            # A primary and its standby, synchronous unless `sync` is off;
-            # the broker is given both and finds the primary by
-            # `target_session_attrs=read-write`.
-            self.proxy = None
-            self.pg = h.postgres()
-            self.standby = h.postgres("standby", primary=self.pg)
-            if sync:
-                require_sync_standby(self.pg)
-            self.broker = h.broker(f"postgres://postgres@127.0.0.1:{self.pg.port},127.0.0.1:{self.standby.port}"
-                                   "/postgres?target_session_attrs=read-write")
-            if replica_reads:
-                # Without the record cache, every fetch reads Postgres.
-                self.broker.extra = ["--replica-url", self.standby.url, "--cache-bytes-per-partition", "0"]
-            self.broker.start()
-            url = self.pg.url
-        elif embedded:
-            self.pg, self.proxy = None, None
-            self.broker = h.embedded_broker()
-            self.broker.start()
-            url = self.broker.database_url()
-        else:
-            self.pg = h.postgres()
-            self.proxy = h.proxy(self.pg.port) if via_proxy else None
-            port = self.proxy.port if self.proxy else self.pg.port
-            names = ["broker"] if brokers == 1 else [f"broker{i}" for i in range(brokers)]
-            self.brokers = [h.broker(f"postgres://postgres@127.0.0.1:{port}/postgres", name) for name in names]
-            for b in self.brokers:
-                b.start()
-            self.broker = self.brokers[0]
-            url = self.pg.url
-        if not hasattr(self, "brokers"):
-            self.brokers = [self.broker]
-        h.cli(url, ["topic", "create", TOPIC, "--partitions", "3"])
-        self.producers = [
-            h.client("producer", [self.bootstrap(i), TOPIC, f"p{i}", h.history(f"producer-p{i}.jsonl"),
-                                  str(args.rate)], f"producer-p{i}")
-            for i in range(2)
-        ]
-        self.sessions = 0
-        self.consumers = {}
-        for _ in range(2):
-            self.start_consumer()
-
-    def bootstrap(self, i: int = 0) -> str:
-        """Every broker, starting from the i-th (modulo their number), so
-        that clients spread over them."""
-        order = self.brokers[i % len(self.brokers):] + self.brokers[:i % len(self.brokers)]
-        return ",".join(b.bootstrap for b in order)
-
-    def start_consumer(self):
-        self.sessions += 1
-        name = f"c{self.sessions}"
-        self.consumers[name] = self.h.client(
-            "consumer", [self.bootstrap(self.sessions), TOPIC, GROUP, name,
-                         self.h.history(f"consumer-{name}.jsonl")], name)
-        return name
-
-    def histories(self):
-        return sorted(glob.glob(self.h.history("*.jsonl")))
-
-    def finish(self, tolerate: bool = False) -> dict:
-        """Stops the clients, scans the topic and checks the histories; an
-        anomaly fails the run unless `tolerate` (the asynchronous failover,
-        where losing the last acknowledged writes is what is measured), in
-        which case the anomalies are returned under "anomalies" (a producer
-        that lost its idempotent sequence to lost writes stops with a fatal
-        error, and is one)."""
-        for p in self.producers:
-            p.send_signal(signal.SIGTERM)
-        exited = []
-        for i, p in enumerate(self.producers):
-            rc = p.wait(330)
-            if rc != 0:
-                exited.append(f"producer p{i} exited with {rc} (undelivered messages or a fatal error;"
-                              " see its history)")
-        check(tolerate or not exited, "; ".join(exited))
-        acked = {e["value"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
-                 if e.get("op") == "ack" and e.get("ok")}
-
-        progress = [0, time.monotonic()]  # records the group has read, and when that last grew
-
-        def group_caught_up():
-            seen = {e["value"] for f in glob.glob(self.h.history("consumer-*.jsonl")) for e in read_jsonl(f)
-                    if e.get("op") == "read"}
-            if len(seen) > progress[0]:
-                progress[:] = [len(seen), time.monotonic()]
-            # Where losses are tolerated, what was lost never comes: stop
-            # once the group has read nothing new for a while.
-            return acked <= seen or (tolerate and time.monotonic() - progress[1] > 10)
-
-        try:
-            wait_for("consumer group caught up", group_caught_up, 120, 1.0)
-        except TimeoutError as e:
-            log(e)  # the checker says what is missing
-        for p in self.consumers.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in self.consumers.items():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                kill_group(p)
-        scan = self.h.client("scan", [self.bootstrap(), TOPIC, self.h.history("scan.jsonl")], "scan")
-        check(scan.wait(180) == 0, "scan did not reach the end of the topic")
-        report = check_stream(load(self.histories()))
-        failures = exited + stream_failures(report, [GROUP, "scan"])
-        errors = [e for f in self.histories() for e in read_jsonl(f) if e.get("op") == "client_error"]
-        report["client_errors"] = len(errors)
-        report["fatal_client_errors"] = [e["error"] for e in errors if e.get("fatal")]
-        if report["fatal_client_errors"]:
-            failures.append(f"fatal client errors: {report['fatal_client_errors'][:5]}")
-        if failures and not tolerate:
-            raise Failure("; ".join(failures))
-        report["anomalies"] = failures
-        return report
-
-    def first_ack_after(self, t: float, partitions=None):
-        """Seconds from t to the next acknowledged produce (to one of
-        `partitions`, when given), or None."""
-        ts = [e["t"] for f in glob.glob(self.h.history("producer-*.jsonl")) for e in read_jsonl(f)
-              if e.get("op") == "ack" and e.get("ok") and e["t"] >= t
-              and (partitions is None or e.get("partition") in partitions)]
-        return min(ts) - t if ts else None
 
 
 def wait_health(broker, status, within, what):
@@ -450,14 +306,14 @@ def consumer_kill(s: Stream, rng):
     s.consumers[name].wait()
     time.sleep(rng.uniform(0, 1))
     restored = time.time()
-    new = s.start_consumer()
+    new = s.start_consumer(s.group_of[name])
     return {"at": start, "restored": restored, "killed": name, "started": new}
 
 
 def stream_scenario(inject, via_proxy=False, embedded=False, min_faults=1, replicated=False, brokers=1, sync=True,
-                    replica_reads=False, patroni=False):
+                    replica_reads=False, patroni=False, groups=1):
     def run(h: Harness, args, rng):
-        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads, patroni)
+        s = Stream(h, args, via_proxy, embedded, replicated, brokers, sync, replica_reads, patroni, groups)
         time.sleep(2)
         faults = []
         end = time.monotonic() + args.duration
@@ -524,9 +380,10 @@ SCENARIOS = {
     # faults: one that waits for leadership to move, two quick restarts.
     "multi-broker-kill": stream_scenario(multi_broker_kill, min_faults=3, brokers=MULTI_BROKERS),
     # An asynchronous standby serving reads (--replica-url, no record
-    # cache) is killed and restarted; writes go on, and the primary serves
-    # the reads meanwhile.
-    "replica-reads": stream_scenario(standby_kill, replicated=True, replica_reads=True, min_faults=2, sync=False),
+    # cache) to five consumer groups is killed and restarted; writes go
+    # on, and the primary serves the reads meanwhile.
+    "replica-reads": stream_scenario(standby_kill, replicated=True, replica_reads=True, min_faults=2, sync=False,
+                                     groups=5),
     # At least one fault of each kind: broker, postmaster, both.
     "embedded-kill": stream_scenario(embedded_kill, embedded=True, min_faults=3),
     "queue-worker-kill": queue_scenario("worker-kill"),
@@ -571,8 +428,14 @@ def summary(name, report, seconds):
         out[f"failover_{op}_median_s"] = round(statistics.median(vals), 2)
         out[f"failover_{op}_max_s"] = round(max(vals), 2)
     reads = [(f["replica_reads"], f["primary_reads"]) for f in report.get("faults", []) if "replica_reads" in f]
-    if reads:
+    if "reads_by_server" in report:  # the broker's counts once the groups had read everything
+        by_server = report["reads_by_server"]
+        out.update(replica_reads=by_server["standby"], primary_reads=by_server["primary"])
+    elif reads:
         out.update(replica_reads=int(reads[-1][0]), primary_reads=int(reads[-1][1]))
+    if "groups" in report:
+        groups = report["groups"]
+        out.update(groups=len(groups), read_per_group={g: report["readers"].get(g, 0) for g in groups})
     for key in ("unhealthy_after_s", "healthy_after_s", "connect_attempts_per_s", "ready_after_s",
                 "leaders_moved_after_s", "promoted_after_s", "rejoined_after_s"):
         vals = [f[key] for f in report.get("faults", []) if key in f]

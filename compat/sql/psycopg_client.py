@@ -1,5 +1,5 @@
 """pgbroker's SQL functions through psycopg 3: send, receive, ack and nack
-on a queue, refusals with their SQLSTATEs, and produce to a topic inside a
+on a queue, take in a rolled-back and a committed transaction, refusals with their SQLSTATEs, and produce to a topic inside a
 transaction that is rolled back once and committed once.
 
     psycopg_client.py DATABASE_URL SCHEMA QUEUE TOPIC EXPECTED_FILE
@@ -54,6 +54,20 @@ def queue_round_trip():
     assert stats == (0, 0), stats
 
 
+def take_in_transactions():
+    conn.execute(sql.SQL("SELECT {}(%s, %s)").format(fn("send")), (queue, "take me"))
+    take = sql.SQL("SELECT id, body, attempt FROM {}(%s)").format(fn("take"))
+    with conn.transaction(force_rollback=True):
+        first = conn.execute(take, (queue,)).fetchone()
+        assert (bytes(first[1]), first[2]) == (b"take me", 1), first
+    with conn.transaction():
+        again = conn.execute(take, (queue,)).fetchone()
+        assert (again[0], bytes(again[1]), again[2]) == (first[0], b"take me", 1), again
+    assert conn.execute(take, (queue,)).fetchone() is None
+    stats = conn.execute(sql.SQL("SELECT ready, in_flight FROM {}(%s)").format(fn("stats")), (queue,)).fetchone()
+    assert stats == (0, 0), stats
+
+
 def refusals():
     cases = [
         (sql.SQL("SELECT {}(%s, 'x')").format(fn("send")), ("no-such-queue",), "PB200"),
@@ -86,6 +100,7 @@ def outbox():
 
 
 check("queue send/receive/ack/nack", queue_round_trip)
+check("take in a rolled-back and a committed transaction", take_in_transactions)
 check("refusals carry their SQLSTATEs", refusals)
 check("produce in a rolled-back and a committed transaction", outbox)
 sys.exit(1 if failures else 0)

@@ -5,7 +5,7 @@
 #   compat/sql/run.sh
 #
 # psycopg 3 (PyPI, in compat/sql/.venv) and node-postgres (npm, in
-# compat/sql/node) each send, receive, ack and nack through the functions,
+# compat/sql/node) each send, receive, ack, nack and take through the functions,
 # check refusals, and produce to a topic in a transaction rolled back once
 # and committed once. kcat then reads the topic through `pgbroker serve`
 # and must see exactly the committed records.

@@ -1,5 +1,5 @@
 // pgbroker's SQL functions through node-postgres: send, receive, ack and
-// nack on a queue, refusals with their SQLSTATEs, and produce to a topic
+// nack on a queue, take in a rolled-back and a committed transaction, refusals with their SQLSTATEs, and produce to a topic
 // inside a transaction that is rolled back once and committed once.
 //
 //   node pg_client.mjs DATABASE_URL SCHEMA QUEUE TOPIC EXPECTED_FILE
@@ -54,10 +54,27 @@ await check("queue send/receive/ack/nack", async () => {
   assert.deepEqual([stats.rows[0].ready, stats.rows[0].in_flight], ["0", "0"]);
 });
 
+await check("take in a rolled-back and a committed transaction", async () => {
+  await client.query(`SELECT ${s}.send($1, $2::text)`, [queue, "take me"]);
+  const take = `SELECT id, convert_from(body, 'UTF8') AS body, attempt FROM ${s}.take($1)`;
+  await client.query("BEGIN");
+  const first = (await client.query(take, [queue])).rows;
+  assert.deepEqual(first.map((r) => [r.body, r.attempt]), [["take me", 1]]);
+  await client.query("ROLLBACK");
+  await client.query("BEGIN");
+  const again = (await client.query(take, [queue])).rows;
+  assert.deepEqual(again.map((r) => [r.id, r.body]), [[first[0].id, "take me"]]);
+  await client.query("COMMIT");
+  assert.equal((await client.query(take, [queue])).rows.length, 0);
+  const stats = await client.query(`SELECT ready, in_flight FROM ${s}.stats($1)`, [queue]);
+  assert.deepEqual([stats.rows[0].ready, stats.rows[0].in_flight], ["0", "0"]);
+});
+
 await check("refusals carry their SQLSTATEs", async () => {
   const cases = [
     [`SELECT ${s}.send($1, 'x')`, ["no-such-queue"], "PB200"],
     [`SELECT ${s}.receive($1, max => 0)`, [queue], "PB100"],
+    [`SELECT * FROM ${s}.take($1, max => 0)`, [queue], "PB100"],
     [`SELECT ${s}.ack($1, $2::text)`, [queue, "not a receipt"], "PB100"],
     [`SELECT * FROM ${s}.produce($1, 'v', to_partition => 99)`, [topic], "PB202"],
   ];

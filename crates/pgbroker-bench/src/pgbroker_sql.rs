@@ -3,13 +3,14 @@
 //! The library migrates its schema (which installs the functions) and
 //! creates a fresh queue; producers call `send` (or `send_batch` with a
 //! send batch above 1), workers call `receive` with their receive batch
-//! and then `ack` the receipts (one, or the array). A worker taking one
-//! message at a time without a long poll does so inside one transaction
-//! (`BEGIN; receive; ack; COMMIT`), as the README recommends for
-//! single-message workers: one commit per message, as the article's
-//! worker has. With nothing to receive a worker naps 0.1 to 2 ms, as
-//! pgmq's and the article's do, unless the workload long-polls (`wait` of
-//! `receive`).
+//! and then `ack` the receipts (one, or the array). A worker of one
+//! message at a time without a long poll works inside one transaction,
+//! one commit per message as the article's worker has: `BEGIN; take;
+//! COMMIT` (the message held by its row lock, gone if the commit happens,
+//! as in the article's design), or, as `pgbroker-sql-lease`, `BEGIN;
+//! receive; ack; COMMIT` (a lease and a receipt, attempts counted). With
+//! nothing to receive a worker naps 0.1 to 2 ms, as pgmq's and the
+//! article's do, unless the workload long-polls (`wait` of `receive`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,8 +30,9 @@ use crate::systems::{library, library_schema, Endpoints};
 use crate::workload::QueueArgs;
 use pgbroker::{QueueConfig, QueueName};
 
-/// Runs the workload on a fresh queue, deleted afterwards.
-pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
+/// Runs the workload on a fresh queue, deleted afterwards; single-message
+/// workers hold a `lease` (receive and ack) or take.
+pub async fn run(env: &Endpoints, args: &QueueArgs, lease: bool) -> Result<Summary> {
     let broker = library(env, 4).await?;
     // Start from empty partitions, as the other systems start from new tables.
     for _ in 0..2 {
@@ -38,25 +40,26 @@ pub async fn run(env: &Endpoints, args: &QueueArgs) -> Result<Summary> {
     }
     let queue = QueueName::new(format!("bench-sql-{}", std::process::id()))?;
     broker.queues().create(&queue, &QueueConfig::default()).await?;
-    let outcome = drive(env, queue.as_str(), args).await;
+    let outcome = drive(env, queue.as_str(), args, lease).await;
     broker.queues().delete(&queue).await?;
     outcome
 }
 
-async fn drive(env: &Endpoints, queue: &str, args: &QueueArgs) -> Result<Summary> {
+async fn drive(env: &Endpoints, queue: &str, args: &QueueArgs, lease: bool) -> Result<Summary> {
     let url = env.database_url.as_str();
     let mut run = Run::start();
     for _ in 0..args.workers {
         let client = db::connect(url).await?;
         let (q, a) = (queue.to_string(), args.clone());
-        run.spawn(|s, st| work(client, q, a, s, st));
+        run.spawn(move |s, st| work(client, q, a, lease, s, st));
     }
     for id in 0..args.producers {
         let client = db::connect(url).await?;
         let (q, a) = (queue.to_string(), args.clone());
         run.spawn(|s, st| produce(client, q, a, id, s, st));
     }
-    run.measure(args, "pgbroker-sql", &BrokerProcess::InProcess).await
+    let name = if lease { "pgbroker-sql-lease" } else { "pgbroker-sql" };
+    run.measure(args, name, &BrokerProcess::InProcess).await
 }
 
 async fn produce(
@@ -92,11 +95,12 @@ async fn work(
     client: Client,
     queue: String,
     args: QueueArgs,
+    lease: bool,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<Measured> {
     if args.receive_batch == 1 && args.long_poll_s.is_none() {
-        return work_in_transactions(client, queue, stats, stop).await;
+        return work_in_transactions(client, queue, lease, stats, stop).await;
     }
     let s = library_schema();
     let mut latency = histogram()?;
@@ -138,19 +142,26 @@ async fn work(
     Ok(Measured::EndToEnd(latency))
 }
 
-/// One message per transaction: the receive's lease and the
-/// acknowledgement commit together, once.
+/// One message per transaction: taken, or with a `lease` received and
+/// acknowledged, then committed, once.
 async fn work_in_transactions(
     mut client: Client,
     queue: String,
+    lease: bool,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<Measured> {
     let s = library_schema();
     let mut latency = histogram()?;
-    let receive = client
-        .prepare(&format!("SELECT receipt, body FROM {s}.receive($1::text)"))
-        .await?;
+    let receive = if lease {
+        client
+            .prepare(&format!("SELECT receipt, body FROM {s}.receive($1::text)"))
+            .await?
+    } else {
+        client
+            .prepare(&format!("SELECT NULL::text, body FROM {s}.take($1::text)"))
+            .await?
+    };
     let ack = client.prepare(&format!("SELECT {s}.ack($1::text, $2::text)")).await?;
     while !stop.load(Ordering::Relaxed) {
         let tx = client.transaction().await?;
@@ -165,7 +176,9 @@ async fn work_in_transactions(
             &mut latency,
             latency_micros(row.get::<_, &[u8]>(1), SystemTime::now()),
         );
-        tx.query_one(&ack, &[&queue, &row.get::<_, String>(0)]).await?;
+        if lease {
+            tx.query_one(&ack, &[&queue, &row.get::<_, String>(0)]).await?;
+        }
         tx.commit().await?;
         stats.read.fetch_add(1, Ordering::Relaxed);
     }

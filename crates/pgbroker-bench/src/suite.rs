@@ -208,7 +208,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "sql-single",
             flags: "--send-batch 1 --receive-batch 1",
-            kind: Queue(vec![Q::PgbrokerSql, Q::Article, Q::Pgmq]),
+            kind: Queue(vec![Q::PgbrokerSql, Q::Article, Q::Pgmq, Q::PgbrokerSqlLease]),
         },
         Scenario {
             name: "sql-batch-100",

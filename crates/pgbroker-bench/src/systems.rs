@@ -65,8 +65,12 @@ pub enum QueueSystem {
     /// `pgbroker serve`'s SQS-compatible API, through the AWS JSON 1.0
     /// protocol over keep-alive HTTP connections.
     Sqs,
-    /// pgbroker's queue SQL functions over plain Postgres connections.
+    /// pgbroker's queue SQL functions over plain Postgres connections. A
+    /// worker of one message at a time takes it in its transaction.
     PgbrokerSql,
+    /// The same, with a worker of one message at a time holding a lease:
+    /// receive and ack in its transaction.
+    PgbrokerSqlLease,
 }
 
 /// The name a system goes by on the command line and in summaries.
@@ -216,7 +220,8 @@ impl QueueSystem {
             QueueSystem::Pgmq => pgmq::run(env, args).await,
             QueueSystem::Rabbitmq => rabbitmq::run(env, args).await,
             QueueSystem::Sqs => sqs::run(env, args).await,
-            QueueSystem::PgbrokerSql => pgbroker_sql::run(env, args).await,
+            QueueSystem::PgbrokerSql => pgbroker_sql::run(env, args, false).await,
+            QueueSystem::PgbrokerSqlLease => pgbroker_sql::run(env, args, true).await,
         }
     }
 }

@@ -281,7 +281,13 @@ const COMPARED: &[&Figure] = &[
 /// or SQS front end, or its SQL functions) by more than 10 % in the same
 /// scenario.
 pub fn losses(runs: &[Summary]) -> Vec<String> {
-    let ours = ["pgbroker", "kafka-protocol", "sqs", "pgbroker-sql"];
+    let ours = [
+        "pgbroker",
+        "kafka-protocol",
+        "sqs",
+        "pgbroker-sql",
+        "pgbroker-sql-lease",
+    ];
     let mut scenarios: Vec<&str> = Vec::new();
     for r in runs {
         if let Some(s) = r.scenario.as_deref().filter(|s| !scenarios.contains(s)) {

@@ -70,7 +70,7 @@ pub use broker::replicas::describe_metrics as describe_replica_metrics;
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
 pub use error::{Error, Invalid, Result};
 pub use migrate::{latest_version, MigrationReport};
-pub use queues::{Message, QueueConfig, QueueName, Receipt, ReceivedMessage};
+pub use queues::{Message, QueueConfig, QueueName, Receipt, ReceivedMessage, TakenMessage};
 pub use streams::{partitioner, Consumer, ConsumerConfig, Producer, ProducerConfig, TopicConfig};
 pub use types::{
     from_millis, to_millis, validate_schema, GroupId, Header, Record, RecordPosition, StoredRecord, TopicName,

@@ -140,6 +140,26 @@ impl Queues<'_> {
         super::settle::ack_in(self.broker, client, queue, receipts).await
     }
 
+    /// Takes up to `max` due messages inside the caller's open
+    /// transaction, highest priority first, then oldest: each is deleted
+    /// (or archived) and held by its row lock, so it is acknowledged if and
+    /// only if the caller commits, and due again at once if it rolls back
+    /// or its connection dies. No lease, no receipt and, for a rolled-back
+    /// take, no attempt counted: use [`Queues::receive`] where retries with
+    /// backoff and dead letters are wanted. Use the default READ COMMITTED
+    /// isolation. The SQL function `take` does the same.
+    pub async fn take_in(
+        self,
+        client: &impl GenericClient,
+        queue: &QueueName,
+        max: usize,
+    ) -> Result<Vec<super::TakenMessage>> {
+        let got = super::take::take_in(self.broker, client, queue, max).await?;
+        super::counters::received(queue, got.len());
+        super::counters::acked(queue, got.len());
+        Ok(got)
+    }
+
     /// Releases messages (a negative acknowledgement): their leases end and
     /// they come due again after `options.delay`, or after the queue's
     /// retry backoff when no delay is given. A message that has used all

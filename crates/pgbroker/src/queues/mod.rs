@@ -37,6 +37,7 @@ mod settle;
 mod sqs_attrs;
 mod sqs_fifo;
 pub(crate) mod statements;
+mod take;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -62,6 +63,7 @@ pub use settle::NackOptions;
 pub(crate) use settle::MAX_ERROR_BYTES;
 pub use sqs_attrs::{LeaseScope, SqsQueueSettings, SQS_DEDUP_WINDOW};
 pub(crate) use statements::Statements;
+pub use take::TakenMessage;
 
 /// Highest message priority; 0 is the lowest and the default.
 pub const MAX_PRIORITY: u8 = 9;
@@ -328,30 +330,37 @@ pub(crate) fn wake_receivers(broker: &Broker, queue_id: i64, n: usize) {
     }
 }
 
-/// All messages of queue `$1`, each exactly once, through the partial
-/// indexes: fresh heads, timed heads, group members behind their head,
-/// dead ones.
-const ALL_OF_QUEUE: &str = "
-    SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND NOT timed
-    UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed
-    UNION ALL SELECT id FROM {s}queue_messages
-              WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
-    UNION ALL SELECT id FROM {s}queue_messages WHERE queue_id = $1 AND dead";
+/// Deletes all messages of queue `$1`, each exactly once, through the
+/// partial indexes: fresh heads, timed heads, group members behind their
+/// head, dead ones. Each set is its own delete by its own index, never a
+/// join of ids with the table, whose plan goes wrong on a large queue when
+/// the table's statistics are stale. The deleted rows are `gone`.
+const DELETE_ALL_OF_QUEUE: &str = "
+WITH d1 AS (
+    DELETE FROM {s}queue_messages WHERE queue_id = $1 AND head AND NOT timed
+    RETURNING id, group_key, dedup_key, dead
+), d2 AS (
+    DELETE FROM {s}queue_messages WHERE queue_id = $1 AND head AND timed
+    RETURNING id, group_key, dedup_key, dead
+), d3 AS (
+    DELETE FROM {s}queue_messages WHERE queue_id = $1 AND group_key IS NOT NULL AND NOT head AND NOT dead
+    RETURNING id, group_key, dedup_key, dead
+), d4 AS (
+    DELETE FROM {s}queue_messages WHERE queue_id = $1 AND dead
+    RETURNING id, group_key, dedup_key, dead
+), gone AS (
+    SELECT * FROM d1 UNION ALL SELECT * FROM d2 UNION ALL SELECT * FROM d3 UNION ALL SELECT * FROM d4
+)";
 
 /// Deletes every message of queue `$1` (when the queue is deleted).
 pub(super) fn delete_all() -> String {
-    [
-        "DELETE FROM {s}queue_messages WHERE queue_id = $1 AND id IN (",
-        ALL_OF_QUEUE,
-        ")",
-    ]
-    .concat()
+    [DELETE_ALL_OF_QUEUE, "\nSELECT count(*) FROM gone"].concat()
 }
 
-/// Purge: [`delete_all`], returning what the group and deduplication
+/// Purge: [`delete_all`], answering what the group and deduplication
 /// bookkeeping needs.
 pub(super) fn purge() -> String {
-    [&delete_all(), "\nRETURNING id, group_key, dedup_key, dead"].concat()
+    [DELETE_ALL_OF_QUEUE, "\nSELECT id, group_key, dedup_key, dead FROM gone"].concat()
 }
 
 pub(crate) fn forget_queue(broker: &Broker, name: &str) {

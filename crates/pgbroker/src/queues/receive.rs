@@ -70,7 +70,7 @@ pub(super) fn claim_one() -> String {
 }
 
 /// The claim's candidates and its pick of the best `$2`.
-const CLAIM_PICK: &str = "
+pub(super) const CLAIM_PICK: &str = "
 WITH ready AS (
     SELECT m.id, m.priority FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND NOT m.timed

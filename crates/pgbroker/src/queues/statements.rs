@@ -3,7 +3,7 @@
 //! plain text with `$n` parameters, documented where its template is
 //! defined; the hot ones are prepared once per connection from this text.
 
-use super::{browse, membership, receive, send, settle, sqs_attrs, sqs_fifo};
+use super::{browse, membership, receive, send, settle, sqs_attrs, sqs_fifo, take};
 use crate::sql::Commit;
 
 /// The two partitions of `queue_messages`; a rotation's statements are
@@ -84,6 +84,10 @@ crate::sql::statements! {
     claim = receive::claim();
     /// [`receive::claim_one`].
     claim_one = receive::claim_one();
+    /// [`take::take`].
+    take = take::take();
+    /// [`take::CALL`].
+    take_call = take::CALL;
     /// [`settle::ACK_ONE`].
     ack_one = settle::ACK_ONE;
     /// [`settle::ACK_ONE_PLAIN`].
@@ -363,6 +367,9 @@ mod tests {
         for sql in [&s.ack, &s.ack_relaxed, &s.nack, &s.extend] {
             assert!(sql.contains(locked), "{sql}");
         }
-        assert!(s.purge.starts_with(s.delete_all.as_str()) && s.purge.contains("RETURNING"));
+        // Purge and delete remove the same messages.
+        let deletes = |sql: &str| sql.rsplit_once("SELECT").map(|(head, _)| head.to_string());
+        assert_eq!(deletes(&s.purge), deletes(&s.delete_all));
+        assert_eq!(s.purge.matches("DELETE FROM").count(), 4);
     }
 }

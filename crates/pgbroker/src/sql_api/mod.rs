@@ -1,6 +1,6 @@
 //! SQL functions in pgbroker's schema, for applications that reach the
 //! broker through any Postgres driver: queue `send`, `send_batch`,
-//! `receive`, `ack`, `nack`, `extend` and `stats`, and stream `produce`
+//! `receive`, `take`, `ack`, `nack`, `extend` and `stats`, and stream `produce`
 //! and `produce_batch` inside the caller's transaction.
 //!
 //! One implementation of the rules: the function bodies run the library's
@@ -44,6 +44,7 @@ pub const API_FUNCTIONS: &[&str] = &[
     "send",
     "send_batch",
     "receive",
+    "take",
     "ack",
     "nack",
     "extend",
@@ -102,6 +103,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@SEND_ONE@", inline(&sql.send_one, "so")),
         ("@CLAIM@", inline(&sql.claim, "cl")),
         ("@CLAIM_ONE@", inline(&sql.claim_one, "cl")),
+        ("@TAKE@", inline(&sql.take, "tk")),
         ("@ACK@", inline(&sql.ack, "ak")),
         ("@ACK_ONE_PLAIN@", inline(&sql.ack_one_plain, "ao")),
         ("@ACK_ONE@", inline(&sql.ack_one, "ao")),

@@ -327,6 +327,85 @@ BEGIN
 END
 $f$;
 
+-- Claims and deletes in the caller's transaction: a commit acknowledges,
+-- a rollback leaves the messages as they were. Rows come in the library's
+-- order. A message out of attempts is not taken but dead-lettered, as a
+-- receive would.
+CREATE OR REPLACE FUNCTION @S@.take(queue text, max integer DEFAULT 1)
+RETURNS TABLE (id bigint, attempt integer, enqueued_at timestamptz, priority integer, group_key text,
+               dedup_key text, last_error text, dead_letter_source text, dead_letter_attempts integer,
+               headers jsonb, body bytea)
+LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
+#variable_conflict use_column
+DECLARE
+    q @S@.queues;
+    pb_now timestamptz;
+    tk_1 bigint; tk_2 bigint; tk_3 boolean; tk_4 integer;
+    v_receipt text;
+    x_ids bigint[] := '{}'; x_tokens text[] := '{}';
+    g_keys text[] := '{}'; d_keys text[] := '{}'; d_ids bigint[] := '{}';
+BEGIN
+    SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
+    IF NOT FOUND THEN
+        q := @S@._pb_queue(queue);
+    END IF;
+    IF max IS NULL OR max < 1 OR max > @MAX_RECEIVE@ THEN
+        PERFORM @S@._pb_fail('@INVALID@', format('invalid max messages: %s is not between 1 and @MAX_RECEIVE@',
+            coalesce(max::text, 'NULL')));
+    END IF;
+    tk_1 := q.id; tk_2 := max; tk_3 := q.archive_retention_ms IS NOT NULL; tk_4 := q.max_attempts;
+    pb_now := clock_timestamp();
+    IF max = 1 THEN
+        -- One row at most: into variables, without a cursor.
+        @TAKE@
+        INTO id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+             dead_letter_attempts, headers, body;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF v_receipt IS NULL AND group_key IS NULL AND dedup_key IS NULL THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        IF v_receipt IS NOT NULL THEN
+            x_ids := ARRAY[id]; x_tokens := ARRAY[v_receipt];
+        ELSE
+            RETURN NEXT;
+            IF group_key IS NOT NULL THEN
+                g_keys := ARRAY[group_key];
+            END IF;
+            IF dedup_key IS NOT NULL THEN
+                d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
+            END IF;
+        END IF;
+    ELSE
+        FOR id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+            dead_letter_attempts, headers, body IN @TAKE@ ORDER BY priority DESC, id LOOP
+            IF v_receipt IS NOT NULL THEN
+                x_ids := x_ids || id; x_tokens := x_tokens || v_receipt;
+                CONTINUE;
+            END IF;
+            IF group_key IS NOT NULL THEN
+                g_keys := g_keys || group_key;
+            END IF;
+            IF dedup_key IS NOT NULL THEN
+                d_keys := d_keys || dedup_key; d_ids := d_ids || id;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF cardinality(g_keys) > 0 OR cardinality(d_keys) > 0 THEN
+        PERFORM @S@._pb_membership(q, array_fill(q.id, ARRAY[cardinality(g_keys)]), g_keys,
+                                   array_fill(-1, ARRAY[cardinality(g_keys)]), d_keys, d_ids, '{}', '{}', '{}');
+    END IF;
+    IF cardinality(x_ids) > 0 THEN
+        SELECT array_agg(i ORDER BY i, t), array_agg(t ORDER BY i, t) INTO x_ids, x_tokens
+        FROM unnest(x_ids, x_tokens) AS u(i, t);
+        PERFORM @S@._pb_settle(q, x_ids, x_tokens, 'expired', NULL, NULL);
+    END IF;
+END
+$f$;
+
 CREATE OR REPLACE FUNCTION @S@.ack(queue text, receipts text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER @PINNED@ AS $f$
 #variable_conflict use_column

@@ -81,6 +81,55 @@ BEGIN
 END
 $f$;
 
+-- What messages leaving (or entering) queues change beside their rows:
+-- their deduplication keys freed in `q` (`p_left_keys`, `p_left_ids`)
+-- and taken in its dead-letter queue (`p_entered_*`), group sizes changed
+-- by `p_deltas` per (`p_queues`, `p_groups`) with new heads where a group
+-- lost its own, and NOTIFY for the queues in `p_wake` and those that got
+-- a head. Settlements and takes end here.
+CREATE OR REPLACE FUNCTION @S@._pb_membership(q @S@.queues, p_queues bigint[], p_groups text[], p_deltas integer[],
+                                              p_left_keys text[], p_left_ids bigint[],
+                                              p_entered_keys text[], p_entered_ids bigint[],
+                                              p_wake bigint[]) RETURNS void
+LANGUAGE plpgsql AS $f$
+#variable_conflict use_column
+DECLARE
+    pb_now timestamptz;
+    dv_1 bigint := q.id; dv_2 text[] := p_left_keys; dv_3 bigint[] := p_left_ids;
+    de_1 bigint := q.dead_letter_id; de_2 text[] := p_entered_keys; de_3 bigint[] := p_entered_ids;
+    gd_1 bigint[]; gd_2 text[]; gd_3 integer[];
+    gh_1 bigint[]; gh_2 text[];
+    nt_1 text := @CHANNEL@; nt_2 bigint[]; nt_3 text := '';
+    wake bigint[] := p_wake;
+    v_q bigint;
+BEGIN
+    IF cardinality(dv_2) > 0 THEN
+        @DEDUP_LEAVE@;
+    END IF;
+    IF cardinality(de_2) > 0 THEN
+        @DEDUP_ENTER@;
+    END IF;
+    SELECT coalesce(array_agg(g.q ORDER BY g.q, g.k), '{}'), coalesce(array_agg(g.k ORDER BY g.q, g.k), '{}'),
+           coalesce(array_agg(g.d ORDER BY g.q, g.k), '{}')
+    INTO gd_1, gd_2, gd_3
+    FROM (SELECT u.q, u.k, sum(u.d)::integer AS d FROM unnest(p_queues, p_groups, p_deltas) AS u(q, k, d)
+          GROUP BY u.q, u.k HAVING sum(u.d) <> 0) g;
+    IF cardinality(gd_1) > 0 THEN
+        @GROUP_DELTAS@;
+        gh_1 := gd_1; gh_2 := gd_2;
+        pb_now := clock_timestamp();
+        FOR v_q IN @GROUP_HEADS@ LOOP
+            wake := wake || v_q;
+        END LOOP;
+    END IF;
+    IF cardinality(wake) > 0 THEN
+        SELECT array_agg(DISTINCT w ORDER BY w) INTO nt_2 FROM unnest(wake) w;
+        pb_now := clock_timestamp();
+        @NOTIFY@;
+    END IF;
+END
+$f$;
+
 -- The transactional settlement: locks the messages by receipt, then
 -- acknowledges ('ack'), releases or dead-letters ('nack'), or
 -- dead-letters ('expired') them, and fixes groups, keys and heads.
@@ -97,15 +146,12 @@ DECLARE
     br_1 bigint := q.id; br_2 bigint[] := '{}'; br_3 bigint := q.dead_letter_id; br_4 integer := q.max_attempts;
     br_5 text := CASE WHEN p_op = 'nack' THEN p_error END;
     br_6 text := CASE WHEN p_op = 'expired' THEN 'visibility timeout expired' END;
-    dv_1 bigint := q.id; dv_2 text[] := '{}'; dv_3 bigint[] := '{}';
-    de_1 bigint := q.dead_letter_id; de_2 text[] := '{}'; de_3 bigint[] := '{}';
-    gd_1 bigint[]; gd_2 text[]; gd_3 integer[];
-    gh_1 bigint[]; gh_2 text[];
-    nt_1 text := @CHANNEL@; nt_2 bigint[]; nt_3 text := '';
+    dv_2 text[] := '{}'; dv_3 bigint[] := '{}';
+    de_2 text[] := '{}'; de_3 bigint[] := '{}';
     locked bigint[] := '{}';
     ch_q bigint[] := '{}'; ch_g text[] := '{}'; ch_d integer[] := '{}';
     wake bigint[] := '{}';
-    v_id bigint; v_att integer; v_grp text; v_key text; v_due boolean; v_q bigint;
+    v_id bigint; v_att integer; v_grp text; v_key text; v_due boolean;
 BEGIN
     pb_now := clock_timestamp();
     FOR v_id, v_att, v_grp IN @LOCK@ LOOP
@@ -160,29 +206,6 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF cardinality(dv_2) > 0 THEN
-        @DEDUP_LEAVE@;
-    END IF;
-    IF cardinality(de_2) > 0 THEN
-        @DEDUP_ENTER@;
-    END IF;
-    SELECT coalesce(array_agg(g.q ORDER BY g.q, g.k), '{}'), coalesce(array_agg(g.k ORDER BY g.q, g.k), '{}'),
-           coalesce(array_agg(g.d ORDER BY g.q, g.k), '{}')
-    INTO gd_1, gd_2, gd_3
-    FROM (SELECT u.q, u.k, sum(u.d)::integer AS d FROM unnest(ch_q, ch_g, ch_d) AS u(q, k, d)
-          GROUP BY u.q, u.k HAVING sum(u.d) <> 0) g;
-    IF cardinality(gd_1) > 0 THEN
-        @GROUP_DELTAS@;
-        gh_1 := gd_1; gh_2 := gd_2;
-        pb_now := clock_timestamp();
-        FOR v_q IN @GROUP_HEADS@ LOOP
-            wake := wake || v_q;
-        END LOOP;
-    END IF;
-    IF cardinality(wake) > 0 THEN
-        SELECT array_agg(DISTINCT w ORDER BY w) INTO nt_2 FROM unnest(wake) w;
-        pb_now := clock_timestamp();
-        @NOTIFY@;
-    END IF;
+    PERFORM @S@._pb_membership(q, ch_q, ch_g, ch_d, dv_2, dv_3, de_2, de_3, wake);
 END
 $f$;
