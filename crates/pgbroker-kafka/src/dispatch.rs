@@ -82,7 +82,7 @@ impl ReqInfo<'_> {
 
 /// What went wrong before an API handler could answer. Decoding failures
 /// close the connection, as Kafka does; the others are answered.
-type Answer = Result<Option<BytesMut>, String>;
+pub(crate) type Answer = Result<Option<BytesMut>, String>;
 
 /// Handles one frame; `Ok(None)` means no answer is due (produce with
 /// acks=0), `Err` closes the connection. A request the connection's
@@ -152,7 +152,12 @@ fn unsupported_version(correlation_id: i32) -> BytesMut {
     b
 }
 
-fn encode<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, resp: &R) -> Result<BytesMut, String> {
+pub(crate) fn encode<R: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    resp: &R,
+) -> Result<BytesMut, String> {
     let mut buf = BytesMut::new();
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;

@@ -31,6 +31,7 @@ pub mod fuzzing;
 mod http;
 mod http_tls;
 mod metrics;
+mod pipeline;
 mod server;
 mod share_sessions;
 mod tls;

@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     pub queues: crate::queues::QueueState,
     /// EndTxns waiting to be decided together.
     pub(crate) decisions: crate::txn::batch::Decisions,
+    /// Transactional appends waiting to be made together, by partition.
+    pub(crate) appends: crate::txn::append_batch::Appends,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
@@ -202,6 +204,7 @@ impl Broker {
             cache: RecordCache::new(config.cache_bytes_per_partition),
             queues: crate::queues::QueueState::new(&schema),
             decisions: crate::txn::batch::Decisions::default(),
+            appends: crate::txn::append_batch::Appends::default(),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

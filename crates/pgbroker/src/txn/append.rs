@@ -43,9 +43,27 @@ pub(crate) async fn produce_transactional(
             "a batch needs at least one record",
         ));
     }
+    let req = super::append_batch::AppendRequest {
+        id: transactional_id.to_string(),
+        records: records.to_vec(),
+        batch,
+    };
+    broker.inner.appends.append(broker, meta, pid, req).await
+}
+
+/// [`produce_transactional`] of one batch in a transaction of its own,
+/// again when its insert found no segment.
+pub(super) async fn append_alone(
+    broker: &Broker,
+    transactional_id: &str,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    batch: ProducerBatch,
+) -> Result<IdempotentAppend> {
     let mut attempt = 1;
     loop {
-        match append_once(broker, transactional_id, &meta, pid, records, batch, attempt > 1).await {
+        match append_once(broker, transactional_id, meta, pid, records, batch, attempt > 1).await {
             Err(e) if crate::streams::produce::no_segment(&e) && attempt < SEGMENT_RETRIES => {
                 tracing::warn!(
                     partition_id = pid,
@@ -82,18 +100,24 @@ async fn append_once(
         return Ok(append);
     }
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
+    after_append(broker, meta, pid, append.base_offset + n, segments_end).await;
+    Ok(append)
+}
+
+/// What follows committed appends to partition `pid` ending at offset
+/// `end`, its last segment ending at `segments_end`.
+pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, end: i64, segments_end: i64) {
     // Undecided records never enter the cache; what it held may now sit
     // past the last stable offset.
     broker.inner.cache.forget(pid);
     broker.inner.wakeups.wake(pid);
     // As after a plain produce: the batch is committed, so a failure to
     // make room ahead is not its failure.
-    if segments_end - (append.base_offset + n) <= meta.segment_records / 2 {
+    if segments_end - end <= meta.segment_records / 2 {
         if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
             tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
         }
     }
-    Ok(append)
 }
 
 /// The checks and the append in `tx`: BEGIN and the checks in one round
@@ -199,7 +223,7 @@ async fn append_in(
 /// The coordinator's checks of a transactional append, on
 /// `check_append`'s row; returns the partition's next offset and the end
 /// of its last segment, as read without a lock.
-fn check_transaction(
+pub(super) fn check_transaction(
     transactional_id: &str,
     batch: ProducerBatch,
     found: Option<&tokio_postgres::Row>,

@@ -36,12 +36,14 @@
 //! Modules: `api` (the [`Transactions`] handle), `coordinator` (init, add,
 //! offsets, end, timeouts), `decide` (a decision with its markers),
 //! `batch` (concurrent EndTxns decided together), `append` (the transactional
-//! produce), `pipelined` (a transaction whose BEGIN and COMMIT share the
+//! produce), `append_batch` (concurrent transactional appends to one
+//! partition made together), `pipelined` (a transaction whose BEGIN and COMMIT share the
 //! round trips of its first and last statements), `producers` (what
 //! DescribeProducers shows), `statements`.
 
 mod api;
 pub(crate) mod append;
+pub(crate) mod append_batch;
 pub(crate) mod batch;
 pub(crate) mod coordinator;
 mod decide;

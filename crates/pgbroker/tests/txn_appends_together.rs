@@ -1,0 +1,228 @@
+//! Transactional appends that arrive while another append holds their
+//! partition are made together: each still gets its own answer (a new
+//! batch, a retried one, a refused one), offsets stay consecutive, and a
+//! refused append writes nothing.
+
+use std::time::Duration;
+
+use pgbroker::streams::{IdempotentAppend, Isolation, ProducerBatch};
+use pgbroker::txn::TxnRefusal;
+use pgbroker::{Error, Record, Result, TopicName};
+use pgbroker_testkit::db::{partitions, read_partition, TestDb};
+use tokio::task::JoinHandle;
+
+/// Producers writing to the partition.
+const PRODUCERS: usize = 6;
+
+fn recs(values: &[String]) -> Vec<Record> {
+    values
+        .iter()
+        .map(|v| Record {
+            key: None,
+            value: Some(v.as_bytes().to_vec()),
+            headers: vec![],
+            timestamp: None,
+        })
+        .collect()
+}
+
+fn batch(producer_id: i64, epoch: i16, base_sequence: i32) -> ProducerBatch {
+    ProducerBatch {
+        producer_id,
+        epoch,
+        base_sequence,
+    }
+}
+
+/// Holds partition 0's lock on a connection of its own until `COMMIT`.
+async fn hold_partition(db: &TestDb) -> tokio_postgres::Client {
+    let raw = db.raw().await;
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT id FROM \"{}\".partitions ORDER BY id FOR NO KEY UPDATE",
+        db.schema
+    ))
+    .await
+    .expect("lock the partition");
+    raw
+}
+
+/// Starts one append of two records, `v{round}-{producer}-{0,1}`.
+fn start(
+    db: &TestDb,
+    t: &TopicName,
+    id: &str,
+    producer: (i64, i16),
+    round: i32,
+    label: usize,
+) -> JoinHandle<Result<IdempotentAppend>> {
+    let (broker, t, id) = (db.broker.clone(), t.clone(), id.to_string());
+    let values: Vec<String> = (0..2).map(|k| format!("v{round}-{label}-{k}")).collect();
+    tokio::spawn(async move {
+        broker
+            .transactions()
+            .produce(&id, &t, 0, &recs(&values), batch(producer.0, producer.1, 2 * round))
+            .await
+    })
+}
+
+/// Starts the first append, which waits for the held lock, then `rest`
+/// behind it; releases the lock and returns every answer in order.
+async fn queued_behind_one(
+    raw: tokio_postgres::Client,
+    first: JoinHandle<Result<IdempotentAppend>>,
+    rest: impl FnOnce() -> Vec<JoinHandle<Result<IdempotentAppend>>>,
+) -> Vec<Result<IdempotentAppend>> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tasks = vec![first];
+    tasks.extend(rest());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "every append waits for the partition"
+    );
+    raw.batch_execute("COMMIT").await.expect("release");
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("answered in time")
+                .expect("task"),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn appends_queued_behind_one_are_made_together_each_answered_as_alone() {
+    let db = TestDb::new().await;
+    let t = db.topic("out", partitions(1)).await;
+    let txn = db.broker.transactions();
+    let mut producers = Vec::new();
+    for i in 0..PRODUCERS {
+        let id = format!("app-{i}");
+        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
+        txn.add_partitions(&id, pid, epoch, &[(t.clone(), 0)])
+            .await
+            .expect("add partition");
+        producers.push((id, (pid, epoch)));
+    }
+
+    // Round 0: the first append waits for the lock; the others, and a
+    // retry of the first one's batch, queue behind it and are made
+    // together once it is through.
+    let raw = hold_partition(&db).await;
+    let first = start(&db, &t, &producers[0].0, producers[0].1, 0, 0);
+    let out = queued_behind_one(raw, first, || {
+        let mut rest: Vec<_> = producers
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, (id, p))| start(&db, &t, id, *p, 0, i))
+            .collect();
+        rest.push(start(&db, &t, &producers[0].0, producers[0].1, 0, 0));
+        rest
+    })
+    .await;
+    let appended: Vec<IdempotentAppend> = out.into_iter().map(|o| o.expect("appended")).collect();
+    assert_eq!(appended[0].base_offset, 0, "the first one went first");
+    let retry = appended[PRODUCERS];
+    assert!(retry.duplicate, "the retry is answered as a duplicate");
+    assert_eq!(retry.base_offset, 0, "with the first one's offset");
+    let mut bases: Vec<i64> = appended[..PRODUCERS]
+        .iter()
+        .inspect(|a| assert!(!a.duplicate))
+        .map(|a| a.base_offset)
+        .collect();
+    bases.sort_unstable();
+    let n = i64::try_from(PRODUCERS).expect("small");
+    assert_eq!(bases, (0..n).map(|i| 2 * i).collect::<Vec<_>>(), "consecutive, no gap");
+    // Those that queued were written by one SQL transaction.
+    let raw = db.raw().await;
+    let writers: i64 = raw
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT xmin::text) FROM \"{}\".records WHERE \"offset\" >= 2",
+                db.schema
+            ),
+            &[],
+        )
+        .await
+        .expect("writers")
+        .get(0);
+    assert_eq!(writers, 1, "the queued appends were made together");
+
+    // Round 1: among the queued ones, a producer whose partition was not
+    // added and a fenced one: they are refused, the others appended.
+    let (spid, sepoch) = txn.init_producer("stranger", 60_000, None).await.expect("init");
+    txn.add_partitions(
+        "stranger",
+        spid,
+        sepoch,
+        &[(db.topic("elsewhere", partitions(1)).await, 0)],
+    )
+    .await
+    .expect("add another partition");
+    let (zpid, zepoch) = txn.init_producer("zombie", 60_000, None).await.expect("init");
+    txn.add_partitions("zombie", zpid, zepoch, &[(t.clone(), 0)])
+        .await
+        .expect("add partition");
+    txn.init_producer("zombie", 60_000, None).await.expect("new instance");
+    let raw = hold_partition(&db).await;
+    let first = start(&db, &t, &producers[0].0, producers[0].1, 1, 0);
+    let out = queued_behind_one(raw, first, || {
+        let mut rest: Vec<_> = producers
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, (id, p))| start(&db, &t, id, *p, 1, i))
+            .collect();
+        rest.push(start(&db, &t, "stranger", (spid, sepoch), 0, 98));
+        rest.push(start(&db, &t, "zombie", (zpid, zepoch), 0, 99));
+        rest
+    })
+    .await;
+    for (i, o) in out.iter().take(PRODUCERS).enumerate() {
+        assert!(matches!(o, Ok(a) if !a.duplicate), "append {i}: {o:?}");
+    }
+    assert!(
+        matches!(
+            &out[PRODUCERS],
+            Err(Error::Transaction {
+                refusal: TxnRefusal::PartitionNotAdded,
+                ..
+            })
+        ),
+        "{:?}",
+        out[PRODUCERS]
+    );
+    assert!(
+        matches!(
+            &out[PRODUCERS + 1],
+            Err(Error::Transaction {
+                refusal: TxnRefusal::Fenced { .. },
+                ..
+            })
+        ),
+        "{:?}",
+        out[PRODUCERS + 1]
+    );
+
+    // Every producer's two records of each round side by side, nothing of
+    // the refused ones, and no state of theirs on the partition.
+    let r = read_partition(&db.broker, &t, 0, 0, Isolation::ReadUncommitted).await;
+    assert_eq!(r.high_watermark, 4 * n);
+    let values: Vec<String> = r
+        .records
+        .iter()
+        .map(|x| String::from_utf8_lossy(x.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    for pair in values.chunks(2) {
+        let first = pair[0].strip_suffix("-0").expect("a batch's first record");
+        assert_eq!(pair[1].strip_suffix("-1"), Some(first), "{values:?}");
+    }
+    assert!(values.iter().all(|v| !v.contains("-98-") && !v.contains("-99-")));
+    let states = txn.producers(&t, 0).await.expect("producers");
+    assert_eq!(states.len(), PRODUCERS);
+    assert!(states.iter().all(|s| s.producer_id != spid && s.last_sequence == 3));
+}
