@@ -3,7 +3,7 @@
 //! consumer groups, members of one group, idle client connections), one
 //! short point per value, and each point is appended to the results as a
 //! [`ScalePoint`]; `report` draws each curve as a table and log-log plots
-//! (see [`section`]).
+//! (see [`mod@section`]).
 
 mod connections;
 mod groups;
@@ -95,7 +95,7 @@ pub struct ScalePoint {
     pub knob: String,
     /// Its value at this point.
     pub value: u64,
-    /// What was measured, by name (see [`section`] for names and units).
+    /// What was measured, by name (see [`mod@section`] for names and units).
     pub metrics: BTreeMap<String, f64>,
     /// /proc/loadavg when the point began.
     pub load_average: Option<String>,
