@@ -11,6 +11,8 @@
 
 use std::time::SystemTime;
 
+use tokio_postgres::Statement;
+
 use super::pipelined::Pipelined;
 use super::TxnRefusal;
 use crate::broker::{Broker, TopicMeta};
@@ -18,6 +20,22 @@ use crate::error::{Error, Invalid, Result};
 use crate::headers;
 use crate::streams::idempotent::{batches_json, check_sequence, IdempotentAppend, ProducerBatch, Sequenced};
 use crate::types::{Record, TopicName};
+
+/// The statements of a transactional append, prepared on `client`: the
+/// check, the producer state's insert and lock, and the append.
+pub(super) async fn prepare(
+    broker: &Broker,
+    client: &deadpool_postgres::ClientWrapper,
+) -> Result<(Statement, Statement, Statement, Statement)> {
+    let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
+    Ok(futures_util::future::try_join4(
+        client.prepare_cached(&sql.check_append),
+        client.prepare_cached(&streams.insert_producer_state),
+        client.prepare_cached(&streams.lock_producer_state),
+        client.prepare_cached(&sql.append_txn),
+    )
+    .await?)
+}
 
 /// Attempts of an append after its insert found no segment.
 const SEGMENT_RETRIES: usize = 3;
@@ -135,15 +153,8 @@ async fn append_in(
     make_room: bool,
 ) -> Result<(IdempotentAppend, i64)> {
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
-    let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
     let client = tx.client();
-    let (check, insert_state, lock_state, append) = futures_util::future::try_join4(
-        client.prepare_cached(&sql.check_append),
-        client.prepare_cached(&streams.insert_producer_state),
-        client.prepare_cached(&streams.lock_producer_state),
-        client.prepare_cached(&sql.append_txn),
-    )
-    .await?;
+    let (check, insert_state, lock_state, append) = prepare(broker, client).await?;
     // Sent together, run in this order, answered in one round trip. When
     // a check fails, the producer state row is rolled back with the rest.
     let (_, (found, _, state)) = futures_util::future::try_join(tx.begin(), async {

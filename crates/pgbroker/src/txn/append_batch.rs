@@ -183,15 +183,8 @@ async fn append_together(
     order.sort_by(|&a, &b| reqs[a].id.cmp(&reqs[b].id));
     let tx = Pipelined::new(broker.client().await?);
     let out = async {
-        let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
         let client = tx.client();
-        let (check, insert_state, lock_state, append) = futures_util::future::try_join4(
-            client.prepare_cached(&sql.check_append),
-            client.prepare_cached(&streams.insert_producer_state),
-            client.prepare_cached(&streams.lock_producer_state),
-            client.prepare_cached(&sql.append_txn),
-        )
-        .await?;
+        let (check, insert_state, lock_state, append) = super::append::prepare(broker, client).await?;
         let (check, insert_state, lock_state) = (&check, &insert_state, &lock_state);
         let checks = order.iter().map(|&i| async move {
             let producer = &reqs[i].batch.producer_id;
