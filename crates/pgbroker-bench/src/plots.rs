@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -133,12 +132,15 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[(Stri
     Ok(())
 }
 
-/// A chart with f64 x and log-scale f64 y.
-type LogChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+/// A chart with f64 x (linear or log scale) and log-scale f64 y.
+type LogChart<'a, 'b, X> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, LogCoord<f64>>>;
 
 /// Draws each named line with its points marked (points that cannot be
 /// shown on a log scale are left out), then the legend.
-fn draw_lines<'a, 'b: 'a>(chart: &mut LogChart<'a, 'b>, lines: Vec<(&str, Vec<(f64, f64)>)>) -> Result<()> {
+fn draw_lines<'a, 'b: 'a, X: Ranged<ValueType = f64>>(
+    chart: &mut LogChart<'a, 'b, X>,
+    lines: Vec<(&str, Vec<(f64, f64)>)>,
+) -> Result<()> {
     for (k, (name, points)) in lines.into_iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         let points: Vec<(f64, f64)> = points
@@ -214,25 +216,11 @@ pub fn loglog(
         .y_desc(y_label)
         .draw()
         .map_err(err)?;
-    for (k, (name, points)) in lines.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
-        let points: Vec<(f64, f64)> = points.iter().copied().filter(shown).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(err)?;
+    let series = lines
+        .iter()
+        .map(|(name, points)| (name.as_str(), points.iter().copied().filter(shown).collect()))
+        .collect();
+    draw_lines(&mut chart, series)?;
     root.present().map_err(err)?;
     Ok(())
 }
