@@ -1,6 +1,8 @@
 //! `pgbroker-bench scale`: scale curves. One knob at a time is swept over
 //! `pgbroker serve` (partitions of one topic, topics of four partitions,
-//! consumer groups, members of one group, idle client connections), one
+//! consumer groups, members of one group, idle client connections), or
+//! over pgbroker's work queues in this process (queues of one schema,
+//! messages waiting in one queue), one
 //! short point per value, and each point is appended to the results as a
 //! [`ScalePoint`]; `report` draws each curve as a table and log-log plots
 //! (see [`mod@section`]).
@@ -8,6 +10,7 @@
 mod connections;
 mod groups;
 mod partitions;
+mod queues;
 mod section;
 
 use std::collections::BTreeMap;
@@ -40,6 +43,10 @@ pub enum Curve {
     /// Idle client connections beside one producer and one consumer
     /// (`scale-connections`).
     Connections,
+    /// Work queues of one schema, measured on one of them (`scale-queues`).
+    Queues,
+    /// Messages waiting in one work queue (`scale-backlog`).
+    Backlog,
 }
 
 /// Flags of `scale`.
@@ -50,7 +57,7 @@ pub struct ScaleArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "partitions,topics,groups,members,connections"
+        default_value = "partitions,topics,groups,members,connections,queues,backlog"
     )]
     pub curves: Vec<Curve>,
     /// Partition counts of the one topic of `partitions`.
@@ -68,6 +75,16 @@ pub struct ScaleArgs {
     /// Idle connection counts of `connections`.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
     pub connections: Vec<u32>,
+    /// Queue counts of `queues` (10000 is the longest point: drop it to save time).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000")]
+    pub queues: Vec<u32>,
+    /// Messages waiting on the measured queue of each `queues` point.
+    #[arg(long, default_value_t = 1000)]
+    pub queue_backlog: u64,
+    /// Backlogs of the one queue of `backlog` (1000000 is the longest
+    /// default point; 10000000 takes minutes to fill and gigabytes of disk).
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,100000,1000000")]
+    pub depths: Vec<u64>,
     /// Records produced before the group curves, read by each point's groups.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
@@ -148,6 +165,8 @@ pub async fn scale(env: &Endpoints, args: &ScaleArgs) -> Result<()> {
             Curve::Groups => groups::groups(env, args, &mut emit).await?,
             Curve::Members => groups::members(env, args, &mut emit).await?,
             Curve::Connections => connections::connections(env, args, &mut emit).await?,
+            Curve::Queues => queues::queues(env, args, &mut emit).await?,
+            Curve::Backlog => queues::backlog(env, args, &mut emit).await?,
         }
     }
     let mut md = String::new();

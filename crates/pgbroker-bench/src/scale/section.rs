@@ -42,6 +42,20 @@ const METRICS: &[Metric] = &[
     metric("client_cores", "harness CPU", Some("cores")),
     metric("idle_requests_per_s", "idle connections' requests/s", None),
     metric("create_s", "topics created in s", None),
+    metric("claim_p50_ms", "claim p50 ms", Some("ms")),
+    metric("claim_p99_ms", "claim p99 ms", Some("ms")),
+    metric("ack_p99_ms", "ack p99 ms", Some("ms")),
+    metric("rotation_ms", "rotation ms", Some("ms")),
+    metric("rotation2_ms", "second rotation ms", Some("ms")),
+    metric("sent_per_s", "sent/s", Some("messages per second")),
+    metric("acked_per_s", "acked/s", Some("messages per second")),
+    metric("queue_mib", "queue tables MiB", Some("MiB")),
+    metric("queue_mib_after", "queue tables MiB after the runs", Some("MiB")),
+    metric("rotated", "rotated", None),
+    metric("rotation_moved", "moved", None),
+    metric("rotated2", "rotated again", None),
+    metric("queues_create_s", "queues created in s", None),
+    metric("fill_s", "filled in s", None),
 ];
 
 /// What each curve's points measured.
@@ -79,6 +93,25 @@ fn description(scenario: &str) -> &'static str {
              while one librdkafka producer and one consumer run flat out on a topic of 4 partitions: their \
              rates and p99, the broker's largest resident memory and CPU, Postgres's CPU, and the most Postgres \
              connections the broker held (`pg_stat_activity` rows with its `application_name`)."
+        }
+        "scale-queues" => {
+            "N work queues created one after another in a fresh schema through pgbroker's library (in the \
+             harness's process), measured on one of them holding a backlog of 1,000 messages of 100 bytes. Claim: \
+             a receive of one message (no wait), then its ack, each timed, about 2,000 times or for the measured \
+             time (an untimed send before each keeps the depth); then two maintenance passes (`maintain_queues`) \
+             in a row, each timed, with whether it rotated the message partitions (1) or not (0) and how many \
+             live messages the first moved (a rotation moves the older partition's live messages into the \
+             current one: the first pass usually finds the backlog in the current partition, the second finds \
+             it in the older one); then sends of 100 messages from 2 tasks and receives of up to 100, each \
+             acked, from 2 others, flat out for 5 s after 2 s of warm-up (the senders outpace the workers, so \
+             the backlog grows meanwhile); the bytes of the queue tables (with their indexes and TOAST) after \
+             the fill and after the runs. The broker's own background maintenance runs meanwhile, as it does \
+             in use (it may rotate during a long fill)."
+        }
+        "scale-backlog" => {
+            "One work queue holding D messages of 100 bytes, sent in batches of 1,000 from 2 tasks (\"filled in \
+             s\"), measured as `scale-queues` is. A rotation moves at most 20,000 live messages: above that it is \
+             skipped while the older partition drains (vacuuming it instead), which the \"rotated\" columns show."
         }
         _ => "",
     }
@@ -224,6 +257,8 @@ mod tests {
             ),
             point("scale-groups", 10, &[("rebalance_ms", 800.0), ("read_per_s", 30000.0)]),
             point("scale-groups", 10, &[("rebalance_ms", 1000.0), ("read_per_s", 50000.0)]),
+            point("scale-backlog", 0, &[("claim_p99_ms", 2.0), ("rotated", 1.0)]),
+            point("scale-backlog", 1000, &[("claim_p99_ms", 3.0), ("rotated", 0.0)]),
         ];
         let refs: Vec<&ScalePoint> = points.iter().collect();
         let dir = std::env::temp_dir().join(format!("pgbroker-bench-scale-{}", std::process::id()));
@@ -242,6 +277,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("(docs/bench/scale-groups-ms.svg)"), "{md}");
+        assert!(md.contains("### scale-backlog"), "{md}");
+        assert!(md.contains("| 0 | 2 | 1 |"), "a backlog of none: {md}");
+        assert!(md.contains("| 1000 | 3 | 0 |"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("scale-backlog-ms.svg")).expect("the backlog's plot");
+        assert!(svg.contains("claim p99 ms"), "the line's legend");
         let svg = std::fs::read_to_string(dir.join("scale-partitions-ms.svg")).expect("a plot");
         assert!(svg.contains("start-up ms"), "the line's legend");
         let _ = std::fs::remove_dir_all(&dir);
