@@ -388,7 +388,7 @@ pub(super) async fn read_segments(
             .prepare_cached(&broker.inner.sql.streams.segment_fetch.with(&segment_table(pid, base)))
             .await
         {
-            Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
+            Ok(stmt) => client.query(&stmt, &[&pid, &next, &want, &end]).await,
             Err(e) => Err(e),
         };
         let rows = match rows {
