@@ -134,10 +134,24 @@ SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM 
                                      AND t.state = 'Ongoing')
                            FROM {s}kafka_producer_state ps
                            WHERE ps.partition_id = $1 ORDER BY ps.producer_id";
-    /// Aborted transactions of a partition overlapping `[$2, $3)`.
-    aborted_in_range = "SELECT producer_id, first_offset, last_offset FROM {s}kafka_aborted_txns
-                        WHERE partition_id = $1 AND last_offset >= $2 AND first_offset < $3
-                        ORDER BY first_offset";
+    /// What a read_committed fetch of partition `$1` from offset `$2`
+    /// reads first: as `streams`' `watermarks` (the log start, the next
+    /// offset and the first offset of the oldest open transaction), then
+    /// the aborted transactions ending at or after `$2`, by first offset,
+    /// as three arrays (producer ids, first offsets, last offsets), for
+    /// the fetch to keep those overlapping what it reads.
+    watermarks_committed = "
+SELECT p.log_start, p.next_offset,
+       (SELECT min(x.first_offset) FROM {s}kafka_txn_partitions x
+         WHERE x.partition_id = $1 AND x.first_offset IS NOT NULL),
+       coalesce(a.producers, '{}'), coalesce(a.firsts, '{}'), coalesce(a.lasts, '{}')
+  FROM {s}partitions p,
+       LATERAL (SELECT array_agg(producer_id ORDER BY first_offset) AS producers,
+                       array_agg(first_offset ORDER BY first_offset) AS firsts,
+                       array_agg(last_offset ORDER BY first_offset) AS lasts
+                  FROM {s}kafka_aborted_txns
+                 WHERE partition_id = $1 AND last_offset >= $2) a
+ WHERE p.id = $1";
     /// Partitions of a group with an offset pending in an open transaction.
     pending_offsets = "SELECT t.name, o.partition FROM {s}kafka_txn_offsets o
                        JOIN {s}topics t ON t.id = o.topic_id
