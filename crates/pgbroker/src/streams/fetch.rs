@@ -171,7 +171,7 @@ pub(crate) async fn fetch(
     }
     ensure_listener(&broker.inner);
     let deadline = Instant::now() + limits.max_wait;
-    let wake = broker.inner.wakeups.waiter(pid);
+    let wake = broker.inner.wakeups.fetch_waiter(pid, isolation);
     loop {
         // Register before reading, so a commit between the read and the
         // wait still wakes us.

@@ -128,7 +128,10 @@ pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, en
     // Undecided records never enter the cache; what it held may now sit
     // past the last stable offset.
     broker.inner.cache.forget(pid);
-    broker.inner.wakeups.wake(pid);
+    // A transactional append never moves the last stable offset (the
+    // transaction's first offset on the partition is at least the old
+    // high watermark): only read_uncommitted fetches have new records.
+    broker.inner.wakeups.wake_uncommitted(pid);
     // As after a plain produce: the batch is committed, so a failure to
     // make room ahead is not its failure.
     if segments_end - end <= meta.segment_records / 2 {
