@@ -60,18 +60,6 @@ crate::sql::statements! {
     /// AddPartitionsToTxn in one statement: see `join_txn!`.
     join_partitions = join_txn!("INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
                                  SELECT $1, unnest($4::bigint[]) FROM ok ON CONFLICT DO NOTHING");
-    /// The partitions a transaction wrote to, by id (the order their
-    /// markers lock them in), each with the first offset written there,
-    /// its segment size, and (read without a lock) its next offset and
-    /// the end of its last segment.
-    written_partitions = "SELECT x.partition_id, x.first_offset, t.segment_records, p.next_offset,
-                                 (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s
-                                  WHERE s.partition_id = p.id)
-                          FROM {s}kafka_txn_partitions x
-                          JOIN {s}partitions p ON p.id = x.partition_id
-                          JOIN {s}topics t ON t.id = p.topic_id
-                          WHERE x.transactional_id = $1 AND x.first_offset IS NOT NULL
-                          ORDER BY x.partition_id";
     /// AddOffsetsToTxn in one statement: see `join_txn!`.
     join_group = join_txn!("INSERT INTO {s}kafka_txn_groups (transactional_id, group_name)
                             SELECT $1, $4 FROM ok ON CONFLICT DO NOTHING");
@@ -96,23 +84,41 @@ WITH k AS MATERIALIZED (
     DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata
 )
 SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM k";
-    /// Makes a committing transaction's offsets the groups' committed ones.
-    apply_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
-                     SELECT group_name, topic_id, partition, \"offset\", metadata
-                     FROM {s}kafka_txn_offsets WHERE transactional_id = $1
-                     ON CONFLICT (group_name, topic_id, partition)
-                     DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()";
-    /// Forgets a finished transaction's partitions.
-    clear_partitions = "DELETE FROM {s}kafka_txn_partitions WHERE transactional_id = $1";
-    /// Forgets a finished transaction's groups.
-    clear_groups = "DELETE FROM {s}kafka_txn_groups WHERE transactional_id = $1";
-    /// Forgets a finished transaction's pending offsets.
-    clear_offsets = "DELETE FROM {s}kafka_txn_offsets WHERE transactional_id = $1";
-    /// Records the outcome of a transaction.
-    finish_txn = "UPDATE {s}kafka_transactions
-                  SET state = $2, epoch = $3, last_epoch = $4, started_at = NULL, deadline = NULL,
-                      completed = completed + 1, updated_at = now()
-                  WHERE transactional_id = $1";
+    /// The first part of a decision of transaction `$1`, its row locked,
+    /// in one statement: records the outcome when `$3` (state `$4`, epoch
+    /// `$5`, last epoch `$6`), makes its pending offsets the groups'
+    /// committed ones when it commits (`$2`), forgets its pending offsets,
+    /// groups and partitions, and returns the partitions it wrote to, by
+    /// id (the order their markers lock them in), each with the first
+    /// offset written there, its segment size, and (read without a lock)
+    /// its next offset and the end of its last segment.
+    settle = "
+WITH f AS (
+    UPDATE {s}kafka_transactions
+       SET state = $4, epoch = $5, last_epoch = $6, started_at = NULL, deadline = NULL,
+           completed = completed + 1, updated_at = now()
+     WHERE transactional_id = $1 AND $3
+), o AS (
+    DELETE FROM {s}kafka_txn_offsets WHERE transactional_id = $1
+    RETURNING group_name, topic_id, partition, \"offset\", metadata
+), a AS (
+    INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
+    SELECT group_name, topic_id, partition, \"offset\", metadata FROM o WHERE $2
+    ON CONFLICT (group_name, topic_id, partition)
+    DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()
+), g AS (
+    DELETE FROM {s}kafka_txn_groups WHERE transactional_id = $1
+), x AS (
+    DELETE FROM {s}kafka_txn_partitions WHERE transactional_id = $1
+    RETURNING partition_id, first_offset
+)
+SELECT x.partition_id, x.first_offset, t.segment_records, p.next_offset,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
+  FROM x
+  JOIN {s}partitions p ON p.id = x.partition_id
+  JOIN {s}topics t ON t.id = p.topic_id
+ WHERE x.first_offset IS NOT NULL
+ ORDER BY x.partition_id";
     /// A transactional id's row when its transaction is past its timeout,
     /// skipped when another broker holds it.
     lock_expired = "SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
