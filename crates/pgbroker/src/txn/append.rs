@@ -22,15 +22,15 @@ use crate::streams::idempotent::{batches_json, check_sequence, IdempotentAppend,
 use crate::types::{Record, TopicName};
 
 /// The statements of a transactional append, prepared on `client`: the
-/// check, the producer state's insert and lock, and the append.
+/// check (which also creates the producer's state on the partition if
+/// missing), the producer state's lock, and the append.
 pub(super) async fn prepare(
     broker: &Broker,
     client: &deadpool_postgres::ClientWrapper,
-) -> Result<(Statement, Statement, Statement, Statement)> {
+) -> Result<(Statement, Statement, Statement)> {
     let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
-    Ok(futures_util::future::try_join4(
+    Ok(futures_util::future::try_join3(
         client.prepare_cached(&sql.check_append),
-        client.prepare_cached(&streams.insert_producer_state),
         client.prepare_cached(&streams.lock_producer_state),
         client.prepare_cached(&sql.append_txn),
     )
@@ -157,13 +157,12 @@ async fn append_in(
 ) -> Result<(IdempotentAppend, i64)> {
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
     let client = tx.client();
-    let (check, insert_state, lock_state, append) = prepare(broker, client).await?;
+    let (check, lock_state, append) = prepare(broker, client).await?;
     // Sent together, run in this order, answered in one round trip. When
     // a check fails, the producer state row is rolled back with the rest.
-    let (_, (found, _, state)) = futures_util::future::try_join(tx.begin(), async {
-        Ok(futures_util::future::try_join3(
+    let (_, (found, state)) = futures_util::future::try_join(tx.begin(), async {
+        Ok(futures_util::future::try_join(
             client.query_opt(&check, &[&batch.producer_id, &pid]),
-            client.execute(&insert_state, &[&batch.producer_id, &pid]),
             client.query_one(&lock_state, &[&batch.producer_id, &pid]),
         )
         .await?)

@@ -182,8 +182,14 @@ SELECT p.log_start, p.next_offset,
     /// share mode: a decision takes it exclusively), its epoch and state,
     /// whether partition `$2` was added to its transaction, and (read
     /// without a lock) the partition's next offset and the end of its last
-    /// segment.
-    check_append = "SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
+    /// segment. Then, as `streams`' `insert_producer_state`, the
+    /// producer's state on the partition is created if missing (the
+    /// statement that follows locks it).
+    check_append = "WITH i AS (
+                        INSERT INTO {s}kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+                        VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING
+                    )
+                    SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
                            coalesce((SELECT p.next_offset FROM {s}partitions p WHERE p.id = $2), 0),
                            (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = $2)
                     FROM {s}kafka_transactions k
