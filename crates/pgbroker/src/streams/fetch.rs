@@ -250,11 +250,28 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
             });
         }
     }
+    // A read_committed read at the start of the oldest open transaction,
+    // confirmed since no decision: nothing to read yet.
+    if read.isolation == Isolation::ReadCommitted {
+        if let Some((log_start, high_watermark)) = cache.committed_tail(pid, offset) {
+            return Ok(FetchResult {
+                records: Vec::new(),
+                next_offset: offset,
+                high_watermark,
+                log_start_offset: log_start,
+                last_stable_offset: offset,
+                producers: Vec::new(),
+                aborted: Vec::new(),
+            });
+        }
+    }
+    let era = cache.era();
     let result = fetch_once(broker, pid, read).await?;
     cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
     cache.note_stable(
         pid,
         (result.last_stable_offset < result.high_watermark).then_some(result.last_stable_offset),
+        era,
     );
     // The cache holds consecutive runs of plain records only: a read
     // across compaction's holes is not kept, nor anything from the first

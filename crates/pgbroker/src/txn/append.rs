@@ -125,9 +125,9 @@ async fn append_once(
 /// What follows committed appends to partition `pid` ending at offset
 /// `end`, its last segment ending at `segments_end`.
 pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, end: i64, segments_end: i64) {
-    // Undecided records never enter the cache; what it held may now sit
-    // past the last stable offset.
-    broker.inner.cache.forget(pid);
+    // Undecided records never enter the cache, and the last stable offset
+    // stays where it was; only the high watermark moves.
+    broker.inner.cache.note_txn_append(pid, end);
     // A transactional append never moves the last stable offset (the
     // transaction's first offset on the partition is at least the old
     // high watermark): only read_uncommitted fetches have new records.
