@@ -268,19 +268,9 @@ fn a_regex_subscription_gets_only_the_topics_its_user_may_see() {
     for user in ["alice", "root"] {
         env.ok_with(&["user", "add", user, "--password-stdin"], &format!("{user}-pw\n"));
     }
-    env.ok(&[
-        "acl", "add", "--user", "alice", "--allow", "consume", "--topic", "logs-app",
-    ]);
-    env.ok(&[
-        "acl",
-        "add",
-        "--user",
-        "alice",
-        "--allow",
-        "produce",
-        "--topic",
-        "logs-billing",
-    ]);
+    for (right, topic) in [("consume", "logs-app"), ("produce", "logs-billing")] {
+        env.ok(&["acl", "add", "--user", "alice", "--allow", right, "--topic", topic]);
+    }
     for user in ["alice", "root"] {
         env.ok(&[
             "acl",
