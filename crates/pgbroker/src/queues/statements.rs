@@ -86,6 +86,8 @@ crate::sql::statements! {
     claim_one = receive::claim_one();
     /// [`take::take`].
     take = take::take();
+    /// [`take::take_one`].
+    take_one = take::take_one();
     /// [`take::CALL`].
     take_call = take::CALL;
     /// [`settle::ACK_ONE`].

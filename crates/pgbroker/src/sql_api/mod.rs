@@ -103,6 +103,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@SEND_ONE@", inline(&sql.send_one, "so")),
         ("@CLAIM@", inline(&sql.claim, "cl")),
         ("@CLAIM_ONE@", inline(&sql.claim_one, "cl")),
+        ("@TAKE_ONE@", inline(&sql.take_one, "to")),
         ("@TAKE@", inline(&sql.take, "tk")),
         ("@ACK@", inline(&sql.ack, "ak")),
         ("@ACK_ONE_PLAIN@", inline(&sql.ack_one_plain, "ao")),

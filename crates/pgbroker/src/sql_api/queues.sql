@@ -341,6 +341,8 @@ DECLARE
     q @S@.queues;
     pb_now timestamptz;
     tk_1 bigint; tk_2 bigint; tk_3 boolean; tk_4 integer;
+    to_1 bigint; to_2 bigint; to_3 integer;
+    v_taken boolean := false;
     v_receipt text;
     x_ids bigint[] := '{}'; x_tokens text[] := '{}';
     g_keys text[] := '{}'; d_keys text[] := '{}'; d_ids bigint[] := '{}';
@@ -353,9 +355,21 @@ BEGIN
         PERFORM @S@._pb_fail('@INVALID@', format('invalid max messages: %s is not between 1 and @MAX_RECEIVE@',
             coalesce(max::text, 'NULL')));
     END IF;
-    tk_1 := q.id; tk_2 := max; tk_3 := q.archive_retention_ms IS NOT NULL; tk_4 := q.max_attempts;
     pb_now := clock_timestamp();
-    IF max = 1 THEN
+    IF max = 1 AND q.archive_retention_ms IS NULL THEN
+        -- The common case, in the leaner statement; a message out of
+        -- attempts comes back without a body and goes the general way.
+        to_1 := q.id; to_2 := 1; to_3 := q.max_attempts;
+        @TAKE_ONE@
+        INTO id, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+             dead_letter_attempts, headers, body;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        v_taken := body IS NOT NULL;
+    END IF;
+    tk_1 := q.id; tk_2 := max; tk_3 := q.archive_retention_ms IS NOT NULL; tk_4 := q.max_attempts;
+    IF max = 1 AND NOT v_taken THEN
         -- One row at most: into variables, without a cursor.
         @TAKE@
         INTO id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
@@ -363,22 +377,21 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        IF v_receipt IS NULL AND group_key IS NULL AND dedup_key IS NULL THEN
-            RETURN NEXT;
-            RETURN;
-        END IF;
         IF v_receipt IS NOT NULL THEN
             x_ids := ARRAY[id]; x_tokens := ARRAY[v_receipt];
         ELSE
-            RETURN NEXT;
-            IF group_key IS NOT NULL THEN
-                g_keys := ARRAY[group_key];
-            END IF;
-            IF dedup_key IS NOT NULL THEN
-                d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
-            END IF;
+            v_taken := true;
         END IF;
-    ELSE
+    END IF;
+    IF v_taken THEN
+        RETURN NEXT;
+        IF group_key IS NOT NULL THEN
+            g_keys := ARRAY[group_key];
+        END IF;
+        IF dedup_key IS NOT NULL THEN
+            d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
+        END IF;
+    ELSIF max > 1 THEN
         FOR id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
             dead_letter_attempts, headers, body IN @TAKE@ ORDER BY priority DESC, id LOOP
             IF v_receipt IS NOT NULL THEN
