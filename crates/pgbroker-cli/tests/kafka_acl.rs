@@ -3,7 +3,9 @@
 //! was granted.
 //!
 //! Without kcat on the PATH the kcat test is skipped, except under CI
-//! (`CI=true`), where it fails; `scripts/setup.sh` installs it.
+//! (`CI=true`), where it fails; `scripts/setup.sh` installs it. The same
+//! holds for the consumer-protocol test and the PyPI confluent-kafka of
+//! `compat/.venv`.
 
 // Helpers for the stream commands are unused here.
 
@@ -239,4 +241,108 @@ fn kcat_is_held_to_its_acls() {
     let all = text(&refused);
     assert!(!refused.status.success(), "{all}");
     assert!(all.to_lowercase().contains("authorization failed"), "{all}");
+}
+
+/// The PyPI confluent-kafka of `compat/.venv` (librdkafka with the
+/// consumer group protocol), or `None` outside CI when it is missing.
+fn compat_python() -> Option<String> {
+    let python = format!("{}/../../compat/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    if std::path::Path::new(&python).exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "compat/.venv is missing: scripts/setup.sh installs it"
+    );
+    None
+}
+
+#[test]
+fn a_regex_subscription_gets_only_the_topics_its_user_may_see() {
+    let Some(python) = compat_python() else { return };
+    let env = Env::new();
+    for topic in ["logs-app", "logs-billing", "logs-audit"] {
+        env.ok(&["topic", "create", topic]);
+        env.ok_with(&["produce", topic], &format!("{topic}-record\n"));
+    }
+    for user in ["alice", "root"] {
+        env.ok_with(&["user", "add", user, "--password-stdin"], &format!("{user}-pw\n"));
+    }
+    for (right, topic) in [("consume", "logs-app"), ("produce", "logs-billing")] {
+        env.ok(&["acl", "add", "--user", "alice", "--allow", right, "--topic", topic]);
+    }
+    for user in ["alice", "root"] {
+        env.ok(&[
+            "acl",
+            "add",
+            "--user",
+            user,
+            "--allow",
+            "group",
+            "--group-prefix",
+            "regex-",
+        ]);
+    }
+    let flags = [
+        "--sasl-mechanisms",
+        "PLAIN",
+        "--allow-plain-without-tls",
+        "--super-users",
+        "root",
+        "--group-consumer-heartbeat-interval",
+        "1s",
+    ];
+    let server = Server::start(&env, &flags);
+    let script = format!("{}/../../compat/regex_acl.py", env!("CARGO_MANIFEST_DIR"));
+    let start = |user: &str, group: &str, seconds: &str| {
+        std::process::Command::new(&python)
+            .args([
+                &script,
+                &format!("127.0.0.1:{}", server.port),
+                user,
+                &format!("{user}-pw"),
+                group,
+                "^logs-.*",
+                seconds,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run regex_acl.py")
+    };
+    let outcome = |child: std::process::Child| -> Value {
+        let out = child.wait_with_output().expect("regex_acl.py");
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    };
+    let consume = |user: &str, group: &str| outcome(start(user, group, "3"));
+    // alice sees logs-app (consume) and logs-billing (produce only: the
+    // assignment names it, its fetches are refused), never logs-audit.
+    let alice = consume("alice", "regex-alice");
+    assert_eq!(alice["assigned"], json!(["logs-app", "logs-billing"]), "{alice}");
+    assert_eq!(alice["read"], json!(["logs-app"]), "{alice}");
+    // A super user is held to nothing.
+    let root = consume("root", "regex-root");
+    assert_eq!(
+        root["assigned"],
+        json!(["logs-app", "logs-audit", "logs-billing"]),
+        "{root}"
+    );
+    assert_eq!(
+        root["read"],
+        json!(["logs-app", "logs-audit", "logs-billing"]),
+        "{root}"
+    );
+    // Both in one group: logs-audit is in root's subscription only, so it
+    // is root's to read, never given to alice, who could not.
+    let (alice, root) = (start("alice", "regex-shared", "8"), start("root", "regex-shared", "8"));
+    let (alice, root) = (outcome(alice), outcome(root));
+    let read = |v: &Value| -> Vec<String> {
+        v["read"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    assert!(read(&root).contains(&"logs-audit".to_string()), "{root} {alice}");
+    assert!(!read(&alice).contains(&"logs-audit".to_string()), "{alice}");
 }

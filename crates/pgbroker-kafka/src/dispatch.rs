@@ -272,7 +272,7 @@ api_table! {
     IncrementalAlterConfigs 0..=1, Never => IncrementalAlterConfigsRequest, api::configs::incremental_alter_configs;
     CreatePartitions 0..=3, Never => CreatePartitionsRequest, api::topics::create_partitions;
     DeleteGroups 0..=2, Never => DeleteGroupsRequest, api::groups::delete_groups;
-    ConsumerGroupHeartbeat 0..=1, Never => ConsumerGroupHeartbeatRequest, api::consumer_groups::consumer_group_heartbeat;
+    ConsumerGroupHeartbeat 0..=1, Never => ConsumerGroupHeartbeatRequest, api::consumer_groups::consumer_group_heartbeat, session;
     ConsumerGroupDescribe 0..=1, Never => ConsumerGroupDescribeRequest, api::consumer_groups::consumer_group_describe;
     ShareGroupHeartbeat 1..=1, Never => ShareGroupHeartbeatRequest, api::share_groups::share_group_heartbeat;
     ShareGroupDescribe 1..=1, Never => ShareGroupDescribeRequest, api::share_groups::share_group_describe;

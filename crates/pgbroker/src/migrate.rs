@@ -21,6 +21,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("consumer_groups", include_str!("migrations/0013_consumer_groups.sql")),
     ("node_listeners", include_str!("migrations/0014_node_listeners.sql")),
     ("share_groups", include_str!("migrations/0015_share_groups.sql")),
+    ("member_principal", include_str!("migrations/0016_member_principal.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use pgbroker::auth::{Acl, AclResource, Permission};
 use pgbroker::groups::classic::ClassicJoinRequest;
 use pgbroker::groups::consumer::{ConsumerHeartbeat, HeartbeatAnswer, LEAVE_EPOCH, STATIC_LEAVE_EPOCH};
 use pgbroker::groups::OffsetCommit;
@@ -30,6 +31,7 @@ fn join(g: &GroupId, member: &str, topics: &[&TopicName]) -> ConsumerHeartbeat {
         subscribed_regex: None,
         server_assignor: None,
         owned: None,
+        principal: None,
     }
 }
 
@@ -332,6 +334,70 @@ async fn new_partitions_and_topics_matching_a_regex_move_the_epoch() {
     db.broker.topics().add_partitions(&t, 2).await.expect("grow to three");
     let a3 = hb(&db.broker, &beat(&g, "a", 2, Some(&set(&a2)))).await.expect("beat");
     assert_eq!((a3.member_epoch, set(&a3).len()), (3, 5));
+}
+
+#[tokio::test]
+async fn a_regex_matches_only_topics_its_members_user_was_granted() {
+    let db = TestDb::new().await;
+    for name in ["logs-app", "logs-billing", "logs-audit"] {
+        db.topic(name, partitions(1)).await;
+    }
+    let auth = db.broker.auth();
+    auth.add_user("alice", "pw", 4096).await.expect("user");
+    let grant = |resource| Acl::new("alice", Permission::Consume, resource).expect("acl");
+    auth.grant(&grant(AclResource::topic("logs-app").expect("topic")))
+        .await
+        .expect("grant");
+    // Another right on a topic makes it visible too, as Kafka's DESCRIBE.
+    auth.grant(
+        &Acl::new(
+            "alice",
+            Permission::Produce,
+            AclResource::topic("logs-billing").expect("topic"),
+        )
+        .expect("acl"),
+    )
+    .await
+    .expect("grant");
+    let topics = |a: &HeartbeatAnswer| -> BTreeSet<String> { set(a).iter().map(|tp| tp.topic.to_string()).collect() };
+    let by_regex = |g: &GroupId, member: &str, principal: Option<&str>| {
+        let mut j = join(g, member, &[]);
+        j.subscribed_topics = Some(Vec::new());
+        j.subscribed_regex = Some("logs-.*".to_string());
+        j.principal = principal.map(str::to_string);
+        j
+    };
+
+    let held = group("held");
+    let a = hb(&db.broker, &by_regex(&held, "a", Some("alice")))
+        .await
+        .expect("alice joins");
+    assert_eq!(
+        topics(&a),
+        BTreeSet::from(["logs-app".to_string(), "logs-billing".to_string()]),
+        "only what alice may see"
+    );
+    // A user without any grant matches nothing.
+    let b = hb(&db.broker, &by_regex(&group("nothing"), "b", Some("mallory")))
+        .await
+        .expect("join");
+    assert!(set(&b).is_empty(), "{b:?}");
+    // A member without a user to hold it to (authentication off, a super
+    // user) matches every topic.
+    let c = hb(&db.broker, &by_regex(&group("open"), "c", None))
+        .await
+        .expect("join");
+    assert_eq!(topics(&c).len(), 3);
+    // A new grant counts from the group's next target: a new topic moves it.
+    auth.grant(&grant(AclResource::topic_prefix("logs-").expect("prefix")))
+        .await
+        .expect("grant");
+    db.topic("logs-new", partitions(1)).await;
+    let a2 = hb(&db.broker, &beat(&held, "a", a.member_epoch, Some(&set(&a))))
+        .await
+        .expect("beat");
+    assert_eq!(a2.member_epoch, a.member_epoch + 1);
+    assert_eq!(topics(&a2).len(), 4, "{a2:?}");
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ use pgbroker::groups::consumer::{AssignedTopic, ConsumerHeartbeat};
 use pgbroker::{TopicName, TopicPartition};
 
 use super::{group_id, sb};
+use crate::auth::Session;
+use crate::authz::Access;
 use crate::dispatch::ReqInfo;
 use crate::errors::group_code;
 
@@ -54,6 +56,7 @@ async fn owned(
 pub(crate) async fn consumer_group_heartbeat(
     info: &ReqInfo<'_>,
     req: ConsumerGroupHeartbeatRequest,
+    session: &mut Session,
 ) -> Option<ConsumerGroupHeartbeatResponse> {
     let ctx = info.ctx;
     let mut resp = ConsumerGroupHeartbeatResponse::default();
@@ -93,6 +96,12 @@ pub(crate) async fn consumer_group_heartbeat(
         subscribed_regex: req.subscribed_topic_regex.as_ref().map(|s| s.to_string()),
         server_assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
+        // A user held to its grants: its regular expression matches only
+        // topics it may see.
+        principal: match info.access {
+            Access::All => None,
+            Access::Granted(_) => session.user().map(str::to_string),
+        },
     };
     match ctx.broker.consumer_groups().heartbeat(&heartbeat).await {
         Ok(a) => {

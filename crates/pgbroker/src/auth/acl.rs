@@ -483,6 +483,19 @@ pub(crate) async fn list_acls(broker: &Broker, user: Option<&str>) -> Result<Vec
     Ok(acls)
 }
 
+/// The grants in rows of (permission, resource type, pattern, name), as
+/// rights to check in memory.
+pub(crate) fn grants_of(rows: &[tokio_postgres::Row]) -> Result<UserAcls> {
+    let mut rules = Vec::with_capacity(rows.len());
+    for r in rows {
+        let permission: Permission = r.get::<_, String>(0).parse()?;
+        let resource = AclResource::from_parts(r.get(1), r.get(2), r.get(3))
+            .ok_or_else(|| Error::invalid(Invalid::Acl, "unknown resource type or pattern in the acls table"))?;
+        rules.push((permission, resource));
+    }
+    Ok(UserAcls { rules })
+}
+
 /// The rights of `user`, to check requests against in memory. A user
 /// without grants (or without an account) has none.
 pub(crate) async fn user_acls(broker: &Broker, user: &str) -> Result<UserAcls> {

@@ -3,7 +3,7 @@
 //! and the access rules granted to them (`acl`).
 
 mod access_keys;
-mod acl;
+pub(crate) mod acl;
 mod api;
 pub(crate) mod statements;
 mod users;

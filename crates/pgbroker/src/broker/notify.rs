@@ -22,6 +22,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::broker::{Broker, Inner};
 use crate::error::Result;
 use crate::migrate::quote_ident;
+use crate::streams::fetch::Isolation;
 
 /// Default of [`crate::BrokerConfig::poll_interval`]: how often a waiting
 /// fetch or receive reads again without a notification.
@@ -33,6 +34,11 @@ const REGISTRATION_TTL: Duration = Duration::from_secs(10);
 /// Waiters per partition id.
 pub(crate) struct Wakeups {
     waiters: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// Read_uncommitted fetches waiting on a partition: they are woken by
+    /// everything that wakes `waiters`, and also by a transactional
+    /// append, which never moves the last stable offset and so never
+    /// gives a read_committed fetch anything to read.
+    uncommitted: Mutex<HashMap<i64, Arc<Notify>>>,
     listening: AtomicBool,
     listener_id: String,
     /// Partitions registered in `waiters`, and until when (local clock).
@@ -43,6 +49,7 @@ impl Default for Wakeups {
     fn default() -> Self {
         Wakeups {
             waiters: Mutex::default(),
+            uncommitted: Mutex::default(),
             listening: AtomicBool::new(false),
             listener_id: format!("{:016x}", rand::random::<u64>()),
             registered: Mutex::default(),
@@ -64,6 +71,19 @@ impl Wakeups {
         }
     }
 
+    /// The wake-up handle for a fetch of one partition: a read_committed
+    /// one is not woken by transactional appends (see
+    /// [`Wakeups::wake_uncommitted`]).
+    pub(crate) fn fetch_waiter(&self, partition_id: i64, isolation: Isolation) -> Arc<Notify> {
+        match isolation {
+            Isolation::ReadCommitted => self.waiter(partition_id),
+            Isolation::ReadUncommitted => match self.uncommitted.lock() {
+                Ok(mut m) => m.entry(partition_id).or_default().clone(),
+                Err(_) => Arc::new(Notify::new()),
+            },
+        }
+    }
+
     /// Wakes every fetch of this process waiting on the partition.
     pub(crate) fn wake(&self, partition_id: i64) {
         if let Ok(m) = self.waiters.lock() {
@@ -71,11 +91,25 @@ impl Wakeups {
                 n.notify_waiters();
             }
         }
+        self.wake_uncommitted(partition_id);
+    }
+
+    /// Wakes the read_uncommitted fetches waiting on the partition only:
+    /// after a transactional append, whose records a read_committed fetch
+    /// cannot read before their transaction's decision, which wakes it.
+    pub(crate) fn wake_uncommitted(&self, partition_id: i64) {
+        if let Ok(m) = self.uncommitted.lock() {
+            if let Some(n) = m.get(&partition_id) {
+                n.notify_waiters();
+            }
+        }
     }
 
     fn wake_all(&self) {
-        if let Ok(m) = self.waiters.lock() {
-            m.values().for_each(|n| n.notify_waiters());
+        for map in [&self.waiters, &self.uncommitted] {
+            if let Ok(m) = map.lock() {
+                m.values().for_each(|n| n.notify_waiters());
+            }
         }
     }
 }
@@ -185,4 +219,40 @@ pub(crate) async fn register_waiter(broker: &Broker, partition_ids: &[i64]) -> R
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+
+    /// Whether `n` was notified since it was enabled.
+    fn woken(n: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let waker = futures_util::task::noop_waker();
+        n.poll(&mut std::task::Context::from_waker(&waker)).is_ready()
+    }
+
+    #[test]
+    fn transactional_appends_wake_only_uncommitted_reads() {
+        let w = Wakeups::default();
+        let (rc, ru) = (
+            w.fetch_waiter(7, Isolation::ReadCommitted),
+            w.fetch_waiter(7, Isolation::ReadUncommitted),
+        );
+        let (rc_n, ru_n) = (rc.notified(), ru.notified());
+        tokio::pin!(rc_n, ru_n);
+        rc_n.as_mut().enable();
+        ru_n.as_mut().enable();
+        w.wake_uncommitted(7);
+        assert!(!woken(rc_n.as_mut()), "read_committed stays asleep");
+        assert!(woken(ru_n.as_mut()), "read_uncommitted wakes");
+        // Everything else wakes both.
+        let (rc_n, ru_n) = (rc.notified(), ru.notified());
+        tokio::pin!(rc_n, ru_n);
+        rc_n.as_mut().enable();
+        ru_n.as_mut().enable();
+        w.wake(7);
+        assert!(woken(rc_n.as_mut()) && woken(ru_n.as_mut()));
+    }
 }

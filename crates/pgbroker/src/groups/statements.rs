@@ -275,19 +275,20 @@ crate::sql::statements! {
     );
     /// A consumer-protocol group's members.
     consumer_members = "SELECT member_id, member_epoch, previous_epoch, topics, subscribed_regex, server_assignor,
-                assignment, revoking, target, client_id, client_host, group_instance_id, rack_id
+                assignment, revoking, target, client_id, client_host, group_instance_id, rack_id, principal
          FROM {s}group_members WHERE group_name = $1 ORDER BY member_id";
     /// Adds a consumer-protocol member, or starts an existing one over.
     join_consumer = "INSERT INTO {s}group_members (group_name, member_id, client_id, session_timeout_ms, topics,
-                group_instance_id, client_host, rebalance_timeout_ms, subscribed_regex, server_assignor, rack_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                group_instance_id, client_host, rebalance_timeout_ms, subscribed_regex, server_assignor, rack_id,
+                principal)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (group_name, member_id) DO UPDATE SET client_id = $3, session_timeout_ms = $4, topics = $5,
                 group_instance_id = $6, client_host = $7, rebalance_timeout_ms = $8, subscribed_regex = $9,
-                server_assignor = $10, rack_id = $11, last_heartbeat = now(), member_epoch = 0,
+                server_assignor = $10, rack_id = $11, principal = $12, last_heartbeat = now(), member_epoch = 0,
                 previous_epoch = -1, assignment = '[]', revoking = '[]', target = '[]', revoke_deadline = NULL";
     /// Refreshes a consumer-protocol member and its subscription.
     update_consumer = "UPDATE {s}group_members SET last_heartbeat = now(), session_timeout_ms = $3, topics = $4,
-                rebalance_timeout_ms = $5, subscribed_regex = $6, server_assignor = $7
+                rebalance_timeout_ms = $5, subscribed_regex = $6, server_assignor = $7, principal = $8
          WHERE group_name = $1 AND member_id = $2";
     /// Stores a member's target assignment.
     set_target = "UPDATE {s}group_members SET target = $3 WHERE group_name = $1 AND member_id = $2";
@@ -303,6 +304,9 @@ crate::sql::statements! {
          WHERE name = $1";
     /// Every topic's name, for matching regular expressions.
     all_topic_names = "SELECT name FROM {s}topics ORDER BY name";
+    /// One user's grants, for the topics its member's regular expression
+    /// may match.
+    member_grants = "SELECT permission, resource_type, pattern, name FROM {s}acls WHERE user_name = $1";
     /// Topic ids by name.
     topic_ids = "SELECT name, uuid_send(topic_uuid) FROM {s}topics WHERE name = ANY($1)";
     /// Topic names by id.

@@ -369,6 +369,20 @@ BEGIN
         v_taken := body IS NOT NULL;
     END IF;
     tk_1 := q.id; tk_2 := max; tk_3 := q.archive_retention_ms IS NOT NULL; tk_4 := q.max_attempts;
+    IF max = 1 AND NOT v_taken THEN
+        -- One row at most: into variables, without a cursor.
+        @TAKE@
+        INTO id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+             dead_letter_attempts, headers, body;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF v_receipt IS NOT NULL THEN
+            x_ids := ARRAY[id]; x_tokens := ARRAY[v_receipt];
+        ELSE
+            v_taken := true;
+        END IF;
+    END IF;
     IF v_taken THEN
         RETURN NEXT;
         IF group_key IS NOT NULL THEN
@@ -377,30 +391,7 @@ BEGIN
         IF dedup_key IS NOT NULL THEN
             d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
         END IF;
-    ELSIF max = 1 THEN
-        -- One row at most: into variables, without a cursor.
-        @TAKE@
-        INTO id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
-             dead_letter_attempts, headers, body;
-        IF NOT FOUND THEN
-            RETURN;
-        END IF;
-        IF v_receipt IS NULL AND group_key IS NULL AND dedup_key IS NULL THEN
-            RETURN NEXT;
-            RETURN;
-        END IF;
-        IF v_receipt IS NOT NULL THEN
-            x_ids := ARRAY[id]; x_tokens := ARRAY[v_receipt];
-        ELSE
-            RETURN NEXT;
-            IF group_key IS NOT NULL THEN
-                g_keys := ARRAY[group_key];
-            END IF;
-            IF dedup_key IS NOT NULL THEN
-                d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
-            END IF;
-        END IF;
-    ELSE
+    ELSIF max > 1 THEN
         FOR id, v_receipt, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
             dead_letter_attempts, headers, body IN @TAKE@ ORDER BY priority DESC, id LOOP
             IF v_receipt IS NOT NULL THEN

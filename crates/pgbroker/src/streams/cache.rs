@@ -7,6 +7,7 @@
 //! committed records. A read it cannot serve whole goes to Postgres.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,9 @@ struct PartitionCache {
     /// The last stable offset read with the watermarks, when a
     /// transaction was open on the partition.
     open_txn_at: Option<i64>,
+    /// When a read of Postgres that no decision of this process overtook
+    /// last confirmed `open_txn_at`.
+    stable_at: Option<Instant>,
 }
 
 impl PartitionCache {
@@ -77,6 +81,10 @@ fn record_bytes(r: &StoredRecord) -> usize {
 pub(crate) struct RecordCache {
     partitions: Mutex<HashMap<i64, Arc<Mutex<PartitionCache>>>>,
     max_bytes: usize,
+    /// How many partitions were forgotten: a read of Postgres that began
+    /// before a partition was forgotten (a decision of a transaction
+    /// moves its last stable offset) must not confirm what it read.
+    era: AtomicU64,
 }
 
 impl RecordCache {
@@ -85,6 +93,7 @@ impl RecordCache {
         RecordCache {
             partitions: Mutex::new(HashMap::new()),
             max_bytes,
+            era: AtomicU64::new(0),
         }
     }
 
@@ -162,14 +171,52 @@ impl RecordCache {
         c.push_run(Vec::new(), self.max_bytes);
     }
 
+    /// The current era: read before a read of Postgres, and given back
+    /// to [`RecordCache::note_stable`] after it.
+    pub(crate) fn era(&self) -> u64 {
+        self.era.load(Ordering::Acquire)
+    }
+
     /// Records where the oldest open transaction of the partition starts
-    /// (`None`: none is open), read from Postgres with the watermarks.
-    pub(crate) fn note_stable(&self, partition_id: i64, open_txn_at: Option<i64>) {
+    /// (`None`: none is open), read from Postgres with the watermarks by a
+    /// read that began in `era`: unless a partition was forgotten since,
+    /// the read confirms it (see [`RecordCache::committed_tail`]).
+    pub(crate) fn note_stable(&self, partition_id: i64, open_txn_at: Option<i64>, era: u64) {
         if let Some(part) = self.partition(partition_id) {
             if let Ok(mut c) = part.lock() {
                 c.open_txn_at = open_txn_at;
+                c.stable_at = (self.era() == era).then(Instant::now);
             }
         }
+    }
+
+    /// Notes a transactional append of this process to the partition,
+    /// ending at offset `end`. It never moves the last stable offset (the
+    /// transaction's first offset there is at least the old high
+    /// watermark), but there is more to read uncommitted: the high
+    /// watermark known moves, so that no read takes the old end for the
+    /// tail.
+    pub(crate) fn note_txn_append(&self, partition_id: i64, end: i64) {
+        if let Some(part) = self.partition(partition_id) {
+            if let Ok(mut c) = part.lock() {
+                c.high_watermark = c.high_watermark.max(end);
+            }
+        }
+    }
+
+    /// The known log start and high watermark, when a read_committed read
+    /// at `offset` would find nothing: `offset` is where the oldest open
+    /// transaction starts, as Postgres confirmed recently, with no word
+    /// since of a write from elsewhere. Decisions of this process forget
+    /// the partition.
+    pub(crate) fn committed_tail(&self, partition_id: i64, offset: i64) -> Option<(i64, i64)> {
+        let part = self.partition(partition_id)?;
+        let c = part.lock().ok()?;
+        let current = c.open_txn_at == Some(offset)
+            && offset >= c.log_start
+            && !c.stale
+            && c.stable_at.is_some_and(|t| t.elapsed() < TAIL_CHECK_VALID);
+        current.then_some((c.log_start, c.high_watermark.max(offset)))
     }
 
     /// Where a read_committed read of the cache must stop: the last
@@ -257,6 +304,7 @@ impl RecordCache {
 
     /// Forgets a partition, for instance when its topic is deleted.
     pub(crate) fn forget(&self, partition_id: i64) {
+        self.era.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = self.partitions.lock() {
             map.remove(&partition_id);
         }
@@ -312,6 +360,32 @@ mod tests {
         c.note_watermarks(7, 98, 100);
         assert!(c.read(7, 97, 10, 1 << 20).is_none(), "below the log start");
         assert_eq!(c.read(7, 98, 10, 1 << 20).map(|x| (x.1, x.2)), Some((98, 100)));
+    }
+
+    #[test]
+    fn committed_tail_needs_a_confirmation_no_decision_overtook() {
+        let c = RecordCache::new(1 << 20);
+        let era = c.era();
+        c.note_watermarks(5, 0, 40);
+        c.note_stable(5, Some(30), era);
+        assert_eq!(c.committed_tail(5, 30), Some((0, 40)));
+        assert_eq!(c.committed_tail(5, 29), None, "below the last stable offset");
+        c.note_txn_append(5, 60);
+        assert_eq!(
+            c.committed_tail(5, 30),
+            Some((0, 60)),
+            "an append moves no stable offset"
+        );
+        c.mark_stale(5);
+        assert_eq!(c.committed_tail(5, 30), None, "written elsewhere");
+        // A read that began before a decision forgot the partition.
+        let era = c.era();
+        c.forget(5);
+        c.note_watermarks(5, 0, 60);
+        c.note_stable(5, Some(30), era);
+        assert_eq!(c.committed_tail(5, 30), None);
+        c.note_stable(5, None, c.era());
+        assert_eq!(c.committed_tail(5, 30), None, "no transaction open");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::broker::notify::ensure_listener;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
 use crate::groups::{JoinOptions, Membership, OffsetCommit};
-use crate::streams::fetch::{FetchLimits, OffsetSpec};
+use crate::streams::fetch::{FetchLimits, Isolation, OffsetSpec};
 use crate::types::{GroupId, StoredRecord, TopicName, TopicPartition};
 
 /// Where a consumer starts on a partition with no committed offset, or
@@ -150,7 +150,7 @@ impl Consumer {
             let mut pids = Vec::with_capacity(self.positions.len());
             for tp in self.positions.keys() {
                 let (_, pid) = self.broker.partition_id(&tp.topic, tp.partition).await?;
-                waiters.push(self.broker.inner.wakeups.waiter(pid));
+                waiters.push(self.broker.inner.wakeups.fetch_waiter(pid, Isolation::ReadCommitted));
                 pids.push(pid);
             }
             let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =

@@ -171,7 +171,7 @@ pub(crate) async fn fetch(
     }
     ensure_listener(&broker.inner);
     let deadline = Instant::now() + limits.max_wait;
-    let wake = broker.inner.wakeups.waiter(pid);
+    let wake = broker.inner.wakeups.fetch_waiter(pid, isolation);
     loop {
         // Register before reading, so a commit between the read and the
         // wait still wakes us.
@@ -250,11 +250,28 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
             });
         }
     }
+    // A read_committed read at the start of the oldest open transaction,
+    // confirmed since no decision: nothing to read yet.
+    if read.isolation == Isolation::ReadCommitted {
+        if let Some((log_start, high_watermark)) = cache.committed_tail(pid, offset) {
+            return Ok(FetchResult {
+                records: Vec::new(),
+                next_offset: offset,
+                high_watermark,
+                log_start_offset: log_start,
+                last_stable_offset: offset,
+                producers: Vec::new(),
+                aborted: Vec::new(),
+            });
+        }
+    }
+    let era = cache.era();
     let result = fetch_once(broker, pid, read).await?;
     cache.note_watermarks(pid, result.log_start_offset, result.high_watermark);
     cache.note_stable(
         pid,
         (result.last_stable_offset < result.high_watermark).then_some(result.last_stable_offset),
+        era,
     );
     // The cache holds consecutive runs of plain records only: a read
     // across compaction's holes is not kept, nor anything from the first
@@ -279,8 +296,21 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
     let segment_records = broker.topic_meta(topic).await?.segment_records;
     let client = broker.client().await?;
     trim_statement_cache(&client);
-    let stmt = client.prepare_cached(&broker.inner.sql.streams.watermarks).await?;
-    let Some(row) = client.query_opt(&stmt, &[&pid]).await? else {
+    // A read_committed fetch learns the aborted transactions with the
+    // watermarks, on the primary (a standby may not have replayed yet the
+    // abort of a transaction whose records it has), in the same snapshot:
+    // every transaction below the last stable offset read is decided.
+    let committed = read.isolation == Isolation::ReadCommitted;
+    let found = if committed {
+        let stmt = client
+            .prepare_cached(&broker.inner.sql.txn.watermarks_committed)
+            .await?;
+        client.query_opt(&stmt, &[&pid, &offset]).await?
+    } else {
+        let stmt = client.prepare_cached(&broker.inner.sql.streams.watermarks).await?;
+        client.query_opt(&stmt, &[&pid]).await?
+    };
+    let Some(row) = found else {
         broker.forget_topic(topic.as_str());
         return Err(Error::UnknownTopic(topic.to_string()));
     };
@@ -320,20 +350,20 @@ async fn fetch_once(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<FetchR
         let (start, end) = broker.streams().watermarks(topic, partition).await?;
         return Err(out_of_range(start, end));
     }
-    // On the primary: a standby may not have replayed yet the abort of a
-    // transaction whose records it has.
+    // The aborted transactions overlapping what was read.
     let mut aborted = Vec::new();
-    if read.isolation == Isolation::ReadCommitted && producers.iter().any(|p| !p.control) {
-        for row in client
-            .query(&broker.inner.sql.txn.aborted_in_range, &[&pid, &offset, &next])
-            .await?
-        {
-            aborted.push(AbortedTxn {
-                producer_id: row.get(0),
-                first_offset: row.get(1),
-                last_offset: row.get(2),
-            });
-        }
+    if committed && producers.iter().any(|p| !p.control) {
+        let (ids, firsts, lasts): (Vec<i64>, Vec<i64>, Vec<i64>) = (row.get(3), row.get(4), row.get(5));
+        aborted = ids
+            .into_iter()
+            .zip(firsts.into_iter().zip(lasts))
+            .filter(|(_, (first, _))| *first < next)
+            .map(|(producer_id, (first_offset, last_offset))| AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset,
+            })
+            .collect();
     }
     Ok(FetchResult {
         high_watermark: hw.max(next),
@@ -388,7 +418,7 @@ pub(super) async fn read_segments(
             .prepare_cached(&broker.inner.sql.streams.segment_fetch.with(&segment_table(pid, base)))
             .await
         {
-            Ok(stmt) => client.query(&stmt, &[&pid, &next, &want]).await,
+            Ok(stmt) => client.query(&stmt, &[&pid, &next, &want, &end]).await,
             Err(e) => Err(e),
         };
         let rows = match rows {

@@ -75,7 +75,7 @@ pub(crate) async fn fetch_many(
         for r in reads {
             if let Ok((_, pid)) = broker.partition_id(&r.topic, r.partition).await {
                 pids.push(pid);
-                waiters.push(broker.inner.wakeups.waiter(pid));
+                waiters.push(broker.inner.wakeups.fetch_waiter(pid, limits.isolation));
             }
         }
     }

@@ -248,14 +248,16 @@ crate::sql::statements! {
         "; INSERT INTO {s}",
         " SELECT * FROM pg_temp.compact_keep;",
     ];
-    /// Reads up to `$3` records of partition `$1` from offset `$2`.
+    /// Reads up to `$3` records of partition `$1` from offset `$2`, below
+    /// offset `$4` (the high watermark, or the last stable offset of a
+    /// read_committed fetch: what lies past it would only be dropped).
     /// Reading the segment table itself, rather than the partitioned
     /// parent, lets every statement use a generic plan and lock only the
     /// segment it reads, so retention can drop others while fetches run.
     segment_fetch = [
         "SELECT \"offset\", ts, key, value, headers, producer_id, producer_epoch, control FROM {s}",
         "
-         WHERE partition_id = $1 AND \"offset\" >= $2 ORDER BY \"offset\" LIMIT $3",
+         WHERE partition_id = $1 AND \"offset\" >= $2 AND \"offset\" < $4 ORDER BY \"offset\" LIMIT $3",
     ];
     }
 }

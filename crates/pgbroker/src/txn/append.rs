@@ -22,15 +22,15 @@ use crate::streams::idempotent::{batches_json, check_sequence, IdempotentAppend,
 use crate::types::{Record, TopicName};
 
 /// The statements of a transactional append, prepared on `client`: the
-/// check, the producer state's insert and lock, and the append.
+/// check (which also creates the producer's state on the partition if
+/// missing), the producer state's lock, and the append.
 pub(super) async fn prepare(
     broker: &Broker,
     client: &deadpool_postgres::ClientWrapper,
-) -> Result<(Statement, Statement, Statement, Statement)> {
+) -> Result<(Statement, Statement, Statement)> {
     let (sql, streams) = (&broker.inner.sql.txn, &broker.inner.sql.streams);
-    Ok(futures_util::future::try_join4(
+    Ok(futures_util::future::try_join3(
         client.prepare_cached(&sql.check_append),
-        client.prepare_cached(&streams.insert_producer_state),
         client.prepare_cached(&streams.lock_producer_state),
         client.prepare_cached(&sql.append_txn),
     )
@@ -125,10 +125,13 @@ async fn append_once(
 /// What follows committed appends to partition `pid` ending at offset
 /// `end`, its last segment ending at `segments_end`.
 pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, end: i64, segments_end: i64) {
-    // Undecided records never enter the cache; what it held may now sit
-    // past the last stable offset.
-    broker.inner.cache.forget(pid);
-    broker.inner.wakeups.wake(pid);
+    // Undecided records never enter the cache, and the last stable offset
+    // stays where it was; only the high watermark moves.
+    broker.inner.cache.note_txn_append(pid, end);
+    // A transactional append never moves the last stable offset (the
+    // transaction's first offset on the partition is at least the old
+    // high watermark): only read_uncommitted fetches have new records.
+    broker.inner.wakeups.wake_uncommitted(pid);
     // As after a plain produce: the batch is committed, so a failure to
     // make room ahead is not its failure.
     if segments_end - end <= meta.segment_records / 2 {
@@ -154,13 +157,12 @@ async fn append_in(
 ) -> Result<(IdempotentAppend, i64)> {
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
     let client = tx.client();
-    let (check, insert_state, lock_state, append) = prepare(broker, client).await?;
+    let (check, lock_state, append) = prepare(broker, client).await?;
     // Sent together, run in this order, answered in one round trip. When
     // a check fails, the producer state row is rolled back with the rest.
-    let (_, (found, _, state)) = futures_util::future::try_join(tx.begin(), async {
-        Ok(futures_util::future::try_join3(
+    let (_, (found, state)) = futures_util::future::try_join(tx.begin(), async {
+        Ok(futures_util::future::try_join(
             client.query_opt(&check, &[&batch.producer_id, &pid]),
-            client.execute(&insert_state, &[&batch.producer_id, &pid]),
             client.query_one(&lock_state, &[&batch.producer_id, &pid]),
         )
         .await?)

@@ -184,13 +184,12 @@ async fn append_together(
     let tx = Pipelined::new(broker.client().await?);
     let out = async {
         let client = tx.client();
-        let (check, insert_state, lock_state, append) = super::append::prepare(broker, client).await?;
-        let (check, insert_state, lock_state) = (&check, &insert_state, &lock_state);
+        let (check, lock_state, append) = super::append::prepare(broker, client).await?;
+        let (check, lock_state) = (&check, &lock_state);
         let checks = order.iter().map(|&i| async move {
             let producer = &reqs[i].batch.producer_id;
-            futures_util::future::try_join3(
+            try_join(
                 client.query_opt(check, &[producer, &pid]),
-                client.execute(insert_state, &[producer, &pid]),
                 client.query_one(lock_state, &[producer, &pid]),
             )
             .await
@@ -199,7 +198,7 @@ async fn append_together(
         let mut outcomes: Vec<Option<Result<IdempotentAppend>>> = reqs.iter().map(|_| None).collect();
         let mut appending = Vec::new();
         let (mut next, mut segments_end) = (0, i64::MAX);
-        for (&i, (found, _, state)) in order.iter().zip(found) {
+        for (&i, (found, state)) in order.iter().zip(found) {
             let r = reqs[i];
             let Ok((n, end)) = check_transaction(&r.id, r.batch, found.as_ref()) else {
                 return Ok(None);

@@ -1,16 +1,15 @@
 //! A decision: the locked, ongoing transaction's new state, its offsets
 //! settled, its partitions and groups forgotten, then its markers and the
-//! commit. The first part (`settle`) is sent as one batch of statements;
-//! the markers come last (one statement locking the partitions in id
-//! order, one writing the markers, and the COMMIT, sent together),
-//! because they take the partitions' locks, which every producer to those
+//! commit. The first part (`settle`) is one statement; the markers come
+//! last (one statement locking the partitions in id order, one writing
+//! the markers, and the COMMIT, sent together), because they take the partitions' locks, which every producer to those
 //! partitions waits for until the commit. Segments the markers need are
 //! made in between, without those locks.
 
 use std::time::SystemTime;
 
 use deadpool_postgres::ClientWrapper;
-use futures_util::future::{try_join, try_join4, try_join5};
+use futures_util::future::{try_join, try_join3};
 use tokio_postgres::Statement;
 
 use super::coordinator::{Finish, TxnRow};
@@ -23,12 +22,7 @@ use crate::error::Result;
 /// is sent: a statement prepared between two that are sent together
 /// could let the COMMIT overtake it.
 pub(super) struct DecideStatements {
-    finish: Statement,
-    written: Statement,
-    apply: Statement,
-    clear_partitions: Statement,
-    clear_groups: Statement,
-    clear_offsets: Statement,
+    settle: Statement,
     lock_partitions: Statement,
     markers: Statement,
 }
@@ -37,35 +31,21 @@ impl DecideStatements {
     /// Prepares (or finds prepared) every statement of a decision.
     pub(super) async fn prepare(broker: &Broker, client: &ClientWrapper) -> Result<DecideStatements> {
         let sql = &broker.inner.sql.txn;
-        let (finish, written, apply, clear_partitions, (clear_groups, clear_offsets, lock_partitions, markers)) =
-            try_join5(
-                client.prepare_cached(&sql.finish_txn),
-                client.prepare_cached(&sql.written_partitions),
-                client.prepare_cached(&sql.apply_offsets),
-                client.prepare_cached(&sql.clear_partitions),
-                try_join4(
-                    client.prepare_cached(&sql.clear_groups),
-                    client.prepare_cached(&sql.clear_offsets),
-                    client.prepare_cached(&sql.lock_partitions),
-                    client.prepare_cached(&sql.write_markers),
-                ),
-            )
-            .await?;
+        let (settle, lock_partitions, markers) = try_join3(
+            client.prepare_cached(&sql.settle),
+            client.prepare_cached(&sql.lock_partitions),
+            client.prepare_cached(&sql.write_markers),
+        )
+        .await?;
         Ok(DecideStatements {
-            finish,
-            written,
-            apply,
-            clear_partitions,
-            clear_groups,
-            clear_offsets,
+            settle,
             lock_partitions,
             markers,
         })
     }
 }
 
-/// A partition a deciding transaction wrote to, as `written_partitions`
-/// reads it.
+/// A partition a deciding transaction wrote to, as `settle` returns it.
 pub(super) struct Written {
     /// The partition's id.
     pub(super) pid: i64,
@@ -78,12 +58,11 @@ pub(super) struct Written {
     segments_end: i64,
 }
 
-/// The first part of a decision on `client`'s open transaction, its
-/// statements sent together, run in this order and answered in one round
-/// trip: records the new state (`finish`: state, epoch and last epoch,
-/// when given), makes the pending offsets the groups' (commit), forgets
-/// the partitions, groups and pending offsets. Returns the partitions
-/// written to, in id order.
+/// The first part of a decision on `client`'s open transaction, in one
+/// statement (`settle`): records the new state (`finish`: state, epoch
+/// and last epoch, when given), makes the pending offsets the groups'
+/// (commit), forgets the partitions, groups and pending offsets. Returns
+/// the partitions written to, in id order.
 pub(super) async fn settle(
     st: &DecideStatements,
     client: &ClientWrapper,
@@ -91,30 +70,10 @@ pub(super) async fn settle(
     commit: bool,
     finish: Option<Finish>,
 ) -> Result<Vec<Written>> {
-    let finish_fut = async {
-        match finish {
-            Some((state, epoch, last)) => client.execute(&st.finish, &[&id, &state.as_str(), &epoch, &last]).await,
-            None => Ok(0),
-        }
-    };
-    let apply_fut = async {
-        if commit {
-            client.execute(&st.apply, &[&id]).await
-        } else {
-            Ok(0)
-        }
-    };
-    let (_, written, _, _, _) = try_join5(
-        finish_fut,
-        client.query(&st.written, &[&id]),
-        apply_fut,
-        client.execute(&st.clear_partitions, &[&id]),
-        try_join(
-            client.execute(&st.clear_groups, &[&id]),
-            client.execute(&st.clear_offsets, &[&id]),
-        ),
-    )
-    .await?;
+    let (state, epoch, last) = finish.map_or(("", 0, 0), |(state, epoch, last)| (state.as_str(), epoch, last));
+    let written = client
+        .query(&st.settle, &[&id, &commit, &finish.is_some(), &state, &epoch, &last])
+        .await?;
     Ok(written
         .iter()
         .map(|w| Written {

@@ -60,18 +60,6 @@ crate::sql::statements! {
     /// AddPartitionsToTxn in one statement: see `join_txn!`.
     join_partitions = join_txn!("INSERT INTO {s}kafka_txn_partitions (transactional_id, partition_id)
                                  SELECT $1, unnest($4::bigint[]) FROM ok ON CONFLICT DO NOTHING");
-    /// The partitions a transaction wrote to, by id (the order their
-    /// markers lock them in), each with the first offset written there,
-    /// its segment size, and (read without a lock) its next offset and
-    /// the end of its last segment.
-    written_partitions = "SELECT x.partition_id, x.first_offset, t.segment_records, p.next_offset,
-                                 (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s
-                                  WHERE s.partition_id = p.id)
-                          FROM {s}kafka_txn_partitions x
-                          JOIN {s}partitions p ON p.id = x.partition_id
-                          JOIN {s}topics t ON t.id = p.topic_id
-                          WHERE x.transactional_id = $1 AND x.first_offset IS NOT NULL
-                          ORDER BY x.partition_id";
     /// AddOffsetsToTxn in one statement: see `join_txn!`.
     join_group = join_txn!("INSERT INTO {s}kafka_txn_groups (transactional_id, group_name)
                             SELECT $1, $4 FROM ok ON CONFLICT DO NOTHING");
@@ -96,23 +84,41 @@ WITH k AS MATERIALIZED (
     DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata
 )
 SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM k";
-    /// Makes a committing transaction's offsets the groups' committed ones.
-    apply_offsets = "INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
-                     SELECT group_name, topic_id, partition, \"offset\", metadata
-                     FROM {s}kafka_txn_offsets WHERE transactional_id = $1
-                     ON CONFLICT (group_name, topic_id, partition)
-                     DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()";
-    /// Forgets a finished transaction's partitions.
-    clear_partitions = "DELETE FROM {s}kafka_txn_partitions WHERE transactional_id = $1";
-    /// Forgets a finished transaction's groups.
-    clear_groups = "DELETE FROM {s}kafka_txn_groups WHERE transactional_id = $1";
-    /// Forgets a finished transaction's pending offsets.
-    clear_offsets = "DELETE FROM {s}kafka_txn_offsets WHERE transactional_id = $1";
-    /// Records the outcome of a transaction.
-    finish_txn = "UPDATE {s}kafka_transactions
-                  SET state = $2, epoch = $3, last_epoch = $4, started_at = NULL, deadline = NULL,
-                      completed = completed + 1, updated_at = now()
-                  WHERE transactional_id = $1";
+    /// The first part of a decision of transaction `$1`, its row locked,
+    /// in one statement: records the outcome when `$3` (state `$4`, epoch
+    /// `$5`, last epoch `$6`), makes its pending offsets the groups'
+    /// committed ones when it commits (`$2`), forgets its pending offsets,
+    /// groups and partitions, and returns the partitions it wrote to, by
+    /// id (the order their markers lock them in), each with the first
+    /// offset written there, its segment size, and (read without a lock)
+    /// its next offset and the end of its last segment.
+    settle = "
+WITH f AS (
+    UPDATE {s}kafka_transactions
+       SET state = $4, epoch = $5, last_epoch = $6, started_at = NULL, deadline = NULL,
+           completed = completed + 1, updated_at = now()
+     WHERE transactional_id = $1 AND $3
+), o AS (
+    DELETE FROM {s}kafka_txn_offsets WHERE transactional_id = $1
+    RETURNING group_name, topic_id, partition, \"offset\", metadata
+), a AS (
+    INSERT INTO {s}group_offsets (group_name, topic_id, partition, \"offset\", metadata)
+    SELECT group_name, topic_id, partition, \"offset\", metadata FROM o WHERE $2
+    ON CONFLICT (group_name, topic_id, partition)
+    DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", metadata = EXCLUDED.metadata, committed_at = now()
+), g AS (
+    DELETE FROM {s}kafka_txn_groups WHERE transactional_id = $1
+), x AS (
+    DELETE FROM {s}kafka_txn_partitions WHERE transactional_id = $1
+    RETURNING partition_id, first_offset
+)
+SELECT x.partition_id, x.first_offset, t.segment_records, p.next_offset,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
+  FROM x
+  JOIN {s}partitions p ON p.id = x.partition_id
+  JOIN {s}topics t ON t.id = p.topic_id
+ WHERE x.first_offset IS NOT NULL
+ ORDER BY x.partition_id";
     /// A transactional id's row when its transaction is past its timeout,
     /// skipped when another broker holds it.
     lock_expired = "SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed
@@ -134,10 +140,24 @@ SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM 
                                      AND t.state = 'Ongoing')
                            FROM {s}kafka_producer_state ps
                            WHERE ps.partition_id = $1 ORDER BY ps.producer_id";
-    /// Aborted transactions of a partition overlapping `[$2, $3)`.
-    aborted_in_range = "SELECT producer_id, first_offset, last_offset FROM {s}kafka_aborted_txns
-                        WHERE partition_id = $1 AND last_offset >= $2 AND first_offset < $3
-                        ORDER BY first_offset";
+    /// What a read_committed fetch of partition `$1` from offset `$2`
+    /// reads first: as `streams`' `watermarks` (the log start, the next
+    /// offset and the first offset of the oldest open transaction), then
+    /// the aborted transactions ending at or after `$2`, by first offset,
+    /// as three arrays (producer ids, first offsets, last offsets), for
+    /// the fetch to keep those overlapping what it reads.
+    watermarks_committed = "
+SELECT p.log_start, p.next_offset,
+       (SELECT min(x.first_offset) FROM {s}kafka_txn_partitions x
+         WHERE x.partition_id = $1 AND x.first_offset IS NOT NULL),
+       coalesce(a.producers, '{}'), coalesce(a.firsts, '{}'), coalesce(a.lasts, '{}')
+  FROM {s}partitions p,
+       LATERAL (SELECT array_agg(producer_id ORDER BY first_offset) AS producers,
+                       array_agg(first_offset ORDER BY first_offset) AS firsts,
+                       array_agg(last_offset ORDER BY first_offset) AS lasts
+                  FROM {s}kafka_aborted_txns
+                 WHERE partition_id = $1 AND last_offset >= $2) a
+ WHERE p.id = $1";
     /// Partitions of a group with an offset pending in an open transaction.
     pending_offsets = "SELECT t.name, o.partition FROM {s}kafka_txn_offsets o
                        JOIN {s}topics t ON t.id = o.topic_id
@@ -162,8 +182,14 @@ SELECT producer_id, epoch, last_epoch, state, timeout_ms, completed, added FROM 
     /// share mode: a decision takes it exclusively), its epoch and state,
     /// whether partition `$2` was added to its transaction, and (read
     /// without a lock) the partition's next offset and the end of its last
-    /// segment.
-    check_append = "SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
+    /// segment. Then, as `streams`' `insert_producer_state`, the
+    /// producer's state on the partition is created if missing (the
+    /// statement that follows locks it).
+    check_append = "WITH i AS (
+                        INSERT INTO {s}kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+                        VALUES ($1, $2, -1, -1, '[]') ON CONFLICT DO NOTHING
+                    )
+                    SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
                            coalesce((SELECT p.next_offset FROM {s}partitions p WHERE p.id = $2), 0),
                            (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = $2)
                     FROM {s}kafka_transactions k

@@ -34,6 +34,8 @@ use reconcile::{reconcile, MemberView, Parts, Phase};
 
 use super::assign::{self, MemberState, Strategy};
 use super::parse_assignment;
+use crate::auth::acl::grants_of;
+use crate::auth::UserAcls;
 use crate::broker::Broker;
 use crate::error::{Error, Invalid, Result};
 use crate::groups::statements::Statements;
@@ -84,6 +86,11 @@ pub struct ConsumerHeartbeat {
     pub server_assignor: Option<String>,
     /// What the member owns now; `None` when it did not say.
     pub owned: Option<Vec<TopicPartition>>,
+    /// The user the member authenticated as, when that user's grants
+    /// limit what it may see: its regular expression then matches only
+    /// topics the user has some grant on, as Kafka matches only topics the
+    /// member may describe. `None`: no limit.
+    pub principal: Option<String>,
 }
 
 /// Partitions of one topic.
@@ -168,6 +175,7 @@ struct Member {
     client_host: String,
     instance_id: Option<String>,
     rack_id: Option<String>,
+    principal: Option<String>,
 }
 
 fn parts(v: serde_json::Value) -> Parts {
@@ -210,6 +218,7 @@ async fn members(sql: &Statements, tx: &Transaction<'_>, group: &str) -> Result<
             client_host: r.get(10),
             instance_id: r.get(11),
             rack_id: r.get(12),
+            principal: r.get(13),
         })
         .collect())
 }
@@ -268,12 +277,31 @@ async fn subscriptions(
         );
         by_regex.insert(re, matched);
     }
+    // A member whose user's grants limit what it sees matches only topics
+    // the user has some grant on.
+    let mut grants: BTreeMap<&str, UserAcls> = BTreeMap::new();
+    for user in members
+        .iter()
+        .filter(|m| m.regex.is_some())
+        .filter_map(|m| m.principal.as_deref())
+    {
+        if !grants.contains_key(user) {
+            let rows = tx.query(&sql.member_grants, &[&user]).await?;
+            grants.insert(user, grants_of(&rows)?);
+        }
+    }
     let mut subs = BTreeMap::new();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for m in members {
         let mut names: Vec<String> = m.topics.clone();
         if let Some(matched) = m.regex.as_deref().and_then(|re| by_regex.get(re)) {
-            names.extend(matched.iter().cloned());
+            let seen = m.principal.as_deref().and_then(|u| grants.get(u));
+            names.extend(
+                matched
+                    .iter()
+                    .filter(|t| seen.is_none_or(|g| g.any_on_topic(t)))
+                    .cloned(),
+            );
         }
         wanted.extend(names.iter().cloned());
         subs.insert(
@@ -438,6 +466,7 @@ async fn apply_member(
                 &regex,
                 &req.server_assignor,
                 &req.rack_id,
+                &req.principal,
             ],
         )
         .await?;
@@ -474,6 +503,7 @@ async fn apply_member(
             &rebalance_ms.unwrap_or(300_000),
             &regex,
             &assignor,
+            &req.principal,
         ],
     )
     .await?;
@@ -531,6 +561,7 @@ async fn take_over(
             &rebalance_ms,
             regex,
             &assignor,
+            &req.principal,
         ],
     )
     .await?;
