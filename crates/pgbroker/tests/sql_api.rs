@@ -400,3 +400,31 @@ async fn migrate_replaces_outdated_functions_but_not_newer_ones() {
     db.broker.migrate().await.expect("migrate");
     assert!(!c.query_one(&has_stats, &[]).await.expect("check").get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn every_definer_function_pins_its_path_generic_plans_and_no_jit() {
+    let db = TestDb::new().await;
+    let c = db.raw().await;
+    let rows = c
+        .query(
+            "SELECT p.proname, coalesce(p.proconfig, '{}') FROM pg_proc p
+             WHERE p.pronamespace = $1::text::regnamespace AND p.prosecdef ORDER BY 1",
+            &[&db.schema],
+        )
+        .await
+        .expect("functions");
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for api in ["send", "receive", "take", "ack", "produce"] {
+        assert!(names.iter().any(|n| n == api), "{api} runs as its owner: {names:?}");
+    }
+    for r in &rows {
+        let (name, config): (String, Vec<String>) = (r.get(0), r.get(1));
+        for setting in ["plan_cache_mode=force_generic_plan", "jit=off"] {
+            assert!(config.iter().any(|c| c == setting), "{name}: {config:?}");
+        }
+        assert!(
+            config.iter().any(|c| c.starts_with("search_path=")),
+            "{name}: {config:?}"
+        );
+    }
+}

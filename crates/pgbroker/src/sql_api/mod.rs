@@ -175,8 +175,11 @@ pub(crate) fn script(schema: &str) -> Result<String> {
 /// and kept. Under the default, Postgres compares a generic plan's cost
 /// with that of plans made for the arguments at hand and may keep
 /// planning anew on every call (it did so for the acknowledgement, whose
-/// archive branch a custom plan folds away).
-const PINNED: &str = "SET search_path = @S@, pg_temp SET plan_cache_mode = force_generic_plan";
+/// archive branch a custom plan folds away). No JIT: a generic plan
+/// costs `LIMIT $n` as a tenth of the rows, so on a deep queue the claim's
+/// estimate passes `jit_above_cost` and each call would compile for tens
+/// of milliseconds, as the library's pooled sessions did.
+const PINNED: &str = "SET search_path = @S@, pg_temp SET plan_cache_mode = force_generic_plan SET jit = off";
 
 /// Only roles given the API (see `grant_api`) may call the functions.
 const REVOKE_PUBLIC: &str = "
