@@ -113,8 +113,8 @@ fn pages() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// The `q`-quantile of sorted `v`, nearest rank.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+/// The `q`-quantile of sorted `v`, nearest rank; NaN if empty.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -22,6 +22,7 @@ use pgbroker::{Broker, BrokerConfig, Message, QueueConfig, QueueName};
 
 use super::{drop_schema, schema_name, Emit, ScaleArgs, ScalePoint};
 use crate::measure::payload;
+use crate::pages::quantile;
 use crate::systems::Endpoints;
 
 /// Bytes of each message's body.
@@ -103,7 +104,9 @@ async fn measure(
     fill(broker, &bench, depth).await?;
     p.set("fill_s", filled.elapsed().as_secs_f64());
     p.set("queue_mib", queue_bytes(url, schema).await? / 1_048_576.0);
-    let (claims, acks) = claims(broker, &bench, args.duration).await?;
+    let (mut claims, mut acks) = claims(broker, &bench, args.duration).await?;
+    claims.sort_by(f64::total_cmp);
+    acks.sort_by(f64::total_cmp);
     p.set("claim_p50_ms", quantile(&claims, 0.5));
     p.set("claim_p99_ms", quantile(&claims, 0.99));
     p.set("ack_p99_ms", quantile(&acks, 0.99));
@@ -245,29 +248,4 @@ async fn queue_bytes(url: &str, schema: &str) -> Result<f64> {
         )
         .await?;
     Ok(row.get(0))
-}
-
-/// The `q` quantile (0 to 1) of `v`, by the nearest rank; NaN if empty.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len() as f64;
-    let rank = (1..=v.len()).find(|&r| r as f64 >= q * n).unwrap_or(v.len());
-    v[rank - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.5), 50.0);
-        assert_eq!(quantile(&v, 0.99), 99.0);
-        assert!(quantile(&[], 0.5).is_nan());
-    }
 }
