@@ -40,6 +40,7 @@ mod suite;
 mod summary;
 mod sweep;
 mod systems;
+mod tails;
 mod tansu;
 mod targets;
 mod window;
@@ -95,6 +96,9 @@ enum Command {
     /// Scale curves: one knob swept at a time (partitions, topics, groups,
     /// members, connections); appends JSON lines.
     Scale(scale::ScaleArgs),
+    /// The spread of one scenario's tail over many runs, undisturbed and
+    /// with a checkpoint, a vacuum or a retention pass in the middle.
+    Tails(tails::TailsArgs),
     /// BENCHMARKS.md and plots from JSON-lines results.
     Report(report::ReportArgs),
     /// Two results files, before and after a change: the figures that
@@ -123,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pages(args) => pages::command(env, &args).await,
         Command::Compaction(args) => compaction::command(env, &args).await,
         Command::Scale(args) => scale::scale(env, &args).await,
+        Command::Tails(args) => tails::command(env, &args).await,
         Command::Report(args) => report::report(&args),
         Command::Diff(args) => diff::diff(&args),
     }

@@ -18,18 +18,23 @@ use crate::workload::{PubsubArgs, Workload as _};
 
 /// Runs the pub/sub benchmark on a fresh topic, deleted afterwards.
 pub async fn run(env: &Endpoints, args: &PubsubArgs) -> Result<Summary> {
+    let config = TopicConfig {
+        partitions: args.partitions,
+        ..TopicConfig::default()
+    };
+    run_with(env, args, &config).await
+}
+
+/// The topic of this process's runs.
+pub fn topic_name() -> Result<TopicName> {
+    Ok(TopicName::new(format!("bench-{}", std::process::id()))?)
+}
+
+/// [`run`] on a fresh topic of `config`.
+pub async fn run_with(env: &Endpoints, args: &PubsubArgs, config: &TopicConfig) -> Result<Summary> {
     let broker = library(env, args.pool_size()).await?;
-    let topic = TopicName::new(format!("bench-{}", std::process::id()))?;
-    broker
-        .topics()
-        .create(
-            &topic,
-            &TopicConfig {
-                partitions: args.partitions,
-                ..TopicConfig::default()
-            },
-        )
-        .await?;
+    let topic = topic_name()?;
+    broker.topics().create(&topic, config).await?;
     let outcome = drive(&broker, &topic, args).await;
     broker.topics().delete(&topic).await?;
     for g in 0..args.groups {

@@ -344,6 +344,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let mut standby_runs: Vec<&crate::standby::StandbyRun> = Vec::new();
     let mut brokers_runs: Vec<&crate::brokers::BrokersRun> = Vec::new();
     let mut scale_points: Vec<&crate::scale::ScalePoint> = Vec::new();
+    let mut tail_runs: Vec<&crate::tails::TailRun> = Vec::new();
     let mut machine = None;
     for line in &all {
         match line {
@@ -355,6 +356,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             Line::Note(Note::StandbyRun(r)) => standby_runs.push(r),
             Line::Note(Note::BrokersRun(r)) => brokers_runs.push(r),
             Line::Note(Note::ScalePoint(p)) => scale_points.push(p),
+            Line::Note(Note::TailRun(r)) => tail_runs.push(r),
             Line::Note(Note::Environment(e)) => machine = Some(e),
         }
     }
@@ -406,6 +408,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     crate::standby::section(&mut md, &standby_runs);
     crate::brokers::section(&mut md, &brokers_runs);
     crate::scale::section(&mut md, &scale_points, &args.plots, &rel)?;
+    crate::tails::section(&mut md, &tail_runs);
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} and plots in {}", args.out.display(), args.plots.display());
     Ok(())

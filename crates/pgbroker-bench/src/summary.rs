@@ -219,6 +219,8 @@ pub enum Note {
     BrokersRun(crate::brokers::BrokersRun),
     /// One point of a scale curve.
     ScalePoint(crate::scale::ScalePoint),
+    /// One run of the tail-stability scenario.
+    TailRun(crate::tails::TailRun),
 }
 
 /// One line of a results file.
