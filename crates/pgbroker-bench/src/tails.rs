@@ -11,8 +11,8 @@
 //!
 //! The topic has small segments (`--segment-records`), so that every run
 //! rolls segments over, as a long-lived topic does, and a retention limit
-//! of 1 MiB per partition, far below one segment, which only the
-//! retention pass enforces: it drops every closed segment.
+//! (`--retention-bytes`, 1 MiB per partition: far below one segment)
+//! which only the retention pass enforces: it drops every closed segment.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -44,6 +44,10 @@ pub struct TailsArgs {
     /// Records per segment of the topic.
     #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(i64).range(100..=1_048_576))]
     pub segment_records: i64,
+    /// The topic's retention by size, bytes per partition: only the
+    /// retention pass enforces it.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub retention_bytes: i64,
     /// Pause between runs, so that one run's aftermath (its schema's drop,
     /// the WAL it left) settles before the next.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -170,8 +174,9 @@ async fn one(env: &Endpoints, args: &TailsArgs, disturbance: Disturbance, run: u
     let config = pgbroker::TopicConfig {
         partitions: w.partitions,
         segment_records: args.segment_records,
-        // Far below one segment: only the retention pass enforces it.
-        retention_bytes: Some(1 << 20),
+        // Far below one segment by default: only the retention pass
+        // enforces it.
+        retention_bytes: Some(args.retention_bytes),
         ..pgbroker::TopicConfig::default()
     };
     let load_average = std::fs::read_to_string("/proc/loadavg")
@@ -244,66 +249,78 @@ async fn disturb(env: &Endpoints, disturbance: Disturbance) -> Result<(f64, Stri
     Ok((started.elapsed().as_secs_f64() * 1000.0, detail))
 }
 
-/// The section of BENCHMARKS.md: per disturbance, the spread of p99 and
-/// p99.9 over the runs.
+/// The section of BENCHMARKS.md: per segment size and disturbance, the
+/// spread of p99 and p99.9 over the runs.
 pub fn section(md: &mut String, runs: &[&TailRun]) {
     if runs.is_empty() {
         return;
     }
-    let segment = runs[0].segment_records;
-    let _ = write!(
-        md,
+    md.push_str(
         "## Tail stability\n\n\
         `pgbroker-bench tails`: the library path on five groups at 5,000 records/s, run after run on one \
         machine, undisturbed and then with one disturbance in the middle of each measured window: a forced \
         `CHECKPOINT`, a `VACUUM (ANALYZE)` of every table of the broker's schema, and a retention pass that \
-        drops whole segments (the topic has segments of {segment} records and a retention of 1 MiB per \
-        partition, so that runs roll segments over and the pass drops every closed segment). Latencies in \
-        ms, min / median / max over the runs.\n\n\
-        | disturbance | runs | p99 min | p99 median | p99 max | p99.9 min | p99.9 median | p99.9 max | max median | disturbance ms | what it did |\n\
-        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        drops whole segments (the topic has a retention by size, `--retention-bytes`, 1 MiB per partition \
+        unless told, which only that pass enforces: it drops every closed segment). With small segments every run rolls segments over; with \
+        segments of 1,048,576 records (the default) none does. Latencies in ms, min / median / max over the \
+        runs.\n\n\
+        | segment records | disturbance | runs | p99 min | p99 median | p99 max | p99.9 min | p99.9 median | p99.9 max | max median | disturbance ms | what it did |\n\
+        |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    for d in [
+    let mut sizes: Vec<i64> = runs.iter().map(|r| r.segment_records).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let kinds = [
         Disturbance::None,
         Disturbance::Checkpoint,
         Disturbance::Vacuum,
         Disturbance::Retention,
-    ] {
-        let mine: Vec<&TailRun> = runs.iter().copied().filter(|r| r.disturbance == d).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let spread = |f: fn(&TailRun) -> f64| {
-            let v: Vec<f64> = mine.iter().map(|r| f(r)).collect();
-            let (lo, hi) = v
+    ];
+    for size in &sizes {
+        for d in kinds {
+            let mine: Vec<&TailRun> = runs
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
-            (lo, median(v), hi)
-        };
-        let (p99_lo, p99_med, p99_hi) = spread(|r| r.e2e_p99_ms);
-        let (p999_lo, p999_med, p999_hi) = spread(|r| r.e2e_p999_ms);
-        let (_, max_med, _) = spread(|r| r.e2e_max_ms);
-        let (_, took, _) = spread(|r| r.disturbance_ms);
-        let what = mine.last().map_or("", |r| r.disturbance_detail.as_str());
-        let _ = writeln!(
-            md,
-            "| {} | {} | {p99_lo:.2} | {p99_med:.2} | {p99_hi:.2} | {p999_lo:.2} | {p999_med:.2} | {p999_hi:.2} | {max_med:.2} | {took:.0} | {what} |",
-            d.name(),
-            mine.len()
-        );
+                .copied()
+                .filter(|r| r.disturbance == d && r.segment_records == *size)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let spread = |f: fn(&TailRun) -> f64| {
+                let v: Vec<f64> = mine.iter().map(|r| f(r)).collect();
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+                (lo, median(v), hi)
+            };
+            let (p99_lo, p99_med, p99_hi) = spread(|r| r.e2e_p99_ms);
+            let (p999_lo, p999_med, p999_hi) = spread(|r| r.e2e_p999_ms);
+            let (_, max_med, _) = spread(|r| r.e2e_max_ms);
+            let (_, took, _) = spread(|r| r.disturbance_ms);
+            let what = mine.last().map_or("", |r| r.disturbance_detail.as_str());
+            let _ = writeln!(
+                md,
+                "| {size} | {} | {} | {p99_lo:.2} | {p99_med:.2} | {p99_hi:.2} | {p999_lo:.2} | {p999_med:.2} | {p999_hi:.2} | {max_med:.2} | {took:.0} | {what} |",
+                d.name(),
+                mine.len()
+            );
+        }
     }
-    let list = |d: Disturbance| -> String {
-        runs.iter()
-            .filter(|r| r.disturbance == d)
+    md.push('\n');
+    for size in &sizes {
+        let list: Vec<String> = runs
+            .iter()
+            .filter(|r| r.disturbance == Disturbance::None && r.segment_records == *size)
             .map(|r| format!("{:.1}", r.e2e_p99_ms))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let _ = writeln!(
-        md,
-        "\np99 of each undisturbed run, in order: {}.\n",
-        list(Disturbance::None)
-    );
+            .collect();
+        if !list.is_empty() {
+            let _ = writeln!(
+                md,
+                "p99 of each undisturbed run with segments of {size} records, in order: {}.\n",
+                list.join(", ")
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -311,12 +328,16 @@ mod tests {
     use super::*;
 
     fn run(d: Disturbance, p99: f64) -> TailRun {
+        sized(d, p99, 8192)
+    }
+
+    fn sized(d: Disturbance, p99: f64, segment_records: i64) -> TailRun {
         TailRun {
             scenario: SCENARIO.into(),
             disturbance: d,
             run: 1,
             target_rate: Some(5000),
-            segment_records: 8192,
+            segment_records,
             read_msgs_per_s: 25_000.0,
             e2e_p50_ms: 2.0,
             e2e_p99_ms: p99,
@@ -330,24 +351,29 @@ mod tests {
     }
 
     #[test]
-    fn section_gives_each_disturbance_its_spread() {
+    fn section_gives_each_segment_size_and_disturbance_its_spread() {
         let runs = [
             run(Disturbance::None, 5.0),
             run(Disturbance::None, 7.0),
             run(Disturbance::None, 6.0),
             run(Disturbance::Checkpoint, 40.0),
+            sized(Disturbance::None, 4.0, 1 << 20),
         ];
         let refs: Vec<&TailRun> = runs.iter().collect();
         let mut md = String::new();
         section(&mut md, &refs);
         assert!(
-            md.contains("| none | 3 | 5.00 | 6.00 | 7.00 | 10.00 | 12.00 | 14.00 | 18.00 | 10 | checkpoint |"),
+            md.contains("| 8192 | none | 3 | 5.00 | 6.00 | 7.00 | 10.00 | 12.00 | 14.00 | 18.00 | 10 | checkpoint |"),
             "{md}"
         );
-        assert!(md.contains("| checkpoint | 1 | 40.00 | 40.00 | 40.00 |"), "{md}");
+        assert!(md.contains("| 8192 | checkpoint | 1 | 40.00 | 40.00 | 40.00 |"), "{md}");
+        assert!(md.contains("| 1048576 | none | 1 | 4.00 | 4.00 | 4.00 |"), "{md}");
         assert!(!md.contains("| vacuum |"), "{md}");
-        assert!(md.contains("in order: 5.0, 7.0, 6.0."), "{md}");
-        assert!(md.contains("segments of 8192 records"), "{md}");
+        assert!(
+            md.contains("segments of 8192 records, in order: 5.0, 7.0, 6.0."),
+            "{md}"
+        );
+        assert!(md.contains("segments of 1048576 records, in order: 4.0."), "{md}");
     }
 
     #[test]

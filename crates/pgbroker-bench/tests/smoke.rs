@@ -413,3 +413,70 @@ fn scale_curves_at_their_smallest() {
     assert!(dir.join("plots/scale-connections-MiB.svg").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tails_and_the_retained_curve_at_their_smallest() {
+    let dir = temp_dir("tails");
+    let results = dir.join("tails.jsonl");
+    let out = results.to_str().expect("utf-8 path");
+    harness(&[
+        "tails",
+        "--runs",
+        "1",
+        "--disturbed-runs",
+        "1",
+        "--disturbances",
+        "retention",
+        "--segment-records",
+        "100",
+        "--retention-bytes",
+        "1000",
+        "--pause",
+        "0s",
+        "--groups",
+        "1",
+        "--consumers-per-group",
+        "1",
+        "--producers",
+        "1",
+        "--write-batch",
+        "10",
+        "--rate",
+        "1000",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--out",
+        out,
+    ]);
+    harness(&["scale", "--curves", "retained", "--retained-mib", "1,2", "--out", out]);
+    let lines = lines(&results);
+    let runs: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tail-run").collect();
+    assert_eq!(runs.len(), 2, "{lines:?}");
+    assert_eq!(runs[0]["disturbance"], "none");
+    assert_eq!(runs[1]["disturbance"], "retention");
+    for r in &runs {
+        assert!(r["e2e_p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+        assert!(r["read_msgs_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    }
+    // Segments of 100 records at 1,000 records/s: the pass has closed
+    // segments to drop.
+    let detail = runs[1]["disturbance_detail"].as_str().unwrap_or("");
+    let dropped: u64 = detail.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(dropped > 0 && detail.ends_with("segments dropped"), "{detail}");
+    let points: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "scale-point").collect();
+    assert_eq!(points.len(), 2, "{lines:?}");
+    assert_eq!(points[0]["scenario"], "scale-retained");
+    let metric = |i: usize, key: &str| points[i]["metrics"][key].as_f64().unwrap_or(f64::NAN);
+    assert!(metric(0, "old_fetch_p50_ms") > 0.0, "{}", points[0]);
+    assert!(metric(1, "tail_fetch_p99_ms") > 0.0, "{}", points[1]);
+    assert!(metric(1, "catalogue_mib") > 2.0, "{}", points[1]);
+    assert!(metric(1, "retention_ms") > 0.0, "{}", points[1]);
+    assert!(metric(0, "retention_ms").is_nan(), "{}", points[0]);
+    let md = report(out, &dir);
+    assert!(md.contains("## Tail stability"), "{md}");
+    assert!(md.contains("| 100 | retention | 1 |"), "{md}");
+    assert!(md.contains("### scale-retained: retained_mib"), "{md}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,8 @@
 //! `pgbroker serve` (partitions of one topic, topics of four partitions,
 //! consumer groups, members of one group, idle client connections), or
 //! over pgbroker's work queues in this process (queues of one schema,
-//! messages waiting in one queue), one
+//! messages waiting in one queue), or over the data one topic retains
+//! (through the library in this process), one
 //! short point per value, and each point is appended to the results as a
 //! [`ScalePoint`]; `report` draws each curve as a table and log-log plots
 //! (see [`mod@section`]).
@@ -11,6 +12,7 @@ mod connections;
 mod groups;
 mod partitions;
 mod queues;
+mod retained;
 mod section;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,8 @@ pub enum Curve {
     Queues,
     /// Messages waiting in one work queue (`scale-backlog`).
     Backlog,
+    /// Data one topic retains (`scale-retained`).
+    Retained,
 }
 
 /// Flags of `scale`.
@@ -57,7 +61,7 @@ pub struct ScaleArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "partitions,topics,groups,members,connections,queues,backlog"
+        default_value = "partitions,topics,groups,members,connections,queues,backlog,retained"
     )]
     pub curves: Vec<Curve>,
     /// Partition counts of the one topic of `partitions`.
@@ -85,6 +89,10 @@ pub struct ScaleArgs {
     /// default point; 10000000 takes minutes to fill and gigabytes of disk).
     #[arg(long, value_delimiter = ',', default_value = "0,1000,100000,1000000")]
     pub depths: Vec<u64>,
+    /// MiB of records one topic holds at each point of `retained` (filled
+    /// in turn: the largest point writes that much, and as much WAL).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub retained_mib: Vec<u64>,
     /// Records produced before the group curves, read by each point's groups.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
@@ -167,6 +175,7 @@ pub async fn scale(env: &Endpoints, args: &ScaleArgs) -> Result<()> {
             Curve::Connections => connections::connections(env, args, &mut emit).await?,
             Curve::Queues => queues::queues(env, args, &mut emit).await?,
             Curve::Backlog => queues::backlog(env, args, &mut emit).await?,
+            Curve::Retained => retained::retained(env, args, &mut emit).await?,
         }
     }
     let mut md = String::new();

@@ -56,6 +56,13 @@ const METRICS: &[Metric] = &[
     metric("rotated2", "rotated again", None),
     metric("queues_create_s", "queues created in s", None),
     metric("fill_s", "filled in s", None),
+    metric("old_fetch_p50_ms", "old fetch p50 ms", Some("ms")),
+    metric("old_fetch_p99_ms", "old fetch p99 ms", Some("ms")),
+    metric("tail_fetch_p50_ms", "tail fetch p50 ms", Some("ms")),
+    metric("tail_fetch_p99_ms", "tail fetch p99 ms", Some("ms")),
+    metric("retention_ms", "retention pass ms", None),
+    metric("retention_dropped", "segments dropped", None),
+    metric("catalogue_mib_after_retention", "relations MiB after retention", None),
 ];
 
 /// What each curve's points measured.
@@ -112,6 +119,17 @@ fn description(scenario: &str) -> &'static str {
             "One work queue holding D messages of 100 bytes, sent in batches of 1,000 from 2 tasks (\"filled in \
              s\"), measured as `scale-queues` is. A rotation moves at most 20,000 live messages: above that it is \
              skipped while the older partition drains (vacuuming it instead), which the \"rotated\" columns show."
+        }
+        "scale-retained" => {
+            "One topic of 4 partitions in segments of the default 1,048,576 records, filled through pgbroker's \
+             library (in the harness's process) with records of 1 KiB, 1,000 per produce call, one task per \
+             partition, up to each point's size in turn (\"filled in s\": the time to grow from the previous \
+             point of the same run; a point run alone starts from empty). Each point times 200 fetches of up to 100 records at random offsets in the oldest tenth of \
+             each partition, through a second broker whose record cache starts empty (so they are read from \
+             Postgres, as old records are), and 200 at the tail (a batch of 10 records just produced, read \
+             through the producing broker, as a consumer that keeps up reads it), and measures the schema's \
+             relations. After the last point of a run, a retention pass with a size limit of half of what \
+             each partition holds is timed: it cuts each log and drops the whole segments below the limit."
         }
         _ => "",
     }
