@@ -393,6 +393,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
         b.streams().produce(&t, Some(-1), &[Record::from_value("x")]).await,
         Err(Error::UnknownPartition { .. })
     ));
+    // A header key Postgres cannot store (JSON text with a NUL) is refused,
+    // with the valid record beside it.
+    let nul = Record {
+        headers: vec![Header {
+            key: "a\0b".into(),
+            value: None,
+        }],
+        ..Record::from_value("x")
+    };
+    assert!(matches!(
+        b.streams().produce(&t, Some(0), &[Record::from_value("ok"), nul]).await,
+        Err(Error::Invalid {
+            what: pgbroker::Invalid::HeaderKey,
+            ..
+        })
+    ));
     let missing = TopicName::new("missing").expect("valid");
     assert!(matches!(
         b.streams().produce(&missing, None, &[Record::from_value("x")]).await,

@@ -165,9 +165,18 @@ pub(crate) async fn produce_in(
 }
 
 /// The rules every append path applies to a topic's records: each within
-/// the topic's size limit, and each with a key on a compacted topic.
+/// the topic's size limit, each with a key on a compacted topic, and no
+/// header key with a NUL character.
 pub(crate) fn check_records(meta: &TopicMeta, topic: &TopicName, records: &[Record]) -> Result<()> {
     for r in records {
+        // Header keys are stored as JSON text, which Postgres cannot hold
+        // with a NUL character in it.
+        if let Some(h) = r.headers.iter().find(|h| h.key.contains('\0')) {
+            return Err(Error::invalid(
+                Invalid::HeaderKey,
+                format!("{:?} contains a NUL character", h.key),
+            ));
+        }
         if meta.compacted && r.key.is_none() {
             return Err(Error::invalid(
                 Invalid::RecordKey,
