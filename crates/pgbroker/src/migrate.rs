@@ -22,6 +22,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("node_listeners", include_str!("migrations/0014_node_listeners.sql")),
     ("share_groups", include_str!("migrations/0015_share_groups.sql")),
     ("member_principal", include_str!("migrations/0016_member_principal.sql")),
+    ("record_buckets", include_str!("migrations/0017_record_buckets.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -10,10 +10,7 @@ use pgbroker_testkit::db::{partitions, TestDb};
 async fn segment_tables(db: &TestDb) -> i64 {
     let client = db.raw().await;
     let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'records'::regclass",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_partition_tree('records') WHERE isleaf", &[])
         .await
         .expect("count");
     row.get(0)

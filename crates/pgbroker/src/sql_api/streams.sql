@@ -54,7 +54,6 @@ LANGUAGE plpgsql AS $f$
 DECLARE
     size bigint;
     seg_end bigint;
-    tbl text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pgbroker.segments'), hashtext(p_partition::text));
     SELECT t.segment_records,
@@ -62,12 +61,7 @@ BEGIN
     INTO size, seg_end
     FROM @S@.partitions p JOIN @S@.topics t ON t.id = p.topic_id WHERE p.id = p_partition;
     WHILE seg_end < p_at_least LOOP
-        tbl := 'seg_' || p_partition || '_' || seg_end;
-        EXECUTE format('CREATE TABLE @S@.%I (LIKE @S@.records)', tbl);
-        EXECUTE format('ALTER TABLE @S@.records ATTACH PARTITION @S@.%I FOR VALUES FROM (%s, %s) TO (%s, %s)',
-                       tbl, p_partition, seg_end, p_partition, seg_end + size);
-        INSERT INTO @S@.segments (partition_id, base_offset, end_offset, table_name)
-        VALUES (p_partition, seg_end, seg_end + size, tbl);
+        PERFORM @S@._pb_add_segment(p_partition, seg_end, seg_end + size);
         seg_end := seg_end + size;
     END LOOP;
 END

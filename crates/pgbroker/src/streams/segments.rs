@@ -17,7 +17,8 @@ pub(crate) fn segment_table(partition_id: i64, base: i64) -> String {
     format!("seg_{partition_id}_{base}")
 }
 
-/// Creates the segment `[base, end)` of a partition and records it.
+/// Creates the segment `[base, end)` of a partition in its bucket of
+/// `records` (the bucket too, when it is the first) and records it.
 pub(crate) async fn create_segment(
     tx: &impl GenericClient,
     sql: &Statements,
@@ -25,16 +26,7 @@ pub(crate) async fn create_segment(
     base: i64,
     end: i64,
 ) -> Result<()> {
-    let table = segment_table(partition_id, base);
-    // The bounds, like the name, are integers.
-    tx.batch_execute(&format!(
-        "{}; {} FOR VALUES FROM ({partition_id}, {base}) TO ({partition_id}, {end});",
-        sql.segment_create.with(&table),
-        sql.segment_attach.with(&table),
-    ))
-    .await?;
-    tx.execute(&sql.insert_segment, &[&partition_id, &base, &end, &table])
-        .await?;
+    tx.execute(&sql.add_segment, &[&partition_id, &base, &end]).await?;
     Ok(())
 }
 

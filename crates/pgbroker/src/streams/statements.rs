@@ -67,9 +67,8 @@ crate::sql::statements! {
                  DELETE FROM {s}topics WHERE id = (SELECT id FROM t) RETURNING id";
     /// Used by `add_partitions_tx`.
     insert_partition = "INSERT INTO {s}partitions (topic_id, partition) VALUES ($1, $2) RETURNING id";
-    /// Used by `create_segment`.
-    insert_segment = "INSERT INTO {s}segments (partition_id, base_offset, end_offset, table_name)
-         VALUES ($1, $2, $3, $4)";
+    /// Used by `create_segment`: the segment `[$2, $3)` of partition `$1`.
+    add_segment = "SELECT {s}_pb_add_segment($1, $2, $3)";
     /// Used by `ensure_segments`.
     segment_extent = "SELECT p.next_offset, t.segment_records,
                         (SELECT coalesce(max(end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
@@ -181,10 +180,6 @@ crate::sql::statements! {
                          WHERE partition_id = $1 AND \"offset\" >= $2 AND ts >= $3";
     }
     segment {
-    /// Creates a segment table shaped like `records`.
-    segment_create = ["CREATE TABLE {s}", " (LIKE {s}records)"];
-    /// Attaches a segment to `records`; the bounds follow.
-    segment_attach = ["ALTER TABLE {s}records ATTACH PARTITION {s}", ""];
     /// Empties and drops a segment, waiting little for its locks: TRUNCATE
     /// locks only the segment and frees its space at once; DROP needs a
     /// brief lock on the parent, and may wait its turn.
