@@ -114,6 +114,9 @@ pub(crate) struct Inner {
     pub(crate) decisions: crate::txn::batch::Decisions,
     /// Transactional appends waiting to be made together, by partition.
     pub(crate) appends: crate::txn::append_batch::Appends,
+    /// Partitions whose next segment is being made in the background
+    /// (see [`crate::streams::segments::make_room_ahead`]).
+    pub(crate) making_room: Mutex<std::collections::HashSet<i64>>,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
@@ -205,6 +208,7 @@ impl Broker {
             queues: crate::queues::QueueState::new(&schema),
             decisions: crate::txn::batch::Decisions::default(),
             appends: crate::txn::append_batch::Appends::default(),
+            making_room: Mutex::new(std::collections::HashSet::new()),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

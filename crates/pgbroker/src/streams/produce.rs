@@ -231,8 +231,8 @@ async fn split(
 /// Appends on a pooled connection with the single produce statement.
 /// If the batch reaches past the last segment, falls back to
 /// [`crate::streams::produce::append_locked`] in a transaction of its own. When the
-/// partition's spare room runs low, creates the next segment ahead of
-/// time so that producers rarely meet a missing one.
+/// partition's spare room runs low, has the next segment created ahead of
+/// time, in the background, so that producers rarely meet a missing one.
 async fn append_pooled(broker: &Broker, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {
     let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
     let mut client = broker.client().await?;
@@ -244,13 +244,11 @@ async fn append_pooled(broker: &Broker, meta: &TopicMeta, pid: i64, records: &[R
             drop(client);
             cache_committed(broker, pid, base, now, records, idx);
             broker.inner.wakeups.wake(pid);
-            // The batch is committed: a failure to make room ahead is
-            // not its failure (a client told otherwise would send it
-            // again). The next producer, or the fallback, creates it.
+            // The batch is committed: making room ahead is not its
+            // work (nor its failure, which a client would answer by
+            // sending it again).
             if segments_end - (base + n) <= meta.segment_records / 2 {
-                if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
-                    tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
-                }
+                crate::streams::segments::make_room_ahead(broker, pid, meta.segment_records);
             }
             Ok(base)
         }

@@ -67,6 +67,47 @@ pub(crate) async fn ensure_segments(broker: &Broker, partition_id: i64, at_least
     Ok(())
 }
 
+/// Makes room ahead for partition `partition_id` in the background, so
+/// that the answer to a committed batch does not wait for the next
+/// segment's DDL. At most one such task runs per partition; a failure is
+/// logged and left to the next producer, or to the fallback path of one
+/// that meets no segment.
+pub(crate) fn make_room_ahead(broker: &Broker, partition_id: i64, headroom: i64) {
+    let claimed = broker
+        .inner
+        .making_room
+        .lock()
+        .map(|mut busy| busy.insert(partition_id))
+        .unwrap_or(false);
+    if !claimed {
+        return;
+    }
+    let guard = RoomGuard {
+        broker: broker.clone(),
+        partition_id,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = ensure_segments(&guard.broker, guard.partition_id, 0, headroom).await {
+            tracing::warn!(partition_id = guard.partition_id, error = %e, "creating the next segment ahead failed");
+        }
+        drop(guard);
+    });
+}
+
+/// Releases a partition's claim in `making_room`, however its task ends.
+struct RoomGuard {
+    broker: Broker,
+    partition_id: i64,
+}
+
+impl Drop for RoomGuard {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.broker.inner.making_room.lock() {
+            busy.remove(&self.partition_id);
+        }
+    }
+}
+
 /// One pass of retention: drops every closed segment that is past its
 /// topic's retention time or beyond its retention bytes, advancing the
 /// partition's log start first, and drops segment tables left over from

@@ -118,13 +118,13 @@ async fn append_once(
         return Ok(append);
     }
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
-    after_append(broker, meta, pid, append.base_offset + n, segments_end).await;
+    after_append(broker, meta, pid, append.base_offset + n, segments_end);
     Ok(append)
 }
 
 /// What follows committed appends to partition `pid` ending at offset
 /// `end`, its last segment ending at `segments_end`.
-pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, end: i64, segments_end: i64) {
+pub(super) fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, end: i64, segments_end: i64) {
     // Undecided records never enter the cache, and the last stable offset
     // stays where it was; only the high watermark moves.
     broker.inner.cache.note_txn_append(pid, end);
@@ -132,12 +132,10 @@ pub(super) async fn after_append(broker: &Broker, meta: &TopicMeta, pid: i64, en
     // transaction's first offset on the partition is at least the old
     // high watermark): only read_uncommitted fetches have new records.
     broker.inner.wakeups.wake_uncommitted(pid);
-    // As after a plain produce: the batch is committed, so a failure to
-    // make room ahead is not its failure.
+    // As after a plain produce: the batch is committed, and room ahead is
+    // made in the background.
     if segments_end - end <= meta.segment_records / 2 {
-        if let Err(e) = crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await {
-            tracing::warn!(partition_id = pid, error = %e, "creating the next segment ahead failed");
-        }
+        crate::streams::segments::make_room_ahead(broker, pid, meta.segment_records);
     }
 }
 

@@ -282,7 +282,7 @@ async fn append_together(
         return Ok(None);
     };
     if let Some((last_end, segments_end)) = end {
-        after_append(broker, meta, pid, last_end, segments_end).await;
+        after_append(broker, meta, pid, last_end, segments_end);
     }
     Ok(Some(
         outcomes
