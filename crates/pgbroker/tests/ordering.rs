@@ -57,16 +57,22 @@ async fn producer(db_broker: pgbroker::Broker, topic: TopicName, id: usize) -> (
     (committed, rolled_back)
 }
 
-/// Tails partition 0 with long-poll fetches until `stop` is set and the
-/// high watermark is reached. Returns (offset, value) in the order seen.
+/// Tails partition 0 with long-poll fetches until `end` is given and
+/// reached. Returns (offset, value) in the order seen; gives up 10 s after
+/// `end` is given (what is missing then fails the caller's assertion).
+/// A broker may answer a tail read from its cache, confirmed against
+/// Postgres within the last 500 ms, so a record committed in a caller's
+/// own transaction may appear that much later: only the end read from
+/// Postgres after every producer finished says when the tail is complete.
 async fn tail(
     broker: pgbroker::Broker,
     topic: TopicName,
-    stop: tokio::sync::watch::Receiver<bool>,
+    end: tokio::sync::watch::Receiver<Option<i64>>,
     max_records: usize,
 ) -> Vec<(i64, String)> {
     let mut seen = Vec::new();
     let mut next = 0;
+    let mut give_up = None;
     loop {
         let limits = FetchLimits {
             max_records,
@@ -82,8 +88,11 @@ async fn tail(
             ));
             next += 1;
         }
-        if r.records.is_empty() && *stop.borrow() && next == r.high_watermark {
-            return seen;
+        if let Some(end) = *end.borrow() {
+            let deadline = *give_up.get_or_insert_with(|| std::time::Instant::now() + Duration::from_secs(10));
+            if next >= end || std::time::Instant::now() > deadline {
+                return seen;
+            }
         }
     }
 }
@@ -106,13 +115,13 @@ async fn concurrent_producers_never_leave_gaps() {
             ..partitions(1)
         };
         let topic = db.topic(&format!("order-{iteration}"), config).await;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (end_tx, end_rx) = tokio::sync::watch::channel(None);
         // One tail reads through the producers' broker (and its record
         // cache), the other through a broker without a cache, so every read
         // of it is a query: both must see the same gap-free sequence.
         let tails: Vec<_> = [(db.broker.clone(), 7usize), (uncached.clone(), 500)]
             .into_iter()
-            .map(|(broker, max)| tokio::spawn(tail(broker, topic.clone(), stop_rx.clone(), max)))
+            .map(|(broker, max)| tokio::spawn(tail(broker, topic.clone(), end_rx.clone(), max)))
             .collect();
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|id| tokio::spawn(producer(db.broker.clone(), topic.clone(), id)))
@@ -124,13 +133,13 @@ async fn concurrent_producers_never_leave_gaps() {
             committed.extend(c);
             rolled_back.extend(r);
         }
-        stop_tx.send(true).expect("stop");
         let (_, hw) = db.broker.streams().watermarks(&topic, 0).await.expect("watermarks");
         assert_eq!(
             hw,
             i64::try_from(committed.len()).expect("fits"),
             "high watermark counts committed records"
         );
+        end_tx.send(Some(hw)).expect("end");
         for t in tails {
             let seen = t.await.expect("tail");
             let offsets: Vec<i64> = seen.iter().map(|(o, _)| *o).collect();
