@@ -309,22 +309,39 @@ fn latest_runs(files: &[PathBuf]) -> Result<Vec<Line>> {
         .iter()
         .map(|f| load(std::slice::from_ref(f)))
         .collect::<Result<Vec<_>>>()?;
+    Ok(newest_only(per_file))
+}
+
+/// Which lines a later file replaces: a scenario's runs, a scale curve's
+/// points, and the tail runs of one segment size and disturbance (each
+/// is one series; an older series, made by an older build, is not mixed
+/// into a newer one).
+fn superseding_key(line: &Line) -> Option<String> {
+    match line {
+        Line::Run(Summary { scenario: Some(s), .. }) => Some(format!("run {s}")),
+        Line::Note(Note::ScalePoint(p)) => Some(format!("scale {}", p.scenario)),
+        Line::Note(Note::TailRun(r)) => Some(format!("tail {} {} {:?}", r.scenario, r.segment_records, r.disturbance)),
+        _ => None,
+    }
+}
+
+/// The lines of `per_file` (one list per results file, oldest first),
+/// keeping each [`superseding_key`] only from the last file that has it.
+fn newest_only(per_file: Vec<Vec<Line>>) -> Vec<Line> {
     let mut last_file: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, lines) in per_file.iter().enumerate() {
-        for line in lines {
-            if let Line::Run(Summary { scenario: Some(s), .. }) = line {
-                last_file.insert(s.clone(), i);
-            }
+        for key in lines.iter().filter_map(superseding_key) {
+            last_file.insert(key, i);
         }
     }
     let mut all = Vec::new();
     for (i, lines) in per_file.into_iter().enumerate() {
-        all.extend(lines.into_iter().filter(|line| match line {
-            Line::Run(Summary { scenario: Some(s), .. }) => last_file.get(s) == Some(&i),
-            _ => true,
+        all.extend(lines.into_iter().filter(|line| match superseding_key(line) {
+            Some(key) => last_file.get(&key) == Some(&i),
+            None => true,
         }));
     }
-    Ok(all)
+    all
 }
 
 /// Writes the report and its plots.
@@ -468,5 +485,35 @@ mod tests {
         assert!(!md.contains("| load_average |"), "{md}");
         assert!(md.contains("| cpu | Intel Xeon |"), "{md}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_later_sweep_of_a_scale_curve_replaces_the_earlier_one() {
+        let point = |scenario: &str, value: u64, create_s: f64| {
+            let mut p = crate::scale::ScalePoint::new(scenario, "topics", value);
+            p.set("create_s", create_s);
+            Line::Note(Note::ScalePoint(p))
+        };
+        let old = vec![
+            point("scale-topics", 10, 0.95),
+            point("scale-topics", 1000, 297.0),
+            point("scale-groups", 1, 0.5),
+        ];
+        let new = vec![point("scale-topics", 10, 0.30), point("scale-topics", 100, 1.4)];
+        let kept: Vec<(String, u64, f64)> = newest_only(vec![old, new])
+            .into_iter()
+            .filter_map(|l| match l {
+                Line::Note(Note::ScalePoint(p)) => Some((p.scenario.clone(), p.value, p.metrics["create_s"])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("scale-groups".to_string(), 1, 0.5),
+                ("scale-topics".to_string(), 10, 0.30),
+                ("scale-topics".to_string(), 100, 1.4),
+            ]
+        );
     }
 }
