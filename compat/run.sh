@@ -194,6 +194,11 @@ passed=$(grep -c '^PASS' "$LOGS/results.txt" || true)
 nfailed=$(grep -c '^FAIL' "$LOGS/results.txt" || true)
 skipped=$(grep -c '^SKIP' "$LOGS/results.txt" || true)
 echo "logs: $LOGS"
+if ((nfailed > 0 || failed != 0)); then
+  # What the server said went wrong, where a failing run's output shows it.
+  echo "server warnings and errors (last 40):"
+  grep -E ' (WARN|ERROR) ' "$LOGS/server.log" | tail -40 || echo "(none)"
+fi
 echo "compat: $passed passed, $nfailed failed, $skipped skipped"
 if ((nfailed > 0)); then failed=1; fi
 exit $failed

@@ -50,6 +50,8 @@ class Check extends Error {
 const check = (cond, msg) => {
   if (!cond) throw new Check(msg)
 }
+// What the scenario was doing, for the FAIL line of an error a client threw.
+let stage = ''
 
 function pgbroker(...a) {
   const env = process.env
@@ -112,6 +114,7 @@ async function connectCheck() {
 // Every record of `topic` partition 0 from `offset` (a seek there), until
 // `want` arrived and nothing more came for a second.
 async function readFrom(topic, offset, want) {
+  stage = `reading from offset ${offset}`
   const consumer = kafka.consumer({
     groupId: `${prefix}reader-${Date.now()}-${Math.random()}`,
     sessionTimeout: 6000,
@@ -167,8 +170,10 @@ async function compactedRead() {
   await producer.connect()
   try {
     for (let i = 0; i < messages.length; i += 100) {
+      stage = `producing offsets ${i}..${i + 99}`
       await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 100) })
     }
+    stage = 'producing a record without a key'
     const why = await refusal(() => producer.send({ topic, acks: -1, messages: [{ value: 'no key', partition: 0 }] }))
     check(why === 'INVALID_RECORD', `a record without a key got ${why}, want INVALID_RECORD`)
   } finally {
@@ -176,6 +181,7 @@ async function compactedRead() {
   }
   const before = await readFrom(topic, 0, hw)
   check(before.length === hw, `read ${before.length} of ${hw} records before compaction`)
+  stage = 'compacting'
   pgbroker('topic', 'alter', topic, '--min-compaction-lag-ms', '0')
   // Two whole passes: the second is past the tombstones' horizon (0 ms). A
   // pass that met the server's cleaner on the partition skipped it (busy).
@@ -205,13 +211,14 @@ for (const [name, fn] of [
   ['connect_check', connectCheck],
   ['compacted_read', compactedRead],
 ]) {
+  stage = name
   try {
     await fn()
     console.log(`PASS kafkajs ${name}`)
   } catch (e) {
     failed++
     console.error(e)
-    console.log(`FAIL kafkajs ${name}: ${e.message}`)
+    console.log(`FAIL kafkajs ${name}: ${e instanceof Check ? '' : `(${stage}) `}${e.message}`)
   }
 }
 process.exit(failed ? 1 : 0)

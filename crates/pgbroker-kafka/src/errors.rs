@@ -61,7 +61,12 @@ pub(crate) fn group_error(e: &Error) -> ResponseError {
         Error::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         e if e.is_retriable() => ResponseError::CoordinatorNotAvailable,
-        _ => ResponseError::UnknownServerError,
+        e => {
+            // The client learns nothing from this code: the cause goes to
+            // the log.
+            tracing::warn!(error = %e, "answering UNKNOWN_SERVER_ERROR");
+            ResponseError::UnknownServerError
+        }
     }
 }
 

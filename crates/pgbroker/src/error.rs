@@ -451,8 +451,10 @@ impl From<deadpool_postgres::PoolError> for Error {
 }
 
 /// Server errors that only say Postgres is restarting, recovering or
-/// shutting down, or that the connection broke: "the database system is
-/// starting up" refuses every connection during crash recovery.
+/// shutting down, that the connection broke ("the database system is
+/// starting up" refuses every connection during crash recovery), or that
+/// the transaction lost a race (a deadlock, a serialization failure, a
+/// lock timeout) and was rolled back.
 fn transient_sqlstate(code: &tokio_postgres::error::SqlState) -> bool {
     use tokio_postgres::error::SqlState;
     code.code().starts_with("08")
@@ -460,6 +462,10 @@ fn transient_sqlstate(code: &tokio_postgres::error::SqlState) -> bool {
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CRASH_SHUTDOWN,
             SqlState::CANNOT_CONNECT_NOW,
+            // The transaction was rolled back and may simply run again.
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
         ]
         .contains(code)
 }
@@ -475,6 +481,9 @@ mod transient_tests {
         assert!(transient_sqlstate(&SqlState::ADMIN_SHUTDOWN));
         assert!(transient_sqlstate(&SqlState::CRASH_SHUTDOWN));
         assert!(transient_sqlstate(&SqlState::CONNECTION_FAILURE));
+        assert!(transient_sqlstate(&SqlState::T_R_DEADLOCK_DETECTED));
+        assert!(transient_sqlstate(&SqlState::T_R_SERIALIZATION_FAILURE));
+        assert!(transient_sqlstate(&SqlState::LOCK_NOT_AVAILABLE));
         assert!(!transient_sqlstate(&SqlState::UNIQUE_VIOLATION));
         assert!(!transient_sqlstate(&SqlState::UNDEFINED_TABLE));
     }
