@@ -234,18 +234,30 @@ pub async fn drive_probed(
         }
     }
     settle(&consumers, args).await;
+    // Producers take the shared librdkafka instances in turn.
+    let instances = args
+        .kafka_producer_clients
+        .unwrap_or(args.producers)
+        .clamp(1, args.producers);
+    let mut clients: Vec<FutureProducer> = Vec::new();
     for id in 0..args.producers {
         if variant == Variant::Transactional {
             crate::kafka_txn::spawn_producer(&mut run, &server.bootstrap, args, id).await?;
             continue;
         }
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &server.bootstrap)
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("compression.type", "none")
-            .create()
-            .context("creating a librdkafka producer")?;
+        let slot = usize::try_from(id % instances)?;
+        if slot == clients.len() {
+            clients.push(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &server.bootstrap)
+                    .set("acks", "all")
+                    .set("linger.ms", "1")
+                    .set("compression.type", "none")
+                    .create()
+                    .context("creating a librdkafka producer")?,
+            );
+        }
+        let producer = clients[slot].clone();
         let a = args.clone();
         run.spawn(|s, st| produce(producer, a, id, s, st));
     }

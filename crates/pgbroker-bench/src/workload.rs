@@ -66,6 +66,15 @@ pub struct PubsubArgs {
     #[arg(long, default_value_t = 0)]
     #[serde(default, skip_serializing_if = "is_zero")]
     pub backlog: u64,
+    /// librdkafka producer instances the producers of the Kafka-protocol
+    /// systems share, each taking producers in turn. One, as Kafka's
+    /// documentation advises for a process (a producer is thread-safe and
+    /// batches across its callers); the number of producers gives each its
+    /// own. Results recorded before this setting existed have none: one
+    /// instance per producer.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_producer_clients: Option<u32>,
     /// Timing and output.
     #[command(flatten)]
     #[serde(skip)]

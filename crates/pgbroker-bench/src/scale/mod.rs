@@ -253,6 +253,7 @@ pub fn workload(args: &ScaleArgs, partitions: i32, producers: u32, consumers: u3
         read_batch: 200,
         rate,
         backlog: 0,
+        kafka_producer_clients: Some(producers),
         run: RunArgs {
             duration: args.duration,
             warmup: args.warmup,
