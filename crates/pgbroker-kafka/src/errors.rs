@@ -26,6 +26,8 @@ pub(crate) fn invalid_error(what: Invalid) -> ResponseError {
 /// offsets): an unreachable database is a retriable storage error.
 pub(crate) fn data_error(e: &Error) -> ResponseError {
     match e {
+        // A failure shared by appends made together is each one's own.
+        Error::Batch(inner) => data_error(inner),
         Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         Error::TopicExists(_) => ResponseError::TopicAlreadyExists,
         Error::RecordTooLarge { .. } => ResponseError::MessageTooLarge,

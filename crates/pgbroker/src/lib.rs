@@ -63,6 +63,7 @@ pub mod queues;
 mod sql;
 pub mod sql_api;
 pub mod streams;
+mod together;
 pub mod txn;
 mod types;
 

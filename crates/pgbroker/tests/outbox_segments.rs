@@ -105,11 +105,11 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
     let small = pgbroker::Broker::connect(pgbroker::BrokerConfig {
         database_url: pgbroker_testkit::database_url(),
         schema: db.schema.clone(),
-        pool_size: 2,
+        pool_size: 1,
         ..pgbroker::BrokerConfig::default()
     })
     .await
-    .expect("broker with two pooled connections");
+    .expect("broker with one pooled connection");
     let mut client = db.raw().await;
     let tx = client.transaction().await.expect("begin");
     small
@@ -117,7 +117,9 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
         .produce_in(&tx, &t, Some(0), &[Record::from_value("first")])
         .await
         .expect("produce_in");
-    // Both pooled connections now wait for the row lock the caller holds.
+    // The pooled connection now waits for the row lock the caller holds;
+    // the second produce waits in the process behind the first, to be
+    // made together with it.
     let waiting: Vec<_> = (0..2)
         .map(|i| {
             let (b, t) = (small.clone(), t.clone());
@@ -140,7 +142,7 @@ async fn a_segment_is_created_while_the_pool_waits_on_the_partition() {
             .await
             .expect("activity")
             .get(0);
-        if blocked >= 2 {
+        if blocked >= 1 {
             break;
         }
         assert!(std::time::Instant::now() < until, "the pooled produces never blocked");

@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub(crate) decisions: crate::txn::batch::Decisions,
     /// Transactional appends waiting to be made together, by partition.
     pub(crate) appends: crate::txn::append_batch::Appends,
+    /// Plain appends waiting to be made together, by partition.
+    pub(crate) plain_appends: crate::streams::append_batch::PlainAppends,
     /// Partitions whose next segment is being made in the background
     /// (see [`crate::streams::segments::make_room_ahead`]).
     pub(crate) making_room: Mutex<std::collections::HashSet<i64>>,
@@ -209,6 +211,7 @@ impl Broker {
             decisions: crate::txn::batch::Decisions::default(),
             appends: crate::txn::append_batch::Appends::default(),
             making_room: Mutex::new(std::collections::HashSet::new()),
+            plain_appends: Default::default(),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),

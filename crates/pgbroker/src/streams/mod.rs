@@ -7,6 +7,7 @@
 //! policy and `compact` the cleaner of compacted topics.
 
 mod api;
+pub(crate) mod append_batch;
 pub(crate) mod cache;
 pub(crate) mod cleanup;
 pub(crate) mod compact;

@@ -110,7 +110,9 @@ type Split = BTreeMap<i32, Vec<usize>>;
 /// records without a key go together to one partition chosen round-robin.
 ///
 /// Records for one partition are written by one statement in one
-/// transaction: all of them or none.
+/// transaction: all of them or none (with other calls' records to the
+/// partition that waited at the same time, see
+/// [`crate::streams::append_batch`]).
 pub(crate) async fn produce(
     broker: &Broker,
     topic: &TopicName,
@@ -125,7 +127,11 @@ pub(crate) async fn produce(
         let meta = meta.clone();
         async move {
             let pid = meta.partition_ids[usize::try_from(*p).unwrap_or(0)];
-            let base = append_pooled(broker, &meta, pid, records, idx).await?;
+            let base = broker
+                .inner
+                .plain_appends
+                .append(broker, meta.clone(), pid, records, idx)
+                .await?;
             Ok::<_, Error>((*p, idx, base))
         }
     });
@@ -233,7 +239,13 @@ async fn split(
 /// [`crate::streams::produce::append_locked`] in a transaction of its own. When the
 /// partition's spare room runs low, has the next segment created ahead of
 /// time, in the background, so that producers rarely meet a missing one.
-async fn append_pooled(broker: &Broker, meta: &TopicMeta, pid: i64, records: &[Record], idx: &[usize]) -> Result<i64> {
+pub(super) async fn append_pooled(
+    broker: &Broker,
+    meta: &TopicMeta,
+    pid: i64,
+    records: &[Record],
+    idx: &[usize],
+) -> Result<i64> {
     let n = i64::try_from(idx.len()).unwrap_or(i64::MAX);
     let mut client = broker.client().await?;
     let stmt = client.prepare_cached(&broker.inner.produce_sql).await?;

@@ -13,8 +13,8 @@
 //! transaction fails, each is made alone instead, so that it gets its own
 //! answer and a refusal still writes nothing.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::{join_all, try_join, try_join_all};
@@ -27,6 +27,7 @@ use crate::broker::{Broker, TopicMeta};
 use crate::error::{Error, Result};
 use crate::headers;
 use crate::streams::idempotent::{batches_json, check_sequence, IdempotentAppend, ProducerBatch, Sequenced};
+use crate::together::Queues;
 use crate::types::Record;
 
 /// Most appends made in one SQL transaction; the rest wait for the next.
@@ -48,25 +49,13 @@ struct Waiting {
     reply: oneshot::Sender<Result<IdempotentAppend>>,
 }
 
-/// The appends waiting for one partition.
-#[derive(Default)]
-struct Queue {
-    pending: Mutex<Vec<Waiting>>,
-    turn: tokio::sync::Mutex<()>,
-}
-
 /// A process's queues of transactional appends, by partition id.
 #[derive(Default)]
 pub(crate) struct Appends {
-    queues: Mutex<HashMap<i64, Arc<Queue>>>,
+    queues: Queues<Waiting>,
 }
 
 impl Appends {
-    fn queue(&self, pid: i64) -> Arc<Queue> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        queues.entry(pid).or_default().clone()
-    }
-
     /// Makes `req` on partition `pid` with whatever other appends to it
     /// are waiting.
     pub(crate) async fn append(
@@ -76,27 +65,14 @@ impl Appends {
         pid: i64,
         req: AppendRequest,
     ) -> Result<IdempotentAppend> {
-        let queue = self.queue(pid);
-        let (reply, mut answer) = oneshot::channel();
+        let queue = self.queues.get(pid);
+        let (reply, answer) = oneshot::channel();
+        let broker = broker.clone();
         queue
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Waiting { req, reply });
-        let turn = queue.turn.lock().await;
-        if let Ok(out) = answer.try_recv() {
-            return out;
-        }
-        let batch = std::mem::take(&mut *queue.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if !batch.is_empty() {
-            let broker = broker.clone();
-            // A panic there drops the answers, which the receivers see.
-            let _ = tokio::spawn(async move { append_all(&broker, &meta, pid, batch).await }).await;
-        }
-        drop(turn);
-        answer
+            .wait_or_run(Waiting { req, reply }, answer, move |batch| async move {
+                append_all(&broker, &meta, pid, batch).await;
+            })
             .await
-            .unwrap_or_else(|_| Err(Error::Busy("the append was interrupted; retry".to_string())))
     }
 }
 
