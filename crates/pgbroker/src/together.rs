@@ -4,9 +4,8 @@
 //! plain and the transactional appends.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{oneshot, MutexGuard};
 
@@ -19,6 +18,7 @@ pub(crate) struct Queue<W> {
 }
 
 impl<W> Queue<W> {
+    /// Queues a call's work.
     fn push(&self, work: W) {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(work);
     }
