@@ -143,3 +143,97 @@ async fn deleting_a_topic_drops_its_segments() {
         .expect("produce");
     assert_eq!(at[0].offset, 0);
 }
+
+/// The offset range of every segment of `topic`'s partition 0, and its
+/// next offset.
+async fn extent(db: &TestDb, topic: &str) -> (Vec<(i64, i64)>, i64) {
+    let c = db.raw().await;
+    let rows = c
+        .query(
+            "SELECT s.base_offset, s.end_offset FROM segments s
+               JOIN partitions p ON p.id = s.partition_id JOIN topics t ON t.id = p.topic_id
+              WHERE t.name = $1 ORDER BY 1",
+            &[&topic],
+        )
+        .await
+        .expect("segments");
+    let next = c
+        .query_one(
+            "SELECT p.next_offset FROM partitions p JOIN topics t ON t.id = p.topic_id WHERE t.name = $1",
+            &[&topic],
+        )
+        .await
+        .expect("next offset");
+    (rows.iter().map(|r| (r.get(0), r.get(1))).collect(), next.get(0))
+}
+
+#[tokio::test]
+async fn a_partition_left_without_segments_gets_them_from_its_next_offset() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        segment_records: 10,
+        retention: Some(Duration::from_millis(1)),
+        ..partitions(1)
+    };
+    let t = db.topic("emptied", config).await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    // Produced through SQL, which makes no room ahead: the last segment
+    // ends exactly at the next offset.
+    for _ in 0..3 {
+        c.query(
+            &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['a','b','c','d','e','f','g','h','i','j'])"),
+            &[],
+        )
+        .await
+        .expect("produce through SQL");
+    }
+    let (segments, next) = extent(&db, "emptied").await;
+    assert_eq!(next, 30);
+    assert_eq!(segments.last().map(|s| s.1), Some(30), "{segments:?}");
+    // Retention drops every segment: all are full and old.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(db.broker.maintenance().enforce_retention().await.expect("retention") >= 3);
+    assert_eq!(extent(&db, "emptied").await.0, vec![], "no segment is left");
+    // The next write through SQL makes segments from offset 30 on, none
+    // below it.
+    c.query(
+        &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['k','l','m'])"),
+        &[],
+    )
+    .await
+    .expect("produce through SQL");
+    let (segments, next) = extent(&db, "emptied").await;
+    assert_eq!(next, 33);
+    assert_eq!(segments, vec![(30, 40)]);
+    // Filled and emptied again, the same through the library.
+    c.query(
+        &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['n','o','p','q','r','s','t'])"),
+        &[],
+    )
+    .await
+    .expect("produce through SQL");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    db.broker.maintenance().enforce_retention().await.expect("retention");
+    assert_eq!(extent(&db, "emptied").await, (vec![], 40));
+    let records: Vec<Record> = (0..3).map(|i| Record::from_value(vec![i])).collect();
+    let at = db
+        .broker
+        .streams()
+        .produce(&t, Some(0), &records)
+        .await
+        .expect("produce");
+    assert_eq!(at.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![40, 41, 42]);
+    let (segments, next) = extent(&db, "emptied").await;
+    assert_eq!(next, 43);
+    assert_eq!(segments.first(), Some(&(40, 50)), "{segments:?}");
+    let before = db.broker.streams().fetch(&t, 0, 30, FetchLimits::default()).await;
+    assert!(matches!(before, Err(Error::OffsetOutOfRange { .. })), "{before:?}");
+    let r = db
+        .broker
+        .streams()
+        .fetch(&t, 0, 40, FetchLimits::default())
+        .await
+        .expect("fetch");
+    assert_eq!(r.records.len(), 3);
+}

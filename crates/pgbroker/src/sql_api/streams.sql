@@ -57,7 +57,7 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pgbroker.segments'), hashtext(p_partition::text));
     SELECT t.segment_records,
-           (SELECT coalesce(max(s.end_offset), 0) FROM @S@.segments s WHERE s.partition_id = p.id)
+           (SELECT coalesce(max(s.end_offset), p.next_offset) FROM @S@.segments s WHERE s.partition_id = p.id)
     INTO size, seg_end
     FROM @S@.partitions p JOIN @S@.topics t ON t.id = p.topic_id WHERE p.id = p_partition;
     WHILE seg_end < p_at_least LOOP

@@ -63,11 +63,21 @@ FROM {s}partitions WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Attempts of the locked append after an insert found no segment for one
 /// of its offsets.
-const SEGMENT_RETRIES: usize = 3;
+pub(crate) const SEGMENT_RETRIES: usize = 3;
 
 /// An insert that found no segment (partition of `records`) for a row.
 pub(crate) fn no_segment(e: &Error) -> bool {
     matches!(e, Error::Db(e) if e.code() == Some(&SqlState::CHECK_VIOLATION))
+}
+
+/// The answer when an insert still found no segment after every retry:
+/// retriable, logged with what Postgres said.
+pub(crate) fn still_no_segment(e: Error, partition_id: Option<i64>) -> Error {
+    if !no_segment(&e) {
+        return e;
+    }
+    tracing::warn!(?partition_id, error = %e, "no segment for a write after {SEGMENT_RETRIES} attempts");
+    Error::Busy(format!("no segment for the write yet ({e}); try again"))
 }
 
 /// Columns of one batch, in the shape the produce statement binds.
@@ -281,7 +291,7 @@ pub(super) async fn append_pooled(
                         crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await?;
                         attempt += 1;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(still_no_segment(e, Some(pid))),
                 }
             }
         }

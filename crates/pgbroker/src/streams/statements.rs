@@ -69,9 +69,11 @@ crate::sql::statements! {
     insert_partition = "INSERT INTO {s}partitions (topic_id, partition) VALUES ($1, $2) RETURNING id";
     /// Used by `create_segment`: the segment `[$2, $3)` of partition `$1`.
     add_segment = "SELECT {s}_pb_add_segment($1, $2, $3)";
-    /// Used by `ensure_segments`.
+    /// Used by `ensure_segments`: the next offset, the segment size and
+    /// where the next segment starts (the next offset when retention has
+    /// left the partition no segment).
     segment_extent = "SELECT p.next_offset, t.segment_records,
-                        (SELECT coalesce(max(end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id)
+                        (SELECT coalesce(max(end_offset), p.next_offset) FROM {s}segments s WHERE s.partition_id = p.id)
                  FROM {s}partitions p JOIN {s}topics t ON t.id = p.topic_id WHERE p.id = $1";
     /// Removes long-poll registrations that have long expired.
     expire_waiters = "DELETE FROM {s}waiters WHERE until < now() - interval '1 hour'";

@@ -37,9 +37,6 @@ pub(super) async fn prepare(
     .await?)
 }
 
-/// Attempts of an append after its insert found no segment.
-const SEGMENT_RETRIES: usize = 3;
-
 /// Appends one batch of a transactional producer to a partition: the
 /// producer must hold `transactional_id` at this epoch, its transaction be
 /// ongoing and the partition added to it (refused otherwise, with nothing
@@ -82,7 +79,7 @@ pub(super) async fn append_alone(
     let mut attempt = 1;
     loop {
         match append_once(broker, transactional_id, meta, pid, records, batch, attempt > 1).await {
-            Err(e) if crate::streams::produce::no_segment(&e) && attempt < SEGMENT_RETRIES => {
+            Err(e) if crate::streams::produce::no_segment(&e) && attempt < crate::streams::produce::SEGMENT_RETRIES => {
                 tracing::warn!(
                     partition_id = pid,
                     attempt,
@@ -90,7 +87,7 @@ pub(super) async fn append_alone(
                 );
                 attempt += 1;
             }
-            other => return other,
+            other => return other.map_err(|e| crate::streams::produce::still_no_segment(e, Some(pid))),
         }
     }
 }

@@ -20,11 +20,8 @@ use super::{check_transactional_id, TxnRefusal, MAX_TRANSACTION_TIMEOUT_MS};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::OffsetCommit;
-use crate::streams::produce::no_segment;
+use crate::streams::produce::{no_segment, still_no_segment};
 use crate::types::{GroupId, TopicName};
-
-/// Attempts of a decision after its markers found no segment.
-const SEGMENT_RETRIES: usize = 3;
 
 /// The state of a transactional id's current transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -138,11 +135,11 @@ where
     let mut attempt = 1;
     loop {
         match once(attempt > 1).await {
-            Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
+            Err(e) if no_segment(&e) && attempt < crate::streams::produce::SEGMENT_RETRIES => {
                 tracing::warn!(attempt, "no segment for a transaction marker; retrying");
                 attempt += 1;
             }
-            other => return other,
+            other => return other.map_err(|e| still_no_segment(e, None)),
         }
     }
 }
