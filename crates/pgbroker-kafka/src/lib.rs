@@ -32,6 +32,7 @@ mod http;
 mod http_tls;
 mod metrics;
 mod pipeline;
+pub mod sequence_gaps;
 mod server;
 mod share_sessions;
 mod tls;

@@ -43,6 +43,11 @@ pub struct KafkaConfig {
     /// Most client connections open at once; a connection beyond it is
     /// closed as soon as it is accepted (Kafka's `max.connections`).
     pub max_connections: usize,
+    /// How long a batch of an idempotent producer that skips sequence
+    /// numbers is answered as retriable (NOT_ENOUGH_REPLICAS, nothing
+    /// written) before it is refused with OUT_OF_ORDER_SEQUENCE_NUMBER;
+    /// see [`crate::sequence_gaps`].
+    pub sequence_gap_grace: Duration,
 }
 
 impl KafkaConfig {
@@ -70,6 +75,7 @@ impl Default for KafkaConfig {
             tls: None,
             auth: AuthConfig::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            sequence_gap_grace: crate::sequence_gaps::DEFAULT_GRACE,
         }
     }
 }
@@ -114,6 +120,8 @@ pub(crate) struct Ctx {
     pub connections: AtomicUsize,
     /// The share sessions of this broker's share consumers.
     pub share_sessions: crate::share_sessions::ShareSessions,
+    /// Batches of idempotent producers that skipped ahead, by when first seen.
+    pub sequence_gaps: crate::sequence_gaps::SequenceGaps,
 }
 
 impl Ctx {
@@ -176,6 +184,7 @@ pub async fn serve_on(
         node_id,
         connections: AtomicUsize::new(0),
         share_sessions: crate::share_sessions::ShareSessions::default(),
+        sequence_gaps: crate::sequence_gaps::SequenceGaps::default(),
     });
     let mut stop = shutdown.subscribe();
     let refresher = tokio::spawn(refresh_nodes(ctx.clone(), shutdown.subscribe()));

@@ -355,7 +355,12 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
 
 #[tokio::test]
 async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
-    let server = TestServer::start().await;
+    let grace = Duration::from_millis(400);
+    let server = TestServer::start_with(KafkaConfig {
+        sequence_gap_grace: grace,
+        ..KafkaConfig::default()
+    })
+    .await;
     let topic = server.topic("idem", TopicConfig::default()).await;
     let mut conn = server.connect().await;
     let init = conn.call(4, &InitProducerIdRequest::default()).await;
@@ -368,18 +373,29 @@ async fn idempotent_producers_get_duplicates_answered_and_gaps_refused() {
     // The same batch again (a retry): answered with its first offset, not written twice.
     assert_eq!(produce(&mut conn, "idem", 0, first).await, (0, 0));
     assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 3);
-    // A batch that skips sequence numbers: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    // A batch that skips sequence numbers: retriable (NOT_ENOUGH_REPLICAS)
+    // while the batches before it may still come, then
+    // OUT_OF_ORDER_SEQUENCE_NUMBER; never written.
     let gap = with_producer(batch(&["x"]), pid, epoch, 5);
+    let started = Instant::now();
+    assert_eq!(produce(&mut conn, "idem", 0, gap.clone()).await.0, 19);
+    assert_eq!(produce(&mut conn, "idem", 0, gap.clone()).await.0, 19);
+    tokio::time::sleep(grace.saturating_sub(started.elapsed()) + Duration::from_millis(50)).await;
     assert_eq!(produce(&mut conn, "idem", 0, gap).await.0, 45);
     assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 3);
+    // The batch behind a gap, sent again after the missing one arrived,
+    // is written in its turn.
+    let later = with_producer(batch(&["e2"]), pid, epoch, 4);
+    assert_eq!(produce(&mut conn, "idem", 0, later.clone()).await.0, 19);
     let next = with_producer(batch(&["d"]), pid, epoch, 3);
     assert_eq!(produce(&mut conn, "idem", 0, next).await, (0, 3));
+    assert_eq!(produce(&mut conn, "idem", 0, later).await, (0, 4));
     // An older epoch is fenced.
     let bumped = with_producer(batch(&["e"]), pid, epoch + 1, 0);
-    assert_eq!(produce(&mut conn, "idem", 0, bumped).await, (0, 4));
-    let stale = with_producer(batch(&["f"]), pid, epoch, 4);
+    assert_eq!(produce(&mut conn, "idem", 0, bumped).await, (0, 5));
+    let stale = with_producer(batch(&["f"]), pid, epoch, 5);
     assert_eq!(produce(&mut conn, "idem", 0, stale).await.0, 47);
-    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 5);
+    assert_eq!(server.broker.streams().watermarks(&topic, 0).await.expect("hw").1, 6);
     server.stop().await;
 }
 

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use pgbroker::auth::Permission;
 use pgbroker::streams::ProducerBatch;
-use pgbroker::{Record, TopicName};
+use pgbroker::{Error, Record, TopicName};
 
 use super::sb;
 use crate::codec::{decode_batches, BatchLimits, DecodedBatch};
@@ -144,6 +144,21 @@ async fn produce_partition(
         Ok(base) => {
             metrics::produced(name, count, bytes);
             (NONE, base, None)
+        }
+        Err(Error::OutOfOrderSequence { producer_id, last, got })
+            if ctx.sequence_gaps.in_grace(
+                producer_id,
+                (topic.as_str(), partition),
+                last,
+                got,
+                ctx.config.sequence_gap_grace,
+            ) =>
+        {
+            let why = format!(
+                "producer {producer_id}: the batches before sequence {got} (after {last}) have not arrived yet; \
+                 nothing was written, send again"
+            );
+            (ResponseError::NotEnoughReplicas.code(), -1, Some(why))
         }
         Err(e) => {
             if e.is_retriable() {
