@@ -167,6 +167,17 @@ async fn extent(db: &TestDb, topic: &str) -> (Vec<(i64, i64)>, i64) {
     (rows.iter().map(|r| (r.get(0), r.get(1))).collect(), next.get(0))
 }
 
+/// Produces `values` to topic `emptied` through the SQL function, in
+/// `schema`, committed at once.
+async fn produce_through_sql(c: &tokio_postgres::Client, schema: &str, values: &[&str]) {
+    c.query(
+        &format!("SELECT * FROM {schema}.produce_batch('emptied', $1::text[])"),
+        &[&values],
+    )
+    .await
+    .expect("produce through SQL");
+}
+
 #[tokio::test]
 async fn a_partition_left_without_segments_gets_them_from_its_next_offset() {
     let db = TestDb::new().await;
@@ -181,12 +192,7 @@ async fn a_partition_left_without_segments_gets_them_from_its_next_offset() {
     // Produced through SQL, which makes no room ahead: the last segment
     // ends exactly at the next offset.
     for _ in 0..3 {
-        c.query(
-            &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['a','b','c','d','e','f','g','h','i','j'])"),
-            &[],
-        )
-        .await
-        .expect("produce through SQL");
+        produce_through_sql(&c, s, &["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]).await;
     }
     let (segments, next) = extent(&db, "emptied").await;
     assert_eq!(next, 30);
@@ -197,22 +203,12 @@ async fn a_partition_left_without_segments_gets_them_from_its_next_offset() {
     assert_eq!(extent(&db, "emptied").await.0, vec![], "no segment is left");
     // The next write through SQL makes segments from offset 30 on, none
     // below it.
-    c.query(
-        &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['k','l','m'])"),
-        &[],
-    )
-    .await
-    .expect("produce through SQL");
+    produce_through_sql(&c, s, &["k", "l", "m"]).await;
     let (segments, next) = extent(&db, "emptied").await;
     assert_eq!(next, 33);
     assert_eq!(segments, vec![(30, 40)]);
     // Filled and emptied again, the same through the library.
-    c.query(
-        &format!("SELECT * FROM {s}.produce_batch('emptied', ARRAY['n','o','p','q','r','s','t'])"),
-        &[],
-    )
-    .await
-    .expect("produce through SQL");
+    produce_through_sql(&c, s, &["n", "o", "p", "q", "r", "s", "t"]).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     db.broker.maintenance().enforce_retention().await.expect("retention");
     assert_eq!(extent(&db, "emptied").await, (vec![], 40));
