@@ -69,22 +69,24 @@ pub(super) fn claim_one() -> String {
     .concat()
 }
 
-/// The claim's candidates and its pick of the best `$2`.
+/// The claim's candidates and its pick of the best `$2`: ids, with the
+/// partition slot and row address of each for a caller that goes straight
+/// to the row.
 pub(super) const CLAIM_PICK: &str = "
 WITH ready AS (
-    SELECT m.id, m.priority FROM {s}queue_messages m
+    SELECT m.id, m.priority, m.slot, m.ctid FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND NOT m.timed
     ORDER BY m.priority DESC, m.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT m.id, m.priority FROM {s}queue_messages m
+    SELECT m.id, m.priority, m.slot, m.ctid FROM {s}queue_messages m
     WHERE m.queue_id = $1 AND m.head AND m.timed AND m.visible_at <= now()
     ORDER BY m.visible_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), pick AS (
-    SELECT c.id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    SELECT c.id, c.slot, c.ctid FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
     ORDER BY c.priority DESC, c.id
     LIMIT $2
 )";

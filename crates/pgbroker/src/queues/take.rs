@@ -36,24 +36,32 @@ pub(super) fn take() -> String {
     [super::receive::CLAIM_PICK, TAKE_REST].concat()
 }
 
-/// [`take`] of one message (`$2` must be 1) from a queue that keeps no
-/// archive: the same candidates and pick, then the delete of the picked
-/// message by its id if it has attempts left (`$3`). Answers the taken
-/// message, or the picked one with every other column NULL when it is out
-/// of attempts (the caller then takes the general way), or nothing.
+/// [`take`] of one message from a queue that keeps no archive (`$2` is
+/// not used): the same candidates and pick, with a limit of 1 written into
+/// the text, then the delete of the picked message, found by its row
+/// address in its own partition, if it has attempts left (`$3`). Answers
+/// the taken message, or the picked one with every other column NULL when
+/// it is out of attempts (the caller then takes the general way), or
+/// nothing.
 ///
 /// It touches fewer relations than [`take`]: without the archive insert
 /// and the receipt update (which opens every index of both partitions),
 /// a transaction's locks fit the fast path Postgres keeps per backend
-/// instead of its shared lock table, which many workers contend for.
+/// instead of its shared lock table, which many workers contend for. The
+/// literal limit keeps the generic plan's estimate small on a deep queue
+/// (a `LIMIT $n` is costed as a tenth of the rows), and the delete by row
+/// address reads no index.
 pub(super) fn take_one() -> String {
-    [super::receive::CLAIM_PICK, TAKE_ONE_REST].concat()
+    [super::receive::CLAIM_PICK, TAKE_ONE_REST]
+        .concat()
+        .replace("LIMIT $2", "LIMIT 1")
 }
 
 /// [`take_one`] after the pick.
 const TAKE_ONE_REST: &str = ", taken AS (
     DELETE FROM {s}queue_messages m
-    WHERE m.id = (SELECT id FROM pick) AND m.queue_id = $1 AND m.attempts < $3
+    WHERE m.ctid = (SELECT ctid FROM pick) AND m.slot = (SELECT slot FROM pick) AND m.id = (SELECT id FROM pick)
+      AND m.queue_id = $1 AND m.attempts < $3
     RETURNING m.id, m.attempts + 1 AS attempts, m.enqueued_at, m.priority, m.group_key, m.dedup_key, m.last_error,
               CASE WHEN m.dead_source IS NOT NULL
                    THEN (SELECT s.name FROM {s}queues s WHERE s.id = m.dead_source) END AS dead_source,

@@ -124,6 +124,7 @@ pub(crate) fn script(schema: &str) -> Result<String> {
         ("@PRODUCE@", inline(&qualified.qualify(PRODUCE), "pr")),
     ];
     let values: Vec<(&str, String)> = vec![
+        ("@PINNED_LEAN@", PINNED_LEAN.to_string()),
         ("@PINNED@", PINNED.to_string()),
         ("@CHANNEL@", literal(&format!("pgbroker_{schema}"))),
         ("@SCHEMA_LITERAL@", literal(schema)),
@@ -180,6 +181,12 @@ pub(crate) fn script(schema: &str) -> Result<String> {
 /// estimate passes `jit_above_cost` and each call would compile for tens
 /// of milliseconds, as the library's pooled sessions did.
 const PINNED: &str = "SET search_path = @S@, pg_temp SET plan_cache_mode = force_generic_plan SET jit = off";
+
+/// [`PINNED`] without the JIT setting, for the per-message functions whose
+/// statements have no `LIMIT $n` and so a small estimate (`send` of one
+/// message, `take`'s lean way). Each setting of a function is applied and
+/// undone on every call, and these are called once per message.
+const PINNED_LEAN: &str = "SET search_path = @S@, pg_temp SET plan_cache_mode = force_generic_plan";
 
 /// Only roles given the API (see `grant_api`) may call the functions.
 const REVOKE_PUBLIC: &str = "
