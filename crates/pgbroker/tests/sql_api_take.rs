@@ -25,6 +25,19 @@ async fn take(c: &Client, s: &str, queue: &str, max: i32) -> Vec<(i64, i32, Stri
     .collect()
 }
 
+/// Calls of function `name` of schema `s` in the open transaction (with
+/// `track_functions` on).
+async fn xact_calls(c: &Client, s: &str, name: &str) -> i64 {
+    c.query_one(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_xact_user_functions
+         WHERE schemaname = $1 AND funcname = $2",
+        &[&s, &name],
+    )
+    .await
+    .expect("calls")
+    .get(0)
+}
+
 fn bodies(taken: &[(i64, i32, String)]) -> Vec<&str> {
     taken.iter().map(|t| t.2.as_str()).collect()
 }
@@ -269,4 +282,95 @@ async fn the_library_takes_as_the_function_does_and_both_refuse_bad_input() {
         assert_refused(&c, s, &sql, code).await;
     }
     assert_eq!(stats(&db, "jobs").await, (1, 0, 0));
+}
+
+#[tokio::test]
+async fn takes_from_either_partition_across_a_rotation() {
+    let db = TestDb::new().await;
+    db.queue("jobs", QueueConfig::default()).await;
+    let c = db.raw().await;
+    let s = &db.schema;
+    c.batch_execute(&format!("SELECT {s}.send('jobs', 'older')"))
+        .await
+        .expect("send");
+    let pass = db.broker.maintenance().maintain_queues().await.expect("maintain");
+    assert!(pass.rotated, "{pass:?}");
+    c.batch_execute(&format!("SELECT {s}.send('jobs', 'newer')"))
+        .await
+        .expect("send");
+    let slots: Vec<i16> = c
+        .query(&format!("SELECT slot FROM {s}.queue_messages ORDER BY id"), &[])
+        .await
+        .expect("slots")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(slots.len(), 2);
+    assert_ne!(slots[0], slots[1], "one message in each partition");
+
+    // The lean take deletes each from its own partition, oldest first,
+    // without falling back to the general way (which would take it too).
+    c.batch_execute("SET track_functions = 'pl'; BEGIN")
+        .await
+        .expect("begin");
+    assert_eq!(bodies(&take(&c, s, "jobs", 1).await), ["older"]);
+    assert_eq!(bodies(&take(&c, s, "jobs", 1).await), ["newer"]);
+    assert!(take(&c, s, "jobs", 1).await.is_empty());
+    let calls = (xact_calls(&c, s, "take").await, xact_calls(&c, s, "_pb_take").await);
+    assert_eq!(calls, (3, 0));
+    c.batch_execute("COMMIT").await.expect("commit");
+    let left: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {s}.queue_messages"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    assert_eq!(stats(&db, "jobs").await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn concurrent_takers_each_get_every_message_once() {
+    let db = TestDb::new().await;
+    db.queue("jobs", QueueConfig::default()).await;
+    let s = db.schema.clone();
+    let c = db.raw().await;
+    let sent: Vec<i64> = c
+        .query(
+            &format!("SELECT {s}.send('jobs', 'm' || i) FROM generate_series(1, 200) i"),
+            &[],
+        )
+        .await
+        .expect("send")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (w, s) = (db.raw().await, s.clone());
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                w.batch_execute("BEGIN").await.expect("begin");
+                let taken = take(&w, &s, "jobs", 1).await;
+                w.batch_execute("COMMIT").await.expect("commit");
+                match taken.as_slice() {
+                    [] => break got,
+                    [(id, attempt, _)] => {
+                        assert_eq!(*attempt, 1);
+                        got.push(*id);
+                    }
+                    more => panic!("one at most: {more:?}"),
+                }
+            }
+        }));
+    }
+    let mut taken = Vec::new();
+    for w in workers {
+        taken.extend(w.await.expect("worker"));
+    }
+    taken.sort_unstable();
+    let mut expected = sent;
+    expected.sort_unstable();
+    assert_eq!(taken, expected, "each message taken exactly once");
+    assert_eq!(stats(&db, "jobs").await, (0, 0, 0));
 }
