@@ -420,7 +420,6 @@ DECLARE
     q @S@.queues;
     pb_now timestamptz;
     to_1 bigint; to_3 integer;
-    g_keys text[] := '{}'; d_keys text[] := '{}'; d_ids bigint[] := '{}';
 BEGIN
     SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
     IF max = 1 AND FOUND AND q.archive_retention_ms IS NULL THEN
@@ -434,15 +433,13 @@ BEGIN
         END IF;
         IF body IS NOT NULL THEN
             RETURN NEXT;
-            IF group_key IS NOT NULL THEN
-                g_keys := ARRAY[group_key];
-            END IF;
-            IF dedup_key IS NOT NULL THEN
-                d_keys := ARRAY[dedup_key]; d_ids := ARRAY[id];
-            END IF;
-            IF cardinality(g_keys) > 0 OR cardinality(d_keys) > 0 THEN
-                PERFORM @S@._pb_membership(q, array_fill(q.id, ARRAY[cardinality(g_keys)]), g_keys,
-                                           array_fill(-1, ARRAY[cardinality(g_keys)]), d_keys, d_ids,
+            -- Its group moves on and its key is freed, as in _pb_take.
+            IF group_key IS NOT NULL OR dedup_key IS NOT NULL THEN
+                PERFORM @S@._pb_membership(q, array_remove(ARRAY[CASE WHEN group_key IS NOT NULL THEN q.id END], NULL),
+                                           array_remove(ARRAY[group_key], NULL),
+                                           array_remove(ARRAY[CASE WHEN group_key IS NOT NULL THEN -1 END], NULL),
+                                           array_remove(ARRAY[dedup_key], NULL),
+                                           array_remove(ARRAY[CASE WHEN dedup_key IS NOT NULL THEN id END], NULL),
                                            '{}', '{}', '{}');
             END IF;
             RETURN;
