@@ -23,6 +23,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("share_groups", include_str!("migrations/0015_share_groups.sql")),
     ("member_principal", include_str!("migrations/0016_member_principal.sql")),
     ("record_buckets", include_str!("migrations/0017_record_buckets.sql")),
+    ("refresh_bucket", include_str!("migrations/0018_refresh_bucket.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -224,3 +224,68 @@ async fn segments_go_to_the_bucket_of_their_partition_id() {
         .get(0);
     assert_eq!(misplaced, 0);
 }
+
+/// The catalogue entry of column `ts` of `bucket`: its row version and
+/// statistics target.
+async fn ts_column(c: &tokio_postgres::Client, bucket: &str) -> (String, i32) {
+    let r = c
+        .query_one(
+            "SELECT xmin::text, attstattarget::int4 FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attname = 'ts'",
+            &[&bucket],
+        )
+        .await
+        .expect("pg_attribute");
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test]
+async fn an_insert_that_misses_a_catalogued_segment_refreshes_its_buckets_map_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        segment_records: 10,
+        ..partitions(1)
+    };
+    let t = db.topic("miss", config).await;
+    let c = db.raw().await;
+    let five: Vec<Record> = (0..5).map(|i| Record::from_value(format!("r{i}"))).collect();
+    db.broker.streams().produce(&t, Some(0), &five).await.expect("produce");
+    let pid: i64 = c.query_one("SELECT id FROM partitions", &[]).await.expect("pid").get(0);
+    let bucket = format!("records_b{}", pid / 64);
+    let segment = format!("seg_{pid}_0");
+
+    // The catalogue keeps listing the segment that takes offset 5, but
+    // no insert can reach it: what a session whose map of the bucket
+    // missed that segment meets.
+    c.batch_execute(&format!("ALTER TABLE {bucket} DETACH PARTITION {segment}"))
+        .await
+        .expect("detach");
+    let before = ts_column(&c, &bucket).await;
+    let one = vec![Record::from_value("late")];
+    let e = db
+        .broker
+        .streams()
+        .produce(&t, Some(0), &one)
+        .await
+        .expect_err("no segment to route to");
+    assert!(matches!(e, pgbroker::Error::Busy(_)), "{e:?}");
+    assert!(e.to_string().contains("no segment for the write yet"), "{e}");
+    let after = ts_column(&c, &bucket).await;
+    assert_ne!(after.0, before.0, "the bucket's catalogue entry was touched");
+    assert_eq!(after.1, before.1, "its statistics target is what it was");
+    let next: i64 = c
+        .query_one("SELECT next_offset FROM partitions WHERE id = $1", &[&pid])
+        .await
+        .expect("next")
+        .get(0);
+    assert_eq!(next, 5, "the refused write took no offset");
+
+    // Reachable again, the segment takes the write at the next offset.
+    c.batch_execute(&format!(
+        "ALTER TABLE {bucket} ATTACH PARTITION {segment} FOR VALUES FROM ({pid}, 0) TO ({pid}, 10)"
+    ))
+    .await
+    .expect("attach");
+    let written = db.broker.streams().produce(&t, Some(0), &one).await.expect("produce");
+    assert_eq!(written.first().map(|p| p.offset), Some(5));
+}

@@ -288,7 +288,8 @@ pub(super) async fn append_pooled(
                     Err(e) if no_segment(&e) && attempt < SEGMENT_RETRIES => {
                         tx.rollback().await?;
                         tracing::warn!(partition_id = pid, attempt, "no segment for a produce; retrying");
-                        crate::streams::segments::ensure_segments(broker, pid, 0, meta.segment_records).await?;
+                        crate::streams::segments::ensure_segments_after_miss(broker, pid, 0, meta.segment_records)
+                            .await?;
                         attempt += 1;
                     }
                     Err(e) => return Err(still_no_segment(e, Some(pid))),

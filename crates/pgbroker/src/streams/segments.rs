@@ -37,6 +37,23 @@ pub(crate) async fn create_segment(
 /// `OUTBOX_LOCK`). It never locks the partition's row, so it can run
 /// while a caller's open transaction holds that row (the outbox path).
 pub(crate) async fn ensure_segments(broker: &Broker, partition_id: i64, at_least: i64, headroom: i64) -> Result<()> {
+    ensure(broker, partition_id, at_least, headroom, false).await
+}
+
+/// [`ensure_segments`] after an insert found no segment for its offsets.
+/// When the catalogue already has every segment the insert needed, the
+/// inserting session's map of the partition's bucket missed one (see
+/// `_pb_refresh_bucket`): this makes every session rebuild that map.
+pub(crate) async fn ensure_segments_after_miss(
+    broker: &Broker,
+    partition_id: i64,
+    at_least: i64,
+    headroom: i64,
+) -> Result<()> {
+    ensure(broker, partition_id, at_least, headroom, true).await
+}
+
+async fn ensure(broker: &Broker, partition_id: i64, at_least: i64, headroom: i64, missed: bool) -> Result<()> {
     let mut client = broker.segment_client().await?;
     let tx = client.transaction().await?;
     tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
@@ -52,6 +69,16 @@ pub(crate) async fn ensure_segments(broker: &Broker, partition_id: i64, at_least
     let (next, size, mut end): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     let up_to = at_least.max(next + headroom);
     if end >= up_to {
+        if missed {
+            tracing::warn!(
+                partition_id,
+                "an insert found no segment the catalogue has; refreshing its bucket's map"
+            );
+            tx.execute(&broker.inner.sql.streams.refresh_bucket, &[&partition_id])
+                .await
+                .map_err(|e| lock_busy(e, "refreshing a bucket's map"))?;
+            tx.commit().await?;
+        }
         return Ok(());
     }
     while end < up_to {

@@ -69,6 +69,9 @@ crate::sql::statements! {
     insert_partition = "INSERT INTO {s}partitions (topic_id, partition) VALUES ($1, $2) RETURNING id";
     /// Used by `create_segment`: the segment `[$2, $3)` of partition `$1`.
     add_segment = "SELECT {s}_pb_add_segment($1, $2, $3)";
+    /// Used by `ensure_segments_after_miss`: every session rebuilds its
+    /// map of partition `$1`'s bucket.
+    refresh_bucket = "SELECT {s}_pb_refresh_bucket($1)";
     /// Used by `ensure_segments`: the next offset, the segment size and
     /// where the next segment starts (the next offset when retention has
     /// left the partition no segment).

@@ -174,8 +174,10 @@ async fn append_in(
         }
         Sequenced::Append { last_seq, kept } => (last_seq, kept),
     };
-    if make_room || segments_end < next + n {
-        // On pgbroker's own connection, without the partition's lock.
+    // On pgbroker's own connection, without the partition's lock.
+    if make_room {
+        crate::streams::segments::ensure_segments_after_miss(broker, pid, next + n, meta.segment_records).await?;
+    } else if segments_end < next + n {
         crate::streams::segments::ensure_segments(broker, pid, next + n, meta.segment_records).await?;
     }
     let now = crate::streams::produce::truncate_to_micros(SystemTime::now());

@@ -89,7 +89,10 @@ pub(super) async fn settle(
 /// Makes room for `markers` more records on a written partition, without
 /// its lock, when its last segment is half used (or `always`).
 pub(super) async fn make_room(broker: &Broker, w: &Written, markers: i64, always: bool) -> Result<()> {
-    if always || w.segments_end - w.next <= w.segment_records / 2 {
+    if always {
+        crate::streams::segments::ensure_segments_after_miss(broker, w.pid, w.next + markers, w.segment_records)
+            .await?;
+    } else if w.segments_end - w.next <= w.segment_records / 2 {
         crate::streams::segments::ensure_segments(broker, w.pid, w.next + markers, w.segment_records).await?;
     }
     Ok(())

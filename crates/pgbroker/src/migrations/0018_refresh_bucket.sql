@@ -1,0 +1,16 @@
+-- Makes every session rebuild its map of a bucket's segments. A session
+-- that rebuilds that map while another session attaches a segment can
+-- take in the notice of the attachment before the rebuild ends and keep
+-- a map without the new segment; its inserts into that segment then find
+-- no partition although the catalogue has it, in every later transaction,
+-- until the bucket changes again. A change to the bucket's catalogue
+-- entry that alters nothing (a column's statistics target set to the
+-- default every column of `records` has) is such a change: it takes a
+-- lock that does not block inserts and invalidates every session's map.
+-- Runs with search_path set to pgbroker's own schema.
+CREATE FUNCTION _pb_refresh_bucket(p_partition bigint) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
+BEGIN
+    EXECUTE format('ALTER TABLE ONLY %I ALTER COLUMN ts SET STATISTICS -1', _pb_record_bucket(p_partition));
+END
+$f$;
