@@ -239,6 +239,57 @@ async fn ts_column(c: &tokio_postgres::Client, bucket: &str) -> (String, i32) {
     (r.get(0), r.get(1))
 }
 
+/// [`ts_column`] once the follow-up refreshes of the bucket's last
+/// changes have run: unchanged over a third of a second.
+async fn settled(c: &tokio_postgres::Client, bucket: &str) -> (String, i32) {
+    let mut last = ts_column(c, bucket).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        let now = ts_column(c, bucket).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_new_segment_is_followed_by_a_refresh_of_every_sessions_map_of_its_bucket() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        segment_records: 10,
+        ..partitions(1)
+    };
+    let t = db.topic("follow", config).await;
+    let c = db.raw().await;
+    let pid: i64 = c.query_one("SELECT id FROM partitions", &[]).await.expect("pid").get(0);
+    let bucket = format!("records_b{}", pid / 64);
+    let before = settled(&c, &bucket).await;
+    let count = "SELECT count(*) FROM segments WHERE partition_id = $1";
+    let had: i64 = c.query_one(count, &[&pid]).await.expect("segments").get(0);
+    let batch: Vec<Record> = (0..35).map(|i| Record::from_value(format!("r{i}"))).collect();
+    db.broker.streams().produce(&t, Some(0), &batch).await.expect("produce");
+    let has: i64 = c.query_one(count, &[&pid]).await.expect("segments").get(0);
+    assert!(has > had, "the batch needed new segments: {had} then {has}");
+    let mut touched = false;
+    for _ in 0..100 {
+        if ts_column(&c, &bucket).await.0 != before.0 {
+            touched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        touched,
+        "the bucket's catalogue entry was touched after the new segments"
+    );
+    assert_eq!(
+        ts_column(&c, &bucket).await.1,
+        before.1,
+        "and its statistics target kept"
+    );
+}
+
 #[tokio::test]
 async fn an_insert_that_misses_a_catalogued_segment_refreshes_its_buckets_map_and_changes_nothing() {
     let db = TestDb::new().await;
@@ -260,7 +311,7 @@ async fn an_insert_that_misses_a_catalogued_segment_refreshes_its_buckets_map_an
     c.batch_execute(&format!("ALTER TABLE {bucket} DETACH PARTITION {segment}"))
         .await
         .expect("detach");
-    let before = ts_column(&c, &bucket).await;
+    let before = settled(&c, &bucket).await;
     let one = vec![Record::from_value("late")];
     let e = db
         .broker

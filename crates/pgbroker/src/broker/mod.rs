@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     /// Partitions whose next segment is being made in the background
     /// (see [`crate::streams::segments::make_room_ahead`]).
     pub(crate) making_room: Mutex<std::collections::HashSet<i64>>,
+    /// Partitions whose bucket waits for a follow-up refresh (see
+    /// [`crate::streams::bucket_maps::refresh_later`]).
+    pub(crate) refreshing: Mutex<std::collections::HashSet<i64>>,
     topics: Mutex<HashMap<String, (Instant, Arc<TopicMeta>)>>,
     pub round_robin: AtomicUsize,
     /// Kafka's `group.initial.rebalance.delay.ms`, in milliseconds.
@@ -211,6 +214,7 @@ impl Broker {
             decisions: crate::txn::batch::Decisions::default(),
             appends: crate::txn::append_batch::Appends::default(),
             making_room: Mutex::new(std::collections::HashSet::new()),
+            refreshing: Mutex::new(std::collections::HashSet::new()),
             plain_appends: Default::default(),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),

@@ -8,6 +8,7 @@
 
 mod api;
 pub(crate) mod append_batch;
+pub(crate) mod bucket_maps;
 pub(crate) mod cache;
 pub(crate) mod cleanup;
 pub(crate) mod compact;

@@ -43,7 +43,8 @@ pub(crate) async fn ensure_segments(broker: &Broker, partition_id: i64, at_least
 /// [`ensure_segments`] after an insert found no segment for its offsets.
 /// When the catalogue already has every segment the insert needed, the
 /// inserting session's map of the partition's bucket missed one (see
-/// `_pb_refresh_bucket`): this makes every session rebuild that map.
+/// [`crate::streams::bucket_maps`]): this makes every session rebuild
+/// that map.
 pub(crate) async fn ensure_segments_after_miss(
     broker: &Broker,
     partition_id: i64,
@@ -91,6 +92,7 @@ async fn ensure(broker: &Broker, partition_id: i64, at_least: i64, headroom: i64
         end += size;
     }
     tx.commit().await?;
+    crate::streams::bucket_maps::refresh_later(broker, partition_id);
     Ok(())
 }
 
@@ -100,13 +102,7 @@ async fn ensure(broker: &Broker, partition_id: i64, at_least: i64, headroom: i64
 /// logged and left to the next producer, or to the fallback path of one
 /// that meets no segment.
 pub(crate) fn make_room_ahead(broker: &Broker, partition_id: i64, headroom: i64) {
-    let claimed = broker
-        .inner
-        .making_room
-        .lock()
-        .map(|mut busy| busy.insert(partition_id))
-        .unwrap_or(false);
-    if !claimed {
+    if !claim(&broker.inner.making_room, partition_id) {
         return;
     }
     let guard = RoomGuard {
@@ -119,6 +115,12 @@ pub(crate) fn make_room_ahead(broker: &Broker, partition_id: i64, headroom: i64)
         }
         drop(guard);
     });
+}
+
+/// Adds `partition_id` to `set`; false when it was there already (or the
+/// set's lock is poisoned).
+pub(crate) fn claim(set: &std::sync::Mutex<std::collections::HashSet<i64>>, partition_id: i64) -> bool {
+    set.lock().map(|mut busy| busy.insert(partition_id)).unwrap_or(false)
 }
 
 /// Releases a partition's claim in `making_room`, however its task ends.
@@ -226,6 +228,9 @@ pub(crate) async fn drop_pending_segments(broker: &Broker) -> Result<usize> {
                 continue;
             }
         }
+        if let Some(pid) = segment_partition(&table) {
+            crate::streams::bucket_maps::refresh_later(broker, pid);
+        }
         client
             .execute(&broker.inner.sql.streams.forget_segment, &[&table])
             .await?;
@@ -276,6 +281,11 @@ fn is_segment_name(name: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
+/// The partition id in a segment table's name.
+fn segment_partition(name: &str) -> Option<i64> {
+    name.strip_prefix("seg_")?.split('_').next()?.parse().ok()
+}
+
 /// Maps a lock timeout to [`Error::Busy`]; anything else stays a database
 /// error.
 pub(crate) fn lock_busy(e: tokio_postgres::Error, doing: &str) -> Error {
@@ -296,5 +306,7 @@ mod tests {
         for bad in ["seg_1", "seg_1_2_3", "seg_a_1", "x; drop", "seg_1_"] {
             assert!(!is_segment_name(bad));
         }
+        assert_eq!(segment_partition(&segment_table(12, 3400)), Some(12));
+        assert_eq!(segment_partition("seg_a_1"), None);
     }
 }
