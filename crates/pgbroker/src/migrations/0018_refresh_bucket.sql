@@ -4,11 +4,12 @@
 -- and keep the map of before: its inserts into a new segment find no
 -- partition although the catalogue has it, and its reads through
 -- `records` skip that segment, in every later transaction, until the
--- bucket changes again. The broker follows each change it makes to a
--- bucket with this, and calls it when an insert meets such a map. A change to the bucket's catalogue
--- entry that alters nothing (a column's statistics target set to the
--- default every column of `records` has) is such a change: it takes a
--- lock that does not block inserts and invalidates every session's map.
+-- bucket changes again. A change to the bucket's catalogue entry that
+-- alters nothing (a column's statistics target set to the default every
+-- column of `records` has) is such a change: it takes a lock that does
+-- not block inserts and invalidates every session's map. The broker
+-- follows each change it makes to a bucket with this, and calls it when
+-- an insert meets such a map.
 -- Runs with search_path set to pgbroker's own schema.
 CREATE FUNCTION _pb_refresh_bucket(p_partition bigint) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
