@@ -253,17 +253,24 @@ async fn settled(c: &tokio_postgres::Client, bucket: &str) -> (String, i32) {
     }
 }
 
-#[tokio::test]
-async fn a_new_segment_is_followed_by_a_refresh_of_every_sessions_map_of_its_bucket() {
+/// A topic `name` of one partition with segments of 10 records, a raw
+/// client on its schema, the partition's id and its bucket's name.
+async fn small_topic(name: &str) -> (TestDb, TopicName, tokio_postgres::Client, i64, String) {
     let db = TestDb::new().await;
     let config = TopicConfig {
         segment_records: 10,
         ..partitions(1)
     };
-    let t = db.topic("follow", config).await;
+    let t = db.topic(name, config).await;
     let c = db.raw().await;
     let pid: i64 = c.query_one("SELECT id FROM partitions", &[]).await.expect("pid").get(0);
     let bucket = format!("records_b{}", pid / 64);
+    (db, t, c, pid, bucket)
+}
+
+#[tokio::test]
+async fn a_new_segment_is_followed_by_a_refresh_of_every_sessions_map_of_its_bucket() {
+    let (db, t, c, pid, bucket) = small_topic("follow").await;
     let before = settled(&c, &bucket).await;
     let count = "SELECT count(*) FROM segments WHERE partition_id = $1";
     let had: i64 = c.query_one(count, &[&pid]).await.expect("segments").get(0);
@@ -292,17 +299,9 @@ async fn a_new_segment_is_followed_by_a_refresh_of_every_sessions_map_of_its_buc
 
 #[tokio::test]
 async fn an_insert_that_misses_a_catalogued_segment_refreshes_its_buckets_map_and_changes_nothing() {
-    let db = TestDb::new().await;
-    let config = TopicConfig {
-        segment_records: 10,
-        ..partitions(1)
-    };
-    let t = db.topic("miss", config).await;
-    let c = db.raw().await;
+    let (db, t, c, pid, bucket) = small_topic("miss").await;
     let five: Vec<Record> = (0..5).map(|i| Record::from_value(format!("r{i}"))).collect();
     db.broker.streams().produce(&t, Some(0), &five).await.expect("produce");
-    let pid: i64 = c.query_one("SELECT id FROM partitions", &[]).await.expect("pid").get(0);
-    let bucket = format!("records_b{}", pid / 64);
     let segment = format!("seg_{pid}_0");
 
     // The catalogue keeps listing the segment that takes offset 5, but
