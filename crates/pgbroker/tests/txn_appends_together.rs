@@ -226,3 +226,86 @@ async fn appends_queued_behind_one_are_made_together_each_answered_as_alone() {
     assert_eq!(states.len(), PRODUCERS);
     assert!(states.iter().all(|s| s.producer_id != spid && s.last_sequence == 3));
 }
+
+#[tokio::test]
+async fn batches_for_several_partitions_sent_at_once_are_one_round_with_gap_free_offsets_on_each() {
+    let db = TestDb::new().await;
+    let t = db.topic("spread", partitions(4)).await;
+    let txn = db.broker.transactions();
+    let all: Vec<(TopicName, i32)> = (0..4).map(|p| (t.clone(), p)).collect();
+    let mut producers = Vec::new();
+    for i in 0..2 {
+        let id = format!("spread-{i}");
+        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
+        txn.add_partitions(&id, pid, epoch, &all).await.expect("add partitions");
+        producers.push((id, pid, epoch));
+    }
+    let raw = db.raw().await;
+    for round in 0..2 {
+        // Polled together, as a produce request's partitions are.
+        let calls = producers.iter().flat_map(|(id, pid, epoch)| {
+            let t = &t;
+            (0..4).map(move |p| {
+                let values: Vec<String> = (0..2).map(|k| format!("{id}-{p}-{round}-{k}")).collect();
+                async move {
+                    txn.produce(id, t, p, &recs(&values), batch(*pid, *epoch, 2 * round))
+                        .await
+                }
+            })
+        });
+        let out = futures_util::future::join_all(calls).await;
+        for p in 0..4_usize {
+            let mut bases: Vec<i64> = [p, 4 + p]
+                .iter()
+                .map(|&i| {
+                    let a = out[i].as_ref().expect("appended");
+                    assert!(!a.duplicate);
+                    a.base_offset
+                })
+                .collect();
+            bases.sort_unstable();
+            let first = 4 * i64::from(round);
+            assert_eq!(bases, vec![first, first + 2], "partition {p}, round {round}");
+        }
+        let writers: i64 = raw
+            .query_one(
+                &format!(
+                    "SELECT count(DISTINCT xmin::text) FROM \"{}\".records WHERE \"offset\" >= $1",
+                    db.schema
+                ),
+                &[&(4 * i64::from(round))],
+            )
+            .await
+            .expect("writers")
+            .get(0);
+        assert_eq!(
+            writers, 1,
+            "round {round}: every partition's batches in one SQL transaction"
+        );
+    }
+    // The transactions are open on every partition from offset 0.
+    for p in 0..4 {
+        assert_eq!(txn.last_stable_offset(&t, p).await.expect("lso"), 0);
+    }
+    for (id, pid, epoch) in &producers {
+        txn.end(id, *pid, *epoch, true, None).await.expect("commit");
+    }
+    for p in 0..4 {
+        let r = read_partition(&db.broker, &t, p, 0, Isolation::ReadCommitted).await;
+        let values: Vec<String> = r
+            .records
+            .iter()
+            .map(|x| String::from_utf8_lossy(x.value.as_deref().unwrap_or_default()).into_owned())
+            .filter(|v| v.starts_with("spread-"))
+            .collect();
+        assert_eq!(values.len(), 8, "partition {p}: {values:?}");
+        assert!(values.iter().all(|v| v.contains(&format!("-{p}-"))), "{values:?}");
+        for (id, _, _) in &producers {
+            let own: Vec<&String> = values.iter().filter(|v| v.starts_with(id.as_str())).collect();
+            let expected: Vec<String> = (0..2)
+                .flat_map(|round| (0..2).map(move |k| format!("{id}-{p}-{round}-{k}")))
+                .collect();
+            assert_eq!(own, expected.iter().collect::<Vec<_>>(), "partition {p}");
+        }
+    }
+}

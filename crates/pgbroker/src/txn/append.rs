@@ -60,10 +60,12 @@ pub(crate) async fn produce_transactional(
     }
     let req = super::append_batch::AppendRequest {
         id: transactional_id.to_string(),
+        meta,
+        pid,
         records: records.to_vec(),
         batch,
     };
-    broker.inner.appends.append(broker, meta, pid, req).await
+    broker.inner.appends.append(broker, req).await
 }
 
 /// [`produce_transactional`] of one batch in a transaction of its own,

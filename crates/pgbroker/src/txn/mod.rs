@@ -44,6 +44,7 @@
 mod api;
 pub(crate) mod append;
 pub(crate) mod append_batch;
+mod append_round;
 pub(crate) mod batch;
 pub(crate) mod coordinator;
 mod decide;

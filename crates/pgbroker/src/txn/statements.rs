@@ -230,6 +230,82 @@ SELECT p.base,
         WHERE EXISTS (SELECT 1 FROM {s}waiters w
                                WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $8))
 FROM p";
+    /// [`check_append`](Statements::check_append) for a round of appends,
+    /// pair `i` being producer `$1[i]` on partition `$2[i]`: one row per
+    /// pair whose producer holds a transactional id, as `check_append`'s,
+    /// then the pair's number (from 1). The transactional ids' rows are share-locked
+    /// in byte order of the id, the order decisions lock them in.
+    check_appends = "WITH i AS (
+                         INSERT INTO {s}kafka_producer_state (producer_id, partition_id, epoch, last_seq, batches)
+                         SELECT r.producer_id, r.partition_id, -1, -1, '[]'
+                           FROM unnest($1::bigint[], $2::bigint[]) AS r(producer_id, partition_id)
+                          ORDER BY r.partition_id, r.producer_id
+                         ON CONFLICT DO NOTHING
+                     )
+                     SELECT k.transactional_id, k.epoch, k.state, x.partition_id IS NOT NULL,
+                            coalesce((SELECT p.next_offset FROM {s}partitions p WHERE p.id = r.partition_id), 0),
+                            (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s
+                              WHERE s.partition_id = r.partition_id),
+                            r.ord
+                     FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS r(producer_id, partition_id, ord)
+                     JOIN {s}kafka_transactions k ON k.producer_id = r.producer_id
+                     LEFT JOIN {s}kafka_txn_partitions x
+                            ON x.transactional_id = k.transactional_id AND x.partition_id = r.partition_id
+                     ORDER BY k.transactional_id COLLATE \"C\"
+                     FOR SHARE OF k";
+    /// The producers' states of a round of appends (pairs as in
+    /// `check_appends`), locked in partition then producer order: each
+    /// row as `streams`' `lock_producer_state`'s, then the pair's number.
+    lock_states = "SELECT ps.epoch, ps.last_seq, ps.batches, r.ord
+                   FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS r(producer_id, partition_id, ord)
+                   JOIN {s}kafka_producer_state ps
+                     ON ps.producer_id = r.producer_id AND ps.partition_id = r.partition_id
+                   ORDER BY ps.partition_id, ps.producer_id
+                   FOR UPDATE OF ps";
+    /// A round of transactional appends in one statement, its partitions
+    /// locked by `lock_partitions` before it: partition `$1[i]` takes
+    /// `$2[i]` records. Record `j` goes to partition `$3[j]` at `$4[j]`
+    /// past its first new offset, with columns `$5`..`$8` and producer
+    /// `$9[j]` at epoch `$10[j]`. Batch `b` (producer `$11[b]` on partition
+    /// `$12[b]` at epoch `$13[b]`, sequences `$14[b]` to `$15[b]`, kept
+    /// batches `$16[b]`, transactional id `$17[b]`) starts `$18[b]` past
+    /// that offset: its producer's state and its transaction's first
+    /// offset on the partition are set as `append_txn` sets them. Returns
+    /// each partition's first new offset and the end of its last segment,
+    /// and notifies other brokers' waiters as `append_txn` does.
+    append_round = "
+WITH p AS (
+    UPDATE {s}partitions q SET next_offset = q.next_offset + c.n
+      FROM unnest($1::bigint[], $2::bigint[]) AS c(id, n)
+     WHERE q.id = c.id
+     RETURNING q.id, q.next_offset - c.n AS base
+), ins AS (
+    INSERT INTO {s}records (partition_id, \"offset\", ts, key, value, headers, producer_id, producer_epoch)
+    SELECT p.id, p.base + r.rel, coalesce(r.ts, now()), r.key, r.value, r.headers, r.producer, r.epoch
+      FROM unnest($3::bigint[], $4::bigint[], $5::timestamptz[], $6::bytea[], $7::bytea[], $8::jsonb[],
+                  $9::bigint[], $10::smallint[]) AS r(pid, rel, ts, key, value, headers, producer, epoch)
+      JOIN p ON p.id = r.pid
+), b AS (
+    SELECT x.producer, x.pid, x.epoch, x.base_seq, x.last_seq, x.kept, x.txn, p.base + x.rel AS base_offset
+      FROM unnest($11::bigint[], $12::bigint[], $13::smallint[], $14::int[], $15::int[], $16::jsonb[],
+                  $17::text[], $18::bigint[]) AS x(producer, pid, epoch, base_seq, last_seq, kept, txn, rel)
+      JOIN p ON p.id = x.pid
+), st AS (
+    UPDATE {s}kafka_producer_state ps
+       SET epoch = b.epoch, last_seq = b.last_seq,
+           batches = b.kept || jsonb_build_array(jsonb_build_array(b.base_seq, b.last_seq, b.base_offset)),
+           updated_at = now()
+      FROM b WHERE ps.producer_id = b.producer AND ps.partition_id = b.pid
+), f AS (
+    UPDATE {s}kafka_txn_partitions x SET first_offset = b.base_offset
+      FROM b WHERE x.transactional_id = b.txn AND x.partition_id = b.pid AND x.first_offset IS NULL
+)
+SELECT p.id, p.base,
+       (SELECT coalesce(max(s.end_offset), 0) FROM {s}segments s WHERE s.partition_id = p.id),
+       (SELECT pg_notify($19, p.id::text)
+        WHERE EXISTS (SELECT 1 FROM {s}waiters w
+                               WHERE w.partition_id = p.id AND w.until > now() AND w.listener <> $20))
+FROM p";
     /// Locks a decision's partitions (`$1`) in id order before
     /// `write_markers`, waiting, as `streams::produce::OUTBOX_LOCK` does,
     /// for a segment creation under way on any of them.
