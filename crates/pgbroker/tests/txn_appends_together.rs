@@ -309,3 +309,66 @@ async fn batches_for_several_partitions_sent_at_once_are_one_round_with_gap_free
         }
     }
 }
+
+/// Sessions of the test's schema waiting for a lock.
+async fn lock_waiters(raw: &tokio_postgres::Client, schema: &str) -> i64 {
+    raw.query_one(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND position($1 in query) > 0",
+        &[&schema],
+    )
+    .await
+    .expect("waiters")
+    .get(0)
+}
+
+#[tokio::test]
+async fn a_round_whose_caller_went_away_runs_to_its_end_before_the_next_one_starts() {
+    let db = TestDb::new().await;
+    let t = db.topic("out", partitions(1)).await;
+    let txn = db.broker.transactions();
+    let mut producers = Vec::new();
+    for i in 0..2 {
+        let id = format!("gone-{i}");
+        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
+        txn.add_partitions(&id, pid, epoch, &[(t.clone(), 0)])
+            .await
+            .expect("add partition");
+        producers.push((id, (pid, epoch)));
+    }
+    let watcher = db.raw().await;
+    let raw = hold_partition(&db).await;
+    let first = start(&db, &t, &producers[0].0, producers[0].1, 0, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        lock_waiters(&watcher, &db.schema).await,
+        1,
+        "the first round waits for the partition"
+    );
+    first.abort();
+    let second = start(&db, &t, &producers[1].0, producers[1].1, 0, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        lock_waiters(&watcher, &db.schema).await,
+        1,
+        "the next round waits for the first one to end, not for the partition beside it"
+    );
+    raw.batch_execute("COMMIT").await.expect("release");
+    let appended = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("answered in time")
+        .expect("task")
+        .expect("appended");
+    assert_eq!(appended.base_offset, 2, "after the first round's batch");
+    let r = read_partition(&db.broker, &t, 0, 0, Isolation::ReadUncommitted).await;
+    let values: Vec<String> = r
+        .records
+        .iter()
+        .map(|x| String::from_utf8_lossy(x.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(
+        values,
+        ["v0-0-0", "v0-0-1", "v0-1-0", "v0-1-1"],
+        "the first round was made all the same"
+    );
+}

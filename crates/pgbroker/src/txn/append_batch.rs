@@ -54,7 +54,10 @@ struct Waiting {
 #[derive(Default)]
 pub(crate) struct Appends {
     pending: Mutex<Vec<Waiting>>,
-    turn: tokio::sync::Mutex<()>,
+    /// Held by the running round's task itself: a caller that goes away
+    /// leaves it held until the round is over, so that rounds never
+    /// overlap.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Appends {
@@ -65,7 +68,7 @@ impl Appends {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Waiting { req, reply });
-        let turn = self.turn.lock().await;
+        let turn = self.turn.clone().lock_owned().await;
         // The other partitions of the same produce request are queued by
         // the same poll of its handler: let them in before taking the queue.
         tokio::task::yield_now().await;
@@ -73,12 +76,17 @@ impl Appends {
             return out;
         }
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if !batch.is_empty() {
+        if batch.is_empty() {
+            drop(turn);
+        } else {
             let broker = broker.clone();
             // A panic there drops the answers, which the receivers see.
-            let _ = tokio::spawn(async move { append_all(&broker, batch).await }).await;
+            let _ = tokio::spawn(async move {
+                append_all(&broker, batch).await;
+                drop(turn);
+            })
+            .await;
         }
-        drop(turn);
         answer
             .await
             .unwrap_or_else(|_| Err(Error::Busy("the append was interrupted; retry".to_string())))
