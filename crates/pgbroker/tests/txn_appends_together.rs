@@ -93,20 +93,28 @@ async fn queued_behind_one(
     out
 }
 
+/// `n` transactional producers `{prefix}-{i}`, each with `partitions` added
+/// to its transaction.
+async fn joined(db: &TestDb, prefix: &str, n: usize, partitions: &[(TopicName, i32)]) -> Vec<(String, (i64, i16))> {
+    let txn = db.broker.transactions();
+    let mut producers = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
+        txn.add_partitions(&id, pid, epoch, partitions)
+            .await
+            .expect("add partitions");
+        producers.push((id, (pid, epoch)));
+    }
+    producers
+}
+
 #[tokio::test]
 async fn appends_queued_behind_one_are_made_together_each_answered_as_alone() {
     let db = TestDb::new().await;
     let t = db.topic("out", partitions(1)).await;
     let txn = db.broker.transactions();
-    let mut producers = Vec::new();
-    for i in 0..PRODUCERS {
-        let id = format!("app-{i}");
-        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
-        txn.add_partitions(&id, pid, epoch, &[(t.clone(), 0)])
-            .await
-            .expect("add partition");
-        producers.push((id, (pid, epoch)));
-    }
+    let producers = joined(&db, "app", PRODUCERS, &[(t.clone(), 0)]).await;
 
     // Round 0: the first append waits for the lock; the others, and a
     // retry of the first one's batch, queue behind it and are made
@@ -233,17 +241,11 @@ async fn batches_for_several_partitions_sent_at_once_are_one_round_with_gap_free
     let t = db.topic("spread", partitions(4)).await;
     let txn = db.broker.transactions();
     let all: Vec<(TopicName, i32)> = (0..4).map(|p| (t.clone(), p)).collect();
-    let mut producers = Vec::new();
-    for i in 0..2 {
-        let id = format!("spread-{i}");
-        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
-        txn.add_partitions(&id, pid, epoch, &all).await.expect("add partitions");
-        producers.push((id, pid, epoch));
-    }
+    let producers = joined(&db, "spread", 2, &all).await;
     let raw = db.raw().await;
     for round in 0..2 {
         // Polled together, as a produce request's partitions are.
-        let calls = producers.iter().flat_map(|(id, pid, epoch)| {
+        let calls = producers.iter().flat_map(|(id, (pid, epoch))| {
             let t = &t;
             (0..4).map(move |p| {
                 let values: Vec<String> = (0..2).map(|k| format!("{id}-{p}-{round}-{k}")).collect();
@@ -287,7 +289,7 @@ async fn batches_for_several_partitions_sent_at_once_are_one_round_with_gap_free
     for p in 0..4 {
         assert_eq!(txn.last_stable_offset(&t, p).await.expect("lso"), 0);
     }
-    for (id, pid, epoch) in &producers {
+    for (id, (pid, epoch)) in &producers {
         txn.end(id, *pid, *epoch, true, None).await.expect("commit");
     }
     for p in 0..4 {
@@ -300,7 +302,7 @@ async fn batches_for_several_partitions_sent_at_once_are_one_round_with_gap_free
             .collect();
         assert_eq!(values.len(), 8, "partition {p}: {values:?}");
         assert!(values.iter().all(|v| v.contains(&format!("-{p}-"))), "{values:?}");
-        for (id, _, _) in &producers {
+        for (id, _) in &producers {
             let own: Vec<&String> = values.iter().filter(|v| v.starts_with(id.as_str())).collect();
             let expected: Vec<String> = (0..2)
                 .flat_map(|round| (0..2).map(move |k| format!("{id}-{p}-{round}-{k}")))
@@ -326,16 +328,7 @@ async fn lock_waiters(raw: &tokio_postgres::Client, schema: &str) -> i64 {
 async fn a_round_whose_caller_went_away_runs_to_its_end_before_the_next_one_starts() {
     let db = TestDb::new().await;
     let t = db.topic("out", partitions(1)).await;
-    let txn = db.broker.transactions();
-    let mut producers = Vec::new();
-    for i in 0..2 {
-        let id = format!("gone-{i}");
-        let (pid, epoch) = txn.init_producer(&id, 60_000, None).await.expect("init");
-        txn.add_partitions(&id, pid, epoch, &[(t.clone(), 0)])
-            .await
-            .expect("add partition");
-        producers.push((id, (pid, epoch)));
-    }
+    let producers = joined(&db, "gone", 2, &[(t.clone(), 0)]).await;
     let watcher = db.raw().await;
     let raw = hold_partition(&db).await;
     let first = start(&db, &t, &producers[0].0, producers[0].1, 0, 0);
