@@ -11,6 +11,11 @@
 //! receive; ack; COMMIT` (a lease and a receipt, attempts counted). With
 //! nothing to receive a worker naps 0.1 to 2 ms, as pgmq's and the
 //! article's do, unless the workload long-polls (`wait` of `receive`).
+//!
+//! Applications that only call the functions rely on a running `pgbroker
+//! serve` for queue maintenance (the README says so); the library broker
+//! of this process plays that part, with `serve`'s default interval, so
+//! the queue's storage is rotated as it would be in that deployment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +35,9 @@ use crate::systems::{library, library_schema, Endpoints};
 use crate::workload::QueueArgs;
 use pgbroker::{QueueConfig, QueueName};
 
+/// `pgbroker serve`'s default `--maintenance-interval`.
+const SERVE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Runs the workload on a fresh queue, deleted afterwards; single-message
 /// workers hold a `lease` (receive and ack) or take.
 pub async fn run(env: &Endpoints, args: &QueueArgs, lease: bool) -> Result<Summary> {
@@ -40,7 +48,9 @@ pub async fn run(env: &Endpoints, args: &QueueArgs, lease: bool) -> Result<Summa
     }
     let queue = QueueName::new(format!("bench-sql-{}", std::process::id()))?;
     broker.queues().create(&queue, &QueueConfig::default()).await?;
+    let maintenance = broker.maintenance().spawn(SERVE_MAINTENANCE_INTERVAL);
     let outcome = drive(env, queue.as_str(), args, lease).await;
+    maintenance.abort();
     broker.queues().delete(&queue).await?;
     outcome
 }
