@@ -86,8 +86,12 @@ crate::sql::statements! {
     claim_one = receive::claim_one();
     /// [`take::take`].
     take = take::take();
-    /// [`take::take_one`].
-    take_one = take::take_one();
+    /// [`take::take_one_pick`].
+    take_one_pick = take::take_one_pick();
+    /// [`take::TAKE_ONE_FROM_0`].
+    take_one_from_0 = take::TAKE_ONE_FROM_0;
+    /// [`take::TAKE_ONE_FROM_1`].
+    take_one_from_1 = take::TAKE_ONE_FROM_1;
     /// [`take::CALL`].
     take_call = take::CALL;
     /// [`settle::ACK_ONE`].

@@ -408,8 +408,9 @@ $f$;
 
 -- Claims and deletes in the caller's transaction: a commit acknowledges,
 -- a rollback leaves the messages as they were. Rows come in the library's
--- order. One message from a queue without an archive is taken by the lean
--- statement; the rest goes the general way of _pb_take.
+-- order. One message from a queue without an archive is taken the lean
+-- way: picked, then deleted from its own partition; the rest, and a
+-- message out of attempts, goes the general way of _pb_take.
 CREATE OR REPLACE FUNCTION @S@.take(queue text, max integer DEFAULT 1)
 RETURNS TABLE (id bigint, attempt integer, enqueued_at timestamptz, priority integer, group_key text,
                dedup_key text, last_error text, dead_letter_source text, dead_letter_attempts integer,
@@ -419,19 +420,28 @@ LANGUAGE plpgsql SECURITY DEFINER @PINNED_LEAN@ AS $f$
 DECLARE
     q @S@.queues;
     pb_now timestamptz;
-    to_1 bigint; to_3 integer;
+    to_1 bigint; to_2 bigint; to_3 integer; to_4 tid;
+    v_slot smallint;
 BEGIN
     SELECT * INTO q FROM @S@.queues x WHERE x.name = queue;
     IF max = 1 AND FOUND AND q.archive_retention_ms IS NULL THEN
         pb_now := clock_timestamp();
         to_1 := q.id; to_3 := q.max_attempts;
-        @TAKE_ONE@
-        INTO id, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
-             dead_letter_attempts, headers, body;
+        @TAKE_ONE_PICK@
+        INTO to_2, v_slot, to_4;
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        IF body IS NOT NULL THEN
+        IF v_slot = 0 THEN
+            @TAKE_ONE_FROM_0@
+            INTO id, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+                 dead_letter_attempts, headers, body;
+        ELSE
+            @TAKE_ONE_FROM_1@
+            INTO id, attempt, enqueued_at, priority, group_key, dedup_key, last_error, dead_letter_source,
+                 dead_letter_attempts, headers, body;
+        END IF;
+        IF FOUND THEN
             RETURN NEXT;
             -- Its group moves on and its key is freed, as in _pb_take.
             IF group_key IS NOT NULL OR dedup_key IS NOT NULL THEN
