@@ -42,14 +42,14 @@ pub(super) fn take() -> String {
 /// message's id, partition slot and row address, locked, or nothing.
 ///
 /// The SQL function then deletes it with [`TAKE_ONE_FROM_0`] or
-/// [`TAKE_ONE_FROM_1`], as its slot says. Two plain statements touch fewer relations than one that
-/// deletes through the partitioned table: no delete plan over both
-/// partitions pruned at run time, no archive insert and no receipt update
-/// (which opens every index of both partitions), so a transaction's locks
-/// fit the fast path Postgres keeps per backend instead of its shared
-/// lock table, which many workers contend for. The literal limit keeps
-/// the generic plan's estimate small on a deep queue (a `LIMIT $n` is
-/// costed as a tenth of the rows).
+/// [`TAKE_ONE_FROM_1`], as its slot says. Two plain statements touch
+/// fewer relations than one that deletes through the partitioned table:
+/// no delete plan over both partitions pruned at run time, no archive
+/// insert and no receipt update (which opens every index of both
+/// partitions), so a transaction's locks fit the fast path Postgres keeps
+/// per backend instead of its shared lock table, which many workers
+/// contend for. The literal limit keeps the generic plan's estimate small
+/// on a deep queue (a `LIMIT $n` is costed as a tenth of the rows).
 pub(super) fn take_one_pick() -> String {
     [super::receive::CLAIM_PICK, "\nSELECT id, slot, ctid FROM pick"]
         .concat()
