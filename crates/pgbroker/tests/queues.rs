@@ -447,3 +447,39 @@ async fn dedup_key_is_a_no_op_until_acknowledged() {
         .expect("send");
     assert!(!after.duplicate && after.id != first.id);
 }
+
+/// One claim leases messages from both partitions of the queue storage
+/// (before and after a rotation): each its own receipt and lease, in
+/// order, and each acknowledged from where it is.
+#[tokio::test]
+async fn one_claim_leases_messages_of_both_partitions() {
+    let db = TestDb::new().await;
+    let q = db.queue("both", QueueConfig::default()).await;
+    let b = &db.broker;
+    for body in ["old-1", "old-2"] {
+        b.queues().send(&q, &Message::new(body)).await.expect("send");
+    }
+    let pass = b.maintenance().maintain_queues().await.expect("maintain");
+    assert!(pass.rotated, "{pass:?}");
+    for body in ["new-1", "new-2"] {
+        b.queues().send(&q, &Message::new(body)).await.expect("send");
+    }
+    let c = db.raw().await;
+    let slots = format!("SELECT count(DISTINCT slot) FROM {}.queue_messages", db.schema);
+    let n: i64 = c.query_one(&slots, &[]).await.expect("slots").get(0);
+    assert_eq!(n, 2, "messages in both partitions");
+
+    let got = b.queues().receive(&q, &take(10)).await.expect("receive");
+    assert_eq!(bodies(&got), ["old-1", "old-2", "new-1", "new-2"]);
+    let leased = format!(
+        "SELECT count(*) FROM {}.queue_messages WHERE receipt IS NOT NULL AND timed AND attempts = 1
+           AND visible_at > now() + interval '20 seconds'",
+        db.schema
+    );
+    let n: i64 = c.query_one(&leased, &[]).await.expect("leased").get(0);
+    assert_eq!(n, 4, "every claimed row holds its lease");
+    assert!(b.queues().receive(&q, &take(10)).await.expect("receive").is_empty());
+    b.queues().ack(&q, &receipts(&got)).await.expect("ack");
+    let stats = b.queues().stats(&q).await.expect("stats");
+    assert_eq!((stats.ready, stats.in_flight), (0, 0));
+}
