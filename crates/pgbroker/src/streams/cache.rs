@@ -28,6 +28,8 @@ struct PartitionCache {
     bytes: usize,
     /// Runs that start past the end, waiting for the gap to fill.
     pending: BTreeMap<i64, Vec<StoredRecord>>,
+    /// What `pending` holds, counted as `bytes` is.
+    pending_bytes: usize,
     /// The newest log start and high watermark seen.
     log_start: i64,
     high_watermark: i64,
@@ -63,6 +65,38 @@ impl PartitionCache {
                     self.start += 1;
                 }
                 None => break,
+            }
+        }
+    }
+}
+
+impl PartitionCache {
+    /// Drops the cached run and starts a new one with `run` at `start`.
+    fn restart(&mut self, start: i64, run: Vec<StoredRecord>, max_bytes: usize) {
+        self.records.clear();
+        self.bytes = 0;
+        self.start = start;
+        self.push_run(run, max_bytes);
+    }
+
+    fn pop_pending(&mut self) -> Option<(i64, Vec<StoredRecord>)> {
+        let (first, run) = self.pending.pop_first()?;
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub(run.iter().map(record_bytes).sum::<usize>());
+        Some((first, run))
+    }
+
+    /// Splices in waiting runs that now continue the cache.
+    fn splice_pending(&mut self, max_bytes: usize) {
+        while let Some((&first, _)) = self.pending.first_key_value() {
+            let end = self.end();
+            if first > end {
+                break;
+            }
+            if let Some((first, run)) = self.pop_pending() {
+                let skip = usize::try_from(end - first).unwrap_or(usize::MAX);
+                self.push_run(run.into_iter().skip(skip).collect(), max_bytes);
             }
         }
     }
@@ -105,54 +139,78 @@ impl RecordCache {
         Some(map.entry(partition_id).or_default().clone())
     }
 
-    /// Adds committed records starting at offset `base`. A run that does not
-    /// continue the cached one waits (bounded) for the gap before it, or,
-    /// when the cache is empty, starts it.
+    /// Runs `f` on the partition's cache under its lock (nothing when the
+    /// cache is disabled).
+    fn update(&self, partition_id: i64, f: impl FnOnce(&mut PartitionCache)) {
+        if let Some(part) = self.partition(partition_id) {
+            if let Ok(mut c) = part.lock() {
+                f(&mut c);
+            }
+        }
+    }
+
+    /// Adds committed records starting at offset `base`, written by this
+    /// process. A run that does not continue the cached one waits (bounded
+    /// in batches and in bytes) for the gap before it, or, when the cache
+    /// is empty, starts it.
     pub(crate) fn insert(&self, partition_id: i64, base: i64, run: Vec<StoredRecord>) {
         if run.is_empty() {
             return;
         }
-        let Some(part) = self.partition(partition_id) else {
-            return;
-        };
-        let Ok(mut c) = part.lock() else {
-            return;
-        };
-        if c.records.is_empty() && c.pending.is_empty() {
-            c.start = base;
-        }
-        let end = c.end();
-        let run_end = base + i64::try_from(run.len()).unwrap_or(i64::MAX);
-        if run_end <= end {
-            return; // already cached
-        }
-        if base > end {
-            c.pending.insert(base, run);
-            if c.pending.len() > MAX_PENDING_BATCHES {
-                // The gap is not filling (written elsewhere): start over at
-                // the earliest waiting run.
-                if let Some((first, run)) = c.pending.pop_first() {
-                    c.records.clear();
-                    c.bytes = 0;
-                    c.start = first;
-                    c.push_run(run, self.max_bytes);
-                }
+        let max_bytes = self.max_bytes;
+        self.update(partition_id, |c| {
+            if c.records.is_empty() && c.pending.is_empty() {
+                c.start = base;
             }
-        } else {
-            let skip = usize::try_from(end - base).unwrap_or(usize::MAX);
-            c.push_run(run.into_iter().skip(skip).collect(), self.max_bytes);
-        }
-        // Splice in waiting runs that now continue the cache.
-        while let Some((&first, _)) = c.pending.first_key_value() {
             let end = c.end();
-            if first > end {
-                break;
+            let run_end = base + i64::try_from(run.len()).unwrap_or(i64::MAX);
+            if run_end <= end {
+                return; // already cached
             }
-            if let Some((first, run)) = c.pending.pop_first() {
-                let skip = usize::try_from(end - first).unwrap_or(usize::MAX);
-                c.push_run(run.into_iter().skip(skip).collect(), self.max_bytes);
+            if base > end {
+                c.pending_bytes += run.iter().map(record_bytes).sum::<usize>();
+                c.pending.insert(base, run);
+                while c.pending.len() > MAX_PENDING_BATCHES || c.pending_bytes > max_bytes {
+                    // The gap is not filling (written elsewhere): start over
+                    // at the earliest waiting run.
+                    let Some((first, run)) = c.pop_pending() else {
+                        break;
+                    };
+                    c.restart(first, run, max_bytes);
+                }
+            } else {
+                let skip = usize::try_from(end - base).unwrap_or(usize::MAX);
+                c.push_run(run.into_iter().skip(skip).collect(), max_bytes);
             }
+            c.splice_pending(max_bytes);
+        });
+    }
+
+    /// Adds records read from Postgres starting at offset `base`, copying
+    /// only what the cache keeps: the part that continues the cached run,
+    /// or the whole run when the cache is empty or the run reaches the
+    /// high watermark (a read at the tail moves the cache there). A run
+    /// elsewhere is left out: groups reading a backlog at scattered offsets
+    /// would otherwise have every record they read copied in and dropped.
+    pub(crate) fn insert_read(&self, partition_id: i64, base: i64, run: &[StoredRecord]) {
+        if run.is_empty() {
+            return;
         }
+        let max_bytes = self.max_bytes;
+        self.update(partition_id, |c| {
+            let end = c.end();
+            let run_end = base + i64::try_from(run.len()).unwrap_or(i64::MAX);
+            let empty = c.records.is_empty() && c.pending.is_empty();
+            if empty || (base > end && run_end >= c.high_watermark) {
+                c.restart(base, run.to_vec(), max_bytes);
+            } else if base <= end && run_end > end {
+                let skip = usize::try_from(end - base).unwrap_or(usize::MAX);
+                c.push_run(run[skip..].to_vec(), max_bytes);
+            } else {
+                return;
+            }
+            c.splice_pending(max_bytes);
+        });
     }
 
     /// Records the log start and high watermark read from Postgres, and
@@ -360,6 +418,38 @@ mod tests {
         c.note_watermarks(7, 98, 100);
         assert!(c.read(7, 97, 10, 1 << 20).is_none(), "below the log start");
         assert_eq!(c.read(7, 98, 10, 1 << 20).map(|x| (x.1, x.2)), Some((98, 100)));
+    }
+
+    #[test]
+    fn reads_are_kept_where_they_continue_the_run_or_reach_the_tail() {
+        let c = RecordCache::new(1 << 20);
+        c.note_watermarks(2, 0, 1000);
+        c.insert_read(2, 100, &recs(100, 10)); // an empty cache starts here
+        assert_eq!(offsets(c.read(2, 105, 100, 1 << 20)), (105..110).collect::<Vec<_>>());
+        c.insert_read(2, 105, &recs(105, 10)); // continues it
+        assert_eq!(offsets(c.read(2, 110, 100, 1 << 20)), (110..115).collect::<Vec<_>>());
+        c.insert_read(2, 500, &recs(500, 10)); // a backlog read elsewhere: left out
+        assert!(c.read(2, 500, 10, 1 << 20).is_none());
+        assert_eq!(offsets(c.read(2, 100, 1, 1 << 20)), vec![100], "the run stays");
+        c.insert(2, 120, recs(120, 5)); // a write of this process ahead of a gap waits
+        c.insert_read(2, 995, &recs(995, 5)); // a read at the tail moves the cache there
+        assert_eq!(offsets(c.read(2, 995, 100, 1 << 20)), vec![995, 996, 997, 998, 999]);
+        assert!(c.read(2, 110, 10, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn waiting_runs_are_bounded_by_bytes() {
+        let c = RecordCache::new(74 * 10);
+        c.note_watermarks(4, 0, 0);
+        c.insert(4, 0, recs(0, 1));
+        c.insert(4, 10, recs(10, 5)); // 370 bytes wait
+        c.insert(4, 20, recs(20, 5)); // 740 bytes wait
+        assert!(c.read(4, 10, 10, 1 << 20).is_none());
+        c.insert(4, 30, recs(30, 5)); // more than the cache holds: start over
+        assert!(c.read(4, 0, 10, 1 << 20).is_none());
+        assert_eq!(offsets(c.read(4, 10, 100, 1 << 20)), (10..15).collect::<Vec<_>>());
+        c.insert(4, 15, recs(15, 5)); // the gap fills: the waiting run follows
+        assert_eq!(offsets(c.read(4, 15, 100, 1 << 20)), (15..25).collect::<Vec<_>>());
     }
 
     #[test]

@@ -286,7 +286,7 @@ async fn fetch_cached(broker: &Broker, pid: i64, read: &Read<'_>) -> Result<Fetc
         .last()
         .is_some_and(|r| r.offset - offset + 1 == i64::try_from(run.len()).unwrap_or(-1));
     if consecutive {
-        cache.insert(pid, offset, run.to_vec());
+        cache.insert_read(pid, offset, run);
     }
     Ok(result)
 }
