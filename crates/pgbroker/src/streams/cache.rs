@@ -169,7 +169,11 @@ impl RecordCache {
             }
             if base > end {
                 c.pending_bytes += run.iter().map(record_bytes).sum::<usize>();
-                c.pending.insert(base, run);
+                if let Some(replaced) = c.pending.insert(base, run) {
+                    c.pending_bytes = c
+                        .pending_bytes
+                        .saturating_sub(replaced.iter().map(record_bytes).sum::<usize>());
+                }
                 while c.pending.len() > MAX_PENDING_BATCHES || c.pending_bytes > max_bytes {
                     // The gap is not filling (written elsewhere): start over
                     // at the earliest waiting run.
@@ -443,6 +447,7 @@ mod tests {
         c.note_watermarks(4, 0, 0);
         c.insert(4, 0, recs(0, 1));
         c.insert(4, 10, recs(10, 5)); // 370 bytes wait
+        c.insert(4, 10, recs(10, 5)); // the same run again: still 370
         c.insert(4, 20, recs(20, 5)); // 740 bytes wait
         assert!(c.read(4, 10, 10, 1 << 20).is_none());
         c.insert(4, 30, recs(30, 5)); // more than the cache holds: start over
