@@ -118,26 +118,21 @@ async fn metrics(State(broker): State<Broker>) -> String {
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"open\"}} {open}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"idle\"}} {idle}");
     let _ = writeln!(out, "pgbroker_pool_connections{{state=\"max\"}} {max}");
-    if let Ok(groups) = broker.groups().list().await {
+    if let Ok(lags) = broker.groups().lag_all().await {
         let _ = writeln!(
             out,
             "# HELP pgbroker_consumer_lag Records between a group's committed offset and the high watermark, per partition"
         );
         let _ = writeln!(out, "# TYPE pgbroker_consumer_lag gauge");
-        for g in groups {
-            let Ok(d) = broker.groups().describe(&g).await else {
-                continue;
-            };
-            for p in d.partitions {
-                let _ = writeln!(
-                    out,
-                    "pgbroker_consumer_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
-                    escape(g.as_str()),
-                    escape(p.topic.as_str()),
-                    p.partition,
-                    p.lag
-                );
-            }
+        for l in lags {
+            let _ = writeln!(
+                out,
+                "pgbroker_consumer_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(l.group.as_str()),
+                escape(l.topic.as_str()),
+                l.partition,
+                l.lag
+            );
         }
     }
     crate::metrics::render_queues(&broker, &mut out).await;

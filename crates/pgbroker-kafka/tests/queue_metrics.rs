@@ -1,7 +1,7 @@
-//! `/metrics` of the HTTP listener: queue depths read from Postgres, the
-//! queue operations this process ran, and a `# HELP` line for every
-//! metric. One test per binary: the recorder and its counters belong to
-//! the process.
+//! `/metrics` of the HTTP listener: queue depths and consumer lag read
+//! from Postgres, the queue operations this process ran, and a `# HELP`
+//! line for every metric. One test per binary: the recorder and its
+//! counters belong to the process.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -82,7 +82,32 @@ async fn queue_metrics_and_help_lines() {
     let stats = q.stats(&jobs).await.expect("stats");
     assert_eq!((stats.ready, stats.in_flight, stats.dead_lettered), (2, 0, 1));
 
+    // Consumer lag, listed for every group in one statement: 4 records,
+    // 1 committed.
+    let topic = db.topic("mtopic", pgbroker_testkit::db::partitions(1)).await;
+    let records: Vec<pgbroker::Record> = (0..4).map(|i| pgbroker::Record::from_value(format!("r{i}"))).collect();
+    db.broker
+        .streams()
+        .produce(&topic, Some(0), &records)
+        .await
+        .expect("produce");
+    let group = pgbroker::GroupId::new("mgroup").expect("group");
+    let one = pgbroker::groups::OffsetCommit {
+        topic: topic.clone(),
+        partition: 0,
+        offset: 1,
+        metadata: None,
+    };
+    db.broker.groups().commit(&group, None, &[one]).await.expect("commit");
+
     let text = get(addr, "/metrics");
+    assert_eq!(
+        sample(
+            &text,
+            "pgbroker_consumer_lag{group=\"mgroup\",topic=\"mtopic\",partition=\"0\"}"
+        ),
+        3.0
+    );
     let jobs_label = "queue=\"mjobs\"";
     let value = |name: &str, extra: &str| sample(&text, &format!("{name}{{{jobs_label}{extra}}}"));
     assert_eq!(value("pgbroker_queue_sent_messages_total", ""), 4.0);

@@ -307,3 +307,82 @@ async fn adding_partitions_rebalances() {
         .collect();
     assert_eq!(by_member.len(), 1);
 }
+
+#[tokio::test]
+async fn lag_of_all_groups_in_one_statement_matches_describe() {
+    let db = TestDb::new().await;
+    let b = &db.broker;
+    let a = db.topic("lag-a", partitions(2)).await;
+    let t = db.topic("lag-b", partitions(3)).await;
+    let produce = |topic: &TopicName, p: i32, n: usize| {
+        let records: Vec<Record> = (0..n).map(|i| Record::from_value(format!("v{i}"))).collect();
+        let topic = topic.clone();
+        async move { b.streams().produce(&topic, Some(p), &records).await.expect("produce") }
+    };
+    produce(&a, 0, 5).await;
+    produce(&a, 1, 3).await;
+    produce(&t, 2, 7).await;
+    let commit = |topic: &TopicName, partition: i32, offset: i64| OffsetCommit {
+        topic: topic.clone(),
+        partition,
+        offset,
+        metadata: None,
+    };
+    let (g1, g2, g3) = (
+        GroupId::new("lag-g1").expect("group"),
+        GroupId::new("lag-g2").expect("group"),
+        GroupId::new("lag-g3").expect("group"),
+    );
+    // g1: offsets only; g2: a member only; g3: offsets on one topic, a
+    // member subscribed to the other.
+    b.groups().commit(&g1, None, &[commit(&a, 0, 2)]).await.expect("commit");
+    b.groups().commit(&g3, None, &[commit(&a, 1, 3)]).await.expect("commit");
+    let opts = JoinOptions::default();
+    b.groups()
+        .join(&g2, None, std::slice::from_ref(&t), &opts)
+        .await
+        .expect("join");
+    b.groups()
+        .join(&g3, None, std::slice::from_ref(&t), &opts)
+        .await
+        .expect("join");
+
+    let all = b.groups().lag_all().await.expect("lag_all");
+    let got: Vec<(&str, &str, i32, i64)> = all
+        .iter()
+        .map(|l| (l.group.as_str(), l.topic.as_str(), l.partition, l.lag))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("lag-g1", "lag-a", 0, 3),
+            ("lag-g1", "lag-a", 1, 3),
+            ("lag-g2", "lag-b", 0, 0),
+            ("lag-g2", "lag-b", 1, 0),
+            ("lag-g2", "lag-b", 2, 7),
+            ("lag-g3", "lag-a", 0, 5),
+            ("lag-g3", "lag-a", 1, 0),
+            ("lag-g3", "lag-b", 0, 0),
+            ("lag-g3", "lag-b", 1, 0),
+            ("lag-g3", "lag-b", 2, 7),
+        ]
+    );
+    // The same figures as describing each group in turn.
+    for g in b.groups().list().await.expect("list") {
+        let described: Vec<(String, i32, i64)> = b
+            .groups()
+            .describe(&g)
+            .await
+            .expect("describe")
+            .partitions
+            .iter()
+            .map(|p| (p.topic.to_string(), p.partition, p.lag))
+            .collect();
+        let listed: Vec<(String, i32, i64)> = all
+            .iter()
+            .filter(|l| l.group == g)
+            .map(|l| (l.topic.to_string(), l.partition, l.lag))
+            .collect();
+        assert_eq!(listed, described, "{g}");
+    }
+}

@@ -4,7 +4,7 @@
 //! Each method is documented here and delegates to the file that
 //! implements it.
 
-use super::{CommittedOffset, GroupDescription, JoinOptions, Membership, OffsetCommit, ResetTo};
+use super::{CommittedOffset, GroupDescription, GroupLag, JoinOptions, Membership, OffsetCommit, ResetTo};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::types::{GroupId, TopicName};
@@ -106,6 +106,14 @@ impl Groups<'_> {
     /// watermark, lag and owner.
     pub async fn describe(self, group: &GroupId) -> Result<GroupDescription> {
         super::inspect::describe_group(self.broker, group).await
+    }
+
+    /// Every group's lag on every partition of the topics it has committed
+    /// on or its members subscribe to, in one statement, by group, topic
+    /// and partition: what a metrics scrape needs without describing each
+    /// group in turn.
+    pub async fn lag_all(self) -> Result<Vec<GroupLag>> {
+        super::inspect::lag_of_all_groups(self.broker).await
     }
 
     /// Deletes an inactive group and its committed offsets; a group with

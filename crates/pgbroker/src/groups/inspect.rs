@@ -3,7 +3,9 @@
 
 use std::time::SystemTime;
 
-use super::{is_foreign, parse_assignment, CommittedOffset, GroupDescription, MemberInfo, OffsetCommit, PartitionLag};
+use super::{
+    is_foreign, parse_assignment, CommittedOffset, GroupDescription, GroupLag, MemberInfo, OffsetCommit, PartitionLag,
+};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::streams::fetch::OffsetSpec;
@@ -50,6 +52,25 @@ pub(crate) async fn list_groups(broker: &Broker) -> Result<Vec<GroupId>> {
     let client = broker.client().await?;
     let rows = client.query(&broker.inner.sql.groups.list_groups, &[]).await?;
     rows.iter().map(|r| GroupId::new(r.get::<_, String>(0))).collect()
+}
+
+/// Every group's lag, by group, topic and partition, in one statement:
+/// the partitions of every topic a group has committed on or its members
+/// subscribe to, with `high watermark - committed` (from the log start
+/// when nothing is committed).
+pub(crate) async fn lag_of_all_groups(broker: &Broker) -> Result<Vec<GroupLag>> {
+    let client = broker.client().await?;
+    let rows = client.query(&broker.inner.sql.groups.lag_all, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(GroupLag {
+                group: GroupId::new(r.get::<_, String>(0))?,
+                topic: TopicName::new(r.get::<_, String>(1))?,
+                partition: r.get(2),
+                lag: r.get(3),
+            })
+        })
+        .collect()
 }
 
 /// A group's live members and, per partition, committed offset, high

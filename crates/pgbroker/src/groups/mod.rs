@@ -147,6 +147,20 @@ pub struct PartitionLag {
     pub member: Option<String>,
 }
 
+/// One group's lag on one partition, as [`Groups::lag_all`](crate::groups::Groups::lag_all) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupLag {
+    /// Group id.
+    pub group: GroupId,
+    /// Topic.
+    pub topic: TopicName,
+    /// Partition.
+    pub partition: i32,
+    /// `high watermark - committed` (from the log start when nothing is
+    /// committed), never below zero.
+    pub lag: i64,
+}
+
 /// A group's members and progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupDescription {

@@ -140,6 +140,17 @@ crate::sql::statements! {
                  WHERE o.group_name = $1 AND t.name = $2 ORDER BY o.partition";
     /// Used by `list_groups`.
     list_groups = "SELECT name FROM {s}groups UNION SELECT group_name FROM {s}group_offsets ORDER BY 1";
+    /// Used by `lag_of_all_groups`: every group's lag on every partition of
+    /// a topic it has committed on or its members subscribe to.
+    lag_all = "WITH g AS (SELECT group_name, topic_id FROM {s}group_offsets
+                           UNION
+                           SELECT m.group_name, t.id FROM {s}group_members m JOIN {s}topics t ON t.name = ANY(m.topics))
+                 SELECT g.group_name, t.name, p.partition,
+                        greatest(p.next_offset - coalesce(o.\"offset\", p.log_start), 0)
+                 FROM g JOIN {s}topics t ON t.id = g.topic_id JOIN {s}partitions p ON p.topic_id = t.id
+                 LEFT JOIN {s}group_offsets o
+                   ON o.group_name = g.group_name AND o.topic_id = t.id AND o.partition = p.partition
+                 ORDER BY 1, 2, 3";
     /// Used by `describe_group`.
     describe_group = "SELECT generation, strategy, protocol_type, state, protocol_name FROM {s}groups WHERE name = $1";
     /// Used by `describe_group`.
