@@ -549,3 +549,71 @@ async fn messages_are_readable_with_plain_sql() {
     assert_eq!(row.get::<_, String>(3), "k");
     assert_eq!(row.get::<_, String>(4), "hello");
 }
+
+#[tokio::test]
+async fn long_reads_from_postgres_stop_exactly_at_the_limits() {
+    let db = TestDb::new().await;
+    let config = TopicConfig {
+        partitions: 1,
+        segment_records: 50,
+        ..TopicConfig::default()
+    };
+    let t = db.topic("long-reads", config).await;
+    // Small records first, then large ones: a read's estimate of how many
+    // rows fit changes on the way.
+    let sizes: Vec<usize> = (0..300)
+        .map(|i| if i < 100 { 10 + i % 7 } else { 900 + i % 13 })
+        .collect();
+    let records: Vec<Record> = sizes.iter().map(|&n| Record::from_value(vec![b'v'; n])).collect();
+    for chunk in records.chunks(60) {
+        db.broker.streams().produce(&t, Some(0), chunk).await.expect("produce");
+    }
+    let expected = |from: usize, max_records: usize, max_bytes: usize| {
+        let mut bytes = 0;
+        let mut n = 0;
+        for &size in &sizes[from..] {
+            if n == max_records || (n > 0 && bytes + size > max_bytes) {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        (from..from + n)
+            .map(|o| i64::try_from(o).expect("fits"))
+            .collect::<Vec<_>>()
+    };
+    for (from, max_records, max_bytes) in [
+        (0, 10_000, 50_000),
+        (7, 10_000, 1 << 20),
+        (3, 120, 1 << 20),
+        (90, 10_000, 30_000),
+        (150, 10_000, 1),
+        (49, 40, 2_000),
+    ] {
+        let lim = FetchLimits {
+            max_records,
+            max_bytes,
+            max_wait: Duration::ZERO,
+        };
+        // Another broker has nothing cached: the read goes to Postgres.
+        let r = db
+            .other_broker()
+            .await
+            .streams()
+            .fetch(&t, 0, i64::try_from(from).expect("fits"), lim)
+            .await
+            .expect("fetch");
+        let got: Vec<i64> = r.records.iter().map(|r| r.offset).collect();
+        assert_eq!(
+            got,
+            expected(from, max_records, max_bytes),
+            "from {from}, {max_records} records, {max_bytes} bytes"
+        );
+        for rec in &r.records {
+            let size = sizes[usize::try_from(rec.offset).expect("fits")];
+            assert_eq!(rec.value.as_ref().map(Vec::len), Some(size));
+        }
+        let next = got.last().map_or(i64::try_from(from).expect("fits"), |o| o + 1);
+        assert_eq!(r.next_offset, next);
+    }
+}
