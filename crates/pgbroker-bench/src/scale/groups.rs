@@ -69,7 +69,7 @@ async fn curve(
                     groups,
                     members,
                 };
-                read(&server, &shape, args.duration, &mut p)
+                read(&server, &shape, args.duration, args.backlog, &mut p)
                     .await
                     .with_context(|| format!("{scenario} at {n}"))?;
                 emit(p)?;
@@ -134,7 +134,11 @@ fn stable(assigned: &[usize], members: usize, partitions: usize) -> bool {
         })
 }
 
-async fn read(server: &Server, shape: &Shape, duration: Duration, p: &mut ScalePoint) -> Result<()> {
+/// Reads with `shape`'s consumers; the measured time ends after
+/// `duration`, or earlier once every group has read all `backlog`
+/// records (a rate over a window the groups spent partly idle would be
+/// the backlog's size, not their speed).
+async fn read(server: &Server, shape: &Shape, duration: Duration, backlog: u64, p: &mut ScalePoint) -> Result<()> {
     let mut consumers = Vec::new();
     for g in 0..shape.groups {
         for _ in 0..shape.members {
@@ -187,7 +191,10 @@ async fn read(server: &Server, shape: &Shape, duration: Duration, p: &mut ScaleP
         p.set("rebalance_ms", started.elapsed().as_secs_f64() * 1e3);
         let broker = BrokerProcess::Pid(server.pid()?);
         let (cpu0, read0, t0) = (Cpu::now(&broker), count.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(duration).await;
+        let everything = backlog * u64::from(shape.groups);
+        while t0.elapsed() < duration && count.load(Ordering::Relaxed) < everything {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (cpu1, read1) = (Cpu::now(&broker), count.load(Ordering::Relaxed));
         let secs = t0.elapsed().as_secs_f64();
         let used = cpu1.since(&cpu0, &broker);

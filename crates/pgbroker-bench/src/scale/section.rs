@@ -86,9 +86,9 @@ fn description(scenario: &str) -> &'static str {
         "scale-groups" => {
             "N consumer groups of one librdkafka consumer each, reading a backlog of 256-byte records on a topic \
              of 8 partitions from its start (each consumer prefetching at most 4 MiB). Time from the first subscription to every group holding all its \
-             partitions, then, over the measured time, the records read per second by all groups together and \
-             the CPU of the broker, of Postgres and of the harness, whose consumers compete with them for the \
-             2 cores."
+             partitions, then, over the measured time (which ends early once every group has read the whole \
+             backlog), the records read per second by all groups together and the CPU of the broker, of Postgres \
+             and of the harness, whose consumers compete with them for the 2 cores."
         }
         "scale-members" => {
             "One consumer group of N librdkafka consumers reading the backlog of a topic of 100 partitions, \
