@@ -135,7 +135,7 @@ async fn fill(broker: &Broker, args: &PagesArgs) -> Result<()> {
     broker.topics().create(&topic, &config).await?;
     let records: Vec<Record> = (0..args.records_per_partition)
         .map(|i| Record {
-            key: Some(format!("key-{i}").into_bytes()),
+            key: Some(format!("key-{i}").into()),
             ..Record::from_value(format!("{{\"n\":{i},\"text\":\"a record of the wide topic\"}}"))
         })
         .collect();

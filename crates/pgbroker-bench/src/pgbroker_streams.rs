@@ -78,7 +78,7 @@ async fn produce(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<Measured> {
-    let value = payload(args.message_size);
+    let value = pgbroker::Bytes::from(payload(args.message_size));
     let batch = usize::try_from(args.write_batch)?;
     produce_loop(&args, id, stats, stop, |partition, now| {
         let records: Vec<Record> = (0..batch)

@@ -153,8 +153,8 @@ fn to_record(line: Vec<u8>, separator: Option<&[u8]>, headers: &[Header]) -> Rec
         None => (None, line),
     };
     Record {
-        key,
-        value: Some(value),
+        key: key.map(Into::into),
+        value: Some(value.into()),
         headers: headers.to_vec(),
         timestamp: None,
     }

@@ -28,7 +28,7 @@ fn list_describe_abort() {
             .expect("add");
         let rec = Record {
             key: None,
-            value: Some(b"v".to_vec()),
+            value: Some(b"v".to_vec().into()),
             headers: vec![],
             timestamp: None,
         };

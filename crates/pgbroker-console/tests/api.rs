@@ -46,8 +46,8 @@ async fn topics_and_messages() {
     let t = pgbroker::TopicName::new("orders").expect("name");
     let records: Vec<Record> = (0..120)
         .map(|i| Record {
-            key: Some(format!("k{}", i % 7).into_bytes()),
-            value: Some(format!("{{\"n\": {i}}}").into_bytes()),
+            key: Some(format!("k{}", i % 7).into_bytes().into()),
+            value: Some(format!("{{\"n\": {i}}}").into_bytes().into()),
             headers: vec![Header {
                 key: "h".into(),
                 value: Some(b"<b>v</b>".to_vec()),

@@ -24,7 +24,7 @@ pub fn request(data: &[u8]) {
 
 /// The `records` bytes of a produce request.
 pub fn record_batches(data: &[u8]) {
-    let _ = decode_batches(data, LIMITS);
+    let _ = decode_batches(&Bytes::copy_from_slice(data), LIMITS);
 }
 
 /// Compressed data: the first byte picks the codec (1 gzip, 2 snappy,

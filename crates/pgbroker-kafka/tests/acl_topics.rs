@@ -44,7 +44,7 @@ fn batch(value: &str) -> Bytes {
         offset: 0,
         timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         key: None,
-        value: Some(value.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec().into()),
         headers: Vec::new(),
     };
     let mut buf = Vec::new();

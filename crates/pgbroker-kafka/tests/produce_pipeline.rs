@@ -112,7 +112,7 @@ async fn back_to_back_produce_requests_apply_per_partition_in_order_and_answer_i
             .expect("fetch")
             .records
             .into_iter()
-            .filter_map(|r| r.value)
+            .filter_map(|r| r.value.map(|v| v.to_vec()))
             .collect();
         let expected: Vec<Vec<u8>> = (0..5).map(|r| format!("r{r}p{partition}").into_bytes()).collect();
         assert_eq!(values, expected, "partition {partition} in request order");

@@ -35,8 +35,8 @@ fn batch(values: &[&str]) -> Vec<u8> {
             partition: 0,
             offset: i64::try_from(i).expect("small"),
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(v.as_bytes().to_vec()),
+            key: Some(format!("k{i}").into_bytes().into()),
+            value: Some(v.as_bytes().to_vec().into()),
             headers: vec![Header {
                 key: "trace".into(),
                 value: Some(b"abc".to_vec()),
@@ -306,8 +306,8 @@ async fn records_cross_between_the_library_and_the_wire_intact() {
     let topic = server.topic("both", TopicConfig::default()).await;
     let sent_at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_650_000_000_123);
     let lib = Record {
-        key: Some(b"lib-key".to_vec()),
-        value: Some(b"from the library".to_vec()),
+        key: Some(b"lib-key".to_vec().into()),
+        value: Some(b"from the library".to_vec().into()),
         headers: vec![
             Header {
                 key: "h".into(),

@@ -69,6 +69,8 @@ mod types;
 
 pub use broker::replicas::describe_metrics as describe_replica_metrics;
 pub use broker::{describe_target, Broker, BrokerConfig, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA};
+/// The shared byte buffer that records hold their keys and values in.
+pub use bytes::Bytes;
 pub use error::{Error, Invalid, Result};
 pub use migrate::{latest_version, MigrationReport};
 pub use queues::{Message, QueueConfig, QueueName, Receipt, ReceivedMessage, TakenMessage};

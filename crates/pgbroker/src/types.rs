@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Invalid, Result};
@@ -148,9 +149,9 @@ pub struct Header {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     /// Optional key; it also picks the partition when none is given.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Optional value; `None` is a null value (a tombstone in Kafka terms).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Headers in order.
     pub headers: Vec<Header>,
     /// Creation time; `None` means the time of the write.
@@ -161,7 +162,7 @@ impl Record {
     /// A record with only a value.
     pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
         Record {
-            value: Some(value.into()),
+            value: Some(Bytes::from(value.into())),
             ..Record::default()
         }
     }
@@ -169,8 +170,8 @@ impl Record {
     /// A record with a key and a value.
     pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         Record {
-            key: Some(key.into()),
-            value: Some(value.into()),
+            key: Some(Bytes::from(key.into())),
+            value: Some(Bytes::from(value.into())),
             ..Record::default()
         }
     }
@@ -182,7 +183,7 @@ impl Record {
             .iter()
             .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
             .sum();
-        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + h
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len) + h
     }
 }
 
@@ -196,9 +197,9 @@ pub struct StoredRecord {
     /// Creation time given by the producer, or the time of the write.
     pub timestamp: SystemTime,
     /// Key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Value.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Headers in order.
     pub headers: Vec<Header>,
 }

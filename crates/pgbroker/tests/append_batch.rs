@@ -86,7 +86,7 @@ async fn concurrent_calls_get_their_own_offsets() {
         assert!(!r.records.is_empty(), "nothing at offset {next} below {hw}");
         for rec in r.records {
             assert_eq!(rec.offset, next, "gap at {next}");
-            let value = String::from_utf8(rec.value.expect("value")).expect("utf8");
+            let value = String::from_utf8(rec.value.expect("value").to_vec()).expect("utf8");
             assert_eq!(
                 placed.get(&next),
                 Some(&value),

@@ -24,7 +24,7 @@ fn compacted(segment_records: i64, delete_retention_ms: i64) -> TopicConfig {
 
 fn tombstone(key: &str) -> Record {
     Record {
-        key: Some(key.as_bytes().to_vec()),
+        key: Some(key.as_bytes().to_vec().into()),
         ..Record::default()
     }
 }
@@ -91,8 +91,8 @@ async fn latest_value_of_each_key_survives_at_its_offset() {
             .collect();
         let at = db.broker.streams().produce(&t, Some(0), &batch).await.expect("produce");
         for (r, pos) in batch.iter().zip(at) {
-            let k = String::from_utf8(r.key.clone().expect("key")).expect("utf8");
-            latest.insert(k, (pos.offset, r.value.clone()));
+            let k = String::from_utf8(r.key.clone().expect("key").to_vec()).expect("utf8");
+            latest.insert(k, (pos.offset, r.value.as_deref().map(<[u8]>::to_vec)));
         }
     }
     let tombstones: Vec<Record> = (0..100).map(|k| tombstone(&key(k))).collect();
@@ -148,7 +148,7 @@ async fn latest_value_of_each_key_survives_at_its_offset() {
     assert_eq!(expected.len(), 900);
     let got: BTreeMap<i64, Vec<u8>> = records
         .iter()
-        .map(|r| (r.offset, r.value.clone().expect("no tombstone left")))
+        .map(|r| (r.offset, r.value.clone().expect("no tombstone left").to_vec()))
         .collect();
     assert_eq!(got.len(), records.len(), "each offset once");
     assert_eq!(
@@ -312,8 +312,8 @@ async fn compaction_during_producers_and_consumers_loses_nothing() {
             loop {
                 let r = broker.streams().fetch(&t, 0, at, limits).await.expect("fetch");
                 for rec in &r.records {
-                    let k = String::from_utf8(rec.key.clone().expect("key")).expect("utf8");
-                    let v: usize = String::from_utf8(rec.value.clone().expect("value"))
+                    let k = String::from_utf8(rec.key.clone().expect("key").to_vec()).expect("utf8");
+                    let v: usize = String::from_utf8(rec.value.clone().expect("value").to_vec())
                         .expect("utf8")
                         .parse()
                         .expect("round");
@@ -356,8 +356,11 @@ async fn compaction_during_producers_and_consumers_loses_nothing() {
     let records = read_all(&db, &t, 0).await;
     let mut last: HashMap<String, String> = HashMap::new();
     for r in &records {
-        let k = String::from_utf8(r.key.clone().expect("key")).expect("utf8");
-        last.insert(k, String::from_utf8(r.value.clone().expect("value")).expect("utf8"));
+        let k = String::from_utf8(r.key.clone().expect("key").to_vec()).expect("utf8");
+        last.insert(
+            k,
+            String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf8"),
+        );
     }
     assert_eq!(last.len(), KEYS);
     assert!(last.values().all(|v| *v == (ROUNDS - 1).to_string()), "{last:?}");

@@ -16,8 +16,8 @@ fn batch(pid: i64, epoch: i16, seq: i32) -> ProducerBatch {
 
 fn record(key: Option<&str>, value: &str) -> Record {
     Record {
-        key: key.map(|k| k.as_bytes().to_vec()),
-        value: Some(value.as_bytes().to_vec()),
+        key: key.map(|k| k.as_bytes().to_vec().into()),
+        value: Some(value.as_bytes().to_vec().into()),
         headers: vec![],
         timestamp: None,
     }

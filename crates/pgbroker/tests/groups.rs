@@ -38,7 +38,7 @@ async fn produce_round(broker: &Broker, topic: &TopicName, round: usize) {
 fn values(records: &[pgbroker::streams::ConsumedRecord]) -> Vec<String> {
     records
         .iter()
-        .map(|r| String::from_utf8(r.record.value.clone().expect("value")).expect("utf8"))
+        .map(|r| String::from_utf8(r.record.value.clone().expect("value").to_vec()).expect("utf8"))
         .collect()
 }
 

@@ -84,7 +84,7 @@ async fn tail(
             assert_eq!(rec.offset, next, "gap or reordering");
             seen.push((
                 rec.offset,
-                String::from_utf8(rec.value.clone().expect("value")).expect("utf8"),
+                String::from_utf8(rec.value.clone().expect("value").to_vec()).expect("utf8"),
             ));
             next += 1;
         }

@@ -88,7 +88,7 @@ async fn one_transaction_produces_past_the_segments_it_began_with() {
             .iter()
             .map(|r| {
                 let v = r.value.clone().expect("value");
-                (r.offset, String::from_utf8(v).expect("utf8"))
+                (r.offset, String::from_utf8(v.to_vec()).expect("utf8"))
             })
             .collect();
         assert_eq!(got, want, "partition {partition}: every record, in order");

@@ -23,7 +23,7 @@ fn config(topic: &TopicName, group: &GroupId) -> ConsumerConfig {
 }
 
 fn text(r: &ConsumedRecord) -> String {
-    String::from_utf8(r.record.value.clone().expect("value")).expect("utf8")
+    String::from_utf8(r.record.value.clone().expect("value").to_vec()).expect("utf8")
 }
 
 async fn poll_some(consumer: &mut Consumer) -> Vec<ConsumedRecord> {
@@ -60,7 +60,7 @@ async fn outputs(db: &TestDb, topic: &TopicName) -> Vec<String> {
             fetched
                 .records
                 .iter()
-                .map(|r| String::from_utf8(r.value.clone().expect("value")).expect("utf8")),
+                .map(|r| String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf8")),
         );
     }
 }

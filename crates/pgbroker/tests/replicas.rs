@@ -15,7 +15,7 @@ fn values(n: usize) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
             key: None,
-            value: Some(format!("v{i}").into_bytes()),
+            value: Some(format!("v{i}").into_bytes().into()),
             headers: vec![],
             timestamp: None,
         })

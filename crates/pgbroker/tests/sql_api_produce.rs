@@ -30,7 +30,10 @@ async fn committed(db: &TestDb, topic: &TopicName, partition: i32) -> Vec<(i64, 
         )
         .await
         .expect("fetch");
-    got.records.into_iter().map(|r| (r.offset, r.value)).collect()
+    got.records
+        .into_iter()
+        .map(|r| (r.offset, r.value.map(|v| v.to_vec())))
+        .collect()
 }
 
 #[tokio::test]

@@ -22,8 +22,8 @@ async fn records_round_trip_with_keys_headers_and_nulls() {
     let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
     let records = vec![
         Record {
-            key: Some(b"k1".to_vec()),
-            value: Some(vec![0, 159, 255]),
+            key: Some(b"k1".to_vec().into()),
+            value: Some(vec![0, 159, 255].into()),
             headers: vec![
                 Header {
                     key: "h".into(),
@@ -139,7 +139,7 @@ async fn resolves_earliest_latest_and_timestamps() {
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let records: Vec<Record> = (0..10u64)
         .map(|i| Record {
-            value: Some(vec![1]),
+            value: Some(vec![1].into()),
             timestamp: Some(base + Duration::from_secs(i * 10)),
             ..Record::default()
         })
@@ -611,7 +611,7 @@ async fn long_reads_from_postgres_stop_exactly_at_the_limits() {
         );
         for rec in &r.records {
             let size = sizes[usize::try_from(rec.offset).expect("fits")];
-            assert_eq!(rec.value.as_ref().map(Vec::len), Some(size));
+            assert_eq!(rec.value.as_ref().map(|v| v.len()), Some(size));
         }
         let next = got.last().map_or(i64::try_from(from).expect("fits"), |o| o + 1);
         assert_eq!(r.next_offset, next);

@@ -16,7 +16,7 @@ fn recs(values: &[&str]) -> Vec<Record> {
         .iter()
         .map(|v| Record {
             key: None,
-            value: Some(v.as_bytes().to_vec()),
+            value: Some(v.as_bytes().to_vec().into()),
             headers: vec![],
             timestamp: None,
         })
@@ -511,8 +511,8 @@ async fn compaction_drops_aborted_records_keeps_markers_and_stops_at_the_stable_
     };
     let t = db.topic("state", config).await;
     let keyed = |k: &str, v: &str| Record {
-        key: Some(k.as_bytes().to_vec()),
-        value: Some(v.as_bytes().to_vec()),
+        key: Some(k.as_bytes().to_vec().into()),
+        value: Some(v.as_bytes().to_vec().into()),
         headers: vec![],
         timestamp: None,
     };

@@ -19,7 +19,7 @@ fn recs(values: &[String]) -> Vec<Record> {
         .iter()
         .map(|v| Record {
             key: None,
-            value: Some(v.as_bytes().to_vec()),
+            value: Some(v.as_bytes().to_vec().into()),
             headers: vec![],
             timestamp: None,
         })

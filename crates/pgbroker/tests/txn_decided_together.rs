@@ -24,7 +24,7 @@ fn n(i: usize) -> i32 {
 fn rec(value: &str) -> Vec<Record> {
     vec![Record {
         key: None,
-        value: Some(value.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec().into()),
         headers: vec![],
         timestamp: None,
     }]

@@ -92,7 +92,7 @@ pub async fn retained(env: &Endpoints, args: &ScaleArgs, emit: &mut Emit<'_>) ->
 
 /// Produces about `records` records, spread evenly over the partitions.
 async fn fill(broker: &Broker, topic: &TopicName, records: u64) -> Result<()> {
-    let value = payload(RECORD_BYTES);
+    let value = pgbroker::Bytes::from(payload(RECORD_BYTES));
     let per_partition = records.div_ceil(PARTITIONS as u64);
     let batch = FILL_BATCH as u64;
     try_join_all((0..PARTITIONS).map(|partition| {
@@ -137,7 +137,7 @@ async fn measure(
 ) -> Result<()> {
     let mut old = Vec::with_capacity(FETCHES);
     let mut tail = Vec::with_capacity(FETCHES);
-    let value = payload(RECORD_BYTES);
+    let value = pgbroker::Bytes::from(payload(RECORD_BYTES));
     for i in 0..FETCHES {
         let partition = i32::try_from(i % PARTITIONS as usize)?;
         let (start, end) = broker.streams().watermarks(topic, partition).await?;

@@ -17,7 +17,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use pgbroker::auth::Permission;
 use pgbroker::streams::{FetchLimits, OffsetSpec};
-use pgbroker::{Header, Record, StoredRecord, TopicName};
+use pgbroker::{Bytes, Header, Record, StoredRecord, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::{ms, time_of_ms, JsonBody};
@@ -72,8 +72,8 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn record_out(r: StoredRecord) -> RecordOut {
-    let key_bytes = r.key.as_ref().map_or(0, Vec::len);
-    let value_bytes = r.value.as_ref().map_or(0, Vec::len);
+    let key_bytes = r.key.as_ref().map_or(0, Bytes::len);
+    let value_bytes = r.value.as_ref().map_or(0, Bytes::len);
     RecordOut {
         partition: r.partition,
         offset: r.offset,
@@ -237,8 +237,8 @@ pub(crate) async fn produce(
         return Err(ApiError::bad_request("at most 100 headers"));
     }
     let record = Record {
-        key: p.key.map(String::into_bytes),
-        value: p.value.map(String::into_bytes),
+        key: p.key.map(Bytes::from),
+        value: p.value.map(Bytes::from),
         headers: p
             .headers
             .into_iter()

@@ -1,6 +1,7 @@
 //! Produce: record batches decoded and bounded here, appended by the
 //! library, one library call per partition, partitions in parallel.
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -58,7 +59,7 @@ pub(crate) async fn produce(info: &ReqInfo<'_>, req: ProduceRequest) -> Option<P
                 Some("not authorized to produce to this topic".to_string()),
             );
         }
-        produce_partition(ctx, txn_id, name.as_str(), *partition, records.as_deref()).await
+        produce_partition(ctx, txn_id, name.as_str(), *partition, records.as_ref()).await
     }))
     .await;
     if acks == 0 {
@@ -97,7 +98,7 @@ async fn produce_partition(
     txn_id: Option<&str>,
     name: &str,
     partition: i32,
-    records: Option<&[u8]>,
+    records: Option<&Bytes>,
 ) -> PartitionOutcome {
     let topic = match TopicName::new(name) {
         Ok(t) => t,

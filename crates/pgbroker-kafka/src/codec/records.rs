@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use pgbroker::{Header, Record, StoredRecord};
 
 use super::compression::decompress;
@@ -68,8 +69,10 @@ const HEADER_AFTER_LENGTH: usize = 49;
 /// Smallest possible encoded record (length, attributes, deltas, lengths).
 const MIN_RECORD_BYTES: usize = 7;
 
-/// Decodes every batch in a produce request's `records` field.
-pub fn decode_batches(buf: &[u8], limits: BatchLimits) -> Result<Vec<DecodedBatch>, BatchError> {
+/// Decodes every batch in a produce request's `records` field. The
+/// records' keys and values of uncompressed batches share `buf`, not
+/// copies of it.
+pub fn decode_batches(buf: &Bytes, limits: BatchLimits) -> Result<Vec<DecodedBatch>, BatchError> {
     let mut r = Reader::new(buf);
     let mut out = Vec::new();
     let mut total = 0usize;
@@ -81,7 +84,7 @@ pub fn decode_batches(buf: &[u8], limits: BatchLimits) -> Result<Vec<DecodedBatc
             return Err(BatchError::Corrupt(format!("batch length {len} below the header size")));
         }
         let batch = r.bytes(len, "record batch")?;
-        let decoded = decode_one(batch, limits)?;
+        let decoded = decode_one(buf, batch, limits)?;
         total += decoded.records.len();
         if total > limits.max_records {
             return Err(BatchError::TooLarge {
@@ -96,7 +99,7 @@ pub fn decode_batches(buf: &[u8], limits: BatchLimits) -> Result<Vec<DecodedBatc
     Ok(out)
 }
 
-fn decode_one(batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchError> {
+fn decode_one(buf: &Bytes, batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchError> {
     let mut r = Reader::new(batch);
     let _leader_epoch = r.i32("leader epoch")?;
     let magic = r.i8("magic")?;
@@ -133,11 +136,11 @@ fn decode_one(batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchEr
     let codec = attributes & 0x07;
     let body = r.bytes(r.remaining(), "records")?;
     let inflated;
-    let body = if codec == 0 {
-        body
+    let (owner, body): (&Bytes, &[u8]) = if codec == 0 {
+        (buf, body)
     } else {
-        inflated = decompress(codec, body, limits.max_decompressed)?;
-        &inflated[..]
+        inflated = Bytes::from(decompress(codec, body, limits.max_decompressed)?);
+        (&inflated, &inflated[..])
     };
     // Every record takes a few bytes at least: a count the body cannot
     // hold is refused before anything is reserved for it.
@@ -150,7 +153,7 @@ fn decode_one(batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchEr
     let mut records = Vec::with_capacity(count);
     let mut rr = Reader::new(body);
     for _ in 0..count {
-        records.push(decode_record(&mut rr, base_ts, log_append)?);
+        records.push(decode_record(&mut rr, owner, base_ts, log_append)?);
     }
     if rr.remaining() != 0 {
         return Err(BatchError::Corrupt("bytes after the last record".to_string()));
@@ -164,15 +167,17 @@ fn decode_one(batch: &[u8], limits: BatchLimits) -> Result<DecodedBatch, BatchEr
     })
 }
 
-fn decode_record(r: &mut Reader<'_>, base_ts: i64, log_append: bool) -> Result<Record, BatchError> {
+/// Decodes one record of `owner`'s bytes (which `r` reads), its key and
+/// value slices of `owner`.
+fn decode_record(r: &mut Reader<'_>, owner: &Bytes, base_ts: i64, log_append: bool) -> Result<Record, BatchError> {
     let len = r.varint("record length")?;
     let len = usize::try_from(len).map_err(|_| BatchError::Corrupt(format!("record length {len}")))?;
     let mut rec = Reader::new(r.bytes(len, "record")?);
     let _attributes = rec.i8("record attributes")?;
     let ts_delta = rec.varlong("timestamp delta")?;
     let _offset_delta = rec.varint("offset delta")?;
-    let key = rec.nullable_bytes("key")?.map(<[u8]>::to_vec);
-    let value = rec.nullable_bytes("value")?.map(<[u8]>::to_vec);
+    let key = rec.nullable_bytes("key")?.map(|k| owner.slice_ref(k));
+    let value = rec.nullable_bytes("value")?.map(|v| owner.slice_ref(v));
     let n = rec.varint("header count")?;
     let n = usize::try_from(n).map_err(|_| BatchError::Corrupt(format!("header count {n}")))?;
     if n > rec.remaining() / 2 {
@@ -266,48 +271,83 @@ fn encode_spanning(out: &mut Vec<u8>, records: &[StoredRecord], base: i64, end: 
     if end <= base {
         return;
     }
-    let base_ts = records.first().map_or(-1, |r| to_ms(r.timestamp));
-    let max_ts = records.iter().map(|r| to_ms(r.timestamp)).max().unwrap_or(base_ts);
-    let mut body = Vec::with_capacity(records.len() * 64);
-    let mut rec = Vec::new();
-    for r in records {
-        rec.clear();
-        rec.push(0);
-        put_varlong(&mut rec, to_ms(r.timestamp) - base_ts);
-        put_varlong(&mut rec, r.offset - base);
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varlong(&mut rec, i64::try_from(r.headers.len()).unwrap_or(0));
-        for h in &r.headers {
-            put_bytes(&mut rec, Some(h.key.as_bytes()));
-            put_bytes(&mut rec, h.value.as_deref());
-        }
-        put_varlong(&mut body, i64::try_from(rec.len()).unwrap_or(0));
-        body.extend_from_slice(&rec);
-    }
-    let mut after_crc = Vec::with_capacity(40 + body.len());
+    // Every record is written once, straight into `out`: its length is
+    // known before it is written, and the batch's length and CRC are
+    // filled in at the end.
+    let stamps: Vec<i64> = records.iter().map(|r| to_ms(r.timestamp)).collect();
+    let base_ts = stamps.first().copied().unwrap_or(-1);
+    let max_ts = stamps.iter().copied().max().unwrap_or(base_ts);
+    let payload: usize = records
+        .iter()
+        .map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    out.reserve(BATCH_HEADER + payload + records.len() * 24);
+    let start = out.len();
+    out.extend_from_slice(&base.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // the batch length, below
+    out.extend_from_slice(&0i32.to_be_bytes()); // the partition leader epoch
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes()); // the CRC, below
+    let checked_from = out.len();
     let attributes = match producer {
         None => 0,
         Some(p) if p.control => TRANSACTIONAL | CONTROL,
         Some(_) => TRANSACTIONAL,
     };
-    after_crc.extend_from_slice(&attributes.to_be_bytes());
+    out.extend_from_slice(&attributes.to_be_bytes());
     let last_delta = i32::try_from(end - 1 - base).unwrap_or(i32::MAX);
-    after_crc.extend_from_slice(&last_delta.to_be_bytes());
-    after_crc.extend_from_slice(&base_ts.to_be_bytes());
-    after_crc.extend_from_slice(&max_ts.to_be_bytes());
-    after_crc.extend_from_slice(&producer.map_or(-1, |p| p.producer_id).to_be_bytes());
-    after_crc.extend_from_slice(&producer.map_or(-1, |p| p.epoch).to_be_bytes());
-    after_crc.extend_from_slice(&(-1i32).to_be_bytes());
-    after_crc.extend_from_slice(&i32::try_from(records.len()).unwrap_or(i32::MAX).to_be_bytes());
-    after_crc.extend_from_slice(&body);
-    let batch_len = i32::try_from(after_crc.len() + 9).unwrap_or(i32::MAX);
-    out.extend_from_slice(&base.to_be_bytes());
-    out.extend_from_slice(&batch_len.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(2);
-    out.extend_from_slice(&crc32c::crc32c(&after_crc).to_be_bytes());
-    out.extend_from_slice(&after_crc);
+    out.extend_from_slice(&last_delta.to_be_bytes());
+    out.extend_from_slice(&base_ts.to_be_bytes());
+    out.extend_from_slice(&max_ts.to_be_bytes());
+    out.extend_from_slice(&producer.map_or(-1, |p| p.producer_id).to_be_bytes());
+    out.extend_from_slice(&producer.map_or(-1, |p| p.epoch).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&i32::try_from(records.len()).unwrap_or(i32::MAX).to_be_bytes());
+    for (r, ts) in records.iter().zip(stamps) {
+        let ts_delta = ts - base_ts;
+        let offset_delta = r.offset - base;
+        let headers = i64::try_from(r.headers.len()).unwrap_or(0);
+        let len = 1
+            + varlong_len(ts_delta)
+            + varlong_len(offset_delta)
+            + bytes_len(r.key.as_deref())
+            + bytes_len(r.value.as_deref())
+            + varlong_len(headers)
+            + r.headers
+                .iter()
+                .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
+                .sum::<usize>();
+        put_varlong(out, i64::try_from(len).unwrap_or(i64::MAX));
+        out.push(0);
+        put_varlong(out, ts_delta);
+        put_varlong(out, offset_delta);
+        put_bytes(out, r.key.as_deref());
+        put_bytes(out, r.value.as_deref());
+        put_varlong(out, headers);
+        for h in &r.headers {
+            put_bytes(out, Some(h.key.as_bytes()));
+            put_bytes(out, h.value.as_deref());
+        }
+    }
+    let batch_len = i32::try_from(out.len() - start - 12).unwrap_or(i32::MAX);
+    out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[checked_from..]);
+    out[checked_from - 4..checked_from].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Bytes of a batch's header, from its base offset through its record count.
+const BATCH_HEADER: usize = 61;
+
+/// Bytes `put_varlong` writes for `v`.
+fn varlong_len(v: i64) -> usize {
+    let zigzag = u64::from_ne_bytes(((v << 1) ^ (v >> 63)).to_ne_bytes());
+    let bits = 64 - usize::try_from(zigzag.leading_zeros()).unwrap_or(64);
+    bits.div_ceil(7).max(1)
+}
+
+/// Bytes `put_bytes` writes for `b`.
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| varlong_len(i64::try_from(b.len()).unwrap_or(i64::MAX)) + b.len())
 }
 
 #[cfg(test)]
@@ -319,13 +359,17 @@ mod tests {
         max_records: 10_000,
     };
 
+    fn decode(buf: &[u8], limits: BatchLimits) -> Result<Vec<DecodedBatch>, BatchError> {
+        decode_batches(&Bytes::copy_from_slice(buf), limits)
+    }
+
     fn stored(offset: i64, key: &str, value: &str) -> StoredRecord {
         StoredRecord {
             partition: 0,
             offset,
             timestamp: from_ms(1_700_000_000_000 + offset),
-            key: Some(key.as_bytes().to_vec()),
-            value: Some(value.as_bytes().to_vec()),
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
             headers: vec![
                 Header {
                     key: "h".into(),
@@ -340,11 +384,34 @@ mod tests {
     }
 
     #[test]
+    fn varlong_lengths_match_what_is_written() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            8192,
+            -8193,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            assert_eq!(varlong_len(v), buf.len(), "{v}");
+        }
+    }
+
+    #[test]
     fn batches_round_trip_with_repeated_headers() {
         let records = vec![stored(10, "a", "one"), stored(11, "b", "two")];
         let mut buf = Vec::new();
         encode_batch(&mut buf, &records);
-        let batches = decode_batches(&buf, LIMITS).expect("decodes");
+        let batches = decode(&buf, LIMITS).expect("decodes");
         assert_eq!(batches.len(), 1);
         let got = &batches[0].records;
         assert_eq!(got.len(), 2);
@@ -352,6 +419,58 @@ mod tests {
         assert_eq!(got[1].headers, records[1].headers);
         assert_eq!(got[1].timestamp, Some(records[1].timestamp));
         assert_eq!(batches[0].producer_id, -1);
+    }
+
+    #[test]
+    fn records_of_every_size_round_trip() {
+        let mut records = Vec::new();
+        for (i, size) in [0usize, 1, 63, 64, 127, 128, 8191, 8192, 20_000, 2_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            let offset = 100 + 3 * i64::try_from(i).expect("small");
+            let mut r = stored(offset, "k", "v");
+            r.value = Some(vec![u8::try_from(i).expect("small"); size].into());
+            r.key = if i % 2 == 0 {
+                None
+            } else {
+                Some(vec![7; size / 3].into())
+            };
+            r.headers.truncate(i % 3);
+            r.timestamp = from_ms(1_700_000_000_000 - 5_000 * offset);
+            records.push(r);
+        }
+        records[4].value = None;
+        let mut buf = vec![9, 9, 9];
+        encode_batch(&mut buf, &records);
+        let batches = decode(&buf[3..], LIMITS).expect("decodes");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].records.len(), records.len());
+        for (got, want) in batches[0].records.iter().zip(&records) {
+            assert_eq!(
+                (&got.key, &got.value, &got.headers),
+                (&want.key, &want.value, &want.headers)
+            );
+            assert_eq!(got.timestamp, Some(want.timestamp));
+        }
+        let last_delta = i32::from_be_bytes(buf[26..30].try_into().expect("4 bytes"));
+        assert_eq!(last_delta, 27);
+    }
+
+    #[test]
+    fn plain_batches_decode_into_slices_of_the_request() {
+        let mut buf = Vec::new();
+        encode_batch(&mut buf, &[stored(0, "key", "first"), stored(1, "key", "second")]);
+        let raw = Bytes::from(buf);
+        let got = decode_batches(&raw, LIMITS).expect("decodes");
+        let within = raw.as_ptr_range();
+        for r in &got[0].records {
+            for part in [&r.key, &r.value] {
+                let part = part.as_ref().expect("present");
+                assert!(within.contains(&part.as_ptr()), "not copied out of the request");
+            }
+        }
+        assert_eq!(got[0].records[1].value.as_deref(), Some(&b"second"[..]));
     }
 
     #[test]
@@ -365,7 +484,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_batch_spanning(&mut buf, &[stored(10, "a", "one"), stored(13, "b", "two")], 10, 20);
         assert_eq!(header(&buf), (10, 9, 2));
-        assert_eq!(decode_batches(&buf, LIMITS).expect("decodes")[0].records.len(), 2);
+        assert_eq!(decode(&buf, LIMITS).expect("decodes")[0].records.len(), 2);
         let mut empty = Vec::new();
         encode_batch_spanning(&mut empty, &[], 5, 8);
         assert_eq!(header(&empty), (5, 2, 0));
@@ -386,7 +505,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         encode_batch_of(&mut buf, &[stored(5, "k", "v")], Some(data));
-        let batches = decode_batches(&buf, LIMITS).expect("decodes");
+        let batches = decode(&buf, LIMITS).expect("decodes");
         assert!(batches[0].transactional);
         assert_eq!((batches[0].producer_id, batches[0].producer_epoch), (42, 3));
         // Attributes at byte 21: transactional (0x10), and control (0x20)
@@ -399,7 +518,7 @@ mod tests {
             Some(BatchProducer { control: true, ..data }),
         );
         assert_eq!(i16::from_be_bytes([marker[21], marker[22]]), 0x30);
-        assert!(matches!(decode_batches(&marker, LIMITS), Err(BatchError::Invalid(_))));
+        assert!(matches!(decode(&marker, LIMITS), Err(BatchError::Invalid(_))));
     }
 
     #[test]
@@ -409,24 +528,21 @@ mod tests {
         let mut bad_crc = buf.clone();
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 0xff;
-        assert!(matches!(decode_batches(&bad_crc, LIMITS), Err(BatchError::Corrupt(_))));
+        assert!(matches!(decode(&bad_crc, LIMITS), Err(BatchError::Corrupt(_))));
         assert!(matches!(
-            decode_batches(&buf[..buf.len() - 3], LIMITS),
+            decode(&buf[..buf.len() - 3], LIMITS),
             Err(BatchError::Corrupt(_))
         ));
         let mut magic1 = buf.clone();
         magic1[16] = 1;
-        assert!(matches!(
-            decode_batches(&magic1, LIMITS),
-            Err(BatchError::UnsupportedMagic(1))
-        ));
-        assert!(decode_batches(&[], LIMITS).is_err());
+        assert!(matches!(decode(&magic1, LIMITS), Err(BatchError::UnsupportedMagic(1))));
+        assert!(decode(&[], LIMITS).is_err());
         // A record count far beyond what the bytes can hold.
         let mut huge = buf.clone();
         huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         let crc = crc32c::crc32c(&huge[21..]);
         huge[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(decode_batches(&huge, LIMITS).is_err());
+        assert!(decode(&huge, LIMITS).is_err());
     }
 
     #[test]
@@ -446,12 +562,9 @@ mod tests {
             b
         };
         let gz = rebuild(super::super::compression::gzip(&body), 1);
-        let got = decode_batches(&gz, LIMITS).expect("gzip batch");
+        let got = decode(&gz, LIMITS).expect("gzip batch");
         assert_eq!(got[0].records[1].value.as_deref(), Some(&b"v2"[..]));
         let bomb = rebuild(super::super::compression::gzip(&vec![0u8; 4 << 20]), 1);
-        assert!(matches!(
-            decode_batches(&bomb, LIMITS),
-            Err(BatchError::TooLarge { .. })
-        ));
+        assert!(matches!(decode(&bomb, LIMITS), Err(BatchError::TooLarge { .. })));
     }
 }

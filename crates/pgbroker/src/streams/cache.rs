@@ -6,6 +6,7 @@
 //! fetches from Postgres, and holds, per partition, one contiguous run of
 //! committed records. A read it cannot serve whole goes to Postgres.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,7 +109,7 @@ fn record_bytes(r: &StoredRecord) -> usize {
         .iter()
         .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
         .sum();
-    64 + r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + headers
+    64 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers
 }
 
 /// The per-partition caches of one broker.
@@ -354,7 +355,7 @@ impl RecordCache {
         let mut out = Vec::new();
         let mut bytes = 0;
         for r in c.records.iter().skip(skip).take(max_records.max(1)) {
-            let size = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+            let size = r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
             if !out.is_empty() && bytes + size > max_bytes {
                 break;
             }
@@ -385,7 +386,7 @@ mod tests {
                 offset: o,
                 timestamp: SystemTime::UNIX_EPOCH,
                 key: None,
-                value: Some(vec![0; 10]),
+                value: Some(vec![0; 10].into()),
                 headers: Vec::new(),
             })
             .collect()
@@ -409,6 +410,18 @@ mod tests {
         assert_eq!(offsets(c.read(1, 14, 100, 1 << 20)).len(), 11);
         c.insert(1, 12, recs(12, 20)); // overlapping run extends the end
         assert_eq!(offsets(c.read(1, 30, 100, 1 << 20)), vec![30, 31]);
+    }
+
+    #[test]
+    fn reads_share_the_cached_bytes() {
+        let c = RecordCache::new(1 << 20);
+        c.note_watermarks(3, 0, 0);
+        let run = recs(0, 4);
+        let at: Vec<*const u8> = run.iter().map(|r| r.value.as_ref().expect("value").as_ptr()).collect();
+        c.insert(3, 0, run);
+        let (got, _, _) = c.read(3, 1, 10, 1 << 20).expect("cached");
+        let read: Vec<*const u8> = got.iter().map(|r| r.value.as_ref().expect("value").as_ptr()).collect();
+        assert_eq!(read, at[1..], "a read hands out the cached buffers, not copies");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Consuming: reading a partition from an offset, resolving offsets, and
 //! long-poll fetches woken by producers' notifications.
 
+use bytes::Bytes;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -441,11 +442,11 @@ pub(super) async fn read_segments(
                 partition,
                 offset: off,
                 timestamp: row.get(1),
-                key: row.get(2),
-                value: row.get(3),
+                key: row.get::<_, Option<&[u8]>>(2).map(Bytes::copy_from_slice),
+                value: row.get::<_, Option<&[u8]>>(3).map(Bytes::copy_from_slice),
                 headers: headers::from_json(row.get(4)),
             };
-            let size = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
+            let size = record.key.as_ref().map_or(0, Bytes::len) + record.value.as_ref().map_or(0, Bytes::len);
             if !records.is_empty() && bytes + size > limits.max_bytes {
                 break 'segments;
             }

@@ -1,6 +1,7 @@
 //! Reading several partitions in one call, with one long poll across all of
 //! them: what a Kafka Fetch request asks of a broker.
 
+use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +51,7 @@ fn bytes_of(result: &Result<FetchResult>) -> usize {
         Ok(r) => r
             .records
             .iter()
-            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
             .sum(),
         Err(_) => 0,
     }
