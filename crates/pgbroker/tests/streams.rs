@@ -617,3 +617,66 @@ async fn long_reads_from_postgres_stop_exactly_at_the_limits() {
         assert_eq!(r.next_offset, next);
     }
 }
+
+#[tokio::test]
+async fn a_fetch_of_many_partitions_spends_its_byte_budget_in_request_order() {
+    use pgbroker::streams::{Isolation, ManyLimits, PartitionRead};
+    let db = TestDb::new().await;
+    let t = db.topic("many", partitions(20)).await;
+    for p in 0..20u8 {
+        let records: Vec<Record> = (0..3).map(|_| Record::from_value(vec![p; 1_000])).collect();
+        db.broker
+            .streams()
+            .produce(&t, Some(i32::from(p)), &records)
+            .await
+            .expect("produce");
+    }
+    // Partition 5 is read from its second record.
+    let reads: Vec<PartitionRead> = (0..20)
+        .map(|p| PartitionRead {
+            topic: t.clone(),
+            partition: p,
+            offset: i64::from(p == 5),
+            max_bytes: 1 << 20,
+        })
+        .collect();
+    let limits = ManyLimits {
+        min_bytes: 1,
+        max_bytes: 25_500,
+        max_records: 100,
+        max_wait: Duration::ZERO,
+        isolation: Isolation::ReadUncommitted,
+    };
+    let got = db.broker.streams().fetch_many(&reads, limits).await;
+    assert_eq!(got.len(), 20);
+    let shape: Vec<(usize, i64, i64)> = got
+        .iter()
+        .map(|r| {
+            let r = r.as_ref().expect("read");
+            assert!(r
+                .records
+                .iter()
+                .all(|rec| rec.value.as_ref().map(|v| v.len()) == Some(1_000)));
+            (r.records.len(), r.next_offset, r.high_watermark)
+        })
+        .collect();
+    // 3,000 bytes each up to partition 7 (2,000 from partition 5): 23,000.
+    // Partition 8 gets the 2,000 its 2,500 left hold, partition 9 the
+    // first record of what is left (500 bytes), every later one nothing.
+    let mut want = vec![(3, 3, 3); 8];
+    want[5] = (2, 3, 3);
+    want.push((2, 2, 3));
+    want.push((1, 1, 3));
+    want.extend(vec![(0, 0, 3); 10]);
+    assert_eq!(shape, want);
+    let values: Vec<u8> = got
+        .iter()
+        .flat_map(|r| r.as_ref().expect("read").records.iter())
+        .map(|rec| rec.value.as_ref().expect("value")[0])
+        .collect();
+    let mut expected = Vec::new();
+    for (p, n) in want.iter().map(|w| w.0).enumerate() {
+        expected.extend(std::iter::repeat_n(u8::try_from(p).expect("small"), n));
+    }
+    assert_eq!(values, expected, "each partition's own records");
+}

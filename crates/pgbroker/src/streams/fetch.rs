@@ -123,6 +123,44 @@ impl FetchResult {
     }
 }
 
+impl FetchResult {
+    /// Keeps the records that fit in `max_bytes` of keys and values, the
+    /// first one always; when any is dropped, the read ends after the last
+    /// one kept.
+    pub(crate) fn keep_bytes(&mut self, max_bytes: usize) {
+        let mut bytes = 0usize;
+        let fit = self
+            .records
+            .iter()
+            .position(|r| {
+                bytes += r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
+                bytes > max_bytes
+            })
+            .map_or(self.records.len(), |at| at.max(1));
+        if fit < self.records.len() {
+            self.records.truncate(fit);
+            self.next_offset = self.records.last().map_or(self.next_offset, |r| r.offset + 1);
+            self.trim_to_next();
+        }
+    }
+
+    /// Drops every record: the read returns only the watermarks and ends
+    /// where it began, at `offset`.
+    pub(crate) fn leave_out(&mut self, offset: i64) {
+        self.records.clear();
+        self.next_offset = offset;
+        self.trim_to_next();
+    }
+
+    /// Forgets the producers and aborted transactions at or past
+    /// `next_offset`.
+    fn trim_to_next(&mut self) {
+        let next = self.next_offset;
+        self.producers.retain(|p| p.offset < next);
+        self.aborted.retain(|a| a.first_offset < next);
+    }
+}
+
 /// An offset to resolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -547,7 +585,76 @@ pub fn timestamp_ms(record: &StoredRecord) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_to_ask, FIRST_ROWS};
+    use super::{rows_to_ask, AbortedTxn, FetchResult, RecordProducer, FIRST_ROWS};
+    use crate::types::StoredRecord;
+    use std::time::SystemTime;
+
+    /// Records of 100 bytes at offsets 10, 11, 13, 14 (12 compacted away),
+    /// the last two a transaction's, read to offset 20.
+    fn read() -> FetchResult {
+        let rec = |offset| StoredRecord {
+            partition: 0,
+            offset,
+            timestamp: SystemTime::UNIX_EPOCH,
+            key: None,
+            value: Some(vec![1; 100].into()),
+            headers: Vec::new(),
+        };
+        let tag = |offset| RecordProducer {
+            offset,
+            producer_id: 7,
+            epoch: 0,
+            control: false,
+        };
+        FetchResult {
+            records: vec![rec(10), rec(11), rec(13), rec(14)],
+            next_offset: 20,
+            high_watermark: 20,
+            log_start_offset: 0,
+            last_stable_offset: 20,
+            producers: vec![tag(13), tag(14)],
+            aborted: vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 13,
+                last_offset: 15,
+            }],
+        }
+    }
+
+    fn offsets(r: &FetchResult) -> Vec<i64> {
+        r.records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_read_keeps_what_its_share_of_the_budget_holds() {
+        let mut all = read();
+        all.keep_bytes(400);
+        assert_eq!(
+            (offsets(&all), all.next_offset, all.producers.len()),
+            (vec![10, 11, 13, 14], 20, 2)
+        );
+        let mut two = read();
+        two.keep_bytes(299);
+        assert_eq!((offsets(&two), two.next_offset), (vec![10, 11], 12));
+        assert!(
+            two.producers.is_empty() && two.aborted.is_empty(),
+            "nothing of the transaction is left"
+        );
+        let mut first = read();
+        first.keep_bytes(1);
+        assert_eq!(
+            (offsets(&first), first.next_offset),
+            (vec![10], 11),
+            "the first record always"
+        );
+        let mut none = read();
+        none.leave_out(10);
+        assert_eq!(
+            (offsets(&none), none.next_offset, none.high_watermark),
+            (vec![], 10, 20)
+        );
+        assert!(none.producers.is_empty() && none.aborted.is_empty());
+    }
 
     #[test]
     fn reads_ask_for_about_what_the_bytes_left_hold() {

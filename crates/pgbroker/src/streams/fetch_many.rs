@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::select_all;
+use futures_util::future::{join_all, select_all};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -108,24 +108,48 @@ pub(crate) async fn fetch_many(
     }
 }
 
+/// Most partitions of one fetch read at the same time.
+const READS_AT_ONCE: usize = 8;
+
+/// Reads the partitions in turns of [`READS_AT_ONCE`] at a time, each turn
+/// bounded by the byte budget left before it; the budget is then spent in
+/// request order, so a partition of a turn gets what the ones before it
+/// left, as if they had been read one after another. A partition past the
+/// budget returns no records. Reading a turn at once keeps a consumer of
+/// many partitions from waiting for each read (of the cache or Postgres)
+/// in sequence.
 async fn read_each(broker: &Broker, reads: &[PartitionRead], limits: ManyLimits) -> Vec<Result<FetchResult>> {
     let mut out = Vec::with_capacity(reads.len());
     let mut budget = limits.max_bytes;
-    for r in reads {
-        if budget == 0 {
-            out.push(fetch_nothing(broker, r, limits.isolation).await);
-            continue;
+    for turn in reads.chunks(READS_AT_ONCE) {
+        let left = budget;
+        let results = join_all(turn.iter().map(|r| read_one(broker, r, left, limits))).await;
+        for (r, mut result) in turn.iter().zip(results) {
+            if let Ok(res) = &mut result {
+                if budget == 0 {
+                    res.leave_out(r.offset);
+                } else {
+                    res.keep_bytes(budget);
+                }
+            }
+            budget = budget.saturating_sub(bytes_of(&result));
+            out.push(result);
         }
-        let one = FetchLimits {
-            max_records: limits.max_records,
-            max_bytes: r.max_bytes.min(budget).max(1),
-            max_wait: Duration::ZERO,
-        };
-        let result = crate::streams::fetch::fetch(broker, &r.topic, r.partition, r.offset, one, limits.isolation).await;
-        budget = budget.saturating_sub(bytes_of(&result));
-        out.push(result);
     }
     out
+}
+
+/// One partition of a turn, bounded by the budget left before the turn.
+async fn read_one(broker: &Broker, r: &PartitionRead, budget: usize, limits: ManyLimits) -> Result<FetchResult> {
+    if budget == 0 {
+        return fetch_nothing(broker, r, limits.isolation).await;
+    }
+    let one = FetchLimits {
+        max_records: limits.max_records,
+        max_bytes: r.max_bytes.min(budget).max(1),
+        max_wait: Duration::ZERO,
+    };
+    crate::streams::fetch::fetch(broker, &r.topic, r.partition, r.offset, one, limits.isolation).await
 }
 
 /// A result with no records but current watermarks, for a partition
