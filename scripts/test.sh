@@ -33,16 +33,20 @@ cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.log"
 SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
   END { printf "cargo test: %d passed, %d failed, %d ignored", p, f, i }' "$LOGS/cargo-test.log")")
 
-# The compat and fault suites drive the binary `cargo test` built.
+# The compat and fault suites drive the binary `cargo test` built. Every
+# cargo call below selects the whole workspace, so that all of them share
+# one feature set and one build of the dependencies: a `-p` selection
+# unifies features differently and builds them all again, doubling the
+# disk the run needs.
 BIN=${CARGO_TARGET_DIR:-target}/debug/pgbroker
-cargo build -q -p pgbroker-cli --bin pgbroker
+[[ -x $BIN ]] || { echo "cargo test did not build $BIN" >&2; exit 1; }
 
 step "compat: real Kafka clients against pgbroker serve"
 PGBROKER_BIN=$PWD/$BIN compat/run.sh | tee "$LOGS/compat.log"
 SUMMARY+=("$(grep '^compat:' "$LOGS/compat.log" | tail -n 1)")
 
 step "compat: SQS clients (boto3 with moto, the JavaScript SDK, Celery, Dramatiq) and SQL drivers (psycopg, node-postgres)"
-cargo test -p pgbroker-cli --test sqs_compat --test sqs_node_compat --test celery_compat --test dramatiq_compat \
+cargo test --workspace --test sqs_compat --test sqs_node_compat --test celery_compat --test dramatiq_compat \
   --test sql_compat \
   -- --ignored --test-threads=1 2>&1 | tee "$LOGS/compat-sqs-sql.log"
 PGBROKER_BIN=$PWD/$BIN compat/sqs_auth_run.sh 2>&1 | tee "$LOGS/compat-sqs-auth.log"
@@ -51,7 +55,7 @@ SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
 SUMMARY+=("compat (SQS authentication, boto3): 1 passed, 0 failed")
 
 step "compat: the console in chromium (Playwright) and its admin API under schemathesis"
-cargo test -p pgbroker-cli --test console_compat -- --ignored 2>&1 | tee "$LOGS/compat-console.log"
+cargo test --workspace --test console_compat -- --ignored 2>&1 | tee "$LOGS/compat-console.log"
 SUMMARY+=("$(awk '/^test result:/ { p += $4; f += $6 }
   END { printf "compat (console): %d passed, %d failed", p, f }' "$LOGS/compat-console.log")")
 
