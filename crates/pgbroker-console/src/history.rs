@@ -183,13 +183,11 @@ pub(crate) async fn read(broker: &Broker) -> pgbroker::Result<Sample> {
         }
     }
     let mut queues = Vec::new();
-    for q in broker.queues().list().await?.into_iter().take(MAX_SAMPLED) {
-        if let Ok(stats) = broker.queues().stats(&q.name).await {
-            queues.push(QueueReading {
-                name: q.name.to_string(),
-                stats,
-            });
-        }
+    for (name, stats) in broker.queues().all_stats().await?.into_iter().take(MAX_SAMPLED) {
+        queues.push(QueueReading {
+            name: name.to_string(),
+            stats,
+        });
     }
     Ok(Sample {
         at_ms,

@@ -86,17 +86,14 @@ fn describe() {
 /// Appends, read from Postgres now, each queue's messages by state and the
 /// age of its oldest ready message.
 pub(crate) async fn render_queues(broker: &Broker, out: &mut String) {
-    let Ok(queues) = broker.queues().list().await else {
+    let Ok(queues) = broker.queues().all_stats().await else {
         return;
     };
     let mut depth = String::new();
     let mut dead = String::new();
     let mut age = String::new();
-    for q in queues {
-        let Ok(s) = broker.queues().stats(&q.name).await else {
-            continue;
-        };
-        let name = escape(q.name.as_str());
+    for (queue, s) in queues {
+        let name = escape(queue.as_str());
         for (state, n) in [("ready", s.ready), ("in_flight", s.in_flight), ("delayed", s.delayed)] {
             let _ = writeln!(
                 depth,

@@ -225,6 +225,79 @@ async fn stats_count_each_state() {
 }
 
 #[tokio::test]
+async fn all_stats_agree_with_each_queue_s_stats() {
+    let db = TestDb::new().await;
+    let b = &db.broker;
+    let dlq = db.queue("all.dlq", QueueConfig::default()).await;
+    let jobs = db
+        .queue(
+            "all.jobs",
+            QueueConfig {
+                max_attempts: 1,
+                dead_letter: Some(dlq.clone()),
+                ..QueueConfig::default()
+            },
+        )
+        .await;
+    let solo = db
+        .queue(
+            "all.solo",
+            QueueConfig {
+                max_attempts: 1,
+                ..QueueConfig::default()
+            },
+        )
+        .await;
+    let fifo = db.queue("all.fifo", QueueConfig::default()).await;
+    let empty = db.queue("all.empty", QueueConfig::default()).await;
+    for q in [&jobs, &solo] {
+        b.queues()
+            .send_batch(q, &[Message::new("1"), Message::new("2"), Message::new("3")])
+            .await
+            .expect("send");
+        b.queues()
+            .send(q, &Message::new("later").with_delay(Duration::from_secs(60)))
+            .await
+            .expect("send");
+        // One dies (dead-lettered or dead in place), one stays in flight.
+        let got = b.queues().receive(q, &take(2)).await.expect("receive");
+        b.queues()
+            .nack(q, &receipts(&got[..1]), &NackOptions::default())
+            .await
+            .expect("nack");
+    }
+    let grouped: Vec<Message> = (0..5).map(|i| Message::new(format!("g{i}")).with_group("g")).collect();
+    b.queues().send_batch(&fifo, &grouped).await.expect("send");
+    b.queues().receive(&fifo, &take(1)).await.expect("receive");
+
+    let all = b.queues().all_stats().await.expect("all stats");
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["all.dlq", "all.empty", "all.fifo", "all.jobs", "all.solo"]);
+    for (name, got) in &all {
+        let one = b.queues().stats(name).await.expect("stats");
+        assert_eq!(
+            (got.ready, got.in_flight, got.delayed, got.dead_lettered),
+            (one.ready, one.in_flight, one.delayed, one.dead_lettered),
+            "{name}"
+        );
+        match (got.oldest_ready_age_ms, one.oldest_ready_age_ms) {
+            (None, None) => {}
+            (Some(a), Some(b)) => assert!(a.abs_diff(b) < 5_000, "{name}: {a} against {b}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let counts = |q: &QueueName| {
+        let (_, s) = all.iter().find(|(n, _)| n == q).expect("listed");
+        (s.ready, s.in_flight, s.delayed, s.dead_lettered)
+    };
+    assert_eq!(counts(&jobs), (1, 1, 1, 1));
+    assert_eq!(counts(&dlq), (1, 0, 0, 0));
+    assert_eq!(counts(&solo), (1, 1, 1, 1));
+    assert_eq!(counts(&fifo), (4, 1, 0, 0));
+    assert_eq!(counts(&empty), (0, 0, 0, 0));
+}
+
+#[tokio::test]
 async fn administration_lists_updates_purges_and_deletes() {
     let db = TestDb::new().await;
     let dlq = db.queue("z.dlq", QueueConfig::default()).await;

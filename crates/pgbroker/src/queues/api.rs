@@ -57,6 +57,13 @@ impl Queues<'_> {
         super::lifecycle::queue_stats(self.broker, name).await
     }
 
+    /// Every queue's counts as [`Self::stats`] gives them, by queue name,
+    /// in one statement: what a metrics scrape or a dashboard of many
+    /// queues should call rather than `stats` once per queue.
+    pub async fn all_stats(self) -> Result<Vec<(QueueName, QueueStats)>> {
+        super::lifecycle::all_queue_stats(self.broker).await
+    }
+
     /// Deletes every message of the queue (ready, delayed, in flight and
     /// dead) and returns how many. Its dead letters in other queues stay.
     /// Receipts of deleted messages become stale.

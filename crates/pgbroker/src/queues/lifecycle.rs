@@ -125,13 +125,27 @@ pub(crate) async fn queue_stats(broker: &Broker, name: &QueueName) -> Result<Que
     let row = client
         .query_one(&broker.inner.queues.sql.queue_stats, &[&meta.id])
         .await?;
-    Ok(QueueStats {
-        ready: row.get(0),
-        in_flight: row.get(1),
-        delayed: row.get(2),
-        dead_lettered: row.get(3),
-        oldest_ready_age_ms: row.get::<_, Option<i64>>(4).map(|ms| ms.max(0)),
-    })
+    Ok(stats_from_row(&row, 0))
+}
+
+/// The counts in the five columns of `row` from `at` on.
+fn stats_from_row(row: &tokio_postgres::Row, at: usize) -> QueueStats {
+    QueueStats {
+        ready: row.get(at),
+        in_flight: row.get(at + 1),
+        delayed: row.get(at + 2),
+        dead_lettered: row.get(at + 3),
+        oldest_ready_age_ms: row.get::<_, Option<i64>>(at + 4).map(|ms| ms.max(0)),
+    }
+}
+
+/// Every queue's counts, by name, read in one statement.
+pub(crate) async fn all_queue_stats(broker: &Broker) -> Result<Vec<(QueueName, QueueStats)>> {
+    let client = broker.client().await?;
+    let rows = client.query(&broker.inner.queues.sql.all_queue_stats, &[]).await?;
+    rows.iter()
+        .map(|row| Ok((QueueName::new(row.get::<_, String>(0))?, stats_from_row(row, 1))))
+        .collect()
 }
 
 /// Deletes every message of the queue (ready, delayed, in flight and
