@@ -218,16 +218,7 @@ async fn queues_browse_redrive_and_purge() {
     let db = TestDb::new().await;
     let c = open(&db).await;
     let dlq = db.queue("jobs.dlq", QueueConfig::default()).await;
-    let jobs = db
-        .queue(
-            "jobs",
-            QueueConfig {
-                max_attempts: 1,
-                dead_letter: Some(dlq.clone()),
-                ..QueueConfig::default()
-            },
-        )
-        .await;
+    let jobs = db.queue_failing_once("jobs", Some(&dlq)).await;
     let qs = db.broker.queues();
     for body in ["one", "<script>alert('two')</script>", "three"] {
         qs.send(&jobs, &Message::new(body)).await.expect("send");

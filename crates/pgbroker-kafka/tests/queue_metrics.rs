@@ -39,16 +39,7 @@ async fn queue_metrics_and_help_lines() {
     let db = TestDb::new().await;
     let q = db.broker.queues();
     let dlq = db.queue("mjobs.dlq", QueueConfig::default()).await;
-    let jobs = db
-        .queue(
-            "mjobs",
-            QueueConfig {
-                max_attempts: 1,
-                dead_letter: Some(dlq.clone()),
-                ..QueueConfig::default()
-            },
-        )
-        .await;
+    let jobs = db.queue_failing_once("mjobs", Some(&dlq)).await;
 
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -66,6 +66,18 @@ impl TestDb {
         q
     }
 
+    /// A queue whose messages die on their first failed delivery
+    /// (`max_attempts` 1): into the dead-letter queue `dlq` when given,
+    /// else dead in the queue itself.
+    pub async fn queue_failing_once(&self, name: &str, dlq: Option<&QueueName>) -> QueueName {
+        let config = QueueConfig {
+            max_attempts: 1,
+            dead_letter: dlq.cloned(),
+            ..QueueConfig::default()
+        };
+        self.queue(name, config).await
+    }
+
     /// Another broker on the same schema, as another process would be.
     pub async fn other_broker(&self) -> Broker {
         self.broker_polling_every(BrokerConfig::default().poll_interval).await

@@ -61,16 +61,7 @@ async fn fifo_groups_deliver_in_order_one_at_a_time_without_starving_others() {
 async fn dead_lettered_group_head_lets_the_group_go_on() {
     let db = TestDb::new().await;
     let dlq = db.queue("g.dlq", QueueConfig::default()).await;
-    let q = db
-        .queue(
-            "g",
-            QueueConfig {
-                max_attempts: 1,
-                dead_letter: Some(dlq.clone()),
-                ..QueueConfig::default()
-            },
-        )
-        .await;
+    let q = db.queue_failing_once("g", Some(&dlq)).await;
     let b = &db.broker;
     let batch: Vec<Message> = (0..3).map(|i| Message::new(format!("m{i}")).with_group("g")).collect();
     b.queues().send_batch(&q, &batch).await.expect("send");
@@ -229,25 +220,8 @@ async fn all_stats_agree_with_each_queue_s_stats() {
     let db = TestDb::new().await;
     let b = &db.broker;
     let dlq = db.queue("all.dlq", QueueConfig::default()).await;
-    let jobs = db
-        .queue(
-            "all.jobs",
-            QueueConfig {
-                max_attempts: 1,
-                dead_letter: Some(dlq.clone()),
-                ..QueueConfig::default()
-            },
-        )
-        .await;
-    let solo = db
-        .queue(
-            "all.solo",
-            QueueConfig {
-                max_attempts: 1,
-                ..QueueConfig::default()
-            },
-        )
-        .await;
+    let jobs = db.queue_failing_once("all.jobs", Some(&dlq)).await;
+    let solo = db.queue_failing_once("all.solo", None).await;
     let fifo = db.queue("all.fifo", QueueConfig::default()).await;
     let empty = db.queue("all.empty", QueueConfig::default()).await;
     for q in [&jobs, &solo] {
